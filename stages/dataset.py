@@ -1,0 +1,126 @@
+"""Reads what prepare cached: memory-mapped uint8 arrays, batched, normalised on the device.
+
+    split = PreparedSplit(Path("data/prepared/train"), ["image"], outputs)
+    loader = make_loader(split, batch_size=16, shuffle=True, seed=0, num_augs=0)
+    for x, targets, augment in loader:      # x uint8 (B, C, H, W); targets {name: (B, ...)}
+        x, targets = to_device(x, targets, device, mean, std)
+
+Arrays are opened with `mmap_mode="r"` and read a batch at a time by fancy indexing, so
+memory stays flat however large the data set is and no image is decoded while training.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from stages.config import Config, OutputSpec
+from stages.errors import UserError
+
+
+def read_manifest(prepared: Path, cfg: Config) -> dict:
+    """The manifest prepare wrote; an error if the cache does not match the current params."""
+    path = prepared / "manifest.json"
+    if not path.is_file():
+        raise UserError(f"{path}: not found; run `dvc repro prepare` first")
+    manifest = json.loads(path.read_text())
+    missing = [n for n in [*cfg.inputs, *cfg.outputs] if not (prepared / "train" / f"{n}.npy").is_file()]
+    if missing:
+        raise UserError(f"{prepared}: no cached arrays for {', '.join(missing)}; run `dvc repro prepare` again")
+    return manifest
+
+
+class PreparedSplit(Dataset):
+    """One split; `split[indices]` returns a whole batch (inputs stacked as channels)."""
+
+    def __init__(self, folder: Path, inputs: list[str], outputs: dict[str, OutputSpec]):
+        self.inputs, self.outputs = inputs, list(outputs)
+        self.arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in [*inputs, *outputs]}
+        self.length = len(self.arrays[inputs[0]])
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        index = np.asarray(indices)
+        samples = index % self.length  # indices past the end are augmented repeats
+        x = np.concatenate([self.arrays[n][samples] for n in self.inputs], axis=1)  # (B, C, H, W)
+        targets = {n: torch.from_numpy(np.ascontiguousarray(self.arrays[n][samples])) for n in self.outputs}
+        return torch.from_numpy(x), targets, torch.from_numpy(index >= self.length)
+
+
+class _Repeated(Dataset):
+    """Index space of 1 + num_augs copies of a split, for the sampler."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def make_loader(
+    split: PreparedSplit, batch_size: int, shuffle: bool, seed: int = 0, num_augs: int = 0, workers: int = 0
+) -> DataLoader:
+    """Batches of (x, targets, augment flags); each sample appears 1 + num_augs times per epoch."""
+    space = _Repeated(len(split) * (1 + num_augs))
+    generator = torch.Generator().manual_seed(seed)
+    sampler = RandomSampler(space, generator=generator) if shuffle else SequentialSampler(space)
+    return DataLoader(
+        split,
+        sampler=BatchSampler(sampler, batch_size, drop_last=False),
+        batch_size=None,  # the dataset already returns whole batches
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0,
+    )
+
+
+def to_device(
+    x: torch.Tensor, targets: dict[str, torch.Tensor], device: torch.device, mean: torch.Tensor, std: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """uint8 batch -> normalised float on the device; masks become float 0/1."""
+    x = (x.to(device, non_blocking=True).float() / 255 - mean) / std
+    out = {}
+    for name, t in targets.items():
+        t = t.to(device, non_blocking=True)
+        out[name] = t.float() if t.dtype in (torch.uint8, torch.float32) else t
+    return x, out
+
+
+def augment(
+    x: torch.Tensor, targets: dict[str, torch.Tensor], flags: torch.Tensor, outputs: dict[str, OutputSpec],
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Random flips (and 90-degree turns of square images) of the flagged samples, applied
+    identically to the image and to each of its masks; category/numeric targets are unchanged."""
+    if not flags.any():
+        return x, targets
+    masks = [n for n, s in outputs.items() if s.type == "segmentation"]
+    square = x.shape[-1] == x.shape[-2] and all(targets[n].shape[-1] == targets[n].shape[-2] for n in masks)
+    ops = torch.randint(0, 8 if square else 4, (len(x),), generator=generator).to(x.device)
+    ops = torch.where(flags.to(x.device), ops, torch.zeros_like(ops))
+    x, targets = x.clone(), {n: t.clone() for n, t in targets.items()}
+    for op in ops.unique().tolist():
+        if op == 0:
+            continue
+        sel = ops == op
+        x[sel] = _dihedral(x[sel], op)
+        for n in masks:
+            targets[n][sel] = _dihedral(targets[n][sel], op)
+    return x, targets
+
+
+def _dihedral(t: torch.Tensor, op: int) -> torch.Tensor:
+    """op bit 0: flip width, bit 1: flip height, bit 2: transpose; on the last two dims."""
+    if op & 1:
+        t = t.flip(-1)
+    if op & 2:
+        t = t.flip(-2)
+    if op & 4:
+        t = t.transpose(-1, -2)
+    return t

@@ -1,0 +1,144 @@
+"""The multi-output CNN: a shared UNet encoder, a decoder per segmentation output, a head
+per category/numeric output; and the model file that holds everything needed to use it.
+
+    model = MultiOutputNet(in_channels=3, depth=3, filters=16, outputs={...})
+    logits = model(x)            # x: (B, C, H, W) normalised -> {name: logits}
+
+The model file (`models/<name>.pt`) is a dict of plain types and tensors, so it loads
+with `torch.load(path, weights_only=True)`: no code from the file is ever run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stages.errors import UserError
+
+FORMAT = "cnn-factory/1"
+
+
+def conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )
+
+
+class Encoder(nn.Module):
+    """UNet encoder: returns the features of every level, full resolution first."""
+
+    def __init__(self, in_channels: int, depth: int, filters: int):
+        super().__init__()
+        self.channels = [filters * 2**i for i in range(depth + 1)]
+        self.levels = nn.ModuleList([conv_block(in_channels, self.channels[0])])
+        for cin, cout in zip(self.channels, self.channels[1:]):
+            self.levels.append(nn.Sequential(nn.MaxPool2d(2), conv_block(cin, cout)))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for level in self.levels:
+            x = level(x)
+            features.append(x)  # (B, filters * 2**i, H / 2**i, W / 2**i)
+        return features
+
+
+class UNetDecoder(nn.Module):
+    """Upsamples from the deepest feature, concatenating the encoder's skip at each level."""
+
+    def __init__(self, channels: list[int]):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            conv_block(deep + skip, skip) for deep, skip in zip(channels[:0:-1], channels[-2::-1])
+        )
+        self.head = nn.Conv2d(channels[0], 1, 1)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        for block, skip in zip(self.blocks, features[-2::-1]):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.head(x)  # (B, 1, H, W)
+
+
+class NumericHead(nn.Module):
+    """Predicts in the target's units: a linear z-score rescaled by the training split's mean/std."""
+
+    def __init__(self, cin: int, mean: float = 0.0, std: float = 1.0):
+        super().__init__()
+        self.linear = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1))
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).squeeze(1) * self.std + self.mean  # (B,)
+
+
+class MultiOutputNet(nn.Module):
+    """outputs: {name: {"type": ..., "size": [H, W] | None, "classes": [...], "mean"/"std": ...}}."""
+
+    def __init__(self, in_channels: int, depth: int, filters: int, outputs: dict[str, dict[str, Any]]):
+        super().__init__()
+        self.outputs = outputs
+        self.encoder = Encoder(in_channels, depth, filters)
+        deepest = self.encoder.channels[-1]
+        self.decoders = nn.ModuleDict(
+            {name: UNetDecoder(self.encoder.channels) for name, o in outputs.items() if o["type"] == "segmentation"}
+        )
+        heads: dict[str, nn.Module] = {}
+        for name, o in outputs.items():
+            if o["type"] == "category":
+                heads[name] = nn.Sequential(
+                    nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(deepest, len(o["classes"]))
+                )
+            elif o["type"] == "numeric":
+                heads[name] = NumericHead(deepest, o.get("mean", 0.0), o.get("std", 1.0))
+        self.heads = nn.ModuleDict(heads)
+        self.multiple = 2 ** depth
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if x.shape[-2] % self.multiple or x.shape[-1] % self.multiple:
+            raise ValueError(
+                f"input of {x.shape[-2]}x{x.shape[-1]} pixels: height and width must be divisible by "
+                f"{self.multiple} (2**depth); resize the input or lower the depth"
+            )
+        features = self.encoder(x)
+        result = {}
+        for name, decoder in self.decoders.items():
+            logits = decoder(features)
+            size = tuple(self.outputs[name]["size"])
+            if logits.shape[-2:] != size:
+                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            result[name] = logits.squeeze(1)  # (B, H, W)
+        for name, head in self.heads.items():
+            result[name] = head(features[-1])  # (B, classes) or (B,)
+        return result
+
+
+def save_model(path: Path, model: MultiOutputNet, model_args: dict, meta: dict) -> None:
+    """Writes the model file atomically: a temporary file in the same folder, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"format": FORMAT, "model_args": model_args, "state_dict": state, **meta}, tmp)
+    os.replace(tmp, path)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MultiOutputNet, dict]:
+    """Loads a model file safely (weights_only); returns the model in eval mode and its metadata."""
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: model file not found; run `dvc repro train` first") from None
+    except Exception as err:  # unpickling errors come in many types
+        raise UserError(f"{path}: cannot be loaded as a model file ({type(err).__name__}: {err})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise UserError(f"{path}: not a cnn-factory model file; expected one written by the train stage")
+    model = MultiOutputNet(**checkpoint["model_args"]).to(device)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), checkpoint

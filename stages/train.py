@@ -1,0 +1,168 @@
+"""Stage `train`: fits the multi-output CNN on data/prepared, logging every epoch with dvclive.
+
+    python -m stages.train
+
+Reads params.yaml (`inputs`, `outputs`, `model`, `train`). Per epoch dvclive logs
+`train/<output>/loss`, `val/<output>/loss` and the headline metric per output
+(`val/<output>/dice|accuracy|mae`) under dvclive/. The epoch with the lowest validation
+loss is saved to models/<model.name>.pt with everything needed to use it without
+params.yaml (see stages/model.py). Same params, same metrics on CPU.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from dvclive import Live
+from tqdm import tqdm
+
+from stages.config import Config, OutputSpec, load_params
+from stages.dataset import PreparedSplit, augment, make_loader, read_manifest, to_device
+from stages.errors import UserError, run_stage
+from stages.losses import Criterion
+from stages.metrics import HEADLINE, OutputMetrics
+from stages.model import MultiOutputNet, save_model
+
+PREPARED = Path("data/prepared")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device: 'cuda' asked for but no CUDA device is visible; use auto or cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}[name](params, lr=lr)
+
+
+def model_args(cfg: Config, manifest: dict) -> dict:
+    """Constructor arguments of MultiOutputNet, as plain types (they go into the model file)."""
+    outputs = {}
+    for name, spec in cfg.outputs.items():
+        o = {"type": spec.type, "size": list(spec.size) if spec.size else None, "classes": list(spec.classes)}
+        o.update(manifest["outputs"].get(name, {}))  # numeric mean/std of the training split
+        outputs[name] = o
+    channels = sum(spec.channels for spec in cfg.inputs.values())
+    return {"in_channels": channels, "depth": cfg.model.depth, "filters": cfg.model.filters, "outputs": outputs}
+
+
+def model_meta(cfg: Config, manifest: dict) -> dict:
+    """What a user of the model file needs besides the weights: inputs, outputs, normalisation."""
+    inputs = {n: {"column": s.column, "size": list(s.size), "channels": s.channels, **manifest["inputs"][n]}
+              for n, s in cfg.inputs.items()}
+    outputs = {n: {"type": s.type, "column": s.column, "size": list(s.size) if s.size else None,
+                   "labels": list(s.labels), "classes": list(s.classes), "loss": s.loss, "weight": s.weight}
+               for n, s in cfg.outputs.items()}
+    return {"inputs": inputs, "outputs": outputs}
+
+
+def normalisation(meta_inputs: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean/std of the stacked inputs, shaped (1, C, 1, 1) for broadcasting."""
+    mean = [m for spec in meta_inputs.values() for m in spec["mean"]]
+    std = [s for spec in meta_inputs.values() for s in spec["std"]]
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+
+
+def train_one_epoch(model, criterion, optimizer, loader, device, norm, outputs, generator, epoch) -> dict:
+    """One pass over the loader; returns mean losses per output (one host sync, at the end)."""
+    model.train()
+    sums = torch.zeros(len(outputs) + 1, device=device)
+    seen, start = 0, time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None, file=sys.stdout)
+    for x, targets, flags in bar:
+        x, targets = to_device(x, targets, device, *norm)
+        x, targets = augment(x, targets, flags, outputs, generator)
+        loss, parts = criterion(model(x), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sums += torch.stack([loss.detach(), *(p.detach() for p in parts.values())]) * len(x)
+        seen += len(x)
+        if bar.disable is False and bar.n % 10 == 0:  # a terminal is watching: update now and then
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+    means = (sums / max(seen, 1)).tolist()
+    result = {"loss": means[0], **{f"{name}/loss": v for name, v in zip(outputs, means[1:])}}
+    result["images_per_s"] = seen / (time.perf_counter() - start)
+    return result
+
+
+@torch.no_grad()
+def validate(model, criterion, loader, device, norm, outputs: dict[str, OutputSpec]) -> dict:
+    """Mean losses and metrics per output over a split."""
+    model.eval()
+    metrics = OutputMetrics(outputs, device)
+    sums, seen = torch.zeros(len(outputs) + 1, device=device), 0
+    for x, targets, _ in loader:
+        x, targets = to_device(x, targets, device, *norm)
+        preds = model(x)
+        loss, parts = criterion(preds, targets)
+        sums += torch.stack([loss, *parts.values()]) * len(x)
+        seen += len(x)
+        metrics.update(preds, targets)
+    means = (sums / max(seen, 1)).tolist()
+    result = {"loss": means[0], **{f"{name}/loss": v for name, v in zip(outputs, means[1:])}}
+    return {**result, **metrics.compute()}
+
+
+def main() -> None:
+    cfg = load_params()
+    manifest = read_manifest(PREPARED, cfg)
+    device = pick_device(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    inputs, outputs, t = list(cfg.inputs), cfg.outputs, cfg.train
+
+    train_split = PreparedSplit(PREPARED / "train", inputs, outputs)
+    val_split = PreparedSplit(PREPARED / "val", inputs, outputs)
+    train_loader = make_loader(train_split, t.batch_size, t.shuffle, seed=t.seed, num_augs=t.num_augs)
+    val_loader = make_loader(val_split, t.batch_size, shuffle=False)
+
+    args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
+    model = MultiOutputNet(**args).to(device)
+    norm = normalisation(meta["inputs"], device)
+    scales = {n: o["std"] for n, o in args["outputs"].items() if "std" in o}
+    criterion = Criterion(outputs, scales)
+    optimizer = make_optimizer(t.optimizer, model.parameters(), t.lr)
+    generator = torch.Generator().manual_seed(t.seed + 1)
+    print(f"train: {len(train_split)} images ({1 + t.num_augs}x per epoch), {len(val_split)} val, on {device}")
+
+    best = float("inf")
+    with Live("dvclive", save_dvc_exp=False, dvcyaml=None) as live:
+        for epoch in range(1, t.epochs + 1):
+            train_stats = train_one_epoch(model, criterion, optimizer, train_loader, device, norm, outputs,
+                                          generator, epoch)
+            val_stats = validate(model, criterion, val_loader, device, norm, outputs)
+            speed = train_stats.pop("images_per_s")  # printed, not logged: metrics must be reproducible
+            for key, value in train_stats.items():
+                live.log_metric(f"train/{key}", value)
+            for key, value in val_stats.items():
+                live.log_metric(f"val/{key}", value)
+            if val_stats["loss"] < best:
+                best = val_stats["loss"]
+                save_model(cfg.model.path, model, args, {**meta, "epoch": epoch, "val": val_stats})
+            headline = "  ".join(
+                f"{n}/{HEADLINE[s.type]} {val_stats[f'{n}/{HEADLINE[s.type]}']:.3f}" for n, s in outputs.items()
+            )
+            print(f"epoch {epoch}/{t.epochs}  loss {train_stats['loss']:.4f}  val_loss {val_stats['loss']:.4f}  "
+                  f"{headline}  {speed:.0f} img/s", flush=True)
+            live.next_step()
+    print(f"train: best val_loss {best:.4f}, model saved to {cfg.model.path}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
