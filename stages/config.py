@@ -25,6 +25,7 @@ LOSSES = {
     "numeric": ("mse", "mae"),
 }
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULERS = ("none", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 SPLITS = ("train", "val", "test")
 
@@ -100,6 +101,7 @@ class TrainConfig:
     batch_size: int
     lr: float
     optimizer: str
+    scheduler: str
     num_augs: int
     shuffle: bool
     seed: int
@@ -174,9 +176,7 @@ class _Section:
                 self.problems.append(f"{self.key(name)}: expected a non-empty string, got {_show(value)}")
             return ""
         if choices and value not in choices:
-            self.problems.append(
-                f"{self.key(name)}: unknown value {value!r}; expected one of {', '.join(choices)}"
-            )
+            self.problems.append(f"{self.key(name)}: unknown value {value!r}; expected one of {', '.join(choices)}")
         return value
 
     def bool(self, name: str, default: Any = _MISSING) -> bool:
@@ -244,10 +244,15 @@ def parse_params(raw: Any, source: str = PARAMS_FILE) -> Config:
     )
     outputs = _outputs(top.section("outputs"), config.inputs)
     top.done()
+    multiple = 2**config.model.depth
+    for spec in config.inputs.values():
+        if spec.size[0] % multiple or spec.size[1] % multiple:
+            problems.append(
+                f"inputs.{spec.name}.size: {list(spec.size)} must be divisible by 2**model.depth = {multiple}; "
+                "change the size or lower model.depth"
+            )
     for name in sorted(set(config.inputs) & set(outputs)):
-        problems.append(
-            f"inputs.{name} and outputs.{name}: input and output names must not overlap; rename one"
-        )
+        problems.append(f"inputs.{name} and outputs.{name}: input and output names must not overlap; rename one")
     if problems:
         raise UserError("\n".join(f"{source}: {p}" for p in problems))
     return Config(**{**config.__dict__, "outputs": outputs})
@@ -263,7 +268,9 @@ def _data(s: _Section) -> DataConfig:
     csv, root = s.str("csv"), s.str("root", default=None)
     sp = s.section("split")
     split = SplitConfig(
-        val=sp.float("val"), test=sp.float("test"), seed=sp.int("seed", minimum=0),
+        val=sp.float("val"),
+        test=sp.float("test"),
+        seed=sp.int("seed", minimum=0),
         column=sp.str("column", default=None),
     )
     for name in ("val", "test"):
@@ -281,8 +288,9 @@ def _inputs(s: _Section) -> dict[str, InputSpec]:
     for name in s.values:
         d = s.section(name)
         d.str("type", choices=("image",))
-        spec = InputSpec(name=name, column=d.str("column", default=name), size=d.size("size"),
-                         channels=d.int("channels"))
+        spec = InputSpec(
+            name=name, column=d.str("column", default=name), size=d.size("size"), channels=d.int("channels")
+        )
         if spec.channels not in (1, 3):
             s.problems.append(f"inputs.{name}.channels: expected 1 or 3, got {spec.channels}")
         d.done()
@@ -303,13 +311,14 @@ def _outputs(s: _Section, inputs: dict[str, InputSpec]) -> dict[str, OutputSpec]
         kind = d.str("type", choices=OUTPUT_TYPES)
         losses = LOSSES.get(kind, ())
         common = dict(
-            name=name, type=kind, column=d.str("column", default=name),
+            name=name,
+            type=kind,
+            column=d.str("column", default=name),
             loss=d.str("loss", default=losses[0] if losses else None, choices=losses),
             weight=d.float("weight", default=1.0),
         )
         if kind == "segmentation":
-            spec = OutputSpec(**common, size=d.size("size", default=list(default_size)),
-                              labels=_labels(d))
+            spec = OutputSpec(**common, size=d.size("size", default=list(default_size)), labels=_labels(d))
         elif kind == "category":
             spec = OutputSpec(**common, classes=_classes(d))
         else:
@@ -324,8 +333,10 @@ def _outputs(s: _Section, inputs: dict[str, InputSpec]) -> dict[str, OutputSpec]
 def _labels(d: _Section) -> tuple[int, ...]:
     value = d.raw("label")
     values = value if isinstance(value, list) else [value]
-    if value is None or not values or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values
+    if (
+        value is None
+        or not values
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
     ):
         if value is not None:
             d.problems.append(
@@ -360,10 +371,15 @@ def _model(s: _Section) -> ModelConfig:
 
 def _train(s: _Section) -> TrainConfig:
     cfg = TrainConfig(
-        epochs=s.int("epochs"), batch_size=s.int("batch_size"),
-        lr=s.float("lr", positive=True), optimizer=s.str("optimizer", choices=OPTIMIZERS),
-        num_augs=s.int("num_augs", minimum=0), shuffle=s.bool("shuffle"),
-        seed=s.int("seed", minimum=0), device=s.str("device", choices=DEVICES),
+        epochs=s.int("epochs"),
+        batch_size=s.int("batch_size"),
+        lr=s.float("lr", positive=True),
+        optimizer=s.str("optimizer", choices=OPTIMIZERS),
+        scheduler=s.str("scheduler", choices=SCHEDULERS),
+        num_augs=s.int("num_augs", minimum=0),
+        shuffle=s.bool("shuffle"),
+        seed=s.int("seed", minimum=0),
+        device=s.str("device", choices=DEVICES),
     )
     s.done()
     return cfg

@@ -85,6 +85,7 @@ def to_device(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """uint8 batch -> normalised float on the device; masks become float 0/1."""
     x = (x.to(device, non_blocking=True).float() / 255 - mean) / std
+    x = x.contiguous(memory_format=torch.channels_last)
     out = {}
     for name, t in targets.items():
         t = t.to(device, non_blocking=True)
@@ -93,7 +94,10 @@ def to_device(
 
 
 def augment(
-    x: torch.Tensor, targets: dict[str, torch.Tensor], flags: torch.Tensor, outputs: dict[str, OutputSpec],
+    x: torch.Tensor,
+    targets: dict[str, torch.Tensor],
+    flags: torch.Tensor,
+    outputs: dict[str, OutputSpec],
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Random flips (and 90-degree turns of square images) of the flagged samples, applied

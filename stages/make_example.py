@@ -2,7 +2,7 @@
 
     python -m stages.make_example            # writes data/example/ from params.yaml `example`
 
-Each RGB image shows 2-4 shapes on a noisy colour gradient; shapes get random colours,
+Each RGB image shows 2-3 shapes on a noisy colour gradient; shapes get random colours,
 so no colour threshold separates them. The label map holds 0 (background), 1 (disc),
 2 (square) and 3 (triangle). `data.csv` names the image, the label map and the shape
 kind covering the most pixels (`majority`, chosen with a clear margin).
@@ -48,8 +48,8 @@ def make_sample(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, n
     """One (image uint8 (H, W, 3), label map uint8 (H, W), majority kind index) triple."""
     while True:
         img, labels = _background(rng, h, w), np.zeros((h, w), np.uint8)
-        for _ in range(rng.integers(2, 5)):
-            kind, r = int(rng.integers(1, 4)), rng.uniform(0.08, 0.17) * min(h, w)
+        for _ in range(rng.integers(2, 4)):
+            kind, r = int(rng.integers(1, 4)), rng.uniform(0.11, 0.19) * min(h, w)
             cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
             rr, cc = _shape(kind, cy, cx, r, h, w, rng.uniform(0, np.pi))
             if (labels[rr, cc] > 0).any():  # keep shapes apart: label maps stay unambiguous

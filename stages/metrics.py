@@ -1,8 +1,8 @@
 """Metrics per output, accumulated on the device over batches and read once at the end.
 
-    metrics = OutputMetrics(outputs, device)
-    metrics.update(preds, targets)         # per batch, no host sync
-    metrics.compute()                      # {"round/dice": 0.93, "majority/accuracy": 0.95, ...}
+metrics = OutputMetrics(outputs, device)
+metrics.update(preds, targets)         # per batch, no host sync
+metrics.compute()                      # {"round/dice": 0.93, "majority/accuracy": 0.95, ...}
 """
 
 from __future__ import annotations
@@ -43,9 +43,7 @@ class OutputMetrics:
     def __init__(self, outputs: dict[str, OutputSpec], device: torch.device | str = "cpu"):
         self.outputs = outputs
         self.counts = {n: torch.zeros(3, device=device) for n, s in outputs.items() if s.type == "segmentation"}
-        self.confusion = {
-            n: ConfusionMatrix(s.num_classes, device) for n, s in outputs.items() if s.type == "category"
-        }
+        self.confusion = {n: ConfusionMatrix(s.num_classes, device) for n, s in outputs.items() if s.type == "category"}
         self.abs_error = {n: torch.zeros(2, device=device) for n, s in outputs.items() if s.type == "numeric"}
 
     @torch.no_grad()
@@ -56,7 +54,8 @@ class OutputMetrics:
         for name, confusion in self.confusion.items():
             confusion.update(targets[name], preds[name].argmax(1))
         for name, err in self.abs_error.items():
-            err += torch.stack([(preds[name] - targets[name]).abs().sum(), preds[name].new_tensor(float(len(preds[name])))])
+            diff = (preds[name] - targets[name]).abs()
+            err += torch.stack([diff.sum(), diff.new_tensor(float(diff.numel()))])
 
     def compute(self) -> dict[str, float]:
         result = {}

@@ -25,8 +25,12 @@ FORMAT = "cnn-factory/1"
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -99,7 +103,7 @@ class MultiOutputNet(nn.Module):
             elif o["type"] == "numeric":
                 heads[name] = NumericHead(deepest, o.get("mean", 0.0), o.get("std", 1.0))
         self.heads = nn.ModuleDict(heads)
-        self.multiple = 2 ** depth
+        self.multiple = 2**depth
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.shape[-2] % self.multiple or x.shape[-1] % self.multiple:

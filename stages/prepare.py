@@ -47,8 +47,10 @@ def validate_and_load(cfg: Config) -> tuple[Table, list[str], list[dict]]:
         if not numbers:
             continue
         spec = cfg.outputs[name]
-        text = (f"outputs.{name}: {len(numbers)} of {len(rows)} label maps in column '{spec.column}' "
-                f"hold none of the label values {list(spec.labels)} (rows {_listing(numbers)})")
+        text = (
+            f"outputs.{name}: {len(numbers)} of {len(rows)} label maps in column '{spec.column}' "
+            f"hold none of the label values {list(spec.labels)} (rows {_listing(numbers)})"
+        )
         if len(numbers) == len(rows):
             problems.append(f"{table.path}: {text}; check outputs.{name}.label")
         else:
@@ -102,7 +104,8 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: list[dict
         else:
             report["outputs"][spec.name] = {f"mean_{s}": round(float(v.mean()), 4) for s, v in values.items()}
             manifest["outputs"][spec.name] = {
-                "mean": float(values["train"].mean()), "std": float(max(values["train"].std(), 1e-6)),
+                "mean": float(values["train"].mean()),
+                "std": float(max(values["train"].std(), 1e-6)),
             }
     _write_json(out / "manifest.json", manifest)
     _write_json(out / "report.json", report)

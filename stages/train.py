@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dvclive import Live
 from tqdm import tqdm
 
+from dvclive import Live
 from stages.config import Config, OutputSpec, load_params
 from stages.dataset import PreparedSplit, augment, make_loader, read_manifest, to_device
 from stages.errors import UserError, run_stage
@@ -51,6 +51,13 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}[name](params, lr=lr)
 
 
+def make_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int):
+    """Learning-rate schedule stepped once per epoch: constant, or cosine decay to zero."""
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
 def model_args(cfg: Config, manifest: dict) -> dict:
     """Constructor arguments of MultiOutputNet, as plain types (they go into the model file)."""
     outputs = {}
@@ -64,11 +71,22 @@ def model_args(cfg: Config, manifest: dict) -> dict:
 
 def model_meta(cfg: Config, manifest: dict) -> dict:
     """What a user of the model file needs besides the weights: inputs, outputs, normalisation."""
-    inputs = {n: {"column": s.column, "size": list(s.size), "channels": s.channels, **manifest["inputs"][n]}
-              for n, s in cfg.inputs.items()}
-    outputs = {n: {"type": s.type, "column": s.column, "size": list(s.size) if s.size else None,
-                   "labels": list(s.labels), "classes": list(s.classes), "loss": s.loss, "weight": s.weight}
-               for n, s in cfg.outputs.items()}
+    inputs = {
+        n: {"column": s.column, "size": list(s.size), "channels": s.channels, **manifest["inputs"][n]}
+        for n, s in cfg.inputs.items()
+    }
+    outputs = {
+        n: {
+            "type": s.type,
+            "column": s.column,
+            "size": list(s.size) if s.size else None,
+            "labels": list(s.labels),
+            "classes": list(s.classes),
+            "loss": s.loss,
+            "weight": s.weight,
+        }
+        for n, s in cfg.outputs.items()
+    }
     return {"inputs": inputs, "outputs": outputs}
 
 
@@ -133,35 +151,47 @@ def main() -> None:
     val_loader = make_loader(val_split, t.batch_size, shuffle=False)
 
     args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
-    model = MultiOutputNet(**args).to(device)
+    # channels-last runs the convolutions faster on CPU (oneDNN) and on CUDA tensor cores
+    model = MultiOutputNet(**args).to(device, memory_format=torch.channels_last)
     norm = normalisation(meta["inputs"], device)
     scales = {n: o["std"] for n, o in args["outputs"].items() if "std" in o}
     criterion = Criterion(outputs, scales)
     optimizer = make_optimizer(t.optimizer, model.parameters(), t.lr)
+    scheduler = make_scheduler(t.scheduler, optimizer, t.epochs)
     generator = torch.Generator().manual_seed(t.seed + 1)
     print(f"train: {len(train_split)} images ({1 + t.num_augs}x per epoch), {len(val_split)} val, on {device}")
 
-    best = float("inf")
+    best, best_epoch, best_state, best_val = float("inf"), 0, None, {}
     with Live("dvclive", save_dvc_exp=False, dvcyaml=None) as live:
         for epoch in range(1, t.epochs + 1):
-            train_stats = train_one_epoch(model, criterion, optimizer, train_loader, device, norm, outputs,
-                                          generator, epoch)
+            train_stats = train_one_epoch(
+                model, criterion, optimizer, train_loader, device, norm, outputs, generator, epoch
+            )
             val_stats = validate(model, criterion, val_loader, device, norm, outputs)
+            scheduler.step()
             speed = train_stats.pop("images_per_s")  # printed, not logged: metrics must be reproducible
             for key, value in train_stats.items():
                 live.log_metric(f"train/{key}", value)
             for key, value in val_stats.items():
                 live.log_metric(f"val/{key}", value)
-            if val_stats["loss"] < best:
-                best = val_stats["loss"]
-                save_model(cfg.model.path, model, args, {**meta, "epoch": epoch, "val": val_stats})
+            if val_stats["loss"] < best:  # kept in memory: the model file is replaced only at the end
+                best, best_epoch = val_stats["loss"], epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_val = val_stats
             headline = "  ".join(
                 f"{n}/{HEADLINE[s.type]} {val_stats[f'{n}/{HEADLINE[s.type]}']:.3f}" for n, s in outputs.items()
             )
-            print(f"epoch {epoch}/{t.epochs}  loss {train_stats['loss']:.4f}  val_loss {val_stats['loss']:.4f}  "
-                  f"{headline}  {speed:.0f} img/s", flush=True)
+            print(
+                f"epoch {epoch}/{t.epochs}  loss {train_stats['loss']:.4f}  val_loss {val_stats['loss']:.4f}  "
+                f"{headline}  {speed:.0f} img/s",
+                flush=True,
+            )
             live.next_step()
-    print(f"train: best val_loss {best:.4f}, model saved to {cfg.model.path}")
+    if best_state is None:
+        raise UserError("train: the validation loss was never finite (training diverged); lower train.lr")
+    model.load_state_dict(best_state)
+    save_model(cfg.model.path, model, args, {**meta, "epoch": best_epoch, "val": best_val})
+    print(f"train: best val_loss {best:.4f} at epoch {best_epoch}, model saved to {cfg.model.path}")
 
 
 if __name__ == "__main__":

@@ -97,8 +97,10 @@ def assign_splits(table: Table, data: DataConfig) -> list[str]:
         for i, row in enumerate(table.rows):
             value = row[data.split.column].lower()
             if value not in SPLITS:
-                problems.append(f"{table.where(i, data.split.column)}: unknown split {row[data.split.column]!r}; "
-                                "expected train, val or test")
+                problems.append(
+                    f"{table.where(i, data.split.column)}: unknown split {row[data.split.column]!r}; "
+                    "expected train, val or test"
+                )
             names.append(value)
         if problems:
             raise UserError("\n".join(problems))
@@ -110,8 +112,11 @@ def assign_splits(table: Table, data: DataConfig) -> list[str]:
             names[i] = "val" if k < n_val else "test" if k < n_val + n_test else "train"
     for split in SPLITS:
         if split not in names:
-            how = f"column '{data.split.column}' names no {split} row" if data.split.column else (
-                f"data.split fractions leave it empty with {n} rows")
+            how = (
+                f"column '{data.split.column}' names no {split} row"
+                if data.split.column
+                else (f"data.split fractions leave it empty with {n} rows")
+            )
             raise UserError(f"{table.path}: the {split} split is empty ({how}); add rows or change data.split")
     return names
 
@@ -248,7 +253,10 @@ def _label_map(row, column, data, image_size, problem) -> np.ndarray | None:
         problem(column, f"{path} {err}")
         return None
     if image_size is not None and labels.shape != tuple(image_size):
-        problem(column, f"{path} is {labels.shape[0]}x{labels.shape[1]} but its image is "
-                        f"{image_size[0]}x{image_size[1]}; a label map must match its image's size")
+        problem(
+            column,
+            f"{path} is {labels.shape[0]}x{labels.shape[1]} but its image is "
+            f"{image_size[0]}x{image_size[1]}; a label map must match its image's size",
+        )
         return None
     return labels

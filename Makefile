@@ -1,0 +1,31 @@
+# Two commands: `make run` (pipeline on the built-in example) and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# the stages run `python -m stages.<name>`: the venv's python must come first on PATH
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install run test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+run: install
+	dvc repro
+	dvc metrics show
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check stages tests
+	$(BIN)/ruff format --check stages tests
+
+clean:
+	rm -rf $(VENV) data/prepared data/example models dvclive eval

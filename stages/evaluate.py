@@ -1,0 +1,101 @@
+"""Stage `evaluate`: scores models/<model.name>.pt on the test split with dvclive.
+
+    python -m stages.evaluate
+
+Writes eval/metrics.json with `test/<output>/dice` and `test/<output>/iou` (segmentation),
+`test/<output>/accuracy` and `test/<output>/f1_macro` (category), `test/<output>/mae`
+(numeric); a confusion matrix per category output (eval/plots/sklearn/<output>.json,
+shown by `dvc plots show`), and per segmentation output an image of a few test images
+with their true and predicted masks (eval/plots/images/<output>.png).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dvclive import Live
+from stages.config import load_params
+from stages.dataset import PreparedSplit, make_loader, read_manifest, to_device
+from stages.errors import run_stage
+from stages.metrics import OutputMetrics
+from stages.model import load_model
+from stages.train import PREPARED, normalisation, pick_device
+
+SHOWN = 6  # test images drawn in each prediction picture
+
+
+def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Rows of [image | truth | prediction] as one uint8 RGB picture.
+
+    images (N, C, H, W) uint8; truth and pred (N, h, w) bool at the mask's size.
+    The truth is drawn green and the prediction magenta over the image.
+    """
+    rows = []
+    for img, t, p in zip(images, truth, pred):
+        rgb = np.repeat(img, 3, axis=0) if img.shape[0] == 1 else img[:3]
+        rgb = rgb.transpose(1, 2, 0).astype(np.float32)
+        if t.shape != rgb.shape[:2]:  # masks of another size: nearest-neighbour to the image
+            ys = np.arange(rgb.shape[0]) * t.shape[0] // rgb.shape[0]
+            xs = np.arange(rgb.shape[1]) * t.shape[1] // rgb.shape[1]
+            t, p = t[ys][:, xs], p[ys][:, xs]
+        tint = [_tint(rgb, t, (0, 255, 0)), _tint(rgb, p, (255, 0, 255))]
+        gap = np.full((rgb.shape[0], 2, 3), 255, np.float32)
+        rows.append(np.concatenate([rgb, gap, tint[0], gap, tint[1]], axis=1))
+        rows.append(np.full((2, rows[-1].shape[1], 3), 255, np.float32))
+    grid = np.concatenate(rows[:-1], axis=0)
+    scale = max(1, 256 // images.shape[-1])  # small images are enlarged so the masks can be seen
+    return np.kron(grid, np.ones((scale, scale, 1), np.float32)).round().astype(np.uint8)
+
+
+def _tint(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    out = rgb.copy()
+    out[mask] = 0.45 * out[mask] + 0.55 * np.asarray(colour, np.float32)
+    return out
+
+
+def main() -> None:
+    cfg = load_params()
+    read_manifest(PREPARED, cfg)
+    device = pick_device(cfg.train.device)
+    model, meta = load_model(cfg.model.path, device)
+    outputs = {n: s for n, s in cfg.outputs.items() if n in meta["outputs"]}
+    test = PreparedSplit(PREPARED / "test", list(meta["inputs"]), outputs)
+    norm = normalisation(meta["inputs"], device)
+    metrics = OutputMetrics(outputs, device)
+    shown: dict[str, list[np.ndarray]] = {n: [] for n, s in outputs.items() if s.type == "segmentation"}
+    truth_ids: dict[str, list[int]] = {n: [] for n, s in outputs.items() if s.type == "category"}
+    pred_ids: dict[str, list[int]] = {n: [] for n in truth_ids}
+    with torch.no_grad():
+        for x_raw, targets, _ in make_loader(test, cfg.train.batch_size, shuffle=False):
+            x, targets = to_device(x_raw, targets, device, *norm)
+            preds = model(x)
+            metrics.update(preds, targets)
+            for name in truth_ids:
+                truth_ids[name] += targets[name].tolist()
+                pred_ids[name] += preds[name].argmax(1).tolist()
+            for name, kept in shown.items():
+                if len(kept) < SHOWN:
+                    kept.append((x_raw.numpy(), targets[name].cpu().numpy() > 0.5, (preds[name] > 0).cpu().numpy()))
+    results = metrics.compute()
+    with Live("eval", save_dvc_exp=False, dvcyaml=None) as live:
+        for key, value in results.items():
+            live.log_metric(f"test/{key}", value, plot=False)
+        for name in truth_ids:
+            classes = meta["outputs"][name]["classes"]
+            live.log_sklearn_plot(
+                "confusion_matrix",
+                [classes[i] for i in truth_ids[name]],
+                [classes[i] for i in pred_ids[name]],
+                name=f"{name}.json",
+                title=f"{name}: confusion matrix (test split)",
+            )
+        for name, kept in shown.items():
+            images, truth, pred = (np.concatenate(parts)[:SHOWN] for parts in zip(*kept))
+            live.log_image(f"{name}.png", overlay_grid(images, truth, pred))
+    for key, value in results.items():
+        print(f"test/{key}: {value:.4f}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,113 @@
+"""params.yaml parsing: the shipped file is valid, and every kind of bad value is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stages.config import load_params, parse_params
+from stages.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_params_parse():
+    cfg = load_params(ROOT / "params.yaml")
+    assert cfg.outputs["angular"].labels == (2, 3)
+    assert cfg.outputs["round"].column == "labels" == cfg.outputs["angular"].column
+    assert cfg.outputs["majority"].classes == ("disc", "square", "triangle")
+    assert cfg.inputs["image"].column == "image"  # defaults to the name
+    assert cfg.model.path == Path("models/example.pt")
+
+
+def _error(params: dict) -> str:
+    with pytest.raises(UserError) as err:
+        parse_params(params)
+    return str(err.value)
+
+
+def test_unknown_key_suggests_nearest(params):
+    params["train"]["learning_rate"] = 0.1
+    message = _error(params)
+    assert "train.learning_rate: unknown key" in message
+
+
+def test_misspelt_key_suggests_nearest(params):
+    params["train"]["epoch"] = params["train"].pop("epochs")
+    message = _error(params)
+    assert "train.epoch: unknown key; did you mean 'train.epochs'?" in message
+    assert "train.epochs: missing" in message
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("train", "epochs", 0, "train.epochs: expected an integer >= 1, got 0"),
+        ("train", "batch_size", -4, "train.batch_size: expected an integer >= 1, got -4"),
+        ("train", "epochs", "ten", "train.epochs: expected an integer, got 'ten'"),
+        ("train", "lr", 0, "train.lr: expected a number > 0"),
+        ("train", "optimizer", "adamax", "train.optimizer: unknown value 'adamax'; expected one of adam"),
+        ("train", "shuffle", "yes", "train.shuffle: expected true or false"),
+        ("model", "depth", 1.5, "model.depth: expected an integer, got 1.5"),
+    ],
+)
+def test_bad_values_are_named(params, section, key, value, expected):
+    params[section][key] = value
+    assert expected in _error(params)
+
+
+def test_bad_sizes(params):
+    params["inputs"]["image"]["size"] = [0, 16]
+    params["outputs"]["round"]["size"] = [16]
+    message = _error(params)
+    assert "inputs.image.size: expected [height, width] as two positive integers, got [0, 16]" in message
+    assert "outputs.round.size: expected [height, width]" in message
+
+
+def test_size_must_fit_depth(params):
+    params["inputs"]["image"]["size"] = [18, 16]
+    assert "inputs.image.size: [18, 16] must be divisible by 2**model.depth = 4" in _error(params)
+
+
+def test_loss_must_fit_output_type(params):
+    params["outputs"]["majority"]["loss"] = "dice"
+    message = _error(params)
+    assert "outputs.majority.loss: unknown value 'dice'; expected one of categorical_crossentropy" in message
+
+
+def test_input_and_output_names_must_not_overlap(params):
+    params["outputs"]["image"] = dict(params["outputs"].pop("round"))
+    assert "inputs.image and outputs.image: input and output names must not overlap" in _error(params)
+
+
+def test_every_problem_is_reported_at_once(params):
+    params["train"]["epochs"] = -1
+    params["model"]["filters"] = "many"
+    params["outputs"]["round"]["label"] = "one"
+    lines = _error(params).splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith("params.yaml: ") for line in lines)
+
+
+def test_category_classes_and_size_must_agree(params):
+    params["outputs"]["majority"]["size"] = 4
+    assert "outputs.majority.size: is 4 but classes lists 3 names" in _error(params)
+
+
+def test_category_without_classes_uses_ids(params):
+    del params["outputs"]["majority"]["classes"]
+    cfg = parse_params(params)
+    assert cfg.outputs["majority"].classes == ("0", "1", "2")
+
+
+def test_split_fractions_must_leave_training_rows(params):
+    params["data"]["split"].update(val=0.5, test=0.5)
+    assert "data.split: val + test must leave rows for training" in _error(params)
+
+
+def test_not_yaml(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_params(path)

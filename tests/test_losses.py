@@ -1,0 +1,55 @@
+"""Each loss against a value computed by hand, and the weighted total over the output dict."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stages.config import OutputSpec
+from stages.losses import Criterion, make_loss, soft_dice_loss
+
+
+def spec(kind: str, loss: str, weight: float = 1.0) -> OutputSpec:
+    return OutputSpec(name="o", type=kind, column="o", loss=loss, weight=weight)
+
+
+def test_binary_crossentropy_by_hand():
+    logits, target = torch.tensor([[0.0, 2.0]]), torch.tensor([[1.0, 0.0]])
+    expected = (math.log(2) + math.log(1 + math.exp(2))) / 2  # -log(sigmoid(0)), -log(1 - sigmoid(2))
+    assert make_loss(spec("segmentation", "binary_crossentropy"))(logits, target).item() == pytest.approx(expected)
+
+
+def test_binary_crossentropy_is_stable_for_large_logits():
+    loss = make_loss(spec("segmentation", "binary_crossentropy"))(torch.tensor([[-200.0]]), torch.tensor([[1.0]]))
+    assert loss.item() == pytest.approx(200.0)
+
+
+def test_soft_dice_by_hand():
+    logits, target = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]])
+    # p = [0.5, 0.5]: intersection 0.5, sums 1 + 1, eps 1 -> 1 - (1 + 1) / (2 + 1)
+    assert soft_dice_loss(logits, target).item() == pytest.approx(1 - 2 / 3)
+    assert make_loss(spec("segmentation", "bce_dice"))(logits, target).item() == pytest.approx(math.log(2) + 1 / 3)
+
+
+def test_categorical_crossentropy_by_hand():
+    logits, target = torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([0])
+    expected = -math.log(math.e / (math.e + 2))
+    assert make_loss(spec("category", "categorical_crossentropy"))(logits, target).item() == pytest.approx(expected)
+
+
+def test_numeric_losses_are_in_units_of_std():
+    pred, target = torch.tensor([3.0, 0.0]), torch.tensor([1.0, 0.0])
+    assert make_loss(spec("numeric", "mse"), scale=2.0)(pred, target).item() == pytest.approx(0.5)  # (1^2 + 0)/2
+    assert make_loss(spec("numeric", "mae"), scale=1.0)(pred, target).item() == pytest.approx(1.0)
+
+
+def test_total_is_weighted_sum_over_outputs():
+    outputs = {"a": spec("numeric", "mae", weight=2.0), "b": spec("numeric", "mse", weight=0.5)}
+    outputs = {n: OutputSpec(**{**s.__dict__, "name": n}) for n, s in outputs.items()}
+    total, parts = Criterion(outputs, {})(
+        {"a": torch.tensor([1.0]), "b": torch.tensor([2.0])}, {"a": torch.tensor([0.0]), "b": torch.tensor([0.0])}
+    )
+    assert parts["a"].item() == pytest.approx(1.0) and parts["b"].item() == pytest.approx(4.0)
+    assert total.item() == pytest.approx(2.0 * 1.0 + 0.5 * 4.0)

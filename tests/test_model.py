@@ -1,0 +1,72 @@
+"""Model shapes per configuration, early shape errors, and the self-contained model file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stages.errors import UserError
+from stages.model import MultiOutputNet, load_model, save_model
+
+OUTPUTS = {
+    "mask": {"type": "segmentation", "size": [16, 16], "classes": []},
+    "small_mask": {"type": "segmentation", "size": [8, 4], "classes": []},
+    "kind": {"type": "category", "size": None, "classes": ["a", "b", "c"]},
+    "area": {"type": "numeric", "size": None, "classes": [], "mean": 5.0, "std": 2.0},
+}
+
+
+@pytest.mark.parametrize("in_channels", [1, 3, 4])
+@pytest.mark.parametrize(("depth", "filters"), [(1, 4), (2, 8), (3, 4)])
+def test_output_shapes(in_channels, depth, filters):
+    model = MultiOutputNet(in_channels, depth, filters, OUTPUTS).eval()
+    out = model(torch.randn(2, in_channels, 16, 16))
+    assert set(out) == set(OUTPUTS)
+    assert out["mask"].shape == (2, 16, 16)
+    assert out["small_mask"].shape == (2, 8, 4)
+    assert out["kind"].shape == (2, 3)
+    assert out["area"].shape == (2,)
+
+
+def test_one_decoder_per_segmentation_output_and_shared_encoder():
+    model = MultiOutputNet(3, 2, 4, OUTPUTS)
+    assert set(model.decoders) == {"mask", "small_mask"}
+    assert set(model.heads) == {"kind", "area"}
+    assert model.decoders["mask"] is not model.decoders["small_mask"]
+
+
+def test_numeric_head_predicts_in_target_units():
+    model = MultiOutputNet(3, 1, 4, OUTPUTS).eval()
+    torch.nn.init.zeros_(model.heads["area"].linear[-1].weight)
+    torch.nn.init.zeros_(model.heads["area"].linear[-1].bias)
+    assert torch.allclose(model(torch.randn(2, 3, 16, 16))["area"], torch.tensor([5.0, 5.0]))
+
+
+def test_bad_input_size_fails_early_with_advice():
+    model = MultiOutputNet(3, 3, 4, OUTPUTS)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        model(torch.randn(1, 3, 20, 16))
+
+
+def test_model_file_round_trip_is_weights_only(tmp_path):
+    args = {"in_channels": 3, "depth": 2, "filters": 4, "outputs": OUTPUTS}
+    model = MultiOutputNet(**args).eval()
+    path = tmp_path / "m.pt"
+    save_model(path, model, args, {"inputs": {"image": {"size": [16, 16]}}, "outputs": {"kind": {"classes": ["a"]}}})
+    assert not list(tmp_path.glob(".*tmp*"))  # the temporary file was renamed into place
+    torch.load(path, weights_only=True)  # plain types and tensors only
+    loaded, meta = load_model(path)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        for name, value in model(x).items():
+            assert torch.equal(value, loaded(x)[name])
+    assert meta["inputs"]["image"]["size"] == [16, 16]
+
+
+def test_loading_something_else_is_a_user_error(tmp_path):
+    path = tmp_path / "not-a-model.pt"
+    path.write_text("hello")
+    with pytest.raises(UserError, match="cannot be loaded as a model file"):
+        load_model(path)
+    with pytest.raises(UserError, match="model file not found"):
+        load_model(tmp_path / "missing.pt")

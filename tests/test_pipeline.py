@@ -1,0 +1,135 @@
+"""The whole pipeline through the real `dvc` CLI, in a throwaway git repository, on tiny data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from skimage import io
+
+from tests.conftest import make_repo, run, tiny_params
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """A repository after one successful `dvc repro` on the tiny built-in example."""
+    repo = make_repo(tmp_path_factory.mktemp("built") / "repo", tiny_params())
+    result = run(["dvc", "repro"], repo)
+    assert "Running stage 'example'" in result.stdout
+    return repo
+
+
+@pytest.fixture
+def repo_copy(built, tmp_path) -> Path:
+    return Path(shutil.copytree(built, tmp_path / "copy", symlinks=True))
+
+
+def ran(result) -> set[str]:
+    return {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage '")}
+
+
+def test_repro_writes_model_metrics_and_plots(built):
+    metrics = json.loads((built / "eval" / "metrics.json").read_text())["test"]
+    assert set(metrics["round"]) == {"dice", "iou"} == set(metrics["angular"])
+    assert set(metrics["majority"]) == {"accuracy", "f1_macro"}
+    assert all(0 <= v <= 1 for m in metrics.values() for v in m.values())
+    train = json.loads((built / "dvclive" / "metrics.json").read_text())
+    assert train["step"] == 1  # two epochs: steps 0 and 1
+    assert {"loss", "dice", "iou"} <= set(train["val"]["round"]) and "loss" in train["train"]["majority"]
+    assert (built / "dvclive" / "plots" / "metrics" / "val" / "round" / "dice.tsv").is_file()
+    assert (built / "eval" / "plots" / "images" / "round.png").is_file()
+    confusion = json.loads((built / "eval" / "plots" / "sklearn" / "majority.json").read_text())
+    assert {row["actual"] for row in confusion} <= {"disc", "square", "triangle"}
+    checkpoint = torch.load(built / "models" / "example.pt", weights_only=True)
+    assert checkpoint["outputs"]["angular"]["labels"] == [2, 3]
+    assert checkpoint["outputs"]["majority"]["classes"] == ["disc", "square", "triangle"]
+    assert len(checkpoint["inputs"]["image"]["mean"]) == 3
+
+
+def test_nothing_changed_runs_nothing(repo_copy):
+    result = run(["dvc", "repro"], repo_copy)
+    assert ran(result) == set()
+    assert "up to date" in run(["dvc", "status"], repo_copy).stdout
+
+
+def test_exp_run_with_new_lr_reruns_train_and_evaluate_only(repo_copy):
+    run(["git", "add", "-A"], repo_copy)
+    run(["git", "commit", "-qm", "baseline"], repo_copy)
+    result = run(["dvc", "exp", "run", "-S", "train.lr=0.01"], repo_copy)
+    assert ran(result) == {"train", "evaluate"}
+    show = json.loads(run(["dvc", "exp", "show", "--json"], repo_copy).stdout)
+    experiments = [exp for row in show for exp in (row.get("experiments") or [])]
+    assert experiments, show
+    data = experiments[0]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.01
+    assert "test" in data["metrics"]["eval/metrics.json"]["data"]
+    assert "val" in data["metrics"]["dvclive/metrics.json"]["data"]
+
+
+def test_same_params_same_metrics(repo_copy, built):
+    run(["dvc", "repro", "-f", "train", "evaluate"], repo_copy)
+    for path in ("dvclive/metrics.json", "eval/metrics.json"):
+        assert (repo_copy / path).read_text() == (built / path).read_text()
+
+
+def test_changing_an_image_behind_the_csv_reruns_prepare(repo_copy):
+    raw = repo_copy / "data" / "raw"
+    shutil.copytree(repo_copy / "data" / "example", raw)
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["data"].update(csv="data/raw/data.csv", root="data/raw")
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "prepare" in ran(run(["dvc", "repro", "evaluate"], repo_copy))
+    assert ran(run(["dvc", "repro", "evaluate"], repo_copy)) == set()
+    image = raw / "images" / "0003.png"
+    io.imsave(image, 255 - io.imread(image), check_contrast=False)  # the CSV itself is untouched
+    assert ran(run(["dvc", "repro", "evaluate"], repo_copy)) == {"prepare", "train", "evaluate"}
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_bad_csv_fails_clearly_and_keeps_earlier_outputs(repo_copy):
+    before = {d: snapshot(repo_copy / d) for d in ("models", "data/prepared")}
+    raw = repo_copy / "data" / "raw"
+    shutil.copytree(repo_copy / "data" / "example", raw)
+    lines = (raw / "data.csv").read_text().splitlines()
+    lines[2] = lines[2].replace("images/0001.png", "images/gone.png")
+    (raw / "data.csv").write_text("\n".join(lines) + "\n")
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["data"].update(csv="data/raw/data.csv", root="data/raw")
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(["dvc", "repro"], repo_copy, check=False)
+    assert result.returncode != 0
+    assert "data/raw/data.csv: row 3, column 'image': file not found" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert {d: snapshot(repo_copy / d) for d in before} == before
+
+
+def test_bad_params_fail_with_the_key(repo_copy):
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["train"]["batch_size"] = 0
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(["dvc", "repro"], repo_copy, check=False)
+    assert result.returncode != 0
+    assert "train.batch_size: expected an integer >= 1, got 0" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_debug_shows_the_traceback(repo_copy):
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["train"]["epochs"] = -1
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(["python", "-m", "stages.train", "--debug"], repo_copy, check=False)
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_prediction_picture_shows_image_truth_and_prediction(built):
+    picture = io.imread(built / "eval" / "plots" / "images" / "round.png")
+    assert picture.ndim == 3 and picture.shape[1] > 2 * picture.shape[0] / 6  # three panels side by side
+    assert np.unique(picture.reshape(-1, picture.shape[-1]), axis=0).shape[0] > 10
