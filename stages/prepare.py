@@ -42,7 +42,7 @@ def validate_and_load(cfg: Config) -> tuple[Table, list[str], list[dict]]:
         problems += result.problems
         rows.append(result.arrays)
         for name in result.missing_labels:
-            missing[name].append(i + 2)
+            missing[name].append(table.numbers[i])
     for name, numbers in missing.items():
         if not numbers:
             continue
@@ -81,7 +81,7 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: list[dict
         first_input = next(iter(cfg.inputs.values())).column
         manifest["splits"][split] = {
             "count": len(index),
-            "rows": [i + 2 for i in index],
+            "rows": [table.numbers[i] for i in index],
             "files": [table.rows[i][first_input] for i in index],
         }
         report["rows"][split] = len(index)

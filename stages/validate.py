@@ -23,14 +23,15 @@ from stages.errors import UserError
 
 @dataclass
 class Table:
-    """The CSV as text cells: `rows[i]` is spreadsheet row `i + 2`."""
+    """The CSV as text cells; `numbers[i]` is the file row of `rows[i]` (the header is row 1)."""
 
     path: str
     header: list[str]
     rows: list[dict[str, str]]
+    numbers: list[int]
 
     def where(self, index: int, column: str) -> str:
-        return f"{self.path}: row {index + 2}, column '{column}'"
+        return f"{self.path}: row {self.numbers[index]}, column '{column}'"
 
 
 @dataclass
@@ -48,10 +49,14 @@ def read_table(path: str) -> Table:
         raise UserError(f"{path}: CSV not found; check data.csv in params.yaml") from None
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text (byte {err.start}); save the CSV as UTF-8") from None
-    lines = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+    reader = csv.reader(io.StringIO(text, newline=""))  # newline="": csv handles \n, \r\n and \r itself
+    try:
+        lines = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except csv.Error as err:
+        raise UserError(f"{path}: row {reader.line_num}: not valid CSV ({err}); check the quotes on that row") from None
     if not lines:
         raise UserError(f"{path}: the CSV is empty; expected a header row naming the columns, then one row per image")
-    header = [cell.strip() for cell in lines[0]]
+    header = [cell.strip() for cell in lines[0][1]]
     seen: set[str] = set()
     for i, name in enumerate(header):
         if not name:
@@ -60,7 +65,7 @@ def read_table(path: str) -> Table:
             raise UserError(f"{path}: row 1: column name '{name}' appears twice; column names must be unique")
         seen.add(name)
     rows = []
-    for number, cells in enumerate(lines[1:], start=2):
+    for number, cells in lines[1:]:
         if len(cells) != len(header):
             raise UserError(
                 f"{path}: row {number}: {len(cells)} cells but the header has {len(header)}; "
@@ -69,7 +74,7 @@ def read_table(path: str) -> Table:
         rows.append({name: cell.strip() for name, cell in zip(header, cells)})
     if not rows:
         raise UserError(f"{path}: the CSV has a header but no data rows")
-    return Table(path=path, header=header, rows=rows)
+    return Table(path=path, header=header, rows=rows, numbers=[number for number, _ in lines[1:]])
 
 
 def check_columns(table: Table, cfg: Config) -> None:

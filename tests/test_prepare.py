@@ -201,3 +201,10 @@ def test_split_left_empty(params, example_dir):
     params["data"]["split"].update(val=0.01, test=0.2)
     message = problems(params, example_dir, "\n".join(rows_of(example_dir)))
     assert "the val split is empty" in message
+
+
+def test_blank_lines_keep_row_numbers_true_to_the_file(params, example_dir):
+    lines = rows_of(example_dir)
+    lines.insert(2, "")  # a blank line: the file's row 3
+    lines[5] = lines[5].replace("images/0003.png", "images/missing.png")  # file row 6
+    assert "row 6, column 'image': file not found" in problems(params, example_dir, "\n".join(lines))

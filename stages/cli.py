@@ -1,0 +1,261 @@
+"""The `cnn-factory` command: the seed's training flags on top of the DVC pipeline, and tools.
+
+    cnn-factory validate                      # check the CSV named in params.yaml, print the data report
+    cnn-factory train --num-epochs 5 ...      # `dvc exp run -S ...` with the seed's flags
+    cnn-factory predict MODEL IMAGES...       # masks and predictions.csv (stages/predict.py)
+    cnn-factory export MODEL --format onnx    # TorchScript or ONNX with a JSON sidecar (stages/export.py)
+    cnn-factory make-csv IMAGES LABELS        # pair images and label maps by file name
+
+`ARGS_FILE=<file.json>` holding a JSON list of train flags works as in the seed; flags given on
+the command line win. A flag before any subcommand (`cnn-factory --modelname m ...`) means `train`.
+User errors print one line and exit 1 (`--debug` or CNN_FACTORY_DEBUG=1 shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import difflib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from stages.config import LOSSES, OPTIMIZERS, SCHEDULERS, SPLITS, load_params
+from stages.errors import UserError, run_stage
+from stages.train_args import TRAIN_FLAGS, dvc_overrides, preview_params
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
+GLOBAL_FLAGS = {"-h", "--help", "--debug"}
+
+
+class ArgError(Exception):
+    """A command-line mistake; printed as one line with a pointer to --help."""
+
+    def __init__(self, message: str, prog: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # a misspelt flag is an error, not a guess
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments:"):
+            flags = [a for a in message.split(":", 1)[1].split() if a.startswith("-")]
+            known = [s for action in self._actions for s in action.option_strings]
+            for flag in flags:
+                close = difflib.get_close_matches(flag.split("=")[0], known, n=1)
+                if close:
+                    message += f" (did you mean {close[0]}?)"
+        raise ArgError(message, self.prog)
+
+
+def build_parser() -> Parser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser = Parser(prog="cnn-factory", description=__doc__.split("\n")[0], parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+
+    p = sub.add_parser("validate", parents=[common], help="check the CSV and print the data report")
+    p.add_argument("--params", default="params.yaml", help="params file naming the CSV, inputs and outputs")
+
+    p = sub.add_parser("train", parents=[common], help="run the pipeline as a DVC experiment with the seed's flags")
+    for flags, key, kwargs in TRAIN_FLAGS:
+        p.add_argument(*flags, default=argparse.SUPPRESS, **kwargs, help=_help(key, kwargs))
+    p.add_argument(
+        "--data-root",
+        default=argparse.SUPPRESS,
+        help="data.root: folder relative paths in the CSV resolve against (default with --csv: the CSV's folder)",
+    )
+    p.add_argument(
+        "-S",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other params.yaml key, passed to `dvc exp run -S` as it is (repeatable)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="check the flags and print the dvc command; run nothing")
+
+    p = sub.add_parser("predict", parents=[common], help="predict masks, categories and numbers for images")
+    p.add_argument("model", help="model file written by train (models/<name>.pt)")
+    p.add_argument("images", nargs="+", help="image files, globs (quote them), or a CSV with the model's input columns")
+    p.add_argument("--out", default="predictions", help="folder for <output>/<stem>.png masks and predictions.csv")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
+    p.add_argument("--tta", action="store_true", help="average over horizontal, vertical and both flips (4x slower)")
+    p.add_argument("--threshold", type=float, default=0.5, help="mask probability above which a pixel is set")
+
+    p = sub.add_parser("export", parents=[common], help="write the model as TorchScript or ONNX with a JSON sidecar")
+    p.add_argument("model", help="model file written by train (models/<name>.pt)")
+    p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript", help="file format")
+    p.add_argument("--out", default=None, help="output file (default: the model file's name with .ts or .onnx)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size of the example input used for tracing")
+
+    p = sub.add_parser("make-csv", parents=[common], help="pair images and label maps by file name into a CSV")
+    p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of images")
+    p.add_argument("labels_dir", metavar="LABELS_DIR", help="folder of label maps, named like their images")
+    p.add_argument("--out", default="data.csv", help="CSV to write; paths in it are relative to its folder")
+    p.add_argument("--image-column", default="image", help="header of the image column")
+    p.add_argument("--label-column", default="labels", help="header of the label-map column")
+    return parser
+
+
+def _help(key: str, kwargs: dict) -> str:
+    text = kwargs.pop("help", "")
+    return f"{text} (sets {key}; default: the value in params.yaml)" if key else text
+
+
+def expand_argv(argv: list[str], environ: dict) -> list[str]:
+    """The seed's forms: no subcommand means train; ARGS_FILE's flags come before the command line's."""
+    if not argv or (argv[0].startswith("-") and argv[0] not in GLOBAL_FLAGS):
+        argv = ["train", *argv]
+    if argv[0] != "train" or not environ.get("ARGS_FILE"):
+        return argv
+    path = Path(environ["ARGS_FILE"])
+    try:
+        flags = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"ARGS_FILE {path}: not found") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"ARGS_FILE {path}: not valid JSON ({err})") from None
+    if not isinstance(flags, list):
+        raise UserError(f'ARGS_FILE {path}: expected a JSON list of flags, e.g. ["--num-epochs", "2"]')
+    flags = [json.dumps(f) if isinstance(f, (dict, list)) else str(f) for f in flags]
+    if flags[:1] == ["train"]:
+        flags = flags[1:]
+    try:
+        build_parser().parse_args(["train", *flags])  # its own mistakes are reported as its own
+    except ArgError as err:
+        raise UserError(f"ARGS_FILE {path}: {err}") from None
+    return ["train", *flags, *argv[1:]]  # the last occurrence of a flag wins: the command line's
+
+
+def train(args: argparse.Namespace) -> None:
+    """Checks the flags against params.yaml, runs `dvc exp run -S ...`, copies the model."""
+    if not Path("dvc.yaml").is_file():
+        raise UserError("no dvc.yaml here; run cnn-factory train from the repository root")
+    overrides = dvc_overrides(vars(args), args.set)
+    cfg = preview_params(Path("params.yaml"), overrides)
+    command = [sys.executable, "-m", "dvc", "exp", "run", *(a for o in overrides for a in ("-S", o))]
+    print("cnn-factory: dvc exp run " + " ".join(f"-S {_quote(o)}" for o in overrides), flush=True)
+    if args.dry_run:
+        return
+    # the stages run `python -m stages.<name>`: this interpreter must be the `python` they find
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    code = subprocess.run(command, env=env).returncode
+    if code != 0:
+        raise UserError(f"`dvc exp run` failed with exit code {code}; its messages are above")
+    output_path = getattr(args, "output_path", None)
+    if output_path:
+        target = Path(output_path) / cfg.model.path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(cfg.model.path, target)
+        print(f"cnn-factory: model copied to {target}")
+
+
+def _quote(text: str) -> str:
+    return text if all(c.isalnum() or c in "._-=/+~" for c in text) else "'" + text.replace("'", "'\\''") + "'"
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Runs prepare's checks on every row and prints its report, writing nothing."""
+    from stages.prepare import print_report, validate_and_load
+
+    cfg = load_params(args.params)
+    _, splits, rows = validate_and_load(cfg)
+    report = {"rows": {s: splits.count(s) for s in SPLITS}, "outputs": {}}
+    for spec in cfg.outputs.values():
+        values = {s: np.stack([r[spec.name] for r, t in zip(rows, splits) if t == s]) for s in SPLITS}
+        if spec.type == "segmentation":
+            stats = {f"coverage_{s}": round(float(v.mean()), 4) for s, v in values.items()}
+        elif spec.type == "category":
+            stats = {
+                f"counts_{s}": dict(zip(spec.classes, np.bincount(v, minlength=spec.num_classes).tolist()))
+                for s, v in values.items()
+            }
+        else:
+            stats = {f"mean_{s}": round(float(v.mean()), 4) for s, v in values.items()}
+        report["outputs"][spec.name] = stats
+    print_report(report)
+    print(f"validate: {cfg.data.csv}: {len(rows)} rows, all valid")
+
+
+def make_csv(args: argparse.Namespace) -> None:
+    """Writes a CSV pairing IMAGES_DIR/<stem>.* with LABELS_DIR/<stem>.*; unpaired files go to stderr."""
+    out = Path(args.out)
+    images, labels = _by_stem(Path(args.images_dir)), _by_stem(Path(args.labels_dir))
+    pairs = sorted(set(images) & set(labels))
+    for what, files, other in (("image", images, "label map"), ("label map", labels, "image")):
+        unpaired = sorted(set(files) - set(pairs))
+        if unpaired:
+            listing = ", ".join(str(files[s]) for s in unpaired[:20]) + (", ..." if len(unpaired) > 20 else "")
+            print(f"warning: {len(unpaired)} {what}(s) without a matching {other}: {listing}", file=sys.stderr)
+    if not pairs:
+        raise UserError(f"{args.images_dir} and {args.labels_dir}: no file names in common; nothing to pair")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([args.image_column, args.label_column])
+        for stem in pairs:
+            writer.writerow([_relative(images[stem], out.parent), _relative(labels[stem], out.parent)])
+    print(f"make-csv: {len(pairs)} rows written to {out} (paths relative to {out.parent.resolve()})")
+
+
+def _by_stem(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not a folder")
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+            continue
+        if path.stem in files:
+            raise UserError(f"{folder}: {files[path.stem].name} and {path.name} share the name {path.stem!r}")
+        files[path.stem] = path
+    return files
+
+
+def _relative(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+
+
+def predict(args: argparse.Namespace) -> None:
+    from stages.predict import predict_images
+
+    predict_images(args.model, args.images, Path(args.out), args.batch_size, args.device, args.tta, args.threshold)
+
+
+def export(args: argparse.Namespace) -> None:
+    from stages.export import export_model
+
+    export_model(args.model, args.format, args.out, args.batch_size)
+
+
+COMMANDS = {"validate": validate, "train": train, "predict": predict, "export": export, "make-csv": make_csv}
+
+
+def run(argv: list[str]) -> None:
+    argv = expand_argv(argv, dict(os.environ))
+    try:
+        args = build_parser().parse_args(argv)
+    except ArgError as err:
+        print(f"{err.prog}: error: {err} (see {err.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+    COMMANDS[args.command](args)
+
+
+def main() -> None:
+    """Console-script entry point (`cnn-factory`)."""
+    run_stage(lambda: run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
