@@ -17,6 +17,7 @@ import yaml
 from stages.errors import UserError
 
 PARAMS_FILE = "params.yaml"
+PREPARED = Path("data/prepared")  # what prepare writes and train/evaluate read
 
 OUTPUT_TYPES = ("segmentation", "category", "numeric")
 LOSSES = {

@@ -128,3 +128,18 @@ def _dihedral(t: torch.Tensor, op: int) -> torch.Tensor:
     if op & 4:
         t = t.transpose(-1, -2)
     return t
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device: 'cuda' asked for but no CUDA device is visible; use auto or cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def normalisation(meta_inputs: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean/std of the stacked inputs, shaped (1, C, 1, 1) for broadcasting."""
+    mean = [m for spec in meta_inputs.values() for m in spec["mean"]]
+    std = [s for spec in meta_inputs.values() for s in spec["std"]]
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from dvclive import Live
-from stages.config import load_params
-from stages.dataset import PreparedSplit, make_loader, read_manifest, to_device
+
+from stages.config import PREPARED, load_params
+from stages.dataset import PreparedSplit, make_loader, normalisation, pick_device, read_manifest, to_device
 from stages.errors import run_stage
 from stages.metrics import OutputMetrics
 from stages.model import load_model
-from stages.train import PREPARED, normalisation, pick_device
 
 SHOWN = 6  # test images drawn in each prediction picture
 

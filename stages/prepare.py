@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from stages.config import SPLITS, Config, load_params
+from stages.config import PREPARED, SPLITS, Config, load_params
 from stages.errors import UserError, run_stage
 from stages.validate import Table, assign_splits, check_columns, load_row, read_table
 
-PREPARED = Path("data/prepared")
 MAX_LISTED = 50  # problems printed before "... and N more"
 
 

@@ -14,29 +14,26 @@ from __future__ import annotations
 import random
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from dvclive import Live
 from tqdm import tqdm
 
-from dvclive import Live
-from stages.config import Config, OutputSpec, load_params
-from stages.dataset import PreparedSplit, augment, make_loader, read_manifest, to_device
+from stages.config import PREPARED, Config, OutputSpec, load_params
+from stages.dataset import (
+    PreparedSplit,
+    augment,
+    make_loader,
+    normalisation,
+    pick_device,
+    read_manifest,
+    to_device,
+)
 from stages.errors import UserError, run_stage
 from stages.losses import Criterion
 from stages.metrics import HEADLINE, OutputMetrics
 from stages.model import MultiOutputNet, save_model
-
-PREPARED = Path("data/prepared")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device: 'cuda' asked for but no CUDA device is visible; use auto or cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -88,13 +85,6 @@ def model_meta(cfg: Config, manifest: dict) -> dict:
         for n, s in cfg.outputs.items()
     }
     return {"inputs": inputs, "outputs": outputs}
-
-
-def normalisation(meta_inputs: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean/std of the stacked inputs, shaped (1, C, 1, 1) for broadcasting."""
-    mean = [m for spec in meta_inputs.values() for m in spec["mean"]]
-    std = [s for spec in meta_inputs.values() for s in spec["std"]]
-    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
 
 
 def train_one_epoch(model, criterion, optimizer, loader, device, norm, outputs, generator, epoch) -> dict:
