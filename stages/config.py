@@ -7,7 +7,6 @@ one line each, naming the key (`train.lr`) and what was expected.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,18 +14,24 @@ from typing import Any
 import yaml
 
 from stages.errors import UserError
+from stages.param_reader import Section, show
 
 PARAMS_FILE = "params.yaml"
 PREPARED = Path("data/prepared")  # what prepare writes and train/evaluate read
 
 OUTPUT_TYPES = ("segmentation", "category", "numeric")
 LOSSES = {
-    "segmentation": ("binary_crossentropy", "dice", "bce_dice"),
+    "segmentation": ("binary_crossentropy", "dice", "bce_dice", "jaccard", "focal"),
     "category": ("categorical_crossentropy",),
     "numeric": ("mse", "mae"),
 }
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULERS = ("none", "cosine")
+METRICS = {"segmentation": ("dice", "iou"), "category": ("accuracy", "f1_macro"), "numeric": ("mae",)}
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adadelta", "adagrad", "adamax", "nadam")
+SCHEDULERS = ("none", "step", "cosine", "plateau", "onecycle")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NORMS = ("batch", "group", "none")
+UPSAMPLES = ("bilinear", "transpose")
+SKIPS = ("concat", "add", "none")
 DEVICES = ("auto", "cpu", "cuda")
 SPLITS = ("train", "val", "test")
 
@@ -49,6 +54,8 @@ class OutputSpec:
     size: tuple[int, int] | None = None  # (H, W) of a segmentation mask
     labels: tuple[int, ...] = ()  # label-map values merged into this mask
     classes: tuple[str, ...] = ()  # category names, index = class id
+    label_smoothing: float = 0.0  # category
+    class_weights: tuple[float, ...] = ()  # category: loss weight per class
 
     @property
     def num_classes(self) -> int:
@@ -89,11 +96,22 @@ class ExampleConfig:
 class ModelConfig:
     name: str
     depth: int
-    filters: int
+    filters: int | tuple[int, ...]  # first level's (doubled per level) or one per level
+    norm: str
+    dropout: float
+    upsample: str
+    skip: str
 
     @property
     def path(self) -> Path:
         return Path("models") / f"{self.name}.pt"
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    metric: str  # "val/loss" or "val/<output>/<metric>"
+    mode: str  # min | max
+    patience: int  # epochs without improvement before stopping; 0: never stop
 
 
 @dataclass(frozen=True)
@@ -102,11 +120,35 @@ class TrainConfig:
     batch_size: int
     lr: float
     optimizer: str
+    momentum: float
+    weight_decay: float
     scheduler: str
+    step_epochs: int
+    warmup_epochs: int
+    early_stopping: EarlyStopping
+    grad_clip: float
+    accumulate: int
+    precision: str
     num_augs: int
     shuffle: bool
     seed: int
     device: str
+    log_images_every: int
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    hflip: float  # probabilities
+    vflip: float
+    rotate: float  # max degrees either way
+    scale: tuple[float, float]  # zoom range
+    translate: float  # max shift, fraction of the size
+    shear: float  # max degrees
+    crop: float  # smallest area fraction of a random crop (1: no cropping)
+    brightness: float  # max change, fraction of the range
+    contrast: float
+    blur: float  # probability of a Gaussian blur
+    noise: float  # std of Gaussian noise, fraction of the range
 
 
 @dataclass(frozen=True)
@@ -117,107 +159,7 @@ class Config:
     outputs: dict[str, OutputSpec]
     model: ModelConfig
     train: TrainConfig
-
-
-_MISSING = object()
-
-
-class _Section:
-    """Reads one mapping of params, remembering where it is and which keys were used."""
-
-    def __init__(self, value: Any, where: str, problems: list[str]):
-        self.where = where
-        self.problems = problems
-        if not isinstance(value, dict):
-            problems.append(f"{where}: expected a mapping of keys, got {_show(value)}")
-            value = {}
-        self.values = value
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.where}.{name}" if self.where else name
-
-    def raw(self, name: str, default: Any = _MISSING) -> Any:
-        self.used.add(name)
-        if name in self.values:
-            return self.values[name]
-        if default is _MISSING:
-            self.problems.append(f"{self.key(name)}: missing; add it to {PARAMS_FILE}")
-        return None if default is _MISSING else default
-
-    def int(self, name: str, default: Any = _MISSING, minimum: int = 1) -> int:
-        value = self.raw(name, default)
-        if value is None and default is not _MISSING:
-            return value
-        if isinstance(value, bool) or not isinstance(value, int):
-            if value is not None:
-                self.problems.append(f"{self.key(name)}: expected an integer, got {_show(value)}")
-            return minimum
-        if value < minimum:
-            self.problems.append(f"{self.key(name)}: expected an integer >= {minimum}, got {value}")
-        return value
-
-    def float(self, name: str, default: Any = _MISSING, minimum: float = 0.0, positive=False) -> float:
-        value = self.raw(name, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            if value is not None:
-                self.problems.append(f"{self.key(name)}: expected a number, got {_show(value)}")
-            return 1.0
-        if value < minimum or (positive and value <= 0):
-            bound = "> 0" if positive else f">= {minimum}"
-            self.problems.append(f"{self.key(name)}: expected a number {bound}, got {value}")
-        return float(value)
-
-    def str(self, name: str, default: Any = _MISSING, choices: tuple[str, ...] = ()) -> str:
-        value = self.raw(name, default)
-        if value is None and default is None:
-            return None
-        if not isinstance(value, str) or not value:
-            if value is not None:
-                self.problems.append(f"{self.key(name)}: expected a non-empty string, got {_show(value)}")
-            return ""
-        if choices and value not in choices:
-            self.problems.append(f"{self.key(name)}: unknown value {value!r}; expected one of {', '.join(choices)}")
-        return value
-
-    def bool(self, name: str, default: Any = _MISSING) -> bool:
-        value = self.raw(name, default)
-        if not isinstance(value, bool):
-            if value is not None:
-                self.problems.append(f"{self.key(name)}: expected true or false, got {_show(value)}")
-            return False
-        return value
-
-    def size(self, name: str, default: Any = _MISSING) -> tuple[int, int]:
-        value = self.raw(name, default)
-        if (
-            isinstance(value, (list, tuple))
-            and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-        ):
-            return (value[0], value[1])
-        if value is not None:
-            self.problems.append(
-                f"{self.key(name)}: expected [height, width] as two positive integers, got {_show(value)}"
-            )
-        return (1, 1)
-
-    def section(self, name: str) -> _Section:
-        return _Section(self.raw(name), self.key(name), self.problems)
-
-    def done(self) -> None:
-        """Reports keys that no reader asked for, with the nearest valid key."""
-        for name in self.values:
-            if name in self.used:
-                continue
-            close = difflib.get_close_matches(str(name), sorted(self.used), n=1)
-            hint = f"; did you mean {self.key(close[0])!r}?" if close else ""
-            valid = ", ".join(sorted(self.used))
-            self.problems.append(f"{self.key(name)}: unknown key{hint} (valid here: {valid})")
-
-
-def _show(value: Any) -> str:
-    return "nothing" if value is None else f"{value!r} ({type(value).__name__})"
+    augment: AugmentConfig
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Config:
@@ -234,7 +176,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Config:
 
 def parse_params(raw: Any, source: str = PARAMS_FILE) -> Config:
     problems: list[str] = []
-    top = _Section(raw, "", problems)
+    top = Section(raw, "", problems)
     config = Config(
         example=_example(top.section("example")),
         data=_data(top.section("data")),
@@ -242,9 +184,11 @@ def parse_params(raw: Any, source: str = PARAMS_FILE) -> Config:
         outputs={},
         model=_model(top.section("model")),
         train=_train(top.section("train")),
+        augment=_augment(top.section("augment")),
     )
     outputs = _outputs(top.section("outputs"), config.inputs)
     top.done()
+    _check_early_stopping(config.train.early_stopping, outputs, problems)
     multiple = 2**config.model.depth
     for spec in config.inputs.values():
         if spec.size[0] % multiple or spec.size[1] % multiple:
@@ -259,13 +203,13 @@ def parse_params(raw: Any, source: str = PARAMS_FILE) -> Config:
     return Config(**{**config.__dict__, "outputs": outputs})
 
 
-def _example(s: _Section) -> ExampleConfig:
+def _example(s: Section) -> ExampleConfig:
     cfg = ExampleConfig(rows=s.int("rows", minimum=12), size=s.size("size"), seed=s.int("seed", minimum=0))
     s.done()
     return cfg
 
 
-def _data(s: _Section) -> DataConfig:
+def _data(s: Section) -> DataConfig:
     csv, root = s.str("csv"), s.str("root", default=None)
     sp = s.section("split")
     split = SplitConfig(
@@ -284,7 +228,7 @@ def _data(s: _Section) -> DataConfig:
     return DataConfig(csv=csv, root=root, split=split)
 
 
-def _inputs(s: _Section) -> dict[str, InputSpec]:
+def _inputs(s: Section) -> dict[str, InputSpec]:
     inputs = {}
     for name in s.values:
         d = s.section(name)
@@ -304,7 +248,7 @@ def _inputs(s: _Section) -> dict[str, InputSpec]:
     return inputs
 
 
-def _outputs(s: _Section, inputs: dict[str, InputSpec]) -> dict[str, OutputSpec]:
+def _outputs(s: Section, inputs: dict[str, InputSpec]) -> dict[str, OutputSpec]:
     outputs = {}
     default_size = next(iter(inputs.values())).size if inputs else (1, 1)
     for name in s.values:
@@ -321,7 +265,27 @@ def _outputs(s: _Section, inputs: dict[str, InputSpec]) -> dict[str, OutputSpec]
         if kind == "segmentation":
             spec = OutputSpec(**common, size=d.size("size", default=list(default_size)), labels=_labels(d))
         elif kind == "category":
-            spec = OutputSpec(**common, classes=_classes(d))
+            classes = _classes(d)
+            weights = d.raw("class_weights", None)
+            if weights is not None and not (
+                isinstance(weights, list)
+                and len(weights) == len(classes)
+                and all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights)
+            ):
+                d.problems.append(
+                    f"{d.key('class_weights')}: expected {len(classes)} numbers >= 0, "
+                    f"one per class, got {show(weights)}"
+                )
+                weights = None
+            smoothing = d.float("label_smoothing", default=0.0)
+            if smoothing >= 1:
+                d.problems.append(f"{d.key('label_smoothing')}: expected a number below 1, got {smoothing}")
+            spec = OutputSpec(
+                **common,
+                classes=classes,
+                label_smoothing=smoothing,
+                class_weights=tuple(float(w) for w in weights or ()),
+            )
         else:
             spec = OutputSpec(**common)
         d.done()
@@ -331,7 +295,7 @@ def _outputs(s: _Section, inputs: dict[str, InputSpec]) -> dict[str, OutputSpec]
     return outputs
 
 
-def _labels(d: _Section) -> tuple[int, ...]:
+def _labels(d: Section) -> tuple[int, ...]:
     value = d.raw("label")
     values = value if isinstance(value, list) else [value]
     if (
@@ -341,46 +305,125 @@ def _labels(d: _Section) -> tuple[int, ...]:
     ):
         if value is not None:
             d.problems.append(
-                f"{d.key('label')}: expected a label value (integer >= 0) or a list of them, got {_show(value)}"
+                f"{d.key('label')}: expected a label value (integer >= 0) or a list of them, got {show(value)}"
             )
         return ()
     return tuple(values)
 
 
-def _classes(d: _Section) -> tuple[str, ...]:
+def _classes(d: Section) -> tuple[str, ...]:
     size, classes = d.raw("size", None), d.raw("classes", None)
     if classes is not None:
         if not isinstance(classes, list) or not classes or len(set(map(str, classes))) != len(classes):
-            d.problems.append(f"{d.key('classes')}: expected a list of distinct class names, got {_show(classes)}")
+            d.problems.append(f"{d.key('classes')}: expected a list of distinct class names, got {show(classes)}")
             return ()
         if size is not None and size != len(classes):
             d.problems.append(f"{d.key('size')}: is {size} but classes lists {len(classes)} names; make them agree")
         return tuple(str(c) for c in classes)
     if isinstance(size, bool) or not isinstance(size, int) or size < 2:
-        d.problems.append(f"{d.key('size')}: expected the number of classes (integer >= 2), got {_show(size)}")
+        d.problems.append(f"{d.key('size')}: expected the number of classes (integer >= 2), got {show(size)}")
         return ()
     return tuple(str(i) for i in range(size))
 
 
-def _model(s: _Section) -> ModelConfig:
-    cfg = ModelConfig(name=s.str("name"), depth=s.int("depth"), filters=s.int("filters"))
+def _model(s: Section) -> ModelConfig:
+    depth = s.int("depth")
+    filters = s.raw("filters")
+    if isinstance(filters, list):
+        if len(filters) != depth + 1 or not all(
+            isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in filters
+        ):
+            s.problems.append(f"model.filters: expected depth + 1 = {depth + 1} positive integers, got {filters}")
+        filters = tuple(filters)
+    elif isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
+        s.problems.append(f"model.filters: expected a positive integer or a list per level, got {show(filters)}")
+    cfg = ModelConfig(
+        name=s.str("name"),
+        depth=depth,
+        filters=filters,
+        norm=s.str("norm", choices=NORMS),
+        dropout=s.float("dropout", default=0.0),
+        upsample=s.str("upsample", choices=UPSAMPLES),
+        skip=s.str("skip", choices=SKIPS),
+    )
     if cfg.name and ("/" in cfg.name or "\\" in cfg.name):
         s.problems.append(f"model.name: expected a plain file name without folders, got {cfg.name!r}")
+    if cfg.dropout >= 1:
+        s.problems.append(f"model.dropout: expected a probability below 1, got {cfg.dropout}")
     s.done()
     return cfg
 
 
-def _train(s: _Section) -> TrainConfig:
+def _train(s: Section) -> TrainConfig:
+    es = s.section("early_stopping")
+    early = EarlyStopping(
+        metric=es.str("metric"), mode=es.str("mode", choices=("min", "max")), patience=es.int("patience", minimum=0)
+    )
+    es.done()
     cfg = TrainConfig(
         epochs=s.int("epochs"),
         batch_size=s.int("batch_size"),
         lr=s.float("lr", positive=True),
         optimizer=s.str("optimizer", choices=OPTIMIZERS),
+        momentum=s.float("momentum"),
+        weight_decay=s.float("weight_decay"),
         scheduler=s.str("scheduler", choices=SCHEDULERS),
+        step_epochs=s.int("step_epochs"),
+        warmup_epochs=s.int("warmup_epochs", minimum=0),
+        early_stopping=early,
+        grad_clip=s.float("grad_clip"),
+        accumulate=s.int("accumulate"),
+        precision=s.str("precision", choices=PRECISIONS),
         num_augs=s.int("num_augs", minimum=0),
         shuffle=s.bool("shuffle"),
         seed=s.int("seed", minimum=0),
         device=s.str("device", choices=DEVICES),
+        log_images_every=s.int("log_images_every", minimum=0),
     )
     s.done()
     return cfg
+
+
+def _check_early_stopping(es: EarlyStopping, outputs: dict[str, OutputSpec], problems: list[str]) -> None:
+    valid = ["val/loss"] + [
+        f"val/{name}/{metric}" for name, spec in outputs.items() for metric in ("loss", *METRICS.get(spec.type, ()))
+    ]
+    if es.metric and es.metric not in valid:
+        problems.append(
+            f"train.early_stopping.metric: unknown metric {es.metric!r}; expected one of {', '.join(valid)}"
+        )
+
+
+def _augment(s: Section) -> AugmentConfig:
+    cfg = AugmentConfig(
+        hflip=s.float("hflip"),
+        vflip=s.float("vflip"),
+        rotate=s.float("rotate"),
+        scale=_zoom(s.raw("scale")),
+        translate=s.float("translate"),
+        shear=s.float("shear"),
+        crop=s.float("crop", positive=True),
+        brightness=s.float("brightness"),
+        contrast=s.float("contrast"),
+        blur=s.float("blur"),
+        noise=s.float("noise"),
+    )
+    for key in ("hflip", "vflip", "blur", "crop"):
+        if getattr(cfg, key) > 1:
+            s.problems.append(f"augment.{key}: expected a number from 0 to 1, got {getattr(cfg, key)}")
+    if cfg.scale is None:
+        s.problems.append(
+            f"augment.scale: expected [smallest, largest] zoom, e.g. [0.9, 1.1], got {show(s.raw('scale'))}"
+        )
+    s.done()
+    return cfg
+
+
+def _zoom(value: Any) -> tuple[float, float] | None:
+    ok = (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
+        and value[0] <= value[1]
+    )
+    return (float(value[0]), float(value[1])) if ok else None

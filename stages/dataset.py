@@ -64,11 +64,18 @@ class _Repeated(Dataset):
 
 
 def make_loader(
-    split: PreparedSplit, batch_size: int, shuffle: bool, seed: int = 0, num_augs: int = 0, workers: int = 0
+    split: PreparedSplit,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    num_augs: int = 0,
+    workers: int = 0,
 ) -> DataLoader:
-    """Batches of (x, targets, augment flags); each sample appears 1 + num_augs times per epoch."""
+    """Batches of (x, targets, augment flags); each sample appears 1 + num_augs times per epoch.
+
+    The shuffling draws from `generator`, whose state a checkpoint saves and restores."""
     space = _Repeated(len(split) * (1 + num_augs))
-    generator = torch.Generator().manual_seed(seed)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
     sampler = RandomSampler(space, generator=generator) if shuffle else SequentialSampler(space)
     return DataLoader(
         split,
@@ -91,43 +98,6 @@ def to_device(
         t = t.to(device, non_blocking=True)
         out[name] = t.float() if t.dtype in (torch.uint8, torch.float32) else t
     return x, out
-
-
-def augment(
-    x: torch.Tensor,
-    targets: dict[str, torch.Tensor],
-    flags: torch.Tensor,
-    outputs: dict[str, OutputSpec],
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Random flips (and 90-degree turns of square images) of the flagged samples, applied
-    identically to the image and to each of its masks; category/numeric targets are unchanged."""
-    if not flags.any():
-        return x, targets
-    masks = [n for n, s in outputs.items() if s.type == "segmentation"]
-    square = x.shape[-1] == x.shape[-2] and all(targets[n].shape[-1] == targets[n].shape[-2] for n in masks)
-    ops = torch.randint(0, 8 if square else 4, (len(x),), generator=generator).to(x.device)
-    ops = torch.where(flags.to(x.device), ops, torch.zeros_like(ops))
-    x, targets = x.clone(), {n: t.clone() for n, t in targets.items()}
-    for op in ops.unique().tolist():
-        if op == 0:
-            continue
-        sel = ops == op
-        x[sel] = _dihedral(x[sel], op)
-        for n in masks:
-            targets[n][sel] = _dihedral(targets[n][sel], op)
-    return x, targets
-
-
-def _dihedral(t: torch.Tensor, op: int) -> torch.Tensor:
-    """op bit 0: flip width, bit 1: flip height, bit 2: transpose; on the last two dims."""
-    if op & 1:
-        t = t.flip(-1)
-    if op & 2:
-        t = t.flip(-2)
-    if op & 4:
-        t = t.transpose(-1, -2)
-    return t
 
 
 def pick_device(name: str) -> torch.device:

@@ -23,59 +23,99 @@ from stages.errors import UserError
 FORMAT = "cnn-factory/1"
 
 
-def conv_block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
+NORMS = ("batch", "group", "none")
+UPSAMPLES = ("bilinear", "transpose")
+SKIPS = ("concat", "add", "none")
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":  # independent of the batch size: for batches of 1 or 2
+        return nn.GroupNorm(min(8, channels), channels)
+    return nn.Identity()
+
+
+def conv_block(cin: int, cout: int, norm: str = "batch", dropout: float = 0.0) -> nn.Sequential:
+    """Two 3x3 convolutions, each followed by normalisation and ReLU."""
+    bias = norm == "none"
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, 3, padding=1, bias=bias),
+        _norm(norm, cout),
         nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=bias),
+        _norm(norm, cout),
         nn.ReLU(inplace=True),
-    )
+    ]
+    if dropout:
+        layers.append(nn.Dropout2d(dropout))
+    return nn.Sequential(*layers)
 
 
 class Encoder(nn.Module):
     """UNet encoder: returns the features of every level, full resolution first."""
 
-    def __init__(self, in_channels: int, depth: int, filters: int):
+    def __init__(self, in_channels: int, channels: list[int], norm: str, dropout: float):
         super().__init__()
-        self.channels = [filters * 2**i for i in range(depth + 1)]
-        self.levels = nn.ModuleList([conv_block(in_channels, self.channels[0])])
-        for cin, cout in zip(self.channels, self.channels[1:]):
-            self.levels.append(nn.Sequential(nn.MaxPool2d(2), conv_block(cin, cout)))
+        self.channels = channels
+        self.levels = nn.ModuleList([conv_block(in_channels, channels[0], norm)])
+        for cin, cout in zip(channels, channels[1:]):
+            self.levels.append(nn.Sequential(nn.MaxPool2d(2), conv_block(cin, cout, norm, dropout)))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
         for level in self.levels:
             x = level(x)
-            features.append(x)  # (B, filters * 2**i, H / 2**i, W / 2**i)
+            features.append(x)  # (B, channels[i], H / 2**i, W / 2**i)
         return features
 
 
-class UNetDecoder(nn.Module):
-    """Upsamples from the deepest feature, concatenating the encoder's skip at each level."""
+class UpBlock(nn.Module):
+    """One decoder level: upsample the deeper feature, join the encoder's skip, convolve."""
 
-    def __init__(self, channels: list[int]):
+    def __init__(self, deep: int, skip: int, norm: str, upsample: str, join: str):
+        super().__init__()
+        self.join = join
+        if upsample == "transpose":
+            self.up = nn.ConvTranspose2d(deep, skip, 2, stride=2)
+        else:  # bilinear, then a 1x1 convolution to the skip's width
+            self.up = nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Conv2d(deep, skip, 1)
+            )
+        self.conv = conv_block(2 * skip if join == "concat" else skip, skip, norm)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = self.up(x)  # (B, skip channels, 2h, 2w)
+        if self.join == "concat":
+            x = torch.cat([x, skip], dim=1)
+        elif self.join == "add":
+            x = x + skip
+        return self.conv(x)
+
+
+class UNetDecoder(nn.Module):
+    """Upsamples from the deepest feature back to full resolution, one UpBlock per level."""
+
+    def __init__(self, channels: list[int], norm: str = "batch", upsample: str = "bilinear", skip: str = "concat"):
         super().__init__()
         self.blocks = nn.ModuleList(
-            conv_block(deep + skip, skip) for deep, skip in zip(channels[:0:-1], channels[-2::-1])
+            UpBlock(deep, shallow, norm, upsample, skip) for deep, shallow in zip(channels[:0:-1], channels[-2::-1])
         )
         self.head = nn.Conv2d(channels[0], 1, 1)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
         for block, skip in zip(self.blocks, features[-2::-1]):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], dim=1))
+            x = block(x, skip)
         return self.head(x)  # (B, 1, H, W)
 
 
 class NumericHead(nn.Module):
     """Predicts in the target's units: a linear z-score rescaled by the training split's mean/std."""
 
-    def __init__(self, cin: int, mean: float = 0.0, std: float = 1.0):
+    def __init__(self, cin: int, mean: float = 0.0, std: float = 1.0, dropout: float = 0.0):
         super().__init__()
-        self.linear = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1))
+        self.linear = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, 1))
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
 
@@ -83,25 +123,51 @@ class NumericHead(nn.Module):
         return self.linear(x).squeeze(1) * self.std + self.mean  # (B,)
 
 
+def level_channels(depth: int, filters: int | list[int]) -> list[int]:
+    """Filters per level: a list as given, or an int doubled at each of the depth levels down."""
+    if isinstance(filters, int):
+        return [filters * 2**i for i in range(depth + 1)]
+    if len(filters) != depth + 1:
+        raise ValueError(f"filters lists {len(filters)} levels; expected depth + 1 = {depth + 1}")
+    return list(filters)
+
+
 class MultiOutputNet(nn.Module):
     """outputs: {name: {"type": ..., "size": [H, W] | None, "classes": [...], "mean"/"std": ...}}."""
 
-    def __init__(self, in_channels: int, depth: int, filters: int, outputs: dict[str, dict[str, Any]]):
+    def __init__(
+        self,
+        in_channels: int,
+        depth: int,
+        filters: int | list[int],
+        outputs: dict[str, dict[str, Any]],
+        norm: str = "batch",
+        dropout: float = 0.0,
+        upsample: str = "bilinear",
+        skip: str = "concat",
+    ):
         super().__init__()
         self.outputs = outputs
-        self.encoder = Encoder(in_channels, depth, filters)
-        deepest = self.encoder.channels[-1]
+        channels = level_channels(depth, filters)
+        self.encoder = Encoder(in_channels, channels, norm, dropout)
         self.decoders = nn.ModuleDict(
-            {name: UNetDecoder(self.encoder.channels) for name, o in outputs.items() if o["type"] == "segmentation"}
+            {
+                name: UNetDecoder(channels, norm, upsample, skip)
+                for name, o in outputs.items()
+                if o["type"] == "segmentation"
+            }
         )
         heads: dict[str, nn.Module] = {}
         for name, o in outputs.items():
             if o["type"] == "category":
                 heads[name] = nn.Sequential(
-                    nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(deepest, len(o["classes"]))
+                    nn.AdaptiveAvgPool2d(1),
+                    nn.Flatten(),
+                    nn.Dropout(dropout),
+                    nn.Linear(channels[-1], len(o["classes"])),
                 )
             elif o["type"] == "numeric":
-                heads[name] = NumericHead(deepest, o.get("mean", 0.0), o.get("std", 1.0))
+                heads[name] = NumericHead(channels[-1], o.get("mean", 0.0), o.get("std", 1.0), dropout)
         self.heads = nn.ModuleDict(heads)
         self.multiple = 2**depth
 

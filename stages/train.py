@@ -2,15 +2,19 @@
 
     python -m stages.train
 
-Reads params.yaml (`inputs`, `outputs`, `model`, `train`). Per epoch dvclive logs
-`train/<output>/loss`, `val/<output>/loss` and the headline metric per output
-(`val/<output>/dice|accuracy|mae`) under dvclive/. The epoch with the lowest validation
-loss is saved to models/<model.name>.pt with everything needed to use it without
-params.yaml (see stages/model.py). Same params, same metrics on CPU.
+Reads params.yaml (`inputs`, `outputs`, `model`, `train`, `augment`). Per epoch dvclive logs
+`train/<output>/loss`, `val/<output>/loss` and the metrics per output (`val/<output>/dice`,
+`.../accuracy`, `.../mae`, ...) under dvclive/, and every `train.log_images_every` epochs a
+picture of validation predictions per segmentation output (a slider in DVC's viewers).
+The best epoch by `train.early_stopping.metric` is saved to models/<model.name>.pt with
+everything needed to use it (see stages/model.py). A checkpoint after every epoch lets an
+interrupted run continue where it stopped, with the same result (see stages/checkpoint.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 import sys
 import time
@@ -20,20 +24,18 @@ import torch
 from dvclive import Live
 from tqdm import tqdm
 
+from stages.augment import Augmenter
+from stages.checkpoint import FOLDER, load_checkpoint, rng_state, run_key, save_checkpoint, set_rng_state
 from stages.config import PREPARED, Config, OutputSpec, load_params
-from stages.dataset import (
-    PreparedSplit,
-    augment,
-    make_loader,
-    normalisation,
-    pick_device,
-    read_manifest,
-    to_device,
-)
+from stages.dataset import PreparedSplit, make_loader, normalisation, pick_device, read_manifest, to_device
 from stages.errors import UserError, run_stage
 from stages.losses import Criterion
 from stages.metrics import HEADLINE, OutputMetrics
 from stages.model import MultiOutputNet, save_model
+from stages.optim import EarlyStopping, Schedule, make_optimizer
+from stages.pictures import overlay_grid
+
+SHOWN = 4  # validation images in each logged picture
 
 
 def seed_everything(seed: int) -> None:
@@ -42,17 +44,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}[name](params, lr=lr)
-
-
-def make_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int):
-    """Learning-rate schedule stepped once per epoch: constant, or cosine decay to zero."""
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """None for fp32; CPU runs stay fp32 unless asked; CUDA prefers bf16 where supported."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def model_args(cfg: Config, manifest: dict) -> dict:
@@ -62,8 +60,18 @@ def model_args(cfg: Config, manifest: dict) -> dict:
         o = {"type": spec.type, "size": list(spec.size) if spec.size else None, "classes": list(spec.classes)}
         o.update(manifest["outputs"].get(name, {}))  # numeric mean/std of the training split
         outputs[name] = o
-    channels = sum(spec.channels for spec in cfg.inputs.values())
-    return {"in_channels": channels, "depth": cfg.model.depth, "filters": cfg.model.filters, "outputs": outputs}
+    m = cfg.model
+    filters = m.filters if isinstance(m.filters, int) else list(m.filters)
+    return {
+        "in_channels": sum(spec.channels for spec in cfg.inputs.values()),
+        "depth": m.depth,
+        "filters": filters,
+        "outputs": outputs,
+        "norm": m.norm,
+        "dropout": m.dropout,
+        "upsample": m.upsample,
+        "skip": m.skip,
+    }
 
 
 def model_meta(cfg: Config, manifest: dict) -> dict:
@@ -87,38 +95,62 @@ def model_meta(cfg: Config, manifest: dict) -> dict:
     return {"inputs": inputs, "outputs": outputs}
 
 
-def train_one_epoch(model, criterion, optimizer, loader, device, norm, outputs, generator, epoch) -> dict:
+def train_one_epoch(
+    model,
+    criterion,
+    optimizer,
+    schedule,
+    loader,
+    device,
+    norm,
+    augmenter,
+    outputs,
+    *,
+    amp: torch.dtype | None,
+    scaler,
+    grad_clip: float,
+    accumulate: int,
+    epoch: int,
+) -> dict:
     """One pass over the loader; returns mean losses per output (one host sync, at the end)."""
     model.train()
     sums = torch.zeros(len(outputs) + 1, device=device)
-    seen, start = 0, time.perf_counter()
+    seen, start, steps = 0, time.perf_counter(), len(loader)
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None, file=sys.stdout)
-    for x, targets, flags in bar:
+    for i, (x, targets, flags) in enumerate(bar):
         x, targets = to_device(x, targets, device, *norm)
-        x, targets = augment(x, targets, flags, outputs, generator)
-        loss, parts = criterion(model(x), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        x, targets = augmenter(x, targets, flags, outputs, *norm)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            preds = model(x)
+        loss, parts = criterion({k: v.float() for k, v in preds.items()}, targets)
+        scaler.scale(loss / accumulate).backward()
+        if (i + 1) % accumulate == 0 or i + 1 == steps:  # gradients of `accumulate` batches per step
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            schedule.batch_end()
         sums += torch.stack([loss.detach(), *(p.detach() for p in parts.values())]) * len(x)
         seen += len(x)
-        if bar.disable is False and bar.n % 10 == 0:  # a terminal is watching: update now and then
+        if not bar.disable and i % 10 == 0:  # a terminal is watching: .item() now and then only
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
     means = (sums / max(seen, 1)).tolist()
     result = {"loss": means[0], **{f"{name}/loss": v for name, v in zip(outputs, means[1:])}}
-    result["images_per_s"] = seen / (time.perf_counter() - start)
-    return result
+    return {**result, "images_per_s": seen / (time.perf_counter() - start)}
 
 
 @torch.no_grad()
-def validate(model, criterion, loader, device, norm, outputs: dict[str, OutputSpec]) -> dict:
+def validate(model, criterion, loader, device, norm, outputs: dict[str, OutputSpec], amp=None) -> dict:
     """Mean losses and metrics per output over a split."""
     model.eval()
     metrics = OutputMetrics(outputs, device)
     sums, seen = torch.zeros(len(outputs) + 1, device=device), 0
     for x, targets, _ in loader:
         x, targets = to_device(x, targets, device, *norm)
-        preds = model(x)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            preds = {k: v.float() for k, v in model(x).items()}
         loss, parts = criterion(preds, targets)
         sums += torch.stack([loss, *parts.values()]) * len(x)
         seen += len(x)
@@ -128,46 +160,113 @@ def validate(model, criterion, loader, device, norm, outputs: dict[str, OutputSp
     return {**result, **metrics.compute()}
 
 
+@torch.no_grad()
+def log_pictures(live: Live, model, split: PreparedSplit, device, norm, outputs, epoch: int) -> None:
+    """Validation images with true and predicted masks, one picture per output and epoch."""
+    model.eval()
+    x_raw, targets, _ = split[list(range(min(SHOWN, len(split))))]
+    x, targets = to_device(x_raw, targets, device, *norm)
+    preds = model(x)
+    for name, spec in outputs.items():
+        if spec.type == "segmentation":
+            picture = overlay_grid(x_raw.numpy(), targets[name].cpu().numpy() > 0.5, (preds[name] > 0).cpu().numpy())
+            live.log_image(f"{name}/{epoch}.png", picture)
+
+
 def main() -> None:
     cfg = load_params()
     manifest = read_manifest(PREPARED, cfg)
     device = pick_device(cfg.train.device)
-    seed_everything(cfg.train.seed)
-    inputs, outputs, t = list(cfg.inputs), cfg.outputs, cfg.train
+    t, outputs = cfg.train, cfg.outputs
+    seed_everything(t.seed)
 
-    train_split = PreparedSplit(PREPARED / "train", inputs, outputs)
-    val_split = PreparedSplit(PREPARED / "val", inputs, outputs)
-    train_loader = make_loader(train_split, t.batch_size, t.shuffle, seed=t.seed, num_augs=t.num_augs)
+    train_split = PreparedSplit(PREPARED / "train", list(cfg.inputs), outputs)
+    val_split = PreparedSplit(PREPARED / "val", list(cfg.inputs), outputs)
+    order = torch.Generator().manual_seed(t.seed)
+    train_loader = make_loader(train_split, t.batch_size, t.shuffle, generator=order, num_augs=t.num_augs)
     val_loader = make_loader(val_split, t.batch_size, shuffle=False)
 
     args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
     # channels-last runs the convolutions faster on CPU (oneDNN) and on CUDA tensor cores
     model = MultiOutputNet(**args).to(device, memory_format=torch.channels_last)
     norm = normalisation(meta["inputs"], device)
-    scales = {n: o["std"] for n, o in args["outputs"].items() if "std" in o}
-    criterion = Criterion(outputs, scales)
-    optimizer = make_optimizer(t.optimizer, model.parameters(), t.lr)
-    scheduler = make_scheduler(t.scheduler, optimizer, t.epochs)
-    generator = torch.Generator().manual_seed(t.seed + 1)
-    print(f"train: {len(train_split)} images ({1 + t.num_augs}x per epoch), {len(val_split)} val, on {device}")
+    criterion = Criterion(outputs, {n: o["std"] for n, o in args["outputs"].items() if "std" in o})
+    optimizer = make_optimizer(t.optimizer, model.parameters(), t.lr, t.momentum, t.weight_decay)
+    es = t.early_stopping
+    schedule = Schedule(
+        t.scheduler,
+        optimizer,
+        t.lr,
+        t.epochs,
+        math.ceil(len(train_loader) / t.accumulate),
+        t.step_epochs,
+        t.warmup_epochs,
+        es.mode,
+    )
+    early = EarlyStopping(es.mode, es.patience)
+    augmenter = Augmenter(cfg.augment, seed=t.seed + 1)
+    amp = autocast_dtype(t.precision, device)
+    if amp is not None and device.type == "cpu" and t.precision == "fp16":
+        raise UserError("train.precision: fp16 needs CUDA; use bf16 or fp32 on the CPU")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    metric = es.metric.removeprefix("val/")
 
-    best, best_epoch, best_state, best_val = float("inf"), 0, None, {}
-    with Live("dvclive", save_dvc_exp=False, dvcyaml=None) as live:
-        for epoch in range(1, t.epochs + 1):
+    ckpt_path = FOLDER / f"{cfg.model.name}.ckpt"
+    key = run_key(
+        {k: dataclasses.asdict(getattr(cfg, k)) for k in ("model", "train", "augment")}
+        | {
+            "inputs": {n: dataclasses.asdict(s) for n, s in cfg.inputs.items()},
+            "outputs": {n: dataclasses.asdict(s) for n, s in outputs.items()},
+        },
+        manifest,
+    )
+    state = load_checkpoint(ckpt_path, key)
+    best_state, best_val, first = None, {}, 1
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        early.load_state_dict(state["early"])
+        scaler.load_state_dict(state["scaler"])
+        best_state, best_val, first = state["best_state"], state["best_val"], state["epoch"] + 1
+        set_rng_state(state["rng"], order, augmenter.generator)
+        print(f"train: resuming after epoch {state['epoch']} from {ckpt_path}")
+    print(
+        f"train: {len(train_split)} images ({1 + t.num_augs}x per epoch), {len(val_split)} val, on {device}"
+        f"{f' with {amp}' if amp else ''}"
+    )
+
+    with Live("dvclive", resume=state is not None, save_dvc_exp=False, dvcyaml=None) as live:
+        live.step = first - 1
+        for epoch in range(first, t.epochs + 1):
             train_stats = train_one_epoch(
-                model, criterion, optimizer, train_loader, device, norm, outputs, generator, epoch
+                model,
+                criterion,
+                optimizer,
+                schedule,
+                train_loader,
+                device,
+                norm,
+                augmenter,
+                outputs,
+                amp=amp,
+                scaler=scaler,
+                grad_clip=t.grad_clip,
+                accumulate=t.accumulate,
+                epoch=epoch,
             )
-            val_stats = validate(model, criterion, val_loader, device, norm, outputs)
-            scheduler.step()
-            speed = train_stats.pop("images_per_s")  # printed, not logged: metrics must be reproducible
-            for key, value in train_stats.items():
-                live.log_metric(f"train/{key}", value)
-            for key, value in val_stats.items():
-                live.log_metric(f"val/{key}", value)
-            if val_stats["loss"] < best:  # kept in memory: the model file is replaced only at the end
-                best, best_epoch = val_stats["loss"], epoch
+            val_stats = validate(model, criterion, val_loader, device, norm, outputs, amp)
+            if early.update(val_stats[metric], epoch):  # kept in memory: the model file is written at the end
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 best_val = val_stats
+            schedule.epoch_end(val_stats[metric])
+            speed = train_stats.pop("images_per_s")  # printed, not logged: metrics must be reproducible
+            for prefix, stats in (("train", train_stats), ("val", val_stats)):
+                for k, value in stats.items():
+                    live.log_metric(f"{prefix}/{k}", value)
+            live.log_metric("train/lr", optimizer.param_groups[0]["lr"])
+            if t.log_images_every and epoch % t.log_images_every == 0:
+                log_pictures(live, model, val_split, device, norm, outputs, epoch)
             headline = "  ".join(
                 f"{n}/{HEADLINE[s.type]} {val_stats[f'{n}/{HEADLINE[s.type]}']:.3f}" for n, s in outputs.items()
             )
@@ -177,11 +276,31 @@ def main() -> None:
                 flush=True,
             )
             live.next_step()
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "key": key,
+                    "epoch": epoch,
+                    "complete": False,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "early": early.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "best_state": best_state,
+                    "best_val": best_val,
+                    "rng": rng_state(order, augmenter.generator),
+                },
+            )
+            if early.stop:
+                print(f"train: stopping early: no better {es.metric} in {es.patience} epochs")
+                break
     if best_state is None:
-        raise UserError("train: the validation loss was never finite (training diverged); lower train.lr")
+        raise UserError(f"train: {es.metric} was never finite (training diverged); lower train.lr")
     model.load_state_dict(best_state)
-    save_model(cfg.model.path, model, args, {**meta, "epoch": best_epoch, "val": best_val})
-    print(f"train: best val_loss {best:.4f} at epoch {best_epoch}, model saved to {cfg.model.path}")
+    save_model(cfg.model.path, model, args, {**meta, "epoch": early.best_epoch, "val": best_val})
+    save_checkpoint(ckpt_path, {"key": key, "epoch": early.best_epoch, "complete": True})
+    print(f"train: best {es.metric} {early.best:.4f} at epoch {early.best_epoch}, model saved to {cfg.model.path}")
 
 
 if __name__ == "__main__":

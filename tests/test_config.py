@@ -47,7 +47,7 @@ def test_misspelt_key_suggests_nearest(params):
         ("train", "batch_size", -4, "train.batch_size: expected an integer >= 1, got -4"),
         ("train", "epochs", "ten", "train.epochs: expected an integer, got 'ten'"),
         ("train", "lr", 0, "train.lr: expected a number > 0"),
-        ("train", "optimizer", "adamax", "train.optimizer: unknown value 'adamax'; expected one of adam"),
+        ("train", "optimizer", "adam2", "train.optimizer: unknown value 'adam2'; expected one of adam"),
         ("train", "shuffle", "yes", "train.shuffle: expected true or false"),
         ("model", "depth", 1.5, "model.depth: expected an integer, got 1.5"),
     ],

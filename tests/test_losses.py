@@ -53,3 +53,58 @@ def test_total_is_weighted_sum_over_outputs():
     )
     assert parts["a"].item() == pytest.approx(1.0) and parts["b"].item() == pytest.approx(4.0)
     assert total.item() == pytest.approx(2.0 * 1.0 + 0.5 * 4.0)
+
+
+def test_soft_jaccard_by_hand():
+    logits, target = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]])
+    # p = [0.5, 0.5]: intersection 0.5, union 1 + 1 - 0.5 = 1.5, eps 1 -> 1 - 1.5 / 2.5
+    assert make_loss(spec("segmentation", "jaccard"))(logits, target).item() == pytest.approx(1 - 1.5 / 2.5)
+
+
+def test_focal_by_hand():
+    logits, target = torch.tensor([[0.0, math.log(3)]]), torch.tensor([[1.0, 1.0]])
+    # pixel 1: p_t = 0.5 -> 0.25 * log 2; pixel 2: p_t = 0.75 -> 0.0625 * -log 0.75
+    expected = (0.25 * math.log(2) + 0.0625 * -math.log(0.75)) / 2
+    assert make_loss(spec("segmentation", "focal"))(logits, target).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_focal_is_stable_for_large_logits():
+    loss = make_loss(spec("segmentation", "focal"))(torch.tensor([[-100.0, 100.0]]), torch.tensor([[1.0, 0.0]]))
+    assert math.isfinite(loss.item()) and loss.item() == pytest.approx(100.0)
+
+
+def test_label_smoothing_by_hand():
+    s = OutputSpec(
+        name="o",
+        type="category",
+        column="o",
+        loss="categorical_crossentropy",
+        weight=1.0,
+        classes=("a", "b"),
+        label_smoothing=0.2,
+    )
+    # logits 0, 0: log p = log 0.5 for both; smoothed target [0.9, 0.1] -> loss log 2 whatever the class
+    assert make_loss(s)(torch.tensor([[0.0, 0.0]]), torch.tensor([0])).item() == pytest.approx(math.log(2))
+    # logits [1, 0]: -(0.9 log p0 + 0.1 log p1)
+    p0 = math.e / (math.e + 1)
+    expected = -(0.9 * math.log(p0) + 0.1 * math.log(1 - p0))
+    assert make_loss(s)(torch.tensor([[1.0, 0.0]]), torch.tensor([0])).item() == pytest.approx(expected)
+
+
+def test_class_weights_by_hand():
+    s = OutputSpec(
+        name="o",
+        type="category",
+        column="o",
+        loss="categorical_crossentropy",
+        weight=1.0,
+        classes=("a", "b"),
+        class_weights=(1.0, 3.0),
+    )
+    logits, target = torch.tensor([[0.0, 0.0], [0.0, 0.0]]), torch.tensor([0, 1])
+    # each sample's loss is log 2; the weighted mean is (1 log2 + 3 log2) / (1 + 3) = log 2
+    assert make_loss(s)(logits, target).item() == pytest.approx(math.log(2))
+    logits = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    p0 = math.e / (math.e + 1)
+    expected = (1 * -math.log(p0) + 3 * -math.log(1 - p0)) / 4
+    assert make_loss(s)(logits, target).item() == pytest.approx(expected)

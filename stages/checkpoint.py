@@ -1,0 +1,75 @@
+"""Training checkpoints: everything needed to continue an interrupted run exactly where it stopped.
+
+    checkpoints/<model.name>.ckpt      written atomically after every epoch (DVC keeps it: persist)
+
+A checkpoint holds the model, optimiser, schedule, early-stopping state, the best weights so
+far, the epoch, and every random generator's state. It is keyed by a hash of the params and
+the prepared data it was trained on; a checkpoint of other params or data, or of a finished
+run, is ignored, so `dvc exp run -S ...` never continues someone else's run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "cnn-factory-checkpoint/1"
+FOLDER = Path("checkpoints")
+
+
+def run_key(params: dict[str, Any], manifest: dict) -> str:
+    """Hash of what decides a run's result: the training params and the prepared data's manifest."""
+    text = json.dumps({"params": params, "manifest": manifest}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def rng_state(*generators: torch.Generator) -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[2],
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "generators": [g.get_state() for g in generators],
+    }
+
+
+def set_rng_state(state: dict, *generators: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate((3, tuple(state["python"]), state["python_pos"]))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    for generator, saved in zip(generators, state["generators"]):
+        generator.set_state(saved)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Writes to a temporary file in the same folder, then renames: a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save({"format": FORMAT, **state}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, key: str) -> dict | None:
+    """The checkpoint of an unfinished run with the same key, else None (a damaged file counts as none)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged checkpoint is not worth stopping for: start afresh
+        print(f"train: ignoring unreadable checkpoint {path} ({type(err).__name__})")
+        return None
+    if state.get("format") != FORMAT or state.get("key") != key or state.get("complete"):
+        return None
+    return state

@@ -1,0 +1,118 @@
+"""Optimisers, learning-rate schedules (with warm-up) and early stopping, by their params names.
+
+optimizer = make_optimizer("sgd", model.parameters(), lr=0.01, momentum=0.9, weight_decay=0)
+schedule = Schedule("cosine", optimizer, lr=0.01, epochs=30, steps_per_epoch=27, step_epochs=10,
+                    warmup_epochs=2, mode="min")
+... schedule.batch_end() after each optimiser step, schedule.epoch_end(val_metric) after each epoch
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch.optim import lr_scheduler
+
+
+def make_optimizer(
+    name: str, params: Iterable[torch.nn.Parameter], lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """One of stages.config.OPTIMIZERS; momentum applies to sgd and rmsprop."""
+    if name in ("sgd", "rmsprop"):
+        cls = torch.optim.SGD if name == "sgd" else torch.optim.RMSprop
+        return cls(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    cls = {
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+        "adadelta": torch.optim.Adadelta,
+        "adagrad": torch.optim.Adagrad,
+        "adamax": torch.optim.Adamax,
+        "nadam": torch.optim.NAdam,
+    }[name]
+    return cls(params, lr=lr, weight_decay=weight_decay)
+
+
+class Schedule:
+    """none | step (halve every step_epochs) | cosine | plateau (halve after step_epochs without
+    improvement) | onecycle (per batch); all but onecycle may start with a linear warm-up from lr/10."""
+
+    def __init__(
+        self,
+        name: str,
+        optimizer: torch.optim.Optimizer,
+        lr: float,
+        epochs: int,
+        steps_per_epoch: int,
+        step_epochs: int,
+        warmup_epochs: int,
+        mode: str = "min",
+    ):
+        self.name, self.warmup, self.epoch = name, warmup_epochs if name != "onecycle" else 0, 0
+        warm = lambda e: 0.1 + 0.9 * e / self.warmup if e < self.warmup else 1.0  # noqa: E731
+        if name == "onecycle":
+            self.sched = lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
+        elif name == "plateau":
+            self.sched = lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=step_epochs)
+            self.warm = lr_scheduler.LambdaLR(optimizer, warm) if self.warmup else None
+        else:
+            base = {
+                "none": lambda e: 1.0,
+                "step": lambda e: 0.5 ** (e // step_epochs),
+                "cosine": lambda e: 0.5 * (1 + math.cos(math.pi * min(e, epochs) / epochs)),
+            }[name]
+            self.sched = lr_scheduler.LambdaLR(optimizer, lambda e: warm(e) * base(e))
+
+    def batch_end(self) -> None:
+        if self.name == "onecycle":
+            self.sched.step()
+
+    def epoch_end(self, metric: float) -> None:
+        self.epoch += 1
+        if self.name == "plateau":
+            if self.warm is not None and self.epoch <= self.warmup:
+                self.warm.step()
+            else:
+                self.sched.step(metric)
+        elif self.name != "onecycle":
+            self.sched.step()
+
+    def state_dict(self) -> dict:
+        warm = getattr(self, "warm", None)
+        return {"epoch": self.epoch, "sched": self.sched.state_dict(), "warm": warm.state_dict() if warm else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = state["epoch"]
+        self.sched.load_state_dict(state["sched"])
+        if state["warm"] is not None:
+            self.warm.load_state_dict(state["warm"])
+
+
+class EarlyStopping:
+    """Tracks the best value of a metric; `stop` once patience epochs passed without improvement."""
+
+    def __init__(self, mode: str, patience: int):
+        self.mode, self.patience = mode, patience
+        self.best: float | None = None
+        self.best_epoch, self.bad_epochs = 0, 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Records an epoch's value; True when it is the best so far (NaN never is)."""
+        better = not math.isnan(value) and (
+            self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        )
+        if better:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+        else:
+            self.bad_epochs += 1
+        return better
+
+    @property
+    def stop(self) -> bool:
+        return self.patience > 0 and self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
