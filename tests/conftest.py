@@ -27,7 +27,7 @@ def tiny_params(rows: int = 24) -> dict:
         if out["type"] == "segmentation":
             out["size"] = SIZE
     params["model"].update(depth=2, filters=4)
-    params["train"].update(epochs=2, batch_size=8)
+    params["train"].update(epochs=2, batch_size=8, log_images_every=1)
     return params
 
 

@@ -70,3 +70,23 @@ def test_loading_something_else_is_a_user_error(tmp_path):
         load_model(path)
     with pytest.raises(UserError, match="model file not found"):
         load_model(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("norm", ["batch", "group", "none"])
+@pytest.mark.parametrize("upsample", ["bilinear", "transpose"])
+@pytest.mark.parametrize("skip", ["concat", "add", "none"])
+def test_shape_knobs(norm, upsample, skip):
+    model = MultiOutputNet(3, 2, [4, 6, 8], OUTPUTS, norm=norm, dropout=0.2, upsample=upsample, skip=skip)
+    out = model.train()(torch.randn(2, 3, 16, 16))
+    assert out["mask"].shape == (2, 16, 16) and out["kind"].shape == (2, 3)
+    assert model.encoder.channels == [4, 6, 8]
+    out["mask"].mean().backward()  # every knob trains
+    has_norm = any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)) for m in model.modules())
+    assert has_norm == (norm != "none")
+    has_transpose = any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules())
+    assert has_transpose == (upsample == "transpose")
+
+
+def test_filters_list_must_match_depth():
+    with pytest.raises(ValueError, match="expected depth"):
+        MultiOutputNet(3, 2, [4, 8], OUTPUTS)

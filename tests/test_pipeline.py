@@ -21,6 +21,7 @@ def built(tmp_path_factory) -> Path:
     repo = make_repo(tmp_path_factory.mktemp("built") / "repo", tiny_params())
     result = run(["dvc", "repro"], repo)
     assert "Running stage 'example'" in result.stdout
+    (repo.parent / "repro.log").write_text(result.stdout)
     return repo
 
 
@@ -49,6 +50,15 @@ def test_repro_writes_model_metrics_and_plots(built):
     assert checkpoint["outputs"]["angular"]["labels"] == [2, 3]
     assert checkpoint["outputs"]["majority"]["classes"] == ["disc", "square", "triangle"]
     assert len(checkpoint["inputs"]["image"]["mean"]) == 3
+
+
+def test_overlays_every_epoch_and_one_line_per_epoch(built):
+    for epoch in (1, 2):  # log_images_every: 1, one picture per output and epoch (a slider in DVC's viewers)
+        assert (built / "dvclive" / "plots" / "images" / "round" / f"{epoch}.png").is_file()
+        assert (built / "dvclive" / "plots" / "images" / "angular" / f"{epoch}.png").is_file()
+    log = (built.parent / "repro.log").read_text()
+    assert [line.split()[1] for line in log.splitlines() if line.startswith("epoch ")] == ["1/2", "2/2"]
+    assert "\r" not in log  # no progress bar redraws when stdout is not a terminal
 
 
 def test_nothing_changed_runs_nothing(repo_copy):

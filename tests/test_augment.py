@@ -1,0 +1,93 @@
+"""Augmentation keeps masks on their image; photometric changes touch the image only."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from stages.augment import Augmenter
+from stages.config import AugmentConfig, OutputSpec
+
+GEOMETRIC = AugmentConfig(
+    hflip=0.5,
+    vflip=0.5,
+    rotate=45,
+    scale=(0.8, 1.2),
+    translate=0.1,
+    shear=10,
+    crop=0.7,
+    brightness=0,
+    contrast=0,
+    blur=0,
+    noise=0,
+)
+OUTPUTS = {
+    "mask": OutputSpec(name="mask", type="segmentation", column="m", loss="dice", weight=1, size=(32, 32), labels=(1,)),
+    "small": OutputSpec(
+        name="small", type="segmentation", column="m", loss="dice", weight=1, size=(16, 16), labels=(1,)
+    ),
+    "kind": OutputSpec(
+        name="kind", type="category", column="k", loss="categorical_crossentropy", weight=1, classes=("a", "b")
+    ),
+}
+ZERO, ONE = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+
+
+def blocky_batch(n: int = 8) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Images of 4x4-pixel blocks of 0 or 1, and masks drawn from the images' own pixels."""
+    blocks = (torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    image = blocks.repeat_interleave(4, -1).repeat_interleave(4, -2).repeat(1, 3, 1, 1)  # (n, 3, 32, 32)
+    mask = image[:, 0].clone()
+    return image, {"mask": mask, "small": mask[:, ::2, ::2].clone(), "kind": torch.zeros(n, dtype=torch.long)}
+
+
+def test_masks_follow_their_image():
+    x, targets = blocky_batch()
+    y, out = Augmenter(GEOMETRIC, seed=0)(x, targets, torch.ones(8, dtype=torch.bool), OUTPUTS, ZERO, ONE)
+    assert not torch.equal(y, x)
+    drawn = (y[:, 0] > 0.5).float()  # the mask the augmented image itself implies
+    agree = (drawn == out["mask"]).float().mean()
+    assert agree > 0.97, agree  # only pixels on block edges may differ (bilinear vs nearest)
+    assert set(out["mask"].unique().tolist()) <= {0.0, 1.0}
+    small_agree = (drawn[:, ::2, ::2] == out["small"]).float().mean()
+    assert small_agree > 0.9, small_agree  # a mask of another size moves the same way
+
+
+def test_pure_flips_are_exact():
+    cfg = dataclasses.replace(
+        GEOMETRIC, hflip=1.0, vflip=0.0, rotate=0, scale=(1.0, 1.0), translate=0, shear=0, crop=1.0
+    )
+    x, targets = blocky_batch()
+    y, out = Augmenter(cfg, seed=0)(x, targets, torch.ones(8, dtype=torch.bool), OUTPUTS, ZERO, ONE)
+    assert torch.allclose(y, x.flip(-1), atol=1e-5)
+    assert torch.equal(out["mask"], targets["mask"].flip(-1))
+
+
+def test_photometric_touches_the_image_only():
+    cfg = AugmentConfig(
+        hflip=0,
+        vflip=0,
+        rotate=0,
+        scale=(1.0, 1.0),
+        translate=0,
+        shear=0,
+        crop=1.0,
+        brightness=0.3,
+        contrast=0.3,
+        blur=1.0,
+        noise=0.05,
+    )
+    x, targets = blocky_batch()
+    y, out = Augmenter(cfg, seed=0)(x, targets, torch.ones(8, dtype=torch.bool), OUTPUTS, ZERO, ONE)
+    assert not torch.allclose(y, x)
+    assert torch.equal(out["mask"], targets["mask"]) and torch.equal(out["kind"], targets["kind"])
+
+
+def test_only_flagged_samples_change_and_runs_repeat():
+    x, targets = blocky_batch()
+    flags = torch.tensor([True, False] * 4)
+    y1, out1 = Augmenter(GEOMETRIC, seed=3)(x, targets, flags, OUTPUTS, ZERO, ONE)
+    y2, out2 = Augmenter(GEOMETRIC, seed=3)(x, targets, flags, OUTPUTS, ZERO, ONE)
+    assert torch.equal(y1[~flags], x[~flags]) and torch.equal(out1["mask"][~flags], targets["mask"][~flags])
+    assert torch.equal(y1, y2) and torch.equal(out1["mask"], out2["mask"])

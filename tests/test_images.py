@@ -1,0 +1,51 @@
+"""Images of any common bit depth, channel count and format decode to the same uint8 range.
+
+16-bit RGB is tested as TIFF: the PNG writer here cannot write it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import io
+
+from stages.config import InputSpec
+from stages.validate import load_input
+
+GRADIENT = np.tile(np.linspace(0, 1, 16), (16, 1))  # (16, 16) from 0 to 1
+
+
+@pytest.mark.parametrize(
+    ("suffix", "dtype", "channels"),
+    [
+        (".png", np.uint8, 1),
+        (".png", np.uint8, 3),
+        (".png", np.uint16, 1),
+        (".tif", np.uint16, 3),
+        (".tif", np.uint16, 1),
+        (".tif", np.uint8, 3),
+        (".jpg", np.uint8, 3),
+        (".jpg", np.uint8, 1),
+    ],
+)
+def test_bit_depths_and_formats_scale_to_0_255(tmp_path, suffix, dtype, channels):
+    pixels = (GRADIENT * np.iinfo(dtype).max).round().astype(dtype)
+    if channels == 3:
+        pixels = np.stack([pixels] * 3, axis=-1)
+    path = tmp_path / f"image{suffix}"
+    io.imsave(path, pixels, check_contrast=False)
+    array, size = load_input(path, InputSpec(name="image", column="image", size=(8, 8), channels=channels))
+    assert array.dtype == np.uint8 and array.shape == (channels, 8, 8) and size == (16, 16)
+    # resized to 8x8, the gradient still runs from dark to bright across the full range
+    assert array[0, :, 0].mean() < 30 and array[0, :, -1].mean() > 225
+    tolerance = 8 if suffix == ".jpg" else 1  # JPEG is lossy
+    expected = np.linspace(0, 255, 16).reshape(8, 2).mean(axis=1)
+    assert np.abs(array[0, 4].astype(float) - expected).max() <= 16 + tolerance
+
+
+def test_rgba_drops_alpha(tmp_path):
+    pixels = np.zeros((8, 8, 4), np.uint8)
+    pixels[..., 0], pixels[..., 3] = 200, 255
+    io.imsave(tmp_path / "a.png", pixels, check_contrast=False)
+    array, _ = load_input(tmp_path / "a.png", InputSpec(name="image", column="image", size=(8, 8), channels=3))
+    assert array.shape == (3, 8, 8) and (array[0] == 200).all() and (array[1:] == 0).all()

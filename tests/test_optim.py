@@ -1,0 +1,84 @@
+"""Optimisers by name, learning-rate schedules with warm-up, early stopping."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stages.config import OPTIMIZERS, SCHEDULERS
+from stages.optim import EarlyStopping, Schedule, make_optimizer
+
+
+def _params():
+    return [torch.nn.Parameter(torch.ones(2))]
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_steps(name):
+    params = _params()
+    optimizer = make_optimizer(name, params, lr=0.1, momentum=0.9, weight_decay=0.01)
+    params[0].sum().backward()
+    optimizer.step()
+    assert not torch.equal(params[0].detach(), torch.ones(2))
+
+
+def _lrs(name: str, epochs: int = 6, steps: int = 2, warmup: int = 0, metrics=None) -> list[float]:
+    optimizer = make_optimizer("sgd", _params(), lr=1.0, momentum=0.0, weight_decay=0.0)
+    schedule = Schedule(
+        name, optimizer, lr=1.0, epochs=epochs, steps_per_epoch=steps, step_epochs=2, warmup_epochs=warmup
+    )
+    lrs = []
+    for epoch in range(epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        for _ in range(steps):
+            optimizer.step()
+            schedule.batch_end()
+        schedule.epoch_end(metrics[epoch] if metrics else 0.0)
+    return lrs
+
+
+def test_step_halves_every_step_epochs():
+    assert _lrs("step") == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
+
+
+def test_cosine_decays_to_zero():
+    lrs = _lrs("cosine", epochs=4)
+    assert lrs == pytest.approx([0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)])
+
+
+def test_linear_warmup_then_schedule():
+    assert _lrs("none", warmup=2)[:3] == pytest.approx([0.1, 0.55, 1.0])
+
+
+def test_plateau_halves_after_patience():
+    lrs = _lrs("plateau", epochs=7, metrics=[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    assert lrs[0] == 1.0 and lrs[-1] < 1.0  # no improvement for more than step_epochs epochs
+
+
+def test_onecycle_steps_per_batch():
+    lrs = _lrs("onecycle", epochs=4, steps=5)
+    assert max(lrs) <= 1.0 and lrs[0] < lrs[1]  # rises from a small start towards the peak
+
+
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_schedule_state_round_trips(name):
+    optimizer = make_optimizer("adam", _params(), lr=1.0, momentum=0.9, weight_decay=0.0)
+    a = Schedule(name, optimizer, 1.0, 5, 3, 2, warmup_epochs=1)
+    for _ in range(2):
+        optimizer.step()
+        a.batch_end()
+        a.epoch_end(1.0)
+    b = Schedule(name, optimizer, 1.0, 5, 3, 2, warmup_epochs=1)
+    b.load_state_dict(a.state_dict())
+    assert b.state_dict()["epoch"] == 2
+
+
+def test_early_stopping_min_and_max():
+    es = EarlyStopping("min", patience=2)
+    assert es.update(1.0, 1) and not es.update(1.5, 2) and not es.stop
+    assert not es.update(float("nan"), 3) and es.stop and es.best_epoch == 1
+    es = EarlyStopping("max", patience=0)
+    assert es.update(0.5, 1) and es.update(0.7, 2) and not es.update(0.6, 3)
+    assert es.best == 0.7 and not es.stop  # patience 0: never stops

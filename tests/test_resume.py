@@ -1,0 +1,115 @@
+"""Interrupted and queued training through the real dvc CLI: resume after SIGKILL, sweeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from tests.conftest import make_repo, run, tiny_params
+
+
+def params_with(**train) -> dict:
+    params = tiny_params()
+    params["train"].update(train)
+    return params
+
+
+def checkpoint_epoch(repo: Path) -> int:
+    path = repo / "checkpoints" / "example.ckpt"
+    try:
+        state = torch.load(path, weights_only=True)
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return 0
+    return 0 if state.get("complete") else state["epoch"]
+
+
+def test_killed_training_resumes_to_the_same_result(tmp_path):
+    params = params_with(epochs=10, log_images_every=0)
+    whole = make_repo(tmp_path / "whole", params)
+    run(["dvc", "repro"], whole)
+
+    cut = make_repo(tmp_path / "cut", params)
+    env = {**os.environ, "PATH": f"{Path(os.sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen(
+        ["dvc", "repro"], cwd=cut, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 240
+    while checkpoint_epoch(cut) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, "training finished before it could be interrupted"
+    os.killpg(process.pid, signal.SIGKILL)  # dvc and the training process with it
+    process.wait()
+    killed_at = checkpoint_epoch(cut)
+    assert 2 <= killed_at < 10
+    assert not (cut / "models" / "example.pt").exists()
+
+    result = run(["dvc", "repro"], cut)
+    assert f"train: resuming after epoch {killed_at}" in result.stdout
+    for path in ("dvclive/metrics.json", "eval/metrics.json"):
+        assert json.loads((cut / path).read_text()) == json.loads((whole / path).read_text()), path
+    header, *rows = (cut / "dvclive" / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()
+    steps = [int(row.split("\t")[header.split("\t").index("step")]) for row in rows]
+    assert steps[-1] == 9 and set(steps) == set(range(10))  # the curve runs on to the last epoch
+
+
+def test_queued_experiments_run_side_by_side(tmp_path):
+    repo = make_repo(tmp_path / "repo", tiny_params())
+    run(["dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline"], repo)
+    run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            "-S",
+            "train.optimizer=sgd",
+            "-S",
+            "train.scheduler=cosine",
+            "-S",
+            "train.num_augs=2",
+        ],
+        repo,
+    )
+    run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            "-S",
+            "train.lr=0.01",
+            "-S",
+            "outputs.round.loss=dice",
+            "-S",
+            "outputs.round.weight=2",
+        ],
+        repo,
+    )
+    run(["dvc", "queue", "start", "-j", "2"], repo)
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], repo).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(2)
+    assert "Failed" not in status, status + run(["dvc", "queue", "logs", "--help"], repo, check=False).stdout
+    show = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    experiments = [rev["data"] for row in show for exp in (row.get("experiments") or []) for rev in exp["revs"]]
+    assert len(experiments) == 2, status
+    params = [e["params"]["params.yaml"]["data"] for e in experiments]
+    assert {p["train"]["optimizer"] for p in params} == {"sgd", "adam"}
+    assert {p["outputs"]["round"]["loss"] for p in params} == {"dice", "bce_dice"}
+    assert any(p["train"]["num_augs"] == 2 and p["train"]["scheduler"] == "cosine" for p in params)
+    for e in experiments:
+        assert "test" in e["metrics"]["eval/metrics.json"]["data"]
+    baseline = yaml.safe_load((repo / "params.yaml").read_text())
+    assert baseline["train"]["lr"] == tiny_params()["train"]["lr"]  # the workspace is left alone
