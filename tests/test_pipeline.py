@@ -143,3 +143,12 @@ def test_prediction_picture_shows_image_truth_and_prediction(built):
     picture = io.imread(built / "eval" / "plots" / "images" / "round.png")
     assert picture.ndim == 3 and picture.shape[1] > 2 * picture.shape[0] / 6  # three panels side by side
     assert np.unique(picture.reshape(-1, picture.shape[-1]), axis=0).shape[0] > 10
+
+
+def test_model_file_holds_the_best_epoch_by_the_early_stopping_metric(built):
+    header, *rows = (built / "dvclive" / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()
+    columns = header.split("\t")
+    losses = {int(r.split("\t")[columns.index("step")]) + 1: float(r.split("\t")[columns.index("loss")]) for r in rows}
+    checkpoint = torch.load(built / "models" / "example.pt", weights_only=True)
+    assert checkpoint["epoch"] == min(losses, key=losses.get)  # train.early_stopping.metric: val/loss, mode min
+    assert checkpoint["val"]["loss"] == pytest.approx(min(losses.values()))
