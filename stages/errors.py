@@ -7,6 +7,7 @@ Set `CNN_FACTORY_DEBUG=1` (or pass `--debug`) to see the traceback of a `UserErr
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -21,6 +22,23 @@ def debug_enabled(argv: list[str] | None = None) -> bool:
     return "--debug" in argv or os.environ.get("CNN_FACTORY_DEBUG", "") not in ("", "0")
 
 
+def resource_error(err: BaseException) -> UserError | None:
+    """Running out of disk or GPU memory, as a UserError that says what to change; else None."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        where = f" while writing {err.filename}" if err.filename else ""
+        return UserError(
+            f"no space left on the disk{where}; free some space (`dvc gc` removes old cached "
+            "outputs) and run again: the previous outputs are intact"
+        )
+    # torch.OutOfMemoryError, named here so that stages without torch need not import it
+    if type(err).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(err):
+        return UserError(
+            "out of GPU memory; lower train.batch_size (train.accumulate keeps the effective batch), "
+            "model.filters or the input size, or use train.precision: bf16"
+        )
+    return None
+
+
 def run_stage(main: Callable[[], object]) -> None:
     """Run a stage's main(): user errors print one line and exit 1, without a traceback."""
     debug = debug_enabled()
@@ -28,10 +46,11 @@ def run_stage(main: Callable[[], object]) -> None:
         sys.argv.remove("--debug")
     try:
         main()
-    except UserError as err:
-        if debug:
+    except (UserError, OSError, RuntimeError) as err:
+        user_error = err if isinstance(err, UserError) else resource_error(err)
+        if debug or user_error is None:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {user_error}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
