@@ -23,11 +23,6 @@ from stages.errors import UserError
 FORMAT = "cnn-factory/1"
 
 
-NORMS = ("batch", "group", "none")
-UPSAMPLES = ("bilinear", "transpose")
-SKIPS = ("concat", "add", "none")
-
-
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)

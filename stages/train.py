@@ -14,10 +14,12 @@ interrupted run continue where it stopped, with the same result (see stages/chec
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import random
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -173,6 +175,16 @@ def log_pictures(live: Live, model, split: PreparedSplit, device, norm, outputs,
             live.log_image(f"{name}/{epoch}.png", picture)
 
 
+def drop_unreadable(path: Path) -> None:
+    """A metrics file half-written by a killed run is removed; the resumed run writes it anew."""
+    try:
+        json.loads(path.read_text())
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        path.unlink()
+
+
 def main() -> None:
     cfg = load_params()
     manifest = read_manifest(PREPARED, cfg)
@@ -236,6 +248,8 @@ def main() -> None:
         f"{f' with {amp}' if amp else ''}"
     )
 
+    if state is not None:
+        drop_unreadable(Path("dvclive/metrics.json"))
     with Live("dvclive", resume=state is not None, save_dvc_exp=False, dvcyaml=None) as live:
         live.step = first - 1
         for epoch in range(first, t.epochs + 1):
