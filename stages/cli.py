@@ -18,16 +18,14 @@ import csv
 import difflib
 import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from stages.config import LOSSES, OPTIMIZERS, SCHEDULERS, SPLITS, load_params
+from stages.cli_train import TRAIN_FLAGS, current_value, read_params_file, train
+from stages.config import DEVICES, SPLITS, load_params
 from stages.errors import UserError, run_stage
-from stages.train_args import TRAIN_FLAGS, dvc_overrides, preview_params
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 GLOBAL_FLAGS = {"-h", "--help", "--debug"}
@@ -52,7 +50,7 @@ class Parser(argparse.ArgumentParser):
             flags = [a for a in message.split(":", 1)[1].split() if a.startswith("-")]
             known = [s for action in self._actions for s in action.option_strings]
             for flag in flags:
-                close = difflib.get_close_matches(flag.split("=")[0], known, n=1)
+                close = difflib.get_close_matches(flag.split("=")[0], known, n=1, cutoff=0.75)
                 if close:
                     message += f" (did you mean {close[0]}?)"
         raise ArgError(message, self.prog)
@@ -68,8 +66,18 @@ def build_parser() -> Parser:
     p.add_argument("--params", default="params.yaml", help="params file naming the CSV, inputs and outputs")
 
     p = sub.add_parser("train", parents=[common], help="run the pipeline as a DVC experiment with the seed's flags")
+    params = read_params_file(Path("params.yaml"))
     for flags, key, kwargs in TRAIN_FLAGS:
-        p.add_argument(*flags, default=argparse.SUPPRESS, **kwargs, help=_help(key, kwargs))
+        shown = f" = {current_value(params, key)}" if params and key not in ("inputs", "outputs") else ""
+        text = f"{kwargs['help']} (sets {key}; default: params.yaml's value{shown})"
+        if key.endswith("<each>.loss"):
+            text = f"{kwargs['help']} (sets {key}; default: each output's own loss in params.yaml)"
+        p.add_argument(*flags, default=argparse.SUPPRESS, **{**kwargs, "help": text})
+    p.add_argument(
+        "--output-path",
+        default=argparse.SUPPRESS,
+        help="folder the model file is copied to after the run (default: none)",
+    )
     p.add_argument(
         "--data-root",
         default=argparse.SUPPRESS,
@@ -90,14 +98,16 @@ def build_parser() -> Parser:
     p.add_argument("images", nargs="+", help="image files, globs (quote them), or a CSV with the model's input columns")
     p.add_argument("--out", default="predictions", help="folder for <output>/<stem>.png masks and predictions.csv")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when present")
     p.add_argument("--tta", action="store_true", help="average over horizontal, vertical and both flips (4x slower)")
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability above which a pixel is set")
 
     p = sub.add_parser("export", parents=[common], help="write the model as TorchScript or ONNX with a JSON sidecar")
     p.add_argument("model", help="model file written by train (models/<name>.pt)")
     p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript", help="file format")
-    p.add_argument("--out", default=None, help="output file (default: the model file's name with .ts or .onnx)")
+    p.add_argument(
+        "--out", default=argparse.SUPPRESS, help="output file (default: the model file's name with .ts or .onnx)"
+    )
     p.add_argument("--batch-size", type=int, default=1, help="batch size of the example input used for tracing")
 
     p = sub.add_parser("make-csv", parents=[common], help="pair images and label maps by file name into a CSV")
@@ -106,18 +116,27 @@ def build_parser() -> Parser:
     p.add_argument("--out", default="data.csv", help="CSV to write; paths in it are relative to its folder")
     p.add_argument("--image-column", default="image", help="header of the image column")
     p.add_argument("--label-column", default="labels", help="header of the label-map column")
+    parser.commands = sub.choices
     return parser
 
 
-def _help(key: str, kwargs: dict) -> str:
-    text = kwargs.pop("help", "")
-    return f"{text} (sets {key}; default: the value in params.yaml)" if key else text
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parses argv; a flag the subcommand does not know is that subcommand's error."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def expand_argv(argv: list[str], environ: dict) -> list[str]:
-    """The seed's forms: no subcommand means train; ARGS_FILE's flags come before the command line's."""
-    if not argv or (argv[0].startswith("-") and argv[0] not in GLOBAL_FLAGS):
+    """The seed's forms: flags without a subcommand mean train, and so does ARGS_FILE with no arguments
+    at all (nothing at all without ARGS_FILE is a usage error, never a training run); ARGS_FILE's flags
+    come before the command line's."""
+    if (argv and argv[0].startswith("-") and argv[0] not in GLOBAL_FLAGS) or (not argv and environ.get("ARGS_FILE")):
         argv = ["train", *argv]
+    if not argv:
+        return argv
     if argv[0] != "train" or not environ.get("ARGS_FILE"):
         return argv
     path = Path(environ["ARGS_FILE"])
@@ -133,37 +152,10 @@ def expand_argv(argv: list[str], environ: dict) -> list[str]:
     if flags[:1] == ["train"]:
         flags = flags[1:]
     try:
-        build_parser().parse_args(["train", *flags])  # its own mistakes are reported as its own
+        parse(["train", *flags])  # its own mistakes are reported as its own
     except ArgError as err:
         raise UserError(f"ARGS_FILE {path}: {err}") from None
     return ["train", *flags, *argv[1:]]  # the last occurrence of a flag wins: the command line's
-
-
-def train(args: argparse.Namespace) -> None:
-    """Checks the flags against params.yaml, runs `dvc exp run -S ...`, copies the model."""
-    if not Path("dvc.yaml").is_file():
-        raise UserError("no dvc.yaml here; run cnn-factory train from the repository root")
-    overrides = dvc_overrides(vars(args), args.set)
-    cfg = preview_params(Path("params.yaml"), overrides)
-    command = [sys.executable, "-m", "dvc", "exp", "run", *(a for o in overrides for a in ("-S", o))]
-    print("cnn-factory: dvc exp run " + " ".join(f"-S {_quote(o)}" for o in overrides), flush=True)
-    if args.dry_run:
-        return
-    # the stages run `python -m stages.<name>`: this interpreter must be the `python` they find
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    code = subprocess.run(command, env=env).returncode
-    if code != 0:
-        raise UserError(f"`dvc exp run` failed with exit code {code}; its messages are above")
-    output_path = getattr(args, "output_path", None)
-    if output_path:
-        target = Path(output_path) / cfg.model.path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(cfg.model.path, target)
-        print(f"cnn-factory: model copied to {target}")
-
-
-def _quote(text: str) -> str:
-    return text if all(c.isalnum() or c in "._-=/+~" for c in text) else "'" + text.replace("'", "'\\''") + "'"
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -236,7 +228,7 @@ def predict(args: argparse.Namespace) -> None:
 def export(args: argparse.Namespace) -> None:
     from stages.export import export_model
 
-    export_model(args.model, args.format, args.out, args.batch_size)
+    export_model(args.model, args.format, getattr(args, "out", None), args.batch_size)
 
 
 COMMANDS = {"validate": validate, "train": train, "predict": predict, "export": export, "make-csv": make_csv}
@@ -245,7 +237,7 @@ COMMANDS = {"validate": validate, "train": train, "predict": predict, "export": 
 def run(argv: list[str]) -> None:
     argv = expand_argv(argv, dict(os.environ))
     try:
-        args = build_parser().parse_args(argv)
+        args = parse(argv)
     except ArgError as err:
         print(f"{err.prog}: error: {err} (see {err.prog} --help)", file=sys.stderr)
         sys.exit(2)

@@ -204,6 +204,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Mu
         raise UserError(f"{path}: cannot be loaded as a model file ({type(err).__name__}: {err})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise UserError(f"{path}: not a cnn-factory model file; expected one written by the train stage")
-    model = MultiOutputNet(**checkpoint["model_args"]).to(device)
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model = MultiOutputNet(**checkpoint["model_args"]).to(device)
+        model.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as err:  # written by another version of cnn-factory
+        raise UserError(
+            f"{path}: its weights do not fit this version's model ({str(err).splitlines()[0]}); "
+            "retrain it with `dvc repro train`"
+        ) from None
     return model.eval(), checkpoint

@@ -1,0 +1,125 @@
+"""Exports a model file as TorchScript or ONNX, with a JSON sidecar describing how to use it.
+
+    cnn-factory export models/example.pt --format torchscript   # models/example.ts + models/example.ts.json
+    cnn-factory export models/example.pt --format onnx          # models/example.onnx + models/example.onnx.json
+
+The exported module takes one float tensor x of shape (B, C, H, W), normalised as the
+sidecar says (x = (pixels / 255 - mean) / std per channel, inputs stacked as channels),
+and returns a tuple of logits in the order the sidecar's `outputs` list gives:
+(B, H, W) mask logits (sigmoid > 0.5 is the mask), (B, K) class logits (softmax), or
+(B,) numbers in the target's units. ONNX export needs the `onnx` package.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from stages.errors import UserError
+from stages.model import MultiOutputNet, load_model
+
+SUFFIXES = {"torchscript": ".ts", "onnx": ".onnx"}
+ACTIVATIONS = {"segmentation": "sigmoid", "category": "softmax", "numeric": "none"}
+
+
+class OrderedOutputs(nn.Module):
+    """The model with its {name: logits} dict returned as a tuple in a fixed order."""
+
+    def __init__(self, model: MultiOutputNet):
+        super().__init__()
+        self.model = model
+        self.names = list(model.outputs)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = self.model(x)
+        return tuple(logits[name] for name in self.names)
+
+
+def sidecar(meta: dict, names: list[str], fmt: str, file: str) -> dict:
+    """What a user of the exported file needs: input shape and normalisation, outputs in order."""
+    inputs = meta["inputs"]
+    first = next(iter(inputs.values()))
+    channels = sum(i["channels"] for i in inputs.values())
+    return {
+        "format": fmt,
+        "file": file,
+        "input": {
+            "name": "x",
+            "shape": ["batch", channels, *first["size"]],
+            "dtype": "float32",
+            "layout": "NCHW, inputs stacked as channels in this order",
+            "normalise": "x = (pixels / 255 - mean) / std, per channel, pixels as uint8 RGB or grayscale",
+            "inputs": {
+                n: {k: i[k] for k in ("column", "size", "channels", "mean", "std") if k in i} for n, i in inputs.items()
+            },
+        },
+        "outputs": [
+            {
+                "name": n,
+                "index": k,
+                "type": meta["outputs"][n]["type"],
+                "activation": ACTIVATIONS[meta["outputs"][n]["type"]],
+                "shape": _shape(meta["outputs"][n]),
+                **{key: meta["outputs"][n].get(key) for key in ("size", "labels", "classes")},
+            }
+            for k, n in enumerate(names)
+        ],
+        "model": {
+            "epoch": meta.get("epoch"),
+            "val": meta.get("val"),
+            **{k: v for k, v in meta["model_args"].items() if k != "outputs"},
+        },
+    }
+
+
+def _shape(output: dict) -> list:
+    if output["type"] == "segmentation":
+        return ["batch", *output["size"]]
+    if output["type"] == "category":
+        return ["batch", len(output["classes"])]
+    return ["batch"]
+
+
+def export_model(model_path: str, fmt: str, out: str | None = None, batch_size: int = 1) -> Path:
+    """Writes the exported model and `<out>.json`; returns the exported file's path."""
+    model, meta = load_model(model_path)
+    wrapped = OrderedOutputs(model).eval()  # eval: BatchNorm uses its running statistics
+    target = Path(out) if out else Path(model_path).with_suffix(SUFFIXES[fmt])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    first = next(iter(meta["inputs"].values()))
+    channels = sum(i["channels"] for i in meta["inputs"].values())
+    example = torch.randn(batch_size, channels, *first["size"])
+    with warnings.catch_warnings():
+        # the input-size check in forward() is traced as a constant: the size is fixed here
+        warnings.simplefilter("ignore")
+        if fmt == "torchscript":
+            torch.jit.trace(wrapped, example).save(str(target))
+        else:
+            _export_onnx(wrapped, example, target)
+    side = sidecar(meta, wrapped.names, fmt, target.name)
+    side_path = target.with_name(target.name + ".json")
+    side_path.write_text(json.dumps(side, indent=2) + "\n")
+    print(f"export: {target} ({fmt}), described in {side_path}; outputs in order: {', '.join(wrapped.names)}")
+    return target
+
+
+def _export_onnx(wrapped: OrderedOutputs, example: torch.Tensor, target: Path) -> None:
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it to write the file)
+    except ImportError:
+        raise UserError("--format onnx needs the onnx package: pip install onnx==1.23.2") from None
+    # the TorchScript-based exporter: it needs only `onnx`, not onnxscript, and gives a fixed graph
+    torch.onnx.export(
+        wrapped,
+        (example,),
+        str(target),
+        dynamo=False,
+        input_names=["x"],
+        output_names=wrapped.names,
+        dynamic_axes={name: {0: "batch"} for name in ["x", *wrapped.names]},
+        opset_version=17,
+    )

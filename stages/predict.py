@@ -1,0 +1,157 @@
+"""Predicts with a trained model file on new images: masks as PNGs and one predictions.csv.
+
+    cnn-factory predict models/example.pt 'photos/*.png' --out predictions [--tta]
+
+Each image is prepared exactly as the prepare stage does (read, alpha dropped, scaled to
+uint8, resized to the model's input size), normalised with the mean/std the model file
+keeps, and run through the model. Per segmentation output the mask is resized back to the
+image's own size (nearest neighbour) and written as <out>/<output>/<stem>.png (0/255);
+<out>/predictions.csv holds per image the class and probability of each category output,
+the value of each numeric output and the mask file and coverage of each segmentation output.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage import io as skio
+from skimage.transform import resize
+from tqdm import tqdm
+
+from stages.config import DataConfig, InputSpec, SplitConfig
+from stages.dataset import normalisation, to_device
+from stages.errors import UserError
+from stages.model import load_model
+from stages.validate import load_input, read_table
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible; use auto or cpu")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+
+
+def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str, Path]]:
+    """One {input name: file} per image, from files, globs, or CSVs with the model's input columns."""
+    items: list[dict[str, Path]] = []
+    for source in sources:
+        if source.lower().endswith(".csv") and Path(source).is_file():
+            table = read_table(source)
+            missing = [c for c in columns.values() if c not in table.header]
+            if missing:
+                raise UserError(f"{source}: row 1: no column {', '.join(map(repr, missing))} (the model's inputs)")
+            data = DataConfig(csv=source, root=None, split=SplitConfig(0, 0, 0, None))
+            items += [{n: data.resolve(row[c]) for n, c in columns.items()} for row in table.rows]
+            continue
+        paths = [Path(source)] if Path(source).is_file() else sorted(Path(p) for p in glob.glob(source, recursive=True))
+        paths = [p for p in paths if p.is_file()]
+        if not paths:
+            raise UserError(f"{source}: no such file, and no file matches it as a glob")
+        if len(columns) > 1:
+            raise UserError(f"{source}: the model has {len(columns)} inputs; give a CSV with columns {list(columns)}")
+        items += [{next(iter(columns)): p} for p in paths]
+    stems: dict[str, Path] = {}
+    for item in items:
+        first = next(iter(item.values()))
+        if first.stem in stems and stems[first.stem] != first:
+            raise UserError(f"{stems[first.stem]} and {first}: same file name stem; their masks would overwrite")
+        stems[first.stem] = first
+    return items
+
+
+@torch.no_grad()
+def predict_batch(model, x: torch.Tensor, tta: bool) -> dict[str, torch.Tensor]:
+    """Probabilities per output: sigmoid (B, H, W) masks, softmax (B, K) classes, (B,) numbers.
+
+    With tta the image and its horizontal, vertical and double flips are averaged, each
+    mask flipped back first.
+    """
+    flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
+    sums: dict[str, torch.Tensor] = {}
+    for dims in flips:
+        logits = model(x.flip(dims) if dims else x)
+        for name, value in logits.items():
+            kind = model.outputs[name]["type"]
+            if kind == "segmentation":
+                value = torch.sigmoid(value)
+                value = value.flip(dims) if dims else value
+            elif kind == "category":
+                value = torch.softmax(value, dim=1)
+            sums[name] = sums.get(name, 0) + value
+    return {name: value / len(flips) for name, value in sums.items()}
+
+
+def predict_images(
+    model_path: str, sources: list[str], out: Path, batch_size: int, device: str, tta: bool, threshold: float = 0.5
+) -> None:
+    """Writes <out>/<output>/<stem>.png per segmentation output and <out>/predictions.csv."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size: expected an integer >= 1, got {batch_size}")
+    dev = pick_device(device)
+    model, meta = load_model(model_path, dev)
+    specs = {
+        n: InputSpec(name=n, column=i.get("column", n), size=tuple(i["size"]), channels=i["channels"])
+        for n, i in meta["inputs"].items()
+    }
+    items = collect_images(sources, {n: s.column for n, s in specs.items()})
+    norm = normalisation(meta["inputs"], dev)
+    outputs = meta["outputs"]
+    masks = [n for n, o in outputs.items() if o["type"] == "segmentation"]
+    for name in masks:
+        (out / name).mkdir(parents=True, exist_ok=True)
+    header = ["image"]
+    for name, o in outputs.items():
+        header += {"segmentation": [f"{name}_mask", f"{name}_coverage"], "category": [name, f"{name}_probability"]}.get(
+            o["type"], [name]
+        )
+    failed, written = [], 0
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "predictions.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        bar = tqdm(total=len(items), desc="predict", unit="image", disable=None)
+        for start in range(0, len(items), batch_size):
+            batch, arrays, sizes = [], [], []
+            for item in items[start : start + batch_size]:
+                try:
+                    loaded = [load_input(item[n], spec) for n, spec in specs.items()]
+                except ValueError as err:
+                    failed.append(f"{next(iter(item.values()))}: {err}")
+                    continue
+                batch.append(item)
+                arrays.append(np.concatenate([a for a, _ in loaded], axis=0))  # inputs stacked as channels
+                sizes.append(loaded[0][1])
+            bar.update(len(items[start : start + batch_size]))
+            if not batch:
+                continue
+            x, _ = to_device(torch.from_numpy(np.stack(arrays)), {}, dev, *norm)  # (B, C, H, W)
+            probs = {n: p.float().cpu().numpy() for n, p in predict_batch(model, x, tta).items()}
+            for k, (item, size) in enumerate(zip(batch, sizes)):
+                first = next(iter(item.values()))
+                row = [str(first)]
+                for name, o in outputs.items():
+                    p = probs[name][k]
+                    if o["type"] == "segmentation":
+                        mask = p > threshold
+                        if mask.shape != tuple(size):
+                            mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False) > 0
+                        path = out / name / f"{first.stem}.png"
+                        skio.imsave(path, mask.astype(np.uint8) * 255, check_contrast=False)
+                        row += [f"{name}/{path.name}", f"{mask.mean():.4f}"]
+                    elif o["type"] == "category":
+                        row += [o["classes"][int(p.argmax())], f"{p.max():.4f}"]
+                    else:
+                        row.append(f"{float(p):.6g}")
+                writer.writerow(row)
+                written += 1
+        bar.close()
+    print(f"predict: {written} image(s) -> {out}/predictions.csv" + (f", masks in {out}/<output>/" if masks else ""))
+    if failed:
+        for line in failed:
+            print(f"error: {line}", file=sys.stderr)
+        raise UserError(f"{len(failed)} of {len(items)} image(s) could not be used; see above")

@@ -1,0 +1,301 @@
+"""The `cnn-factory` command, each subcommand run as a real process on tiny 16x16 data."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from skimage import io
+from skimage.transform import resize
+
+from stages.config import InputSpec, parse_params
+from stages.dataset import normalisation
+from stages.model import MultiOutputNet, load_model, save_model
+from stages.train import model_args, model_meta
+from stages.validate import load_input
+from tests.conftest import ROOT, make_repo, run, tiny_params
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m stages.cli ARGS` with this venv first on PATH (dvc runs the stages with `python`)."""
+    environ = {
+        **{k: v for k, v in os.environ.items() if k != "ARGS_FILE"},
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+        "DVC_NO_ANALYTICS": "1",
+        **(env or {}),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.cli", *args], cwd=cwd, env=environ, capture_output=True, text=True
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"cnn-factory {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def experiments(repo: Path) -> list[dict]:
+    show = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    return [exp["revs"][0]["data"] for row in show for exp in (row.get("experiments") or [])]
+
+
+@pytest.fixture
+def plain_dir(tmp_path: Path) -> Path:
+    """A folder with tiny params.yaml and dvc.yaml: enough for `train --dry-run`."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    """An untrained tiny model file with segmentation, category and numeric outputs (no training needed)."""
+    raw = tiny_params()
+    raw["outputs"]["area"] = {"type": "numeric", "column": "area", "loss": "mse"}
+    cfg = parse_params(raw)
+    manifest = {
+        "inputs": {"image": {"mean": [0.4, 0.5, 0.45], "std": [0.2, 0.25, 0.22]}},
+        "outputs": {"area": {"mean": 30.0, "std": 5.0}},
+    }
+    torch.manual_seed(0)
+    args = model_args(cfg, manifest)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_model(path, MultiOutputNet(**args).eval(), args, {**model_meta(cfg, manifest), "epoch": 1, "val": {}})
+    return path
+
+
+def test_seed_example_command_runs_a_dvc_experiment_and_copies_the_model(tmp_path, example_dir):
+    repo = make_repo(tmp_path / "repo", tiny_params())
+    out = tmp_path / "out"
+    seed = ["--modelname", "my-model", "--csv", str(example_dir / "data.csv"), "--batch-size", "4", "--num-augs", "1"]
+    seed += ["--num-epochs", "1", "--output-path", str(out), "--shuffle-data", "--learning-rate", "0.0001"]
+    cli("train", *seed, cwd=repo)
+    assert load_model(out / "my-model.pt")[1]["epoch"] == 1
+    [data] = experiments(repo)
+    params = data["params"]["params.yaml"]["data"]
+    assert params["model"]["name"] == "my-model"
+    assert params["data"] == {**params["data"], "csv": str(example_dir / "data.csv"), "root": str(example_dir)}
+    assert (params["train"]["batch_size"], params["train"]["num_augs"], params["train"]["epochs"]) == (4, 1, 1)
+    assert params["train"]["lr"] == 0.0001 and params["train"]["shuffle"] is True
+    assert "test" in data["metrics"]["eval/metrics.json"]["data"]
+
+    # --outputs replaces the outputs (not merged into them); --loss-function sets each one's loss
+    outputs = '{"shapes": {"type": "segmentation", "column": "labels", "label": [1, 2, 3], "size": [16, 16]},}'
+    cli("train", "--outputs", outputs, "--loss-function", "dice", "--num-epochs", "1", cwd=repo)
+    newest = max(experiments(repo), key=lambda d: d["timestamp"])
+    assert newest["params"]["params.yaml"]["data"]["outputs"] == {
+        "shapes": {"type": "segmentation", "column": "labels", "label": [1, 2, 3], "size": [16, 16], "loss": "dice"}
+    }
+    assert set(load_model(repo / "models" / "my-model.pt")[1]["outputs"]) == {"shapes"}
+
+
+def test_args_file_flags_lose_to_the_command_line(plain_dir):
+    args_file = plain_dir / "train.args.json"
+    args_file.write_text(json.dumps(["--num-epochs", "2", "--batch-size", "4", "--modelname", "from-file"]))
+    result = cli("train", "--dry-run", "--batch-size", "2", cwd=plain_dir, env={"ARGS_FILE": str(args_file)})
+    assert "train.batch_size=2" in result.stdout and "batch_size=4" not in result.stdout
+    assert "train.epochs=2" in result.stdout and "model.name='from-file'" in result.stdout
+    # the seed's form: no subcommand at all, only ARGS_FILE
+    result = cli("--dry-run", cwd=plain_dir, env={"ARGS_FILE": str(args_file)})
+    assert "train.batch_size=4" in result.stdout
+
+
+def test_no_arguments_is_a_usage_error_not_a_training_run(plain_dir):
+    result = cli(cwd=plain_dir, check=False)
+    assert result.returncode == 2 and "required: COMMAND" in result.stderr and "dvc" not in result.stdout
+
+
+def test_unknown_flag_is_one_line_naming_it(plain_dir):
+    result = cli("train", "--num-epoch", "3", cwd=plain_dir, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "cnn-factory train: error: unrecognized arguments: --num-epoch 3 (did you mean --num-epochs?) "
+        "(see cnn-factory train --help)"
+    ]
+    args_file = plain_dir / "bad.json"
+    args_file.write_text('["--num-epochs", "2", "--bogus"]')
+    result = cli("train", cwd=plain_dir, env={"ARGS_FILE": str(args_file)}, check=False)
+    assert result.returncode == 1 and f"error: ARGS_FILE {args_file}: unrecognized arguments: --bogus" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--batch-size", "0"], "train.batch_size: expected an integer >= 1, got 0"),
+        (["--network-depth", "5"], "inputs.image.size: [16, 16] must be divisible by 2**model.depth = 32"),
+        (
+            ["--loss-function", "dice"],
+            "--loss-function dice: applies to every output but does not fit outputs.majority",
+        ),
+        (["--outputs", '{"m": {"type": "segmentation"'], "argument --outputs: not valid JSON"),
+        (["--outputs", '{"a b": {"type": "numeric"}}'], "outputs: name 'a b' cannot be passed to dvc"),
+    ],
+)
+def test_bad_values_are_reported_with_their_key_before_dvc_runs(plain_dir, flags, message):
+    result = cli("train", "--dry-run", *flags, cwd=plain_dir, check=False)
+    assert result.returncode in (1, 2) and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "dvc exp run" not in result.stdout
+
+
+def test_validate_prints_the_report_and_fails_on_a_bad_row(plain_dir, example_dir):
+    params = yaml.safe_load((plain_dir / "params.yaml").read_text())
+    params["data"].update(csv=str(example_dir / "data.csv"), root=str(example_dir))
+    (plain_dir / "params.yaml").write_text(yaml.safe_dump(params))
+    result = cli("validate", cwd=plain_dir)
+    assert "prepare: 16 train, 4 val, 4 test rows" in result.stdout and '"counts_train"' in result.stdout
+    assert not (plain_dir / "data").exists()  # validate writes nothing
+    lines = (example_dir / "data.csv").read_text().splitlines()
+    lines[2] = lines[2].replace("images/0001.png", "images/gone.png")
+    (example_dir / "data.csv").write_text("\n".join(lines) + "\n")
+    result = cli("validate", cwd=plain_dir, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{example_dir / 'data.csv'}: row 3, column 'image': file not found" in result.stderr
+    assert "Traceback" in cli("validate", "--debug", cwd=plain_dir, check=False).stderr
+
+
+def expected_mask(model_path: Path, image: Path, output: str) -> np.ndarray:
+    """The mask computed in this process: prepare's loading, the model file's normalisation."""
+    model, meta = load_model(model_path)
+    spec = InputSpec("image", "image", tuple(meta["inputs"]["image"]["size"]), 3)
+    pixels, size = load_input(image, spec)
+    mean, std = normalisation(meta["inputs"], torch.device("cpu"))
+    with torch.no_grad():
+        logits = model((torch.from_numpy(pixels)[None].float() / 255 - mean) / std)[output][0]
+    mask = (torch.sigmoid(logits) > 0.5).numpy()
+    return resize(mask, size, order=0, preserve_range=True, anti_aliasing=False) > 0
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_predict_writes_masks_of_the_original_size_and_a_csv(tmp_path, example_dir, model_file, tta):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("0000.png", "0001.png"):
+        shutil.copy(example_dir / "images" / name, images / name)
+    big = resize(io.imread(example_dir / "images" / "0002.png"), (40, 24), preserve_range=True).astype(np.uint8)
+    io.imsave(images / "big.png", big, check_contrast=False)
+    out = tmp_path / "pred"
+    cli("predict", str(model_file), str(images / "0*.png"), str(images / "big.png"), "--out", str(out), "--batch-size",
+        "2", *(["--tta"] if tta else []), cwd=tmp_path)  # fmt: skip
+    for output in ("round", "angular"):
+        for stem, size in (("0000", (16, 16)), ("0001", (16, 16)), ("big", (40, 24))):
+            mask = io.imread(out / output / f"{stem}.png")
+            assert mask.shape == size and set(np.unique(mask)) <= {0, 255}
+    if not tta:  # exactly what the model gives on prepare's pixels, resized back with nearest neighbour
+        assert (
+            (io.imread(out / "round" / "big.png") > 0) == expected_mask(model_file, images / "big.png", "round")
+        ).all()
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [Path(r["image"]).stem for r in rows] == ["0000", "0001", "big"]
+    for row in rows:
+        assert row["majority"] in ("disc", "square", "triangle") and 1 / 3 <= float(row["majority_probability"]) <= 1
+        assert np.isfinite(float(row["area"])) and row["round_mask"] == f"round/{Path(row['image']).stem}.png"
+
+
+def test_predict_reads_a_csv_of_images(tmp_path, example_dir, model_file):
+    cli("predict", str(model_file), str(example_dir / "data.csv"), "--out", str(tmp_path / "p"), cwd=tmp_path)
+    assert len((tmp_path / "p" / "predictions.csv").read_text().splitlines()) == 1 + 24
+    result = cli("predict", str(model_file), str(tmp_path / "none*.png"), cwd=tmp_path, check=False)
+    assert result.returncode == 1 and "no file matches it as a glob" in result.stderr
+
+
+def reference(model_file: Path, x: torch.Tensor) -> list[torch.Tensor]:
+    model, _ = load_model(model_file)
+    with torch.no_grad():
+        return list(model(x).values())
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_export_torchscript_matches_the_model(tmp_path, model_file):
+    out = tmp_path / "tiny.ts"
+    cli("export", str(model_file), "--format", "torchscript", "--out", str(out), cwd=tmp_path)
+    sidecar = json.loads((tmp_path / "tiny.ts.json").read_text())
+    assert [o["name"] for o in sidecar["outputs"]] == ["round", "angular", "majority", "area"]
+    assert sidecar["input"]["shape"] == ["batch", 3, 16, 16] and len(sidecar["input"]["inputs"]["image"]["std"]) == 3
+    assert sidecar["outputs"][2]["classes"] == ["disc", "square", "triangle"]
+    assert sidecar["outputs"][1]["labels"] == [2, 3] and sidecar["outputs"][3]["type"] == "numeric"
+    x = torch.randn(3, 3, 16, 16)  # another batch size than the one traced
+    with torch.no_grad():
+        got = torch.jit.load(str(out))(x)
+    for a, b in zip(got, reference(model_file, x)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_export_onnx_matches_the_model_or_says_what_to_install(tmp_path, model_file):
+    out = tmp_path / "tiny.onnx"
+    result = cli("export", str(model_file), "--format", "onnx", "--out", str(out), cwd=tmp_path, check=False)
+    if importlib.util.find_spec("onnx") is None:
+        assert result.returncode == 1 and "needs the onnx package: pip install onnx" in result.stderr
+        pytest.skip("onnx is not installed: the clear error was checked, the export itself was not")
+    assert result.returncode == 0, result.stderr
+    ort = pytest.importorskip("onnxruntime")
+    x = torch.randn(2, 3, 16, 16)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    names = [o["name"] for o in json.loads((tmp_path / "tiny.onnx.json").read_text())["outputs"]]
+    assert [o.name for o in session.get_outputs()] == names
+    for a, b in zip(session.run(None, {"x": x.numpy()}), reference(model_file, x)):
+        np.testing.assert_allclose(a, b.numpy(), atol=1e-4, rtol=0)
+
+
+def test_make_csv_pairs_by_stem_and_reports_the_unpaired(tmp_path):
+    for folder, stems in (("images", "abc"), ("labels", "abd")):
+        (tmp_path / "raw" / folder).mkdir(parents=True)
+        for stem in stems:
+            io.imsave(tmp_path / "raw" / folder / f"{stem}.png", np.zeros((4, 4), np.uint8), check_contrast=False)
+    (tmp_path / "raw" / "labels" / "notes.txt").write_text("not an image")
+    raw = tmp_path / "raw"
+    result = cli("make-csv", str(raw / "images"), str(raw / "labels"), "--out", str(raw / "data.csv"), cwd=tmp_path)
+    assert (raw / "data.csv").read_text().splitlines() == ["image,labels", "images/a.png,labels/a.png",
+                                                           "images/b.png,labels/b.png"]  # fmt: skip
+    assert "1 image(s) without a matching label map" in result.stderr and "c.png" in result.stderr
+    assert "1 label map(s) without a matching image" in result.stderr and "d.png" in result.stderr
+    (raw / "empty").mkdir()
+    result = cli("make-csv", str(raw / "images"), str(raw / "empty"), cwd=tmp_path, check=False)
+    assert result.returncode == 1 and "no file names in common" in result.stderr
+
+
+HELP = {
+    "validate": ["--params"],
+    "train": [
+        "--modelname",
+        "--csv",
+        "--inputs",
+        "--outputs",
+        "--batch-size",
+        "--num-augs",
+        "--num-epochs",
+        "--output-path",
+        "--shuffle-data",
+        "--learning-rate",
+        "--optimizer",
+        "--learning-rate-scheduler",
+        "--loss-function",
+        "--network-depth",
+        "--filter-sizes",
+        "--device",
+        "--data-root",
+        "--set",
+        "--dry-run",
+    ],  # fmt: skip
+    "predict": ["--out", "--batch-size", "--device", "--tta", "--threshold"],
+    "export": ["--format", "--out", "--batch-size"],
+    "make-csv": ["--out", "--image-column", "--label-column"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(HELP))
+def test_help_lists_every_flag_with_its_default(tmp_path, command):
+    text = " ".join(cli(command, "--help", cwd=tmp_path).stdout.split())
+    for flag in [*HELP[command], "--debug"]:
+        assert flag in text
+    assert text.count("default") >= len(HELP[command])
