@@ -101,6 +101,13 @@ def build_parser() -> Parser:
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when present")
     p.add_argument("--tta", action="store_true", help="average over horizontal, vertical and both flips (4x slower)")
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability above which a pixel is set")
+    p.add_argument(
+        "--tile",
+        action="store_true",
+        help="slide a window of the model's input size over each image at its own resolution, "
+        "blending overlapping windows, instead of resizing the image",
+    )
+    p.add_argument("--overlap", type=float, default=0.5, help="with --tile: fraction of a window shared by neighbours")
 
     p = sub.add_parser("export", parents=[common], help="write the model as TorchScript or ONNX with a JSON sidecar")
     p.add_argument("model", help="model file written by train (models/<name>.pt)")
@@ -222,7 +229,17 @@ def _relative(path: Path, base: Path) -> str:
 def predict(args: argparse.Namespace) -> None:
     from stages.predict import predict_images
 
-    predict_images(args.model, args.images, Path(args.out), args.batch_size, args.device, args.tta, args.threshold)
+    predict_images(
+        args.model,
+        args.images,
+        Path(args.out),
+        args.batch_size,
+        args.device,
+        args.tta,
+        args.threshold,
+        tile=args.tile,
+        overlap=args.overlap,
+    )
 
 
 def export(args: argparse.Namespace) -> None:

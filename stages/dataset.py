@@ -100,9 +100,10 @@ def to_device(
     return x, out
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, what: str = "train.device") -> torch.device:
+    """auto: CUDA when present, else CPU; `what` names the setting in the error."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device: 'cuda' asked for but no CUDA device is visible; use auto or cpu")
+        raise UserError(f"{what}: 'cuda' asked for but no CUDA device is visible; use auto or cpu")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)

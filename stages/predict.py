@@ -24,16 +24,10 @@ from skimage.transform import resize
 from tqdm import tqdm
 
 from stages.config import DataConfig, InputSpec, SplitConfig
-from stages.dataset import normalisation, to_device
+from stages.dataset import normalisation, pick_device, to_device
 from stages.errors import UserError
 from stages.model import load_model
 from stages.validate import load_input, read_table
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible; use auto or cpu")
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
 
 
 def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str, Path]]:
@@ -86,13 +80,89 @@ def predict_batch(model, x: torch.Tensor, tta: bool) -> dict[str, torch.Tensor]:
     return {name: value / len(flips) for name, value in sums.items()}
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file, read from its header where the format allows."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except Exception:  # formats PIL does not know (e.g. some TIFFs): decode the whole image
+        return tuple(np.asarray(skio.imread(path)).shape[:2])
+
+
+def window_starts(length: int, window: int, overlap: float) -> list[int]:
+    """Start offsets of windows covering 0..length with at least `overlap` of a window shared."""
+    last = max(length - window, 0)
+    stride = max(1, int(window * (1 - overlap)))
+    starts = list(range(0, last + 1, stride))
+    return starts if starts[-1] == last else [*starts, last]
+
+
+def gaussian_weights(h: int, w: int) -> torch.Tensor:
+    """(h, w) importance of each window pixel: centres count most, edges least (as nnU-Net blends)."""
+    ys = torch.arange(h, dtype=torch.float32) - (h - 1) / 2
+    xs = torch.arange(w, dtype=torch.float32) - (w - 1) / 2
+    weights = torch.exp(-(ys[:, None] ** 2) / (2 * (h / 8) ** 2) - xs[None] ** 2 / (2 * (w / 8) ** 2))
+    return weights.clamp(min=1e-3)  # every pixel keeps some weight, so no covered pixel divides by 0
+
+
+@torch.no_grad()
+def predict_tiled(
+    model, x: torch.Tensor, window: tuple[int, int], overlap: float, tta: bool, batch_size: int
+) -> dict[str, torch.Tensor]:
+    """Sliding-window prediction of one normalised image x (1, C, H, W) of any size.
+
+    Windows of the model's input size overlap by `overlap`; mask probabilities are blended
+    with Gaussian weights into (H, W) maps, category and numeric outputs averaged over windows.
+    """
+    (h, w), (height, width) = window, x.shape[-2:]
+    pad = (0, max(w - width, 0), 0, max(h - height, 0))  # images smaller than a window: pad at the end
+    x = torch.nn.functional.pad(x, pad)
+    corners = [(y, z) for y in window_starts(x.shape[-2], h, overlap) for z in window_starts(x.shape[-1], w, overlap)]
+    weight = gaussian_weights(h, w).to(x.device)
+    sums: dict[str, torch.Tensor] = {}
+    norm = torch.zeros(x.shape[-2:], device=x.device)
+    for start in range(0, len(corners), batch_size):
+        batch = corners[start : start + batch_size]
+        crops = torch.cat([x[..., y : y + h, z : z + w] for y, z in batch])  # (n, C, h, w)
+        probs = predict_batch(model, crops, tta)
+        for k, (y, z) in enumerate(batch):
+            norm[y : y + h, z : z + w] += weight
+            for name, p in probs.items():
+                if model.outputs[name]["type"] == "segmentation":
+                    mask = p[k : k + 1, None]
+                    if mask.shape[-2:] != (h, w):  # masks of another size than the input: to the window's
+                        mask = torch.nn.functional.interpolate(mask, size=(h, w), mode="bilinear", align_corners=False)
+                    total = sums.setdefault(name, torch.zeros(x.shape[-2:], device=x.device))
+                    total[y : y + h, z : z + w] += mask[0, 0] * weight
+                else:
+                    sums[name] = sums.get(name, 0) + p[k] / len(corners)
+    result = {}
+    for name, value in sums.items():
+        if model.outputs[name]["type"] == "segmentation":
+            value = (value / norm)[:height, :width]
+        result[name] = value[None]  # batch of one, as predict_batch returns
+    return result
+
+
 def predict_images(
-    model_path: str, sources: list[str], out: Path, batch_size: int, device: str, tta: bool, threshold: float = 0.5
+    model_path: str,
+    sources: list[str],
+    out: Path,
+    batch_size: int,
+    device: str,
+    tta: bool,
+    threshold: float = 0.5,
+    tile: bool = False,
+    overlap: float = 0.5,
 ) -> None:
     """Writes <out>/<output>/<stem>.png per segmentation output and <out>/predictions.csv."""
     if batch_size < 1:
         raise UserError(f"--batch-size: expected an integer >= 1, got {batch_size}")
-    dev = pick_device(device)
+    if not 0 <= overlap < 1:
+        raise UserError(f"--overlap: expected a fraction from 0 to below 1, got {overlap}")
+    dev = pick_device(device, "--device")
     model, meta = load_model(model_path, dev)
     specs = {
         n: InputSpec(name=n, column=i.get("column", n), size=tuple(i["size"]), channels=i["channels"])
@@ -104,6 +174,10 @@ def predict_images(
     masks = [n for n, o in outputs.items() if o["type"] == "segmentation"]
     for name in masks:
         (out / name).mkdir(parents=True, exist_ok=True)
+    if tile:  # each image at its own size: the loader's "resize" is to the image's own size
+        window = next(iter(specs.values())).size
+        if len({s.size for s in specs.values()}) > 1:
+            raise UserError("--tile: the model's inputs differ in size; tile needs one window size")
     header = ["image"]
     for name, o in outputs.items():
         header += {"segmentation": [f"{name}_mask", f"{name}_coverage"], "category": [name, f"{name}_probability"]}.get(
@@ -119,7 +193,12 @@ def predict_images(
             batch, arrays, sizes = [], [], []
             for item in items[start : start + batch_size]:
                 try:
-                    loaded = [load_input(item[n], spec) for n, spec in specs.items()]
+                    if tile:  # the window slides over the image at its own resolution
+                        own = image_size(next(iter(item.values())))
+                        use = {n: InputSpec(s.name, s.column, own, s.channels) for n, s in specs.items()}
+                    else:
+                        use = specs
+                    loaded = [load_input(item[n], spec) for n, spec in use.items()]
                 except ValueError as err:
                     failed.append(f"{next(iter(item.values()))}: {err}")
                     continue
@@ -129,8 +208,15 @@ def predict_images(
             bar.update(len(items[start : start + batch_size]))
             if not batch:
                 continue
-            x, _ = to_device(torch.from_numpy(np.stack(arrays)), {}, dev, *norm)  # (B, C, H, W)
-            probs = {n: p.float().cpu().numpy() for n, p in predict_batch(model, x, tta).items()}
+            if tile:  # one image at a time: sizes differ; its windows are batched instead
+                parts = []
+                for array in arrays:
+                    x, _ = to_device(torch.from_numpy(array[None]), {}, dev, *norm)
+                    parts.append(predict_tiled(model, x, window, overlap, tta, batch_size))
+                probs = {n: [part[n][0].float().cpu().numpy() for part in parts] for n in outputs}
+            else:
+                x, _ = to_device(torch.from_numpy(np.stack(arrays)), {}, dev, *norm)  # (B, C, H, W)
+                probs = {n: p.float().cpu().numpy() for n, p in predict_batch(model, x, tta).items()}
             for k, (item, size) in enumerate(zip(batch, sizes)):
                 first = next(iter(item.values()))
                 row = [str(first)]

@@ -202,6 +202,19 @@ def test_predict_writes_masks_of_the_original_size_and_a_csv(tmp_path, example_d
         assert np.isfinite(float(row["area"])) and row["round_mask"] == f"round/{Path(row['image']).stem}.png"
 
 
+def test_predict_tiles_a_large_image_at_its_own_resolution(tmp_path, example_dir, model_file):
+    big = np.concatenate([io.imread(example_dir / "images" / f"{i:04d}.png") for i in range(3)], axis=1)  # 16x48
+    big = np.concatenate([big, big[:5]], axis=0)  # 21x48: not a multiple of the 16x16 window
+    io.imsave(tmp_path / "wide.png", big, check_contrast=False)
+    cli("predict", str(model_file), str(tmp_path / "wide.png"), "--tile", "--overlap", "0.25", "--out",
+        str(tmp_path / "pred"), cwd=tmp_path)  # fmt: skip
+    for output in ("round", "angular"):
+        mask = io.imread(tmp_path / "pred" / output / "wide.png")
+        assert mask.shape == (21, 48) and set(np.unique(mask)) <= {0, 255}
+    row = next(csv.DictReader((tmp_path / "pred" / "predictions.csv").open()))
+    assert row["majority"] in ("disc", "square", "triangle")
+
+
 def test_predict_reads_a_csv_of_images(tmp_path, example_dir, model_file):
     cli("predict", str(model_file), str(example_dir / "data.csv"), "--out", str(tmp_path / "p"), cwd=tmp_path)
     assert len((tmp_path / "p" / "predictions.csv").read_text().splitlines()) == 1 + 24
@@ -287,7 +300,7 @@ HELP = {
         "--set",
         "--dry-run",
     ],  # fmt: skip
-    "predict": ["--out", "--batch-size", "--device", "--tta", "--threshold"],
+    "predict": ["--out", "--batch-size", "--device", "--tta", "--threshold", "--tile", "--overlap"],
     "export": ["--format", "--out", "--batch-size"],
     "make-csv": ["--out", "--image-column", "--label-column"],
 }
