@@ -18,6 +18,7 @@ import csv
 import difflib
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -261,9 +262,36 @@ def run(argv: list[str]) -> None:
     COMMANDS[args.command](args)
 
 
+def enter_workdir(environ: dict) -> None:
+    """In the Docker image: work in a clone of the image's repository under CNN_FACTORY_WORKDIR.
+
+    The image sets CNN_FACTORY_WORKDIR=/out/work and CNN_FACTORY_HOME=/app, so a container
+    started with `-u $(id -u)` writes only under the mounted /out (a later run reuses the clone,
+    its DVC cache and experiments). Outside the image, or inside a repository, nothing changes.
+    """
+    workdir = environ.get("CNN_FACTORY_WORKDIR")
+    if not workdir or Path("dvc.yaml").is_file():
+        return
+    work, home = Path(workdir), Path(environ.get("CNN_FACTORY_HOME", "/app"))
+    if not (work / "dvc.yaml").is_file():
+        if not (home / "dvc.yaml").is_file():
+            raise UserError(f"CNN_FACTORY_HOME={home}: no cnn-factory repository there to start from")
+        work.parent.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(["git", "clone", "-q", str(home), str(work)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise UserError(f"cannot create the work folder {work}: {result.stderr.strip()}; is /out writable?")
+        print(f"cnn-factory: working in {work}", file=sys.stderr)
+    os.chdir(work)
+
+
 def main() -> None:
     """Console-script entry point (`cnn-factory`)."""
-    run_stage(lambda: run(sys.argv[1:]))
+
+    def start() -> None:
+        enter_workdir(dict(os.environ))
+        run(sys.argv[1:])
+
+    run_stage(start)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""The Docker image, checked without Docker (no engine runs on the build machines): what the
+Dockerfile names exists, and its entrypoint runs the seed's command as the container would."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from tests.conftest import ROOT, make_repo, tiny_params
+
+
+def dockerfile() -> str:
+    return (ROOT / "Dockerfile").read_text()
+
+
+def test_entrypoint_is_the_cnn_factory_command():
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", dockerfile(), re.M).group(1))
+    assert entrypoint == ["cnn-factory"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, function = scripts["cnn-factory"].split(":")
+    assert function in (ROOT / Path(*module.split("."))).with_suffix(".py").read_text()
+
+
+def test_files_the_dockerfile_copies_exist_and_are_not_ignored():
+    sources = [src for line in re.findall(r"^COPY (.+)$", dockerfile(), re.M) for src in line.split()[:-1]]
+    assert sources == ["requirements.txt", "."]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for needed in ("requirements.txt", "pyproject.toml", "stages", "dvc.yaml", "params.yaml", ".git"):
+        assert (ROOT / needed).exists() and needed not in ignored, needed
+    assert "/out" in re.search(r"CNN_FACTORY_WORKDIR=(\S+)", dockerfile()).group(1)
+
+
+def test_seed_command_runs_as_in_the_container(tmp_path, example_dir):
+    """/app: the image's repository; /data and /out: the mounts; the working directory is /out."""
+    app = make_repo(tmp_path / "app", tiny_params())
+    data, out = example_dir, tmp_path / "out"
+    out.mkdir()
+    env = {
+        **os.environ,
+        "CNN_FACTORY_HOME": str(app),
+        "CNN_FACTORY_WORKDIR": str(out / "work"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    before = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=app, capture_output=True, text=True)
+    seed = [
+        "--modelname",
+        "my-model",
+        "--csv",
+        str(data / "data.csv"),
+        "--batch-size",
+        "4",
+        "--num-augs",
+        "1",
+        "--num-epochs",
+        "1",
+        "--output-path",
+        str(out / "models"),
+        "--shuffle-data",
+        "--learning-rate",
+        "0.0001",
+    ]
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "cnn-factory"), *seed], cwd=out, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (out / "models" / "my-model.pt").is_file()
+
+    args_file = out / "train.args.json"  # the seed's ARGS_FILE, on a second run in the same work folder
+    args_file.write_text(
+        json.dumps(
+            [
+                "--modelname",
+                "from-args",
+                "--csv",
+                str(data / "data.csv"),
+                "--num-epochs",
+                "1",
+                "--output-path",
+                str(out / "models"),
+            ]
+        )
+    )
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "cnn-factory")],
+        cwd=out,
+        env={**env, "ARGS_FILE": str(args_file)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (out / "models" / "from-args.pt").is_file()
+
+    shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=out / "work", env=env, capture_output=True, text=True)
+    names = {
+        rev["data"]["params"]["params.yaml"]["data"]["model"]["name"]
+        for row in json.loads(shown.stdout)
+        for exp in row.get("experiments") or []
+        for rev in exp["revs"]
+    }
+    assert names == {"my-model", "from-args"}
+    after = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=app, capture_output=True, text=True)
+    assert after.stdout == before.stdout  # nothing written to the image's repository: only under /out
