@@ -10,15 +10,22 @@ run, is ignored, so `dvc exp run -S ...` never continues someone else's run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from stages.augment import Augmenter
+from stages.config import Config
+from stages.model import MultiOutputNet
+from stages.optim import EarlyStopping, Schedule
 
 FORMAT = "cnn-factory-checkpoint/1"
 FOLDER = Path("checkpoints")
@@ -73,3 +80,50 @@ def load_checkpoint(path: Path, key: str) -> dict | None:
     if state.get("format") != FORMAT or state.get("key") != key or state.get("complete"):
         return None
     return state
+
+
+def params_key(cfg: Config, manifest: dict) -> str:
+    """What decides the run's result; a checkpoint of another key is not resumed."""
+    params = {k: dataclasses.asdict(getattr(cfg, k)) for k in ("model", "train", "augment")}
+    params["inputs"] = {n: dataclasses.asdict(s) for n, s in cfg.inputs.items()}
+    params["outputs"] = {n: dataclasses.asdict(s) for n, s in cfg.outputs.items()}
+    return run_key(params, manifest)
+
+
+@dataclass
+class Session:
+    """The stateful parts of a run: what a checkpoint saves and restores, and the best epoch so far."""
+
+    model: MultiOutputNet
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    early: EarlyStopping
+    scaler: torch.amp.GradScaler
+    order: torch.Generator  # the shuffling's
+    augmenter: Augmenter
+    best_state: dict | None = None
+    best_val: dict = field(default_factory=dict)
+
+    def state_dict(self, key: str, epoch: int) -> dict:
+        return {
+            "key": key,
+            "epoch": epoch,
+            "complete": False,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "early": self.early.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best_state": self.best_state,
+            "best_val": self.best_val,
+            "rng": rng_state(self.order, self.augmenter.generator),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.early.load_state_dict(state["early"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.best_state, self.best_val = state["best_state"], state["best_val"]
+        set_rng_state(state["rng"], self.order, self.augmenter.generator)

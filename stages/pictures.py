@@ -1,11 +1,17 @@
 """Pictures people look at instead of numbers: images with their true and predicted masks.
 
-Used by evaluate (test predictions) and train (validation overlays every few epochs).
+Used by evaluate (test predictions) and train (validation overlays every few epochs, `log_pictures`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+from dvclive import Live
+
+from stages.dataset import PreparedSplit, to_device
+
+SHOWN = 4  # validation images in each picture train logs
 
 
 def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -35,3 +41,16 @@ def _tint(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np
     out = rgb.copy()
     out[mask] = 0.45 * out[mask] + 0.55 * np.asarray(colour, np.float32)
     return out
+
+
+@torch.no_grad()
+def log_pictures(live: Live, model, split: PreparedSplit, device, norm, outputs, epoch: int) -> None:
+    """Validation images with true and predicted masks, one picture per output and epoch."""
+    model.eval()
+    x_raw, targets, _ = split[list(range(min(SHOWN, len(split))))]
+    x, targets = to_device(x_raw, targets, device, *norm)
+    preds = model(x)
+    for name, spec in outputs.items():
+        if spec.type == "segmentation":
+            picture = overlay_grid(x_raw.numpy(), targets[name].cpu().numpy() > 0.5, (preds[name] > 0).cpu().numpy())
+            live.log_image(f"{name}/{epoch}.png", picture)

@@ -13,7 +13,6 @@ interrupted run continue where it stopped, with the same result (see stages/chec
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import random
@@ -27,7 +26,7 @@ from dvclive import Live
 from tqdm import tqdm
 
 from stages.augment import Augmenter
-from stages.checkpoint import FOLDER, load_checkpoint, rng_state, run_key, save_checkpoint, set_rng_state
+from stages.checkpoint import FOLDER, Session, load_checkpoint, params_key, save_checkpoint
 from stages.config import PREPARED, Config, OutputSpec, load_params
 from stages.dataset import PreparedSplit, make_loader, normalisation, pick_device, read_manifest, to_device
 from stages.errors import UserError, run_stage
@@ -35,9 +34,7 @@ from stages.losses import Criterion
 from stages.metrics import HEADLINE, OutputMetrics
 from stages.model import MultiOutputNet, save_model
 from stages.optim import EarlyStopping, Schedule, make_optimizer
-from stages.pictures import overlay_grid
-
-SHOWN = 4  # validation images in each logged picture
+from stages.pictures import log_pictures
 
 
 def seed_everything(seed: int) -> None:
@@ -162,19 +159,6 @@ def validate(model, criterion, loader, device, norm, outputs: dict[str, OutputSp
     return {**result, **metrics.compute()}
 
 
-@torch.no_grad()
-def log_pictures(live: Live, model, split: PreparedSplit, device, norm, outputs, epoch: int) -> None:
-    """Validation images with true and predicted masks, one picture per output and epoch."""
-    model.eval()
-    x_raw, targets, _ = split[list(range(min(SHOWN, len(split))))]
-    x, targets = to_device(x_raw, targets, device, *norm)
-    preds = model(x)
-    for name, spec in outputs.items():
-        if spec.type == "segmentation":
-            picture = overlay_grid(x_raw.numpy(), targets[name].cpu().numpy() > 0.5, (preds[name] > 0).cpu().numpy())
-            live.log_image(f"{name}/{epoch}.png", picture)
-
-
 def drop_unreadable(path: Path) -> None:
     """A metrics file half-written by a killed run is removed; the resumed run writes it anew."""
     try:
@@ -185,136 +169,115 @@ def drop_unreadable(path: Path) -> None:
         path.unlink()
 
 
+def make_session(cfg: Config, args: dict, device: torch.device, steps_per_epoch: int, amp) -> Session:
+    t, es = cfg.train, cfg.train.early_stopping
+    # channels-last runs the convolutions faster on CPU (oneDNN) and on CUDA tensor cores
+    model = MultiOutputNet(**args).to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(t.optimizer, model.parameters(), t.lr, t.momentum, t.weight_decay)
+    steps = math.ceil(steps_per_epoch / t.accumulate)
+    schedule = Schedule(t.scheduler, optimizer, t.lr, t.epochs, steps, t.step_epochs, t.warmup_epochs, es.mode)
+    return Session(
+        model=model,
+        optimizer=optimizer,
+        schedule=schedule,
+        early=EarlyStopping(es.mode, es.patience),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
+        order=torch.Generator().manual_seed(t.seed),
+        augmenter=Augmenter(cfg.augment, seed=t.seed + 1),
+    )
+
+
+def log_epoch(live: Live, epoch: int, epochs: int, train_stats: dict, val_stats: dict, lr: float, outputs) -> None:
+    """dvclive metrics of the epoch, and one line on stdout."""
+    speed = train_stats.pop("images_per_s")  # printed, not logged: metrics must be reproducible
+    for prefix, stats in (("train", train_stats), ("val", val_stats)):
+        for k, value in stats.items():
+            live.log_metric(f"{prefix}/{k}", value)
+    live.log_metric("train/lr", lr)
+    headline = "  ".join(
+        f"{n}/{HEADLINE[s.type]} {val_stats[f'{n}/{HEADLINE[s.type]}']:.3f}" for n, s in outputs.items()
+    )
+    print(
+        f"epoch {epoch}/{epochs}  loss {train_stats['loss']:.4f}  val_loss {val_stats['loss']:.4f}  "
+        f"{headline}  {speed:.0f} img/s",
+        flush=True,
+    )
+
+
 def main() -> None:
     cfg = load_params()
     manifest = read_manifest(PREPARED, cfg)
     device = pick_device(cfg.train.device)
-    t, outputs = cfg.train, cfg.outputs
+    t, outputs, es = cfg.train, cfg.outputs, cfg.train.early_stopping
+    amp = autocast_dtype(t.precision, device)
+    if t.precision == "fp16" and device.type == "cpu":
+        raise UserError("train.precision: fp16 needs CUDA; use bf16 or fp32 on the CPU")
     seed_everything(t.seed)
 
     train_split = PreparedSplit(PREPARED / "train", list(cfg.inputs), outputs)
     val_split = PreparedSplit(PREPARED / "val", list(cfg.inputs), outputs)
-    order = torch.Generator().manual_seed(t.seed)
-    train_loader = make_loader(train_split, t.batch_size, t.shuffle, generator=order, num_augs=t.num_augs)
-    val_loader = make_loader(val_split, t.batch_size, shuffle=False)
-
     args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
-    # channels-last runs the convolutions faster on CPU (oneDNN) and on CUDA tensor cores
-    model = MultiOutputNet(**args).to(device, memory_format=torch.channels_last)
+    steps = math.ceil(len(train_split) * (1 + t.num_augs) / t.batch_size)
+    run = make_session(cfg, args, device, steps, amp)
+    train_loader = make_loader(train_split, t.batch_size, t.shuffle, generator=run.order, num_augs=t.num_augs)
+    val_loader = make_loader(val_split, t.batch_size, shuffle=False)
     norm = normalisation(meta["inputs"], device)
     criterion = Criterion(outputs, {n: o["std"] for n, o in args["outputs"].items() if "std" in o})
-    optimizer = make_optimizer(t.optimizer, model.parameters(), t.lr, t.momentum, t.weight_decay)
-    es = t.early_stopping
-    schedule = Schedule(
-        t.scheduler,
-        optimizer,
-        t.lr,
-        t.epochs,
-        math.ceil(len(train_loader) / t.accumulate),
-        t.step_epochs,
-        t.warmup_epochs,
-        es.mode,
-    )
-    early = EarlyStopping(es.mode, es.patience)
-    augmenter = Augmenter(cfg.augment, seed=t.seed + 1)
-    amp = autocast_dtype(t.precision, device)
-    if amp is not None and device.type == "cpu" and t.precision == "fp16":
-        raise UserError("train.precision: fp16 needs CUDA; use bf16 or fp32 on the CPU")
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     metric = es.metric.removeprefix("val/")
 
-    ckpt_path = FOLDER / f"{cfg.model.name}.ckpt"
-    key = run_key(
-        {k: dataclasses.asdict(getattr(cfg, k)) for k in ("model", "train", "augment")}
-        | {
-            "inputs": {n: dataclasses.asdict(s) for n, s in cfg.inputs.items()},
-            "outputs": {n: dataclasses.asdict(s) for n, s in outputs.items()},
-        },
-        manifest,
-    )
+    ckpt_path, key = FOLDER / f"{cfg.model.name}.ckpt", params_key(cfg, manifest)
     state = load_checkpoint(ckpt_path, key)
-    best_state, best_val, first = None, {}, 1
+    first = 1
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        early.load_state_dict(state["early"])
-        scaler.load_state_dict(state["scaler"])
-        best_state, best_val, first = state["best_state"], state["best_val"], state["epoch"] + 1
-        set_rng_state(state["rng"], order, augmenter.generator)
+        run.load_state_dict(state)
+        first = state["epoch"] + 1
+        drop_unreadable(Path("dvclive/metrics.json"))
         print(f"train: resuming after epoch {state['epoch']} from {ckpt_path}")
     print(
         f"train: {len(train_split)} images ({1 + t.num_augs}x per epoch), {len(val_split)} val, on {device}"
         f"{f' with {amp}' if amp else ''}"
     )
 
-    if state is not None:
-        drop_unreadable(Path("dvclive/metrics.json"))
     with Live("dvclive", resume=state is not None, save_dvc_exp=False, dvcyaml=None) as live:
         live.step = first - 1
         for epoch in range(first, t.epochs + 1):
             train_stats = train_one_epoch(
-                model,
+                run.model,
                 criterion,
-                optimizer,
-                schedule,
+                run.optimizer,
+                run.schedule,
                 train_loader,
                 device,
                 norm,
-                augmenter,
+                run.augmenter,
                 outputs,
                 amp=amp,
-                scaler=scaler,
+                scaler=run.scaler,
                 grad_clip=t.grad_clip,
                 accumulate=t.accumulate,
                 epoch=epoch,
             )
-            val_stats = validate(model, criterion, val_loader, device, norm, outputs, amp)
-            if early.update(val_stats[metric], epoch):  # kept in memory: the model file is written at the end
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                best_val = val_stats
-            schedule.epoch_end(val_stats[metric])
-            speed = train_stats.pop("images_per_s")  # printed, not logged: metrics must be reproducible
-            for prefix, stats in (("train", train_stats), ("val", val_stats)):
-                for k, value in stats.items():
-                    live.log_metric(f"{prefix}/{k}", value)
-            live.log_metric("train/lr", optimizer.param_groups[0]["lr"])
+            val_stats = validate(run.model, criterion, val_loader, device, norm, outputs, amp)
+            if run.early.update(val_stats[metric], epoch):  # kept in memory: the model file is written at the end
+                run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+                run.best_val = val_stats
+            run.schedule.epoch_end(val_stats[metric])
+            log_epoch(live, epoch, t.epochs, train_stats, val_stats, run.optimizer.param_groups[0]["lr"], outputs)
             if t.log_images_every and epoch % t.log_images_every == 0:
-                log_pictures(live, model, val_split, device, norm, outputs, epoch)
-            headline = "  ".join(
-                f"{n}/{HEADLINE[s.type]} {val_stats[f'{n}/{HEADLINE[s.type]}']:.3f}" for n, s in outputs.items()
-            )
-            print(
-                f"epoch {epoch}/{t.epochs}  loss {train_stats['loss']:.4f}  val_loss {val_stats['loss']:.4f}  "
-                f"{headline}  {speed:.0f} img/s",
-                flush=True,
-            )
+                log_pictures(live, run.model, val_split, device, norm, outputs, epoch)
             live.next_step()
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "key": key,
-                    "epoch": epoch,
-                    "complete": False,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "early": early.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "best_state": best_state,
-                    "best_val": best_val,
-                    "rng": rng_state(order, augmenter.generator),
-                },
-            )
-            if early.stop:
+            save_checkpoint(ckpt_path, run.state_dict(key, epoch))
+            if run.early.stop:
                 print(f"train: stopping early: no better {es.metric} in {es.patience} epochs")
                 break
-    if best_state is None:
+    if run.best_state is None:
         raise UserError(f"train: {es.metric} was never finite (training diverged); lower train.lr")
-    model.load_state_dict(best_state)
-    save_model(cfg.model.path, model, args, {**meta, "epoch": early.best_epoch, "val": best_val})
-    save_checkpoint(ckpt_path, {"key": key, "epoch": early.best_epoch, "complete": True})
-    print(f"train: best {es.metric} {early.best:.4f} at epoch {early.best_epoch}, model saved to {cfg.model.path}")
+    run.model.load_state_dict(run.best_state)
+    save_model(cfg.model.path, run.model, args, {**meta, "epoch": run.early.best_epoch, "val": run.best_val})
+    save_checkpoint(ckpt_path, {"key": key, "epoch": run.early.best_epoch, "complete": True})
+    print(
+        f"train: best {es.metric} {run.early.best:.4f} at epoch {run.early.best_epoch}, model saved to {cfg.model.path}"
+    )
 
 
 if __name__ == "__main__":
