@@ -2,10 +2,12 @@
 
     python -m stages.make_example            # writes data/example/ from params.yaml `example`
 
-Each RGB image shows 2-3 shapes on a noisy colour gradient; shapes get random colours,
-so no colour threshold separates them. The label map holds 0 (background), 1 (disc),
-2 (square) and 3 (triangle). `data.csv` names the image, the label map and the shape
-kind covering the most pixels (`majority`, chosen with a clear margin).
+Each RGB image shows 2-3 shapes on a noisy colour gradient. Shapes get random colours, so no
+colour threshold separates them; each kind has its own texture too (discs striped, squares
+checkered, triangles plain), which a small CNN learns in a few epochs on 2 CPU cores where
+outline alone took three times as long. The label map holds 0 (background), 1 (disc),
+2 (square) and 3 (triangle). `data.csv` names the image, the label map and the shape kind
+covering the most pixels (`majority`, chosen with a clear margin).
 """
 
 from __future__ import annotations
@@ -44,6 +46,18 @@ def _shape(kind: int, cy: float, cx: float, r: float, h: int, w: int, rot: float
     return draw.polygon(cy + rr * np.sin(angles), cx + rr * np.cos(angles), shape=(h, w))
 
 
+def _texture(kind: int, rr: np.ndarray, cc: np.ndarray, colour: np.ndarray, rng) -> np.ndarray:
+    """(N, 3) pixel colours: discs striped, squares checkered, triangles plain, in random colours."""
+    if kind == 1:
+        angle = rng.uniform(0, np.pi)
+        dark = ((rr * np.sin(angle) + cc * np.cos(angle)) // 3) % 2 == 1
+    elif kind == 2:
+        dark = (rr // 3 + cc // 3) % 2 == 1
+    else:
+        dark = np.zeros(len(rr), bool)
+    return np.where(dark[:, None], colour * 0.45, colour)
+
+
 def make_sample(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, int]:
     """One (image uint8 (H, W, 3), label map uint8 (H, W), majority kind index) triple."""
     while True:
@@ -57,7 +71,7 @@ def make_sample(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, n
             colour = rng.uniform(0, 1, size=3)
             while np.abs(colour - img[rr, cc].mean(axis=0)).max() < 0.3:
                 colour = rng.uniform(0, 1, size=3)
-            img[rr, cc], labels[rr, cc] = colour, kind
+            img[rr, cc], labels[rr, cc] = _texture(kind, rr, cc, colour, rng), kind
         areas = np.bincount(labels.ravel(), minlength=4)[1:]
         first, second = np.sort(areas)[::-1][:2]
         if first > 0 and first >= 1.3 * second:
