@@ -12,11 +12,13 @@ memory stays flat however large the data set is and no image is decoded while tr
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from stages.config import Config, OutputSpec
 from stages.errors import UserError
@@ -63,6 +65,39 @@ class _Repeated(Dataset):
         return self.size
 
 
+class ShardedBatches(Sampler[list[int]]):
+    """One rank's batches of an epoch under DistributedDataParallel.
+
+    Every rank draws the same permutation of the index space from the same generator (the one
+    a checkpoint saves, so a resumed run draws what it would have drawn), takes its contiguous
+    slice, and cuts it into `len(self)` batches of nearly equal size: the ranks together see
+    each index exactly once per epoch, and all take the same number of steps, which DDP needs
+    (a rank with one batch more would wait forever for the others' gradients).
+
+    Debugging aid: with CNN_FACTORY_LOG_SAMPLES=<path> set, each rank appends one line per epoch,
+    `<rank> <index> <index> ...`, to <path> (indices past the split's length are augmented repeats).
+    """
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, generator: torch.Generator, rank: int, world: int):
+        self.size, self.batch_size, self.shuffle, self.generator = size, batch_size, shuffle, generator
+        self.rank, self.world = rank, world
+        if len(self) > size // world:
+            raise UserError(f"train: {size} training samples cannot be split over {world} processes; use fewer")
+
+    def __len__(self) -> int:
+        return math.ceil(math.ceil(self.size / self.world) / self.batch_size)
+
+    def __iter__(self):
+        # torch.randperm with the generator is what RandomSampler draws too
+        order = torch.randperm(self.size, generator=self.generator) if self.shuffle else torch.arange(self.size)
+        mine = order.tensor_split(self.world)[self.rank]  # slice sizes differ by at most one
+        if log := os.environ.get("CNN_FACTORY_LOG_SAMPLES"):
+            with open(log, "a") as f:
+                f.write(" ".join(map(str, [self.rank, *mine.tolist()])) + "\n")
+        for batch in mine.tensor_split(len(self)):
+            yield batch.tolist()
+
+
 def make_loader(
     split: PreparedSplit,
     batch_size: int,
@@ -70,16 +105,23 @@ def make_loader(
     generator: torch.Generator | None = None,
     num_augs: int = 0,
     workers: int = 0,
+    rank: int = 0,
+    world: int = 1,
 ) -> DataLoader:
     """Batches of (x, targets, augment flags); each sample appears 1 + num_augs times per epoch.
 
-    The shuffling draws from `generator`, whose state a checkpoint saves and restores."""
+    The shuffling draws from `generator`, whose state a checkpoint saves and restores.
+    With world > 1 the loader yields only this rank's share (see ShardedBatches)."""
     space = _Repeated(len(split) * (1 + num_augs))
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    sampler = RandomSampler(space, generator=generator) if shuffle else SequentialSampler(space)
+    if world > 1:
+        batches = ShardedBatches(len(space), batch_size, shuffle, generator, rank, world)
+    else:
+        sampler = RandomSampler(space, generator=generator) if shuffle else SequentialSampler(space)
+        batches = BatchSampler(sampler, batch_size, drop_last=False)
     return DataLoader(
         split,
-        sampler=BatchSampler(sampler, batch_size, drop_last=False),
+        sampler=batches,
         batch_size=None,  # the dataset already returns whole batches
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),

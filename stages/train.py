@@ -9,6 +9,11 @@ picture of validation predictions per segmentation output (a slider in DVC's vie
 The best epoch by `train.early_stopping.metric` is saved to models/<model.name>.pt with
 everything needed to use it (see stages/model.py). A checkpoint after every epoch lets an
 interrupted run continue where it stopped, with the same result (see stages/checkpoint.py).
+
+    torchrun --nproc_per_node=N -m stages.train
+
+runs the same code in N processes with DistributedDataParallel (see stages/distributed.py):
+each rank trains on its share of every epoch, rank 0 validates, logs and saves.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from stages.augment import Augmenter
 from stages.checkpoint import FOLDER, Session, load_checkpoint, params_key, save_checkpoint
 from stages.config import PREPARED, Config, OutputSpec, load_params
 from stages.dataset import PreparedSplit, make_loader, normalisation, pick_device, read_manifest, to_device
+from stages.distributed import SINGLE, Dist, NoLive, all_sum, from_main, setup, sync_buffers, teardown, wrap
 from stages.errors import UserError, run_stage
 from stages.losses import Criterion
 from stages.metrics import HEADLINE, OutputMetrics
@@ -110,8 +116,11 @@ def train_one_epoch(
     grad_clip: float,
     accumulate: int,
     epoch: int,
+    ranks: Dist = SINGLE,
 ) -> dict:
-    """One pass over the loader; returns mean losses per output (one host sync, at the end)."""
+    """One pass over the loader; returns mean losses per output (one host sync, at the end).
+
+    Under DDP the means are over every rank's images, not only this rank's."""
     model.train()
     sums = torch.zeros(len(outputs) + 1, device=device)
     seen, start, steps = 0, time.perf_counter(), len(loader)
@@ -135,6 +144,9 @@ def train_one_epoch(
         seen += len(x)
         if not bar.disable and i % 10 == 0:  # a terminal is watching: .item() now and then only
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+    if ranks.enabled:
+        totals = all_sum(torch.cat([sums, sums.new_tensor([seen])]), ranks)
+        sums, seen = totals[:-1], round(totals[-1].item())
     means = (sums / max(seen, 1)).tolist()
     result = {"loss": means[0], **{f"{name}/loss": v for name, v in zip(outputs, means[1:])}}
     return {**result, "images_per_s": seen / (time.perf_counter() - start)}
@@ -207,7 +219,7 @@ def log_epoch(live: Live, epoch: int, epochs: int, train_stats: dict, val_stats:
 def main() -> None:
     cfg = load_params()
     manifest = read_manifest(PREPARED, cfg)
-    device = pick_device(cfg.train.device)
+    ranks, device = setup(pick_device(cfg.train.device))  # single-process unless torchrun started us
     t, outputs, es = cfg.train, cfg.outputs, cfg.train.early_stopping
     amp = autocast_dtype(t.precision, device)
     if t.precision == "fp16" and device.type == "cpu":
@@ -217,32 +229,44 @@ def main() -> None:
     train_split = PreparedSplit(PREPARED / "train", list(cfg.inputs), outputs)
     val_split = PreparedSplit(PREPARED / "val", list(cfg.inputs), outputs)
     args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
-    steps = math.ceil(len(train_split) * (1 + t.num_augs) / t.batch_size)
+    steps = math.ceil(math.ceil(len(train_split) * (1 + t.num_augs) / ranks.world) / t.batch_size)  # per rank
     run = make_session(cfg, args, device, steps, amp)
-    train_loader = make_loader(train_split, t.batch_size, t.shuffle, generator=run.order, num_augs=t.num_augs)
+    net = wrap(run.model, ranks, device)  # DDP trains through `net`; run.model is what gets saved
+    train_loader = make_loader(
+        train_split,
+        t.batch_size,
+        t.shuffle,
+        generator=run.order,
+        num_augs=t.num_augs,
+        rank=ranks.rank,
+        world=ranks.world,
+    )
     val_loader = make_loader(val_split, t.batch_size, shuffle=False)
     norm = normalisation(meta["inputs"], device)
     criterion = Criterion(outputs, {n: o["std"] for n, o in args["outputs"].items() if "std" in o})
     metric = es.metric.removeprefix("val/")
 
     ckpt_path, key = FOLDER / f"{cfg.model.name}.ckpt", params_key(cfg, manifest)
-    state = load_checkpoint(ckpt_path, key)
+    state = load_checkpoint(ckpt_path, key)  # every rank resumes from the same file
     first = 1
+    say = print if ranks.main else lambda *_, **__: None
     if state is not None:
         run.load_state_dict(state)
         first = state["epoch"] + 1
-        drop_unreadable(Path("dvclive/metrics.json"))
-        print(f"train: resuming after epoch {state['epoch']} from {ckpt_path}")
-    print(
+        if ranks.main:
+            drop_unreadable(Path("dvclive/metrics.json"))
+        say(f"train: resuming after epoch {state['epoch']} from {ckpt_path}")
+    say(
         f"train: {len(train_split)} images ({1 + t.num_augs}x per epoch), {len(val_split)} val, on {device}"
-        f"{f' with {amp}' if amp else ''}"
+        f"{f' with {amp}' if amp else ''}{f', {ranks.world} processes' if ranks.enabled else ''}"
     )
 
-    with Live("dvclive", resume=state is not None, save_dvc_exp=False, dvcyaml=None) as live:
+    live = Live("dvclive", resume=state is not None, save_dvc_exp=False, dvcyaml=None) if ranks.main else NoLive()
+    with live:
         live.step = first - 1
         for epoch in range(first, t.epochs + 1):
             train_stats = train_one_epoch(
-                run.model,
+                net,
                 criterion,
                 run.optimizer,
                 run.schedule,
@@ -256,28 +280,36 @@ def main() -> None:
                 grad_clip=t.grad_clip,
                 accumulate=t.accumulate,
                 epoch=epoch,
+                ranks=ranks,
             )
-            val_stats = validate(run.model, criterion, val_loader, device, norm, outputs, amp)
+            sync_buffers(run.model, ranks)  # batch-norm statistics: rank 0's everywhere, as saved
+            # rank 0 validates the whole val split; all ranks take its numbers and so decide alike
+            val = validate(run.model, criterion, val_loader, device, norm, outputs, amp) if ranks.main else None
+            val_stats = from_main(val, ranks)
             if run.early.update(val_stats[metric], epoch):  # kept in memory: the model file is written at the end
                 run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
                 run.best_val = val_stats
             run.schedule.epoch_end(val_stats[metric])
-            log_epoch(live, epoch, t.epochs, train_stats, val_stats, run.optimizer.param_groups[0]["lr"], outputs)
-            if t.log_images_every and epoch % t.log_images_every == 0:
-                log_pictures(live, run.model, val_split, device, norm, outputs, epoch)
-            live.next_step()
-            save_checkpoint(ckpt_path, run.state_dict(key, epoch))
+            if ranks.main:
+                log_epoch(live, epoch, t.epochs, train_stats, val_stats, run.optimizer.param_groups[0]["lr"], outputs)
+                if t.log_images_every and epoch % t.log_images_every == 0:
+                    log_pictures(live, run.model, val_split, device, norm, outputs, epoch)
+                live.next_step()
+                save_checkpoint(ckpt_path, run.state_dict(key, epoch))
             if run.early.stop:
-                print(f"train: stopping early: no better {es.metric} in {es.patience} epochs")
+                say(f"train: stopping early: no better {es.metric} in {es.patience} epochs")
                 break
     if run.best_state is None:
         raise UserError(f"train: {es.metric} was never finite (training diverged); lower train.lr")
-    run.model.load_state_dict(run.best_state)
-    save_model(cfg.model.path, run.model, args, {**meta, "epoch": run.early.best_epoch, "val": run.best_val})
-    save_checkpoint(ckpt_path, {"key": key, "epoch": run.early.best_epoch, "complete": True})
-    print(
-        f"train: best {es.metric} {run.early.best:.4f} at epoch {run.early.best_epoch}, model saved to {cfg.model.path}"
-    )
+    if ranks.main:
+        run.model.load_state_dict(run.best_state)
+        save_model(cfg.model.path, run.model, args, {**meta, "epoch": run.early.best_epoch, "val": run.best_val})
+        save_checkpoint(ckpt_path, {"key": key, "epoch": run.early.best_epoch, "complete": True})
+        print(
+            f"train: best {es.metric} {run.early.best:.4f} at epoch {run.early.best_epoch}, "
+            f"model saved to {cfg.model.path}"
+        )
+    teardown(ranks)
 
 
 if __name__ == "__main__":

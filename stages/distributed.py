@@ -1,0 +1,122 @@
+"""Several processes, one training run: DistributedDataParallel when started by torchrun.
+
+    torchrun --nproc_per_node=2 -m stages.train            # one process per GPU (or CPU share)
+    CNN_FACTORY_SYNC_BN=1 torchrun ... -m stages.train     # batch norm statistics over all GPUs
+
+`stages.train` calls `setup()` first. Without torchrun's environment (RANK, WORLD_SIZE,
+LOCAL_RANK) it returns a single-process `Dist` and nothing changes. With it, the process group
+is initialised (NCCL on CUDA, gloo on the CPU) and each process takes `cuda:<LOCAL_RANK>`.
+Rank 0 alone logs, writes checkpoints, pictures and the model; every rank validates the whole
+val split and all take rank 0's numbers, so they agree on the best epoch and on stopping.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from stages.errors import UserError
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1 or dist.is_initialized()
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = Dist()  # a run without torchrun
+
+
+def launched_by_torchrun() -> bool:
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+def setup(device: torch.device) -> tuple[Dist, torch.device]:
+    """Joins the process group when torchrun started us; returns the ranks and this process's device."""
+    if not launched_by_torchrun():
+        return SINGLE, device
+    rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise UserError(
+                f"torchrun: LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s) visible; "
+                "lower --nproc_per_node"
+            )
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, local), device
+
+
+def teardown(d: Dist) -> None:
+    if d.enabled and dist.is_initialized():
+        dist.barrier()  # rank 0 may still be writing the model file
+        dist.destroy_process_group()
+
+
+def wrap(model: torch.nn.Module, d: Dist, device: torch.device) -> torch.nn.Module:
+    """The model DDP trains (gradients averaged over ranks); the plain model is kept for saving.
+
+    CNN_FACTORY_SYNC_BN=1 turns batch norm into SyncBatchNorm first (CUDA only: PyTorch has no
+    CPU implementation). The converted layers share the parameters and buffers of the originals,
+    so the optimiser and the saved state_dict are unchanged."""
+    if not d.enabled:
+        return model
+    if os.environ.get("CNN_FACTORY_SYNC_BN") == "1":
+        if device.type == "cuda":
+            # converts the children in place: MultiOutputNet's own module is returned as it is
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif d.main:
+            print("train: CNN_FACTORY_SYNC_BN=1 ignored: SyncBatchNorm needs CUDA; each rank normalises alone")
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def all_sum(tensor: torch.Tensor, d: Dist) -> torch.Tensor:
+    """The sum over ranks (in place); the tensor itself when single-process."""
+    if d.enabled:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def sync_buffers(model: torch.nn.Module, d: Dist) -> None:
+    """Rank 0's batch-norm running statistics on every rank (each rank updated them with its own batches)."""
+    if d.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
+
+
+def from_main(value, d: Dist):
+    """Rank 0's value on every rank, so that all take the same decisions (best epoch, early stop)."""
+    if not d.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, 0)
+    return box[0]
+
+
+class NoLive:
+    """Stands in for dvclive's Live on ranks other than 0: every logging call does nothing."""
+
+    step = 0
+
+    def __enter__(self) -> NoLive:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
