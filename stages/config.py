@@ -258,6 +258,7 @@ def _train(s: Section) -> TrainConfig:
         shuffle=s.bool("shuffle"),
         seed=s.int("seed", minimum=0),
         device=s.str("device", choices=DEVICES),
+        sync_batchnorm=s.bool("sync_batchnorm"),
         log_images_every=s.int("log_images_every", minimum=0),
     )
     s.done()

@@ -1,7 +1,7 @@
 """Several processes, one training run: DistributedDataParallel when started by torchrun.
 
     torchrun --nproc_per_node=2 -m stages.train            # one process per GPU (or CPU share)
-    CNN_FACTORY_SYNC_BN=1 torchrun ... -m stages.train     # batch norm statistics over all GPUs
+    dvc exp run -S train.sync_batchnorm=true ...           # (with torchrun as the command) batch norm over all GPUs
 
 `stages.train` calls `setup()` first. Without torchrun's environment (RANK, WORLD_SIZE,
 LOCAL_RANK) it returns a single-process `Dist` and nothing changes. With it, the process group
@@ -67,20 +67,20 @@ def teardown(d: Dist) -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: torch.nn.Module, d: Dist, device: torch.device) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, d: Dist, device: torch.device, sync_batchnorm: bool = False) -> torch.nn.Module:
     """The model DDP trains (gradients averaged over ranks); the plain model is kept for saving.
 
-    CNN_FACTORY_SYNC_BN=1 turns batch norm into SyncBatchNorm first (CUDA only: PyTorch has no
+    sync_batchnorm (train.sync_batchnorm) turns batch norm into SyncBatchNorm first (CUDA only: PyTorch has no
     CPU implementation). The converted layers share the parameters and buffers of the originals,
     so the optimiser and the saved state_dict are unchanged."""
     if not d.enabled:
         return model
-    if os.environ.get("CNN_FACTORY_SYNC_BN") == "1":
+    if sync_batchnorm:
         if device.type == "cuda":
             # converts the children in place: MultiOutputNet's own module is returned as it is
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         elif d.main:
-            print("train: CNN_FACTORY_SYNC_BN=1 ignored: SyncBatchNorm needs CUDA; each rank normalises alone")
+            print("train: train.sync_batchnorm ignored: SyncBatchNorm needs CUDA; each rank normalises alone")
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 

@@ -124,6 +124,7 @@ class TrainConfig:
     shuffle: bool
     seed: int
     device: str
+    sync_batchnorm: bool  # under torchrun: batch-norm statistics over all processes
     log_images_every: int
 
 

@@ -231,7 +231,7 @@ def main() -> None:
     args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
     steps = math.ceil(math.ceil(len(train_split) * (1 + t.num_augs) / ranks.world) / t.batch_size)  # per rank
     run = make_session(cfg, args, device, steps, amp)
-    net = wrap(run.model, ranks, device)  # DDP trains through `net`; run.model is what gets saved
+    net = wrap(run.model, ranks, device, t.sync_batchnorm)  # DDP trains through `net`; run.model is what gets saved
     train_loader = make_loader(
         train_split,
         t.batch_size,
