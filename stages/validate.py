@@ -2,18 +2,23 @@
 
 Used by `stages/prepare.py`. Row numbers are those a spreadsheet shows: the header is
 row 1, the first data row is row 2. Each problem names the CSV, row, column and what
-was expected; nothing is raised until every row has been looked at.
+was expected; nothing is raised until every row has been looked at. `row_key` names what a
+row decodes to (its files' bytes, its cells, the definitions), for prepare's cache.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import skimage
 from skimage import io as skio
 from skimage.transform import resize
 
@@ -265,3 +270,39 @@ def _label_map(row, column, data, image_size, problem) -> np.ndarray | None:
         )
         return None
     return labels
+
+
+TRAINING_ONLY = {"loss", "weight", "label_smoothing", "class_weights"}  # output fields no array depends on
+
+
+def definitions(cfg: Config) -> str:
+    """Everything besides a row's own files and cells that decides its arrays: the input and
+    output specs (less the training-only fields), this module's code and the decoders' versions."""
+    inputs = [dataclasses.asdict(s) for s in cfg.inputs.values()]
+    outputs = [{k: v for k, v in dataclasses.asdict(s).items() if k not in TRAINING_ONLY} for s in cfg.outputs.values()]
+    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    return json.dumps([inputs, outputs, code, np.__version__, skimage.__version__], default=str)
+
+
+def row_key(table: Table, index: int, cfg: Config, defs: str) -> str | None:
+    """32 hex digits naming what load_row makes of this row: a hash of `defs`, the bytes of the
+    files it names and its category/numeric cells. None when a file is missing or unreadable
+    (load_row then says why)."""
+    row = table.rows[index]
+    files = [s.column for s in cfg.inputs.values()] + [
+        s.column for s in cfg.outputs.values() if s.type == "segmentation"
+    ]
+    cells = [s.column for s in cfg.outputs.values() if s.type != "segmentation"]
+    digest = hashlib.sha256(defs.encode())
+    for column in dict.fromkeys(files):
+        if not row[column]:
+            return None
+        try:
+            with open(cfg.data.resolve(row[column]), "rb") as f:
+                content = hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError:
+            return None
+        digest.update(f"\nfile {column!r} {content}".encode())
+    for column in dict.fromkeys(cells):
+        digest.update(f"\ncell {column!r} {row[column]!r}".encode())
+    return digest.hexdigest()[:32]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ from skimage import io
 
 from stages.config import parse_params
 from stages.errors import UserError
-from stages.prepare import validate_and_load, write_prepared
+from stages.make_example import make_example
+from stages.prepare import prepare, validate_and_load, write_prepared
 from stages.validate import split_mask
 
 
@@ -208,3 +210,108 @@ def test_blank_lines_keep_row_numbers_true_to_the_file(params, example_dir):
     lines.insert(2, "")  # a blank line: the file's row 3
     lines[5] = lines[5].replace("images/0003.png", "images/missing.png")  # file row 6
     assert "row 6, column 'image': file not found" in problems(params, example_dir, "\n".join(lines))
+
+
+# --- parallel decoding and the row cache (data/cache) ---
+
+
+def prepared_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def cached_records(cache: Path) -> int:
+    return sum(len(np.load(p, mmap_mode="r")) for p in cache.glob("*.npy"))
+
+
+def test_two_workers_write_the_same_bytes_as_one(params, example_dir, tmp_path):
+    cfg = config_for(params, example_dir)
+    for workers in (1, 2):
+        report, rows = prepare(cfg, tmp_path / f"out{workers}", tmp_path / f"cache{workers}", workers)
+        assert rows.decoded == 24 and rows.reused == 0
+    assert prepared_files(tmp_path / "out1") == prepared_files(tmp_path / "out2")
+    assert prepared_files(tmp_path / "cache1") == prepared_files(tmp_path / "cache2")  # shards named by content
+
+
+def test_rerun_decodes_only_new_or_changed_rows_and_forgets_removed_ones(params, example_dir, tmp_path):
+    cfg, out, cache = config_for(params, example_dir), tmp_path / "out", tmp_path / "cache"
+    assert prepare(cfg, out, cache, 2)[1].decoded == 24
+    first = prepared_files(out)
+    _, rows = prepare(cfg, out, cache, 2)
+    assert (rows.decoded, rows.reused) == (0, 24) and prepared_files(out) == first
+
+    lines = rows_of(example_dir)
+    more = tmp_path / "more"
+    make_example(more, rows=4, size=(16, 16), seed=1)
+    for line in rows_of(more)[1:]:
+        for folder in ("images", "labels"):
+            name = line.split(",")[0 if folder == "images" else 1].split("/")[1]
+            shutil.copy(more / folder / name, example_dir / folder / f"new-{name}")
+        lines.append(line.replace("images/", "images/new-").replace("labels/", "labels/new-"))
+    (example_dir / "data.csv").write_text("\n".join(lines) + "\n")
+    image = example_dir / "images" / "0005.png"
+    io.imsave(image, 255 - io.imread(image), check_contrast=False)  # same path, new content
+    report, rows = prepare(cfg, out, cache, 2)
+    assert (rows.decoded, rows.reused) == (5, 23) and sum(report["rows"].values()) == 28
+
+    (example_dir / "data.csv").write_text("\n".join(lines[:11]) + "\n")  # rows 2..11 stay
+    report, rows = prepare(cfg, out, cache, 1)
+    assert (rows.decoded, rows.reused) == (0, 10)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(r for s in manifest["splits"].values() for r in s["rows"]) == list(range(2, 12))
+    assert sum(len(np.load(out / s / "image.npy")) for s in ("train", "val", "test")) == 10
+    assert cached_records(cache) == 10 and len(list(cache.glob("*.npy"))) == 1  # the rest was pruned
+
+
+def test_only_definitions_that_shape_the_arrays_invalidate_the_cache(params, example_dir, tmp_path):
+    cache = tmp_path / "cache"
+    prepare(config_for(params, example_dir), tmp_path / "out", cache, 1)
+    params["outputs"]["round"]["weight"] = 3.0
+    params["outputs"]["round"]["loss"] = "dice"
+    assert prepare(config_for(params, example_dir), tmp_path / "out", cache, 1)[1].decoded == 0
+    params["outputs"]["round"]["label"] = [1, 2]
+    assert prepare(config_for(params, example_dir), tmp_path / "out", cache, 1)[1].decoded == 24
+    assert cached_records(cache) == 24  # the shard of the old label is gone
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip-a-byte"])
+def test_damaged_cache_shard_is_detected_and_rebuilt(params, example_dir, tmp_path, capsys, damage):
+    cfg, out, cache = config_for(params, example_dir), tmp_path / "out", tmp_path / "cache"
+    prepare(cfg, out, cache, 1)
+    first = prepared_files(out)
+    (shard,) = cache.glob("*.npy")
+    data = bytearray(shard.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[-100] ^= 0xFF  # inside the last row's arrays
+    shard.write_bytes(bytes(data))
+    _, rows = prepare(cfg, out, cache, 2)
+    assert "is damaged" in capsys.readouterr().err
+    assert rows.decoded == 24 and prepared_files(out) == first
+    assert shard.read_bytes() != bytes(data) and cached_records(cache) == 24
+
+
+def test_rows_that_decoded_are_kept_when_others_fail(params, example_dir, tmp_path):
+    cfg, cache = config_for(params, example_dir), tmp_path / "cache"
+    good = rows_of(example_dir)
+    bad = good[:3] + [good[3].replace("images/0002.png", "images/missing.png")] + good[4:]
+    (example_dir / "data.csv").write_text("\n".join(bad) + "\n")
+    with pytest.raises(UserError, match="row 4, column 'image': file not found"):
+        prepare(cfg, tmp_path / "out", cache, 2)
+    assert not (tmp_path / "out").exists()
+    (example_dir / "data.csv").write_text("\n".join(good) + "\n")
+    assert prepare(cfg, tmp_path / "out", cache, 2)[1].decoded == 1
+
+
+def test_two_workers_report_the_same_problems_in_row_order(params, example_dir, tmp_path):
+    lines = rows_of(example_dir)
+    lines[20] = lines[20].replace("images/0019.png", "images/missing.png")
+    lines[3] = ",".join(lines[3].split(",")[:2]) + ",circle"
+    cfg = config_for(params, example_dir, "\n".join(lines), "bad.csv")
+    messages = []
+    for workers in (1, 2):
+        with pytest.raises(UserError) as err:
+            prepare(cfg, tmp_path / "out", tmp_path / f"cache{workers}", workers)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    assert messages[0].index("row 4, column 'majority'") < messages[0].index("row 21, column 'image'")

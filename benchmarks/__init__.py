@@ -1,0 +1,1 @@
+"""Benchmarks of the data path against the compute limit (`python -m benchmarks.run`)."""

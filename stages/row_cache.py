@@ -1,0 +1,160 @@
+"""The row cache of prepare: decoded rows by content key, in a few large shard files.
+
+`data/cache/` (a persisted DVC output) holds every decoded row of earlier runs, keyed by the
+bytes of its files, its cells and the definitions that shape it, so a re-run decodes only new
+or changed rows; shards are written atomically and a damaged one is detected and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from stages.config import Config
+
+CACHE_FORMAT = "cnn-factory-rows/1"  # bump when the record layout below changes
+MAX_SHARDS = 8  # more shard files than this are merged into one
+PENDING = ""  # name of the shard this run is writing, until it is sealed
+
+
+def record_dtype(cfg: Config) -> np.dtype:
+    """One cached row: its key, which outputs' labels its label map lacks, and its arrays."""
+    fields = [(s.name, np.uint8, (s.channels, *s.size)) for s in cfg.inputs.values()]
+    for s in cfg.outputs.values():
+        kind = {"segmentation": (np.uint8, s.size), "category": (np.int64,), "numeric": (np.float32,)}[s.type]
+        fields.append((s.name, *kind))
+    return np.dtype([("key", "S32"), ("missing", np.bool_, (len(cfg.outputs),)), ("arrays", np.dtype(fields))])
+
+
+class RowCache:
+    """Decoded rows by key, in a few immutable shard files `<folder>/<sha256 of the file>.npy`.
+
+    A shard is an array of `record_dtype` records, memory-mapped when read. Its name is the hash
+    of its bytes, so a truncated or damaged shard is found, deleted, and its rows decoded again.
+    A run appends the rows it decodes to an unnamed temp file and seals them into at most one
+    new shard (temp file + os.replace, so a killed run leaves no half-written shard). With
+    `folder=None` nothing is kept on disk (the sealed shard lives in memory).
+    """
+
+    def __init__(self, folder: Path | None, dtype: np.dtype):
+        self.folder, self.dtype = folder, dtype
+        self.shards: dict[str, np.ndarray] = {}  # name -> records
+        self.index: dict[str, tuple[str, int]] = {}  # key -> (shard, position)
+        self.decoded = self.reused = 0
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in sorted(folder.glob(".tmp-*")):  # left by a killed run
+                path.unlink()
+            for path in sorted(folder.glob("*.npy")):
+                self._open(path)
+        self.pending = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (closed by seal)
+        self.pending_count = 0
+
+    def _open(self, path: Path) -> None:
+        with open(path, "rb") as f:
+            intact = hashlib.file_digest(f, "sha256").hexdigest()[:32] == path.stem
+        try:
+            records = np.load(path, mmap_mode="r") if intact else None
+        except (OSError, ValueError):  # not an array file of ours
+            records = None
+        if records is None or records.dtype.names is None or "key" not in records.dtype.names:
+            print(
+                f"warning: {path} is damaged (its bytes do not match its name); its rows are decoded again",
+                file=sys.stderr,
+            )
+            path.unlink()
+            return
+        self.shards[path.stem] = records
+        if records.dtype == self.dtype:  # other definitions: no current row can be in it
+            for j, key in enumerate(records["key"].tolist()):
+                self.index.setdefault(key.decode(), (path.stem, j))
+
+    def add(self, record: bytes) -> tuple[str, int]:
+        """Appends a record to this run's shard; returns where it will be."""
+        self.pending.write(record)
+        self.pending_count += 1
+        return PENDING, self.pending_count - 1
+
+    def record(self, location: tuple[str, int]) -> np.void:
+        shard, j = location
+        return self.shards[shard][j]
+
+    def seal(self) -> str | None:
+        """Turns the records added by this run into a shard; returns its name (None if none)."""
+        if not self.pending_count:
+            return None
+        self.pending.seek(0)
+        if self.folder is None:
+            records = np.frombuffer(self.pending.read(), self.dtype)
+            name = hashlib.sha256(records.tobytes()).hexdigest()[:32]
+        else:
+            header = {
+                "descr": np.lib.format.dtype_to_descr(self.dtype),
+                "fortran_order": False,
+                "shape": (self.pending_count,),
+            }
+            buffer = io.BytesIO()
+            np.lib.format.write_array_header_1_0(buffer, header)
+            tmp, digest = self.folder / f".tmp-{os.getpid()}.npy", hashlib.sha256(buffer.getvalue())
+            with open(tmp, "wb") as f:
+                f.write(buffer.getvalue())
+                while block := self.pending.read(1 << 22):
+                    digest.update(block)
+                    f.write(block)
+                f.flush()
+                os.fsync(f.fileno())
+            name = digest.hexdigest()[:32]
+            os.replace(tmp, self.folder / f"{name}.npy")
+            records = np.load(self.folder / f"{name}.npy", mmap_mode="r")
+        self.pending.close()
+        self.pending_count = 0
+        self.shards[name] = records
+        return name
+
+    def compact(self, locations: list[tuple[str, int] | None]) -> list[tuple[str, int] | None]:
+        """Seals this run's shard and prunes the others: shards holding no current row are
+        deleted, and those mostly stale (or all, past MAX_SHARDS) have their current rows
+        copied into the new shard first. Returns the rows' new locations."""
+        used: dict[str, set[int]] = {}
+        for shard, j in filter(None, locations):
+            used.setdefault(shard, set()).add(j)
+        old = [s for s in self.shards if s in used]
+        fold = set(old) if len(old) >= MAX_SHARDS else {s for s in old if 2 * len(used[s]) < len(self.shards[s])}
+        moved = {(s, j): self.add(self.shards[s][j].tobytes()) for s in sorted(fold) for j in sorted(used[s])}
+        name = self.seal()
+
+        def relocate(location: tuple[str, int] | None) -> tuple[str, int] | None:
+            if location is None:
+                return None
+            shard, j = moved.get(location, location)
+            return (name, j) if shard == PENDING else (shard, j)
+
+        locations = [relocate(loc) for loc in locations]
+        for shard in [s for s in self.shards if s != name and (s not in used or s in fold)]:
+            del self.shards[shard]
+            if self.folder is not None:
+                (self.folder / f"{shard}.npy").unlink()
+        self.index = {k: v for k, v in self.index.items() if v[0] in self.shards}
+        return locations
+
+
+class CachedRows(Sequence):
+    """`rows[i]` is row i's arrays by name, read from the shard that holds it."""
+
+    def __init__(self, cache: RowCache, locations: list[tuple[str, int]]):
+        self.cache, self.locations = cache, locations
+        self.decoded, self.reused = cache.decoded, cache.reused  # rows decoded by this run / taken from the cache
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        arrays = self.cache.record(self.locations[i])["arrays"]
+        return {name: arrays[name] for name in arrays.dtype.names}

@@ -1,0 +1,49 @@
+"""SIGKILL at arbitrary moments never leaves a half-written output: the next run finishes and
+everything it wrote loads (files are written to a temporary name and renamed into place)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from stages.model import load_model
+from tests.conftest import make_repo, run, tiny_params
+
+DELAYS = (2.0, 3.5, 5.0, 6.5)  # seconds after start: fixed, so the test repeats; spread over both stages
+
+
+def kill_after(repo: Path, command: list[str], delay: float) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen(
+        command, cwd=repo, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        process.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # dvc and the stage it runs
+        process.wait()
+
+
+def test_repeated_kills_then_a_clean_finish(tmp_path):
+    params = tiny_params(rows=80)
+    params["train"].update(epochs=5, log_images_every=2)
+    repo = make_repo(tmp_path / "repo", params)
+    for delay in DELAYS:
+        kill_after(repo, ["dvc", "repro"], delay)
+    run(["dvc", "repro"], repo)
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+    prepared = repo / "data" / "prepared"
+    for array in prepared.rglob("*.npy"):
+        np.load(array, mmap_mode="r")
+    json.loads((prepared / "manifest.json").read_text())
+    load_model(repo / "models" / "example.pt")
+    for path in ("dvclive/metrics.json", "eval/metrics.json"):
+        json.loads((repo / path).read_text())
+    assert not list(repo.rglob(".*.tmp-*")), "temporary files left behind"
