@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from dvclive import Live
 
 from stages.config import PREPARED, load_params
 from stages.dataset import PreparedSplit, make_loader, normalisation, pick_device, read_manifest, to_device
 from stages.errors import run_stage
+from stages.live import AtomicLive
 from stages.metrics import OutputMetrics
 from stages.model import load_model
 from stages.pictures import overlay_grid
@@ -49,7 +49,7 @@ def main() -> None:
                 if len(kept) < SHOWN:
                     kept.append((x_raw.numpy(), targets[name].cpu().numpy() > 0.5, (preds[name] > 0).cpu().numpy()))
     results = metrics.compute()
-    with Live("eval", save_dvc_exp=False, dvcyaml=None) as live:
+    with AtomicLive("eval", save_dvc_exp=False, dvcyaml=None) as live:
         for key, value in results.items():
             live.log_metric(f"test/{key}", value, plot=False)
         for name in truth_ids:

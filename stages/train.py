@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dvclive import Live
 from tqdm import tqdm
 
 from stages.augment import Augmenter
@@ -36,6 +35,7 @@ from stages.config import PREPARED, Config, OutputSpec, load_params
 from stages.dataset import PreparedSplit, make_loader, normalisation, pick_device, read_manifest, to_device
 from stages.distributed import SINGLE, Dist, NoLive, all_sum, from_main, setup, sync_buffers, teardown, wrap
 from stages.errors import UserError, run_stage
+from stages.live import AtomicLive
 from stages.losses import Criterion
 from stages.metrics import HEADLINE, OutputMetrics
 from stages.model import MultiOutputNet, save_model
@@ -199,7 +199,9 @@ def make_session(cfg: Config, args: dict, device: torch.device, steps_per_epoch:
     )
 
 
-def log_epoch(live: Live, epoch: int, epochs: int, train_stats: dict, val_stats: dict, lr: float, outputs) -> None:
+def log_epoch(
+    live: AtomicLive, epoch: int, epochs: int, train_stats: dict, val_stats: dict, lr: float, outputs
+) -> None:
     """dvclive metrics of the epoch, and one line on stdout."""
     speed = train_stats.pop("images_per_s")  # printed, not logged: metrics must be reproducible
     for prefix, stats in (("train", train_stats), ("val", val_stats)):
@@ -261,7 +263,7 @@ def main() -> None:
         f"{f' with {amp}' if amp else ''}{f', {ranks.world} processes' if ranks.enabled else ''}"
     )
 
-    live = Live("dvclive", resume=state is not None, save_dvc_exp=False, dvcyaml=None) if ranks.main else NoLive()
+    live = AtomicLive("dvclive", resume=state is not None, save_dvc_exp=False, dvcyaml=None) if ranks.main else NoLive()
     with live:
         live.step = first - 1
         for epoch in range(first, t.epochs + 1):

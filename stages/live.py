@@ -1,0 +1,23 @@
+"""dvclive's Live, with its metrics file replaced atomically.
+
+dvclive rewrites metrics.json in place every step; a run killed during that write would
+leave half a file, which `dvc metrics show` and a resumed run then fail to read. Here the
+summary goes to a temporary file next to it and is renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dvclive import Live
+from dvclive.plots import NumpyEncoder
+from dvclive.serialize import dump_json
+
+
+class AtomicLive(Live):
+    def make_summary(self) -> None:
+        if self._step is not None:
+            self.summary["step"] = self.step
+        tmp = f"{self.metrics_file}.tmp-{os.getpid()}"
+        dump_json(self.summary, tmp, cls=NumpyEncoder)
+        os.replace(tmp, self.metrics_file)
