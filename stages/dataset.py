@@ -36,13 +36,29 @@ def read_manifest(prepared: Path, cfg: Config) -> dict:
     return manifest
 
 
+def _open_array(path: Path) -> np.ndarray:
+    """A prepared array, memory-mapped; a truncated or damaged file is a UserError, not a numpy traceback."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run `dvc repro` (prepare writes it)") from None
+    except (ValueError, OSError, EOFError) as err:
+        raise UserError(f"{path}: damaged ({err}); run `dvc repro`: prepare rebuilds it") from None
+
+
 class PreparedSplit(Dataset):
     """One split; `split[indices]` returns a whole batch (inputs stacked as channels)."""
 
     def __init__(self, folder: Path, inputs: list[str], outputs: dict[str, OutputSpec]):
         self.inputs, self.outputs = inputs, list(outputs)
-        self.arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in [*inputs, *outputs]}
+        self.arrays = {name: _open_array(folder / f"{name}.npy") for name in [*inputs, *outputs]}
         self.length = len(self.arrays[inputs[0]])
+        lengths = {name: len(a) for name, a in self.arrays.items()}
+        if len(set(lengths.values())) > 1:
+            raise UserError(
+                f"{folder}: its arrays disagree on the number of rows ({lengths}); the prepared data is "
+                "damaged: run `dvc repro` (prepare rebuilds it)"
+            )
 
     def __len__(self) -> int:
         return self.length

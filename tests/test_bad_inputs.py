@@ -207,3 +207,14 @@ def test_spreadsheet_csv_just_works(built, tmp_path):
     (raw / "data.csv").write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8"))
     result = run(["dvc", "repro", "prepare"], repo)
     assert "prepare: " in result.stdout
+
+
+def test_damaged_prepared_array_is_reported_and_rebuilt(built, tmp_path):
+    repo = Path(shutil.copytree(built, tmp_path / "repo", symlinks=True))
+    array = repo / "data" / "prepared" / "train" / "round.npy"
+    array.write_bytes(array.read_bytes()[:-100])  # truncated
+    result = run(["python", "-m", "stages.train"], repo, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "data/prepared/train/round.npy: damaged" in result.stderr and "dvc repro" in result.stderr
+    assert "prepare" in run(["dvc", "repro", "evaluate"], repo).stdout  # DVC sees the changed output
+    np.load(array)  # rebuilt whole
