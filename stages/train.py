@@ -311,6 +311,7 @@ def main() -> None:
             f"train: best {es.metric} {run.early.best:.4f} at epoch {run.early.best_epoch}, "
             f"model saved to {cfg.model.path}"
         )
+    del net, train_loader  # DDP's reducer must go before its process group, or gloo aborts at exit
     teardown(ranks)
 
 
