@@ -28,4 +28,4 @@ lint: install
 	$(BIN)/ruff format --check stages tests
 
 clean:
-	rm -rf $(VENV) data/prepared data/example models dvclive eval
+	rm -rf $(VENV) data/prepared data/cache data/example models checkpoints dvclive eval
