@@ -26,10 +26,10 @@ from torch.utils.data import DataLoader, Dataset
 from stages.config import Config, parse_params
 from stages.dataset import PreparedSplit, make_loader, normalisation, read_manifest, to_device
 from stages.losses import Criterion
-from stages.model import MultiOutputNet, load_model
+from stages.model import MultiOutputNet, load_model, model_args, model_meta
 from stages.optim import make_optimizer
 from stages.predict import predict_images
-from stages.train import autocast_dtype, model_args, model_meta
+from stages.train import autocast_dtype
 from stages.validate import Table, load_row, read_table
 
 ROOT = Path(__file__).resolve().parents[1]

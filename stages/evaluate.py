@@ -11,7 +11,6 @@ with their true and predicted masks (eval/plots/images/<output>.png).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from stages.config import PREPARED, load_params
@@ -20,7 +19,7 @@ from stages.errors import run_stage
 from stages.live import AtomicLive
 from stages.metrics import OutputMetrics
 from stages.model import load_model
-from stages.pictures import overlay_grid
+from stages.pictures import Gallery
 
 SHOWN = 6  # test images drawn in each prediction picture
 
@@ -34,7 +33,7 @@ def main() -> None:
     test = PreparedSplit(PREPARED / "test", list(meta["inputs"]), outputs)
     norm = normalisation(meta["inputs"], device)
     metrics = OutputMetrics(outputs, device)
-    shown: dict[str, list[np.ndarray]] = {n: [] for n, s in outputs.items() if s.type == "segmentation"}
+    gallery = Gallery(outputs, SHOWN)
     truth_ids: dict[str, list[int]] = {n: [] for n, s in outputs.items() if s.type == "category"}
     pred_ids: dict[str, list[int]] = {n: [] for n in truth_ids}
     with torch.no_grad():
@@ -45,9 +44,7 @@ def main() -> None:
             for name in truth_ids:
                 truth_ids[name] += targets[name].tolist()
                 pred_ids[name] += preds[name].argmax(1).tolist()
-            for name, kept in shown.items():
-                if len(kept) < SHOWN:
-                    kept.append((x_raw.numpy(), targets[name].cpu().numpy() > 0.5, (preds[name] > 0).cpu().numpy()))
+            gallery.add(x_raw, targets, preds)
     results = metrics.compute()
     with AtomicLive("eval", save_dvc_exp=False, dvcyaml=None) as live:
         for key, value in results.items():
@@ -61,9 +58,7 @@ def main() -> None:
                 name=f"{name}.json",
                 title=f"{name}: confusion matrix (test split)",
             )
-        for name, kept in shown.items():
-            images, truth, pred = (np.concatenate(parts)[:SHOWN] for parts in zip(*kept))
-            live.log_image(f"{name}.png", overlay_grid(images, truth, pred))
+        gallery.log(live, "{output}.png")
     for key, value in results.items():
         print(f"test/{key}: {value:.4f}")
 

@@ -7,7 +7,9 @@ summary goes to a temporary file next to it and is renamed into place.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from dvclive import Live
 from dvclive.plots import NumpyEncoder
@@ -21,3 +23,13 @@ class AtomicLive(Live):
         tmp = f"{self.metrics_file}.tmp-{os.getpid()}"
         dump_json(self.summary, tmp, cls=NumpyEncoder)
         os.replace(tmp, self.metrics_file)
+
+
+def drop_unreadable(path: Path) -> None:
+    """A metrics file half-written by a killed run is removed; the resumed run writes it anew."""
+    try:
+        json.loads(path.read_text())
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        path.unlink()

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stages.config import Config
 from stages.errors import UserError
 
 FORMAT = "cnn-factory/1"
@@ -183,6 +184,48 @@ class MultiOutputNet(nn.Module):
         for name, head in self.heads.items():
             result[name] = head(features[-1])  # (B, classes) or (B,)
         return result
+
+
+def model_args(cfg: Config, manifest: dict) -> dict:
+    """Constructor arguments of MultiOutputNet, as plain types (they go into the model file)."""
+    outputs = {}
+    for name, spec in cfg.outputs.items():
+        o = {"type": spec.type, "size": list(spec.size) if spec.size else None, "classes": list(spec.classes)}
+        o.update(manifest["outputs"].get(name, {}))  # numeric mean/std of the training split
+        outputs[name] = o
+    m = cfg.model
+    filters = m.filters if isinstance(m.filters, int) else list(m.filters)
+    return {
+        "in_channels": sum(spec.channels for spec in cfg.inputs.values()),
+        "depth": m.depth,
+        "filters": filters,
+        "outputs": outputs,
+        "norm": m.norm,
+        "dropout": m.dropout,
+        "upsample": m.upsample,
+        "skip": m.skip,
+    }
+
+
+def model_meta(cfg: Config, manifest: dict) -> dict:
+    """What a user of the model file needs besides the weights: inputs, outputs, normalisation."""
+    inputs = {
+        n: {"column": s.column, "size": list(s.size), "channels": s.channels, **manifest["inputs"][n]}
+        for n, s in cfg.inputs.items()
+    }
+    outputs = {
+        n: {
+            "type": s.type,
+            "column": s.column,
+            "size": list(s.size) if s.size else None,
+            "labels": list(s.labels),
+            "classes": list(s.classes),
+            "loss": s.loss,
+            "weight": s.weight,
+        }
+        for n, s in cfg.outputs.items()
+    }
+    return {"inputs": inputs, "outputs": outputs}
 
 
 def save_model(path: Path, model: MultiOutputNet, model_args: dict, meta: dict) -> None:

@@ -1,6 +1,7 @@
 """Pictures people look at instead of numbers: images with their true and predicted masks.
 
-Used by evaluate (test predictions) and train (validation overlays every few epochs, `log_pictures`).
+Used by evaluate (test predictions) and train (validation overlays every few epochs), both
+through a Gallery filled from the predictions their loops make anyway.
 """
 
 from __future__ import annotations
@@ -9,9 +10,7 @@ import numpy as np
 import torch
 from dvclive import Live
 
-from stages.dataset import PreparedSplit, to_device
-
-SHOWN = 4  # validation images in each picture train logs
+from stages.config import OutputSpec
 
 
 def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -43,14 +42,29 @@ def _tint(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np
     return out
 
 
-@torch.no_grad()
-def log_pictures(live: Live, model, split: PreparedSplit, device, norm, outputs, epoch: int) -> None:
-    """Validation images with true and predicted masks, one picture per output and epoch."""
-    model.eval()
-    x_raw, targets, _ = split[list(range(min(SHOWN, len(split))))]
-    x, targets = to_device(x_raw, targets, device, *norm)
-    preds = model(x)
-    for name, spec in outputs.items():
-        if spec.type == "segmentation":
-            picture = overlay_grid(x_raw.numpy(), targets[name].cpu().numpy() > 0.5, (preds[name] > 0).cpu().numpy())
-            live.log_image(f"{name}/{epoch}.png", picture)
+class Gallery:
+    """The first `limit` images of a split with their true and predicted masks, per segmentation
+    output, kept from the batches a loop computes anyway: the pictures cost no forward pass."""
+
+    def __init__(self, outputs: dict[str, OutputSpec], limit: int):
+        self.limit, self.count, self.images = limit, 0, []
+        self.masks: dict[str, tuple[list, list]] = {n: ([], []) for n, s in outputs.items() if s.type == "segmentation"}
+
+    def add(self, images: torch.Tensor, targets: dict[str, torch.Tensor], preds: dict[str, torch.Tensor]) -> None:
+        """images: the uint8 batch as loaded; targets (0/1) and logits as the loss sees them."""
+        take = self.limit - self.count
+        if take <= 0 or not self.masks:
+            return
+        self.images.append(images[:take].numpy())
+        for name, (truth, pred) in self.masks.items():
+            truth.append(targets[name][:take].cpu().numpy() > 0.5)
+            pred.append((preds[name][:take] > 0).cpu().numpy())
+        self.count += len(self.images[-1])
+
+    def log(self, live: Live, path: str) -> None:
+        """One picture per segmentation output, logged as `path` with {output} filled in."""
+        if not self.images:
+            return
+        images = np.concatenate(self.images)
+        for name, (truth, pred) in self.masks.items():
+            live.log_image(path.format(output=name), overlay_grid(images, np.concatenate(truth), np.concatenate(pred)))

@@ -18,7 +18,6 @@ each rank trains on its share of every epoch, rank 0 validates, logs and saves.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import sys
@@ -35,12 +34,14 @@ from stages.config import PREPARED, Config, OutputSpec, load_params
 from stages.dataset import PreparedSplit, make_loader, normalisation, pick_device, read_manifest, to_device
 from stages.distributed import SINGLE, Dist, NoLive, all_sum, from_main, setup, sync_buffers, teardown, wrap
 from stages.errors import UserError, run_stage
-from stages.live import AtomicLive
+from stages.live import AtomicLive, drop_unreadable
 from stages.losses import Criterion
 from stages.metrics import HEADLINE, OutputMetrics
-from stages.model import MultiOutputNet, save_model
+from stages.model import MultiOutputNet, model_args, model_meta, save_model
 from stages.optim import EarlyStopping, Schedule, make_optimizer
-from stages.pictures import log_pictures
+from stages.pictures import Gallery
+
+SHOWN = 4  # validation images in each picture logged every train.log_images_every epochs
 
 
 def seed_everything(seed: int) -> None:
@@ -56,48 +57,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def model_args(cfg: Config, manifest: dict) -> dict:
-    """Constructor arguments of MultiOutputNet, as plain types (they go into the model file)."""
-    outputs = {}
-    for name, spec in cfg.outputs.items():
-        o = {"type": spec.type, "size": list(spec.size) if spec.size else None, "classes": list(spec.classes)}
-        o.update(manifest["outputs"].get(name, {}))  # numeric mean/std of the training split
-        outputs[name] = o
-    m = cfg.model
-    filters = m.filters if isinstance(m.filters, int) else list(m.filters)
-    return {
-        "in_channels": sum(spec.channels for spec in cfg.inputs.values()),
-        "depth": m.depth,
-        "filters": filters,
-        "outputs": outputs,
-        "norm": m.norm,
-        "dropout": m.dropout,
-        "upsample": m.upsample,
-        "skip": m.skip,
-    }
-
-
-def model_meta(cfg: Config, manifest: dict) -> dict:
-    """What a user of the model file needs besides the weights: inputs, outputs, normalisation."""
-    inputs = {
-        n: {"column": s.column, "size": list(s.size), "channels": s.channels, **manifest["inputs"][n]}
-        for n, s in cfg.inputs.items()
-    }
-    outputs = {
-        n: {
-            "type": s.type,
-            "column": s.column,
-            "size": list(s.size) if s.size else None,
-            "labels": list(s.labels),
-            "classes": list(s.classes),
-            "loss": s.loss,
-            "weight": s.weight,
-        }
-        for n, s in cfg.outputs.items()
-    }
-    return {"inputs": inputs, "outputs": outputs}
 
 
 def train_one_epoch(
@@ -152,33 +111,25 @@ def train_one_epoch(
     return {**result, "images_per_s": seen / (time.perf_counter() - start)}
 
 
-@torch.no_grad()
-def validate(model, criterion, loader, device, norm, outputs: dict[str, OutputSpec], amp=None) -> dict:
-    """Mean losses and metrics per output over a split."""
+@torch.inference_mode()
+def validate(model, criterion, loader, device, norm, outputs: dict[str, OutputSpec], amp=None, gallery=None) -> dict:
+    """Mean losses and metrics per output over a split; the first images go to `gallery` if given."""
     model.eval()
     metrics = OutputMetrics(outputs, device)
     sums, seen = torch.zeros(len(outputs) + 1, device=device), 0
-    for x, targets, _ in loader:
-        x, targets = to_device(x, targets, device, *norm)
+    for x_raw, targets, _ in loader:
+        x, targets = to_device(x_raw, targets, device, *norm)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             preds = {k: v.float() for k, v in model(x).items()}
         loss, parts = criterion(preds, targets)
         sums += torch.stack([loss, *parts.values()]) * len(x)
         seen += len(x)
         metrics.update(preds, targets)
+        if gallery is not None:
+            gallery.add(x_raw, targets, preds)
     means = (sums / max(seen, 1)).tolist()
     result = {"loss": means[0], **{f"{name}/loss": v for name, v in zip(outputs, means[1:])}}
     return {**result, **metrics.compute()}
-
-
-def drop_unreadable(path: Path) -> None:
-    """A metrics file half-written by a killed run is removed; the resumed run writes it anew."""
-    try:
-        json.loads(path.read_text())
-    except FileNotFoundError:
-        pass
-    except ValueError:
-        path.unlink()
 
 
 def make_session(cfg: Config, args: dict, device: torch.device, steps_per_epoch: int, amp) -> Session:
@@ -286,7 +237,10 @@ def main() -> None:
             )
             sync_buffers(run.model, ranks)  # batch-norm statistics: rank 0's everywhere, as saved
             # rank 0 validates the whole val split; all ranks take its numbers and so decide alike
-            val = validate(run.model, criterion, val_loader, device, norm, outputs, amp) if ranks.main else None
+            gallery = Gallery(outputs, SHOWN) if t.log_images_every and epoch % t.log_images_every == 0 else None
+            val = (
+                validate(run.model, criterion, val_loader, device, norm, outputs, amp, gallery) if ranks.main else None
+            )
             val_stats = from_main(val, ranks)
             if run.early.update(val_stats[metric], epoch):  # kept in memory: the model file is written at the end
                 run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
@@ -294,8 +248,8 @@ def main() -> None:
             run.schedule.epoch_end(val_stats[metric])
             if ranks.main:
                 log_epoch(live, epoch, t.epochs, train_stats, val_stats, run.optimizer.param_groups[0]["lr"], outputs)
-                if t.log_images_every and epoch % t.log_images_every == 0:
-                    log_pictures(live, run.model, val_split, device, norm, outputs, epoch)
+                if gallery is not None:
+                    gallery.log(live, f"{{output}}/{epoch}.png")
                 live.next_step()
                 save_checkpoint(ckpt_path, run.state_dict(key, epoch))
             if run.early.stop:

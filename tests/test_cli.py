@@ -20,8 +20,7 @@ from skimage.transform import resize
 
 from stages.config import InputSpec, parse_params
 from stages.dataset import normalisation
-from stages.model import MultiOutputNet, load_model, save_model
-from stages.train import model_args, model_meta
+from stages.model import MultiOutputNet, load_model, model_args, model_meta, save_model
 from stages.validate import load_input
 from tests.conftest import ROOT, make_repo, run, tiny_params
 

@@ -1,0 +1,45 @@
+"""The pictures train and evaluate log: kept from the predictions their loops already make."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from dvclive import Live
+from skimage import io
+
+from stages.config import parse_params
+from stages.pictures import Gallery, overlay_grid
+from tests.conftest import tiny_params
+
+
+def batch(n: int, first: int) -> tuple[torch.Tensor, dict, dict]:
+    """n images numbered from `first` (each image filled with its number), masks and logits."""
+    images = torch.arange(first, first + n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 16, 16).clone()
+    truth = torch.zeros(n, 16, 16)
+    truth[:, :8] = 1  # top half
+    logits = torch.full((n, 16, 16), -1.0)
+    logits[:, :, :8] = 1.0  # left half
+    return images, {"round": truth, "angular": truth, "majority": torch.zeros(n)}, {"round": logits, "angular": logits}
+
+
+def test_gallery_keeps_the_first_images_across_batches_and_logs_one_picture_per_mask(tmp_path):
+    outputs = parse_params(tiny_params()).outputs  # round, angular: segmentation; majority: category
+    gallery = Gallery(outputs, limit=5)
+    for first in (0, 3, 6, 9):  # batches of 3: the first five images are 0, 1, 2 | 3, 4
+        gallery.add(*batch(3, first))
+    assert gallery.count == 5 and [len(b) for b in gallery.images] == [3, 2]
+    assert set(gallery.masks) == {"round", "angular"}
+    with Live(str(tmp_path / "live"), save_dvc_exp=False, dvcyaml=None) as live:
+        gallery.log(live, "{output}/7.png")
+    for name in ("round", "angular"):
+        picture = io.imread(tmp_path / "live" / "plots" / "images" / name / "7.png")
+        images, truth, pred = batch(5, 0)
+        expected = overlay_grid(images.numpy(), truth[name].numpy() > 0.5, pred[name].numpy() > 0)
+        assert np.array_equal(picture[..., :3], expected)
+    assert not (tmp_path / "live" / "plots" / "images" / "majority").exists()
+
+
+def test_an_empty_gallery_logs_nothing(tmp_path):
+    with Live(str(tmp_path / "live"), save_dvc_exp=False, dvcyaml=None) as live:
+        Gallery(parse_params(tiny_params()).outputs, limit=4).log(live, "{output}.png")
+    assert not (tmp_path / "live" / "plots" / "images").exists()
