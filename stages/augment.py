@@ -9,7 +9,8 @@ sample, built and applied with kornia (`get_affine_matrix2d`, `warp_affine`): bi
 image, nearest-neighbour for every segmentation mask, so masks stay 0/1 and line up with their
 image. Photometric transforms (brightness, contrast, blur, noise) touch the image only.
 kornia's AugmentationSequential does the same with ~4x the overhead per batch on CPU (measured:
-15-60 ms per transform for 8 images of 64x64), hence the functional API.
+15-60 ms per transform for 8 images of 64x64), hence the functional API. kornia is imported on
+first use, so a run without augmented copies (num_augs 0) does not pay its import (~0.2 s).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from kornia.filters import gaussian_blur2d
-from kornia.geometry.transform import get_affine_matrix2d, warp_affine
 
 from stages.config import AugmentConfig, OutputSpec
 
@@ -36,6 +35,8 @@ class Augmenter:
 
     def matrices(self, n: int, h: int, w: int) -> torch.Tensor:
         """(n, 2, 3) affine matrices combining flips, rotation, zoom, crop, shift and shear."""
+        from kornia.geometry.transform import get_affine_matrix2d
+
         c = self.cfg
         flip = torch.stack(
             [
@@ -67,6 +68,8 @@ class Augmenter:
         if c.blur:
             blurred = torch.rand(n, generator=self.generator) < c.blur
             if blurred.any():
+                from kornia.filters import gaussian_blur2d
+
                 sigma = self._uniform(int(blurred.sum()), 0.1, 1.5)
                 image[blurred.to(image.device)] = gaussian_blur2d(
                     image[blurred.to(image.device)], (5, 5), torch.stack([sigma, sigma], 1).to(image)
@@ -90,6 +93,8 @@ class Augmenter:
         n = int(flags.sum())
         if n == 0:
             return x, targets
+        from kornia.geometry.transform import warp_affine
+
         h, w = x.shape[-2:]
         matrix = self.matrices(n, h, w).to(x)
         image = x[flags] * std + mean  # back to 0..1, where brightness and noise strengths mean something
