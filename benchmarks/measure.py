@@ -2,7 +2,7 @@
 
 Training runs as the real stage (`python -m stages.train` in a work folder of its own), so it
 is measured end to end, startup, validation, logging and checkpoints included; peak memory
-comes from the kernel's accounting of that child (`os.wait4`).
+comes from the kernel's accounting of that child (`os.wait4`, benchmarks/peak.py).
 """
 
 from __future__ import annotations
@@ -124,33 +124,22 @@ def write_params(folder: Path, params: dict) -> None:
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def peak_rss(pid: int) -> int | None:
-    """High-water mark of a running process's resident memory (Linux), in bytes."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    found = re.search(r"^VmHWM:\s+(\d+) kB", text, flags=re.M)
-    return int(found.group(1)) * 1024 if found else None
-
-
-def run_stage_timed(folder: Path, module: str, *args: str) -> tuple[float, int | None, str]:
+def run_stage_timed(folder: Path, module: str, *args: str) -> tuple[float, int, str]:
     """Runs `python -m <module>` in `folder`; returns (wall seconds, peak RSS bytes, output).
 
-    The peak is polled from /proc: the kernel's ru_maxrss of a child also counts the memory
-    of the process that forked it (this one) before exec."""
+    The peak comes from the kernel through benchmarks/peak.py: nothing polls the child while it
+    runs (on 2 cores a poller's wake-ups stall the stage's two compute threads)."""
     env = {**os.environ, "PYTHONPATH": str(CODE), "DVC_NO_ANALYTICS": "1"}
-    log = folder / f"{module.rsplit('.', 1)[-1]}.log"
-    start, peak = time.perf_counter(), None
+    log, peak = folder / f"{module.rsplit('.', 1)[-1]}.log", folder / "peak_rss"
+    wrapper = [sys.executable, str(Path(__file__).with_name("peak.py")), str(peak)]
+    start = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=folder, env=env, stdout=out, stderr=out)
-        while proc.poll() is None:
-            peak = max(filter(None, [peak, peak_rss(proc.pid)]), default=None)
-            time.sleep(0.02)
+        command = [*wrapper, sys.executable, "-m", module, *args]
+        code = subprocess.call(command, cwd=folder, env=env, stdout=out, stderr=out)
     wall, text = time.perf_counter() - start, log.read_text()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{module} failed in {folder} ({proc.returncode}):\n{text[-3000:]}")
-    return wall, peak, text
+    if code != 0:
+        raise RuntimeError(f"{module} failed in {folder} ({code}):\n{text[-3000:]}")
+    return wall, int(peak.read_text()), text
 
 
 def train_end_to_end(folder: Path, params: dict, prepared: Path) -> dict:
