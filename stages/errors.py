@@ -8,10 +8,11 @@ Set `CNN_FACTORY_DEBUG=1` (or pass `--debug`) to see the traceback of a `UserErr
 from __future__ import annotations
 
 import errno
-import gc
 import os
 import sys
 from collections.abc import Callable
+
+from stages import runtime
 
 
 class UserError(Exception):
@@ -45,10 +46,7 @@ def run_stage(main: Callable[[], object]) -> None:
     debug = debug_enabled()
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
-    # What is imported by now (torch and friends: ~350k objects) lives until exit; frozen, the
-    # cyclic collector never walks it again, during the run or at exit (measured: exit after
-    # torch and torch._dynamo 0.74 s -> 0.22 s).
-    gc.freeze()
+    runtime.setup()  # allocator and collector settings (see stages/runtime.py)
     try:
         main()
     except (UserError, OSError, RuntimeError) as err:
