@@ -168,23 +168,14 @@ def expand_argv(argv: list[str], environ: dict) -> list[str]:
 
 def validate(args: argparse.Namespace) -> None:
     """Runs prepare's checks on every row and prints its report, writing nothing."""
-    from stages.prepare import print_report, validate_and_load
+    from stages.prepare import output_summary, print_report, validate_and_load
 
     cfg = load_params(args.params)
     _, splits, rows = validate_and_load(cfg)
-    report = {"rows": {s: splits.count(s) for s in SPLITS}, "outputs": {}}
+    report = {"rows": {s: splits.count(s) for s in SPLITS}, "outputs": {}}  # as prepare's report.json
     for spec in cfg.outputs.values():
         values = {s: np.stack([r[spec.name] for r, t in zip(rows, splits) if t == s]) for s in SPLITS}
-        if spec.type == "segmentation":
-            stats = {f"coverage_{s}": round(float(v.mean()), 4) for s, v in values.items()}
-        elif spec.type == "category":
-            stats = {
-                f"counts_{s}": dict(zip(spec.classes, np.bincount(v, minlength=spec.num_classes).tolist()))
-                for s, v in values.items()
-            }
-        else:
-            stats = {f"mean_{s}": round(float(v.mean()), 4) for s, v in values.items()}
-        report["outputs"][spec.name] = stats
+        report["outputs"][spec.name] = output_summary(spec, values)
     print_report(report)
     print(f"validate: {cfg.data.csv}: {len(rows)} rows, all valid")
 

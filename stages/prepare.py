@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from stages.config import PREPARED, SPLITS, Config, load_params
+from stages.config import PREPARED, SPLITS, Config, OutputSpec, load_params
 from stages.errors import UserError, run_stage
 from stages.row_cache import CACHE_FORMAT, CachedRows, RowCache, record_dtype
 from stages.validate import Table, assign_splits, check_columns, definitions, load_row, read_table, row_key
@@ -181,15 +181,8 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: Sequence[
         manifest["inputs"][spec.name] = channel_stats(arrays["train"][spec.name])
     for spec in cfg.outputs.values():
         values = {s: arrays[s][spec.name] for s in SPLITS}
-        if spec.type == "segmentation":
-            report["outputs"][spec.name] = {f"coverage_{s}": round(float(v.mean()), 4) for s, v in values.items()}
-        elif spec.type == "category":
-            report["outputs"][spec.name] = {
-                f"counts_{s}": dict(zip(spec.classes, np.bincount(v, minlength=spec.num_classes).tolist()))
-                for s, v in values.items()
-            }
-        else:
-            report["outputs"][spec.name] = {f"mean_{s}": round(float(v.mean()), 4) for s, v in values.items()}
+        report["outputs"][spec.name] = output_summary(spec, values)
+        if spec.type == "numeric":
             manifest["outputs"][spec.name] = {
                 "mean": float(values["train"].mean()),
                 "std": float(max(values["train"].std(), 1e-6)),
@@ -197,6 +190,18 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: Sequence[
     _write_json(out / "manifest.json", manifest)
     _write_json(out / "report.json", report)
     return report
+
+
+def output_summary(spec: OutputSpec, values: dict[str, np.ndarray]) -> dict:
+    """An output's line of the report, per split: mask coverage, class counts or mean value."""
+    if spec.type == "segmentation":
+        return {f"coverage_{s}": round(float(v.mean()), 4) for s, v in values.items()}
+    if spec.type == "category":
+        return {
+            f"counts_{s}": dict(zip(spec.classes, np.bincount(v, minlength=spec.num_classes).tolist()))
+            for s, v in values.items()
+        }
+    return {f"mean_{s}": round(float(v.mean()), 4) for s, v in values.items()}
 
 
 def write_arrays(rows: Sequence[dict], index: list[int], names: list[str], folder: Path) -> dict[str, np.ndarray]:
