@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stages.atomic import replace_file
 from stages.augment import Augmenter
 from stages.config import Config
 from stages.model import MultiOutputNet
@@ -61,11 +61,8 @@ def set_rng_state(state: dict, *generators: torch.Generator) -> None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Writes to a temporary file in the same folder, then renames: a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+    """Written atomically (stages/atomic.py): a kill never leaves half a file."""
+    replace_file(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
 
 
 def load_checkpoint(path: Path, key: str) -> dict | None:

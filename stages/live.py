@@ -8,21 +8,20 @@ summary goes to a temporary file next to it and is renamed into place.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from dvclive import Live
 from dvclive.plots import NumpyEncoder
 from dvclive.serialize import dump_json
 
+from stages.atomic import replace_file
+
 
 class AtomicLive(Live):
     def make_summary(self) -> None:
         if self._step is not None:
             self.summary["step"] = self.step
-        tmp = f"{self.metrics_file}.tmp-{os.getpid()}"
-        dump_json(self.summary, tmp, cls=NumpyEncoder)
-        os.replace(tmp, self.metrics_file)
+        replace_file(self.metrics_file, lambda tmp: dump_json(self.summary, str(tmp), cls=NumpyEncoder))
 
 
 def drop_unreadable(path: Path) -> None:

@@ -10,7 +10,6 @@ with `torch.load(path, weights_only=True)`: no code from the file is ever run.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stages.atomic import replace_file
 from stages.config import Config
 from stages.errors import UserError
 
@@ -229,12 +229,11 @@ def model_meta(cfg: Config, manifest: dict) -> dict:
 
 
 def save_model(path: Path, model: MultiOutputNet, model_args: dict, meta: dict) -> None:
-    """Writes the model file atomically: a temporary file in the same folder, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Writes the model file atomically (stages/atomic.py)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"format": FORMAT, "model_args": model_args, "state_dict": state, **meta}, tmp)
-    os.replace(tmp, path)
+    replace_file(
+        path, lambda tmp: torch.save({"format": FORMAT, "model_args": model_args, "state_dict": state, **meta}, tmp)
+    )
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MultiOutputNet, dict]:

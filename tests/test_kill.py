@@ -46,4 +46,4 @@ def test_repeated_kills_then_a_clean_finish(tmp_path):
     load_model(repo / "models" / "example.pt")
     for path in ("dvclive/metrics.json", "eval/metrics.json"):
         json.loads((repo / path).read_text())
-    assert not list(repo.rglob(".*.tmp-*")), "temporary files left behind"
+    assert not [p for p in repo.rglob("*.tmp*") if ".dvc" not in p.parts], "temporary files left behind"
