@@ -48,3 +48,17 @@ def test_freed_blocks_stay_in_the_process_once_tuned():
 def test_the_users_own_malloc_settings_win():
     tuned, released = probe("tune", MALLOC_TRIM_THRESHOLD_="0")
     assert not tuned and released >= 15 << 20
+
+
+def test_a_stage_collects_garbage_again_once_started(tmp_path):
+    """Off while `python -m stages.<stage>` imports (stages/__init__.py), on once run_stage starts."""
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import gc, sys\n"
+        "sys.argv[0] = '-m'  # what python -m sets while it locates the module\n"
+        "import stages.errors\n"
+        "during = gc.isenabled()\n"
+        "stages.errors.run_stage(lambda: print(during, gc.isenabled()))\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]
