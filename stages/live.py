@@ -32,3 +32,19 @@ def drop_unreadable(path: Path) -> None:
         pass
     except ValueError:
         path.unlink()
+
+
+def trim_curves(folder: Path, steps: int) -> None:
+    """Keeps the first `steps` steps of every curve under folder/plots/metrics (dvclive's .tsv files).
+
+    A run killed after logging an epoch but before its checkpoint leaves rows that the resumed
+    run logs again; those, and a row cut short, go, so each curve has one point per step."""
+    for path in (folder / "plots" / "metrics").rglob("*.tsv"):
+        header, *rows = path.read_text().splitlines() or [""]
+        columns = header.split("\t")
+        if "step" not in columns:
+            continue
+        at = columns.index("step")
+        kept = [r for r in rows if len(f := r.split("\t")) == len(columns) and f[at].isdigit() and int(f[at]) < steps]
+        if len(kept) != len(rows):
+            replace_file(path, lambda tmp, lines=[header, *kept]: tmp.write_text("\n".join(lines) + "\n"))

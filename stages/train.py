@@ -34,7 +34,7 @@ from stages.config import PREPARED, Config, OutputSpec, load_params
 from stages.dataset import PreparedSplit, make_loader, normalisation, pick_device, read_manifest, to_device
 from stages.distributed import SINGLE, Dist, NoLive, all_sum, from_main, setup, sync_buffers, teardown, wrap
 from stages.errors import UserError, run_stage
-from stages.live import AtomicLive, drop_unreadable
+from stages.live import AtomicLive, drop_unreadable, trim_curves
 from stages.losses import Criterion
 from stages.metrics import HEADLINE, OutputMetrics
 from stages.model import MultiOutputNet, model_args, model_meta, save_model
@@ -208,6 +208,7 @@ def main() -> None:
         first = state["epoch"] + 1
         if ranks.main:
             drop_unreadable(Path("dvclive/metrics.json"))
+            trim_curves(Path("dvclive"), steps=state["epoch"])  # dvclive's step = epoch - 1
         say(f"train: resuming after epoch {state['epoch']} from {ckpt_path}")
     say(
         f"train: {len(train_split)} images ({1 + t.num_augs}x per epoch), {len(val_split)} val, on {device}"

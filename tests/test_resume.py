@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from stages.live import trim_curves
 from tests.conftest import make_repo, run, tiny_params
 
 
@@ -56,7 +57,7 @@ def test_killed_training_resumes_to_the_same_result(tmp_path):
         assert json.loads((cut / path).read_text()) == json.loads((whole / path).read_text()), path
     header, *rows = (cut / "dvclive" / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()
     steps = [int(row.split("\t")[header.split("\t").index("step")]) for row in rows]
-    assert steps[-1] == 9 and set(steps) == set(range(10))  # the curve runs on to the last epoch
+    assert steps == list(range(10))  # one point per epoch: what the killed run logged after its checkpoint went
 
 
 def test_queued_experiments_run_side_by_side(tmp_path):
@@ -113,3 +114,14 @@ def test_queued_experiments_run_side_by_side(tmp_path):
         assert "test" in e["metrics"]["eval/metrics.json"]["data"]
     baseline = yaml.safe_load((repo / "params.yaml").read_text())
     assert baseline["train"]["lr"] == tiny_params()["train"]["lr"]  # the workspace is left alone
+
+
+def test_resuming_trims_the_curves_to_the_checkpoint(tmp_path):
+    curve = tmp_path / "plots" / "metrics" / "val" / "loss.tsv"
+    curve.parent.mkdir(parents=True)
+    rows = [f"{1000 + s}\t{s}\t{1 / (s + 1)}" for s in range(5)]
+    curve.write_text("\n".join(["timestamp\tstep\tloss", *rows, "1005\t5"]) + "\n")  # the last one cut short
+    trim_curves(tmp_path, steps=3)  # a checkpoint after epoch 3: steps 0, 1, 2 stay
+    assert curve.read_text().splitlines() == ["timestamp\tstep\tloss", *rows[:3]]
+    trim_curves(tmp_path, steps=3)  # nothing more to drop
+    assert curve.read_text().splitlines() == ["timestamp\tstep\tloss", *rows[:3]]
