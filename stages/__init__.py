@@ -11,5 +11,6 @@ import gc
 import sys
 from pathlib import Path
 
-if sys.argv[:1] == ["-m"] or Path(sys.argv[0]).name == "cnn-factory":
+_first = (getattr(sys, "argv", None) or [""])[0]  # an embedding interpreter may set no argv
+if _first == "-m" or Path(_first).name == "cnn-factory":
     gc.disable()
