@@ -65,36 +65,12 @@ def test_queued_experiments_run_side_by_side(tmp_path):
     run(["dvc", "repro"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline"], repo)
-    run(
-        [
-            "dvc",
-            "exp",
-            "run",
-            "--queue",
-            "-S",
-            "train.optimizer=sgd",
-            "-S",
-            "train.scheduler=cosine",
-            "-S",
-            "train.num_augs=2",
-        ],
-        repo,
+    sweeps = (
+        ["train.optimizer=sgd", "train.scheduler=cosine", "train.num_augs=2"],
+        ["train.lr=0.01", "outputs.round.loss=dice", "outputs.round.weight=2"],  # nested keys too
     )
-    run(
-        [
-            "dvc",
-            "exp",
-            "run",
-            "--queue",
-            "-S",
-            "train.lr=0.01",
-            "-S",
-            "outputs.round.loss=dice",
-            "-S",
-            "outputs.round.weight=2",
-        ],
-        repo,
-    )
+    for sets in sweeps:
+        run(["dvc", "exp", "run", "--queue", *(arg for s in sets for arg in ("-S", s))], repo)
     run(["dvc", "queue", "start", "-j", "2"], repo)
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline:
