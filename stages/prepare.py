@@ -38,6 +38,7 @@ from stages.validate import Table, assign_splits, check_columns, definitions, lo
 
 CACHE = Path("data/cache")  # decoded rows, kept between runs (dvc.yaml: persist)
 MAX_LISTED = 50  # problems printed before "... and N more"
+BLOCK = 256  # rows copied at a time into the prepared arrays
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,9 @@ def output_summary(spec: OutputSpec, values: dict[str, np.ndarray]) -> dict:
 
 
 def write_arrays(rows: Sequence[dict], index: list[int], names: list[str], folder: Path) -> dict[str, np.ndarray]:
-    """folder/<name>.npy holding rows[i][name] for i in index, stacked; returned memory-mapped."""
+    """folder/<name>.npy holding rows[i][name] for i in index, stacked; returned memory-mapped.
+
+    Rows are copied a block at a time (from the cache: one gather per shard and block)."""
     folder.mkdir(parents=True)
     first = rows[index[0]]
     arrays = {
@@ -214,12 +217,14 @@ def write_arrays(rows: Sequence[dict], index: list[int], names: list[str], folde
         )
         for n in names
     }
-    for k, i in enumerate(index):
-        row = rows[i]
+    for start in range(0, len(index), BLOCK):
+        part = index[start : start + BLOCK]
+        if isinstance(rows, CachedRows):
+            block = rows.stacked(part)
+        else:
+            block = {n: np.stack([rows[i][n] for i in part]) for n in names}
         for n in names:
-            arrays[n][k] = row[n]
-    for array in arrays.values():
-        array.flush()
+            arrays[n][start : start + len(part)] = block[n]
     return arrays
 
 

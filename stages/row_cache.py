@@ -158,3 +158,17 @@ class CachedRows(Sequence):
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         arrays = self.cache.record(self.locations[i])["arrays"]
         return {name: arrays[name] for name in arrays.dtype.names}
+
+    def stacked(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
+        """Rows `indices` stacked per array name, gathered from each shard at once."""
+        records = np.empty(len(indices), self.cache.dtype)
+        where: dict[str, tuple[list[int], list[int]]] = {}
+        for k, i in enumerate(indices):
+            shard, j = self.locations[i]
+            ks, js = where.setdefault(shard, ([], []))
+            ks.append(k)
+            js.append(j)
+        for shard, (ks, js) in where.items():
+            records[ks] = self.cache.shards[shard][js]
+        arrays = records["arrays"]
+        return {name: arrays[name] for name in arrays.dtype.names}

@@ -232,7 +232,8 @@ def test_two_workers_write_the_same_bytes_as_one(params, example_dir, tmp_path):
     assert prepared_files(tmp_path / "cache1") == prepared_files(tmp_path / "cache2")  # shards named by content
 
 
-def test_rerun_decodes_only_new_or_changed_rows_and_forgets_removed_ones(params, example_dir, tmp_path):
+def test_rerun_decodes_only_new_or_changed_rows_and_forgets_removed_ones(params, example_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("stages.prepare.BLOCK", 5)  # rows are copied in several blocks
     cfg, out, cache = config_for(params, example_dir), tmp_path / "out", tmp_path / "cache"
     assert prepare(cfg, out, cache, 2)[1].decoded == 24
     first = prepared_files(out)
@@ -252,6 +253,9 @@ def test_rerun_decodes_only_new_or_changed_rows_and_forgets_removed_ones(params,
     io.imsave(image, 255 - io.imread(image), check_contrast=False)  # same path, new content
     report, rows = prepare(cfg, out, cache, 2)
     assert (rows.decoded, rows.reused) == (5, 23) and sum(report["rows"].values()) == 28
+    assert len(list(cache.glob("*.npy"))) == 2  # the first run's shard and this run's
+    prepare(cfg, tmp_path / "fresh", None, 1)
+    assert prepared_files(out) == prepared_files(tmp_path / "fresh")  # gathered from both, in row order
 
     (example_dir / "data.csv").write_text("\n".join(lines[:11]) + "\n")  # rows 2..11 stay
     report, rows = prepare(cfg, out, cache, 1)
