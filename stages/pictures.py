@@ -33,7 +33,7 @@ def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.
         rows.append(np.full((2, rows[-1].shape[1], 3), 255, np.float32))
     grid = np.concatenate(rows[:-1], axis=0)
     scale = max(1, 256 // images.shape[-1])  # small images are enlarged so the masks can be seen
-    return np.kron(grid, np.ones((scale, scale, 1), np.float32)).round().astype(np.uint8)
+    return grid.round().astype(np.uint8).repeat(scale, axis=0).repeat(scale, axis=1)
 
 
 def _tint(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
