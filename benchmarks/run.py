@@ -1,6 +1,6 @@
 """Benchmarks of the data path against the compute limit: prints a table, writes benchmarks/results.json.
 
-    python -m benchmarks.run            # full sizes: ~10 min on 2 CPU cores
+    python -m benchmarks.run            # full sizes: ~12 min on 2 CPU cores
     python -m benchmarks.run --quick    # tiny sizes, a smoke run (tests/test_benchmarks.py)
 
 Runs on CUDA when present (params.yaml `train.device: auto`), else on the CPU, in a temporary
@@ -9,7 +9,7 @@ in the same run, so a busy or different machine moves both sides:
 
 1. training efficiency: images/s of `python -m stages.train` end to end (startup, loading,
    augmenting, validation, logging, checkpoints) over images/s of the bare optimiser step on
-   a batch already on the device, with num_augs 0 and 4
+   a batch already on the device, with num_augs 0 and 4, and validating every 5th epoch
 2. the training loader against decoding the PNGs on every access (what the seed did each epoch)
 3. prepare at 1 and 2 workers on generated 256x256 images, and an incremental re-run after
    adding rows; the time of `dvc repro` and `dvc status` on that data
@@ -106,18 +106,19 @@ def training(work: Path, base: dict, sizes: dict, device: torch.device) -> dict:
     r: dict = {"example_rows": ex.rows, "example_size": list(ex.size), "factor": sizes["factor"]}
     seconds, epochs = sizes["seconds"], cfg.train.epochs
     augs4 = with_data(base, work / "example" / "data.csv", work / "example", num_augs=4, epochs=max(1, epochs // 5))
-    with measure.Contention() as busy:  # the bare step before, between and after the two runs of the stage
+    every5 = with_data(base, work / "example" / "data.csv", work / "example", val_every=5)
+    runs = {"train_augs0": params, "train_augs4": augs4, "train_val_every5": every5}
+    with measure.Contention() as busy:  # the bare step before, between and after the runs of the stage
         pure = [measure.pure_step_rate(cfg, prepared, device, seconds)]
-        r["train_augs0"] = measure.train_end_to_end(work / "train0", params, prepared)
-        pure.append(measure.pure_step_rate(cfg, prepared, device, seconds))
-        r["train_augs4"] = measure.train_end_to_end(work / "train4", augs4, prepared)
-        pure.append(measure.pure_step_rate(cfg, prepared, device, seconds))
+        for name, run_params in runs.items():
+            r[name] = measure.train_end_to_end(work / name, run_params, prepared)
+            pure.append(measure.pure_step_rate(cfg, prepared, device, seconds))
     r["pure_step"], r["other_cores_training"] = pure, busy.cores
-    r["efficiency_augs0"] = r["train_augs0"]["images_per_s"] / ((pure[0] + pure[1]) / 2)
-    r["efficiency_augs4"] = r["train_augs4"]["images_per_s"] / ((pure[1] + pure[2]) / 2)
+    for k, name in enumerate(runs):  # each run over the mean of the bare step just before and after it
+        r[name.replace("train_", "efficiency_")] = r[name]["images_per_s"] / ((pure[k] + pure[k + 1]) / 2)
 
     r["loader"] = measure.loader_vs_decoding(cfg, prepared, seconds / 2)
-    model = work / "train0" / "models" / f"{cfg.model.name}.pt"
+    model = work / "train_augs0" / "models" / f"{cfg.model.name}.pt"
     r["evaluate_images_per_s"] = attempt(measure.evaluate_rate, cfg, prepared, model, device, seconds / 2)
     r["predict_images_per_s"] = attempt(measure.predict_rate, model, work / "example" / "images", work / "predict", 64)
 
@@ -163,12 +164,13 @@ def table(r: dict) -> list[dict]:
     rows = [
         ("training efficiency, num_augs 0", t["efficiency_augs0"], "ratio", ">= 0.90"),
         ("training efficiency, num_augs 4", t["efficiency_augs4"], "ratio", ""),
+        ("training efficiency, num_augs 0, val_every 5", t["efficiency_val_every5"], "ratio", ""),
         ("other processes' CPU use during those runs", t["other_cores_training"], "cores", "0"),
         ("stages.train end to end, num_augs 0", t["train_augs0"]["images_per_s"], "img/s", ""),
         ("stages.train end to end, num_augs 4", t["train_augs4"]["images_per_s"], "img/s", ""),
         ("its training loop alone, num_augs 0", t["train_augs0"]["loop_images_per_s"], "img/s", ""),
         ("its training loop alone, num_augs 4", t["train_augs4"]["loop_images_per_s"], "img/s", ""),
-        ("bare step on a device batch (mean)", sum(t["pure_step"]) / 3, "img/s", ""),
+        ("bare step on a device batch (mean)", sum(t["pure_step"]) / len(t["pure_step"]), "img/s", ""),
         ("loader vs decoding every access", t["loader"]["ratio"], "ratio", ">= 5"),
         ("training loader", t["loader"]["loader"], "samples/s", ""),
         ("decoding PNGs on every access", t["loader"]["decode_every_access"], "samples/s", ""),

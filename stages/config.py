@@ -260,6 +260,7 @@ def _train(s: Section) -> TrainConfig:
         device=s.str("device", choices=DEVICES),
         sync_batchnorm=s.bool("sync_batchnorm"),
         log_images_every=s.int("log_images_every", minimum=0),
+        val_every=s.int("val_every", minimum=1),
     )
     s.done()
     return cfg

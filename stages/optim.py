@@ -67,12 +67,13 @@ class Schedule:
         if self.name == "onecycle":
             self.sched.step()
 
-    def epoch_end(self, metric: float) -> None:
+    def epoch_end(self, metric: float | None) -> None:
+        """After every epoch, with the early-stopping metric (None: not validated; plateau waits)."""
         self.epoch += 1
         if self.name == "plateau":
             if self.warm is not None and self.epoch <= self.warmup:
                 self.warm.step()
-            else:
+            elif metric is not None:
                 self.sched.step(metric)
         elif self.name != "onecycle":
             self.sched.step()
@@ -89,7 +90,7 @@ class Schedule:
 
 
 class EarlyStopping:
-    """Tracks the best value of a metric; `stop` once patience epochs passed without improvement."""
+    """Tracks the best value of a metric; `stop` once `patience` values in a row brought no improvement."""
 
     def __init__(self, mode: str, patience: int):
         self.mode, self.patience = mode, patience

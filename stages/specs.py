@@ -126,6 +126,7 @@ class TrainConfig:
     device: str
     sync_batchnorm: bool  # under torchrun: batch-norm statistics over all processes
     log_images_every: int
+    val_every: int  # validate every this many epochs (and after the last)
 
 
 @dataclass(frozen=True)

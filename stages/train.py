@@ -3,12 +3,13 @@
     python -m stages.train
 
 Reads params.yaml (`inputs`, `outputs`, `model`, `train`, `augment`). Per epoch dvclive logs
-`train/<output>/loss`, `val/<output>/loss` and the metrics per output (`val/<output>/dice`,
-`.../accuracy`, `.../mae`, ...) under dvclive/, and every `train.log_images_every` epochs a
-picture of validation predictions per segmentation output (a slider in DVC's viewers).
-The best epoch by `train.early_stopping.metric` is saved to models/<model.name>.pt with
-everything needed to use it (see stages/model.py). A checkpoint after every epoch lets an
-interrupted run continue where it stopped, with the same result (see stages/checkpoint.py).
+`train/<output>/loss`; per validated epoch (every `train.val_every` and the last) `val/<output>/loss`
+and the metrics per output (`val/<output>/dice`, `.../accuracy`, `.../mae`, ...) under dvclive/,
+and every `train.log_images_every` epochs a picture of validation predictions per segmentation
+output (a slider in DVC's viewers). The best validated epoch by `train.early_stopping.metric` is
+saved to models/<model.name>.pt with everything needed to use it (see stages/model.py). A
+checkpoint after every epoch lets an interrupted run continue where it stopped, with the same
+result (see stages/checkpoint.py).
 
     torchrun --nproc_per_node=N -m stages.train
 
@@ -151,22 +152,20 @@ def make_session(cfg: Config, args: dict, device: torch.device, steps_per_epoch:
 
 
 def log_epoch(
-    live: AtomicLive, epoch: int, epochs: int, train_stats: dict, val_stats: dict, lr: float, outputs
+    live: AtomicLive, epoch: int, epochs: int, train_stats: dict, val_stats: dict | None, lr: float, outputs
 ) -> None:
-    """dvclive metrics of the epoch, and one line on stdout."""
+    """dvclive metrics of the epoch, and one line on stdout (val_stats None: not validated)."""
     speed = train_stats.pop("images_per_s")  # printed, not logged: metrics must be reproducible
-    for prefix, stats in (("train", train_stats), ("val", val_stats)):
+    for prefix, stats in (("train", train_stats), ("val", val_stats or {})):
         for k, value in stats.items():
             live.log_metric(f"{prefix}/{k}", value)
     live.log_metric("train/lr", lr)
-    headline = "  ".join(
-        f"{n}/{HEADLINE[s.type]} {val_stats[f'{n}/{HEADLINE[s.type]}']:.3f}" for n, s in outputs.items()
-    )
-    print(
-        f"epoch {epoch}/{epochs}  loss {train_stats['loss']:.4f}  val_loss {val_stats['loss']:.4f}  "
-        f"{headline}  {speed:.0f} img/s",
-        flush=True,
-    )
+    val = ""
+    if val_stats is not None:
+        val = f"val_loss {val_stats['loss']:.4f}  " + "".join(
+            f"{n}/{HEADLINE[s.type]} {val_stats[f'{n}/{HEADLINE[s.type]}']:.3f}  " for n, s in outputs.items()
+        )
+    print(f"epoch {epoch}/{epochs}  loss {train_stats['loss']:.4f}  {val}{speed:.0f} img/s", flush=True)
 
 
 def main() -> None:
@@ -237,16 +236,21 @@ def main() -> None:
                 ranks=ranks,
             )
             sync_buffers(run.model, ranks)  # batch-norm statistics: rank 0's everywhere, as saved
-            # rank 0 validates the whole val split; all ranks take its numbers and so decide alike
-            gallery = Gallery(outputs, SHOWN) if t.log_images_every and epoch % t.log_images_every == 0 else None
-            val = (
-                validate(run.model, criterion, val_loader, device, norm, outputs, amp, gallery) if ranks.main else None
-            )
-            val_stats = from_main(val, ranks)
-            if run.early.update(val_stats[metric], epoch):  # kept in memory: the model file is written at the end
-                run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
-                run.best_val = val_stats
-            run.schedule.epoch_end(val_stats[metric])
+            val_stats, gallery = None, None
+            if epoch % t.val_every == 0 or epoch == t.epochs:
+                if t.log_images_every and epoch % t.log_images_every == 0:
+                    gallery = Gallery(outputs, SHOWN)
+                # rank 0 validates the whole val split; all ranks take its numbers and so decide alike
+                val = (
+                    validate(run.model, criterion, val_loader, device, norm, outputs, amp, gallery)
+                    if ranks.main
+                    else None
+                )
+                val_stats = from_main(val, ranks)
+                if run.early.update(val_stats[metric], epoch):  # the model file is written at the end
+                    run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+                    run.best_val = val_stats
+            run.schedule.epoch_end(val_stats[metric] if val_stats else None)
             if ranks.main:
                 log_epoch(live, epoch, t.epochs, train_stats, val_stats, run.optimizer.param_groups[0]["lr"], outputs)
                 if gallery is not None:

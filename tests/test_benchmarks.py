@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ROWS = [
     "training efficiency, num_augs 0",
     "training efficiency, num_augs 4",
+    "training efficiency, num_augs 0, val_every 5",
     "loader vs decoding every access",
     "prepare 40 rows of 32px, 1 worker",
     "prepare 40 rows of 32px, 2 workers",

@@ -57,6 +57,13 @@ def test_plateau_halves_after_patience():
     assert lrs[0] == 1.0 and lrs[-1] < 1.0  # no improvement for more than step_epochs epochs
 
 
+def test_plateau_patience_counts_validations_only():
+    # step_epochs 2: halves after the 3rd value without improvement; None: an epoch not validated
+    assert _lrs("plateau", epochs=9, metrics=[1.0] * 9)[4] == 0.5
+    lrs = _lrs("plateau", epochs=9, metrics=[1.0, None] * 4 + [1.0])
+    assert lrs[:7] == [1.0] * 7 and lrs[7] == 0.5
+
+
 def test_onecycle_steps_per_batch():
     lrs = _lrs("onecycle", epochs=4, steps=5)
     assert max(lrs) <= 1.0 and lrs[0] < lrs[1]  # rises from a small start towards the peak

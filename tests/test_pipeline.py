@@ -61,6 +61,27 @@ def test_overlays_every_epoch_and_one_line_per_epoch(built):
     assert "\r" not in log  # no progress bar redraws when stdout is not a terminal
 
 
+def test_val_every_validates_some_epochs_and_the_last(repo_copy):
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["train"].update(epochs=5, val_every=2, log_images_every=1)
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(["dvc", "repro"], repo_copy)
+    assert ran(result) == {"train", "evaluate"}
+    lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert [("val_loss" in line) for line in lines] == [False, True, False, True, True]
+    curves = repo_copy / "dvclive" / "plots" / "metrics"
+    assert tsv_steps(curves / "train" / "loss.tsv") == [0, 1, 2, 3, 4]
+    assert tsv_steps(curves / "val" / "loss.tsv") == [1, 3, 4]  # epochs 2, 4 and 5 (dvclive's step = epoch - 1)
+    pictures = repo_copy / "dvclive" / "plots" / "images" / "round"
+    assert sorted(p.name for p in pictures.glob("*.png")) == ["2.png", "4.png", "5.png"]
+    assert torch.load(repo_copy / "models" / "example.pt", weights_only=True)["epoch"] in (2, 4, 5)
+
+
+def tsv_steps(path: Path) -> list[int]:
+    header, *rows = path.read_text().splitlines()
+    return [int(row.split("\t")[header.split("\t").index("step")]) for row in rows]
+
+
 def test_nothing_changed_runs_nothing(repo_copy):
     result = run(["dvc", "repro"], repo_copy)
     assert ran(result) == set()
