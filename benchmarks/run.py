@@ -1,6 +1,6 @@
 """Benchmarks of the data path against the compute limit: prints a table, writes benchmarks/results.json.
 
-    python -m benchmarks.run            # full sizes: ~12 min on 2 CPU cores
+    python -m benchmarks.run            # full sizes: ~13 min on 2 CPU cores
     python -m benchmarks.run --quick    # tiny sizes, a smoke run (tests/test_benchmarks.py)
 
 Runs on CUDA when present (params.yaml `train.device: auto`), else on the CPU, in a temporary
