@@ -24,7 +24,7 @@ import multiprocessing
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,7 +160,7 @@ def _listing(numbers: list[int], limit: int = 10) -> str:
     return text + (f", ... ({len(numbers) - limit} more)" if len(numbers) > limit else "")
 
 
-def write_prepared(cfg: Config, table: Table, splits: list[str], rows: Sequence[dict], out: Path) -> dict:
+def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRows, out: Path) -> dict:
     """Writes arrays, manifest and report into `out` (a fresh folder); returns the report.
 
     Arrays are filled row by row into memory-mapped files and read back in blocks for the
@@ -205,10 +205,10 @@ def output_summary(spec: OutputSpec, values: dict[str, np.ndarray]) -> dict:
     return {f"mean_{s}": round(float(v.mean()), 4) for s, v in values.items()}
 
 
-def write_arrays(rows: Sequence[dict], index: list[int], names: list[str], folder: Path) -> dict[str, np.ndarray]:
+def write_arrays(rows: CachedRows, index: list[int], names: list[str], folder: Path) -> dict[str, np.ndarray]:
     """folder/<name>.npy holding rows[i][name] for i in index, stacked; returned memory-mapped.
 
-    Rows are copied a block at a time (from the cache: one gather per shard and block)."""
+    Rows are copied a block at a time, one gather per cache shard and block."""
     folder.mkdir(parents=True)
     first = rows[index[0]]
     arrays = {
@@ -219,10 +219,7 @@ def write_arrays(rows: Sequence[dict], index: list[int], names: list[str], folde
     }
     for start in range(0, len(index), BLOCK):
         part = index[start : start + BLOCK]
-        if isinstance(rows, CachedRows):
-            block = rows.stacked(part)
-        else:
-            block = {n: np.stack([rows[i][n] for i in part]) for n in names}
+        block = rows.stacked(part)
         for n in names:
             arrays[n][start : start + len(part)] = block[n]
     return arrays
