@@ -24,8 +24,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check stages tests
-	$(BIN)/ruff format --check stages tests
+	$(BIN)/ruff check src stages tests benchmarks
+	$(BIN)/ruff format --check src stages tests benchmarks
 
 clean:
 	rm -rf $(VENV) data/prepared data/cache data/example models checkpoints dvclive eval

@@ -23,24 +23,27 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
-from stages.config import Config, parse_params
-from stages.dataset import PreparedSplit, make_loader, normalisation, read_manifest, to_device
-from stages.losses import Criterion
-from stages.model import MultiOutputNet, load_model, model_args, model_meta
-from stages.optim import make_optimizer
-from stages.predict import predict_images
-from stages.train import autocast_dtype
-from stages.validate import Table, load_row, read_table
+from cnn_factory.config import Config, parse_params
+from cnn_factory.data.dataset import PreparedSplit, make_loader, normalisation, read_manifest, to_device
+from cnn_factory.data.rows import Table, load_row, read_table
+from cnn_factory.model import MultiOutputNet, load_model, model_args, model_meta
+from cnn_factory.predict import predict_images
+from cnn_factory.training.loop import autocast_dtype
+from cnn_factory.training.losses import Criterion
+from cnn_factory.training.optim import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ROOT  # where child processes find stages/, params.yaml and dvc.yaml; see snapshot()
+CODE = ROOT  # where child processes find stages/, src/, params.yaml and dvc.yaml; see snapshot()
+IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info")
 
 
 def snapshot(folder: Path) -> None:
-    """Copies stages/, params.yaml, dvc.yaml and .gitignore to `folder` and runs every child
-    process from there, so edits to the working tree during a run cannot mix two versions."""
+    """Copies stages/, src/, params.yaml, dvc.yaml and .gitignore to `folder` and runs every child
+    process from there (its src/ first on PYTHONPATH), so edits to the working tree during a run
+    cannot mix two versions."""
     global CODE
-    shutil.copytree(ROOT / "stages", folder / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for code in ("stages", "src"):
+        shutil.copytree(ROOT / code, folder / code, ignore=IGNORED)
     for name in ("params.yaml", "dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / name, folder / name)
     CODE = folder
@@ -86,7 +89,7 @@ def sync(device: torch.device) -> None:
 
 def pure_step_rate(cfg: Config, prepared: Path, device: torch.device, seconds: float) -> float:
     """Images/s of forward + backward + optimiser step on one batch already on the device:
-    the step of `stages.train.train_one_epoch` (same model, batch size, precision), and nothing else."""
+    the step of `cnn_factory.training.loop.train_one_epoch` (same model, batch size, precision), and nothing else."""
     manifest, t = read_manifest(prepared, cfg), cfg.train
     args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
     model = MultiOutputNet(**args).to(device, memory_format=torch.channels_last).train()
@@ -129,7 +132,7 @@ def run_stage_timed(folder: Path, module: str, *args: str) -> tuple[float, int, 
 
     The peak comes from the kernel through benchmarks/peak.py: nothing polls the child while it
     runs (on 2 cores a poller's wake-ups stall the stage's two compute threads)."""
-    env = {**os.environ, "PYTHONPATH": str(CODE), "DVC_NO_ANALYTICS": "1"}
+    env = {**os.environ, "PYTHONPATH": f"{CODE}{os.pathsep}{CODE / 'src'}", "DVC_NO_ANALYTICS": "1"}
     log, peak = folder / f"{module.rsplit('.', 1)[-1]}.log", folder / "peak_rss"
     wrapper = [sys.executable, str(Path(__file__).with_name("peak.py")), str(peak)]
     start = time.perf_counter()
@@ -251,7 +254,8 @@ def dvc(repo: Path, *args: str) -> float:
 
 def dvc_repo(repo: Path, params: dict) -> None:
     """A git + DVC repository holding this project's stages/ and only the prepare stage of dvc.yaml."""
-    shutil.copytree(CODE / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for code in ("stages", "src"):
+        shutil.copytree(CODE / code, repo / code, ignore=IGNORED)
     pipeline = yaml.safe_load((CODE / "dvc.yaml").read_text())
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"prepare": pipeline["stages"]["prepare"]}}))
     shutil.copy(CODE / ".gitignore", repo / ".gitignore")

@@ -36,11 +36,11 @@ import torch
 import yaml
 
 from benchmarks import measure
-from stages.config import parse_params
-from stages.dataset import pick_device
-from stages.make_example import make_example
-from stages.prepare import default_workers, prepare
-from stages.runtime import keep_freed_memory
+from cnn_factory.config import parse_params
+from cnn_factory.data.dataset import pick_device
+from cnn_factory.data.example import make_example
+from cnn_factory.data.prepare import default_workers, prepare
+from cnn_factory.runtime import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = {"prepare_rows": 2000, "prepare_size": 256, "added": 20, "factor": 10, "seconds": 10.0, "memory_epochs": 1}

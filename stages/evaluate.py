@@ -2,26 +2,18 @@
 
     python -m stages.evaluate
 
-Writes eval/metrics.json with `test/<output>/dice` and `test/<output>/iou` (segmentation),
-`test/<output>/accuracy` and `test/<output>/f1_macro` (category), `test/<output>/mae`
-(numeric); a confusion matrix per category output (eval/plots/sklearn/<output>.json,
-shown by `dvc plots show`), and per segmentation output an image of a few test images
-with their true and predicted masks (eval/plots/images/<output>.png).
+Writes eval/metrics.json with `test/<output>/<metric>` per output (dice and iou, accuracy and
+f1_macro, mae), a confusion matrix per category output (eval/plots/sklearn/<output>.json, shown
+by `dvc plots show`) and per segmentation output a picture of test images with their true and
+predicted masks (eval/plots/images/<output>.png).
 """
 
-from __future__ import annotations
-
-import torch
-
-from stages.config import PREPARED, load_params
-from stages.dataset import PreparedSplit, make_loader, normalisation, pick_device, read_manifest, to_device
-from stages.errors import run_stage
-from stages.live import AtomicLive
-from stages.metrics import OutputMetrics
-from stages.model import load_model
-from stages.pictures import Gallery
-
-SHOWN = 6  # test images drawn in each prediction picture
+from cnn_factory.config import PREPARED, load_params
+from cnn_factory.data.dataset import pick_device, read_manifest
+from cnn_factory.errors import run_stage
+from cnn_factory.evaluate import evaluate_split
+from cnn_factory.model import load_model
+from cnn_factory.training.live import AtomicLive
 
 
 def main() -> None:
@@ -30,36 +22,21 @@ def main() -> None:
     device = pick_device(cfg.train.device)
     model, meta = load_model(cfg.model.path, device)
     outputs = {n: s for n, s in cfg.outputs.items() if n in meta["outputs"]}
-    test = PreparedSplit(PREPARED / "test", list(meta["inputs"]), outputs)
-    norm = normalisation(meta["inputs"], device)
-    metrics = OutputMetrics(outputs, device)
-    gallery = Gallery(outputs, SHOWN)
-    truth_ids: dict[str, list[int]] = {n: [] for n, s in outputs.items() if s.type == "category"}
-    pred_ids: dict[str, list[int]] = {n: [] for n in truth_ids}
-    with torch.no_grad():
-        for x_raw, targets, _ in make_loader(test, cfg.train.batch_size, shuffle=False):
-            x, targets = to_device(x_raw, targets, device, *norm)
-            preds = model(x)
-            metrics.update(preds, targets)
-            for name in truth_ids:
-                truth_ids[name] += targets[name].tolist()
-                pred_ids[name] += preds[name].argmax(1).tolist()
-            gallery.add(x_raw, targets, preds)
-    results = metrics.compute()
+    result = evaluate_split(model, meta, outputs, PREPARED / "test", cfg.train.batch_size, device)
     with AtomicLive("eval", save_dvc_exp=False, dvcyaml=None) as live:
-        for key, value in results.items():
+        for key, value in result.metrics.items():
             live.log_metric(f"test/{key}", value, plot=False)
-        for name in truth_ids:
+        for name, (truth, predicted) in result.confusion.items():
             classes = meta["outputs"][name]["classes"]
             live.log_sklearn_plot(
                 "confusion_matrix",
-                [classes[i] for i in truth_ids[name]],
-                [classes[i] for i in pred_ids[name]],
+                [classes[i] for i in truth],
+                [classes[i] for i in predicted],
                 name=f"{name}.json",
                 title=f"{name}: confusion matrix (test split)",
             )
-        gallery.log(live, "{output}.png")
-    for key, value in results.items():
+        result.gallery.log(live, "{output}.png")
+    for key, value in result.metrics.items():
         print(f"test/{key}: {value:.4f}")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.make_example import make_example
+from cnn_factory.data.example import make_example
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = [16, 16]
@@ -64,7 +64,8 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 def make_repo(path: Path, params: dict) -> Path:
     """A git + DVC repository holding this project's code, dvc.yaml and the given params."""
     path.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(ROOT / "stages", path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("stages", "src"):
+        shutil.copytree(ROOT / folder, path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / name, path / name)
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stages.atomic import replace_file
+from cnn_factory.atomic import replace_file
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path):

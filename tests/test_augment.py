@@ -6,8 +6,8 @@ import dataclasses
 
 import torch
 
-from stages.augment import Augmenter
-from stages.config import AugmentConfig, OutputSpec
+from cnn_factory.config import AugmentConfig, OutputSpec
+from cnn_factory.data.augment import Augmenter
 
 GEOMETRIC = AugmentConfig(
     hflip=0.5,

@@ -18,15 +18,15 @@ import yaml
 from skimage import io
 from skimage.transform import resize
 
-from stages.config import InputSpec, parse_params
-from stages.dataset import normalisation
-from stages.model import MultiOutputNet, load_model, model_args, model_meta, save_model
-from stages.validate import load_input
+from cnn_factory.config import InputSpec, parse_params
+from cnn_factory.data.dataset import normalisation
+from cnn_factory.data.rows import load_input
+from cnn_factory.model import MultiOutputNet, load_model, model_args, model_meta, save_model
 from tests.conftest import ROOT, make_repo, run, tiny_params
 
 
 def cli(*args: str, cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """`python -m stages.cli ARGS` with this venv first on PATH (dvc runs the stages with `python`)."""
+    """`python -m cnn_factory ARGS` with this venv first on PATH (dvc runs the stages with `python`)."""
     environ = {
         **{k: v for k, v in os.environ.items() if k != "ARGS_FILE"},
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -35,7 +35,7 @@ def cli(*args: str, cwd: Path, env: dict | None = None, check: bool = True) -> s
         **(env or {}),
     }
     result = subprocess.run(
-        [sys.executable, "-m", "stages.cli", *args], cwd=cwd, env=environ, capture_output=True, text=True
+        [sys.executable, "-m", "cnn_factory", *args], cwd=cwd, env=environ, capture_output=True, text=True
     )
     if check and result.returncode != 0:
         raise AssertionError(

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.config import load_params, parse_params
-from stages.errors import UserError
+from cnn_factory.config import load_params, parse_params
+from cnn_factory.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler
 
-from stages.config import load_params
-from stages.dataset import PreparedSplit, ShardedBatches, make_loader, normalisation
-from stages.losses import Criterion
-from stages.model import load_model
-from stages.train import validate
+from cnn_factory.config import load_params
+from cnn_factory.data.dataset import PreparedSplit, ShardedBatches, make_loader, normalisation
+from cnn_factory.model import load_model
+from cnn_factory.training.loop import validation_pass
+from cnn_factory.training.losses import Criterion
 from tests.conftest import make_repo, run, tiny_params
 
 
@@ -69,7 +69,7 @@ def test_torchrun_two_processes_train_one_model(tmp_path, monkeypatch):
     std = {name: o["std"] for name, o in saved["model_args"]["outputs"].items() if "std" in o}
     norm = normalisation(saved["inputs"], torch.device("cpu"))
     loader = make_loader(val, cfg.train.batch_size, shuffle=False)
-    again = validate(model, Criterion(cfg.outputs, std), loader, torch.device("cpu"), norm, cfg.outputs)
+    again = validation_pass(model, Criterion(cfg.outputs, std), loader, torch.device("cpu"), norm, cfg.outputs)
     assert saved["val"].keys() == again.keys()
     for key, value in again.items():
         assert value == pytest.approx(saved["val"][key], abs=1e-5), key

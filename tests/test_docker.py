@@ -3,6 +3,7 @@ Dockerfile names exists, and its entrypoint runs the seed's command as the conta
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -23,14 +24,14 @@ def test_entrypoint_is_the_cnn_factory_command():
     assert entrypoint == ["cnn-factory"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     module, function = scripts["cnn-factory"].split(":")
-    assert function in (ROOT / Path(*module.split("."))).with_suffix(".py").read_text()
+    assert function in Path(importlib.util.find_spec(module).origin).read_text()
 
 
 def test_files_the_dockerfile_copies_exist_and_are_not_ignored():
     sources = [src for line in re.findall(r"^COPY (.+)$", dockerfile(), re.M) for src in line.split()[:-1]]
     assert sources == ["requirements.txt", "."]
     ignored = (ROOT / ".dockerignore").read_text().split()
-    for needed in ("requirements.txt", "pyproject.toml", "stages", "dvc.yaml", "params.yaml", ".git"):
+    for needed in ("requirements.txt", "pyproject.toml", "src", "stages", "dvc.yaml", "params.yaml", ".git"):
         assert (ROOT / needed).exists() and needed not in ignored, needed
     assert "/out" in re.search(r"CNN_FACTORY_WORKDIR=(\S+)", dockerfile()).group(1)
 

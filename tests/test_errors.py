@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from stages.errors import UserError, resource_error, run_stage
+from cnn_factory.errors import UserError, resource_error, run_stage
 
 
 def _exit_code(main) -> int:
@@ -53,7 +53,7 @@ def test_bugs_keep_their_traceback():
 
 def test_debug_flag_shows_the_traceback_of_a_user_error():
     code = (
-        "import sys; from stages.errors import UserError, run_stage\n"
+        "import sys; from cnn_factory.errors import UserError, run_stage\n"
         "def main(): raise UserError('bad')\n"
         "run_stage(main)"
     )

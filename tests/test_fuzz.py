@@ -10,9 +10,9 @@ import copy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.config import parse_params
-from stages.errors import UserError
-from stages.validate import check_columns, read_table
+from cnn_factory.config import parse_params
+from cnn_factory.data.rows import check_columns, read_table
+from cnn_factory.errors import UserError
 from tests.conftest import tiny_params
 
 BASE = tiny_params()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from skimage import io
 
-from stages.config import InputSpec
-from stages.validate import load_input
+from cnn_factory.config import InputSpec
+from cnn_factory.data.rows import load_input
 
 GRADIENT = np.tile(np.linspace(0, 1, 16), (16, 1))  # (16, 16) from 0 to 1
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.model import load_model
+from cnn_factory.model import load_model
 from tests.conftest import make_repo, run, tiny_params
 
 DELAYS = (2.0, 3.5, 5.0, 6.5)  # seconds after start: fixed, so the test repeats; spread over both stages

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from stages.config import OutputSpec
-from stages.losses import Criterion, make_loss, soft_dice_loss
+from cnn_factory.config import OutputSpec
+from cnn_factory.training.losses import Criterion, make_loss, soft_dice_loss
 
 
 def spec(kind: str, loss: str, weight: float = 1.0) -> OutputSpec:

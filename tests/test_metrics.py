@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stages.config import OutputSpec
-from stages.metrics import ConfusionMatrix, OutputMetrics
+from cnn_factory.config import OutputSpec
+from cnn_factory.training.metrics import ConfusionMatrix, OutputMetrics
 
 
 def test_confusion_matrix_accuracy_and_macro_f1():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stages.errors import UserError
-from stages.model import MultiOutputNet, load_model, save_model
+from cnn_factory.errors import UserError
+from cnn_factory.model import MultiOutputNet, load_model, save_model
 
 OUTPUTS = {
     "mask": {"type": "segmentation", "size": [16, 16], "classes": []},

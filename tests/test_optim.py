@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from stages.config import OPTIMIZERS, SCHEDULERS
-from stages.optim import EarlyStopping, Schedule, make_optimizer
+from cnn_factory.config import OPTIMIZERS, SCHEDULERS
+from cnn_factory.training.optim import EarlyStopping, Schedule, make_optimizer
 
 
 def _params():

@@ -7,8 +7,8 @@ import torch
 from dvclive import Live
 from skimage import io
 
-from stages.config import parse_params
-from stages.pictures import Gallery, overlay_grid
+from cnn_factory.config import parse_params
+from cnn_factory.training.pictures import Gallery, overlay_grid
 from tests.conftest import tiny_params
 
 

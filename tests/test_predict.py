@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stages.predict import predict_tiled, window_starts
+from cnn_factory.predict import predict_tiled, window_starts
 
 
 class PixelModel(torch.nn.Module):

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from skimage import io
 
-from stages.config import parse_params
-from stages.errors import UserError
-from stages.make_example import make_example
-from stages.prepare import prepare, validate_and_load, write_prepared
-from stages.validate import split_mask
+from cnn_factory.config import parse_params
+from cnn_factory.data.example import make_example
+from cnn_factory.data.prepare import prepare, validate_and_load, write_prepared
+from cnn_factory.data.rows import split_mask
+from cnn_factory.errors import UserError
 
 
 def config_for(params: dict, example_dir: Path, csv_text: str | None = None, name: str = "data.csv"):
@@ -233,7 +233,7 @@ def test_two_workers_write_the_same_bytes_as_one(params, example_dir, tmp_path):
 
 
 def test_rerun_decodes_only_new_or_changed_rows_and_forgets_removed_ones(params, example_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr("stages.prepare.BLOCK", 5)  # rows are copied in several blocks
+    monkeypatch.setattr("cnn_factory.data.prepare.BLOCK", 5)  # rows are copied in several blocks
     cfg, out, cache = config_for(params, example_dir), tmp_path / "out", tmp_path / "cache"
     assert prepare(cfg, out, cache, 2)[1].decoded == 24
     first = prepared_files(out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 
-from stages.make_example import make_example
+from cnn_factory.data.example import make_example
 from tests.conftest import SIZE, make_repo, run, tiny_params
 
 WRITTEN = ["data/raw", "data/example", "data/prepared", "data/cache", "models", "checkpoints", "dvclive", "eval"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from stages.live import trim_curves
+from cnn_factory.training.live import trim_curves
 from tests.conftest import make_repo, run, tiny_params
 
 

@@ -7,14 +7,17 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from stages.runtime import keep_freed_memory
+    from cnn_factory.runtime import keep_freed_memory
 
     def rss():
         return int(open("/proc/self/statm").read().split()[1]) * 4096
@@ -55,10 +58,11 @@ def test_a_stage_collects_garbage_again_once_started(tmp_path):
     script = tmp_path / "probe.py"
     script.write_text(
         "import gc, sys\n"
-        "sys.argv[0] = '-m'  # what python -m sets while it locates the module\n"
-        "import stages.errors\n"
+        "import stages  # what `python -m stages.<stage>` imports first\n"
+        "import cnn_factory.errors\n"
         "during = gc.isenabled()\n"
-        "stages.errors.run_stage(lambda: print(during, gc.isenabled()))\n"
+        "cnn_factory.errors.run_stage(lambda: print(during, gc.isenabled()))\n"
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True, env=env).stdout
     assert out.split() == ["False", "True"]

@@ -7,12 +7,12 @@ import copy
 import pytest
 import torch
 
-from stages.augment import Augmenter
-from stages.config import AugmentConfig, OutputSpec
-from stages.losses import Criterion
-from stages.model import MultiOutputNet
-from stages.optim import Schedule, make_optimizer
-from stages.train import autocast_dtype, train_one_epoch
+from cnn_factory.config import AugmentConfig, OutputSpec
+from cnn_factory.data.augment import Augmenter
+from cnn_factory.model import MultiOutputNet
+from cnn_factory.training.loop import autocast_dtype, train_one_epoch
+from cnn_factory.training.losses import Criterion
+from cnn_factory.training.optim import Schedule, make_optimizer
 
 OUTPUTS = {
     "mask": OutputSpec(

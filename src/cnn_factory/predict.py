@@ -23,11 +23,11 @@ from skimage import io as skio
 from skimage.transform import resize
 from tqdm import tqdm
 
-from stages.config import DataConfig, InputSpec, SplitConfig
-from stages.dataset import normalisation, pick_device, to_device
-from stages.errors import UserError
-from stages.model import load_model
-from stages.validate import load_input, read_table
+from cnn_factory.config import DataConfig, InputSpec, SplitConfig
+from cnn_factory.data.dataset import normalisation, pick_device, to_device
+from cnn_factory.data.rows import load_input, read_table
+from cnn_factory.errors import UserError
+from cnn_factory.model import load_model
 
 
 def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str, Path]]:

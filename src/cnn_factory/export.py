@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stages.errors import UserError
-from stages.model import MultiOutputNet, load_model
+from cnn_factory.errors import UserError
+from cnn_factory.model import MultiOutputNet, load_model
 
 SUFFIXES = {"torchscript": ".ts", "onnx": ".onnx"}
 ACTIVATIONS = {"segmentation": "sigmoid", "category": "softmax", "numeric": "none"}

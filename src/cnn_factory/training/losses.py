@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from stages.config import OutputSpec
+from cnn_factory.config import OutputSpec
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

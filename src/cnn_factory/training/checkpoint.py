@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from stages.atomic import replace_file
-from stages.augment import Augmenter
-from stages.config import Config
-from stages.model import MultiOutputNet
-from stages.optim import EarlyStopping, Schedule
+from cnn_factory.atomic import replace_file
+from cnn_factory.config import Config
+from cnn_factory.data.augment import Augmenter
+from cnn_factory.model import MultiOutputNet
+from cnn_factory.training.optim import EarlyStopping, Schedule
 
 FORMAT = "cnn-factory-checkpoint/1"
 FOLDER = Path("checkpoints")

@@ -1,7 +1,7 @@
 """Reads one mapping of params.yaml, checking each key's type and range as it goes.
 
 Problems are appended to a shared list (one line each, naming the key) so that
-`stages.config` can report all of them at once.
+`cnn_factory.config` can report all of them at once.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from stages import runtime
+from cnn_factory import runtime
 
 
 class UserError(Exception):

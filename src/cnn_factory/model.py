@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.atomic import replace_file
-from stages.config import Config
-from stages.errors import UserError
+from cnn_factory.atomic import replace_file
+from cnn_factory.config import Config
+from cnn_factory.errors import UserError
 
 FORMAT = "cnn-factory/1"
 

@@ -14,7 +14,7 @@ from dvclive import Live
 from dvclive.plots import NumpyEncoder
 from dvclive.serialize import dump_json
 
-from stages.atomic import replace_file
+from cnn_factory.atomic import replace_file
 
 
 class AtomicLive(Live):

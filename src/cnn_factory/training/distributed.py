@@ -3,7 +3,7 @@
     torchrun --nproc_per_node=2 -m stages.train            # one process per GPU (or CPU share)
     dvc exp run -S train.sync_batchnorm=true ...           # (with torchrun as the command) batch norm over all GPUs
 
-`stages.train` calls `setup()` first. Without torchrun's environment (RANK, WORLD_SIZE,
+`cnn_factory.training.fit` calls `setup()` first. Without torchrun's environment (RANK, WORLD_SIZE,
 LOCAL_RANK) it returns a single-process `Dist` and nothing changes. With it, the process group
 is initialised (NCCL on CUDA, gloo on the CPU) and each process takes `cuda:<LOCAL_RANK>`.
 Rank 0 alone logs, writes checkpoints, pictures and the model; every rank validates the whole
@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from stages.errors import UserError
+from cnn_factory.errors import UserError
 
 
 @dataclass(frozen=True)

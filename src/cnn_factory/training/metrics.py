@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from stages.config import OutputSpec
+from cnn_factory.config import OutputSpec
 
 HEADLINE = {"segmentation": "dice", "category": "accuracy", "numeric": "mae"}
 

@@ -22,8 +22,8 @@ import skimage
 from skimage import io as skio
 from skimage.transform import resize
 
-from stages.config import SPLITS, Config, DataConfig, InputSpec, OutputSpec
-from stages.errors import UserError
+from cnn_factory.config import SPLITS, Config, DataConfig, InputSpec, OutputSpec
+from cnn_factory.errors import UserError
 
 
 @dataclass

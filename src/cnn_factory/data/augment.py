@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from stages.config import AugmentConfig, OutputSpec
+from cnn_factory.config import AugmentConfig, OutputSpec
 
 
 class Augmenter:

@@ -18,7 +18,7 @@ from torch.optim import lr_scheduler
 def make_optimizer(
     name: str, params: Iterable[torch.nn.Parameter], lr: float, momentum: float, weight_decay: float
 ) -> torch.optim.Optimizer:
-    """One of stages.config.OPTIMIZERS; momentum applies to sgd and rmsprop."""
+    """One of cnn_factory.config.OPTIMIZERS; momentum applies to sgd and rmsprop."""
     if name in ("sgd", "rmsprop"):
         cls = torch.optim.SGD if name == "sgd" else torch.optim.RMSprop
         return cls(params, lr=lr, momentum=momentum, weight_decay=weight_decay)

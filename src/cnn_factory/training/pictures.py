@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from dvclive import Live
 
-from stages.config import OutputSpec
+from cnn_factory.config import OutputSpec
 
 
 def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:

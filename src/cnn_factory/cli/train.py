@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from stages.config import DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, parse_params
-from stages.errors import UserError
+from cnn_factory.config import DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, parse_params
+from cnn_factory.errors import UserError
 
 ALL_LOSSES = tuple(dict.fromkeys(loss for losses in LOSSES.values() for loss in losses))
 

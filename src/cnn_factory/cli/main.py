@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.cli_train import TRAIN_FLAGS, current_value, read_params_file, train
-from stages.config import DEVICES, SPLITS, load_params
-from stages.errors import UserError, run_stage
+from cnn_factory.cli.train import TRAIN_FLAGS, current_value, read_params_file, train
+from cnn_factory.config import DEVICES, SPLITS, load_params
+from cnn_factory.errors import UserError, run_stage
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 GLOBAL_FLAGS = {"-h", "--help", "--debug"}
@@ -168,7 +168,7 @@ def expand_argv(argv: list[str], environ: dict) -> list[str]:
 
 def validate(args: argparse.Namespace) -> None:
     """Runs prepare's checks on every row and prints its report, writing nothing."""
-    from stages.prepare import output_summary, print_report, validate_and_load
+    from cnn_factory.data.prepare import output_summary, print_report, validate_and_load
 
     cfg = load_params(args.params)
     _, splits, rows = validate_and_load(cfg)
@@ -219,7 +219,7 @@ def _relative(path: Path, base: Path) -> str:
 
 
 def predict(args: argparse.Namespace) -> None:
-    from stages.predict import predict_images
+    from cnn_factory.predict import predict_images
 
     predict_images(
         args.model,
@@ -235,7 +235,7 @@ def predict(args: argparse.Namespace) -> None:
 
 
 def export(args: argparse.Namespace) -> None:
-    from stages.export import export_model
+    from cnn_factory.export import export_model
 
     export_model(args.model, args.format, getattr(args, "out", None), args.batch_size)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.config import Config
+from cnn_factory.config import Config
 
 CACHE_FORMAT = "cnn-factory-rows/1"  # bump when the record layout below changes
 MAX_SHARDS = 8  # more shard files than this are merged into one

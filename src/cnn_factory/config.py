@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
-from stages.errors import UserError
-from stages.param_reader import Section, show
-from stages.specs import (  # noqa: F401  (re-exported: stages import them from here)
+from cnn_factory.errors import UserError
+from cnn_factory.param_reader import Section, show
+from cnn_factory.specs import (  # noqa: F401  (re-exported: stages import them from here)
     DEVICES,
     LOSSES,
     METRICS,

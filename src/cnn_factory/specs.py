@@ -1,6 +1,6 @@
 """What params.yaml describes, as frozen dataclasses, and the names each key accepts.
 
-`stages.config` fills these from params.yaml (and re-exports them); the stages receive them.
+`cnn_factory.config` fills these from params.yaml (and re-exports them); the stages receive them.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
-from stages.config import Config, OutputSpec
-from stages.errors import UserError
+from cnn_factory.config import Config, OutputSpec
+from cnn_factory.errors import UserError
 
 
 def read_manifest(prepared: Path, cfg: Config) -> dict:

@@ -1,4 +1,4 @@
-"""Process set-up that every entry point gets through `stages.errors.run_stage`.
+"""Process set-up that every entry point gets through `cnn_factory.errors.run_stage`.
 
 Two costs of a CPU process that imports torch, both measured on the built-in example (2 cores):
 

@@ -1,0 +1,267 @@
+"""Prepare: validates the CSV, splits label maps into masks, caches uint8 arrays (stage: stages/prepare.py).
+
+Reads the CSV that `data.csv` names. Rows are decoded in N
+processes (default: one per CPU); the result does not depend on N. Any problem in any row
+stops the stage with the full list (row, column, what was expected) and leaves the previous
+`data/prepared/` untouched. On success it writes, atomically:
+
+    data/prepared/<split>/<name>.npy   one array per input/output per split (memory-mapped by train)
+    data/prepared/manifest.json        rows per split, source rows/files, channel mean/std
+    data/prepared/report.json          rows per split, class counts, mask coverage
+
+Decoded rows are kept in data/cache/ (a persisted DVC output, see `RowCache`), keyed by the
+bytes of their files, their cells and the definitions that shape them: a re-run decodes only
+new or changed rows, and rows no longer in the CSV are pruned from it.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cnn_factory.config import SPLITS, Config, OutputSpec
+from cnn_factory.data.row_cache import CACHE_FORMAT, CachedRows, RowCache, record_dtype
+from cnn_factory.data.rows import Table, assign_splits, check_columns, definitions, load_row, read_table, row_key
+from cnn_factory.errors import UserError
+
+CACHE = Path("data/cache")  # decoded rows, kept between runs (dvc.yaml: persist)
+MAX_LISTED = 50  # problems printed before "... and N more"
+BLOCK = 256  # rows copied at a time into the prepared arrays
+
+
+@dataclass(frozen=True)
+class RowJob:
+    """What a worker needs to turn row i into (key, record or None if cached, problems, missing)."""
+
+    table: Table
+    cfg: Config
+    defs: str
+    dtype: np.dtype
+    known: frozenset[str]
+
+    def __call__(self, i: int) -> tuple[str | None, bytes | None, list[str], list[str]]:
+        key = row_key(self.table, i, self.cfg, self.defs)
+        if key is not None and key in self.known:
+            return key, None, [], []
+        result = load_row(self.table, i, self.cfg)
+        if result.problems:
+            return None, None, result.problems, result.missing_labels
+        record = np.zeros((), self.dtype)
+        record["key"] = (key or "").encode()  # no key (a file changed while read): never found again
+        record["missing"] = [name in result.missing_labels for name in self.cfg.outputs]
+        for name, value in result.arrays.items():
+            record["arrays"][name] = value
+        return key, record.tobytes(), [], result.missing_labels
+
+
+_job: RowJob | None = None  # the job of a worker process, set once by its initializer
+
+
+def _init_worker(job: RowJob) -> None:
+    global _job
+    _job = job
+
+
+def _run_in_worker(i: int):
+    return _job(i)
+
+
+def _each_row(job: RowJob, n: int, workers: int) -> Iterator:
+    """job(i) for every row in order, in `workers` processes (chunks of rows per task)."""
+    if workers <= 1 or n < 2:
+        yield from map(job, range(n))
+        return
+    with multiprocessing.Pool(min(workers, n), _init_worker, (job,)) as pool:
+        yield from pool.imap(_run_in_worker, range(n), chunksize=max(1, min(64, n // (workers * 8))))
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def validate_and_load(
+    cfg: Config, workers: int = 1, cache_dir: Path | None = None
+) -> tuple[Table, list[str], CachedRows]:
+    """Checks every row; returns the table, split per row and arrays per row, or raises all problems.
+
+    Rows whose key is in `cache_dir` are not decoded again; the rest are added to it, even
+    when other rows have problems (so they are not decoded again once the CSV is fixed)."""
+    table = read_table(cfg.data.csv)
+    check_columns(table, cfg)
+    splits = assign_splits(table, cfg.data)
+    cache = RowCache(cache_dir, record_dtype(cfg))
+    locations, problems, missing = load_rows(table, cfg, cache, workers)
+    problems += missing_label_problems(table, cfg, missing)
+    if problems:
+        cache.seal()
+        shown = problems[:MAX_LISTED]
+        if len(problems) > MAX_LISTED:
+            shown.append(f"... and {len(problems) - MAX_LISTED} more problems")
+        raise UserError(f"{len(problems)} problem(s) in the data:\n" + "\n".join(shown))
+    return table, splits, CachedRows(cache, cache.compact(locations))
+
+
+def load_rows(table: Table, cfg: Config, cache: RowCache, workers: int) -> tuple[list, list[str], dict]:
+    """Each row's place in the cache (None where it has problems), every problem in row order,
+    and per output the rows whose label map holds none of its labels."""
+    job = RowJob(table, cfg, json.dumps([CACHE_FORMAT, definitions(cfg)]), cache.dtype, frozenset(cache.index))
+    problems, locations = [], []
+    missing: dict[str, list[int]] = {name: [] for name in cfg.outputs}
+    results = _each_row(job, len(table.rows), workers)
+    bar = tqdm(results, desc="prepare", unit="row", disable=None, file=sys.stdout, total=len(table.rows))
+    for i, (key, record, row_problems, row_missing) in enumerate(bar):
+        problems += row_problems
+        if row_problems:
+            locations.append(None)
+        elif record is None:
+            locations.append(cache.index[key])
+            row_missing = [n for n, m in zip(cfg.outputs, cache.record(locations[-1])["missing"]) if m]
+            cache.reused += 1
+        else:
+            locations.append(cache.add(record))
+            cache.decoded += 1
+        for name in row_missing:
+            missing[name].append(table.numbers[i])
+    return locations, problems, missing
+
+
+def missing_label_problems(table: Table, cfg: Config, missing: dict[str, list[int]]) -> list[str]:
+    """An output whose labels no label map holds is a problem; some lacking them, a warning."""
+    problems = []
+    for name, numbers in missing.items():
+        if not numbers:
+            continue
+        spec = cfg.outputs[name]
+        text = (
+            f"outputs.{name}: {len(numbers)} of {len(table.rows)} label maps in column '{spec.column}' "
+            f"hold none of the label values {list(spec.labels)} (rows {_listing(numbers)})"
+        )
+        if len(numbers) == len(table.rows):
+            problems.append(f"{table.path}: {text}; check outputs.{name}.label")
+        else:
+            print(f"warning: {text}", file=sys.stderr)
+    return problems
+
+
+def _listing(numbers: list[int], limit: int = 10) -> str:
+    text = ", ".join(map(str, numbers[:limit]))
+    return text + (f", ... ({len(numbers) - limit} more)" if len(numbers) > limit else "")
+
+
+def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRows, out: Path) -> dict:
+    """Writes arrays, manifest and report into `out` (a fresh folder); returns the report.
+
+    Arrays are filled row by row into memory-mapped files and read back in blocks for the
+    statistics, so memory does not grow with the number of rows."""
+    manifest = {"csv": table.path, "splits": {}, "inputs": {}, "outputs": {}}
+    report = {"rows": {}, "outputs": {}}
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    first_input = next(iter(cfg.inputs.values())).column
+    for split in SPLITS:
+        index = [i for i, s in enumerate(splits) if s == split]
+        arrays[split] = write_arrays(rows, index, [*cfg.inputs, *cfg.outputs], out / split)
+        manifest["splits"][split] = {
+            "count": len(index),
+            "rows": [table.numbers[i] for i in index],
+            "files": [table.rows[i][first_input] for i in index],
+        }
+        report["rows"][split] = len(index)
+    for spec in cfg.inputs.values():
+        manifest["inputs"][spec.name] = channel_stats(arrays["train"][spec.name])
+    for spec in cfg.outputs.values():
+        values = {s: arrays[s][spec.name] for s in SPLITS}
+        report["outputs"][spec.name] = output_summary(spec, values)
+        if spec.type == "numeric":
+            manifest["outputs"][spec.name] = {
+                "mean": float(values["train"].mean()),
+                "std": float(max(values["train"].std(), 1e-6)),
+            }
+    _write_json(out / "manifest.json", manifest)
+    _write_json(out / "report.json", report)
+    return report
+
+
+def output_summary(spec: OutputSpec, values: dict[str, np.ndarray]) -> dict:
+    """An output's line of the report, per split: mask coverage, class counts or mean value."""
+    if spec.type == "segmentation":
+        return {f"coverage_{s}": round(float(v.mean()), 4) for s, v in values.items()}
+    if spec.type == "category":
+        return {
+            f"counts_{s}": dict(zip(spec.classes, np.bincount(v, minlength=spec.num_classes).tolist()))
+            for s, v in values.items()
+        }
+    return {f"mean_{s}": round(float(v.mean()), 4) for s, v in values.items()}
+
+
+def write_arrays(rows: CachedRows, index: list[int], names: list[str], folder: Path) -> dict[str, np.ndarray]:
+    """folder/<name>.npy holding rows[i][name] for i in index, stacked; returned memory-mapped.
+
+    Rows are copied a block at a time, one gather per cache shard and block."""
+    folder.mkdir(parents=True)
+    first = rows[index[0]]
+    arrays = {
+        n: np.lib.format.open_memmap(
+            folder / f"{n}.npy", "w+", np.asarray(first[n]).dtype, (len(index), *np.shape(first[n]))
+        )
+        for n in names
+    }
+    for start in range(0, len(index), BLOCK):
+        part = index[start : start + BLOCK]
+        block = rows.stacked(part)
+        for n in names:
+            arrays[n][start : start + len(part)] = block[n]
+    return arrays
+
+
+def channel_stats(images: np.ndarray, block: int = 256) -> dict[str, list[float]]:
+    """Per-channel mean and std (floored at 1e-3) of uint8 (N, C, H, W) images scaled to 0..1,
+    from a histogram of the 256 values per channel, built a block of images at a time."""
+    counts = np.zeros((images.shape[1], 256), np.int64)
+    for start in range(0, len(images), block):
+        part = np.asarray(images[start : start + block])
+        for c in range(images.shape[1]):
+            counts[c] += np.bincount(part[:, c].ravel(), minlength=256)
+    values = np.arange(256) / 255
+    mean = counts @ values / counts.sum(axis=1)
+    std = np.sqrt((counts * (values[None] - mean[:, None]) ** 2).sum(axis=1) / counts.sum(axis=1))
+    return {"mean": mean.tolist(), "std": np.maximum(std, 1e-3).tolist()}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Moves `new` into place of `target` so a reader never sees a half-written folder."""
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def prepare(cfg: Config, out: Path, cache_dir: Path | None, workers: int) -> tuple[dict, CachedRows]:
+    """The whole stage: validate and decode (through the cache), then replace `out` atomically."""
+    table, splits, rows = validate_and_load(cfg, workers, cache_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    report = write_prepared(cfg, table, splits, rows, tmp)
+    replace_folder(tmp, out)
+    return report, rows
+
+
+def print_report(report: dict) -> None:
+    rows = report["rows"]
+    print(f"prepare: {rows['train']} train, {rows['val']} val, {rows['test']} test rows")
+    for name, stats in report["outputs"].items():
+        print(f"  {name}: {json.dumps(stats)}")

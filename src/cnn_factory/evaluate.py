@@ -1,0 +1,57 @@
+"""Scores a model file on a prepared split: metrics per output, confusion pairs, prediction pictures.
+
+    result = evaluate_split(model, meta, outputs, PREPARED / "test", batch_size=16, device=device)
+    result.metrics        # {"round/dice": 0.95, "majority/accuracy": 0.94, ...}
+
+The evaluate stage (stages/evaluate.py) logs what this returns with dvclive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cnn_factory.config import OutputSpec
+from cnn_factory.data.dataset import PreparedSplit, make_loader, normalisation, to_device
+from cnn_factory.model import MultiOutputNet
+from cnn_factory.training.metrics import OutputMetrics
+from cnn_factory.training.pictures import Gallery
+
+SHOWN = 6  # test images drawn in each prediction picture
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    gallery: Gallery
+    # per category output: (true class ids, predicted class ids), for confusion matrices
+    confusion: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: MultiOutputNet,
+    meta: dict,
+    outputs: dict[str, OutputSpec],
+    folder: Path,
+    batch_size: int,
+    device: torch.device,
+) -> Evaluation:
+    """Runs the model over every image of a prepared split once; metrics on the device, one sync."""
+    split = PreparedSplit(folder, list(meta["inputs"]), outputs)
+    stats = normalisation(meta["inputs"], device)
+    metrics = OutputMetrics(outputs, device)
+    result = Evaluation(metrics={}, gallery=Gallery(outputs, SHOWN))
+    result.confusion = {n: ([], []) for n, s in outputs.items() if s.type == "category"}
+    for x_raw, targets, _ in make_loader(split, batch_size, shuffle=False):
+        x, targets = to_device(x_raw, targets, device, *stats)
+        preds = model(x)
+        metrics.update(preds, targets)
+        for name, (truth, predicted) in result.confusion.items():
+            truth += targets[name].tolist()
+            predicted += preds[name].argmax(1).tolist()
+        result.gallery.add(x_raw, targets, preds)
+    result.metrics = metrics.compute()
+    return result
