@@ -1,5 +1,5 @@
 # GPU image: the official PyTorch CUDA runtime, the pinned requirements, and `cnn-factory` as
-# the entrypoint, used as the seed's image was:
+# the entrypoint, used as the original cnn-factory's image was:
 #   docker build -t cnn-factory .
 #   docker run -it --rm --gpus all -u $(id -u):$(id -g) \
 #     -v $(pwd)/data:/data -v $(pwd)/output:/out cnn-factory \

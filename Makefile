@@ -1,4 +1,4 @@
-# Two commands: `make run` (pipeline on the built-in example) and `make test`.
+# Two commands: `make run` (pipeline on the built-in example) and `make test`; `make lint` checks style and types.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -26,6 +26,7 @@ test: install
 lint: install
 	$(BIN)/ruff check src stages tests benchmarks
 	$(BIN)/ruff format --check src stages tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) data/prepared data/cache data/example models checkpoints dvclive eval

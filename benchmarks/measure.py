@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from cnn_factory.config import Config, parse_params
 from cnn_factory.data.dataset import PreparedSplit, make_loader, normalisation, read_manifest, to_device
-from cnn_factory.data.rows import Table, load_row, read_table
+from cnn_factory.data.rows import load_row
+from cnn_factory.data.table import Table, read_table
 from cnn_factory.model import MultiOutputNet, load_model, model_args, model_meta
 from cnn_factory.predict import predict_images
 from cnn_factory.training.loop import autocast_dtype
@@ -93,7 +94,7 @@ def pure_step_rate(cfg: Config, prepared: Path, device: torch.device, seconds: f
     manifest, t = read_manifest(prepared, cfg), cfg.train
     args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
     model = MultiOutputNet(**args).to(device, memory_format=torch.channels_last).train()
-    criterion = Criterion(cfg.outputs, {n: o["std"] for n, o in args["outputs"].items() if "std" in o})
+    criterion = Criterion(cfg.outputs, manifest["outputs"])
     optimizer = make_optimizer(t.optimizer, model.parameters(), t.lr, t.momentum, t.weight_decay)
     amp = autocast_dtype(t.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
@@ -170,7 +171,7 @@ def train_end_to_end(folder: Path, params: dict, prepared: Path) -> dict:
 
 
 class DecodeOnEveryAccess(Dataset):
-    """The seed's way: each sample's PNGs are decoded and its label map split whenever it is read."""
+    """The original cnn-factory's way: each sample's PNGs are decoded and its label map split whenever it is read."""
 
     def __init__(self, table: Table, cfg: Config, rows: list[int]):
         self.table, self.cfg, self.rows = table, cfg, rows

@@ -10,7 +10,7 @@ in the same run, so a busy or different machine moves both sides:
 1. training efficiency: images/s of `python -m stages.train` end to end (startup, loading,
    augmenting, validation, logging, checkpoints) over images/s of the bare optimiser step on
    a batch already on the device, with num_augs 0 and 4, and validating every 5th epoch
-2. the training loader against decoding the PNGs on every access (what the seed did each epoch)
+2. the training loader against decoding the PNGs on every access (what the original cnn-factory did each epoch)
 3. prepare at 1 and 2 workers on generated 256x256 images, and an incremental re-run after
    adding rows; the time of `dvc repro` and `dvc status` on that data
 4. peak RSS of training on 10x the rows over 1x

@@ -43,9 +43,10 @@ def example_dir(tmp_path: Path) -> Path:
     return out
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def run(cmd: list[str], cwd: Path, check: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs a command with the venv's python and dvc first on PATH."""
     env = {
+        **(extra_env or {}),
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "GIT_AUTHOR_NAME": "test",

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
-from cnn_factory.config import AugmentConfig, OutputSpec
+from cnn_factory.config import AugmentConfig
 from cnn_factory.data.augment import Augmenter
+from cnn_factory.outputs import make_output
 
 GEOMETRIC = AugmentConfig(
     hflip=0.5,
@@ -23,13 +22,9 @@ GEOMETRIC = AugmentConfig(
     noise=0,
 )
 OUTPUTS = {
-    "mask": OutputSpec(name="mask", type="segmentation", column="m", loss="dice", weight=1, size=(32, 32), labels=(1,)),
-    "small": OutputSpec(
-        name="small", type="segmentation", column="m", loss="dice", weight=1, size=(16, 16), labels=(1,)
-    ),
-    "kind": OutputSpec(
-        name="kind", type="category", column="k", loss="categorical_crossentropy", weight=1, classes=("a", "b")
-    ),
+    "mask": make_output("mask", type="segmentation", column="m", loss="dice", size=[32, 32], label=1),
+    "small": make_output("small", type="segmentation", column="m", loss="dice", size=[16, 16], label=1),
+    "kind": make_output("kind", type="category", column="k", classes=["a", "b"]),
 }
 ZERO, ONE = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
 
@@ -55,8 +50,8 @@ def test_masks_follow_their_image():
 
 
 def test_pure_flips_are_exact():
-    cfg = dataclasses.replace(
-        GEOMETRIC, hflip=1.0, vflip=0.0, rotate=0, scale=(1.0, 1.0), translate=0, shear=0, crop=1.0
+    cfg = GEOMETRIC.model_copy(
+        update=dict(hflip=1.0, vflip=0.0, rotate=0, scale=(1.0, 1.0), translate=0, shear=0, crop=1.0)
     )
     x, targets = blocky_batch()
     y, out = Augmenter(cfg, seed=0)(x, targets, torch.ones(8, dtype=torch.bool), OUTPUTS, ZERO, ONE)

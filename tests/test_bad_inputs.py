@@ -15,6 +15,8 @@ from skimage import io
 
 from tests.conftest import make_repo, run, tiny_params
 
+pytestmark = pytest.mark.slow  # runs the real dvc pipeline; `pytest -m 'not slow'` skips it
+
 KEPT = ("models", "data/prepared")
 
 

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.run import QUICK, table
+
+pytestmark = pytest.mark.slow  # end to end through real processes; `pytest -m "not slow"` skips it
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [

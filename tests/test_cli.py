@@ -18,7 +18,7 @@ import yaml
 from skimage import io
 from skimage.transform import resize
 
-from cnn_factory.config import InputSpec, parse_params
+from cnn_factory.config import input_spec, parse_params
 from cnn_factory.data.dataset import normalisation
 from cnn_factory.data.rows import load_input
 from cnn_factory.model import MultiOutputNet, load_model, model_args, model_meta, save_model
@@ -74,12 +74,14 @@ def model_file(tmp_path_factory) -> Path:
     return path
 
 
-def test_seed_example_command_runs_a_dvc_experiment_and_copies_the_model(tmp_path, example_dir):
+@pytest.mark.slow
+def test_original_command_runs_a_dvc_experiment_and_copies_the_model(tmp_path, example_dir):
     repo = make_repo(tmp_path / "repo", tiny_params())
     out = tmp_path / "out"
-    seed = ["--modelname", "my-model", "--csv", str(example_dir / "data.csv"), "--batch-size", "4", "--num-augs", "1"]
-    seed += ["--num-epochs", "1", "--output-path", str(out), "--shuffle-data", "--learning-rate", "0.0001"]
-    cli("train", *seed, cwd=repo)
+    original = ["--modelname", "my-model", "--csv", str(example_dir / "data.csv"), "--batch-size", "4"]
+    original += ["--num-augs", "1"]
+    original += ["--num-epochs", "1", "--output-path", str(out), "--shuffle-data", "--learning-rate", "0.0001"]
+    cli("train", *original, cwd=repo)
     assert load_model(out / "my-model.pt")[1]["epoch"] == 1
     [data] = experiments(repo)
     params = data["params"]["params.yaml"]["data"]
@@ -105,7 +107,7 @@ def test_args_file_flags_lose_to_the_command_line(plain_dir):
     result = cli("train", "--dry-run", "--batch-size", "2", cwd=plain_dir, env={"ARGS_FILE": str(args_file)})
     assert "train.batch_size=2" in result.stdout and "batch_size=4" not in result.stdout
     assert "train.epochs=2" in result.stdout and "model.name='from-file'" in result.stdout
-    # the seed's form: no subcommand at all, only ARGS_FILE
+    # the original cnn-factory's form: no subcommand at all, only ARGS_FILE
     result = cli("--dry-run", cwd=plain_dir, env={"ARGS_FILE": str(args_file)})
     assert "train.batch_size=4" in result.stdout
 
@@ -166,7 +168,7 @@ def test_validate_prints_the_report_and_fails_on_a_bad_row(plain_dir, example_di
 def expected_mask(model_path: Path, image: Path, output: str) -> np.ndarray:
     """The mask computed in this process: prepare's loading, the model file's normalisation."""
     model, meta = load_model(model_path)
-    spec = InputSpec("image", "image", tuple(meta["inputs"]["image"]["size"]), 3)
+    spec = input_spec("image", "image", meta["inputs"]["image"]["size"], 3)
     pixels, size = load_input(image, spec)
     mean, std = normalisation(meta["inputs"], torch.device("cpu"))
     with torch.no_grad():

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 
-from cnn_factory.config import load_params, parse_params
+from cnn_factory.config import load_params, parse_params, schema
+from cnn_factory.data.prepare import validate_and_load
 from cnn_factory.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +21,7 @@ def test_shipped_params_parse():
     cfg = load_params(ROOT / "params.yaml")
     assert cfg.outputs["angular"].labels == (2, 3)
     assert cfg.outputs["round"].column == "labels" == cfg.outputs["angular"].column
-    assert cfg.outputs["majority"].classes == ("disc", "square", "triangle")
+    assert cfg.outputs["majority"].class_names == ("disc", "square", "triangle")
     assert cfg.inputs["image"].column == "image"  # defaults to the name
     assert cfg.model.path == Path("models/example.pt")
 
@@ -98,7 +103,7 @@ def test_category_classes_and_size_must_agree(params):
 def test_category_without_classes_uses_ids(params):
     del params["outputs"]["majority"]["classes"]
     cfg = parse_params(params)
-    assert cfg.outputs["majority"].classes == ("0", "1", "2")
+    assert cfg.outputs["majority"].class_names == ("0", "1", "2")
 
 
 def test_split_fractions_must_leave_training_rows(params):
@@ -111,3 +116,37 @@ def test_not_yaml(tmp_path):
     path.write_text("train: [unclosed\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_params(path)
+
+
+def test_shipped_schema_is_the_models_schema():
+    shipped = json.loads((ROOT / "params.schema.json").read_text())
+    assert shipped == schema(), "params.schema.json is stale: python -m cnn_factory.config > params.schema.json"
+
+
+def test_schema_checks_params_as_an_editor_would(params):
+    validator = jsonschema.Draft202012Validator(schema())
+    assert list(validator.iter_errors(yaml.safe_load((ROOT / "params.yaml").read_text()))) == []
+    assert list(validator.iter_errors(params)) == []
+    params["train"]["epoch"] = params["train"].pop("epochs")
+    params["outputs"]["round"]["loss"] = "softmax"
+    messages = " ".join(e.message for e in validator.iter_errors(params))
+    assert "'epoch' was unexpected" in messages and "'epochs' is a required property" in messages
+    assert "softmax" in messages
+
+
+def test_output_with_unknown_type_is_named(params):
+    params["outputs"]["round"]["type"] = "mask"
+    assert "outputs.round.type: unknown value 'mask'; expected one of segmentation, category, numeric" in _error(params)
+
+
+def test_relative_paths_next_to_a_csv_outside_data_root_are_an_error(params, example_dir, tmp_path):
+    # a user's CSV in its own folder, data.root left at the example's: same file names in both
+    mine = tmp_path / "mine"
+    shutil.copytree(example_dir, mine)
+    params["data"].update(csv=str(mine / "data.csv"), root=str(example_dir))
+    with pytest.raises(UserError) as err:
+        validate_and_load(parse_params(params))
+    assert f"set data.root to {mine}" in str(err.value)
+    assert "row 2, column 'image'" in str(err.value)
+    params["data"]["root"] = str(mine)
+    validate_and_load(parse_params(params))  # set as it says: fine

@@ -16,6 +16,8 @@ from cnn_factory.training.loop import validation_pass
 from cnn_factory.training.losses import Criterion
 from tests.conftest import make_repo, run, tiny_params
 
+pytestmark = pytest.mark.slow  # end to end through real processes; `pytest -m "not slow"` skips it
+
 
 @pytest.mark.parametrize(("size", "batch_size", "world"), [(34, 8, 2), (17, 8, 2), (35, 4, 3), (9, 8, 4)])
 def test_sharded_batches_cover_each_index_once_in_equal_steps(size, batch_size, world):
@@ -66,10 +68,10 @@ def test_torchrun_two_processes_train_one_model(tmp_path, monkeypatch):
     cfg = load_params(repo / "params.yaml")
     model, saved = load_model(repo / "models" / "example.pt")
     val = PreparedSplit(repo / "data" / "prepared" / "val", list(cfg.inputs), cfg.outputs)
-    std = {name: o["std"] for name, o in saved["model_args"]["outputs"].items() if "std" in o}
+    stats = {name: o for name, o in saved["model_args"]["outputs"].items() if "std" in o}  # a number's std
     norm = normalisation(saved["inputs"], torch.device("cpu"))
     loader = make_loader(val, cfg.train.batch_size, shuffle=False)
-    again = validation_pass(model, Criterion(cfg.outputs, std), loader, torch.device("cpu"), norm, cfg.outputs)
+    again = validation_pass(model, Criterion(cfg.outputs, stats), loader, torch.device("cpu"), norm, cfg.outputs)
     assert saved["val"].keys() == again.keys()
     for key, value in again.items():
         assert value == pytest.approx(saved["val"][key], abs=1e-5), key

@@ -1,5 +1,5 @@
 """The Docker image, checked without Docker (no engine runs on the build machines): what the
-Dockerfile names exists, and its entrypoint runs the seed's command as the container would."""
+Dockerfile names exists, and its entrypoint runs the original cnn-factory's command as the container would."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT, make_repo, tiny_params
 
@@ -36,7 +38,8 @@ def test_files_the_dockerfile_copies_exist_and_are_not_ignored():
     assert "/out" in re.search(r"CNN_FACTORY_WORKDIR=(\S+)", dockerfile()).group(1)
 
 
-def test_seed_command_runs_as_in_the_container(tmp_path, example_dir):
+@pytest.mark.slow
+def test_original_command_runs_as_in_the_container(tmp_path, example_dir):
     """/app: the image's repository; /data and /out: the mounts; the working directory is /out."""
     app = make_repo(tmp_path / "app", tiny_params())
     data, out = example_dir, tmp_path / "out"
@@ -52,7 +55,7 @@ def test_seed_command_runs_as_in_the_container(tmp_path, example_dir):
         "GIT_COMMITTER_EMAIL": "t@t",
     }
     before = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=app, capture_output=True, text=True)
-    seed = [
+    original = [
         "--modelname",
         "my-model",
         "--csv",
@@ -70,12 +73,12 @@ def test_seed_command_runs_as_in_the_container(tmp_path, example_dir):
         "0.0001",
     ]
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "cnn-factory"), *seed], cwd=out, env=env, capture_output=True, text=True
+        [str(Path(sys.executable).parent / "cnn-factory"), *original], cwd=out, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (out / "models" / "my-model.pt").is_file()
 
-    args_file = out / "train.args.json"  # the seed's ARGS_FILE, on a second run in the same work folder
+    args_file = out / "train.args.json"  # the original cnn-factory's ARGS_FILE, on a second run in the same work folder
     args_file.write_text(
         json.dumps(
             [

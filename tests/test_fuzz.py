@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnn_factory.config import parse_params
-from cnn_factory.data.rows import check_columns, read_table
+from cnn_factory.data.table import check_columns, read_table
 from cnn_factory.errors import UserError
 from tests.conftest import tiny_params
 

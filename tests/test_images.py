@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from skimage import io
 
-from cnn_factory.config import InputSpec
+from cnn_factory.config import input_spec
 from cnn_factory.data.rows import load_input
 
 GRADIENT = np.tile(np.linspace(0, 1, 16), (16, 1))  # (16, 16) from 0 to 1
@@ -34,7 +34,7 @@ def test_bit_depths_and_formats_scale_to_0_255(tmp_path, suffix, dtype, channels
         pixels = np.stack([pixels] * 3, axis=-1)
     path = tmp_path / f"image{suffix}"
     io.imsave(path, pixels, check_contrast=False)
-    array, size = load_input(path, InputSpec(name="image", column="image", size=(8, 8), channels=channels))
+    array, size = load_input(path, input_spec("image", "image", (8, 8), channels))
     assert array.dtype == np.uint8 and array.shape == (channels, 8, 8) and size == (16, 16)
     # resized to 8x8, the gradient still runs from dark to bright across the full range
     assert array[0, :, 0].mean() < 30 and array[0, :, -1].mean() > 225
@@ -47,5 +47,5 @@ def test_rgba_drops_alpha(tmp_path):
     pixels = np.zeros((8, 8, 4), np.uint8)
     pixels[..., 0], pixels[..., 3] = 200, 255
     io.imsave(tmp_path / "a.png", pixels, check_contrast=False)
-    array, _ = load_input(tmp_path / "a.png", InputSpec(name="image", column="image", size=(8, 8), channels=3))
+    array, _ = load_input(tmp_path / "a.png", input_spec("image", "image", (8, 8), 3))
     assert array.shape == (3, 8, 8) and (array[0] == 200).all() and (array[1:] == 0).all()

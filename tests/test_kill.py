@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cnn_factory.model import load_model
 from tests.conftest import make_repo, run, tiny_params
+
+pytestmark = pytest.mark.slow  # runs the real dvc pipeline; `pytest -m 'not slow'` skips it
 
 DELAYS = (2.0, 3.5, 5.0, 6.5)  # seconds after start: fixed, so the test repeats; spread over both stages
 

@@ -7,12 +7,18 @@ import math
 import pytest
 import torch
 
-from cnn_factory.config import OutputSpec
-from cnn_factory.training.losses import Criterion, make_loss, soft_dice_loss
+from cnn_factory.outputs import Output, make_output
+from cnn_factory.training.losses import Criterion, soft_dice_loss
+
+EXTRA = {"segmentation": {"label": 1}, "category": {"classes": ["a", "b", "c"]}, "numeric": {}}
 
 
-def spec(kind: str, loss: str, weight: float = 1.0) -> OutputSpec:
-    return OutputSpec(name="o", type=kind, column="o", loss=loss, weight=weight)
+def spec(kind: str, loss: str, weight: float = 1.0, name: str = "o") -> Output:
+    return make_output(name, type=kind, column="o", loss=loss, weight=weight, **EXTRA[kind])
+
+
+def make_loss(spec: Output, scale: float = 1.0):
+    return spec.make_loss({"std": scale})
 
 
 def test_binary_crossentropy_by_hand():
@@ -46,8 +52,7 @@ def test_numeric_losses_are_in_units_of_std():
 
 
 def test_total_is_weighted_sum_over_outputs():
-    outputs = {"a": spec("numeric", "mae", weight=2.0), "b": spec("numeric", "mse", weight=0.5)}
-    outputs = {n: OutputSpec(**{**s.__dict__, "name": n}) for n, s in outputs.items()}
+    outputs = {"a": spec("numeric", "mae", weight=2.0, name="a"), "b": spec("numeric", "mse", weight=0.5, name="b")}
     total, parts = Criterion(outputs, {})(
         {"a": torch.tensor([1.0]), "b": torch.tensor([2.0])}, {"a": torch.tensor([0.0]), "b": torch.tensor([0.0])}
     )
@@ -74,13 +79,13 @@ def test_focal_is_stable_for_large_logits():
 
 
 def test_label_smoothing_by_hand():
-    s = OutputSpec(
-        name="o",
+    s = make_output(
+        "o",
         type="category",
         column="o",
         loss="categorical_crossentropy",
         weight=1.0,
-        classes=("a", "b"),
+        classes=["a", "b"],
         label_smoothing=0.2,
     )
     # logits 0, 0: log p = log 0.5 for both; smoothed target [0.9, 0.1] -> loss log 2 whatever the class
@@ -92,14 +97,14 @@ def test_label_smoothing_by_hand():
 
 
 def test_class_weights_by_hand():
-    s = OutputSpec(
-        name="o",
+    s = make_output(
+        "o",
         type="category",
         column="o",
         loss="categorical_crossentropy",
         weight=1.0,
-        classes=("a", "b"),
-        class_weights=(1.0, 3.0),
+        classes=["a", "b"],
+        class_weights=[1.0, 3.0],
     )
     logits, target = torch.tensor([[0.0, 0.0], [0.0, 0.0]]), torch.tensor([0, 1])
     # each sample's loss is log 2; the weighted mean is (1 log2 + 3 log2) / (1 + 3) = log 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnn_factory.config import OutputSpec
+from cnn_factory.outputs import make_output
 from cnn_factory.training.metrics import ConfusionMatrix, OutputMetrics
 
 
@@ -20,8 +20,8 @@ def test_confusion_matrix_accuracy_and_macro_f1():
 
 def test_dice_iou_and_mae_pooled_over_batches():
     outputs = {
-        "m": OutputSpec(name="m", type="segmentation", column="m", loss="dice", weight=1.0, size=(1, 4), labels=(1,)),
-        "v": OutputSpec(name="v", type="numeric", column="v", loss="mae", weight=1.0),
+        "m": make_output("m", type="segmentation", column="m", loss="dice", size=[1, 4], label=1),
+        "v": make_output("v", type="numeric", column="v", loss="mae"),
     }
     metrics = OutputMetrics(outputs)
     # logits > 0 means foreground: prediction [1, 1, 0, 0] against truth [1, 0, 1, 0]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cnn_factory.errors import UserError
+from cnn_factory.heads import UNetDecoder
 from cnn_factory.model import MultiOutputNet, load_model, save_model
 
 OUTPUTS = {
@@ -30,9 +31,9 @@ def test_output_shapes(in_channels, depth, filters):
 
 def test_one_decoder_per_segmentation_output_and_shared_encoder():
     model = MultiOutputNet(3, 2, 4, OUTPUTS)
-    assert set(model.decoders) == {"mask", "small_mask"}
-    assert set(model.heads) == {"kind", "area"}
-    assert model.decoders["mask"] is not model.decoders["small_mask"]
+    assert set(model.heads) == {"mask", "small_mask", "kind", "area"}
+    assert {n for n, head in model.heads.items() if isinstance(head, UNetDecoder)} == {"mask", "small_mask"}
+    assert model.heads["mask"] is not model.heads["small_mask"]
 
 
 def test_numeric_head_predicts_in_target_units():

@@ -14,12 +14,15 @@ from skimage import io
 
 from tests.conftest import make_repo, run, tiny_params
 
+pytestmark = pytest.mark.slow  # runs the real dvc pipeline; `pytest -m 'not slow'` skips it
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     """A repository after one successful `dvc repro` on the tiny built-in example."""
     repo = make_repo(tmp_path_factory.mktemp("built") / "repo", tiny_params())
-    result = run(["dvc", "repro"], repo)
+    imports = repo.parent / "imports.log"  # each stage's cnn_factory modules (stages/__init__.py)
+    result = run(["dvc", "repro"], repo, extra_env={"CNN_FACTORY_LOG_IMPORTS": str(imports)})
     assert "Running stage 'example'" in result.stdout
     (repo.parent / "repro.log").write_text(result.stdout)
     return repo
@@ -50,6 +53,26 @@ def test_repro_writes_model_metrics_and_plots(built):
     assert checkpoint["outputs"]["angular"]["labels"] == [2, 3]
     assert checkpoint["outputs"]["majority"]["classes"] == ["disc", "square", "triangle"]
     assert len(checkpoint["inputs"]["image"]["mean"]) == 3
+
+
+def test_each_stage_depends_on_the_library_code_it_runs(built):
+    """dvc.yaml's deps name library folders and files; every module a stage ran must lie under one,
+    so that a change to any code a stage runs re-runs it (the top package's __init__ holds only the version)."""
+    stages = yaml.safe_load((built / "dvc.yaml").read_text())["stages"]
+    ran = {}
+    for line in (built.parent / "imports.log").read_text().splitlines():
+        script, *modules = line.split()
+        ran[script.removesuffix(".py")] = modules
+    assert set(ran) == {"make_example", "prepare", "train", "evaluate"}
+    for name, stage in stages.items():
+        script = stage["cmd"].split("stages.")[1].split()[0]
+        deps = [d for d in stage["deps"] if d.startswith("src/")]
+        for module in ran[script]:
+            if module == "cnn_factory":
+                continue
+            path = "src/" + module.replace(".", "/")
+            path = path + ".py" if (built / (path + ".py")).is_file() else path + "/__init__.py"
+            assert any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps), f"{name}: {path} not in deps"
 
 
 def test_overlays_every_epoch_and_one_line_per_epoch(built):

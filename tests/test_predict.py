@@ -5,18 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cnn_factory.outputs import make_output
 from cnn_factory.predict import predict_tiled, window_starts
+
+OUTPUTS = {
+    "mask": make_output("mask", type="segmentation", label=1, size=[8, 8]),
+    "small": make_output("small", type="segmentation", label=1, size=[4, 4]),
+    "kind": make_output("kind", type="category", classes=["a", "b"]),
+}
 
 
 class PixelModel(torch.nn.Module):
     """A stand-in whose mask logit at each pixel is that pixel's first channel (x10) and whose
     category scores are the window's mean: so a correct tiling reproduces sigmoid(10 x) exactly."""
-
-    outputs = {
-        "mask": {"type": "segmentation", "size": [8, 8]},
-        "small": {"type": "segmentation", "size": [4, 4]},
-        "kind": {"type": "category"},
-    }
 
     def forward(self, x):
         mean = x[:, 0].mean(dim=(1, 2))
@@ -37,7 +38,7 @@ def test_windows_cover_everything(length, window, overlap):
 def test_tiled_masks_blend_back_exactly(size):
     torch.manual_seed(0)
     x = torch.randn(1, 3, *size)
-    probs = predict_tiled(PixelModel(), x, (8, 8), overlap=0.5, tta=False, batch_size=3)
+    probs = predict_tiled(PixelModel(), x, (8, 8), overlap=0.5, tta=False, batch_size=3, outputs=OUTPUTS)
     assert probs["mask"].shape == (1, *size)
     assert torch.allclose(probs["mask"][0], torch.sigmoid(10 * x[0, 0]), atol=1e-5)
     assert probs["small"].shape == (1, *size)  # masks of another size are brought to the window's, then blended
@@ -46,5 +47,5 @@ def test_tiled_masks_blend_back_exactly(size):
 
 def test_tiled_with_flips_averages_the_same_values():
     x = torch.randn(1, 3, 12, 20)
-    probs = predict_tiled(PixelModel(), x, (8, 8), overlap=0.5, tta=True, batch_size=4)
+    probs = predict_tiled(PixelModel(), x, (8, 8), overlap=0.5, tta=True, batch_size=4, outputs=OUTPUTS)
     assert torch.allclose(probs["mask"][0], torch.sigmoid(10 * x[0, 0]), atol=1e-5)

@@ -13,7 +13,6 @@ from skimage import io
 from cnn_factory.config import parse_params
 from cnn_factory.data.example import make_example
 from cnn_factory.data.prepare import prepare, validate_and_load, write_prepared
-from cnn_factory.data.rows import split_mask
 from cnn_factory.errors import UserError
 
 
@@ -35,20 +34,20 @@ def problems(params, example_dir, csv_text) -> str:
     return str(err.value)
 
 
-def test_split_mask_merges_label_values(params):
+def test_masks_merge_label_values(params):
     cfg = parse_params(params)
     labels = np.array([[0, 1, 2], [3, 2, 0]], np.uint8)
     angular = cfg.outputs["angular"]  # label: [2, 3]
-    spec = angular.__class__(**{**angular.__dict__, "size": (2, 3)})
-    assert split_mask(labels, spec).tolist() == [[0, 0, 1], [1, 1, 0]]
-    assert split_mask(labels, spec).dtype == np.uint8
+    spec = angular.model_copy(update={"size": (2, 3)})
+    assert spec.decode("labels/x.png", labels).tolist() == [[0, 0, 1], [1, 1, 0]]
+    assert spec.decode("labels/x.png", labels).dtype == np.uint8
 
 
-def test_split_mask_resizes_nearest_and_stays_boolean(params):
+def test_masks_resize_nearest_and_stay_boolean(params):
     cfg = parse_params(params)
     labels = np.kron(np.array([[1, 0], [0, 3]], np.uint8), np.ones((4, 4), np.uint8))  # 8x8
-    spec = cfg.outputs["round"].__class__(**{**cfg.outputs["round"].__dict__, "size": (4, 4)})
-    mask = split_mask(labels, spec)
+    spec = cfg.outputs["round"].model_copy(update={"size": (4, 4)})
+    mask = spec.decode("labels/x.png", labels)
     assert mask.shape == (4, 4)
     assert set(np.unique(mask)) <= {0, 1}
     assert mask[:2, :2].all() and not mask[2:, 2:].any()

@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import shutil
 
+import pytest
+
 from cnn_factory.data.example import make_example
 from tests.conftest import SIZE, make_repo, run, tiny_params
+
+pytestmark = pytest.mark.slow  # runs the real dvc pipeline; `pytest -m 'not slow'` skips it
 
 WRITTEN = ["data/raw", "data/example", "data/prepared", "data/cache", "models", "checkpoints", "dvclive", "eval"]
 

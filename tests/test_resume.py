@@ -9,11 +9,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
 from cnn_factory.training.live import trim_curves
 from tests.conftest import make_repo, run, tiny_params
+
+pytestmark = pytest.mark.slow  # runs the real dvc pipeline; `pytest -m 'not slow'` skips it
 
 
 def params_with(**train) -> dict:

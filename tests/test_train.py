@@ -7,20 +7,17 @@ import copy
 import pytest
 import torch
 
-from cnn_factory.config import AugmentConfig, OutputSpec
+from cnn_factory.config import AugmentConfig
 from cnn_factory.data.augment import Augmenter
 from cnn_factory.model import MultiOutputNet
+from cnn_factory.outputs import make_output
 from cnn_factory.training.loop import autocast_dtype, train_one_epoch
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.optim import Schedule, make_optimizer
 
 OUTPUTS = {
-    "mask": OutputSpec(
-        name="mask", type="segmentation", column="m", loss="bce_dice", weight=1, size=(16, 16), labels=(1,)
-    ),
-    "kind": OutputSpec(
-        name="kind", type="category", column="k", loss="categorical_crossentropy", weight=1, classes=("a", "b")
-    ),
+    "mask": make_output("mask", type="segmentation", column="m", loss="bce_dice", size=[16, 16], label=1),
+    "kind": make_output("kind", type="category", column="k", classes=["a", "b"]),
 }
 ARGS = {
     "in_channels": 3,
@@ -32,7 +29,19 @@ ARGS = {
         "kind": {"type": "category", "size": None, "classes": ["a", "b"]},
     },
 }
-NO_AUG = AugmentConfig(0, 0, 0, (1.0, 1.0), 0, 0, 1.0, 0, 0, 0, 0)
+NO_AUG = AugmentConfig(
+    hflip=0,
+    vflip=0,
+    rotate=0,
+    scale=(1.0, 1.0),
+    translate=0,
+    shear=0,
+    crop=1.0,
+    brightness=0,
+    contrast=0,
+    blur=0,
+    noise=0,
+)
 
 
 def batches(batch_size: int, n: int = 8):

@@ -1,45 +1,239 @@
-"""params.yaml, parsed and checked once into typed, frozen dataclasses.
+"""params.yaml, parsed and checked once into typed, frozen pydantic models.
 
 Every stage calls `load_params()` at its start and passes plain values on; nothing else
-reads params.yaml. All problems are collected and raised together as one `UserError`,
-one line each, naming the key (`train.lr`) and what was expected.
+reads params.yaml. All problems are raised together as one `UserError`, one line each,
+naming the key and what was expected:
+
+    params.yaml: train.epoch: unknown key; did you mean 'train.epochs'? (valid here: ...)
+    params.yaml: train.batch_size: expected an integer >= 1, got 0
+
+`params.schema.json` (written by `python -m cnn_factory.config`) is these models' JSON Schema:
+editors that read it complete and check params.yaml as you type (see docs/params.md).
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Self, get_args
 
 import yaml
+from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, model_validator
 
 from cnn_factory.errors import UserError
-from cnn_factory.param_reader import Section, show
-from cnn_factory.specs import (  # noqa: F401  (re-exported: stages import them from here)
-    DEVICES,
-    LOSSES,
-    METRICS,
-    NORMS,
-    OPTIMIZERS,
-    OUTPUT_TYPES,
-    PRECISIONS,
-    PREPARED,
-    SCHEDULERS,
-    SKIPS,
-    SPLITS,
-    UPSAMPLES,
-    AugmentConfig,
-    Config,
-    DataConfig,
-    EarlyStopping,
-    ExampleConfig,
-    InputSpec,
-    ModelConfig,
-    OutputSpec,
-    SplitConfig,
-    TrainConfig,
-)
+from cnn_factory.outputs import KINDS, OutputDefinition
+from cnn_factory.params import Size, Strict, custom, problems, show
 
 PARAMS_FILE = "params.yaml"
+SCHEMA_FILE = "params.schema.json"
+PREPARED = Path("data/prepared")  # what prepare writes and train/evaluate read
+SPLITS = ("train", "val", "test")
+
+
+class ExampleConfig(Strict):
+    rows: int = Field(ge=12, description="number of generated images")
+    size: Size = Field(description="[height, width] of the generated images")
+    seed: int = Field(ge=0, description="generator seed: the same seed gives the same files")
+
+
+class SplitConfig(Strict):
+    val: float = Field(ge=0, lt=1, description="fraction of rows held out for validation")
+    test: float = Field(ge=0, lt=1, description="fraction of rows held out for the test split")
+    seed: int = Field(ge=0, description="seed of the random split")
+    column: str | None = Field(None, min_length=1, description="CSV column naming train/val/test per row")
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> Self:
+        if self.val + self.test >= 1:
+            raise custom("split", "val + test must leave rows for training (sum below 1)")
+        return self
+
+
+class DataConfig(Strict):
+    csv: str = Field(min_length=1, description="the CSV; its header names the columns")
+    root: str | None = Field(None, min_length=1, description="folder relative paths in the CSV resolve against")
+    split: SplitConfig
+
+    @property
+    def base(self) -> Path:
+        """The folder relative paths in the CSV resolve against: root, or else the CSV's folder."""
+        return Path(self.root) if self.root else Path(self.csv).parent
+
+    def resolve(self, value: str) -> Path:
+        """Path of a file named in the CSV."""
+        return resolve_path(value, self.base)
+
+
+def resolve_path(value: str, base: Path) -> Path:
+    """Absolute paths as they are (the original cnn-factory's /data mount), relative ones under `base`."""
+    path = Path(value)
+    return path if path.is_absolute() else base / path
+
+
+class InputSpec(Strict):
+    type: Literal["image"] = Field(description="the only input type")
+    size: Size = Field(description="[height, width] images are resized to")
+    channels: Literal[1, 3] = Field(description="1 (grayscale) or 3 (RGB)")
+    column: str = Field("", min_length=1, description="CSV column of the file path (default: the name)")
+
+    _name: str = PrivateAttr("")
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def named(self, name: str) -> InputSpec:
+        filled = self.model_copy(update={"column": self.column or name})
+        filled._name = name
+        return filled
+
+
+def input_spec(name: str, column: str, size: tuple[int, int] | list[int], channels: int) -> InputSpec:
+    """An input as a model file describes it."""
+    return InputSpec.model_validate({"type": "image", "size": size, "channels": channels, "column": column}).named(name)
+
+
+def _filters(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, list)):
+        raise custom("filters", f"expected a positive integer or a list per level, got {show(value)}")
+    return value
+
+
+class ModelConfig(Strict):
+    name: str = Field(min_length=1, pattern=r"^[^/\\]+$", description="the model file is models/<name>.pt")
+    depth: int = Field(ge=1, description="down-sampling levels of the UNet encoder")
+    filters: Annotated[int | list[int], BeforeValidator(_filters)] = Field(
+        description="first level's filters (doubled per level) or one per level"
+    )
+    norm: Literal["batch", "group", "none"] = Field(description="normalisation after each convolution")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the deeper levels and before the heads")
+    upsample: Literal["bilinear", "transpose"] = Field(description="decoder up-sampling")
+    skip: Literal["concat", "add", "none"] = Field(description="how the decoder joins the encoder's features")
+
+    @model_validator(mode="after")
+    def _filters_per_level(self) -> Self:
+        f = self.filters
+        if isinstance(f, list) and (len(f) != self.depth + 1 or not all(v > 0 for v in f)):
+            raise custom("filters", f"expected depth + 1 = {self.depth + 1} positive integers, got {f}", key="filters")
+        if isinstance(f, int) and f < 1:
+            raise custom("filters", f"expected a positive integer or a list per level, got {show(f)}", key="filters")
+        return self
+
+    @property
+    def path(self) -> Path:
+        return Path("models") / f"{self.name}.pt"
+
+
+class EarlyStopping(Strict):
+    metric: str = Field(min_length=1, description="val/loss or val/<output>/<metric>; picks the saved epoch")
+    mode: Literal["min", "max"]
+    patience: int = Field(ge=0, description="validations without improvement before stopping; 0: never")
+
+
+Optimizer = Literal["adam", "adamw", "sgd", "rmsprop", "adadelta", "adagrad", "adamax", "nadam"]
+Scheduler = Literal["none", "step", "cosine", "plateau", "onecycle"]
+Device = Literal["auto", "cpu", "cuda"]
+OPTIMIZERS, SCHEDULERS, DEVICES = get_args(Optimizer), get_args(Scheduler), get_args(Device)
+LOSSES = {tag: cls.losses for tag, cls in KINDS.items()}  # the loss names each output kind accepts
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    optimizer: Optimizer
+    momentum: float = Field(ge=0)
+    weight_decay: float = Field(ge=0)
+    scheduler: Scheduler
+    step_epochs: int = Field(ge=1)
+    warmup_epochs: int = Field(ge=0)
+    early_stopping: EarlyStopping
+    grad_clip: float = Field(ge=0)
+    accumulate: int = Field(ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"]
+    num_augs: int = Field(ge=0)
+    shuffle: bool
+    seed: int = Field(ge=0)
+    device: Device
+    sync_batchnorm: bool
+    log_images_every: int = Field(ge=0)
+    val_every: int = Field(ge=1)
+
+
+Probability = Field(ge=0, le=1)
+
+
+def _zoom(value: Any) -> tuple[float, float]:
+    ok = (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in value)
+        and value[0] <= value[1]
+    )
+    if not ok:
+        raise custom("scale", f"expected [smallest, largest] zoom, e.g. [0.9, 1.1], got {show(value)}")
+    return (float(value[0]), float(value[1]))
+
+
+class AugmentConfig(Strict):
+    hflip: float = Probability
+    vflip: float = Probability
+    rotate: float = Field(ge=0, description="max degrees either way")
+    scale: Annotated[tuple[float, float], BeforeValidator(_zoom)] = Field(description="[smallest, largest] zoom")
+    translate: float = Field(ge=0, description="max shift, fraction of the size")
+    shear: float = Field(ge=0, description="max degrees")
+    crop: float = Field(gt=0, le=1, description="smallest area fraction of a random crop (1: none)")
+    brightness: float = Field(ge=0)
+    contrast: float = Field(ge=0)
+    blur: float = Probability
+    noise: float = Field(ge=0)
+
+
+class Config(Strict):
+    """cnn-factory's params.yaml: the only configuration of the pipeline (docs/params.md)."""
+
+    example: ExampleConfig
+    data: DataConfig
+    inputs: dict[str, InputSpec] = Field(min_length=1)
+    outputs: dict[str, OutputDefinition] = Field(min_length=1)
+    model: ModelConfig
+    train: TrainConfig
+    augment: AugmentConfig
+
+    @model_validator(mode="after")
+    def _across_sections(self) -> Self:
+        lines = []
+        sizes = {spec.size for spec in self.inputs.values()}
+        if len(sizes) > 1:
+            lines.append(f"inputs: all inputs must share one size, got {sorted(sizes)}")
+        multiple = 2**self.model.depth
+        for name, spec in self.inputs.items():
+            if spec.size[0] % multiple or spec.size[1] % multiple:
+                lines.append(
+                    f"inputs.{name}.size: {list(spec.size)} must be divisible by 2**model.depth = {multiple}; "
+                    "change the size or lower model.depth"
+                )
+        for name in sorted(set(self.inputs) & set(self.outputs)):
+            lines.append(f"inputs.{name} and outputs.{name}: input and output names must not overlap; rename one")
+        valid = ["val/loss"] + [f"val/{n}/{m}" for n, o in self.outputs.items() for m in ("loss", *o.metric_names)]
+        if self.train.early_stopping.metric not in valid:
+            lines.append(
+                f"train.early_stopping.metric: unknown metric {self.train.early_stopping.metric!r}; "
+                f"expected one of {', '.join(valid)}"
+            )
+        if lines:
+            raise custom("lines", "\n".join(lines))
+        return self
+
+    def named(self) -> Config:
+        """Every input and output told its name, and the defaults that depend on it filled in
+        (a column defaults to the name, a mask's size to the input's)."""
+        size = next(iter(self.inputs.values())).size
+        inputs = {n: s.named(n) for n, s in self.inputs.items()}
+        return self.model_copy(
+            update={"inputs": inputs, "outputs": {n: o.named(n, size) for n, o in self.outputs.items()}}
+        )
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Config:
@@ -55,257 +249,17 @@ def load_params(path: str | Path = PARAMS_FILE) -> Config:
 
 
 def parse_params(raw: Any, source: str = PARAMS_FILE) -> Config:
-    problems: list[str] = []
-    top = Section(raw, "", problems)
-    config = Config(
-        example=_example(top.section("example")),
-        data=_data(top.section("data")),
-        inputs=_inputs(top.section("inputs")),
-        outputs={},
-        model=_model(top.section("model")),
-        train=_train(top.section("train")),
-        augment=_augment(top.section("augment")),
-    )
-    outputs = _outputs(top.section("outputs"), config.inputs)
-    top.done()
-    _check_early_stopping(config.train.early_stopping, outputs, problems)
-    multiple = 2**config.model.depth
-    for spec in config.inputs.values():
-        if spec.size[0] % multiple or spec.size[1] % multiple:
-            problems.append(
-                f"inputs.{spec.name}.size: {list(spec.size)} must be divisible by 2**model.depth = {multiple}; "
-                "change the size or lower model.depth"
-            )
-    for name in sorted(set(config.inputs) & set(outputs)):
-        problems.append(f"inputs.{name} and outputs.{name}: input and output names must not overlap; rename one")
-    if problems:
-        raise UserError("\n".join(f"{source}: {p}" for p in problems))
-    return Config(**{**config.__dict__, "outputs": outputs})
+    try:
+        return Config.model_validate(raw).named()
+    except ValidationError as err:
+        raise UserError("\n".join(f"{source}: {line}" for line in problems(err, Config))) from None
 
 
-def _example(s: Section) -> ExampleConfig:
-    cfg = ExampleConfig(rows=s.int("rows", minimum=12), size=s.size("size"), seed=s.int("seed", minimum=0))
-    s.done()
-    return cfg
+def schema() -> dict:
+    """The JSON Schema of params.yaml, as shipped in params.schema.json."""
+    return Config.model_json_schema()
 
 
-def _data(s: Section) -> DataConfig:
-    csv, root = s.str("csv"), s.str("root", default=None)
-    sp = s.section("split")
-    split = SplitConfig(
-        val=sp.float("val"),
-        test=sp.float("test"),
-        seed=sp.int("seed", minimum=0),
-        column=sp.str("column", default=None),
-    )
-    for name in ("val", "test"):
-        if getattr(split, name) >= 1:
-            s.problems.append(f"data.split.{name}: expected a fraction below 1, got {getattr(split, name)}")
-    if split.val + split.test >= 1:
-        s.problems.append("data.split: val + test must leave rows for training (sum below 1)")
-    sp.done()
-    s.done()
-    return DataConfig(csv=csv, root=root, split=split)
-
-
-def _inputs(s: Section) -> dict[str, InputSpec]:
-    inputs = {}
-    for name in s.values:
-        d = s.section(name)
-        d.str("type", choices=("image",))
-        spec = InputSpec(
-            name=name, column=d.str("column", default=name), size=d.size("size"), channels=d.int("channels")
-        )
-        if spec.channels not in (1, 3):
-            s.problems.append(f"inputs.{name}.channels: expected 1 or 3, got {spec.channels}")
-        d.done()
-        inputs[name] = spec
-    if not inputs:
-        s.problems.append("inputs: define at least one input, e.g. image: {type: image, size: [64, 64], channels: 3}")
-    sizes = {spec.size for spec in inputs.values()}
-    if len(sizes) > 1:
-        s.problems.append(f"inputs: all inputs must share one size, got {sorted(sizes)}")
-    return inputs
-
-
-def _outputs(s: Section, inputs: dict[str, InputSpec]) -> dict[str, OutputSpec]:
-    outputs = {}
-    default_size = next(iter(inputs.values())).size if inputs else (1, 1)
-    for name in s.values:
-        d = s.section(name)
-        kind = d.str("type", choices=OUTPUT_TYPES)
-        losses = LOSSES.get(kind, ())
-        common = dict(
-            name=name,
-            type=kind,
-            column=d.str("column", default=name),
-            loss=d.str("loss", default=losses[0] if losses else None, choices=losses),
-            weight=d.float("weight", default=1.0),
-        )
-        if kind == "segmentation":
-            spec = OutputSpec(**common, size=d.size("size", default=list(default_size)), labels=_labels(d))
-        elif kind == "category":
-            classes = _classes(d)
-            weights = d.raw("class_weights", None)
-            if weights is not None and not (
-                isinstance(weights, list)
-                and len(weights) == len(classes)
-                and all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights)
-            ):
-                d.problems.append(
-                    f"{d.key('class_weights')}: expected {len(classes)} numbers >= 0, "
-                    f"one per class, got {show(weights)}"
-                )
-                weights = None
-            smoothing = d.float("label_smoothing", default=0.0)
-            if smoothing >= 1:
-                d.problems.append(f"{d.key('label_smoothing')}: expected a number below 1, got {smoothing}")
-            spec = OutputSpec(
-                **common,
-                classes=classes,
-                label_smoothing=smoothing,
-                class_weights=tuple(float(w) for w in weights or ()),
-            )
-        else:
-            spec = OutputSpec(**common)
-        d.done()
-        outputs[name] = spec
-    if not outputs:
-        s.problems.append("outputs: define at least one output (segmentation, category or numeric)")
-    return outputs
-
-
-def _labels(d: Section) -> tuple[int, ...]:
-    value = d.raw("label")
-    values = value if isinstance(value, list) else [value]
-    if (
-        value is None
-        or not values
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
-    ):
-        if value is not None:
-            d.problems.append(
-                f"{d.key('label')}: expected a label value (integer >= 0) or a list of them, got {show(value)}"
-            )
-        return ()
-    return tuple(values)
-
-
-def _classes(d: Section) -> tuple[str, ...]:
-    size, classes = d.raw("size", None), d.raw("classes", None)
-    if classes is not None:
-        if not isinstance(classes, list) or not classes or len(set(map(str, classes))) != len(classes):
-            d.problems.append(f"{d.key('classes')}: expected a list of distinct class names, got {show(classes)}")
-            return ()
-        if size is not None and size != len(classes):
-            d.problems.append(f"{d.key('size')}: is {size} but classes lists {len(classes)} names; make them agree")
-        return tuple(str(c) for c in classes)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
-        d.problems.append(f"{d.key('size')}: expected the number of classes (integer >= 2), got {show(size)}")
-        return ()
-    return tuple(str(i) for i in range(size))
-
-
-def _model(s: Section) -> ModelConfig:
-    depth = s.int("depth")
-    filters = s.raw("filters")
-    if isinstance(filters, list):
-        if len(filters) != depth + 1 or not all(
-            isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in filters
-        ):
-            s.problems.append(f"model.filters: expected depth + 1 = {depth + 1} positive integers, got {filters}")
-        filters = tuple(filters)
-    elif isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
-        s.problems.append(f"model.filters: expected a positive integer or a list per level, got {show(filters)}")
-    cfg = ModelConfig(
-        name=s.str("name"),
-        depth=depth,
-        filters=filters,
-        norm=s.str("norm", choices=NORMS),
-        dropout=s.float("dropout", default=0.0),
-        upsample=s.str("upsample", choices=UPSAMPLES),
-        skip=s.str("skip", choices=SKIPS),
-    )
-    if cfg.name and ("/" in cfg.name or "\\" in cfg.name):
-        s.problems.append(f"model.name: expected a plain file name without folders, got {cfg.name!r}")
-    if cfg.dropout >= 1:
-        s.problems.append(f"model.dropout: expected a probability below 1, got {cfg.dropout}")
-    s.done()
-    return cfg
-
-
-def _train(s: Section) -> TrainConfig:
-    es = s.section("early_stopping")
-    early = EarlyStopping(
-        metric=es.str("metric"), mode=es.str("mode", choices=("min", "max")), patience=es.int("patience", minimum=0)
-    )
-    es.done()
-    cfg = TrainConfig(
-        epochs=s.int("epochs"),
-        batch_size=s.int("batch_size"),
-        lr=s.float("lr", positive=True),
-        optimizer=s.str("optimizer", choices=OPTIMIZERS),
-        momentum=s.float("momentum"),
-        weight_decay=s.float("weight_decay"),
-        scheduler=s.str("scheduler", choices=SCHEDULERS),
-        step_epochs=s.int("step_epochs"),
-        warmup_epochs=s.int("warmup_epochs", minimum=0),
-        early_stopping=early,
-        grad_clip=s.float("grad_clip"),
-        accumulate=s.int("accumulate"),
-        precision=s.str("precision", choices=PRECISIONS),
-        num_augs=s.int("num_augs", minimum=0),
-        shuffle=s.bool("shuffle"),
-        seed=s.int("seed", minimum=0),
-        device=s.str("device", choices=DEVICES),
-        sync_batchnorm=s.bool("sync_batchnorm"),
-        log_images_every=s.int("log_images_every", minimum=0),
-        val_every=s.int("val_every", minimum=1),
-    )
-    s.done()
-    return cfg
-
-
-def _check_early_stopping(es: EarlyStopping, outputs: dict[str, OutputSpec], problems: list[str]) -> None:
-    valid = ["val/loss"] + [
-        f"val/{name}/{metric}" for name, spec in outputs.items() for metric in ("loss", *METRICS.get(spec.type, ()))
-    ]
-    if es.metric and es.metric not in valid:
-        problems.append(
-            f"train.early_stopping.metric: unknown metric {es.metric!r}; expected one of {', '.join(valid)}"
-        )
-
-
-def _augment(s: Section) -> AugmentConfig:
-    cfg = AugmentConfig(
-        hflip=s.float("hflip"),
-        vflip=s.float("vflip"),
-        rotate=s.float("rotate"),
-        scale=_zoom(s.raw("scale")),
-        translate=s.float("translate"),
-        shear=s.float("shear"),
-        crop=s.float("crop", positive=True),
-        brightness=s.float("brightness"),
-        contrast=s.float("contrast"),
-        blur=s.float("blur"),
-        noise=s.float("noise"),
-    )
-    for key in ("hflip", "vflip", "blur", "crop"):
-        if getattr(cfg, key) > 1:
-            s.problems.append(f"augment.{key}: expected a number from 0 to 1, got {getattr(cfg, key)}")
-    if cfg.scale is None:
-        s.problems.append(
-            f"augment.scale: expected [smallest, largest] zoom, e.g. [0.9, 1.1], got {show(s.raw('scale'))}"
-        )
-    s.done()
-    return cfg
-
-
-def _zoom(value: Any) -> tuple[float, float] | None:
-    ok = (
-        isinstance(value, list)
-        and len(value) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
-        and value[0] <= value[1]
-    )
-    return (float(value[0]), float(value[1])) if ok else None
+if __name__ == "__main__":  # python -m cnn_factory.config > params.schema.json
+    json.dump(schema(), sys.stdout, indent=2)
+    sys.stdout.write("\n")

@@ -46,7 +46,7 @@ def run_stage(main: Callable[[], object]) -> None:
     debug = debug_enabled()
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
-    runtime.setup()  # allocator and collector settings (see stages/runtime.py)
+    runtime.setup()  # allocator and collector settings (see runtime.py)
     try:
         main()
     except (UserError, OSError, RuntimeError) as err:

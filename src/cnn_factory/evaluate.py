@@ -8,15 +8,15 @@ The evaluate stage (stages/evaluate.py) logs what this returns with dvclive.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from cnn_factory.config import OutputSpec
 from cnn_factory.data.dataset import PreparedSplit, make_loader, normalisation, to_device
 from cnn_factory.model import MultiOutputNet
-from cnn_factory.training.metrics import OutputMetrics
+from cnn_factory.outputs import Output
+from cnn_factory.training.metrics import ClassCounts, OutputMetrics
 from cnn_factory.training.pictures import Gallery
 
 SHOWN = 6  # test images drawn in each prediction picture
@@ -27,14 +27,14 @@ class Evaluation:
     metrics: dict[str, float]
     gallery: Gallery
     # per category output: (true class ids, predicted class ids), for confusion matrices
-    confusion: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
+    confusion: dict[str, tuple[list[int], list[int]]]
 
 
 @torch.no_grad()
 def evaluate_split(
     model: MultiOutputNet,
     meta: dict,
-    outputs: dict[str, OutputSpec],
+    outputs: dict[str, Output],
     folder: Path,
     batch_size: int,
     device: torch.device,
@@ -43,15 +43,11 @@ def evaluate_split(
     split = PreparedSplit(folder, list(meta["inputs"]), outputs)
     stats = normalisation(meta["inputs"], device)
     metrics = OutputMetrics(outputs, device)
-    result = Evaluation(metrics={}, gallery=Gallery(outputs, SHOWN))
-    result.confusion = {n: ([], []) for n, s in outputs.items() if s.type == "category"}
+    gallery = Gallery(outputs, SHOWN)
     for x_raw, targets, _ in make_loader(split, batch_size, shuffle=False):
         x, targets = to_device(x_raw, targets, device, *stats)
         preds = model(x)
         metrics.update(preds, targets)
-        for name, (truth, predicted) in result.confusion.items():
-            truth += targets[name].tolist()
-            predicted += preds[name].argmax(1).tolist()
-        result.gallery.add(x_raw, targets, preds)
-    result.metrics = metrics.compute()
-    return result
+        gallery.add(x_raw, targets, preds)
+    confusion = {n: m.pairs() for n, m in metrics.metrics.items() if isinstance(m, ClassCounts)}
+    return Evaluation(metrics.compute(), gallery, confusion)

@@ -20,10 +20,9 @@ import torch
 from torch import nn
 
 from cnn_factory.errors import UserError
-from cnn_factory.model import MultiOutputNet, load_model
+from cnn_factory.model import MultiOutputNet, load_model, model_outputs
 
 SUFFIXES = {"torchscript": ".ts", "onnx": ".onnx"}
-ACTIVATIONS = {"segmentation": "sigmoid", "category": "softmax", "numeric": "none"}
 
 
 class OrderedOutputs(nn.Module):
@@ -41,7 +40,7 @@ class OrderedOutputs(nn.Module):
 
 def sidecar(meta: dict, names: list[str], fmt: str, file: str) -> dict:
     """What a user of the exported file needs: input shape and normalisation, outputs in order."""
-    inputs = meta["inputs"]
+    inputs, outputs = meta["inputs"], model_outputs(meta)
     first = next(iter(inputs.values()))
     channels = sum(i["channels"] for i in inputs.values())
     return {
@@ -61,9 +60,9 @@ def sidecar(meta: dict, names: list[str], fmt: str, file: str) -> dict:
             {
                 "name": n,
                 "index": k,
-                "type": meta["outputs"][n]["type"],
-                "activation": ACTIVATIONS[meta["outputs"][n]["type"]],
-                "shape": _shape(meta["outputs"][n]),
+                "type": outputs[n].type,
+                "activation": outputs[n].activation,
+                "shape": outputs[n].logits_shape(),
                 **{key: meta["outputs"][n].get(key) for key in ("size", "labels", "classes")},
             }
             for k, n in enumerate(names)
@@ -74,14 +73,6 @@ def sidecar(meta: dict, names: list[str], fmt: str, file: str) -> dict:
             **{k: v for k, v in meta["model_args"].items() if k != "outputs"},
         },
     }
-
-
-def _shape(output: dict) -> list:
-    if output["type"] == "segmentation":
-        return ["batch", *output["size"]]
-    if output["type"] == "category":
-        return ["batch", len(output["classes"])]
-    return ["batch"]
 
 
 def export_model(model_path: str, fmt: str, out: str | None = None, batch_size: int = 1) -> Path:

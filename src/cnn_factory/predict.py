@@ -20,14 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from skimage import io as skio
-from skimage.transform import resize
 from tqdm import tqdm
 
-from cnn_factory.config import DataConfig, InputSpec, SplitConfig
+from cnn_factory.config import input_spec, resolve_path
 from cnn_factory.data.dataset import normalisation, pick_device, to_device
-from cnn_factory.data.rows import load_input, read_table
+from cnn_factory.data.rows import load_input
+from cnn_factory.data.table import read_table
 from cnn_factory.errors import UserError
-from cnn_factory.model import load_model
+from cnn_factory.model import load_model, model_outputs
+from cnn_factory.outputs import Output
 
 
 def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str, Path]]:
@@ -39,8 +40,8 @@ def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str
             missing = [c for c in columns.values() if c not in table.header]
             if missing:
                 raise UserError(f"{source}: row 1: no column {', '.join(map(repr, missing))} (the model's inputs)")
-            data = DataConfig(csv=source, root=None, split=SplitConfig(0, 0, 0, None))
-            items += [{n: data.resolve(row[c]) for n, c in columns.items()} for row in table.rows]
+            base = Path(source).parent  # relative paths: against the CSV's folder
+            items += [{n: resolve_path(row[c], base) for n, c in columns.items()} for row in table.rows]
             continue
         paths = [Path(source)] if Path(source).is_file() else sorted(Path(p) for p in glob.glob(source, recursive=True))
         paths = [p for p in paths if p.is_file()]
@@ -59,7 +60,7 @@ def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str
 
 
 @torch.no_grad()
-def predict_batch(model, x: torch.Tensor, tta: bool) -> dict[str, torch.Tensor]:
+def predict_batch(model, x: torch.Tensor, tta: bool, outputs: dict[str, Output]) -> dict[str, torch.Tensor]:
     """Probabilities per output: sigmoid (B, H, W) masks, softmax (B, K) classes, (B,) numbers.
 
     With tta the image and its horizontal, vertical and double flips are averaged, each
@@ -70,12 +71,9 @@ def predict_batch(model, x: torch.Tensor, tta: bool) -> dict[str, torch.Tensor]:
     for dims in flips:
         logits = model(x.flip(dims) if dims else x)
         for name, value in logits.items():
-            kind = model.outputs[name]["type"]
-            if kind == "segmentation":
-                value = torch.sigmoid(value)
-                value = value.flip(dims) if dims else value
-            elif kind == "category":
-                value = torch.softmax(value, dim=1)
+            value = outputs[name].probabilities(value)
+            if dims and outputs[name].spatial:  # a mask of the flipped image, flipped back
+                value = value.flip(dims)
             sums[name] = sums.get(name, 0) + value
     return {name: value / len(flips) for name, value in sums.items()}
 
@@ -109,7 +107,13 @@ def gaussian_weights(h: int, w: int) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_tiled(
-    model, x: torch.Tensor, window: tuple[int, int], overlap: float, tta: bool, batch_size: int
+    model,
+    x: torch.Tensor,
+    window: tuple[int, int],
+    overlap: float,
+    tta: bool,
+    batch_size: int,
+    outputs: dict[str, Output],
 ) -> dict[str, torch.Tensor]:
     """Sliding-window prediction of one normalised image x (1, C, H, W) of any size.
 
@@ -122,15 +126,15 @@ def predict_tiled(
     corners = [(y, z) for y in window_starts(x.shape[-2], h, overlap) for z in window_starts(x.shape[-1], w, overlap)]
     weight = gaussian_weights(h, w).to(x.device)
     sums: dict[str, torch.Tensor] = {}
-    norm = torch.zeros(x.shape[-2:], device=x.device)
+    coverage = torch.zeros(x.shape[-2:], device=x.device)  # the weights added up at each pixel
     for start in range(0, len(corners), batch_size):
         batch = corners[start : start + batch_size]
         crops = torch.cat([x[..., y : y + h, z : z + w] for y, z in batch])  # (n, C, h, w)
-        probs = predict_batch(model, crops, tta)
+        probs = predict_batch(model, crops, tta, outputs)
         for k, (y, z) in enumerate(batch):
-            norm[y : y + h, z : z + w] += weight
+            coverage[y : y + h, z : z + w] += weight
             for name, p in probs.items():
-                if model.outputs[name]["type"] == "segmentation":
+                if outputs[name].spatial:
                     mask = p[k : k + 1, None]
                     if mask.shape[-2:] != (h, w):  # masks of another size than the input: to the window's
                         mask = torch.nn.functional.interpolate(mask, size=(h, w), mode="bilinear", align_corners=False)
@@ -140,8 +144,8 @@ def predict_tiled(
                     sums[name] = sums.get(name, 0) + p[k] / len(corners)
     result = {}
     for name, value in sums.items():
-        if model.outputs[name]["type"] == "segmentation":
-            value = (value / norm)[:height, :width]
+        if outputs[name].spatial:
+            value = (value / coverage)[:height, :width]
         result[name] = value[None]  # batch of one, as predict_batch returns
     return result
 
@@ -164,25 +168,16 @@ def predict_images(
         raise UserError(f"--overlap: expected a fraction from 0 to below 1, got {overlap}")
     dev = pick_device(device, "--device")
     model, meta = load_model(model_path, dev)
-    specs = {
-        n: InputSpec(name=n, column=i.get("column", n), size=tuple(i["size"]), channels=i["channels"])
-        for n, i in meta["inputs"].items()
-    }
+    specs = {n: input_spec(n, i["column"], i["size"], i["channels"]) for n, i in meta["inputs"].items()}
     items = collect_images(sources, {n: s.column for n, s in specs.items()})
-    norm = normalisation(meta["inputs"], dev)
-    outputs = meta["outputs"]
-    masks = [n for n, o in outputs.items() if o["type"] == "segmentation"]
-    for name in masks:
-        (out / name).mkdir(parents=True, exist_ok=True)
+    stats = normalisation(meta["inputs"], dev)
+    outputs = model_outputs(meta)
+    masks = [n for n, o in outputs.items() if o.spatial]
     if tile:  # each image at its own size: the loader's "resize" is to the image's own size
         window = next(iter(specs.values())).size
         if len({s.size for s in specs.values()}) > 1:
             raise UserError("--tile: the model's inputs differ in size; tile needs one window size")
-    header = ["image"]
-    for name, o in outputs.items():
-        header += {"segmentation": [f"{name}_mask", f"{name}_coverage"], "category": [name, f"{name}_probability"]}.get(
-            o["type"], [name]
-        )
+    header = ["image", *(column for o in outputs.values() for column in o.prediction_columns())]
     failed, written = [], 0
     out.mkdir(parents=True, exist_ok=True)
     with (out / "predictions.csv").open("w", newline="", encoding="utf-8") as f:
@@ -195,7 +190,7 @@ def predict_images(
                 try:
                     if tile:  # the window slides over the image at its own resolution
                         own = image_size(next(iter(item.values())))
-                        use = {n: InputSpec(s.name, s.column, own, s.channels) for n, s in specs.items()}
+                        use = {n: input_spec(n, s.column, own, s.channels) for n, s in specs.items()}
                     else:
                         use = specs
                     loaded = [load_input(item[n], spec) for n, spec in use.items()]
@@ -211,28 +206,18 @@ def predict_images(
             if tile:  # one image at a time: sizes differ; its windows are batched instead
                 parts = []
                 for array in arrays:
-                    x, _ = to_device(torch.from_numpy(array[None]), {}, dev, *norm)
-                    parts.append(predict_tiled(model, x, window, overlap, tta, batch_size))
+                    x, _ = to_device(torch.from_numpy(array[None]), {}, dev, *stats)
+                    parts.append(predict_tiled(model, x, window, overlap, tta, batch_size, outputs))
                 probs = {n: [part[n][0].float().cpu().numpy() for part in parts] for n in outputs}
             else:
-                x, _ = to_device(torch.from_numpy(np.stack(arrays)), {}, dev, *norm)  # (B, C, H, W)
-                probs = {n: p.float().cpu().numpy() for n, p in predict_batch(model, x, tta).items()}
+                x, _ = to_device(torch.from_numpy(np.stack(arrays)), {}, dev, *stats)  # (B, C, H, W)
+                batch_probs = predict_batch(model, x, tta, outputs)
+                probs = {n: list(p.float().cpu().numpy()) for n, p in batch_probs.items()}
             for k, (item, size) in enumerate(zip(batch, sizes)):
                 first = next(iter(item.values()))
                 row = [str(first)]
                 for name, o in outputs.items():
-                    p = probs[name][k]
-                    if o["type"] == "segmentation":
-                        mask = p > threshold
-                        if mask.shape != tuple(size):
-                            mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False) > 0
-                        path = out / name / f"{first.stem}.png"
-                        skio.imsave(path, mask.astype(np.uint8) * 255, check_contrast=False)
-                        row += [f"{name}/{path.name}", f"{mask.mean():.4f}"]
-                    elif o["type"] == "category":
-                        row += [o["classes"][int(p.argmax())], f"{p.max():.4f}"]
-                    else:
-                        row.append(f"{float(p):.6g}")
+                    row += o.write_prediction(probs[name][k], out, first.stem, size, threshold)
                 writer.writerow(row)
                 written += 1
         bar.close()

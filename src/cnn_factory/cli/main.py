@@ -1,12 +1,12 @@
-"""The `cnn-factory` command: the seed's training flags on top of the DVC pipeline, and tools.
+"""The `cnn-factory` command: the original cnn-factory's training flags on top of the DVC pipeline, and tools.
 
     cnn-factory validate                      # check the CSV named in params.yaml, print the data report
-    cnn-factory train --num-epochs 5 ...      # `dvc exp run -S ...` with the seed's flags
-    cnn-factory predict MODEL IMAGES...       # masks and predictions.csv (stages/predict.py)
-    cnn-factory export MODEL --format onnx    # TorchScript or ONNX with a JSON sidecar (stages/export.py)
+    cnn-factory train --num-epochs 5 ...      # `dvc exp run -S ...` with the original cnn-factory's flags
+    cnn-factory predict MODEL IMAGES...       # masks and predictions.csv (cnn_factory/predict.py)
+    cnn-factory export MODEL --format onnx    # TorchScript or ONNX with a JSON sidecar (cnn_factory/export.py)
     cnn-factory make-csv IMAGES LABELS        # pair images and label maps by file name
 
-`ARGS_FILE=<file.json>` holding a JSON list of train flags works as in the seed; flags given on
+`ARGS_FILE=<file.json>` holding a JSON list of train flags works as in the original cnn-factory; flags given on
 the command line win. A flag before any subcommand (`cnn-factory --modelname m ...`) means `train`.
 User errors print one line and exit 1 (`--debug` or CNN_FACTORY_DEBUG=1 shows the traceback).
 """
@@ -21,15 +21,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from cnn_factory import __version__
 from cnn_factory.cli.train import TRAIN_FLAGS, current_value, read_params_file, train
 from cnn_factory.config import DEVICES, SPLITS, load_params
 from cnn_factory.errors import UserError, run_stage
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
-GLOBAL_FLAGS = {"-h", "--help", "--debug"}
+GLOBAL_FLAGS = {"-h", "--help", "--debug", "--version"}
 
 
 class ArgError(Exception):
@@ -41,6 +43,8 @@ class ArgError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
+    commands: dict[str, Parser]  # the subcommands' parsers, on the top-level parser
+
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         kwargs.setdefault("allow_abbrev", False)  # a misspelt flag is an error, not a guess
@@ -58,15 +62,18 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the traceback of an error")
     parser = Parser(prog="cnn-factory", description=__doc__.split("\n")[0], parents=[common])
+    parser.add_argument("--version", action="version", version=f"cnn-factory {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     p = sub.add_parser("validate", parents=[common], help="check the CSV and print the data report")
     p.add_argument("--params", default="params.yaml", help="params file naming the CSV, inputs and outputs")
 
-    p = sub.add_parser("train", parents=[common], help="run the pipeline as a DVC experiment with the seed's flags")
+    p = sub.add_parser(
+        "train", parents=[common], help="run the pipeline as a DVC experiment (flags of the original cnn-factory)"
+    )
     params = read_params_file(Path("params.yaml"))
     for flags, key, kwargs in TRAIN_FLAGS:
         shown = f" = {current_value(params, key)}" if params and key not in ("inputs", "outputs") else ""
@@ -138,7 +145,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def expand_argv(argv: list[str], environ: dict) -> list[str]:
-    """The seed's forms: flags without a subcommand mean train, and so does ARGS_FILE with no arguments
+    """The original cnn-factory's forms: flags without a subcommand mean train, and so does ARGS_FILE with no arguments
     at all (nothing at all without ARGS_FILE is a usage error, never a training run); ARGS_FILE's flags
     come before the command line's."""
     if (argv and argv[0].startswith("-") and argv[0] not in GLOBAL_FLAGS) or (not argv and environ.get("ARGS_FILE")):
@@ -168,14 +175,14 @@ def expand_argv(argv: list[str], environ: dict) -> list[str]:
 
 def validate(args: argparse.Namespace) -> None:
     """Runs prepare's checks on every row and prints its report, writing nothing."""
-    from cnn_factory.data.prepare import output_summary, print_report, validate_and_load
+    from cnn_factory.data.prepare import print_report, validate_and_load
 
     cfg = load_params(args.params)
     _, splits, rows = validate_and_load(cfg)
-    report = {"rows": {s: splits.count(s) for s in SPLITS}, "outputs": {}}  # as prepare's report.json
+    report: dict[str, Any] = {"rows": {s: splits.count(s) for s in SPLITS}, "outputs": {}}  # as prepare's report.json
     for spec in cfg.outputs.values():
         values = {s: np.stack([r[spec.name] for r, t in zip(rows, splits) if t == s]) for s in SPLITS}
-        report["outputs"][spec.name] = output_summary(spec, values)
+        report["outputs"][spec.name] = spec.summary(values)
     print_report(report)
     print(f"validate: {cfg.data.csv}: {len(rows)} rows, all valid")
 

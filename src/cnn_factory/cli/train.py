@@ -1,4 +1,4 @@
-"""`cnn-factory train`: the seed's training flags, turned into `dvc exp run -S key=value`.
+"""`cnn-factory train`: the original cnn-factory's training flags, turned into `dvc exp run -S key=value`.
 
 Each flag maps onto the params.yaml key it means (TRAIN_FLAGS); the overrides are applied to a
 copy of params.yaml with dvc's own code and checked before dvc starts, so a bad value is
@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -25,8 +26,8 @@ from cnn_factory.errors import UserError
 ALL_LOSSES = tuple(dict.fromkeys(loss for losses in LOSSES.values() for loss in losses))
 
 
-def definitions(text: str) -> dict:
-    """--inputs/--outputs: JSON (a trailing comma as in the seed's README is forgiven) or a file of it."""
+def json_definitions(text: str) -> dict:
+    """--inputs/--outputs: JSON (a trailing comma, as the original cnn-factory's README has, is fine) or a file."""
     if not text.lstrip().startswith("{") and Path(text).is_file():
         text = Path(text).read_text(encoding="utf-8")
     try:
@@ -52,12 +53,20 @@ def filter_sizes(text: str) -> int | list[int]:
     return numbers[0] if len(numbers) == 1 and "," not in text and "[" not in text else numbers
 
 
-# (flags, params.yaml key, argparse arguments): the seed's train flags and what each sets
-TRAIN_FLAGS = [
+# (flags, params.yaml key, argparse arguments): the original cnn-factory's train flags and what each sets
+TRAIN_FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--modelname",), "model.name", {"help": "the model file is models/<modelname>.pt"}),
     (("--csv",), "data.csv", {"help": "the CSV; its header names the inputs' and outputs' columns"}),
-    (("--inputs",), "inputs", {"type": definitions, "metavar": "JSON", "help": "input definitions (JSON or file)"}),
-    (("--outputs",), "outputs", {"type": definitions, "metavar": "JSON", "help": "output definitions (JSON or file)"}),
+    (
+        ("--inputs",),
+        "inputs",
+        {"type": json_definitions, "metavar": "JSON", "help": "input definitions (JSON or file)"},
+    ),
+    (
+        ("--outputs",),
+        "outputs",
+        {"type": json_definitions, "metavar": "JSON", "help": "output definitions (JSON or file)"},
+    ),
     (("--batch-size",), "train.batch_size", {"type": int, "help": "images per optimiser step"}),
     (("--num-augs",), "train.num_augs", {"type": int, "help": "extra flipped/turned copies of each image per epoch"}),
     (("--num-epochs",), "train.epochs", {"type": int, "help": "passes over the training split"}),
@@ -119,7 +128,7 @@ def dvc_overrides(args: dict, extra: list[str], params: dict) -> list[str]:
     if "loss_function" in args:
         loss, outputs = args["loss_function"], args.get("outputs") or params.get("outputs") or {}
         unfit = [
-            f"outputs.{name} is {spec.get('type')} (its losses: {', '.join(LOSSES[spec.get('type')])})"
+            f"outputs.{name} is {spec['type']} (its losses: {', '.join(LOSSES[spec['type']])})"
             for name, spec in outputs.items()
             if isinstance(spec, dict) and spec.get("type") in LOSSES and loss not in LOSSES[spec["type"]]
         ]

@@ -20,7 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from cnn_factory.config import AugmentConfig, OutputSpec
+from cnn_factory.config import AugmentConfig
+from cnn_factory.outputs import Output
 
 
 class Augmenter:
@@ -84,7 +85,7 @@ class Augmenter:
         x: torch.Tensor,
         targets: dict[str, torch.Tensor],
         flags: torch.Tensor,
-        outputs: dict[str, OutputSpec],
+        outputs: dict[str, Output],
         mean: torch.Tensor,
         std: torch.Tensor,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -102,9 +103,7 @@ class Augmenter:
         x = x.clone()
         x[flags] = (self.photometric(image) - mean) / std
         targets = dict(targets)
-        for name, spec in outputs.items():
-            if spec.type != "segmentation":
-                continue
+        for name in (n for n, spec in outputs.items() if spec.spatial):
             mask = targets[name][flags][:, None]  # (n, 1, h', w'), at the mask's own size
             size = mask.shape[-2:]
             # a mask of another size than the image is warped at the image's size, so the matrix fits

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
-from cnn_factory.config import Config, OutputSpec
+from cnn_factory.config import Config
 from cnn_factory.errors import UserError
+from cnn_factory.outputs import Output
 
 
 def read_manifest(prepared: Path, cfg: Config) -> dict:
@@ -49,7 +50,7 @@ def _open_array(path: Path) -> np.ndarray:
 class PreparedSplit(Dataset):
     """One split; `split[indices]` returns a whole batch (inputs stacked as channels)."""
 
-    def __init__(self, folder: Path, inputs: list[str], outputs: dict[str, OutputSpec]):
+    def __init__(self, folder: Path, inputs: list[str], outputs: dict[str, Output]):
         self.inputs, self.outputs = inputs, list(outputs)
         self.arrays = {name: _open_array(folder / f"{name}.npy") for name in [*inputs, *outputs]}
         self.length = len(self.arrays[inputs[0]])
@@ -130,6 +131,7 @@ def make_loader(
     With world > 1 the loader yields only this rank's share (see ShardedBatches)."""
     space = _Repeated(len(split) * (1 + num_augs))
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    batches: Sampler[list[int]]
     if world > 1:
         batches = ShardedBatches(len(space), batch_size, shuffle, generator, rank, world)
     else:

@@ -24,13 +24,15 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from cnn_factory.config import SPLITS, Config, OutputSpec
+from cnn_factory.config import SPLITS, Config
 from cnn_factory.data.row_cache import CACHE_FORMAT, CachedRows, RowCache, record_dtype
-from cnn_factory.data.rows import Table, assign_splits, check_columns, definitions, load_row, read_table, row_key
+from cnn_factory.data.rows import decoding_key, load_row, row_key
+from cnn_factory.data.table import Table, assign_splits, check_columns, check_root, read_table
 from cnn_factory.errors import UserError
 
 CACHE = Path("data/cache")  # decoded rows, kept between runs (dvc.yaml: persist)
@@ -72,6 +74,7 @@ def _init_worker(job: RowJob) -> None:
 
 
 def _run_in_worker(i: int):
+    assert _job is not None  # set by _init_worker in every worker
     return _job(i)
 
 
@@ -97,6 +100,7 @@ def validate_and_load(
     when other rows have problems (so they are not decoded again once the CSV is fixed)."""
     table = read_table(cfg.data.csv)
     check_columns(table, cfg)
+    check_root(table, cfg)
     splits = assign_splits(table, cfg.data)
     cache = RowCache(cache_dir, record_dtype(cfg))
     locations, problems, missing = load_rows(table, cfg, cache, workers)
@@ -107,14 +111,15 @@ def validate_and_load(
         if len(problems) > MAX_LISTED:
             shown.append(f"... and {len(problems) - MAX_LISTED} more problems")
         raise UserError(f"{len(problems)} problem(s) in the data:\n" + "\n".join(shown))
-    return table, splits, CachedRows(cache, cache.compact(locations))
+    return table, splits, CachedRows(cache, [loc for loc in cache.compact(locations) if loc is not None])
 
 
 def load_rows(table: Table, cfg: Config, cache: RowCache, workers: int) -> tuple[list, list[str], dict]:
     """Each row's place in the cache (None where it has problems), every problem in row order,
     and per output the rows whose label map holds none of its labels."""
-    job = RowJob(table, cfg, json.dumps([CACHE_FORMAT, definitions(cfg)]), cache.dtype, frozenset(cache.index))
-    problems, locations = [], []
+    job = RowJob(table, cfg, json.dumps([CACHE_FORMAT, decoding_key(cfg)]), cache.dtype, frozenset(cache.index))
+    problems: list[str] = []
+    locations: list[tuple[str, int] | None] = []
     missing: dict[str, list[int]] = {name: [] for name in cfg.outputs}
     results = _each_row(job, len(table.rows), workers)
     bar = tqdm(results, desc="prepare", unit="row", disable=None, file=sys.stdout, total=len(table.rows))
@@ -123,8 +128,9 @@ def load_rows(table: Table, cfg: Config, cache: RowCache, workers: int) -> tuple
         if row_problems:
             locations.append(None)
         elif record is None:
-            locations.append(cache.index[key])
-            row_missing = [n for n, m in zip(cfg.outputs, cache.record(locations[-1])["missing"]) if m]
+            location = cache.index[key]
+            locations.append(location)
+            row_missing = [n for n, m in zip(cfg.outputs, cache.record(location)["missing"]) if m]
             cache.reused += 1
         else:
             locations.append(cache.add(record))
@@ -162,8 +168,8 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
 
     Arrays are filled row by row into memory-mapped files and read back in blocks for the
     statistics, so memory does not grow with the number of rows."""
-    manifest = {"csv": table.path, "splits": {}, "inputs": {}, "outputs": {}}
-    report = {"rows": {}, "outputs": {}}
+    manifest: dict[str, Any] = {"csv": table.path, "splits": {}, "inputs": {}, "outputs": {}}
+    report: dict[str, Any] = {"rows": {}, "outputs": {}}
     arrays: dict[str, dict[str, np.ndarray]] = {}
     first_input = next(iter(cfg.inputs.values())).column
     for split in SPLITS:
@@ -177,29 +183,13 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
         report["rows"][split] = len(index)
     for spec in cfg.inputs.values():
         manifest["inputs"][spec.name] = channel_stats(arrays["train"][spec.name])
-    for spec in cfg.outputs.values():
-        values = {s: arrays[s][spec.name] for s in SPLITS}
-        report["outputs"][spec.name] = output_summary(spec, values)
-        if spec.type == "numeric":
-            manifest["outputs"][spec.name] = {
-                "mean": float(values["train"].mean()),
-                "std": float(max(values["train"].std(), 1e-6)),
-            }
+    for output in cfg.outputs.values():
+        values = {s: arrays[s][output.name] for s in SPLITS}
+        report["outputs"][output.name] = output.summary(values)
+        manifest["outputs"][output.name] = output.statistics(values["train"])  # e.g. a number's mean and std
     _write_json(out / "manifest.json", manifest)
     _write_json(out / "report.json", report)
     return report
-
-
-def output_summary(spec: OutputSpec, values: dict[str, np.ndarray]) -> dict:
-    """An output's line of the report, per split: mask coverage, class counts or mean value."""
-    if spec.type == "segmentation":
-        return {f"coverage_{s}": round(float(v.mean()), 4) for s, v in values.items()}
-    if spec.type == "category":
-        return {
-            f"counts_{s}": dict(zip(spec.classes, np.bincount(v, minlength=spec.num_classes).tolist()))
-            for s, v in values.items()
-        }
-    return {f"mean_{s}": round(float(v.mean()), 4) for s, v in values.items()}
 
 
 def write_arrays(rows: CachedRows, index: list[int], names: list[str], folder: Path) -> dict[str, np.ndarray]:
@@ -208,7 +198,7 @@ def write_arrays(rows: CachedRows, index: list[int], names: list[str], folder: P
     Rows are copied a block at a time, one gather per cache shard and block."""
     folder.mkdir(parents=True)
     first = rows[index[0]]
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         n: np.lib.format.open_memmap(
             folder / f"{n}.npy", "w+", np.asarray(first[n]).dtype, (len(index), *np.shape(first[n]))
         )

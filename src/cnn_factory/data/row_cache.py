@@ -27,9 +27,7 @@ PENDING = ""  # name of the shard this run is writing, until it is sealed
 def record_dtype(cfg: Config) -> np.dtype:
     """One cached row: its key, which outputs' labels its label map lacks, and its arrays."""
     fields = [(s.name, np.uint8, (s.channels, *s.size)) for s in cfg.inputs.values()]
-    for s in cfg.outputs.values():
-        kind = {"segmentation": (np.uint8, s.size), "category": (np.int64,), "numeric": (np.float32,)}[s.type]
-        fields.append((s.name, *kind))
+    fields += [(s.name, *s.array_field()) for s in cfg.outputs.values()]
     return np.dtype([("key", "S32"), ("missing", np.bool_, (len(cfg.outputs),)), ("arrays", np.dtype(fields))])
 
 
@@ -134,7 +132,7 @@ class RowCache:
             if location is None:
                 return None
             shard, j = moved.get(location, location)
-            return (name, j) if shard == PENDING else (shard, j)
+            return (name or PENDING, j) if shard == PENDING else (shard, j)
 
         locations = [relocate(loc) for loc in locations]
         for shard in [s for s in self.shards if s != name and (s not in used or s in fold)]:
@@ -155,9 +153,9 @@ class CachedRows(Sequence):
     def __len__(self) -> int:
         return len(self.locations)
 
-    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:  # type: ignore[override]  # rows by index, no slices
         arrays = self.cache.record(self.locations[i])["arrays"]
-        return {name: arrays[name] for name in arrays.dtype.names}
+        return {name: arrays[name] for name in arrays.dtype.names or ()}
 
     def stacked(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
         """Rows `indices` stacked per array name, gathered from each shard at once."""
@@ -171,4 +169,4 @@ class CachedRows(Sequence):
         for shard, (ks, js) in where.items():
             records[ks] = self.cache.shards[shard][js]
         arrays = records["arrays"]
-        return {name: arrays[name] for name in arrays.dtype.names}
+        return {name: arrays[name] for name in arrays.dtype.names or ()}

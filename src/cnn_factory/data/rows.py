@@ -1,19 +1,16 @@
-"""Checks a CSV against params and decodes each row into arrays, collecting every problem.
+"""Decodes one CSV row into the arrays prepare stores, collecting every problem with its row and column.
 
-Used by `stages/prepare.py`. Row numbers are those a spreadsheet shows: the header is
-row 1, the first data row is row 2. Each problem names the CSV, row, column and what
-was expected; nothing is raised until every row has been looked at. `row_key` names what a
-row decodes to (its files' bytes, its cells, the definitions), for prepare's cache.
+Images are read as prepare and predict both need them (alpha dropped, scaled to uint8, resized
+to the input's size); each output's cell or label map is decoded by its kind (`Output.decode`).
+`row_key` names what a row decodes to (its files' bytes, its cells, the definitions), for the
+row cache.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import hashlib
-import io
 import json
-import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,21 +19,9 @@ import skimage
 from skimage import io as skio
 from skimage.transform import resize
 
-from cnn_factory.config import SPLITS, Config, DataConfig, InputSpec, OutputSpec
-from cnn_factory.errors import UserError
-
-
-@dataclass
-class Table:
-    """The CSV as text cells; `numbers[i]` is the file row of `rows[i]` (the header is row 1)."""
-
-    path: str
-    header: list[str]
-    rows: list[dict[str, str]]
-    numbers: list[int]
-
-    def where(self, index: int, column: str) -> str:
-        return f"{self.path}: row {self.numbers[index]}, column '{column}'"
+from cnn_factory.config import Config, DataConfig, InputSpec
+from cnn_factory.data.table import Table
+from cnn_factory.outputs import KIND_MODULES
 
 
 @dataclass
@@ -44,91 +29,6 @@ class RowResult:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     missing_labels: list[str] = field(default_factory=list)  # outputs whose labels are absent
-
-
-def read_table(path: str) -> Table:
-    """Reads the CSV (BOM, Windows line endings and quoted cells are fine)."""
-    try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise UserError(f"{path}: CSV not found; check data.csv in params.yaml") from None
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); save the CSV as UTF-8") from None
-    reader = csv.reader(io.StringIO(text, newline=""))  # newline="": csv handles \n, \r\n and \r itself
-    try:
-        lines = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
-    except csv.Error as err:
-        raise UserError(f"{path}: row {reader.line_num}: not valid CSV ({err}); check the quotes on that row") from None
-    if not lines:
-        raise UserError(f"{path}: the CSV is empty; expected a header row naming the columns, then one row per image")
-    header = [cell.strip() for cell in lines[0][1]]
-    seen: set[str] = set()
-    for i, name in enumerate(header):
-        if not name:
-            raise UserError(f"{path}: row 1, column {i + 1}: empty column name; every column needs a header")
-        if name in seen:
-            raise UserError(f"{path}: row 1: column name '{name}' appears twice; column names must be unique")
-        seen.add(name)
-    rows = []
-    for number, cells in lines[1:]:
-        if len(cells) != len(header):
-            raise UserError(
-                f"{path}: row {number}: {len(cells)} cells but the header has {len(header)}; "
-                "quote cells that contain commas"
-            )
-        rows.append({name: cell.strip() for name, cell in zip(header, cells)})
-    if not rows:
-        raise UserError(f"{path}: the CSV has a header but no data rows")
-    return Table(path=path, header=header, rows=rows, numbers=[number for number, _ in lines[1:]])
-
-
-def check_columns(table: Table, cfg: Config) -> None:
-    """Every column named in params must be in the CSV header."""
-    needed = [(f"inputs.{s.name}", s.column) for s in cfg.inputs.values()]
-    needed += [(f"outputs.{s.name}", s.column) for s in cfg.outputs.values()]
-    if cfg.data.split.column:
-        needed.append(("data.split.column", cfg.data.split.column))
-    problems = [
-        f"{table.path}: row 1: no column '{column}' (needed by {key}); columns are: {', '.join(table.header)}"
-        for key, column in needed
-        if column not in table.header
-    ]
-    if problems:
-        if not any(spec.column in table.header for spec in cfg.inputs.values()):
-            problems.append(f"{table.path}: row 1 must be the header naming the columns")
-        raise UserError("\n".join(problems))
-
-
-def assign_splits(table: Table, data: DataConfig) -> list[str]:
-    """train/val/test per row, from data.split.column or from seeded random fractions."""
-    n = len(table.rows)
-    if data.split.column:
-        names, problems = [], []
-        for i, row in enumerate(table.rows):
-            value = row[data.split.column].lower()
-            if value not in SPLITS:
-                problems.append(
-                    f"{table.where(i, data.split.column)}: unknown split {row[data.split.column]!r}; "
-                    "expected train, val or test"
-                )
-            names.append(value)
-        if problems:
-            raise UserError("\n".join(problems))
-    else:
-        n_val, n_test = round(n * data.split.val), round(n * data.split.test)
-        order = np.random.default_rng(data.split.seed).permutation(n)
-        names = ["train"] * n
-        for k, i in enumerate(order):
-            names[i] = "val" if k < n_val else "test" if k < n_val + n_test else "train"
-    for split in SPLITS:
-        if split not in names:
-            how = (
-                f"column '{data.split.column}' names no {split} row"
-                if data.split.column
-                else (f"data.split fractions leave it empty with {n} rows")
-            )
-            raise UserError(f"{table.path}: the {split} split is empty ({how}); add rows or change data.split")
-    return names
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -177,30 +77,6 @@ def load_label_map(path: Path) -> np.ndarray:
     return labels
 
 
-def split_mask(labels: np.ndarray, spec: OutputSpec) -> np.ndarray:
-    """Boolean (H, W) uint8 mask of the label values in spec.labels, at spec.size (nearest)."""
-    mask = np.isin(labels, spec.labels)
-    if mask.shape != spec.size:
-        mask = resize(mask, spec.size, order=0, preserve_range=True, anti_aliasing=False)
-    return mask.astype(np.uint8)
-
-
-def parse_category(value: str, spec: OutputSpec) -> int:
-    if value in spec.classes:
-        return spec.classes.index(value)
-    raise ValueError(f"{value!r} is not a known class; expected one of {', '.join(spec.classes)}")
-
-
-def parse_numeric(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{value!r} is not a finite number")
-    return number
-
-
 def load_row(table: Table, index: int, cfg: Config) -> RowResult:
     """Decodes one CSV row into arrays keyed by input/output name, or lists its problems."""
     row, result = table.rows[index], RowResult()
@@ -217,28 +93,21 @@ def load_row(table: Table, index: int, cfg: Config) -> RowResult:
             result.arrays[spec.name], image_size = load_input(path, spec)
         except ValueError as err:
             problem(spec.column, f"{path} {err}")
-    label_maps: dict[str, np.ndarray | None] = {}
-    for spec in cfg.outputs.values():
-        value = row[spec.column]
-        if spec.type == "segmentation":
-            if spec.column not in label_maps:
-                label_maps[spec.column] = _label_map(row, spec.column, cfg.data, image_size, problem)
-            labels = label_maps[spec.column]
-            if labels is not None:
-                result.arrays[spec.name] = split_mask(labels, spec)
-                if not np.isin(spec.labels, labels).any():
-                    result.missing_labels.append(spec.name)
-            continue
-        if not value:
-            problem(spec.column, f"empty cell; expected a value for outputs.{spec.name}")
-            continue
+    label_maps: dict[str, np.ndarray | None] = {}  # several outputs may read one label map
+    for output in cfg.outputs.values():
+        labels = None
+        if output.reads_label_map:
+            if output.column not in label_maps:
+                label_maps[output.column] = _label_map(row, output.column, cfg.data, image_size, problem)
+            labels = label_maps[output.column]
+            if labels is None:
+                continue
+            if output.lacks_labels(labels):
+                result.missing_labels.append(output.name)
         try:
-            if spec.type == "category":
-                result.arrays[spec.name] = np.int64(parse_category(value, spec))
-            else:
-                result.arrays[spec.name] = np.float32(parse_numeric(value))
+            result.arrays[output.name] = output.decode(row[output.column], labels)
         except ValueError as err:
-            problem(spec.column, str(err))
+            problem(output.column, str(err))
     return result
 
 
@@ -272,16 +141,16 @@ def _label_map(row, column, data, image_size, problem) -> np.ndarray | None:
     return labels
 
 
-TRAINING_ONLY = {"loss", "weight", "label_smoothing", "class_weights"}  # output fields no array depends on
-
-
-def definitions(cfg: Config) -> str:
+def decoding_key(cfg: Config) -> str:
     """Everything besides a row's own files and cells that decides its arrays: the input and
-    output specs (less the training-only fields), this module's code and the decoders' versions."""
-    inputs = [dataclasses.asdict(s) for s in cfg.inputs.values()]
-    outputs = [{k: v for k, v in dataclasses.asdict(s).items() if k not in TRAINING_ONLY} for s in cfg.outputs.values()]
-    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-    return json.dumps([inputs, outputs, code, np.__version__, skimage.__version__], default=str)
+    output definitions (less their training-only fields), the decoding code and the decoders' versions."""
+    inputs = [[n, s.model_dump(mode="json")] for n, s in cfg.inputs.items()]
+    outputs = [[n, s.model_dump(mode="json", exclude=set(s.training_only))] for n, s in cfg.outputs.items()]
+    code = [
+        hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in (sys.modules[__name__], *KIND_MODULES)
+    ]
+    versions = [np.__version__, getattr(skimage, "__version__", "")]
+    return json.dumps([inputs, outputs, code, *versions], default=str)
 
 
 def row_key(table: Table, index: int, cfg: Config, defs: str) -> str | None:
@@ -289,10 +158,8 @@ def row_key(table: Table, index: int, cfg: Config, defs: str) -> str | None:
     files it names and its category/numeric cells. None when a file is missing or unreadable
     (load_row then says why)."""
     row = table.rows[index]
-    files = [s.column for s in cfg.inputs.values()] + [
-        s.column for s in cfg.outputs.values() if s.type == "segmentation"
-    ]
-    cells = [s.column for s in cfg.outputs.values() if s.type != "segmentation"]
+    files = [s.column for s in cfg.inputs.values()] + [s.column for s in cfg.outputs.values() if s.reads_label_map]
+    cells = [s.column for s in cfg.outputs.values() if not s.reads_label_map]
     digest = hashlib.sha256(defs.encode())
     for column in dict.fromkeys(files):
         if not row[column]:

@@ -10,7 +10,6 @@ run, is ignored, so `dvc exp run -S ...` never continues someone else's run.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import random
@@ -38,7 +37,7 @@ def run_key(params: dict[str, Any], manifest: dict) -> str:
 
 
 def rng_state(*generators: torch.Generator) -> dict:
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # ("MT19937", keys, position, ...)
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -61,7 +60,7 @@ def set_rng_state(state: dict, *generators: torch.Generator) -> None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Written atomically (stages/atomic.py): a kill never leaves half a file."""
+    """Written atomically (atomic.py): a kill never leaves half a file."""
     replace_file(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
 
 
@@ -81,9 +80,7 @@ def load_checkpoint(path: Path, key: str) -> dict | None:
 
 def params_key(cfg: Config, manifest: dict) -> str:
     """What decides the run's result; a checkpoint of another key is not resumed."""
-    params = {k: dataclasses.asdict(getattr(cfg, k)) for k in ("model", "train", "augment")}
-    params["inputs"] = {n: dataclasses.asdict(s) for n, s in cfg.inputs.items()}
-    params["outputs"] = {n: dataclasses.asdict(s) for n, s in cfg.outputs.items()}
+    params = cfg.model_dump(mode="json", include={"model", "train", "augment", "inputs", "outputs"})
     return run_key(params, manifest)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -35,7 +36,6 @@ from cnn_factory.training.distributed import (
 from cnn_factory.training.live import AtomicLive, drop_unreadable, trim_curves
 from cnn_factory.training.loop import autocast_dtype, seed_everything, train_one_epoch, validation_pass
 from cnn_factory.training.losses import Criterion
-from cnn_factory.training.metrics import HEADLINE
 from cnn_factory.training.optim import EarlyStopping, Schedule, make_optimizer
 from cnn_factory.training.pictures import Gallery
 
@@ -45,7 +45,7 @@ SHOWN = 4  # validation images in each picture logged every train.log_images_eve
 def make_session(cfg: Config, args: dict, device: torch.device, steps_per_epoch: int, amp) -> Session:
     t, es = cfg.train, cfg.train.early_stopping
     # channels-last runs the convolutions faster on CPU (oneDNN) and on CUDA tensor cores
-    model = MultiOutputNet(**args).to(device, memory_format=torch.channels_last)
+    model = MultiOutputNet(**args).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = make_optimizer(t.optimizer, model.parameters(), t.lr, t.momentum, t.weight_decay)
     steps = math.ceil(steps_per_epoch / t.accumulate)
     schedule = Schedule(t.scheduler, optimizer, t.lr, t.epochs, steps, t.step_epochs, t.warmup_epochs, es.mode)
@@ -61,7 +61,7 @@ def make_session(cfg: Config, args: dict, device: torch.device, steps_per_epoch:
 
 
 def log_epoch(
-    live: AtomicLive, epoch: int, epochs: int, train_stats: dict, val_stats: dict | None, lr: float, outputs
+    live: Any, epoch: int, epochs: int, train_stats: dict, val_stats: dict | None, lr: float, outputs
 ) -> None:
     """dvclive metrics of the epoch, and one line on stdout (val_stats None: not validated)."""
     speed = train_stats.pop("images_per_s")  # printed, not logged: metrics must be reproducible
@@ -72,7 +72,7 @@ def log_epoch(
     val = ""
     if val_stats is not None:
         val = f"val_loss {val_stats['loss']:.4f}  " + "".join(
-            f"{n}/{HEADLINE[s.type]} {val_stats[f'{n}/{HEADLINE[s.type]}']:.3f}  " for n, s in outputs.items()
+            f"{n}/{s.headline} {val_stats[f'{n}/{s.headline}']:.3f}  " for n, s in outputs.items()
         )
     print(f"epoch {epoch}/{epochs}  loss {train_stats['loss']:.4f}  {val}{speed:.0f} img/s", flush=True)
 
@@ -104,7 +104,7 @@ def fit(cfg: Config, prepared: Path = PREPARED) -> None:
     )
     val_loader = make_loader(val_split, t.batch_size, shuffle=False)
     stats = normalisation(meta["inputs"], device)  # (mean, std) of the inputs' channels
-    criterion = Criterion(outputs, {n: o["std"] for n, o in args["outputs"].items() if "std" in o})
+    criterion = Criterion(outputs, manifest["outputs"])  # a number's loss is in units of its std
     metric = es.metric.removeprefix("val/")
 
     ckpt_path, key = FOLDER / f"{cfg.model.name}.ckpt", params_key(cfg, manifest)

@@ -47,4 +47,5 @@ def trim_curves(folder: Path, steps: int) -> None:
         at = columns.index("step")
         kept = [r for r in rows if len(f := r.split("\t")) == len(columns) and f[at].isdigit() and int(f[at]) < steps]
         if len(kept) != len(rows):
-            replace_file(path, lambda tmp, lines=[header, *kept]: tmp.write_text("\n".join(lines) + "\n"))
+            text = "\n".join([header, *kept]) + "\n"
+            replace_file(path, lambda tmp, text=text: tmp.write_text(text))  # type: ignore[misc]

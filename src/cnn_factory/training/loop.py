@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cnn_factory.config import OutputSpec
 from cnn_factory.data.dataset import to_device
+from cnn_factory.outputs import Output
 from cnn_factory.training.distributed import SINGLE, Dist, all_sum
 from cnn_factory.training.metrics import OutputMetrics
 
@@ -91,7 +91,7 @@ def train_one_epoch(
 
 @torch.inference_mode()
 def validation_pass(
-    model, criterion, loader, device, stats, outputs: dict[str, OutputSpec], amp=None, gallery=None
+    model, criterion, loader, device, stats, outputs: dict[str, Output], amp=None, gallery=None
 ) -> dict:
     """Mean losses and metrics per output over a split; the first images go to `gallery` if given."""
     model.eval()

@@ -1,18 +1,17 @@
-"""Per-output losses by the seed's names, and the weighted total over the output dict.
+"""Loss functions, and the weighted total over the output dict.
 
-All take logits (never probabilities) so the cross entropies stay numerically stable.
+Each output kind picks its loss by name (`Output.make_loss`, the names of the original
+cnn-factory). All take logits (never probabilities) so the cross entropies stay stable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 
-from cnn_factory.config import OutputSpec
-
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from cnn_factory.outputs import LossFn, Output
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -39,55 +38,42 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -
     return ((1 - p_t) ** gamma * bce).mean()
 
 
-def _bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target)
 
 
-def _bce_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return _bce(logits, target) + soft_dice_loss(logits, target)
+def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return bce_loss(logits, target) + soft_dice_loss(logits, target)
 
 
-def _scaled(fn: Callable, scale: float) -> LossFn:
-    # numeric targets are compared in units of the training split's std, so the loss
-    # has the same magnitude whatever the target's units
-    return lambda pred, target: fn(pred / scale, target / scale)
-
-
-def _cross_entropy(spec: OutputSpec) -> LossFn:
-    weight = torch.tensor(spec.class_weights) if spec.class_weights else None
+def cross_entropy_loss(class_weights: list[float] | None, label_smoothing: float) -> LossFn:
+    """Cross entropy over class logits (B, K) and ids (B,), with per-class weights and smoothing."""
+    weight = torch.tensor(class_weights) if class_weights else None
 
     def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         w = weight.to(logits.device) if weight is not None else None
-        return F.cross_entropy(logits, target, weight=w, label_smoothing=spec.label_smoothing)
+        return F.cross_entropy(logits, target, weight=w, label_smoothing=label_smoothing)
 
     return loss
 
 
-def make_loss(spec: OutputSpec, scale: float = 1.0) -> LossFn:
-    """The loss function named by spec.loss (checked against spec.type by config)."""
-    table: dict[str, LossFn] = {
-        "binary_crossentropy": _bce,
-        "dice": soft_dice_loss,
-        "bce_dice": _bce_dice,
-        "jaccard": soft_jaccard_loss,
-        "focal": focal_loss,
-        "categorical_crossentropy": _cross_entropy(spec),
-        "mse": _scaled(F.mse_loss, scale),
-        "mae": _scaled(F.l1_loss, scale),
-    }
-    return table[spec.loss]
+def scaled_loss(name: str, scale: float) -> LossFn:
+    """mse or mae in units of `scale` (a numeric target's std): the same magnitude whatever its units."""
+    fn = F.mse_loss if name == "mse" else F.l1_loss
+    return lambda pred, target: fn(pred / scale, target / scale)
 
 
 class Criterion:
     """Total loss = sum of weight x per-output loss over the `{name: logits}` dict."""
 
-    def __init__(self, outputs: dict[str, OutputSpec], scales: dict[str, float]):
+    def __init__(self, outputs: Mapping[str, Output], stats: Mapping[str, dict[str, float]]):
+        """stats: per output, the training split's figures its loss needs (a number's std)."""
         self.weights = {name: spec.weight for name, spec in outputs.items()}
-        self.losses = {name: make_loss(spec, scales.get(name, 1.0)) for name, spec in outputs.items()}
+        self.losses: dict[str, LossFn] = {name: spec.make_loss(stats.get(name, {})) for name, spec in outputs.items()}
 
     def __call__(
         self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         parts = {name: fn(preds[name], targets[name]) for name, fn in self.losses.items()}
-        total = sum(self.weights[name] * loss for name, loss in parts.items())
+        total = torch.stack([self.weights[name] * loss for name, loss in parts.items()]).sum()
         return total, parts

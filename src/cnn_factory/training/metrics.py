@@ -1,17 +1,19 @@
 """Metrics per output, accumulated on the device over batches and read once at the end.
 
-metrics = OutputMetrics(outputs, device)
-metrics.update(preds, targets)         # per batch, no host sync
-metrics.compute()                      # {"round/dice": 0.93, "majority/accuracy": 0.95, ...}
+    metrics = OutputMetrics(outputs, device)
+    metrics.update(preds, targets)         # per batch, no host sync
+    metrics.compute()                      # {"round/dice": 0.93, "majority/accuracy": 0.95, ...}
+
+Each output kind picks its accumulator (`Output.new_metric`); the accumulators are here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
-from cnn_factory.config import OutputSpec
-
-HEADLINE = {"segmentation": "dice", "category": "accuracy", "numeric": "mae"}
+from cnn_factory.outputs import Metric, Output
 
 
 class ConfusionMatrix:
@@ -37,36 +39,70 @@ class ConfusionMatrix:
         }
 
 
-class OutputMetrics:
-    """dice/iou (segmentation, pooled over all pixels), accuracy/f1_macro (category), mae (numeric)."""
+class OverlapCounts(Metric):
+    """Masks: true positives, false positives and false negatives over all pixels; pooled dice and IoU."""
 
-    def __init__(self, outputs: dict[str, OutputSpec], device: torch.device | str = "cpu"):
-        self.outputs = outputs
-        self.counts = {n: torch.zeros(3, device=device) for n, s in outputs.items() if s.type == "segmentation"}
-        self.confusion = {n: ConfusionMatrix(s.num_classes, device) for n, s in outputs.items() if s.type == "category"}
-        self.abs_error = {n: torch.zeros(2, device=device) for n, s in outputs.items() if s.type == "numeric"}
+    def __init__(self, device: torch.device | str):
+        self.counts = torch.zeros(3, device=device)
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        pred, truth = logits > 0, target > 0.5
+        self.counts += torch.stack([(pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()])
+
+    def compute(self) -> dict[str, float]:
+        tp, fp, fn = self.counts.tolist()
+        # an output absent from every image and never predicted is segmented perfectly
+        return {
+            "dice": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
+            "iou": tp / (tp + fp + fn) if tp + fp + fn else 1.0,
+        }
+
+
+class ClassCounts(Metric):
+    """Classes: accuracy and macro F1 from a confusion matrix; `pairs()` gives it back for a plot."""
+
+    def __init__(self, num_classes: int, device: torch.device | str):
+        self.matrix = ConfusionMatrix(num_classes, device)
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        self.matrix.update(target, logits.argmax(1))
+
+    def compute(self) -> dict[str, float]:
+        return self.matrix.compute()
+
+    def pairs(self) -> tuple[list[int], list[int]]:
+        """(true, predicted) class ids, one pair per counted image."""
+        counts = self.matrix.mat.cpu()
+        truth, pred = torch.meshgrid(torch.arange(self.matrix.n), torch.arange(self.matrix.n), indexing="ij")
+        repeats = counts.flatten()
+        return truth.flatten().repeat_interleave(repeats).tolist(), pred.flatten().repeat_interleave(repeats).tolist()
+
+
+class AbsoluteError(Metric):
+    """Numbers: the mean absolute error, in the target's units."""
+
+    def __init__(self, device: torch.device | str):
+        self.sums = torch.zeros(2, device=device)  # total absolute error, count
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        diff = (logits - target).abs()
+        self.sums += torch.stack([diff.sum(), diff.new_tensor(float(diff.numel()))])
+
+    def compute(self) -> dict[str, float]:
+        total, count = self.sums.tolist()
+        return {"mae": total / max(count, 1)}
+
+
+class OutputMetrics:
+    """Each output's own metrics (its kind's `new_metric`), keyed `<output>/<metric>`."""
+
+    def __init__(self, outputs: Mapping[str, Output], device: torch.device | str = "cpu"):
+        self.metrics: dict[str, Metric] = {name: spec.new_metric(device) for name, spec in outputs.items()}
 
     @torch.no_grad()
     def update(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> None:
-        for name, counts in self.counts.items():
-            pred, target = preds[name] > 0, targets[name] > 0.5
-            counts += torch.stack([(pred & target).sum(), (pred & ~target).sum(), (~pred & target).sum()])
-        for name, confusion in self.confusion.items():
-            confusion.update(targets[name], preds[name].argmax(1))
-        for name, err in self.abs_error.items():
-            diff = (preds[name] - targets[name]).abs()
-            err += torch.stack([diff.sum(), diff.new_tensor(float(diff.numel()))])
+        for name, metric in self.metrics.items():
+            metric.update(preds[name], targets[name])
 
     def compute(self) -> dict[str, float]:
-        result = {}
-        for name, counts in self.counts.items():
-            tp, fp, fn = counts.tolist()
-            # an output absent from every image and never predicted is segmented perfectly
-            result[f"{name}/dice"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
-            result[f"{name}/iou"] = tp / (tp + fp + fn) if tp + fp + fn else 1.0
-        for name, confusion in self.confusion.items():
-            result.update({f"{name}/{k}": v for k, v in confusion.compute().items()})
-        for name, err in self.abs_error.items():
-            total, count = err.tolist()
-            result[f"{name}/mae"] = total / max(count, 1)
-        return result
+        return {f"{name}/{k}": v for name, metric in self.metrics.items() for k, v in metric.compute().items()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any, Literal
 
 import torch
 from torch.optim import lr_scheduler
@@ -19,10 +20,11 @@ def make_optimizer(
     name: str, params: Iterable[torch.nn.Parameter], lr: float, momentum: float, weight_decay: float
 ) -> torch.optim.Optimizer:
     """One of cnn_factory.config.OPTIMIZERS; momentum applies to sgd and rmsprop."""
-    if name in ("sgd", "rmsprop"):
-        cls = torch.optim.SGD if name == "sgd" else torch.optim.RMSprop
-        return cls(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    cls = {
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    cls: Any = {
         "adam": torch.optim.Adam,
         "adamw": torch.optim.AdamW,
         "adadelta": torch.optim.Adadelta,
@@ -46,10 +48,12 @@ class Schedule:
         steps_per_epoch: int,
         step_epochs: int,
         warmup_epochs: int,
-        mode: str = "min",
+        mode: Literal["min", "max"] = "min",
     ):
         self.name, self.warmup, self.epoch = name, warmup_epochs if name != "onecycle" else 0, 0
         warm = lambda e: 0.1 + 0.9 * e / self.warmup if e < self.warmup else 1.0  # noqa: E731
+        self.sched: Any
+        self.warm: lr_scheduler.LambdaLR | None = None
         if name == "onecycle":
             self.sched = lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
         elif name == "plateau":
@@ -86,6 +90,7 @@ class Schedule:
         self.epoch = state["epoch"]
         self.sched.load_state_dict(state["sched"])
         if state["warm"] is not None:
+            assert self.warm is not None  # saved by a plateau schedule with warm-up, as this one
             self.warm.load_state_dict(state["warm"])
 
 

@@ -6,11 +6,12 @@ through a Gallery filled from the predictions their loops make anyway.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
-from dvclive import Live
 
-from cnn_factory.config import OutputSpec
+from cnn_factory.outputs import Output
 
 
 def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -46,9 +47,10 @@ class Gallery:
     """The first `limit` images of a split with their true and predicted masks, per segmentation
     output, kept from the batches a loop computes anyway: the pictures cost no forward pass."""
 
-    def __init__(self, outputs: dict[str, OutputSpec], limit: int):
-        self.limit, self.count, self.images = limit, 0, []
-        self.masks: dict[str, tuple[list, list]] = {n: ([], []) for n, s in outputs.items() if s.type == "segmentation"}
+    def __init__(self, outputs: dict[str, Output], limit: int):
+        self.limit, self.count = limit, 0
+        self.images: list[np.ndarray] = []
+        self.masks: dict[str, tuple[list, list]] = {n: ([], []) for n, s in outputs.items() if s.spatial}
 
     def add(self, images: torch.Tensor, targets: dict[str, torch.Tensor], preds: dict[str, torch.Tensor]) -> None:
         """images: the uint8 batch as loaded; targets (0/1) and logits as the loss sees them."""
@@ -61,7 +63,7 @@ class Gallery:
             pred.append((preds[name][:take] > 0).cpu().numpy())
         self.count += len(self.images[-1])
 
-    def log(self, live: Live, path: str) -> None:
+    def log(self, live: Any, path: str) -> None:
         """One picture per segmentation output, logged as `path` with {output} filled in."""
         if not self.images:
             return

@@ -1,0 +1,136 @@
+"""The CSV as a table of text cells, its columns checked against params, and the split of each row.
+
+Row numbers are those a spreadsheet shows: the header is row 1, the first data row is row 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnn_factory.config import SPLITS, Config, DataConfig
+from cnn_factory.errors import UserError
+
+
+@dataclass
+class Table:
+    """The CSV as text cells; `numbers[i]` is the file row of `rows[i]` (the header is row 1)."""
+
+    path: str
+    header: list[str]
+    rows: list[dict[str, str]]
+    numbers: list[int]
+
+    def where(self, index: int, column: str) -> str:
+        return f"{self.path}: row {self.numbers[index]}, column '{column}'"
+
+
+def read_table(path: str) -> Table:
+    """Reads the CSV (BOM, Windows line endings and quoted cells are fine)."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise UserError(f"{path}: CSV not found; check data.csv in params.yaml") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); save the CSV as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))  # newline="": csv handles \n, \r\n and \r itself
+    try:
+        lines = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except csv.Error as err:
+        raise UserError(f"{path}: row {reader.line_num}: not valid CSV ({err}); check the quotes on that row") from None
+    if not lines:
+        raise UserError(f"{path}: the CSV is empty; expected a header row naming the columns, then one row per image")
+    header = [cell.strip() for cell in lines[0][1]]
+    seen: set[str] = set()
+    for i, name in enumerate(header):
+        if not name:
+            raise UserError(f"{path}: row 1, column {i + 1}: empty column name; every column needs a header")
+        if name in seen:
+            raise UserError(f"{path}: row 1: column name '{name}' appears twice; column names must be unique")
+        seen.add(name)
+    rows = []
+    for number, cells in lines[1:]:
+        if len(cells) != len(header):
+            raise UserError(
+                f"{path}: row {number}: {len(cells)} cells but the header has {len(header)}; "
+                "quote cells that contain commas"
+            )
+        rows.append({name: cell.strip() for name, cell in zip(header, cells)})
+    if not rows:
+        raise UserError(f"{path}: the CSV has a header but no data rows")
+    return Table(path=path, header=header, rows=rows, numbers=[number for number, _ in lines[1:]])
+
+
+def check_columns(table: Table, cfg: Config) -> None:
+    """Every column named in params must be in the CSV header."""
+    needed = [(f"inputs.{s.name}", s.column) for s in cfg.inputs.values()]
+    needed += [(f"outputs.{s.name}", s.column) for s in cfg.outputs.values()]
+    if cfg.data.split.column:
+        needed.append(("data.split.column", cfg.data.split.column))
+    problems = [
+        f"{table.path}: row 1: no column '{column}' (needed by {key}); columns are: {', '.join(table.header)}"
+        for key, column in needed
+        if column not in table.header
+    ]
+    if problems:
+        if not any(spec.column in table.header for spec in cfg.inputs.values()):
+            problems.append(f"{table.path}: row 1 must be the header naming the columns")
+        raise UserError("\n".join(problems))
+
+
+def check_root(table: Table, cfg: Config) -> None:
+    """A CSV outside data.root whose relative paths exist next to it: data.root was not set for it.
+
+    Left unchecked, its paths would resolve under data.root (by default the example's folder),
+    against other files that may have the same names."""
+    data = cfg.data
+    if data.root is None:
+        return
+    here, root = Path(data.csv).parent.resolve(), Path(data.root).resolve()
+    if here == root or root in here.parents:
+        return
+    column = next(iter(cfg.inputs.values())).column
+    for i, row in enumerate(table.rows[:20]):
+        value = row.get(column, "")
+        if value and not Path(value).is_absolute() and (Path(data.csv).parent / value).is_file():
+            raise UserError(
+                f"{table.where(i, column)}: {value} is relative and resolves against data.root = {data.root}, "
+                f"but the CSV is in {Path(data.csv).parent} where that file exists; set data.root to "
+                f"{Path(data.csv).parent} (or null, to resolve paths against the CSV's folder)"
+            )
+
+
+def assign_splits(table: Table, data: DataConfig) -> list[str]:
+    """train/val/test per row, from data.split.column or from seeded random fractions."""
+    n = len(table.rows)
+    if data.split.column:
+        names, problems = [], []
+        for i, row in enumerate(table.rows):
+            value = row[data.split.column].lower()
+            if value not in SPLITS:
+                problems.append(
+                    f"{table.where(i, data.split.column)}: unknown split {row[data.split.column]!r}; "
+                    "expected train, val or test"
+                )
+            names.append(value)
+        if problems:
+            raise UserError("\n".join(problems))
+    else:
+        n_val, n_test = round(n * data.split.val), round(n * data.split.test)
+        order = np.random.default_rng(data.split.seed).permutation(n)
+        names = ["train"] * n
+        for k, i in enumerate(order):
+            names[i] = "val" if k < n_val else "test" if k < n_val + n_test else "train"
+    for split in SPLITS:
+        if split not in names:
+            how = (
+                f"column '{data.split.column}' names no {split} row"
+                if data.split.column
+                else (f"data.split fractions leave it empty with {n} rows")
+            )
+            raise UserError(f"{table.path}: the {split} split is empty ({how}); add rows or change data.split")
+    return names

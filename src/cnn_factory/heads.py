@@ -1,0 +1,83 @@
+"""The heads on the shared encoder, one small class per kind of head (each kind's `build_head` picks one).
+
+Every head takes the encoder's features (a list, full resolution first) and returns logits:
+a UNet decoder (B, H, W) for a mask, pooled linear layers (B, K) for classes and (B,) for a number.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnn_factory.layers import conv_block
+
+
+class UpBlock(nn.Module):
+    """One decoder level: upsample the deeper feature, join the encoder's feature of this level, convolve."""
+
+    def __init__(self, deep: int, shallow: int, norm: str, upsample: str, join: str):
+        super().__init__()
+        self.join = join
+        self.up: nn.Module
+        if upsample == "transpose":
+            self.up = nn.ConvTranspose2d(deep, shallow, 2, stride=2)
+        else:  # bilinear, then a 1x1 convolution to the encoder feature's width
+            self.up = nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Conv2d(deep, shallow, 1)
+            )
+        self.conv = conv_block(2 * shallow if join == "concat" else shallow, shallow, norm)
+
+    def forward(self, x: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor:
+        x = self.up(x)  # (B, shallow channels, 2h, 2w)
+        if self.join == "concat":
+            x = torch.cat([x, encoded], dim=1)
+        elif self.join == "add":
+            x = x + encoded
+        return self.conv(x)
+
+
+class UNetDecoder(nn.Module):
+    """Upsamples from the deepest feature back to full resolution, one UpBlock per level;
+    returns (B, H, W) mask logits, resized to `size` when that differs from the input's."""
+
+    def __init__(self, channels: list[int], size: tuple[int, int], norm: str, upsample: str, join: str):
+        super().__init__()
+        self.size = tuple(size)
+        self.blocks = nn.ModuleList(
+            UpBlock(deep, shallow, norm, upsample, join) for deep, shallow in zip(channels[:0:-1], channels[-2::-1])
+        )
+        self.head = nn.Conv2d(channels[0], 1, 1)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        for block, encoded in zip(self.blocks, features[-2::-1]):
+            x = block(x, encoded)
+        logits = self.head(x)  # (B, 1, H, W)
+        if logits.shape[-2:] != self.size:
+            logits = F.interpolate(logits, size=self.size, mode="bilinear", align_corners=False)
+        return logits.squeeze(1)
+
+
+class ClassHead(nn.Module):
+    """Class logits (B, K) from the deepest feature, average-pooled."""
+
+    def __init__(self, cin: int, classes: int, dropout: float = 0.0):
+        super().__init__()
+        self.linear = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, classes))
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.linear(features[-1])
+
+
+class NumericHead(nn.Module):
+    """Predicts in the target's units: a linear z-score rescaled by the training split's mean/std."""
+
+    def __init__(self, cin: int, mean: float = 0.0, std: float = 1.0, dropout: float = 0.0):
+        super().__init__()
+        self.linear = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, 1))
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.linear(features[-1]).squeeze(1) * self.std + self.mean  # (B,)

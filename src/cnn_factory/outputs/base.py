@@ -1,0 +1,134 @@
+"""What every output kind provides: its params, and what differs between kinds along the flow.
+
+An output kind is a pydantic model (its keys in params.yaml, checked) with methods for each
+place the kinds differ: what a CSV cell or label map decodes to, what prepare stores and
+reports, the model head, the loss, the metrics, what predict writes, what export records.
+The rest of the code walks `{name: output}` dicts and calls these; it never asks for a kind.
+
+A model file keeps each output's definition (`describe()`) and head arguments (`head_args()`),
+so predict and export rebuild the same output objects from it without params.yaml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+import numpy as np
+from pydantic import Field, PrivateAttr
+
+from cnn_factory.params import Strict
+
+if TYPE_CHECKING:  # the kinds import torch where they use it: reading params needs no torch
+    import torch
+    from torch import nn
+
+LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+class Metric:
+    """Accumulates one output's metrics on the device over batches; `compute()` syncs once."""
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class Output(Strict):
+    """Fields every output has; each kind adds its own and a `type: Literal[...]` tag."""
+
+    losses: ClassVar[tuple[str, ...]]  # get_args of the kind's `loss` Literal; the first is the default
+    metric_names: ClassVar[tuple[str, ...]]  # what Metric.compute() returns; the first is the headline
+    activation: ClassVar[str]  # what turns logits into predictions (export's sidecar says it)
+    reads_label_map: ClassVar[bool] = False  # its CSV column names a label-map file, not a value
+    spatial: ClassVar[bool] = False  # a mask moving with the image: augmented, drawn, tiled alike
+    training_only: ClassVar[frozenset[str]] = frozenset({"loss", "weight"})  # fields no array depends on
+
+    type: str
+    column: str = Field("", min_length=1, description="CSV column (default: the output's name)")
+    loss: str | None = None  # each kind narrows it to a Literal of its loss names
+    weight: float = Field(1.0, ge=0, description="weight of this output's loss in the total")
+    _name: str = PrivateAttr("")
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def headline(self) -> str:
+        return self.metric_names[0]
+
+    def named(self, name: str, input_size: tuple[int, int]) -> Self:
+        """This output with its name set and the defaults that depend on it filled in."""
+        filled = self.model_copy(update={"column": self.column or name, "loss": self.loss or self.losses[0]})
+        filled._name = name
+        return filled
+
+    def describe(self) -> dict[str, Any]:
+        """The definition as plain types, for the model file (and back through `from_definition`)."""
+        return {**self.model_dump(mode="json"), "labels": list(self.labels)}
+
+    # --- data: a row's cell or label map -> the array prepare stores ---
+    def array_field(self) -> tuple:
+        """(dtype, shape) of this output in one prepared row."""
+        raise NotImplementedError
+
+    def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
+        """The stored value of one row; ValueError says what is wrong with the cell."""
+        raise NotImplementedError
+
+    @property
+    def labels(self) -> tuple[int, ...]:
+        """The label-map values this output looks for (none unless it reads a label map)."""
+        return ()
+
+    def lacks_labels(self, label_map: np.ndarray) -> bool:
+        """True when a label map holds none of `labels` (a warning in prepare; an error in every row)."""
+        return False
+
+    def statistics(self, train: np.ndarray) -> dict[str, float]:
+        """Figures of the training split the model needs (kept in the manifest and the model file)."""
+        return {}
+
+    def summary(self, values: dict[str, np.ndarray]) -> dict:
+        """This output's line in prepare's report, from its arrays per split."""
+        raise NotImplementedError
+
+    # --- model and training ---
+    def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
+        """Plain arguments of `build_head`, kept in the model file."""
+        return {"type": self.type, **stats}
+
+    @classmethod
+    def build_head(cls, args: dict[str, Any], channels: list[int], options: dict[str, Any]) -> nn.Module:
+        """The head: encoder features (full resolution first) -> this output's logits."""
+        raise NotImplementedError
+
+    def make_loss(self, stats: dict[str, float]) -> LossFn:
+        raise NotImplementedError
+
+    def new_metric(self, device: torch.device | str) -> Metric:
+        raise NotImplementedError
+
+    # --- predict and export ---
+    @staticmethod
+    def probabilities(logits: torch.Tensor) -> torch.Tensor:
+        """What predict averages and thresholds: probabilities, or the value itself."""
+        return logits
+
+    def logits_shape(self) -> list:
+        """Shape of the exported logits, `batch` first."""
+        raise NotImplementedError
+
+    def prediction_columns(self) -> list[str]:
+        """Columns of predictions.csv for this output."""
+        return [self.name]
+
+    def write_prediction(
+        self, value: np.ndarray, out: Path, stem: str, size: tuple[int, int], threshold: float
+    ) -> list[str]:
+        """predictions.csv cells for one image (and any file they name, under `out`)."""
+        return [f"{float(value):.6g}"]

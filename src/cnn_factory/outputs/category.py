@@ -1,0 +1,127 @@
+"""Category output: one class per image, named in a CSV column.
+
+    majority: {type: category, classes: [disc, square, triangle], loss: categorical_crossentropy}
+
+prepare stores the class index (int64); the head pools the deepest encoder feature into a
+linear layer; the loss is cross entropy (label smoothing, class weights); metrics are accuracy
+and macro F1 from a confusion matrix; predict writes the class name and its probability.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from cnn_factory.outputs.base import LossFn, Metric, Output
+from cnn_factory.params import custom, show
+
+if TYPE_CHECKING:  # torch loads when first used: reading params does not need it
+    import torch
+    from torch import nn
+
+Loss = Literal["categorical_crossentropy"]
+
+
+class CategoryOutput(Output):
+    losses: ClassVar[tuple[str, ...]] = get_args(Loss)
+    metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro")
+    activation: ClassVar[str] = "softmax"
+    training_only: ClassVar[frozenset[str]] = frozenset({"loss", "weight", "label_smoothing", "class_weights"})
+
+    type: Literal["category"]
+    size: int | None = Field(None, ge=2, description="number of classes (may be left out when classes is given)")
+    classes: list[str | int] | None = Field(None, description="class names as written in the CSV (default: ids)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="share of the target spread over all classes")
+    class_weights: list[float] | None = Field(None, description="one loss weight >= 0 per class")
+    loss: Loss | None = None
+
+    @model_validator(mode="after")
+    def _classes_agree(self) -> Self:
+        if self.classes is None and self.size is None:
+            raise custom("size", f"expected the number of classes (integer >= 2), got {show(None)}", key="size")
+        if self.classes is not None:
+            names = [str(c) for c in self.classes]
+            if not names or len(set(names)) != len(names):
+                raise custom(
+                    "classes", f"expected a list of distinct class names, got {show(self.classes)}", key="classes"
+                )
+            if self.size is not None and self.size != len(names):
+                raise custom(
+                    "size", f"is {self.size} but classes lists {len(names)} names; make them agree", key="size"
+                )
+        n = len(self.class_names)
+        weights = self.class_weights
+        if weights is not None and (len(weights) != n or any(w < 0 for w in weights)):
+            raise custom(
+                "class_weights", f"expected {n} numbers >= 0, one per class, got {show(weights)}", key="class_weights"
+            )
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "classes": list(self.class_names)}
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        if self.classes is not None:
+            return tuple(str(c) for c in self.classes)
+        return tuple(str(i) for i in range(self.size or 0))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    # --- data ---
+    def array_field(self) -> tuple:
+        return (np.int64,)
+
+    def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
+        if not cell:
+            raise ValueError(f"empty cell; expected a value for outputs.{self.name}")
+        if cell not in self.class_names:
+            raise ValueError(f"{cell!r} is not a known class; expected one of {', '.join(self.class_names)}")
+        return np.asarray(self.class_names.index(cell), np.int64)
+
+    def summary(self, values: dict[str, np.ndarray]) -> dict:
+        return {
+            f"counts_{s}": dict(zip(self.class_names, np.bincount(v, minlength=self.num_classes).tolist()))
+            for s, v in values.items()
+        }
+
+    # --- model and training ---
+    def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
+        return {"type": self.type, "classes": list(self.class_names)}
+
+    @classmethod
+    def build_head(cls, args: dict[str, Any], channels: list[int], options: dict[str, Any]) -> nn.Module:
+        from cnn_factory.heads import ClassHead
+
+        return ClassHead(channels[-1], len(args["classes"]), options["dropout"])
+
+    def make_loss(self, stats: dict[str, float]) -> LossFn:
+        from cnn_factory.training.losses import cross_entropy_loss
+
+        return cross_entropy_loss(self.class_weights, self.label_smoothing)
+
+    def new_metric(self, device: torch.device | str) -> Metric:
+        from cnn_factory.training.metrics import ClassCounts
+
+        return ClassCounts(self.num_classes, device)
+
+    # --- predict and export ---
+    @staticmethod
+    def probabilities(logits: torch.Tensor) -> torch.Tensor:
+        return logits.softmax(dim=1)
+
+    def logits_shape(self) -> list:
+        return ["batch", self.num_classes]
+
+    def prediction_columns(self) -> list[str]:
+        return [self.name, f"{self.name}_probability"]
+
+    def write_prediction(
+        self, value: np.ndarray, out: Path, stem: str, size: tuple[int, int], threshold: float
+    ) -> list[str]:
+        return [self.class_names[int(value.argmax())], f"{value.max():.4f}"]

@@ -1,0 +1,78 @@
+"""Numeric output: one number per image, from a CSV column.
+
+    area: {type: numeric, loss: mae}
+
+prepare stores float32 values and the training split's mean and std; the head predicts a
+z-score rescaled to the target's units; losses compare in units of that std; the metric is
+the mean absolute error; predict writes the value.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
+
+import numpy as np
+
+from cnn_factory.outputs.base import LossFn, Metric, Output
+
+if TYPE_CHECKING:  # torch loads when first used: reading params does not need it
+    import torch
+    from torch import nn
+
+Loss = Literal["mse", "mae"]
+
+
+class NumericOutput(Output):
+    losses: ClassVar[tuple[str, ...]] = get_args(Loss)
+    metric_names: ClassVar[tuple[str, ...]] = ("mae",)
+    activation: ClassVar[str] = "none"
+
+    type: Literal["numeric"]
+    loss: Loss | None = None
+
+    # --- data ---
+    def array_field(self) -> tuple:
+        return (np.float32,)
+
+    def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
+        if not cell:
+            raise ValueError(f"empty cell; expected a value for outputs.{self.name}")
+        try:
+            number = float(cell)
+        except ValueError:
+            raise ValueError(f"{cell!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{cell!r} is not a finite number")
+        return np.asarray(number, np.float32)
+
+    def statistics(self, train: np.ndarray) -> dict[str, float]:
+        return {"mean": float(train.mean()), "std": float(max(train.std(), 1e-6))}
+
+    def summary(self, values: dict[str, np.ndarray]) -> dict:
+        return {f"mean_{s}": round(float(v.mean()), 4) for s, v in values.items()}
+
+    # --- model and training ---
+    def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
+        return {"type": self.type, "mean": stats.get("mean", 0.0), "std": stats.get("std", 1.0)}
+
+    @classmethod
+    def build_head(cls, args: dict[str, Any], channels: list[int], options: dict[str, Any]) -> nn.Module:
+        from cnn_factory.heads import NumericHead
+
+        return NumericHead(channels[-1], args.get("mean", 0.0), args.get("std", 1.0), options["dropout"])
+
+    def make_loss(self, stats: dict[str, float]) -> LossFn:
+        from cnn_factory.training.losses import scaled_loss
+
+        # compared in units of the training split's std: the same magnitude whatever the target's units
+        return scaled_loss(self.loss or self.losses[0], stats.get("std", 1.0))
+
+    def new_metric(self, device: torch.device | str) -> Metric:
+        from cnn_factory.training.metrics import AbsoluteError
+
+        return AbsoluteError(device)
+
+    # --- predict and export ---
+    def logits_shape(self) -> list:
+        return ["batch"]

@@ -1,0 +1,131 @@
+"""Segmentation output: a boolean mask picked from a label map by its `label` value(s).
+
+    round: {type: segmentation, column: labels, label: 1, loss: bce_dice}
+
+prepare stores (H, W) uint8 0/1 masks at `size`; the head is a UNet decoder fed from every
+encoder level; losses take logits; metrics are dice and IoU pooled over all pixels; predict
+writes a 0/255 PNG per image at the image's own size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, get_args
+
+import numpy as np
+from pydantic import BeforeValidator, Field
+
+from cnn_factory.outputs.base import LossFn, Metric, Output
+from cnn_factory.params import Size, custom, show
+
+if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
+    import torch
+    from torch import nn
+
+Loss = Literal["binary_crossentropy", "dice", "bce_dice", "jaccard", "focal"]
+
+
+def _labels(value: Any) -> tuple[int, ...]:
+    values = value if isinstance(value, list) else [value]
+    if values and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        return tuple(values)
+    raise custom("label", f"expected a label value (integer >= 0) or a list of them, got {show(value)}")
+
+
+# one label value or a list of them; the code gets a tuple
+Labels = Annotated[
+    tuple[Annotated[int, Field(ge=0)], ...],
+    BeforeValidator(_labels, json_schema_input_type=Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]]),
+]
+
+
+class SegmentationOutput(Output):
+    losses: ClassVar[tuple[str, ...]] = get_args(Loss)
+    metric_names: ClassVar[tuple[str, ...]] = ("dice", "iou")
+    activation: ClassVar[str] = "sigmoid"
+    reads_label_map: ClassVar[bool] = True
+    spatial: ClassVar[bool] = True
+
+    type: Literal["segmentation"]
+    label: Labels = Field(description="label-map value, or a list of values merged into one mask")
+    size: Size | None = Field(None, description="[height, width] of the mask (default: the input size)")
+    loss: Loss | None = None
+
+    def named(self, name: str, input_size: tuple[int, int]) -> Self:
+        filled = super().named(name, input_size)
+        return filled.model_copy(update={"size": self.size or input_size})
+
+    @property
+    def labels(self) -> tuple[int, ...]:
+        return self.label
+
+    # --- data ---
+    def array_field(self) -> tuple:
+        return (np.uint8, self.size)
+
+    def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
+        """Boolean (H, W) uint8 mask of the label values in `label`, at `size` (nearest)."""
+        from skimage.transform import resize
+
+        assert label_map is not None  # reads_label_map: the row's label map is always given
+        mask = np.isin(label_map, self.label)
+        if mask.shape != self.size:
+            mask = resize(mask, self.size, order=0, preserve_range=True, anti_aliasing=False)
+        return mask.astype(np.uint8)
+
+    def lacks_labels(self, label_map: np.ndarray) -> bool:
+        return not np.isin(self.label, label_map).any()
+
+    def summary(self, values: dict[str, np.ndarray]) -> dict:
+        return {f"coverage_{s}": round(float(v.mean()), 4) for s, v in values.items()}
+
+    # --- model and training ---
+    def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
+        return {"type": self.type, "size": list(self.size or ())}
+
+    @classmethod
+    def build_head(cls, args: dict[str, Any], channels: list[int], options: dict[str, Any]) -> nn.Module:
+        from cnn_factory.heads import UNetDecoder
+
+        return UNetDecoder(channels, tuple(args["size"]), options["norm"], options["upsample"], options["skip"])
+
+    def make_loss(self, stats: dict[str, float]) -> LossFn:
+        from cnn_factory.training import losses
+
+        return {
+            "binary_crossentropy": losses.bce_loss,
+            "dice": losses.soft_dice_loss,
+            "bce_dice": losses.bce_dice_loss,
+            "jaccard": losses.soft_jaccard_loss,
+            "focal": losses.focal_loss,
+        }[self.loss or self.losses[0]]
+
+    def new_metric(self, device: torch.device | str) -> Metric:
+        from cnn_factory.training.metrics import OverlapCounts
+
+        return OverlapCounts(device)
+
+    # --- predict and export ---
+    @staticmethod
+    def probabilities(logits: torch.Tensor) -> torch.Tensor:
+        return logits.sigmoid()
+
+    def logits_shape(self) -> list:
+        return ["batch", *(self.size or ())]
+
+    def prediction_columns(self) -> list[str]:
+        return [f"{self.name}_mask", f"{self.name}_coverage"]
+
+    def write_prediction(
+        self, value: np.ndarray, out: Path, stem: str, size: tuple[int, int], threshold: float
+    ) -> list[str]:
+        from skimage import io as skio
+        from skimage.transform import resize
+
+        mask = value > threshold
+        if mask.shape != tuple(size):
+            mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False) > 0
+        path = out / self.name / f"{stem}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        skio.imsave(path, mask.astype(np.uint8) * 255, check_contrast=False)
+        return [f"{self.name}/{path.name}", f"{mask.mean():.4f}"]

@@ -1,0 +1,150 @@
+"""Reusable pieces of the params models: the strict base, field types with their checks, and
+the translation of pydantic's errors into one line per problem that names the key.
+
+Field checks that pydantic's own constraints express (bounds, choices) stay as constraints, so
+the JSON Schema shows them too; those it cannot (a [height, width] pair, an int or a list) raise
+`PydanticCustomError` with the wording users see.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+
+class Strict(BaseModel):
+    """A mapping of params.yaml: unknown keys are errors, values keep their YAML types (no "5" -> 5)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def show(value: Any) -> str:
+    return "nothing" if value is None else f"{value!r} ({type(value).__name__})"
+
+
+def _size(value: Any) -> tuple[int, int]:
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        return (value[0], value[1])
+    raise PydanticCustomError(
+        "size", "expected [height, width] as two positive integers, got {shown}", {"shown": show(value)}
+    )
+
+
+# [height, width]; YAML gives a list, the code a tuple
+Size = Annotated[tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]], BeforeValidator(_size)]
+
+
+def custom(kind: str, message: str, key: str | None = None, **ctx: Any) -> PydanticCustomError:
+    """An error in our wording; `key` names a field below the model that raised it (cross-field checks)."""
+    return PydanticCustomError(kind, message, {**ctx, **({"key": key} if key else {})})
+
+
+def problems(err: ValidationError, root: type[BaseModel]) -> list[str]:
+    """One line per error: `key: what is wrong; what is expected`."""
+    lines = []
+    for e in err.errors(include_url=False):
+        if e["type"] == "lines":  # cross-section checks: each line names its keys
+            lines += e["msg"].splitlines()
+            continue
+        loc, model = _walk(root, e["loc"])
+        ctx = e.get("ctx") or {}
+        if ctx.get("key"):
+            loc = [*loc, ctx["key"]]
+        elif e["type"].startswith("union_tag"):  # the tag that picks a kind: an output's `type`
+            loc = [*loc, "type"]
+        key = ".".join(map(str, loc)) or "params"
+        lines.append(f"{key}: {_describe(e, model, loc)}")
+    return lines
+
+
+def _walk(root: type[BaseModel], loc: tuple) -> tuple[list, type[BaseModel] | None]:
+    """The key path without pydantic's union tags, and the model class holding its last part."""
+    path: list = []
+    current: Any = root
+    parent: type[BaseModel] | None = None
+    for part in loc:
+        if isinstance(current, dict) and part in current:  # a union's tag, as pydantic puts it in loc
+            current = current[part]
+            continue
+        path.append(part)
+        parent = current if isinstance(current, type) and issubclass(current, BaseModel) else None
+        current = _child(current, part)
+    return path, parent
+
+
+def _child(current: Any, part: Any) -> Any:
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        field = current.model_fields.get(str(part))
+        return _unwrap(field.annotation) if field else None
+    if getattr(current, "__origin__", None) is dict:
+        return _unwrap(current.__args__[1])
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model class, or {tag: model} for a tagged union of models, behind an annotation."""
+    while getattr(annotation, "__metadata__", None) is not None:  # Annotated[...]
+        annotation = annotation.__origin__
+    args = getattr(annotation, "__args__", ())
+    tagged = {}
+    for arg in args:
+        if isinstance(arg, type) and issubclass(arg, BaseModel) and "type" in arg.model_fields:
+            tagged.update({tag: arg for tag in getattr(arg.model_fields["type"].annotation, "__args__", ())})
+    if tagged and len(tagged) >= len(args):
+        return tagged
+    return annotation
+
+
+def _describe(e: Any, model: type[BaseModel] | None, loc: list) -> str:
+    kind, value, ctx = e["type"], e.get("input"), e.get("ctx") or {}
+    if kind == "missing":
+        return "missing; add it to params.yaml"
+    if kind == "extra_forbidden":
+        valid = sorted(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        where = ".".join(map(str, loc[:-1]))
+        hint = f"; did you mean {'.'.join(filter(None, [where, close[0]]))!r}?" if close else ""
+        return f"unknown key{hint} (valid here: {', '.join(valid)})"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"expected an integer, got {show(value)}"
+    if kind in ("float_type", "float_parsing"):
+        return f"expected a number, got {show(value)}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"expected true or false, got {show(value)}"
+    if kind in ("string_type", "string_too_short"):
+        return f"expected a non-empty string, got {show(value)}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a mapping of keys, got {show(value)}"
+    if kind == "literal_error":
+        return f"unknown value {value!r}; expected one of {_choices(ctx['expected'])}"
+    if kind == "union_tag_invalid":
+        return f"unknown value {ctx['tag']!r}; expected one of {_choices(ctx['expected_tags'])}"
+    if kind == "string_pattern_mismatch":
+        return f"expected a plain file name without folders, got {value!r}"
+    if kind == "union_tag_not_found":
+        return "missing; add it to params.yaml"
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    what = "an integer" if integer and kind == "greater_than_equal" else "a number"
+    bounds = {
+        "greater_than_equal": ">= {ge}",
+        "greater_than": "> {gt}",
+        "less_than": "below {lt}",
+        "less_than_equal": "<= {le}",
+    }
+    if kind in bounds:
+        plain = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in ctx.items()}
+        return f"expected {what} {bounds[kind].format(**plain)}, got {value}"
+    return e["msg"]  # our own errors (PydanticCustomError) carry their message
+
+
+def _choices(expected: str) -> str:
+    """pydantic's "'a', 'b' or 'c'" (or "1 or 3") as "a, b, c"."""
+    return ", ".join(part.strip("'") for part in re.split(r", | or ", expected))
