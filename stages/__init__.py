@@ -5,6 +5,10 @@ all of them again and again on the way (0.45 s of every stage's 2.3 s start, mea
 imports this package first, so the collector is off until `run_stage` has frozen what the
 imports made and turned it back on (cnn_factory/runtime.py).
 
+dvclive imports pandas when it is installed (0.28 s of the train and evaluate stages' start,
+measured) only to accept DataFrames in `log_plot`, which no stage passes: a stage process runs
+without it (`import pandas` raises ImportError there, and dvclive takes that as "not installed").
+
 Debugging aid: with CNN_FACTORY_LOG_IMPORTS=<path> set, each stage appends one line at exit,
 `<script> <module> <module> ...`, naming the cnn_factory modules it ran (tests check them
 against the stage's deps in dvc.yaml).
@@ -16,6 +20,7 @@ import os
 import sys
 
 gc.disable()
+sys.modules.setdefault("pandas", None)  # type: ignore[arg-type]  # see above
 
 
 def _log_imports(path: str) -> None:

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from skimage import io as skio
 from tqdm import tqdm
 
 from cnn_factory.config import input_spec, resolve_path
 from cnn_factory.data.dataset import normalisation, pick_device, to_device
+from cnn_factory.data.images import read_image
 from cnn_factory.data.rows import load_input
 from cnn_factory.data.table import read_table
 from cnn_factory.errors import UserError
@@ -86,7 +86,7 @@ def image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as img:
             return img.height, img.width
     except Exception:  # formats PIL does not know (e.g. some TIFFs): decode the whole image
-        return tuple(np.asarray(skio.imread(path)).shape[:2])
+        return read_image(path).shape[:2]
 
 
 def window_starts(length: int, window: int, overlap: float) -> list[int]:

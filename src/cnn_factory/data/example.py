@@ -15,7 +15,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from skimage import draw, io
+from skimage import draw
+
+from cnn_factory.data.images import write_image
 
 KINDS = ("disc", "square", "triangle")  # label values 1, 2, 3
 
@@ -85,6 +87,6 @@ def make_example(out: Path, rows: int, size: tuple[int, int], seed: int) -> None
         writer.writerow(["image", "labels", "majority"])
         for i in range(rows):
             img, labels, majority = make_sample(rng, *size)
-            io.imsave(out / "images" / f"{i:04d}.png", img, check_contrast=False)
-            io.imsave(out / "labels" / f"{i:04d}.png", labels, check_contrast=False)
+            write_image(out / "images" / f"{i:04d}.png", img)
+            write_image(out / "labels" / f"{i:04d}.png", labels)
             writer.writerow([f"images/{i:04d}.png", f"labels/{i:04d}.png", KINDS[majority]])

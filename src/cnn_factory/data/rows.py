@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import skimage
-from skimage import io as skio
-from skimage.transform import resize
 
 from cnn_factory.config import Config, DataConfig, InputSpec
+from cnn_factory.data.images import read_image
 from cnn_factory.data.table import Table
 from cnn_factory.outputs import KIND_MODULES
 
@@ -44,7 +43,7 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
 
 def _read_image(path: Path) -> np.ndarray:
     try:
-        return np.asarray(skio.imread(path))
+        return read_image(path)
     except Exception as err:  # decoders raise many types; all mean "not an image"
         raise ValueError(f"cannot be read as an image ({type(err).__name__}: {err})") from None
 
@@ -62,6 +61,8 @@ def load_input(path: Path, spec: InputSpec) -> tuple[np.ndarray, tuple[int, int]
         raise ValueError(f"has {channels} channel(s) but inputs.{spec.name}.channels is {spec.channels}")
     img = to_uint8(img)
     if img.shape[:2] != spec.size:
+        from skimage.transform import resize  # here: it loads scipy (0.3 s), which a prepare of cached rows skips
+
         img = resize(img, spec.size, order=1, preserve_range=True, anti_aliasing=True).round().astype(np.uint8)
     return img.reshape(*spec.size, spec.channels).transpose(2, 0, 1).copy(), original_size
 

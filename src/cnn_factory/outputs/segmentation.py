@@ -119,13 +119,14 @@ class SegmentationOutput(Output):
     def write_prediction(
         self, value: np.ndarray, out: Path, stem: str, size: tuple[int, int], threshold: float
     ) -> list[str]:
-        from skimage import io as skio
         from skimage.transform import resize
+
+        from cnn_factory.data.images import write_image
 
         mask = value > threshold
         if mask.shape != tuple(size):
             mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False) > 0
         path = out / self.name / f"{stem}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        skio.imsave(path, mask.astype(np.uint8) * 255, check_contrast=False)
+        write_image(path, mask.astype(np.uint8) * 255)
         return [f"{self.name}/{path.name}", f"{mask.mean():.4f}"]
