@@ -3,9 +3,11 @@
     python -m stages.evaluate
 
 Writes eval/metrics.json with `test/<output>/<metric>` per output (dice and iou, accuracy and
-f1_macro, mae), a confusion matrix per category output (eval/plots/sklearn/<output>.json, shown
-by `dvc plots show`) and per segmentation output a picture of test images with their true and
-predicted masks (eval/plots/images/<output>.png).
+f1_macro, mae), masks scored at each label map's own size as predict writes them; in resize mode
+also `test/<output>/<metric>_resized`, the masks at the input size the network saw. Plus a
+confusion matrix per category output (eval/plots/sklearn/<output>.json, shown by `dvc plots
+show`) and per segmentation output a picture of test images with their true and predicted masks
+(eval/plots/images/<output>.png).
 """
 
 from cnn_factory.config import PREPARED, load_params
@@ -26,6 +28,8 @@ def main() -> None:
     with AtomicLive("eval", save_dvc_exp=False, dvcyaml=None) as live:
         for key, value in result.metrics.items():
             live.log_metric(f"test/{key}", value, plot=False)
+        for key, value in result.resized.items():
+            live.log_metric(f"test/{key}_resized", value, plot=False)
         for name, (truth, predicted) in result.confusion.items():
             classes = meta["outputs"][name]["classes"]
             live.log_sklearn_plot(
@@ -37,7 +41,8 @@ def main() -> None:
             )
         result.gallery.log(live, "{output}.png")
     for key, value in result.metrics.items():
-        print(f"test/{key}: {value:.4f}")
+        resized = result.resized.get(key)
+        print(f"test/{key}: {value:.4f}" + (f"  (at the input size: {resized:.4f})" if resized is not None else ""))
 
 
 if __name__ == "__main__":

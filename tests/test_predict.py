@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cnn_factory.inference import predict_tiled, window_starts
 from cnn_factory.outputs import make_output
-from cnn_factory.predict import predict_tiled, window_starts
 
 OUTPUTS = {
     "mask": make_output("mask", type="segmentation", label=1, size=[8, 8]),

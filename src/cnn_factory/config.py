@@ -73,9 +73,13 @@ def resolve_path(value: str, base: Path) -> Path:
 
 class InputSpec(Strict):
     type: Literal["image"] = Field(description="the only input type")
-    size: Size = Field(description="[height, width] images are resized to")
+    size: Size = Field(description="resize: [height, width] images are resized to; patch: the patch size")
     channels: Literal[1, 3] = Field(description="1 (grayscale) or 3 (RGB)")
     column: str = Field("", min_length=1, description="CSV column of the file path (default: the name)")
+    mode: Literal["resize", "patch"] = Field(
+        "resize", description="resize: whole images at `size`; patch: patches of `size` at native resolution"
+    )
+    scale: float = Field(1.0, gt=0, le=4, description="patch: every image is scaled by this first (0.5 halves it)")
 
     _name: str = PrivateAttr("")
 
@@ -89,9 +93,12 @@ class InputSpec(Strict):
         return filled
 
 
-def input_spec(name: str, column: str, size: tuple[int, int] | list[int], channels: int) -> InputSpec:
+def input_spec(
+    name: str, column: str, size: tuple[int, int] | list[int], channels: int, mode: str = "resize", scale: float = 1.0
+) -> InputSpec:
     """An input as a model file describes it."""
-    return InputSpec.model_validate({"type": "image", "size": size, "channels": channels, "column": column}).named(name)
+    fields = {"type": "image", "size": size, "channels": channels, "column": column, "mode": mode, "scale": scale}
+    return InputSpec.model_validate(fields).named(name)
 
 
 def _filters(value: Any) -> Any:
@@ -159,6 +166,12 @@ class TrainConfig(Strict):
     sync_batchnorm: bool
     log_images_every: int = Field(ge=0)
     val_every: int = Field(ge=1)
+    patches_per_epoch: int | None = Field(
+        None, ge=1, description="patch mode: patches drawn per epoch (default: one per training image)"
+    )
+    foreground: float = Field(
+        0.33, ge=0, le=1, description="patch mode: share of each batch centred on a mask's foreground"
+    )
 
 
 Probability = Field(ge=0, le=1)
@@ -207,6 +220,13 @@ class Config(Strict):
         sizes = {spec.size for spec in self.inputs.values()}
         if len(sizes) > 1:
             lines.append(f"inputs: all inputs must share one size, got {sorted(sizes)}")
+        if len({(spec.mode, spec.scale) for spec in self.inputs.values()}) > 1:
+            lines.append("inputs: all inputs are stacked as channels, so they must share mode and scale")
+        if self.patch_mode and not any(o.spatial for o in self.outputs.values()):
+            lines.append(
+                "inputs: mode patch needs a segmentation output to train on patches; use mode resize for "
+                "image-level outputs only"
+            )
         multiple = 2**self.model.depth
         for name, spec in self.inputs.items():
             if spec.size[0] % multiple or spec.size[1] % multiple:
@@ -225,6 +245,15 @@ class Config(Strict):
         if lines:
             raise custom("lines", "\n".join(lines))
         return self
+
+    @property
+    def first_input(self) -> InputSpec:
+        return next(iter(self.inputs.values()))
+
+    @property
+    def patch_mode(self) -> bool:
+        """Patches at native resolution (inputs' mode: patch) rather than whole images resized."""
+        return self.first_input.mode == "patch"
 
     def named(self) -> Config:
         """Every input and output told its name, and the defaults that depend on it filled in

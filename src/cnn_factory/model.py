@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -76,16 +77,21 @@ class MultiOutputNet(nn.Module):
         self.encoder = Encoder(in_channels, channels, norm, dropout)
         options = {"norm": norm, "dropout": dropout, "upsample": upsample, "skip": skip}
         self.heads = nn.ModuleDict({n: kind(o["type"]).build_head(o, channels, options) for n, o in outputs.items()})
+        self.spatial = [n for n, o in outputs.items() if kind(o["type"]).spatial]  # masks; the rest: per image
         self.multiple = 2**depth
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if x.shape[-2] % self.multiple or x.shape[-1] % self.multiple:
-            raise ValueError(
-                f"input of {x.shape[-2]}x{x.shape[-1]} pixels: height and width must be divisible by "
-                f"{self.multiple} (2**depth); resize the input or lower the depth"
-            )
+    def forward(self, x: torch.Tensor, views: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """x (B, C, H, W) normalised -> {name: logits}. With `views` (patch training), masks come from
+        x (patches) and image-level outputs from the views (the whole images, resized): one encoder, two passes."""
+        for t in (x, views):
+            if t is not None and (t.shape[-2] % self.multiple or t.shape[-1] % self.multiple):
+                raise ValueError(
+                    f"input of {t.shape[-2]}x{t.shape[-1]} pixels: height and width must be divisible by "
+                    f"{self.multiple} (2**depth); resize the input or lower the depth"
+                )
         features = self.encoder(x)  # full resolution first
-        return {name: head(features) for name, head in self.heads.items()}
+        whole = features if views is None or len(self.spatial) == len(self.heads) else self.encoder(views)
+        return {name: head(features if name in self.spatial else whole) for name, head in self.heads.items()}
 
 
 def model_args(cfg: Config, manifest: dict) -> dict:
@@ -106,10 +112,22 @@ def model_args(cfg: Config, manifest: dict) -> dict:
 def model_meta(cfg: Config, manifest: dict) -> dict:
     """What a user of the model file needs besides the weights: inputs, outputs, normalisation."""
     inputs = {
-        n: {"column": s.column, "size": list(s.size), "channels": s.channels, **manifest["inputs"][n]}
+        n: {
+            "column": s.column,
+            "size": list(s.size),
+            "channels": s.channels,
+            "mode": s.mode,
+            "scale": s.scale,
+            **manifest["inputs"][n],
+        }
         for n, s in cfg.inputs.items()
     }
-    return {"inputs": inputs, "outputs": {n: o.describe() for n, o in cfg.outputs.items()}}
+    sizes = np.asarray(manifest.get("splits", {}).get("train", {}).get("sizes") or [[0, 0]]).reshape(-1, 2)
+    return {
+        "inputs": inputs,
+        "outputs": {n: o.describe() for n, o in cfg.outputs.items()},
+        "images": {"median": np.median(sizes, 0).astype(int).tolist()},  # the training images' own size
+    }
 
 
 def model_outputs(meta: dict) -> dict[str, Output]:

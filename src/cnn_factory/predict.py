@@ -24,11 +24,11 @@ from tqdm import tqdm
 from cnn_factory.config import input_spec, resolve_path
 from cnn_factory.data.dataset import normalisation, pick_device, to_device
 from cnn_factory.data.images import read_image
-from cnn_factory.data.rows import load_input
+from cnn_factory.data.rows import read_input, resize_image, scaled_size
 from cnn_factory.data.table import read_table
 from cnn_factory.errors import UserError
+from cnn_factory.inference import predict_batch, predict_tiled, upsample
 from cnn_factory.model import load_model, model_outputs
-from cnn_factory.outputs import Output
 
 
 def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str, Path]]:
@@ -59,25 +59,6 @@ def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str
     return items
 
 
-@torch.no_grad()
-def predict_batch(model, x: torch.Tensor, tta: bool, outputs: dict[str, Output]) -> dict[str, torch.Tensor]:
-    """Probabilities per output: sigmoid (B, H, W) masks, softmax (B, K) classes, (B,) numbers.
-
-    With tta the image and its horizontal, vertical and double flips are averaged, each
-    mask flipped back first.
-    """
-    flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
-    sums: dict[str, torch.Tensor] = {}
-    for dims in flips:
-        logits = model(x.flip(dims) if dims else x)
-        for name, value in logits.items():
-            value = outputs[name].probabilities(value)
-            if dims and outputs[name].spatial:  # a mask of the flipped image, flipped back
-                value = value.flip(dims)
-            sums[name] = sums.get(name, 0) + value
-    return {name: value / len(flips) for name, value in sums.items()}
-
-
 def image_size(path: Path) -> tuple[int, int]:
     """(H, W) of an image file, read from its header where the format allows."""
     from PIL import Image
@@ -89,65 +70,17 @@ def image_size(path: Path) -> tuple[int, int]:
         return read_image(path).shape[:2]
 
 
-def window_starts(length: int, window: int, overlap: float) -> list[int]:
-    """Start offsets of windows covering 0..length with at least `overlap` of a window shared."""
-    last = max(length - window, 0)
-    stride = max(1, int(window * (1 - overlap)))
-    starts = list(range(0, last + 1, stride))
-    return starts if starts[-1] == last else [*starts, last]
-
-
-def gaussian_weights(h: int, w: int) -> torch.Tensor:
-    """(h, w) importance of each window pixel: centres count most, edges least (as nnU-Net blends)."""
-    ys = torch.arange(h, dtype=torch.float32) - (h - 1) / 2
-    xs = torch.arange(w, dtype=torch.float32) - (w - 1) / 2
-    weights = torch.exp(-(ys[:, None] ** 2) / (2 * (h / 8) ** 2) - xs[None] ** 2 / (2 * (w / 8) ** 2))
-    return weights.clamp(min=1e-3)  # every pixel keeps some weight, so no covered pixel divides by 0
-
-
-@torch.no_grad()
-def predict_tiled(
-    model,
-    x: torch.Tensor,
-    window: tuple[int, int],
-    overlap: float,
-    tta: bool,
-    batch_size: int,
-    outputs: dict[str, Output],
-) -> dict[str, torch.Tensor]:
-    """Sliding-window prediction of one normalised image x (1, C, H, W) of any size.
-
-    Windows of the model's input size overlap by `overlap`; mask probabilities are blended
-    with Gaussian weights into (H, W) maps, category and numeric outputs averaged over windows.
-    """
-    (h, w), (height, width) = window, x.shape[-2:]
-    pad = (0, max(w - width, 0), 0, max(h - height, 0))  # images smaller than a window: pad at the end
-    x = torch.nn.functional.pad(x, pad)
-    corners = [(y, z) for y in window_starts(x.shape[-2], h, overlap) for z in window_starts(x.shape[-1], w, overlap)]
-    weight = gaussian_weights(h, w).to(x.device)
-    sums: dict[str, torch.Tensor] = {}
-    coverage = torch.zeros(x.shape[-2:], device=x.device)  # the weights added up at each pixel
-    for start in range(0, len(corners), batch_size):
-        batch = corners[start : start + batch_size]
-        crops = torch.cat([x[..., y : y + h, z : z + w] for y, z in batch])  # (n, C, h, w)
-        probs = predict_batch(model, crops, tta, outputs)
-        for k, (y, z) in enumerate(batch):
-            coverage[y : y + h, z : z + w] += weight
-            for name, p in probs.items():
-                if outputs[name].spatial:
-                    mask = p[k : k + 1, None]
-                    if mask.shape[-2:] != (h, w):  # masks of another size than the input: to the window's
-                        mask = torch.nn.functional.interpolate(mask, size=(h, w), mode="bilinear", align_corners=False)
-                    total = sums.setdefault(name, torch.zeros(x.shape[-2:], device=x.device))
-                    total[y : y + h, z : z + w] += mask[0, 0] * weight
-                else:
-                    sums[name] = sums.get(name, 0) + p[k] / len(corners)
-    result = {}
-    for name, value in sums.items():
-        if outputs[name].spatial:
-            value = (value / coverage)[:height, :width]
-        result[name] = value[None]  # batch of one, as predict_batch returns
-    return result
+def warn_if_tiling_changes_scale(meta: dict, window: tuple[int, int]) -> None:
+    """--tile on a model trained on whole images resized down: its windows show objects larger than it learned."""
+    median = meta.get("images", {}).get("median") or [0, 0]
+    factor = max(median[0] / window[0], median[1] / window[1])
+    if factor > 1.5:
+        print(
+            f"warning: --tile: this model learned from images of about {median[0]}x{median[1]} resized to "
+            f"{window[0]}x{window[1]}, so at their own resolution objects look {factor:.1f}x larger than it "
+            "learned; predict without --tile, or train with inputs.*.mode: patch",
+            file=sys.stderr,
+        )
 
 
 def predict_images(
@@ -169,14 +102,15 @@ def predict_images(
     dev = pick_device(device, "--device")
     model, meta = load_model(model_path, dev)
     specs = {n: input_spec(n, i["column"], i["size"], i["channels"]) for n, i in meta["inputs"].items()}
+    first = next(iter(meta["inputs"].values()))
+    window, scale = tuple(first["size"]), float(first.get("scale", 1.0))
+    tile = tile or first.get("mode") == "patch"  # a patch-trained model always slides at its training scale
+    if tile and first.get("mode") != "patch":
+        warn_if_tiling_changes_scale(meta, window)
     items = collect_images(sources, {n: s.column for n, s in specs.items()})
     stats = normalisation(meta["inputs"], dev)
     outputs = model_outputs(meta)
-    masks = [n for n, o in outputs.items() if o.spatial]
-    if tile:  # each image at its own size: the loader's "resize" is to the image's own size
-        window = next(iter(specs.values())).size
-        if len({s.size for s in specs.values()}) > 1:
-            raise UserError("--tile: the model's inputs differ in size; tile needs one window size")
+    spatial = [n for n, o in outputs.items() if o.spatial]
     header = ["image", *(column for o in outputs.values() for column in o.prediction_columns())]
     failed, written = [], 0
     out.mkdir(parents=True, exist_ok=True)
@@ -185,43 +119,40 @@ def predict_images(
         writer.writerow(header)
         bar = tqdm(total=len(items), desc="predict", unit="image", disable=None)
         for start in range(0, len(items), batch_size):
-            batch, arrays, sizes = [], [], []
+            batch, natives = [], []
             for item in items[start : start + batch_size]:
                 try:
-                    if tile:  # the window slides over the image at its own resolution
-                        own = image_size(next(iter(item.values())))
-                        use = {n: input_spec(n, s.column, own, s.channels) for n, s in specs.items()}
-                    else:
-                        use = specs
-                    loaded = [load_input(item[n], spec) for n, spec in use.items()]
+                    natives.append(np.concatenate([read_input(item[n], spec) for n, spec in specs.items()]))
                 except ValueError as err:
                     failed.append(f"{next(iter(item.values()))}: {err}")
                     continue
                 batch.append(item)
-                arrays.append(np.concatenate([a for a, _ in loaded], axis=0))  # inputs stacked as channels
-                sizes.append(loaded[0][1])
             bar.update(len(items[start : start + batch_size]))
             if not batch:
                 continue
-            if tile:  # one image at a time: sizes differ; its windows are batched instead
-                parts = []
-                for array in arrays:
-                    x, _ = to_device(torch.from_numpy(array[None]), {}, dev, *stats)
-                    parts.append(predict_tiled(model, x, window, overlap, tta, batch_size, outputs))
-                probs = {n: [part[n][0].float().cpu().numpy() for part in parts] for n in outputs}
-            else:
-                x, _ = to_device(torch.from_numpy(np.stack(arrays)), {}, dev, *stats)  # (B, C, H, W)
-                batch_probs = predict_batch(model, x, tta, outputs)
-                probs = {n: list(p.float().cpu().numpy()) for n, p in batch_probs.items()}
-            for k, (item, size) in enumerate(zip(batch, sizes)):
-                first = next(iter(item.values()))
-                row = [str(first)]
+            views = np.stack([resize_image(image, window) for image in natives])  # whole images at the input size
+            x, _ = to_device(torch.from_numpy(views), {}, dev, *stats)
+            probs = {n: list(p.float()) for n, p in predict_batch(model, x, tta, outputs).items()}
+            for k, image in enumerate(natives):
+                size = (int(image.shape[-2]), int(image.shape[-1]))
+                if tile:  # masks from windows sliding over the image at the model's scale
+                    scaled = torch.from_numpy(resize_image(image, scaled_size(size, scale))[None])
+                    scaled, _ = to_device(scaled, {}, dev, *stats)
+                    tiled = predict_tiled(model, scaled, window, overlap, tta, batch_size, outputs)
+                    for n in spatial:
+                        probs[n][k] = tiled[n][0]
+                for n in spatial:  # probabilities at the image's own size, thresholded there
+                    probs[n][k] = upsample(probs[n][k], size)
+            for k, item in enumerate(batch):
+                first_path, size = next(iter(item.values())), natives[k].shape[-2:]
+                row = [str(first_path)]
                 for name, o in outputs.items():
-                    row += o.write_prediction(probs[name][k], out, first.stem, size, threshold)
+                    value = probs[name][k].cpu().numpy()
+                    row += o.write_prediction(value, out, first_path.stem, (int(size[0]), int(size[1])), threshold)
                 writer.writerow(row)
                 written += 1
         bar.close()
-    print(f"predict: {written} image(s) -> {out}/predictions.csv" + (f", masks in {out}/<output>/" if masks else ""))
+    print(f"predict: {written} image(s) -> {out}/predictions.csv" + (f", masks in {out}/<output>/" if spatial else ""))
     if failed:
         for line in failed:
             print(f"error: {line}", file=sys.stderr)

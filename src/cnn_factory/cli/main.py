@@ -125,6 +125,16 @@ def build_parser() -> Parser:
     )
     p.add_argument("--batch-size", type=int, default=1, help="batch size of the example input used for tracing")
 
+    p = sub.add_parser("plan", parents=[common], help="read the CSV's images and propose mode, sizes, depth, batch")
+    p.add_argument("--params", default="params.yaml", help="params file naming the CSV, inputs and outputs")
+    p.add_argument("--sample", type=int, default=50, help="images read, spread over the CSV")
+    p.add_argument(
+        "--budget-gb",
+        type=float,
+        default=None,
+        help="memory for activations (default: 60%% of the GPU's, else of the RAM)",
+    )
+
     p = sub.add_parser("make-csv", parents=[common], help="pair images and label maps by file name into a CSV")
     p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of images")
     p.add_argument("labels_dir", metavar="LABELS_DIR", help="folder of label maps, named like their images")
@@ -225,6 +235,17 @@ def _relative(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
 
 
+def plan(args: argparse.Namespace) -> None:
+    """Prints the data set's fingerprint, the proposed settings with their reasons, and the dvc line."""
+    from cnn_factory.plan import run_plan
+
+    if args.sample < 1:
+        raise UserError(f"--sample: expected an integer >= 1, got {args.sample}")
+    if args.budget_gb is not None and args.budget_gb <= 0:
+        raise UserError(f"--budget-gb: expected a number > 0, got {args.budget_gb}")
+    print(run_plan(load_params(args.params), args.sample, args.budget_gb))
+
+
 def predict(args: argparse.Namespace) -> None:
     from cnn_factory.predict import predict_images
 
@@ -247,7 +268,14 @@ def export(args: argparse.Namespace) -> None:
     export_model(args.model, args.format, getattr(args, "out", None), args.batch_size)
 
 
-COMMANDS = {"validate": validate, "train": train, "predict": predict, "export": export, "make-csv": make_csv}
+COMMANDS = {
+    "plan": plan,
+    "validate": validate,
+    "train": train,
+    "predict": predict,
+    "export": export,
+    "make-csv": make_csv,
+}
 
 
 def run(argv: list[str]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ def read_manifest(prepared: Path, cfg: Config) -> dict:
     return manifest
 
 
-def _open_array(path: Path) -> np.ndarray:
+def open_array(path: Path) -> np.ndarray:
     """A prepared array, memory-mapped; a truncated or damaged file is a UserError, not a numpy traceback."""
     try:
         return np.load(path, mmap_mode="r")
@@ -50,9 +51,9 @@ def _open_array(path: Path) -> np.ndarray:
 class PreparedSplit(Dataset):
     """One split; `split[indices]` returns a whole batch (inputs stacked as channels)."""
 
-    def __init__(self, folder: Path, inputs: list[str], outputs: dict[str, Output]):
+    def __init__(self, folder: Path, inputs: list[str], outputs: Mapping[str, Output]):
         self.inputs, self.outputs = inputs, list(outputs)
-        self.arrays = {name: _open_array(folder / f"{name}.npy") for name in [*inputs, *outputs]}
+        self.arrays = {name: open_array(folder / f"{name}.npy") for name in [*inputs, *outputs]}
         self.length = len(self.arrays[inputs[0]])
         lengths = {name: len(a) for name, a in self.arrays.items()}
         if len(set(lengths.values())) > 1:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,18 +76,29 @@ def make_sample(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, n
     return (np.clip(img, 0, 1) * 255).astype(np.uint8), labels, int(areas.argmax())
 
 
-def make_example(out: Path, rows: int, size: tuple[int, int], seed: int) -> None:
-    """Writes out/images/*.png, out/labels/*.png and out/data.csv."""
-    rng = np.random.default_rng(seed)
+def write_data_set(out: Path, value_column: str, samples: Iterable[tuple[np.ndarray, np.ndarray, str]]) -> None:
+    """Writes out/images/*.png, out/labels/*.png and out/data.csv (image, labels, `value_column`),
+    one row per (image, label map, value) sample; an existing `out` is replaced."""
     if out.exists():
         shutil.rmtree(out)
     (out / "images").mkdir(parents=True)
     (out / "labels").mkdir()
     with open(out / "data.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["image", "labels", "majority"])
-        for i in range(rows):
-            img, labels, majority = make_sample(rng, *size)
+        writer.writerow(["image", "labels", value_column])
+        for i, (img, labels, value) in enumerate(samples):
             write_image(out / "images" / f"{i:04d}.png", img)
             write_image(out / "labels" / f"{i:04d}.png", labels)
-            writer.writerow([f"images/{i:04d}.png", f"labels/{i:04d}.png", KINDS[majority]])
+            writer.writerow([f"images/{i:04d}.png", f"labels/{i:04d}.png", value])
+
+
+def make_example(out: Path, rows: int, size: tuple[int, int], seed: int) -> None:
+    """Writes out/images/*.png, out/labels/*.png and out/data.csv."""
+    rng = np.random.default_rng(seed)
+
+    def samples() -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
+        for _ in range(rows):
+            img, labels, majority = make_sample(rng, *size)
+            yield img, labels, KINDS[majority]
+
+    write_data_set(out, "majority", samples())

@@ -30,8 +30,9 @@ import numpy as np
 from tqdm import tqdm
 
 from cnn_factory.config import SPLITS, Config
+from cnn_factory.data.ragged import RaggedWriter, foreground_name
 from cnn_factory.data.row_cache import CACHE_FORMAT, CachedRows, RowCache, record_dtype
-from cnn_factory.data.rows import decoding_key, load_row, row_key
+from cnn_factory.data.rows import decoding_key, load_row, native_names, pack_native, row_key, unpack_native
 from cnn_factory.data.table import Table, assign_splits, check_columns, check_root, read_table
 from cnn_factory.errors import UserError
 
@@ -50,7 +51,7 @@ class RowJob:
     dtype: np.dtype
     known: frozenset[str]
 
-    def __call__(self, i: int) -> tuple[str | None, bytes | None, list[str], list[str]]:
+    def __call__(self, i: int) -> tuple[str | None, tuple[bytes, bytes] | None, list[str], list[str]]:
         key = row_key(self.table, i, self.cfg, self.defs)
         if key is not None and key in self.known:
             return key, None, [], []
@@ -60,9 +61,10 @@ class RowJob:
         record = np.zeros((), self.dtype)
         record["key"] = (key or "").encode()  # no key (a file changed while read): never found again
         record["missing"] = [name in result.missing_labels for name in self.cfg.outputs]
+        record["size"] = result.size
         for name, value in result.arrays.items():
             record["arrays"][name] = value
-        return key, record.tobytes(), [], result.missing_labels
+        return key, (record.tobytes(), pack_native(result, self.cfg)), [], result.missing_labels
 
 
 _job: RowJob | None = None  # the job of a worker process, set once by its initializer
@@ -133,7 +135,7 @@ def load_rows(table: Table, cfg: Config, cache: RowCache, workers: int) -> tuple
             row_missing = [n for n, m in zip(cfg.outputs, cache.record(location)["missing"]) if m]
             cache.reused += 1
         else:
-            locations.append(cache.add(record))
+            locations.append(cache.add(*record))
             cache.decoded += 1
         for name in row_missing:
             missing[name].append(table.numbers[i])
@@ -172,15 +174,19 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
     report: dict[str, Any] = {"rows": {}, "outputs": {}}
     arrays: dict[str, dict[str, np.ndarray]] = {}
     first_input = next(iter(cfg.inputs.values())).column
+    foreground = [foreground_name(n) for n, o in cfg.outputs.items() if o.spatial and cfg.patch_mode]
     for split in SPLITS:
         index = [i for i, s in enumerate(splits) if s == split]
-        arrays[split] = write_arrays(rows, index, [*cfg.inputs, *cfg.outputs], out / split)
+        arrays[split] = write_arrays(rows, index, [*cfg.inputs, *cfg.outputs, *foreground], out / split)
+        sizes = write_native(rows, index, cfg, out / split)
         manifest["splits"][split] = {
             "count": len(index),
             "rows": [table.numbers[i] for i in index],
             "files": [table.rows[i][first_input] for i in index],
+            "sizes": sizes.tolist(),  # (H, W) of each row's image file
         }
         report["rows"][split] = len(index)
+    report["images"] = image_report(cfg, np.asarray(manifest["splits"]["train"]["sizes"]).reshape(-1, 2))
     for spec in cfg.inputs.values():
         manifest["inputs"][spec.name] = channel_stats(arrays["train"][spec.name])
     for output in cfg.outputs.values():
@@ -189,6 +195,36 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
         manifest["outputs"][output.name] = output.statistics(values["train"])  # e.g. a number's mean and std
     _write_json(out / "manifest.json", manifest)
     _write_json(out / "report.json", report)
+    return report
+
+
+def write_native(rows: CachedRows, index: list[int], cfg: Config, folder: Path) -> np.ndarray:
+    """folder/<name>.u8 + index per array of native_names(): the rows' arrays at their image's own
+    size (data/ragged.py), copied row by row from the cache; returns the rows' (H, W)."""
+    writers = {name: RaggedWriter(folder, name) for name in native_names(cfg)}
+    sizes = np.zeros((len(index), 2), np.int64)
+    for k, i in enumerate(index):
+        size, blob = rows.native(i)
+        sizes[k] = size
+        for name, array in unpack_native(blob, cfg, size).items():
+            writers[name].append(array)
+    for writer in writers.values():
+        writer.close()
+    return sizes
+
+
+def image_report(cfg: Config, sizes: np.ndarray) -> dict:
+    """The training images' sizes, and in patch mode how many are smaller than a patch (padded)."""
+    if not len(sizes):
+        return {}
+    report = {
+        "smallest": sizes.min(0).tolist(),
+        "median": np.median(sizes, 0).astype(int).tolist(),
+        "largest": sizes.max(0).tolist(),
+    }
+    if cfg.patch_mode:
+        scaled = np.round(sizes * cfg.first_input.scale)
+        report["padded"] = int((scaled < np.asarray(cfg.first_input.size)).any(1).sum())
     return report
 
 
@@ -251,7 +287,12 @@ def prepare(cfg: Config, out: Path, cache_dir: Path | None, workers: int) -> tup
 
 
 def print_report(report: dict) -> None:
-    rows = report["rows"]
+    rows, images = report["rows"], report.get("images", {})
     print(f"prepare: {rows['train']} train, {rows['val']} val, {rows['test']} test rows")
+    if images:
+        small, median, large = (f"{images[k][0]}x{images[k][1]}" for k in ("smallest", "median", "largest"))
+        print(f"  training images: {small} to {large}, median {median}")
+    if images.get("padded"):
+        print(f"  {images['padded']} training image(s) smaller than a patch: padded with zeros around them")
     for name, stats in report["outputs"].items():
         print(f"  {name}: {json.dumps(stats)}")

@@ -18,24 +18,38 @@ from pathlib import Path
 import numpy as np
 
 from cnn_factory.config import Config
+from cnn_factory.data.ragged import FOREGROUND_SAMPLES, foreground_name
 
-CACHE_FORMAT = "cnn-factory-rows/1"  # bump when the record layout below changes
+CACHE_FORMAT = "cnn-factory-rows/2"  # bump when the record layout below changes
 MAX_SHARDS = 8  # more shard files than this are merged into one
 PENDING = ""  # name of the shard this run is writing, until it is sealed
 
 
 def record_dtype(cfg: Config) -> np.dtype:
-    """One cached row: its key, which outputs' labels its label map lacks, and its arrays."""
-    fields = [(s.name, np.uint8, (s.channels, *s.size)) for s in cfg.inputs.values()]
+    """One cached row: its key, which outputs' labels its label map lacks, its image's (H, W), its
+    fixed-size arrays, and where its arrays of the image's own size lie in the shard's blob."""
+    fields: list[tuple] = [(s.name, np.uint8, (s.channels, *s.size)) for s in cfg.inputs.values()]
     fields += [(s.name, *s.array_field()) for s in cfg.outputs.values()]
-    return np.dtype([("key", "S32"), ("missing", np.bool_, (len(cfg.outputs),)), ("arrays", np.dtype(fields))])
+    if cfg.patch_mode:  # foreground pixels of each mask, for patches that must hold some
+        fields += [(foreground_name(n), np.int32, (FOREGROUND_SAMPLES, 2)) for n, s in cfg.outputs.items() if s.spatial]
+    return np.dtype(
+        [
+            ("key", "S32"),
+            ("missing", np.bool_, (len(cfg.outputs),)),
+            ("size", np.int64, (2,)),
+            ("blob", np.int64, (2,)),  # offset and length of the row's native_names() arrays, back to back
+            ("arrays", np.dtype(fields)),
+        ]
+    )
 
 
 class RowCache:
-    """Decoded rows by key, in a few immutable shard files `<folder>/<sha256 of the file>.npy`.
+    """Decoded rows by key, in a few immutable shards `<folder>/<name>.npy` (+ `<name>.blob`).
 
-    A shard is an array of `record_dtype` records, memory-mapped when read. Its name is the hash
-    of its bytes, so a truncated or damaged shard is found, deleted, and its rows decoded again.
+    A shard is an array of `record_dtype` records, memory-mapped when read, and a blob of the rows'
+    arrays of any size (native-resolution images and masks), which the records point into. Its
+    name is the hash of its bytes (records, then blob), so a truncated or damaged shard is found,
+    deleted, and its rows decoded again.
     A run appends the rows it decodes to an unnamed temp file and seals them into at most one
     new shard (temp file + os.replace, so a killed run leaves no half-written shard). With
     `folder=None` nothing is kept on disk (the sealed shard lives in memory).
@@ -44,20 +58,31 @@ class RowCache:
     def __init__(self, folder: Path | None, dtype: np.dtype):
         self.folder, self.dtype = folder, dtype
         self.shards: dict[str, np.ndarray] = {}  # name -> records
+        self.blobs: dict[str, np.ndarray] = {}  # name -> uint8 bytes the records point into
         self.index: dict[str, tuple[str, int]] = {}  # key -> (shard, position)
         self.decoded = self.reused = 0
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             for path in sorted(folder.glob(".tmp-*")):  # left by a killed run
                 path.unlink()
+            for path in sorted(folder.glob("*.blob")):  # a killed run's blob whose records never came
+                if not path.with_suffix(".npy").is_file():
+                    path.unlink()
             for path in sorted(folder.glob("*.npy")):
                 self._open(path)
         self.pending = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (closed by seal)
-        self.pending_count = 0
+        self.pending_blob = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (closed by seal)
+        self.pending_count = self.pending_bytes = 0
 
     def _open(self, path: Path) -> None:
-        with open(path, "rb") as f:
-            intact = hashlib.file_digest(f, "sha256").hexdigest()[:32] == path.stem
+        blob = path.with_suffix(".blob")
+        digest = hashlib.sha256()
+        for part in (path, blob):
+            if part.is_file():
+                with open(part, "rb") as f:
+                    while chunk := f.read(1 << 22):
+                        digest.update(chunk)
+        intact = digest.hexdigest()[:32] == path.stem
         try:
             records = np.load(path, mmap_mode="r") if intact else None
         except (OSError, ValueError):  # not an array file of ours
@@ -68,30 +93,43 @@ class RowCache:
                 file=sys.stderr,
             )
             path.unlink()
+            blob.unlink(missing_ok=True)
             return
         self.shards[path.stem] = records
+        self.blobs[path.stem] = _bytes(blob)
         if records.dtype == self.dtype:  # other definitions: no current row can be in it
             for j, key in enumerate(records["key"].tolist()):
                 self.index.setdefault(key.decode(), (path.stem, j))
 
-    def add(self, record: bytes) -> tuple[str, int]:
-        """Appends a record to this run's shard; returns where it will be."""
-        self.pending.write(record)
+    def add(self, record: bytes, blob: bytes = b"") -> tuple[str, int]:
+        """Appends a record (and its blob) to this run's shard; returns where it will be."""
+        row = np.frombuffer(record, self.dtype).copy()
+        row["blob"] = (self.pending_bytes, len(blob))
+        self.pending.write(row.tobytes())
+        self.pending_blob.write(blob)
         self.pending_count += 1
+        self.pending_bytes += len(blob)
         return PENDING, self.pending_count - 1
 
     def record(self, location: tuple[str, int]) -> np.void:
         shard, j = location
         return self.shards[shard][j]
 
+    def blob(self, location: tuple[str, int]) -> np.ndarray:
+        """The bytes of a sealed row's arrays of its image's own size."""
+        offset, length = (int(v) for v in self.record(location)["blob"])
+        return self.blobs[location[0]][offset : offset + length]
+
     def seal(self) -> str | None:
         """Turns the records added by this run into a shard; returns its name (None if none)."""
         if not self.pending_count:
             return None
         self.pending.seek(0)
+        self.pending_blob.seek(0)
         if self.folder is None:
             records = np.frombuffer(self.pending.read(), self.dtype)
-            name = hashlib.sha256(records.tobytes()).hexdigest()[:32]
+            blob = np.frombuffer(self.pending_blob.read(), np.uint8)
+            name = hashlib.sha256(records.tobytes() + blob.tobytes()).hexdigest()[:32]
         else:
             header = {
                 "descr": np.lib.format.dtype_to_descr(self.dtype),
@@ -101,19 +139,24 @@ class RowCache:
             buffer = io.BytesIO()
             np.lib.format.write_array_header_1_0(buffer, header)
             tmp, digest = self.folder / f".tmp-{os.getpid()}.npy", hashlib.sha256(buffer.getvalue())
-            with open(tmp, "wb") as f:
-                f.write(buffer.getvalue())
-                while block := self.pending.read(1 << 22):
-                    digest.update(block)
-                    f.write(block)
-                f.flush()
-                os.fsync(f.fileno())
+            tmp_blob = tmp.with_suffix(".blob")
+            for source, target, first in ((self.pending, tmp, buffer.getvalue()), (self.pending_blob, tmp_blob, b"")):
+                with open(target, "wb") as f:
+                    f.write(first)
+                    while block := source.read(1 << 22):
+                        digest.update(block)
+                        f.write(block)
+                    f.flush()
+                    os.fsync(f.fileno())
             name = digest.hexdigest()[:32]
+            os.replace(tmp_blob, self.folder / f"{name}.blob")  # the blob first: the records make the shard
             os.replace(tmp, self.folder / f"{name}.npy")
             records = np.load(self.folder / f"{name}.npy", mmap_mode="r")
+            blob = _bytes(self.folder / f"{name}.blob")
         self.pending.close()
-        self.pending_count = 0
-        self.shards[name] = records
+        self.pending_blob.close()
+        self.pending_count = self.pending_bytes = 0
+        self.shards[name], self.blobs[name] = records, blob
         return name
 
     def compact(self, locations: list[tuple[str, int] | None]) -> list[tuple[str, int] | None]:
@@ -125,7 +168,11 @@ class RowCache:
             used.setdefault(shard, set()).add(j)
         old = [s for s in self.shards if s in used]
         fold = set(old) if len(old) >= MAX_SHARDS else {s for s in old if 2 * len(used[s]) < len(self.shards[s])}
-        moved = {(s, j): self.add(self.shards[s][j].tobytes()) for s in sorted(fold) for j in sorted(used[s])}
+        moved = {
+            (s, j): self.add(self.shards[s][j].tobytes(), self.blob((s, j)).tobytes())
+            for s in sorted(fold)
+            for j in sorted(used[s])
+        }
         name = self.seal()
 
         def relocate(location: tuple[str, int] | None) -> tuple[str, int] | None:
@@ -136,11 +183,19 @@ class RowCache:
 
         locations = [relocate(loc) for loc in locations]
         for shard in [s for s in self.shards if s != name and (s not in used or s in fold)]:
-            del self.shards[shard]
+            del self.shards[shard], self.blobs[shard]
             if self.folder is not None:
                 (self.folder / f"{shard}.npy").unlink()
+                (self.folder / f"{shard}.blob").unlink(missing_ok=True)
         self.index = {k: v for k, v in self.index.items() if v[0] in self.shards}
         return locations
+
+
+def _bytes(path: Path) -> np.ndarray:
+    """A blob file memory-mapped (an empty or absent one as no bytes)."""
+    if path.is_file() and path.stat().st_size:
+        return np.memmap(path, np.uint8, "r")
+    return np.zeros(0, np.uint8)
 
 
 class CachedRows(Sequence):
@@ -170,3 +225,9 @@ class CachedRows(Sequence):
             records[ks] = self.cache.shards[shard][js]
         arrays = records["arrays"]
         return {name: arrays[name] for name in arrays.dtype.names or ()}
+
+    def native(self, i: int) -> tuple[tuple[int, int], np.ndarray]:
+        """Row i's image size (H, W) and the bytes of its arrays of that size (see rows.unpack_native)."""
+        location = self.locations[i]
+        size = self.cache.record(location)["size"]
+        return (int(size[0]), int(size[1])), self.cache.blob(location)

@@ -19,15 +19,59 @@ import skimage
 
 from cnn_factory.config import Config, DataConfig, InputSpec
 from cnn_factory.data.images import read_image
+from cnn_factory.data.ragged import foreground_name, foreground_pixels
 from cnn_factory.data.table import Table
 from cnn_factory.outputs import KIND_MODULES
 
 
 @dataclass
 class RowResult:
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # fixed shapes: resized images, masks, values
+    native: dict[str, np.ndarray] = field(default_factory=dict)  # any size: see native_names()
+    size: tuple[int, int] = (0, 0)  # (H, W) of the row's image file
     problems: list[str] = field(default_factory=list)
     missing_labels: list[str] = field(default_factory=list)  # outputs whose labels are absent
+
+
+def native_names(cfg: Config) -> list[str]:
+    """The arrays of a row kept at the image's own size, in the order prepare stores them:
+    `<input>.native` and `<mask>.native` at `inputs.*.scale` times it (patch mode, for training
+    patches), and `<mask>.truth`, the label map's mask at its own size (what metrics compare with)."""
+    spatial = [n for n, o in cfg.outputs.items() if o.spatial]
+    names = [f"{n}.native" for n in [*cfg.inputs, *spatial]] if cfg.patch_mode else []
+    return names + [f"{n}.truth" for n in spatial]
+
+
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    return (round(size[0] * scale), round(size[1] * scale))
+
+
+def native_shapes(cfg: Config, size: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+    """The shape of each of native_names() for a row whose image is `size` (H, W)."""
+    scaled = scaled_size(size, cfg.first_input.scale)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name in native_names(cfg):
+        base, kind = name.rsplit(".", 1)
+        if base in cfg.inputs:
+            shapes[name] = (cfg.inputs[base].channels, *scaled)
+        else:
+            shapes[name] = scaled if kind == "native" else size
+    return shapes
+
+
+def pack_native(result: RowResult, cfg: Config) -> bytes:
+    """A row's arrays of its image's size, back to back in native_names() order (the row cache's blob)."""
+    return b"".join(np.ascontiguousarray(result.native[name], np.uint8).tobytes() for name in native_names(cfg))
+
+
+def unpack_native(blob: np.ndarray, cfg: Config, size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """pack_native's arrays back from the blob, as views of it."""
+    arrays, offset = {}, 0
+    for name, shape in native_shapes(cfg, size).items():
+        n = int(np.prod(shape))
+        arrays[name] = blob[offset : offset + n].reshape(shape)
+        offset += n
+    return arrays
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -50,8 +94,13 @@ def _read_image(path: Path) -> np.ndarray:
 
 def load_input(path: Path, spec: InputSpec) -> tuple[np.ndarray, tuple[int, int]]:
     """(C, H, W) uint8 at spec.size, and the file's own (H, W); raises ValueError with the reason."""
+    img = read_input(path, spec)
+    return resize_image(img, spec.size), img.shape[-2:]
+
+
+def read_input(path: Path, spec: InputSpec) -> np.ndarray:
+    """(C, H, W) uint8 at the file's own size: alpha dropped, any bit depth scaled to 0..255."""
     img = _read_image(path)
-    original_size = img.shape[:2]
     if img.ndim == 3 and img.shape[-1] in (2, 4):  # drop alpha
         img = img[..., :-1]
     channels = 1 if img.ndim == 2 else img.shape[-1]
@@ -60,11 +109,17 @@ def load_input(path: Path, spec: InputSpec) -> tuple[np.ndarray, tuple[int, int]
     if channels != spec.channels:
         raise ValueError(f"has {channels} channel(s) but inputs.{spec.name}.channels is {spec.channels}")
     img = to_uint8(img)
-    if img.shape[:2] != spec.size:
-        from skimage.transform import resize  # here: it loads scipy (0.3 s), which a prepare of cached rows skips
+    return img.reshape(*img.shape[:2], spec.channels).transpose(2, 0, 1).copy()
 
-        img = resize(img, spec.size, order=1, preserve_range=True, anti_aliasing=True).round().astype(np.uint8)
-    return img.reshape(*spec.size, spec.channels).transpose(2, 0, 1).copy(), original_size
+
+def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(C, H, W) uint8 resized to `size` (bilinear, anti-aliased when shrinking)."""
+    if img.shape[-2:] == tuple(size):
+        return img
+    from skimage.transform import resize  # here: it loads scipy (0.3 s), which a prepare of cached rows skips
+
+    out = resize(img.transpose(1, 2, 0), size, order=1, preserve_range=True, anti_aliasing=True)
+    return out.round().astype(np.uint8).reshape(*size, img.shape[0]).transpose(2, 0, 1).copy()
 
 
 def load_label_map(path: Path) -> np.ndarray:
@@ -85,15 +140,28 @@ def load_row(table: Table, index: int, cfg: Config) -> RowResult:
     def problem(column: str, text: str) -> None:
         result.problems.append(f"{table.where(index, column)}: {text}")
 
-    image_size = None
+    image_size, scale = None, cfg.first_input.scale
     for spec in cfg.inputs.values():
         path = _cell_path(row, spec.column, cfg.data, problem)
         if path is None:
             continue
         try:
-            result.arrays[spec.name], image_size = load_input(path, spec)
+            image = read_input(path, spec)
         except ValueError as err:
             problem(spec.column, f"{path} {err}")
+            continue
+        image_size = result.size = image.shape[-2:]
+        result.arrays[spec.name] = resize_image(image, spec.size)
+        if cfg.patch_mode:
+            native = scaled_size(image_size, scale)
+            if min(native) < 1:
+                problem(
+                    spec.column,
+                    f"{path} is {image_size[0]}x{image_size[1]}; inputs.{spec.name}.scale {scale} "
+                    f"leaves {native[0]}x{native[1]} pixels; raise the scale",
+                )
+                continue
+            result.native[f"{spec.name}.native"] = resize_image(image, native)
     label_maps: dict[str, np.ndarray | None] = {}  # several outputs may read one label map
     for output in cfg.outputs.values():
         labels = None
@@ -109,6 +177,12 @@ def load_row(table: Table, index: int, cfg: Config) -> RowResult:
             result.arrays[output.name] = output.decode(row[output.column], labels)
         except ValueError as err:
             problem(output.column, str(err))
+        if output.spatial and labels is not None:
+            result.native[f"{output.name}.truth"] = output.mask(labels, labels.shape)
+            if cfg.patch_mode and min(scaled_size(labels.shape, scale)) >= 1:
+                mask = output.mask(labels, scaled_size(labels.shape, scale))
+                result.native[f"{output.name}.native"] = mask
+                result.arrays[foreground_name(output.name)] = foreground_pixels(mask)
     return result
 
 

@@ -85,6 +85,10 @@ class Output(Strict):
         """The label-map values this output looks for (none unless it reads a label map)."""
         return ()
 
+    def mask(self, label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """(spatial kinds) This output's (H, W) uint8 mask of a label map, at `size` (nearest)."""
+        raise NotImplementedError
+
     def lacks_labels(self, label_map: np.ndarray) -> bool:
         """True when a label map holds none of `labels` (a warning in prepare; an error in every row)."""
         return False

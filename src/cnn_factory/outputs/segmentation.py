@@ -65,12 +65,15 @@ class SegmentationOutput(Output):
 
     def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
         """Boolean (H, W) uint8 mask of the label values in `label`, at `size` (nearest)."""
-        from skimage.transform import resize
+        assert label_map is not None and self.size is not None  # reads_label_map: the row's map is given
+        return self.mask(label_map, self.size)
 
-        assert label_map is not None  # reads_label_map: the row's label map is always given
+    def mask(self, label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         mask = np.isin(label_map, self.label)
-        if mask.shape != self.size:
-            mask = resize(mask, self.size, order=0, preserve_range=True, anti_aliasing=False)
+        if mask.shape != tuple(size):
+            from skimage.transform import resize
+
+            mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False)
         return mask.astype(np.uint8)
 
     def lacks_labels(self, label_map: np.ndarray) -> bool:

@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 from cnn_factory.config import PREPARED, Config
 from cnn_factory.data.augment import Augmenter
 from cnn_factory.data.dataset import PreparedSplit, make_loader, normalisation, pick_device, read_manifest
+from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.errors import UserError
+from cnn_factory.evaluate import evaluate_split
 from cnn_factory.model import MultiOutputNet, model_args, model_meta, save_model
 from cnn_factory.training.checkpoint import FOLDER, Session, load_checkpoint, params_key, save_checkpoint
 from cnn_factory.training.distributed import (
@@ -87,21 +90,28 @@ def fit(cfg: Config, prepared: Path = PREPARED) -> None:
         raise UserError("train.precision: fp16 needs CUDA; use bf16 or fp32 on the CPU")
     seed_everything(t.seed)
 
-    train_split = PreparedSplit(prepared / "train", list(cfg.inputs), outputs)
+    patch = cfg.patch_mode  # patches at native resolution (data/patches.py), else whole images resized
+    train_split: PreparedSplit | PatchSplit
+    if patch:
+        train_split = PatchSplit(prepared / "train", list(cfg.inputs), outputs, cfg.first_input.size)
+    else:
+        train_split = PreparedSplit(prepared / "train", list(cfg.inputs), outputs)
     val_split = PreparedSplit(prepared / "val", list(cfg.inputs), outputs)
     args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
-    steps = math.ceil(math.ceil(len(train_split) * (1 + t.num_augs) / ranks.world) / t.batch_size)  # per rank
+    samples = (t.patches_per_epoch or len(train_split)) if patch else len(train_split)
+    steps = math.ceil(math.ceil(samples * (1 + t.num_augs) / ranks.world) / t.batch_size)  # per rank
     run = make_session(cfg, args, device, steps, amp)
     net = wrap(run.model, ranks, device, t.sync_batchnorm)  # DDP trains through `net`; run.model is what gets saved
-    train_loader = make_loader(
-        train_split,
-        t.batch_size,
-        t.shuffle,
-        generator=run.order,
-        num_augs=t.num_augs,
-        rank=ranks.rank,
-        world=ranks.world,
-    )
+    if isinstance(train_split, PatchSplit):
+        batches = PatchBatches(
+            train_split.shapes, train_split.foreground, cfg.first_input.size, samples, t.batch_size,
+            t.foreground, run.order, t.num_augs, ranks.rank, ranks.world,
+        )  # fmt: skip
+        train_loader = DataLoader(train_split, sampler=batches, batch_size=None, pin_memory=device.type == "cuda")
+    else:
+        train_loader = make_loader(
+            train_split, t.batch_size, t.shuffle, run.order, t.num_augs, rank=ranks.rank, world=ranks.world
+        )
     val_loader = make_loader(val_split, t.batch_size, shuffle=False)
     stats = normalisation(meta["inputs"], device)  # (mean, std) of the inputs' channels
     criterion = Criterion(outputs, manifest["outputs"])  # a number's loss is in units of its std
@@ -118,8 +128,10 @@ def fit(cfg: Config, prepared: Path = PREPARED) -> None:
             drop_unreadable(Path("dvclive/metrics.json"))
             trim_curves(Path("dvclive"), steps=state["epoch"])  # dvclive's step = epoch - 1
         say(f"train: resuming after epoch {state['epoch']} from {ckpt_path}")
+    size = "x".join(map(str, cfg.first_input.size))
+    what = f"{samples} patches of {size} from {len(train_split)} images" if patch else f"{len(train_split)} images"
     say(
-        f"train: {len(train_split)} images ({1 + t.num_augs}x per epoch), {len(val_split)} val, on {device}"
+        f"train: {what} ({1 + t.num_augs}x per epoch), {len(val_split)} val, on {device}"
         f"{f' with {amp}' if amp else ''}{f', {ranks.world} processes' if ranks.enabled else ''}"
     )
 
@@ -150,11 +162,12 @@ def fit(cfg: Config, prepared: Path = PREPARED) -> None:
                 if t.log_images_every and epoch % t.log_images_every == 0:
                     gallery = Gallery(outputs, SHOWN)
                 # rank 0 validates the whole val split; all ranks take its numbers and so decide alike
-                val = (
-                    validation_pass(run.model, criterion, val_loader, device, stats, outputs, amp, gallery)
-                    if ranks.main
-                    else None
-                )
+                val = None
+                if ranks.main and patch:  # sliding windows over the whole images, scored at their own size
+                    scored = evaluate_split(run.model, meta, outputs, prepared / "val", t.batch_size, device, criterion)
+                    val, gallery = {**scored.losses, **scored.metrics}, gallery and scored.gallery
+                elif ranks.main:
+                    val = validation_pass(run.model, criterion, val_loader, device, stats, outputs, amp, gallery)
                 val_stats = from_main(val, ranks)
                 if run.early.update(val_stats[metric], epoch):  # the model file is written at the end
                     run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}

@@ -62,11 +62,15 @@ def train_one_epoch(
     sums = torch.zeros(len(outputs) + 1, device=device)
     seen, start, steps = 0, time.perf_counter(), len(loader)
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None, file=sys.stdout)
-    for i, (x, targets, flags) in enumerate(bar):
+    for i, (x, targets, flags, *rest) in enumerate(bar):
         x, targets = to_device(x, targets, device, *stats)
         x, targets = augmenter(x, targets, flags, outputs, *stats)
+        views = None
+        if rest:  # patch mode: the whole images, resized, for the image-level outputs
+            views, _ = to_device(rest[0], {}, device, *stats)
+            views, _ = augmenter(views, {}, flags, {}, *stats)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            preds = model(x)
+            preds = model(x, views)
         loss, parts = criterion({k: v.float() for k, v in preds.items()}, targets)
         scaler.scale(loss / accumulate).backward()
         if (i + 1) % accumulate == 0 or i + 1 == steps:  # gradients of `accumulate` batches per step

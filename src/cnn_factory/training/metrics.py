@@ -102,7 +102,8 @@ class OutputMetrics:
     @torch.no_grad()
     def update(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> None:
         for name, metric in self.metrics.items():
-            metric.update(preds[name], targets[name])
+            if name in preds:  # a pass may score some outputs at a time (evaluate.py)
+                metric.update(preds[name], targets[name])
 
     def compute(self) -> dict[str, float]:
         return {f"{name}/{k}": v for name, metric in self.metrics.items() for k, v in metric.compute().items()}

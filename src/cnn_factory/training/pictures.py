@@ -6,6 +6,7 @@ through a Gallery filled from the predictions their loops make anyway.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,7 @@ class Gallery:
     """The first `limit` images of a split with their true and predicted masks, per segmentation
     output, kept from the batches a loop computes anyway: the pictures cost no forward pass."""
 
-    def __init__(self, outputs: dict[str, Output], limit: int):
+    def __init__(self, outputs: Mapping[str, Output], limit: int):
         self.limit, self.count = limit, 0
         self.images: list[np.ndarray] = []
         self.masks: dict[str, tuple[list, list]] = {n: ([], []) for n, s in outputs.items() if s.spatial}

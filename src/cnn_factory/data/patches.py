@@ -1,0 +1,137 @@
+"""Patch training: random windows of the input size from native-resolution images, foreground oversampled.
+
+    split = PatchSplit(Path("data/prepared/train"), ["image"], outputs)
+    batches = PatchBatches(split.shapes, split.foreground, (128, 128), samples=500, batch_size=8,
+                           foreground=0.33, generator=g)
+    loader = DataLoader(split, sampler=batches, batch_size=None)
+    for x, targets, flags, views in loader: ...   # patches, their masks and labels, whole-image views
+
+Each batch's last `foreground` share of patches is centred on a foreground pixel of one of the
+image's masks (as nnU-Net forces a third of each batch to hold foreground); the others lie
+anywhere in the image. Image-level outputs (category, numeric) are about the whole image: their
+targets come with `views`, the whole images resized to the input size, which the model encodes
+separately. Positions are drawn in the main process from the generator a checkpoint saves, so a
+resumed run draws what it would have drawn; a patch reads only its own bytes of the memory-mapped
+arrays (data/ragged.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from cnn_factory.data.dataset import open_array
+from cnn_factory.data.ragged import RaggedArray, foreground_name
+from cnn_factory.errors import UserError
+from cnn_factory.outputs import Output
+
+Spec = tuple[int, int, int, bool]  # row, top, left, augmented copy
+
+
+class PatchSplit(Dataset):
+    """One split in patch mode; `split[specs]` returns a whole batch of patches and views."""
+
+    def __init__(self, folder: Path, inputs: list[str], outputs: Mapping[str, Output], patch: tuple[int, int]):
+        self.patch, self.inputs = patch, inputs
+        self.spatial = [n for n, o in outputs.items() if o.spatial]
+        self.whole = [n for n, o in outputs.items() if not o.spatial]
+        self.images = {n: RaggedArray(folder, f"{n}.native") for n in inputs}
+        self.masks = {n: RaggedArray(folder, f"{n}.native", masks=True) for n in self.spatial}
+        self.views = {n: open_array(folder / f"{n}.npy") for n in inputs}  # whole images at the input size
+        self.values = {n: open_array(folder / f"{n}.npy") for n in self.whole}
+        self.foreground = {n: open_array(folder / f"{foreground_name(n)}.npy") for n in self.spatial}
+        first = self.images[inputs[0]]
+        self.shapes = np.array([first.shape(i) for i in range(len(first))], np.int64).reshape(-1, 2)
+        lengths = [len(a) for a in (*self.images.values(), *self.masks.values())] + [
+            len(a) for a in self.views.values()
+        ]
+        if any(n != len(first) for n in lengths):
+            raise UserError(
+                f"{folder}: its arrays disagree on the number of rows; run `dvc repro` (prepare rebuilds it)"
+            )
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __getitem__(self, specs: list[Spec]) -> tuple:
+        """Patches (B, C, h, w) uint8, {mask: (B, h, w), value: (B,)}, augment flags (B,), views (B, C, H, W)."""
+        (h, w), rows = self.patch, np.array([s[0] for s in specs])
+        x = np.stack(
+            [np.concatenate([self.images[n].crop(r, y, z, h, w) for n in self.inputs]) for r, y, z, _ in specs]
+        )
+        targets = {n: np.stack([self.masks[n].crop(r, y, z, h, w) for r, y, z, _ in specs]) for n in self.spatial}
+        targets.update({n: np.ascontiguousarray(self.values[n][rows]) for n in self.whole})
+        views = np.concatenate([self.views[n][rows] for n in self.inputs], axis=1)  # (B, C, H, W)
+        flags = torch.tensor([s[3] for s in specs])
+        as_tensors = {n: torch.from_numpy(v) for n, v in targets.items()}
+        return torch.from_numpy(x), as_tensors, flags, torch.from_numpy(views)
+
+
+class PatchBatches(Sampler[list[Spec]]):
+    """This rank's batches of patch positions for one epoch.
+
+    `samples` patches per epoch (each repeated as `num_augs` augmented copies), rows drawn uniformly;
+    all ranks draw the same epoch from the same generator and take their own slice, as
+    ShardedBatches does for whole images."""
+
+    def __init__(
+        self,
+        shapes: np.ndarray,
+        foreground: Mapping[str, np.ndarray],
+        patch: tuple[int, int],
+        samples: int,
+        batch_size: int,
+        share: float,
+        generator: torch.Generator,
+        num_augs: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        self.shapes, self.patch, self.samples, self.batch_size = shapes, patch, samples, batch_size
+        self.share, self.generator, self.num_augs, self.rank, self.world = share, generator, num_augs, rank, world
+        # (rows, masks, FOREGROUND_SAMPLES, 2): every mask's foreground pixels side by side
+        self.points = np.stack(list(foreground.values()), 1) if foreground else np.zeros((len(shapes), 0, 0, 2))
+        self.has = np.asarray((self.points[..., 0] >= 0).any(-1))  # (rows, masks): which masks a row holds
+
+    def __len__(self) -> int:
+        return math.ceil(math.ceil(self.samples * (1 + self.num_augs) / self.world) / self.batch_size)
+
+    def __repr__(self) -> str:
+        return f"PatchBatches({self.samples} patches of {self.patch}, batches of {self.batch_size})"
+
+    def _uniform(self, n: int) -> torch.Tensor:
+        return torch.rand(n, generator=self.generator, dtype=torch.float64)
+
+    def corner(self, row: int, forced: bool, u: torch.Tensor) -> tuple[int, int]:
+        """Top-left of a patch in `row`: anywhere, or centred on a foreground pixel; u: 4 uniform draws."""
+        (height, width), (h, w) = self.shapes[row], self.patch
+        masks = np.flatnonzero(self.has[row]) if forced and self.has.size else np.zeros(0, int)
+        if len(masks):
+            m = masks[int(u[0] * len(masks))]
+            valid = np.flatnonzero(self.points[row, m, :, 0] >= 0)
+            cy, cx = self.points[row, m, valid[int(u[1] * len(valid))]]
+            y, x = int(cy) - h // 2, int(cx) - w // 2
+        else:
+            y, x = int(u[2] * (height - h + 1)), int(u[3] * (width - w + 1))
+        # inside the image where it fits; an image smaller than the patch is centred in it (padding around)
+        y = min(max(y, 0), height - h) if height >= h else -((h - height) // 2)
+        x = min(max(x, 0), width - w) if width >= w else -((w - width) // 2)
+        return y, x
+
+    def __iter__(self) -> Iterator[list[Spec]]:
+        total = self.samples * (1 + self.num_augs)
+        rows = torch.randint(len(self.shapes), (total,), generator=self.generator).tolist()
+        draws = self._uniform(4 * total).view(total, 4)
+        forced_from = self.batch_size - round(self.share * self.batch_size)
+        specs = [
+            (r, *self.corner(r, k % self.batch_size >= forced_from, draws[k]), k >= self.samples)
+            for k, r in enumerate(rows)
+        ]
+        mine = specs[self.rank :: self.world]  # ranks' shares differ by one at most
+        for part in np.array_split(np.arange(len(mine)), len(self)):  # the same number of steps on every rank
+            yield [mine[i] for i in part]

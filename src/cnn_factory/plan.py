@@ -1,0 +1,177 @@
+"""`cnn-factory plan`: reads the CSV's images and proposes the settings that fit them and the machine.
+
+    cnn-factory plan [--params params.yaml] [--budget-gb N] [--sample N]
+
+Like nnU-Net's planner, from a fingerprint of the data set: image sizes, channels and intensity
+range; per mask output its foreground share and object sizes (connected components); per
+category output its class balance. From it: the mode (whole images resized when they are small,
+patches at native resolution when they are large or their objects small), the input/patch size,
+`model.depth` (down-sampling until the deepest feature map is about 4-8 pixels), `model.filters`
+and the batch size that fits a memory budget (the GPU's memory when there is one, else a share of
+the RAM). It prints the table with the reason for each choice and the `dvc exp run -S ...` line;
+it writes nothing. The proposals are plain params: read them, run them, override any of them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnn_factory.config import Config
+from cnn_factory.data.rows import load_label_map, read_input
+from cnn_factory.data.table import read_table
+
+# bytes of activations kept for backward per pixel and filter of a level, measured for this UNet in
+# fp32 (conv, norm and ReLU outputs of two convolutions, the pool, the decoder's copies): ~ 4 x 12
+BYTES_PER_FEATURE = 48
+
+
+@dataclass
+class Fingerprint:
+    rows: int
+    sizes: np.ndarray  # (n, 2) of the sampled images
+    channels: int
+    intensity: tuple[int, int]  # 1st and 99th percentile of the uint8 pixels
+    foreground: dict[str, float]  # per mask output: mean share of pixels
+    objects: dict[str, float]  # per mask output: median object diameter in pixels (0: none found)
+    classes: dict[str, dict[str, int]]  # per category output: rows per class
+
+
+def fingerprint(cfg: Config, sample: int = 50) -> Fingerprint:
+    """Reads up to `sample` rows spread over the CSV (every row's cells for the class counts)."""
+    from skimage.measure import label, regionprops
+
+    table = read_table(cfg.data.csv)
+    picks = np.unique(np.linspace(0, len(table.rows) - 1, min(sample, len(table.rows))).round().astype(int))
+    spec = cfg.first_input
+    sizes, lows, highs = [], [], []
+    share: dict[str, list[float]] = {n: [] for n, o in cfg.outputs.items() if o.spatial}
+    diameters: dict[str, list[float]] = {n: [] for n in share}
+    for i in picks:
+        row = table.rows[i]
+        image = read_input(cfg.data.resolve(row[spec.column]), spec)
+        sizes.append(image.shape[-2:])
+        lows.append(np.percentile(image, 1))
+        highs.append(np.percentile(image, 99))
+        for name in share:
+            output = cfg.outputs[name]
+            mask = output.mask(load_label_map(cfg.data.resolve(row[output.column])), image.shape[-2:])
+            share[name].append(float(mask.mean()))
+            diameters[name] += [r.equivalent_diameter_area for r in regionprops(label(mask))]
+    classes = {
+        n: {c: sum(row[o.column] == c for row in table.rows) for c in getattr(o, "class_names", ())}
+        for n, o in cfg.outputs.items()
+        if hasattr(o, "class_names")
+    }
+    return Fingerprint(
+        rows=len(table.rows),
+        sizes=np.asarray(sizes, np.int64).reshape(-1, 2),
+        channels=sum(s.channels for s in cfg.inputs.values()),
+        intensity=(int(np.median(lows)), int(np.median(highs))),
+        foreground={n: float(np.mean(v)) for n, v in share.items()},
+        objects={n: float(np.median(v)) if v else 0.0 for n, v in diameters.items()},
+        classes=classes,
+    )
+
+
+def memory_budget() -> tuple[float, str]:
+    """Bytes training may use for activations, and where that figure comes from."""
+    import torch
+
+    if torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(0).total_memory
+        return 0.6 * total, f"60% of the GPU's {total / 2**30:.0f} GiB"
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 8 * 2**30
+    budget = min(0.25 * total, 8 * 2**30)
+    return budget, f"a quarter of the {total / 2**30:.0f} GiB of RAM, at most 8 GiB (no GPU)"
+
+
+def _multiple(value: float, of: int) -> int:
+    return max(of, int(value // of) * of)
+
+
+def propose(fp: Fingerprint, budget: float, outputs: Mapping[str, object], filters: int | None = None) -> list[tuple]:
+    """(params key, value, reason) rows; the first decides the others."""
+    median = np.median(fp.sizes, 0)
+    small_objects = [n for n, d in fp.objects.items() if 0 < d < max(median) / 32]
+    large = max(median) > 256
+    rows: list[tuple] = []
+    if large or small_objects:
+        why = f"median image {int(median[0])}x{int(median[1])}" if large else ""
+        if small_objects:
+            d = min(fp.objects[n] for n in small_objects)
+            why += ("; " if why else "") + f"objects of {d:.0f} px across ({', '.join(small_objects)})"
+            why += f": resized to 64 px they would be {d * 64 / max(median):.1f} px"
+        rows.append(("inputs.*.mode", "patch", f"{why}; train at native resolution on patches"))
+        smallest = max((d for d in fp.objects.values() if d), default=16)
+        patch = min(max(4 * smallest, 64), max(median), 256)
+    else:
+        rows.append(
+            ("inputs.*.mode", "resize", f"median image {int(median[0])}x{int(median[1])} is small: whole images")
+        )
+        patch = max(median)
+    depth = int(np.clip(math.floor(math.log2(patch / 6)), 2, 5))
+    size = _multiple(min(patch, 512), 2**depth)
+    rows.append(
+        (
+            "inputs.*.size",
+            [size, size],
+            f"{'patches' if rows[0][1] == 'patch' else 'images'} of {size} px, a multiple of 2**depth",
+        )
+    )
+    rows.append(("model.depth", depth, f"the deepest feature map is {size // 2**depth} px (4-8 is the aim)"))
+    filters = filters or (32 if budget > 12 * 2**30 else 16)
+    rows.append(("model.filters", filters, "32 with a GPU-sized budget, else 16 (doubled per level)"))
+    heads = 1 + sum(1 for o in outputs.values() if getattr(o, "spatial", False))  # the encoder and a decoder per mask
+    per_image = BYTES_PER_FEATURE * sum(filters * 2**k * (size / 2**k) ** 2 for k in range(depth + 1)) * heads
+    per_image *= fp.channels / 3 + 1  # the input's share, small
+    batch = int(np.clip(2 ** math.floor(math.log2(max(budget / per_image, 1))), 2, 64))
+    rows.append(
+        (
+            "train.batch_size",
+            batch,
+            f"~{per_image / 2**20:.0f} MiB of activations per {'patch' if rows[0][1] == 'patch' else 'image'}",
+        )
+    )
+    if rows[0][1] == "patch":
+        rare = [n for n, v in fp.foreground.items() if v < 0.05]
+        share = 0.33 if rare else 0.0
+        why = "masks are not rare: patches anywhere"
+        if rare:
+            covers = ", ".join(f"{n} {fp.foreground[n]:.1%}" for n in rare)
+            why = f"foreground covers {covers}: a third of each batch centred on it, as nnU-Net"
+        rows.append(("train.foreground", share, why))
+    return rows
+
+
+def run_plan(cfg: Config, sample: int, budget_gb: float | None) -> str:
+    fp = fingerprint(cfg, sample)
+    budget, source = (budget_gb * 2**30, f"--budget-gb {budget_gb:g}") if budget_gb else memory_budget()
+    rows = propose(fp, budget, cfg.outputs)
+    read = f"{fp.rows} rows, {len(fp.sizes)} images read"
+    lines = [
+        f"plan: {cfg.data.csv}: {read}; budget {budget / 2**30:.1f} GiB ({source})",
+        f"  images: {fp.sizes.min(0)[0]}x{fp.sizes.min(0)[1]} to {fp.sizes.max(0)[0]}x{fp.sizes.max(0)[1]}, "
+        f"{fp.channels} channel(s), intensity {fp.intensity[0]}-{fp.intensity[1]} (1st-99th percentile)",
+    ]
+    for name in fp.foreground:
+        lines.append(
+            f"  {name}: foreground {fp.foreground[name]:.2%} of pixels, objects ~{fp.objects[name]:.0f} px across"
+        )
+    for name, counts in fp.classes.items():
+        lines.append(f"  {name}: " + ", ".join(f"{c} {k}" for c, k in counts.items()))
+    width = max(len(k) for k, _, _ in rows)
+    lines.append("")
+    lines += [f"  {key:<{width}}  {str(value):<10}  {why}" for key, value, why in rows]
+    sets = []
+    for key, value, _ in rows:
+        for target in [key.replace("*", n) for n in cfg.inputs] if "*" in key else [key]:
+            sets.append(
+                f"-S {target}={value if not isinstance(value, list) else '[' + ','.join(map(str, value)) + ']'}"
+            )
+    lines += ["", "dvc exp run " + " ".join(sets)]
+    return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""Native resolution: ragged storage, incremental patch-mode prepare, the patch sampler, sliding-window scoring."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from cnn_factory.config import parse_params
+from cnn_factory.data.cells import make_cells
+from cnn_factory.data.patches import PatchBatches, PatchSplit
+from cnn_factory.data.prepare import prepare
+from cnn_factory.data.ragged import RaggedArray, RaggedWriter
+from cnn_factory.errors import UserError
+from cnn_factory.evaluate import evaluate_split
+from cnn_factory.model import MultiOutputNet, model_args, model_meta, model_outputs
+from cnn_factory.predict import predict_images
+from tests.conftest import ROOT
+
+PATCH = [32, 32]
+
+
+def cell_params(folder: Path, mode: str = "patch", size: list[int] = PATCH, **train) -> dict:
+    """params.yaml for the generated cell images in `folder`, one grey input, a mask and a category."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(csv=str(folder / "data.csv"), root=str(folder))
+    params["inputs"] = {"image": {"type": "image", "size": size, "channels": 1, "mode": mode}}
+    params["outputs"] = {
+        "cells": {"type": "segmentation", "column": "labels", "label": 1},
+        "density": {"type": "category", "classes": ["sparse", "dense"]},
+    }
+    params["model"].update(depth=2, filters=4)
+    params["train"].update(batch_size=4, **train)
+    return params
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cells") / "data"
+    make_cells(folder, rows=20, sizes=(40, 72), seed=1)
+    return folder
+
+
+def test_ragged_round_trip_and_crops(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(0, 256, (3, h, w), dtype=np.uint8) for h, w in [(5, 7), (1, 1), (12, 4)]]
+    masks = [rng.integers(0, 2, (h, w), dtype=np.uint8) for h, w in [(5, 7), (1, 1), (12, 4)]]
+    images, labels = RaggedWriter(tmp_path, "image"), RaggedWriter(tmp_path, "mask")
+    for row, mask in zip(rows, masks):
+        images.append(row)
+        labels.append(mask)
+    images.close()
+    labels.close()
+    read, read_masks = RaggedArray(tmp_path, "image"), RaggedArray(tmp_path, "mask", masks=True)
+    assert len(read) == 3 and read.shape(2) == (12, 4)
+    for i in range(3):
+        assert np.array_equal(read[i], rows[i]) and np.array_equal(read_masks[i], masks[i])
+    crop = read.crop(0, -2, 3, 4, 6)  # 2 rows above the image and 2 columns past its right edge: zeros
+    assert crop.shape == (3, 4, 6)
+    assert np.array_equal(crop[:, 2:, :4], rows[0][:, :2, 3:7]) and not crop[:, :2].any() and not crop[:, :, 4:].any()
+    assert read_masks.crop(1, 0, 0, 2, 2).shape == (2, 2)
+
+
+def test_damaged_ragged_array_is_a_user_error(tmp_path):
+    writer = RaggedWriter(tmp_path, "image")
+    writer.append(np.ones((1, 8, 8), np.uint8))
+    writer.close()
+    (tmp_path / "image.u8").write_bytes(b"\x01" * 10)  # truncated
+    with pytest.raises(UserError, match="shorter than its index"):
+        RaggedArray(tmp_path, "image")
+
+
+def test_patch_prepare_keeps_native_sizes_and_is_incremental(cells, tmp_path):
+    cfg = parse_params(cell_params(cells))
+    out, cache = tmp_path / "prepared", tmp_path / "cache"
+    report, rows = prepare(cfg, out, cache, workers=2)
+    assert rows.decoded == 20 and rows.reused == 0
+    split = PatchSplit(out / "train", ["image"], cfg.outputs, (32, 32))
+    sizes = {tuple(s) for s in split.shapes}
+    assert len(sizes) > 3 and all(40 <= h <= 72 and 40 <= w <= 72 for h, w in sizes)  # each image its own size
+    assert np.asarray(split.views["image"]).shape[1:] == (1, 32, 32)  # and resized, for image-level outputs
+    truth = RaggedArray(out / "test", "cells.truth", masks=True)
+    assert truth[0].shape == tuple(RaggedArray(out / "test", "image.native").shape(0))
+    first = {p.name: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    _, again = prepare(cfg, out, cache, workers=1)  # everything from the cache, byte for byte
+    assert again.decoded == 0 and again.reused == 20
+    assert {p.name: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == first
+
+
+def test_sampler_forces_the_foreground_share(tmp_path):
+    make_cells(tmp_path / "large", rows=10, sizes=(160, 200), seed=4)  # foreground is rare in 16x16 windows
+    cfg = parse_params(cell_params(tmp_path / "large"))
+    prepare(cfg, tmp_path / "prepared", None, workers=1)
+    split = PatchSplit(tmp_path / "prepared" / "train", ["image"], cfg.outputs, (16, 16))
+
+    def foreground_rate(share: float) -> float:
+        g = torch.Generator().manual_seed(0)
+        batches = PatchBatches(split.shapes, split.foreground, (16, 16), 400, 6, share, g)
+        hits = [split[batch][1]["cells"].flatten(1).any(1) for batch in batches]
+        return torch.cat(hits).float().mean().item()
+
+    uniform, forced = foreground_rate(0.0), foreground_rate(1 / 3)
+    assert forced >= 1 / 3 + 0.8 * uniform * (2 / 3)  # the forced third always, the rest at the uniform rate
+    assert forced > uniform + 0.15
+    assert foreground_rate(1.0) == 1.0
+
+
+def test_sampler_shards_an_epoch_over_ranks_and_repeats_from_its_generator(cells, tmp_path):
+    cfg = parse_params(cell_params(cells))
+    prepare(cfg, tmp_path / "prepared", None, workers=1)
+    split = PatchSplit(tmp_path / "prepared" / "train", ["image"], cfg.outputs, (16, 16))
+
+    def epoch(rank: int, world: int) -> list:
+        g = torch.Generator().manual_seed(5)
+        return list(PatchBatches(split.shapes, split.foreground, (16, 16), 25, 4, 0.3, g, 1, rank, world))
+
+    one = [spec for batch in epoch(0, 1) for spec in batch]
+    two = [epoch(0, 2), epoch(1, 2)]
+    assert len(one) == 50 and sum(s[3] for s in one) == 25  # num_augs 1: each patch once more, augmented
+    assert len(two[0]) == len(two[1])  # DDP needs the same number of steps on every rank
+    assert sorted(s for batches in two for batch in batches for s in batch) == sorted(one)
+    assert epoch(0, 1) == epoch(0, 1)
+
+
+def test_sliding_window_scoring_equals_whole_image_scoring_when_one_window_covers_it(tmp_path):
+    make_cells(tmp_path / "square", rows=12, sizes=(64, 64), seed=2)  # every image is exactly one window
+    results = {}
+    torch.manual_seed(0)
+    weights = None
+    for mode in ("resize", "patch"):
+        cfg = parse_params(cell_params(tmp_path / "square", mode, size=[64, 64]))
+        prepared = tmp_path / mode
+        prepare(cfg, prepared, None, workers=1)
+        manifest = yaml.safe_load((prepared / "manifest.json").read_text())
+        args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
+        model = MultiOutputNet(**args).eval()
+        if weights is None:
+            weights = copy.deepcopy(model.state_dict())
+        model.load_state_dict(weights)
+        results[mode] = evaluate_split(model, meta, cfg.outputs, prepared / "test", 4, torch.device("cpu")).metrics
+    assert results["patch"].keys() == results["resize"].keys()
+    for key, value in results["resize"].items():
+        assert results["patch"][key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_predict_reproduces_evaluates_native_figures(cells, tmp_path):
+    cfg = parse_params(cell_params(cells))
+    prepared = tmp_path / "prepared"
+    prepare(cfg, prepared, None, workers=1)
+    manifest = yaml.safe_load((prepared / "manifest.json").read_text())
+    args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
+    torch.manual_seed(3)
+    model = MultiOutputNet(**args).eval()
+    with torch.no_grad():  # an untrained model that marks some pixels and not others
+        model.heads["cells"].head.bias.fill_(0.05)
+    path = tmp_path / "model.pt"
+    from cnn_factory.model import save_model
+
+    save_model(path, model, args, {**meta, "epoch": 1, "val": {}})
+    scored = evaluate_split(model, meta, model_outputs(meta), prepared / "test", 4, torch.device("cpu"))
+    files = manifest["splits"]["test"]["files"]
+    predict_images(str(path), [str(cells / f) for f in files], tmp_path / "out", 4, "cpu", tta=False)
+    from cnn_factory.data.images import read_image
+
+    tp = fp = fn = 0
+    for f in files:
+        pred = read_image(tmp_path / "out" / "cells" / Path(f).name) > 0
+        truth = read_image(cells / f.replace("images/", "labels/")) == 1
+        tp, fp, fn = tp + (pred & truth).sum(), fp + (pred & ~truth).sum(), fn + (~pred & truth).sum()
+    dice = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    assert dice == pytest.approx(scored.metrics["cells/dice"], abs=1e-6)
+    assert 0 < dice < 1  # a real comparison, not two empty masks
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"inputs": {"image": {"scale": 0.001}}}, "inputs.image.scale 0.001 leaves 0x0 pixels; raise the scale"),
+        ({"inputs": {"image": {"size": [30, 32]}}}, "inputs.image.size: [30, 32] must be divisible by 2**model.depth"),
+    ],
+)
+def test_bad_patch_settings_name_the_key(cells, tmp_path, edit, message):
+    params = cell_params(cells)
+    params["inputs"]["image"].update(edit["inputs"]["image"])
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("*", r"\*")):
+        prepare(parse_params(params), tmp_path / "prepared", None, workers=1)
+
+
+def test_images_smaller_than_the_patch_are_padded_and_reported(cells, tmp_path, capsys):
+    cfg = parse_params(cell_params(cells, size=[64, 64]))  # some images are 40-63 px a side
+    report, _ = prepare(cfg, tmp_path / "prepared", None, workers=1)
+    assert report["images"]["padded"] > 0
+    split = PatchSplit(tmp_path / "prepared" / "train", ["image"], cfg.outputs, (64, 64))
+    batches = PatchBatches(split.shapes, split.foreground, (64, 64), 8, 8, 0.5, torch.Generator().manual_seed(0))
+    x, targets, _, views = split[next(iter(batches))]
+    assert x.shape == (8, 1, 64, 64) and targets["cells"].shape == (8, 64, 64) and views.shape == (8, 1, 64, 64)
+
+
+def test_patch_mode_needs_a_mask_output(cells):
+    params = cell_params(cells)
+    del params["outputs"]["cells"]
+    with pytest.raises(UserError, match="mode patch needs a segmentation output"):
+        parse_params(params)

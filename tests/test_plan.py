@@ -1,0 +1,60 @@
+"""`cnn-factory plan`: whole images for small ones, patches for large images with small objects, and why."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from cnn_factory.config import parse_params
+from cnn_factory.data.cells import make_cells
+from cnn_factory.plan import Fingerprint, fingerprint, propose, run_plan
+from tests.conftest import ROOT
+from tests.test_cli import cli
+from tests.test_patches import cell_params
+
+
+def test_small_images_get_whole_images_resized(params, example_dir):
+    params["data"].update(csv=str(example_dir / "data.csv"), root=str(example_dir))
+    text = run_plan(parse_params(params), sample=10, budget_gb=4)
+    assert "inputs.*.mode     resize" in text and "median image 16x16 is small" in text
+    assert "-S inputs.image.mode=resize -S inputs.image.size=[16,16] -S model.depth=2" in text
+    assert "train.foreground" not in text
+
+
+def test_large_images_with_small_objects_get_patches(tmp_path):
+    make_cells(tmp_path / "cells", rows=12, sizes=(300, 360), seed=0)
+    cfg = parse_params(cell_params(tmp_path / "cells"))
+    fp = fingerprint(cfg, sample=6)
+    assert (
+        len(fp.sizes) == 6
+        and fp.channels == 1
+        and fp.classes["density"]["sparse"] + fp.classes["density"]["dense"] == 12
+    )
+    assert 0.002 < fp.foreground["cells"] < 0.03 and 6 < fp.objects["cells"] < 20  # cells of 4-8 px radius
+    rows = {key: (value, why) for key, value, why in propose(fp, 4 * 2**30, cfg.outputs)}
+    assert rows["inputs.*.mode"][0] == "patch" and "median image 3" in rows["inputs.*.mode"][1]
+    size = rows["inputs.*.size"][0][0]
+    assert size % 2 ** rows["model.depth"][0] == 0 and 4 * fp.objects["cells"] <= size <= 256
+    assert rows["train.foreground"][0] == 0.33
+    text = run_plan(cfg, 6, 4)
+    assert f"dvc exp run -S inputs.image.mode=patch -S inputs.image.size=[{size},{size}]" in text
+
+
+def test_the_batch_follows_the_memory_budget():
+    fp = Fingerprint(10, np.full((10, 2), 1024), 3, (0, 255), {"m": 0.01}, {"m": 10.0}, {})
+    outputs = {"m": type("Mask", (), {"spatial": True})()}
+    small = dict((k, v) for k, v, _ in propose(fp, 0.5 * 2**30, outputs))
+    large = dict((k, v) for k, v, _ in propose(fp, 16 * 2**30, outputs))
+    assert small["train.batch_size"] < large["train.batch_size"] and large["model.filters"] == 32
+
+
+@pytest.mark.slow
+def test_plan_command_reads_params_and_prints_the_dvc_line(tmp_path):
+    make_cells(tmp_path / "cells", rows=8, sizes=(280, 300), seed=0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cell_params(tmp_path / "cells")))
+    result = cli("plan", "--sample", "4", "--budget-gb", "2", cwd=tmp_path)
+    assert "cells: foreground" in result.stdout and "dvc exp run -S inputs.image.mode=patch" in result.stdout
+    bad = cli("plan", "--sample", "0", cwd=tmp_path, check=False)
+    assert bad.returncode == 1 and "--sample: expected an integer >= 1, got 0" in bad.stderr
+    assert (ROOT / "params.yaml").is_file()
