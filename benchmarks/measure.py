@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cnn_factory.config import Config, parse_params
 from cnn_factory.data.dataset import PreparedSplit, make_loader, normalisation, read_manifest, to_device
+from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.data.rows import load_row
 from cnn_factory.data.table import Table, read_table
 from cnn_factory.model import MultiOutputNet, load_model, model_args, model_meta
@@ -98,13 +99,24 @@ def pure_step_rate(cfg: Config, prepared: Path, device: torch.device, seconds: f
     optimizer = make_optimizer(t.optimizer, model.parameters(), t.lr, t.momentum, t.weight_decay)
     amp = autocast_dtype(t.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    split = PreparedSplit(prepared / "train", list(cfg.inputs), cfg.outputs)
-    x, targets, _ = split[list(range(min(t.batch_size, len(split))))]
-    x, targets = to_device(x, targets, device, *normalisation(meta["inputs"], device))
+    stats = normalisation(meta["inputs"], device)
+    views = None
+    if cfg.patch_mode:  # a batch of patches and their whole-image views, as the patch loader gives them
+        patches = PatchSplit(prepared / "train", list(cfg.inputs), cfg.outputs, cfg.first_input.size)
+        g = torch.Generator().manual_seed(0)
+        sampler = PatchBatches(
+            patches.shapes, patches.foreground, cfg.first_input.size, t.batch_size, t.batch_size, 0.33, g
+        )
+        x, targets, _, views = patches[next(iter(sampler))]
+        views, _ = to_device(views, {}, device, *stats)
+    else:
+        split = PreparedSplit(prepared / "train", list(cfg.inputs), cfg.outputs)
+        x, targets, _ = split[list(range(min(t.batch_size, len(split))))]
+    x, targets = to_device(x, targets, device, *stats)
 
     def step() -> None:
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            preds = model(x)
+            preds = model(x, views)
         loss, _ = criterion({k: v.float() for k, v in preds.items()}, targets)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -12,6 +12,7 @@ import yaml
 
 from cnn_factory.config import parse_params
 from cnn_factory.data.cells import make_cells
+from cnn_factory.data.images import read_image, write_image
 from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.data.prepare import prepare
 from cnn_factory.data.ragged import RaggedArray, RaggedWriter
@@ -205,3 +206,19 @@ def test_patch_mode_needs_a_mask_output(cells):
     del params["outputs"]["cells"]
     with pytest.raises(UserError, match="mode patch needs a segmentation output"):
         parse_params(params)
+
+
+def test_a_mask_with_no_foreground_in_the_training_split_is_named(tmp_path, capsys):
+    make_cells(tmp_path / "cells", rows=12, sizes=(48, 56), seed=5)
+    lines = (tmp_path / "cells" / "data.csv").read_text().splitlines()
+    folds = ["train"] * 8 + ["val"] * 2 + ["test"] * 2
+    (tmp_path / "cells" / "data.csv").write_text(
+        "\n".join([lines[0] + ",fold"] + [f"{line},{fold}" for line, fold in zip(lines[1:], folds)]) + "\n"
+    )
+    for line in lines[1:9]:  # the training rows' label maps: empty
+        label = tmp_path / "cells" / line.split(",")[1]
+        write_image(label, np.zeros_like(read_image(label)))
+    params = cell_params(tmp_path / "cells")
+    params["data"]["split"]["column"] = "fold"
+    prepare(parse_params(params), tmp_path / "prepared", None, workers=1)
+    assert "outputs.cells: none of the 8 training rows holds any of its foreground" in capsys.readouterr().err

@@ -192,6 +192,12 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
     for output in cfg.outputs.values():
         values = {s: arrays[s][output.name] for s in SPLITS}
         report["outputs"][output.name] = output.summary(values)
+        if cfg.patch_mode and output.spatial and not np.asarray(values["train"]).any():
+            print(
+                f"warning: outputs.{output.name}: none of the {len(values['train'])} training rows holds any of "
+                f"its foreground; patches cannot learn it: check outputs.{output.name}.label or the split",
+                file=sys.stderr,
+            )
         manifest["outputs"][output.name] = output.statistics(values["train"])  # e.g. a number's mean and std
     _write_json(out / "manifest.json", manifest)
     _write_json(out / "report.json", report)

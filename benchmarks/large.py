@@ -1,0 +1,237 @@
+"""Large images: patch training at native resolution, whole images resized to 64, and MONAI, in one run.
+
+    python -m benchmarks.large [--rows 160] [--epochs 30] [--quick]
+
+On the generated cell images (cnn_factory/data/cells.py: grey, 256-384 px a side, cells of 4-8 px
+radius covering about 1% of the pixels, and an image-level `density` class), the same train/val/test
+split (prepare's, seed 0) is trained three ways and scored on the test images at their own size
+(dice pooled over all test pixels, masks thresholded at 0.5 after bringing the probabilities to the
+label map's size):
+
+- cnn-factory, `inputs.image.mode: patch`: the train and evaluate stages as DVC runs them.
+- cnn-factory, `mode: resize` to 64x64, the same epochs (its epochs see each image once).
+- a plain MONAI pipeline, as its tutorials build one: RandCropByPosNegLabeld (a third of the
+  patches on foreground, as ours), UNet, DiceCELoss, Adam, sliding_window_inference with Gaussian
+  blending, at the same number of training patches of the same size and batch.
+
+Training time is wall time of the training alone (cnn-factory: the train stage, validation
+included; MONAI: its loop, no validation). Writes benchmarks/large.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from cnn_factory.config import parse_params
+from cnn_factory.data.cells import make_cells
+from cnn_factory.data.prepare import prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def params(data: Path, mode: str, size: int, epochs: int, patches: int, batch: int) -> dict:
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"].update(csv=str(data / "data.csv"), root=str(data))
+    p["data"]["split"].update(val=0.1, test=0.2, seed=0)
+    p["inputs"] = {"image": {"type": "image", "size": [size, size], "channels": 1, "mode": mode}}
+    p["outputs"] = {
+        "cells": {"type": "segmentation", "column": "labels", "label": 1, "loss": "bce_dice"},
+        "density": {"type": "category", "classes": ["sparse", "dense"], "weight": 0.3},
+    }
+    p["model"].update(depth=3, filters=16)
+    p["train"].update(epochs=epochs, batch_size=batch, patches_per_epoch=patches, val_every=5, log_images_every=0)
+    return p
+
+
+def run_stage(folder: Path, stage: str) -> tuple[float, str]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}"], cwd=folder, env=env, capture_output=True, text=True
+    )
+    if result.returncode:
+        raise RuntimeError(f"stages.{stage} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return time.perf_counter() - start, result.stdout
+
+
+def ours(work: Path, p: dict) -> dict:
+    work.mkdir(parents=True)
+    (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    prepare(parse_params(p), work / "data" / "prepared", None, workers=2)
+    seconds, _ = run_stage(work, "train")
+    run_stage(work, "evaluate")
+    metrics = json.loads((work / "eval" / "metrics.json").read_text())["test"]
+    return {"train_s": seconds, "dice": metrics["cells"]["dice"], "density_accuracy": metrics["density"]["accuracy"]}
+
+
+def peak_rss(tmp: Path, name: str, rows: int, sizes: tuple[int, int], size: int, batch: int) -> int:
+    """Peak RSS (bytes) of one short patch-mode train stage on `rows` generated images of `sizes`."""
+    data, work = tmp / f"{name}-data", tmp / name
+    make_cells(data, rows, sizes, seed=1)
+    p = params(data, "patch", size, 1, 128, batch)
+    p["data"]["split"].update(val=0.1, test=0.1)
+    work.mkdir(parents=True)
+    (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    prepare(parse_params(p), work / "data" / "prepared", None, workers=2)
+    peak = work / "peak_rss"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
+    command = [
+        sys.executable,
+        str(Path(__file__).with_name("peak.py")),
+        str(peak),
+        sys.executable,
+        "-m",
+        "stages.train",
+    ]
+    subprocess.run(command, cwd=work, env=env, check=True, capture_output=True)
+    return int(peak.read_text())
+
+
+def efficiency(tmp: Path, size: int, batch: int, epochs: int = 10, patches: int = 256) -> dict:
+    """Patches/s of the patch-mode train stage end to end (start-up, sampling, validation every 5
+    epochs, logging, checkpoints) over the bare step on a batch in memory, measured before and after."""
+    from benchmarks.measure import pure_step_rate
+
+    data, work = tmp / "eff-data", tmp / "eff"
+    make_cells(data, 80, (256, 384), seed=2)
+    p = params(data, "patch", size, epochs, patches, batch)
+    work.mkdir(parents=True)
+    (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    cfg = parse_params(p)
+    prepare(cfg, work / "data" / "prepared", None, workers=2)
+    cpu = torch.device("cpu")
+    before = pure_step_rate(cfg, work / "data" / "prepared", cpu, 20)
+    seconds, _ = run_stage(work, "train")
+    after = pure_step_rate(cfg, work / "data" / "prepared", cpu, 20)
+    bare = (before + after) / 2
+    end_to_end = epochs * patches / seconds
+    return {"bare_patches_per_s": bare, "stage_patches_per_s": end_to_end, "efficiency": end_to_end / bare}
+
+
+def monai_run(data: Path, split: dict, size: int, patches: int, batch: int, seed: int = 0) -> dict:
+    """A plain MONAI 2D patch pipeline on the same files."""
+    from monai.data import DataLoader, Dataset
+    from monai.inferers import sliding_window_inference
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import UNet
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, RandCropByPosNegLabeld, ScaleIntensityd
+
+    torch.manual_seed(seed)
+    files = [
+        {"image": str(data / f), "label": str(data / f.replace("images/", "labels/"))} for f in split["train"]["files"]
+    ]
+    load = [
+        LoadImaged(["image", "label"], image_only=True),
+        EnsureChannelFirstd(["image", "label"], channel_dim="no_channel"),
+        ScaleIntensityd("image"),
+    ]
+    crops = RandCropByPosNegLabeld(["image", "label"], "label", (size, size), pos=1, neg=2, num_samples=4)
+    loader = DataLoader(Dataset(files, Compose([*load, crops])), batch_size=batch // 4, shuffle=True, num_workers=0)
+    model = UNet(2, 1, 1, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)
+    loss_fn = DiceCELoss(sigmoid=True)
+    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
+    steps = patches // batch
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    seen, start = 0, time.perf_counter()
+    model.train()
+    while seen < patches:
+        for item in loader:
+            image, label = item["image"], (item["label"] > 0).float()
+            # MONAI reads PNGs transposed ((W, H) as (H, W)); the model does not mind, the masks follow
+            loss = loss_fn(model(image), label)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            seen += len(image)
+            if seen >= patches:
+                break
+    train_s = time.perf_counter() - start
+    model.eval()
+    tp = fp = fn = 0
+    test = [
+        {"image": str(data / f), "label": str(data / f.replace("images/", "labels/"))} for f in split["test"]["files"]
+    ]
+    with torch.no_grad():
+        for item in Dataset(test, Compose(load)):
+            logits = sliding_window_inference(
+                item["image"][None], (size, size), 16, model, overlap=0.5, mode="gaussian"
+            )
+            pred = (torch.sigmoid(logits[0, 0]) > 0.5).numpy()
+            truth = item["label"][0].numpy() > 0
+            tp, fp, fn = tp + (pred & truth).sum(), fp + (pred & ~truth).sum(), fn + (~pred & truth).sum()
+    return {"train_s": train_s, "dice": float(2 * tp / (2 * tp + fp + fn)), "density_accuracy": None, "patches": seen}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=160)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--patches", type=int, default=256, help="patches per epoch")
+    parser.add_argument("--size", type=int, default=96, help="patch size")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: the smoke run")
+    parser.add_argument("--resources", action="store_true", help="only peak RSS and training efficiency")
+    args = parser.parse_args()
+    if args.quick:
+        args.rows, args.epochs, args.patches, args.size, args.batch = 24, 2, 16, 64, 8
+    torch.set_num_threads(torch.get_num_threads())
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="cnn-factory-large-") as tmp:
+        if not args.resources:
+            data = Path(tmp) / "cells"
+            make_cells(data, args.rows, (256, 384), seed=0)
+            results["patch"] = ours(
+                Path(tmp) / "patch", params(data, "patch", args.size, args.epochs, args.patches, args.batch)
+            )
+            results["resize64"] = ours(Path(tmp) / "resize", params(data, "resize", 64, args.epochs, None, args.batch))
+            split = json.loads((Path(tmp) / "patch" / "data" / "prepared" / "manifest.json").read_text())["splits"]
+            results["monai"] = monai_run(data, split, args.size, args.epochs * args.patches, args.batch)
+            results["test_images"] = len(split["test"]["files"])
+        base = max(args.rows // 4, 10)
+        results["peak_rss"] = {
+            f"{base} rows of 256-384 px": peak_rss(Path(tmp), "rss1", base, (256, 384), args.size, args.batch),
+            f"{4 * base} rows of 256-384 px": peak_rss(Path(tmp), "rss4", 4 * base, (256, 384), args.size, args.batch),
+            f"{base} rows of 1024-1536 px": peak_rss(Path(tmp), "rss16", base, (1024, 1536), args.size, args.batch),
+        }
+        results["efficiency"] = efficiency(Path(tmp), args.size, args.batch, 2 if args.quick else 10)
+    results["conditions"] = {
+        "rows": args.rows, "epochs": args.epochs, "patches_per_epoch": args.patches, "patch": args.size,
+        "batch": args.batch, "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M"),
+    }  # fmt: skip
+    name = "large-resources.json" if args.resources else "large.json"
+    (ROOT / "benchmarks" / name).write_text(json.dumps(results, indent=2) + "\n")
+    report(results, args.size)
+
+
+def report(results: dict, size: int) -> None:
+    if "patch" in results:
+        print(f"{'run':<34} {'test dice (native)':>18} {'density acc':>12} {'training':>10}")
+        names = {"patch": f"cnn-factory patch {size}", "resize64": "cnn-factory resize 64"}
+        names["monai"] = f"MONAI patch {size}"
+        for key, name in names.items():
+            r = results[key]
+            acc = f"{r['density_accuracy']:.3f}" if r["density_accuracy"] is not None else "-"
+            print(f"{name:<34} {r['dice']:>18.4f} {acc:>12} {r['train_s']:>9.0f}s")
+    first = next(iter(results["peak_rss"].values()))
+    for what, peak in results["peak_rss"].items():
+        print(f"peak RSS of patch training, {what}: {peak / 2**20:.0f} MiB ({peak / first:.2f}x)")
+    e = results["efficiency"]
+    print(
+        f"patch training efficiency: {e['stage_patches_per_s']:.1f} patches/s end to end over "
+        f"{e['bare_patches_per_s']:.1f} for the bare step = {e['efficiency']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
