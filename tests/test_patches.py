@@ -222,3 +222,22 @@ def test_a_mask_with_no_foreground_in_the_training_split_is_named(tmp_path, caps
     params["data"]["split"]["column"] = "fold"
     prepare(parse_params(params), tmp_path / "prepared", None, workers=1)
     assert "outputs.cells: none of the 8 training rows holds any of its foreground" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dvc_repro_in_patch_mode_scores_at_native_resolution(tmp_path):
+    from tests.conftest import make_repo, run
+
+    params = cell_params(Path("data/cells"), epochs=2, patches_per_epoch=16, log_images_every=1)
+    params["data"].update(csv="data/cells/data.csv", root="data/cells")
+    params["example"].update(rows=12, size=[16, 16])
+    repo = make_repo(tmp_path / "repo", params)
+    make_cells(repo / "data" / "cells", rows=16, sizes=(40, 72), seed=3)
+    result = run(["dvc", "repro"], repo)
+    assert "16 patches of 32x32 from" in result.stdout
+    metrics = yaml.safe_load((repo / "eval" / "metrics.json").read_text())["test"]
+    assert set(metrics["cells"]) == {"dice", "iou"}  # no resized figure: patch mode never resizes masks
+    model = torch.load(repo / "models" / "example.pt", weights_only=True)
+    assert model["inputs"]["image"]["mode"] == "patch" and len(model["images"]["median"]) == 2
+    assert (repo / "dvclive" / "plots" / "images" / "cells" / "2.png").is_file()
+    assert "up to date" in run(["dvc", "status"], repo).stdout

@@ -14,7 +14,6 @@ User errors print one line and exit 1 (`--debug` or CNN_FACTORY_DEBUG=1 shows th
 from __future__ import annotations
 
 import argparse
-import csv
 import difflib
 import json
 import os
@@ -26,11 +25,11 @@ from typing import Any
 import numpy as np
 
 from cnn_factory import __version__
+from cnn_factory.cli.make_csv import make_csv
 from cnn_factory.cli.train import TRAIN_FLAGS, current_value, read_params_file, train
 from cnn_factory.config import DEVICES, SPLITS, load_params
 from cnn_factory.errors import UserError, run_stage
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 GLOBAL_FLAGS = {"-h", "--help", "--debug", "--version"}
 
 
@@ -113,7 +112,7 @@ def build_parser() -> Parser:
         "--tile",
         action="store_true",
         help="slide a window of the model's input size over each image at its own resolution, "
-        "blending overlapping windows, instead of resizing the image",
+        "blending overlapping windows, instead of resizing the image (always, for a patch-trained model)",
     )
     p.add_argument("--overlap", type=float, default=0.5, help="with --tile: fraction of a window shared by neighbours")
 
@@ -195,44 +194,6 @@ def validate(args: argparse.Namespace) -> None:
         report["outputs"][spec.name] = spec.summary(values)
     print_report(report)
     print(f"validate: {cfg.data.csv}: {len(rows)} rows, all valid")
-
-
-def make_csv(args: argparse.Namespace) -> None:
-    """Writes a CSV pairing IMAGES_DIR/<stem>.* with LABELS_DIR/<stem>.*; unpaired files go to stderr."""
-    out = Path(args.out)
-    images, labels = _by_stem(Path(args.images_dir)), _by_stem(Path(args.labels_dir))
-    pairs = sorted(set(images) & set(labels))
-    for what, files, other in (("image", images, "label map"), ("label map", labels, "image")):
-        unpaired = sorted(set(files) - set(pairs))
-        if unpaired:
-            listing = ", ".join(str(files[s]) for s in unpaired[:20]) + (", ..." if len(unpaired) > 20 else "")
-            print(f"warning: {len(unpaired)} {what}(s) without a matching {other}: {listing}", file=sys.stderr)
-    if not pairs:
-        raise UserError(f"{args.images_dir} and {args.labels_dir}: no file names in common; nothing to pair")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow([args.image_column, args.label_column])
-        for stem in pairs:
-            writer.writerow([_relative(images[stem], out.parent), _relative(labels[stem], out.parent)])
-    print(f"make-csv: {len(pairs)} rows written to {out} (paths relative to {out.parent.resolve()})")
-
-
-def _by_stem(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise UserError(f"{folder}: not a folder")
-    files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
-            continue
-        if path.stem in files:
-            raise UserError(f"{folder}: {files[path.stem].name} and {path.name} share the name {path.stem!r}")
-        files[path.stem] = path
-    return files
-
-
-def _relative(path: Path, base: Path) -> str:
-    return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
 
 
 def plan(args: argparse.Namespace) -> None:
