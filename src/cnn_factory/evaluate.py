@@ -66,10 +66,10 @@ def evaluate_split(
     native, resized = OutputMetrics(outputs, device), OutputMetrics({n: outputs[n] for n in spatial}, device)
     losses = torch.zeros(len(outputs), device=device)  # summed over images, per output
     gallery, row = Gallery(outputs, gallery_size), 0
+    whole = [n for n in outputs if not (patch and n in spatial)]  # scored from the resized whole image
     for x_raw, targets, _ in make_loader(split, batch_size, shuffle=False):
         x, targets = to_device(x_raw, targets, device, *stats)
         logits = {k: v.float() for k, v in model(x).items()}  # patch mode: image-level outputs only count
-        whole = [n for n in outputs if not (patch and n in spatial)]
         native.update({n: logits[n] for n in whole if n not in spatial}, targets)
         if not patch:
             resized.update({n: logits[n] for n in spatial}, targets)
