@@ -1,0 +1,151 @@
+"""The test-set scores against values worked out by hand, and their bootstrap intervals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cnn_factory.outputs import make_output
+from cnn_factory.scores.bootstrap import intervals
+from cnn_factory.scores.classes import class_summary, roc_auc
+from cnn_factory.scores.masks import mask_scores, mask_summary
+from cnn_factory.scores.numbers import number_summary
+
+
+def square(shape, top, left, side) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[top : top + side, left : left + side] = True
+    return mask
+
+
+def pixel(shape, y, x) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[y, x] = True
+    return mask
+
+
+def test_identical_masks_score_perfectly():
+    s = mask_scores(square((7, 7), 2, 2, 3), square((7, 7), 2, 2, 3), tolerance=1)
+    assert (s["dice"], s["iou"], s["hd95"], s["nsd"]) == (1.0, 1.0, 0.0, 1.0)
+    assert (s["truth_px"], s["pred_px"], s["tp"], s["fp"], s["fn"]) == (9, 9, 9, 0, 0)
+
+
+def test_a_square_shifted_by_one_pixel():
+    """4x4 squares one column apart: 12 shared pixels, 4 on each side alone; each boundary of 12
+    pixels has 6 on the other boundary (distance 0) and 6 one pixel from it."""
+    truth, pred = square((10, 10), 2, 2, 4), square((10, 10), 2, 3, 4)
+    s = mask_scores(pred, truth, tolerance=2)
+    assert s["dice"] == pytest.approx(24 / 32) and s["iou"] == pytest.approx(12 / 20)
+    assert s["hd95"] == pytest.approx(1.0) and s["nsd"] == 1.0
+    assert mask_scores(pred, truth, tolerance=0.5)["nsd"] == pytest.approx(12 / 24)
+
+
+def test_one_pixel_masks():
+    one = pixel((9, 9), 3, 3)
+    assert mask_scores(one, one, 1)["dice"] == 1.0 and mask_scores(one, one, 1)["hd95"] == 0.0
+    apart = mask_scores(pixel((9, 9), 3, 5), one, tolerance=2)  # two pixels apart
+    assert (apart["dice"], apart["iou"], apart["hd95"], apart["nsd"]) == (0.0, 0.0, 2.0, 1.0)
+    assert mask_scores(pixel((9, 9), 3, 5), one, tolerance=1.5)["nsd"] == 0.0
+
+
+def test_empty_masks_follow_the_stated_convention():
+    empty = np.zeros((10, 10), bool)
+    both = mask_scores(empty, empty, 2)
+    assert all(math.isnan(both[k]) for k in ("dice", "iou", "hd95", "nsd")) and both["truth_px"] == 0
+    missed = mask_scores(empty, pixel((10, 10), 4, 4), 2)  # truth there, nothing predicted
+    invented = mask_scores(pixel((10, 10), 4, 4), empty, 2)  # nothing there, something predicted
+    for s in (missed, invented):
+        assert (s["dice"], s["iou"], s["nsd"]) == (0.0, 0.0, 0.0)
+        assert s["hd95"] == pytest.approx(math.hypot(10, 10))  # the largest distance the image holds
+
+
+def test_boundary_scores_agree_with_monai():
+    metrics = pytest.importorskip("monai.metrics")
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        truth, pred = (rng.random((2, 40, 50)) > 0.3).astype(float)
+        from scipy.ndimage import binary_opening
+
+        truth, pred = binary_opening(truth, iterations=2), binary_opening(pred, iterations=2)
+        ours = mask_scores(pred, truth, tolerance=1.5)
+        onehot = [torch.from_numpy(np.stack([~m, m])[None]).float() for m in (pred, truth)]
+        hd95 = metrics.compute_hausdorff_distance(onehot[0], onehot[1], percentile=95).item()
+        nsd = metrics.compute_surface_dice(onehot[0], onehot[1], class_thresholds=[1.5]).item()
+        assert ours["hd95"] == pytest.approx(hd95, rel=1e-6) and ours["nsd"] == pytest.approx(nsd, rel=1e-6)
+
+
+def test_summary_over_images_leaves_out_images_with_nothing_to_score():
+    rows = [mask_scores(p, t, 2) for p, t in [(square((8, 8), 1, 1, 4),) * 2, (np.zeros((8, 8), bool),) * 2]]
+    rows.append(mask_scores(square((8, 8), 1, 1, 2), square((8, 8), 1, 1, 4), 2))  # 4 of 16 found: dice 0.4
+    columns = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+    s = mask_summary(columns)
+    assert s["dice"] == pytest.approx((1 + 0.4) / 2) and s["empty_images"] == 1
+    assert s["dice_pooled"] == pytest.approx(2 * 20 / (2 * 20 + 0 + 12))  # 16 + 4 found, 12 missed
+
+
+def test_class_figures_by_hand():
+    true = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7]])  # predicted 0, 1, 1, 1
+    s = class_summary(true, probs, ("a", "b"))
+    assert s["accuracy"] == 0.75 and s["balanced_accuracy"] == pytest.approx((0.5 + 1) / 2)
+    assert (s["a/precision"], s["a/recall"]) == (1.0, 0.5) and s["b/precision"] == pytest.approx(2 / 3)
+    assert s["f1_macro"] == pytest.approx((2 / 3 + 0.8) / 2)
+    assert s["roc_auc"] == 1.0  # every positive scores above every negative
+    # each image alone in its confidence bin: |1 - .9|, |0 - .6|, |1 - .8|, |1 - .7| averaged
+    assert s["ece"] == pytest.approx((0.1 + 0.6 + 0.2 + 0.3) / 4)
+
+
+def test_roc_auc_counts_ties_half_and_needs_both_classes():
+    assert roc_auc(np.array([True, False]), np.array([0.5, 0.5])) == 0.5
+    assert roc_auc(np.array([True, False, True]), np.array([0.2, 0.6, 0.9])) == 0.5
+    assert math.isnan(roc_auc(np.array([True, True]), np.array([0.2, 0.6])))
+
+
+def test_three_classes_have_no_auc_and_balanced_accuracy_ignores_absent_classes():
+    s = class_summary(np.array([0, 0, 1]), np.eye(3)[[0, 1, 1]], ("x", "y", "z"))
+    assert "roc_auc" not in s and s["balanced_accuracy"] == pytest.approx((0.5 + 1) / 2)
+
+
+def test_number_figures_by_hand():
+    s = number_summary(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 5.0]))
+    assert s["mae"] == pytest.approx(2 / 3) and s["rmse"] == pytest.approx(math.sqrt(4 / 3))
+    assert s["r2"] == pytest.approx(1 - 4 / 2)
+    assert math.isnan(number_summary(np.ones(3), np.ones(3))["r2"])  # no spread in the truth
+
+
+def mean_summary(columns):
+    return {"mean": float(np.mean(columns["x"]))}
+
+
+def test_bootstrap_intervals_cover_the_estimate_and_shrink_with_more_images():
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (20, 500):
+        x = rng.beta(8, 2, n)
+        low, high = intervals({"x": x}, mean_summary, ("mean",), 1000, seed=0)["mean"]
+        assert low < x.mean() < high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 3  # about sqrt(25) = 5 times narrower
+    x = rng.random(30)
+    again = [intervals({"x": x}, mean_summary, ("mean",), 200, seed=7) for _ in range(2)]
+    assert again[0] == again[1] != intervals({"x": x}, mean_summary, ("mean",), 200, seed=8)
+    assert intervals({"x": x}, mean_summary, ("mean",), 0) == {}
+
+
+def test_each_kind_summarises_its_own_rows():
+    seg = make_output("m", (8, 8), type="segmentation", label=1)
+    rows = [seg.image_scores(square((8, 8), 1, 1, 4), square((8, 8), 1, 1, 4), 2.0)]
+    columns = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+    assert seg.summarise(columns)["dice"] == 1.0 and set(seg.interval_metrics) <= set(seg.summarise(columns))
+    cat = make_output("c", (8, 8), type="category", classes=["a", "b"])
+    rows = [cat.image_scores(np.array(p), np.array(t), 2.0) for p, t in [([0.8, 0.2], 0), ([0.3, 0.7], 0)]]
+    columns = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+    assert cat.summarise(columns)["accuracy"] == 0.5
+    assert cat.table_cells(columns)["predicted"] == ["a", "b"]
+    num = make_output("n", (8, 8), type="numeric")
+    rows = [num.image_scores(np.array(p), np.array(t), 2.0) for p, t in [(1.5, 1.0), (2.0, 3.0)]]
+    columns = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+    assert num.summarise(columns)["mae"] == 0.75 and num.table_cells(columns)["error"] == [0.5, -1.0]
