@@ -8,7 +8,7 @@ from dvclive import Live
 from skimage import io
 
 from cnn_factory.config import parse_params
-from cnn_factory.training.pictures import Gallery, overlay_grid
+from cnn_factory.training.pictures import Gallery, WorstCases, overlay_grid
 from tests.conftest import tiny_params
 
 
@@ -43,3 +43,19 @@ def test_an_empty_gallery_logs_nothing(tmp_path):
     with Live(str(tmp_path / "live"), save_dvc_exp=False, dvcyaml=None) as live:
         Gallery(parse_params(tiny_params()).outputs, limit=4).log(live, "{output}.png")
     assert not (tmp_path / "live" / "plots" / "images").exists()
+
+
+def test_worst_cases_keep_the_lowest_scores_and_skip_unscored_images():
+    worst = WorstCases(limit=2)
+    mask = np.zeros((300, 600), bool)
+    mask[100:200, 100:300] = True
+    for row, score in enumerate([0.9, float("nan"), 0.2, 0.5, 0.1, 0.95]):
+        image = np.full((1, 30, 60), row * 40, np.uint8)  # any size: brought to the mask's
+        worst.offer(score, row, image, mask, mask)
+    assert [(s, r) for s, r, _ in worst.items] == [(0.1, 4), (0.2, 2)]
+    picture = worst.picture(["first", "second"])
+    assert picture is not None and picture.dtype == np.uint8
+    # each panel: a caption strip over [image | truth | prediction], the 600x300 mask subsampled by 3 to fit
+    assert picture.shape[1] == 3 * 200 + 4 and picture.shape[0] == 2 * (16 + 100 + 6)
+    assert picture[20, 10].tolist() == [160, 160, 160]  # the image of row 4 (value 160), lowest first
+    assert WorstCases(limit=0).picture([]) is None

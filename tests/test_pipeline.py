@@ -39,10 +39,26 @@ def ran(result) -> set[str]:
 
 def test_repro_writes_model_metrics_and_plots(built):
     metrics = json.loads((built / "eval" / "metrics.json").read_text())["test"]
-    # at the label maps' own size, and (resize mode) at the input size the network saw
-    assert set(metrics["round"]) == {"dice", "iou", "dice_resized", "iou_resized"} == set(metrics["angular"])
-    assert set(metrics["majority"]) == {"accuracy", "f1_macro"}
-    assert all(0 <= v <= 1 for m in metrics.values() for v in m.values())
+    # at the label maps' own size: means over images, pooled, boundary figures, 95% intervals;
+    # and (resize mode) pooled at the input size the network saw
+    figures = {"dice", "iou", "hd95", "nsd", "dice_pooled"}
+    expected = {"iou_pooled", "empty_images", "dice_pooled_resized", "iou_pooled_resized"} | figures
+    expected |= {f"{f}_ci_{end}" for f in figures for end in ("low", "high")}
+    for name in ("round", "angular"):
+        assert set(metrics[name]) == expected, metrics[name]
+        m = metrics[name]
+        assert all(0 <= m[k] <= 1 for k in m if k.startswith(("dice", "iou", "nsd")))
+        assert m["dice_ci_low"] <= m["dice"] <= m["dice_ci_high"]
+    headline = {"accuracy", "balanced_accuracy", "f1_macro"}
+    assert headline | {"ece"} | {f"{f}_ci_{end}" for f in headline for end in ("low", "high")} <= set(
+        metrics["majority"]
+    )
+    assert set(metrics["majority"]["disc"]) == {"precision", "recall", "f1"}
+    header, *rows = (built / "eval" / "per_image.csv").read_text().splitlines()
+    assert header.startswith("image,csv_row,round/dice,round/iou,round/hd95,round/nsd,")
+    assert "majority/predicted" in header and len(rows) == 4  # the test split of 24 rows
+    assert (built / "eval" / "plots" / "images" / "round_worst.png").is_file()
+    assert json.loads((built / "eval" / "plots" / "calibration" / "majority.json").read_text())
     train = json.loads((built / "dvclive" / "metrics.json").read_text())
     assert train["step"] == 1  # two epochs: steps 0 and 1
     assert {"loss", "dice", "iou"} <= set(train["val"]["round"]) and "loss" in train["train"]["majority"]
@@ -182,6 +198,27 @@ def test_debug_shows_the_traceback(repo_copy):
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run(["python", "-m", "stages.train", "--debug"], repo_copy, check=False)
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_evaluate_command_scores_a_csv_as_the_stage_does(built, tmp_path):
+    """`cnn-factory evaluate MODEL CSV` on the test split's rows gives the evaluate stage's figures."""
+    manifest = json.loads((built / "data" / "prepared" / "manifest.json").read_text())
+    lines = (built / "data" / "example" / "data.csv").read_text().splitlines()
+    test_csv = built / "data" / "example" / "test_rows.csv"  # beside the images: its paths resolve there
+    test_csv.write_text("\n".join([lines[0], *(lines[r - 1] for r in manifest["splits"]["test"]["rows"])]) + "\n")
+    try:
+        run(["cnn-factory", "evaluate", "models/example.pt", str(test_csv), "--out", str(tmp_path / "cli")], built)
+    finally:
+        test_csv.unlink()
+    stage = json.loads((built / "eval" / "metrics.json").read_text())
+    command = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert command == stage
+    column = slice(2, None)  # the CSV row numbers differ (another CSV); the files and scores do not
+    for ours, theirs in zip(
+        *(p.read_text().splitlines() for p in (built / "eval" / "per_image.csv", tmp_path / "cli" / "per_image.csv"))
+    ):
+        assert ours.split(",")[0] == theirs.split(",")[0] and ours.split(",")[column] == theirs.split(",")[column]
+    assert (tmp_path / "cli" / "plots" / "images" / "round_worst.png").is_file()
 
 
 def test_prediction_picture_shows_image_truth_and_prediction(built):

@@ -203,6 +203,17 @@ class AugmentConfig(Strict):
     noise: float = Field(ge=0)
 
 
+class EvaluateConfig(Strict):
+    bootstrap: int = Field(
+        default=1000, ge=0, description="bootstrap resamples of the test images for 95% intervals; 0: none"
+    )
+    seed: int = Field(default=0, ge=0, description="seed of the bootstrap resampling")
+    tolerance: float = Field(
+        default=2.0, gt=0, description="surface dice: boundary distance in pixels counted as agreement"
+    )
+    worst: int = Field(default=6, ge=0, description="test images with the lowest dice drawn per segmentation output")
+
+
 class Config(Strict):
     """cnn-factory's params.yaml: the only configuration of the pipeline (docs/params.md)."""
 
@@ -213,6 +224,7 @@ class Config(Strict):
     model: ModelConfig
     train: TrainConfig
     augment: AugmentConfig
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     @model_validator(mode="after")
     def _across_sections(self) -> Self:

@@ -3,6 +3,7 @@
     cnn-factory validate                      # check the CSV named in params.yaml, print the data report
     cnn-factory train --num-epochs 5 ...      # `dvc exp run -S ...` with the original cnn-factory's flags
     cnn-factory predict MODEL IMAGES...       # masks and predictions.csv (cnn_factory/predict.py)
+    cnn-factory evaluate MODEL CSV            # figures, per-image table, plots on any labelled CSV
     cnn-factory export MODEL --format onnx    # TorchScript or ONNX with a JSON sidecar (cnn_factory/export.py)
     cnn-factory make-csv IMAGES LABELS        # pair images and label maps by file name
 
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from cnn_factory import __version__
+from cnn_factory.cli import evaluate as evaluate_command
 from cnn_factory.cli.make_csv import make_csv
 from cnn_factory.cli.train import TRAIN_FLAGS, current_value, read_params_file, train
 from cnn_factory.config import DEVICES, SPLITS, load_params
@@ -115,6 +117,8 @@ def build_parser() -> Parser:
         "blending overlapping windows, instead of resizing the image (always, for a patch-trained model)",
     )
     p.add_argument("--overlap", type=float, default=0.5, help="with --tile: fraction of a window shared by neighbours")
+
+    evaluate_command.add_parser(sub, common)
 
     p = sub.add_parser("export", parents=[common], help="write the model as TorchScript or ONNX with a JSON sidecar")
     p.add_argument("model", help="model file written by train (models/<name>.pt)")
@@ -234,6 +238,7 @@ COMMANDS = {
     "validate": validate,
     "train": train,
     "predict": predict,
+    "evaluate": evaluate_command.evaluate,
     "export": export,
     "make-csv": make_csv,
 }

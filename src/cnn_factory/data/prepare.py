@@ -94,16 +94,17 @@ def default_workers() -> int:
 
 
 def validate_and_load(
-    cfg: Config, workers: int = 1, cache_dir: Path | None = None
+    cfg: Config, workers: int = 1, cache_dir: Path | None = None, split: bool = True
 ) -> tuple[Table, list[str], CachedRows]:
     """Checks every row; returns the table, split per row and arrays per row, or raises all problems.
+    With split=False every row is a test row (`cnn-factory evaluate`).
 
     Rows whose key is in `cache_dir` are not decoded again; the rest are added to it, even
     when other rows have problems (so they are not decoded again once the CSV is fixed)."""
     table = read_table(cfg.data.csv)
     check_columns(table, cfg)
     check_root(table, cfg)
-    splits = assign_splits(table, cfg.data)
+    splits = assign_splits(table, cfg.data) if split else ["test"] * len(table.rows)
     cache = RowCache(cache_dir, record_dtype(cfg))
     locations, problems, missing = load_rows(table, cfg, cache, workers)
     problems += missing_label_problems(table, cfg, missing)

@@ -46,6 +46,7 @@ class Output(Strict):
     reads_label_map: ClassVar[bool] = False  # its CSV column names a label-map file, not a value
     spatial: ClassVar[bool] = False  # a mask moving with the image: augmented, drawn, tiled alike
     training_only: ClassVar[frozenset[str]] = frozenset({"loss", "weight"})  # fields no array depends on
+    interval_metrics: ClassVar[tuple[str, ...]] = ()  # test figures given a bootstrap interval
 
     type: str
     column: str = Field("", min_length=1, description="CSV column (default: the output's name)")
@@ -116,6 +117,24 @@ class Output(Strict):
 
     def new_metric(self, device: torch.device | str) -> Metric:
         raise NotImplementedError
+
+    # --- evaluation (evaluate.py and scores/): one row per test image, figures over the rows ---
+    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:
+        """One test image's row: prediction as evaluate gives it (a boolean mask at the label map's
+        size, probabilities, a value) against its truth; `tolerance` in pixels for boundaries."""
+        raise NotImplementedError
+
+    def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
+        """The test figures over images from the rows' columns (also run on bootstrap resamples)."""
+        raise NotImplementedError
+
+    def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
+        """The columns of eval/per_image.csv, as written (e.g. class names instead of ids)."""
+        return {k: v.tolist() for k, v in columns.items()}
+
+    def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
+        """Data points per plot folder under eval/plots/ (dvc.yaml says how each folder is drawn)."""
+        return {}
 
     # --- predict and export ---
     @staticmethod

@@ -28,6 +28,7 @@ Loss = Literal["categorical_crossentropy"]
 class CategoryOutput(Output):
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro")
+    interval_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")
     activation: ClassVar[str] = "softmax"
     training_only: ClassVar[frozenset[str]] = frozenset({"loss", "weight", "label_smoothing", "class_weights"})
 
@@ -89,6 +90,29 @@ class CategoryOutput(Output):
             f"counts_{s}": dict(zip(self.class_names, np.bincount(v, minlength=self.num_classes).tolist()))
             for s, v in values.items()
         }
+
+    # --- evaluation ---
+    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:
+        return {"true": int(truth), "predicted": int(prediction.argmax()), "probs": prediction.astype(np.float64)}
+
+    def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
+        from cnn_factory.scores.classes import class_summary
+
+        return class_summary(columns["true"], columns["probs"], self.class_names)
+
+    def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
+        cells = {k: [self.class_names[i] for i in columns[k]] for k in ("true", "predicted")}
+        cells["confidence"] = [round(float(p), 6) for p in columns["probs"].max(1)]
+        return {
+            **cells,
+            **{f"p_{c}": [round(float(p), 6) for p in columns["probs"][:, i]] for i, c in enumerate(self.class_names)},
+        }
+
+    def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
+        from cnn_factory.scores.classes import reliability
+
+        probs = columns["probs"]
+        return {"calibration": reliability((probs.argmax(1) == columns["true"]).astype(float), probs.max(1))}
 
     # --- model and training ---
     def head_args(self, stats: dict[str, float]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ Loss = Literal["mse", "mae"]
 class NumericOutput(Output):
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("mae",)
+    interval_metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2")
     activation: ClassVar[str] = "none"
 
     type: Literal["numeric"]
@@ -51,6 +52,23 @@ class NumericOutput(Output):
 
     def summary(self, values: dict[str, np.ndarray]) -> dict:
         return {f"mean_{s}": round(float(v.mean()), 4) for s, v in values.items()}
+
+    # --- evaluation ---
+    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:
+        return {"true": float(truth), "predicted": float(prediction)}
+
+    def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
+        from cnn_factory.scores.numbers import number_summary
+
+        return number_summary(columns["true"], columns["predicted"])
+
+    def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
+        error = columns["predicted"] - columns["true"]
+        return {k: [round(float(v), 6) for v in values] for k, values in {**columns, "error": error}.items()}
+
+    def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
+        pairs = zip(columns["true"], columns["predicted"])
+        return {"values": [{"truth": round(float(t), 6), "prediction": round(float(p), 6)} for t, p in pairs]}
 
     # --- model and training ---
     def head_args(self, stats: dict[str, float]) -> dict[str, Any]:

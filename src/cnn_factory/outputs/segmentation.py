@@ -42,6 +42,7 @@ Labels = Annotated[
 class SegmentationOutput(Output):
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("dice", "iou")
+    interval_metrics: ClassVar[tuple[str, ...]] = ("dice", "iou", "hd95", "nsd", "dice_pooled")
     activation: ClassVar[str] = "sigmoid"
     reads_label_map: ClassVar[bool] = True
     spatial: ClassVar[bool] = True
@@ -81,6 +82,30 @@ class SegmentationOutput(Output):
 
     def summary(self, values: dict[str, np.ndarray]) -> dict:
         return {f"coverage_{s}": round(float(v.mean()), 4) for s, v in values.items()}
+
+    # --- evaluation ---
+    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:
+        from cnn_factory.scores.masks import mask_scores
+
+        return mask_scores(prediction, truth, tolerance)
+
+    def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
+        from cnn_factory.scores.masks import mask_summary
+
+        return mask_summary(columns)
+
+    def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
+        cells = {k: [round(float(v), 6) for v in columns[k]] for k in ("dice", "iou", "hd95", "nsd")}
+        return {**cells, **{k: columns[k].astype(int).tolist() for k in ("truth_px", "pred_px")}}
+
+    def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
+        scored = ~np.isnan(columns["dice"])
+        points = [
+            {"image": int(i), "truth_px": int(t), "dice": round(float(d), 4)}
+            for i, (t, d) in enumerate(zip(columns["truth_px"], columns["dice"]))
+            if scored[i]
+        ]
+        return {"dice": points}  # dice against the truth's size: where small objects fail
 
     # --- model and training ---
     def head_args(self, stats: dict[str, float]) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """Pictures people look at instead of numbers: images with their true and predicted masks.
 
 Used by evaluate (test predictions) and train (validation overlays every few epochs), both
-through a Gallery filled from the predictions their loops make anyway.
+through a Gallery filled from the predictions their loops make anyway; evaluate also draws each
+mask's worst test images (WorstCases), where users find label errors.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,3 +73,49 @@ class Gallery:
         images = np.concatenate(self.images)
         for name, (truth, pred) in self.masks.items():
             live.log_image(path.format(output=name), overlay_grid(images, np.concatenate(truth), np.concatenate(pred)))
+
+
+PANEL = 256  # longest side of a worst case's panels, in pixels (larger masks are shown subsampled)
+
+
+def panel(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """[image | truth | prediction] of one image at its mask's size, subsampled to PANEL pixels at most.
+
+    image (C, h, w) uint8 at any size (brought to the mask's size, nearest); truth, pred (H, W) bool."""
+    step = max(1, math.ceil(max(truth.shape) / PANEL))
+    ys, xs = np.arange(0, truth.shape[0], step), np.arange(0, truth.shape[1], step)
+    picture = image[:, ys * image.shape[1] // truth.shape[0]][:, :, xs * image.shape[2] // truth.shape[1]]
+    return overlay_grid(picture[None], truth[ys][:, xs][None], pred[ys][:, xs][None])
+
+
+class WorstCases:
+    """The `limit` images with the lowest score seen so far, kept as panels while a loop runs
+    (a panel is drawn only for an image that enters the list); unscored (NaN) images never do."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.items: list[tuple[float, int, np.ndarray]] = []  # (score, row in the split, panel), lowest first
+
+    def offer(self, score: float, row: int, image: torch.Tensor | np.ndarray, pred: np.ndarray, truth: np.ndarray):
+        if self.limit <= 0 or math.isnan(score):
+            return
+        if len(self.items) == self.limit and score >= self.items[-1][0]:
+            return
+        self.items.append((score, row, panel(np.asarray(image), truth, pred)))
+        self.items.sort(key=lambda item: item[0])
+        del self.items[self.limit :]
+
+    def picture(self, captions: list[str]) -> np.ndarray | None:
+        """The panels stacked lowest score first, each under its caption line; None when empty."""
+        if not self.items:
+            return None
+        from PIL import Image, ImageDraw
+
+        rows = []
+        for (_, _, drawn), caption in zip(self.items, captions):
+            strip = Image.new("RGB", (drawn.shape[1], 16), "white")
+            ImageDraw.Draw(strip).text((2, 2), caption, fill="black")
+            rows.append(np.concatenate([np.asarray(strip), drawn]))
+        width = max(r.shape[1] for r in rows)
+        padded = [np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+        return np.concatenate(padded)

@@ -1,0 +1,91 @@
+"""`cnn-factory evaluate MODEL CSV [--out DIR]`: scores a model file on any labelled CSV.
+
+The model file names its input and output columns, label values and classes; the CSV's rows are
+read as prepare reads them (every problem listed, nothing written on a bad row) into a temporary
+prepared folder, and scored by the evaluate stage's own code (report.py): the same figures with
+intervals, per_image.csv, plots and pictures, under --out. No params.yaml or DVC needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from cnn_factory.config import DEVICES, Config, DataConfig, EvaluateConfig, SplitConfig, input_spec
+from cnn_factory.errors import UserError
+
+
+def model_config(meta: dict, csv: str, root: str | None) -> Config:
+    """What prepare needs to read `csv` for this model: its inputs and outputs, as the model file
+    describes them, and the CSV (paths relative to `root`, else to the CSV's folder)."""
+    from cnn_factory.model import model_outputs
+
+    inputs = {
+        name: input_spec(name, spec["column"], spec["size"], spec["channels"], spec["mode"], spec["scale"])
+        for name, spec in meta["inputs"].items()
+    }
+    data = DataConfig(csv=csv, root=root, split=SplitConfig(val=0, test=0, seed=0, column=None))
+    # only the sections prepare reads: the rest describe training, which this command does not do
+    return Config.model_construct(data=data, inputs=inputs, outputs=model_outputs(meta))
+
+
+def prepare_rows(cfg: Config, folder: Path, workers: int) -> dict:
+    """Every row of cfg's CSV decoded into `folder` as one split; returns its files and CSV rows."""
+    from cnn_factory.data.prepare import validate_and_load, write_arrays, write_native
+
+    table, _, rows = validate_and_load(cfg, workers, split=False)
+    if not table.rows:
+        raise UserError(f"{cfg.data.csv}: no rows to score")
+    index = list(range(len(table.rows)))
+    write_arrays(rows, index, [*cfg.inputs, *cfg.outputs], folder)
+    write_native(rows, index, cfg, folder)
+    column = cfg.first_input.column
+    return {"files": [table.rows[i][column] for i in index], "rows": list(table.numbers)}
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from cnn_factory.data.dataset import pick_device
+    from cnn_factory.data.prepare import default_workers
+    from cnn_factory.model import load_model
+    from cnn_factory.report import evaluate_and_report
+
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--bootstrap", args.bootstrap, 0)):
+        if value < low:
+            raise UserError(f"{flag}: expected an integer >= {low}, got {value}")
+    if args.tolerance <= 0:
+        raise UserError(f"--tolerance: expected a number of pixels > 0, got {args.tolerance}")
+    if args.worst < 0:
+        raise UserError(f"--worst: expected an integer >= 0, got {args.worst}")
+    if not Path(args.csv).is_file():
+        raise UserError(f"{args.csv}: CSV not found")
+    device = pick_device(args.device)
+    model, meta = load_model(args.model, device)
+    cfg = model_config(meta, args.csv, args.root)
+    options = EvaluateConfig(bootstrap=args.bootstrap, seed=args.seed, tolerance=args.tolerance, worst=args.worst)
+    with tempfile.TemporaryDirectory(prefix="cnn-factory-evaluate-") as tmp:
+        split = prepare_rows(cfg, Path(tmp) / "rows", default_workers())
+        print(f"evaluate: {len(split['rows'])} rows of {args.csv}", file=sys.stderr)
+        outputs = dict(cfg.outputs)
+        evaluate_and_report(
+            Path(args.out), model, meta, outputs, Path(tmp) / "rows", split, args.batch_size, device, options
+        )
+    print(f"evaluate: figures in {Path(args.out) / 'metrics.json'}")
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    defaults = EvaluateConfig()
+    p = sub.add_parser(
+        "evaluate", parents=[common], help="score a model file on a labelled CSV, as the evaluate stage does"
+    )
+    p.add_argument("model", help="model file written by train (models/<name>.pt)")
+    p.add_argument("csv", help="CSV with the model's input and output columns (as for training)")
+    p.add_argument("--out", default="eval", help="folder for metrics.json, per_image.csv, plots/")
+    p.add_argument("--root", default=None, help="folder relative paths in the CSV resolve against (default: the CSV's)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when present")
+    p.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="resamples for 95%% intervals; 0: none")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the bootstrap resampling")
+    p.add_argument("--tolerance", type=float, default=defaults.tolerance, help="surface dice tolerance, pixels")
+    p.add_argument("--worst", type=int, default=defaults.worst, help="lowest-dice images drawn per mask output")

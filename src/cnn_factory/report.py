@@ -1,0 +1,150 @@
+"""What evaluate writes from an Evaluation: test figures with 95% intervals, the per-image table,
+plots and pictures. The evaluate stage and `cnn-factory evaluate` both call `write_report`.
+
+    figures = write_report(Path("eval"), result, outputs, meta, split_info, resamples=1000, seed=0)
+
+Files under `out` (docs/evaluation.md):
+
+    metrics.json                    test/<output>/<figure>, with _ci_low/_ci_high bounds (dvclive)
+    per_image.csv                   one row per test image: its file, CSV row and scores per output
+    plots/sklearn/<output>.json     confusion matrix per category output
+    plots/dice/<output>.json        per segmentation output: dice per image against the truth's size
+    plots/calibration/<output>.json per category output: accuracy per confidence bin
+    plots/values/<output>.json      per numeric output: predicted against true values
+    plots/images/<output>.png       the first test images with true and predicted masks
+    plots/images/<output>_worst.png the lowest-dice test images, lowest first
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from cnn_factory.atomic import replace_file
+from cnn_factory.config import EvaluateConfig
+from cnn_factory.evaluate import Evaluation, Scoring, evaluate_split
+from cnn_factory.model import MultiOutputNet
+from cnn_factory.outputs import Output
+from cnn_factory.scores.bootstrap import intervals
+
+PLOT_FOLDERS = ("dice", "calibration", "values")  # written here (dvc.yaml's plots draw each folder)
+
+
+def test_figures(result: Evaluation, outputs: Mapping[str, Output], resamples: int, seed: int) -> dict[str, float]:
+    """{"<output>/<figure>": value}: each output's figures over the test images, then the bootstrap
+    interval of each headline figure as `<figure>_ci_low` and `<figure>_ci_high`. Undefined figures
+    (NaN: e.g. ROC AUC with one class in the test split) are left out."""
+    figures: dict[str, float] = {}
+    for seed_offset, (name, columns) in enumerate(result.rows.items()):
+        output = outputs[name]
+        figures.update({f"{name}/{k}": v for k, v in output.summarise(columns).items()})
+        bounds = intervals(columns, output.summarise, output.interval_metrics, resamples, seed + seed_offset)
+        for figure, (low, high) in bounds.items():
+            figures[f"{name}/{figure}_ci_low"], figures[f"{name}/{figure}_ci_high"] = low, high
+    return {k: v for k, v in figures.items() if math.isfinite(v)}
+
+
+def per_image_table(result: Evaluation, outputs: Mapping[str, Output], files: list[str], rows: list[int]) -> str:
+    """eval/per_image.csv's text: image file, CSV row, then `<output>/<column>` per output."""
+    columns: dict[str, list] = {"image": files, "csv_row": rows}
+    for name, values in result.rows.items():
+        columns.update({f"{name}/{k}": v for k, v in outputs[name].table_cells(values).items()})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in zip(*columns.values()):  # an undefined score (NaN) is an empty cell
+        writer.writerow(["" if isinstance(c, float) and math.isnan(c) else c for c in row])
+    return buffer.getvalue()
+
+
+def write_report(
+    out: Path,
+    result: Evaluation,
+    outputs: Mapping[str, Output],
+    meta: dict,
+    split: dict,
+    resamples: int,
+    seed: int,
+) -> dict[str, float]:
+    """Writes everything under `out` (see the module's docstring); returns the logged figures.
+
+    split: the test split's entry of the prepared manifest (its `files` and CSV `rows`)."""
+    from cnn_factory.training.live import AtomicLive
+
+    figures = test_figures(result, outputs, resamples, seed)
+    for folder in PLOT_FOLDERS:  # figures of outputs no longer defined must not linger
+        shutil.rmtree(out / "plots" / folder, ignore_errors=True)
+    with AtomicLive(str(out), save_dvc_exp=False, dvcyaml=None) as live:
+        for key, value in figures.items():
+            live.log_metric(f"test/{key}", value, plot=False)
+        for key, value in result.resized.items():
+            live.log_metric(f"test/{key}_resized", value, plot=False)
+        for name, (truth, predicted) in result.confusion.items():
+            classes = meta["outputs"][name]["classes"]
+            live.log_sklearn_plot(
+                "confusion_matrix",
+                [classes[i] for i in truth],
+                [classes[i] for i in predicted],
+                name=f"{name}.json",
+                title=f"{name}: confusion matrix (test split)",
+            )
+        result.gallery.log(live, "{output}.png")
+        for name, worst in result.worst.items():
+            captions = [
+                f"{i + 1}. {split['files'][row]} (CSV row {split['rows'][row]}): dice {score:.3f}"
+                + ("  [image | truth, green | prediction, magenta]" if i == 0 else "")
+                for i, (score, row, _) in enumerate(worst.items)
+            ]
+            picture = worst.picture(captions)
+            if picture is not None:
+                live.log_image(f"{name}_worst.png", picture)
+    for name, columns in result.rows.items():
+        for folder, points in outputs[name].plots(columns).items():
+            write_text(out / "plots" / folder / f"{name}.json", json.dumps(points, indent=1) + "\n")
+    write_text(out / "per_image.csv", per_image_table(result, outputs, split["files"], split["rows"]))
+    return figures
+
+
+def write_text(path: Path, text: str) -> None:
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+
+    replace_file(path, write)
+
+
+def evaluate_and_report(
+    out: Path,
+    model: MultiOutputNet,
+    meta: dict,
+    outputs: Mapping[str, Output],
+    folder: Path,
+    split: dict,
+    batch_size: int,
+    device: torch.device,
+    options: EvaluateConfig,
+) -> dict[str, float]:
+    """Scores a model on a prepared split and writes the report: the evaluate stage and the
+    `cnn-factory evaluate` command both run this. Prints the headline figures with their intervals."""
+    scoring = Scoring(options.tolerance, options.worst)
+    result = evaluate_split(model, meta, outputs, folder, batch_size, device, scoring=scoring)
+    figures = write_report(out, result, outputs, meta, split, options.bootstrap, options.seed)
+    for name, output in outputs.items():
+        for figure in output.interval_metrics:
+            key = f"{name}/{figure}"
+            if key not in figures:
+                continue
+            line = f"test/{key}: {figures[key]:.4f}"
+            if f"{key}_ci_low" in figures:
+                line += f"  95% CI [{figures[f'{key}_ci_low']:.4f}, {figures[f'{key}_ci_high']:.4f}]"
+            if key in result.resized:
+                line += f"  (at the input size: {result.resized[key]:.4f})"
+            print(line)
+    print(f"per-image scores: {out / 'per_image.csv'}")
+    return figures
