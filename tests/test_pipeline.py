@@ -142,6 +142,22 @@ def test_exp_run_with_new_lr_reruns_train_and_evaluate_only(repo_copy):
     assert "val" in data["metrics"]["dvclive/metrics.json"]["data"]
 
 
+def test_back_to_params_that_ran_restores_train_from_the_run_cache(repo_copy):
+    """No stage output is persisted but prepare's: an experiment, then the main params again, and
+    train and evaluate come back from DVC's run-cache instead of training again."""
+    run(["git", "add", "-A"], repo_copy)
+    run(["git", "commit", "-qm", "baseline"], repo_copy)
+    before = {p: (repo_copy / p).read_bytes() for p in ("models/example.pt", "eval/metrics.json")}
+    run(["dvc", "exp", "run", "-S", "train.lr=0.01"], repo_copy)
+    assert (repo_copy / "models" / "example.pt").read_bytes() != before["models/example.pt"]
+    run(["git", "checkout", "params.yaml"], repo_copy)
+    result = run(["dvc", "repro"], repo_copy)
+    assert "Stage 'train' is cached - skipping run, checking out outputs" in result.stdout
+    assert not [line for line in result.stdout.splitlines() if line.startswith("epoch ")]  # no training
+    assert {p: (repo_copy / p).read_bytes() for p in before} == before
+    assert (repo_copy / "dvclive" / "plots" / "metrics" / "val" / "loss.tsv").is_file()
+
+
 def test_same_params_same_metrics(repo_copy, built):
     run(["dvc", "repro", "-f", "train", "evaluate"], repo_copy)
     for path in ("dvclive/metrics.json", "eval/metrics.json"):

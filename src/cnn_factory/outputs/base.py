@@ -42,6 +42,7 @@ class Output(Strict):
 
     losses: ClassVar[tuple[str, ...]]  # get_args of the kind's `loss` Literal; the first is the default
     metric_names: ClassVar[tuple[str, ...]]  # what Metric.compute() returns; the first is the headline
+    curves: ClassVar[str]  # folder of its validation curves under dvclive/plots/curves/ (one per kind)
     activation: ClassVar[str]  # what turns logits into predictions (export's sidecar says it)
     reads_label_map: ClassVar[bool] = False  # its CSV column names a label-map file, not a value
     spatial: ClassVar[bool] = False  # a mask moving with the image: augmented, drawn, tiled alike

@@ -28,6 +28,7 @@ Loss = Literal["categorical_crossentropy"]
 class CategoryOutput(Output):
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro")
+    curves: ClassVar[str] = "classes"
     interval_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")
     activation: ClassVar[str] = "softmax"
     training_only: ClassVar[frozenset[str]] = frozenset({"loss", "weight", "label_smoothing", "class_weights"})

@@ -26,6 +26,7 @@ Loss = Literal["mse", "mae"]
 class NumericOutput(Output):
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("mae",)
+    curves: ClassVar[str] = "numbers"
     interval_metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2")
     activation: ClassVar[str] = "none"
 

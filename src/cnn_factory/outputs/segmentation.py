@@ -42,6 +42,7 @@ Labels = Annotated[
 class SegmentationOutput(Output):
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("dice", "iou")
+    curves: ClassVar[str] = "masks"
     interval_metrics: ClassVar[tuple[str, ...]] = ("dice", "iou", "hd95", "nsd", "dice_pooled")
     activation: ClassVar[str] = "sigmoid"
     reads_label_map: ClassVar[bool] = True

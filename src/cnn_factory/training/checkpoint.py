@@ -1,6 +1,11 @@
 """Training checkpoints: everything needed to continue an interrupted run exactly where it stopped.
 
-    checkpoints/<model.name>.ckpt      written atomically after every epoch (DVC keeps it: persist)
+    checkpoints/<model.name>.ckpt      written atomically after every epoch
+    checkpoints/<model.name>.dvclive/  dvclive/ as it was then (DVC deletes dvclive/ before a run)
+
+checkpoints/ is git-ignored and no output of any stage: DVC neither deletes it before a run nor
+caches it, so the train stage's outputs need no `persist` and DVC's run-cache restores them when
+params return to values that already ran.
 
 A checkpoint holds the model, optimiser, schedule, early-stopping state, the best weights so
 far, the epoch, and every random generator's state. It is keyed by a hash of the params and

@@ -36,7 +36,14 @@ from cnn_factory.training.distributed import (
     teardown,
     wrap,
 )
-from cnn_factory.training.live import AtomicLive, drop_unreadable, trim_curves
+from cnn_factory.training.live import (
+    AtomicLive,
+    drop_unreadable,
+    keep_copy,
+    log_curves,
+    restore_copy,
+    trim_curves,
+)
 from cnn_factory.training.loop import autocast_dtype, seed_everything, train_one_epoch, validation_pass
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.optim import EarlyStopping, Schedule, make_optimizer
@@ -72,6 +79,8 @@ def log_epoch(
         for k, value in stats.items():
             live.log_metric(f"{prefix}/{k}", value)
     live.log_metric("train/lr", lr)
+    if val_stats is not None:
+        log_curves(Path(live.dir), live.step, train_stats, val_stats, outputs)
     val = ""
     if val_stats is not None:
         val = f"val_loss {val_stats['loss']:.4f}  " + "".join(
@@ -118,13 +127,15 @@ def fit(cfg: Config, prepared: Path = PREPARED) -> None:
     metric = es.metric.removeprefix("val/")
 
     ckpt_path, key = FOLDER / f"{cfg.model.name}.ckpt", params_key(cfg, manifest)
+    live_copy = FOLDER / f"{cfg.model.name}.dvclive"  # dvclive/ as it was at the checkpoint
     state = load_checkpoint(ckpt_path, key)  # every rank resumes from the same file
     first = 1
     say = print if ranks.main else lambda *_, **__: None
     if state is not None:
         run.load_state_dict(state)
         first = state["epoch"] + 1
-        if ranks.main:
+        if ranks.main:  # dvc repro deleted dvclive/ before running: its curves and pictures come back
+            restore_copy(live_copy, Path("dvclive"))
             drop_unreadable(Path("dvclive/metrics.json"))
             trim_curves(Path("dvclive"), steps=state["epoch"])  # dvclive's step = epoch - 1
         say(f"train: resuming after epoch {state['epoch']} from {ckpt_path}")
@@ -178,6 +189,7 @@ def fit(cfg: Config, prepared: Path = PREPARED) -> None:
                 if gallery is not None:
                     gallery.log(live, f"{{output}}/{epoch}.png")
                 live.next_step()
+                keep_copy(Path("dvclive"), live_copy)  # first: a kill in between leaves epochs to trim, none missing
                 save_checkpoint(ckpt_path, run.state_dict(key, epoch))
             if run.early.stop:
                 say(f"train: stopping early: no better {es.metric} in {es.patience} epochs")

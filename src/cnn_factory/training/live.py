@@ -1,13 +1,20 @@
-"""dvclive's Live, with its metrics file replaced atomically.
+"""dvclive's Live, with its metrics file replaced atomically, and its folder kept with the checkpoint.
 
 dvclive rewrites metrics.json in place every step; a run killed during that write would
 leave half a file, which `dvc metrics show` and a resumed run then fail to read. Here the
 summary goes to a temporary file next to it and is renamed into place.
+
+DVC deletes the train stage's outputs (the model, dvclive/) before it runs the stage again, so
+that it can restore them from its run-cache; a run resuming from its checkpoint gets its curves
+and pictures back from the copy `keep_copy` saves beside the checkpoint after every epoch.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from dvclive import Live
@@ -35,11 +42,11 @@ def drop_unreadable(path: Path) -> None:
 
 
 def trim_curves(folder: Path, steps: int) -> None:
-    """Keeps the first `steps` steps of every curve under folder/plots/metrics (dvclive's .tsv files).
+    """Keeps the first `steps` steps of every curve under folder/plots (dvclive's .tsv files and ours).
 
     A run killed after logging an epoch but before its checkpoint leaves rows that the resumed
     run logs again; those, and a row cut short, go, so each curve has one point per step."""
-    for path in (folder / "plots" / "metrics").rglob("*.tsv"):
+    for path in (folder / "plots").rglob("*.tsv"):
         header, *rows = path.read_text().splitlines() or [""]
         columns = header.split("\t")
         if "step" not in columns:
@@ -49,3 +56,56 @@ def trim_curves(folder: Path, steps: int) -> None:
         if len(kept) != len(rows):
             text = "\n".join([header, *kept]) + "\n"
             replace_file(path, lambda tmp, text=text: tmp.write_text(text))  # type: ignore[misc]
+
+
+def keep_copy(folder: Path, copy: Path) -> None:
+    """Replaces `copy` with the files of `folder` now (a kill leaves the old copy or the new one)."""
+    tmp, old = copy.with_name(copy.name + ".tmp"), copy.with_name(copy.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if folder.is_dir():
+        shutil.copytree(folder, tmp)
+    else:
+        tmp.mkdir(parents=True)
+    shutil.rmtree(old, ignore_errors=True)
+    if copy.exists():
+        os.replace(copy, old)
+    os.replace(tmp, copy)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def restore_copy(copy: Path, folder: Path) -> bool:
+    """Puts the copy's files back into `folder` (emptied first); False when there is no copy."""
+    if not copy.is_dir():
+        old = copy.with_name(copy.name + ".old")  # killed between the two renames of keep_copy
+        if not old.is_dir():
+            return False
+        copy = old
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(copy, folder)
+    return True
+
+
+def log_curves(folder: Path, step: int, train: dict[str, float], val: dict[str, float], outputs: Mapping) -> None:
+    """Appends a validated epoch to the curves people read at a glance, one file per output
+    (dvc.yaml draws each folder, one chart per file):
+
+        plots/curves/loss/<output>.tsv        step, train, val: the output's training and validation loss
+        plots/curves/<kind>/<output>.tsv      step and the kind's validation metrics (e.g. masks: dice, iou)
+    """
+    for name, output in outputs.items():
+        rows = {
+            folder / "plots" / "curves" / "loss" / f"{name}.tsv": {
+                "train": train[f"{name}/loss"],
+                "val": val[f"{name}/loss"],
+            },
+            folder / "plots" / "curves" / output.curves / f"{name}.tsv": {
+                m: val[f"{name}/{m}"] for m in output.metric_names
+            },
+        }
+        for path, values in rows.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            new = not path.is_file()
+            with path.open("a") as f:
+                if new:
+                    f.write("\t".join(["step", *values]) + "\n")
+                f.write("\t".join([str(step), *(f"{v:.6g}" for v in values.values())]) + "\n")
