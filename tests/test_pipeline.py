@@ -101,6 +101,26 @@ def test_overlays_every_epoch_and_one_line_per_epoch(built):
     assert "\r" not in log  # no progress bar redraws when stdout is not a terminal
 
 
+def test_dvc_plots_show_draws_every_plot_of_a_run(built):
+    """dvc.yaml's plots name the training pictures, the grouped curves and the evaluate plots, and
+    `dvc plots show` finds every one of them after a run, without an error."""
+    plots = [
+        next(iter(p)) if isinstance(p, dict) else p for p in yaml.safe_load((built / "dvc.yaml").read_text())["plots"]
+    ]
+    assert {"dvclive/plots/images", "dvclive/plots/curves/loss", "eval/plots/images", "eval/plots/dice"} <= set(plots)
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], built).stdout)
+    assert not shown.get("errors"), shown.get("errors")
+    drawn = set(shown["data"])
+    for name in ("round", "angular", "majority"):
+        assert f"dvclive/plots/curves/loss/{name}.tsv" in drawn
+    assert {"dvclive/plots/curves/masks/round.tsv", "dvclive/plots/curves/classes/majority.tsv"} <= drawn
+    assert {"dvclive/plots/images/round/2.png", "eval/plots/images/round_worst.png"} <= drawn
+    assert {"eval/plots/dice/round.json", "eval/plots/calibration/majority.json"} <= drawn
+    assert "eval/plots/sklearn/majority.json" in drawn
+    loss = (built / "dvclive" / "plots" / "curves" / "loss" / "round.tsv").read_text().splitlines()
+    assert loss[0].split("\t") == ["step", "train", "val"] and len(loss) == 3  # two validated epochs
+
+
 def test_val_every_validates_some_epochs_and_the_last(repo_copy):
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     params["train"].update(epochs=5, val_every=2, log_images_every=1)
