@@ -127,6 +127,17 @@ CASES = {
         write_image("labels/0002.png", np.zeros((8, 8), np.uint8)),
         "row 4, column 'labels': data/raw/labels/0002.png is 8x8 but its image is 16x16",
     ),
+    "colour-label-map": (
+        write_image(
+            "labels/0002.png", np.stack([np.full((16, 16), 128, np.uint8), *[np.zeros((16, 16), np.uint8)] * 2], -1)
+        ),
+        "row 4, column 'labels': data/raw/labels/0002.png is a colour image; expected a single-channel label map "
+        "of integer values, or add outputs.round.colours to map its colours to label values",
+    ),
+    "bad-colour-table": (
+        set_key("outputs.round.colours", {"#80000": 1}),
+        "params.yaml: outputs.round.colours: '#80000' is not a colour; expected '#rrggbb' in hex",
+    ),
     "unknown-class": (
         replace_cell(2, ",disc", ",hexagon"),
         "row 2, column 'majority': 'hexagon' is not a known class; expected one of disc, square, triangle",
