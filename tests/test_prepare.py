@@ -142,6 +142,17 @@ def test_bad_csv_is_reported_with_row_and_column(params, example_dir, edit, expe
     assert expected in problems(params, example_dir, "\n".join(edit(rows_of(example_dir))))
 
 
+def test_empty_file_and_directory_cells_say_so_plainly(params, example_dir):
+    (example_dir / "images" / "empty.png").write_bytes(b"")
+    lines = rows_of(example_dir)
+    lines[2] = lines[2].replace("images/0001.png", "images/empty.png")
+    lines[3] = lines[3].replace("labels/0002.png", "labels")
+    message = problems(params, example_dir, "\n".join(lines))
+    assert f"row 3, column 'image': {example_dir}/images/empty.png is an empty file (0 bytes)" in message
+    assert f"row 4, column 'labels': {example_dir}/labels is a directory, expected an image file" in message
+    assert "cannot be read" not in message and message.startswith("2 problem(s)")
+
+
 def test_all_problems_are_reported_at_once(params, example_dir):
     lines = rows_of(example_dir)
     lines[3] = lines[3].replace("images/0002.png", "images/missing.png")

@@ -177,8 +177,14 @@ def _cell_path(row, column, data: DataConfig, problem) -> Path | None:
         problem(column, "empty cell; expected a file path")
         return None
     path = data.resolve(row[column])
+    if path.is_dir():
+        problem(column, f"{path} is a directory, expected an image file")
+        return None
     if not path.is_file():
         problem(column, f"file not found: {path}")
+        return None
+    if path.stat().st_size == 0:
+        problem(column, f"{path} is an empty file (0 bytes); replace it with the image it should hold")
         return None
     return path
 
