@@ -202,6 +202,26 @@ def test_label_absent_somewhere_is_a_warning(params, example_dir, capsys):
     assert "warning: outputs.round:" in capsys.readouterr().err
 
 
+def test_repeated_rows_warn_with_row_numbers_and_crossed_splits(params, example_dir, capsys):
+    lines = rows_of(example_dir)
+    names = ["train"] * 20 + ["val"] * 2 + ["test"] * 2
+    lines = [lines[0] + ",fold"] + [f"{line},{n}" for line, n in zip(lines[1:], names)]
+    lines.append(lines[1].replace("images/0000.png", "./images/../images/0000.png").replace(",train", ",test"))
+    lines.append(lines[3].replace("images/0002.png", str(example_dir / "images" / "0002.png")))  # absolute
+    params["data"]["split"]["column"] = "fold"
+    validate_and_load(config_for(params, example_dir, "\n".join(lines), "repeats.csv"))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "repeat" in line]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"warning: {example_dir}/repeats.csv: 2 row(s) repeat an earlier row's input files")
+    assert "row 26 (test) repeats row 2 (train), row 27 repeats row 4;" in warnings[0]
+    assert "1 of them in a different split from the row it repeats" in warnings[0]
+
+
+def test_no_repeated_rows_no_warning(params, example_dir, capsys):
+    validate_and_load(config_for(params, example_dir))
+    assert "repeat" not in capsys.readouterr().err
+
+
 def test_split_column_with_unknown_value(params, example_dir):
     lines = rows_of(example_dir)
     text = "\n".join([lines[0] + ",fold"] + [f"{x},{'train' if i else 'holdout'}" for i, x in enumerate(lines[1:])])
