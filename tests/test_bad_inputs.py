@@ -71,6 +71,10 @@ def truncate(repo: Path) -> None:
     path.write_bytes(path.read_bytes()[:200])
 
 
+def empty(repo: Path) -> None:
+    (repo / "data" / "raw" / "images" / "0001.png").write_bytes(b"")
+
+
 def both(*changes: Callable[[Path], None]) -> Callable[[Path], None]:
     def apply(repo: Path) -> None:
         for change in changes:
@@ -115,6 +119,11 @@ CASES = {
         f"{CSV}: row 3, column 'image': data/raw/data.csv cannot be read as an image",
     ),
     "truncated-image": (truncate, f"{CSV}: row 3, column 'image': data/raw/images/0001.png cannot be read"),
+    "empty-file": (empty, f"{CSV}: row 3, column 'image': data/raw/images/0001.png is an empty file (0 bytes)"),
+    "directory-cell": (
+        replace_cell(3, "labels/0001.png", "labels"),
+        f"{CSV}: row 3, column 'labels': data/raw/labels is a directory, expected an image file",
+    ),
     "wrong-channels": (
         write_image("images/0001.png", np.zeros((16, 16), np.uint8)),
         "row 3, column 'image': data/raw/images/0001.png has 1 channel(s) but inputs.image.channels is 3",
@@ -126,6 +135,17 @@ CASES = {
     "label-map-size": (
         write_image("labels/0002.png", np.zeros((8, 8), np.uint8)),
         "row 4, column 'labels': data/raw/labels/0002.png is 8x8 but its image is 16x16",
+    ),
+    "colour-label-map": (
+        write_image(
+            "labels/0002.png", np.stack([np.full((16, 16), 128, np.uint8), *[np.zeros((16, 16), np.uint8)] * 2], -1)
+        ),
+        "row 4, column 'labels': data/raw/labels/0002.png is a colour image; expected a single-channel label map "
+        "of integer values, or add outputs.round.colours to map its colours to label values",
+    ),
+    "bad-colour-table": (
+        set_key("outputs.round.colours", {"#80000": 1}),
+        "params.yaml: outputs.round.colours: '#80000' is not a colour; expected '#rrggbb' in hex",
     ),
     "unknown-class": (
         replace_cell(2, ",disc", ",hexagon"),

@@ -142,6 +142,17 @@ def test_bad_csv_is_reported_with_row_and_column(params, example_dir, edit, expe
     assert expected in problems(params, example_dir, "\n".join(edit(rows_of(example_dir))))
 
 
+def test_empty_file_and_directory_cells_say_so_plainly(params, example_dir):
+    (example_dir / "images" / "empty.png").write_bytes(b"")
+    lines = rows_of(example_dir)
+    lines[2] = lines[2].replace("images/0001.png", "images/empty.png")
+    lines[3] = lines[3].replace("labels/0002.png", "labels")
+    message = problems(params, example_dir, "\n".join(lines))
+    assert f"row 3, column 'image': {example_dir}/images/empty.png is an empty file (0 bytes)" in message
+    assert f"row 4, column 'labels': {example_dir}/labels is a directory, expected an image file" in message
+    assert "cannot be read" not in message and message.startswith("2 problem(s)")
+
+
 def test_all_problems_are_reported_at_once(params, example_dir):
     lines = rows_of(example_dir)
     lines[3] = lines[3].replace("images/0002.png", "images/missing.png")
@@ -189,6 +200,26 @@ def test_label_absent_everywhere_is_an_error(params, example_dir):
 def test_label_absent_somewhere_is_a_warning(params, example_dir, capsys):
     validate_and_load(config_for(params, example_dir))
     assert "warning: outputs.round:" in capsys.readouterr().err
+
+
+def test_repeated_rows_warn_with_row_numbers_and_crossed_splits(params, example_dir, capsys):
+    lines = rows_of(example_dir)
+    names = ["train"] * 20 + ["val"] * 2 + ["test"] * 2
+    lines = [lines[0] + ",fold"] + [f"{line},{n}" for line, n in zip(lines[1:], names)]
+    lines.append(lines[1].replace("images/0000.png", "./images/../images/0000.png").replace(",train", ",test"))
+    lines.append(lines[3].replace("images/0002.png", str(example_dir / "images" / "0002.png")))  # absolute
+    params["data"]["split"]["column"] = "fold"
+    validate_and_load(config_for(params, example_dir, "\n".join(lines), "repeats.csv"))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "repeat" in line]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"warning: {example_dir}/repeats.csv: 2 row(s) repeat an earlier row's input files")
+    assert "row 26 (test) repeats row 2 (train), row 27 repeats row 4;" in warnings[0]
+    assert "1 of them in a different split from the row it repeats" in warnings[0]
+
+
+def test_no_repeated_rows_no_warning(params, example_dir, capsys):
+    validate_and_load(config_for(params, example_dir))
+    assert "repeat" not in capsys.readouterr().err
 
 
 def test_split_column_with_unknown_value(params, example_dir):

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnn_factory.config import Config
-from cnn_factory.data.rows import load_label_map, read_input
+from cnn_factory.data.label_maps import load_labels
+from cnn_factory.data.rows import read_input
 from cnn_factory.data.table import read_table
 
 # bytes of activations kept for backward per pixel and filter of a level, measured for this UNet in
@@ -59,7 +60,7 @@ def fingerprint(cfg: Config, sample: int = 50) -> Fingerprint:
         highs.append(np.percentile(image, 99))
         for name in share:
             output = cfg.outputs[name]
-            mask = output.mask(load_label_map(cfg.data.resolve(row[output.column])), image.shape[-2:])
+            mask = output.mask(load_labels(cfg.data.resolve(row[output.column]), output), image.shape[-2:])
             share[name].append(float(mask.mean()))
             diameters[name] += [r.equivalent_diameter_area for r in regionprops(label(mask))]
     classes = {

@@ -33,7 +33,7 @@ from cnn_factory.config import SPLITS, Config
 from cnn_factory.data.ragged import RaggedWriter, foreground_name
 from cnn_factory.data.row_cache import CACHE_FORMAT, CachedRows, RowCache, record_dtype
 from cnn_factory.data.rows import decoding_key, load_row, native_names, pack_native, row_key, unpack_native
-from cnn_factory.data.table import Table, assign_splits, check_columns, check_root, read_table
+from cnn_factory.data.table import Table, assign_splits, check_columns, check_root, read_table, repeated_rows
 from cnn_factory.errors import UserError
 
 CACHE = Path("data/cache")  # decoded rows, kept between runs (dvc.yaml: persist)
@@ -105,6 +105,9 @@ def validate_and_load(
     check_columns(table, cfg)
     check_root(table, cfg)
     splits = assign_splits(table, cfg.data) if split else ["test"] * len(table.rows)
+    repeats = repeated_rows(table, cfg, splits)
+    if repeats:
+        print(f"warning: {repeats}", file=sys.stderr)
     cache = RowCache(cache_dir, record_dtype(cfg))
     locations, problems, missing = load_rows(table, cfg, cache, workers)
     problems += missing_label_problems(table, cfg, missing)

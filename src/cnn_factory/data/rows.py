@@ -1,7 +1,8 @@
 """Decodes one CSV row into the arrays prepare stores, collecting every problem with its row and column.
 
 Images are read as prepare and predict both need them (alpha dropped, scaled to uint8, resized
-to the input's size); each output's cell or label map is decoded by its kind (`Output.decode`).
+to the input's size); label maps are turned into each output's label values (data/label_maps.py),
+then each output's cell or label values are decoded by its kind (`Output.decode`).
 `row_key` names what a row decodes to (its files' bytes, its cells, the definitions), for the
 row cache.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +20,12 @@ import numpy as np
 import skimage
 
 from cnn_factory.config import Config, DataConfig, InputSpec
-from cnn_factory.data.images import read_image
+from cnn_factory.data import images, label_maps
+from cnn_factory.data.images import read_pixels
+from cnn_factory.data.label_maps import label_values, read_label_map
 from cnn_factory.data.ragged import foreground_name, foreground_pixels
 from cnn_factory.data.table import Table
-from cnn_factory.outputs import KIND_MODULES
+from cnn_factory.outputs import KIND_MODULES, Output
 
 
 @dataclass
@@ -85,13 +89,6 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
-def _read_image(path: Path) -> np.ndarray:
-    try:
-        return read_image(path)
-    except Exception as err:  # decoders raise many types; all mean "not an image"
-        raise ValueError(f"cannot be read as an image ({type(err).__name__}: {err})") from None
-
-
 def load_input(path: Path, spec: InputSpec) -> tuple[np.ndarray, tuple[int, int]]:
     """(C, H, W) uint8 at spec.size, and the file's own (H, W); raises ValueError with the reason."""
     img = read_input(path, spec)
@@ -100,7 +97,7 @@ def load_input(path: Path, spec: InputSpec) -> tuple[np.ndarray, tuple[int, int]
 
 def read_input(path: Path, spec: InputSpec) -> np.ndarray:
     """(C, H, W) uint8 at the file's own size: alpha dropped, any bit depth scaled to 0..255."""
-    img = _read_image(path)
+    img = read_pixels(path)
     if img.ndim == 3 and img.shape[-1] in (2, 4):  # drop alpha
         img = img[..., :-1]
     channels = 1 if img.ndim == 2 else img.shape[-1]
@@ -122,23 +119,14 @@ def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out.round().astype(np.uint8).reshape(*size, img.shape[0]).transpose(2, 0, 1).copy()
 
 
-def load_label_map(path: Path) -> np.ndarray:
-    labels = _read_image(path)
-    if labels.ndim == 3:
-        if not (labels == labels[..., :1]).all():
-            raise ValueError("is a colour image; expected a single-channel label map of integer values")
-        labels = labels[..., 0]
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"has shape {labels.shape} and type {labels.dtype}; expected a 2-D map of integers")
-    return labels
-
-
 def load_row(table: Table, index: int, cfg: Config) -> RowResult:
     """Decodes one CSV row into arrays keyed by input/output name, or lists its problems."""
     row, result = table.rows[index], RowResult()
 
     def problem(column: str, text: str) -> None:
-        result.problems.append(f"{table.where(index, column)}: {text}")
+        line = f"{table.where(index, column)}: {text}"
+        if line not in result.problems:  # a label map read as values and as colours: one problem, said once
+            result.problems.append(line)
 
     image_size, scale = None, cfg.first_input.scale
     for spec in cfg.inputs.values():
@@ -162,13 +150,11 @@ def load_row(table: Table, index: int, cfg: Config) -> RowResult:
                 )
                 continue
             result.native[f"{spec.name}.native"] = resize_image(image, native)
-    label_maps: dict[str, np.ndarray | None] = {}  # several outputs may read one label map
+    maps = RowLabelMaps(row, cfg.data, image_size, problem)
     for output in cfg.outputs.values():
         labels = None
         if output.reads_label_map:
-            if output.column not in label_maps:
-                label_maps[output.column] = _label_map(row, output.column, cfg.data, image_size, problem)
-            labels = label_maps[output.column]
+            labels = maps.values_for(output)
             if labels is None:
                 continue
             if output.lacks_labels(labels):
@@ -191,29 +177,70 @@ def _cell_path(row, column, data: DataConfig, problem) -> Path | None:
         problem(column, "empty cell; expected a file path")
         return None
     path = data.resolve(row[column])
+    if path.is_dir():
+        problem(column, f"{path} is a directory, expected an image file")
+        return None
     if not path.is_file():
         problem(column, f"file not found: {path}")
+        return None
+    if path.stat().st_size == 0:
+        problem(column, f"{path} is an empty file (0 bytes); replace it with the image it should hold")
         return None
     return path
 
 
-def _label_map(row, column, data, image_size, problem) -> np.ndarray | None:
-    path = _cell_path(row, column, data, problem)
-    if path is None:
-        return None
-    try:
-        labels = load_label_map(path)
-    except ValueError as err:
-        problem(column, f"{path} {err}")
-        return None
-    if image_size is not None and labels.shape != tuple(image_size):
-        problem(
-            column,
-            f"{path} is {labels.shape[0]}x{labels.shape[1]} but its image is "
-            f"{image_size[0]}x{image_size[1]}; a label map must match its image's size",
-        )
-        return None
-    return labels
+@dataclass
+class RowLabelMaps:
+    """One row's label maps. Several outputs may read one label-map column: its file is read once
+    (as values, or as colours for outputs with a colour table) and turned into label values once
+    per colour table."""
+
+    row: dict[str, str]
+    data: DataConfig
+    image_size: tuple[int, int] | None
+    problem: Callable[[str, str], None]
+    read: dict[tuple[str, bool], tuple[Path, np.ndarray] | None] = field(default_factory=dict)
+    values: dict[tuple[str, str], np.ndarray | None] = field(default_factory=dict)
+
+    def values_for(self, output: Output) -> np.ndarray | None:
+        """The (H, W) label values `output` picks its mask from; None (and a problem) when there are none."""
+        table = output.colour_table
+        as_read = (output.column, table is not None)
+        if as_read not in self.read:
+            self.read[as_read] = self._read(output.column, table is not None)
+        key = (output.column, json.dumps(table, sort_keys=True))
+        if key not in self.values:
+            self.values[key] = self._values(self.read[as_read], output)
+        return self.values[key]
+
+    def _read(self, column: str, colours: bool) -> tuple[Path, np.ndarray] | None:
+        path = _cell_path(self.row, column, self.data, self.problem)
+        if path is None:
+            return None
+        try:
+            labels = read_label_map(path, colours)
+        except ValueError as err:
+            self.problem(column, f"{path} {err}")
+            return None
+        size = self.image_size
+        if size is not None and labels.shape[:2] != tuple(size):
+            self.problem(
+                column,
+                f"{path} is {labels.shape[0]}x{labels.shape[1]} but its image is "
+                f"{size[0]}x{size[1]}; a label map must match its image's size",
+            )
+            return None
+        return path, labels
+
+    def _values(self, read: tuple[Path, np.ndarray] | None, output: Output) -> np.ndarray | None:
+        if read is None:
+            return None
+        path, labels = read
+        try:
+            return label_values(labels, output)
+        except ValueError as err:
+            self.problem(output.column, f"{path} {err}")
+            return None
 
 
 def decoding_key(cfg: Config) -> str:
@@ -221,9 +248,8 @@ def decoding_key(cfg: Config) -> str:
     output definitions (less their training-only fields), the decoding code and the decoders' versions."""
     inputs = [[n, s.model_dump(mode="json")] for n, s in cfg.inputs.items()]
     outputs = [[n, s.model_dump(mode="json", exclude=set(s.training_only))] for n, s in cfg.outputs.items()]
-    code = [
-        hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in (sys.modules[__name__], *KIND_MODULES)
-    ]
+    modules = (sys.modules[__name__], images, label_maps, *KIND_MODULES)
+    code = [hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in modules]
     versions = [np.__version__, getattr(skimage, "__version__", "")]
     return json.dumps([inputs, outputs, code, *versions], default=str)
 

@@ -134,3 +134,35 @@ def assign_splits(table: Table, data: DataConfig) -> list[str]:
             )
             raise UserError(f"{table.path}: the {split} split is empty ({how}); add rows or change data.split")
     return names
+
+
+def repeated_rows(table: Table, cfg: Config, splits: list[str], limit: int = 10) -> str | None:
+    """A warning naming the rows whose input files (paths resolved, links followed) repeat an
+    earlier row's, or None. A repeat in another split than the row it repeats is pointed out: an
+    image in both the training and the test split inflates the test figures."""
+    columns = [spec.column for spec in cfg.inputs.values()]
+    first: dict[tuple[Path, ...], int] = {}
+    repeats: list[tuple[int, int]] = []  # (row index, index of the row it repeats)
+    for i, row in enumerate(table.rows):
+        if all(row[c] for c in columns):  # an empty cell is a problem of its own
+            original = first.setdefault(tuple(cfg.data.resolve(row[c]).resolve() for c in columns), i)
+            if original != i:
+                repeats.append((i, original))
+    if not repeats:
+        return None
+
+    def pair(i: int, j: int) -> str:
+        if splits[i] == splits[j]:
+            return f"row {table.numbers[i]} repeats row {table.numbers[j]}"
+        return f"row {table.numbers[i]} ({splits[i]}) repeats row {table.numbers[j]} ({splits[j]})"
+
+    listed = ", ".join(pair(i, j) for i, j in repeats[:limit])
+    more = f", ... ({len(repeats) - limit} more)" if len(repeats) > limit else ""
+    text = f"{table.path}: {len(repeats)} row(s) repeat an earlier row's input files: {listed}{more}"
+    crossed = sum(splits[i] != splits[j] for i, j in repeats)
+    if crossed:
+        text += (
+            f"; {crossed} of them in a different split from the row it repeats: an image in the training "
+            "split and in val or test inflates their figures (the model is scored on what it trained on)"
+        )
+    return text + "; remove the repeated rows"

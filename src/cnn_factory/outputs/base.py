@@ -87,6 +87,11 @@ class Output(Strict):
         """The label-map values this output looks for (none unless it reads a label map)."""
         return ()
 
+    @property
+    def colour_table(self) -> dict[str, int] | None:
+        """(label-map kinds) `#rrggbb` -> label value, for label maps coded in colours; None: they hold values."""
+        return None
+
     def mask(self, label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """(spatial kinds) This output's (H, W) uint8 mask of a label map, at `size` (nearest)."""
         raise NotImplementedError

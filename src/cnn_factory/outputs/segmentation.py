@@ -1,6 +1,10 @@
 """Segmentation output: a boolean mask picked from a label map by its `label` value(s).
 
     round: {type: segmentation, column: labels, label: 1, loss: bce_dice}
+    round: {type: segmentation, column: masks, label: 1, colours: {"#800000": 1, "#008000": 2}}
+
+With `colours`, its label maps are RGB images coded in colours, mapped to label values first
+(data/label_maps.py).
 
 prepare stores (H, W) uint8 0/1 masks at `size`; the head is a UNet decoder fed from every
 encoder level; losses take logits; metrics are dice and IoU pooled over all pixels; predict
@@ -9,11 +13,12 @@ writes a 0/255 PNG per image at the image's own size.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, get_args
 
 import numpy as np
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from cnn_factory.outputs.base import LossFn, Metric, Output
 from cnn_factory.params import Size, custom, show
@@ -31,6 +36,41 @@ def _labels(value: Any) -> tuple[int, ...]:
         return tuple(values)
     raise custom("label", f"expected a label value (integer >= 0) or a list of them, got {show(value)}")
 
+
+HEX = r"#[0-9a-fA-F]{6}"  # a colour as image editors and annotation tools write it
+
+
+def _colours(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict) or not value:
+        raise custom("colours", f"expected a mapping of '#rrggbb' colours to label values, got {show(value)}")
+    table: dict[str, int] = {}
+    written: dict[str, str] = {}  # each colour as params.yaml spells it, for the message
+    for colour, label in value.items():
+        if not (isinstance(colour, str) and re.fullmatch(HEX, colour)):
+            raise custom(
+                "colours",
+                f"{colour!r} is not a colour; expected '#rrggbb' in hex, quoted (in YAML # starts a comment)",
+            )
+        if not (isinstance(label, int) and not isinstance(label, bool) and label >= 0):
+            raise custom("colours", f"'{colour}': expected a label value (integer >= 0), got {show(label)}")
+        if colour.lower() in table:
+            raise custom("colours", f"'{colour}' and '{written[colour.lower()]}' are one colour; list each colour once")
+        table[colour.lower()], written[colour.lower()] = label, colour
+    return table
+
+
+# '#rrggbb' -> label value; the code gets lower-case colours. The schema lets editors flag a key
+# that is not a colour (pydantic's own would leave other keys unchecked).
+COLOURS_SCHEMA = {
+    "type": "object",
+    "patternProperties": {f"^{HEX}$": {"type": "integer", "minimum": 0}},
+    "additionalProperties": False,
+    "minProperties": 1,
+}
+Colours = Annotated[
+    dict[str, int],
+    BeforeValidator(_colours, json_schema_input_type=Annotated[dict[str, int], WithJsonSchema(COLOURS_SCHEMA)]),
+]
 
 # one label value or a list of them; the code gets a tuple
 Labels = Annotated[
@@ -51,6 +91,9 @@ class SegmentationOutput(Output):
     type: Literal["segmentation"]
     label: Labels = Field(description="label-map value, or a list of values merged into one mask")
     size: Size | None = Field(None, description="[height, width] of the mask (default: the input size)")
+    colours: Colours | None = Field(
+        None, description="'#rrggbb' -> label value, for RGB label maps coded in colours (default: none)"
+    )
     loss: Loss | None = None
 
     def named(self, name: str, input_size: tuple[int, int]) -> Self:
@@ -60,6 +103,10 @@ class SegmentationOutput(Output):
     @property
     def labels(self) -> tuple[int, ...]:
         return self.label
+
+    @property
+    def colour_table(self) -> dict[str, int] | None:
+        return self.colours
 
     # --- data ---
     def array_field(self) -> tuple:
