@@ -1,4 +1,4 @@
-"""Starting from a trained model (`train.init_from`): what loads, what starts fresh, errors, resuming."""
+"""Starting from a trained model (`train.init_from`), and system metrics (`train.monitor_system`)."""
 
 from __future__ import annotations
 
@@ -164,6 +164,15 @@ def test_a_model_file_without_init_from_still_loads_and_initialises(source, tmp_
     fresh = MultiOutputNet(**copy.deepcopy(old["model_args"]))
     assert initialise(fresh, init_source(str(tmp_path / "old.pt"))).summary().endswith("tensors loaded")
     assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), model.parameters()))
+
+
+def test_monitor_system_logs_system_metrics(source, tmp_path):
+    cfg = config(source["root"] / "data", drop="angular", epochs=2, monitor_system=True)
+    fit_in(tmp_path, cfg, source["root"] / "prepared")
+    system = tmp_path / "dvclive" / "plots" / "metrics" / "system"
+    for curve in ("cpu/usage (%).tsv", "ram/usage (GB).tsv"):
+        header, *rows = (system / curve).read_text().splitlines()
+        assert header.split("\t")[:2] == ["timestamp", "step"] and rows, curve
 
 
 # --- through the real dvc CLI ---

@@ -175,6 +175,7 @@ class TrainConfig(Strict):
     init_from: str | None = Field(
         None, min_length=1, description="model file whose weights (those whose names and shapes fit) start training"
     )
+    monitor_system: bool = Field(False, description="dvclive also logs CPU, GPU, memory and disk use (system/...)")
 
 
 Probability = Field(ge=0, le=1)

@@ -84,7 +84,11 @@ def params_key(cfg: Config, manifest: dict, init: dict | None = None) -> str:
 
     `init` (init_from.init_source) adds the starting weights' sha256: a run is not continued from
     a checkpoint that began from other bytes under the same `train.init_from` path."""
-    params = cfg.model_dump(mode="json", include={"model", "train", "augment", "inputs", "outputs"})
+    params = cfg.model_dump(
+        mode="json",
+        include={"model", "train", "augment", "inputs", "outputs"},
+        exclude={"train": {"monitor_system"}},  # what dvclive logs besides, not what is trained
+    )
     if init is not None:
         params["init_from"] = init
     return run_key(params, manifest)

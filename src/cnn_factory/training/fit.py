@@ -140,7 +140,13 @@ def fit(cfg: Config, prepared: Path = PREPARED) -> None:
         f"{f' with {amp}' if amp else ''}{f', {ranks.world} processes' if ranks.enabled else ''}"
     )
 
-    live = AtomicLive("dvclive", resume=state is not None, save_dvc_exp=False, dvcyaml=None) if ranks.main else NoLive()
+    live = (
+        AtomicLive(
+            "dvclive", resume=state is not None, save_dvc_exp=False, dvcyaml=None, monitor_system=t.monitor_system
+        )
+        if ranks.main
+        else NoLive()
+    )
     with live:
         live.step = first - 1
         for epoch in range(first, t.epochs + 1):
