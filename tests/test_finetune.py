@@ -1,4 +1,5 @@
-"""Starting from a trained model (`train.init_from`), and system metrics (`train.monitor_system`)."""
+"""Starting from a trained model (`train.init_from`), system metrics (`train.monitor_system`), and
+fetching the model from another clone with `dvc artifacts get`."""
 
 from __future__ import annotations
 
@@ -226,3 +227,33 @@ def test_more_epochs_of_a_finished_run_resume_after_a_kill(tmp_path):
         assert json.loads((cut / path).read_text()) == json.loads((whole / path).read_text()), path
     assert load_model(cut / "models" / "example.pt")[1]["init_from"]["sha256"] == first
     assert "up to date" in run(["dvc", "status"], cut).stdout  # a new model file re-runs nothing
+
+
+@pytest.mark.slow
+def test_dvc_artifacts_get_fetches_the_model_from_another_clone(tmp_path):
+    params = tiny_params()
+    params["train"].update(log_images_every=0)
+    repo = make_repo(tmp_path / "repo", params)
+    run(["dvc", "repro"], repo)
+    run(["dvc", "remote", "add", "-d", "storage", str(tmp_path / "remote")], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "trained"], repo)
+    run(["dvc", "push"], repo)
+    shutil.rmtree(repo / ".dvc" / "cache")  # only the remote holds the model now
+    (repo / "models" / "example.pt").rename(tmp_path / "trained.pt")
+    trained = sha256(tmp_path / "trained.pt")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    untagged = run(["dvc", "artifacts", "get", str(repo), "model"], elsewhere, check=False)
+    assert untagged.returncode != 0 and "Unable to find artifact 'model'" in untagged.stderr  # no version yet
+    run(["dvc", "get", str(repo), "models/example.pt", "-o", "by-path.pt"], elsewhere)  # by path: no version needed
+    assert sha256(elsewhere / "by-path.pt") == trained
+
+    run(["git", "tag", "-a", "model@v1.0.0", "-m", "first model"], repo)  # a version, as `gto register` writes it
+    run(["dvc", "artifacts", "get", str(repo), "model"], elsewhere)
+    model, meta = load_model(elsewhere / "example.pt")
+    assert sha256(elsewhere / "example.pt") == trained
+    assert set(meta["outputs"]) == set(params["outputs"]) and meta["init_from"] is None
+    run(["dvc", "artifacts", "get", str(repo), "model", "--rev", "v1.0.0", "-o", "v1.pt"], elsewhere)
+    assert sha256(elsewhere / "v1.pt") == trained
