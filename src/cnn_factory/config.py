@@ -172,6 +172,10 @@ class TrainConfig(Strict):
     foreground: float = Field(
         0.33, ge=0, le=1, description="patch mode: share of each batch centred on a mask's foreground"
     )
+    init_from: str | None = Field(
+        None, min_length=1, description="model file whose weights (those whose names and shapes fit) start training"
+    )
+    monitor_system: bool = Field(False, description="dvclive also logs CPU, GPU, memory and disk use (system/...)")
 
 
 Probability = Field(ge=0, le=1)

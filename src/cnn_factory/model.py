@@ -143,16 +143,26 @@ def save_model(path: Path, model: MultiOutputNet, model_args: dict, meta: dict) 
     )
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MultiOutputNet, dict]:
-    """Loads a model file safely (weights_only); returns the model in eval mode and its metadata."""
+def read_model_file(path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """A model file's contents (weights_only), checked to be one: format, model_args, state_dict, metadata."""
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: model file not found; run `dvc repro train` first") from None
-    except Exception as err:  # unpickling errors come in many types
-        raise UserError(f"{path}: cannot be loaded as a model file ({type(err).__name__}: {err})") from None
+    except Exception as err:  # unpickling errors come in many types, some with messages of many lines
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise UserError(f"{path}: cannot be loaded as a model file ({type(err).__name__}: {first})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise UserError(f"{path}: not a cnn-factory model file; expected one written by the train stage")
+    return checkpoint
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MultiOutputNet, dict]:
+    """Loads a model file safely (weights_only); returns the model in eval mode and its metadata.
+
+    The metadata holds `init_from` ({"path", "sha256"} of the model file the training started from,
+    or None); files written before it was recorded lack the key."""
+    checkpoint = read_model_file(path, device)
     try:
         model = MultiOutputNet(**checkpoint["model_args"]).to(device)
         model.load_state_dict(checkpoint["state_dict"])

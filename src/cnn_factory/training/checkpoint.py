@@ -8,9 +8,10 @@ caches it, so the train stage's outputs need no `persist` and DVC's run-cache re
 params return to values that already ran.
 
 A checkpoint holds the model, optimiser, schedule, early-stopping state, the best weights so
-far, the epoch, and every random generator's state. It is keyed by a hash of the params and
-the prepared data it was trained on; a checkpoint of other params or data, or of a finished
-run, is ignored, so `dvc exp run -S ...` never continues someone else's run.
+far, the epoch, and every random generator's state. It is keyed by a hash of the params, the
+prepared data it was trained on and the bytes of the `train.init_from` file, if any; a
+checkpoint of other params, data or starting weights, or of a finished run, is ignored, so
+`dvc exp run -S ...` never continues someone else's run.
 """
 
 from __future__ import annotations
@@ -83,9 +84,18 @@ def load_checkpoint(path: Path, key: str) -> dict | None:
     return state
 
 
-def params_key(cfg: Config, manifest: dict) -> str:
-    """What decides the run's result; a checkpoint of another key is not resumed."""
-    params = cfg.model_dump(mode="json", include={"model", "train", "augment", "inputs", "outputs"})
+def params_key(cfg: Config, manifest: dict, init: dict | None = None) -> str:
+    """What decides the run's result; a checkpoint of another key is not resumed.
+
+    `init` (init_from.init_source) adds the starting weights' sha256: a run is not continued from
+    a checkpoint that began from other bytes under the same `train.init_from` path."""
+    params = cfg.model_dump(
+        mode="json",
+        include={"model", "train", "augment", "inputs", "outputs"},
+        exclude={"train": {"monitor_system"}},  # what dvclive logs besides, not what is trained
+    )
+    if init is not None:
+        params["init_from"] = init
     return run_key(params, manifest)
 
 

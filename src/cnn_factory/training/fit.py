@@ -5,10 +5,11 @@ the last) `val/<output>/loss` and the metrics per output (`val/<output>/dice`, `
 `.../mae`, ...) under dvclive/, and every `train.log_images_every` epochs a picture of validation
 predictions per segmentation output (a slider in DVC's viewers). The best validated epoch by
 `train.early_stopping.metric` is saved to models/<model.name>.pt with everything needed to use it
-(see cnn_factory/model.py). A checkpoint after every epoch lets an interrupted run continue where
-it stopped, with the same result (see checkpoint.py). Under torchrun the same code runs in N
-processes with DistributedDataParallel (see distributed.py): each rank trains on its share of
-every epoch, rank 0 validates, logs and saves.
+(see cnn_factory/model.py). With `train.init_from` the network starts from another model file's
+weights wherever names and shapes fit (see init_from.py). A checkpoint after every epoch lets an
+interrupted run continue where it stopped, with the same result (see checkpoint.py). Under
+torchrun the same code runs in N processes with DistributedDataParallel (see distributed.py):
+each rank trains on its share of every epoch, rank 0 validates, logs and saves.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from cnn_factory.training.distributed import (
     teardown,
     wrap,
 )
+from cnn_factory.training.init_from import init_source, initialise
 from cnn_factory.training.live import (
     AtomicLive,
     drop_unreadable,
@@ -97,6 +99,7 @@ def fit(cfg: Config, prepared: Path = PREPARED) -> None:
     amp = autocast_dtype(t.precision, device)
     if t.precision == "fp16" and device.type == "cpu":
         raise UserError("train.precision: fp16 needs CUDA; use bf16 or fp32 on the CPU")
+    source = init_source(t.init_from, str(cfg.model.path))  # {path, sha256} of the starting weights, or None
     seed_everything(t.seed)
 
     patch = cfg.patch_mode  # patches at native resolution (data/patches.py), else whole images resized
@@ -126,7 +129,7 @@ def fit(cfg: Config, prepared: Path = PREPARED) -> None:
     criterion = Criterion(outputs, manifest["outputs"])  # a number's loss is in units of its std
     metric = es.metric.removeprefix("val/")
 
-    ckpt_path, key = FOLDER / f"{cfg.model.name}.ckpt", params_key(cfg, manifest)
+    ckpt_path, key = FOLDER / f"{cfg.model.name}.ckpt", params_key(cfg, manifest, source)
     live_copy = FOLDER / f"{cfg.model.name}.dvclive"  # dvclive/ as it was at the checkpoint
     state = load_checkpoint(ckpt_path, key)  # every rank resumes from the same file
     first = 1
@@ -139,6 +142,8 @@ def fit(cfg: Config, prepared: Path = PREPARED) -> None:
             drop_unreadable(Path("dvclive/metrics.json"))
             trim_curves(Path("dvclive"), steps=state["epoch"])  # dvclive's step = epoch - 1
         say(f"train: resuming after epoch {state['epoch']} from {ckpt_path}")
+    elif source is not None:  # a resumed run's checkpoint already holds the weights trained from it
+        say(initialise(run.model, source).summary())
     size = "x".join(map(str, cfg.first_input.size))
     what = f"{samples} patches of {size} from {len(train_split)} images" if patch else f"{len(train_split)} images"
     say(
@@ -146,7 +151,13 @@ def fit(cfg: Config, prepared: Path = PREPARED) -> None:
         f"{f' with {amp}' if amp else ''}{f', {ranks.world} processes' if ranks.enabled else ''}"
     )
 
-    live = AtomicLive("dvclive", resume=state is not None, save_dvc_exp=False, dvcyaml=None) if ranks.main else NoLive()
+    live = (
+        AtomicLive(
+            "dvclive", resume=state is not None, save_dvc_exp=False, dvcyaml=None, monitor_system=t.monitor_system
+        )
+        if ranks.main
+        else NoLive()
+    )
     with live:
         live.step = first - 1
         for epoch in range(first, t.epochs + 1):
@@ -198,7 +209,8 @@ def fit(cfg: Config, prepared: Path = PREPARED) -> None:
         raise UserError(f"train: {es.metric} was never finite (training diverged); lower train.lr")
     if ranks.main:
         run.model.load_state_dict(run.best_state)
-        save_model(cfg.model.path, run.model, args, {**meta, "epoch": run.early.best_epoch, "val": run.best_val})
+        best = {"epoch": run.early.best_epoch, "val": run.best_val, "init_from": source}
+        save_model(cfg.model.path, run.model, args, {**meta, **best})
         save_checkpoint(ckpt_path, {"key": key, "epoch": run.early.best_epoch, "complete": True})
         print(
             f"train: best {es.metric} {run.early.best:.4f} at epoch {run.early.best_epoch}, "

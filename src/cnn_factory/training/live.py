@@ -1,4 +1,5 @@
-"""dvclive's Live, with its metrics file replaced atomically, and its folder kept with the checkpoint.
+"""dvclive's Live: its metrics file replaced atomically, its folder kept with the checkpoint, its
+system monitor working without a GPU.
 
 dvclive rewrites metrics.json in place every step; a run killed during that write would
 leave half a file, which `dvc metrics show` and a resumed run then fail to read. Here the
@@ -7,6 +8,9 @@ summary goes to a temporary file next to it and is renamed into place.
 DVC deletes the train stage's outputs (the model, dvclive/) before it runs the stage again, so
 that it can restore them from its run-cache; a run resuming from its checkpoint gets its curves
 and pictures back from the copy `keep_copy` saves beside the checkpoint after every epoch.
+
+`train.monitor_system` starts dvclive's system monitor (`Live(monitor_system=True)`): about once a
+second it logs CPU, memory, disk and NVIDIA GPU use under dvclive/plots/metrics/system/.
 """
 
 from __future__ import annotations
@@ -18,10 +22,32 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dvclive import Live
+from dvclive.monitor_system import _SystemMonitor
 from dvclive.plots import NumpyEncoder
 from dvclive.serialize import dump_json
 
 from cnn_factory.atomic import replace_file
+
+try:
+    from pynvml import NVMLError  # installed with dvclive; the NVIDIA driver it calls may not be
+
+    NO_GPU: tuple[type[Exception], ...] = (NVMLError,)
+except ImportError:  # without pynvml, dvclive does not look for a GPU at all
+    NO_GPU = ()
+
+
+class SystemMonitor(_SystemMonitor):
+    """dvclive's monitor, without GPU figures where NVML cannot start (no NVIDIA driver).
+
+    dvclive reads GPU, CPU, memory and disk in one call, so there an NVML error loses every
+    figure: on a machine without the driver, `Live(monitor_system=True)` logged nothing at all
+    (dvclive 3.49.1, CPU-only). Here the GPU part alone is left out."""
+
+    def _get_gpu_info(self) -> dict[str, float | int]:
+        try:
+            return super()._get_gpu_info()
+        except NO_GPU:
+            return {}
 
 
 class AtomicLive(Live):
@@ -29,6 +55,20 @@ class AtomicLive(Live):
         if self._step is not None:
             self.summary["step"] = self.step
         replace_file(self.metrics_file, lambda tmp: dump_json(self.summary, str(tmp), cls=NumpyEncoder))
+
+    def monitor_system(
+        self, interval: float = 0.05, num_samples: int = 20, directories_to_monitor: dict[str, str] | None = None
+    ) -> None:
+        """As dvclive's (which `Live(monitor_system=True)` calls), with the monitor above: every
+        `interval` seconds a sample, the mean of `num_samples` logged."""
+        if self._system_monitor is not None:
+            self._system_monitor.end()
+        self._system_monitor = SystemMonitor(
+            live=self,
+            interval=interval,
+            num_samples=num_samples,
+            directories_to_monitor=directories_to_monitor or {"main": "/"},
+        )
 
 
 def drop_unreadable(path: Path) -> None:
