@@ -152,7 +152,7 @@ def missing_label_problems(table: Table, cfg: Config, missing: dict[str, list[in
         spec = cfg.outputs[name]
         text = (
             f"outputs.{name}: {len(numbers)} of {len(table.rows)} label maps in column '{spec.column}' "
-            f"hold none of the label values {list(spec.labels)} (rows {_listing(numbers)})"
+            f"hold none of the label values {list(spec.label_values)} (rows {_listing(numbers)})"
         )
         if len(numbers) == len(table.rows):
             problems.append(f"{table.path}: {text}; check outputs.{name}.label")

@@ -53,17 +53,19 @@ class Gallery:
     def __init__(self, outputs: Mapping[str, Output], limit: int):
         self.limit, self.count = limit, 0
         self.images: list[np.ndarray] = []
-        self.masks: dict[str, tuple[list, list]] = {n: ([], []) for n, s in outputs.items() if s.spatial}
+        self.outputs = {n: s for n, s in outputs.items() if s.spatial}
+        self.masks: dict[str, tuple[list, list]] = {n: ([], []) for n in self.outputs}
 
     def add(self, images: torch.Tensor, targets: dict[str, torch.Tensor], preds: dict[str, torch.Tensor]) -> None:
-        """images: the uint8 batch as loaded; targets (0/1) and logits as the loss sees them."""
+        """images: the uint8 batch as loaded; targets and logits as the loss sees them."""
         take = self.limit - self.count
         if take <= 0 or not self.masks:
             return
         self.images.append(images[:take].numpy())
         for name, (truth, pred) in self.masks.items():
-            truth.append(targets[name][:take].cpu().numpy() > 0.5)
-            pred.append((preds[name][:take] > 0).cpu().numpy())
+            output = self.outputs[name]
+            truth.append(output.true_mask(targets[name][:take]).cpu().numpy())
+            pred.append(output.predicted_mask(output.probabilities(preds[name][:take])).cpu().numpy())
         self.count += len(self.images[-1])
 
     def log(self, live: Any, path: str) -> None:
