@@ -3,7 +3,9 @@
 To add a kind: write `outputs/<kind>.py` with a subclass of `Output` (base.py) whose `type` is
 `Literal["<kind>"]` and which implements its methods, then add the class to `KINDS` below.
 params.yaml checking, prepare, the model, training, evaluate, predict and export take it from there.
-`kind_name` names the kind of any definition.
+
+An output's `type` in params.yaml names its kind, with one refinement: a segmentation that names
+several classes in `labels` (a mapping) is a class mask (`kind_name`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from pydantic import Discriminator, Tag
 
 from cnn_factory.outputs.base import LossFn, Metric, Output
 from cnn_factory.outputs.category import CategoryOutput
+from cnn_factory.outputs.class_mask import ClassMaskOutput
 from cnn_factory.outputs.numeric import NumericOutput
 from cnn_factory.outputs.segmentation import SegmentationOutput
 
 KINDS: dict[str, type[Output]] = {
     "segmentation": SegmentationOutput,
+    "class_mask": ClassMaskOutput,
     "category": CategoryOutput,
     "numeric": NumericOutput,
 }
@@ -31,13 +35,16 @@ KIND_MODULES = tuple(sys.modules[cls.__module__] for cls in (Output, *KINDS.valu
 
 def kind_name(definition: Any) -> str | None:
     """The KINDS name of an output definition: a params.yaml mapping, a model file's description or
-    head arguments, or an Output: its `type`. None when it is no mapping or has no `type`."""
+    head arguments, or an Output. Its `type`, except that a segmentation whose `labels` maps class
+    names to label values is a class mask. None when it is no mapping or has no `type`."""
     if isinstance(definition, Mapping):
-        tag = definition.get("type")
+        tag, labels = definition.get("type"), definition.get("labels")
     elif isinstance(definition, Output):
-        tag = definition.type
+        tag, labels = definition.type, getattr(definition, "labels", None)
     else:
         return None
+    if tag == "segmentation" and isinstance(labels, Mapping):
+        return "class_mask"
     return tag if isinstance(tag, str) else None
 
 
