@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import yaml
 
-from benchmarks.measure import run_stage_timed, write_params
+from benchmarks.measure import Contention, run_stage_timed, write_params
 from cnn_factory.config import parse_params
 from cnn_factory.data.dataset import PreparedSplit, normalisation, to_device
 from cnn_factory.data.example import make_example
@@ -95,8 +95,9 @@ def main() -> None:
         write_params(work, with_data)
         prepare(parse_params(with_data), work / "data" / "prepared", None, workers=2)
         run_stage_timed(work, "stages.train")
-        runs = [run_stage_timed(work, "stages.evaluate")[0] for _ in range(3)]
-        results["evaluate_s"] = statistics.median(runs)
+        with Contention() as busy:  # cores other processes kept busy meanwhile: 0 on a quiet machine
+            runs = [run_stage_timed(work, "stages.evaluate")[0] for _ in range(3)]
+        results["evaluate_s"], results["other_busy_cores"] = statistics.median(runs), busy.cores
         results["test_images"] = len((work / "eval" / "per_image.csv").read_text().splitlines()) - 1
         write_params(work, {**with_data, "evaluate": {**params["evaluate"], "bootstrap": 0}})
         results["evaluate_no_bootstrap_s"] = statistics.median(

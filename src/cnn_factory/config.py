@@ -142,7 +142,7 @@ Optimizer = Literal["adam", "adamw", "sgd", "rmsprop", "adadelta", "adagrad", "a
 Scheduler = Literal["none", "step", "cosine", "plateau", "onecycle"]
 Device = Literal["auto", "cpu", "cuda"]
 OPTIMIZERS, SCHEDULERS, DEVICES = get_args(Optimizer), get_args(Scheduler), get_args(Device)
-LOSSES = {tag: cls.losses for tag, cls in KINDS.items()}  # the loss names each output kind accepts
+LOSSES = {name: cls.losses for name, cls in KINDS.items()}  # the loss names each output kind accepts
 
 
 class TrainConfig(Strict):

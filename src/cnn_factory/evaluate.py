@@ -8,7 +8,8 @@
 Every mask is predicted as `cnn-factory predict` predicts it (inference.py): in resize mode the
 whole image at the input size, in patch mode sliding windows over the image at `inputs.*.scale`
 times its size, Gaussian-blended; its probabilities are brought to the label map's own size
-(bilinear) and thresholded at 0.5 there. Image-level outputs (category, numeric) are predicted from
+(bilinear) and made a mask there by its kind (`predicted_mask`: thresholded at 0.5, or the most
+probable class per pixel). Image-level outputs (category, numeric) are predicted from
 the whole image resized to the input size. The evaluate stage (stages/evaluate.py) logs the result;
 in patch mode the train stage validates with it too (`with_losses`).
 """
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from cnn_factory.data.dataset import PreparedSplit, make_loader, normalisation, to_device
 from cnn_factory.data.ragged import RaggedArray
-from cnn_factory.inference import predict_tiled, to_logits, upsample
+from cnn_factory.inference import predict_tiled, upsample
 from cnn_factory.model import MultiOutputNet
 from cnn_factory.outputs import Output
 from cnn_factory.training.losses import Criterion
@@ -109,18 +110,19 @@ def evaluate_split(
                 for j, n in enumerate(outputs):
                     if n in spatial and criterion is not None:
                         mask = torch.from_numpy(native_masks[n][row].copy()).to(device).float()[None]
-                        losses[j] += criterion.losses[n](to_logits(probs[n]), mask)
+                        losses[j] += criterion.losses[n](outputs[n].to_logits(probs[n]), mask)
                 for n in spatial:  # for the picture: the blended mask at the picture's size
-                    logits[n][k] = to_logits(upsample(probs[n][0], tuple(logits[n].shape[-2:])))
+                    logits[n][k] = outputs[n].to_logits(upsample(probs[n][0], tuple(logits[n].shape[-2:])))
             else:
                 probs = {n: outputs[n].probabilities(logits[n][k : k + 1]) for n in spatial}
             for n in spatial:
                 truth = torch.from_numpy(truths[n][row].copy()).to(device)
                 size = (int(truth.shape[0]), int(truth.shape[1]))
                 prob = upsample(probs[n][0], size)
-                native.update({n: to_logits(prob)[None]}, {n: truth[None].float()})
+                native.update({n: outputs[n].to_logits(prob)[None]}, {n: truth[None].float()})
                 if scoring:
-                    pred, true = (prob > 0.5).cpu().numpy(), truth.cpu().numpy() > 0
+                    pred = outputs[n].predicted_mask(prob).cpu().numpy()
+                    true = outputs[n].true_mask(truth).cpu().numpy()
                     scores[n].append(outputs[n].image_scores(pred, true, scoring.tolerance))
                     # the picture: patch mode the native image, resize mode the image as the network saw it
                     worst[n].offer(scores[n][-1]["dice"], row, raw if patch else x_raw[k], pred, true)

@@ -6,8 +6,9 @@
 The exported module takes one float tensor x of shape (B, C, H, W), normalised as the
 sidecar says (x = (pixels / 255 - mean) / std per channel, inputs stacked as channels),
 and returns a tuple of logits in the order the sidecar's `outputs` list gives:
-(B, H, W) mask logits (sigmoid > 0.5 is the mask), (B, K) class logits (softmax), or
-(B,) numbers in the target's units. ONNX export needs the `onnx` package.
+(B, H, W) mask logits (sigmoid > 0.5 is the mask), (B, K + 1, H, W) class-mask logits
+(softmax over background and the K classes; the argmax is the class index), (B, K) class logits
+(softmax), or (B,) numbers in the target's units. ONNX export needs the `onnx` package.
 """
 
 from __future__ import annotations

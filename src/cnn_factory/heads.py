@@ -1,7 +1,8 @@
 """The heads on the shared encoder, one small class per kind of head (each kind's `build_head` picks one).
 
 Every head takes the encoder's features (a list, full resolution first) and returns logits:
-a UNet decoder (B, H, W) for a mask, pooled linear layers (B, K) for classes and (B,) for a number.
+a UNet decoder (B, H, W) for a mask or (B, K, H, W) for a class mask, pooled linear layers (B, K)
+for classes and (B,) for a number.
 """
 
 from __future__ import annotations
@@ -39,24 +40,27 @@ class UpBlock(nn.Module):
 
 class UNetDecoder(nn.Module):
     """Upsamples from the deepest feature back to full resolution, one UpBlock per level;
-    returns (B, H, W) mask logits, resized to `size` when that differs from the input's."""
+    returns (B, H, W) mask logits, or with `classes` (B, classes, H, W) logits of a class per pixel,
+    resized to `size` when that differs from the input's."""
 
-    def __init__(self, channels: list[int], size: tuple[int, int], norm: str, upsample: str, join: str):
+    def __init__(
+        self, channels: list[int], size: tuple[int, int], norm: str, upsample: str, join: str, classes: int = 0
+    ):
         super().__init__()
-        self.size = tuple(size)
+        self.size, self.classes = tuple(size), classes
         self.blocks = nn.ModuleList(
             UpBlock(deep, shallow, norm, upsample, join) for deep, shallow in zip(channels[:0:-1], channels[-2::-1])
         )
-        self.head = nn.Conv2d(channels[0], 1, 1)
+        self.head = nn.Conv2d(channels[0], classes or 1, 1)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
         for block, encoded in zip(self.blocks, features[-2::-1]):
             x = block(x, encoded)
-        logits = self.head(x)  # (B, 1, H, W)
+        logits = self.head(x)  # (B, classes or 1, H, W)
         if logits.shape[-2:] != self.size:
             logits = F.interpolate(logits, size=self.size, mode="bilinear", align_corners=False)
-        return logits.squeeze(1)
+        return logits if self.classes else logits.squeeze(1)
 
 
 class ClassHead(nn.Module):

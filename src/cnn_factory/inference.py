@@ -4,9 +4,9 @@
     probs = predict_tiled(model, x, (128, 128), 0.5, False, 16, outputs)      # x (1, C, H, W), any size
     mask = upsample(probs["round"][0], (1024, 768)) > 0.5                      # back to the label map's size
 
-Probabilities, not logits: sigmoid masks, softmax classes, numbers as they are. Predict, evaluate
-and patch-mode validation all go through these, so the figures evaluate reports are what predict
-writes.
+Probabilities, not logits: sigmoid masks, softmax class masks and classes, numbers as they are.
+Predict, evaluate and patch-mode validation all go through these, so the figures evaluate reports
+are what predict writes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from cnn_factory.outputs import Output
 
 @torch.no_grad()
 def predict_batch(model, x: torch.Tensor, tta: bool, outputs: dict[str, Output]) -> dict[str, torch.Tensor]:
-    """Probabilities per output: sigmoid (B, H, W) masks, softmax (B, K) classes, (B,) numbers.
+    """Probabilities per output: sigmoid (B, H, W) masks, softmax (B, K + 1, H, W) class masks,
+    softmax (B, K) classes, (B,) numbers.
 
     With tta the image and its horizontal, vertical and double flips are averaged, each
     mask flipped back first.
@@ -65,7 +66,8 @@ def predict_tiled(
     """Sliding-window prediction of one normalised image x (1, C, H, W) of any size.
 
     Windows of the model's input size overlap by `overlap`; mask probabilities are blended
-    with Gaussian weights into (H, W) maps, category and numeric outputs averaged over windows.
+    with Gaussian weights into (H, W) maps ((K + 1, H, W) for a class mask, channel by channel),
+    category and numeric outputs averaged over windows.
     """
     (h, w), (height, width) = window, x.shape[-2:]
     pad = (0, max(w - width, 0), 0, max(h - height, 0))  # images smaller than a window: pad at the end
@@ -82,29 +84,23 @@ def predict_tiled(
             coverage[y : y + h, z : z + w] += weight
             for name, p in probs.items():
                 if outputs[name].spatial:
-                    mask = p[k : k + 1, None]
-                    if mask.shape[-2:] != (h, w):  # masks of another size than the input: to the window's
-                        mask = F.interpolate(mask, size=(h, w), mode="bilinear", align_corners=False)
-                    total = sums.setdefault(name, torch.zeros(x.shape[-2:], device=x.device))
-                    total[y : y + h, z : z + w] += mask[0, 0] * weight
+                    mask = upsample(p[k], (h, w))  # masks of another size than the input: to the window's
+                    total = sums.setdefault(name, torch.zeros((*mask.shape[:-2], *x.shape[-2:]), device=x.device))
+                    total[..., y : y + h, z : z + w] += mask * weight
                 else:
                     sums[name] = sums.get(name, 0) + p[k] / len(corners)
     result = {}
     for name, value in sums.items():
         if outputs[name].spatial:
-            value = (value / coverage)[:height, :width]
+            value = (value / coverage)[..., :height, :width]
         result[name] = value[None]  # batch of one, as predict_batch returns
     return result
 
 
 def upsample(prob: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """An (h, w) probability map brought to `size` (bilinear), e.g. to a label map's own size."""
+    """An (h, w) probability map, or (C, h, w) maps, brought to `size` (bilinear), e.g. to a label
+    map's own size."""
     if tuple(prob.shape[-2:]) == tuple(size):
         return prob
-    return F.interpolate(prob[None, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
-
-
-def to_logits(prob: torch.Tensor) -> torch.Tensor:
-    """Logits of probabilities, for the losses and metrics that take logits (> 0 means > 0.5)."""
-    p = prob.clamp(1e-6, 1 - 1e-6)
-    return torch.log(p) - torch.log1p(-p)
+    maps = prob.reshape(1, -1, *prob.shape[-2:]).float()  # (1, C, h, w)
+    return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False).reshape(*prob.shape[:-2], *size)

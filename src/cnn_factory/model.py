@@ -76,8 +76,8 @@ class MultiOutputNet(nn.Module):
         channels = level_channels(depth, filters)
         self.encoder = Encoder(in_channels, channels, norm, dropout)
         options = {"norm": norm, "dropout": dropout, "upsample": upsample, "skip": skip}
-        self.heads = nn.ModuleDict({n: kind(o["type"]).build_head(o, channels, options) for n, o in outputs.items()})
-        self.spatial = [n for n, o in outputs.items() if kind(o["type"]).spatial]  # masks; the rest: per image
+        self.heads = nn.ModuleDict({n: kind(o).build_head(o, channels, options) for n, o in outputs.items()})
+        self.spatial = [n for n, o in outputs.items() if kind(o).spatial]  # masks; the rest: per image
         self.multiple = 2**depth
 
     def forward(self, x: torch.Tensor, views: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Tag, ValidationError
 from pydantic_core import PydanticCustomError
 
 
@@ -54,19 +54,24 @@ def problems(err: ValidationError, root: type[BaseModel]) -> list[str]:
         if e["type"] == "lines":  # cross-section checks: each line names its keys
             lines += e["msg"].splitlines()
             continue
-        loc, model = _walk(root, e["loc"])
+        loc, model, reached = _walk(root, e["loc"])
         ctx = e.get("ctx") or {}
         if ctx.get("key"):
             loc = [*loc, ctx["key"]]
-        elif e["type"].startswith("union_tag"):  # the tag that picks a kind: an output's `type`
-            loc = [*loc, "type"]
+        elif e["type"].startswith("union_tag") and isinstance(e.get("input"), dict):
+            loc = [*loc, "type"]  # the key that picks a kind: an output's `type`
+        if e["type"] == "union_tag_invalid" and isinstance(reached, dict):
+            # the `type` values the union's models accept, not its tags (two kinds may share a type)
+            types = dict.fromkeys(t for m in reached.values() for t in get_args(m.model_fields["type"].annotation))
+            e = {**e, "ctx": {**ctx, "expected_tags": ", ".join(map(repr, types))}}
         key = ".".join(map(str, loc)) or "params"
         lines.append(f"{key}: {_describe(e, model, loc)}")
     return lines
 
 
-def _walk(root: type[BaseModel], loc: tuple) -> tuple[list, type[BaseModel] | None]:
-    """The key path without pydantic's union tags, and the model class holding its last part."""
+def _walk(root: type[BaseModel], loc: tuple) -> tuple[list, type[BaseModel] | None, Any]:
+    """The key path without pydantic's union tags, the model class holding its last part, and the
+    annotation the path leads to (a model class, or {tag: model} for a tagged union)."""
     path: list = []
     current: Any = root
     parent: type[BaseModel] | None = None
@@ -74,10 +79,12 @@ def _walk(root: type[BaseModel], loc: tuple) -> tuple[list, type[BaseModel] | No
         if isinstance(current, dict) and part in current:  # a union's tag, as pydantic puts it in loc
             current = current[part]
             continue
+        if part == "[key]":  # a mapping's key rather than its value: the path already names it
+            continue
         path.append(part)
         parent = current if isinstance(current, type) and issubclass(current, BaseModel) else None
         current = _child(current, part)
-    return path, parent
+    return path, parent, current
 
 
 def _child(current: Any, part: Any) -> Any:
@@ -96,8 +103,10 @@ def _unwrap(annotation: Any) -> Any:
     args = getattr(annotation, "__args__", ())
     tagged = {}
     for arg in args:
-        if isinstance(arg, type) and issubclass(arg, BaseModel) and "type" in arg.model_fields:
-            tagged.update({tag: arg for tag in getattr(arg.model_fields["type"].annotation, "__args__", ())})
+        tags = [m.tag for m in getattr(arg, "__metadata__", ()) if isinstance(m, Tag)]  # Annotated[model, Tag(...)]
+        model = arg.__origin__ if tags else arg
+        if isinstance(model, type) and issubclass(model, BaseModel) and "type" in model.model_fields:
+            tagged.update({tag: model for tag in tags or get_args(model.model_fields["type"].annotation)})
     if tagged and len(tagged) >= len(args):
         return tagged
     return annotation
@@ -130,6 +139,8 @@ def _describe(e: Any, model: type[BaseModel] | None, loc: list) -> str:
     if kind == "string_pattern_mismatch":
         return f"expected a plain file name without folders, got {value!r}"
     if kind == "union_tag_not_found":
+        if not isinstance(value, dict):  # no `type` to read: not a mapping at all
+            return f"expected a mapping of keys, got {show(value)}"
         return "missing; add it to params.yaml"
     integer = isinstance(value, int) and not isinstance(value, bool)
     what = "an integer" if integer and kind == "greater_than_equal" else "a number"

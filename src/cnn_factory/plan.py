@@ -61,7 +61,7 @@ def fingerprint(cfg: Config, sample: int = 50) -> Fingerprint:
         for name in share:
             output = cfg.outputs[name]
             mask = output.mask(load_labels(cfg.data.resolve(row[output.column]), output), image.shape[-2:])
-            share[name].append(float(mask.mean()))
+            share[name].append(float(np.count_nonzero(mask)) / mask.size)  # a class mask: any class
             diameters[name] += [r.equivalent_diameter_area for r in regionprops(label(mask))]
     classes = {
         n: {c: sum(row[o.column] == c for row in table.rows) for c in getattr(o, "class_names", ())}

@@ -4,8 +4,9 @@
 
 Each image is prepared exactly as the prepare stage does (read, alpha dropped, scaled to
 uint8, resized to the model's input size), normalised with the mean/std the model file
-keeps, and run through the model. Per segmentation output the mask is resized back to the
-image's own size (nearest neighbour) and written as <out>/<output>/<stem>.png (0/255);
+keeps, and run through the model. Per segmentation output the mask's probabilities are brought
+back to the image's own size (bilinear) and written there as <out>/<output>/<stem>.png: 0/255
+for a boolean mask, class indices with a palette for a class mask (`Output.write_prediction`);
 <out>/predictions.csv holds per image the class and probability of each category output,
 the value of each numeric output and the mask file and coverage of each segmentation output.
 """

@@ -99,7 +99,7 @@ def write_report(
         for name, worst in result.worst.items():
             captions = [
                 f"{i + 1}. {split['files'][row]} (CSV row {split['rows'][row]}): dice {score:.3f}"
-                + ("  [image | truth, green | prediction, magenta]" if i == 0 else "")
+                + (f"  [{outputs[name].picture_legend()}]" if i == 0 else "")
                 for i, (score, row, _) in enumerate(worst.items)
             ]
             picture = worst.picture(captions)

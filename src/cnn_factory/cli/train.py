@@ -22,6 +22,7 @@ import yaml
 
 from cnn_factory.config import DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, parse_params
 from cnn_factory.errors import UserError
+from cnn_factory.outputs import kind_name
 
 ALL_LOSSES = tuple(dict.fromkeys(loss for losses in LOSSES.values() for loss in losses))
 
@@ -127,10 +128,11 @@ def dvc_overrides(args: dict, extra: list[str], params: dict) -> list[str]:
         overrides.append(f"++data.root={hydra_value(root, 'data.root')}")
     if "loss_function" in args:
         loss, outputs = args["loss_function"], args.get("outputs") or params.get("outputs") or {}
+        kinds = {name: kind_name(spec) for name, spec in outputs.items()}
         unfit = [
-            f"outputs.{name} is {spec['type']} (its losses: {', '.join(LOSSES[spec['type']])})"
-            for name, spec in outputs.items()
-            if isinstance(spec, dict) and spec.get("type") in LOSSES and loss not in LOSSES[spec["type"]]
+            f"outputs.{name} is {tag} (its losses: {', '.join(LOSSES[tag])})"
+            for name, tag in kinds.items()
+            if tag in LOSSES and loss not in LOSSES[tag]
         ]
         if unfit:
             raise UserError(

@@ -155,10 +155,10 @@ def missing_label_problems(table: Table, cfg: Config, missing: dict[str, list[in
         spec = cfg.outputs[name]
         text = (
             f"outputs.{name}: {len(numbers)} of {len(table.rows)} label maps in column '{spec.column}' "
-            f"hold none of the label values {list(spec.labels)} (rows {_listing(numbers)})"
+            f"hold none of the label values {list(spec.label_values)} (rows {_listing(numbers)})"
         )
         if len(numbers) == len(table.rows):
-            problems.append(f"{table.path}: {text}; check outputs.{name}.label")
+            problems.append(f"{table.path}: {text}; check the label values of outputs.{name}")
         else:
             print(f"warning: {text}", file=sys.stderr)
     return problems
@@ -199,7 +199,8 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
         if cfg.patch_mode and output.spatial and not np.asarray(values["train"]).any():
             print(
                 f"warning: outputs.{output.name}: none of the {len(values['train'])} training rows holds any of "
-                f"its foreground; patches cannot learn it: check outputs.{output.name}.label or the split",
+                f"its foreground; patches cannot learn it: check the label values of outputs.{output.name} "
+                "or the split",
                 file=sys.stderr,
             )
         manifest["outputs"][output.name] = output.statistics(values["train"])  # e.g. a number's mean and std

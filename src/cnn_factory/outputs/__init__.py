@@ -1,24 +1,30 @@
-"""Output kinds, one module each, registered here by their `type` tag.
+"""Output kinds, one module each, registered here by name.
 
 To add a kind: write `outputs/<kind>.py` with a subclass of `Output` (base.py) whose `type` is
 `Literal["<kind>"]` and which implements its methods, then add the class to `KINDS` below.
 params.yaml checking, prepare, the model, training, evaluate, predict and export take it from there.
+
+An output's `type` in params.yaml names its kind, with one refinement: a segmentation that names
+several classes in `labels` (a mapping) is a class mask (`kind_name`).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
-from pydantic import Field
+from pydantic import Discriminator, Tag
 
 from cnn_factory.outputs.base import LossFn, Metric, Output
 from cnn_factory.outputs.category import CategoryOutput
+from cnn_factory.outputs.class_mask import ClassMaskOutput
 from cnn_factory.outputs.numeric import NumericOutput
 from cnn_factory.outputs.segmentation import SegmentationOutput
 
 KINDS: dict[str, type[Output]] = {
     "segmentation": SegmentationOutput,
+    "class_mask": ClassMaskOutput,
     "category": CategoryOutput,
     "numeric": NumericOutput,
 }
@@ -26,25 +32,45 @@ KINDS: dict[str, type[Output]] = {
 # their code decides what a CSV row decodes to: part of the row cache's key
 KIND_MODULES = tuple(sys.modules[cls.__module__] for cls in (Output, *KINDS.values()))
 
-# an output definition in params.yaml: the `type` key picks the kind's model
+
+def kind_name(definition: Any) -> str | None:
+    """The KINDS name of an output definition: a params.yaml mapping, a model file's description or
+    head arguments, or an Output. Its `type`, except that a segmentation whose `labels` maps class
+    names to label values is a class mask. None when it is no mapping or has no `type`."""
+    if isinstance(definition, Mapping):
+        tag, labels = definition.get("type"), definition.get("labels")
+    elif isinstance(definition, Output):
+        tag, labels = definition.type, getattr(definition, "labels", None)
+    else:
+        return None
+    if tag == "segmentation" and isinstance(labels, Mapping):
+        return "class_mask"
+    return tag if isinstance(tag, str) else None
+
+
+# an output definition in params.yaml: `kind_name` picks the kind's model, which checks its keys
 if TYPE_CHECKING:
     OutputDefinition = Output
 else:
-    OutputDefinition = Annotated[Union[tuple(KINDS.values())], Field(discriminator="type")]  # noqa: UP007
+    OutputDefinition = Annotated[
+        Union[tuple(Annotated[cls, Tag(name)] for name, cls in KINDS.items())],  # noqa: UP007
+        Discriminator(kind_name),
+    ]
 
 
-def kind(tag: str) -> type[Output]:
-    return KINDS[tag]
+def kind(definition: Mapping[str, Any]) -> type[Output]:
+    """The kind of a definition or of a model file's head arguments (see `kind_name`)."""
+    return KINDS[kind_name(definition) or ""]
 
 
 def make_output(name: str, input_size: tuple[int, int] = (1, 1), **definition: Any) -> Output:
     """An output from its params.yaml definition (checked), named and with its defaults filled in."""
-    return KINDS[definition["type"]].model_validate(definition).named(name, input_size)
+    return kind(definition).model_validate(definition).named(name, input_size)
 
 
 def from_definition(name: str, definition: dict[str, Any]) -> Output:
     """An output as a model file describes it (`Output.describe()`); unknown keys are dropped."""
-    cls = KINDS[definition["type"]]
+    cls = kind(definition)
     known = {k: v for k, v in definition.items() if k in cls.model_fields and v is not None}
     size = (
         tuple(definition["size"])
@@ -63,5 +89,6 @@ __all__ = [
     "OutputDefinition",
     "from_definition",
     "kind",
+    "kind_name",
     "make_output",
 ]

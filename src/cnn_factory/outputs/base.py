@@ -71,7 +71,7 @@ class Output(Strict):
 
     def describe(self) -> dict[str, Any]:
         """The definition as plain types, for the model file (and back through `from_definition`)."""
-        return {**self.model_dump(mode="json"), "labels": list(self.labels)}
+        return {**self.model_dump(mode="json"), "labels": list(self.label_values)}
 
     # --- data: a row's cell or label map -> the array prepare stores ---
     def array_field(self) -> tuple:
@@ -83,7 +83,7 @@ class Output(Strict):
         raise NotImplementedError
 
     @property
-    def labels(self) -> tuple[int, ...]:
+    def label_values(self) -> tuple[int, ...]:
         """The label-map values this output looks for (none unless it reads a label map)."""
         return ()
 
@@ -97,7 +97,7 @@ class Output(Strict):
         raise NotImplementedError
 
     def lacks_labels(self, label_map: np.ndarray) -> bool:
-        """True when a label map holds none of `labels` (a warning in prepare; an error in every row)."""
+        """True when a label map holds none of `label_values` (a warning in prepare; an error in every row)."""
         return False
 
     def statistics(self, train: np.ndarray) -> dict[str, float]:
@@ -125,8 +125,22 @@ class Output(Strict):
         raise NotImplementedError
 
     # --- evaluation (evaluate.py and scores/): one row per test image, figures over the rows ---
+    def predicted_mask(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+        """(spatial kinds) The mask predict writes and evaluate scores, from `probabilities()` of one
+        image or a batch (e.g. thresholded, or the most probable class per pixel)."""
+        raise NotImplementedError
+
+    def true_mask(self, target: torch.Tensor) -> torch.Tensor:
+        """(spatial kinds) A stored or loaded target (uint8, or float on the device) as the same kind
+        of mask as `predicted_mask` gives."""
+        raise NotImplementedError
+
+    def picture_legend(self) -> str:
+        """(spatial kinds) What the colours of its pictures mean: the worst cases' caption says it."""
+        return "image | truth, green | prediction, magenta"
+
     def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:
-        """One test image's row: prediction as evaluate gives it (a boolean mask at the label map's
+        """One test image's row: prediction as evaluate gives it (`predicted_mask` at the label map's
         size, probabilities, a value) against its truth; `tolerance` in pixels for boundaries."""
         raise NotImplementedError
 
@@ -147,6 +161,12 @@ class Output(Strict):
     def probabilities(logits: torch.Tensor) -> torch.Tensor:
         """What predict averages and thresholds: probabilities, or the value itself."""
         return logits
+
+    @staticmethod
+    def to_logits(probabilities: torch.Tensor) -> torch.Tensor:
+        """(spatial kinds) Logits whose `probabilities()` are these: blended sliding-window
+        probabilities go back to the losses and metrics, which take logits."""
+        raise NotImplementedError
 
     def logits_shape(self) -> list:
         """Shape of the exported logits, `batch` first."""

@@ -101,8 +101,10 @@ class SegmentationOutput(Output):
         return filled.model_copy(update={"size": self.size or input_size})
 
     @property
-    def labels(self) -> tuple[int, ...]:
+    def label_values(self) -> tuple[int, ...]:
         return self.label
+
+    labels = label_values  # the same values, by the name earlier versions used
 
     @property
     def colour_table(self) -> dict[str, int] | None:
@@ -132,6 +134,12 @@ class SegmentationOutput(Output):
         return {f"coverage_{s}": round(float(v.mean()), 4) for s, v in values.items()}
 
     # --- evaluation ---
+    def predicted_mask(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+        return probabilities > threshold
+
+    def true_mask(self, target: torch.Tensor) -> torch.Tensor:
+        return target > 0.5
+
     def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:
         from cnn_factory.scores.masks import mask_scores
 
@@ -185,6 +193,13 @@ class SegmentationOutput(Output):
     @staticmethod
     def probabilities(logits: torch.Tensor) -> torch.Tensor:
         return logits.sigmoid()
+
+    @staticmethod
+    def to_logits(probabilities: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        p = probabilities.clamp(1e-6, 1 - 1e-6)
+        return torch.log(p) - torch.log1p(-p)  # > 0 where p > 0.5
 
     def logits_shape(self) -> list:
         return ["batch", *(self.size or ())]

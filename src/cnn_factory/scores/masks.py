@@ -6,6 +6,9 @@ pixel of one mask to the nearest boundary pixel of the other. HD95 is the larger
 directions' 95th percentiles (MONAI's `compute_hausdorff_distance(percentile=95)`); normalised
 surface dice is the share of both boundaries within `tolerance` pixels of the other
 (Nikolov et al. 2021; MONAI's `compute_surface_dice`).
+
+Class masks (one class index per pixel) are scored class by class on each class's boolean masks,
+`<score>_<class>`; their figures over images are each class's, then the mean over the classes.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 from scipy.ndimage import binary_erosion, distance_transform_edt
 
 MASK_COLUMNS = ("dice", "iou", "hd95", "nsd", "truth_px", "pred_px", "tp", "fp", "fn")
+CLASS_MEANS = ("dice", "iou", "hd95", "nsd", "dice_pooled", "iou_pooled")  # class masks: means over classes
 
 
 def boundary(mask: np.ndarray) -> np.ndarray:
@@ -69,4 +73,28 @@ def mask_summary(columns: dict[str, np.ndarray]) -> dict[str, float]:
     summary["dice_pooled"] = 2 * tp / pooled if pooled else math.nan
     summary["iou_pooled"] = tp / (tp + fp + fn) if pooled else math.nan
     summary["empty_images"] = float(np.count_nonzero(~scored))
+    return summary
+
+
+def class_mask_scores(pred: np.ndarray, truth: np.ndarray, classes: tuple[str, ...], tolerance: float) -> dict:
+    """Scores of one (H, W) class-index prediction against its truth (index k is the k-th class, 0
+    background): mask_scores of each class's boolean masks as `<score>_<class>`, and `dice`, the
+    image's mean dice over the classes it scores (NaN when every class is absent from both)."""
+    row: dict[str, float] = {}
+    for k, name in enumerate(classes, 1):
+        row.update({f"{key}_{name}": v for key, v in mask_scores(pred == k, truth == k, tolerance).items()})
+    scored = [row[f"dice_{c}"] for c in classes if not math.isnan(row[f"dice_{c}"])]
+    return {"dice": sum(scored) / len(scored) if scored else math.nan, **row}
+
+
+def class_mask_summary(columns: dict[str, np.ndarray], classes: tuple[str, ...]) -> dict[str, float]:
+    """Each class's mask_summary as `<figure>_<class>`, and the mean over the classes of each of
+    CLASS_MEANS (a class whose figure is undefined, e.g. absent from every image, is left out)."""
+    per_class = {c: mask_summary({k: columns[f"{k}_{c}"] for k in MASK_COLUMNS}) for c in classes}
+    summary = {}
+    for figure in CLASS_MEANS:
+        values = [s[figure] for s in per_class.values() if not math.isnan(s[figure])]
+        summary[figure] = float(np.mean(values)) if values else math.nan
+    for c, figures in per_class.items():
+        summary.update({f"{figure}_{c}": value for figure, value in figures.items()})
     return summary

@@ -46,6 +46,25 @@ def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return bce_loss(logits, target) + soft_dice_loss(logits, target)
 
 
+def class_cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross entropy of each pixel's K + 1 class logits (B, K + 1, H, W) against its index (B, H, W)."""
+    return F.cross_entropy(logits, target.long())
+
+
+def class_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft dice per image and class, averaged over the K classes (background left out) and the
+    images; logits (B, K + 1, H, W), target (B, H, W) class indices."""
+    prob = logits.softmax(1)[:, 1:].flatten(2)  # (B, K, H * W)
+    classes = torch.arange(1, logits.shape[1], device=target.device).view(1, -1, 1, 1)
+    truth = (target[:, None] == classes).flatten(2).to(prob.dtype)  # one-hot of the classes, (B, K, H * W)
+    intersection = (prob * truth).sum(2)
+    return (1 - (2 * intersection + eps) / (prob.sum(2) + truth.sum(2) + eps)).mean()
+
+
+def class_ce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return class_cross_entropy_loss(logits, target) + class_dice_loss(logits, target)
+
+
 def cross_entropy_loss(class_weights: list[float] | None, label_smoothing: float) -> LossFn:
     """Cross entropy over class logits (B, K) and ids (B,), with per-class weights and smoothing."""
     weight = torch.tensor(class_weights) if class_weights else None

@@ -58,6 +58,34 @@ class OverlapCounts(Metric):
         }
 
 
+class ClassOverlapCounts(Metric):
+    """Class masks: a confusion matrix of pixels over the K + 1 indices (background first), from the
+    most probable class per pixel; per class its dice and IoU over all pixels (`dice_<class>`; a class
+    neither present nor predicted anywhere scores 1, as OverlapCounts), and their means over the
+    classes, background left out (`dice`, `iou`)."""
+
+    def __init__(self, classes: tuple[str, ...], device: torch.device | str):
+        self.classes = classes
+        self.matrix = ConfusionMatrix(len(classes) + 1, device)
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        # logits (B, K + 1, H, W), target (B, H, W) class indices (as float on the device)
+        self.matrix.update(target.long().flatten(), logits.argmax(1).flatten())
+
+    def compute(self) -> dict[str, float]:
+        mat = self.matrix.mat.double()
+        tp = mat.diag()[1:]
+        tp, fp, fn = torch.stack([tp, mat.sum(0)[1:] - tp, mat.sum(1)[1:] - tp]).tolist()
+        dice = [2 * t / (2 * t + p + n) if t + p + n else 1.0 for t, p, n in zip(tp, fp, fn)]
+        iou = [t / (t + p + n) if t + p + n else 1.0 for t, p, n in zip(tp, fp, fn)]
+        return {
+            "dice": sum(dice) / len(dice),
+            "iou": sum(iou) / len(iou),
+            **{f"dice_{c}": d for c, d in zip(self.classes, dice)},
+            **{f"iou_{c}": v for c, v in zip(self.classes, iou)},
+        }
+
+
 class ClassCounts(Metric):
     """Classes: accuracy and macro F1 from a confusion matrix; `pairs()` gives it back for a plot."""
 

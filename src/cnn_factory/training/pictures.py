@@ -16,12 +16,43 @@ import torch
 
 from cnn_factory.outputs import Output
 
+# distinct colours for class masks (Trubetskoy's list), by name: class k is drawn in the k-th
+COLOURS = {
+    "red": (230, 25, 75), "green": (60, 180, 75), "yellow": (255, 225, 25), "blue": (0, 130, 200),
+    "orange": (245, 130, 48), "purple": (145, 30, 180), "cyan": (70, 240, 240), "magenta": (240, 50, 230),
+    "lime": (210, 245, 60), "pink": (250, 190, 212), "teal": (0, 128, 128), "lavender": (220, 190, 255),
+    "brown": (170, 110, 40), "beige": (255, 250, 200), "maroon": (128, 0, 0), "mint": (170, 255, 195),
+    "olive": (128, 128, 0), "apricot": (255, 215, 180), "navy": (0, 0, 128), "grey": (128, 128, 128),
+}  # fmt: skip
+
+
+def class_colours(classes: int) -> np.ndarray:
+    """(256, 3) uint8 RGB palette: index 0 (background) black, 1..classes distinct colours (the named
+    ones, then hues spaced by the golden angle at three brightnesses), the rest black."""
+    import colorsys
+
+    palette = np.zeros((256, 3), np.uint8)
+    named = list(COLOURS.values())
+    for k in range(1, classes + 1):
+        if k <= len(named):
+            palette[k] = named[k - 1]
+        else:
+            rgb = colorsys.hsv_to_rgb((k * 0.618034) % 1, 0.8, (1.0, 0.75, 0.5)[k % 3])
+            palette[k] = np.round(np.asarray(rgb) * 255)
+    return palette
+
+
+def colour_name(k: int) -> str:
+    """What class k's colour is called in a caption."""
+    return list(COLOURS)[k - 1] if 1 <= k <= len(COLOURS) else f"colour {k}"
+
 
 def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Rows of [image | truth | prediction] as one uint8 RGB picture.
 
-    images (N, C, H, W) uint8; truth and pred (N, h, w) bool at the mask's size.
-    The truth is drawn green and the prediction magenta over the image.
+    images (N, C, H, W) uint8; truth and pred (N, h, w) at the mask's size: bool masks (the truth
+    drawn green, the prediction magenta over the image) or class indices (uint8, each class k drawn
+    in its `class_colours` colour, 0 the background left as it is).
     """
     rows = []
     for img, t, p in zip(images, truth, pred):
@@ -31,7 +62,10 @@ def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.
             ys = np.arange(rgb.shape[0]) * t.shape[0] // rgb.shape[0]
             xs = np.arange(rgb.shape[1]) * t.shape[1] // rgb.shape[1]
             t, p = t[ys][:, xs], p[ys][:, xs]
-        tint = [_tint(rgb, t, (0, 255, 0)), _tint(rgb, p, (255, 0, 255))]
+        if t.dtype == bool:
+            tint = [_tint(rgb, t, (0, 255, 0)), _tint(rgb, p, (255, 0, 255))]
+        else:
+            tint = [_tint_classes(rgb, t), _tint_classes(rgb, p)]
         gap = np.full((rgb.shape[0], 2, 3), 255, np.float32)
         rows.append(np.concatenate([rgb, gap, tint[0], gap, tint[1]], axis=1))
         rows.append(np.full((2, rows[-1].shape[1], 3), 255, np.float32))
@@ -46,6 +80,14 @@ def _tint(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np
     return out
 
 
+def _tint_classes(rgb: np.ndarray, index: np.ndarray) -> np.ndarray:
+    colours = class_colours(int(index.max(initial=0))).astype(np.float32)
+    shown = index > 0
+    out = rgb.copy()
+    out[shown] = 0.45 * out[shown] + 0.55 * colours[index[shown]]
+    return out
+
+
 class Gallery:
     """The first `limit` images of a split with their true and predicted masks, per segmentation
     output, kept from the batches a loop computes anyway: the pictures cost no forward pass."""
@@ -53,17 +95,19 @@ class Gallery:
     def __init__(self, outputs: Mapping[str, Output], limit: int):
         self.limit, self.count = limit, 0
         self.images: list[np.ndarray] = []
-        self.masks: dict[str, tuple[list, list]] = {n: ([], []) for n, s in outputs.items() if s.spatial}
+        self.outputs = {n: s for n, s in outputs.items() if s.spatial}
+        self.masks: dict[str, tuple[list, list]] = {n: ([], []) for n in self.outputs}
 
     def add(self, images: torch.Tensor, targets: dict[str, torch.Tensor], preds: dict[str, torch.Tensor]) -> None:
-        """images: the uint8 batch as loaded; targets (0/1) and logits as the loss sees them."""
+        """images: the uint8 batch as loaded; targets and logits as the loss sees them."""
         take = self.limit - self.count
         if take <= 0 or not self.masks:
             return
         self.images.append(images[:take].numpy())
         for name, (truth, pred) in self.masks.items():
-            truth.append(targets[name][:take].cpu().numpy() > 0.5)
-            pred.append((preds[name][:take] > 0).cpu().numpy())
+            output = self.outputs[name]
+            truth.append(output.true_mask(targets[name][:take]).cpu().numpy())
+            pred.append(output.predicted_mask(output.probabilities(preds[name][:take])).cpu().numpy())
         self.count += len(self.images[-1])
 
     def log(self, live: Any, path: str) -> None:

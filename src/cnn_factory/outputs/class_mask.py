@@ -1,0 +1,250 @@
+"""Class-mask output: several classes that exclude each other, one class index per pixel.
+
+    organs: {type: segmentation, column: labels, labels: {liver: 1, kidney: 2, spleen: [3, 4]}, loss: ce_dice}
+
+A segmentation whose `labels` maps class names to label-map values (one or a list each); every
+other value of the label map is background. prepare stores (H, W) uint8 class indices at `size`
+(0 background, k the k-th class of `labels`); the head is one UNet decoder with K + 1 channels
+(background first) and a softmax; the losses are cross entropy, the soft dice averaged over the
+classes (background left out) and their sum; the metrics are dice and IoU per class and their
+mean over the classes; predict writes an index PNG with a palette (background black).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from cnn_factory.outputs.base import LossFn, Metric, Output
+from cnn_factory.outputs.segmentation import Labels
+from cnn_factory.params import Size, custom
+
+if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
+    import torch
+    from torch import nn
+
+Loss = Literal["ce_dice", "cross_entropy", "dice"]
+MAX_CLASSES = 255  # class indices are stored as uint8, 0 being the background
+CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # they become metric keys and CSV columns
+LEGEND = 8  # classes named in a picture's caption
+
+
+class ClassMaskOutput(Output):
+    losses: ClassVar[tuple[str, ...]] = get_args(Loss)
+    # means over the classes; compute() and the test figures add `<figure>_<class>` per class
+    metric_names: ClassVar[tuple[str, ...]] = ("dice", "iou")
+    curves: ClassVar[str] = "masks"
+    interval_metrics: ClassVar[tuple[str, ...]] = ("dice", "iou", "hd95", "nsd", "dice_pooled")
+    activation: ClassVar[str] = "softmax"
+    reads_label_map: ClassVar[bool] = True
+    spatial: ClassVar[bool] = True
+
+    type: Literal["segmentation"]
+    labels: dict[str, Labels] = Field(
+        description="class name -> label-map value or list of values; every other value is background",
+        json_schema_extra={
+            "minProperties": 1,
+            "maxProperties": MAX_CLASSES,
+            "propertyNames": {"pattern": CLASS_NAME.pattern, "not": {"const": "background"}},
+        },
+    )
+    size: Size | None = Field(None, description="[height, width] of the mask (default: the input size)")
+    loss: Loss | None = None
+
+    @model_validator(mode="after")
+    def _classes_apart(self) -> Self:
+        if not 1 <= len(self.labels) <= MAX_CLASSES:
+            raise custom("labels", f"expected 1 to {MAX_CLASSES} classes, got {len(self.labels)}", key="labels")
+        for name in self.labels:
+            if not CLASS_NAME.fullmatch(name) or name == "background":
+                raise custom(
+                    "labels",
+                    f"class name {name!r}: use letters, digits, _ and - (starting with a letter or digit); "
+                    "'background' is the name of index 0",
+                    key="labels",
+                )
+        owner: dict[int, str] = {}
+        for name, values in self.labels.items():
+            for value in values:
+                if value in owner:
+                    raise custom(
+                        "labels",
+                        f"label value {value} is in both {owner[value]!r} and {name!r}; "
+                        "each value belongs to one class",
+                        key="labels",
+                    )
+                owner[value] = name
+        return self
+
+    def named(self, name: str, input_size: tuple[int, int]) -> Self:
+        filled = super().named(name, input_size)
+        return filled.model_copy(update={"size": self.size or input_size})
+
+    def describe(self) -> dict[str, Any]:
+        # the K + 1 channels in order, as predict's index PNG and export's logits hold them
+        return {**self.model_dump(mode="json"), "classes": ["background", *self.classes]}
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names in index order: class k (from 1) is the k-th."""
+        return tuple(self.labels)
+
+    @property
+    def label_values(self) -> tuple[int, ...]:
+        return tuple(v for values in self.labels.values() for v in values)
+
+    # --- data ---
+    def array_field(self) -> tuple:
+        return (np.uint8, self.size)
+
+    def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
+        """(H, W) uint8 class indices at `size` (nearest)."""
+        assert label_map is not None and self.size is not None  # reads_label_map: the row's map is given
+        return self.mask(label_map, self.size)
+
+    def mask(self, label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        values = np.asarray(self.label_values)
+        index = np.asarray([k for k, vs in enumerate(self.labels.values(), 1) for _ in vs], np.uint8)
+        order = np.argsort(values)
+        values, index = values[order], index[order]
+        # one pass: each pixel's value looked up among the sorted label values; no match is background
+        at = np.minimum(np.searchsorted(values, label_map), len(values) - 1)
+        mask = np.where(values[at] == label_map, index[at], 0).astype(np.uint8)
+        if mask.shape != tuple(size):
+            from skimage.transform import resize
+
+            mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
+        return mask
+
+    def lacks_labels(self, label_map: np.ndarray) -> bool:
+        return not np.isin(self.label_values, label_map).any()
+
+    def summary(self, values: dict[str, np.ndarray]) -> dict:
+        """Per split, the share of pixels of each class."""
+        report = {}
+        for split, masks in values.items():
+            counts = np.zeros(len(self.classes) + 1, np.int64)
+            for start in range(0, len(masks), 256):  # a block of rows at a time: memory stays flat
+                counts += np.bincount(np.asarray(masks[start : start + 256]).ravel(), minlength=len(counts))
+            shares = counts[1:] / max(int(counts.sum()), 1)
+            report[f"coverage_{split}"] = {c: round(float(s), 4) for c, s in zip(self.classes, shares)}
+        return report
+
+    # --- evaluation ---
+    def predicted_mask(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+        """The most probable class per pixel (`threshold` does not apply): (..., K + 1, H, W) -> (..., H, W)."""
+        import torch
+
+        return probabilities.argmax(-3).to(torch.uint8)
+
+    def true_mask(self, target: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        return target.to(torch.uint8)
+
+    def picture_legend(self) -> str:
+        from cnn_factory.training.pictures import colour_name
+
+        named = [f"{c} {colour_name(k)}" for k, c in enumerate(self.classes[:LEGEND], 1)]
+        more = f", ... ({len(self.classes) - LEGEND} more)" if len(self.classes) > LEGEND else ""
+        return "image | truth | prediction: " + ", ".join(named) + more
+
+    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:
+        from cnn_factory.scores.masks import class_mask_scores
+
+        return class_mask_scores(prediction, truth, self.classes, tolerance)
+
+    def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
+        from cnn_factory.scores.masks import class_mask_summary
+
+        return class_mask_summary(columns, self.classes)
+
+    def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
+        cells = {"dice": [round(float(v), 6) for v in columns["dice"]]}  # the image's mean over its classes
+        for c in self.classes:
+            for k in ("dice", "iou", "hd95", "nsd"):
+                cells[f"{k}_{c}"] = [round(float(v), 6) for v in columns[f"{k}_{c}"]]
+            for k in ("truth_px", "pred_px"):
+                cells[f"{k}_{c}"] = columns[f"{k}_{c}"].astype(int).tolist()
+        return cells
+
+    def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
+        points = [
+            {"image": i, "class": c, "truth_px": int(t), "dice": round(float(d), 4)}
+            for c in self.classes
+            for i, (t, d) in enumerate(zip(columns[f"truth_px_{c}"], columns[f"dice_{c}"]))
+            if not math.isnan(d)
+        ]
+        return {"dice": points}  # dice against the true class's size: where small objects fail
+
+    # --- model and training ---
+    def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
+        labels = {c: list(v) for c, v in self.labels.items()}  # also what tells this kind from a boolean mask
+        return {"type": self.type, "size": list(self.size or ()), "labels": labels}
+
+    @classmethod
+    def build_head(cls, args: dict[str, Any], channels: list[int], options: dict[str, Any]) -> nn.Module:
+        from cnn_factory.heads import UNetDecoder
+
+        return UNetDecoder(
+            channels,
+            tuple(args["size"]),
+            options["norm"],
+            options["upsample"],
+            options["skip"],
+            classes=len(args["labels"]) + 1,
+        )
+
+    def make_loss(self, stats: dict[str, float]) -> LossFn:
+        from cnn_factory.training import losses
+
+        return {
+            "ce_dice": losses.class_ce_dice_loss,
+            "cross_entropy": losses.class_cross_entropy_loss,
+            "dice": losses.class_dice_loss,
+        }[self.loss or self.losses[0]]
+
+    def new_metric(self, device: torch.device | str) -> Metric:
+        from cnn_factory.training.metrics import ClassOverlapCounts
+
+        return ClassOverlapCounts(self.classes, device)
+
+    # --- predict and export ---
+    @staticmethod
+    def probabilities(logits: torch.Tensor) -> torch.Tensor:
+        return logits.softmax(dim=-3)  # over the K + 1 channels of (..., K + 1, H, W)
+
+    @staticmethod
+    def to_logits(probabilities: torch.Tensor) -> torch.Tensor:
+        return probabilities.clamp(min=1e-6).log()  # softmax of log p is p
+
+    def logits_shape(self) -> list:
+        return ["batch", len(self.classes) + 1, *(self.size or ())]
+
+    def prediction_columns(self) -> list[str]:
+        return [f"{self.name}_mask", *(f"{self.name}_{c}_coverage" for c in self.classes)]
+
+    def write_prediction(
+        self, value: np.ndarray, out: Path, stem: str, size: tuple[int, int], threshold: float
+    ) -> list[str]:
+        """An index PNG (mode P: pixel k is class k, 0 background; the palette colours the classes)."""
+        from PIL import Image
+        from skimage.transform import resize
+
+        from cnn_factory.training.pictures import class_colours
+
+        index = value.argmax(0).astype(np.uint8)
+        if index.shape != tuple(size):
+            index = resize(index, size, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
+        path = out / self.name / f"{stem}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray(index)
+        image.putpalette(class_colours(len(self.classes)).tobytes())  # mode L -> P
+        image.save(path)
+        shares = np.bincount(index.ravel(), minlength=len(self.classes) + 1)[1:] / index.size
+        return [f"{self.name}/{path.name}", *(f"{s:.4f}" for s in shares)]
