@@ -173,6 +173,7 @@ def test_back_to_params_that_ran_restores_train_from_the_run_cache(repo_copy):
     run(["git", "checkout", "params.yaml"], repo_copy)
     result = run(["dvc", "repro"], repo_copy)
     assert "Stage 'train' is cached - skipping run, checking out outputs" in result.stdout
+    assert "Stage 'evaluate' is cached - skipping run, checking out outputs" in result.stdout
     assert not [line for line in result.stdout.splitlines() if line.startswith("epoch ")]  # no training
     assert {p: (repo_copy / p).read_bytes() for p in before} == before
     assert (repo_copy / "dvclive" / "plots" / "metrics" / "val" / "loss.tsv").is_file()
