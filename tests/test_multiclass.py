@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnn_factory.config import PREPARED, AugmentConfig, EvaluateConfig, parse_params
+from cnn_factory.config import PREPARED, EvaluateConfig, parse_params
 from cnn_factory.data.augment import Augmenter
 from cnn_factory.data.example import make_example
 from cnn_factory.data.images import read_image
@@ -41,6 +41,7 @@ from cnn_factory.training.losses import Criterion
 from cnn_factory.training.metrics import OutputMetrics
 from cnn_factory.training.pictures import class_colours, overlay_grid
 from tests.conftest import SIZE, make_repo, run, tiny_params
+from tests.test_augment import GEOMETRIC  # geometric transforms only
 
 # the example's label maps hold 1 disc, 2 square, 3 triangle; listed out of order so that the
 # class indices (1 triangle, 2 disc, 3 square) differ from the label values
@@ -239,19 +240,6 @@ def test_image_scores_per_class_and_summary_means_over_the_classes_scored():
 
 
 # --- augmentation, pictures, sliding windows ---
-GEOMETRIC = AugmentConfig(
-    hflip=0.5,
-    vflip=0.5,
-    rotate=45,
-    scale=(0.8, 1.2),
-    translate=0.1,
-    shear=10,
-    crop=0.7,
-    brightness=0,
-    contrast=0,
-    blur=0,
-    noise=0,
-)
 
 
 def test_augmentation_moves_the_index_mask_with_its_image_and_keeps_its_values():
