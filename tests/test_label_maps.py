@@ -81,6 +81,25 @@ def test_colour_masks_map_through_each_outputs_own_table(params, example_dir):
         assert np.array_equal(rows[i]["angular"], np.isin(labels, [2, 3]))
 
 
+def test_a_class_mask_reads_colour_masks_through_its_table(params, example_dir):
+    truth = originals(example_dir)
+    for path in label_files(example_dir):
+        iio.imwrite(path, colour_mask(truth[f"labels/{path.name}"]))
+    del params["outputs"]["angular"]
+    params["outputs"]["round"]["colours"] = TABLE
+    params["outputs"]["shapes"] = {
+        "type": "segmentation",
+        "column": "labels",
+        "labels": {"square": 2, "triangle": 3},
+        "colours": TABLE,
+    }
+    table, _, rows = validate_and_load(config_for(params, example_dir))
+    for i, row in enumerate(table.rows):
+        labels = truth[row["labels"]]
+        expected = np.select([labels == 2, labels == 3], [1, 2], 0)  # class indices: square 1, triangle 2
+        assert np.array_equal(rows[i]["shapes"], expected)
+
+
 def test_outputs_sharing_a_table_map_the_label_map_once(params, example_dir):
     path = label_files(example_dir)[0]
     iio.imwrite(path, colour_mask(iio.imread(path)))

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from cnn_factory.outputs.base import LossFn, Metric, Output
-from cnn_factory.outputs.segmentation import Labels
+from cnn_factory.outputs.segmentation import Colours, Labels
 from cnn_factory.params import Size, custom
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
@@ -54,6 +54,9 @@ class ClassMaskOutput(Output):
         },
     )
     size: Size | None = Field(None, description="[height, width] of the mask (default: the input size)")
+    colours: Colours | None = Field(
+        None, description="'#rrggbb' -> label value, for RGB label maps coded in colours (default: none)"
+    )
     loss: Loss | None = None
 
     @model_validator(mode="after")
@@ -93,6 +96,10 @@ class ClassMaskOutput(Output):
     def classes(self) -> tuple[str, ...]:
         """The class names in index order: class k (from 1) is the k-th."""
         return tuple(self.labels)
+
+    @property
+    def colour_table(self) -> dict[str, int] | None:
+        return self.colours
 
     @property
     def label_values(self) -> tuple[int, ...]:
