@@ -41,8 +41,11 @@ def resource_error(err: BaseException) -> UserError | None:
     return None
 
 
-def run_stage(main: Callable[[], object]) -> None:
-    """Run a stage's main(): user errors print one line and exit 1, without a traceback."""
+def run_stage(main: Callable[[], object], restore: str | None = None) -> None:
+    """Run a stage's main(): user errors print one line and exit 1, without a traceback.
+
+    restore: the DVC stage whose last good outputs are put back from DVC's cache when main()
+    fails (DVC deleted them before running it; see restore.py)."""
     debug = debug_enabled()
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
@@ -52,9 +55,26 @@ def run_stage(main: Callable[[], object]) -> None:
     except (UserError, OSError, RuntimeError) as err:
         user_error = err if isinstance(err, UserError) else resource_error(err)
         if debug or user_error is None:
+            put_back(restore)
             raise
         print(f"error: {user_error}", file=sys.stderr)
+        put_back(restore)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        put_back(restore)
         sys.exit(130)
+    except Exception:
+        put_back(restore)
+        raise
+
+
+def put_back(stage: str | None) -> None:
+    """After a failure: the stage's last good outputs back in place, and a line saying so."""
+    if stage is None or os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 alone
+        return
+    from cnn_factory.restore import restore_outputs
+
+    back = restore_outputs(stage)
+    if back:
+        print(f"{stage}: the last good {', '.join(back)} put back from DVC's cache", file=sys.stderr)

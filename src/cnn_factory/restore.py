@@ -1,0 +1,60 @@
+"""A failed stage puts its last good outputs back from DVC's cache.
+
+DVC deletes a stage's outputs before it runs the stage, so that its run-cache can restore them
+when params return to values that already ran. A train stopped by a bad param would then leave no
+model in the workspace. When a stage fails, `restore_outputs` copies back each output that
+dvc.lock records for it and that is now missing, from the cache (`.dvc/cache/files/md5/`), as
+`dvc checkout <stage>` would; outside DVC (no dvc.lock, no cache entry) it does nothing. An output
+the failed run has begun to write again is left as it is: `dvc checkout <stage>` restores it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+CACHE = Path(".dvc") / "cache" / "files" / "md5"
+
+
+def _cached(root: Path, md5: str) -> Path:
+    return root / CACHE / md5[:2] / md5[2:]
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.restore")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+
+
+def restore_outputs(stage: str, root: Path = Path(".")) -> list[str]:
+    """The paths put back (empty when there was nothing to do or nothing to restore from)."""
+    try:
+        lock = yaml.safe_load((root / "dvc.lock").read_text())
+        outs = lock["stages"][stage].get("outs", [])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []
+    restored = []
+    for out in outs:
+        path, md5 = root / out["path"], out.get("md5")
+        if not md5 or path.exists():
+            continue
+        try:
+            if md5.endswith(".dir"):
+                entries = json.loads(_cached(root, md5).read_text())
+                missing = [e for e in entries if not _cached(root, e["md5"]).is_file()]
+                if missing:
+                    continue
+                for entry in entries:
+                    _copy(_cached(root, entry["md5"]), path / entry["relpath"])
+            elif _cached(root, md5).is_file():
+                _copy(_cached(root, md5), path)
+            else:
+                continue
+        except (OSError, ValueError, KeyError):
+            continue
+        restored.append(out["path"])
+    return restored
