@@ -50,9 +50,13 @@ def test_torchrun_two_processes_train_one_model(tmp_path, monkeypatch):
     assert "2 processes" in result.stdout
 
     assert sorted(p.name for p in (repo / "models").iterdir()) == ["example.pt"]
-    assert [p.relative_to(repo).as_posix() for p in repo.rglob("metrics.json")] == ["dvclive/metrics.json"]
+    # rank 0 alone logs: one dvclive folder, and its copy beside the checkpoint
+    assert sorted(p.relative_to(repo).as_posix() for p in repo.rglob("metrics.json")) == [
+        "checkpoints/example.dvclive/metrics.json",
+        "dvclive/metrics.json",
+    ]
     assert json.loads((repo / "dvclive" / "metrics.json").read_text())["step"] == 1
-    assert sorted(p.name for p in (repo / "checkpoints").iterdir()) == ["example.ckpt"]
+    assert sorted(p.name for p in (repo / "checkpoints").iterdir()) == ["example.ckpt", "example.dvclive"]
 
     n = len(np.load(repo / "data" / "prepared" / "train" / "image.npy", mmap_mode="r")) * 2
     lines = [list(map(int, line.split())) for line in log.read_text().splitlines()]
