@@ -5,11 +5,15 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from cnn_factory.data.example import make_example
@@ -60,6 +64,36 @@ def run(cmd: list[str], cwd: Path, check: bool = True, extra_env: dict | None = 
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def repro_killed_when(repo: Path, ready: Callable[[], bool], timeout: float = 240) -> None:
+    """Starts `dvc repro` and SIGKILLs it (dvc and the stage it runs) once `ready()` holds or `timeout`
+    seconds have passed. Polling cannot pick the moment exactly (the stage keeps going between the last
+    poll and the kill), so callers read what they need from disk after this returns, never before."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=repo,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline and not ready():
+        time.sleep(0.02)
+    assert process.poll() is None, "the run finished before it could be interrupted"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def checkpoint_epoch(repo: Path, name: str = "example") -> int:
+    """Epochs held by the training checkpoint of an unfinished run (0: none yet, or the run completed)."""
+    try:
+        state = torch.load(repo / "checkpoints" / f"{name}.ckpt", weights_only=True)
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return 0
+    return 0 if state.get("complete") else state["epoch"]
 
 
 def make_repo(path: Path, params: dict) -> Path:

@@ -8,11 +8,7 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +24,7 @@ from cnn_factory.model import MultiOutputNet, load_model, model_args
 from cnn_factory.training.fit import fit
 from cnn_factory.training.init_from import init_source, initialise
 from cnn_factory.training.loop import seed_everything
-from tests.conftest import SIZE, make_repo, run, tiny_params
+from tests.conftest import SIZE, checkpoint_epoch, make_repo, repro_killed_when, run, tiny_params
 
 TINY_LR = 1e-9  # one epoch at this rate leaves every weight where it started, to within 1e-6
 
@@ -187,31 +183,6 @@ def test_monitor_system_logs_system_metrics(source, tmp_path):
 # --- through the real dvc CLI ---
 
 
-def dvc_repro_killed_at(repo: Path, epoch: int) -> int:
-    """Starts `dvc repro`, SIGKILLs it once the checkpoint has `epoch` epochs; returns the checkpoint's epoch."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    process = subprocess.Popen(
-        ["dvc", "repro"],
-        cwd=repo,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    path, deadline, done = repo / "checkpoints" / "example.ckpt", time.monotonic() + 240, 0
-    while done < epoch and process.poll() is None and time.monotonic() < deadline:
-        try:
-            state = torch.load(path, weights_only=True)
-            done = 0 if state.get("complete") else state["epoch"]
-        except (FileNotFoundError, RuntimeError, EOFError):
-            pass
-        time.sleep(0.02)
-    assert process.poll() is None, "training finished before it could be interrupted"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    return done
-
-
 @pytest.mark.slow
 def test_more_epochs_of_a_finished_run_resume_after_a_kill(tmp_path):
     params = tiny_params()
@@ -228,7 +199,8 @@ def test_more_epochs_of_a_finished_run_resume_after_a_kill(tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert "train: initialised from weights/example.pt: all " in run(["dvc", "repro"], whole).stdout
 
-    killed_at = dvc_repro_killed_at(cut, 2)
+    repro_killed_when(cut, lambda: checkpoint_epoch(cut) >= 2)
+    killed_at = checkpoint_epoch(cut)  # read after the kill: training went on between the last poll and it
     assert 2 <= killed_at < 8
     assert sha256(cut / "weights" / "example.pt") == first
     result = run(["dvc", "repro"], cut)

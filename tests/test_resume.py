@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from cnn_factory.training.live import trim_curves
-from tests.conftest import make_repo, run, tiny_params
+from tests.conftest import checkpoint_epoch, make_repo, repro_killed_when, run, tiny_params
 
 pytestmark = pytest.mark.slow  # runs the real dvc pipeline; `pytest -m 'not slow'` skips it
 
@@ -25,31 +20,13 @@ def params_with(**train) -> dict:
     return params
 
 
-def checkpoint_epoch(repo: Path) -> int:
-    path = repo / "checkpoints" / "example.ckpt"
-    try:
-        state = torch.load(path, weights_only=True)
-    except (FileNotFoundError, RuntimeError, EOFError):
-        return 0
-    return 0 if state.get("complete") else state["epoch"]
-
-
 def test_killed_training_resumes_to_the_same_result(tmp_path):
     params = params_with(epochs=10, log_images_every=0)
     whole = make_repo(tmp_path / "whole", params)
     run(["dvc", "repro"], whole)
 
     cut = make_repo(tmp_path / "cut", params)
-    env = {**os.environ, "PATH": f"{Path(os.sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    process = subprocess.Popen(
-        ["dvc", "repro"], cwd=cut, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 240
-    while checkpoint_epoch(cut) < 2 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert process.poll() is None, "training finished before it could be interrupted"
-    os.killpg(process.pid, signal.SIGKILL)  # dvc and the training process with it
-    process.wait()
+    repro_killed_when(cut, lambda: checkpoint_epoch(cut) >= 2)
     killed_at = checkpoint_epoch(cut)
     assert 2 <= killed_at < 10
     assert not (cut / "models" / "example.pt").exists()
