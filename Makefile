@@ -27,6 +27,7 @@ lint: install
 	$(BIN)/ruff check src stages tests benchmarks
 	$(BIN)/ruff format --check src stages tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) data/prepared data/cache data/example models checkpoints dvclive eval

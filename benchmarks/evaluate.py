@@ -33,10 +33,10 @@ import yaml
 
 from benchmarks.measure import Contention, run_stage_timed, write_params
 from cnn_factory.config import parse_params
-from cnn_factory.data.dataset import PreparedSplit, normalisation, to_device
+from cnn_factory.data.dataset import PreparedSplit, to_device
 from cnn_factory.data.example import make_example
 from cnn_factory.data.prepare import prepare
-from cnn_factory.model import load_model
+from cnn_factory.model import ModelFile
 from cnn_factory.scores.masks import mask_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,11 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def predicted_masks(work: Path, cfg) -> list[tuple[np.ndarray, np.ndarray]]:
     """(prediction, truth) boolean masks of every test image and segmentation output."""
-    model, meta = load_model(work / cfg.model.path, "cpu")
+    model, model_file = ModelFile.load(work / cfg.model.path, "cpu")
     spatial = [n for n, o in cfg.outputs.items() if o.spatial]
     split = PreparedSplit(work / "data" / "prepared" / "test", list(cfg.inputs), cfg.outputs)
     x, targets, _ = split[list(range(len(split)))]
-    x, _ = to_device(x, {}, torch.device("cpu"), *normalisation(meta["inputs"], torch.device("cpu")))
+    x, _ = to_device(x, {}, torch.device("cpu"), *model_file.normalisation("cpu"))
     with torch.inference_mode():
         logits = model(x)
     return [(logits[n][i].numpy() > 0, targets[n][i].numpy() > 0) for n in spatial for i in range(len(x))]

@@ -24,11 +24,11 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from cnn_factory.config import Config, parse_params
-from cnn_factory.data.dataset import PreparedSplit, make_loader, normalisation, read_manifest, to_device
+from cnn_factory.data.dataset import PreparedSplit, make_loader, read_manifest, to_device
 from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.data.rows import load_row
 from cnn_factory.data.table import Table, read_table
-from cnn_factory.model import MultiOutputNet, load_model, model_args, model_meta
+from cnn_factory.model import ModelFile, MultiOutputNet, load_model, model_args, model_meta
 from cnn_factory.predict import predict_images
 from cnn_factory.training.loop import autocast_dtype
 from cnn_factory.training.losses import Criterion
@@ -99,7 +99,7 @@ def pure_step_rate(cfg: Config, prepared: Path, device: torch.device, seconds: f
     optimizer = make_optimizer(t.optimizer, model.parameters(), t.lr, t.momentum, t.weight_decay)
     amp = autocast_dtype(t.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    stats = normalisation(meta["inputs"], device)
+    stats = ModelFile.from_meta(meta).normalisation(device)
     views = None
     if cfg.patch_mode:  # a batch of patches and their whole-image views, as the patch loader gives them
         patches = PatchSplit(prepared / "train", list(cfg.inputs), cfg.outputs, cfg.first_input.size)
@@ -228,7 +228,7 @@ def evaluate_rate(cfg: Config, prepared: Path, model_path: Path, device: torch.d
     model, meta = load_model(model_path, device)
     model = model.to(memory_format=torch.channels_last)
     amp = autocast_dtype(cfg.train.precision, device)
-    norm = normalisation(meta["inputs"], device)
+    norm = ModelFile.from_meta(meta).normalisation(device)
     split = PreparedSplit(prepared / "train", list(meta["inputs"]), cfg.outputs)
     seen, start = 0, time.perf_counter()
     while seen == 0 or time.perf_counter() - start < seconds:

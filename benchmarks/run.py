@@ -37,9 +37,9 @@ import yaml
 
 from benchmarks import measure
 from cnn_factory.config import parse_params
-from cnn_factory.data.dataset import pick_device
 from cnn_factory.data.example import make_example
 from cnn_factory.data.prepare import default_workers, prepare
+from cnn_factory.device import pick_device
 from cnn_factory.runtime import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]

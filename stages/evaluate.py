@@ -13,9 +13,10 @@ eval/plots/. The same code runs `cnn-factory evaluate MODEL CSV`.
 from pathlib import Path
 
 from cnn_factory.config import PREPARED, load_params
-from cnn_factory.data.dataset import pick_device, read_manifest
+from cnn_factory.data.dataset import read_manifest
+from cnn_factory.device import pick_device
 from cnn_factory.errors import run_stage
-from cnn_factory.model import load_model
+from cnn_factory.model import ModelFile
 from cnn_factory.report import evaluate_and_report
 
 
@@ -23,11 +24,19 @@ def main() -> None:
     cfg = load_params()
     manifest = read_manifest(PREPARED, cfg)
     device = pick_device(cfg.train.device)
-    model, meta = load_model(cfg.model.path, device)
-    outputs = {n: s for n, s in cfg.outputs.items() if n in meta["outputs"]}
+    model, model_file = ModelFile.load(cfg.model.path, device)
+    outputs = {n: s for n, s in cfg.outputs.items() if n in model_file.outputs}
     test = PREPARED / "test"
     evaluate_and_report(
-        Path("eval"), model, meta, outputs, test, manifest["splits"]["test"], cfg.train.batch_size, device, cfg.evaluate
+        Path("eval"),
+        model,
+        model_file,
+        outputs,
+        test,
+        manifest["splits"]["test"],
+        cfg.train.batch_size,
+        device,
+        cfg.evaluate,
     )
 
 

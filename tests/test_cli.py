@@ -19,9 +19,8 @@ from skimage import io
 from skimage.transform import resize
 
 from cnn_factory.config import input_spec, parse_params
-from cnn_factory.data.dataset import normalisation
 from cnn_factory.data.rows import load_input
-from cnn_factory.model import MultiOutputNet, load_model, model_args, model_meta, save_model
+from cnn_factory.model import ModelFile, MultiOutputNet, load_model, model_args, model_meta, save_model
 from tests.conftest import ROOT, make_repo, run, tiny_params
 
 
@@ -170,7 +169,7 @@ def expected_mask(model_path: Path, image: Path, output: str) -> np.ndarray:
     model, meta = load_model(model_path)
     spec = input_spec("image", "image", meta["inputs"]["image"]["size"], 3)
     pixels, size = load_input(image, spec)
-    mean, std = normalisation(meta["inputs"], torch.device("cpu"))
+    mean, std = ModelFile.from_meta(meta).normalisation("cpu")
     with torch.no_grad():
         logits = model((torch.from_numpy(pixels)[None].float() / 255 - mean) / std)[output][0]
     mask = (torch.sigmoid(logits) > 0.5).numpy()

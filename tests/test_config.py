@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_shipped_params_parse():
     cfg = load_params(ROOT / "params.yaml")
-    assert cfg.outputs["angular"].labels == (2, 3)
+    assert cfg.outputs["angular"].label_values == (2, 3)
     assert cfg.outputs["round"].column == "labels" == cfg.outputs["angular"].column
     assert cfg.outputs["majority"].class_names == ("disc", "square", "triangle")
     assert cfg.inputs["image"].column == "image"  # defaults to the name

@@ -10,10 +10,10 @@ import torch
 from torch.utils.data import BatchSampler
 
 from cnn_factory.config import load_params
-from cnn_factory.data.dataset import PreparedSplit, ShardedBatches, make_loader, normalisation
-from cnn_factory.model import load_model
-from cnn_factory.training.loop import validation_pass
+from cnn_factory.data.dataset import PreparedSplit, ShardedBatches, make_loader
+from cnn_factory.model import ModelFile, load_model
 from cnn_factory.training.losses import Criterion
+from cnn_factory.training.validation import ResizedValidation
 from tests.conftest import make_repo, run, tiny_params
 
 pytestmark = pytest.mark.slow  # end to end through real processes; `pytest -m "not slow"` skips it
@@ -73,9 +73,9 @@ def test_torchrun_two_processes_train_one_model(tmp_path, monkeypatch):
     model, saved = load_model(repo / "models" / "example.pt")
     val = PreparedSplit(repo / "data" / "prepared" / "val", list(cfg.inputs), cfg.outputs)
     stats = {name: o for name, o in saved["model_args"]["outputs"].items() if "std" in o}  # a number's std
-    norm = normalisation(saved["inputs"], torch.device("cpu"))
-    loader = make_loader(val, cfg.train.batch_size, shuffle=False)
-    again = validation_pass(model, Criterion(cfg.outputs, stats), loader, torch.device("cpu"), norm, cfg.outputs)
+    norm = ModelFile.from_meta(saved).normalisation("cpu")
+    validate = ResizedValidation(val, cfg.outputs, cfg.train.batch_size, norm)
+    again = validate(model, Criterion(cfg.outputs, stats), torch.device("cpu"))
     assert saved["val"].keys() == again.keys()
     for key, value in again.items():
         assert value == pytest.approx(saved["val"][key], abs=1e-5), key

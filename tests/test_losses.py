@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from cnn_factory.losses import soft_dice_loss
 from cnn_factory.outputs import Output, make_output
-from cnn_factory.training.losses import Criterion, soft_dice_loss
+from cnn_factory.training.losses import Criterion
 
 EXTRA = {"segmentation": {"label": 1}, "category": {"classes": ["a", "b", "c"]}, "numeric": {}}
 

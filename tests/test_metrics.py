@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cnn_factory.accumulators import ConfusionMatrix
 from cnn_factory.outputs import make_output
-from cnn_factory.training.metrics import ConfusionMatrix, OutputMetrics
+from cnn_factory.training.metrics import OutputMetrics
 
 
 def test_confusion_matrix_accuracy_and_macro_f1():

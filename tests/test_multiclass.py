@@ -22,24 +22,27 @@ from PIL import Image
 from cnn_factory.config import PREPARED, EvaluateConfig, parse_params
 from cnn_factory.data.augment import Augmenter
 from cnn_factory.data.example import make_example
-from cnn_factory.data.images import read_image
 from cnn_factory.data.prepare import prepare
 from cnn_factory.data.ragged import RaggedArray
 from cnn_factory.errors import UserError
 from cnn_factory.evaluate import evaluate_split
 from cnn_factory.export import export_model
+from cnn_factory.images import read_image
 from cnn_factory.inference import predict_tiled
-from cnn_factory.model import MultiOutputNet, load_model, model_args, model_meta
+from cnn_factory.model import ModelFile, MultiOutputNet, load_model, model_args, model_meta
 from cnn_factory.outputs import from_definition, make_output
 from cnn_factory.outputs.class_mask import ClassMaskOutput
 from cnn_factory.outputs.segmentation import SegmentationOutput
+from cnn_factory.palette import class_colours
 from cnn_factory.predict import predict_images
 from cnn_factory.report import evaluate_and_report
 from cnn_factory.scores.masks import class_mask_scores, class_mask_summary
+from cnn_factory.training.distributed import SINGLE
 from cnn_factory.training.fit import fit
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.metrics import OutputMetrics
-from cnn_factory.training.pictures import class_colours, overlay_grid
+from cnn_factory.training.pictures import overlay_grid
+from cnn_factory.training.validation import make_validation
 from tests.conftest import SIZE, make_repo, run, tiny_params
 from tests.test_augment import GEOMETRIC  # geometric transforms only
 
@@ -299,7 +302,7 @@ def test_sliding_windows_blend_every_class_channel(size, tta):
 
 
 def test_patch_mode_scores_a_class_mask_as_resize_mode_when_one_window_covers_the_image(example_dir, tmp_path):
-    results, weights = {}, None
+    results, losses, weights = {}, {}, None
     torch.manual_seed(0)
     for mode in ("resize", "patch"):
         params = class_params(example_dir)
@@ -310,15 +313,18 @@ def test_patch_mode_scores_a_class_mask_as_resize_mode_when_one_window_covers_th
         model = MultiOutputNet(**model_args(cfg, manifest)).eval()
         weights = weights or copy.deepcopy(model.state_dict())
         model.load_state_dict(weights)
-        meta, cpu = model_meta(cfg, manifest), torch.device("cpu")
-        results[mode] = evaluate_split(
-            model, meta, cfg.outputs, tmp_path / mode / "test", 4, cpu, Criterion(cfg.outputs, manifest["outputs"])
-        )
-    assert {f"shapes/dice_{c}" for c in CLASSES} <= set(results["patch"].metrics)
-    for key, value in results["resize"].metrics.items():
-        assert results["patch"].metrics[key] == pytest.approx(value, abs=1e-6), key
-    for key, value in results["resize"].losses.items():  # blended probabilities back to logits, then the loss
-        assert results["patch"].losses[key] == pytest.approx(value, rel=1e-4), key
+        model_file, cpu = ModelFile.from_meta(model_meta(cfg, manifest)), torch.device("cpu")
+        scored = evaluate_split(model, model_file, cfg.outputs, tmp_path / mode / "test", 4, cpu)
+        validate = make_validation(model_file, cfg.outputs, tmp_path / mode / "test", 4, cpu, None, SINGLE)
+        losses[mode] = validate(model, Criterion(cfg.outputs, manifest["outputs"]), cpu)
+        results[mode] = scored.metrics
+    assert {f"shapes/dice_{c}" for c in CLASSES} <= set(results["patch"])
+    for key, value in results["resize"].items():
+        assert results["patch"][key] == pytest.approx(value, abs=1e-6), key
+    loss_keys = [k for k in losses["resize"] if k.endswith("loss")]
+    assert {"loss", "shapes/loss"} <= set(loss_keys)
+    for key in loss_keys:  # blended probabilities back to logits, then the loss
+        assert losses["patch"][key] == pytest.approx(losses["resize"][key], rel=1e-4), key
 
 
 # --- predict, export, evaluate on a model file ---
@@ -403,7 +409,9 @@ def test_evaluate_scores_each_class_and_their_mean(trained, tmp_path):
     test = trained / PREPARED / "test"
     options = EvaluateConfig(bootstrap=50, worst=2)
     split, cpu = manifest["splits"]["test"], torch.device("cpu")
-    figures = evaluate_and_report(tmp_path / "eval", model, meta, cfg.outputs, test, split, 4, cpu, options)
+    figures = evaluate_and_report(
+        tmp_path / "eval", model, ModelFile.from_meta(meta), cfg.outputs, test, split, 4, cpu, options
+    )
     # by hand: each test image's most probable class per pixel against its label map, class by class
     logits = model_logits(model, meta, np.load(test / "image.npy"))["shapes"]
     files = manifest["splits"]["test"]["files"]
@@ -455,7 +463,9 @@ def test_evaluate_command_scores_a_csv_of_the_test_rows_as_the_stage_does(traine
     cfg = parse_params(class_params(trained / "example"))
     split, cpu = manifest["splits"]["test"], torch.device("cpu")
     test, options = trained / PREPARED / "test", EvaluateConfig(bootstrap=0)
-    stage = evaluate_and_report(tmp_path / "stage", model, meta, cfg.outputs, test, split, 4, cpu, options)
+    stage = evaluate_and_report(
+        tmp_path / "stage", model, ModelFile.from_meta(meta), cfg.outputs, test, split, 4, cpu, options
+    )
     command = json.loads((tmp_path / "command" / "metrics.json").read_text())["test"]["shapes"]
     shapes = {k.removeprefix("shapes/"): v for k, v in stage.items() if k.startswith("shapes/")}
     assert {f"dice_{c}" for c in CLASSES} <= set(shapes)

@@ -12,13 +12,13 @@ import yaml
 
 from cnn_factory.config import parse_params
 from cnn_factory.data.cells import make_cells
-from cnn_factory.data.images import read_image, write_image
 from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.data.prepare import prepare
 from cnn_factory.data.ragged import RaggedArray, RaggedWriter
 from cnn_factory.errors import UserError
 from cnn_factory.evaluate import evaluate_split
-from cnn_factory.model import MultiOutputNet, model_args, model_meta, model_outputs
+from cnn_factory.images import read_image, write_image
+from cnn_factory.model import ModelFile, MultiOutputNet, model_args, model_meta
 from cnn_factory.predict import predict_images
 from tests.conftest import ROOT
 
@@ -142,7 +142,10 @@ def test_sliding_window_scoring_equals_whole_image_scoring_when_one_window_cover
         if weights is None:
             weights = copy.deepcopy(model.state_dict())
         model.load_state_dict(weights)
-        results[mode] = evaluate_split(model, meta, cfg.outputs, prepared / "test", 4, torch.device("cpu")).metrics
+        model_file = ModelFile.from_meta(meta)
+        results[mode] = evaluate_split(
+            model, model_file, cfg.outputs, prepared / "test", 4, torch.device("cpu")
+        ).metrics
     assert results["patch"].keys() == results["resize"].keys()
     for key, value in results["resize"].items():
         assert results["patch"][key] == pytest.approx(value, abs=1e-6), key
@@ -162,10 +165,11 @@ def test_predict_reproduces_evaluates_native_figures(cells, tmp_path):
     from cnn_factory.model import save_model
 
     save_model(path, model, args, {**meta, "epoch": 1, "val": {}})
-    scored = evaluate_split(model, meta, model_outputs(meta), prepared / "test", 4, torch.device("cpu"))
+    model_file = ModelFile.from_meta(meta)
+    scored = evaluate_split(model, model_file, model_file.outputs, prepared / "test", 4, torch.device("cpu"))
     files = manifest["splits"]["test"]["files"]
     predict_images(str(path), [str(cells / f) for f in files], tmp_path / "out", 4, "cpu", tta=False)
-    from cnn_factory.data.images import read_image
+    from cnn_factory.images import read_image
 
     tp = fp = fn = 0
     for f in files:

@@ -11,7 +11,7 @@ from cnn_factory.config import AugmentConfig
 from cnn_factory.data.augment import Augmenter
 from cnn_factory.model import MultiOutputNet
 from cnn_factory.outputs import make_output
-from cnn_factory.training.loop import autocast_dtype, train_one_epoch
+from cnn_factory.training.loop import Step, autocast_dtype, train_one_epoch
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.optim import Schedule, make_optimizer
 
@@ -65,22 +65,11 @@ def run_epoch(model, loader, accumulate: int, amp=None, grad_clip: float = 0.0) 
     optimizer = make_optimizer("sgd", model.parameters(), lr=0.1, momentum=0.0, weight_decay=0.0)
     schedule = Schedule("none", optimizer, 0.1, 1, len(loader), 1, 0)
     norm = (torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1))
-    return train_one_epoch(
-        model,
-        Criterion(OUTPUTS, {}),
-        optimizer,
-        schedule,
-        loader,
-        torch.device("cpu"),
-        norm,
-        Augmenter(NO_AUG, 0),
-        OUTPUTS,
-        amp=amp,
-        scaler=torch.amp.GradScaler("cpu", enabled=False),
-        grad_clip=grad_clip,
-        accumulate=accumulate,
-        epoch=1,
-    )
+    step = Step(
+        model, Criterion(OUTPUTS, {}), optimizer, schedule, torch.amp.GradScaler("cpu", enabled=False),
+        Augmenter(NO_AUG, 0), OUTPUTS, torch.device("cpu"), norm, amp, grad_clip, accumulate,
+    )  # fmt: skip
+    return train_one_epoch(step, loader, epoch=1)
 
 
 def test_accumulating_two_half_batches_equals_one_full_batch():

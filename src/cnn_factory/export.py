@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from cnn_factory.errors import UserError
-from cnn_factory.model import MultiOutputNet, load_model, model_outputs
+from cnn_factory.model import ModelFile, MultiOutputNet
 
 SUFFIXES = {"torchscript": ".ts", "onnx": ".onnx"}
 
@@ -39,52 +39,49 @@ class OrderedOutputs(nn.Module):
         return tuple(logits[name] for name in self.names)
 
 
-def sidecar(meta: dict, names: list[str], fmt: str, file: str) -> dict:
+def sidecar(model_file: ModelFile, names: list[str], fmt: str, file: str) -> dict:
     """What a user of the exported file needs: input shape and normalisation, outputs in order."""
-    inputs, outputs = meta["inputs"], model_outputs(meta)
-    first = next(iter(inputs.values()))
-    channels = sum(i["channels"] for i in inputs.values())
+    outputs = model_file.outputs
     return {
         "format": fmt,
         "file": file,
         "input": {
             "name": "x",
-            "shape": ["batch", channels, *first["size"]],
+            "shape": ["batch", model_file.channels, *model_file.first.size],
             "dtype": "float32",
             "layout": "NCHW, inputs stacked as channels in this order",
             "normalise": "x = (pixels / 255 - mean) / std, per channel, pixels as uint8 RGB or grayscale",
             "inputs": {
-                n: {k: i[k] for k in ("column", "size", "channels", "mean", "std") if k in i} for n, i in inputs.items()
+                n: {"column": i.column, "size": list(i.size), "channels": i.channels, "mean": i.mean, "std": i.std}
+                for n, i in model_file.inputs.items()
             },
         },
         "outputs": [
             {
                 "name": n,
                 "index": k,
-                "type": outputs[n].type,
+                "type": outputs[n].kind,
                 "activation": outputs[n].activation,
                 "shape": outputs[n].logits_shape(),
-                **{key: meta["outputs"][n].get(key) for key in ("size", "labels", "classes")},
+                **{key: outputs[n].describe().get(key) for key in ("size", "labels", "classes")},
             }
             for k, n in enumerate(names)
         ],
         "model": {
-            "epoch": meta.get("epoch"),
-            "val": meta.get("val"),
-            **{k: v for k, v in meta["model_args"].items() if k != "outputs"},
+            "epoch": model_file.epoch,
+            "val": model_file.val,
+            **{k: v for k, v in model_file.model_args.items() if k != "outputs"},
         },
     }
 
 
 def export_model(model_path: str, fmt: str, out: str | None = None, batch_size: int = 1) -> Path:
     """Writes the exported model and `<out>.json`; returns the exported file's path."""
-    model, meta = load_model(model_path)
+    model, model_file = ModelFile.load(model_path)
     wrapped = OrderedOutputs(model).eval()  # eval: BatchNorm uses its running statistics
     target = Path(out) if out else Path(model_path).with_suffix(SUFFIXES[fmt])
     target.parent.mkdir(parents=True, exist_ok=True)
-    first = next(iter(meta["inputs"].values()))
-    channels = sum(i["channels"] for i in meta["inputs"].values())
-    example = torch.randn(batch_size, channels, *first["size"])
+    example = torch.randn(batch_size, model_file.channels, *model_file.first.size)
     with warnings.catch_warnings():
         # the input-size check in forward() is traced as a constant: the size is fixed here
         warnings.simplefilter("ignore")
@@ -92,7 +89,7 @@ def export_model(model_path: str, fmt: str, out: str | None = None, batch_size: 
             torch.jit.trace(wrapped, example).save(str(target))
         else:
             _export_onnx(wrapped, example, target)
-    side = sidecar(meta, wrapped.names, fmt, target.name)
+    side = sidecar(model_file, wrapped.names, fmt, target.name)
     side_path = target.with_name(target.name + ".json")
     side_path.write_text(json.dumps(side, indent=2) + "\n")
     print(f"export: {target} ({fmt}), described in {side_path}; outputs in order: {', '.join(wrapped.names)}")

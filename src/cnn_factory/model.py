@@ -10,6 +10,7 @@ with `torch.load(path, weights_only=True)`: no code from the file is ever run.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from cnn_factory.atomic import replace_file
-from cnn_factory.config import Config
+from cnn_factory.config import Config, InputSpec, input_spec
 from cnn_factory.errors import UserError
 from cnn_factory.layers import conv_block
 from cnn_factory.outputs import Output, from_definition, kind
@@ -132,7 +133,96 @@ def model_meta(cfg: Config, manifest: dict) -> dict:
 
 def model_outputs(meta: dict) -> dict[str, Output]:
     """The outputs a model file describes, as the objects params.yaml would give (no params.yaml needed)."""
-    return {name: from_definition(name, definition) for name, definition in meta["outputs"].items()}
+    return ModelFile.from_meta(meta).outputs
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """One input as the model file records it: what predict reads, and how it is normalised."""
+
+    column: str
+    size: tuple[int, int]  # the network's input (resize mode) or window (patch mode), [height, width]
+    channels: int
+    mode: str  # "resize": whole images brought to `size`; "patch": windows at `scale` x the native size
+    scale: float
+    mean: tuple[float, ...]  # per channel, of pixels / 255 in the training split
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file's metadata as typed objects: the one place that reads the metadata dict
+    (`from_meta`), so predict, evaluate, export and the command line never parse it by hand.
+    Files of this format written by earlier versions lack `init_from` (None here)."""
+
+    inputs: dict[str, InputInfo]
+    outputs: dict[str, Output]
+    model_args: dict[str, Any]
+    median_size: tuple[int, int]  # the training images' own median size, (0, 0) when unknown
+    epoch: int | None = None
+    val: dict[str, float] | None = None
+    init_from: dict[str, str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # anything else the file holds, as it is
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> ModelFile:
+        inputs = {
+            n: InputInfo(
+                column=i["column"],
+                size=(int(i["size"][0]), int(i["size"][1])),
+                channels=int(i["channels"]),
+                mode=i.get("mode", "resize"),
+                scale=float(i.get("scale", 1.0)),
+                mean=tuple(i["mean"]),
+                std=tuple(i["std"]),
+            )
+            for n, i in meta["inputs"].items()
+        }
+        median = (meta.get("images") or {}).get("median") or [0, 0]
+        known = {"format", "model_args", "state_dict", "inputs", "outputs", "images", "epoch", "val", "init_from"}
+        return cls(
+            inputs=inputs,
+            outputs={name: from_definition(name, d) for name, d in meta["outputs"].items()},
+            model_args=meta.get("model_args", {}),
+            median_size=(int(median[0]), int(median[1])),
+            epoch=meta.get("epoch"),
+            val=meta.get("val"),
+            init_from=meta.get("init_from"),
+            extra={k: v for k, v in meta.items() if k not in known},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> tuple[MultiOutputNet, ModelFile]:
+        """The network in eval mode and the file's metadata (see `load_model`)."""
+        model, meta = load_model(path, device)
+        return model, cls.from_meta(meta)
+
+    @property
+    def first(self) -> InputInfo:
+        """The first input: its size, mode and scale are the model's."""
+        return next(iter(self.inputs.values()))
+
+    @property
+    def patch(self) -> bool:
+        return self.first.mode == "patch"
+
+    @property
+    def channels(self) -> int:
+        return sum(i.channels for i in self.inputs.values())
+
+    def input_specs(self) -> dict[str, InputSpec]:
+        """The inputs as params.yaml would define them (how prepare and predict read a row's files)."""
+        return {n: input_spec(n, i.column, i.size, i.channels, i.mode, i.scale) for n, i in self.inputs.items()}
+
+    def normalisation(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std of the stacked inputs, shaped (1, C, 1, 1) for broadcasting."""
+        mean = [m for i in self.inputs.values() for m in i.mean]
+        std = [s for i in self.inputs.values() for s in i.std]
+        return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+
+    def describe_output(self, name: str) -> dict[str, Any]:
+        """An output's definition as the file keeps it (`Output.describe()`)."""
+        return self.outputs[name].describe()
 
 
 def save_model(path: Path, model: MultiOutputNet, model_args: dict, meta: dict) -> None:

@@ -22,14 +22,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cnn_factory.config import input_spec, resolve_path
-from cnn_factory.data.dataset import normalisation, pick_device, to_device
-from cnn_factory.data.images import read_image
+from cnn_factory.config import resolve_path
+from cnn_factory.data.dataset import to_device
 from cnn_factory.data.rows import read_input, resize_image, scaled_size
 from cnn_factory.data.table import read_table
+from cnn_factory.device import pick_device
 from cnn_factory.errors import UserError
+from cnn_factory.images import read_image
 from cnn_factory.inference import predict_batch, predict_tiled, upsample
-from cnn_factory.model import load_model, model_outputs
+from cnn_factory.model import ModelFile
 
 
 def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str, Path]]:
@@ -71,9 +72,9 @@ def image_size(path: Path) -> tuple[int, int]:
         return read_image(path).shape[:2]
 
 
-def warn_if_tiling_changes_scale(meta: dict, window: tuple[int, int]) -> None:
+def warn_if_tiling_changes_scale(model_file: ModelFile, window: tuple[int, int]) -> None:
     """--tile on a model trained on whole images resized down: its windows show objects larger than it learned."""
-    median = meta.get("images", {}).get("median") or [0, 0]
+    median = model_file.median_size
     factor = max(median[0] / window[0], median[1] / window[1])
     if factor > 1.5:
         print(
@@ -101,16 +102,15 @@ def predict_images(
     if not 0 <= overlap < 1:
         raise UserError(f"--overlap: expected a fraction from 0 to below 1, got {overlap}")
     dev = pick_device(device, "--device")
-    model, meta = load_model(model_path, dev)
-    specs = {n: input_spec(n, i["column"], i["size"], i["channels"]) for n, i in meta["inputs"].items()}
-    first = next(iter(meta["inputs"].values()))
-    window, scale = tuple(first["size"]), float(first.get("scale", 1.0))
-    tile = tile or first.get("mode") == "patch"  # a patch-trained model always slides at its training scale
-    if tile and first.get("mode") != "patch":
-        warn_if_tiling_changes_scale(meta, window)
+    model, model_file = ModelFile.load(model_path, dev)
+    specs = model_file.input_specs()
+    window, scale = model_file.first.size, model_file.first.scale
+    tile = tile or model_file.patch  # a patch-trained model always slides at its training scale
+    if tile and not model_file.patch:
+        warn_if_tiling_changes_scale(model_file, window)
     items = collect_images(sources, {n: s.column for n, s in specs.items()})
-    stats = normalisation(meta["inputs"], dev)
-    outputs = model_outputs(meta)
+    stats = model_file.normalisation(dev)
+    outputs = model_file.outputs
     spatial = [n for n, o in outputs.items() if o.spatial]
     header = ["image", *(column for o in outputs.values() for column in o.prediction_columns())]
     failed, written = [], 0

@@ -1,7 +1,7 @@
 """What evaluate writes from an Evaluation: test figures with 95% intervals, the per-image table,
 plots and pictures. The evaluate stage and `cnn-factory evaluate` both call `write_report`.
 
-    figures = write_report(Path("eval"), result, outputs, meta, split_info, resamples=1000, seed=0)
+    figures = write_report(Path("eval"), result, outputs, split_info, resamples=1000, seed=0)
 
 Files under `out` (docs/evaluation.md):
 
@@ -30,7 +30,7 @@ import torch
 from cnn_factory.atomic import replace_file
 from cnn_factory.config import EvaluateConfig
 from cnn_factory.evaluate import Evaluation, Scoring, evaluate_split
-from cnn_factory.model import MultiOutputNet
+from cnn_factory.model import ModelFile, MultiOutputNet
 from cnn_factory.outputs import Output
 from cnn_factory.scores.bootstrap import intervals
 
@@ -68,7 +68,6 @@ def write_report(
     out: Path,
     result: Evaluation,
     outputs: Mapping[str, Output],
-    meta: dict,
     split: dict,
     resamples: int,
     seed: int,
@@ -87,11 +86,10 @@ def write_report(
         for key, value in result.resized.items():
             live.log_metric(f"test/{key}_resized", value, plot=False)
         for name, (truth, predicted) in result.confusion.items():
-            classes = meta["outputs"][name]["classes"]
             live.log_sklearn_plot(
                 "confusion_matrix",
-                [classes[i] for i in truth],
-                [classes[i] for i in predicted],
+                truth,
+                predicted,
                 name=f"{name}.json",
                 title=f"{name}: confusion matrix (test split)",
             )
@@ -122,7 +120,7 @@ def write_text(path: Path, text: str) -> None:
 def evaluate_and_report(
     out: Path,
     model: MultiOutputNet,
-    meta: dict,
+    model_file: ModelFile,
     outputs: Mapping[str, Output],
     folder: Path,
     split: dict,
@@ -133,8 +131,8 @@ def evaluate_and_report(
     """Scores a model on a prepared split and writes the report: the evaluate stage and the
     `cnn-factory evaluate` command both run this. Prints the headline figures with their intervals."""
     scoring = Scoring(options.tolerance, options.worst)
-    result = evaluate_split(model, meta, outputs, folder, batch_size, device, scoring=scoring)
-    figures = write_report(out, result, outputs, meta, split, options.bootstrap, options.seed)
+    result = evaluate_split(model, model_file, outputs, folder, batch_size, device, scoring=scoring)
+    figures = write_report(out, result, outputs, split, options.bootstrap, options.seed)
     for name, output in outputs.items():
         for figure in output.interval_metrics:
             key = f"{name}/{figure}"

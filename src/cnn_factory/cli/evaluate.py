@@ -12,23 +12,21 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cnn_factory.config import DEVICES, Config, DataConfig, EvaluateConfig, SplitConfig, input_spec
+from cnn_factory.config import DEVICES, Config, DataConfig, EvaluateConfig, SplitConfig
 from cnn_factory.errors import UserError
 
+if TYPE_CHECKING:  # the command line imports torch only when a command needs it
+    from cnn_factory.model import ModelFile
 
-def model_config(meta: dict, csv: str, root: str | None) -> Config:
+
+def model_config(model_file: ModelFile, csv: str, root: str | None) -> Config:
     """What prepare needs to read `csv` for this model: its inputs and outputs, as the model file
     describes them, and the CSV (paths relative to `root`, else to the CSV's folder)."""
-    from cnn_factory.model import model_outputs
-
-    inputs = {
-        name: input_spec(name, spec["column"], spec["size"], spec["channels"], spec["mode"], spec["scale"])
-        for name, spec in meta["inputs"].items()
-    }
     data = DataConfig(csv=csv, root=root, split=SplitConfig(val=0, test=0, seed=0, column=None))
     # only the sections prepare reads: the rest describe training, which this command does not do
-    return Config.model_construct(data=data, inputs=inputs, outputs=model_outputs(meta))
+    return Config.model_construct(data=data, inputs=model_file.input_specs(), outputs=model_file.outputs)
 
 
 def prepare_rows(cfg: Config, folder: Path, workers: int) -> dict:
@@ -46,9 +44,9 @@ def prepare_rows(cfg: Config, folder: Path, workers: int) -> dict:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from cnn_factory.data.dataset import pick_device
     from cnn_factory.data.prepare import default_workers
-    from cnn_factory.model import load_model
+    from cnn_factory.device import pick_device
+    from cnn_factory.model import ModelFile
     from cnn_factory.report import evaluate_and_report
 
     for flag, value, low in (("--batch-size", args.batch_size, 1), ("--bootstrap", args.bootstrap, 0)):
@@ -61,15 +59,15 @@ def evaluate(args: argparse.Namespace) -> None:
     if not Path(args.csv).is_file():
         raise UserError(f"{args.csv}: CSV not found")
     device = pick_device(args.device)
-    model, meta = load_model(args.model, device)
-    cfg = model_config(meta, args.csv, args.root)
+    model, model_file = ModelFile.load(args.model, device)
+    cfg = model_config(model_file, args.csv, args.root)
     options = EvaluateConfig(bootstrap=args.bootstrap, seed=args.seed, tolerance=args.tolerance, worst=args.worst)
     with tempfile.TemporaryDirectory(prefix="cnn-factory-evaluate-") as tmp:
         split = prepare_rows(cfg, Path(tmp) / "rows", default_workers())
         print(f"evaluate: {len(split['rows'])} rows of {args.csv}", file=sys.stderr)
         outputs = dict(cfg.outputs)
         evaluate_and_report(
-            Path(args.out), model, meta, outputs, Path(tmp) / "rows", split, args.batch_size, device, options
+            Path(args.out), model, model_file, outputs, Path(tmp) / "rows", split, args.batch_size, device, options
         )
     print(f"evaluate: figures in {Path(args.out) / 'metrics.json'}")
 

@@ -122,14 +122,16 @@ def make_loader(
     shuffle: bool,
     generator: torch.Generator | None = None,
     num_augs: int = 0,
-    workers: int = 0,
     rank: int = 0,
     world: int = 1,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """Batches of (x, targets, augment flags); each sample appears 1 + num_augs times per epoch.
 
     The shuffling draws from `generator`, whose state a checkpoint saves and restores.
-    With world > 1 the loader yields only this rank's share (see ShardedBatches)."""
+    With world > 1 the loader yields only this rank's share (see ShardedBatches). Batches are
+    read in the main process: the arrays are memory-mapped and nothing is decoded, so worker
+    processes would only add start-up time. `pin_memory` for a CUDA device."""
     space = _Repeated(len(split) * (1 + num_augs))
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     batches: Sampler[list[int]]
@@ -138,14 +140,18 @@ def make_loader(
     else:
         sampler = RandomSampler(space, generator=generator) if shuffle else SequentialSampler(space)
         batches = BatchSampler(sampler, batch_size, drop_last=False)
-    return DataLoader(
-        split,
-        sampler=batches,
-        batch_size=None,  # the dataset already returns whole batches
-        num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0,
-    )
+    return DataLoader(split, sampler=batches, batch_size=None, pin_memory=pin_memory)
+
+
+def rows_loader(split: PreparedSplit, rows: range, batch_size: int) -> DataLoader:
+    """The rows `rows` of a split in order, a batch at a time (validation and evaluation)."""
+    return DataLoader(split, sampler=BatchSampler(rows, batch_size, drop_last=False), batch_size=None)
+
+
+def share(count: int, rank: int, world: int) -> range:
+    """Rank `rank`'s contiguous block of `count` rows (rank 0 holds the first: its pictures are the split's)."""
+    size = math.ceil(count / world)
+    return range(min(rank * size, count), min((rank + 1) * size, count))
 
 
 def to_device(
@@ -159,19 +165,3 @@ def to_device(
         t = t.to(device, non_blocking=True)
         out[name] = t.float() if t.dtype in (torch.uint8, torch.float32) else t
     return x, out
-
-
-def pick_device(name: str, what: str = "train.device") -> torch.device:
-    """auto: CUDA when present, else CPU; `what` names the setting in the error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"{what}: 'cuda' asked for but no CUDA device is visible; use auto or cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def normalisation(meta_inputs: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean/std of the stacked inputs, shaped (1, C, 1, 1) for broadcasting."""
-    mean = [m for spec in meta_inputs.values() for m in spec["mean"]]
-    std = [s for spec in meta_inputs.values() for s in spec["std"]]
-    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from skimage import draw
 
-from cnn_factory.data.images import write_image
+from cnn_factory.images import write_image
 
 KINDS = ("disc", "square", "triangle")  # label values 1, 2, 3
 

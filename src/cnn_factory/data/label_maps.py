@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnn_factory.data.images import read_pixels
+from cnn_factory.images import read_pixels
 from cnn_factory.outputs import Output
 
 LISTED = 3  # unknown colours named in a message

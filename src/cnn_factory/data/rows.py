@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import skimage
 
+from cnn_factory import images
 from cnn_factory.config import Config, DataConfig, InputSpec
-from cnn_factory.data import images, label_maps
-from cnn_factory.data.images import read_pixels
+from cnn_factory.data import label_maps
 from cnn_factory.data.label_maps import label_values, read_label_map
 from cnn_factory.data.ragged import foreground_name, foreground_pixels
 from cnn_factory.data.table import Table
+from cnn_factory.images import read_pixels
 from cnn_factory.outputs import KIND_MODULES, Output
 
 

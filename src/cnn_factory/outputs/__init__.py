@@ -1,7 +1,8 @@
 """Output kinds, one module each, registered here by name.
 
-To add a kind: write `outputs/<kind>.py` with a subclass of `Output` (base.py) whose `type` is
-`Literal["<kind>"]` and which implements its methods, then add the class to `KINDS` below.
+To add a kind: write `outputs/<kind>.py` with a subclass of `Output` (base.py) whose `kind` is
+its name, whose `type` is `Literal["<kind>"]` and which implements its methods, then add the
+class to `KINDS` below (docs/output-kinds.md walks through one).
 params.yaml checking, prepare, the model, training, evaluate, predict and export take it from there.
 
 An output's `type` in params.yaml names its kind, with one refinement: a segmentation that names
@@ -16,17 +17,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Discriminator, Tag
 
-from cnn_factory.outputs.base import LossFn, Metric, Output
+from cnn_factory.outputs.base import Output
 from cnn_factory.outputs.category import CategoryOutput
 from cnn_factory.outputs.class_mask import ClassMaskOutput
 from cnn_factory.outputs.numeric import NumericOutput
 from cnn_factory.outputs.segmentation import SegmentationOutput
 
 KINDS: dict[str, type[Output]] = {
-    "segmentation": SegmentationOutput,
-    "class_mask": ClassMaskOutput,
-    "category": CategoryOutput,
-    "numeric": NumericOutput,
+    cls.kind: cls for cls in (SegmentationOutput, ClassMaskOutput, CategoryOutput, NumericOutput)
 }
 
 # their code decides what a CSV row decodes to: part of the row cache's key
@@ -83,8 +81,6 @@ def from_definition(name: str, definition: dict[str, Any]) -> Output:
 __all__ = [
     "KINDS",
     "KIND_MODULES",
-    "LossFn",
-    "Metric",
     "Output",
     "OutputDefinition",
     "from_definition",

@@ -11,7 +11,6 @@ so predict and export rebuild the same output objects from it without params.yam
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -24,22 +23,14 @@ if TYPE_CHECKING:  # the kinds import torch where they use it: reading params ne
     import torch
     from torch import nn
 
-LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
-
-
-class Metric:
-    """Accumulates one output's metrics on the device over batches; `compute()` syncs once."""
-
-    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        raise NotImplementedError
-
-    def compute(self) -> dict[str, float]:
-        raise NotImplementedError
+    from cnn_factory.accumulators import Metric
+    from cnn_factory.losses import LossFn
 
 
 class Output(Strict):
     """Fields every output has; each kind adds its own and a `type: Literal[...]` tag."""
 
+    kind: ClassVar[str]  # its name in KINDS (outputs/__init__.py): what a model file and an export call it
     losses: ClassVar[tuple[str, ...]]  # get_args of the kind's `loss` Literal; the first is the default
     metric_names: ClassVar[tuple[str, ...]]  # what Metric.compute() returns; the first is the headline
     curves: ClassVar[str]  # folder of its validation curves under dvclive/plots/curves/ (one per kind)
@@ -155,6 +146,11 @@ class Output(Strict):
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
         """Data points per plot folder under eval/plots/ (dvc.yaml says how each folder is drawn)."""
         return {}
+
+    def confusion(self, metric: Metric) -> tuple[list[str], list[str]] | None:
+        """(true, predicted) class names, one pair per image counted by `metric` (from `new_metric`),
+        for a confusion matrix; None for kinds without one class per image."""
+        return None
 
     # --- predict and export ---
     @staticmethod

@@ -15,17 +15,21 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args
 import numpy as np
 from pydantic import Field, model_validator
 
-from cnn_factory.outputs.base import LossFn, Metric, Output
+from cnn_factory.outputs.base import Output
 from cnn_factory.params import custom, show
 
 if TYPE_CHECKING:  # torch loads when first used: reading params does not need it
     import torch
     from torch import nn
 
+    from cnn_factory.accumulators import Metric
+    from cnn_factory.losses import LossFn
+
 Loss = Literal["categorical_crossentropy"]
 
 
 class CategoryOutput(Output):
+    kind: ClassVar[str] = "category"
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro")
     curves: ClassVar[str] = "classes"
@@ -115,6 +119,13 @@ class CategoryOutput(Output):
         probs = columns["probs"]
         return {"calibration": reliability((probs.argmax(1) == columns["true"]).astype(float), probs.max(1))}
 
+    def confusion(self, metric: Metric) -> tuple[list[str], list[str]] | None:
+        from cnn_factory.accumulators import ClassCounts
+
+        assert isinstance(metric, ClassCounts)  # this kind's own accumulator (new_metric)
+        truth, predicted = metric.pairs()
+        return [self.class_names[i] for i in truth], [self.class_names[i] for i in predicted]
+
     # --- model and training ---
     def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
         return {"type": self.type, "classes": list(self.class_names)}
@@ -126,12 +137,12 @@ class CategoryOutput(Output):
         return ClassHead(channels[-1], len(args["classes"]), options["dropout"])
 
     def make_loss(self, stats: dict[str, float]) -> LossFn:
-        from cnn_factory.training.losses import cross_entropy_loss
+        from cnn_factory.losses import cross_entropy_loss
 
         return cross_entropy_loss(self.class_weights, self.label_smoothing)
 
     def new_metric(self, device: torch.device | str) -> Metric:
-        from cnn_factory.training.metrics import ClassCounts
+        from cnn_factory.accumulators import ClassCounts
 
         return ClassCounts(self.num_classes, device)
 

@@ -20,13 +20,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args
 import numpy as np
 from pydantic import Field, model_validator
 
-from cnn_factory.outputs.base import LossFn, Metric, Output
+from cnn_factory.outputs.base import Output
 from cnn_factory.outputs.segmentation import Colours, Labels
 from cnn_factory.params import Size, custom
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
     import torch
     from torch import nn
+
+    from cnn_factory.accumulators import Metric
+    from cnn_factory.losses import LossFn
 
 Loss = Literal["ce_dice", "cross_entropy", "dice"]
 MAX_CLASSES = 255  # class indices are stored as uint8, 0 being the background
@@ -35,6 +38,7 @@ LEGEND = 8  # classes named in a picture's caption
 
 
 class ClassMaskOutput(Output):
+    kind: ClassVar[str] = "class_mask"
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     # means over the classes; compute() and the test figures add `<figure>_<class>` per class
     metric_names: ClassVar[tuple[str, ...]] = ("dice", "iou")
@@ -155,7 +159,7 @@ class ClassMaskOutput(Output):
         return target.to(torch.uint8)
 
     def picture_legend(self) -> str:
-        from cnn_factory.training.pictures import colour_name
+        from cnn_factory.palette import colour_name
 
         named = [f"{c} {colour_name(k)}" for k, c in enumerate(self.classes[:LEGEND], 1)]
         more = f", ... ({len(self.classes) - LEGEND} more)" if len(self.classes) > LEGEND else ""
@@ -208,7 +212,7 @@ class ClassMaskOutput(Output):
         )
 
     def make_loss(self, stats: dict[str, float]) -> LossFn:
-        from cnn_factory.training import losses
+        from cnn_factory import losses
 
         return {
             "ce_dice": losses.class_ce_dice_loss,
@@ -217,7 +221,7 @@ class ClassMaskOutput(Output):
         }[self.loss or self.losses[0]]
 
     def new_metric(self, device: torch.device | str) -> Metric:
-        from cnn_factory.training.metrics import ClassOverlapCounts
+        from cnn_factory.accumulators import ClassOverlapCounts
 
         return ClassOverlapCounts(self.classes, device)
 
@@ -243,7 +247,7 @@ class ClassMaskOutput(Output):
         from PIL import Image
         from skimage.transform import resize
 
-        from cnn_factory.training.pictures import class_colours
+        from cnn_factory.palette import class_colours
 
         index = value.argmax(0).astype(np.uint8)
         if index.shape != tuple(size):

@@ -14,16 +14,20 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import numpy as np
 
-from cnn_factory.outputs.base import LossFn, Metric, Output
+from cnn_factory.outputs.base import Output
 
 if TYPE_CHECKING:  # torch loads when first used: reading params does not need it
     import torch
     from torch import nn
 
+    from cnn_factory.accumulators import Metric
+    from cnn_factory.losses import LossFn
+
 Loss = Literal["mse", "mae"]
 
 
 class NumericOutput(Output):
+    kind: ClassVar[str] = "numeric"
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("mae",)
     curves: ClassVar[str] = "numbers"
@@ -82,13 +86,13 @@ class NumericOutput(Output):
         return NumericHead(channels[-1], args.get("mean", 0.0), args.get("std", 1.0), options["dropout"])
 
     def make_loss(self, stats: dict[str, float]) -> LossFn:
-        from cnn_factory.training.losses import scaled_loss
+        from cnn_factory.losses import scaled_loss
 
         # compared in units of the training split's std: the same magnitude whatever the target's units
         return scaled_loss(self.loss or self.losses[0], stats.get("std", 1.0))
 
     def new_metric(self, device: torch.device | str) -> Metric:
-        from cnn_factory.training.metrics import AbsoluteError
+        from cnn_factory.accumulators import AbsoluteError
 
         return AbsoluteError(device)
 

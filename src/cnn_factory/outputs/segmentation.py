@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, get_a
 import numpy as np
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
-from cnn_factory.outputs.base import LossFn, Metric, Output
+from cnn_factory.outputs.base import Output
 from cnn_factory.params import Size, custom, show
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
     import torch
     from torch import nn
+
+    from cnn_factory.accumulators import Metric
+    from cnn_factory.losses import LossFn
 
 Loss = Literal["binary_crossentropy", "dice", "bce_dice", "jaccard", "focal"]
 
@@ -80,6 +83,7 @@ Labels = Annotated[
 
 
 class SegmentationOutput(Output):
+    kind: ClassVar[str] = "segmentation"
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("dice", "iou")
     curves: ClassVar[str] = "masks"
@@ -103,8 +107,6 @@ class SegmentationOutput(Output):
     @property
     def label_values(self) -> tuple[int, ...]:
         return self.label
-
-    labels = label_values  # the same values, by the name earlier versions used
 
     @property
     def colour_table(self) -> dict[str, int] | None:
@@ -174,7 +176,7 @@ class SegmentationOutput(Output):
         return UNetDecoder(channels, tuple(args["size"]), options["norm"], options["upsample"], options["skip"])
 
     def make_loss(self, stats: dict[str, float]) -> LossFn:
-        from cnn_factory.training import losses
+        from cnn_factory import losses
 
         return {
             "binary_crossentropy": losses.bce_loss,
@@ -185,7 +187,7 @@ class SegmentationOutput(Output):
         }[self.loss or self.losses[0]]
 
     def new_metric(self, device: torch.device | str) -> Metric:
-        from cnn_factory.training.metrics import OverlapCounts
+        from cnn_factory.accumulators import OverlapCounts
 
         return OverlapCounts(device)
 
@@ -212,7 +214,7 @@ class SegmentationOutput(Output):
     ) -> list[str]:
         from skimage.transform import resize
 
-        from cnn_factory.data.images import write_image
+        from cnn_factory.images import write_image
 
         mask = value > threshold
         if mask.shape != tuple(size):

@@ -98,12 +98,24 @@ def trim_curves(folder: Path, steps: int) -> None:
             replace_file(path, lambda tmp, text=text: tmp.write_text(text))  # type: ignore[misc]
 
 
+def _link(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or one without hard links
+        shutil.copy2(source, target)
+
+
 def keep_copy(folder: Path, copy: Path) -> None:
-    """Replaces `copy` with the files of `folder` now (a kill leaves the old copy or the new one)."""
+    """Replaces `copy` with the files of `folder` now (a kill leaves the old copy or the new one).
+
+    The files are hard links, not copies: the pictures are never written again, metrics.json is
+    replaced whole (AtomicLive), and the curves are only appended to, so what a later epoch adds
+    to a linked curve is what `trim_curves` drops on resume. An epoch costs a few links, whatever
+    the size of dvclive/."""
     tmp, old = copy.with_name(copy.name + ".tmp"), copy.with_name(copy.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     if folder.is_dir():
-        shutil.copytree(folder, tmp)
+        shutil.copytree(folder, tmp, copy_function=_link)
     else:
         tmp.mkdir(parents=True)
     shutil.rmtree(old, ignore_errors=True)

@@ -1,25 +1,31 @@
-"""The training loop, in the open: one epoch of training, one pass of validation.
+"""The training loop, in the open: one epoch of training.
 
-    stats = train_one_epoch(model, criterion, optimizer, schedule, loader, device, stats, augmenter, outputs, ...)
-    val = validation_pass(model, criterion, loader, device, stats, outputs)
+    step = Step(net, criterion, optimizer, schedule, scaler, augmenter, outputs, device, stats, amp=None)
+    stats = train_one_epoch(step, loader, epoch)    # {"loss": ..., "<output>/loss": ..., "images_per_s": ...}
 
-Losses and metrics stay on the device until the end of the pass (one host sync per epoch).
+Validation is training/validation.py's. Losses stay on the device until the end of the epoch
+(one host sync per epoch).
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from cnn_factory.data.augment import Augmenter
 from cnn_factory.data.dataset import to_device
 from cnn_factory.outputs import Output
 from cnn_factory.training.distributed import SINGLE, Dist, all_sum
-from cnn_factory.training.metrics import OutputMetrics
+from cnn_factory.training.losses import Criterion
+from cnn_factory.training.optim import Schedule
 
 
 def seed_everything(seed: int) -> None:
@@ -37,80 +43,74 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def train_one_epoch(
-    model,
-    criterion,
-    optimizer,
-    schedule,
-    loader,
-    device,
-    stats,
-    augmenter,
-    outputs,
-    *,
-    amp: torch.dtype | None,
-    scaler,
-    grad_clip: float,
-    accumulate: int,
-    epoch: int,
-    ranks: Dist = SINGLE,
-) -> dict:
+@dataclass
+class Step:
+    """What an optimisation step needs, fixed for a run."""
+
+    net: torch.nn.Module  # what trains: the model, or its DistributedDataParallel wrapper under torchrun
+    criterion: Criterion
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    scaler: torch.amp.GradScaler
+    augmenter: Augmenter
+    outputs: dict[str, Output]
+    device: torch.device
+    stats: tuple[torch.Tensor, torch.Tensor]  # the inputs' (mean, std), (1, C, 1, 1)
+    amp: torch.dtype | None = None
+    grad_clip: float = 0.0
+    accumulate: int = 1  # batches per optimiser step
+    ranks: Dist = SINGLE
+
+    def forward_backward(self, batch: tuple, sync: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        """One batch's losses, their gradients added to the parameters'. `sync` False under DDP: the
+        gradients stay on this rank (no all-reduce) until the last batch of an accumulated step."""
+        x, targets, flags, *rest = batch
+        x, targets = to_device(x, targets, self.device, *self.stats)
+        x, targets = self.augmenter(x, targets, flags, self.outputs, *self.stats)
+        views = None
+        if rest:  # patch mode: the whole images, resized, for the image-level outputs
+            views, _ = to_device(rest[0], {}, self.device, *self.stats)
+            views, _ = self.augmenter(views, {}, flags, {}, *self.stats)
+        ddp: Any = self.net  # DistributedDataParallel under torchrun: its no_sync() skips the all-reduce
+        quiet = ddp.no_sync() if not sync and self.ranks.enabled else contextlib.nullcontext()
+        with quiet:
+            with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                preds = self.net(x, views)
+            loss, parts = self.criterion({k: v.float() for k, v in preds.items()}, targets)
+            self.scaler.scale(loss / self.accumulate).backward()
+        return loss, parts, len(x)
+
+    def update(self) -> None:
+        """The optimiser's step from the gradients added up since the last one."""
+        if self.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.batch_end()
+
+
+def train_one_epoch(step: Step, loader: Any, epoch: int) -> dict[str, float]:
     """One pass over the loader; returns mean losses per output (one host sync, at the end).
 
     Under DDP the means are over every rank's images, not only this rank's."""
-    model.train()
-    sums = torch.zeros(len(outputs) + 1, device=device)
+    step.net.train()
+    sums = torch.zeros(len(step.outputs) + 1, device=step.device)
     seen, start, steps = 0, time.perf_counter(), len(loader)
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None, file=sys.stdout)
-    for i, (x, targets, flags, *rest) in enumerate(bar):
-        x, targets = to_device(x, targets, device, *stats)
-        x, targets = augmenter(x, targets, flags, outputs, *stats)
-        views = None
-        if rest:  # patch mode: the whole images, resized, for the image-level outputs
-            views, _ = to_device(rest[0], {}, device, *stats)
-            views, _ = augmenter(views, {}, flags, {}, *stats)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            preds = model(x, views)
-        loss, parts = criterion({k: v.float() for k, v in preds.items()}, targets)
-        scaler.scale(loss / accumulate).backward()
-        if (i + 1) % accumulate == 0 or i + 1 == steps:  # gradients of `accumulate` batches per step
-            if grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            schedule.batch_end()
-        sums += torch.stack([loss.detach(), *(p.detach() for p in parts.values())]) * len(x)
-        seen += len(x)
+    for i, batch in enumerate(bar):
+        last = (i + 1) % step.accumulate == 0 or i + 1 == steps  # gradients of `accumulate` batches per step
+        loss, parts, count = step.forward_backward(batch, sync=last)
+        if last:
+            step.update()
+        sums += torch.stack([loss.detach(), *(p.detach() for p in parts.values())]) * count
+        seen += count
         if not bar.disable and i % 10 == 0:  # a terminal is watching: .item() now and then only
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
-    if ranks.enabled:
-        totals = all_sum(torch.cat([sums, sums.new_tensor([seen])]), ranks)
+    if step.ranks.enabled:
+        totals = all_sum(torch.cat([sums, sums.new_tensor([seen])]), step.ranks)
         sums, seen = totals[:-1], round(totals[-1].item())
     means = (sums / max(seen, 1)).tolist()
-    result = {"loss": means[0], **{f"{name}/loss": v for name, v in zip(outputs, means[1:])}}
+    result = {"loss": means[0], **{f"{name}/loss": v for name, v in zip(step.outputs, means[1:])}}
     return {**result, "images_per_s": seen / (time.perf_counter() - start)}
-
-
-@torch.inference_mode()
-def validation_pass(
-    model, criterion, loader, device, stats, outputs: dict[str, Output], amp=None, gallery=None
-) -> dict:
-    """Mean losses and metrics per output over a split; the first images go to `gallery` if given."""
-    model.eval()
-    metrics = OutputMetrics(outputs, device)
-    sums, seen = torch.zeros(len(outputs) + 1, device=device), 0
-    for x_raw, targets, _ in loader:
-        x, targets = to_device(x_raw, targets, device, *stats)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            preds = {k: v.float() for k, v in model(x).items()}
-        loss, parts = criterion(preds, targets)
-        sums += torch.stack([loss, *parts.values()]) * len(x)
-        seen += len(x)
-        metrics.update(preds, targets)
-        if gallery is not None:
-            gallery.add(x_raw, targets, preds)
-    means = (sums / max(seen, 1)).tolist()
-    result = {"loss": means[0], **{f"{name}/loss": v for name, v in zip(outputs, means[1:])}}
-    return {**result, **metrics.compute()}

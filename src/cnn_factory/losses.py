@@ -1,0 +1,81 @@
+"""Loss functions over plain tensors; each output kind picks its own by name (`Output.make_loss`,
+the names of the original cnn-factory). All take logits (never probabilities) so the cross
+entropies stay stable. The weighted total over the output dict is training/losses.py's `Criterion`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft dice per image, averaged; logits and target (B, H, W)."""
+    prob = torch.sigmoid(logits).flatten(1)
+    target = target.flatten(1)
+    intersection = (prob * target).sum(1)
+    return (1 - (2 * intersection + eps) / (prob.sum(1) + target.sum(1) + eps)).mean()
+
+
+def soft_jaccard_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft intersection over union per image, averaged; logits and target (B, H, W)."""
+    prob = torch.sigmoid(logits).flatten(1)
+    target = target.flatten(1)
+    intersection = (prob * target).sum(1)
+    union = prob.sum(1) + target.sum(1) - intersection
+    return (1 - (intersection + eps) / (union + eps)).mean()
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Binary focal loss (Lin et al. 2017): BCE down-weighted by (1 - p_t)^gamma on easy pixels."""
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = torch.exp(-bce)  # the probability given to the true class, from the stable BCE
+    return ((1 - p_t) ** gamma * bce).mean()
+
+
+def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return bce_loss(logits, target) + soft_dice_loss(logits, target)
+
+
+def class_cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross entropy of each pixel's K + 1 class logits (B, K + 1, H, W) against its index (B, H, W)."""
+    return F.cross_entropy(logits, target.long())
+
+
+def class_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft dice per image and class, averaged over the K classes (background left out) and the
+    images; logits (B, K + 1, H, W), target (B, H, W) class indices."""
+    prob = logits.softmax(1)[:, 1:].flatten(2)  # (B, K, H * W)
+    classes = torch.arange(1, logits.shape[1], device=target.device).view(1, -1, 1, 1)
+    truth = (target[:, None] == classes).flatten(2).to(prob.dtype)  # one-hot of the classes, (B, K, H * W)
+    intersection = (prob * truth).sum(2)
+    return (1 - (2 * intersection + eps) / (prob.sum(2) + truth.sum(2) + eps)).mean()
+
+
+def class_ce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return class_cross_entropy_loss(logits, target) + class_dice_loss(logits, target)
+
+
+def cross_entropy_loss(class_weights: list[float] | None, label_smoothing: float) -> LossFn:
+    """Cross entropy over class logits (B, K) and ids (B,), with per-class weights and smoothing."""
+    weight = torch.tensor(class_weights) if class_weights else None
+
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        w = weight.to(logits.device) if weight is not None else None
+        return F.cross_entropy(logits, target, weight=w, label_smoothing=label_smoothing)
+
+    return loss
+
+
+def scaled_loss(name: str, scale: float) -> LossFn:
+    """mse or mae in units of `scale` (a numeric target's std): the same magnitude whatever its units."""
+    fn = F.mse_loss if name == "mse" else F.l1_loss
+    return lambda pred, target: fn(pred / scale, target / scale)

@@ -1,0 +1,126 @@
+"""One pass of a model over a prepared split at the label maps' own resolution: what a user of
+predict gets. Patch-mode validation (training/validation.py) and evaluate (evaluate.py) both
+consume it, so the masks they score are the same masks.
+
+    for batch in predict_split(model, model_file, outputs, PREPARED / "val", batch_size=16, device=device):
+        batch.logits       # {output: logits} of the whole images at the input size (see `SplitBatch`)
+        batch.images[k]    # per image: each mask's probabilities at its label map's size, with the truth
+
+Every mask is predicted as `cnn-factory predict` predicts it (inference.py): in resize mode the
+whole image at the input size, in patch mode sliding windows over the image at `inputs.*.scale`
+times its size, Gaussian-blended; its probabilities are brought to the label map's own size
+(bilinear), where its kind makes it a mask (`predicted_mask`). Image-level outputs (category,
+numeric) are predicted from the whole image resized to the input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnn_factory.data.dataset import PreparedSplit, rows_loader, to_device
+from cnn_factory.data.dataset import share as rows_share
+from cnn_factory.data.ragged import RaggedArray
+from cnn_factory.inference import predict_tiled, upsample
+from cnn_factory.model import ModelFile, MultiOutputNet
+from cnn_factory.outputs import Output
+
+OVERLAP = 0.5  # sliding windows' share of a window with its neighbour, as predict's default
+
+
+@dataclass
+class NativeImage:
+    """One image of the split, its masks at the label maps' own size."""
+
+    row: int  # in the split
+    picture: torch.Tensor | np.ndarray  # what a worst-case panel shows: the native image (patch), the input (resize)
+    probabilities: dict[str, torch.Tensor] = field(default_factory=dict)  # per mask output, (.., H, W) of its truth
+    truth: dict[str, torch.Tensor] = field(default_factory=dict)  # per mask output, (H, W) stored values
+    windows: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    # patch mode, per mask output: (blended probabilities, mask) at the scale the network trained on
+
+
+@dataclass
+class SplitBatch:
+    x: torch.Tensor  # (B, C, h, w) uint8, the whole images at the input size
+    targets: dict[str, torch.Tensor]  # at the input size, on the device
+    logits: dict[str, torch.Tensor]  # image-level outputs: the network's; masks: what the pictures show
+    images: list[NativeImage]
+
+
+class SplitPass:
+    """The arrays of a prepared split that a native pass reads, opened once."""
+
+    def __init__(
+        self, model_file: ModelFile, outputs: Mapping[str, Output], folder: Path, share: tuple[int, int] = (0, 1)
+    ):
+        """share: (rank, world), this process's contiguous block of the rows under torchrun."""
+        self.patch, self.window = model_file.patch, model_file.first.size
+        self.inputs = list(model_file.inputs)
+        self.spatial = [n for n, o in outputs.items() if o.spatial]
+        self.split = PreparedSplit(folder, self.inputs, outputs)  # whole images at the input size
+        self.truths = {n: RaggedArray(folder, f"{n}.truth", masks=True) for n in self.spatial}
+        native = self.patch  # patch mode: the images and masks at the scale the network trained on
+        self.natives = {n: RaggedArray(folder, f"{n}.native") for n in self.inputs} if native else {}
+        self.native_masks = {n: RaggedArray(folder, f"{n}.native", masks=True) for n in self.spatial} if native else {}
+        self.rows = rows_share(len(self.split), *share)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@torch.inference_mode()
+def predict_split(
+    model: MultiOutputNet,
+    model_file: ModelFile,
+    outputs: Mapping[str, Output],
+    folder: Path | SplitPass,
+    batch_size: int,
+    device: torch.device,
+) -> Iterator[SplitBatch]:
+    """Runs the model over every image of a prepared split once, a batch at a time."""
+    model.eval()
+    split = folder if isinstance(folder, SplitPass) else SplitPass(model_file, outputs, folder)
+    stats = model_file.normalisation(device)
+    row = split.rows.start
+    for x_raw, targets, _ in rows_loader(split.split, split.rows, batch_size):
+        x, targets = to_device(x_raw, targets, device, *stats)
+        logits = {k: v.float() for k, v in model(x).items()}
+        images = []
+        for k in range(len(x)):
+            image = NativeImage(row, x_raw[k])
+            if split.patch:
+                raw = torch.cat([torch.from_numpy(split.natives[n][row].copy()) for n in split.inputs])
+                window_probs = _windows(model, raw, split, stats, batch_size, outputs, device)
+                image.picture = raw
+                for n in split.spatial:
+                    mask = torch.from_numpy(split.native_masks[n][row].copy()).to(device)
+                    image.windows[n] = (window_probs[n][0], mask)
+                    # the picture: the blended mask at the picture's size
+                    logits[n][k] = outputs[n].to_logits(upsample(window_probs[n][0], tuple(logits[n].shape[-2:])))
+            for n in split.spatial:
+                truth = torch.from_numpy(split.truths[n][row].copy()).to(device)
+                prob = image.windows[n][0] if split.patch else outputs[n].probabilities(logits[n][k : k + 1])[0]
+                image.probabilities[n] = upsample(prob, (int(truth.shape[0]), int(truth.shape[1])))
+                image.truth[n] = truth
+            images.append(image)
+            row += 1
+        yield SplitBatch(x_raw, targets, logits, images)
+
+
+def _windows(
+    model: MultiOutputNet,
+    raw: torch.Tensor,
+    split: SplitPass,
+    stats: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+    outputs: Mapping[str, Output],
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """Sliding windows over one native image (C, H, W) uint8: blended probabilities per mask output."""
+    image, _ = to_device(raw[None], {}, device, *stats)
+    return predict_tiled(model, image, split.window, OVERLAP, False, batch_size, dict(outputs))
