@@ -13,7 +13,9 @@ from skimage import io
 from cnn_factory.config import parse_params
 from cnn_factory.data.example import make_example
 from cnn_factory.data.prepare import prepare, validate_and_load, write_prepared
+from cnn_factory.data.rows import decoding_modules
 from cnn_factory.errors import UserError
+from cnn_factory.outputs import KINDS
 
 
 def config_for(params: dict, example_dir: Path, csv_text: str | None = None, name: str = "data.csv"):
@@ -349,3 +351,18 @@ def test_two_workers_report_the_same_problems_in_row_order(params, example_dir, 
         messages.append(str(err.value))
     assert messages[0] == messages[1]
     assert messages[0].index("row 4, column 'majority'") < messages[0].index("row 21, column 'image'")
+
+
+def test_the_cache_key_covers_the_decoding_code_and_not_the_kinds_losses_or_plots():
+    """An edit to a loss, metric, plot or prediction writer leaves the decoded rows valid (dvc.yaml's
+    prepare deps name the same files: tests/test_pipeline.py edits a loss and sees prepare skipped)."""
+    hashed = {m.__name__ for m in decoding_modules()}
+    assert hashed == {
+        "cnn_factory.data.rows",
+        "cnn_factory.images",
+        "cnn_factory.data.label_maps",
+        "cnn_factory.outputs.decoding",
+    }
+    for cls in KINDS.values():  # what each kind decodes comes from decoding.py, not from its own module
+        for method in ("array_field", "decode", "summary"):
+            assert getattr(cls, method).__module__ == "cnn_factory.outputs.decoding", (cls.kind, method)

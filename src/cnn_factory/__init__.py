@@ -3,10 +3,12 @@
     from cnn_factory import load_model
     model, meta = load_model("models/example.pt")     # eval mode; model(x) -> {name: logits}
 
-The library behind the DVC stages in `stages/` and the `cnn-factory` command. Its folders
-follow the data: `data/` (CSV, decoding, row cache, prepare, dataset, augmentation),
-`outputs/` (one module per output kind), `training/` (loop, losses, metrics, optimisers,
-checkpoints, DDP, logging), then `model`, `evaluate`, `predict`, `export` and `cli`.
+The library behind the DVC stages in `stages/` and the `cnn-factory` command, in layers that
+import downward only (pyproject.toml's import-linter contracts, checked by `make lint`), top to
+bottom: `cli`; `predict`, `export`, `plan`; `report`; `evaluate`; `training`; `native` (a split
+at native resolution); `model`, `inference`; `data`; `config`; `outputs` (one module per output
+kind); leaves over tensors and arrays (`heads`, `losses`, `accumulators`, `palette`, `scores`,
+`images`, `device`); leaves (`layers`, `params`, `atomic`, `errors`, `restore`, `runtime`).
 
 Importing torch, dvclive and pandas creates ~350k objects, and Python's cyclic collector walks
 them again and again on the way (0.45 s of a 2.3 s start, measured). When the process is the

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import skimage
@@ -26,7 +27,7 @@ from cnn_factory.data.label_maps import label_values, read_label_map
 from cnn_factory.data.ragged import foreground_name, foreground_pixels
 from cnn_factory.data.table import Table
 from cnn_factory.images import read_pixels
-from cnn_factory.outputs import KIND_MODULES, Output
+from cnn_factory.outputs import Output, decoding
 
 
 @dataclass
@@ -244,13 +245,18 @@ class RowLabelMaps:
             return None
 
 
+def decoding_modules() -> tuple[ModuleType, ...]:
+    """The code that decides what a row decodes to: this file, reading images and label maps, and
+    the kinds' data halves (outputs/decoding.py), not their losses, metrics, plots or writers."""
+    return (sys.modules[__name__], images, label_maps, decoding)
+
+
 def decoding_key(cfg: Config) -> str:
     """Everything besides a row's own files and cells that decides its arrays: the input and
     output definitions (less their training-only fields), the decoding code and the decoders' versions."""
     inputs = [[n, s.model_dump(mode="json")] for n, s in cfg.inputs.items()]
     outputs = [[n, s.model_dump(mode="json", exclude=set(s.training_only))] for n, s in cfg.outputs.items()]
-    modules = (sys.modules[__name__], images, label_maps, *KIND_MODULES)
-    code = [hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in modules]
+    code = [hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in decoding_modules()]
     versions = [np.__version__, getattr(skimage, "__version__", "")]
     return json.dumps([inputs, outputs, code, *versions], default=str)
 

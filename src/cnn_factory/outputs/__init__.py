@@ -11,7 +11,6 @@ several classes in `labels` (a mapping) is a class mask (`kind_name`).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
@@ -26,9 +25,6 @@ from cnn_factory.outputs.segmentation import SegmentationOutput
 KINDS: dict[str, type[Output]] = {
     cls.kind: cls for cls in (SegmentationOutput, ClassMaskOutput, CategoryOutput, NumericOutput)
 }
-
-# their code decides what a CSV row decodes to: part of the row cache's key
-KIND_MODULES = tuple(sys.modules[cls.__module__] for cls in (Output, *KINDS.values()))
 
 
 def kind_name(definition: Any) -> str | None:
@@ -80,7 +76,6 @@ def from_definition(name: str, definition: dict[str, Any]) -> Output:
 
 __all__ = [
     "KINDS",
-    "KIND_MODULES",
     "Output",
     "OutputDefinition",
     "from_definition",

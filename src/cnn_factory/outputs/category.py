@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from cnn_factory.outputs.base import Output
+from cnn_factory.outputs.decoding import CategoryRows
 from cnn_factory.params import custom, show
 
 if TYPE_CHECKING:  # torch loads when first used: reading params does not need it
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # torch loads when first used: reading params does not need i
 Loss = Literal["categorical_crossentropy"]
 
 
-class CategoryOutput(Output):
+class CategoryOutput(CategoryRows, Output):
     kind: ClassVar[str] = "category"
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro")
@@ -78,23 +79,6 @@ class CategoryOutput(Output):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-    # --- data ---
-    def array_field(self) -> tuple:
-        return (np.int64,)
-
-    def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
-        if not cell:
-            raise ValueError(f"empty cell; expected a value for outputs.{self.name}")
-        if cell not in self.class_names:
-            raise ValueError(f"{cell!r} is not a known class; expected one of {', '.join(self.class_names)}")
-        return np.asarray(self.class_names.index(cell), np.int64)
-
-    def summary(self, values: dict[str, np.ndarray]) -> dict:
-        return {
-            f"counts_{s}": dict(zip(self.class_names, np.bincount(v, minlength=self.num_classes).tolist()))
-            for s, v in values.items()
-        }
 
     # --- evaluation ---
     def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:

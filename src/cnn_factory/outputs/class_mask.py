@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from cnn_factory.outputs.base import Output
+from cnn_factory.outputs.decoding import ClassMaskRows
 from cnn_factory.outputs.segmentation import Colours, Labels
 from cnn_factory.params import Size, custom
 
@@ -37,7 +38,7 @@ CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # they become metric ke
 LEGEND = 8  # classes named in a picture's caption
 
 
-class ClassMaskOutput(Output):
+class ClassMaskOutput(ClassMaskRows, Output):
     kind: ClassVar[str] = "class_mask"
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     # means over the classes; compute() and the test figures add `<figure>_<class>` per class
@@ -108,43 +109,6 @@ class ClassMaskOutput(Output):
     @property
     def label_values(self) -> tuple[int, ...]:
         return tuple(v for values in self.labels.values() for v in values)
-
-    # --- data ---
-    def array_field(self) -> tuple:
-        return (np.uint8, self.size)
-
-    def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
-        """(H, W) uint8 class indices at `size` (nearest)."""
-        assert label_map is not None and self.size is not None  # reads_label_map: the row's map is given
-        return self.mask(label_map, self.size)
-
-    def mask(self, label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        values = np.asarray(self.label_values)
-        index = np.asarray([k for k, vs in enumerate(self.labels.values(), 1) for _ in vs], np.uint8)
-        order = np.argsort(values)
-        values, index = values[order], index[order]
-        # one pass: each pixel's value looked up among the sorted label values; no match is background
-        at = np.minimum(np.searchsorted(values, label_map), len(values) - 1)
-        mask = np.where(values[at] == label_map, index[at], 0).astype(np.uint8)
-        if mask.shape != tuple(size):
-            from skimage.transform import resize
-
-            mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
-        return mask
-
-    def lacks_labels(self, label_map: np.ndarray) -> bool:
-        return not np.isin(self.label_values, label_map).any()
-
-    def summary(self, values: dict[str, np.ndarray]) -> dict:
-        """Per split, the share of pixels of each class."""
-        report = {}
-        for split, masks in values.items():
-            counts = np.zeros(len(self.classes) + 1, np.int64)
-            for start in range(0, len(masks), 256):  # a block of rows at a time: memory stays flat
-                counts += np.bincount(np.asarray(masks[start : start + 256]).ravel(), minlength=len(counts))
-            shares = counts[1:] / max(int(counts.sum()), 1)
-            report[f"coverage_{split}"] = {c: round(float(s), 4) for c, s in zip(self.classes, shares)}
-        return report
 
     # --- evaluation ---
     def predicted_mask(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:

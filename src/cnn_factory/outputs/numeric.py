@@ -9,12 +9,12 @@ the mean absolute error; predict writes the value.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import numpy as np
 
 from cnn_factory.outputs.base import Output
+from cnn_factory.outputs.decoding import NumberRows
 
 if TYPE_CHECKING:  # torch loads when first used: reading params does not need it
     import torch
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # torch loads when first used: reading params does not need i
 Loss = Literal["mse", "mae"]
 
 
-class NumericOutput(Output):
+class NumericOutput(NumberRows, Output):
     kind: ClassVar[str] = "numeric"
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("mae",)
@@ -36,27 +36,6 @@ class NumericOutput(Output):
 
     type: Literal["numeric"]
     loss: Loss | None = None
-
-    # --- data ---
-    def array_field(self) -> tuple:
-        return (np.float32,)
-
-    def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
-        if not cell:
-            raise ValueError(f"empty cell; expected a value for outputs.{self.name}")
-        try:
-            number = float(cell)
-        except ValueError:
-            raise ValueError(f"{cell!r} is not a number") from None
-        if not math.isfinite(number):
-            raise ValueError(f"{cell!r} is not a finite number")
-        return np.asarray(number, np.float32)
-
-    def statistics(self, train: np.ndarray) -> dict[str, float]:
-        return {"mean": float(train.mean()), "std": float(max(train.std(), 1e-6))}
-
-    def summary(self, values: dict[str, np.ndarray]) -> dict:
-        return {f"mean_{s}": round(float(v.mean()), 4) for s, v in values.items()}
 
     # --- evaluation ---
     def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from cnn_factory.outputs.base import Output
+from cnn_factory.outputs.decoding import SegmentationRows
 from cnn_factory.params import Size, custom, show
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
@@ -82,7 +83,7 @@ Labels = Annotated[
 ]
 
 
-class SegmentationOutput(Output):
+class SegmentationOutput(SegmentationRows, Output):
     kind: ClassVar[str] = "segmentation"
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("dice", "iou")
@@ -111,29 +112,6 @@ class SegmentationOutput(Output):
     @property
     def colour_table(self) -> dict[str, int] | None:
         return self.colours
-
-    # --- data ---
-    def array_field(self) -> tuple:
-        return (np.uint8, self.size)
-
-    def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
-        """Boolean (H, W) uint8 mask of the label values in `label`, at `size` (nearest)."""
-        assert label_map is not None and self.size is not None  # reads_label_map: the row's map is given
-        return self.mask(label_map, self.size)
-
-    def mask(self, label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        mask = np.isin(label_map, self.label)
-        if mask.shape != tuple(size):
-            from skimage.transform import resize
-
-            mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False)
-        return mask.astype(np.uint8)
-
-    def lacks_labels(self, label_map: np.ndarray) -> bool:
-        return not np.isin(self.label, label_map).any()
-
-    def summary(self, values: dict[str, np.ndarray]) -> dict:
-        return {f"coverage_{s}": round(float(v.mean()), 4) for s, v in values.items()}
 
     # --- evaluation ---
     def predicted_mask(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:

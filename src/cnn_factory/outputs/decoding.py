@@ -1,0 +1,153 @@
+"""What prepare makes of each output kind: the array a row's cell or label map decodes to, the
+training split's statistics, and the kind's line in prepare's report. Each kind's class
+(outputs/<kind>.py) takes these methods from its mixin here.
+
+They live apart from the kinds' losses, metrics, heads, pictures and prediction writers so that
+prepare depends on what decodes and nothing else: dvc.yaml lists this file, not the kinds'
+modules, among prepare's dependencies, and the row cache's key (data/rows.py) hashes it. An edit
+to a loss or a plot re-runs train and evaluate, never prepare; an edit here re-runs prepare and
+decodes every row again.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+
+class SegmentationRows:
+    """What prepare makes of a Segmentation output (outputs/segmentation.py)."""
+
+    if TYPE_CHECKING:  # fields of the kind's params model
+        label: tuple[int, ...]
+        size: tuple[int, int] | None
+        name: str
+
+    def array_field(self) -> tuple:
+        return (np.uint8, self.size)
+
+    def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
+        """Boolean (H, W) uint8 mask of the label values in `label`, at `size` (nearest)."""
+        assert label_map is not None and self.size is not None  # reads_label_map: the row's map is given
+        return self.mask(label_map, self.size)
+
+    def mask(self, label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        mask = np.isin(label_map, self.label)
+        if mask.shape != tuple(size):
+            from skimage.transform import resize
+
+            mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False)
+        return mask.astype(np.uint8)
+
+    def lacks_labels(self, label_map: np.ndarray) -> bool:
+        return not np.isin(self.label, label_map).any()
+
+    def summary(self, values: dict[str, np.ndarray]) -> dict:
+        return {f"coverage_{s}": round(float(v.mean()), 4) for s, v in values.items()}
+
+
+class ClassMaskRows:
+    """What prepare makes of a ClassMask output (outputs/class_mask.py)."""
+
+    if TYPE_CHECKING:  # fields of the kind's params model
+        labels: dict[str, tuple[int, ...]]
+        size: tuple[int, int] | None
+        name: str
+
+        @property
+        def label_values(self) -> tuple[int, ...]: ...
+        @property
+        def classes(self) -> tuple[str, ...]: ...
+
+    def array_field(self) -> tuple:
+        return (np.uint8, self.size)
+
+    def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
+        """(H, W) uint8 class indices at `size` (nearest)."""
+        assert label_map is not None and self.size is not None  # reads_label_map: the row's map is given
+        return self.mask(label_map, self.size)
+
+    def mask(self, label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        values = np.asarray(self.label_values)
+        index = np.asarray([k for k, vs in enumerate(self.labels.values(), 1) for _ in vs], np.uint8)
+        order = np.argsort(values)
+        values, index = values[order], index[order]
+        # one pass: each pixel's value looked up among the sorted label values; no match is background
+        at = np.minimum(np.searchsorted(values, label_map), len(values) - 1)
+        mask = np.where(values[at] == label_map, index[at], 0).astype(np.uint8)
+        if mask.shape != tuple(size):
+            from skimage.transform import resize
+
+            mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
+        return mask
+
+    def lacks_labels(self, label_map: np.ndarray) -> bool:
+        return not np.isin(self.label_values, label_map).any()
+
+    def summary(self, values: dict[str, np.ndarray]) -> dict:
+        """Per split, the share of pixels of each class."""
+        report = {}
+        for split, masks in values.items():
+            counts = np.zeros(len(self.classes) + 1, np.int64)
+            for start in range(0, len(masks), 256):  # a block of rows at a time: memory stays flat
+                counts += np.bincount(np.asarray(masks[start : start + 256]).ravel(), minlength=len(counts))
+            shares = counts[1:] / max(int(counts.sum()), 1)
+            report[f"coverage_{split}"] = {c: round(float(s), 4) for c, s in zip(self.classes, shares)}
+        return report
+
+
+class CategoryRows:
+    """What prepare makes of a Category output (outputs/category.py)."""
+
+    if TYPE_CHECKING:  # fields of the kind's params model
+        name: str
+
+        @property
+        def class_names(self) -> tuple[str, ...]: ...
+        @property
+        def num_classes(self) -> int: ...
+
+    def array_field(self) -> tuple:
+        return (np.int64,)
+
+    def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
+        if not cell:
+            raise ValueError(f"empty cell; expected a value for outputs.{self.name}")
+        if cell not in self.class_names:
+            raise ValueError(f"{cell!r} is not a known class; expected one of {', '.join(self.class_names)}")
+        return np.asarray(self.class_names.index(cell), np.int64)
+
+    def summary(self, values: dict[str, np.ndarray]) -> dict:
+        return {
+            f"counts_{s}": dict(zip(self.class_names, np.bincount(v, minlength=self.num_classes).tolist()))
+            for s, v in values.items()
+        }
+
+
+class NumberRows:
+    """What prepare makes of a Numeric output (outputs/numeric.py)."""
+
+    if TYPE_CHECKING:  # fields of the kind's params model
+        name: str
+
+    def array_field(self) -> tuple:
+        return (np.float32,)
+
+    def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
+        if not cell:
+            raise ValueError(f"empty cell; expected a value for outputs.{self.name}")
+        try:
+            number = float(cell)
+        except ValueError:
+            raise ValueError(f"{cell!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{cell!r} is not a finite number")
+        return np.asarray(number, np.float32)
+
+    def statistics(self, train: np.ndarray) -> dict[str, float]:
+        return {"mean": float(train.mean()), "std": float(max(train.std(), 1e-6))}
+
+    def summary(self, values: dict[str, np.ndarray]) -> dict:
+        return {f"mean_{s}": round(float(v.mean()), 4) for s, v in values.items()}

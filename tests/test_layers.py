@@ -1,0 +1,80 @@
+"""The library's layers import downward only (pyproject.toml's import-linter contracts, run by
+`make lint`), and no module imports itself through others: a cycle is an error even inside a layer."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import grimp
+
+from tests.conftest import ROOT
+
+
+def lint_imports(tree: Path) -> subprocess.CompletedProcess:
+    command = [
+        str(Path(sys.executable).parent / "lint-imports"),
+        "--config",
+        str(tree / "pyproject.toml"),
+        "--no-cache",
+    ]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{tree / 'src'}:{tree}"}
+    return subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
+
+
+def copy_of_the_code(tmp_path: Path) -> Path:
+    tree = tmp_path / "tree"
+    for folder in ("src", "stages"):
+        shutil.copytree(ROOT / folder, tree / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(ROOT / "pyproject.toml", tree / "pyproject.toml")
+    return tree
+
+
+def test_the_contracts_hold_and_fail_on_an_upward_import(tmp_path):
+    tree = copy_of_the_code(tmp_path)
+    kept = lint_imports(tree)
+    assert kept.returncode == 0 and "2 kept, 0 broken" in kept.stdout, kept.stdout + kept.stderr
+
+    leaf = tree / "src" / "cnn_factory" / "losses.py"  # a leaf asking the training loop for something
+    leaf.write_text(
+        leaf.read_text() + "\n\ndef hook():\n    from cnn_factory.training.fit import fit\n\n    return fit\n"
+    )
+    broken = lint_imports(tree)
+    assert broken.returncode != 0
+    assert "cnn_factory.losses -> cnn_factory.training.fit" in broken.stdout, broken.stdout
+
+
+def cycles(package: str) -> list[list[str]]:
+    """Import cycles among the package's modules (function-local imports count), one path each."""
+    graph = grimp.build_graph(package, cache_dir=None)
+    found, done = [], set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            found.append(path[path.index(module) :] + [module])
+            return
+        if module in done:
+            return
+        for imported in sorted(graph.find_modules_directly_imported_by(module)):
+            visit(imported, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph.modules):
+        visit(module, [])
+    return found
+
+
+def test_no_module_imports_itself_through_others():
+    assert cycles("cnn_factory") == []
+
+
+def test_a_cycle_hidden_in_a_function_is_found(tmp_path, monkeypatch):
+    package = tmp_path / "knot"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "low.py").write_text("def hook():\n    from knot import high\n\n    return high\n")
+    (package / "high.py").write_text("from knot import low\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert cycles("knot") == [["knot.high", "knot.low", "knot.high"]]
