@@ -1,7 +1,7 @@
 """Reads what prepare cached: memory-mapped uint8 arrays, batched, normalised on the device.
 
     split = PreparedSplit(Path("data/prepared/train"), ["image"], outputs)
-    loader = make_loader(split, batch_size=16, shuffle=True, seed=0, num_augs=0)
+    loader = make_loader(split, batch_size=16, shuffle=True, generator=order, num_augs=0)
     for x, targets, augment in loader:      # x uint8 (B, C, H, W); targets {name: (B, ...)}
         x, targets = to_device(x, targets, device, mean, std)
 

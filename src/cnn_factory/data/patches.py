@@ -1,8 +1,8 @@
 """Patch training: random windows of the input size from native-resolution images, foreground oversampled.
 
-    split = PatchSplit(Path("data/prepared/train"), ["image"], outputs)
+    split = PatchSplit(Path("data/prepared/train"), ["image"], outputs, (128, 128))
     batches = PatchBatches(split.shapes, split.foreground, (128, 128), samples=500, batch_size=8,
-                           foreground=0.33, generator=g)
+                           share=0.33, generator=g)
     loader = DataLoader(split, sampler=batches, batch_size=None)
     for x, targets, flags, views in loader: ...   # patches, their masks and labels, whole-image views
 

@@ -1,7 +1,7 @@
 """`train.init_from`: a run whose network starts from another model file's weights (fine-tuning,
 more epochs of a finished run, a new output on a trained encoder).
 
-    source = init_source("models/example.pt")   # {"path": ..., "sha256": ...}; None while the param is null
+    source = init_source("weights/start.pt", "models/example.pt")   # {"path", "sha256"}; None for a null path
     print(initialise(model, source).summary())  # copies every tensor whose name and shape fit
 
 Only weights travel: the optimiser, schedule and early stopping start afresh, and the new model
