@@ -41,7 +41,9 @@ def test_single_process_loader_keeps_torch_samplers():
 
 def test_torchrun_two_processes_train_one_model(tmp_path, monkeypatch):
     params = tiny_params()
-    params["train"].update(num_augs=1)  # the index space holds the augmented repeats too
+    # the index space holds the augmented repeats too; two batches per step: the first without
+    # DDP's all-reduce (no_sync), the second with it
+    params["train"].update(num_augs=1, accumulate=2)
     repo = make_repo(tmp_path / "repo", params)
     run(["dvc", "repro", "prepare"], repo)
     log = tmp_path / "samples.txt"
@@ -68,7 +70,8 @@ def test_torchrun_two_processes_train_one_model(tmp_path, monkeypatch):
         assert sorted(share[0] + share[1]) == list(range(n))  # each sample exactly once per epoch
     assert by_rank[0][0] != by_rank[0][1]  # shuffled anew each epoch
 
-    # the model file's val metrics are the whole val split's, as one process computes them
+    # the model file's val metrics are the whole val split's, as one process computes them (each rank
+    # validated its share and the sums were added up)
     cfg = load_params(repo / "params.yaml")
     model, saved = load_model(repo / "models" / "example.pt")
     val = PreparedSplit(repo / "data" / "prepared" / "val", list(cfg.inputs), cfg.outputs)
