@@ -38,7 +38,7 @@ from cnn_factory.training.loop import Step, autocast_dtype, seed_everything, tra
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.optim import EarlyStopping, Schedule, make_optimizer
 from cnn_factory.training.pictures import Gallery
-from cnn_factory.training.validation import make_validation
+from cnn_factory.training.validation import NativeValidation, ResizedValidation, make_validation
 
 SHOWN = 4  # validation images in each picture logged every train.log_images_every epochs
 
@@ -128,11 +128,33 @@ def log_epoch(
     print(f"epoch {epoch}/{epochs}  loss {train_stats['loss']:.4f}  {val}{speed:.0f} img/s", flush=True)
 
 
-def fit(cfg: Config, prepared: Path = PREPARED) -> None:
-    """The whole training run of the train stage: resumes, trains, validates, logs, saves."""
-    manifest = read_manifest(prepared, cfg)
-    ranks, device = setup(pick_device(cfg.train.device))  # single-process unless torchrun started us
-    t, outputs = cfg.train, cfg.outputs
+@dataclass
+class Run:
+    """The parts of a training run, built once by `start`."""
+
+    cfg: Config
+    ranks: Dist
+    session: Session  # what a checkpoint saves; session.model is what gets saved
+    step: Step  # trains through step.net: the model, or its DDP wrapper
+    validate: ResizedValidation | NativeValidation
+    loader: DataLoader
+    args: dict  # the model's constructor arguments, for the model file
+    meta: dict  # the model file's metadata
+    source: dict | None  # train.init_from's {path, sha256}
+    ckpt: Path
+    key: str  # the checkpoint's: params, data and starting weights
+    live_copy: Path  # dvclive/ as it was at the checkpoint
+    first: int = 1  # the first epoch to train
+
+    def say(self, line: str) -> None:
+        if self.ranks.main:
+            print(line, flush=True)
+
+
+def start(cfg: Config, prepared: Path, ranks: Dist, device: torch.device) -> Run:
+    """Builds the run's data, model, optimiser, step and validation; resumes from its checkpoint or
+    starts from train.init_from's weights; says what it trains on."""
+    t, manifest = cfg.train, read_manifest(prepared, cfg)
     amp = autocast_dtype(t.precision, device)
     if t.precision == "fp16" and device.type == "cpu":
         raise UserError("train.precision: fp16 needs CUDA; use bf16 or fp32 on the CPU")
@@ -141,97 +163,94 @@ def fit(cfg: Config, prepared: Path = PREPARED) -> None:
     data = TrainingData.build(cfg, prepared, ranks)
     args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
     model_file = ModelFile.from_meta(meta)
-    run = make_session(cfg, args, device, data.steps, amp)
-    criterion = Criterion(outputs, manifest["outputs"])  # a number's loss is in units of its std
-    step = Step(
-        wrap(run.model, ranks, device, t.sync_batchnorm),
-        criterion,
-        run.optimizer,
-        run.schedule,
-        run.scaler,
-        run.augmenter,
-        outputs,
-        device,
-        model_file.normalisation(device),
-        amp,
-        t.grad_clip,
-        t.accumulate,
-        ranks,
-    )  # fmt: skip  (DDP trains through step.net; run.model is what gets saved)
-    validate = make_validation(model_file, outputs, prepared / "val", t.batch_size, device, amp, ranks)
+    session = make_session(cfg, args, device, data.steps, amp)
+    criterion = Criterion(cfg.outputs, manifest["outputs"])  # a number's loss is in units of its std
+    net = wrap(session.model, ranks, device, t.sync_batchnorm)
+    parts = (net, criterion, session.optimizer, session.schedule, session.scaler, session.augmenter, cfg.outputs)
+    step = Step(*parts, device, model_file.normalisation(device), amp, t.grad_clip, t.accumulate, ranks)
+    validate = make_validation(model_file, cfg.outputs, prepared / "val", t.batch_size, device, amp, ranks)
+    run = Run(
+        cfg, ranks, session, step, validate, data.loader(cfg, session.order, ranks, device), args, meta, source,
+        FOLDER / f"{cfg.model.name}.ckpt", params_key(cfg, manifest, source), FOLDER / f"{cfg.model.name}.dvclive",
+    )  # fmt: skip
+    run.first = resume(session, run.ckpt, run.key, run.live_copy, ranks, run.say)
+    if run.first == 1 and source is not None:  # a resumed run's checkpoint already holds the weights trained from it
+        run.say(initialise(session.model, source).summary())
+    n_val = len(PreparedSplit(prepared / "val", list(cfg.inputs), cfg.outputs))
+    processes = f", {ranks.world} processes" if ranks.enabled else ""
+    run.say(f"train: {data.describe}, {n_val} val, on {device}{f' with {amp}' if amp else ''}{processes}")
+    return run
 
-    ckpt, key = FOLDER / f"{cfg.model.name}.ckpt", params_key(cfg, manifest, source)
-    live_copy = FOLDER / f"{cfg.model.name}.dvclive"  # dvclive/ as it was at the checkpoint
-    say = print if ranks.main else lambda *_, **__: None
-    first = resume(run, ckpt, key, live_copy, ranks, say)
-    if first == 1 and source is not None:  # a resumed run's checkpoint already holds the weights trained from it
-        say(initialise(run.model, source).summary())
-    n_val = len(PreparedSplit(prepared / "val", list(cfg.inputs), outputs))
-    say(
-        f"train: {data.describe}, {n_val} val, on {device}"
-        f"{f' with {amp}' if amp else ''}{f', {ranks.world} processes' if ranks.enabled else ''}"
-    )
-    loader = data.loader(cfg, run.order, ranks, device)
+
+def fit(cfg: Config, prepared: Path = PREPARED) -> None:
+    """The whole training run of the train stage: resumes, trains, validates, logs, saves."""
+    ranks, device = setup(pick_device(cfg.train.device))  # single-process unless torchrun started us
+    run, t = start(cfg, prepared, ranks, device), cfg.train
     live = (
-        AtomicLive("dvclive", resume=first > 1, save_dvc_exp=False, dvcyaml=None, monitor_system=t.monitor_system)
+        AtomicLive("dvclive", resume=run.first > 1, save_dvc_exp=False, dvcyaml=None, monitor_system=t.monitor_system)
         if ranks.main
         else NoLive()
     )
     with live as log:
-        log.step = first - 1
-        for epoch in range(first, t.epochs + 1):
-            train_stats = train_one_epoch(step, loader, epoch)
-            sync_buffers(run.model, ranks)  # batch-norm statistics: rank 0's everywhere, as saved
-            val_stats = None
-            gallery = (
-                Gallery(outputs, SHOWN)
-                if ranks.main and t.log_images_every and epoch % t.log_images_every == 0
-                else None
-            )
-            if epoch % t.val_every == 0 or epoch == t.epochs:
-                val_stats = validate(run.model, criterion, device, gallery)  # every rank gets the same figures
-                if run.early.update(val_stats[t.early_stopping.metric.removeprefix("val/")], epoch):
-                    run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
-                    run.best_val = val_stats
-            end_epoch(cfg, run, log, epoch, train_stats, val_stats, gallery, ranks, ckpt, key, live_copy)
-            if run.early.stop:
-                say(f"train: stopping early: no better {t.early_stopping.metric} in {t.early_stopping.patience} epochs")
+        log.step = run.first - 1
+        for epoch in range(run.first, t.epochs + 1):
+            train_stats = train_one_epoch(run.step, run.loader, epoch)
+            sync_buffers(run.session.model, ranks)  # batch-norm statistics: rank 0's everywhere, as saved
+            val_stats, gallery = validate_epoch(run, epoch)
+            end_epoch(run, log, epoch, train_stats, val_stats, gallery)
+            if run.session.early.stop:
+                run.say(
+                    f"train: stopping early: no better {t.early_stopping.metric} in {t.early_stopping.patience} epochs"
+                )
                 break
-    save_best(cfg, run, args, meta, source, ranks, ckpt, key)
-    del step, loader  # DDP's reducer must go before its process group, or gloo aborts at exit
+    save_best(run)
+    del run, live  # DDP's reducer must go before its process group, or gloo aborts at exit
     teardown(ranks)
 
 
+def validate_epoch(run: Run, epoch: int) -> tuple[dict | None, Gallery | None]:
+    """Every train.val_every epochs and the last: validation figures (the same on every rank) and the
+    early-stopping bookkeeping; a picture of the first images every train.log_images_every epochs."""
+    t, session = run.cfg.train, run.session
+    if epoch % t.val_every and epoch != t.epochs:
+        return None, None
+    pictures = run.ranks.main and t.log_images_every and epoch % t.log_images_every == 0
+    gallery = Gallery(run.cfg.outputs, SHOWN) if pictures else None
+    val_stats = run.validate(session.model, run.step.criterion, run.step.device, gallery)
+    if session.early.update(val_stats[t.early_stopping.metric.removeprefix("val/")], epoch):
+        session.best_state = {k: v.detach().clone() for k, v in session.model.state_dict().items()}
+        session.best_val = val_stats
+    return val_stats, gallery
+
+
 def end_epoch(
-    cfg: Config, run: Session, live: Any, epoch: int, train_stats: dict, val_stats: dict | None,
-    gallery: Gallery | None, ranks: Dist, ckpt: Path, key: str, live_copy: Path,
-) -> None:  # fmt: skip
+    run: Run, live: Any, epoch: int, train_stats: dict, val_stats: dict | None, gallery: Gallery | None
+) -> None:
     """The schedule's step, then (rank 0) the epoch's logs, pictures and checkpoint."""
+    cfg, session = run.cfg, run.session
     metric = cfg.train.early_stopping.metric.removeprefix("val/")
-    run.schedule.epoch_end(val_stats[metric] if val_stats else None)
-    if not ranks.main:
+    session.schedule.epoch_end(val_stats[metric] if val_stats else None)
+    if not run.ranks.main:
         return
-    log_epoch(live, epoch, cfg.train.epochs, train_stats, val_stats, run.optimizer.param_groups[0]["lr"], cfg.outputs)
-    if gallery is not None and val_stats is not None:
+    lr = session.optimizer.param_groups[0]["lr"]
+    log_epoch(live, epoch, cfg.train.epochs, train_stats, val_stats, lr, cfg.outputs)
+    if gallery is not None:
         gallery.log(live, f"{{output}}/{epoch}.png")
     live.next_step()
-    keep_copy(Path("dvclive"), live_copy)  # first: a kill in between leaves epochs to trim, none missing
-    save_checkpoint(ckpt, run.state_dict(key, epoch))
+    keep_copy(Path("dvclive"), run.live_copy)  # first: a kill in between leaves epochs to trim, none missing
+    save_checkpoint(run.ckpt, session.state_dict(run.key, epoch))
 
 
-def save_best(
-    cfg: Config, run: Session, args: dict, meta: dict, source: dict | None, ranks: Dist, ckpt: Path, key: str
-) -> None:
+def save_best(run: Run) -> None:
     """Writes the best validated epoch's weights to the model file (rank 0), and marks the run complete."""
-    es = cfg.train.early_stopping
-    if run.best_state is None:
+    cfg, session, es = run.cfg, run.session, run.cfg.train.early_stopping
+    if session.best_state is None:
         raise UserError(f"train: {es.metric} was never finite (training diverged); lower train.lr")
-    if not ranks.main:
+    if not run.ranks.main:
         return
-    run.model.load_state_dict(run.best_state)
-    best = {"epoch": run.early.best_epoch, "val": run.best_val, "init_from": source}
-    save_model(cfg.model.path, run.model, args, {**meta, **best})
-    save_checkpoint(ckpt, {"key": key, "epoch": run.early.best_epoch, "complete": True})
-    print(
-        f"train: best {es.metric} {run.early.best:.4f} at epoch {run.early.best_epoch}, model saved to {cfg.model.path}"
-    )
+    session.model.load_state_dict(session.best_state)
+    best = {"epoch": session.early.best_epoch, "val": session.best_val, "init_from": run.source}
+    save_model(cfg.model.path, session.model, run.args, {**run.meta, **best})
+    save_checkpoint(run.ckpt, {"key": run.key, "epoch": session.early.best_epoch, "complete": True})
+    line = f"train: best {es.metric} {session.early.best:.4f} at epoch {session.early.best_epoch}"
+    print(f"{line}, model saved to {cfg.model.path}")
