@@ -17,74 +17,68 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 
-class SegmentationRows:
-    """What prepare makes of a Segmentation output (outputs/segmentation.py)."""
+class MaskRows:
+    """What the label-map kinds share: a mask of `size` from the row's label map, nearest neighbour."""
 
     if TYPE_CHECKING:  # fields of the kind's params model
-        label: tuple[int, ...]
-        size: tuple[int, int] | None
-        name: str
-
-    def array_field(self) -> tuple:
-        return (np.uint8, self.size)
-
-    def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
-        """Boolean (H, W) uint8 mask of the label values in `label`, at `size` (nearest)."""
-        assert label_map is not None and self.size is not None  # reads_label_map: the row's map is given
-        return self.mask(label_map, self.size)
-
-    def mask(self, label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        mask = np.isin(label_map, self.label)
-        if mask.shape != tuple(size):
-            from skimage.transform import resize
-
-            mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False)
-        return mask.astype(np.uint8)
-
-    def lacks_labels(self, label_map: np.ndarray) -> bool:
-        return not np.isin(self.label, label_map).any()
-
-    def summary(self, values: dict[str, np.ndarray]) -> dict:
-        return {f"coverage_{s}": round(float(v.mean()), 4) for s, v in values.items()}
-
-
-class ClassMaskRows:
-    """What prepare makes of a ClassMask output (outputs/class_mask.py)."""
-
-    if TYPE_CHECKING:  # fields of the kind's params model
-        labels: dict[str, tuple[int, ...]]
         size: tuple[int, int] | None
         name: str
 
         @property
         def label_values(self) -> tuple[int, ...]: ...
-        @property
-        def classes(self) -> tuple[str, ...]: ...
 
     def array_field(self) -> tuple:
         return (np.uint8, self.size)
 
     def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
-        """(H, W) uint8 class indices at `size` (nearest)."""
+        """(H, W) uint8 mask (a segmentation's 0/1, a class mask's class indices) at `size`."""
         assert label_map is not None and self.size is not None  # reads_label_map: the row's map is given
         return self.mask(label_map, self.size)
 
     def mask(self, label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def lacks_labels(self, label_map: np.ndarray) -> bool:
+        return not np.isin(self.label_values, label_map).any()
+
+
+def _at_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if mask.shape != tuple(size):
+        from skimage.transform import resize  # here: it loads scipy (0.3 s), which a prepare of cached rows skips
+
+        mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False)
+    return mask.astype(np.uint8)
+
+
+class SegmentationRows(MaskRows):
+    """What prepare makes of a Segmentation output (outputs/segmentation.py)."""
+
+    def mask(self, label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """0/1: any of the label values in `label`."""
+        return _at_size(np.isin(label_map, self.label_values), size)
+
+    def summary(self, values: dict[str, np.ndarray]) -> dict:
+        return {f"coverage_{s}": round(float(v.mean()), 4) for s, v in values.items()}
+
+
+class ClassMaskRows(MaskRows):
+    """What prepare makes of a ClassMask output (outputs/class_mask.py)."""
+
+    if TYPE_CHECKING:  # fields of the kind's params model
+        labels: dict[str, tuple[int, ...]]
+
+        @property
+        def classes(self) -> tuple[str, ...]: ...
+
+    def mask(self, label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """Class indices: k for the k-th class's label values, 0 for the rest."""
         values = np.asarray(self.label_values)
         index = np.asarray([k for k, vs in enumerate(self.labels.values(), 1) for _ in vs], np.uint8)
         order = np.argsort(values)
         values, index = values[order], index[order]
         # one pass: each pixel's value looked up among the sorted label values; no match is background
         at = np.minimum(np.searchsorted(values, label_map), len(values) - 1)
-        mask = np.where(values[at] == label_map, index[at], 0).astype(np.uint8)
-        if mask.shape != tuple(size):
-            from skimage.transform import resize
-
-            mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
-        return mask
-
-    def lacks_labels(self, label_map: np.ndarray) -> bool:
-        return not np.isin(self.label_values, label_map).any()
+        return _at_size(np.where(values[at] == label_map, index[at], 0).astype(np.uint8), size)
 
     def summary(self, values: dict[str, np.ndarray]) -> dict:
         """Per split, the share of pixels of each class."""
