@@ -36,7 +36,7 @@ class Sums:
         self.metrics = OutputMetrics(outputs, device)
         self.seen = 0
 
-    def means(self, ranks: Dist) -> dict[str, float]:
+    def means(self, ranks: Dist, weights: Mapping[str, float] | None = None) -> dict[str, float]:
         if ranks.enabled:  # every rank scored its own images: add up the sums, then take the means
             totals = all_sum(torch.cat([self.losses, self.losses.new_tensor([self.seen])]), ranks)
             self.losses, self.seen = totals[:-1], round(totals[-1].item())
@@ -44,6 +44,8 @@ class Sums:
                 for state in metric.state():
                     all_sum(state, ranks)
         per = (self.losses / max(self.seen, 1)).tolist()
+        if weights is not None:  # a pass that sums each output's loss alone: the total from their means
+            per[0] = sum(weights[n] * v for n, v in zip(self.outputs, per[1:]))
         return {"loss": per[0], **{f"{n}/loss": v for n, v in zip(self.outputs, per[1:])}, **self.metrics.compute()}
 
 
@@ -114,8 +116,7 @@ class NativeValidation:
             sums.seen += len(batch.x)
             if gallery is not None:
                 gallery.add(batch.x, batch.targets, batch.logits)
-        sums.losses[0] = sum(criterion.weights[n] * sums.losses[k] for n, k in index.items())
-        return sums.means(self.ranks)
+        return sums.means(self.ranks, criterion.weights)
 
 
 def make_validation(
