@@ -5,6 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import httpx
 import numpy as np
@@ -15,6 +23,8 @@ from PIL import Image
 from cnn_factory import __version__
 from cnn_factory.predict import predict_images
 from cnn_factory.serve import create_app
+
+COMMAND = [sys.executable, "-m", "cnn_factory"]
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +185,33 @@ def test_concurrent_requests_each_get_their_own_answer(served):
     assert health.status_code == 200
     for path, answer in zip(paths * 8, answers):
         assert answer.status_code == 200 and answer.content == single[path.name].content
+
+
+def test_serve_command_answers_on_localhost_and_reports_a_missing_model_in_one_line(served, tmp_path):
+    env = {**os.environ, "SM_MODEL_DIR": str(tmp_path / "sagemaker")}
+    missing = subprocess.run([*COMMAND, "serve", str(tmp_path / "none.pt")], capture_output=True, text=True, env=env)
+    assert missing.returncode == 1 and missing.stderr.strip().count("\n") == 0 and "none.pt" in missing.stderr
+    (tmp_path / "sagemaker").mkdir()
+    empty = subprocess.run([*COMMAND, "serve"], capture_output=True, text=True, env=env)
+    assert empty.returncode == 1 and "found 0 .pt files" in empty.stderr
+    shutil.copy(served["resize"], tmp_path / "sagemaker" / "model.pt")  # no MODEL: SageMaker's model folder
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([*COMMAND, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as response:
+                    assert response.status == 200
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=5) as response:
+            assert json.load(response)["model"]["file"] == "model.pt"
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
