@@ -262,13 +262,16 @@ def run(argv: list[str]) -> None:
 def enter_workdir(environ: dict, argv: list[str]) -> None:
     """In the Docker image: work in a clone of the image's repository under CNN_FACTORY_WORKDIR.
 
-    The image sets CNN_FACTORY_WORKDIR=/out/work and CNN_FACTORY_HOME=/app, so a container
-    started with `-u $(id -u)` writes only under the mounted /out (a later run reuses the clone,
-    its DVC cache and experiments). Outside the image, or inside a repository, nothing changes.
+    The image sets CNN_FACTORY_WORKDIR=/out/work and CNN_FACTORY_HOME=/app, and every cache and
+    TMPDIR under /out, so a container started with `-u $(id -u)` or `--read-only` writes only under
+    the mounted /out (a later run reuses the clone, its DVC cache and experiments). Outside the
+    image, or inside a repository, nothing changes; `serve` needs no clone and makes none.
     """
     workdir = environ.get("CNN_FACTORY_WORKDIR")
     if not workdir or Path("dvc.yaml").is_file() or argv[:1] == ["serve"]:  # serving needs no pipeline
         return
+    if environ.get("TMPDIR"):  # the image's is under /out: made here, else Python falls back to /tmp
+        Path(environ["TMPDIR"]).mkdir(parents=True, exist_ok=True)
     work, home = Path(workdir), Path(environ.get("CNN_FACTORY_HOME", "/app"))
     if not (work / "dvc.yaml").is_file():
         if not (home / "dvc.yaml").is_file():
