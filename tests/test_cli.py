@@ -310,6 +310,7 @@ HELP = {
     ],  # fmt: skip
     "predict": ["--out", "--batch-size", "--device", "--tta", "--threshold", "--tile", "--overlap"],
     "export": ["--format", "--out", "--batch-size"],
+    "serve": ["--host", "--port", "--device", "--tta", "--threshold", "--workers", "--max-bytes", "--max-pixels"],
     "make-csv": ["--out", "--image-column", "--label-column"],
 }
 

@@ -6,7 +6,7 @@
 The library behind the DVC stages in `stages/` and the `cnn-factory` command. Its folders
 follow the data: `data/` (CSV, decoding, row cache, prepare, dataset, augmentation),
 `outputs/` (one module per output kind), `training/` (loop, losses, metrics, optimisers,
-checkpoints, DDP, logging), then `model`, `evaluate`, `predict`, `export` and `cli`.
+checkpoints, DDP, logging), then `model`, `evaluate`, `predict`, `export`, `serve` and `cli`.
 
 Importing torch, dvclive and pandas creates ~350k objects, and Python's cyclic collector walks
 them again and again on the way (0.45 s of a 2.3 s start, measured). When the process is the

@@ -22,11 +22,13 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "model",
         nargs="?",
+        default=argparse.SUPPRESS,
         help=f"model file written by train (default: the one .pt file in {SAGEMAKER_MODEL_DIR}, "
         "SageMaker's model folder, served on 0.0.0.0:8080 as its container contract asks)",
     )
-    p.add_argument("--host", default=None, help="address to listen on (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=None, help="port to listen on (default: 8000)")
+    local = "address to listen on (default: 127.0.0.1, this machine only)"
+    p.add_argument("--host", default=argparse.SUPPRESS, help=local)
+    p.add_argument("--port", type=int, default=argparse.SUPPRESS, help="port to listen on (default: 8000)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when present")
     p.add_argument("--tta", action="store_true", help="average over horizontal, vertical and both flips (4x slower)")
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability above which a pixel is set")
@@ -42,12 +44,14 @@ def serve(args: argparse.Namespace) -> None:
     for flag in ("workers", "max_bytes", "max_pixels"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')}: expected an integer >= 1, got {getattr(args, flag)}")
-    model, host, port = args.model, args.host or "127.0.0.1", args.port or 8000
+    model, host, port = getattr(args, "model", None), getattr(args, "host", None), getattr(args, "port", None)
     if model is None:
-        found = sorted(Path(os.environ.get("SM_MODEL_DIR", SAGEMAKER_MODEL_DIR)).glob("*.pt"))
+        folder = Path(os.environ.get("SM_MODEL_DIR", SAGEMAKER_MODEL_DIR))
+        found = sorted(folder.glob("*.pt"))
         if len(found) != 1:
-            raise UserError(f"serve: give a MODEL file (found {len(found)} .pt files in {SAGEMAKER_MODEL_DIR})")
-        model, host, port = found[0], args.host or "0.0.0.0", args.port or 8080
+            raise UserError(f"serve: give a MODEL file (found {len(found)} .pt files in {folder})")
+        model, host, port = found[0], host or "0.0.0.0", port or 8080
+    host, port = host or "127.0.0.1", port or 8000
     if not Path(model).is_file():
         raise UserError(f"{model}: no such model file")
     options = {"device": args.device, "threshold": args.threshold, "tta": args.tta, "workers": args.workers}
