@@ -43,6 +43,7 @@ def test_served_masks_are_the_files_predict_writes(served, tmp_path, mode):
     images = sorted(served[f"{mode}_images"].glob("*.png"))
     predict_images(str(served[mode]), [str(p) for p in images], tmp_path, 4, "cpu", tta=False)
     client = TestClient(create_app(served[mode], device="cpu"))
+    assert client.get("/info").json()["tile"] == (mode == "patch")  # a patch model slides windows
     first = client.post("/predict", files={"image": images[0].read_bytes()}).json()["outputs"]
     masks = [name for name, answer in first.items() if "mask" in answer]
     assert masks

@@ -127,6 +127,8 @@ def check_pixels(name: str, data: bytes, limit: int) -> None:
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
+    except Image.DecompressionBombError as err:  # larger than Pillow itself will decode
+        raise BadRequest(413, f"{name}: {err}") from None
     except Exception:  # not an image Pillow knows: the decoders say why
         return
     if width * height > limit:
