@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Docker image with podman and runs it as its users do: the original cnn-factory's
+# Builds the Docker image (of the checkout's last commit) with podman and runs it as its users do: the original cnn-factory's
 # command, the ARGS_FILE form, --read-only, and `serve` answering a request.
 #
 #   tools/podman-check.sh [WORK_DIR]      # as root, from anywhere; WORK_DIR default /var/tmp/cnn-factory-podman
@@ -11,7 +11,7 @@
 # Debian's mirror and PyPI. Host settings that a virtual machine may need (docs/development.md):
 # /etc/containers/containers.conf with
 #   [containers]
-#   default_ulimits = ["nofile=65536:65536", "nproc=65536:65536"]
+#   default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
 #   [engine]
 #   runtime = "runc"
 # The VM's TLS certificates are copied into the base, so pip inside the build trusts what the
@@ -38,9 +38,12 @@ if ! podman image exists "$base"; then
   rm -rf "$rootfs"
 fi
 
-# 2. The image, from this checkout's Dockerfile.
+# 2. The image, from a fresh clone of this checkout's commit: the image's /app must be a git
+# repository of its own (a worktree's .git is only a pointer to a folder the build cannot see).
 say "building $image"
-podman build --build-arg BASE="$base" -t "$image" "$root"
+rm -rf "$work/src"
+git clone -q "$root" "$work/src"
+podman build --build-arg BASE="$base" -t "$image" "$work/src"
 
 # 3. Data as a user mounts it at /data, and an output folder the user owns.
 data="$work/data" out="$work/out" args="$work/args"
