@@ -4,7 +4,9 @@
 #   docker run -it --rm --gpus all -u $(id -u):$(id -g) \
 #     -v $(pwd)/data:/data -v $(pwd)/output:/out cnn-factory \
 #     --modelname my-model --csv /data/input-data.csv --batch-size 4 --num-epochs 800 --output-path /out/models/
-# or with -v $(pwd)/args:/args -e ARGS_FILE=/args/train.args.json and no flags.
+# or with -v $(pwd)/args:/args -e ARGS_FILE=/args/train.args.json and no flags; serve a model with
+#   docker run --rm -p 8000:8000 -v $(pwd)/output:/out cnn-factory serve /out/models/my-model.pt --host 0.0.0.0
+# (`serve` alone: SageMaker's contract, the model in /opt/ml/model, port 8080; docs/serving.md).
 # The pipeline runs in a clone of /app under /out/work, so the container writes only under /out.
 # Docker cannot run on the project's build machines: tests/test_docker.py checks what it can.
 ARG BASE=pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime
@@ -19,12 +21,20 @@ COPY . ./
 RUN python -m pip install --no-cache-dir --no-deps . \
     && git config --system --add safe.directory '*'
 
-# any user (-u) may run it: HOME and git's identity need no passwd entry
+# any user (-u) may run it: HOME and git's identity need no passwd entry. Every cache, HOME and
+# the temporary folder lie under /out, so a container started with --read-only works: DVC's site
+# cache (else /var/tmp/dvc), torch's compile cache (else /tmp/torchinductor_<user>), matplotlib's.
 ENV CNN_FACTORY_HOME=/app \
     CNN_FACTORY_WORKDIR=/out/work \
-    HOME=/tmp \
+    HOME=/out/.cache/home \
+    TMPDIR=/out/.cache/tmp \
+    XDG_CACHE_HOME=/out/.cache \
+    DVC_SITE_CACHE_DIR=/out/.cache/dvc \
+    TORCHINDUCTOR_CACHE_DIR=/out/.cache/torchinductor \
+    MPLCONFIGDIR=/out/.cache/matplotlib \
     GIT_AUTHOR_NAME=cnn-factory GIT_AUTHOR_EMAIL=cnn-factory@localhost \
     GIT_COMMITTER_NAME=cnn-factory GIT_COMMITTER_EMAIL=cnn-factory@localhost \
     DVC_NO_ANALYTICS=1
 WORKDIR /out
+EXPOSE 8000 8080
 ENTRYPOINT ["cnn-factory"]

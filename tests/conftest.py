@@ -12,11 +12,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
+from cnn_factory.config import parse_params
+from cnn_factory.data.cells import make_cells
 from cnn_factory.data.example import make_example
+from cnn_factory.model import MultiOutputNet, model_args, model_meta, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = [16, 16]
@@ -32,6 +37,23 @@ def tiny_params(rows: int = 24) -> dict:
             out["size"] = SIZE
     params["model"].update(depth=2, filters=4)
     params["train"].update(epochs=2, batch_size=8, log_images_every=1)
+    return params
+
+
+PATCH = [32, 32]
+
+
+def cell_params(folder: Path, mode: str = "patch", size: list[int] = PATCH, **train) -> dict:
+    """params.yaml for the generated cell images in `folder`, one grey input, a mask and a category."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(csv=str(folder / "data.csv"), root=str(folder))
+    params["inputs"] = {"image": {"type": "image", "size": size, "channels": 1, "mode": mode}}
+    params["outputs"] = {
+        "cells": {"type": "segmentation", "column": "labels", "label": 1},
+        "density": {"type": "category", "classes": ["sparse", "dense"]},
+    }
+    params["model"].update(depth=2, filters=4)
+    params["train"].update(batch_size=4, **train)
     return params
 
 
@@ -114,3 +136,38 @@ def make_repo(path: Path, params: dict) -> Path:
 @pytest.fixture
 def repo(tmp_path: Path, params: dict) -> Path:
     return make_repo(tmp_path / "repo", params)
+
+
+def untrained_model(raw: dict, manifest: dict, path: Path) -> Path:
+    """A model file with random weights (no training needed: predict and serve only run it)."""
+    cfg = parse_params(raw)
+    torch.manual_seed(0)
+    args = model_args(cfg, manifest)
+    save_model(path, MultiOutputNet(**args).eval(), args, {**model_meta(cfg, manifest), "epoch": 1, "val": {}})
+    return path
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory) -> dict[str, Path]:
+    """A resize model (two masks, a category, a number), a patch model (a mask, a category), their images."""
+    folder = tmp_path_factory.mktemp("serve")
+    make_example(folder / "example", rows=4, size=(16, 16), seed=0)
+    images = folder / "images"
+    images.mkdir()
+    shutil.copy(folder / "example" / "images" / "0000.png", images / "small.png")
+    wide = np.asarray(Image.open(folder / "example" / "images" / "0001.png").resize((24, 40)))
+    Image.fromarray(wide).save(images / "wide.png")
+    raw = tiny_params()
+    raw["outputs"]["area"] = {"type": "numeric", "column": "area", "loss": "mse"}
+    manifest = {
+        "inputs": {"image": {"mean": [0.4, 0.5, 0.45], "std": [0.2, 0.25, 0.22]}},
+        "outputs": {"area": {"mean": 30.0, "std": 5.0}},
+    }
+    make_cells(folder / "cells", rows=3, sizes=(40, 72), seed=1)
+    patch_manifest = {"inputs": {"image": {"mean": [0.5], "std": [0.25]}}, "outputs": {}}
+    return {
+        "resize": untrained_model(raw, manifest, folder / "resize.pt"),
+        "patch": untrained_model(cell_params(folder / "cells"), patch_manifest, folder / "patch.pt"),
+        "resize_images": images,
+        "patch_images": folder / "cells" / "images",
+    }

@@ -111,6 +111,13 @@ def test_args_file_flags_lose_to_the_command_line(plain_dir):
     assert "train.batch_size=4" in result.stdout
 
 
+def test_the_users_csv_runs_every_stage_but_the_built_in_example(plain_dir):
+    whole = cli("train", "--dry-run", "--num-epochs", "1", cwd=plain_dir)  # the example: the whole pipeline
+    assert "dvc exp run -S train.epochs=1" in whole.stdout
+    result = cli("train", "--dry-run", "--csv", "/data/input-data.csv", cwd=plain_dir)
+    assert "dvc exp run prepare train evaluate -S" in result.stdout
+
+
 def test_no_arguments_is_a_usage_error_not_a_training_run(plain_dir):
     result = cli(cwd=plain_dir, check=False)
     assert result.returncode == 2 and "required: COMMAND" in result.stderr and "dvc" not in result.stdout
@@ -302,6 +309,7 @@ HELP = {
     ],  # fmt: skip
     "predict": ["--out", "--batch-size", "--device", "--tta", "--threshold", "--tile", "--overlap"],
     "export": ["--format", "--out", "--batch-size"],
+    "serve": ["--host", "--port", "--device", "--tta", "--threshold", "--workers", "--max-bytes", "--max-pixels"],
     "make-csv": ["--out", "--image-column", "--label-column"],
 }
 

@@ -7,9 +7,12 @@ import importlib.util
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,28 @@ from tests.conftest import ROOT, make_repo, tiny_params
 
 def dockerfile() -> str:
     return (ROOT / "Dockerfile").read_text()
+
+
+def image_env() -> dict[str, str]:
+    """The ENV the Dockerfile sets, as written."""
+    block = re.search(r"^ENV ((?:.*\\\n)*.*)$", dockerfile(), re.M).group(1)
+    return dict(re.findall(r"(\w+)=(\S+)", block.replace("\\\n", " ")))
+
+
+def container_env(out: Path, app: Path) -> dict[str, str]:
+    """The image's ENV with its /out and /app at the test's folders: the entrypoint runs as in the container."""
+    mapped = {
+        k: str(out) + v[4:] if v.startswith("/out") else str(app) if v == "/app" else v for k, v in image_env().items()
+    }
+    return {**os.environ, **mapped, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_the_container_writes_only_under_out():
+    """--read-only works when HOME, TMPDIR and every cache the tools write lie under /out."""
+    env = image_env()
+    for name in ("HOME", "TMPDIR", "XDG_CACHE_HOME", "DVC_SITE_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "MPLCONFIGDIR"):
+        assert env[name].startswith("/out/"), name
+    assert env["CNN_FACTORY_WORKDIR"].startswith("/out/") and env["CNN_FACTORY_HOME"] == "/app"
 
 
 def test_entrypoint_is_the_cnn_factory_command():
@@ -44,16 +69,7 @@ def test_original_command_runs_as_in_the_container(tmp_path, example_dir):
     app = make_repo(tmp_path / "app", tiny_params())
     data, out = example_dir, tmp_path / "out"
     out.mkdir()
-    env = {
-        **os.environ,
-        "CNN_FACTORY_HOME": str(app),
-        "CNN_FACTORY_WORKDIR": str(out / "work"),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
+    env = container_env(out, app)
     before = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=app, capture_output=True, text=True)
     original = [
         "--modelname",
@@ -77,6 +93,9 @@ def test_original_command_runs_as_in_the_container(tmp_path, example_dir):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (out / "models" / "my-model.pt").is_file()
+    assert "Running stage 'example'" not in result.stdout and not (out / "work" / "data" / "example").exists()
+    assert "No file hash info found" not in result.stdout + result.stderr  # DVC's warning for a new model name
+    assert any((out / ".cache" / "dvc").iterdir())  # DVC's site cache: under /out, not /var/tmp/dvc
 
     args_file = out / "train.args.json"  # the original cnn-factory's ARGS_FILE, on a second run in the same work folder
     args_file.write_text(
@@ -113,3 +132,27 @@ def test_original_command_runs_as_in_the_container(tmp_path, example_dir):
     assert names == {"my-model", "from-args"}
     after = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=app, capture_output=True, text=True)
     assert after.stdout == before.stdout  # nothing written to the image's repository: only under /out
+
+    serve_in_container(out, env)
+
+
+def serve_in_container(out: Path, env: dict) -> None:
+    """`serve` as `docker run -p 8000:8000 ... serve /out/models/my-model.pt` runs it (here on 127.0.0.1)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [str(Path(sys.executable).parent / "cnn-factory"), "serve", str(out / "models" / "my-model.pt")]
+    server = subprocess.Popen([*command, "--port", str(port)], cwd=out, env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=5) as response:
+                    assert json.load(response)["model"]["file"] == "my-model.pt"
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "serve did not start in the container"
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

@@ -48,6 +48,9 @@ def test_every_declared_dependency_is_locked_at_a_version_it_allows():
         "tqdm",
     }
     assert imported <= {r.name.lower() for r in declared}
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for req in map(Requirement, extras["serve"]):  # cnn-factory serve's, installed by make and the image
+        assert req.specifier.contains(pins[req.name.lower()]), f"{req.name}=={pins[req.name.lower()]} not in {req}"
 
 
 def test_wheel_installs_one_top_level_package(tmp_path):
@@ -67,7 +70,8 @@ def test_wheel_installs_one_top_level_package(tmp_path):
         entry_points = z.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top == {"cnn_factory"}
-    assert {"cnn_factory/outputs/segmentation.py", "cnn_factory/data/prepare.py", "cnn_factory/py.typed"} <= set(names)
+    shipped = {"cnn_factory/outputs/segmentation.py", "cnn_factory/data/prepare.py", "cnn_factory/py.typed"}
+    assert shipped | {"cnn_factory/static/index.html"} <= set(names)  # serve's page, package data
     assert f"Version: {cnn_factory.__version__}" in metadata
     assert re.search(r"^Requires-Dist: torch", metadata, re.M) and "License-Expression: Apache-2.0" in metadata
     assert "cnn-factory = cnn_factory.cli:main" in entry_points

@@ -20,23 +20,7 @@ from cnn_factory.evaluate import evaluate_split
 from cnn_factory.images import read_image, write_image
 from cnn_factory.model import ModelFile, MultiOutputNet, model_args, model_meta
 from cnn_factory.predict import predict_images
-from tests.conftest import ROOT
-
-PATCH = [32, 32]
-
-
-def cell_params(folder: Path, mode: str = "patch", size: list[int] = PATCH, **train) -> dict:
-    """params.yaml for the generated cell images in `folder`, one grey input, a mask and a category."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(csv=str(folder / "data.csv"), root=str(folder))
-    params["inputs"] = {"image": {"type": "image", "size": size, "channels": 1, "mode": mode}}
-    params["outputs"] = {
-        "cells": {"type": "segmentation", "column": "labels", "label": 1},
-        "density": {"type": "category", "classes": ["sparse", "dense"]},
-    }
-    params["model"].update(depth=2, filters=4)
-    params["train"].update(batch_size=4, **train)
-    return params
+from tests.conftest import cell_params
 
 
 @pytest.fixture(scope="module")

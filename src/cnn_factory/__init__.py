@@ -5,7 +5,7 @@
 
 The library behind the DVC stages in `stages/` and the `cnn-factory` command, in layers that
 import downward only (pyproject.toml's import-linter contracts, checked by `make lint`), top to
-bottom: `cli`; `predict`, `export`, `plan`; `report`; `evaluate`; `training`; `native` (a split
+bottom: `cli`; `predict`, `export`, `plan`, `serve`; `report`; `evaluate`; `training`; `native` (a split
 at native resolution); `model`, `inference`; `data`; `config`; `outputs` (one module per output
 kind); leaves over tensors and arrays (`heads`, `losses`, `accumulators`, `palette`, `scores`,
 `images`, `device`); leaves (`layers`, `params`, `atomic`, `errors`, `restore`, `runtime`).

@@ -4,37 +4,54 @@ TIFF goes through tifffile, every other format through imageio (pillow): the sam
 `skimage.io.imread` calls, with its channel-axis fix. Importing skimage.io costs ~0.4 s (it loads
 scipy and the colour module); these ~0.07 s, which every stage, `predict` and `validate` pay at start.
 A palette image's indices (a label map as annotation tools save it) come from Pillow directly.
+A source is a file or the bytes of one (an upload to `cnn-factory serve`), decoded the same way.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
+Source = str | Path | bytes  # a file, or an image file's bytes (decoded in memory)
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, either byte order
 
-def read_image(path: str | Path, indices: bool = False) -> np.ndarray:
+
+def _is_tiff(source: Source) -> bool:
+    if isinstance(source, bytes):
+        return source[:4] in TIFF_MAGIC
+    return str(source).lower().endswith((".tif", ".tiff"))
+
+
+def _opened(source: Source):
+    """What the decoders take: a path as it is, bytes as an in-memory file."""
+    return io.BytesIO(source) if isinstance(source, bytes) else source
+
+
+def read_image(path: Source, indices: bool = False) -> np.ndarray:
     """The file's pixels: (H, W) or (H, W, C), in the file's own dtype.
 
     A palette image (mode "P": a PNG as annotation tools export label maps, Pascal VOC style)
     gives its colours, or with `indices` its palette indices as (H, W) uint8."""
-    if str(path).lower().endswith((".tif", ".tiff")):
+    if _is_tiff(path):
         import tifffile
 
-        image = np.asarray(tifffile.imread(path))
+        image = np.asarray(tifffile.imread(_opened(path)))
     else:
         import imageio.v3 as iio
 
         palette = _palette_indices(path) if indices else None
         if palette is not None:
             return palette
-        image = np.asarray(iio.imread(path))
+        # bytes: Pillow decodes them in memory (other plugins may spill them to a temporary file)
+        image = np.asarray(iio.imread(path, plugin="pillow") if isinstance(path, bytes) else iio.imread(path))
     if image.ndim > 2 and image.shape[-1] not in (3, 4) and image.shape[-3] in (3, 4):  # channels first
         image = np.moveaxis(image, -3, -1)
     return image
 
 
-def read_pixels(path: str | Path, indices: bool = False) -> np.ndarray:
+def read_pixels(path: Source, indices: bool = False) -> np.ndarray:
     """read_image, with any decoder's failure as a ValueError that says the file is not an image."""
     try:
         return read_image(path, indices)
@@ -42,16 +59,28 @@ def read_pixels(path: str | Path, indices: bool = False) -> np.ndarray:
         raise ValueError(f"cannot be read as an image ({type(err).__name__}: {err})") from None
 
 
-def _palette_indices(path: str | Path) -> np.ndarray | None:
+def _palette_indices(path: Source) -> np.ndarray | None:
     """A palette image's indices, straight from Pillow (imageio expands the palette to RGB); None otherwise."""
     from PIL import Image
 
     try:
-        img = Image.open(path)  # reads the header only
+        img = Image.open(_opened(path))  # reads the header only
     except Exception:  # not an image Pillow knows: imageio tries, and says why it cannot
         return None
     with img:
         return np.asarray(img) if img.mode == "P" else None
+
+
+def encode_png(image: np.ndarray, palette: bytes | None = None) -> bytes:
+    """(H, W) uint8 pixels as PNG bytes; with a palette (RGB triplets), an index PNG (mode P)."""
+    from PIL import Image
+
+    img = Image.fromarray(image)
+    if palette is not None:
+        img.putpalette(palette)  # mode L -> P
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:

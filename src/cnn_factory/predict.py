@@ -16,13 +16,14 @@ from __future__ import annotations
 import csv
 import glob
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from cnn_factory.config import resolve_path
+from cnn_factory.config import InputSpec, resolve_path
 from cnn_factory.data.dataset import to_device
 from cnn_factory.data.rows import read_input, resize_image, scaled_size
 from cnn_factory.data.table import read_table
@@ -30,7 +31,8 @@ from cnn_factory.device import pick_device
 from cnn_factory.errors import UserError
 from cnn_factory.images import read_image
 from cnn_factory.inference import predict_batch, predict_tiled, upsample
-from cnn_factory.model import ModelFile
+from cnn_factory.model import ModelFile, MultiOutputNet
+from cnn_factory.outputs import Output
 
 
 def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str, Path]]:
@@ -72,9 +74,8 @@ def image_size(path: Path) -> tuple[int, int]:
         return read_image(path).shape[:2]
 
 
-def warn_if_tiling_changes_scale(model_file: ModelFile, window: tuple[int, int]) -> None:
+def warn_if_tiling_changes_scale(median: list[int], window: tuple[int, int]) -> None:
     """--tile on a model trained on whole images resized down: its windows show objects larger than it learned."""
-    median = model_file.median_size
     factor = max(median[0] / window[0], median[1] / window[1])
     if factor > 1.5:
         print(
@@ -83,6 +84,68 @@ def warn_if_tiling_changes_scale(model_file: ModelFile, window: tuple[int, int])
             "learned; predict without --tile, or train with inputs.*.mode: patch",
             file=sys.stderr,
         )
+
+
+@dataclass
+class Predictor:
+    """A model file ready to predict, as `cnn-factory predict` and `cnn-factory serve` both do.
+
+        predictor = Predictor.from_model_file("models/example.pt", torch.device("cpu"))
+        images = [predictor.read({"image": Path("a.png")})]     # (C, H, W) uint8 at the file's size
+        [values] = predictor.predict(images)                      # {output: probabilities or value}
+
+    Each image is resized to the model's input size, or (`tile`, always for a patch-trained model)
+    scaled by the model's `scale` and covered by sliding windows; mask probabilities come back at
+    the image's own size, for the kinds to threshold (`Output.write_prediction`, `Output.answer`).
+    """
+
+    model: MultiOutputNet
+    inputs: dict[str, InputSpec]
+    outputs: dict[str, Output]
+    stats: tuple[torch.Tensor, torch.Tensor]  # per-channel mean and std, (1, C, 1, 1) on the device
+    device: torch.device
+    tile: bool = False
+    tta: bool = False
+    overlap: float = 0.5
+    batch_size: int = 16  # windows per forward pass when tiling
+
+    @classmethod
+    def from_model_file(cls, path: str | Path, device: torch.device, tile: bool = False, **options) -> Predictor:
+        """From the model file (ModelFile); `options` are tta, overlap, batch_size."""
+        model, model_file = ModelFile.load(path, device)
+        if tile and not model_file.patch:
+            warn_if_tiling_changes_scale(list(model_file.median_size), model_file.first.size)
+        tile = tile or model_file.patch  # a patch-trained model always slides at its training scale
+        inputs, stats = model_file.input_specs(), model_file.normalisation(device)
+        return cls(model, inputs, model_file.outputs, stats, device, tile, **options)
+
+    @property
+    def first(self) -> InputSpec:
+        return next(iter(self.inputs.values()))
+
+    def read(self, sources: dict[str, Path | bytes]) -> np.ndarray:
+        """(C, H, W) uint8 of the model's inputs stacked, from a file or a file's bytes each;
+        ValueError says what is wrong."""
+        return np.concatenate([read_input(sources[n], spec) for n, spec in self.inputs.items()])
+
+    def predict(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Per image, each output's probabilities (masks at the image's own size) or value."""
+        window = self.first.size
+        views = np.stack([resize_image(image, window) for image in images])  # whole images at the input size
+        x, _ = to_device(torch.from_numpy(views), {}, self.device, *self.stats)
+        probs = {n: list(p.float()) for n, p in predict_batch(self.model, x, self.tta, self.outputs).items()}
+        spatial = [n for n, o in self.outputs.items() if o.spatial]
+        for k, image in enumerate(images):
+            size = (int(image.shape[-2]), int(image.shape[-1]))
+            if self.tile:  # masks from windows sliding over the image at the model's scale
+                scaled = torch.from_numpy(resize_image(image, scaled_size(size, self.first.scale))[None])
+                scaled, _ = to_device(scaled, {}, self.device, *self.stats)
+                tiled = predict_tiled(self.model, scaled, window, self.overlap, self.tta, self.batch_size, self.outputs)
+                for n in spatial:
+                    probs[n][k] = tiled[n][0]
+            for n in spatial:  # probabilities at the image's own size, thresholded there
+                probs[n][k] = upsample(probs[n][k], size)
+        return [{n: p[k].cpu().numpy() for n, p in probs.items()} for k in range(len(images))]
 
 
 def predict_images(
@@ -102,59 +165,45 @@ def predict_images(
     if not 0 <= overlap < 1:
         raise UserError(f"--overlap: expected a fraction from 0 to below 1, got {overlap}")
     dev = pick_device(device, "--device")
-    model, model_file = ModelFile.load(model_path, dev)
-    specs = model_file.input_specs()
-    window, scale = model_file.first.size, model_file.first.scale
-    tile = tile or model_file.patch  # a patch-trained model always slides at its training scale
-    if tile and not model_file.patch:
-        warn_if_tiling_changes_scale(model_file, window)
-    items = collect_images(sources, {n: s.column for n, s in specs.items()})
-    stats = model_file.normalisation(dev)
-    outputs = model_file.outputs
-    spatial = [n for n, o in outputs.items() if o.spatial]
-    header = ["image", *(column for o in outputs.values() for column in o.prediction_columns())]
-    failed, written = [], 0
+    predictor = Predictor.from_model_file(model_path, dev, tile, tta=tta, overlap=overlap, batch_size=batch_size)
+    items = collect_images(sources, {n: s.column for n, s in predictor.inputs.items()})
+    outputs = predictor.outputs
+    failed: list[str] = []
+    written = 0
     out.mkdir(parents=True, exist_ok=True)
     with (out / "predictions.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(header)
+        writer.writerow(["image", *(column for o in outputs.values() for column in o.prediction_columns())])
         bar = tqdm(total=len(items), desc="predict", unit="image", disable=None)
         for start in range(0, len(items), batch_size):
-            batch, natives = [], []
-            for item in items[start : start + batch_size]:
-                try:
-                    natives.append(np.concatenate([read_input(item[n], spec) for n, spec in specs.items()]))
-                except ValueError as err:
-                    failed.append(f"{next(iter(item.values()))}: {err}")
-                    continue
-                batch.append(item)
+            batch, images = read_batch(predictor, items[start : start + batch_size], failed)
             bar.update(len(items[start : start + batch_size]))
-            if not batch:
-                continue
-            views = np.stack([resize_image(image, window) for image in natives])  # whole images at the input size
-            x, _ = to_device(torch.from_numpy(views), {}, dev, *stats)
-            probs = {n: list(p.float()) for n, p in predict_batch(model, x, tta, outputs).items()}
-            for k, image in enumerate(natives):
-                size = (int(image.shape[-2]), int(image.shape[-1]))
-                if tile:  # masks from windows sliding over the image at the model's scale
-                    scaled = torch.from_numpy(resize_image(image, scaled_size(size, scale))[None])
-                    scaled, _ = to_device(scaled, {}, dev, *stats)
-                    tiled = predict_tiled(model, scaled, window, overlap, tta, batch_size, outputs)
-                    for n in spatial:
-                        probs[n][k] = tiled[n][0]
-                for n in spatial:  # probabilities at the image's own size, thresholded there
-                    probs[n][k] = upsample(probs[n][k], size)
-            for k, item in enumerate(batch):
-                first_path, size = next(iter(item.values())), natives[k].shape[-2:]
-                row = [str(first_path)]
+            for item, image, values in zip(batch, images, predictor.predict(images) if images else []):
+                path, size = next(iter(item.values())), (int(image.shape[-2]), int(image.shape[-1]))
+                row = [str(path)]
                 for name, o in outputs.items():
-                    value = probs[name][k].cpu().numpy()
-                    row += o.write_prediction(value, out, first_path.stem, (int(size[0]), int(size[1])), threshold)
+                    row += o.write_prediction(values[name], out, path.stem, size, threshold)
                 writer.writerow(row)
                 written += 1
         bar.close()
-    print(f"predict: {written} image(s) -> {out}/predictions.csv" + (f", masks in {out}/<output>/" if spatial else ""))
+    masks = any(o.spatial for o in outputs.values())
+    print(f"predict: {written} image(s) -> {out}/predictions.csv" + (f", masks in {out}/<output>/" if masks else ""))
     if failed:
         for line in failed:
             print(f"error: {line}", file=sys.stderr)
         raise UserError(f"{len(failed)} of {len(items)} image(s) could not be used; see above")
+
+
+def read_batch(
+    predictor: Predictor, items: list[dict[str, Path]], failed: list[str]
+) -> tuple[list[dict[str, Path]], list[np.ndarray]]:
+    """The items that read, with their images; each that does not is added to `failed` with its reason."""
+    batch, images = [], []
+    for item in items:
+        try:
+            images.append(predictor.read(dict(item)))
+        except ValueError as err:
+            failed.append(f"{next(iter(item.values()))}: {err}")
+            continue
+        batch.append(item)
+    return batch, images

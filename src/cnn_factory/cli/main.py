@@ -5,6 +5,7 @@
     cnn-factory predict MODEL IMAGES...       # masks and predictions.csv (cnn_factory/predict.py)
     cnn-factory evaluate MODEL CSV            # figures, per-image table, plots on any labelled CSV
     cnn-factory export MODEL --format onnx    # TorchScript or ONNX with a JSON sidecar (cnn_factory/export.py)
+    cnn-factory serve MODEL [--port 8000]     # a page to try the model and an HTTP API (cnn_factory/serve.py)
     cnn-factory make-csv IMAGES LABELS        # pair images and label maps by file name
 
 `ARGS_FILE=<file.json>` holding a JSON list of train flags works as in the original cnn-factory; flags given on
@@ -27,6 +28,7 @@ import numpy as np
 
 from cnn_factory import __version__
 from cnn_factory.cli import evaluate as evaluate_command
+from cnn_factory.cli import serve as serve_command
 from cnn_factory.cli.make_csv import make_csv
 from cnn_factory.cli.train import TRAIN_FLAGS, current_value, read_params_file, train
 from cnn_factory.config import DEVICES, SPLITS, load_params
@@ -127,6 +129,8 @@ def build_parser() -> Parser:
         "--out", default=argparse.SUPPRESS, help="output file (default: the model file's name with .ts or .onnx)"
     )
     p.add_argument("--batch-size", type=int, default=1, help="batch size of the example input used for tracing")
+
+    serve_command.add_parser(sub, common)
 
     p = sub.add_parser("plan", parents=[common], help="read the CSV's images and propose mode, sizes, depth, batch")
     p.add_argument("--params", default="params.yaml", help="params file naming the CSV, inputs and outputs")
@@ -240,6 +244,7 @@ COMMANDS = {
     "predict": predict,
     "evaluate": evaluate_command.evaluate,
     "export": export,
+    "serve": serve_command.serve,
     "make-csv": make_csv,
 }
 
@@ -254,16 +259,19 @@ def run(argv: list[str]) -> None:
     COMMANDS[args.command](args)
 
 
-def enter_workdir(environ: dict) -> None:
+def enter_workdir(environ: dict, argv: list[str]) -> None:
     """In the Docker image: work in a clone of the image's repository under CNN_FACTORY_WORKDIR.
 
-    The image sets CNN_FACTORY_WORKDIR=/out/work and CNN_FACTORY_HOME=/app, so a container
-    started with `-u $(id -u)` writes only under the mounted /out (a later run reuses the clone,
-    its DVC cache and experiments). Outside the image, or inside a repository, nothing changes.
+    The image sets CNN_FACTORY_WORKDIR=/out/work and CNN_FACTORY_HOME=/app, and every cache and
+    TMPDIR under /out, so a container started with `-u $(id -u)` or `--read-only` writes only under
+    the mounted /out (a later run reuses the clone, its DVC cache and experiments). Outside the
+    image, or inside a repository, nothing changes; `serve` needs no clone and makes none.
     """
     workdir = environ.get("CNN_FACTORY_WORKDIR")
-    if not workdir or Path("dvc.yaml").is_file():
+    if not workdir or Path("dvc.yaml").is_file() or argv[:1] == ["serve"]:  # serving needs no pipeline
         return
+    if environ.get("TMPDIR"):  # the image's is under /out: made here, else Python falls back to /tmp
+        Path(environ["TMPDIR"]).mkdir(parents=True, exist_ok=True)
     work, home = Path(workdir), Path(environ.get("CNN_FACTORY_HOME", "/app"))
     if not (work / "dvc.yaml").is_file():
         if not (home / "dvc.yaml").is_file():
@@ -280,7 +288,7 @@ def main() -> None:
     """Console-script entry point (`cnn-factory`)."""
 
     def start() -> None:
-        enter_workdir(dict(os.environ))
+        enter_workdir(dict(os.environ), sys.argv[1:])
         run(sys.argv[1:])
 
     run_stage(start)

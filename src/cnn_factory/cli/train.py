@@ -24,6 +24,7 @@ from cnn_factory.config import DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, parse_pa
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import kind_name
 
+EXAMPLE_DIR = "data/example"  # the `example` stage's output (dvc.yaml)
 ALL_LOSSES = tuple(dict.fromkeys(loss for losses in LOSSES.values() for loss in losses))
 
 
@@ -195,8 +196,10 @@ def train(args: argparse.Namespace) -> None:
         raise UserError("no dvc.yaml here; run cnn-factory train from the repository root")
     overrides = dvc_overrides(vars(args), args.set, read_params_file(Path("params.yaml")))
     cfg = preview_params(Path("params.yaml"), overrides)
-    command = [sys.executable, "-m", "dvc", "exp", "run", *(a for o in overrides for a in ("-S", o))]
-    print("cnn-factory: dvc exp run " + " ".join(f"-S {_quote(o)}" for o in overrides), flush=True)
+    stages = pipeline_stages(cfg.data.csv)
+    command = [sys.executable, "-m", "cnn_factory.cli.exp_run", "exp", "run", *stages]
+    command += [a for o in overrides for a in ("-S", o)]
+    print("cnn-factory: dvc exp run " + " ".join([*stages, *(f"-S {_quote(o)}" for o in overrides)]), flush=True)
     if args.dry_run:
         return
     # the stages run `python -m stages.<name>`: this interpreter must be the `python` they find
@@ -209,6 +212,18 @@ def train(args: argparse.Namespace) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(cfg.model.path, target)
         print(f"cnn-factory: model copied to {target}")
+
+
+def pipeline_stages(csv: Path) -> list[str]:
+    """The stages `dvc exp run` is given: none (all of dvc.yaml's) for the built-in example; for the
+    user's own CSV every stage but `example`, so that no example data is generated beside it."""
+    if Path(csv).resolve().is_relative_to(Path(EXAMPLE_DIR).resolve()):
+        return []
+    try:
+        stages = yaml.safe_load(Path("dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []
+    return [name for name in stages if name != "example"] if "example" in stages else []
 
 
 def _quote(text: str) -> str:

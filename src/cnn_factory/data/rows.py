@@ -97,8 +97,9 @@ def load_input(path: Path, spec: InputSpec) -> tuple[np.ndarray, tuple[int, int]
     return resize_image(img, spec.size), img.shape[-2:]
 
 
-def read_input(path: Path, spec: InputSpec) -> np.ndarray:
-    """(C, H, W) uint8 at the file's own size: alpha dropped, any bit depth scaled to 0..255."""
+def read_input(path: Path | bytes, spec: InputSpec) -> np.ndarray:
+    """(C, H, W) uint8 at the file's own size: alpha dropped, any bit depth scaled to 0..255.
+    `path` may also be an image file's bytes (`cnn-factory serve`'s uploads)."""
     img = read_pixels(path)
     if img.ndim == 3 and img.shape[-1] in (2, 4):  # drop alpha
         img = img[..., :-1]

@@ -11,6 +11,7 @@ so predict and export rebuild the same output objects from it without params.yam
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -177,3 +178,17 @@ class Output(Strict):
     ) -> list[str]:
         """predictions.csv cells for one image (and any file they name, under `out`)."""
         return [f"{float(value):.6g}"]
+
+    def prediction_png(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> bytes | None:
+        """(spatial kinds) The mask file predict writes for one image, as PNG bytes; None for the others."""
+        return None
+
+    def answer(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> dict[str, Any]:
+        """`cnn-factory serve`'s JSON for one image: the value here; a mask kind gives its PNG
+        (`mask_answer`), a category its label and probabilities."""
+        return {"value": float(value)}
+
+
+def mask_answer(png: bytes, pixels: dict[str, int]) -> dict[str, Any]:
+    """A mask kind's `answer`: the PNG predict writes, base64-encoded, and its pixel count per class."""
+    return {"mask": base64.b64encode(png).decode("ascii"), "pixels": pixels}

@@ -145,3 +145,7 @@ class CategoryOutput(CategoryRows, Output):
         self, value: np.ndarray, out: Path, stem: str, size: tuple[int, int], threshold: float
     ) -> list[str]:
         return [self.class_names[int(value.argmax())], f"{value.max():.4f}"]
+
+    def answer(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> dict[str, Any]:
+        probabilities = {c: round(float(p), 6) for c, p in zip(self.class_names, value)}
+        return {"label": self.class_names[int(value.argmax())], "probabilities": probabilities}

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args
 import numpy as np
 from pydantic import Field, model_validator
 
-from cnn_factory.outputs.base import Output
+from cnn_factory.images import encode_png
+from cnn_factory.outputs.base import Output, mask_answer
 from cnn_factory.outputs.decoding import ClassMaskRows
 from cnn_factory.outputs.segmentation import Colours, Labels
 from cnn_factory.params import Size, custom
@@ -204,22 +205,39 @@ class ClassMaskOutput(ClassMaskRows, Output):
     def prediction_columns(self) -> list[str]:
         return [f"{self.name}_mask", *(f"{self.name}_{c}_coverage" for c in self.classes)]
 
+    def predicted_image(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> np.ndarray:
+        """The (H, W) uint8 class indices predict writes (0 background), at `size`."""
+        index = value.argmax(0).astype(np.uint8)
+        if index.shape != tuple(size):
+            from skimage.transform import resize
+
+            index = resize(index, size, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
+        return index
+
+    def prediction_png(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> bytes:
+        """An index PNG (mode P: pixel k is class k, 0 background; the palette colours the classes)."""
+        return self._png(self.predicted_image(value, size, threshold))
+
     def write_prediction(
         self, value: np.ndarray, out: Path, stem: str, size: tuple[int, int], threshold: float
     ) -> list[str]:
-        """An index PNG (mode P: pixel k is class k, 0 background; the palette colours the classes)."""
-        from PIL import Image
-        from skimage.transform import resize
-
-        from cnn_factory.palette import class_colours
-
-        index = value.argmax(0).astype(np.uint8)
-        if index.shape != tuple(size):
-            index = resize(index, size, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
+        index = self.predicted_image(value, size, threshold)
         path = out / self.name / f"{stem}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        image = Image.fromarray(index)
-        image.putpalette(class_colours(len(self.classes)).tobytes())  # mode L -> P
-        image.save(path)
-        shares = np.bincount(index.ravel(), minlength=len(self.classes) + 1)[1:] / index.size
+        path.write_bytes(self._png(index))
+        shares = self._pixels(index)[1:] / index.size
         return [f"{self.name}/{path.name}", *(f"{s:.4f}" for s in shares)]
+
+    def answer(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> dict[str, Any]:
+        index = self.predicted_image(value, size, threshold)
+        pixels = dict(zip(["background", *self.classes], self._pixels(index).tolist()))
+        return mask_answer(self._png(index), pixels)
+
+    def _png(self, index: np.ndarray) -> bytes:
+        from cnn_factory.palette import class_colours
+
+        return encode_png(index, class_colours(len(self.classes)).tobytes())
+
+    def _pixels(self, index: np.ndarray) -> np.ndarray:
+        """Pixels of each index, background first."""
+        return np.bincount(index.ravel(), minlength=len(self.classes) + 1)

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, get_a
 import numpy as np
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
-from cnn_factory.outputs.base import Output
+from cnn_factory.images import encode_png
+from cnn_factory.outputs.base import Output, mask_answer
 from cnn_factory.outputs.decoding import SegmentationRows
 from cnn_factory.params import Size, custom, show
 
@@ -187,17 +188,28 @@ class SegmentationOutput(SegmentationRows, Output):
     def prediction_columns(self) -> list[str]:
         return [f"{self.name}_mask", f"{self.name}_coverage"]
 
+    def predicted_image(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> np.ndarray:
+        """The (H, W) uint8 mask predict writes: 255 where the probability is above `threshold`, at `size`."""
+        mask = value > threshold
+        if mask.shape != tuple(size):
+            from skimage.transform import resize
+
+            mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False) > 0
+        return mask.astype(np.uint8) * 255
+
+    def prediction_png(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> bytes:
+        return encode_png(self.predicted_image(value, size, threshold))
+
     def write_prediction(
         self, value: np.ndarray, out: Path, stem: str, size: tuple[int, int], threshold: float
     ) -> list[str]:
-        from skimage.transform import resize
-
-        from cnn_factory.images import write_image
-
-        mask = value > threshold
-        if mask.shape != tuple(size):
-            mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False) > 0
+        mask = self.predicted_image(value, size, threshold)
         path = out / self.name / f"{stem}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_image(path, mask.astype(np.uint8) * 255)
-        return [f"{self.name}/{path.name}", f"{mask.mean():.4f}"]
+        path.write_bytes(encode_png(mask))
+        return [f"{self.name}/{path.name}", f"{(mask > 0).mean():.4f}"]
+
+    def answer(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> dict[str, Any]:
+        mask = self.predicted_image(value, size, threshold)
+        on = int(np.count_nonzero(mask))
+        return mask_answer(encode_png(mask), {"background": mask.size - on, "foreground": on})
