@@ -137,7 +137,7 @@ class Output(Strict):
 
     def picture_legend(self) -> str:
         """(spatial kinds) What the colours of its pictures mean: the worst cases' caption says it."""
-        return "image | truth, green | prediction, magenta"
+        return "image | truth, yellow outline | prediction, magenta outline"
 
     def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:
         """One test image's row: prediction as evaluate gives it (`predicted_mask` at the label map's
