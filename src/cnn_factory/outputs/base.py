@@ -48,6 +48,8 @@ class Output(Strict):
     spatial: ClassVar[bool] = False  # a mask moving with the image: augmented, drawn, tiled alike
     training_only: ClassVar[frozenset[str]] = frozenset({"loss", "weight"})  # fields no array depends on
     interval_metrics: ClassVar[tuple[str, ...]] = ()  # test figures given a bootstrap interval
+    # the test figures `cnn-factory summary` prints: (key in eval/metrics.json, label, format spec)
+    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = ()
 
     type: str
     column: str = Field("", min_length=1, description="CSV column (default: the output's name)")

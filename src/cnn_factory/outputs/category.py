@@ -30,6 +30,10 @@ class CategoryOutput(Output):
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro")
     curves: ClassVar[str] = "classes"
     interval_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")
+    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("accuracy", "accuracy", ".3f"),
+        ("f1_macro", "macro F1", ".3f"),
+    )
     activation: ClassVar[str] = "softmax"
     training_only: ClassVar[frozenset[str]] = frozenset({"loss", "weight", "label_smoothing", "class_weights"})
 

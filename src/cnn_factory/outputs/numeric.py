@@ -28,6 +28,7 @@ class NumericOutput(Output):
     metric_names: ClassVar[tuple[str, ...]] = ("mae",)
     curves: ClassVar[str] = "numbers"
     interval_metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2")
+    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (("mae", "MAE", ".4g"), ("r2", "R^2", ".3f"))
     activation: ClassVar[str] = "none"
 
     type: Literal["numeric"]
