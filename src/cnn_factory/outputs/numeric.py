@@ -55,6 +55,21 @@ class NumericOutput(Output):
     def summary(self, values: dict[str, np.ndarray]) -> dict:
         return {f"mean_{s}": round(float(v.mean()), 4) for s, v in values.items()}
 
+    def column_report(self, values: np.ndarray) -> tuple[str, list[str]]:
+        low, median, high = np.percentile(values, [0, 50, 100]).tolist()
+        line = (
+            f"{low:.4g} to {high:.4g}, median {median:.4g}, mean {values.mean():.4g}, std {values.std():.4g}, "
+            f"{len(np.unique(values))} distinct value(s)"
+        )
+        warnings = []
+        if low == high:
+            warnings.append(
+                f"every row holds {low:.4g}: the head has nothing to learn and R^2 is undefined; check the CSV column"
+            )
+        elif len(np.unique(values)) <= 3:
+            warnings.append(f"only {len(np.unique(values))} distinct values: a category output may fit better")
+        return line, warnings
+
     # --- evaluation ---
     def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:
         return {"true": float(truth), "predicted": float(prediction)}
