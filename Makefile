@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 
 run: install
 	dvc repro
-	dvc metrics show
+	cnn-factory summary   # the headline figures; every figure: dvc metrics show
 
 test: install
 	$(BIN)/python -m pytest -q

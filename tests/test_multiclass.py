@@ -41,7 +41,7 @@ from cnn_factory.training.distributed import SINGLE
 from cnn_factory.training.fit import fit
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.metrics import OutputMetrics
-from cnn_factory.training.pictures import overlay_grid
+from cnn_factory.training.pictures import HEADING, TRUTH, overlay_grid
 from cnn_factory.training.validation import make_validation
 from tests.conftest import SIZE, make_repo, run, tiny_params
 from tests.test_augment import GEOMETRIC  # geometric transforms only
@@ -265,21 +265,21 @@ def test_augmentation_moves_the_index_mask_with_its_image_and_keeps_its_values()
     assert torch.equal(out["shapes"], index.flip(-1))
 
 
-def test_pictures_draw_each_class_in_its_colour_and_boolean_masks_as_before():
+def test_pictures_outline_each_class_in_its_colour_and_boolean_masks_in_yellow():
     palette = class_colours(255)
     assert (palette[0] == 0).all() and len({tuple(c) for c in palette}) == 256  # background black, all distinct
-    images = np.zeros((1, 3, 2, 2), np.uint8)
+    images = np.full((1, 3, 2, 2), 90, np.uint8)
     truth, pred = np.array([[[0, 1], [2, 3]]], np.uint8), np.array([[[3, 3], [0, 1]]], np.uint8)
-    grid = overlay_grid(images, truth, pred)
+    grid = overlay_grid(images, truth, pred)[HEADING:]
     scale = 256 // 2
-    at = lambda panel, y, x: grid[y * scale, (panel * 4 + x) * scale]  # noqa: E731 (panels 2 px wide, 2 px gaps)
-    assert (at(0, 0, 0) == 0).all() and (at(1, 0, 0) == 0).all()  # image and background stay as they are
-    tinted = lambda colour: 0.55 * np.asarray(colour)  # noqa: E731 (over a black image)
+    at = lambda panel, y, x, dy=0: grid[y * scale + dy, (panel * 4 + x) * scale + scale // 2]  # noqa: E731
+    assert (at(0, 0, 1) == 90).all() and (at(1, 0, 0, 64) == 90).all()  # image and background as they are
     for y, x, k in ((0, 1, 1), (1, 0, 2), (1, 1, 3)):
-        assert np.abs(at(1, y, x) - tinted(palette[k])).max() <= 0.5 + 1e-3
-    assert np.abs(at(2, 0, 0) - tinted(palette[3])).max() <= 0.5 + 1e-3
-    boolean = overlay_grid(images, truth > 0, pred > 0)  # green truth, as before
-    assert np.abs(boolean[1 * scale, 4 * scale] - tinted((0, 255, 0))).max() <= 0.5 + 1e-3
+        assert (at(1, y, x) == palette[k]).all()  # the class's edge, in its colour
+        assert (at(1, y, x, 64) == 90).all()  # and the image inside it
+    assert (at(2, 0, 0) == palette[3]).all()
+    boolean = overlay_grid(images, truth > 0, pred > 0)[HEADING:]  # the truth outlined in yellow
+    assert (boolean[1 * scale, 4 * scale] == TRUTH).all()
 
 
 class PixelModel(torch.nn.Module):

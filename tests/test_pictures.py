@@ -8,7 +8,7 @@ from dvclive import Live
 from skimage import io
 
 from cnn_factory.config import parse_params
-from cnn_factory.training.pictures import Gallery, WorstCases, overlay_grid
+from cnn_factory.training.pictures import HEADING, PREDICTION, TRUTH, Gallery, WorstCases, overlay_grid
 from tests.conftest import tiny_params
 
 
@@ -55,7 +55,34 @@ def test_worst_cases_keep_the_lowest_scores_and_skip_unscored_images():
     assert [(s, r) for s, r, _ in worst.items] == [(0.1, 4), (0.2, 2)]
     picture = worst.picture(["first", "second"])
     assert picture is not None and picture.dtype == np.uint8
-    # each panel: a caption strip over [image | truth | prediction], the 600x300 mask subsampled by 3 to fit
-    assert picture.shape[1] == 3 * 200 + 4 and picture.shape[0] == 2 * (16 + 100 + 6)
-    assert picture[20, 10].tolist() == [160, 160, 160]  # the image of row 4 (value 160), lowest first
+    # each panel: a caption and a heading strip over [image | truth | prediction], the 600x300 mask
+    # subsampled by 3 to fit
+    assert picture.shape[1] == 3 * 200 + 4 and picture.shape[0] == 2 * (16 + HEADING + 100 + 6)
+    assert picture[16 + HEADING + 4, 10].tolist() == [160, 160, 160]  # the image of row 4 (value 160), lowest first
     assert WorstCases(limit=0).picture([]) is None
+
+
+def test_masks_are_outlined_over_the_image_with_a_black_rim_under_a_legend():
+    """On a green image (as the example's backgrounds) the truth's yellow and the prediction's magenta
+    edges show, with the image itself inside them; the heading names each panel with its colour."""
+    images = np.zeros((1, 3, 64, 64), np.uint8)
+    images[:, 1] = 150
+    truth, pred = np.zeros((2, 1, 64, 64), bool)
+    truth[0, 16:48, 16:48] = True
+    pred[0, 20:52, 16:48] = True
+    grid = overlay_grid(images, truth, pred)
+    scale, width = 4, 256 + 8  # 64 px enlarged to 256, panels 8 px apart
+
+    def at(panel: int, y: int, x: int) -> list[int]:
+        return grid[HEADING + y, panel * width + x].tolist()
+
+    green = [0, 150, 0]
+    assert grid.shape == (HEADING + 256, 3 * 256 + 16, 3)
+    assert at(0, 16 * scale, 128) == green  # the image panel as it is
+    assert at(1, 16 * scale, 128) == list(TRUTH) and at(1, 16 * scale - 1, 128) == [0, 0, 0]
+    assert at(1, 128, 128) == green  # inside the outline: the image
+    assert at(2, 20 * scale + 1, 128) == list(PREDICTION) and at(2, 16 * scale, 128) == green
+    assert at(2, 52 * scale - 1, 128) == list(PREDICTION) and at(2, 52 * scale, 128) == [0, 0, 0]
+    legend = grid[:HEADING]
+    assert grid[7, width + 7].tolist() == list(TRUTH) and grid[7, 2 * width + 7].tolist() == list(PREDICTION)
+    assert (legend[:, :256] < 128).any()  # the word "image" over the first panel

@@ -12,7 +12,7 @@ import torch
 import yaml
 from skimage import io
 
-from tests.conftest import make_repo, run, tiny_params
+from tests.conftest import ROOT, make_repo, run, tiny_params
 
 pytestmark = pytest.mark.slow  # runs the real dvc pipeline; `pytest -m 'not slow'` skips it
 
@@ -125,6 +125,25 @@ def test_dvc_plots_show_draws_every_plot_of_a_run(built):
     assert "eval/plots/sklearn/majority.json" in drawn
     loss = (built / "dvclive" / "plots" / "curves" / "loss" / "round.tsv").read_text().splitlines()
     assert loss[0].split("\t") == ["step", "train", "val"] and len(loss) == 3  # two validated epochs
+
+
+def test_make_run_ends_with_a_summary_a_screen_wide(built):
+    """`cnn-factory summary`, the last line of `make run`: per output its headline test figures with
+    their 95% intervals from eval/metrics.json, in at most 100 columns."""
+    recipe = (ROOT / "Makefile").read_text().split("\nrun:")[1].split("\n\n")[0]
+    assert recipe.strip().splitlines()[-1].strip().startswith("cnn-factory summary")
+    lines = run(["cnn-factory", "summary"], built).stdout.splitlines()
+    test = json.loads((built / "eval" / "metrics.json").read_text())["test"]
+    assert len(lines) == 4 and max(map(len, lines)) <= 100, lines
+    for line, name in zip(lines[1:], ("round", "angular", "majority")):
+        assert line.startswith(f"  {name} ")
+    r, m = test["round"], test["majority"]
+    assert (
+        f"dice {r['dice']:.3f} [{r['dice_ci_low']:.3f}, {r['dice_ci_high']:.3f}]   HD95 px {r['hd95']:.1f} ["
+        in lines[1]
+    )
+    assert f"accuracy {m['accuracy']:.3f} [{m['accuracy_ci_low']:.3f}, {m['accuracy_ci_high']:.3f}]" in lines[3]
+    assert f"macro F1 {m['f1_macro']:.3f} [{m['f1_macro_ci_low']:.3f}, {m['f1_macro_ci_high']:.3f}]" in lines[3]
 
 
 def test_val_every_validates_some_epochs_and_the_last(repo_copy):

@@ -8,6 +8,7 @@ import yaml
 
 from cnn_factory.config import parse_params
 from cnn_factory.data.cells import make_cells
+from cnn_factory.outputs import make_output
 from cnn_factory.plan import Fingerprint, fingerprint, propose, run_plan
 from tests.conftest import ROOT
 from tests.test_cli import cli
@@ -58,3 +59,36 @@ def test_plan_command_reads_params_and_prints_the_dvc_line(tmp_path):
     bad = cli("plan", "--sample", "0", cwd=tmp_path, check=False)
     assert bad.returncode == 1 and "--sample: expected an integer >= 1, got 0" in bad.stderr
     assert (ROOT / "params.yaml").is_file()
+
+
+def test_plan_reports_each_image_level_output_and_warns_about_hard_heads(params, example_dir):
+    """A category with a class of two rows and a constant number are named; a spread number is not."""
+    header, *rows = (example_dir / "data.csv").read_text().splitlines()
+    grades = ["rare" if i < 2 else ("low" if i % 2 else "high") for i in range(len(rows))]
+    cells = [f"{r},{g},5.0,{i}" for i, (r, g) in enumerate(zip(rows, grades))]
+    (example_dir / "data.csv").write_text("\n".join([f"{header},grade,area,length", *cells]) + "\n")
+    params["data"].update(csv=str(example_dir / "data.csv"), root=str(example_dir))
+    params["outputs"].update(
+        grade={"type": "category", "classes": ["low", "high", "rare"]},
+        area={"type": "numeric"},
+        length={"type": "numeric"},
+    )
+    text = run_plan(parse_params(params), sample=4, budget_gb=4)
+    assert "  grade: low 11 (46%), high 11 (46%), rare 2 (8%)" in text
+    assert "warning: grade: class 'rare' has 2 row(s): too few" in text
+    assert "  area: 5 to 5, median 5, mean 5, std 0, 1 distinct value(s)" in text
+    assert "warning: area: every row holds 5: the head has nothing to learn" in text
+    assert "  length: 0 to 23, median 11.5, mean 11.5, std 6.922, 24 distinct value(s)" in text
+    assert "warning: length" not in text and "warning: majority: class 'disc' has 9 row(s)" in text  # 24 rows in all
+    assert "  majority: disc " in text
+
+
+def test_a_lopsided_category_and_a_number_of_few_values_are_warned_about():
+    grade = make_output("grade", type="category", classes=["a", "b"])
+    line, warnings = grade.column_report(np.array([0] * 200 + [1] * 12))
+    assert line == "a 200 (94%), b 12 (6%)" and warnings == [
+        "the largest class has 16x the rows of the smallest: consider outputs.grade.class_weights"
+    ]
+    assert grade.column_report(np.array([0] * 20 + [1] * 12))[1] == []
+    _, warnings = make_output("stage", type="numeric").column_report(np.array([1.0, 2.0, 2.0, 1.0]))
+    assert warnings == ["only 2 distinct values: a category output may fit better"]

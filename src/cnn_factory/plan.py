@@ -4,12 +4,14 @@
 
 Like nnU-Net's planner, from a fingerprint of the data set: image sizes, channels and intensity
 range; per mask output its foreground share and object sizes (connected components); per
-category output its class balance. From it: the mode (whole images resized when they are small,
-patches at native resolution when they are large or their objects small), the input/patch size,
-`model.depth` (down-sampling until the deepest feature map is about 4-8 pixels), `model.filters`
-and the batch size that fits a memory budget (the GPU's memory when there is one, else a share of
-the RAM). It prints the table with the reason for each choice and the `dvc exp run -S ...` line;
-it writes nothing. The proposals are plain params: read them, run them, override any of them.
+image-level output the spread of its column (class balance, range of a number) and what would make
+its head hard to train (a class with very few rows, a constant number). From it: the mode (whole
+images resized when they are small, patches at native resolution when they are large or their
+objects small), the input/patch size, `model.depth` (down-sampling until the deepest feature map is
+about 4-8 pixels), `model.filters` and the batch size that fits a memory budget (the GPU's memory
+when there is one, else a share of the RAM). It prints the table with the reason for each choice
+and the `dvc exp run -S ...` line; it writes nothing. The proposals are plain params: read them,
+run them, override any of them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +27,7 @@ from cnn_factory.config import Config
 from cnn_factory.data.label_maps import load_labels
 from cnn_factory.data.rows import read_input
 from cnn_factory.data.table import read_table
+from cnn_factory.outputs import Output
 
 # bytes of activations kept for backward per pixel and filter of a level, measured for this UNet in
 # fp32 (conv, norm and ReLU outputs of two convolutions, the pool, the decoder's copies): ~ 4 x 12
@@ -40,6 +43,7 @@ class Fingerprint:
     foreground: dict[str, float]  # per mask output: mean share of pixels
     objects: dict[str, float]  # per mask output: median object diameter in pixels (0: none found)
     classes: dict[str, dict[str, int]]  # per category output: rows per class
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # per image-level output: every valid row's value
 
 
 def fingerprint(cfg: Config, sample: int = 50) -> Fingerprint:
@@ -68,6 +72,7 @@ def fingerprint(cfg: Config, sample: int = 50) -> Fingerprint:
         for n, o in cfg.outputs.items()
         if hasattr(o, "class_names")
     }
+    values = {n: column_values(o, [row[o.column] for row in table.rows]) for n, o in cfg.outputs.items()}
     return Fingerprint(
         rows=len(table.rows),
         sizes=np.asarray(sizes, np.int64).reshape(-1, 2),
@@ -76,7 +81,22 @@ def fingerprint(cfg: Config, sample: int = 50) -> Fingerprint:
         foreground={n: float(np.mean(v)) for n, v in share.items()},
         objects={n: float(np.median(v)) if v else 0.0 for n, v in diameters.items()},
         classes=classes,
+        values={n: v for n, v in values.items() if v is not None},
     )
+
+
+def column_values(output: Output, cells: list[str]) -> np.ndarray | None:
+    """An image-level output's decoded cells (those that do not decode are validate's to report);
+    None for an output read from label maps or a column without a valid cell."""
+    if output.reads_label_map:
+        return None
+    decoded = []
+    for cell in cells:
+        try:
+            decoded.append(output.decode(cell, None))
+        except ValueError:
+            continue
+    return np.stack(decoded) if decoded else None
 
 
 def memory_budget() -> tuple[float, str]:
@@ -163,8 +183,10 @@ def run_plan(cfg: Config, sample: int, budget_gb: float | None) -> str:
         lines.append(
             f"  {name}: foreground {fp.foreground[name]:.2%} of pixels, objects ~{fp.objects[name]:.0f} px across"
         )
-    for name, counts in fp.classes.items():
-        lines.append(f"  {name}: " + ", ".join(f"{c} {k}" for c, k in counts.items()))
+    for name, values in fp.values.items():
+        line, warnings = cfg.outputs[name].column_report(values)
+        lines.append(f"  {name}: {line}")
+        lines += [f"  warning: {name}: {w}" for w in warnings]
     width = max(len(k) for k, _, _ in rows)
     lines.append("")
     lines += [f"  {key:<{width}}  {str(value):<10}  {why}" for key, value, why in rows]

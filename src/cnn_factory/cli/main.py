@@ -4,6 +4,7 @@
     cnn-factory train --num-epochs 5 ...      # `dvc exp run -S ...` with the original cnn-factory's flags
     cnn-factory predict MODEL IMAGES...       # masks and predictions.csv (cnn_factory/predict.py)
     cnn-factory evaluate MODEL CSV            # figures, per-image table, plots on any labelled CSV
+    cnn-factory summary                       # the headline test figures of the last run, a screen wide
     cnn-factory export MODEL --format onnx    # TorchScript or ONNX with a JSON sidecar (cnn_factory/export.py)
     cnn-factory serve MODEL [--port 8000]     # a page to try the model and an HTTP API (cnn_factory/serve.py)
     cnn-factory make-csv IMAGES LABELS        # pair images and label maps by file name
@@ -142,6 +143,10 @@ def build_parser() -> Parser:
         help="memory for activations (default: 60%% of the GPU's, else of the RAM)",
     )
 
+    p = sub.add_parser("summary", parents=[common], help="print the headline test figures with their intervals")
+    p.add_argument("--params", default="params.yaml", help="params file naming the outputs")
+    p.add_argument("--metrics", default="eval/metrics.json", help="metrics file written by evaluate")
+
     p = sub.add_parser("make-csv", parents=[common], help="pair images and label maps by file name into a CSV")
     p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of images")
     p.add_argument("labels_dir", metavar="LABELS_DIR", help="folder of label maps, named like their images")
@@ -215,6 +220,12 @@ def plan(args: argparse.Namespace) -> None:
     print(run_plan(load_params(args.params), args.sample, args.budget_gb))
 
 
+def summary(args: argparse.Namespace) -> None:
+    from cnn_factory.summary import print_summary
+
+    print_summary(args.params, args.metrics)
+
+
 def predict(args: argparse.Namespace) -> None:
     from cnn_factory.predict import predict_images
 
@@ -245,6 +256,7 @@ COMMANDS = {
     "evaluate": evaluate_command.evaluate,
     "export": export,
     "serve": serve_command.serve,
+    "summary": summary,
     "make-csv": make_csv,
 }
 

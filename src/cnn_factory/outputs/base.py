@@ -40,6 +40,8 @@ class Output(Strict):
     spatial: ClassVar[bool] = False  # a mask moving with the image: augmented, drawn, tiled alike
     training_only: ClassVar[frozenset[str]] = frozenset({"loss", "weight"})  # fields no array depends on
     interval_metrics: ClassVar[tuple[str, ...]] = ()  # test figures given a bootstrap interval
+    # the test figures `cnn-factory summary` prints: (key in eval/metrics.json, label, format spec)
+    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = ()
 
     type: str
     column: str = Field("", min_length=1, description="CSV column (default: the output's name)")
@@ -100,6 +102,11 @@ class Output(Strict):
         """This output's line in prepare's report, from its arrays per split."""
         raise NotImplementedError
 
+    def column_report(self, values: np.ndarray) -> tuple[str, list[str]]:
+        """(image-level kinds) What `cnn-factory plan` says of this output's decoded column, every
+        row's value: one line, and warnings about what would make its head hard to train."""
+        return "", []
+
     # --- model and training ---
     def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
         """Plain arguments of `build_head`, kept in the model file."""
@@ -129,7 +136,7 @@ class Output(Strict):
 
     def picture_legend(self) -> str:
         """(spatial kinds) What the colours of its pictures mean: the worst cases' caption says it."""
-        return "image | truth, green | prediction, magenta"
+        return "image | truth, yellow outline | prediction, magenta outline"
 
     def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:
         """One test image's row: prediction as evaluate gives it (`predicted_mask` at the label map's

@@ -29,12 +29,20 @@ if TYPE_CHECKING:  # torch loads when first used: reading params does not need i
 Loss = Literal["categorical_crossentropy"]
 
 
+FEW_ROWS = 10  # `cnn-factory plan` warns about a class with fewer rows
+IMBALANCE = 10  # ... and about a largest class with more than this many times the rows of the smallest
+
+
 class CategoryOutput(CategoryRows, Output):
     kind: ClassVar[str] = "category"
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro")
     curves: ClassVar[str] = "classes"
     interval_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")
+    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("accuracy", "accuracy", ".3f"),
+        ("f1_macro", "macro F1", ".3f"),
+    )
     activation: ClassVar[str] = "softmax"
     training_only: ClassVar[frozenset[str]] = frozenset({"loss", "weight", "label_smoothing", "class_weights"})
 
@@ -79,6 +87,25 @@ class CategoryOutput(CategoryRows, Output):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    # --- plan ---
+    def column_report(self, values: np.ndarray) -> tuple[str, list[str]]:
+        counts = np.bincount(values, minlength=self.num_classes)
+        shares = counts / max(len(values), 1)
+        line = ", ".join(f"{c} {n} ({s:.0%})" for c, n, s in zip(self.class_names, counts.tolist(), shares))
+        warnings = [
+            f"class '{c}' has {n} row(s): too few for the head to learn it or the test split to score it; "
+            "add rows or merge it into another class"
+            for c, n in zip(self.class_names, counts.tolist())
+            if n < FEW_ROWS
+        ]
+        common, rare = int(counts.max()), int(counts.min())
+        if rare >= FEW_ROWS and common > IMBALANCE * rare:
+            warnings.append(
+                f"the largest class has {common // rare}x the rows of the smallest: "
+                f"consider outputs.{self.name}.class_weights"
+            )
+        return line, warnings
 
     # --- evaluation ---
     def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:

@@ -32,10 +32,27 @@ class NumericOutput(NumberRows, Output):
     metric_names: ClassVar[tuple[str, ...]] = ("mae",)
     curves: ClassVar[str] = "numbers"
     interval_metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2")
+    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (("mae", "MAE", ".4g"), ("r2", "R^2", ".3f"))
     activation: ClassVar[str] = "none"
 
     type: Literal["numeric"]
     loss: Loss | None = None
+
+    # --- plan ---
+    def column_report(self, values: np.ndarray) -> tuple[str, list[str]]:
+        low, median, high = np.percentile(values, [0, 50, 100]).tolist()
+        line = (
+            f"{low:.4g} to {high:.4g}, median {median:.4g}, mean {values.mean():.4g}, std {values.std():.4g}, "
+            f"{len(np.unique(values))} distinct value(s)"
+        )
+        warnings = []
+        if low == high:
+            warnings.append(
+                f"every row holds {low:.4g}: the head has nothing to learn and R^2 is undefined; check the CSV column"
+            )
+        elif len(np.unique(values)) <= 3:
+            warnings.append(f"only {len(np.unique(values))} distinct values: a category output may fit better")
+        return line, warnings
 
     # --- evaluation ---
     def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:

@@ -90,6 +90,7 @@ class SegmentationOutput(SegmentationRows, Output):
     metric_names: ClassVar[tuple[str, ...]] = ("dice", "iou")
     curves: ClassVar[str] = "masks"
     interval_metrics: ClassVar[tuple[str, ...]] = ("dice", "iou", "hd95", "nsd", "dice_pooled")
+    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (("dice", "dice", ".3f"), ("hd95", "HD95 px", ".1f"))
     activation: ClassVar[str] = "sigmoid"
     reads_label_map: ClassVar[bool] = True
     spatial: ClassVar[bool] = True

@@ -17,45 +17,78 @@ import torch
 from cnn_factory.outputs import Output
 from cnn_factory.palette import class_colours
 
+TRUTH = (255, 255, 0)  # yellow: the true mask's outline
+PREDICTION = (255, 0, 255)  # magenta: the predicted mask's outline
+LINE = 3  # outline width in pixels of the picture; a one-pixel black rim outside keeps it visible on any image
+HEADING = 16  # height of the strip over the panels that says what each one shows
+
 
 def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Rows of [image | truth | prediction] as one uint8 RGB picture.
+    """Rows of [image | truth | prediction] as one uint8 RGB picture, under a heading strip.
 
     images (N, C, H, W) uint8; truth and pred (N, h, w) at the mask's size: bool masks (the truth
-    drawn green, the prediction magenta over the image) or class indices (uint8, each class k drawn
-    in its `class_colours` colour, 0 the background left as it is).
+    outlined in yellow, the prediction in magenta, over the image) or class indices (uint8, each
+    class k outlined in its `class_colours` colour, 0 the background left as it is). Each outline
+    has a black rim outside it, so that it reads on bright, dark and coloured images alike.
     """
+    scale = max(1, 256 // images.shape[-1])  # small images are enlarged so the masks can be seen
     rows = []
     for img, t, p in zip(images, truth, pred):
         rgb = np.repeat(img, 3, axis=0) if img.shape[0] == 1 else img[:3]
-        rgb = rgb.transpose(1, 2, 0).astype(np.float32)
-        if t.shape != rgb.shape[:2]:  # masks of another size: nearest-neighbour to the image
-            ys = np.arange(rgb.shape[0]) * t.shape[0] // rgb.shape[0]
-            xs = np.arange(rgb.shape[1]) * t.shape[1] // rgb.shape[1]
-            t, p = t[ys][:, xs], p[ys][:, xs]
+        rgb = rgb.transpose(1, 2, 0).repeat(scale, axis=0).repeat(scale, axis=1)
+        ys = np.arange(rgb.shape[0]) * t.shape[0] // rgb.shape[0]  # masks of another size: nearest
+        xs = np.arange(rgb.shape[1]) * t.shape[1] // rgb.shape[1]
+        t, p = t[ys][:, xs], p[ys][:, xs]
         if t.dtype == bool:
-            tint = [_tint(rgb, t, (0, 255, 0)), _tint(rgb, p, (255, 0, 255))]
+            drawn = [_outline(rgb, t, TRUTH), _outline(rgb, p, PREDICTION)]
         else:
-            tint = [_tint_classes(rgb, t), _tint_classes(rgb, p)]
-        gap = np.full((rgb.shape[0], 2, 3), 255, np.float32)
-        rows.append(np.concatenate([rgb, gap, tint[0], gap, tint[1]], axis=1))
-        rows.append(np.full((2, rows[-1].shape[1], 3), 255, np.float32))
+            drawn = [_outline_classes(rgb, t), _outline_classes(rgb, p)]
+        gap = np.full((rgb.shape[0], 2 * scale, 3), 255, np.uint8)
+        rows.append(np.concatenate([rgb, gap, drawn[0], gap, drawn[1]], axis=1))
+        rows.append(np.full((2 * scale, rows[-1].shape[1], 3), 255, np.uint8))
     grid = np.concatenate(rows[:-1], axis=0)
-    scale = max(1, 256 // images.shape[-1])  # small images are enlarged so the masks can be seen
-    return grid.round().astype(np.uint8).repeat(scale, axis=0).repeat(scale, axis=1)
+    width = rgb.shape[1]
+    if truth.dtype == bool:
+        titles = [("image", None), ("truth", TRUTH), ("prediction", PREDICTION)]
+    else:
+        titles = [("image", None), ("truth", None), ("prediction", None)]
+    return np.concatenate([heading(titles, width, 2 * scale, grid.shape[1]), grid])
 
 
-def _tint(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+def heading(titles: list[tuple[str, tuple[int, int, int] | None]], panel: int, gap: int, width: int) -> np.ndarray:
+    """A white strip naming each panel (`panel` pixels wide, `gap` apart), with a swatch of its
+    outline colour where it has one: the pictures' legend."""
+    from PIL import Image, ImageDraw
+
+    strip = Image.new("RGB", (width, HEADING), "white")
+    draw = ImageDraw.Draw(strip)
+    for i, (title, colour) in enumerate(titles):
+        x = i * (panel + gap) + 2
+        if colour is not None:
+            draw.rectangle((x, 3, x + 11, 12), outline="black", fill=colour)
+            x += 15
+        draw.text((x, 2), title, fill="black")
+    return np.asarray(strip)
+
+
+def _outline(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """The image with the mask's edge drawn in `colour` (LINE pixels inside it, black just outside)."""
+    return _outline_classes(rgb, mask.astype(np.uint8), np.asarray([(0, 0, 0), colour], np.uint8))
+
+
+def _outline_classes(rgb: np.ndarray, index: np.ndarray, colours: np.ndarray | None = None) -> np.ndarray:
+    """Each class k > 0 of an index mask outlined in colours[k] (default: `class_colours`); every rim
+    first, then every line, so that neighbouring classes keep their lines."""
+    from scipy.ndimage import binary_dilation, binary_erosion
+
+    if colours is None:
+        colours = class_colours(int(index.max(initial=0)))
+    masks = [(k, index == k) for k in np.unique(index[index > 0])]
     out = rgb.copy()
-    out[mask] = 0.45 * out[mask] + 0.55 * np.asarray(colour, np.float32)
-    return out
-
-
-def _tint_classes(rgb: np.ndarray, index: np.ndarray) -> np.ndarray:
-    colours = class_colours(int(index.max(initial=0))).astype(np.float32)
-    shown = index > 0
-    out = rgb.copy()
-    out[shown] = 0.45 * out[shown] + 0.55 * colours[index[shown]]
+    for _, mask in masks:
+        out[binary_dilation(mask) & ~mask] = 0
+    for k, mask in masks:
+        out[mask & ~binary_erosion(mask, iterations=LINE)] = colours[k]
     return out
 
 

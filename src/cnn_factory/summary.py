@@ -1,0 +1,57 @@
+"""The headline test figures in a few lines: what `make run` ends with (`cnn-factory summary`).
+
+    cnn-factory summary [--params params.yaml] [--metrics eval/metrics.json]
+
+Per output, the figures its kind names in `summary_figures` (dice and HD95 for masks, accuracy
+and macro F1 for categories, MAE and R^2 for numbers), each with its 95% bootstrap interval as
+evaluate wrote it. `dvc metrics show` prints every figure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cnn_factory.config import load_params
+from cnn_factory.errors import UserError
+from cnn_factory.outputs import Output
+
+
+def summary_lines(metrics: Mapping[str, Any], outputs: Mapping[str, Output], source: str) -> list[str]:
+    """The summary of eval/metrics.json's contents (`source` names the file in the first line)."""
+    test = metrics.get("test", {})
+    width = max((len(name) for name in outputs), default=0)
+    lines = [f"test figures ({source}) [95% interval]; every figure: dvc metrics show"]
+    for name, output in outputs.items():
+        figures = test.get(name)
+        if not isinstance(figures, Mapping):
+            lines.append(f"  {name:<{width}}  no test figures: run dvc repro")
+            continue
+        shown = [_figure(figures, key, label, spec) for key, label, spec in output.summary_figures]
+        lines.append(f"  {name:<{width}}  " + "   ".join(shown))
+    return lines
+
+
+def _figure(figures: Mapping[str, Any], key: str, label: str, spec: str) -> str:
+    value = figures.get(key)
+    if not isinstance(value, (int, float)):
+        return f"{label} n/a"
+    text = f"{label} {value:{spec}}"
+    low, high = figures.get(f"{key}_ci_low"), figures.get(f"{key}_ci_high")
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+        text += f" [{low:{spec}}, {high:{spec}}]"
+    return text
+
+
+def print_summary(params: str, metrics: str) -> None:
+    """Reads params.yaml's outputs and the metrics file; prints the summary."""
+    outputs = load_params(params).outputs
+    try:
+        data = json.loads(Path(metrics).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{metrics}: not found; run dvc repro (or make run) first") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{metrics}: not valid JSON ({err}); run dvc repro to write it again") from None
+    print("\n".join(summary_lines(data, outputs, metrics)))
