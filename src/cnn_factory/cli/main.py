@@ -30,8 +30,9 @@ import numpy as np
 from cnn_factory import __version__
 from cnn_factory.cli import evaluate as evaluate_command
 from cnn_factory.cli import serve as serve_command
+from cnn_factory.cli import train as train_command
 from cnn_factory.cli.make_csv import make_csv
-from cnn_factory.cli.train import TRAIN_FLAGS, current_value, read_params_file, train
+from cnn_factory.cli.train import train
 from cnn_factory.config import DEVICES, SPLITS, load_params
 from cnn_factory.errors import UserError, run_stage
 
@@ -71,40 +72,20 @@ def build_parser() -> Parser:
     parser = Parser(prog="cnn-factory", description=__doc__.split("\n")[0], parents=[common])
     parser.add_argument("--version", action="version", version=f"cnn-factory {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-
     p = sub.add_parser("validate", parents=[common], help="check the CSV and print the data report")
     p.add_argument("--params", default="params.yaml", help="params file naming the CSV, inputs and outputs")
 
-    p = sub.add_parser(
-        "train", parents=[common], help="run the pipeline as a DVC experiment (flags of the original cnn-factory)"
-    )
-    params = read_params_file(Path("params.yaml"))
-    for flags, key, kwargs in TRAIN_FLAGS:
-        shown = f" = {current_value(params, key)}" if params and key not in ("inputs", "outputs") else ""
-        text = f"{kwargs['help']} (sets {key}; default: params.yaml's value{shown})"
-        if key.endswith("<each>.loss"):
-            text = f"{kwargs['help']} (sets {key}; default: each output's own loss in params.yaml)"
-        p.add_argument(*flags, default=argparse.SUPPRESS, **{**kwargs, "help": text})
-    p.add_argument(
-        "--output-path",
-        default=argparse.SUPPRESS,
-        help="folder the model file is copied to after the run (default: none)",
-    )
-    p.add_argument(
-        "--data-root",
-        default=argparse.SUPPRESS,
-        help="data.root: folder relative paths in the CSV resolve against (default with --csv: the CSV's folder)",
-    )
-    p.add_argument(
-        "-S",
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any other params.yaml key, passed to `dvc exp run -S` as it is (repeatable)",
-    )
-    p.add_argument("--dry-run", action="store_true", help="check the flags and print the dvc command; run nothing")
+    train_command.add_parser(sub, common)
+    add_predict_parsers(sub, common)
+    evaluate_command.add_parser(sub, common)
+    serve_command.add_parser(sub, common)
+    add_data_parsers(sub, common)
+    parser.commands = sub.choices
+    return parser
 
+
+def add_predict_parsers(sub: Any, common: Parser) -> None:
+    """predict and export: what takes a model file."""
     p = sub.add_parser("predict", parents=[common], help="predict masks, categories and numbers for images")
     p.add_argument("model", help="model file written by train (models/<name>.pt)")
     p.add_argument("images", nargs="+", help="image files, globs (quote them), or a CSV with the model's input columns")
@@ -121,8 +102,6 @@ def build_parser() -> Parser:
     )
     p.add_argument("--overlap", type=float, default=0.5, help="with --tile: fraction of a window shared by neighbours")
 
-    evaluate_command.add_parser(sub, common)
-
     p = sub.add_parser("export", parents=[common], help="write the model as TorchScript or ONNX with a JSON sidecar")
     p.add_argument("model", help="model file written by train (models/<name>.pt)")
     p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript", help="file format")
@@ -131,8 +110,9 @@ def build_parser() -> Parser:
     )
     p.add_argument("--batch-size", type=int, default=1, help="batch size of the example input used for tracing")
 
-    serve_command.add_parser(sub, common)
 
+def add_data_parsers(sub: Any, common: Parser) -> None:
+    """plan, summary and make-csv: what reads the data set or a run's figures."""
     p = sub.add_parser("plan", parents=[common], help="read the CSV's images and propose mode, sizes, depth, batch")
     p.add_argument("--params", default="params.yaml", help="params file naming the CSV, inputs and outputs")
     p.add_argument("--sample", type=int, default=50, help="images read, spread over the CSV")
@@ -153,8 +133,6 @@ def build_parser() -> Parser:
     p.add_argument("--out", default="data.csv", help="CSV to write; paths in it are relative to its folder")
     p.add_argument("--image-column", default="image", help="header of the image column")
     p.add_argument("--label-column", default="labels", help="header of the label-map column")
-    parser.commands = sub.choices
-    return parser
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -233,3 +233,36 @@ def _quote(text: str) -> str:
     if not any(c in text for c in '"$`\\!'):
         return f'"{text}"'
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """`cnn-factory train`: the original cnn-factory's flags, `--set` for any other key, `--dry-run`."""
+    p = sub.add_parser(
+        "train", parents=[common], help="run the pipeline as a DVC experiment (flags of the original cnn-factory)"
+    )
+    params = read_params_file(Path("params.yaml"))  # its values are the flags' defaults, shown in --help
+    for flags, key, kwargs in TRAIN_FLAGS:
+        shown = f" = {current_value(params, key)}" if params and key not in ("inputs", "outputs") else ""
+        text = f"{kwargs['help']} (sets {key}; default: params.yaml's value{shown})"
+        if key.endswith("<each>.loss"):
+            text = f"{kwargs['help']} (sets {key}; default: each output's own loss in params.yaml)"
+        p.add_argument(*flags, default=argparse.SUPPRESS, **{**kwargs, "help": text})
+    p.add_argument(
+        "--output-path",
+        default=argparse.SUPPRESS,
+        help="folder the model file is copied to after the run (default: none)",
+    )
+    p.add_argument(
+        "--data-root",
+        default=argparse.SUPPRESS,
+        help="data.root: folder relative paths in the CSV resolve against (default with --csv: the CSV's folder)",
+    )
+    p.add_argument(
+        "-S",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other params.yaml key, passed to `dvc exp run -S` as it is (repeatable)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="check the flags and print the dvc command; run nothing")
