@@ -6,8 +6,9 @@
 `cnn_factory.training.fit` calls `setup()` first. Without torchrun's environment (RANK, WORLD_SIZE,
 LOCAL_RANK) it returns a single-process `Dist` and nothing changes. With it, the process group
 is initialised (NCCL on CUDA, gloo on the CPU) and each process takes `cuda:<LOCAL_RANK>`.
-Rank 0 alone logs, writes checkpoints, pictures and the model; every rank validates the whole
-val split and all take rank 0's numbers, so they agree on the best epoch and on stopping.
+Rank 0 alone logs, writes checkpoints, pictures and the model; every rank validates its share of
+the val split and the sums are added up over the ranks (training/validation.py), so all get the
+same numbers and agree on the best epoch and on stopping.
 """
 
 from __future__ import annotations
