@@ -10,7 +10,7 @@ with `torch.load(path, weights_only=True)`: no code from the file is ever run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -131,11 +131,6 @@ def model_meta(cfg: Config, manifest: dict) -> dict:
     }
 
 
-def model_outputs(meta: dict) -> dict[str, Output]:
-    """The outputs a model file describes, as the objects params.yaml would give (no params.yaml needed)."""
-    return ModelFile.from_meta(meta).outputs
-
-
 @dataclass(frozen=True)
 class InputInfo:
     """One input as the model file records it: what predict reads, and how it is normalised."""
@@ -162,7 +157,6 @@ class ModelFile:
     epoch: int | None = None
     val: dict[str, float] | None = None
     init_from: dict[str, str] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # anything else the file holds, as it is
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> ModelFile:
@@ -179,7 +173,6 @@ class ModelFile:
             for n, i in meta["inputs"].items()
         }
         median = (meta.get("images") or {}).get("median") or [0, 0]
-        known = {"format", "model_args", "state_dict", "inputs", "outputs", "images", "epoch", "val", "init_from"}
         return cls(
             inputs=inputs,
             outputs={name: from_definition(name, d) for name, d in meta["outputs"].items()},
@@ -188,7 +181,6 @@ class ModelFile:
             epoch=meta.get("epoch"),
             val=meta.get("val"),
             init_from=meta.get("init_from"),
-            extra={k: v for k, v in meta.items() if k not in known},
         )
 
     @classmethod
@@ -219,10 +211,6 @@ class ModelFile:
         mean = [m for i in self.inputs.values() for m in i.mean]
         std = [s for i in self.inputs.values() for s in i.std]
         return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
-
-    def describe_output(self, name: str) -> dict[str, Any]:
-        """An output's definition as the file keeps it (`Output.describe()`)."""
-        return self.outputs[name].describe()
 
 
 def save_model(path: Path, model: MultiOutputNet, model_args: dict, meta: dict) -> None:
