@@ -1,25 +1,32 @@
 """Large images: patch training at native resolution, whole images resized to 64, and MONAI, in one run.
 
-    python -m benchmarks.large [--rows 160] [--epochs 30] [--quick]
+    python -m benchmarks.large [--rows 160] [--epochs 30] [--quick] [--resources]
 
 On the generated cell images (cnn_factory/data/cells.py: grey, 256-384 px a side, cells of 4-8 px
-radius covering about 1% of the pixels, and an image-level `density` class), the same train/val/test
-split (prepare's, seed 0) is trained three ways and scored on the test images at their own size
-(masks thresholded at 0.5 after bringing the probabilities to the label map's size; dice pooled
-over all test pixels, and the mean of the images' dice):
+radius covering about 1% of the pixels, an image-level `density` class and the cell `count`),
+the same train/val/test split (prepare's, seed 0) is trained several ways with params.yaml's
+training defaults (validation, views, the saved epoch's rule) and scored on the test images at
+their own size (masks thresholded at 0.5 after bringing the probabilities to the label map's size;
+dice pooled over all test pixels, and the mean of the images' dice):
 
-- cnn-factory, `inputs.image.mode: patch`: the train and evaluate stages as DVC runs them, a
-  UNet of depth 3 with 8 filters at the top (a training step costs about what MONAI's UNet below
-  costs: 69 and 65 patches/s on a 2-core build machine, forward and backward at batch 16).
-- cnn-factory, `mode: resize` to 64x64, the same epochs (its epochs see each image once).
+- cnn-factory, `inputs.image.mode: patch`, a mask only: the train and evaluate stages as DVC runs
+  them, a UNet of depth 3 with 8 filters at the top (a training step costs about what MONAI's UNet
+  below costs: 69 and 65 patches/s on a 2-core build machine, forward and backward at batch 16).
+- the same with the image-level outputs beside the mask: `density` (a category) and `count` (a number).
+- cnn-factory, `mode: resize` to 64x64, all three outputs, the same epochs (its epochs see each
+  image once): the image-level outputs' reference.
 - a plain MONAI pipeline, as its segmentation tutorials build one: RandCropByPosNegLabeld (a third
   of the patches on foreground, as ours), UNet (16-128 channels, two residual units per level),
   background and foreground channels with DiceCELoss (softmax), Adam with a cosine schedule,
   sliding_window_inference with Gaussian blending; at the same number of training patches of the
-  same size and batch, and again for as long as ours trained.
+  same size and batch, and again for as long as our mask-only run trained.
+- the saved epoch: the image-level run again with `train.val_patches: 0` (every epoch validated on
+  the whole images at their own size), to compare the epoch `val/relative_loss` saves with the
+  epoch of the best validated mask dice, and with the one `val/loss` would have saved.
 
-Training time is wall time of the training alone (cnn-factory: the train stage, validation
-included; MONAI: its loop, no validation). Writes benchmarks/large.json and prints a table.
+Training time is wall time of the training alone (cnn-factory: the train stage, start-up,
+validation and checkpoints included; MONAI: its loop, no validation). Writes
+benchmarks/large.json and prints a table.
 """
 
 from __future__ import annotations
@@ -46,18 +53,31 @@ ROOT = Path(__file__).resolve().parents[1]
 MONAI_LR = 3e-3  # Adam's learning rate for MONAI: of 1e-3 and 3e-3, the better at 7,680 patches (0.935 vs 0.957)
 
 
-def params(data: Path, mode: str, size: int, epochs: int, patches: int, batch: int, filters: int = 8) -> dict:
+OUTPUTS = {
+    "cells": {"type": "segmentation", "column": "labels", "label": 1, "loss": "bce_dice"},
+    "density": {"type": "category", "classes": ["sparse", "dense"], "weight": 0.3},
+    "count": {"type": "numeric", "weight": 0.3},
+}
+
+
+def params(
+    data: Path, mode: str, size: int, epochs: int, patches: int | None, batch: int, filters: int = 8,
+    outputs: tuple[str, ...] = ("cells", "density", "count"),
+) -> dict:  # fmt: skip
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["data"].update(csv=str(data / "data.csv"), root=str(data))
     p["data"]["split"].update(val=0.1, test=0.2, seed=0)
     p["inputs"] = {"image": {"type": "image", "size": [size, size], "channels": 1, "mode": mode}}
-    p["outputs"] = {
-        "cells": {"type": "segmentation", "column": "labels", "label": 1, "loss": "bce_dice"},
-        "density": {"type": "category", "classes": ["sparse", "dense"], "weight": 0.3},
-    }
+    p["outputs"] = {name: OUTPUTS[name] for name in outputs}
     p["model"].update(depth=3, filters=filters)
-    p["train"].update(epochs=epochs, batch_size=batch, patches_per_epoch=patches, val_every=5, log_images_every=0)
+    p["train"].update(epochs=epochs, batch_size=batch, patches_per_epoch=patches, log_images_every=0)
     return p
+
+
+def curve(work: Path, name: str) -> list[float]:
+    """A validation curve as dvclive logged it, one value per validated epoch."""
+    lines = (work / "dvclive" / "plots" / "metrics" / "val" / f"{name}.tsv").read_text().splitlines()[1:]
+    return [float(line.split("\t")[-1]) for line in lines]
 
 
 def run_stage(folder: Path, stage: str) -> tuple[float, str]:
@@ -78,11 +98,21 @@ def ours(work: Path, p: dict) -> dict:
     seconds, _ = run_stage(work, "train")
     run_stage(work, "evaluate")
     metrics = json.loads((work / "eval" / "metrics.json").read_text())["test"]
+    live = json.loads((work / "dvclive" / "metrics.json").read_text())
+    dice = curve(work, "cells/dice")  # every epoch validated: the index is the epoch - 1
+    saved = int(live["best"]["epoch"])
     return {
         "train_s": seconds,
         "dice": metrics["cells"]["dice_pooled"],
         "dice_mean": metrics["cells"]["dice"],
-        "density_accuracy": metrics["density"]["accuracy"],
+        "density_accuracy": metrics.get("density", {}).get("accuracy"),
+        "count_mae": metrics.get("count", {}).get("mae"),
+        "saved_epoch": saved,
+        "val_dice_saved": dice[saved - 1],  # validation's own figure (sampled patches by default)
+        "val_dice_best": max(dice),
+        "val_dice_best_epoch": 1 + dice.index(max(dice)),
+        "val_loss_epoch": 1 + int(np.argmin(curve(work, "loss"))),  # what val/loss would have saved
+        "saved_whole_val_dice": live["best"]["cells"]["dice"],  # the saved model, whole val images
     }
 
 
@@ -110,8 +140,9 @@ def peak_rss(tmp: Path, name: str, rows: int, sizes: tuple[int, int], size: int,
 
 
 def efficiency(tmp: Path, size: int, batch: int, filters: int, epochs: int = 10, patches: int = 256) -> dict:
-    """Patches/s of the patch-mode train stage end to end (start-up, sampling, validation every 5
-    epochs, logging, checkpoints) over the bare step on a batch in memory, measured before and after."""
+    """Patches/s of the patch-mode train stage end to end (start-up, sampling, validation with the
+    default params, logging, checkpoints, the saved model's whole-image validation) over the bare
+    step on a batch in memory, measured before and after."""
     from benchmarks.measure import pure_step_rate
 
     data, work = tmp / f"eff{filters}-data", tmp / f"eff{filters}"
@@ -214,6 +245,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: the smoke run")
     parser.add_argument("--resources", action="store_true", help="only peak RSS and training efficiency")
+    parser.add_argument("--no-resources", action="store_true", help="only the comparison of quality and time")
     args = parser.parse_args()
     if args.quick:
         args.rows, args.epochs, args.patches, args.size, args.batch = 24, 2, 16, 64, 8
@@ -223,18 +255,24 @@ def main() -> None:
         if not args.resources:
             data = Path(tmp) / "cells"
             make_cells(data, args.rows, (256, 384), seed=0)
-            results["patch"] = ours(
-                Path(tmp) / "patch", params(data, "patch", args.size, args.epochs, args.patches, args.batch)
-            )
+            shape = (args.size, args.epochs, args.patches, args.batch)
+            results["patch_mask"] = ours(Path(tmp) / "mask", params(data, "patch", *shape, outputs=("cells",)))
+            results["patch"] = ours(Path(tmp) / "patch", params(data, "patch", *shape))
             results["resize64"] = ours(Path(tmp) / "resize", params(data, "resize", 64, args.epochs, None, args.batch))
             split = json.loads((Path(tmp) / "patch" / "data" / "prepared" / "manifest.json").read_text())["splits"]
             patches = args.epochs * args.patches
             results["monai"] = monai_run(data, split, args.size, patches, args.batch, MONAI_LR)
-            # and as long as ours trained (its patches from its own rate): the same training time
+            # and as long as our mask-only run trained (its patches from its own rate): the same time
             rate = results["monai"]["patches"] / results["monai"]["train_s"]
-            same_time = max(args.batch, round(rate * results["patch"]["train_s"] / args.batch) * args.batch)
+            same_time = max(args.batch, round(rate * results["patch_mask"]["train_s"] / args.batch) * args.batch)
             results["monai_same_time"] = monai_run(data, split, args.size, same_time, args.batch, MONAI_LR)
             results["test_images"] = len(split["test"]["files"])
+            if not args.quick:  # every epoch on the whole validation images: which epoch is saved
+                whole = params(data, "patch", *shape)
+                whole["train"]["val_patches"] = 0
+                results["patch_whole_val"] = ours(Path(tmp) / "whole", whole)
+        if args.no_resources:
+            return finish(results, args)
         base = max(args.rows // 4, 10)
         results["peak_rss"] = {
             f"{base} rows of 256-384 px": peak_rss(Path(tmp), "rss1", base, (256, 384), args.size, args.batch),
@@ -245,6 +283,10 @@ def main() -> None:
         # at params.yaml's model size (filters 16, as the resize-mode figure) and at the benchmark's (8)
         results["efficiency"] = efficiency(Path(tmp), args.size, args.batch, 16, epochs)
         results["efficiency_small_model"] = efficiency(Path(tmp), args.size, args.batch, 8, epochs)
+    finish(results, args)
+
+
+def finish(results: dict, args: argparse.Namespace) -> None:
     results["conditions"] = {
         "rows": args.rows, "epochs": args.epochs, "patches_per_epoch": args.patches, "patch": args.size,
         "batch": args.batch, "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -256,15 +298,39 @@ def main() -> None:
 
 def report(results: dict, size: int) -> None:
     if "patch" in results:
-        print(f"{'run':<38} {'dice, pooled':>12} {'dice, mean':>10} {'density acc':>12} {'training':>9} {'patches':>8}")
-        names = {"patch": f"cnn-factory patch {size}", "resize64": "cnn-factory resize 64"}
-        names["monai"] = f"MONAI patch {size}, same patches"
-        names["monai_same_time"] = f"MONAI patch {size}, same time"
+        head = f"{'run':<40} {'dice, pooled':>12} {'dice, mean':>10} {'density acc':>11} {'count MAE':>9}"
+        print(f"{head} {'training':>9} {'patches':>8}")
+        names = {
+            "patch_mask": f"cnn-factory patch {size}, mask only",
+            "patch": f"cnn-factory patch {size}, mask + image-level",
+            "resize64": "cnn-factory resize 64, mask + image-level",
+            "monai": f"MONAI patch {size}, same patches",
+            "monai_same_time": f"MONAI patch {size}, same time as mask only",
+        }
         for key, name in names.items():
             r = results[key]
-            acc = f"{r['density_accuracy']:.3f}" if r["density_accuracy"] is not None else "-"
+            acc = f"{r['density_accuracy']:.3f}" if r.get("density_accuracy") is not None else "-"
+            mae = f"{r['count_mae']:.3f}" if r.get("count_mae") is not None else "-"
             seen = r.get("patches", results["conditions"]["epochs"] * results["conditions"]["patches_per_epoch"])
-            print(f"{name:<38} {r['dice']:>12.4f} {r['dice_mean']:>10.4f} {acc:>12} {r['train_s']:>8.0f}s {seen:>8}")
+            print(
+                f"{name:<40} {r['dice']:>12.4f} {r['dice_mean']:>10.4f} {acc:>11} {mae:>9} {r['train_s']:>8.0f}s"
+                f" {seen:>8}"
+            )
+        monai = results["monai"]["train_s"]
+        print(
+            f"train stage over MONAI's training: mask only {results['patch_mask']['train_s'] / monai:.2f}, "
+            f"with image-level outputs {results['patch']['train_s'] / monai:.2f}"
+        )
+        for key in ("patch_mask", "patch", "patch_whole_val"):
+            if key in results:
+                r = results[key]
+                print(
+                    f"{key}: saved epoch {r['saved_epoch']} (val dice {r['val_dice_saved']:.4f}); best validated "
+                    f"dice {r['val_dice_best']:.4f} at epoch {r['val_dice_best_epoch']}; val/loss would save "
+                    f"epoch {r['val_loss_epoch']}; the saved model on whole val images {r['saved_whole_val_dice']:.4f}"
+                )
+    if "peak_rss" not in results:
+        return
     first = next(iter(results["peak_rss"].values()))
     for what, peak in results["peak_rss"].items():
         print(f"peak RSS of patch training, {what}: {peak / 2**20:.0f} MiB ({peak / first:.2f}x)")

@@ -102,13 +102,14 @@ def pure_step_rate(cfg: Config, prepared: Path, device: torch.device, seconds: f
     stats = ModelFile.from_meta(meta).normalisation(device)
     views = None
     if cfg.patch_mode:  # a batch of patches and their whole-image views, as the patch loader gives them
-        patches = PatchSplit(prepared / "train", list(cfg.inputs), cfg.outputs, cfg.first_input.size)
+        patches = PatchSplit(prepared / "train", list(cfg.inputs), cfg.outputs, cfg.first_input.size, t.view_share)
         g = torch.Generator().manual_seed(0)
         sampler = PatchBatches(
             patches.shapes, patches.foreground, cfg.first_input.size, t.batch_size, t.batch_size, 0.33, g
         )
         x, targets, _, views = patches[next(iter(sampler))]
-        views, _ = to_device(views, {}, device, *stats)
+        if views is not None:  # none without image-level outputs
+            views, _ = to_device(views, {}, device, *stats)
     else:
         split = PreparedSplit(prepared / "train", list(cfg.inputs), cfg.outputs)
         x, targets, _ = split[list(range(min(t.batch_size, len(split))))]

@@ -133,7 +133,9 @@ class ModelConfig(Strict):
 
 
 class EarlyStopping(Strict):
-    metric: str = Field(min_length=1, description="val/loss or val/<output>/<metric>; picks the saved epoch")
+    metric: str = Field(
+        min_length=1, description="val/relative_loss, val/loss or val/<output>/<metric>; picks the saved epoch"
+    )
     mode: Literal["min", "max"]
     patience: int = Field(ge=0, description="validations without improvement before stopping; 0: never")
 
@@ -171,6 +173,15 @@ class TrainConfig(Strict):
     )
     foreground: float = Field(
         0.33, ge=0, le=1, description="patch mode: share of each batch centred on a mask's foreground"
+    )
+    val_patches: int = Field(
+        256, ge=0, description="patch mode: fixed validation patches scored per validation; 0: whole images"
+    )
+    view_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="patch mode: share of a batch's patches whose whole image trains image-level outputs",
     )
     init_from: str | None = Field(
         None, min_length=1, description="model file whose weights (those whose names and shapes fit) start training"
@@ -252,7 +263,9 @@ class Config(Strict):
                 )
         for name in sorted(set(self.inputs) & set(self.outputs)):
             lines.append(f"inputs.{name} and outputs.{name}: input and output names must not overlap; rename one")
-        valid = ["val/loss"] + [f"val/{n}/{m}" for n, o in self.outputs.items() for m in ("loss", *o.metric_names)]
+        valid = ["val/relative_loss", "val/loss"] + [
+            f"val/{n}/{m}" for n, o in self.outputs.items() for m in ("loss", *o.metric_names)
+        ]
         if self.train.early_stopping.metric not in valid:
             lines.append(
                 f"train.early_stopping.metric: unknown metric {self.train.early_stopping.metric!r}; "

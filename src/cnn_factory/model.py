@@ -82,16 +82,21 @@ class MultiOutputNet(nn.Module):
         self.multiple = 2**depth
 
     def forward(self, x: torch.Tensor, views: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """x (B, C, H, W) normalised -> {name: logits}. With `views` (patch training), masks come from
-        x (patches) and image-level outputs from the views (the whole images, resized): one encoder, two passes."""
+        """x (B, C, H, W) normalised -> {name: logits}. With `views` (V, C, H, W) (patch training), masks
+        come from x (patches) and image-level outputs from the views (whole images resized to the same
+        size): one encoder pass over both, so batch-norm sees in training the mix it sees in its
+        running statistics."""
         for t in (x, views):
             if t is not None and (t.shape[-2] % self.multiple or t.shape[-1] % self.multiple):
                 raise ValueError(
                     f"input of {t.shape[-2]}x{t.shape[-1]} pixels: height and width must be divisible by "
                     f"{self.multiple} (2**depth); resize the input or lower the depth"
                 )
-        features = self.encoder(x)  # full resolution first
-        whole = features if views is None or len(self.spatial) == len(self.heads) else self.encoder(views)
+        if views is None or len(self.spatial) == len(self.heads):
+            features = whole = self.encoder(x)  # full resolution first
+        else:
+            both, n = self.encoder(torch.cat([x, views])), len(x)
+            features, whole = [f[:n] for f in both], [f[n:] for f in both]
         return {name: head(features if name in self.spatial else whole) for name, head in self.heads.items()}
 
 

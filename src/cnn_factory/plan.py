@@ -115,8 +115,16 @@ def _multiple(value: float, of: int) -> int:
     return max(of, int(value // of) * of)
 
 
-def propose(fp: Fingerprint, budget: float, outputs: Mapping[str, object], filters: int | None = None) -> list[tuple]:
-    """(params key, value, reason) rows; the first decides the others."""
+def propose(
+    fp: Fingerprint,
+    budget: float,
+    outputs: Mapping[str, object],
+    filters: int | None = None,
+    val_share: float = 0.0,
+    epoch_patches: int = 0,
+) -> list[tuple]:
+    """(params key, value, reason) rows; the first decides the others. val_share (data.split.val) and
+    epoch_patches (train.patches_per_epoch or the training rows) let patch mode cost its validation."""
     median = np.median(fp.sizes, 0)
     small_objects = [n for n, d in fp.objects.items() if 0 < d < max(median) / 32]
     large = max(median) > 256
@@ -166,13 +174,39 @@ def propose(fp: Fingerprint, budget: float, outputs: Mapping[str, object], filte
             covers = ", ".join(f"{n} {fp.foreground[n]:.1%}" for n in rare)
             why = f"foreground covers {covers}: a third of each batch centred on it, as nnU-Net"
         rows.append(("train.foreground", share, why))
+        if val_share and epoch_patches:
+            rows += validation_rows(fp.sizes, size, round(fp.rows * val_share), epoch_patches)
+    return rows
+
+
+def validation_rows(sizes: np.ndarray, patch: int, val_images: int, epoch_patches: int) -> list[tuple]:
+    """Patch mode: what validating the whole images every epoch would cost against the epoch's
+    training, counted in forward passes (a training patch ~3: forward and backward), and the
+    validation proposed for that cost."""
+    stride = patch // 2  # sliding windows overlap by half, as predict and evaluate slide them
+    per_image = np.mean([np.prod([math.ceil(max(n - patch, 0) / stride) + 1 for n in hw]) for hw in sizes])
+    windows, train = per_image * val_images, 3 * epoch_patches
+    whole = (
+        f"the whole {val_images} val images are ~{windows:.0f} windows, {windows / train:.0%} of an epoch's training"
+    )
+    if windows <= 0.1 * train:
+        return [("train.val_patches", 0, f"{whole}: cheap enough to validate them every epoch")]
+    # 256 patches, or what keeps validation within 30% of the epoch (at least 16)
+    count = 256 if 256 + val_images <= 0.3 * train else max(16, _multiple(0.3 * train - val_images, 16))
+    cost = (count + val_images) / train
+    rows = [("train.val_patches", count, f"{whole}; {count} fixed val patches and the views cost {cost:.0%}")]
+    if cost > 0.3:
+        every = math.ceil(cost / 0.15)
+        rows.append(("train.val_every", every, f"short epochs: validating every {every} keeps it near 15%"))
     return rows
 
 
 def run_plan(cfg: Config, sample: int, budget_gb: float | None) -> str:
     fp = fingerprint(cfg, sample)
     budget, source = (budget_gb * 2**30, f"--budget-gb {budget_gb:g}") if budget_gb else memory_budget()
-    rows = propose(fp, budget, cfg.outputs)
+    split = cfg.data.split
+    train_rows = round(fp.rows * (1 - split.val - split.test))
+    rows = propose(fp, budget, cfg.outputs, None, split.val, cfg.train.patches_per_epoch or train_rows)
     read = f"{fp.rows} rows, {len(fp.sizes)} images read"
     lines = [
         f"plan: {cfg.data.csv}: {read}; budget {budget / 2**30:.1f} GiB ({source})",

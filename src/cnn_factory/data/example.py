@@ -76,29 +76,31 @@ def make_sample(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, n
     return (np.clip(img, 0, 1) * 255).astype(np.uint8), labels, int(areas.argmax())
 
 
-def write_data_set(out: Path, value_column: str, samples: Iterable[tuple[np.ndarray, np.ndarray, str]]) -> None:
-    """Writes out/images/*.png, out/labels/*.png and out/data.csv (image, labels, `value_column`),
-    one row per (image, label map, value) sample; an existing `out` is replaced."""
+def write_data_set(
+    out: Path, value_columns: tuple[str, ...], samples: Iterable[tuple[np.ndarray, np.ndarray, tuple]]
+) -> None:
+    """Writes out/images/*.png, out/labels/*.png and out/data.csv (image, labels, *value_columns),
+    one row per (image, label map, values) sample; an existing `out` is replaced."""
     if out.exists():
         shutil.rmtree(out)
     (out / "images").mkdir(parents=True)
     (out / "labels").mkdir()
     with open(out / "data.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["image", "labels", value_column])
-        for i, (img, labels, value) in enumerate(samples):
+        writer.writerow(["image", "labels", *value_columns])
+        for i, (img, labels, values) in enumerate(samples):
             write_image(out / "images" / f"{i:04d}.png", img)
             write_image(out / "labels" / f"{i:04d}.png", labels)
-            writer.writerow([f"images/{i:04d}.png", f"labels/{i:04d}.png", value])
+            writer.writerow([f"images/{i:04d}.png", f"labels/{i:04d}.png", *values])
 
 
 def make_example(out: Path, rows: int, size: tuple[int, int], seed: int) -> None:
     """Writes out/images/*.png, out/labels/*.png and out/data.csv."""
     rng = np.random.default_rng(seed)
 
-    def samples() -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
+    def samples() -> Iterator[tuple[np.ndarray, np.ndarray, tuple[str]]]:
         for _ in range(rows):
             img, labels, majority = make_sample(rng, *size)
-            yield img, labels, KINDS[majority]
+            yield img, labels, (KINDS[majority],)
 
-    write_data_set(out, "majority", samples())
+    write_data_set(out, ("majority",), samples())

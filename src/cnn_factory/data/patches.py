@@ -10,9 +10,11 @@ Each batch's last `foreground` share of patches is centred on a foreground pixel
 image's masks (as nnU-Net forces a third of each batch to hold foreground); the others lie
 anywhere in the image. Image-level outputs (category, numeric) are about the whole image: their
 targets come with `views`, the whole images resized to the input size, which the model encodes
-separately. Positions are drawn in the main process from the generator a checkpoint saves, so a
-resumed run draws what it would have drawn; a patch reads only its own bytes of the memory-mapped
-arrays (data/ragged.py).
+in the same pass as the patches; `view_share` of a batch's patches bring their image's view (at
+least one), and a model without image-level outputs reads none (`views` is None).
+Positions are drawn in the main process from the generator a checkpoint saves, so a resumed run
+draws what it would have drawn; a patch reads only its own bytes of the memory-mapped arrays
+(data/ragged.py).
 """
 
 from __future__ import annotations
@@ -36,20 +38,27 @@ Spec = tuple[int, int, int, bool]  # row, top, left, augmented copy
 class PatchSplit(Dataset):
     """One split in patch mode; `split[specs]` returns a whole batch of patches and views."""
 
-    def __init__(self, folder: Path, inputs: list[str], outputs: Mapping[str, Output], patch: tuple[int, int]):
-        self.patch, self.inputs = patch, inputs
+    def __init__(
+        self,
+        folder: Path,
+        inputs: list[str],
+        outputs: Mapping[str, Output],
+        patch: tuple[int, int],
+        view_share: float = 1.0,
+    ):
+        self.patch, self.inputs, self.view_share = patch, inputs, view_share
         self.spatial = [n for n, o in outputs.items() if o.spatial]
         self.whole = [n for n, o in outputs.items() if not o.spatial]
         self.images = {n: RaggedArray(folder, f"{n}.native") for n in inputs}
         self.masks = {n: RaggedArray(folder, f"{n}.native", masks=True) for n in self.spatial}
-        self.views = {n: open_array(folder / f"{n}.npy") for n in inputs}  # whole images at the input size
+        # whole images at the input size, for the image-level outputs only
+        self.views = {n: open_array(folder / f"{n}.npy") for n in inputs} if self.whole else {}
         self.values = {n: open_array(folder / f"{n}.npy") for n in self.whole}
         self.foreground = {n: open_array(folder / f"{foreground_name(n)}.npy") for n in self.spatial}
         first = self.images[inputs[0]]
         self.shapes = np.array([first.shape(i) for i in range(len(first))], np.int64).reshape(-1, 2)
-        lengths = [len(a) for a in (*self.images.values(), *self.masks.values())] + [
-            len(a) for a in self.views.values()
-        ]
+        lengths = [len(a) for a in (*self.images.values(), *self.masks.values())]
+        lengths += [len(a) for a in self.views.values()]
         if any(n != len(first) for n in lengths):
             raise UserError(
                 f"{folder}: its arrays disagree on the number of rows; run `dvc repro` (prepare rebuilds it)"
@@ -58,17 +67,24 @@ class PatchSplit(Dataset):
     def __len__(self) -> int:
         return len(self.shapes)
 
+    def views_in(self, batch: int) -> int:
+        """How many of a batch's patches bring their image's view: none without image-level outputs."""
+        return max(1, round(self.view_share * batch)) if self.whole else 0
+
     def __getitem__(self, specs: list[Spec]) -> tuple:
-        """Patches (B, C, h, w) uint8, {mask: (B, h, w), value: (B,)}, augment flags (B,), views (B, C, H, W)."""
-        (h, w), rows = self.patch, np.array([s[0] for s in specs])
+        """Patches (B, C, h, w) uint8, {mask: (B, h, w), value: (V,)}, augment flags (B,), and views
+        (V, C, H, W) of the first V patches' images, or None without image-level outputs."""
+        (h, w), rows = self.patch, np.array([s[0] for s in specs[: self.views_in(len(specs))]], np.int64)
         x = np.stack(
             [np.concatenate([self.images[n].crop(r, y, z, h, w) for n in self.inputs]) for r, y, z, _ in specs]
         )
         targets = {n: np.stack([self.masks[n].crop(r, y, z, h, w) for r, y, z, _ in specs]) for n in self.spatial}
         targets.update({n: np.ascontiguousarray(self.values[n][rows]) for n in self.whole})
-        views = np.concatenate([self.views[n][rows] for n in self.inputs], axis=1)  # (B, C, H, W)
         flags = torch.tensor([s[3] for s in specs])
         as_tensors = {n: torch.from_numpy(v) for n, v in targets.items()}
+        if not self.whole:
+            return torch.from_numpy(x), as_tensors, flags, None
+        views = np.concatenate([self.views[n][rows] for n in self.inputs], axis=1)  # (V, C, H, W)
         return torch.from_numpy(x), as_tensors, flags, torch.from_numpy(views)
 
 

@@ -112,6 +112,7 @@ class Session:
     augmenter: Augmenter
     best_state: dict | None = None
     best_val: dict = field(default_factory=dict)
+    reference: dict = field(default_factory=dict)  # the first validation's losses (relative_loss's)
 
     def state_dict(self, key: str, epoch: int) -> dict:
         return {
@@ -125,6 +126,7 @@ class Session:
             "scaler": self.scaler.state_dict(),
             "best_state": self.best_state,
             "best_val": self.best_val,
+            "reference": self.reference,
             "rng": rng_state(self.order, self.augmenter.generator),
         }
 
@@ -134,5 +136,5 @@ class Session:
         self.schedule.load_state_dict(state["schedule"])
         self.early.load_state_dict(state["early"])
         self.scaler.load_state_dict(state["scaler"])
-        self.best_state, self.best_val = state["best_state"], state["best_val"]
+        self.best_state, self.best_val, self.reference = state["best_state"], state["best_val"], state["reference"]
         set_rng_state(state["rng"], self.order, self.augmenter.generator)

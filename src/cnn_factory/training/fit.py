@@ -36,9 +36,9 @@ from cnn_factory.training.init_from import init_source, initialise
 from cnn_factory.training.live import AtomicLive, drop_unreadable, keep_copy, log_curves, restore_copy, trim_curves
 from cnn_factory.training.loop import Step, autocast_dtype, seed_everything, train_one_epoch
 from cnn_factory.training.losses import Criterion
-from cnn_factory.training.optim import EarlyStopping, Schedule, make_optimizer
+from cnn_factory.training.optim import EarlyStopping, Schedule, make_optimizer, relative_loss
 from cnn_factory.training.pictures import Gallery
-from cnn_factory.training.validation import NativeValidation, ResizedValidation, make_validation
+from cnn_factory.training.validation import NativeValidation, ResizedValidation, SampledValidation, make_validation
 
 SHOWN = 4  # validation images in each picture logged every train.log_images_every epochs
 
@@ -56,7 +56,9 @@ class TrainingData:
     def build(cls, cfg: Config, prepared: Path, ranks: Dist) -> TrainingData:
         t, size = cfg.train, cfg.first_input.size
         if cfg.patch_mode:
-            split: PreparedSplit | PatchSplit = PatchSplit(prepared / "train", list(cfg.inputs), cfg.outputs, size)
+            split: PreparedSplit | PatchSplit = PatchSplit(
+                prepared / "train", list(cfg.inputs), cfg.outputs, size, t.view_share
+            )
             samples = t.patches_per_epoch or len(split)
             what = f"{samples} patches of {'x'.join(map(str, size))} from {len(split)} images"
         else:
@@ -136,7 +138,8 @@ class Run:
     ranks: Dist
     session: Session  # what a checkpoint saves; session.model is what gets saved
     step: Step  # trains through step.net: the model, or its DDP wrapper
-    validate: ResizedValidation | NativeValidation
+    validate: ResizedValidation | NativeValidation | SampledValidation
+    whole: NativeValidation | None  # patch mode's saved model, on the whole validation images
     loader: DataLoader
     args: dict  # the model's constructor arguments, for the model file
     meta: dict  # the model file's metadata
@@ -168,9 +171,13 @@ def start(cfg: Config, prepared: Path, ranks: Dist, device: torch.device) -> Run
     net = wrap(session.model, ranks, device, t.sync_batchnorm)
     parts = (net, criterion, session.optimizer, session.schedule, session.scaler, session.augmenter, cfg.outputs)
     step = Step(*parts, device, model_file.normalisation(device), amp, t.grad_clip, t.accumulate, ranks)
-    validate = make_validation(model_file, cfg.outputs, prepared / "val", t.batch_size, device, amp, ranks)
+    sampled = (t.val_patches, t.foreground, t.seed)
+    validate = make_validation(model_file, cfg.outputs, prepared / "val", t.batch_size, device, amp, ranks, sampled)
+    whole = None  # sampled validation picks the epoch; the saved weights are then scored on whole images
+    if isinstance(validate, SampledValidation):
+        whole = NativeValidation(model_file, cfg.outputs, prepared / "val", t.batch_size, ranks)
     run = Run(
-        cfg, ranks, session, step, validate, data.loader(cfg, session.order, ranks, device), args, meta, source,
+        cfg, ranks, session, step, validate, whole, data.loader(cfg, session.order, ranks, device), args, meta, source,
         FOLDER / f"{cfg.model.name}.ckpt", params_key(cfg, manifest, source), FOLDER / f"{cfg.model.name}.dvclive",
     )  # fmt: skip
     run.first = resume(session, run.ckpt, run.key, run.live_copy, ranks, run.say)
@@ -178,7 +185,10 @@ def start(cfg: Config, prepared: Path, ranks: Dist, device: torch.device) -> Run
         run.say(initialise(session.model, source).summary())
     n_val = len(PreparedSplit(prepared / "val", list(cfg.inputs), cfg.outputs))
     processes = f", {ranks.world} processes" if ranks.enabled else ""
-    run.say(f"train: {data.describe}, {n_val} val, on {device}{f' with {amp}' if amp else ''}{processes}")
+    val = f"{n_val} val"
+    if isinstance(validate, SampledValidation):
+        val += f" ({t.val_patches} patches per validation; the whole images for the saved model)"
+    run.say(f"train: {data.describe}, {val}, on {device}{f' with {amp}' if amp else ''}{processes}")
     return run
 
 
@@ -203,7 +213,10 @@ def fit(cfg: Config, prepared: Path = PREPARED) -> None:
                     f"train: stopping early: no better {t.early_stopping.metric} in {t.early_stopping.patience} epochs"
                 )
                 break
-    save_best(run)
+        best = saved_figures(run)
+        for key, value in best.items():  # what the model file records; dvc exp show compares runs by it
+            log.log_metric(f"best/{key}", value, plot=False)
+    save_best(run, best)
     del run, live  # DDP's reducer must go before its process group, or gloo aborts at exit
     teardown(ranks)
 
@@ -217,6 +230,8 @@ def validate_epoch(run: Run, epoch: int) -> tuple[dict | None, Gallery | None]:
     pictures = run.ranks.main and t.log_images_every and epoch % t.log_images_every == 0
     gallery = Gallery(run.cfg.outputs, SHOWN) if pictures else None
     val_stats = run.validate(session.model, run.step.criterion, run.step.device, gallery)
+    session.reference = session.reference or {k: v for k, v in val_stats.items() if k.endswith("/loss")}
+    val_stats["relative_loss"] = relative_loss(val_stats, session.reference, run.step.criterion.weights)
     if session.early.update(val_stats[t.early_stopping.metric.removeprefix("val/")], epoch):
         session.best_state = {k: v.detach().clone() for k, v in session.model.state_dict().items()}
         session.best_val = val_stats
@@ -241,16 +256,30 @@ def end_epoch(
     save_checkpoint(run.ckpt, session.state_dict(run.key, epoch))
 
 
-def save_best(run: Run) -> None:
-    """Writes the best validated epoch's weights to the model file (rank 0), and marks the run complete."""
-    cfg, session, es = run.cfg, run.session, run.cfg.train.early_stopping
+def saved_figures(run: Run) -> dict[str, float]:
+    """The best epoch's weights into the model, and their validation figures (every rank): in patch
+    mode on the whole validation images at their own resolution, as evaluate scores them."""
+    session, es = run.session, run.cfg.train.early_stopping
     if session.best_state is None:
         raise UserError(f"train: {es.metric} was never finite (training diverged); lower train.lr")
+    session.model.load_state_dict(session.best_state)
+    if run.whole is None:  # relative_loss means something within its run only
+        return {
+            "epoch": session.early.best_epoch,
+            **{k: v for k, v in session.best_val.items() if k != "relative_loss"},
+        }
+    figures = run.whole(session.model, run.step.criterion, run.step.device)
+    return {"epoch": session.early.best_epoch, **figures}
+
+
+def save_best(run: Run, best: dict[str, float]) -> None:
+    """Writes the best epoch's weights and figures to the model file (rank 0), and marks the run complete."""
+    cfg, session, es = run.cfg, run.session, run.cfg.train.early_stopping
     if not run.ranks.main:
         return
-    session.model.load_state_dict(session.best_state)
-    best = {"epoch": session.early.best_epoch, "val": session.best_val, "init_from": run.source}
-    save_model(cfg.model.path, session.model, run.args, {**run.meta, **best})
+    val = {k: v for k, v in best.items() if k != "epoch"}
+    save_model(cfg.model.path, session.model, run.args, {**run.meta, "epoch": best["epoch"], "val": val,
+               "init_from": run.source})  # fmt: skip
     save_checkpoint(run.ckpt, {"key": run.key, "epoch": session.early.best_epoch, "complete": True})
     line = f"train: best {es.metric} {session.early.best:.4f} at epoch {session.early.best_epoch}"
     print(f"{line}, model saved to {cfg.model.path}")

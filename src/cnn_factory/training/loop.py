@@ -67,10 +67,10 @@ class Step:
         x, targets, flags, *rest = batch
         x, targets = to_device(x, targets, self.device, *self.stats)
         x, targets = self.augmenter(x, targets, flags, self.outputs, *self.stats)
-        views = None
-        if rest:  # patch mode: the whole images, resized, for the image-level outputs
-            views, _ = to_device(rest[0], {}, self.device, *self.stats)
-            views, _ = self.augmenter(views, {}, flags, {}, *self.stats)
+        views = rest[0] if rest else None  # patch mode: whole images, resized, for the image-level outputs
+        if views is not None:
+            views, _ = to_device(views, {}, self.device, *self.stats)
+            views, _ = self.augmenter(views, {}, flags[: len(views)], {}, *self.stats)
         ddp: Any = self.net  # DistributedDataParallel under torchrun: its no_sync() skips the all-reduce
         quiet = ddp.no_sync() if not sync and self.ranks.enabled else contextlib.nullcontext()
         with quiet:

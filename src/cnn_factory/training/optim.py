@@ -1,4 +1,4 @@
-"""Optimisers, learning-rate schedules (with warm-up) and early stopping, by their params names.
+"""Optimisers, learning-rate schedules (with warm-up), early stopping and its default metric, by their params names.
 
 optimizer = make_optimizer("sgd", model.parameters(), lr=0.01, momentum=0.9, weight_decay=0)
 schedule = Schedule("cosine", optimizer, lr=0.01, epochs=30, steps_per_epoch=27, step_epochs=10,
@@ -9,7 +9,7 @@ schedule = Schedule("cosine", optimizer, lr=0.01, epochs=30, steps_per_epoch=27,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import torch
@@ -122,3 +122,11 @@ class EarlyStopping:
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+
+
+def relative_loss(stats: Mapping[str, float], reference: Mapping[str, float], weights: Mapping[str, float]) -> float:
+    """The outputs' validation losses, each over its own at the first validation, averaged with the
+    outputs' weights: 1.0 at the first validation, lower as every output improves. No output's
+    loss scale decides for the others (a number's squared error against a mask's dice loss)."""
+    total = sum(weights.values())
+    return sum(w * stats[f"{n}/loss"] / max(reference[f"{n}/loss"], 1e-12) for n, w in weights.items()) / total

@@ -1,10 +1,15 @@
 """Validation, picked once per run by the input mode (`make_validation`):
 
 - resize mode: one pass over the validation split at the input size (`ResizedValidation`);
-- patch mode: the whole validation images at their own resolution, masks from sliding windows,
-  as evaluate and predict score them (`NativeValidation`, over native.py's pass).
+- patch mode with `train.val_patches` > 0 (the default): a fixed set of validation patches,
+  drawn once from the validation images as training draws its patches, for the masks, and each
+  validation image's view for the image-level outputs (`SampledValidation`): its cost does not
+  grow with the images' size;
+- patch mode with `val_patches: 0`, and the saved model's own record in either case: the whole
+  validation images at their own resolution, masks from sliding windows, as evaluate and predict
+  score them (`NativeValidation`, over native.py's pass).
 
-Either returns the mean losses (`loss`, `<output>/loss`) and the metrics per output
+Each returns the mean losses (`loss`, `<output>/loss`) and the metrics per output
 (`<output>/<metric>`) as plain floats, and fills a Gallery with the first images when given one.
 Under torchrun every rank scores its own share of the images and the sums are added up over
 the ranks, so no rank waits while another validates alone.
@@ -18,6 +23,7 @@ from pathlib import Path
 import torch
 
 from cnn_factory.data.dataset import PreparedSplit, rows_loader, share, to_device
+from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.model import ModelFile, MultiOutputNet
 from cnn_factory.native import SplitPass, predict_split
 from cnn_factory.outputs import Output
@@ -28,25 +34,53 @@ from cnn_factory.training.pictures import Gallery
 
 
 class Sums:
-    """Losses summed over images on the device; metrics accumulated beside them; one sync in `means`."""
+    """Losses summed on the device, with the images (or patches) behind each; metrics accumulated
+    beside them; one sync in `means`."""
 
     def __init__(self, outputs: Mapping[str, Output], device: torch.device):
         self.outputs = list(outputs)
-        self.losses = torch.zeros(len(outputs) + 1, device=device)  # total, then per output
+        self.losses = torch.zeros(len(outputs), device=device)  # per output
+        self.counts = torch.zeros(len(outputs), device=device)
         self.metrics = OutputMetrics(outputs, device)
-        self.seen = 0
 
-    def means(self, ranks: Dist, weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    def add(self, parts: Mapping[str, torch.Tensor], n: int) -> None:
+        """Mean losses over `n` images (or patches), of some or all outputs."""
+        for name, loss in parts.items():
+            k = self.outputs.index(name)
+            self.losses[k] += loss * n
+            self.counts[k] += n
+
+    def means(self, ranks: Dist, weights: Mapping[str, float]) -> dict[str, float]:
+        """Mean losses per output, their weighted sum (`loss`) and the metrics, over every rank."""
         if ranks.enabled:  # every rank scored its own images: add up the sums, then take the means
-            totals = all_sum(torch.cat([self.losses, self.losses.new_tensor([self.seen])]), ranks)
-            self.losses, self.seen = totals[:-1], round(totals[-1].item())
+            totals = all_sum(torch.cat([self.losses, self.counts]), ranks)
+            self.losses, self.counts = totals[: len(self.losses)], totals[len(self.losses) :]
             for metric in self.metrics.metrics.values():
                 for state in metric.state():
                     all_sum(state, ranks)
-        per = (self.losses / max(self.seen, 1)).tolist()
-        if weights is not None:  # a pass that sums each output's loss alone: the total from their means
-            per[0] = sum(weights[n] * v for n, v in zip(self.outputs, per[1:]))
-        return {"loss": per[0], **{f"{n}/loss": v for n, v in zip(self.outputs, per[1:])}, **self.metrics.compute()}
+        means = dict(zip(self.outputs, (self.losses / self.counts.clamp(min=1)).tolist()))
+        total = sum(weights[n] * v for n, v in means.items())
+        return {"loss": total, **{f"{n}/loss": v for n, v in means.items()}, **self.metrics.compute()}
+
+
+def score_batch(
+    model: MultiOutputNet,
+    x_raw: torch.Tensor,
+    targets: dict[str, torch.Tensor],
+    names: list[str],
+    sums: Sums,
+    criterion: Criterion,
+    device: torch.device,
+    stats: tuple[torch.Tensor, torch.Tensor],
+    amp: torch.dtype | None,
+) -> dict[str, torch.Tensor]:
+    """One uint8 batch's logits of the outputs `names`, their losses and metrics added to `sums`."""
+    x, targets = to_device(x_raw, {n: targets[n] for n in names}, device, *stats)
+    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        preds = {n: v.float() for n, v in model(x).items() if n in names}
+    sums.add({n: criterion.losses[n](preds[n], targets[n]) for n in names}, len(x))
+    sums.metrics.update(preds, targets)
+    return preds
 
 
 class ResizedValidation:
@@ -70,18 +104,12 @@ class ResizedValidation:
         self, model: MultiOutputNet, criterion: Criterion, device: torch.device, gallery: Gallery | None = None
     ) -> dict[str, float]:
         model.eval()
-        sums = Sums(self.outputs, device)
+        sums, names = Sums(self.outputs, device), list(self.outputs)
         for x_raw, targets, _ in rows_loader(self.split, self.rows, self.batch_size):
-            x, targets = to_device(x_raw, targets, device, *self.stats)
-            with torch.autocast(device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-                preds = {k: v.float() for k, v in model(x).items()}
-            loss, parts = criterion(preds, targets)
-            sums.losses += torch.stack([loss, *parts.values()]) * len(x)
-            sums.seen += len(x)
-            sums.metrics.update(preds, targets)
+            preds = score_batch(model, x_raw, targets, names, sums, criterion, device, self.stats, self.amp)
             if gallery is not None:
                 gallery.add(x_raw, targets, preds)
-        return sums.means(self.ranks)
+        return sums.means(self.ranks, criterion.weights)
 
 
 class NativeValidation:
@@ -99,23 +127,68 @@ class NativeValidation:
         self, model: MultiOutputNet, criterion: Criterion, device: torch.device, gallery: Gallery | None = None
     ) -> dict[str, float]:
         sums, outputs = Sums(self.outputs, device), self.outputs
-        index = {n: k for k, n in enumerate(outputs, 1)}
         for batch in predict_split(model, self.model_file, outputs, self.split, self.batch_size, device):
             image_level = {n: v for n, v in batch.logits.items() if n not in self.split.spatial}
             sums.metrics.update(image_level, batch.targets)
-            for n, logits in image_level.items():
-                sums.losses[index[n]] += criterion.losses[n](logits, batch.targets[n]) * len(batch.x)
+            sums.add({n: criterion.losses[n](v, batch.targets[n]) for n, v in image_level.items()}, len(batch.x))
             for image in batch.images:
                 for n in self.split.spatial:
                     prob, mask = image.windows[n]
-                    sums.losses[index[n]] += criterion.losses[n](outputs[n].to_logits(prob)[None], mask[None].float())
+                    sums.add({n: criterion.losses[n](outputs[n].to_logits(prob)[None], mask[None].float())}, 1)
                     truth = image.truth[n]
                     sums.metrics.update(
                         {n: outputs[n].to_logits(image.probabilities[n])[None]}, {n: truth[None].float()}
                     )
-            sums.seen += len(batch.x)
             if gallery is not None:
                 gallery.add(batch.x, batch.targets, batch.logits)
+        return sums.means(self.ranks, criterion.weights)
+
+
+class SampledValidation:
+    """Patch mode: the masks' losses and metrics on `count` fixed validation patches, and the
+    image-level outputs' on every validation image's view (the whole image at the input size)."""
+
+    def __init__(
+        self,
+        model_file: ModelFile,
+        outputs: Mapping[str, Output],
+        folder: Path,
+        count: int,
+        foreground: float,
+        batch_size: int,
+        device: torch.device,
+        amp: torch.dtype | None = None,
+        ranks: Dist = SINGLE,
+        seed: int = 0,
+    ):
+        self.outputs, self.batch_size, self.amp, self.ranks = outputs, batch_size, amp, ranks
+        self.stats = model_file.normalisation(device)
+        patches = PatchSplit(folder, list(model_file.inputs), outputs, model_file.first.size)
+        self.spatial, self.whole = patches.spatial, patches.whole
+        # drawn once, as training draws (foreground share included): the same patches every epoch
+        batches = PatchBatches(
+            patches.shapes, patches.foreground, patches.patch, count, batch_size, foreground,
+            torch.Generator().manual_seed(seed),
+        )  # fmt: skip
+        specs = list(batches)
+        mine = share(len(specs), ranks.rank, ranks.world)  # under torchrun: a block of batches per rank
+        self.batches = [patches[specs[i]][:2] for i in mine]  # (uint8 patches, targets), read once
+        self.views = PreparedSplit(folder, list(model_file.inputs), outputs) if self.whole else None
+        self.rows = share(len(self.views), ranks.rank, ranks.world) if self.views is not None else range(0)
+
+    @torch.inference_mode()
+    def __call__(
+        self, model: MultiOutputNet, criterion: Criterion, device: torch.device, gallery: Gallery | None = None
+    ) -> dict[str, float]:
+        model.eval()
+        sums = Sums(self.outputs, device)
+        for x_raw, targets in self.batches:
+            preds = score_batch(model, x_raw, targets, self.spatial, sums, criterion, device, self.stats, self.amp)
+            if gallery is not None:
+                gallery.add(x_raw, targets, preds)
+        if self.views is not None:
+            for x_raw, targets, _ in rows_loader(self.views, self.rows, self.batch_size):
+                score_batch(model, x_raw, targets, self.whole, sums, criterion, device, self.stats, self.amp)
         return sums.means(self.ranks, criterion.weights)
 
 
@@ -127,8 +200,13 @@ def make_validation(
     device: torch.device,
     amp: torch.dtype | None,
     ranks: Dist,
-) -> ResizedValidation | NativeValidation:
-    """The run's validation, by the inputs' mode."""
+    sampled: tuple[int, float, int] = (0, 0.0, 0),
+) -> ResizedValidation | NativeValidation | SampledValidation:
+    """The run's validation, by the inputs' mode; `sampled`: (train.val_patches, train.foreground,
+    train.seed), patch mode's fixed validation patches (none: whole images)."""
+    count, foreground, seed = sampled
+    if model_file.patch and count:
+        return SampledValidation(model_file, outputs, folder, count, foreground, batch_size, device, amp, ranks, seed)
     if model_file.patch:  # sliding windows over the whole images, scored at their own size
         return NativeValidation(model_file, outputs, folder, batch_size, ranks)
     split = PreparedSplit(folder, list(model_file.inputs), outputs)

@@ -1,0 +1,136 @@
+"""Patch mode's validation and views: sampled validation against a direct computation, views only
+where image-level outputs need them, the saved epoch's rule."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnn_factory.config import parse_params
+from cnn_factory.data.cells import make_cells
+from cnn_factory.data.dataset import read_manifest
+from cnn_factory.data.patches import PatchBatches, PatchSplit
+from cnn_factory.data.prepare import prepare
+from cnn_factory.data.ragged import RaggedArray
+from cnn_factory.model import ModelFile, MultiOutputNet, model_args, model_meta
+from cnn_factory.training.distributed import SINGLE
+from cnn_factory.training.fit import start
+from cnn_factory.training.losses import Criterion
+from cnn_factory.training.optim import relative_loss
+from cnn_factory.training.validation import SampledValidation
+from tests.conftest import cell_params
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> tuple[dict, Path]:
+    root = tmp_path_factory.mktemp("validation")
+    make_cells(root / "cells", rows=20, sizes=(40, 72), seed=1)
+    p = cell_params(root / "cells")
+    p["data"]["split"].update(val=0.3, test=0.1)
+    prepare(parse_params(p), root / "prepared", None, workers=1)
+    return p, root / "prepared"
+
+
+def network(p: dict, prepared: Path) -> tuple[MultiOutputNet, ModelFile, Criterion]:
+    cfg = parse_params(p)
+    manifest = read_manifest(prepared, cfg)
+    torch.manual_seed(0)
+    model = MultiOutputNet(**model_args(cfg, manifest)).eval()
+    return model, ModelFile.from_meta(model_meta(cfg, manifest)), Criterion(cfg.outputs, manifest["outputs"])
+
+
+def window(array: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndarray:
+    """array[..., top:top+h, left:left+w], zeros where the window leaves the image."""
+    out = np.zeros((*array.shape[:-2], h, w), array.dtype)
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + h, array.shape[-2]), min(left + w, array.shape[-1])
+    out[..., y0 - top : y1 - top, x0 - left : x1 - left] = array[..., y0:y1, x0:x1]
+    return out
+
+
+def test_sampled_validation_equals_a_direct_computation_on_the_same_patches(prepared):
+    p, folder = prepared
+    model, model_file, criterion = network(p, folder)
+    cfg = parse_params(p)
+    val = folder / "val"
+    figures = SampledValidation(model_file, cfg.outputs, val, 10, 0.33, 4, CPU, seed=3)(model, criterion, CPU)
+
+    # the same draws, cut by hand from the stored native arrays, scored one batch at a time
+    images, masks = RaggedArray(val, "image.native"), RaggedArray(val, "cells.native", masks=True)
+    shapes = np.array([images.shape(i) for i in range(len(images))]).reshape(-1, 2)
+    foreground = {"cells": np.load(val / "cells.foreground.npy")}
+    batches = list(PatchBatches(shapes, foreground, (32, 32), 10, 4, 0.33, torch.Generator().manual_seed(3)))
+    assert sum(map(len, batches)) == 10
+    mean, std = model_file.normalisation(CPU)
+    tp = fp = fn = 0
+    loss_sum = 0.0
+    for specs in batches:
+        x = np.stack([window(images[r], y, z, 32, 32) for r, y, z, _ in specs])
+        truth = np.stack([window(masks[r], y, z, 32, 32) for r, y, z, _ in specs]) > 0
+        with torch.no_grad():
+            logits = model((torch.from_numpy(x).float() / 255 - mean) / std)["cells"]
+        loss_sum += float(criterion.losses["cells"](logits, torch.from_numpy(truth).float())) * len(specs)
+        pred = logits.numpy() > 0
+        tp, fp, fn = tp + (pred & truth).sum(), fp + (pred & ~truth).sum(), fn + (~pred & truth).sum()
+    assert figures["cells/dice"] == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-6)
+    assert figures["cells/loss"] == pytest.approx(loss_sum / 10, rel=1e-5)
+
+    # the category on every validation image's view (the whole image at the input size)
+    views, density = np.load(val / "image.npy"), np.load(val / "density.npy")
+    with torch.no_grad():
+        logits = model((torch.from_numpy(views).float() / 255 - mean) / std)["density"]
+    accuracy = float((logits.argmax(1).numpy() == density).mean())
+    assert figures["density/accuracy"] == pytest.approx(accuracy)
+    loss = float(criterion.losses["density"](logits, torch.from_numpy(density)))
+    assert figures["density/loss"] == pytest.approx(loss, rel=1e-5)
+    weights = criterion.weights
+    assert figures["loss"] == pytest.approx(weights["cells"] * loss_sum / 10 + weights["density"] * loss, rel=1e-5)
+
+
+def encoder_batches(p: dict, prepared: Path, tmp_path: Path, monkeypatch) -> tuple[list[int], tuple]:
+    """The batch sizes the encoder sees in one training step, and the step's batch."""
+    monkeypatch.chdir(tmp_path)  # start() looks for its checkpoint under ./checkpoints
+    run = start(parse_params(p), prepared, SINGLE, CPU)
+    seen: list[int] = []
+    run.session.model.encoder.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    batch = next(iter(run.loader))
+    run.step.forward_backward(batch, sync=True)
+    return seen, batch
+
+
+def test_a_model_without_image_level_outputs_builds_no_views(prepared, tmp_path, monkeypatch):
+    p, folder = prepared
+    masks_only = {**p, "outputs": {"cells": p["outputs"]["cells"]}}
+    split = PatchSplit(folder / "train", ["image"], parse_params(masks_only).outputs, (32, 32))
+    assert split.views == {} and split.views_in(4) == 0
+    seen, batch = encoder_batches(masks_only, folder, tmp_path, monkeypatch)
+    assert batch[3] is None and seen == [4]  # one encoder pass, over the 4 patches only
+
+
+@pytest.mark.parametrize("share, views", [(0.5, 2), (1.0, 4), (0.01, 1)])
+def test_image_level_outputs_get_a_share_of_views_in_the_same_pass(prepared, tmp_path, monkeypatch, share, views):
+    p, folder = prepared
+    p = {**p, "train": {**p["train"], "view_share": share}}
+    seen, batch = encoder_batches(p, folder, tmp_path, monkeypatch)
+    x, targets, _, view = batch
+    assert len(x) == 4 and len(view) == views and len(targets["density"]) == views and len(targets["cells"]) == 4
+    assert seen == [4 + views]  # patches and views through the encoder together
+
+
+def test_relative_loss_weighs_every_output_by_its_own_progress():
+    reference = {"cells/loss": 0.8, "count/loss": 40.0}
+    weights = {"cells": 1.0, "count": 1.0}
+    assert relative_loss(reference, reference, weights) == pytest.approx(1.0)
+    # the count's loss, on a scale 50 times the mask's, halves; the mask's halves: both count alike
+    assert relative_loss({"cells/loss": 0.4, "count/loss": 40.0}, reference, weights) == pytest.approx(0.75)
+    assert relative_loss({"cells/loss": 0.8, "count/loss": 20.0}, reference, weights) == pytest.approx(0.75)
+    assert relative_loss({"cells/loss": 0.4, "count/loss": 40.0}, reference, {"cells": 3.0, "count": 1.0}) == (
+        pytest.approx(0.625)
+    )
+    assert math.isnan(relative_loss({"cells/loss": math.nan, "count/loss": 1.0}, reference, weights))
