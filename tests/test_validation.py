@@ -17,7 +17,7 @@ from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.data.prepare import prepare
 from cnn_factory.data.ragged import RaggedArray
 from cnn_factory.model import ModelFile, MultiOutputNet, model_args, model_meta
-from cnn_factory.training.distributed import SINGLE
+from cnn_factory.training.distributed import SINGLE, Dist
 from cnn_factory.training.fit import start
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.optim import relative_loss
@@ -134,3 +134,32 @@ def test_relative_loss_weighs_every_output_by_its_own_progress():
         pytest.approx(0.625)
     )
     assert math.isnan(relative_loss({"cells/loss": math.nan, "count/loss": 1.0}, reference, weights))
+
+
+def _ranked_figures(rank: int, p: dict, folder: Path, init: str, out: Path) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    model, model_file, criterion = network(p, folder)
+    validate = SampledValidation(model_file, parse_params(p).outputs, folder / "val", 10, 0.33, 4, CPU, None,
+                                 Dist(rank, 2), seed=3)  # fmt: skip
+    figures = validate(model, criterion, CPU)
+    torch.save(figures, out / f"{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_ranks_share_the_sampled_validation_and_agree_with_one_process(prepared, tmp_path):
+    p, folder = prepared
+    model, model_file, criterion = network(p, folder)
+    alone = SampledValidation(model_file, parse_params(p).outputs, folder / "val", 10, 0.33, 4, CPU, seed=3)
+    assert [len(x) for x, _ in alone.batches] == [4, 3, 3]
+    halves = [SampledValidation(model_file, parse_params(p).outputs, folder / "val", 10, 0.33, 4, CPU, None,
+                                Dist(r, 2), seed=3) for r in (0, 1)]  # fmt: skip
+    assert [len(h.batches) for h in halves] == [2, 1] and len(halves[0].rows) + len(halves[1].rows) == len(alone.rows)
+    expected = alone(model, criterion, CPU)
+    torch.multiprocessing.spawn(_ranked_figures, (p, folder, f"file://{tmp_path / 'rendezvous'}", tmp_path), 2)
+    for rank in (0, 1):
+        figures = torch.load(tmp_path / f"{rank}.pt")
+        assert figures.keys() == expected.keys()
+        for key, value in expected.items():
+            assert figures[key] == pytest.approx(value, rel=1e-5), key
