@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -229,4 +230,14 @@ def test_dvc_repro_in_patch_mode_scores_at_native_resolution(tmp_path):
     model = torch.load(repo / "models" / "example.pt", weights_only=True)
     assert model["inputs"]["image"]["mode"] == "patch" and len(model["images"]["median"]) == 2
     assert (repo / "dvclive" / "plots" / "images" / "cells" / "2.png").is_file()
+    # epochs validated on fixed patches; the saved model's record: its whole val images, as evaluate scores
+    assert "(256 patches per validation; the whole images for the saved model)" in result.stdout
+    net, model_file = ModelFile.load(repo / "models" / "example.pt")
+    folder = repo / "data" / "prepared" / "val"
+    cfg = parse_params(yaml.safe_load((repo / "params.yaml").read_text()))
+    whole = evaluate_split(net, model_file, cfg.outputs, folder, 4, torch.device("cpu"), 0)
+    assert model["val"]["cells/dice"] == pytest.approx(whole.metrics["cells/dice"], abs=1e-6)
+    assert model["val"]["density/accuracy"] == pytest.approx(whole.metrics["density/accuracy"], abs=1e-6)
+    best = json.loads((repo / "dvclive" / "metrics.json").read_text())["best"]
+    assert best["epoch"] == model["epoch"] and best["cells"]["dice"] == pytest.approx(model["val"]["cells/dice"])
     assert "up to date" in run(["dvc", "status"], repo).stdout
