@@ -5,6 +5,7 @@
     labels = read_label_volume(Path("labels.nii.gz"), "data.csv: row 2, column 'labels'")
     same_grid(scan, labels, Path("labels.nii.gz"), "data.csv: row 2, column 'labels'")
     write_volume(Path("mask.nii.gz"), mask, scan.affine)   # (D, H, W) or (C, D, H, W) on the scan's grid
+    write_volume(Path("new.nii.gz"), voxels, spacing_affine((3.0, 0.8, 0.8)))  # an axis-aligned grid
 
 Axes: depth is the file's slowest axis, width its fastest. A NIfTI file's data array is indexed
 (i, j, k[, c]) with i fastest, so (D, H, W) = (k, j, i); a 4th axis holds channels. A TIFF stack
@@ -150,6 +151,14 @@ def write_volume(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     nib.save(image, path)
 
 
+def spacing_affine(spacing: tuple[float, ...], origin: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """The affine of an axis-aligned grid of (D, H, W) `spacing` mm: x along the width, y along the
+    height, z along the depth, voxel (0, 0, 0) at `origin` (x, y, z) mm."""
+    affine = _reorder(np.diag([spacing[2], spacing[1], spacing[0], 1.0]))  # NIfTI's diagonal, (i, j, k) = (w, h, d)
+    affine[:3, 3] = origin
+    return affine
+
+
 def _reorder(affine: np.ndarray) -> np.ndarray:
     """The affine's columns from (i, j, k) to (d, h, w) order, or back (the swap is its own inverse)."""
     return np.asarray(affine, float)[:, [2, 1, 0, 3]]
@@ -264,7 +273,7 @@ def _read_tiff(path: Path, where: str, default_spacing):
             f"{where}: {path} has no voxel spacing (no ImageJ calibration); calibrate it in ImageJ "
             "(Image > Properties) or give a default spacing"
         )
-    affine = _reorder(np.diag([spacing[2], spacing[1], spacing[0], 1.0]))  # a NIfTI affine of (i, j, k) = (w, h, d)
+    affine = spacing_affine(spacing)
     return np.ascontiguousarray(data), tuple(float(s) for s in spacing), affine
 
 
