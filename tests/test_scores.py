@@ -61,20 +61,74 @@ def test_empty_masks_follow_the_stated_convention():
         assert s["hd95"] == pytest.approx(math.hypot(10, 10))  # the largest distance the image holds
 
 
-def test_boundary_scores_agree_with_monai():
+@pytest.mark.parametrize(("shape", "spacing"), [((40, 50), None), ((16, 20, 20), (3.0, 1.0, 0.8))])
+def test_boundary_scores_agree_with_monai(shape, spacing):
     metrics = pytest.importorskip("monai.metrics")
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        truth, pred = (rng.random((2, 40, 50)) > 0.3).astype(float)
-        from scipy.ndimage import binary_opening
+    from scipy.ndimage import binary_opening, gaussian_filter
 
-        truth, pred = binary_opening(truth, iterations=2), binary_opening(pred, iterations=2)
-        ours = mask_scores(pred, truth, tolerance=1.5)
+    rng = np.random.default_rng(0)
+    for _ in range(5 if len(shape) == 2 else 2):
+        if len(shape) == 2:
+            truth, pred = (rng.random((2, *shape)) > 0.3).astype(float)
+            truth, pred = binary_opening(truth, iterations=2), binary_opening(pred, iterations=2)
+        else:  # blobs: opened noise leaves nothing in 3-D
+            truth, pred = (gaussian_filter(rng.random(shape), 1.5) > 0.5 for _ in range(2))
+        ours = mask_scores(pred, truth, tolerance=1.5, spacing=spacing)
         onehot = [torch.from_numpy(np.stack([~m, m])[None]).float() for m in (pred, truth)]
-        hd95 = metrics.compute_hausdorff_distance(onehot[0], onehot[1], percentile=95).item()
-        nsd = metrics.compute_surface_dice(onehot[0], onehot[1], class_thresholds=[1.5]).item()
+        hd95 = metrics.compute_hausdorff_distance(onehot[0], onehot[1], percentile=95, spacing=spacing).item()
+        nsd = metrics.compute_surface_dice(onehot[0], onehot[1], class_thresholds=[1.5], spacing=spacing).item()
         assert ours["hd95"] == pytest.approx(hd95, rel=1e-6) and ours["nsd"] == pytest.approx(nsd, rel=1e-6)
+
+
+def box(shape, corner, sides) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[tuple(slice(c, c + n) for c, n in zip(corner, sides))] = True
+    return mask
+
+
+def test_spacing_of_one_leaves_the_pixel_figures_as_they_were():
+    rng = np.random.default_rng(1)
+    for shape in ((12, 15), (6, 8, 9)):
+        pred, truth = rng.random((2, *shape)) > 0.5
+        for tolerance in (0.5, 1.5):
+            assert mask_scores(pred, truth, tolerance, spacing=(1.0,) * len(shape)) == mask_scores(
+                pred, truth, tolerance
+            )
+
+
+def test_boxes_one_slice_apart_at_3_mm_slices():
+    """6x6x6 boxes, the prediction one slice deeper, slices 3 mm apart, 1 mm in plane. Each boundary
+    has 152 voxels: the 80 side voxels shared by both depths lie on the other boundary (0 mm); the
+    face outside the other box (36 voxels) is 3 mm from the other's face; the face inside the other
+    box is 0 mm from it on its rim (20 voxels) and 1 or 2 mm in plane from that rim (12 and 4 voxels)."""
+    truth, pred = box((12, 14, 14), (2, 4, 4), (6, 6, 6)), box((12, 14, 14), (3, 4, 4), (6, 6, 6))
+    s = mask_scores(pred, truth, tolerance=3.1, spacing=(3.0, 1.0, 1.0))
+    assert s["dice"] == pytest.approx(2 * 180 / 432) and s["hd95"] == pytest.approx(3.0) and s["nsd"] == 1.0
+    below = mask_scores(pred, truth, tolerance=2.9, spacing=(3.0, 1.0, 1.0))
+    assert below["hd95"] == pytest.approx(3.0) and below["nsd"] == pytest.approx(2 * 116 / (2 * 152))
+    assert mask_scores(pred, truth, tolerance=1.5, spacing=(3.0, 1.0, 1.0))["nsd"] == pytest.approx(2 * 112 / 304)
+    apart = box((12, 14, 14), (4, 4, 4), (6, 6, 6))  # two slices deeper: 6 mm
+    assert mask_scores(apart, truth, tolerance=1, spacing=(3.0, 1.0, 1.0))["hd95"] == pytest.approx(6.0)
+    assert mask_scores(pred, truth, tolerance=1)["hd95"] == pytest.approx(1.0)  # in voxels, as without spacing
+
+
+def test_a_square_shifted_along_half_millimetre_pixels():
+    truth, pred = square((10, 10), 2, 2, 4), square((10, 10), 2, 3, 4)  # one column apart
+    assert mask_scores(pred, truth, tolerance=0.4, spacing=(1.0, 0.5))["hd95"] == pytest.approx(0.5)
+    assert mask_scores(pred, truth, tolerance=0.4, spacing=(1.0, 0.5))["nsd"] == pytest.approx(12 / 24)
+    assert mask_scores(pred, truth, tolerance=0.5, spacing=(1.0, 0.5))["nsd"] == 1.0
+
+
+def test_an_empty_volume_against_a_full_one_scores_the_diagonal_in_mm():
+    empty, one = np.zeros((8, 10, 12), bool), box((8, 10, 12), (3, 3, 3), (2, 2, 2))
+    for s in (mask_scores(empty, one, 2, spacing=(3.0, 0.5, 0.5)), mask_scores(one, empty, 2, spacing=(3.0, 0.5, 0.5))):
+        assert s["hd95"] == pytest.approx(math.sqrt(24**2 + 5**2 + 6**2)) and s["nsd"] == 0.0
+
+
+def test_spacing_needs_one_size_per_axis():
+    with pytest.raises(ValueError, match="one size per axis"):
+        mask_scores(np.ones((4, 4, 4), bool), np.ones((4, 4, 4), bool), 1, spacing=(1.0, 1.0))
 
 
 def test_summary_over_images_leaves_out_images_with_nothing_to_score():

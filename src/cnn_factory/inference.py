@@ -1,40 +1,56 @@
-"""Running a model over images: one batch at its input size, or sliding windows over an image of any size.
+"""Running a model over images and volumes: one batch at its input size, or sliding windows over any size.
 
     probs = predict_batch(model, x, tta=False, outputs=outputs)              # x (B, C, H, W) at the input size
     probs = predict_tiled(model, x, (128, 128), 0.5, False, 16, outputs)      # x (1, C, H, W), any size
+    probs = predict_tiled(model, v, (32, 64, 64), 0.5, False, 2, outputs)     # v (1, C, D, H, W), any size
     mask = upsample(probs["round"][0], (1024, 768)) > 0.5                      # back to the label map's size
 
 Probabilities, not logits: sigmoid masks, softmax class masks and classes, numbers as they are.
 Predict, evaluate and patch-mode validation all go through these, so the figures evaluate reports
-are what predict writes.
+are what predict writes. Images and volumes share every function: the spatial dimensions are the
+input's after batch and channels (2 or 3), and a window is a tuple of as many sizes.
 """
 
 from __future__ import annotations
+
+import functools
+import itertools
+from types import EllipsisType
 
 import torch
 import torch.nn.functional as F
 
 from cnn_factory.outputs import Output
 
+Index = tuple[EllipsisType | slice, ...]  # a window's place: `...` for batch and channels, a slice per spatial axis
+INTERPOLATION = {1: "linear", 2: "bilinear", 3: "trilinear"}  # upsample's mode by spatial dimensions
+
+
+def flips(spatial_dims: int) -> list[tuple[int, ...]]:
+    """Test-time flips: every subset of the spatial axes, the unflipped pass first (an image: none,
+    width, height, both; a volume: the 8 mirrorings, as nnU-Net mirrors)."""
+    axes = range(-1, -spatial_dims - 1, -1)
+    return [tuple(sorted(c)) for r in range(spatial_dims + 1) for c in itertools.combinations(axes, r)]
+
 
 @torch.no_grad()
 def predict_batch(model, x: torch.Tensor, tta: bool, outputs: dict[str, Output]) -> dict[str, torch.Tensor]:
-    """Probabilities per output: sigmoid (B, H, W) masks, softmax (B, K + 1, H, W) class masks,
-    softmax (B, K) classes, (B,) numbers.
+    """Probabilities per output: sigmoid (B, *spatial) masks, softmax (B, K + 1, *spatial) class
+    masks, softmax (B, K) classes, (B,) numbers; x is (B, C, H, W) or (B, C, D, H, W).
 
-    With tta the image and its horizontal, vertical and double flips are averaged, each
+    With tta the input and its flips along every combination of spatial axes are averaged, each
     mask flipped back first.
     """
-    flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
+    passes = flips(x.ndim - 2) if tta else [()]
     sums: dict[str, torch.Tensor] = {}
-    for dims in flips:
+    for dims in passes:
         logits = model(x.flip(dims) if dims else x)
         for name, value in logits.items():
             value = outputs[name].probabilities(value)
-            if dims and outputs[name].spatial:  # a mask of the flipped image, flipped back
+            if dims and outputs[name].spatial:  # a mask of the flipped input, flipped back
                 value = value.flip(dims)
             sums[name] = sums.get(name, 0) + value
-    return {name: value / len(flips) for name, value in sums.items()}
+    return {name: value / len(passes) for name, value in sums.items()}
 
 
 def window_starts(length: int, window: int, overlap: float) -> list[int]:
@@ -45,62 +61,77 @@ def window_starts(length: int, window: int, overlap: float) -> list[int]:
     return starts if starts[-1] == last else [*starts, last]
 
 
-def gaussian_weights(h: int, w: int) -> torch.Tensor:
-    """(h, w) importance of each window pixel: centres count most, edges least (as nnU-Net blends)."""
-    ys = torch.arange(h, dtype=torch.float32) - (h - 1) / 2
-    xs = torch.arange(w, dtype=torch.float32) - (w - 1) / 2
-    weights = torch.exp(-(ys[:, None] ** 2) / (2 * (h / 8) ** 2) - xs[None] ** 2 / (2 * (w / 8) ** 2))
-    return weights.clamp(min=1e-3)  # every pixel keeps some weight, so no covered pixel divides by 0
+def gaussian_weights(window: tuple[int, ...]) -> torch.Tensor:
+    """(*window) importance of each window pixel or voxel: centres count most, edges least (as nnU-Net
+    blends), sigma 1/8 of the window along each axis."""
+    axes = []
+    for axis, size in enumerate(window):
+        offsets = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+        shape = [-1 if a == axis else 1 for a in range(len(window))]  # broadcast along the other axes
+        axes.append((-(offsets**2) / (2 * (size / 8) ** 2)).reshape(shape))
+    exponent = functools.reduce(torch.add, axes)
+    return torch.exp(exponent).clamp(min=1e-3)  # every pixel keeps some weight, so no covered pixel divides by 0
 
 
 @torch.no_grad()
 def predict_tiled(
     model,
     x: torch.Tensor,
-    window: tuple[int, int],
+    window: tuple[int, ...],
     overlap: float,
     tta: bool,
     batch_size: int,
     outputs: dict[str, Output],
 ) -> dict[str, torch.Tensor]:
-    """Sliding-window prediction of one normalised image x (1, C, H, W) of any size.
+    """Sliding-window prediction of one normalised image x (1, C, H, W) or volume (1, C, D, H, W)
+    of any size, with a window of as many sizes as it has spatial dimensions.
 
-    Windows of the model's input size overlap by `overlap`; mask probabilities are blended
-    with Gaussian weights into (H, W) maps ((K + 1, H, W) for a class mask, channel by channel),
-    category and numeric outputs averaged over windows.
+    Windows of the model's input size overlap by `overlap` along every axis; mask probabilities
+    are blended with Gaussian weights into (*spatial) maps ((K + 1, *spatial) for a class mask,
+    channel by channel), category and numeric outputs averaged over windows.
     """
-    (h, w), (height, width) = window, x.shape[-2:]
-    pad = (0, max(w - width, 0), 0, max(h - height, 0))  # images smaller than a window: pad at the end
-    x = F.pad(x, pad)
-    corners = [(y, z) for y in window_starts(x.shape[-2], h, overlap) for z in window_starts(x.shape[-1], w, overlap)]
-    weight = gaussian_weights(h, w).to(x.device)
+    dims = len(window)
+    if x.ndim != dims + 2:
+        raise ValueError(f"a {dims}-D window over an input of shape {tuple(x.shape)}; expected {dims} spatial axes")
+    shape = tuple(x.shape[-dims:])
+    # inputs smaller than a window: padded at the end of each axis (F.pad lists the last axis first)
+    x = F.pad(x, [p for size, w in zip(reversed(shape), reversed(window)) for p in (0, max(w - size, 0))])
+    starts = [window_starts(length, w, overlap) for length, w in zip(x.shape[-dims:], window)]
+    # each window as an index of the spatial axes, whatever precedes them (batch, channels)
+    boxes: list[Index] = [
+        (..., *(slice(s, s + w) for s, w in zip(corner, window))) for corner in itertools.product(*starts)
+    ]
+    weight = gaussian_weights(window).to(x.device)
     sums: dict[str, torch.Tensor] = {}
-    coverage = torch.zeros(x.shape[-2:], device=x.device)  # the weights added up at each pixel
-    for start in range(0, len(corners), batch_size):
-        batch = corners[start : start + batch_size]
-        crops = torch.cat([x[..., y : y + h, z : z + w] for y, z in batch])  # (n, C, h, w)
+    coverage = torch.zeros(x.shape[-dims:], device=x.device)  # the weights added up at each pixel
+    for first in range(0, len(boxes), batch_size):
+        batch = boxes[first : first + batch_size]
+        crops = torch.cat([x[box] for box in batch])  # (n, C, *window)
         probs = predict_batch(model, crops, tta, outputs)
-        for k, (y, z) in enumerate(batch):
-            coverage[y : y + h, z : z + w] += weight
+        for k, box in enumerate(batch):
+            coverage[box] += weight
             for name, p in probs.items():
                 if outputs[name].spatial:
-                    mask = upsample(p[k], (h, w))  # masks of another size than the input: to the window's
-                    total = sums.setdefault(name, torch.zeros((*mask.shape[:-2], *x.shape[-2:]), device=x.device))
-                    total[..., y : y + h, z : z + w] += mask * weight
+                    mask = upsample(p[k], window)  # masks of another size than the input: to the window's
+                    total = sums.setdefault(name, torch.zeros((*mask.shape[:-dims], *x.shape[-dims:]), device=x.device))
+                    total[box] += mask * weight
                 else:
-                    sums[name] = sums.get(name, 0) + p[k] / len(corners)
+                    sums[name] = sums.get(name, 0) + p[k] / len(boxes)
     result = {}
+    unpadded: Index = (..., *(slice(0, size) for size in shape))
     for name, value in sums.items():
         if outputs[name].spatial:
-            value = (value / coverage)[..., :height, :width]
+            value = (value / coverage)[unpadded]
         result[name] = value[None]  # batch of one, as predict_batch returns
     return result
 
 
-def upsample(prob: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """An (h, w) probability map, or (C, h, w) maps, brought to `size` (bilinear), e.g. to a label
-    map's own size."""
-    if tuple(prob.shape[-2:]) == tuple(size):
+def upsample(prob: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """A (*spatial) probability map, or (C, *spatial) maps, brought to `size` ((h, w) bilinear,
+    (d, h, w) trilinear), e.g. to a label map's own size."""
+    dims = len(size)
+    if tuple(prob.shape[-dims:]) == tuple(size):
         return prob
-    maps = prob.reshape(1, -1, *prob.shape[-2:]).float()  # (1, C, h, w)
-    return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False).reshape(*prob.shape[:-2], *size)
+    maps = prob.reshape(1, -1, *prob.shape[-dims:]).float()  # (1, C, *spatial)
+    resized = F.interpolate(maps, size=tuple(size), mode=INTERPOLATION[dims], align_corners=False)
+    return resized.reshape(*prob.shape[:-dims], *size)

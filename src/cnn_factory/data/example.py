@@ -13,7 +13,9 @@ from __future__ import annotations
 import csv
 import shutil
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from skimage import draw
@@ -76,18 +78,26 @@ def make_sample(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, n
     return (np.clip(img, 0, 1) * 255).astype(np.uint8), labels, int(areas.argmax())
 
 
-def write_data_set(
-    out: Path, value_columns: tuple[str, ...], samples: Iterable[tuple[np.ndarray, np.ndarray, tuple]]
-) -> None:
-    """Writes out/images/*.png, out/labels/*.png and out/data.csv (image, labels, *value_columns),
-    one row per (image, label map, values) sample; an existing `out` is replaced."""
+@contextmanager
+def data_set_folder(out: Path, header: list[str]) -> Iterator[Any]:
+    """`out` emptied (replaced if it exists) with images/ and labels/ folders; yields a csv writer
+    of out/data.csv, `header` written."""
     if out.exists():
         shutil.rmtree(out)
     (out / "images").mkdir(parents=True)
     (out / "labels").mkdir()
     with open(out / "data.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["image", "labels", *value_columns])
+        writer.writerow(header)
+        yield writer
+
+
+def write_data_set(
+    out: Path, value_columns: tuple[str, ...], samples: Iterable[tuple[np.ndarray, np.ndarray, tuple]]
+) -> None:
+    """Writes out/images/*.png, out/labels/*.png and out/data.csv (image, labels, *value_columns),
+    one row per (image, label map, values) sample; an existing `out` is replaced."""
+    with data_set_folder(out, ["image", "labels", *value_columns]) as writer:
         for i, (img, labels, values) in enumerate(samples):
             write_image(out / "images" / f"{i:04d}.png", img)
             write_image(out / "labels" / f"{i:04d}.png", labels)

@@ -1,0 +1,289 @@
+"""Reading and writing volumes: NIfTI files and TIFF stacks as (C, D, H, W) arrays with their voxel spacing.
+
+    scan = read_volume(Path("scan.nii.gz"), "data.csv: row 2, column 'scan'")
+    scan.array, scan.spacing, scan.affine        # (C, D, H, W); mm per (D, H, W) axis; 4x4
+    labels = read_label_volume(Path("labels.nii.gz"), "data.csv: row 2, column 'labels'")
+    same_grid(scan, labels, Path("labels.nii.gz"), "data.csv: row 2, column 'labels'")
+    write_volume(Path("mask.nii.gz"), mask, scan.affine)   # (D, H, W) or (C, D, H, W) on the scan's grid
+    write_volume(Path("new.nii.gz"), voxels, spacing_affine((3.0, 0.8, 0.8)))  # an axis-aligned grid
+
+Axes: depth is the file's slowest axis, width its fastest. A NIfTI file's data array is indexed
+(i, j, k[, c]) with i fastest, so (D, H, W) = (k, j, i); a 4th axis holds channels. A TIFF stack
+has its pages (axis Z, or tifffile's I/Q) as depth and its rows and columns as height and width;
+channels are an ImageJ C axis or the samples of each pixel (RGB). Several single-channel files
+are several inputs, stacked as images are.
+
+`affine` maps a voxel index (d, h, w, 1) to world coordinates (x, y, z, 1) in mm: NIfTI's
+sform, else its qform, else its pixdim scaling, as nibabel chooses, with its columns reordered
+from (i, j, k) to (d, h, w) and in mm whatever the header's unit (mm when it names none); a TIFF
+stack's is diagonal, x along the width, y along the height, z along the depth. `spacing` is mm
+per (D, H, W) axis: the length of the affine's step along each axis (NIfTI; a zero pixdim with
+no sform is an error, not the 1 nibabel puts in its place); a TIFF's from ImageJ's calibration
+(the resolution tags for height and width, `spacing` for depth, in its `unit`), else the
+`default_spacing` the caller passes, else an error.
+
+Every problem is a UserError that names `where` (the CSV row and column), the file, and what to do.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnn_factory.errors import UserError
+
+NIFTI = (".nii", ".nii.gz")
+TIFF = (".tif", ".tiff")
+TO_MM = {"mm": 1.0, "millimeter": 1.0, "meter": 1000.0, "m": 1000.0, "cm": 10.0, "micron": 1e-3, "um": 1e-3}
+# ImageJ may write the micro sign escaped; NIfTI's "unknown" unit is read as mm, as nibabel and ITK do
+TO_MM |= {"\u00b5m": 1e-3, "\\u00b5m": 1e-3, "nm": 1e-6, "unknown": 1.0}
+DEPTH_AXES, CHANNEL_AXES = "ZQI", "CS"  # tifffile's axis letters
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A scan's voxels ((C, D, H, W) intensities, or (D, H, W) label values), mm per (D, H, W)
+    axis, and the 4x4 affine from (d, h, w, 1) to (x, y, z, 1) in mm."""
+
+    array: np.ndarray
+    spacing: tuple[float, float, float]
+    affine: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(D, H, W), whatever the channels."""
+        d, h, w = self.array.shape[-3:]
+        return d, h, w
+
+
+def is_volume_file(path: Path) -> bool:
+    """A NIfTI file, or a TIFF whose first series has pages as depth (what read_volume reads)."""
+    name = path.name.lower()
+    if name.endswith(NIFTI):
+        return True
+    if not name.endswith(TIFF):
+        return False
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return any(a in DEPTH_AXES and n > 1 for a, n in zip(tif.series[0].axes, tif.series[0].shape))
+    except Exception:  # not readable as TIFF: the image reader says why
+        return False
+
+
+def refuse_volume(path: Path, where: str) -> None:
+    """For inputs and label maps of images: a UserError when the file holds a volume."""
+    if is_volume_file(path):
+        raise UserError(f"{where}: {path} is a volume (3-D scan); expected a 2-D image of height x width")
+
+
+def read_volume(
+    path: Path, where: str, channels: int | None = None, default_spacing: tuple[float, float, float] | None = None
+) -> Volume:
+    """The scan's (C, D, H, W) voxels in the file's dtype, its spacing and affine; `channels`, when
+    given, the number it must have (1: a 3-D volume); `default_spacing` (mm per D, H, W) for a
+    TIFF stack without ImageJ calibration."""
+    array, spacing, affine = _read(path, where, default_spacing)
+    if channels is not None and array.shape[0] != channels:
+        if channels == 1:
+            raise UserError(
+                f"{where}: {path} is a 4-D file of {array.shape[0]} channels of {_size(array)} voxels; "
+                "expected a 3-D volume: save one channel per file"
+            )
+        raise UserError(f"{where}: {path} has {array.shape[0]} channels; expected {channels}")
+    if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any():
+        raise UserError(
+            f"{where}: {path} has {int(np.isnan(array).sum())} NaN voxels; replace them with a value "
+            "(e.g. the background's) before training"
+        )
+    return Volume(array, spacing, affine)
+
+
+def read_label_volume(path: Path, where: str, default_spacing: tuple[float, float, float] | None = None) -> Volume:
+    """A label volume: (D, H, W) integer label values (whole-number floats, as many tools save
+    label maps, become integers), its spacing and affine."""
+    array, spacing, affine = _read(path, where, default_spacing)
+    if array.shape[0] != 1:
+        raise UserError(
+            f"{where}: {path} is a 4-D file of {array.shape[0]} channels of {_size(array)} voxels; "
+            "expected a 3-D label volume"
+        )
+    labels = array[0]
+    if not np.issubdtype(labels.dtype, np.integer):  # NaN is a non-integer value too
+        fractional = ~np.isfinite(labels) | (labels != np.round(labels))
+        if fractional.any():
+            example = labels[fractional].flat[0]
+            raise UserError(
+                f"{where}: {path} holds non-integer label values (e.g. {example}); expected a label "
+                "map of whole numbers: save it with an integer type, without interpolation"
+            )
+        labels = labels.astype(np.min_scalar_type(int(labels.max())) if labels.min() >= 0 else np.int64)
+    return Volume(labels, spacing, affine)
+
+
+def same_grid(image: Volume, labels: Volume, path: Path, where: str) -> None:
+    """A UserError unless the label volume at `path` lies on the image's voxels: same (D, H, W), same affine."""
+    if image.shape != labels.shape:
+        raise UserError(
+            f"{where}: {path} has {_size(labels.array)} voxels, its image {_size(image.array)}; "
+            "a label volume must cover its image voxel for voxel"
+        )
+    if not np.allclose(image.affine, labels.affine, rtol=0, atol=1e-3):  # 1 micron: float32 headers agree to that
+        raise UserError(
+            f"{where}: {path} is placed differently from its image (affines differ: "
+            f"{_affine_text(labels.affine)} against {_affine_text(image.affine)}); resample it onto the image's grid"
+        )
+
+
+def write_volume(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
+    """Writes (D, H, W) or (C, D, H, W) voxels as NIfTI (.nii or .nii.gz by the name), spacing in mm."""
+    import nibabel as nib
+
+    data = array[None] if array.ndim == 3 else array
+    data = data.transpose(3, 2, 1, 0)  # (C, D, H, W) -> (i, j, k, c)
+    data = data[..., 0] if data.shape[-1] == 1 else data  # (i, j, k) or (i, j, k, c)
+    image = nib.Nifti1Image(np.ascontiguousarray(data), _reorder(affine))
+    image.header.set_xyzt_units("mm")
+    nib.save(image, path)
+
+
+def spacing_affine(spacing: tuple[float, ...], origin: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """The affine of an axis-aligned grid of (D, H, W) `spacing` mm: x along the width, y along the
+    height, z along the depth, voxel (0, 0, 0) at `origin` (x, y, z) mm."""
+    affine = _reorder(np.diag([spacing[2], spacing[1], spacing[0], 1.0]))  # NIfTI's diagonal, (i, j, k) = (w, h, d)
+    affine[:3, 3] = origin
+    return affine
+
+
+def _reorder(affine: np.ndarray) -> np.ndarray:
+    """The affine's columns from (i, j, k) to (d, h, w) order, or back (the swap is its own inverse)."""
+    return np.asarray(affine, float)[:, [2, 1, 0, 3]]
+
+
+def _size(array: np.ndarray) -> str:
+    return "x".join(str(n) for n in array.shape[-3:])
+
+
+def _affine_text(affine: np.ndarray) -> str:
+    return "[" + "; ".join(" ".join(f"{v:g}" for v in row) for row in np.round(affine[:3], 3)) + "]"
+
+
+def _read(path: Path, where: str, default_spacing) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    name = path.name.lower()
+    if name.endswith(NIFTI):
+        array, spacing, affine = _read_nifti(path, where)
+    elif name.endswith(TIFF):
+        array, spacing, affine = _read_tiff(path, where, default_spacing)
+    else:
+        raise UserError(f"{where}: {path} is not a volume file; expected NIfTI (.nii, .nii.gz) or a TIFF stack")
+    if array.shape[1] < 2:
+        raise UserError(f"{where}: {path} is a 2-D image (one slice of {_size(array)}); expected a volume")
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise UserError(
+            f"{where}: {path} has voxel spacing ({', '.join(f'{s:.4g}' for s in spacing)}) mm; every axis needs a "
+            "size > 0: set it in the file's header (NIfTI pixdim, ImageJ calibration)"
+        )
+    return array, spacing, affine
+
+
+def _read_nifti(path: Path, where: str):
+    import nibabel as nib
+
+    try:
+        image = nib.load(path)
+        if not isinstance(image, nib.Nifti1Image):  # NIfTI-2 images are NIfTI-1 images to nibabel
+            raise TypeError(f"a {type(image).__name__}")
+        data = np.asanyarray(image.dataobj)  # the voxels are read (and unzipped) here
+    except Exception as err:  # nibabel and zlib raise many types; all mean "not a readable NIfTI file"
+        if isinstance(err, EOFError) or _gzip_ends_early(path):  # cut in the voxels, or in the header
+            raise UserError(f"{where}: {path} ends early (a truncated gzip stream); copy or export it again") from None
+        raise UserError(f"{where}: {path} cannot be read as NIfTI ({type(err).__name__}: {err})") from None
+    if data.ndim == 2:
+        raise UserError(f"{where}: {path} is a 2-D image of {data.shape[1]}x{data.shape[0]}; expected a volume")
+    if data.ndim == 5 and data.shape[3] == 1:  # NIfTI's vector convention: (i, j, k, t = 1, c)
+        data = data[:, :, :, 0]
+    if data.ndim > 4:
+        raise UserError(
+            f"{where}: {path} has {data.ndim} axes {data.shape}; expected i, j, k and at most a channel axis"
+        )
+    data = data[..., None] if data.ndim == 3 else data
+    scale = TO_MM.get(image.header.get_xyzt_units()[0], 1.0)
+    affine = _reorder(image.affine)
+    affine[:3] *= scale
+    spacing = tuple(float(n) for n in np.linalg.norm(affine[:3, :3], axis=0))  # each (d, h, w) step's length in mm
+    stored = _stored_header(path, image)
+    if stored["sform_code"] == 0 and not all(p > 0 for p in stored["pixdim"][1:4]):
+        # no sform, and the qform (or the plain scaling) takes the pixdims nibabel has set from 0 to 1
+        spacing = tuple(float(p) * scale for p in stored["pixdim"][3:0:-1])
+    return np.ascontiguousarray(data.transpose(3, 2, 1, 0)), spacing, affine
+
+
+def _gzip_ends_early(path: Path) -> bool:
+    if not path.name.lower().endswith(".gz"):
+        return False
+    try:
+        with gzip.open(path) as f:
+            while f.read(1 << 24):
+                pass
+    except EOFError:
+        return True
+    except Exception:  # not gzip at all, or damaged otherwise: nibabel's reason says it
+        return False
+    return False
+
+
+def _stored_header(path: Path, image):
+    """The header as the file holds it: nibabel sets a zero pixdim to 1 as it loads, which would hide it."""
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as f:
+        return type(image.header).from_fileobj(f, check=False)
+
+
+def _read_tiff(path: Path, where: str, default_spacing):
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series, imagej = tif.series[0], tif.imagej_metadata or {}
+            data, axes, page = series.asarray(), series.axes, tif.pages.first
+            resolution = page.resolution if "XResolution" in page.tags else None
+    except Exception as err:  # tifffile raises many types; all mean "not a readable TIFF"
+        raise UserError(f"{where}: {path} cannot be read as TIFF ({type(err).__name__}: {err})") from None
+    kept = [a for a, n in zip(axes, data.shape) if n > 1 or a in "YX"]
+    data = data.reshape([n for a, n in zip(axes, data.shape) if n > 1 or a in "YX"])
+    depth, channel = [a for a in kept if a in DEPTH_AXES], [a for a in kept if a in CHANNEL_AXES]
+    if not depth:
+        raise UserError(f"{where}: {path} is a 2-D image ({'x'.join(map(str, data.shape))}); expected a TIFF stack")
+    if len(depth) > 1 or len(channel) > 1 or len(kept) != 3 + len(channel):
+        raise UserError(
+            f"{where}: {path} has axes {''.join(kept)} {data.shape}; expected pages (Z), rows (Y), "
+            "columns (X) and at most one channel axis (C or S)"
+        )
+    order = [kept.index(a) for a in (*channel, depth[0], "Y", "X")]
+    data = data.transpose(order)
+    data = data if channel else data[None]
+    spacing = _tiff_spacing(imagej, resolution) or default_spacing
+    if spacing is None:
+        raise UserError(
+            f"{where}: {path} has no voxel spacing (no ImageJ calibration); calibrate it in ImageJ "
+            "(Image > Properties) or give a default spacing"
+        )
+    affine = spacing_affine(spacing)
+    return np.ascontiguousarray(data), tuple(float(s) for s in spacing), affine
+
+
+def _tiff_spacing(imagej: dict, resolution) -> tuple[float, float, float] | None:
+    """(D, H, W) mm from ImageJ's calibration: `spacing` between pages, resolution tags (pixels
+    per unit) in plane, in its `unit`; None where it is missing or in pixels."""
+    scale = TO_MM.get(str(imagej.get("unit", "")).lower())
+    if scale is None or "spacing" not in imagej or resolution is None:
+        return None
+    x, y = resolution
+    if not (x and y):
+        return (0.0, 0.0, 0.0)  # said as a zero spacing
+    return float(imagej["spacing"]) * scale, scale / float(y), scale / float(x)
