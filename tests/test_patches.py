@@ -45,10 +45,46 @@ def test_ragged_round_trip_and_crops(tmp_path):
     assert len(read) == 3 and read.shape(2) == (12, 4)
     for i in range(3):
         assert np.array_equal(read[i], rows[i]) and np.array_equal(read_masks[i], masks[i])
-    crop = read.crop(0, -2, 3, 4, 6)  # 2 rows above the image and 2 columns past its right edge: zeros
+    crop = read.crop(0, (-2, 3), (4, 6))  # 2 rows above the image and 2 columns past its right edge: zeros
     assert crop.shape == (3, 4, 6)
     assert np.array_equal(crop[:, 2:, :4], rows[0][:, :2, 3:7]) and not crop[:, :2].any() and not crop[:, :, 4:].any()
-    assert read_masks.crop(1, 0, 0, 2, 2).shape == (2, 2)
+    assert read_masks.crop(1, (0, 0), (2, 2)).shape == (2, 2)
+
+
+def test_ragged_volumes_round_trip_and_crop_in_three_dimensions(tmp_path):
+    rng = np.random.default_rng(1)
+    volumes = [rng.integers(0, 256, (2, d, h, w), dtype=np.uint8) for d, h, w in [(3, 5, 7), (6, 4, 4)]]
+    masks = [rng.integers(0, 2, v.shape[1:], dtype=np.uint8) for v in volumes]
+    images, labels = RaggedWriter(tmp_path, "scan", dims=3), RaggedWriter(tmp_path, "mask", dims=3)
+    for volume, mask in zip(volumes, masks):
+        images.append(volume)
+        labels.append(mask)  # no channel axis: a mask
+    images.close()
+    labels.close()
+    read, read_masks = RaggedArray(tmp_path, "scan"), RaggedArray(tmp_path, "mask", masks=True)
+    assert read.dims == 3 and read.shape(1) == (6, 4, 4)
+    assert np.array_equal(read[0], volumes[0]) and np.array_equal(read_masks[1], masks[1])
+    crop = read.crop(0, (-1, 2, 5), (4, 2, 4))  # a slice before the volume, 2 columns past its right edge
+    assert crop.shape == (2, 4, 2, 4)
+    assert np.array_equal(crop[:, 1:, :, :2], volumes[0][:, :3, 2:4, 5:7])
+    assert not crop[:, 0].any() and not crop[..., 2:].any()
+    assert np.array_equal(read_masks.crop(1, (1, 1, 1), (2, 2, 2)), masks[1][1:3, 1:3, 1:3])
+
+
+def test_the_sampler_draws_volume_patches_inside_and_on_foreground():
+    shapes = np.array([[8, 40, 40], [20, 12, 12]])
+    points = np.full((2, 64, 3), -1, np.int32)
+    points[0, :3] = [[4, 30, 30], [5, 31, 29], [3, 29, 31]]  # row 0's only foreground
+    batches = PatchBatches(shapes, {"m": points}, (4, 16, 16), 64, 4, 0.5, torch.Generator().manual_seed(0))
+    specs = [spec for batch in batches for spec in batch]
+    assert len(specs) == 64
+    for k, (row, corner, _) in enumerate(specs):
+        inside = [
+            0 <= c <= n - p if n >= p else c == -((p - n) // 2) for c, n, p in zip(corner, shapes[row], (4, 16, 16))
+        ]
+        assert all(inside), (row, corner)
+        if k % 4 >= 2 and row == 0:  # the batch's forced half, on a row with foreground: it holds a foreground voxel
+            assert any(all(c <= q < c + p for c, q, p in zip(corner, point, (4, 16, 16))) for point in points[0, :3])
 
 
 def test_damaged_ragged_array_is_a_user_error(tmp_path):
@@ -106,7 +142,7 @@ def test_sampler_shards_an_epoch_over_ranks_and_repeats_from_its_generator(cells
 
     one = [spec for batch in epoch(0, 1) for spec in batch]
     two = [epoch(0, 2), epoch(1, 2)]
-    assert len(one) == 50 and sum(s[3] for s in one) == 25  # num_augs 1: each patch once more, augmented
+    assert len(one) == 50 and sum(s[2] for s in one) == 25  # num_augs 1: each patch once more, augmented
     assert len(two[0]) == len(two[1])  # DDP needs the same number of steps on every rank
     assert sorted(s for batches in two for batch in batches for s in batch) == sorted(one)
     assert epoch(0, 1) == epoch(0, 1)

@@ -45,8 +45,9 @@ def network(p: dict, prepared: Path) -> tuple[MultiOutputNet, ModelFile, Criteri
     return model, ModelFile.from_meta(model_meta(cfg, manifest)), Criterion(cfg.outputs, manifest["outputs"])
 
 
-def window(array: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndarray:
+def window(array: np.ndarray, corner: tuple[int, int], h: int, w: int) -> np.ndarray:
     """array[..., top:top+h, left:left+w], zeros where the window leaves the image."""
+    top, left = corner
     out = np.zeros((*array.shape[:-2], h, w), array.dtype)
     y0, x0 = max(top, 0), max(left, 0)
     y1, x1 = min(top + h, array.shape[-2]), min(left + w, array.shape[-1])
@@ -71,8 +72,8 @@ def test_sampled_validation_equals_a_direct_computation_on_the_same_patches(prep
     tp = fp = fn = 0
     loss_sum = 0.0
     for specs in batches:
-        x = np.stack([window(images[r], y, z, 32, 32) for r, y, z, _ in specs])
-        truth = np.stack([window(masks[r], y, z, 32, 32) for r, y, z, _ in specs]) > 0
+        x = np.stack([window(images[r], at, 32, 32) for r, at, _ in specs])
+        truth = np.stack([window(masks[r], at, 32, 32) for r, at, _ in specs]) > 0
         with torch.no_grad():
             logits = model((torch.from_numpy(x).float() / 255 - mean) / std)["cells"]
         loss_sum += float(criterion.losses["cells"](logits, torch.from_numpy(truth).float())) * len(specs)

@@ -32,7 +32,7 @@ from cnn_factory.data.ragged import RaggedArray, foreground_name
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import Output
 
-Spec = tuple[int, int, int, bool]  # row, top, left, augmented copy
+Spec = tuple[int, tuple[int, ...], bool]  # row, the patch's first pixel per spatial axis, augmented copy
 
 
 class PatchSplit(Dataset):
@@ -43,7 +43,7 @@ class PatchSplit(Dataset):
         folder: Path,
         inputs: list[str],
         outputs: Mapping[str, Output],
-        patch: tuple[int, int],
+        patch: tuple[int, ...],
         view_share: float = 1.0,
     ):
         self.patch, self.inputs, self.view_share = patch, inputs, view_share
@@ -56,7 +56,7 @@ class PatchSplit(Dataset):
         self.values = {n: open_array(folder / f"{n}.npy") for n in self.whole}
         self.foreground = {n: open_array(folder / f"{foreground_name(n)}.npy") for n in self.spatial}
         first = self.images[inputs[0]]
-        self.shapes = np.array([first.shape(i) for i in range(len(first))], np.int64).reshape(-1, 2)
+        self.shapes = np.array([first.shape(i) for i in range(len(first))], np.int64).reshape(-1, first.dims)
         lengths = [len(a) for a in (*self.images.values(), *self.masks.values())]
         lengths += [len(a) for a in self.views.values()]
         if any(n != len(first) for n in lengths):
@@ -72,15 +72,13 @@ class PatchSplit(Dataset):
         return max(1, round(self.view_share * batch)) if self.whole else 0
 
     def __getitem__(self, specs: list[Spec]) -> tuple:
-        """Patches (B, C, h, w) uint8, {mask: (B, h, w), value: (V,)}, augment flags (B,), and views
-        (V, C, H, W) of the first V patches' images, or None without image-level outputs."""
-        (h, w), rows = self.patch, np.array([s[0] for s in specs[: self.views_in(len(specs))]], np.int64)
-        x = np.stack(
-            [np.concatenate([self.images[n].crop(r, y, z, h, w) for n in self.inputs]) for r, y, z, _ in specs]
-        )
-        targets = {n: np.stack([self.masks[n].crop(r, y, z, h, w) for r, y, z, _ in specs]) for n in self.spatial}
+        """Patches (B, C, *patch) uint8, {mask: (B, *patch), value: (V,)}, augment flags (B,), and views
+        (V, C, *size) of the first V patches' images, or None without image-level outputs."""
+        size, rows = self.patch, np.array([s[0] for s in specs[: self.views_in(len(specs))]], np.int64)
+        x = np.stack([np.concatenate([self.images[n].crop(r, at, size) for n in self.inputs]) for r, at, _ in specs])
+        targets = {n: np.stack([self.masks[n].crop(r, at, size) for r, at, _ in specs]) for n in self.spatial}
         targets.update({n: np.ascontiguousarray(self.values[n][rows]) for n in self.whole})
-        flags = torch.tensor([s[3] for s in specs])
+        flags = torch.tensor([s[2] for s in specs])
         as_tensors = {n: torch.from_numpy(v) for n, v in targets.items()}
         if not self.whole:
             return torch.from_numpy(x), as_tensors, flags, None
@@ -99,7 +97,7 @@ class PatchBatches(Sampler[list[Spec]]):
         self,
         shapes: np.ndarray,
         foreground: Mapping[str, np.ndarray],
-        patch: tuple[int, int],
+        patch: tuple[int, ...],
         samples: int,
         batch_size: int,
         share: float,
@@ -110,8 +108,9 @@ class PatchBatches(Sampler[list[Spec]]):
     ):
         self.shapes, self.patch, self.samples, self.batch_size = shapes, patch, samples, batch_size
         self.share, self.generator, self.num_augs, self.rank, self.world = share, generator, num_augs, rank, world
-        # (rows, masks, FOREGROUND_SAMPLES, 2): every mask's foreground pixels side by side
-        self.points = np.stack(list(foreground.values()), 1) if foreground else np.zeros((len(shapes), 0, 0, 2))
+        # (rows, masks, FOREGROUND_SAMPLES, dims): every mask's foreground pixels side by side
+        dims = len(patch)
+        self.points = np.stack(list(foreground.values()), 1) if foreground else np.zeros((len(shapes), 0, 0, dims))
         self.has = np.asarray((self.points[..., 0] >= 0).any(-1))  # (rows, masks): which masks a row holds
 
     def __len__(self) -> int:
@@ -123,29 +122,30 @@ class PatchBatches(Sampler[list[Spec]]):
     def _uniform(self, n: int) -> torch.Tensor:
         return torch.rand(n, generator=self.generator, dtype=torch.float64)
 
-    def corner(self, row: int, forced: bool, u: torch.Tensor) -> tuple[int, int]:
-        """Top-left of a patch in `row`: anywhere, or centred on a foreground pixel; u: 4 uniform draws."""
-        (height, width), (h, w) = self.shapes[row], self.patch
+    def corner(self, row: int, forced: bool, u: torch.Tensor) -> tuple[int, ...]:
+        """The first pixel of a patch in `row`, per spatial axis: anywhere, or the patch centred on a
+        foreground pixel; u: 2 + dims uniform draws."""
+        shape, size = self.shapes[row], self.patch
         masks = np.flatnonzero(self.has[row]) if forced and self.has.size else np.zeros(0, int)
         if len(masks):
             m = masks[int(u[0] * len(masks))]
             valid = np.flatnonzero(self.points[row, m, :, 0] >= 0)
-            cy, cx = self.points[row, m, valid[int(u[1] * len(valid))]]
-            y, x = int(cy) - h // 2, int(cx) - w // 2
+            centre = self.points[row, m, valid[int(u[1] * len(valid))]]
+            start = [int(c) - n // 2 for c, n in zip(centre, size)]
         else:
-            y, x = int(u[2] * (height - h + 1)), int(u[3] * (width - w + 1))
+            start = [int(v * (total - n + 1)) for v, total, n in zip(u[2:], shape, size)]
         # inside the image where it fits; an image smaller than the patch is centred in it (padding around)
-        y = min(max(y, 0), height - h) if height >= h else -((h - height) // 2)
-        x = min(max(x, 0), width - w) if width >= w else -((w - width) // 2)
-        return y, x
+        return tuple(
+            min(max(s, 0), total - n) if total >= n else -((n - total) // 2) for s, total, n in zip(start, shape, size)
+        )
 
     def __iter__(self) -> Iterator[list[Spec]]:
         total = self.samples * (1 + self.num_augs)
         rows = torch.randint(len(self.shapes), (total,), generator=self.generator).tolist()
-        draws = self._uniform(4 * total).view(total, 4)
+        draws = self._uniform((2 + len(self.patch)) * total).view(total, 2 + len(self.patch))
         forced_from = self.batch_size - round(self.share * self.batch_size)
         specs = [
-            (r, *self.corner(r, k % self.batch_size >= forced_from, draws[k]), k >= self.samples)
+            (r, self.corner(r, k % self.batch_size >= forced_from, draws[k]), k >= self.samples)
             for k, r in enumerate(rows)
         ]
         mine = specs[self.rank :: self.world]  # ranks' shares differ by one at most
