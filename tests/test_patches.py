@@ -13,6 +13,7 @@ import yaml
 
 from cnn_factory.config import parse_params
 from cnn_factory.data.cells import make_cells
+from cnn_factory.data.dataset import to_device
 from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.data.prepare import prepare
 from cnn_factory.data.ragged import RaggedArray, RaggedWriter
@@ -277,3 +278,14 @@ def test_dvc_repro_in_patch_mode_scores_at_native_resolution(tmp_path):
     best = json.loads((repo / "dvclive" / "metrics.json").read_text())["best"]
     assert best["epoch"] == model["epoch"] and best["cells"]["dice"] == pytest.approx(model["val"]["cells/dice"])
     assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def test_batches_of_volumes_are_normalised_per_channel_and_kept_channels_last():
+    x = torch.arange(2 * 2 * 3 * 4 * 5, dtype=torch.uint8).reshape(2, 2, 3, 4, 5)  # (B, C, D, H, W)
+    mean, std = torch.tensor([0.1, 0.5]).view(1, 2, 1, 1), torch.tensor([0.2, 0.25]).view(1, 2, 1, 1)
+    out, _ = to_device(x, {}, torch.device("cpu"), mean, std)
+    assert torch.allclose(out[:, 1], (x[:, 1].float() / 255 - 0.5) / 0.25)
+    assert out.is_contiguous(memory_format=torch.channels_last_3d)
+    image, _ = to_device(x[:, :, 0], {}, torch.device("cpu"), mean, std)
+    assert torch.allclose(image[:, 0], (x[:, 0, 0].float() / 255 - 0.1) / 0.2)
+    assert image.is_contiguous(memory_format=torch.channels_last)

@@ -157,9 +157,11 @@ def share(count: int, rank: int, world: int) -> range:
 def to_device(
     x: torch.Tensor, targets: dict[str, torch.Tensor], device: torch.device, mean: torch.Tensor, std: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """uint8 batch -> normalised float on the device; masks become float 0/1."""
-    x = (x.to(device, non_blocking=True).float() / 255 - mean) / std
-    x = x.contiguous(memory_format=torch.channels_last)
+    """uint8 batch (B, C, *spatial) -> normalised float on the device (mean and std per channel);
+    masks become float 0/1."""
+    per_channel = (1, -1, *[1] * (x.ndim - 2))  # images or volumes alike
+    x = (x.to(device, non_blocking=True).float() / 255 - mean.reshape(per_channel)) / std.reshape(per_channel)
+    x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
     out = {}
     for name, t in targets.items():
         t = t.to(device, non_blocking=True)
