@@ -86,3 +86,42 @@ def test_only_flagged_samples_change_and_runs_repeat():
     y2, out2 = Augmenter(GEOMETRIC, seed=3)(x, targets, flags, OUTPUTS, ZERO, ONE)
     assert torch.equal(y1[~flags], x[~flags]) and torch.equal(out1["mask"][~flags], targets["mask"][~flags])
     assert torch.equal(y1, y2) and torch.equal(out1["mask"], out2["mask"])
+
+
+VOLUME = {"mask": OUTPUTS["mask"]}  # the augmenter asks an output only whether it is a mask
+
+
+def blocky_volumes(n: int = 4) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Volumes (n, 1, 8, 24, 32) of 4x4x4-voxel blocks of 0 or 1, their masks the same voxels."""
+    blocks = (torch.rand(n, 1, 2, 6, 8, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    volume = blocks.repeat_interleave(4, -1).repeat_interleave(4, -2).repeat_interleave(4, -3)
+    return volume, {"mask": volume[:, 0].clone()}
+
+
+def test_volume_flips_move_image_and_mask_alike():
+    flips = GEOMETRIC.model_copy(update=dict(hflip=1.0, vflip=1.0, rotate=0, scale=(1.0, 1.0), translate=0, crop=1.0))
+    x, targets = blocky_volumes()
+    out, moved = Augmenter(flips, seed=0)(x, targets, torch.ones(4, dtype=torch.bool), VOLUME, ZERO[:, :1], ONE[:, :1])
+    assert torch.allclose(out, x.flip(-1, -2), atol=1e-5)  # width and height flipped, slices kept in order
+    assert torch.equal(moved["mask"], targets["mask"].flip(-1, -2))
+
+
+def test_volume_warps_keep_masks_binary_and_on_their_image():
+    x, targets = blocky_volumes()
+    flags = torch.tensor([True, False, True, True])
+    out, moved = Augmenter(GEOMETRIC, seed=3)(x, targets, flags, VOLUME, ZERO[:, :1], ONE[:, :1])
+    assert torch.equal(out[1], x[1]) and torch.equal(moved["mask"][1], targets["mask"][1])  # unflagged: untouched
+    assert not torch.equal(out[0], x[0])
+    mask = moved["mask"]
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    inside = (out[flags, 0] > 0.5) == (mask[flags] > 0.5)  # the image's blocks where the mask's are
+    assert inside.float().mean() > 0.95
+
+
+def test_volume_photometric_changes_touch_the_image_only():
+    light = GEOMETRIC.model_copy(
+        update=dict(hflip=0, vflip=0, rotate=0, scale=(1.0, 1.0), translate=0, crop=1.0, brightness=0.2, blur=1.0)
+    )
+    x, targets = blocky_volumes()
+    out, moved = Augmenter(light, seed=0)(x, targets, torch.ones(4, dtype=torch.bool), VOLUME, ZERO[:, :1], ONE[:, :1])
+    assert not torch.allclose(out, x) and torch.equal(moved["mask"], targets["mask"])
