@@ -147,3 +147,16 @@ def weights_source(weights: str) -> dict[str, str]:
         return {"weights": weights}
     with open(weights, "rb") as file:
         return {"weights": weights, "sha256": hashlib.file_digest(file, "sha256").hexdigest()}
+
+
+def pretrained_cached(name: str) -> bool:
+    """Whether timm's default weights for `name` are already on this machine (the Hugging Face
+    cache timm downloads into), found without asking the network."""
+    hub = getattr(timm_module().get_pretrained_cfg(name), "hf_hub_id", None)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    return isinstance(hub, str) and any(
+        isinstance(try_to_load_from_cache(hub, file), str) for file in ("model.safetensors", "pytorch_model.bin")
+    )
