@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import socket
 import subprocess
@@ -229,6 +230,23 @@ def test_bad_encoder_settings_are_one_line_before_training(trained, tmp_path, mo
         fit_in(tmp_path, parse_params(tiny_config(trained["root"] / "data", **changes)), trained["root"] / "prepared")
     assert expected in str(raised.value) and "\n" not in str(raised.value)
     assert not (tmp_path / "models").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_an_encoder_timm_cannot_give_as_a_pyramid_is_one_line(monkeypatch):
+    def refuses(name, **kwargs):  # what timm raises for a model without features_only support
+        raise RuntimeError(f"features_only not implemented for {name}")
+
+    monkeypatch.setattr(timm_module(), "create_model", refuses)
+    with pytest.raises(UserError, match=r"^params.yaml: model.encoder: resnet18 cannot give a feature pyramid"):
+        MultiOutputNet(3, 2, 4, {"m": {"type": "segmentation", "size": SIZE}}, encoder="resnet18")
+
+
+def test_timm_leaves_torchvision_as_it_found_it():
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed here: timm imports the real one")
+    assert timm_module().create_model(TINY, features_only=True) is not None
+    with pytest.raises(ImportError):  # the stand-ins served timm's import only
+        import torchvision  # noqa: F401
 
 
 def test_weights_that_do_not_fit_name_the_tensors(tmp_path):

@@ -72,16 +72,25 @@ class _AbsentTorchvision(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def timm_module() -> Any:
     """timm, imported once. timm imports torchvision at import time (its data transforms, a frozen
     batch norm) but builds and runs these encoders without it; where torchvision is not installed
-    (PyPI's torchvision wheels need a CUDA build of torch) stand-ins take its place for the import."""
-    if importlib.util.find_spec("torchvision") is None:
-        sys.meta_path.append(_AbsentTorchvision())
-    import timm
+    (PyPI's torchvision wheels need a CUDA build of torch) stand-ins take its place for the import,
+    and only then: afterwards `import torchvision` fails as before, for any library that asks."""
+    if importlib.util.find_spec("torchvision") is not None:
+        import timm
 
+        return timm
+    finder = _AbsentTorchvision()
+    sys.meta_path.append(finder)
+    try:
+        import timm
+    finally:
+        sys.meta_path.remove(finder)
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+            del sys.modules[name]
     return timm
 
 
 def check_name(name: str) -> None:
-    """A one-line UserError unless `name` is a timm model that gives a feature pyramid."""
+    """A one-line UserError, with the closest names timm knows, unless `name` is a timm model."""
     timm = timm_module()
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, [UNET, *timm.list_models()], n=4, cutoff=0.6)
@@ -97,7 +106,7 @@ def create(name: str, in_channels: int, **weights: Any) -> nn.Module:
     try:
         return timm.create_model(name, features_only=True, in_chans=in_channels, **weights)
     except (RuntimeError, ValueError, TypeError, AttributeError, AssertionError) as err:
-        if not weights and ("features_only" in str(err) or "feature" in str(err).lower()):
+        if not weights and ("features_only" in str(err) or "feature_info" in str(err)):
             raise UserError(
                 f"{KEY}: {name} cannot give a feature pyramid (timm: features_only not supported); "
                 "pick a convolutional family such as resnet18, efficientnet_b0, convnext_atto or regnetx_002"
