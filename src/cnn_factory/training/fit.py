@@ -226,7 +226,7 @@ def freeze_encoder(run: Run, epoch: int) -> None:
     """train.freeze_encoder_epochs: the encoder frozen for the first epochs, then trained (from the
     epoch alone, so a resumed run freezes and releases where an uninterrupted one does)."""
     frozen = epoch <= run.cfg.train.freeze_encoder_epochs
-    if frozen != run.session.model.frozen or (frozen and epoch == run.first):
+    if frozen != run.session.model.frozen:  # a fresh network starts unfrozen: the first epoch says it too
         run.say(f"train: encoder {'frozen' if frozen else 'released'} from epoch {epoch}")
     run.session.model.freeze_encoder(frozen)
 
