@@ -12,7 +12,10 @@ install: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	# requirements.txt's lines marked --no-deps go in without their dependencies (each says why)
+	grep -v -E '^[^#].*--no-deps' requirements.txt > $(VENV)/requirements-with-deps.txt
+	$(BIN)/python -m pip install -q -r $(VENV)/requirements-with-deps.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps $$(grep -E '^[^#].*--no-deps' requirements.txt | cut -d' ' -f1)
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 

@@ -44,8 +44,10 @@ def test_every_declared_dependency_is_locked_at_a_version_it_allows():
         "pillow",
         "pydantic",
         "pyyaml",
+        "safetensors",
         "scikit-image",
         "tifffile",
+        "timm",
         "torch",
         "tqdm",
     }

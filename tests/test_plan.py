@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
+from cnn_factory import plan
 from cnn_factory.config import parse_params
 from cnn_factory.data.cells import make_cells
 from cnn_factory.outputs import make_output
@@ -61,7 +62,7 @@ def test_patch_mode_validation_is_costed_and_proposed():
     assert short["train.val_patches"] == 16 and short["train.val_every"] == 4  # 56 forwards against 96
     fp = Fingerprint(100, large, 1, (0, 255), {"m": 0.01}, {"m": 10.0}, {})
     outputs = {"m": type("Mask", (), {"spatial": True})()}
-    proposed = dict((k, v) for k, v, _ in propose(fp, 4 * 2**30, outputs, None, 0.1, 512))
+    proposed = dict((k, v) for k, v, _ in propose(fp, 4 * 2**30, outputs, val_share=0.1, epoch_patches=512))
     assert proposed["inputs.*.mode"] == "patch" and proposed["train.val_patches"] == 256
 
 
@@ -107,3 +108,22 @@ def test_a_lopsided_category_and_a_number_of_few_values_are_warned_about():
     assert grade.column_report(np.array([0] * 20 + [1] * 12))[1] == []
     _, warnings = make_output("stage", type="numeric").column_report(np.array([1.0, 2.0, 2.0, 1.0]))
     assert warnings == ["only 2 distinct values: a category output may fit better"]
+
+
+def test_a_pretrained_encoder_only_where_there_is_a_reason_and_weights(monkeypatch, params, example_dir):
+    few = Fingerprint(300, np.full((10, 2), 96), 3, (0, 255), {"m": 0.2}, {"m": 30.0}, {})
+    outputs = {"m": type("Mask", (), {"spatial": True})()}
+    without = dict((k, v) for k, v, _ in propose(few, 2**30, outputs))
+    assert "model.encoder" not in without and "model.weights" not in without  # weights are never assumed
+    rows = dict((k, v) for k, v, _ in propose(few, 2**30, outputs, weights=True))
+    assert rows["model.encoder"] == "resnet18" and rows["model.weights"] == "pretrained"
+    assert rows["inputs.*.size"][0] % 32 == 0  # resnet18's largest stride
+    grey = Fingerprint(300, np.full((10, 2), 96), 1, (0, 255), {"m": 0.2}, {"m": 30.0}, {})
+    assert "model.encoder" not in dict((k, v) for k, v, _ in propose(grey, 2**30, outputs, weights=True))
+    params["data"].update(csv=str(example_dir / "data.csv"), root=str(example_dir))
+    monkeypatch.setattr(plan, "pretrained_cached", lambda name: False)
+    text = run_plan(parse_params(params), sample=4, budget_gb=1)
+    assert "note: 3-channel images" in text and "no weights for it on this machine" in text
+    assert "model.encoder" not in text.splitlines()[-1]
+    monkeypatch.setattr(plan, "pretrained_cached", lambda name: True)
+    assert "-S model.encoder=resnet18 -S model.weights=pretrained" in run_plan(parse_params(params), 4, 1)

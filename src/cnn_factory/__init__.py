@@ -7,8 +7,9 @@ The library behind the DVC stages in `stages/` and the `cnn-factory` command, in
 import downward only (pyproject.toml's import-linter contracts, checked by `make lint`), top to
 bottom: `cli`; `predict`, `export`, `plan`, `serve`; `report`; `evaluate`; `training`; `native` (a split
 at native resolution); `model`, `inference`; `data`; `config`; `outputs` (one module per output
-kind); leaves over tensors and arrays (`heads`, `losses`, `accumulators`, `palette`, `scores`,
-`images`, `volumes`, `device`); leaves (`layers`, `params`, `atomic`, `errors`, `restore`, `runtime`).
+kind); `encoder_weights` (a timm encoder's starting weights); leaves over tensors and arrays
+(`heads`, `encoders`, `losses`, `accumulators`, `palette`, `scores`, `images`, `volumes`, `device`); leaves
+(`layers`, `params`, `atomic`, `errors`, `restore`, `runtime`).
 
 Importing torch, dvclive and pandas creates ~350k objects, and Python's cyclic collector walks
 them again and again on the way (0.45 s of a 2.3 s start, measured). When the process is the

@@ -29,6 +29,7 @@ PARAMS_FILE = "params.yaml"
 SCHEMA_FILE = "params.schema.json"
 PREPARED = Path("data/prepared")  # what prepare writes and train/evaluate read
 SPLITS = ("train", "val", "test")
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")  # what timm reads as a state dict
 
 
 class ExampleConfig(Strict):
@@ -117,6 +118,35 @@ class ModelConfig(Strict):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the deeper levels and before the heads")
     upsample: Literal["bilinear", "transpose"] = Field(description="decoder up-sampling")
     skip: Literal["concat", "add", "none"] = Field(description="how the decoder joins the encoder's features")
+    encoder: str = Field(
+        "unet", min_length=1, description="unet (depth, filters) or a timm model with features_only, e.g. resnet18"
+    )
+    weights: str = Field(
+        "none",
+        min_length=1,
+        description="timm encoder: none (random) | pretrained (timm's source) | a .pth/.safetensors",
+    )
+
+    @property
+    def timm(self) -> bool:
+        """The encoder is a timm model (checked, with its strides, when train builds it)."""
+        return self.encoder != "unet"
+
+    @model_validator(mode="after")
+    def _weights_fit_encoder(self) -> Self:
+        if not self.timm and self.weights != "none":
+            raise custom(
+                "weights",
+                "the unet encoder starts from random weights; use none, or a timm model as model.encoder",
+                key="weights",
+            )
+        if self.weights not in ("none", "pretrained") and not self.weights.endswith(WEIGHT_SUFFIXES):
+            raise custom(
+                "weights",
+                f"expected none, pretrained or a file ending in {', '.join(WEIGHT_SUFFIXES)}, got {self.weights!r}",
+                key="weights",
+            )
+        return self
 
     @model_validator(mode="after")
     def _filters_per_level(self) -> Self:
@@ -183,6 +213,10 @@ class TrainConfig(Strict):
         le=1,
         description="patch mode: share of a batch's patches whose whole image trains image-level outputs",
     )
+    freeze_encoder_epochs: int = Field(
+        0, ge=0, description="epochs the encoder stays frozen (weights and batch-norm statistics), then trains"
+    )
+    encoder_lr: float = Field(1.0, gt=0, description="the encoder's learning rate, as a multiple of lr")
     init_from: str | None = Field(
         None, min_length=1, description="model file whose weights (those whose names and shapes fit) start training"
     )
@@ -255,8 +289,8 @@ class Config(Strict):
                 "image-level outputs only"
             )
         multiple = 2**self.model.depth
-        for name, spec in self.inputs.items():
-            if spec.size[0] % multiple or spec.size[1] % multiple:
+        for name, spec in self.inputs.items():  # a timm encoder's strides are checked when train builds it
+            if not self.model.timm and (spec.size[0] % multiple or spec.size[1] % multiple):
                 lines.append(
                     f"inputs.{name}.size: {list(spec.size)} must be divisible by 2**model.depth = {multiple}; "
                     "change the size or lower model.depth"

@@ -29,11 +29,11 @@ class UpBlock(nn.Module):
             )
         self.conv = conv_block(2 * shallow if join == "concat" else shallow, shallow, norm)
 
-    def forward(self, x: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, encoded: torch.Tensor | None) -> torch.Tensor:
         x = self.up(x)  # (B, shallow channels, 2h, 2w)
-        if self.join == "concat":
+        if encoded is not None and self.join == "concat":
             x = torch.cat([x, encoded], dim=1)
-        elif self.join == "add":
+        elif encoded is not None and self.join == "add":
             x = x + encoded
         return self.conv(x)
 
@@ -41,22 +41,58 @@ class UpBlock(nn.Module):
 class UNetDecoder(nn.Module):
     """Upsamples from the deepest feature back to full resolution, one UpBlock per level;
     returns (B, H, W) mask logits, or with `classes` (B, classes, H, W) logits of a class per pixel,
-    resized to `size` when that differs from the input's."""
+    resized to `size` when that differs from the input's.
+
+    `stride` > 1: the shallowest feature is that much smaller than the input (a timm encoder's 2 or
+    4); as segmentation_models_pytorch does, further UpBlocks without a feature to join (halving
+    the channels, 16 at least) bring the masks to full resolution."""
 
     def __init__(
-        self, channels: list[int], size: tuple[int, int], norm: str, upsample: str, join: str, classes: int = 0
+        self,
+        channels: list[int],
+        size: tuple[int, int],
+        norm: str,
+        upsample: str,
+        join: str,
+        classes: int = 0,
+        stride: int = 1,
     ):
         super().__init__()
         self.size, self.classes = tuple(size), classes
         self.blocks = nn.ModuleList(
             UpBlock(deep, shallow, norm, upsample, join) for deep, shallow in zip(channels[:0:-1], channels[-2::-1])
         )
-        self.head = nn.Conv2d(channels[0], classes or 1, 1)
+        widths = [channels[0]]
+        while stride > 1:
+            widths.append(max(widths[-1] // 2, 16))
+            stride //= 2
+        self.finish = nn.ModuleList(
+            UpBlock(deep, shallow, norm, upsample, "none") for deep, shallow in zip(widths, widths[1:])
+        )
+        self.head = nn.Conv2d(widths[-1], classes or 1, 1)
+
+    @classmethod
+    def from_options(
+        cls, channels: list[int], size: tuple[int, int] | list[int], options: dict, classes: int = 0
+    ) -> UNetDecoder:
+        """The decoder a mask kind builds from MultiOutputNet's options (norm, upsample, skip, stride)."""
+        o = options
+        return cls(
+            channels,
+            (int(size[0]), int(size[1])),
+            o["norm"],
+            o["upsample"],
+            o["skip"],
+            classes=classes,
+            stride=o["stride"],
+        )
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
         for block, encoded in zip(self.blocks, features[-2::-1]):
             x = block(x, encoded)
+        for block in self.finish:  # (B, C, H / stride, W / stride) -> (B, C', H, W)
+            x = block(x, None)
         logits = self.head(x)  # (B, classes or 1, H, W)
         if logits.shape[-2:] != self.size:
             logits = F.interpolate(logits, size=self.size, mode="bilinear", align_corners=False)

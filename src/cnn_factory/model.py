@@ -1,7 +1,8 @@
-"""The multi-output CNN: a shared UNet encoder, a decoder per segmentation output, a head
-per category/numeric output; and the model file that holds everything needed to use it.
+"""The multi-output CNN: a shared encoder (the UNet's, or a timm model's feature pyramid), a decoder
+per segmentation output, a head per category/numeric output; and the model file that holds
+everything needed to use it.
 
-    model = MultiOutputNet(in_channels=3, depth=3, filters=16, outputs={...})
+    model = MultiOutputNet(in_channels=3, depth=3, filters=16, outputs={...})   # encoder="resnet18": timm's
     logits = model(x)            # x: (B, C, H, W) normalised -> {name: logits}
 
 The model file (`models/<name>.pt`) is a dict of plain types and tensors, so it loads
@@ -20,6 +21,7 @@ from torch import nn
 
 from cnn_factory.atomic import replace_file
 from cnn_factory.config import Config, InputSpec, input_spec
+from cnn_factory.encoders import UNET, TimmEncoder
 from cnn_factory.errors import UserError
 from cnn_factory.layers import conv_block
 from cnn_factory.outputs import Output, from_definition, kind
@@ -55,10 +57,12 @@ def level_channels(depth: int, filters: int | list[int]) -> list[int]:
 
 
 class MultiOutputNet(nn.Module):
-    """A shared UNet encoder and one head per output, each built by its output kind.
+    """A shared encoder and one head per output, each built by its output kind.
 
     outputs: {name: head arguments} as `Output.head_args()` gives them, e.g.
     {"round": {"type": "segmentation", "size": [64, 64]}, "area": {"type": "numeric", "mean": 3.2, "std": 1.1}}.
+    encoder: "unet" (depth, filters and dropout shape it) or a timm model's name (its own levels,
+    with random weights: training loads model.weights into it, a model file its trained ones).
     """
 
     def __init__(
@@ -71,15 +75,36 @@ class MultiOutputNet(nn.Module):
         dropout: float = 0.0,
         upsample: str = "bilinear",
         skip: str = "concat",
+        encoder: str = UNET,
     ):
         super().__init__()
         self.outputs = outputs
-        channels = level_channels(depth, filters)
-        self.encoder = Encoder(in_channels, channels, norm, dropout)
-        options = {"norm": norm, "dropout": dropout, "upsample": upsample, "skip": skip}
+        self.encoder: Encoder | TimmEncoder
+        if encoder == UNET:
+            channels, stride = level_channels(depth, filters), 1
+            self.encoder = Encoder(in_channels, channels, norm, dropout)
+            self.multiple, self.divisor = 2**depth, "2**depth); resize the input or lower the depth"
+        else:  # timm's levels start at a stride of 2 or 4: the decoders upsample that factor at the end
+            self.encoder = TimmEncoder(encoder, in_channels)
+            channels, stride = self.encoder.channels, self.encoder.strides[0]
+            self.multiple, self.divisor = self.encoder.strides[-1], f"{encoder}'s largest stride); resize the input"
+        options = {"norm": norm, "dropout": dropout, "upsample": upsample, "skip": skip, "stride": stride}
         self.heads = nn.ModuleDict({n: kind(o).build_head(o, channels, options) for n, o in outputs.items()})
         self.spatial = [n for n, o in outputs.items() if kind(o).spatial]  # masks; the rest: per image
-        self.multiple = 2**depth
+        self.frozen = False  # freeze_encoder(): the encoder neither learns nor updates its statistics
+
+    def freeze_encoder(self, frozen: bool) -> None:
+        """train.freeze_encoder_epochs: the encoder runs without gradients and in eval mode (batch-norm
+        statistics kept) until released; `train()` keeps a frozen encoder in eval mode."""
+        self.frozen = frozen
+        self.encoder.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> MultiOutputNet:
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()
+        return self
 
     def forward(self, x: torch.Tensor, views: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """x (B, C, H, W) normalised -> {name: logits}. With `views` (V, C, H, W) (patch training), masks
@@ -90,10 +115,10 @@ class MultiOutputNet(nn.Module):
             if t is not None and (t.shape[-2] % self.multiple or t.shape[-1] % self.multiple):
                 raise ValueError(
                     f"input of {t.shape[-2]}x{t.shape[-1]} pixels: height and width must be divisible by "
-                    f"{self.multiple} (2**depth); resize the input or lower the depth"
+                    f"{self.multiple} ({self.divisor}"
                 )
         if views is None or len(self.spatial) == len(self.heads):
-            features = whole = self.encoder(x)  # full resolution first
+            features = whole = self.encoder(x)  # shallowest first: full resolution for the UNet, 1/2 or 1/4 for timm's
         else:
             both, n = self.encoder(torch.cat([x, views])), len(x)
             features, whole = [f[:n] for f in both], [f[n:] for f in both]
@@ -112,11 +137,14 @@ def model_args(cfg: Config, manifest: dict) -> dict:
         "dropout": m.dropout,
         "upsample": m.upsample,
         "skip": m.skip,
+        "encoder": m.encoder,
     }
 
 
-def model_meta(cfg: Config, manifest: dict) -> dict:
-    """What a user of the model file needs besides the weights: inputs, outputs, normalisation."""
+def model_meta(cfg: Config, manifest: dict, normalisation: tuple[list[float], list[float]] | None = None) -> dict:
+    """What a user of the model file needs besides the weights: inputs, outputs, normalisation
+    (the training split's, or `normalisation`, per channel of the stacked inputs: the encoder's
+    pretrained weights')."""
     inputs = {
         n: {
             "column": s.column,
@@ -128,6 +156,11 @@ def model_meta(cfg: Config, manifest: dict) -> dict:
         }
         for n, s in cfg.inputs.items()
     }
+    if normalisation is not None:
+        mean, std, first = *normalisation, 0
+        for spec in inputs.values():
+            spec["mean"], spec["std"] = mean[first : first + spec["channels"]], std[first : first + spec["channels"]]
+            first += spec["channels"]
     sizes = np.asarray(manifest.get("splits", {}).get("train", {}).get("sizes") or [[0, 0]]).reshape(-1, 2)
     return {
         "inputs": inputs,

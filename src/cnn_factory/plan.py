@@ -9,7 +9,9 @@ its head hard to train (a class with very few rows, a constant number). From it:
 images resized when they are small, patches at native resolution when they are large or their
 objects small), the input/patch size, `model.depth` (down-sampling until the deepest feature map is
 about 4-8 pixels), `model.filters` and the batch size that fits a memory budget (the GPU's memory
-when there is one, else a share of the RAM). It prints the table with the reason for each choice
+when there is one, else a share of the RAM). For three-channel images and a small training split it
+proposes a pretrained timm encoder, but only when its weights are already on the machine; else it
+says where they would help. It prints the table with the reason for each choice
 and the `dvc exp run -S ...` line; it writes nothing. The proposals are plain params: read them,
 run them, override any of them.
 """
@@ -27,11 +29,16 @@ from cnn_factory.config import Config
 from cnn_factory.data.label_maps import load_labels
 from cnn_factory.data.rows import read_input
 from cnn_factory.data.table import read_table
+from cnn_factory.encoder_weights import pretrained_cached
 from cnn_factory.outputs import Output
 
 # bytes of activations kept for backward per pixel and filter of a level, measured for this UNet in
 # fp32 (conv, norm and ReLU outputs of two convolutions, the pool, the decoder's copies): ~ 4 x 12
 BYTES_PER_FEATURE = 48
+# below this many rows, three-channel images may gain from an encoder pretrained on natural images
+# (ImageNet); from random weights a timm encoder is a bigger network, not a better one (docs/encoders.md)
+FEW_ROWS = 2000
+ENCODER = "resnet18"  # the smallest of the usual choices, largest stride 32
 
 
 @dataclass
@@ -115,15 +122,22 @@ def _multiple(value: float, of: int) -> int:
     return max(of, int(value // of) * of)
 
 
+def wants_pretrained(fp: Fingerprint) -> bool:
+    """Three-channel images (natural ones, as far as a channel count tells) and a small data set."""
+    return fp.channels == 3 and fp.rows < FEW_ROWS
+
+
 def propose(
     fp: Fingerprint,
     budget: float,
     outputs: Mapping[str, object],
     filters: int | None = None,
+    weights: bool = False,
     val_share: float = 0.0,
     epoch_patches: int = 0,
 ) -> list[tuple]:
-    """(params key, value, reason) rows; the first decides the others. val_share (data.split.val) and
+    """(params key, value, reason) rows; the first decides the others. `weights`: the pretrained
+    weights of ENCODER are on this machine (never assumed). val_share (data.split.val) and
     epoch_patches (train.patches_per_epoch or the training rows) let patch mode cost its validation."""
     median = np.median(fp.sizes, 0)
     small_objects = [n for n, d in fp.objects.items() if 0 < d < max(median) / 32]
@@ -144,7 +158,8 @@ def propose(
         )
         patch = max(median)
     depth = int(np.clip(math.floor(math.log2(patch / 6)), 2, 5))
-    size = _multiple(min(patch, 512), 2**depth)
+    encoder = weights and wants_pretrained(fp)
+    size = _multiple(min(patch, 512), 32 if encoder else 2**depth)
     rows.append(
         (
             "inputs.*.size",
@@ -155,6 +170,9 @@ def propose(
     rows.append(("model.depth", depth, f"the deepest feature map is {size // 2**depth} px (4-8 is the aim)"))
     filters = filters or (32 if budget > 12 * 2**30 else 16)
     rows.append(("model.filters", filters, "32 with a GPU-sized budget, else 16 (doubled per level)"))
+    if encoder:
+        why = f"3-channel images, {fp.rows} rows: start from weights pretrained on natural images (found in the cache)"
+        rows += [("model.encoder", ENCODER, why), ("model.weights", "pretrained", f"{ENCODER}'s, in timm's cache")]
     heads = 1 + sum(1 for o in outputs.values() if getattr(o, "spatial", False))  # the encoder and a decoder per mask
     per_image = BYTES_PER_FEATURE * sum(filters * 2**k * (size / 2**k) ** 2 for k in range(depth + 1)) * heads
     per_image *= fp.channels / 3 + 1  # the input's share, small
@@ -206,7 +224,8 @@ def run_plan(cfg: Config, sample: int, budget_gb: float | None) -> str:
     budget, source = (budget_gb * 2**30, f"--budget-gb {budget_gb:g}") if budget_gb else memory_budget()
     split = cfg.data.split
     train_rows = round(fp.rows * (1 - split.val - split.test))
-    rows = propose(fp, budget, cfg.outputs, None, split.val, cfg.train.patches_per_epoch or train_rows)
+    cached = wants_pretrained(fp) and pretrained_cached(ENCODER)
+    rows = propose(fp, budget, cfg.outputs, None, cached, split.val, cfg.train.patches_per_epoch or train_rows)
     read = f"{fp.rows} rows, {len(fp.sizes)} images read"
     lines = [
         f"plan: {cfg.data.csv}: {read}; budget {budget / 2**30:.1f} GiB ({source})",
@@ -221,6 +240,12 @@ def run_plan(cfg: Config, sample: int, budget_gb: float | None) -> str:
         line, warnings = cfg.outputs[name].column_report(values)
         lines.append(f"  {name}: {line}")
         lines += [f"  warning: {name}: {w}" for w in warnings]
+    if wants_pretrained(fp) and not cached:
+        lines.append(
+            f"  note: 3-channel images, {fp.rows} rows: an encoder pretrained on natural images may help "
+            f"(model.encoder: {ENCODER}, model.weights: pretrained or a file); no weights for it on this machine, "
+            "so none proposed (docs/encoders.md says how to bring them)"
+        )
     width = max(len(k) for k, _, _ in rows)
     lines.append("")
     lines += [f"  {key:<{width}}  {str(value):<10}  {why}" for key, value, why in rows]

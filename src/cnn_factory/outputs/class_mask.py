@@ -168,14 +168,7 @@ class ClassMaskOutput(ClassMaskRows, Output):
     def build_head(cls, args: dict[str, Any], channels: list[int], options: dict[str, Any]) -> nn.Module:
         from cnn_factory.heads import UNetDecoder
 
-        return UNetDecoder(
-            channels,
-            tuple(args["size"]),
-            options["norm"],
-            options["upsample"],
-            options["skip"],
-            classes=len(args["labels"]) + 1,
-        )
+        return UNetDecoder.from_options(channels, args["size"], options, classes=len(args["labels"]) + 1)
 
     def make_loss(self, stats: dict[str, float]) -> LossFn:
         from cnn_factory import losses

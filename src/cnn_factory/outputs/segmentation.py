@@ -153,7 +153,7 @@ class SegmentationOutput(SegmentationRows, Output):
     def build_head(cls, args: dict[str, Any], channels: list[int], options: dict[str, Any]) -> nn.Module:
         from cnn_factory.heads import UNetDecoder
 
-        return UNetDecoder(channels, tuple(args["size"]), options["norm"], options["upsample"], options["skip"])
+        return UNetDecoder.from_options(channels, args["size"], options)
 
     def make_loss(self, stats: dict[str, float]) -> LossFn:
         from cnn_factory import losses

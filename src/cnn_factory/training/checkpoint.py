@@ -84,11 +84,12 @@ def load_checkpoint(path: Path, key: str) -> dict | None:
     return state
 
 
-def params_key(cfg: Config, manifest: dict, init: dict | None = None) -> str:
+def params_key(cfg: Config, manifest: dict, init: dict | None = None, encoder: dict | None = None) -> str:
     """What decides the run's result; a checkpoint of another key is not resumed.
 
     `init` (init_from.init_source) adds the starting weights' sha256: a run is not continued from
-    a checkpoint that began from other bytes under the same `train.init_from` path."""
+    a checkpoint that began from other bytes under the same `train.init_from` path; `encoder`
+    (encoder_weights.weights_source) does the same for a `model.weights` file."""
     params = cfg.model_dump(
         mode="json",
         include={"model", "train", "augment", "inputs", "outputs"},
@@ -96,6 +97,8 @@ def params_key(cfg: Config, manifest: dict, init: dict | None = None) -> str:
     )
     if init is not None:
         params["init_from"] = init
+    if encoder is not None and "sha256" in encoder:
+        params["encoder_weights"] = encoder
     return run_key(params, manifest)
 
 

@@ -68,8 +68,11 @@ def teardown(d: Dist) -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: torch.nn.Module, d: Dist, device: torch.device, sync_batchnorm: bool = False) -> torch.nn.Module:
+def wrap(
+    model: torch.nn.Module, d: Dist, device: torch.device, sync_batchnorm: bool = False, unused: bool = False
+) -> torch.nn.Module:
     """The model DDP trains (gradients averaged over ranks); the plain model is kept for saving.
+    `unused`: some parameters get no gradient in some steps (a frozen encoder), which DDP must look for.
 
     sync_batchnorm (train.sync_batchnorm) turns batch norm into SyncBatchNorm first (CUDA only: PyTorch has no
     CPU implementation). The converted layers share the parameters and buffers of the originals,
@@ -82,7 +85,8 @@ def wrap(model: torch.nn.Module, d: Dist, device: torch.device, sync_batchnorm: 
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         elif d.main:
             print("train: train.sync_batchnorm ignored: SyncBatchNorm needs CUDA; each rank normalises alone")
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
 
 
 def all_sum(tensor: torch.Tensor, d: Dist) -> torch.Tensor:

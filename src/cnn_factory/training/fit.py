@@ -5,8 +5,10 @@ the last) `val/<output>/loss` and the metrics per output (`val/<output>/dice`, `
 `.../mae`, ...) under dvclive/, and every `train.log_images_every` epochs a picture of validation
 predictions per segmentation output (a slider in DVC's viewers). The best validated epoch by
 `train.early_stopping.metric` is saved to models/<model.name>.pt with everything needed to use it
-(see cnn_factory/model.py). With `train.init_from` the network starts from another model file's
-weights wherever names and shapes fit (see init_from.py). A checkpoint after every epoch lets an
+(see cnn_factory/model.py). A timm encoder starts from `model.weights` (encoder_weights.py), is
+frozen for `train.freeze_encoder_epochs` and learns at `train.encoder_lr` x the rate (optim.py).
+With `train.init_from` the network starts from another model file's weights wherever names and
+shapes fit (see init_from.py). A checkpoint after every epoch lets an
 interrupted run continue where it stopped, with the same result (see checkpoint.py). Under
 torchrun the same code runs in N processes with DistributedDataParallel (see distributed.py):
 each rank trains on and validates its share of every epoch, rank 0 logs and saves.
@@ -28,15 +30,17 @@ from cnn_factory.data.augment import Augmenter
 from cnn_factory.data.dataset import PreparedSplit, make_loader, read_manifest
 from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.device import pick_device
+from cnn_factory.encoder_weights import NONE, pretrained_normalisation, weights_source
 from cnn_factory.errors import UserError
 from cnn_factory.model import ModelFile, MultiOutputNet, model_args, model_meta, save_model
 from cnn_factory.training.checkpoint import FOLDER, Session, load_checkpoint, params_key, save_checkpoint
 from cnn_factory.training.distributed import Dist, NoLive, setup, sync_buffers, teardown, wrap
+from cnn_factory.training.encoder import check_encoder, load_encoder_weights
 from cnn_factory.training.init_from import init_source, initialise
 from cnn_factory.training.live import AtomicLive, drop_unreadable, keep_copy, log_curves, restore_copy, trim_curves
 from cnn_factory.training.loop import Step, autocast_dtype, seed_everything, train_one_epoch
 from cnn_factory.training.losses import Criterion
-from cnn_factory.training.optim import EarlyStopping, Schedule, make_optimizer, relative_loss
+from cnn_factory.training.optim import EarlyStopping, Schedule, make_optimizer, parameter_groups, relative_loss
 from cnn_factory.training.pictures import Gallery
 from cnn_factory.training.validation import NativeValidation, ResizedValidation, SampledValidation, make_validation
 
@@ -83,7 +87,8 @@ def make_session(cfg: Config, args: dict, device: torch.device, steps_per_epoch:
     t, es = cfg.train, cfg.train.early_stopping
     # channels-last runs the convolutions faster on CPU (oneDNN) and on CUDA tensor cores
     model = MultiOutputNet(**args).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimizer = make_optimizer(t.optimizer, model.parameters(), t.lr, t.momentum, t.weight_decay)
+    groups = parameter_groups(model, t.lr, t.encoder_lr)
+    optimizer = make_optimizer(t.optimizer, groups, t.lr, t.momentum, t.weight_decay)
     steps = math.ceil(steps_per_epoch / t.accumulate)
     schedule = Schedule(t.scheduler, optimizer, t.lr, t.epochs, steps, t.step_epochs, t.warmup_epochs, es.mode)
     return Session(
@@ -157,18 +162,23 @@ class Run:
 def start(cfg: Config, prepared: Path, ranks: Dist, device: torch.device) -> Run:
     """Builds the run's data, model, optimiser, step and validation; resumes from its checkpoint or
     starts from train.init_from's weights; says what it trains on."""
+    check_encoder(cfg)
     t, manifest = cfg.train, read_manifest(prepared, cfg)
     amp = autocast_dtype(t.precision, device)
     if t.precision == "fp16" and device.type == "cpu":
         raise UserError("train.precision: fp16 needs CUDA; use bf16 or fp32 on the CPU")
     source = init_source(t.init_from, str(cfg.model.path))  # {path, sha256} of the starting weights, or None
+    encoder = weights_source(cfg.model.weights)  # model.weights: a file's {path, sha256}, or the word
     seed_everything(t.seed)
     data = TrainingData.build(cfg, prepared, ranks)
-    args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
+    stats = None  # pretrained weights bring the normalisation they were trained with
+    if cfg.model.weights != NONE:
+        stats = pretrained_normalisation(cfg.model.encoder, [s.channels for s in cfg.inputs.values()])
+    args, meta = model_args(cfg, manifest), {**model_meta(cfg, manifest, stats), "encoder_weights": encoder}
     model_file = ModelFile.from_meta(meta)
     session = make_session(cfg, args, device, data.steps, amp)
     criterion = Criterion(cfg.outputs, manifest["outputs"])  # a number's loss is in units of its std
-    net = wrap(session.model, ranks, device, t.sync_batchnorm)
+    net = wrap(session.model, ranks, device, t.sync_batchnorm, unused=t.freeze_encoder_epochs > 0)
     parts = (net, criterion, session.optimizer, session.schedule, session.scaler, session.augmenter, cfg.outputs)
     step = Step(*parts, device, model_file.normalisation(device), amp, t.grad_clip, t.accumulate, ranks)
     sampled = (t.val_patches, t.foreground, t.seed)
@@ -178,11 +188,14 @@ def start(cfg: Config, prepared: Path, ranks: Dist, device: torch.device) -> Run
         whole = NativeValidation(model_file, cfg.outputs, prepared / "val", t.batch_size, ranks)
     run = Run(
         cfg, ranks, session, step, validate, whole, data.loader(cfg, session.order, ranks, device), args, meta, source,
-        FOLDER / f"{cfg.model.name}.ckpt", params_key(cfg, manifest, source), FOLDER / f"{cfg.model.name}.dvclive",
+        FOLDER / f"{cfg.model.name}.ckpt", params_key(cfg, manifest, source, encoder),
+        FOLDER / f"{cfg.model.name}.dvclive",
     )  # fmt: skip
     run.first = resume(session, run.ckpt, run.key, run.live_copy, ranks, run.say)
-    if run.first == 1 and source is not None:  # a resumed run's checkpoint already holds the weights trained from it
-        run.say(initialise(session.model, source).summary())
+    if run.first == 1:  # a resumed run's checkpoint already holds the weights trained from these
+        load_encoder_weights(cfg, session.model, run.say)
+        if source is not None:
+            run.say(initialise(session.model, source).summary())
     n_val = len(PreparedSplit(prepared / "val", list(cfg.inputs), cfg.outputs))
     processes = f", {ranks.world} processes" if ranks.enabled else ""
     val = f"{n_val} val"
@@ -204,6 +217,7 @@ def fit(cfg: Config, prepared: Path = PREPARED) -> None:
     with live as log:
         log.step = run.first - 1
         for epoch in range(run.first, t.epochs + 1):
+            freeze_encoder(run, epoch)
             train_stats = train_one_epoch(run.step, run.loader, epoch)
             sync_buffers(run.session.model, ranks)  # batch-norm statistics: rank 0's everywhere, as saved
             val_stats, gallery = validate_epoch(run, epoch)
@@ -219,6 +233,15 @@ def fit(cfg: Config, prepared: Path = PREPARED) -> None:
     save_best(run, best)
     del run, live  # DDP's reducer must go before its process group, or gloo aborts at exit
     teardown(ranks)
+
+
+def freeze_encoder(run: Run, epoch: int) -> None:
+    """train.freeze_encoder_epochs: the encoder frozen for the first epochs, then trained (from the
+    epoch alone, so a resumed run freezes and releases where an uninterrupted one does)."""
+    frozen = epoch <= run.cfg.train.freeze_encoder_epochs
+    if frozen != run.session.model.frozen:  # a fresh network starts unfrozen: the first epoch says it too
+        run.say(f"train: encoder {'frozen' if frozen else 'released'} from epoch {epoch}")
+    run.session.model.freeze_encoder(frozen)
 
 
 def validate_epoch(run: Run, epoch: int) -> tuple[dict | None, Gallery | None]:

@@ -16,10 +16,26 @@ import torch
 from torch.optim import lr_scheduler
 
 
+def parameter_groups(model: torch.nn.Module, lr: float, encoder_lr: float) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: all in one, or (train.encoder_lr != 1) the rest, then the
+    encoder's at lr * encoder_lr (the first group's rate is the one train logs)."""
+    encoder: Any = getattr(model, "encoder")  # noqa: B009  (MultiOutputNet's)
+    if encoder_lr == 1:
+        return [{"params": list(model.parameters())}]
+    own = {id(p) for p in encoder.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in own]
+    return [{"params": rest}, {"params": list(encoder.parameters()), "lr": lr * encoder_lr}]
+
+
 def make_optimizer(
-    name: str, params: Iterable[torch.nn.Parameter], lr: float, momentum: float, weight_decay: float
+    name: str,
+    params: Iterable[torch.nn.Parameter] | list[dict[str, Any]],
+    lr: float,
+    momentum: float,
+    weight_decay: float,
 ) -> torch.optim.Optimizer:
-    """One of cnn_factory.config.OPTIMIZERS; momentum applies to sgd and rmsprop."""
+    """One of cnn_factory.config.OPTIMIZERS; momentum applies to sgd and rmsprop; `params` may be
+    parameter groups (a group's own "lr" overrides `lr`)."""
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "rmsprop":
@@ -55,7 +71,8 @@ class Schedule:
         self.sched: Any
         self.warm: lr_scheduler.LambdaLR | None = None
         if name == "onecycle":
-            self.sched = lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
+            peaks = [group.get("lr", lr) for group in optimizer.param_groups]  # one per group: encoder_lr's
+            self.sched = lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=epochs * steps_per_epoch)
         elif name == "plateau":
             self.sched = lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=step_epochs)
             self.warm = lr_scheduler.LambdaLR(optimizer, warm) if self.warmup else None
