@@ -10,8 +10,9 @@ their own size (masks thresholded at 0.5 after bringing the probabilities to the
 dice pooled over all test pixels, and the mean of the images' dice):
 
 - cnn-factory, `inputs.image.mode: patch`, a mask only: the train and evaluate stages as DVC runs
-  them, a UNet of depth 3 with 8 filters at the top (a training step costs about what MONAI's UNet
-  below costs: 69 and 65 patches/s on a 2-core build machine, forward and backward at batch 16).
+  them, a UNet of depth 3 with 4 filters at the top, whose training step costs what MONAI's UNet
+  below costs (184 and 197 patches/s on a quiet 2-core build machine, forward, backward and the
+  optimiser at batch 16); and with 8 filters (125 patches/s), what more capacity buys.
 - the same with the image-level outputs beside the mask: `density` (a category) and `count` (a number).
 - cnn-factory, `mode: resize` to 64x64, all three outputs, the same epochs (its epochs see each
   image once): the image-level outputs' reference.
@@ -61,7 +62,7 @@ OUTPUTS = {
 
 
 def params(
-    data: Path, mode: str, size: int, epochs: int, patches: int | None, batch: int, filters: int = 8,
+    data: Path, mode: str, size: int, epochs: int, patches: int | None, batch: int, filters: int = 4,
     outputs: tuple[str, ...] = ("cells", "density", "count"),
 ) -> dict:  # fmt: skip
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -257,6 +258,7 @@ def main() -> None:
             make_cells(data, args.rows, (256, 384), seed=0)
             shape = (args.size, args.epochs, args.patches, args.batch)
             results["patch_mask"] = ours(Path(tmp) / "mask", params(data, "patch", *shape, outputs=("cells",)))
+            results["patch_mask_f8"] = ours(Path(tmp) / "mask8", params(data, "patch", *shape, 8, outputs=("cells",)))
             results["patch"] = ours(Path(tmp) / "patch", params(data, "patch", *shape))
             results["resize64"] = ours(Path(tmp) / "resize", params(data, "resize", 64, args.epochs, None, args.batch))
             split = json.loads((Path(tmp) / "patch" / "data" / "prepared" / "manifest.json").read_text())["splits"]
@@ -302,6 +304,7 @@ def report(results: dict, size: int) -> None:
         print(f"{head} {'training':>9} {'patches':>8}")
         names = {
             "patch_mask": f"cnn-factory patch {size}, mask only",
+            "patch_mask_f8": "the same, 8 filters",
             "patch": f"cnn-factory patch {size}, mask + image-level",
             "resize64": "cnn-factory resize 64, mask + image-level",
             "monai": f"MONAI patch {size}, same patches",

@@ -114,3 +114,11 @@ def test_class_weights_by_hand():
     p0 = math.e / (math.e + 1)
     expected = (1 * -math.log(p0) + 3 * -math.log(1 - p0)) / 4
     assert make_loss(s)(logits, target).item() == pytest.approx(expected)
+
+
+def test_class_losses_of_volumes_equal_those_of_their_slices_side_by_side():
+    from cnn_factory.losses import class_ce_dice_loss
+
+    logits, target = torch.randn(2, 3, 4, 8, 8), torch.randint(0, 3, (2, 4, 8, 8))
+    flat = class_ce_dice_loss(logits.reshape(2, 3, 32, 8), target.reshape(2, 32, 8))
+    assert torch.allclose(class_ce_dice_loss(logits, target), flat)

@@ -91,3 +91,50 @@ def test_shape_knobs(norm, upsample, skip):
 def test_filters_list_must_match_depth():
     with pytest.raises(ValueError, match="expected depth"):
         MultiOutputNet(3, 2, [4, 8], OUTPUTS)
+
+
+VOLUME_OUTPUTS = {
+    "organ": {"type": "segmentation", "size": [8, 16, 16]},
+    "tissue": {"type": "segmentation", "size": [8, 16, 16], "labels": {"organ": [1], "tumour": [2]}},
+    "grade": {"type": "category", "classes": ["low", "high"]},
+    "volume_ml": {"type": "numeric", "mean": 3.0, "std": 1.5},
+}
+
+
+@pytest.mark.parametrize("upsample, norm", [("bilinear", "batch"), ("transpose", "group")])
+def test_the_same_network_takes_volumes(upsample, norm):
+    """dims 3: one encoder, a decoder per mask and pooled heads, over (B, C, D, H, W)."""
+    model = MultiOutputNet(2, 2, 4, VOLUME_OUTPUTS, norm=norm, upsample=upsample, dims=3)
+    out = model(torch.randn(2, 2, 8, 16, 16))
+    assert out["organ"].shape == (2, 8, 16, 16) and out["tissue"].shape == (2, 3, 8, 16, 16)
+    assert out["grade"].shape == (2, 2) and out["volume_ml"].shape == (2,)
+    sum(v.float().mean() for v in out.values()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    assert convs and all(isinstance(m, torch.nn.Conv3d) for m in convs)
+    with pytest.raises(ValueError, match="8x16x10 pixels: every side must be divisible by 4"):
+        model(torch.randn(1, 2, 8, 16, 10))
+
+
+def test_a_volume_model_file_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = MultiOutputNet(1, 2, 4, VOLUME_OUTPUTS, dims=3).eval()
+    args = {"in_channels": 1, "depth": 2, "filters": 4, "outputs": VOLUME_OUTPUTS, "dims": 3}
+    save_model(tmp_path / "scan.pt", model, args, {})
+    again, _ = load_model(tmp_path / "scan.pt")
+    x = torch.randn(1, 1, 8, 16, 16)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model(x).values(), again(x).values()))
+
+
+def test_class_masks_of_volumes_take_their_classes_from_the_channel_axis():
+    from cnn_factory.outputs import make_output
+
+    tissue = make_output("tissue", type="segmentation", column="labels", labels={"organ": [1], "tumour": [2]})
+    tissue = tissue.model_copy(update={"size": (8, 16, 16)})
+    logits = torch.randn(2, 3, 8, 16, 16)
+    probabilities = tissue.probabilities(logits)
+    assert torch.allclose(probabilities.sum(1), torch.ones(2, 8, 16, 16))
+    assert torch.equal(tissue.predicted_mask(probabilities), logits.argmax(1).to(torch.uint8))
+    image = tissue.model_copy(update={"size": (16, 16)})
+    assert torch.allclose(image.probabilities(logits[:, :, 0]).sum(1), torch.ones(2, 16, 16))

@@ -268,7 +268,7 @@ def test_dvc_repro_in_patch_mode_scores_at_native_resolution(tmp_path):
     assert model["inputs"]["image"]["mode"] == "patch" and len(model["images"]["median"]) == 2
     assert (repo / "dvclive" / "plots" / "images" / "cells" / "2.png").is_file()
     # epochs validated on fixed patches; the saved model's record: its whole val images, as evaluate scores
-    assert "(256 patches per validation; the whole images for the saved model)" in result.stdout
+    assert "(64 patches per validation; the whole images for the saved model)" in result.stdout
     net, model_file = ModelFile.load(repo / "models" / "example.pt")
     folder = repo / "data" / "prepared" / "val"
     cfg = parse_params(yaml.safe_load((repo / "params.yaml").read_text()))

@@ -54,16 +54,16 @@ def test_the_batch_follows_the_memory_budget():
 def test_patch_mode_validation_is_costed_and_proposed():
     large = np.full((4, 2), 1024)  # 1024 px images, 128 px windows: 15 x 15 windows each
     rows = validation_rows(large, 128, 40, 512)
-    assert rows[0][:2] == ("train.val_patches", 256) and "~9000 windows, 586% of an epoch's training" in rows[0][2]
-    assert len(rows) == 1  # 256 patches and 40 views are 19% of the epoch: every epoch
-    small = validation_rows(np.full((4, 2), 160), 128, 10, 512)  # 4 windows per image: 40 in all, 3%
+    assert rows[0][:2] == ("train.val_patches", 208) and "~9000 windows, 352% of an epoch's training" in rows[0][2]
+    assert len(rows) == 1 and "cost 10%" in rows[0][2]  # 208 patches and 40 views against 512 x 5: every epoch
+    small = validation_rows(np.full((4, 2), 160), 128, 10, 512)  # 4 windows per image: 40 in all, 2%
     assert small == [("train.val_patches", 0, small[0][2])] and "cheap enough" in small[0][2]
     short = dict((k, v) for k, v, _ in validation_rows(large, 128, 40, 32))  # an epoch of 32 patches
-    assert short["train.val_patches"] == 16 and short["train.val_every"] == 4  # 56 forwards against 96
+    assert short["train.val_patches"] == 32 and short["train.val_every"] == 5  # 72 forwards against 160
     fp = Fingerprint(100, large, 1, (0, 255), {"m": 0.01}, {"m": 10.0}, {})
     outputs = {"m": type("Mask", (), {"spatial": True})()}
     proposed = dict((k, v) for k, v, _ in propose(fp, 4 * 2**30, outputs, val_share=0.1, epoch_patches=512))
-    assert proposed["inputs.*.mode"] == "patch" and proposed["train.val_patches"] == 256
+    assert proposed["inputs.*.mode"] == "patch" and proposed["train.val_patches"] == 240  # 10 val images
 
 
 @pytest.mark.slow

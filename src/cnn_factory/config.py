@@ -205,7 +205,7 @@ class TrainConfig(Strict):
         0.33, ge=0, le=1, description="patch mode: share of each batch centred on a mask's foreground"
     )
     val_patches: int = Field(
-        256, ge=0, description="patch mode: fixed validation patches scored per validation; 0: whole images"
+        64, ge=0, description="patch mode: fixed validation patches scored per validation; 0: whole images"
     )
     view_share: float = Field(
         0.5,

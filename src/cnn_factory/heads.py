@@ -2,7 +2,7 @@
 
 Every head takes the encoder's features (a list, full resolution first) and returns logits:
 a UNet decoder (B, H, W) for a mask or (B, K, H, W) for a class mask, pooled linear layers (B, K)
-for classes and (B,) for a number.
+for classes and (B,) for a number; of volumes alike, with a depth axis before H.
 """
 
 from __future__ import annotations
@@ -11,23 +11,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnn_factory.layers import conv_block
+from cnn_factory.layers import SPATIAL, conv_block
 
 
 class UpBlock(nn.Module):
     """One decoder level: upsample the deeper feature, join the encoder's feature of this level, convolve."""
 
-    def __init__(self, deep: int, shallow: int, norm: str, upsample: str, join: str):
+    def __init__(self, deep: int, shallow: int, norm: str, upsample: str, join: str, dims: int = 2):
         super().__init__()
         self.join = join
         self.up: nn.Module
+        spatial = SPATIAL[dims]
         if upsample == "transpose":
-            self.up = nn.ConvTranspose2d(deep, shallow, 2, stride=2)
-        else:  # bilinear, then a 1x1 convolution to the encoder feature's width
+            self.up = spatial.transpose(deep, shallow, 2, stride=2)
+        else:  # bilinear (trilinear), then a 1x1 convolution to the encoder feature's width
             self.up = nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Conv2d(deep, shallow, 1)
+                nn.Upsample(scale_factor=2, mode=spatial.interpolation, align_corners=False),
+                spatial.conv(deep, shallow, 1),
             )
-        self.conv = conv_block(2 * shallow if join == "concat" else shallow, shallow, norm)
+        self.conv = conv_block(2 * shallow if join == "concat" else shallow, shallow, norm, dims=dims)
 
     def forward(self, x: torch.Tensor, encoded: torch.Tensor | None) -> torch.Tensor:
         x = self.up(x)  # (B, shallow channels, 2h, 2w)
@@ -50,7 +52,7 @@ class UNetDecoder(nn.Module):
     def __init__(
         self,
         channels: list[int],
-        size: tuple[int, int],
+        size: tuple[int, ...],
         norm: str,
         upsample: str,
         join: str,
@@ -59,27 +61,30 @@ class UNetDecoder(nn.Module):
     ):
         super().__init__()
         self.size, self.classes = tuple(size), classes
+        dims = len(self.size)  # 2: an image's mask, 3: a volume's
         self.blocks = nn.ModuleList(
-            UpBlock(deep, shallow, norm, upsample, join) for deep, shallow in zip(channels[:0:-1], channels[-2::-1])
+            UpBlock(deep, shallow, norm, upsample, join, dims)
+            for deep, shallow in zip(channels[:0:-1], channels[-2::-1])
         )
         widths = [channels[0]]
         while stride > 1:
             widths.append(max(widths[-1] // 2, 16))
             stride //= 2
         self.finish = nn.ModuleList(
-            UpBlock(deep, shallow, norm, upsample, "none") for deep, shallow in zip(widths, widths[1:])
+            UpBlock(deep, shallow, norm, upsample, "none", dims) for deep, shallow in zip(widths, widths[1:])
         )
-        self.head = nn.Conv2d(widths[-1], classes or 1, 1)
+        self.head = SPATIAL[dims].conv(widths[-1], classes or 1, 1)
+        self.interpolation = SPATIAL[dims].interpolation
 
     @classmethod
     def from_options(
-        cls, channels: list[int], size: tuple[int, int] | list[int], options: dict, classes: int = 0
+        cls, channels: list[int], size: tuple[int, ...] | list[int], options: dict, classes: int = 0
     ) -> UNetDecoder:
         """The decoder a mask kind builds from MultiOutputNet's options (norm, upsample, skip, stride)."""
         o = options
         return cls(
             channels,
-            (int(size[0]), int(size[1])),
+            tuple(int(n) for n in size),
             o["norm"],
             o["upsample"],
             o["skip"],
@@ -93,18 +98,19 @@ class UNetDecoder(nn.Module):
             x = block(x, encoded)
         for block in self.finish:  # (B, C, H / stride, W / stride) -> (B, C', H, W)
             x = block(x, None)
-        logits = self.head(x)  # (B, classes or 1, H, W)
-        if logits.shape[-2:] != self.size:
-            logits = F.interpolate(logits, size=self.size, mode="bilinear", align_corners=False)
+        logits = self.head(x)  # (B, classes or 1, *size)
+        if tuple(logits.shape[2:]) != self.size:
+            logits = F.interpolate(logits, size=self.size, mode=self.interpolation, align_corners=False)
         return logits if self.classes else logits.squeeze(1)
 
 
 class ClassHead(nn.Module):
     """Class logits (B, K) from the deepest feature, average-pooled."""
 
-    def __init__(self, cin: int, classes: int, dropout: float = 0.0):
+    def __init__(self, cin: int, classes: int, dropout: float = 0.0, dims: int = 2):
         super().__init__()
-        self.linear = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, classes))
+        pool = SPATIAL[dims].average(1)
+        self.linear = nn.Sequential(pool, nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, classes))
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.linear(features[-1])
@@ -113,9 +119,10 @@ class ClassHead(nn.Module):
 class NumericHead(nn.Module):
     """Predicts in the target's units: a linear z-score rescaled by the training split's mean/std."""
 
-    def __init__(self, cin: int, mean: float = 0.0, std: float = 1.0, dropout: float = 0.0):
+    def __init__(self, cin: int, mean: float = 0.0, std: float = 1.0, dropout: float = 0.0, dims: int = 2):
         super().__init__()
-        self.linear = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, 1))
+        pool = SPATIAL[dims].average(1)
+        self.linear = nn.Sequential(pool, nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, 1))
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
 

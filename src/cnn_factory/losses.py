@@ -52,9 +52,9 @@ def class_cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor) -> torc
 
 def class_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
     """1 - soft dice per image and class, averaged over the K classes (background left out) and the
-    images; logits (B, K + 1, H, W), target (B, H, W) class indices."""
+    images; logits (B, K + 1, *spatial), target (B, *spatial) class indices."""
     prob = logits.softmax(1)[:, 1:].flatten(2)  # (B, K, H * W)
-    classes = torch.arange(1, logits.shape[1], device=target.device).view(1, -1, 1, 1)
+    classes = torch.arange(1, logits.shape[1], device=target.device).view(1, -1, *[1] * (target.ndim - 1))
     truth = (target[:, None] == classes).flatten(2).to(prob.dtype)  # one-hot of the classes, (B, K, H * W)
     intersection = (prob * truth).sum(2)
     return (1 - (2 * intersection + eps) / (prob.sum(2) + truth.sum(2) + eps)).mean()

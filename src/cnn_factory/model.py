@@ -23,21 +23,23 @@ from cnn_factory.atomic import replace_file
 from cnn_factory.config import Config, InputSpec, input_spec
 from cnn_factory.encoders import UNET, TimmEncoder
 from cnn_factory.errors import UserError
-from cnn_factory.layers import conv_block
+from cnn_factory.layers import SPATIAL, conv_block
 from cnn_factory.outputs import Output, from_definition, kind
 
 FORMAT = "cnn-factory/2"  # /2: one `heads` dict, built by the output kinds
 
 
 class Encoder(nn.Module):
-    """UNet encoder: returns the features of every level, full resolution first."""
+    """UNet encoder: returns the features of every level, full resolution first (of images, or of
+    volumes with dims 3)."""
 
-    def __init__(self, in_channels: int, channels: list[int], norm: str, dropout: float):
+    def __init__(self, in_channels: int, channels: list[int], norm: str, dropout: float, dims: int = 2):
         super().__init__()
         self.channels = channels
-        self.levels = nn.ModuleList([conv_block(in_channels, channels[0], norm)])
+        self.levels = nn.ModuleList([conv_block(in_channels, channels[0], norm, dims=dims)])
         for cin, cout in zip(channels, channels[1:]):
-            self.levels.append(nn.Sequential(nn.MaxPool2d(2), conv_block(cin, cout, norm, dropout)))
+            pool = SPATIAL[dims].max_pool(2)
+            self.levels.append(nn.Sequential(pool, conv_block(cin, cout, norm, dropout, dims)))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
@@ -76,19 +78,22 @@ class MultiOutputNet(nn.Module):
         upsample: str = "bilinear",
         skip: str = "concat",
         encoder: str = UNET,
+        dims: int = 2,
     ):
         super().__init__()
-        self.outputs = outputs
+        self.outputs, self.dims = outputs, dims
         self.encoder: Encoder | TimmEncoder
         if encoder == UNET:
             channels, stride = level_channels(depth, filters), 1
-            self.encoder = Encoder(in_channels, channels, norm, dropout)
+            self.encoder = Encoder(in_channels, channels, norm, dropout, dims)
             self.multiple, self.divisor = 2**depth, "2**depth); resize the input or lower the depth"
+        elif dims != 2:
+            raise ValueError(f"model.encoder {encoder}: timm's encoders take images; volumes need unet")
         else:  # timm's levels start at a stride of 2 or 4: the decoders upsample that factor at the end
             self.encoder = TimmEncoder(encoder, in_channels)
             channels, stride = self.encoder.channels, self.encoder.strides[0]
             self.multiple, self.divisor = self.encoder.strides[-1], f"{encoder}'s largest stride); resize the input"
-        options = {"norm": norm, "dropout": dropout, "upsample": upsample, "skip": skip, "stride": stride}
+        options = {"norm": norm, "dropout": dropout, "upsample": upsample, "skip": skip, "stride": stride, "dims": dims}
         self.heads = nn.ModuleDict({n: kind(o).build_head(o, channels, options) for n, o in outputs.items()})
         self.spatial = [n for n, o in outputs.items() if kind(o).spatial]  # masks; the rest: per image
         self.frozen = False  # freeze_encoder(): the encoder neither learns nor updates its statistics
@@ -107,14 +112,14 @@ class MultiOutputNet(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor, views: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """x (B, C, H, W) normalised -> {name: logits}. With `views` (V, C, H, W) (patch training), masks
-        come from x (patches) and image-level outputs from the views (whole images resized to the same
-        size): one encoder pass over both, so batch-norm sees in training the mix it sees in its
-        running statistics."""
+        """x (B, C, H, W) normalised -> {name: logits} (volumes: (B, C, D, H, W)). With `views`
+        (V, C, H, W) (patch training), masks come from x (patches) and image-level outputs from the
+        views (whole images resized to the same size): one encoder pass over both, so batch-norm sees
+        in training the mix it sees in its running statistics."""
         for t in (x, views):
-            if t is not None and (t.shape[-2] % self.multiple or t.shape[-1] % self.multiple):
+            if t is not None and any(n % self.multiple for n in t.shape[2:]):
                 raise ValueError(
-                    f"input of {t.shape[-2]}x{t.shape[-1]} pixels: height and width must be divisible by "
+                    f"input of {'x'.join(str(n) for n in t.shape[2:])} pixels: every side must be divisible by "
                     f"{self.multiple} ({self.divisor}"
                 )
         if views is None or len(self.spatial) == len(self.heads):
@@ -138,6 +143,7 @@ def model_args(cfg: Config, manifest: dict) -> dict:
         "upsample": m.upsample,
         "skip": m.skip,
         "encoder": m.encoder,
+        "dims": len(cfg.first_input.size),  # 2: images; model files without it are of images
     }
 
 

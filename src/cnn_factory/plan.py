@@ -199,23 +199,23 @@ def propose(
 
 def validation_rows(sizes: np.ndarray, patch: int, val_images: int, epoch_patches: int) -> list[tuple]:
     """Patch mode: what validating the whole images every epoch would cost against the epoch's
-    training, counted in forward passes (a training patch ~3: forward and backward), and the
-    validation proposed for that cost."""
+    training, counted in forward passes (a training patch ~5: forward, backward and the optimiser,
+    measured on CPU in benchmarks/large.py), and the validation proposed for that cost."""
     stride = patch // 2  # sliding windows overlap by half, as predict and evaluate slide them
     per_image = np.mean([np.prod([math.ceil(max(n - patch, 0) / stride) + 1 for n in hw]) for hw in sizes])
-    windows, train = per_image * val_images, 3 * epoch_patches
+    windows, train = per_image * val_images, 5 * epoch_patches
     whole = (
         f"the whole {val_images} val images are ~{windows:.0f} windows, {windows / train:.0%} of an epoch's training"
     )
     if windows <= 0.1 * train:
         return [("train.val_patches", 0, f"{whole}: cheap enough to validate them every epoch")]
-    # 256 patches, or what keeps validation within 30% of the epoch (at least 16)
-    count = 256 if 256 + val_images <= 0.3 * train else max(16, _multiple(0.3 * train - val_images, 16))
+    # what keeps validation (patches and the views) near 10% of the epoch: 32 to 256 patches
+    count = int(np.clip(_multiple(0.1 * train - val_images, 16), 32, 256))
     cost = (count + val_images) / train
     rows = [("train.val_patches", count, f"{whole}; {count} fixed val patches and the views cost {cost:.0%}")]
-    if cost > 0.3:
-        every = math.ceil(cost / 0.15)
-        rows.append(("train.val_every", every, f"short epochs: validating every {every} keeps it near 15%"))
+    if cost > 0.2:
+        every = math.ceil(cost / 0.1)
+        rows.append(("train.val_every", every, f"short epochs: validating every {every} keeps it near 10%"))
     return rows
 
 

@@ -145,7 +145,7 @@ class CategoryOutput(CategoryRows, Output):
     def build_head(cls, args: dict[str, Any], channels: list[int], options: dict[str, Any]) -> nn.Module:
         from cnn_factory.heads import ClassHead
 
-        return ClassHead(channels[-1], len(args["classes"]), options["dropout"])
+        return ClassHead(channels[-1], len(args["classes"]), options["dropout"], options.get("dims", 2))
 
     def make_loss(self, stats: dict[str, float]) -> LossFn:
         from cnn_factory.losses import cross_entropy_loss

@@ -113,11 +113,16 @@ class ClassMaskOutput(ClassMaskRows, Output):
         return tuple(v for values in self.labels.values() for v in values)
 
     # --- evaluation ---
+    @property
+    def class_axis(self) -> int:
+        """The K + 1 class channels' axis, counted from the end: before the mask's 2 or 3 spatial axes."""
+        return -1 - len(self.size or (0, 0))
+
     def predicted_mask(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-        """The most probable class per pixel (`threshold` does not apply): (..., K + 1, H, W) -> (..., H, W)."""
+        """The most probable class per pixel (`threshold` does not apply): (..., K + 1, *size) -> (..., *size)."""
         import torch
 
-        return probabilities.argmax(-3).to(torch.uint8)
+        return probabilities.argmax(self.class_axis).to(torch.uint8)
 
     def true_mask(self, target: torch.Tensor) -> torch.Tensor:
         import torch
@@ -185,9 +190,8 @@ class ClassMaskOutput(ClassMaskRows, Output):
         return ClassOverlapCounts(self.classes, device)
 
     # --- predict and export ---
-    @staticmethod
-    def probabilities(logits: torch.Tensor) -> torch.Tensor:
-        return logits.softmax(dim=-3)  # over the K + 1 channels of (..., K + 1, H, W)
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return logits.softmax(dim=self.class_axis)  # over the K + 1 channels of (..., K + 1, *size)
 
     @staticmethod
     def to_logits(probabilities: torch.Tensor) -> torch.Tensor:

@@ -79,7 +79,9 @@ class NumericOutput(NumberRows, Output):
     def build_head(cls, args: dict[str, Any], channels: list[int], options: dict[str, Any]) -> nn.Module:
         from cnn_factory.heads import NumericHead
 
-        return NumericHead(channels[-1], args.get("mean", 0.0), args.get("std", 1.0), options["dropout"])
+        return NumericHead(
+            channels[-1], args.get("mean", 0.0), args.get("std", 1.0), options["dropout"], options.get("dims", 2)
+        )
 
     def make_loss(self, stats: dict[str, float]) -> LossFn:
         from cnn_factory.losses import scaled_loss
