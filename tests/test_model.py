@@ -138,3 +138,20 @@ def test_class_masks_of_volumes_take_their_classes_from_the_channel_axis():
     assert torch.equal(tissue.predicted_mask(probabilities), logits.argmax(1).to(torch.uint8))
     image = tissue.model_copy(update={"size": (16, 16)})
     assert torch.allclose(image.probabilities(logits[:, :, 0]).sum(1), torch.ones(2, 16, 16))
+
+
+def test_a_volume_network_exports_to_torchscript_and_onnx(tmp_path):
+    from cnn_factory.export import OrderedOutputs, write_onnx
+
+    torch.manual_seed(0)
+    wrapped = OrderedOutputs(MultiOutputNet(1, 2, 4, VOLUME_OUTPUTS, dims=3)).eval()
+    x = torch.randn(2, 1, 8, 16, 16)
+    with torch.no_grad():
+        expected = wrapped(x)
+        traced = torch.jit.trace(wrapped, x)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(traced(x), expected))
+    onnxruntime = pytest.importorskip("onnxruntime")
+    write_onnx(wrapped, x, tmp_path / "scan.onnx")
+    got = onnxruntime.InferenceSession(str(tmp_path / "scan.onnx")).run(None, {"x": x.numpy()})
+    assert [g.shape for g in got] == [tuple(e.shape) for e in expected]
+    assert all(torch.allclose(torch.from_numpy(g), e, atol=1e-4) for g, e in zip(got, expected))

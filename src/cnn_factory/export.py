@@ -88,7 +88,7 @@ def export_model(model_path: str, fmt: str, out: str | None = None, batch_size: 
         if fmt == "torchscript":
             torch.jit.trace(wrapped, example).save(str(target))
         else:
-            _export_onnx(wrapped, example, target)
+            write_onnx(wrapped, example, target)
     side = sidecar(model_file, wrapped.names, fmt, target.name)
     side_path = target.with_name(target.name + ".json")
     side_path.write_text(json.dumps(side, indent=2) + "\n")
@@ -96,7 +96,8 @@ def export_model(model_path: str, fmt: str, out: str | None = None, batch_size: 
     return target
 
 
-def _export_onnx(wrapped: OrderedOutputs, example: torch.Tensor, target: Path) -> None:
+def write_onnx(wrapped: OrderedOutputs, example: torch.Tensor, target: Path) -> None:
+    """`wrapped` traced on `example` into an ONNX file, the batch axis dynamic."""
     try:
         import onnx  # noqa: F401  (torch's exporter needs it to write the file)
     except ImportError:
