@@ -301,8 +301,8 @@ def save_best(run: Run, best: dict[str, float]) -> None:
     if not run.ranks.main:
         return
     val = {k: v for k, v in best.items() if k != "epoch"}
-    save_model(cfg.model.path, session.model, run.args, {**run.meta, "epoch": best["epoch"], "val": val,
-               "init_from": run.source})  # fmt: skip
+    record = {"epoch": best["epoch"], "val": val, "init_from": run.source}
+    save_model(cfg.model.path, session.model, run.args, {**run.meta, **record})
     save_checkpoint(run.ckpt, {"key": run.key, "epoch": session.early.best_epoch, "complete": True})
     line = f"train: best {es.metric} {session.early.best:.4f} at epoch {session.early.best_epoch}"
     print(f"{line}, model saved to {cfg.model.path}")

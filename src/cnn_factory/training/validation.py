@@ -163,8 +163,12 @@ class SampledValidation:
     ):
         self.outputs, self.batch_size, self.amp, self.ranks = outputs, batch_size, amp, ranks
         self.stats = model_file.normalisation(device)
-        patches = PatchSplit(folder, list(model_file.inputs), outputs, model_file.first.size)
-        self.spatial, self.whole = patches.spatial, patches.whole
+        self.spatial = [n for n, o in outputs.items() if o.spatial]
+        self.whole = [n for n, o in outputs.items() if not o.spatial]
+        # the masks only: the image-level outputs are scored on every image's view below, not per patch
+        patches = PatchSplit(
+            folder, list(model_file.inputs), {n: outputs[n] for n in self.spatial}, model_file.first.size
+        )
         # drawn once, as training draws (foreground share included): the same patches every epoch
         batches = PatchBatches(
             patches.shapes, patches.foreground, patches.patch, count, batch_size, foreground,
