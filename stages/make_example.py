@@ -3,7 +3,8 @@
     python -m stages.make_example [--out data/example]
 
 Reads params.yaml `example` (rows, size, seed); writes images/, labels/ and data.csv
-(see cnn_factory/data/example.py for what the images show).
+(see cnn_factory/data/example.py for what the images show). A `size` of three numbers
+[depth, height, width] writes scans instead (NIfTI; cnn_factory/data/volumes_example.py).
 """
 
 import argparse
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from cnn_factory.config import load_params
 from cnn_factory.data.example import make_example
+from cnn_factory.data.volumes_example import make_volume_example
 from cnn_factory.errors import run_stage
 
 
@@ -19,7 +21,13 @@ def main() -> None:
     parser.add_argument("--out", default="data/example", help="folder to write (default: %(default)s)")
     args = parser.parse_args()
     ex = load_params().example
-    make_example(Path(args.out), ex.rows, ex.size, ex.seed)
+    if len(ex.size) == 3:
+        d, h, w = ex.size
+        make_volume_example(Path(args.out), ex.rows, (d, h, w), ex.seed)
+        print(f"example: wrote {ex.rows} scans to {args.out}")
+        return
+    h, w = ex.size
+    make_example(Path(args.out), ex.rows, (h, w), ex.seed)
     print(f"example: wrote {ex.rows} images to {args.out}")
 
 

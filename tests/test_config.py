@@ -66,8 +66,9 @@ def test_bad_sizes(params):
     params["inputs"]["image"]["size"] = [0, 16]
     params["outputs"]["round"]["size"] = [16]
     message = _error(params)
-    assert "inputs.image.size: expected [height, width] as two positive integers, got [0, 16]" in message
-    assert "outputs.round.size: expected [height, width]" in message
+    expected = "expected [height, width] (images) or [depth, height, width] (volumes) as positive integers"
+    assert f"inputs.image.size: {expected}, got [0, 16]" in message
+    assert f"outputs.round.size: {expected}, got [16]" in message
 
 
 def test_size_must_fit_depth(params):

@@ -13,7 +13,7 @@ from skimage import io
 from cnn_factory.config import parse_params
 from cnn_factory.data.example import make_example
 from cnn_factory.data.prepare import prepare, validate_and_load, write_prepared
-from cnn_factory.data.rows import decoding_modules
+from cnn_factory.data.row_keys import decoding_modules
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import KINDS
 
@@ -363,6 +363,8 @@ def test_the_cache_key_covers_the_decoding_code_and_not_the_kinds_losses_or_plot
         "cnn_factory.data.label_maps",
         "cnn_factory.outputs.decoding",
     }
+    volumes = {m.__name__ for m in decoding_modules(volumes=True)} - hashed
+    assert volumes == {"cnn_factory.volumes", "cnn_factory.data.resample", "cnn_factory.data.volume_rows"}
     for cls in KINDS.values():  # what each kind decodes comes from decoding.py, not from its own module
         for method in ("array_field", "decode", "summary"):
             assert getattr(cls, method).__module__ == "cnn_factory.outputs.decoding", (cls.kind, method)

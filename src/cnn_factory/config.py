@@ -23,7 +23,7 @@ from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, model
 
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import KINDS, OutputDefinition
-from cnn_factory.params import Size, Strict, custom, problems, show
+from cnn_factory.params import Shape, Spacing, Strict, Window, custom, problems, show
 
 PARAMS_FILE = "params.yaml"
 SCHEMA_FILE = "params.schema.json"
@@ -34,7 +34,9 @@ WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")  # what timm reads as 
 
 class ExampleConfig(Strict):
     rows: int = Field(ge=12, description="number of generated images")
-    size: Size = Field(description="[height, width] of the generated images")
+    size: Shape = Field(
+        description="[height, width] of the generated images; [depth, height, width]: generated scans (volumes)"
+    )
     seed: int = Field(ge=0, description="generator seed: the same seed gives the same files")
 
 
@@ -74,19 +76,53 @@ def resolve_path(value: str, base: Path) -> Path:
 
 class InputSpec(Strict):
     type: Literal["image"] = Field(description="the only input type")
-    size: Size = Field(description="resize: [height, width] images are resized to; patch: the patch size")
+    size: Shape = Field(
+        description="resize: [height, width] images are resized to; patch: the patch size; "
+        "[depth, height, width]: a volume input (NIfTI, TIFF stack) and its patch size"
+    )
     channels: Literal[1, 3] = Field(description="1 (grayscale) or 3 (RGB)")
     column: str = Field("", min_length=1, description="CSV column of the file path (default: the name)")
     mode: Literal["resize", "patch"] = Field(
         "resize", description="resize: whole images at `size`; patch: patches of `size` at native resolution"
     )
     scale: float = Field(1.0, gt=0, le=4, description="patch: every image is scaled by this first (0.5 halves it)")
+    spacing: Spacing = Field(
+        "auto", description="volumes: voxel spacing in mm [depth, height, width] scans are resampled to; auto: "
+        "the training scans' median (nnU-Net's rule for strongly anisotropic scans)"
+    )  # fmt: skip
+    window: Window = Field(
+        None, description="volumes: intensities [low, high] mapped to 0..255 (e.g. CT's Hounsfield units); "
+        "null: each scan's 0.5th to 99.5th percentile"
+    )  # fmt: skip
 
     _name: str = PrivateAttr("")
 
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def volume(self) -> bool:
+        """A 3-D input: `size` is [depth, height, width]."""
+        return len(self.size) == 3
+
+    @property
+    def unused(self) -> set[str]:
+        """Keys that mean nothing for this input (an image's spacing and window): left out where it is described."""
+        return set() if self.volume else {"spacing", "window"}
+
+    @model_validator(mode="after")
+    def _volume_fields(self) -> Self:
+        if self.volume and self.mode != "patch":
+            raise custom(
+                "mode", "a volume input ([depth, height, width] size) trains on patches: use patch", key="mode"
+            )
+        if self.volume and self.scale != 1.0:
+            raise custom("scale", "volumes are resampled to `spacing`, not scaled: remove scale", key="scale")
+        if not self.volume and (self.spacing != "auto" or self.window is not None):
+            key = "spacing" if self.spacing != "auto" else "window"
+            raise custom(key, "is for volume inputs ([depth, height, width] size) only; remove it", key=key)
+        return self
 
     def named(self, name: str) -> InputSpec:
         filled = self.model_copy(update={"column": self.column or name})
@@ -95,10 +131,18 @@ class InputSpec(Strict):
 
 
 def input_spec(
-    name: str, column: str, size: tuple[int, int] | list[int], channels: int, mode: str = "resize", scale: float = 1.0
+    name: str,
+    column: str,
+    size: tuple[int, ...] | list[int],
+    channels: int,
+    mode: str = "resize",
+    scale: float = 1.0,
+    spacing: Any = "auto",
+    window: Any = None,
 ) -> InputSpec:
     """An input as a model file describes it."""
     fields = {"type": "image", "size": size, "channels": channels, "column": column, "mode": mode, "scale": scale}
+    fields |= {"spacing": spacing, "window": window} if len(size) == 3 else {}
     return InputSpec.model_validate(fields).named(name)
 
 
@@ -288,12 +332,24 @@ class Config(Strict):
                 "inputs: mode patch needs a segmentation output to train on patches; use mode resize for "
                 "image-level outputs only"
             )
+        if len({(spec.spacing, spec.window) for spec in self.inputs.values()}) > 1:
+            lines.append("inputs: all inputs are stacked as channels, so they must share spacing and window")
         multiple = 2**self.model.depth
         for name, spec in self.inputs.items():  # a timm encoder's strides are checked when train builds it
-            if not self.model.timm and (spec.size[0] % multiple or spec.size[1] % multiple):
+            if not self.model.timm and any(n % multiple for n in spec.size):
                 lines.append(
                     f"inputs.{name}.size: {list(spec.size)} must be divisible by 2**model.depth = {multiple}; "
                     "change the size or lower model.depth"
+                )
+            if self.model.timm and spec.volume:
+                lines.append(f"model.encoder: {self.model.encoder} takes images; volume inputs take the unet encoder")
+        dims = len(self.first_input.size)
+        for name, output in self.outputs.items():
+            size = getattr(output, "size", None)
+            if output.spatial and size is not None and len(size) != dims:
+                lines.append(
+                    f"outputs.{name}.size: {list(size)} has {len(size)} numbers but the input's size has {dims}; "
+                    "a mask has the input's dimensions (or leave size out)"
                 )
         for name in sorted(set(self.inputs) & set(self.outputs)):
             lines.append(f"inputs.{name} and outputs.{name}: input and output names must not overlap; rename one")
@@ -312,6 +368,11 @@ class Config(Strict):
     @property
     def first_input(self) -> InputSpec:
         return next(iter(self.inputs.values()))
+
+    @property
+    def volumes(self) -> bool:
+        """The inputs are volumes (3-D scans): `size` is [depth, height, width]."""
+        return self.first_input.volume
 
     @property
     def patch_mode(self) -> bool:

@@ -135,7 +135,7 @@ class TimmEncoder(nn.Module):
         return [f.permute(0, 3, 1, 2) for f in features] if self.channels_last else features
 
 
-def strides_error(name: str, size: tuple[int, int] | list[int], largest: int, where: str) -> str:
+def strides_error(name: str, size: tuple[int, ...] | list[int], largest: int, where: str) -> str:
     """The one line saying a size does not fit an encoder's largest stride, or '' when it does."""
     if size[0] % largest == 0 and size[1] % largest == 0:
         return ""

@@ -112,7 +112,7 @@ class Table:
             return
         output = self.outputs[name]
         pred, true = output.predicted_mask(prob).cpu().numpy(), output.true_mask(truth).cpu().numpy()
-        self.scores[name].append(output.image_scores(pred, true, self.scoring.tolerance))
+        self.scores[name].append(output.image_scores(pred, true, self.scoring.tolerance, image.spacing))
         self.worst[name].offer(self.scores[name][-1]["dice"], image.row, image.picture, pred, true)
 
     def columns(self) -> dict[str, dict[str, np.ndarray]]:

@@ -41,20 +41,30 @@ class OrderedOutputs(nn.Module):
 
 def sidecar(model_file: ModelFile, names: list[str], fmt: str, file: str) -> dict:
     """What a user of the exported file needs: input shape and normalisation, outputs in order."""
-    outputs = model_file.outputs
+    outputs, first = model_file.outputs, model_file.first
+    volume = {  # what a volume's voxels are brought to before they reach the network
+        "spacing": list(first.spacing or ()),
+        "window": list(first.window) if first.window else None,
+        "patch": list(first.size),
+        "volume": "voxels (D, H, W) resampled to `spacing` mm (cubic), intensities clipped to `window` (else each "
+        "scan's 0.5th-99.5th percentile) and scaled to 0..255, then covered by windows of `patch` voxels",
+    }
     return {
         "format": fmt,
         "file": file,
         "input": {
             "name": "x",
-            "shape": ["batch", model_file.channels, *model_file.first.size],
+            "shape": ["batch", model_file.channels, *first.size],
             "dtype": "float32",
-            "layout": "NCHW, inputs stacked as channels in this order",
+            "layout": "NCDHW, inputs stacked as channels in this order"
+            if first.volume
+            else ("NCHW, inputs stacked as channels in this order"),
             "normalise": "x = (pixels / 255 - mean) / std, per channel, pixels as uint8 RGB or grayscale",
             "inputs": {
                 n: {"column": i.column, "size": list(i.size), "channels": i.channels, "mean": i.mean, "std": i.std}
                 for n, i in model_file.inputs.items()
             },
+            **(volume if first.volume else {}),
         },
         "outputs": [
             {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 
@@ -22,14 +23,29 @@ class Spatial:
     dropout: type[nn.Dropout2d] | type[nn.Dropout3d]
     average: type[nn.AdaptiveAvgPool2d] | type[nn.AdaptiveAvgPool3d]
     interpolation: str  # F.interpolate's and nn.Upsample's linear mode
+    memory_format: torch.memory_format  # channels last: what convolutions run fastest on
 
 
 SPATIAL = {
     2: Spatial(
-        nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.MaxPool2d, nn.Dropout2d, nn.AdaptiveAvgPool2d, "bilinear"
+        nn.Conv2d,
+        nn.ConvTranspose2d,
+        nn.BatchNorm2d,
+        nn.MaxPool2d,
+        nn.Dropout2d,
+        nn.AdaptiveAvgPool2d,
+        "bilinear",
+        torch.channels_last,
     ),
     3: Spatial(
-        nn.Conv3d, nn.ConvTranspose3d, nn.BatchNorm3d, nn.MaxPool3d, nn.Dropout3d, nn.AdaptiveAvgPool3d, "trilinear"
+        nn.Conv3d,
+        nn.ConvTranspose3d,
+        nn.BatchNorm3d,
+        nn.MaxPool3d,
+        nn.Dropout3d,
+        nn.AdaptiveAvgPool3d,
+        "trilinear",
+        torch.channels_last_3d,
     ),
 }
 

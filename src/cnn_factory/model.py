@@ -158,6 +158,7 @@ def model_meta(cfg: Config, manifest: dict, normalisation: tuple[list[float], li
             "channels": s.channels,
             "mode": s.mode,
             "scale": s.scale,
+            **({"spacing": manifest["spacing"], "window": s.window} if s.volume else {}),
             **manifest["inputs"][n],
         }
         for n, s in cfg.inputs.items()
@@ -167,7 +168,8 @@ def model_meta(cfg: Config, manifest: dict, normalisation: tuple[list[float], li
         for spec in inputs.values():
             spec["mean"], spec["std"] = mean[first : first + spec["channels"]], std[first : first + spec["channels"]]
             first += spec["channels"]
-    sizes = np.asarray(manifest.get("splits", {}).get("train", {}).get("sizes") or [[0, 0]]).reshape(-1, 2)
+    dims = len(cfg.first_input.size)
+    sizes = np.asarray(manifest.get("splits", {}).get("train", {}).get("sizes") or [[0] * dims]).reshape(-1, dims)
     return {
         "inputs": inputs,
         "outputs": {n: o.describe() for n, o in cfg.outputs.items()},
@@ -180,12 +182,18 @@ class InputInfo:
     """One input as the model file records it: what predict reads, and how it is normalised."""
 
     column: str
-    size: tuple[int, int]  # the network's input (resize mode) or window (patch mode), [height, width]
+    size: tuple[int, ...]  # the network's input (resize mode) or window (patch mode): (H, W), or (D, H, W)
     channels: int
     mode: str  # "resize": whole images brought to `size`; "patch": windows at `scale` x the native size
     scale: float
     mean: tuple[float, ...]  # per channel, of pixels / 255 in the training split
     std: tuple[float, ...]
+    spacing: tuple[float, ...] | None = None  # volumes: mm per (D, H, W) axis the network sees
+    window: tuple[float, float] | None = None  # volumes: intensities mapped to 0..255; None: per-scan percentiles
+
+    @property
+    def volume(self) -> bool:
+        return len(self.size) == 3
 
 
 @dataclass(frozen=True)
@@ -197,7 +205,7 @@ class ModelFile:
     inputs: dict[str, InputInfo]
     outputs: dict[str, Output]
     model_args: dict[str, Any]
-    median_size: tuple[int, int]  # the training images' own median size, (0, 0) when unknown
+    median_size: tuple[int, ...]  # the training images' own median size, zeros when unknown
     epoch: int | None = None
     val: dict[str, float] | None = None
     init_from: dict[str, str] | None = None
@@ -207,12 +215,14 @@ class ModelFile:
         inputs = {
             n: InputInfo(
                 column=i["column"],
-                size=(int(i["size"][0]), int(i["size"][1])),
+                size=tuple(int(n) for n in i["size"]),
                 channels=int(i["channels"]),
                 mode=i.get("mode", "resize"),
                 scale=float(i.get("scale", 1.0)),
                 mean=tuple(i["mean"]),
                 std=tuple(i["std"]),
+                spacing=tuple(float(v) for v in i["spacing"]) if i.get("spacing") else None,
+                window=(float(i["window"][0]), float(i["window"][1])) if i.get("window") else None,
             )
             for n, i in meta["inputs"].items()
         }
@@ -221,7 +231,7 @@ class ModelFile:
             inputs=inputs,
             outputs={name: from_definition(name, d) for name, d in meta["outputs"].items()},
             model_args=meta.get("model_args", {}),
-            median_size=(int(median[0]), int(median[1])),
+            median_size=tuple(int(n) for n in median),
             epoch=meta.get("epoch"),
             val=meta.get("val"),
             init_from=meta.get("init_from"),
@@ -248,13 +258,17 @@ class ModelFile:
 
     def input_specs(self) -> dict[str, InputSpec]:
         """The inputs as params.yaml would define them (how prepare and predict read a row's files)."""
-        return {n: input_spec(n, i.column, i.size, i.channels, i.mode, i.scale) for n, i in self.inputs.items()}
+        return {
+            n: input_spec(n, i.column, i.size, i.channels, i.mode, i.scale, i.spacing or "auto", i.window)
+            for n, i in self.inputs.items()
+        }
 
     def normalisation(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and std of the stacked inputs, shaped (1, C, 1, 1) for broadcasting."""
+        """Per-channel mean and std of the stacked inputs, shaped (1, C, 1, 1[, 1]) for broadcasting."""
+        shape = (1, -1, *[1] * len(self.first.size))
         mean = [m for i in self.inputs.values() for m in i.mean]
         std = [s for i in self.inputs.values() for s in i.std]
-        return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+        return (torch.tensor(mean, device=device).view(shape), torch.tensor(std, device=device).view(shape))
 
 
 def save_model(path: Path, model: MultiOutputNet, model_args: dict, meta: dict) -> None:

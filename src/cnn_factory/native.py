@@ -42,6 +42,7 @@ class NativeImage:
     truth: dict[str, torch.Tensor] = field(default_factory=dict)  # per mask output, (H, W) stored values
     windows: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     # patch mode, per mask output: (blended probabilities, mask) at the scale the network trained on
+    spacing: tuple[float, ...] | None = None  # a volume's own mm per (D, H, W) axis: the scores' units
 
 
 @dataclass
@@ -68,6 +69,8 @@ class SplitPass:
         self.natives = {n: RaggedArray(folder, f"{n}.native") for n in self.inputs} if native else {}
         self.native_masks = {n: RaggedArray(folder, f"{n}.native", masks=True) for n in self.spatial} if native else {}
         self.rows = rows_share(len(self.split), *share)
+        spacing = folder / "spacing.npy"  # volumes: each scan's own mm per axis
+        self.spacings = np.load(spacing).tolist() if spacing.is_file() else None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -92,7 +95,7 @@ def predict_split(
         logits = {k: v.float() for k, v in model(x).items()}
         images = []
         for k in range(len(x)):
-            image = NativeImage(row, x_raw[k])
+            image = NativeImage(row, x_raw[k], spacing=tuple(split.spacings[row]) if split.spacings else None)
             if split.patch:
                 raw = torch.cat([torch.from_numpy(split.natives[n][row].copy()) for n in split.inputs])
                 window_probs = _windows(model, raw, split, stats, batch_size, outputs, device)
@@ -101,11 +104,12 @@ def predict_split(
                     mask = torch.from_numpy(split.native_masks[n][row].copy()).to(device)
                     image.windows[n] = (window_probs[n][0], mask)
                     # the picture: the blended mask at the picture's size
-                    logits[n][k] = outputs[n].to_logits(upsample(window_probs[n][0], tuple(logits[n].shape[-2:])))
+                    at = tuple(logits[n].shape[-len(split.window) :])
+                    logits[n][k] = outputs[n].to_logits(upsample(window_probs[n][0], at))
             for n in split.spatial:
                 truth = torch.from_numpy(split.truths[n][row].copy()).to(device)
                 prob = image.windows[n][0] if split.patch else outputs[n].probabilities(logits[n][k : k + 1])[0]
-                image.probabilities[n] = upsample(prob, (int(truth.shape[0]), int(truth.shape[1])))
+                image.probabilities[n] = upsample(prob, tuple(int(s) for s in truth.shape))
                 image.truth[n] = truth
             images.append(image)
             row += 1

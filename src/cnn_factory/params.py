@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Tag, ValidationError
 from pydantic_core import PydanticCustomError
@@ -40,6 +40,64 @@ def _size(value: Any) -> tuple[int, int]:
 
 # [height, width]; YAML gives a list, the code a tuple
 Size = Annotated[tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]], BeforeValidator(_size)]
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) in (2, 3)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        return tuple(value)
+    raise PydanticCustomError(
+        "size",
+        "expected [height, width] (images) or [depth, height, width] (volumes) as positive integers, got {shown}",
+        {"shown": show(value)},
+    )
+
+
+# an image's [height, width] or a volume's [depth, height, width]
+Shape = Annotated[tuple[Annotated[int, Field(ge=1)], ...], BeforeValidator(_shape)]
+
+
+def _spacing(value: Any) -> str | tuple[float, float, float]:
+    if value == "auto":
+        return value
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        return (float(value[0]), float(value[1]), float(value[2]))
+    raise PydanticCustomError(
+        "spacing",
+        "expected auto or [depth, height, width] in mm as three positive numbers, got {shown}",
+        {"shown": show(value)},
+    )
+
+
+# a volume's target voxel spacing: auto, or mm per (depth, height, width)
+Spacing = Annotated[Literal["auto"] | tuple[float, float, float], BeforeValidator(_spacing)]
+
+
+def _window(value: Any) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        and value[0] < value[1]
+    ):
+        return (float(value[0]), float(value[1]))
+    raise PydanticCustomError(
+        "window",
+        "expected null or [low, high] intensities with low < high, e.g. [-100, 240], got {shown}",
+        {"shown": show(value)},
+    )
+
+
+Window = Annotated[tuple[float, float] | None, BeforeValidator(_window)]
 
 
 def custom(kind: str, message: str, key: str | None = None, **ctx: Any) -> PydanticCustomError:

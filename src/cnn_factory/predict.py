@@ -1,4 +1,4 @@
-"""Predicts with a trained model file on new images: masks as PNGs and one predictions.csv.
+"""Predicts with a trained model file on new images or scans: masks as PNGs (NIfTI) and one predictions.csv.
 
     cnn-factory predict models/example.pt 'photos/*.png' --out predictions [--tta]
 
@@ -9,6 +9,11 @@ back to the image's own size (bilinear) and written there as <out>/<output>/<ste
 for a boolean mask, class indices with a palette for a class mask (`Output.write_prediction`);
 <out>/predictions.csv holds per image the class and probability of each category output,
 the value of each numeric output and the mask file and coverage of each segmentation output.
+
+A volume model reads NIfTI files and TIFF stacks, resampled to its spacing as prepare resamples
+them; its masks' probabilities are brought back to each scan's own grid (trilinear) and written
+as <out>/<output>/<stem>.nii.gz with the scan's affine: 0/1 for a mask, class indices for a
+class mask.
 """
 
 from __future__ import annotations
@@ -57,9 +62,9 @@ def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str
     stems: dict[str, Path] = {}
     for item in items:
         first = next(iter(item.values()))
-        if first.stem in stems and stems[first.stem] != first:
-            raise UserError(f"{stems[first.stem]} and {first}: same file name stem; their masks would overwrite")
-        stems[first.stem] = first
+        if stem(first) in stems and stems[stem(first)] != first:
+            raise UserError(f"{stems[stem(first)]} and {first}: same file name stem; their masks would overwrite")
+        stems[stem(first)] = first
     return items
 
 
@@ -74,7 +79,7 @@ def image_size(path: Path) -> tuple[int, int]:
         return read_image(path).shape[:2]
 
 
-def warn_if_tiling_changes_scale(median: list[int], window: tuple[int, int]) -> None:
+def warn_if_tiling_changes_scale(median: list[int], window: tuple[int, ...]) -> None:
     """--tile on a model trained on whole images resized down: its windows show objects larger than it learned."""
     factor = max(median[0] / window[0], median[1] / window[1])
     if factor > 1.5:
@@ -128,18 +133,47 @@ class Predictor:
         ValueError says what is wrong."""
         return np.concatenate([read_input(sources[n], spec) for n, spec in self.inputs.items()])
 
-    def predict(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
-        """Per image, each output's probabilities (masks at the image's own size) or value."""
+    def read_scan(self, sources: dict[str, Path]) -> Scan:
+        """A volume model's inputs: each scan read and resampled as prepare does (UserError says what is wrong)."""
+        from cnn_factory.data.volume_rows import scan_voxels
+        from cnn_factory.volumes import read_volume, same_grid
+
+        voxels, first = [], None
+        for name, spec in self.inputs.items():
+            where = f"input {name!r}"
+            scan = read_volume(sources[name], where, channels=spec.channels)
+            if first is not None:
+                same_grid(first, scan, sources[name], where)
+            first = first or scan
+            assert spec.spacing != "auto"  # a model file names the spacing it was trained at
+            voxels.append(scan_voxels(scan, spec.window, spec.spacing))
+        assert first is not None
+        return Scan(np.concatenate(voxels), first.shape, first.affine)
+
+    def view(self, image: np.ndarray) -> np.ndarray:
+        """The whole image (or scan) at the input size, as prepare makes it: what image-level outputs see."""
+        if self.first.volume:
+            from cnn_factory.data.resample import to_shape
+            from cnn_factory.data.volume_rows import quantise
+
+            return quantise(to_shape(image, self.first.size, order=1))
+        return resize_image(image, self.first.size)
+
+    def predict(
+        self, images: list[np.ndarray], sizes: list[tuple[int, ...]] | None = None
+    ) -> list[dict[str, np.ndarray]]:
+        """Per image, each output's probabilities (masks at the image's own size) or value. A volume
+        model's `images` are scans at its spacing (`read_scan`), `sizes` their own (D, H, W)."""
         window = self.first.size
-        views = np.stack([resize_image(image, window) for image in images])  # whole images at the input size
+        views = np.stack([self.view(image) for image in images])  # whole images at the input size
         x, _ = to_device(torch.from_numpy(views), {}, self.device, *self.stats)
         probs = {n: list(p.float()) for n, p in predict_batch(self.model, x, self.tta, self.outputs).items()}
         spatial = [n for n, o in self.outputs.items() if o.spatial]
         for k, image in enumerate(images):
-            size = (int(image.shape[-2]), int(image.shape[-1]))
+            size = sizes[k] if sizes else (int(image.shape[-2]), int(image.shape[-1]))
             if self.tile:  # masks from windows sliding over the image at the model's scale
-                scaled = torch.from_numpy(resize_image(image, scaled_size(size, self.first.scale))[None])
-                scaled, _ = to_device(scaled, {}, self.device, *self.stats)
+                native = image if self.first.volume else resize_image(image, scaled_size(size, self.first.scale))
+                scaled, _ = to_device(torch.from_numpy(native[None]), {}, self.device, *self.stats)
                 tiled = predict_tiled(self.model, scaled, window, self.overlap, self.tta, self.batch_size, self.outputs)
                 for n in spatial:
                     probs[n][k] = tiled[n][0]
@@ -176,13 +210,15 @@ def predict_images(
         writer.writerow(["image", *(column for o in outputs.values() for column in o.prediction_columns())])
         bar = tqdm(total=len(items), desc="predict", unit="image", disable=None)
         for start in range(0, len(items), batch_size):
-            batch, images = read_batch(predictor, items[start : start + batch_size], failed)
+            batch, images, grids = read_batch(predictor, items[start : start + batch_size], failed)
             bar.update(len(items[start : start + batch_size]))
-            for item, image, values in zip(batch, images, predictor.predict(images) if images else []):
-                path, size = next(iter(item.values())), (int(image.shape[-2]), int(image.shape[-1]))
+            sizes = [size for size, _ in grids] if grids else None
+            for k, (item, values) in enumerate(zip(batch, predictor.predict(images, sizes) if images else [])):
+                path = next(iter(item.values()))
+                size, affine = grids[k] if grids else ((int(images[k].shape[-2]), int(images[k].shape[-1])), None)
                 row = [str(path)]
                 for name, o in outputs.items():
-                    row += o.write_prediction(values[name], out, path.stem, size, threshold)
+                    row += o.write_prediction(values[name], out, stem(path), size, threshold, affine)
                 writer.writerow(row)
                 written += 1
         bar.close()
@@ -196,14 +232,36 @@ def predict_images(
 
 def read_batch(
     predictor: Predictor, items: list[dict[str, Path]], failed: list[str]
-) -> tuple[list[dict[str, Path]], list[np.ndarray]]:
-    """The items that read, with their images; each that does not is added to `failed` with its reason."""
-    batch, images = [], []
+) -> tuple[list[dict[str, Path]], list[np.ndarray], list[tuple[tuple[int, ...], np.ndarray]]]:
+    """The items that read, with their images (a volume model's: scans at its spacing, and each
+    scan's own size and affine); each that does not is added to `failed` with its reason."""
+    batch, images, grids = [], [], []
     for item in items:
         try:
-            images.append(predictor.read(dict(item)))
-        except ValueError as err:
-            failed.append(f"{next(iter(item.values()))}: {err}")
+            if predictor.first.volume:
+                scan = predictor.read_scan(dict(item))
+                images.append(scan.voxels)
+                grids.append((scan.shape, scan.affine))
+            else:
+                images.append(predictor.read(dict(item)))
+        except (ValueError, UserError) as err:
+            failed.append(str(err) if isinstance(err, UserError) else f"{next(iter(item.values()))}: {err}")
             continue
         batch.append(item)
-    return batch, images
+    return batch, images, grids
+
+
+def stem(path: Path) -> str:
+    """A file's name without its extension: `scan` of scan.png and of scan.nii.gz."""
+    name = path.name
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
+
+
+@dataclass
+class Scan:
+    """A volume as a volume model reads it: (C, D', H', W') uint8 voxels at the model's spacing, and
+    the scan's own (D, H, W) and affine, which its masks are written on."""
+
+    voxels: np.ndarray
+    shape: tuple[int, ...]
+    affine: np.ndarray

@@ -27,6 +27,7 @@ from python_multipart.multipart import MultipartParseError, MultipartParser, par
 
 from cnn_factory import __version__
 from cnn_factory.device import pick_device
+from cnn_factory.errors import UserError
 from cnn_factory.predict import Predictor
 
 MAX_BYTES = 64 * 2**20  # an upload's size
@@ -55,7 +56,10 @@ class Service:
     limiter: anyio.CapacityLimiter
 
     def info(self) -> dict[str, Any]:
-        inputs = {n: {**s.model_dump(exclude={"type"}), "size": list(s.size)} for n, s in self.predictor.inputs.items()}
+        inputs = {
+            n: {**s.model_dump(mode="json", exclude={"type", *s.unused}), "size": list(s.size)}
+            for n, s in self.predictor.inputs.items()
+        }
         outputs = {n: {"kind": o.kind, **o.describe()} for n, o in self.predictor.outputs.items()}
         return {
             "model": {"file": self.model_file.name, "sha256": self.sha256},
@@ -217,6 +221,11 @@ def create_app(
     """The app serving one model file; its routes are in `add_routes`."""
     dev = pick_device(device, "--device")
     predictor = Predictor.from_model_file(model_path, dev, tta=tta)
+    if predictor.first.volume:
+        raise UserError(
+            f"{model_path}: a volume model; serve takes image models: use `cnn-factory predict {model_path} SCANS` "
+            "(NIfTI masks and predictions.csv)"
+        )
     sha256 = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
     limiter = anyio.CapacityLimiter(workers)
     service = Service(predictor, Path(model_path), sha256, threshold, max_bytes, max_pixels, limiter)

@@ -103,6 +103,26 @@ def read_volume(
     return Volume(array, spacing, affine)
 
 
+def volume_grid(path: Path, where: str) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """A volume's (D, H, W) and spacing, from a NIfTI file's header alone (a TIFF stack is read)."""
+    if not path.name.lower().endswith(NIFTI):
+        scan = read_volume(path, where)
+        return scan.shape, scan.spacing
+    import nibabel as nib
+
+    try:
+        image = nib.load(path)
+        if not isinstance(image, nib.Nifti1Image):  # NIfTI-2 images are NIfTI-1 images to nibabel
+            raise TypeError(f"a {type(image).__name__}")
+        shape = image.shape
+    except Exception as err:  # as _read_nifti: any failure means "not a readable NIfTI file"
+        raise UserError(f"{where}: {path} cannot be read as NIfTI ({type(err).__name__}: {err})") from None
+    if len(shape) < 3:
+        raise UserError(f"{where}: {path} is a 2-D image; expected a volume")
+    spacing = _nifti_spacing(path, image)
+    return (int(shape[2]), int(shape[1]), int(shape[0])), spacing
+
+
 def read_label_volume(path: Path, where: str, default_spacing: tuple[float, float, float] | None = None) -> Volume:
     """A label volume: (D, H, W) integer label values (whole-number floats, as many tools save
     label maps, become integers), its spacing and affine."""
@@ -211,15 +231,24 @@ def _read_nifti(path: Path, where: str):
             f"{where}: {path} has {data.ndim} axes {data.shape}; expected i, j, k and at most a channel axis"
         )
     data = data[..., None] if data.ndim == 3 else data
-    scale = TO_MM.get(image.header.get_xyzt_units()[0], 1.0)
+    return np.ascontiguousarray(data.transpose(3, 2, 1, 0)), _nifti_spacing(path, image), _nifti_affine(image)
+
+
+def _nifti_affine(image) -> np.ndarray:
     affine = _reorder(image.affine)
-    affine[:3] *= scale
-    spacing = tuple(float(n) for n in np.linalg.norm(affine[:3, :3], axis=0))  # each (d, h, w) step's length in mm
+    affine[:3] *= TO_MM.get(image.header.get_xyzt_units()[0], 1.0)
+    return affine
+
+
+def _nifti_spacing(path: Path, image) -> tuple[float, float, float]:
+    """mm per (D, H, W) axis: each step's length (the header's own pixdims where nibabel replaced a zero)."""
+    scale = TO_MM.get(image.header.get_xyzt_units()[0], 1.0)
+    d, h, w = np.linalg.norm(_nifti_affine(image)[:3, :3], axis=0)  # each (d, h, w) step's length in mm
     stored = _stored_header(path, image)
     if stored["sform_code"] == 0 and not all(p > 0 for p in stored["pixdim"][1:4]):
         # no sform, and the qform (or the plain scaling) takes the pixdims nibabel has set from 0 to 1
-        spacing = tuple(float(p) * scale for p in stored["pixdim"][3:0:-1])
-    return np.ascontiguousarray(data.transpose(3, 2, 1, 0)), spacing, affine
+        d, h, w = (float(p) * scale for p in stored["pixdim"][3:0:-1])
+    return float(d), float(h), float(w)
 
 
 def _gzip_ends_early(path: Path) -> bool:

@@ -32,8 +32,10 @@ from tqdm import tqdm
 from cnn_factory.config import SPLITS, Config
 from cnn_factory.data.ragged import RaggedWriter, foreground_name
 from cnn_factory.data.row_cache import CACHE_FORMAT, CachedRows, RowCache, record_dtype
-from cnn_factory.data.rows import decoding_key, load_row, native_names, pack_native, row_key, unpack_native
+from cnn_factory.data.row_keys import decode_row, decoding_key, row_key
+from cnn_factory.data.rows import native_names, pack_native, unpack_native
 from cnn_factory.data.table import Table, assign_splits, check_columns, check_root, read_table, repeated_rows
+from cnn_factory.data.volume_rows import resolve_spacing
 from cnn_factory.errors import UserError
 
 CACHE = Path("data/cache")  # decoded rows, kept between runs (dvc.yaml: persist)
@@ -55,13 +57,15 @@ class RowJob:
         key = row_key(self.table, i, self.cfg, self.defs)
         if key is not None and key in self.known:
             return key, None, [], []
-        result = load_row(self.table, i, self.cfg)
+        result = decode_row(self.table, i, self.cfg)
         if result.problems:
             return None, None, result.problems, result.missing_labels
         record = np.zeros((), self.dtype)
         record["key"] = (key or "").encode()  # no key (a file changed while read): never found again
         record["missing"] = [name in result.missing_labels for name in self.cfg.outputs]
         record["size"] = result.size
+        if self.cfg.volumes:
+            record["native"], record["spacing"] = result.native_size, result.spacing
         for name, value in result.arrays.items():
             record["arrays"][name] = value
         return key, (record.tobytes(), pack_native(result, self.cfg)), [], result.missing_labels
@@ -105,6 +109,8 @@ def validate_and_load(
     check_columns(table, cfg)
     check_root(table, cfg)
     splits = assign_splits(table, cfg.data) if split else ["test"] * len(table.rows)
+    if cfg.volumes:  # the target spacing, from the training scans' headers when auto
+        cfg = resolve_spacing(cfg, table, splits)
     repeats = repeated_rows(table, cfg, splits)
     if repeats:
         print(f"warning: {repeats}", file=sys.stderr)
@@ -117,7 +123,10 @@ def validate_and_load(
         if len(problems) > MAX_LISTED:
             shown.append(f"... and {len(problems) - MAX_LISTED} more problems")
         raise UserError(f"{len(problems)} problem(s) in the data:\n" + "\n".join(shown))
-    return table, splits, CachedRows(cache, [loc for loc in cache.compact(locations) if loc is not None])
+    rows = CachedRows(cache, [loc for loc in cache.compact(locations) if loc is not None])
+    spacing = cfg.first_input.spacing
+    rows.spacing = spacing if isinstance(spacing, tuple) else None  # volumes: resolved above
+    return table, splits, rows
 
 
 def load_rows(table: Table, cfg: Config, cache: RowCache, workers: int) -> tuple[list, list[str], dict]:
@@ -187,10 +196,15 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
             "count": len(index),
             "rows": [table.numbers[i] for i in index],
             "files": [table.rows[i][first_input] for i in index],
-            "sizes": sizes.tolist(),  # (H, W) of each row's image file
+            "sizes": sizes.tolist(),  # (H, W) of each row's image file, a volume's (D, H, W)
         }
+        if cfg.volumes:  # each scan's own spacing: the scores' millimetres
+            manifest["splits"][split]["spacing"] = [list(rows.grid(i)[1]) for i in index]
         report["rows"][split] = len(index)
-    report["images"] = image_report(cfg, np.asarray(manifest["splits"]["train"]["sizes"]).reshape(-1, 2))
+    if cfg.volumes:
+        manifest["spacing"] = report["spacing"] = list(rows.spacing or ())
+    dims = len(cfg.first_input.size)
+    report["images"] = image_report(cfg, np.asarray(manifest["splits"]["train"]["sizes"]).reshape(-1, dims))
     for spec in cfg.inputs.values():
         manifest["inputs"][spec.name] = channel_stats(arrays["train"][spec.name])
     for output in cfg.outputs.values():
@@ -211,16 +225,21 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
 
 def write_native(rows: CachedRows, index: list[int], cfg: Config, folder: Path) -> np.ndarray:
     """folder/<name>.u8 + index per array of native_names(): the rows' arrays at their image's own
-    size (data/ragged.py), copied row by row from the cache; returns the rows' (H, W)."""
-    writers = {name: RaggedWriter(folder, name) for name in native_names(cfg)}
-    sizes = np.zeros((len(index), 2), np.int64)
+    size (data/ragged.py), copied row by row from the cache; returns the rows' (H, W) or (D, H, W).
+    Volumes also get folder/spacing.npy, each scan's own spacing."""
+    dims = len(cfg.first_input.size)
+    writers = {name: RaggedWriter(folder, name, dims=dims) for name in native_names(cfg)}
+    sizes = np.zeros((len(index), dims), np.int64)
     for k, i in enumerate(index):
         size, blob = rows.native(i)
         sizes[k] = size
-        for name, array in unpack_native(blob, cfg, size).items():
+        scaled = rows.grid(i)[0] if cfg.volumes else ()
+        for name, array in unpack_native(blob, cfg, size, scaled).items():
             writers[name].append(array)
     for writer in writers.values():
         writer.close()
+    if cfg.volumes:  # each scan's own mm per (D, H, W) axis: the units of its scores
+        np.save(folder / "spacing.npy", np.array([rows.grid(i)[1] for i in index], np.float64).reshape(-1, dims))
     return sizes
 
 
@@ -233,7 +252,7 @@ def image_report(cfg: Config, sizes: np.ndarray) -> dict:
         "median": np.median(sizes, 0).astype(int).tolist(),
         "largest": sizes.max(0).tolist(),
     }
-    if cfg.patch_mode:
+    if cfg.patch_mode and not cfg.volumes:  # volumes: prepare_volumes' report says it at the target spacing
         scaled = np.round(sizes * cfg.first_input.scale)
         report["padded"] = int((scaled < np.asarray(cfg.first_input.size)).any(1).sum())
     return report
@@ -301,8 +320,10 @@ def print_report(report: dict) -> None:
     rows, images = report["rows"], report.get("images", {})
     print(f"prepare: {rows['train']} train, {rows['val']} val, {rows['test']} test rows")
     if images:
-        small, median, large = (f"{images[k][0]}x{images[k][1]}" for k in ("smallest", "median", "largest"))
-        print(f"  training images: {small} to {large}, median {median}")
+        small, median, large = ("x".join(map(str, images[k])) for k in ("smallest", "median", "largest"))
+        print(f"  training {'scans' if len(images['median']) == 3 else 'images'}: {small} to {large}, median {median}")
+    if report.get("spacing"):
+        print(f"  resampled to {' x '.join(f'{s:g}' for s in report['spacing'])} mm (depth x height x width)")
     if images.get("padded"):
         print(f"  {images['padded']} training image(s) smaller than a patch: padded with zeros around them")
     for name, stats in report["outputs"].items():

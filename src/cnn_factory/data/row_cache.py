@@ -30,13 +30,19 @@ def record_dtype(cfg: Config) -> np.dtype:
     fixed-size arrays, and where its arrays of the image's own size lie in the shard's blob."""
     fields: list[tuple] = [(s.name, np.uint8, (s.channels, *s.size)) for s in cfg.inputs.values()]
     fields += [(s.name, *s.array_field()) for s in cfg.outputs.values()]
+    dims = len(cfg.first_input.size)
     if cfg.patch_mode:  # foreground pixels of each mask, for patches that must hold some
-        fields += [(foreground_name(n), np.int32, (FOREGROUND_SAMPLES, 2)) for n, s in cfg.outputs.items() if s.spatial]
+        fields += [
+            (foreground_name(n), np.int32, (FOREGROUND_SAMPLES, dims)) for n, s in cfg.outputs.items() if s.spatial
+        ]
+    # volumes: the scan's grid at the target spacing, and its own spacing (mm per axis)
+    grid = [("native", np.int64, (dims,)), ("spacing", np.float64, (dims,))] if cfg.volumes else []
     return np.dtype(
         [
             ("key", "S32"),
             ("missing", np.bool_, (len(cfg.outputs),)),
-            ("size", np.int64, (2,)),
+            ("size", np.int64, (dims,)),
+            *grid,
             ("blob", np.int64, (2,)),  # offset and length of the row's native_names() arrays, back to back
             ("arrays", np.dtype(fields)),
         ]
@@ -204,6 +210,7 @@ class CachedRows(Sequence):
     def __init__(self, cache: RowCache, locations: list[tuple[str, int]]):
         self.cache, self.locations = cache, locations
         self.decoded, self.reused = cache.decoded, cache.reused  # rows decoded by this run / taken from the cache
+        self.spacing: tuple[float, ...] | None = None  # volumes: the target spacing the rows were resampled to
 
     def __len__(self) -> int:
         return len(self.locations)
@@ -226,8 +233,14 @@ class CachedRows(Sequence):
         arrays = records["arrays"]
         return {name: arrays[name] for name in arrays.dtype.names or ()}
 
-    def native(self, i: int) -> tuple[tuple[int, int], np.ndarray]:
-        """Row i's image size (H, W) and the bytes of its arrays of that size (see rows.unpack_native)."""
+    def native(self, i: int) -> tuple[tuple[int, ...], np.ndarray]:
+        """Row i's image size ((H, W), a volume's (D, H, W)) and the bytes of its arrays of that size
+        (see rows.unpack_native)."""
         location = self.locations[i]
         size = self.cache.record(location)["size"]
-        return (int(size[0]), int(size[1])), self.cache.blob(location)
+        return tuple(int(n) for n in size), self.cache.blob(location)
+
+    def grid(self, i: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        """A volume row's (D, H, W) at the target spacing, and its own spacing in mm."""
+        record = self.cache.record(self.locations[i])
+        return tuple(int(n) for n in record["native"]), tuple(float(v) for v in record["spacing"])

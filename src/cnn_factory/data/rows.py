@@ -9,34 +9,30 @@ row cache.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
-import skimage
 
-from cnn_factory import images
 from cnn_factory.config import Config, DataConfig, InputSpec
-from cnn_factory.data import label_maps
 from cnn_factory.data.label_maps import label_values, read_label_map
 from cnn_factory.data.ragged import foreground_name, foreground_pixels
 from cnn_factory.data.table import Table
 from cnn_factory.images import read_pixels
-from cnn_factory.outputs import Output, decoding
+from cnn_factory.outputs import Output
 
 
 @dataclass
 class RowResult:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # fixed shapes: resized images, masks, values
     native: dict[str, np.ndarray] = field(default_factory=dict)  # any size: see native_names()
-    size: tuple[int, int] = (0, 0)  # (H, W) of the row's image file
+    size: tuple[int, ...] = (0, 0)  # (H, W) of the row's image file, a volume's (D, H, W)
     problems: list[str] = field(default_factory=list)
     missing_labels: list[str] = field(default_factory=list)  # outputs whose labels are absent
+    native_size: tuple[int, ...] = ()  # volumes: (D, H, W) at the target spacing
+    spacing: tuple[float, ...] = ()  # volumes: the scan's own mm per (D, H, W) axis
 
 
 def native_names(cfg: Config) -> list[str]:
@@ -48,13 +44,14 @@ def native_names(cfg: Config) -> list[str]:
     return names + [f"{n}.truth" for n in spatial]
 
 
-def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+def scaled_size(size: tuple[int, ...], scale: float) -> tuple[int, int]:
     return (round(size[0] * scale), round(size[1] * scale))
 
 
-def native_shapes(cfg: Config, size: tuple[int, int]) -> dict[str, tuple[int, ...]]:
-    """The shape of each of native_names() for a row whose image is `size` (H, W)."""
-    scaled = scaled_size(size, cfg.first_input.scale)
+def native_shapes(cfg: Config, size: tuple[int, ...], scaled: tuple[int, ...] = ()) -> dict[str, tuple[int, ...]]:
+    """The shape of each of native_names() for a row whose image is `size` (H, W), or a volume of
+    `size` (D, H, W) that is `scaled` (D, H, W) at the target spacing."""
+    scaled = scaled or scaled_size(size, cfg.first_input.scale)
     shapes: dict[str, tuple[int, ...]] = {}
     for name in native_names(cfg):
         base, kind = name.rsplit(".", 1)
@@ -70,10 +67,12 @@ def pack_native(result: RowResult, cfg: Config) -> bytes:
     return b"".join(np.ascontiguousarray(result.native[name], np.uint8).tobytes() for name in native_names(cfg))
 
 
-def unpack_native(blob: np.ndarray, cfg: Config, size: tuple[int, int]) -> dict[str, np.ndarray]:
+def unpack_native(
+    blob: np.ndarray, cfg: Config, size: tuple[int, ...], scaled: tuple[int, ...] = ()
+) -> dict[str, np.ndarray]:
     """pack_native's arrays back from the blob, as views of it."""
     arrays, offset = {}, 0
-    for name, shape in native_shapes(cfg, size).items():
+    for name, shape in native_shapes(cfg, size, scaled).items():
         n = int(np.prod(shape))
         arrays[name] = blob[offset : offset + n].reshape(shape)
         offset += n
@@ -112,7 +111,7 @@ def read_input(path: Path | bytes, spec: InputSpec) -> np.ndarray:
     return img.reshape(*img.shape[:2], spec.channels).transpose(2, 0, 1).copy()
 
 
-def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_image(img: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     """(C, H, W) uint8 resized to `size` (bilinear, anti-aliased when shrinking)."""
     if img.shape[-2:] == tuple(size):
         return img
@@ -133,7 +132,7 @@ def load_row(table: Table, index: int, cfg: Config) -> RowResult:
 
     image_size, scale = None, cfg.first_input.scale
     for spec in cfg.inputs.values():
-        path = _cell_path(row, spec.column, cfg.data, problem)
+        path = cell_path(row, spec.column, cfg.data, problem)
         if path is None:
             continue
         try:
@@ -175,7 +174,7 @@ def load_row(table: Table, index: int, cfg: Config) -> RowResult:
     return result
 
 
-def _cell_path(row, column, data: DataConfig, problem) -> Path | None:
+def cell_path(row, column, data: DataConfig, problem) -> Path | None:
     if not row[column]:
         problem(column, "empty cell; expected a file path")
         return None
@@ -217,7 +216,7 @@ class RowLabelMaps:
         return self.values[key]
 
     def _read(self, column: str, colours: bool) -> tuple[Path, np.ndarray] | None:
-        path = _cell_path(self.row, column, self.data, self.problem)
+        path = cell_path(self.row, column, self.data, self.problem)
         if path is None:
             return None
         try:
@@ -244,41 +243,3 @@ class RowLabelMaps:
         except ValueError as err:
             self.problem(output.column, f"{path} {err}")
             return None
-
-
-def decoding_modules() -> tuple[ModuleType, ...]:
-    """The code that decides what a row decodes to: this file, reading images and label maps, and
-    the kinds' data halves (outputs/decoding.py), not their losses, metrics, plots or writers."""
-    return (sys.modules[__name__], images, label_maps, decoding)
-
-
-def decoding_key(cfg: Config) -> str:
-    """Everything besides a row's own files and cells that decides its arrays: the input and
-    output definitions (less their training-only fields), the decoding code and the decoders' versions."""
-    inputs = [[n, s.model_dump(mode="json")] for n, s in cfg.inputs.items()]
-    outputs = [[n, s.model_dump(mode="json", exclude=set(s.training_only))] for n, s in cfg.outputs.items()]
-    code = [hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in decoding_modules()]
-    versions = [np.__version__, getattr(skimage, "__version__", "")]
-    return json.dumps([inputs, outputs, code, *versions], default=str)
-
-
-def row_key(table: Table, index: int, cfg: Config, defs: str) -> str | None:
-    """32 hex digits naming what load_row makes of this row: a hash of `defs`, the bytes of the
-    files it names and its category/numeric cells. None when a file is missing or unreadable
-    (load_row then says why)."""
-    row = table.rows[index]
-    files = [s.column for s in cfg.inputs.values()] + [s.column for s in cfg.outputs.values() if s.reads_label_map]
-    cells = [s.column for s in cfg.outputs.values() if not s.reads_label_map]
-    digest = hashlib.sha256(defs.encode())
-    for column in dict.fromkeys(files):
-        if not row[column]:
-            return None
-        try:
-            with open(cfg.data.resolve(row[column]), "rb") as f:
-                content = hashlib.file_digest(f, "sha256").hexdigest()
-        except OSError:
-            return None
-        digest.update(f"\nfile {column!r} {content}".encode())
-    for column in dict.fromkeys(cells):
-        digest.update(f"\ncell {column!r} {row[column]!r}".encode())
-    return digest.hexdigest()[:32]

@@ -57,7 +57,7 @@ def kind(definition: Mapping[str, Any]) -> type[Output]:
     return KINDS[kind_name(definition) or ""]
 
 
-def make_output(name: str, input_size: tuple[int, int] = (1, 1), **definition: Any) -> Output:
+def make_output(name: str, input_size: tuple[int, ...] = (1, 1), **definition: Any) -> Output:
     """An output from its params.yaml definition (checked), named and with its defaults filled in."""
     return kind(definition).model_validate(definition).named(name, input_size)
 

@@ -57,7 +57,7 @@ class Output(Strict):
     def headline(self) -> str:
         return self.metric_names[0]
 
-    def named(self, name: str, input_size: tuple[int, int]) -> Self:
+    def named(self, name: str, input_size: tuple[int, ...]) -> Self:
         """This output with its name set and the defaults that depend on it filled in."""
         filled = self.model_copy(update={"column": self.column or name, "loss": self.loss or self.losses[0]})
         filled._name = name
@@ -86,7 +86,7 @@ class Output(Strict):
         """(label-map kinds) `#rrggbb` -> label value, for label maps coded in colours; None: they hold values."""
         return None
 
-    def mask(self, label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    def mask(self, label_map: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
         """(spatial kinds) This output's (H, W) uint8 mask of a label map, at `size` (nearest)."""
         raise NotImplementedError
 
@@ -138,9 +138,12 @@ class Output(Strict):
         """(spatial kinds) What the colours of its pictures mean: the worst cases' caption says it."""
         return "image | truth, yellow outline | prediction, magenta outline"
 
-    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:
+    def image_scores(
+        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
+    ) -> dict[str, Any]:
         """One test image's row: prediction as evaluate gives it (`predicted_mask` at the label map's
-        size, probabilities, a value) against its truth; `tolerance` in pixels for boundaries."""
+        size, probabilities, a value) against its truth; `tolerance` in pixels for boundaries, or in
+        mm with a volume's `spacing` (mm per axis)."""
         raise NotImplementedError
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
@@ -181,9 +184,16 @@ class Output(Strict):
         return [self.name]
 
     def write_prediction(
-        self, value: np.ndarray, out: Path, stem: str, size: tuple[int, int], threshold: float
+        self,
+        value: np.ndarray,
+        out: Path,
+        stem: str,
+        size: tuple[int, ...],
+        threshold: float,
+        affine: np.ndarray | None = None,
     ) -> list[str]:
-        """predictions.csv cells for one image (and any file they name, under `out`)."""
+        """predictions.csv cells for one image (and any file they name, under `out`); a volume's
+        masks (`size` (D, H, W)) are written as NIfTI on the scan's grid, placed by its `affine`."""
         return [f"{float(value):.6g}"]
 
     def prediction_png(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> bytes | None:

@@ -108,7 +108,9 @@ class CategoryOutput(CategoryRows, Output):
         return line, warnings
 
     # --- evaluation ---
-    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:
+    def image_scores(
+        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
+    ) -> dict[str, Any]:
         return {"true": int(truth), "predicted": int(prediction.argmax()), "probs": prediction.astype(np.float64)}
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
@@ -169,7 +171,13 @@ class CategoryOutput(CategoryRows, Output):
         return [self.name, f"{self.name}_probability"]
 
     def write_prediction(
-        self, value: np.ndarray, out: Path, stem: str, size: tuple[int, int], threshold: float
+        self,
+        value: np.ndarray,
+        out: Path,
+        stem: str,
+        size: tuple[int, ...],
+        threshold: float,
+        affine: np.ndarray | None = None,
     ) -> list[str]:
         return [self.class_names[int(value.argmax())], f"{value.max():.4f}"]
 

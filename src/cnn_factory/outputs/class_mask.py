@@ -24,7 +24,7 @@ from cnn_factory.images import encode_png
 from cnn_factory.outputs.base import Output, mask_answer
 from cnn_factory.outputs.decoding import ClassMaskRows
 from cnn_factory.outputs.segmentation import Colours, Labels
-from cnn_factory.params import Size, custom
+from cnn_factory.params import Shape, custom
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
     import torch
@@ -60,7 +60,9 @@ class ClassMaskOutput(ClassMaskRows, Output):
             "propertyNames": {"pattern": CLASS_NAME.pattern, "not": {"const": "background"}},
         },
     )
-    size: Size | None = Field(None, description="[height, width] of the mask (default: the input size)")
+    size: Shape | None = Field(
+        None, description="[height, width] of the mask, [depth, height, width] of a volume's (default: the input size)"
+    )
     colours: Colours | None = Field(
         None, description="'#rrggbb' -> label value, for RGB label maps coded in colours (default: none)"
     )
@@ -91,7 +93,7 @@ class ClassMaskOutput(ClassMaskRows, Output):
                 owner[value] = name
         return self
 
-    def named(self, name: str, input_size: tuple[int, int]) -> Self:
+    def named(self, name: str, input_size: tuple[int, ...]) -> Self:
         filled = super().named(name, input_size)
         return filled.model_copy(update={"size": self.size or input_size})
 
@@ -136,10 +138,12 @@ class ClassMaskOutput(ClassMaskRows, Output):
         more = f", ... ({len(self.classes) - LEGEND} more)" if len(self.classes) > LEGEND else ""
         return "image | truth | prediction: " + ", ".join(named) + more
 
-    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:
+    def image_scores(
+        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
+    ) -> dict[str, Any]:
         from cnn_factory.scores.masks import class_mask_scores
 
-        return class_mask_scores(prediction, truth, self.classes, tolerance)
+        return class_mask_scores(prediction, truth, self.classes, tolerance, spacing)
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
         from cnn_factory.scores.masks import class_mask_summary
@@ -203,8 +207,8 @@ class ClassMaskOutput(ClassMaskRows, Output):
     def prediction_columns(self) -> list[str]:
         return [f"{self.name}_mask", *(f"{self.name}_{c}_coverage" for c in self.classes)]
 
-    def predicted_image(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> np.ndarray:
-        """The (H, W) uint8 class indices predict writes (0 background), at `size`."""
+    def predicted_image(self, value: np.ndarray, size: tuple[int, ...], threshold: float) -> np.ndarray:
+        """The (H, W) (or (D, H, W)) uint8 class indices predict writes (0 background), at `size`."""
         index = value.argmax(0).astype(np.uint8)
         if index.shape != tuple(size):
             from skimage.transform import resize
@@ -217,12 +221,23 @@ class ClassMaskOutput(ClassMaskRows, Output):
         return self._png(self.predicted_image(value, size, threshold))
 
     def write_prediction(
-        self, value: np.ndarray, out: Path, stem: str, size: tuple[int, int], threshold: float
+        self,
+        value: np.ndarray,
+        out: Path,
+        stem: str,
+        size: tuple[int, ...],
+        threshold: float,
+        affine: np.ndarray | None = None,
     ) -> list[str]:
         index = self.predicted_image(value, size, threshold)
-        path = out / self.name / f"{stem}.png"
+        path = out / self.name / f"{stem}{'.png' if affine is None else '.nii.gz'}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self._png(index))
+        if affine is None:
+            path.write_bytes(self._png(index))
+        else:  # a label volume: voxel k is class k, 0 background
+            from cnn_factory.volumes import write_volume
+
+            write_volume(path, index, affine)
         shares = self._pixels(index)[1:] / index.size
         return [f"{self.name}/{path.name}", *(f"{s:.4f}" for s in shares)]
 

@@ -21,7 +21,7 @@ class MaskRows:
     """What the label-map kinds share: a mask of `size` from the row's label map, nearest neighbour."""
 
     if TYPE_CHECKING:  # fields of the kind's params model
-        size: tuple[int, int] | None
+        size: tuple[int, ...] | None
         name: str
 
         @property
@@ -35,14 +35,14 @@ class MaskRows:
         assert label_map is not None and self.size is not None  # reads_label_map: the row's map is given
         return self.mask(label_map, self.size)
 
-    def mask(self, label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    def mask(self, label_map: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
         raise NotImplementedError
 
     def lacks_labels(self, label_map: np.ndarray) -> bool:
         return not np.isin(self.label_values, label_map).any()
 
 
-def _at_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _at_size(mask: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     if mask.shape != tuple(size):
         from skimage.transform import resize  # here: it loads scipy (0.3 s), which a prepare of cached rows skips
 
@@ -53,7 +53,7 @@ def _at_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class SegmentationRows(MaskRows):
     """What prepare makes of a Segmentation output (outputs/segmentation.py)."""
 
-    def mask(self, label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    def mask(self, label_map: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
         """0/1: any of the label values in `label`."""
         return _at_size(np.isin(label_map, self.label_values), size)
 
@@ -70,7 +70,7 @@ class ClassMaskRows(MaskRows):
         @property
         def classes(self) -> tuple[str, ...]: ...
 
-    def mask(self, label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    def mask(self, label_map: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
         """Class indices: k for the k-th class's label values, 0 for the rest."""
         values = np.asarray(self.label_values)
         index = np.asarray([k for k, vs in enumerate(self.labels.values(), 1) for _ in vs], np.uint8)

@@ -55,7 +55,9 @@ class NumericOutput(NumberRows, Output):
         return line, warnings
 
     # --- evaluation ---
-    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:
+    def image_scores(
+        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
+    ) -> dict[str, Any]:
         return {"true": float(truth), "predicted": float(prediction)}
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:

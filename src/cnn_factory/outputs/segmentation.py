@@ -23,7 +23,7 @@ from pydantic import BeforeValidator, Field, WithJsonSchema
 from cnn_factory.images import encode_png
 from cnn_factory.outputs.base import Output, mask_answer
 from cnn_factory.outputs.decoding import SegmentationRows
-from cnn_factory.params import Size, custom, show
+from cnn_factory.params import Shape, custom, show
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
     import torch
@@ -97,13 +97,15 @@ class SegmentationOutput(SegmentationRows, Output):
 
     type: Literal["segmentation"]
     label: Labels = Field(description="label-map value, or a list of values merged into one mask")
-    size: Size | None = Field(None, description="[height, width] of the mask (default: the input size)")
+    size: Shape | None = Field(
+        None, description="[height, width] of the mask, [depth, height, width] of a volume's (default: the input size)"
+    )
     colours: Colours | None = Field(
         None, description="'#rrggbb' -> label value, for RGB label maps coded in colours (default: none)"
     )
     loss: Loss | None = None
 
-    def named(self, name: str, input_size: tuple[int, int]) -> Self:
+    def named(self, name: str, input_size: tuple[int, ...]) -> Self:
         filled = super().named(name, input_size)
         return filled.model_copy(update={"size": self.size or input_size})
 
@@ -122,10 +124,12 @@ class SegmentationOutput(SegmentationRows, Output):
     def true_mask(self, target: torch.Tensor) -> torch.Tensor:
         return target > 0.5
 
-    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:
+    def image_scores(
+        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
+    ) -> dict[str, Any]:
         from cnn_factory.scores.masks import mask_scores
 
-        return mask_scores(prediction, truth, tolerance)
+        return mask_scores(prediction, truth, tolerance, spacing)
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
         from cnn_factory.scores.masks import mask_summary
@@ -189,8 +193,9 @@ class SegmentationOutput(SegmentationRows, Output):
     def prediction_columns(self) -> list[str]:
         return [f"{self.name}_mask", f"{self.name}_coverage"]
 
-    def predicted_image(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> np.ndarray:
-        """The (H, W) uint8 mask predict writes: 255 where the probability is above `threshold`, at `size`."""
+    def predicted_image(self, value: np.ndarray, size: tuple[int, ...], threshold: float) -> np.ndarray:
+        """The (H, W) (or (D, H, W)) uint8 mask predict writes: 255 where the probability is above
+        `threshold`, at `size`."""
         mask = value > threshold
         if mask.shape != tuple(size):
             from skimage.transform import resize
@@ -202,12 +207,23 @@ class SegmentationOutput(SegmentationRows, Output):
         return encode_png(self.predicted_image(value, size, threshold))
 
     def write_prediction(
-        self, value: np.ndarray, out: Path, stem: str, size: tuple[int, int], threshold: float
+        self,
+        value: np.ndarray,
+        out: Path,
+        stem: str,
+        size: tuple[int, ...],
+        threshold: float,
+        affine: np.ndarray | None = None,
     ) -> list[str]:
         mask = self.predicted_image(value, size, threshold)
-        path = out / self.name / f"{stem}.png"
+        path = out / self.name / f"{stem}{'.png' if affine is None else '.nii.gz'}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(encode_png(mask))
+        if affine is None:
+            path.write_bytes(encode_png(mask))
+        else:  # a label volume: 1 the mask, 0 the rest
+            from cnn_factory.volumes import write_volume
+
+            write_volume(path, (mask > 0).astype(np.uint8), affine)
         return [f"{self.name}/{path.name}", f"{(mask > 0).mean():.4f}"]
 
     def answer(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.device import pick_device
 from cnn_factory.encoder_weights import NONE, pretrained_normalisation, weights_source
 from cnn_factory.errors import UserError
+from cnn_factory.layers import SPATIAL
 from cnn_factory.model import ModelFile, MultiOutputNet, model_args, model_meta, save_model
 from cnn_factory.training.checkpoint import FOLDER, Session, load_checkpoint, params_key, save_checkpoint
 from cnn_factory.training.distributed import Dist, NoLive, setup, sync_buffers, teardown, wrap
@@ -86,7 +87,8 @@ class TrainingData:
 def make_session(cfg: Config, args: dict, device: torch.device, steps_per_epoch: int, amp) -> Session:
     t, es = cfg.train, cfg.train.early_stopping
     # channels-last runs the convolutions faster on CPU (oneDNN) and on CUDA tensor cores
-    model = MultiOutputNet(**args).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    layout = SPATIAL[args.get("dims", 2)].memory_format
+    model = MultiOutputNet(**args).to(device, memory_format=layout)  # type: ignore[call-overload]
     groups = parameter_groups(model, t.lr, t.encoder_lr)
     optimizer = make_optimizer(t.optimizer, groups, t.lr, t.momentum, t.weight_decay)
     steps = math.ceil(steps_per_epoch / t.accumulate)

@@ -1,0 +1,73 @@
+"""What a decoded row depends on, as the row cache's key: `row_key` names what `load_row` (or
+`load_volume_row`) makes of a row from its files' bytes, its cells and `decoding_key`, the
+definitions and the decoding code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import skimage
+
+from cnn_factory import images
+from cnn_factory import volumes as reading
+from cnn_factory.config import Config
+from cnn_factory.data import label_maps, resample, rows, volume_rows
+from cnn_factory.data.rows import RowResult, load_row
+from cnn_factory.data.table import Table
+from cnn_factory.data.volume_rows import load_volume_row
+from cnn_factory.outputs import decoding
+
+
+def decode_row(table: Table, index: int, cfg: Config) -> RowResult:
+    """One row's arrays or problems: of images (rows.py) or of volumes (volume_rows.py)."""
+    return load_volume_row(table, index, cfg) if cfg.volumes else load_row(table, index, cfg)
+
+
+def decoding_modules(volumes: bool = False) -> tuple[ModuleType, ...]:
+    """The code that decides what a row decodes to: this file, reading images and label maps, and
+    the kinds' data halves (outputs/decoding.py), not their losses, metrics, plots or writers;
+    for volumes also reading and resampling them."""
+    modules = (rows, images, label_maps, decoding)
+    return (*modules, reading, resample, volume_rows) if volumes else modules
+
+
+def decoding_key(cfg: Config) -> str:
+    """Everything besides a row's own files and cells that decides its arrays: the input and
+    output definitions (less their training-only fields), the decoding code and the decoders' versions."""
+    inputs = [[n, s.model_dump(mode="json", exclude=s.unused)] for n, s in cfg.inputs.items()]
+    outputs = [[n, s.model_dump(mode="json", exclude=set(s.training_only))] for n, s in cfg.outputs.items()]
+    code = [hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in decoding_modules(cfg.volumes)]
+    versions = [np.__version__, getattr(skimage, "__version__", "")]
+    if cfg.volumes:  # the readers and the resampling of scans
+        import nibabel
+        import scipy
+        import tifffile
+
+        versions += [nibabel.__version__, tifffile.__version__, scipy.__version__]
+    return json.dumps([inputs, outputs, code, *versions], default=str)
+
+
+def row_key(table: Table, index: int, cfg: Config, defs: str) -> str | None:
+    """32 hex digits naming what load_row makes of this row: a hash of `defs`, the bytes of the
+    files it names and its category/numeric cells. None when a file is missing or unreadable
+    (load_row then says why)."""
+    row = table.rows[index]
+    files = [s.column for s in cfg.inputs.values()] + [s.column for s in cfg.outputs.values() if s.reads_label_map]
+    cells = [s.column for s in cfg.outputs.values() if not s.reads_label_map]
+    digest = hashlib.sha256(defs.encode())
+    for column in dict.fromkeys(files):
+        if not row[column]:
+            return None
+        try:
+            with open(cfg.data.resolve(row[column]), "rb") as f:
+                content = hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError:
+            return None
+        digest.update(f"\nfile {column!r} {content}".encode())
+    for column in dict.fromkeys(cells):
+        digest.update(f"\ncell {column!r} {row[column]!r}".encode())
+    return digest.hexdigest()[:32]
