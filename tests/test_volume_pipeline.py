@@ -224,9 +224,9 @@ def test_dvc_repro_of_the_volume_example_then_predict_on_its_test_scans(tmp_path
         pred = mask.array > 0
         both = 2 * (pred & truth).sum() + (pred & ~truth).sum() + (~pred & truth).sum()
         if both:
-            expected = float(per_image[Path(f).name]["tumour_dice"])
+            expected = float(per_image[Path(f).name]["tumour/dice"])
             assert 2 * (pred & truth).sum() / both == pytest.approx(expected, abs=1e-4)
         # boundaries in mm, from the scan's own spacing
         hd95 = mask_scores(pred, truth, params["evaluate"]["tolerance"], scan.spacing)["hd95"]
-        assert hd95 == pytest.approx(float(per_image[Path(f).name]["tumour_hd95"]), rel=1e-4)
+        assert hd95 == pytest.approx(float(per_image[Path(f).name]["tumour/hd95"]), rel=1e-4)
     assert "up to date" in run(["dvc", "status"], repo).stdout

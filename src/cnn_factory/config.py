@@ -302,7 +302,7 @@ class EvaluateConfig(Strict):
     )
     seed: int = Field(default=0, ge=0, description="seed of the bootstrap resampling")
     tolerance: float = Field(
-        default=2.0, gt=0, description="surface dice: boundary distance in pixels counted as agreement"
+        default=2.0, gt=0, description="surface dice: boundary distance in pixels (volumes: mm) counted as agreement"
     )
     worst: int = Field(default=6, ge=0, description="test images with the lowest dice drawn per segmentation output")
 
