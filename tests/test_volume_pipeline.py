@@ -142,6 +142,31 @@ def test_bad_scans_are_one_line_each_naming_row_column_and_file(scans, tmp_path)
     assert not before.exists()  # nothing written
 
 
+def test_tiff_stacks_without_calibration_take_the_stated_spacing(scans, tmp_path):
+    """A microscopy user's uncalibrated TIFF stacks: prepared at params.yaml's spacing, refused under auto."""
+    import tifffile
+
+    folder = tmp_path / "stacks"
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    lines = ["image,labels,grade,tumour_ml"]
+    for line in (scans / "data.csv").read_text().splitlines()[1:]:
+        image, labels, grade, ml = line.split(",")
+        name = Path(image).name.replace(".nii.gz", ".tif")
+        tifffile.imwrite(folder / "images" / name, read_volume(scans / image, "test").array[0])
+        tifffile.imwrite(folder / "labels" / name, read_label_volume(scans / labels, "test").array)
+        lines.append(f"images/{name},labels/{name},{grade},{ml}")
+    (folder / "data.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"inputs.image.spacing: auto takes the training scans' spacing, and none"):
+        prepare(parse_params(volume_params(folder)), tmp_path / "prepared", None, workers=1)
+    params = volume_params(folder)
+    params["inputs"]["image"]["spacing"] = [3.0, 1.0, 1.0]
+    prepare(parse_params(params), tmp_path / "prepared", None, workers=1)
+    manifest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
+    assert manifest["spacing"] == [3.0, 1.0, 1.0] and manifest["splits"]["train"]["count"] > 0
+    assert np.load(tmp_path / "prepared" / "train" / "spacing.npy").tolist()[0] == [3.0, 1.0, 1.0]
+
+
 def _untrained(cfg, prepared: Path, path: Path) -> None:
     """A model file of an untrained volume network that marks some voxels and not others."""
     manifest = json.loads((prepared / "manifest.json").read_text())

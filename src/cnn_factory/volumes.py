@@ -300,7 +300,7 @@ def _read_tiff(path: Path, where: str, default_spacing):
     if spacing is None:
         raise UserError(
             f"{where}: {path} has no voxel spacing (no ImageJ calibration); calibrate it in ImageJ "
-            "(Image > Properties) or give a default spacing"
+            "(Image > Properties) or give its spacing (params.yaml: inputs.*.spacing as [depth, height, width] mm)"
         )
     affine = spacing_affine(spacing)
     return np.ascontiguousarray(data), tuple(float(s) for s in spacing), affine

@@ -52,12 +52,13 @@ class RowJob:
     defs: str
     dtype: np.dtype
     known: frozenset[str]
+    stated: tuple[float, float, float] | None = None  # volumes: the spacing params.yaml gives, not auto
 
     def __call__(self, i: int) -> tuple[str | None, tuple[bytes, bytes] | None, list[str], list[str]]:
         key = row_key(self.table, i, self.cfg, self.defs)
         if key is not None and key in self.known:
             return key, None, [], []
-        result = decode_row(self.table, i, self.cfg)
+        result = decode_row(self.table, i, self.cfg, self.stated)
         if result.problems:
             return None, None, result.problems, result.missing_labels
         record = np.zeros((), self.dtype)
@@ -109,13 +110,15 @@ def validate_and_load(
     check_columns(table, cfg)
     check_root(table, cfg)
     splits = assign_splits(table, cfg.data) if split else ["test"] * len(table.rows)
+    given = cfg.first_input.spacing
+    stated = given if isinstance(given, tuple) else None
     if cfg.volumes:  # the target spacing, from the training scans' headers when auto
         cfg = resolve_spacing(cfg, table, splits)
     repeats = repeated_rows(table, cfg, splits)
     if repeats:
         print(f"warning: {repeats}", file=sys.stderr)
     cache = RowCache(cache_dir, record_dtype(cfg))
-    locations, problems, missing = load_rows(table, cfg, cache, workers)
+    locations, problems, missing = load_rows(table, cfg, cache, workers, stated)
     problems += missing_label_problems(table, cfg, missing)
     if problems:
         cache.seal()
@@ -129,10 +132,13 @@ def validate_and_load(
     return table, splits, rows
 
 
-def load_rows(table: Table, cfg: Config, cache: RowCache, workers: int) -> tuple[list, list[str], dict]:
+def load_rows(
+    table: Table, cfg: Config, cache: RowCache, workers: int, stated: tuple[float, float, float] | None = None
+) -> tuple[list, list[str], dict]:
     """Each row's place in the cache (None where it has problems), every problem in row order,
     and per output the rows whose label map holds none of its labels."""
-    job = RowJob(table, cfg, json.dumps([CACHE_FORMAT, decoding_key(cfg)]), cache.dtype, frozenset(cache.index))
+    defs = json.dumps([CACHE_FORMAT, decoding_key(cfg)])
+    job = RowJob(table, cfg, defs, cache.dtype, frozenset(cache.index), stated)
     problems: list[str] = []
     locations: list[tuple[str, int] | None] = []
     missing: dict[str, list[int]] = {name: [] for name in cfg.outputs}

@@ -22,9 +22,10 @@ from cnn_factory.data.volume_rows import load_volume_row
 from cnn_factory.outputs import decoding
 
 
-def decode_row(table: Table, index: int, cfg: Config) -> RowResult:
-    """One row's arrays or problems: of images (rows.py) or of volumes (volume_rows.py)."""
-    return load_volume_row(table, index, cfg) if cfg.volumes else load_row(table, index, cfg)
+def decode_row(table: Table, index: int, cfg: Config, stated: tuple[float, float, float] | None = None) -> RowResult:
+    """One row's arrays or problems: of images (rows.py) or of volumes (volume_rows.py; `stated`:
+    the spacing params.yaml gives, which uncalibrated TIFF stacks are read at)."""
+    return load_volume_row(table, index, cfg, stated) if cfg.volumes else load_row(table, index, cfg)
 
 
 def decoding_modules(volumes: bool = False) -> tuple[ModuleType, ...]:

@@ -73,8 +73,12 @@ def resolve_spacing(cfg: Config, table: Table, splits: list[str]) -> Config:
             continue
         shapes.append(shape)
         spacings.append(spacing)
-    target = target_spacing(spacings, shapes) if spacings else (1.0, 1.0, 1.0)
-    return with_spacing(cfg, target)
+    if not spacings:
+        raise UserError(
+            f"inputs.{spec.name}.spacing: auto takes the training scans' spacing, and none of them has a readable "
+            f"one; set inputs.{spec.name}.spacing to [depth, height, width] mm"
+        )
+    return with_spacing(cfg, target_spacing(spacings, shapes))
 
 
 def with_spacing(cfg: Config, target: tuple[float, ...]) -> Config:
@@ -84,8 +88,11 @@ def with_spacing(cfg: Config, target: tuple[float, ...]) -> Config:
     return cfg.model_copy(update={"inputs": inputs})
 
 
-def load_volume_row(table: Table, index: int, cfg: Config) -> RowResult:
-    """One row of volumes decoded (see the module's docstring), or its problems."""
+def load_volume_row(
+    table: Table, index: int, cfg: Config, stated: tuple[float, float, float] | None = None
+) -> RowResult:
+    """One row of volumes decoded (see the module's docstring), or its problems. `stated`: the
+    spacing params.yaml gives (not auto), which a TIFF stack without calibration is read at."""
     row, result = table.rows[index], RowResult()
 
     def problem(column: str, text: str) -> None:
@@ -102,7 +109,7 @@ def load_volume_row(table: Table, index: int, cfg: Config) -> RowResult:
             continue
         where = table.where(index, spec.column)
         try:
-            scan = read_volume(path, where, channels=spec.channels)
+            scan = read_volume(path, where, channels=spec.channels, default_spacing=stated)
             if first is not None:
                 same_grid(first, scan, path, where)
         except UserError as err:  # its message names the row and column already
@@ -123,7 +130,7 @@ def load_volume_row(table: Table, index: int, cfg: Config) -> RowResult:
                 problem(output.column, f"outputs.{output.name}: label volumes hold label values; remove its colours")
                 continue
             if output.column not in labels:
-                labels[output.column] = _label_volume(table, index, cfg, output.column, first, problem)
+                labels[output.column] = _label_volume(table, index, cfg, output.column, first, problem, stated)
             read = labels[output.column]
             if read is None:
                 continue
@@ -144,7 +151,13 @@ def load_volume_row(table: Table, index: int, cfg: Config) -> RowResult:
 
 
 def _label_volume(
-    table: Table, index: int, cfg: Config, column: str, image: Volume | None, problem: Callable[[str, str], None]
+    table: Table,
+    index: int,
+    cfg: Config,
+    column: str,
+    image: Volume | None,
+    problem: Callable[[str, str], None],
+    stated: tuple[float, float, float] | None,
 ) -> tuple[Path, np.ndarray] | None:
     """The label values of the row's label volume in `column`, checked to lie on its image's grid."""
     path = cell_path(table.rows[index], column, cfg.data, problem)
@@ -152,7 +165,7 @@ def _label_volume(
         return None
     where = table.where(index, column)
     try:
-        labels = read_label_volume(path, where)
+        labels = read_label_volume(path, where, stated)
         if image is not None:
             same_grid(image, labels, path, where)
     except UserError as err:  # its message names the row and column already
