@@ -284,6 +284,17 @@ def test_make_csv_pairs_by_stem_and_reports_the_unpaired(tmp_path):
     assert result.returncode == 1 and "no file names in common" in result.stderr
 
 
+def test_make_csv_pairs_nifti_scans_by_their_name_without_nii_gz(tmp_path):
+    from cnn_factory.data.volumes_example import make_volume_example
+
+    make_volume_example(tmp_path / "scans", rows=3, size=(6, 8, 8))
+    raw = tmp_path / "scans"
+    cli("make-csv", str(raw / "images"), str(raw / "labels"), "--out", str(raw / "pairs.csv"), cwd=tmp_path)
+    assert (raw / "pairs.csv").read_text().splitlines()[1:] == [
+        f"images/000{i}.nii.gz,labels/000{i}.nii.gz" for i in range(3)
+    ]
+
+
 HELP = {
     "validate": ["--params"],
     "train": [

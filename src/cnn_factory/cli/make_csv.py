@@ -1,4 +1,5 @@
-"""`cnn-factory make-csv IMAGES_DIR LABELS_DIR`: pairs images and label maps by file name into a CSV."""
+"""`cnn-factory make-csv IMAGES_DIR LABELS_DIR`: pairs images and label maps (or scans and label
+volumes: NIfTI, TIFF stacks) by file name into a CSV."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from pathlib import Path
 
 from cnn_factory.errors import UserError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".nii", ".nii.gz"}
+
+
+def _stem_and_suffix(path: Path) -> tuple[str, str]:
+    """`scan` and `.nii.gz` of scan.nii.gz, `a` and `.png` of a.png."""
+    name = path.name
+    if name.lower().endswith(".nii.gz"):
+        return name[: -len(".nii.gz")], ".nii.gz"
+    return path.stem, path.suffix.lower()
 
 
 def make_csv(args: argparse.Namespace) -> None:
@@ -39,11 +48,12 @@ def _by_stem(folder: Path) -> dict[str, Path]:
         raise UserError(f"{folder}: not a folder")
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+        stem, suffix = _stem_and_suffix(path)
+        if suffix not in IMAGE_SUFFIXES or path.name.startswith("."):
             continue
-        if path.stem in files:
-            raise UserError(f"{folder}: {files[path.stem].name} and {path.name} share the name {path.stem!r}")
-        files[path.stem] = path
+        if stem in files:
+            raise UserError(f"{folder}: {files[stem].name} and {path.name} share the name {stem!r}")
+        files[stem] = path
     return files
 
 

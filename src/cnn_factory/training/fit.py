@@ -65,7 +65,8 @@ class TrainingData:
                 prepared / "train", list(cfg.inputs), cfg.outputs, size, t.view_share
             )
             samples = t.patches_per_epoch or len(split)
-            what = f"{samples} patches of {'x'.join(map(str, size))} from {len(split)} images"
+            rows = f"{len(split)} {'scans' if len(size) == 3 else 'images'}"
+            what = f"{samples} patches of {'x'.join(map(str, size))} from {rows}"
         else:
             split = PreparedSplit(prepared / "train", list(cfg.inputs), cfg.outputs)
             samples, what = len(split), f"{len(split)} images"
