@@ -9,6 +9,7 @@ import yaml
 from cnn_factory import plan
 from cnn_factory.config import parse_params
 from cnn_factory.data.cells import make_cells
+from cnn_factory.errors import UserError
 from cnn_factory.outputs import make_output
 from cnn_factory.plan import Fingerprint, fingerprint, propose, run_plan, validation_rows
 from tests.conftest import ROOT
@@ -127,3 +128,12 @@ def test_a_pretrained_encoder_only_where_there_is_a_reason_and_weights(monkeypat
     assert "model.encoder" not in text.splitlines()[-1]
     monkeypatch.setattr(plan, "pretrained_cached", lambda name: True)
     assert "-S model.encoder=resnet18 -S model.weights=pretrained" in run_plan(parse_params(params), 4, 1)
+
+
+def test_an_unreadable_image_is_one_line_naming_row_and_column(params, example_dir):
+    (example_dir / "images" / "0000.png").write_bytes(b"not an image")
+    params["data"].update(csv=str(example_dir / "data.csv"), root=str(example_dir))
+    with pytest.raises(UserError) as err:
+        run_plan(parse_params(params), sample=4, budget_gb=1)
+    said = str(err.value)
+    assert "row 2, column 'image'" in said and "0000.png cannot be read as an image" in said and "\n" not in said

@@ -1,4 +1,4 @@
-"""`cnn-factory plan`: reads the CSV's images and proposes the settings that fit them and the machine.
+"""`cnn-factory plan`: reads the CSV's images (or scans) and proposes the settings that fit them and the machine.
 
     cnn-factory plan [--params params.yaml] [--budget-gb N] [--sample N]
 
@@ -13,23 +13,27 @@ when there is one, else a share of the RAM). For three-channel images and a smal
 proposes a pretrained timm encoder, but only when its weights are already on the machine; else it
 says where they would help. It prints the table with the reason for each choice
 and the `dvc exp run -S ...` line; it writes nothing. The proposals are plain params: read them,
-run them, override any of them.
+run them, override any of them. Volumes (a [depth, height, width] input size) are planned by
+plan_volumes.py, as nnU-Net plans its 3-D networks: spacing, a patch from a voxel budget, depth.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from cnn_factory.config import Config
 from cnn_factory.data.label_maps import load_labels
 from cnn_factory.data.rows import read_input
-from cnn_factory.data.table import read_table
+from cnn_factory.data.table import Table, read_table
 from cnn_factory.encoder_weights import pretrained_cached
+from cnn_factory.errors import UserError
 from cnn_factory.outputs import Output
 
 # bytes of activations kept for backward per pixel and filter of a level, measured for this UNet in
@@ -58,20 +62,23 @@ def fingerprint(cfg: Config, sample: int = 50) -> Fingerprint:
     from skimage.measure import label, regionprops
 
     table = read_table(cfg.data.csv)
-    picks = np.unique(np.linspace(0, len(table.rows) - 1, min(sample, len(table.rows))).round().astype(int))
+    picks = spread(len(table.rows), sample)
     spec = cfg.first_input
     sizes, lows, highs = [], [], []
     share: dict[str, list[float]] = {n: [] for n, o in cfg.outputs.items() if o.spatial}
     diameters: dict[str, list[float]] = {n: [] for n in share}
     for i in picks:
-        row = table.rows[i]
-        image = read_input(cfg.data.resolve(row[spec.column]), spec)
+        path = row_file(cfg, table, i, spec.column)
+        with readable(table, i, spec.column, path):
+            image = read_input(path, spec)
         sizes.append(image.shape[-2:])
         lows.append(np.percentile(image, 1))
         highs.append(np.percentile(image, 99))
         for name in share:
             output = cfg.outputs[name]
-            mask = output.mask(load_labels(cfg.data.resolve(row[output.column]), output), image.shape[-2:])
+            path = row_file(cfg, table, i, output.column)
+            with readable(table, i, output.column, path):
+                mask = output.mask(load_labels(path, output), image.shape[-2:])
             share[name].append(float(np.count_nonzero(mask)) / mask.size)  # a class mask: any class
             diameters[name] += [r.equivalent_diameter_area for r in regionprops(label(mask))]
     classes = {
@@ -90,6 +97,33 @@ def fingerprint(cfg: Config, sample: int = 50) -> Fingerprint:
         classes=classes,
         values={n: v for n, v in values.items() if v is not None},
     )
+
+
+def spread(rows: int, sample: int) -> np.ndarray:
+    """Indices of up to `sample` rows spread evenly over `rows`, first and last included."""
+    if rows == 0:
+        raise UserError("plan: the CSV has no rows")
+    return np.unique(np.linspace(0, rows - 1, min(sample, rows)).round().astype(int))
+
+
+def row_file(cfg: Config, table: Table, index: int, column: str) -> Path:
+    """The file a row's cell names; a UserError for an empty cell."""
+    value = table.rows[index][column]
+    if not value:
+        raise UserError(f"{table.where(index, column)}: empty cell; expected a file path")
+    return cfg.data.resolve(value)
+
+
+@contextmanager
+def readable(table: Table, index: int, column: str, path: Path) -> Iterator[None]:
+    """A ValueError (the file cannot be read) as a one-line UserError naming the row and column."""
+    try:
+        yield
+    except ValueError as err:
+        said = " ".join(str(err).split())  # some decoders' reasons run over several lines
+        raise UserError(
+            f"{table.where(index, column)}: {path} {said}; `cnn-factory validate` lists every row's problems"
+        ) from None
 
 
 def column_values(output: Output, cells: list[str]) -> np.ndarray | None:
@@ -197,15 +231,21 @@ def propose(
     return rows
 
 
-def validation_rows(sizes: np.ndarray, patch: int, val_images: int, epoch_patches: int) -> list[tuple]:
-    """Patch mode: what validating the whole images every epoch would cost against the epoch's
-    training, counted in forward passes (a training patch ~5: forward, backward and the optimiser,
-    measured on CPU in benchmarks/large.py), and the validation proposed for that cost."""
-    stride = patch // 2  # sliding windows overlap by half, as predict and evaluate slide them
-    per_image = np.mean([np.prod([math.ceil(max(n - patch, 0) / stride) + 1 for n in hw]) for hw in sizes])
+def validation_rows(
+    sizes: np.ndarray, patch: int | Sequence[int], val_images: int, epoch_patches: int, unit: str = "images"
+) -> list[tuple]:
+    """Patch mode: what validating the whole images (or scans: `sizes` (n, 3) and a (d, h, w) patch)
+    every epoch would cost against the epoch's training, counted in forward passes (a training patch
+    ~5: forward, backward and the optimiser, measured on CPU in benchmarks/large.py), and the
+    validation proposed for that cost."""
+    sides = np.broadcast_to(np.asarray(patch), np.shape(sizes)[1:])
+    strides = sides // 2  # sliding windows overlap by half, as predict and evaluate slide them
+    per_image = np.mean(
+        [np.prod([math.ceil(max(n - p, 0) / s) + 1 for n, p, s in zip(shape, sides, strides)]) for shape in sizes]
+    )
     windows, train = per_image * val_images, 5 * epoch_patches
     whole = (
-        f"the whole {val_images} val images are ~{windows:.0f} windows, {windows / train:.0%} of an epoch's training"
+        f"the whole {val_images} val {unit} are ~{windows:.0f} windows, {windows / train:.0%} of an epoch's training"
     )
     if windows <= 0.1 * train:
         return [("train.val_patches", 0, f"{whole}: cheap enough to validate them every epoch")]
@@ -220,8 +260,12 @@ def validation_rows(sizes: np.ndarray, patch: int, val_images: int, epoch_patche
 
 
 def run_plan(cfg: Config, sample: int, budget_gb: float | None) -> str:
+    if cfg.volumes:
+        from cnn_factory.plan_volumes import run_volume_plan
+
+        return run_volume_plan(cfg, sample, budget_gb)
     fp = fingerprint(cfg, sample)
-    budget, source = (budget_gb * 2**30, f"--budget-gb {budget_gb:g}") if budget_gb else memory_budget()
+    budget, source = budget_of(budget_gb)
     split = cfg.data.split
     train_rows = round(fp.rows * (1 - split.val - split.test))
     cached = wants_pretrained(fp) and pretrained_cached(ENCODER)
@@ -246,14 +290,24 @@ def run_plan(cfg: Config, sample: int, budget_gb: float | None) -> str:
             f"(model.encoder: {ENCODER}, model.weights: pretrained or a file); no weights for it on this machine, "
             "so none proposed (docs/encoders.md says how to bring them)"
         )
+    return "\n".join(lines + table_lines(cfg, rows))
+
+
+def budget_of(budget_gb: float | None) -> tuple[float, str]:
+    """--budget-gb in bytes, else memory_budget(); and where it comes from."""
+    return (budget_gb * 2**30, f"--budget-gb {budget_gb:g}") if budget_gb else memory_budget()
+
+
+def table_lines(cfg: Config, rows: list[tuple]) -> list[str]:
+    """The proposals' table with reasons, and the `dvc exp run -S ...` line that sets them."""
     width = max(len(k) for k, _, _ in rows)
-    lines.append("")
-    lines += [f"  {key:<{width}}  {str(value):<10}  {why}" for key, value, why in rows]
+    values = max(10, *(len(str(v)) for _, v, _ in rows))  # a volume's [d, h, w] may be longer
+    lines = [""]
+    lines += [f"  {key:<{width}}  {str(value):<{values}}  {why}" for key, value, why in rows]
     sets = []
     for key, value, _ in rows:
         for target in [key.replace("*", n) for n in cfg.inputs] if "*" in key else [key]:
             sets.append(
                 f"-S {target}={value if not isinstance(value, list) else '[' + ','.join(map(str, value)) + ']'}"
             )
-    lines += ["", "dvc exp run " + " ".join(sets)]
-    return "\n".join(lines)
+    return lines + ["", "dvc exp run " + " ".join(sets)]

@@ -113,9 +113,11 @@ def add_predict_parsers(sub: Any, common: Parser) -> None:
 
 def add_data_parsers(sub: Any, common: Parser) -> None:
     """plan, summary and make-csv: what reads the data set or a run's figures."""
-    p = sub.add_parser("plan", parents=[common], help="read the CSV's images and propose mode, sizes, depth, batch")
+    p = sub.add_parser(
+        "plan", parents=[common], help="read the CSV's images or scans and propose mode, spacing, sizes, depth, batch"
+    )
     p.add_argument("--params", default="params.yaml", help="params file naming the CSV, inputs and outputs")
-    p.add_argument("--sample", type=int, default=50, help="images read, spread over the CSV")
+    p.add_argument("--sample", type=int, default=50, help="images (scans) read, spread over the CSV")
     p.add_argument(
         "--budget-gb",
         type=float,

@@ -1,0 +1,124 @@
+"""`cnn-factory plan` for volumes: the target spacing and why, a patch from a voxel budget (the
+coarse axis gives up voxels first), depth, batch, and the command on a volume params file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from cnn_factory.config import parse_params
+from cnn_factory.data.resample import target_spacing
+from cnn_factory.data.table import read_table
+from cnn_factory.data.volume_rows import resolve_spacing
+from cnn_factory.data.volumes_example import make_volume_example
+from cnn_factory.plan import run_plan
+from cnn_factory.plan_volumes import VolumeFingerprint, mm, propose_volumes, volume_fingerprint
+from tests.test_cli import cli
+from tests.test_volume_pipeline import volume_params
+
+MASK = {"m": type("Mask", (), {"spatial": True})()}
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory) -> Path:
+    """10 scans of about 12x24x24 voxels, slices 2.5-4 mm apart, pixels 0.8-1.2 mm."""
+    folder = tmp_path_factory.mktemp("plan_scans")
+    make_volume_example(folder, rows=10, size=(12, 24, 24), seed=0)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cubes(tmp_path_factory) -> Path:
+    """As many voxels along every axis (about 24), the slices three times as far apart as the pixels."""
+    folder = tmp_path_factory.mktemp("plan_cubes")
+    make_volume_example(folder, rows=4, size=(24, 24, 24), seed=1)
+    return folder
+
+
+def _fingerprint(shapes, spacings, given=None) -> VolumeFingerprint:
+    shapes, spacings = np.asarray(shapes), np.asarray(spacings, float)
+    auto = target_spacing(spacings, shapes)
+    return VolumeFingerprint(100, shapes, spacings, auto, given, 20, 1, (0, 50, 200), {"m": 0.01}, {"m": 20.0})
+
+
+def test_the_fingerprint_reads_grids_intensities_and_masks(scans):
+    cfg = parse_params(volume_params(scans))
+    fp = volume_fingerprint(cfg, sample=6)
+    assert fp.rows == 10 and len(fp.shapes) == 10 and fp.read == 6  # every header, the sample's voxels
+    table = read_table(cfg.data.csv)
+    prepared = resolve_spacing(cfg, table, ["train"] * len(table.rows)).first_input.spacing
+    assert fp.given is None and np.allclose(fp.target, prepared)  # what prepare would resolve auto to
+    assert 2.5 <= fp.target[0] <= 4 and 0.8 <= fp.target[1] <= 1.2 and fp.anisotropy > 2
+    assert np.all(np.abs(fp.median - [12, 24, 24]) <= 6)
+    assert 0 < fp.foreground["tumour"] < fp.foreground["organ"] < 0.5
+    assert 0 < fp.objects["tumour"] < fp.objects["organ"] < 40  # mm: the organ spans a third of the scan or so
+    assert set(fp.values) == {"grade", "tumour_ml"} and fp.intensity[0] < fp.intensity[1] < fp.intensity[2]
+
+
+def test_proposals_fit_the_scans_and_divide_by_two_to_the_depth(scans):
+    cfg = parse_params(volume_params(scans))
+    fp = volume_fingerprint(cfg, sample=6)
+    rows = {key: (value, why) for key, value, why in propose_volumes(fp, 2**30, cfg.outputs, None, 0.15, 32)}
+    size, depth = rows["inputs.*.size"][0], rows["model.depth"][0]
+    assert len(size) == 3 and all(n % 2**depth == 0 for n in size) and 1 <= depth <= 5
+    assert all(abs(n - m) <= 2**depth / 2 for n, m in zip(size, fp.median))  # the median scan, whole
+    assert size[0] < size[1] and size[0] // 2**depth >= 1 and 4 <= size[1] // 2**depth <= 8
+    assert rows["inputs.*.spacing"][0] == "auto" and f"resolves to {mm(fp.target)} mm" in rows["inputs.*.spacing"][1]
+    assert rows["train.batch_size"][0] >= 2 and rows["model.filters"][0] == 16
+    assert rows["train.foreground"][0] == 0.33 and "tumour" in rows["train.foreground"][1]
+    assert "val scans" in rows["train.val_patches"][1]
+
+
+def test_the_coarse_axis_gives_up_voxels_first(cubes):
+    fp = volume_fingerprint(parse_params(volume_params(cubes)), sample=4)
+    assert abs(fp.median[0] - fp.median[1]) <= 4  # as many voxels, three times the mm along depth
+    roomy = {k: (v, why) for k, v, why in propose_volumes(fp, 2**30, MASK)}["inputs.*.size"]
+    size, why = {k: (v, why) for k, v, why in propose_volumes(fp, 0.05 * 2**30, MASK)}["inputs.*.size"]
+    assert roomy[0] == [24, 24, 24] and "cut" not in roomy[1]  # the median scan fits whole
+    assert size[0] < min(size[1:]) and size[1:] == roomy[0][1:] and "cut where longest in mm (depth 2x)" in why
+
+
+def test_a_budget_shrinks_large_scans_and_sets_the_batch():
+    fp = _fingerprint([(300, 512, 512)] * 5, [(1.0, 0.8, 0.8)] * 5)
+    small = {k: v for k, v, _ in propose_volumes(fp, 4 * 2**30, MASK)}
+    large = {k: v for k, v, _ in propose_volumes(fp, 80 * 2**30, MASK)}
+    for rows in (small, large):
+        assert all(n % 2 ** rows["model.depth"] == 0 for n in rows["inputs.*.size"])
+        assert 4 <= rows["inputs.*.size"][1] // 2 ** rows["model.depth"] <= 8 and rows["train.batch_size"] >= 2
+    assert np.prod(small["inputs.*.size"]) < np.prod(large["inputs.*.size"]) and large["model.filters"] == 32
+    # mm, not voxels, decide: the 300 slices of 1 mm are shorter than 512 pixels of 0.8 mm
+    assert small["inputs.*.size"][0] <= small["inputs.*.size"][1] * 1.0 / 0.8
+
+
+def test_the_spacing_reason_names_the_resolved_value_and_nnunets_rule():
+    shapes = [(20, 256, 256)] * 8 + [(60, 256, 256)] * 2  # most scans of 20 thick slices, a few of thin ones
+    fp = _fingerprint(shapes, [(5.0, 0.7, 0.7)] * 8 + [(1.5, 0.7, 0.7)] * 2)
+    assert fp.target[0] < 5  # the 10th percentile of the slice spacings, not their median
+    key, value, why = propose_volumes(fp, 8 * 2**30, MASK)[0]
+    assert (key, value) == ("inputs.*.spacing", "auto") and f"resolves to {mm(fp.target)} mm" in why
+    assert "depth is coarse (5 mm" in why and "its 10th percentile, as nnU-Net" in why
+    given = _fingerprint(shapes, [(5.0, 0.7, 0.7)] * 8 + [(1.5, 0.7, 0.7)] * 2, given=(2.0, 0.7, 0.7))
+    key, value, why = propose_volumes(given, 8 * 2**30, MASK)[0]
+    assert value == [2.0, 0.7, 0.7] and f"auto would resolve to {mm(fp.auto)} mm" in why
+
+
+def test_plan_command_on_a_volume_params_file(scans, tmp_path):
+    params = volume_params(scans)
+    (tmp_path / "volumes.yaml").write_text(yaml.safe_dump(params))
+    result = cli("plan", "--params", "volumes.yaml", "--sample", "4", "--budget-gb", "1", cwd=tmp_path)
+    assert "target spacing [" in result.stdout and "tumour: foreground" in result.stdout
+    assert "dvc exp run -S inputs.image.spacing=auto -S inputs.image.size=[" in result.stdout
+    assert run_plan(parse_params(params), 4, 1).splitlines()[-1] in result.stdout  # what run_plan says
+
+    bad = tmp_path / "bad"
+    shutil.copytree(scans, bad)
+    (bad / "images" / "0000.nii.gz").write_bytes(b"not a scan")
+    params["data"].update(csv=str(bad / "data.csv"), root=str(bad))
+    (tmp_path / "volumes.yaml").write_text(yaml.safe_dump(params))
+    failed = cli("plan", "--params", "volumes.yaml", "--sample", "4", "--budget-gb", "1", cwd=tmp_path, check=False)
+    assert failed.returncode == 1 and failed.stdout == "" and len(failed.stderr.strip().splitlines()) == 1
+    assert "row 2, column 'image'" in failed.stderr and "0000.nii.gz cannot be read as NIfTI" in failed.stderr
