@@ -15,8 +15,10 @@ from cnn_factory.data.resample import target_spacing
 from cnn_factory.data.table import read_table
 from cnn_factory.data.volume_rows import resolve_spacing
 from cnn_factory.data.volumes_example import make_volume_example
+from cnn_factory.errors import UserError
 from cnn_factory.plan import run_plan
 from cnn_factory.plan_volumes import VolumeFingerprint, mm, propose_volumes, volume_fingerprint
+from cnn_factory.volumes import read_label_volume, read_volume
 from tests.test_cli import cli
 from tests.test_volume_pipeline import volume_params
 
@@ -104,6 +106,29 @@ def test_the_spacing_reason_names_the_resolved_value_and_nnunets_rule():
     given = _fingerprint(shapes, [(5.0, 0.7, 0.7)] * 8 + [(1.5, 0.7, 0.7)] * 2, given=(2.0, 0.7, 0.7))
     key, value, why = propose_volumes(given, 8 * 2**30, MASK)[0]
     assert value == [2.0, 0.7, 0.7] and f"auto would resolve to {mm(fp.auto)} mm" in why
+
+
+def test_tiff_stacks_without_calibration_are_planned_at_the_stated_spacing(scans, tmp_path):
+    import tifffile
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    lines = ["image,labels,grade,tumour_ml"]
+    for line in (scans / "data.csv").read_text().splitlines()[1:5]:
+        image, labels, grade, ml = line.split(",")
+        name = Path(image).name.replace(".nii.gz", ".tif")
+        tifffile.imwrite(tmp_path / "images" / name, read_volume(scans / image, "test").array[0])
+        tifffile.imwrite(tmp_path / "labels" / name, read_label_volume(scans / labels, "test").array)
+        lines.append(f"images/{name},labels/{name},{grade},{ml}")
+    (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"row 2, column 'image': .* has no voxel spacing .* inputs\.\*\.spacing"):
+        volume_fingerprint(parse_params(volume_params(tmp_path)), sample=4)
+    params = volume_params(tmp_path)
+    params["inputs"]["image"]["spacing"] = [3.0, 1.0, 1.0]
+    fp = volume_fingerprint(parse_params(params), sample=4)
+    assert fp.given == fp.target == (3.0, 1.0, 1.0) and len(fp.shapes) == 4 and fp.objects["tumour"] > 0
+    key, value, why = propose_volumes(fp, 2**30, MASK)[0]
+    assert (key, value) == ("inputs.*.spacing", [3.0, 1.0, 1.0]) and why.startswith("as params")
 
 
 def test_plan_command_on_a_volume_params_file(scans, tmp_path):

@@ -7,7 +7,8 @@ the target spacing (`inputs.*.spacing`, or what `auto` resolves to by data/resam
 the scans' shapes at it and its anisotropy (largest over smallest axis); from the sampled scans'
 voxels their intensity percentiles and, per mask output, its foreground share and objects
 (connected components in 3-D, each one's equivalent sphere diameter in mm, and in voxels at the
-target spacing); per image-level output its column, as for images.
+target spacing); per image-level output its column, as for images. A TIFF stack without
+calibration is read at the params' stated `spacing`, as prepare reads it.
 
 The proposals: `spacing` (auto, and what it resolves to and why, or the params' own); the patch
 `size`, from a voxel budget: the median shape at the target spacing, its axis longest in mm cut
@@ -81,25 +82,31 @@ def volume_fingerprint(cfg: Config, sample: int = 50) -> VolumeFingerprint:
     table = read_table(cfg.data.csv)
     picks = spread(len(table.rows), sample)
     spec = cfg.first_input
+    stated = spec.spacing if isinstance(spec.spacing, tuple) else None  # an uncalibrated TIFF stack's, as prepare
     shapes, spacings = [], []
     for i in np.union1d(picks, spread(len(table.rows), GRID_ROWS * sample)):
-        path = row_file(cfg, table, i, spec.column)
-        if i in picks or path.name.lower().endswith(NIFTI):  # a TIFF stack's grid means reading it
-            shape, spacing = volume_grid(path, table.where(i, spec.column))
-            shapes.append(shape)
-            spacings.append(spacing)
+        path, where = row_file(cfg, table, i, spec.column), table.where(i, spec.column)
+        if path.name.lower().endswith(NIFTI):
+            shape, spacing = volume_grid(path, where)  # the header alone
+        elif i in picks:  # a TIFF stack's grid means reading it
+            scan = read_volume(path, where, default_spacing=stated)
+            shape, spacing = scan.shape, scan.spacing
+        else:
+            continue
+        shapes.append(shape)
+        spacings.append(spacing)
     levels = []
     share: dict[str, list[float]] = {n: [] for n, o in cfg.outputs.items() if o.spatial}
     diameters: dict[str, list[float]] = {n: [] for n in share}
     for i in picks:
-        scan = read_volume(row_file(cfg, table, i, spec.column), table.where(i, spec.column), spec.channels)
+        scan = read_volume(row_file(cfg, table, i, spec.column), table.where(i, spec.column), spec.channels, stated)
         levels.append(np.percentile(scan.array.ravel()[:: max(1, scan.array.size // MAX_VOXELS)], (0.5, 50, 99.5)))
         labels = {}
         for name in share:
             output = cfg.outputs[name]
             if output.column not in labels:
                 path = row_file(cfg, table, i, output.column)
-                labels[output.column] = read_label_volume(path, table.where(i, output.column))
+                labels[output.column] = read_label_volume(path, table.where(i, output.column), stated)
             volume = labels[output.column]
             mask = output.mask(volume.array, volume.shape) > 0  # a class mask: any class
             share[name].append(float(mask.mean()))
@@ -114,7 +121,7 @@ def volume_fingerprint(cfg: Config, sample: int = 50) -> VolumeFingerprint:
         shapes=np.asarray(shapes, np.int64),
         spacings=np.asarray(spacings, float),
         auto=auto,
-        given=None if spec.spacing == "auto" else tuple(spec.spacing),
+        given=stated,
         read=len(picks),
         channels=sum(s.channels for s in cfg.inputs.values()),
         intensity=(float(low), float(middle), float(high)),
