@@ -1,0 +1,414 @@
+"""Volumes: cnn-factory's patch training of 3-D scans against a plain MONAI 3-D pipeline, in one run.
+
+    python -m benchmarks.volumes [--rows 60] [--epochs 8] [--patches 128] [--quick] [--resources] [--no-ours]
+
+On generated scans (cnn_factory/data/volumes_example.py at `size` (32, 64, 64): 27-37 slices of
+2.5-4 mm, 54-74 pixels of 0.8-1.2 mm a side, an organ with a round tumour, 0.2-2% of the
+voxels, 0.8% at the median; an image-level `grade` (low, high) and the tumour's volume
+`tumour_ml`), the tumour (label 2) is the mask: the organ is a sixth of each scan and too easy,
+and labels 1 and 3 are the organ's parts outside the tumour. The split is a `split` column
+written into data.csv (seeded: 10% val, 20% test), which both tools read. Both train on patches
+of (16, 48, 48) voxels (depth, height, width: half the slices and three quarters of a slice's
+side, divisible by 8 for 3 levels), 8 a batch, at the target spacing of cnn-factory's `auto`
+rule (nnU-Net's, over the training scans: about (3.1, 1.0, 1.0) mm, the medians). Sizes are
+those of the issue's "64-128 voxels a side" at its low end, as 2 CPU cores allow: a training
+step of 8 such patches takes about 1.6 s for either network, so the default run (2 runs of
+1,024 patches per tool, 8 epochs of 128 for ours) takes about 25 minutes; `--quick` (16 scans
+of ~24x48x48, 2 x 16 patches of 16x32x32) a minute or two, its figures meaning nothing.
+Resampling a test scan's truth to the target spacing and back (the path both tools' predictions
+take) keeps a dice of 0.92-0.99: the ceiling at these coarse grids.
+
+Scored on the test scans at their OWN grid (each prediction brought back from the target
+spacing onto its label volume's voxels, probabilities interpolated, then thresholded at 0.5):
+dice pooled over all test voxels and the mean of the scans' dice, and the mean HD95 in mm, from
+`cnn_factory.scores.masks.mask_scores(pred, truth, tolerance, spacing)` for both tools.
+
+- cnn-factory, `inputs.image` a volume input in `mode: patch` with `spacing: auto`: the train
+  and evaluate stages as DVC runs them, a UNet of depth 3 with 4 filters at the top (its 3-D
+  step costs about what MONAI's UNet below costs: 4.9-6.3 and 3.3-5.0 patches/s of (16, 48, 48)
+  at batch 8, forward, backward and the optimiser, in three tries on a noisy 2-core machine; 8
+  filters 2.7-4.5), a mask only (`tumour`); and again with `grade` (a category) and `tumour_ml`
+  (a number) beside it. Figures from eval/metrics.json.
+- a plain MONAI pipeline as its 3-D segmentation tutorials build one (spleen, BraTS):
+  LoadImaged, EnsureChannelFirstd, Orientationd (RAS), Spacingd to the same target spacing
+  (bilinear image, nearest labels), ScaleIntensityd, cached by CacheDataset; RandCropByPosNegLabeld
+  (pos 1, neg 2: a third of the patches on foreground, as ours; 4 a scan); UNet(spatial_dims=3,
+  16-128 channels, two residual units per level) with background and foreground channels,
+  DiceCELoss(to_onehot_y, softmax), Adam with a cosine schedule; sliding_window_inference
+  (overlap 0.5, Gaussian blending), the softmax brought back onto each scan's grid with
+  ResampleToMatch (by the affines). At the same number of training patches as cnn-factory, and
+  again for as long as our mask-only run trained.
+- `--resources`: peak RSS of a short train stage on 1x and 4x the scans, and the train stage's
+  patches/s end to end over the bare step (benchmarks/large.py's measures, on volumes).
+
+Training time is wall time of the training alone (cnn-factory: the train stage, start-up,
+validation and checkpoints included; MONAI: its loop, no validation, CacheDataset's loading and
+resampling not counted, as prepare is not). Writes benchmarks/volumes.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from cnn_factory.data.resample import target_spacing
+from cnn_factory.data.volumes_example import make_volume_example
+from cnn_factory.scores.masks import mask_scores, mask_summary
+from cnn_factory.volumes import read_label_volume, read_volume
+
+ROOT = Path(__file__).resolve().parents[1]
+MONAI_LR = 3e-3  # Adam's for MONAI, cnn-factory's default: of 1e-3 and 3e-3 the better at 1,024 patches (0.867, 0.902)
+TUMOUR = 2  # the label value of the mask benchmarked
+TOLERANCE = 2.0  # surface dice's tolerance, mm
+SPLIT = {"val": 0.1, "test": 0.2}
+
+OUTPUTS = {
+    "tumour": {"type": "segmentation", "column": "labels", "label": TUMOUR, "loss": "bce_dice", "weight": 1.0},
+    "grade": {"type": "category", "classes": ["low", "high"], "loss": "categorical_crossentropy", "weight": 0.5},
+    "tumour_ml": {"type": "numeric", "weight": 0.3},
+}
+
+
+def make_data(out: Path, rows: int, size: tuple[int, int, int], seed: int = 0) -> list[dict]:
+    """The generated scans, and a `split` column in data.csv (seeded fractions, as prepare draws
+    them) that both tools read; returns the CSV's rows."""
+    make_volume_example(out, rows, size=size, seed=seed)
+    with open(out / "data.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    n_val, n_test = round(rows * SPLIT["val"]), round(rows * SPLIT["test"])
+    for k, i in enumerate(np.random.default_rng(seed).permutation(rows)):
+        table[i]["split"] = "val" if k < n_val else "test" if k < n_val + n_test else "train"
+    with open(out / "data.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, [*table[0]])
+        writer.writeheader()
+        writer.writerows(table)
+    return table
+
+
+def files(data: Path, table: list[dict], split: str) -> list[dict]:
+    return [{"image": str(data / r["image"]), "label": str(data / r["labels"])} for r in table if r["split"] == split]
+
+
+def the_target(data: Path, table: list[dict]) -> tuple[float, float, float]:
+    """cnn-factory's `spacing: auto` over the training scans (nnU-Net's rule), mm per (D, H, W)."""
+    train = [read_volume(Path(f["image"]), f["image"]) for f in files(data, table, "train")]
+    d, h, w = target_spacing([s.spacing for s in train], [s.shape for s in train])
+    return d, h, w
+
+
+def params(
+    data: Path, patch: tuple[int, int, int], epochs: int, patches: int, batch: int, filters: int = 4,
+    outputs: tuple[str, ...] = ("tumour", "grade", "tumour_ml"),
+) -> dict:  # fmt: skip
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"].update(csv=str(data / "data.csv"), root=str(data))
+    p["data"]["split"].update(column="split")
+    p["inputs"] = {"image": {"type": "image", "size": list(patch), "channels": 1, "mode": "patch", "spacing": "auto"}}
+    p["outputs"] = {name: OUTPUTS[name] for name in outputs}
+    p["model"].update(depth=3, filters=filters)
+    p["train"].update(epochs=epochs, batch_size=batch, patches_per_epoch=patches, log_images_every=0)
+    return p
+
+
+def run_stage(folder: Path, stage: str) -> tuple[float, str]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}"], cwd=folder, env=env, capture_output=True, text=True
+    )
+    if result.returncode:
+        raise RuntimeError(f"stages.{stage} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return time.perf_counter() - start, result.stdout
+
+
+def setup(work: Path, p: dict) -> None:
+    """A work folder with its params.yaml and the prepared data, as `dvc repro` leaves it before train."""
+    from cnn_factory.config import parse_params
+    from cnn_factory.data.prepare import prepare
+
+    work.mkdir(parents=True)
+    (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    prepare(parse_params(p), work / "data" / "prepared", None, workers=2)
+
+
+def ours(work: Path, p: dict) -> dict:
+    """cnn-factory's train and evaluate stages in `work`; the test figures of eval/metrics.json."""
+    setup(work, p)
+    seconds, _ = run_stage(work, "train")
+    run_stage(work, "evaluate")
+    metrics = json.loads((work / "eval" / "metrics.json").read_text())["test"]
+    live = json.loads((work / "dvclive" / "metrics.json").read_text())
+    mask = metrics["tumour"]
+    return {
+        "train_s": seconds,
+        "dice": mask["dice_pooled"],
+        "dice_mean": mask["dice"],
+        "hd95_mm": mask.get("hd95"),  # in mm where evaluate scores volumes with their spacing
+        "grade_accuracy": metrics.get("grade", {}).get("accuracy"),
+        "tumour_ml_mae": metrics.get("tumour_ml", {}).get("mae"),
+        "saved_epoch": int(live["best"]["epoch"]),
+        "patches": p["train"]["epochs"] * p["train"]["patches_per_epoch"],
+    }
+
+
+def monai_run(
+    data: Path, table: list[dict], spacing: tuple[float, float, float], patch: tuple[int, int, int],
+    patches: int, batch: int, lr: float, seed: int = 0,
+) -> dict:  # fmt: skip
+    """A plain MONAI 3-D patch pipeline on the same files, `patches` training patches of `patch`
+    (D, H, W) voxels at `spacing` (mm per D, H, W), scored at each test scan's own grid."""
+    from monai.data import CacheDataset, DataLoader, Dataset
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import UNet
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirstd,
+        Lambdad,
+        LoadImaged,
+        Orientationd,
+        RandCropByPosNegLabeld,
+        ScaleIntensityd,
+        Spacingd,
+        SpatialPadd,
+    )
+    from monai.utils import set_determinism
+
+    set_determinism(seed)
+    torch.manual_seed(seed)
+    # MONAI's arrays are NIfTI's (i, j, k) = (W, H, D): sizes and spacings reversed
+    roi, pixdim = tuple(reversed(patch)), tuple(reversed(spacing))
+    keys = ["image", "label"]
+    load = [
+        LoadImaged(keys, image_only=True),
+        EnsureChannelFirstd(keys),
+        Lambdad("label", lambda x: (x == TUMOUR).to(torch.uint8)),  # the tumour against the rest
+        Orientationd(keys, axcodes="RAS"),
+        Spacingd(keys, pixdim=pixdim, mode=("bilinear", "nearest")),
+        ScaleIntensityd("image"),
+        SpatialPadd(keys, roi),  # a scan narrower than a patch after resampling: zeros around it, as ours
+    ]
+    crops = RandCropByPosNegLabeld(keys, "label", roi, pos=1, neg=2, num_samples=4)
+    cached = CacheDataset(files(data, table, "train"), Compose(load), num_workers=0, progress=False)
+    train = Dataset(cached, crops)  # the random crops of the cached, resampled scans, as the tutorials
+    loader = DataLoader(train, batch_size=batch // 4, shuffle=True, num_workers=0)
+    model = UNet(3, 1, 2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, patches // batch))
+    seen, start = 0, time.perf_counter()
+    model.train()
+    while seen < patches:
+        for item in loader:
+            image, label = item["image"], item["label"]
+            loss = loss_fn(model(image), label)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            seen += len(image)
+            if seen >= patches:
+                break
+    train_s = time.perf_counter() - start
+    return {"train_s": train_s, **monai_scores(model, data, table, load, roi), "patches": seen}
+
+
+def monai_scores(model: torch.nn.Module, data: Path, table: list[dict], load: list, roi: tuple) -> dict:
+    """The test scans through sliding_window_inference, the foreground probability back on each
+    scan's own grid (ResampleToMatch by the affines), thresholded at 0.5; mask_scores in mm."""
+    from monai.data import Dataset, MetaTensor
+    from monai.inferers import sliding_window_inference
+    from monai.transforms import Compose, ResampleToMatch
+
+    model.eval()
+    back = ResampleToMatch(mode="bilinear", padding_mode="border")
+    scores, start = [], time.perf_counter()
+    test = files(data, table, "test")
+    with torch.no_grad():
+        for f, item in zip(test, Dataset(test, Compose(load))):
+            logits = sliding_window_inference(item["image"][None], roi, 8, model, overlap=0.5, mode="gaussian")
+            probs = torch.softmax(logits[0], 0)[1:]  # (1, W', H', D') at the target spacing, its affine
+            truth = read_label_volume(Path(f["label"]), f["label"])  # (D, H, W), the file's own grid
+            grid = read_volume(Path(f["image"]), f["image"])
+            dst = MetaTensor(torch.zeros(1, *reversed(grid.shape)), affine=nifti_affine(grid.affine))
+            on_grid = back(probs, dst)[0].numpy().transpose(2, 1, 0)  # (W, H, D) -> (D, H, W)
+            scores.append(mask_scores(on_grid > 0.5, truth.array == TUMOUR, TOLERANCE, truth.spacing))
+    columns = {k: np.array([s[k] for s in scores]) for k in scores[0]}
+    summary = mask_summary(columns)
+    return {
+        "dice": summary["dice_pooled"],
+        "dice_mean": summary["dice"],
+        "hd95_mm": summary["hd95"],
+        "nsd": summary["nsd"],
+        "grade_accuracy": None,
+        "tumour_ml_mae": None,
+        "infer_s": time.perf_counter() - start,
+    }
+
+
+def nifti_affine(affine: np.ndarray) -> torch.Tensor:
+    """cnn-factory's (d, h, w) affine as MONAI's, NIfTI's (i, j, k) = (w, h, d) columns."""
+    return torch.as_tensor(np.asarray(affine, float)[:, [2, 1, 0, 3]])
+
+
+def peak_rss(tmp: Path, name: str, rows: int, size: tuple[int, int, int], patch: tuple, batch: int) -> int:
+    """Peak RSS (bytes) of one short train stage on `rows` generated scans of about `size` voxels."""
+    data, work = tmp / f"{name}-data", tmp / name
+    make_data(data, rows, size, seed=1)
+    setup(work, params(data, patch, 1, 64, batch, outputs=("tumour",)))
+    peak = work / "peak_rss"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
+    peak_py = str(Path(__file__).with_name("peak.py"))
+    command = [sys.executable, peak_py, str(peak), sys.executable, "-m", "stages.train"]
+    subprocess.run(command, cwd=work, env=env, check=True, capture_output=True)
+    return int(peak.read_text())
+
+
+def efficiency(tmp: Path, size: tuple[int, int, int], patch: tuple, batch: int, epochs: int, patches: int) -> dict:
+    """Patches/s of the train stage end to end (start-up, sampling, validation with the default
+    params, logging, checkpoints) over the bare step on a batch in memory, measured before and after."""
+    from benchmarks.measure import pure_step_rate
+    from cnn_factory.config import parse_params
+
+    data, work = tmp / "eff-data", tmp / "eff"
+    make_data(data, 40, size, seed=2)
+    p = params(data, patch, epochs, patches, batch, outputs=("tumour",))
+    setup(work, p)
+    cfg, cpu = parse_params(p), torch.device("cpu")
+    before = pure_step_rate(cfg, work / "data" / "prepared", cpu, 20)
+    seconds, text = run_stage(work, "train")
+    after = pure_step_rate(cfg, work / "data" / "prepared", cpu, 20)
+    bare = (before + after) / 2
+    end_to_end = epochs * patches / seconds
+    speeds = [float(v) for v in re.findall(r"^epoch \d+/\d+ .* (\d+) img/s$", text, flags=re.M)]
+    loop = epochs * patches / sum(patches / v for v in speeds) if speeds else math.nan
+    return {
+        "bare_patches_per_s": bare,
+        "stage_patches_per_s": end_to_end,
+        "efficiency": end_to_end / bare,
+        "loop_patches_per_s": loop,
+        "loop_efficiency": loop / bare,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--patches", type=int, default=128, help="patches per epoch")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="small scans, few patches: the smoke run")
+    parser.add_argument("--resources", action="store_true", help="only peak RSS and training efficiency")
+    parser.add_argument("--no-ours", action="store_true", help="MONAI only (cnn-factory's runs left out)")
+    args = parser.parse_args()
+    args.size, args.patch = (32, 64, 64), (16, 48, 48)
+    if args.quick:
+        args.rows, args.epochs, args.patches, args.batch = 16, 2, 16, 8
+        args.size, args.patch = (24, 48, 48), (16, 32, 32)
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="cnn-factory-volumes-") as tmp:
+        if args.resources:
+            resources(Path(tmp), args, results)
+            return finish(results, args)
+        data = Path(tmp) / "scans"
+        table = make_data(data, args.rows, args.size)
+        spacing = the_target(data, table)
+        patches = args.epochs * args.patches
+        shape = (args.patch, args.epochs, args.patches, args.batch)
+        results["monai"] = monai_run(data, table, spacing, args.patch, patches, args.batch, MONAI_LR)
+        if not args.no_ours:
+            results["mask"] = ours(Path(tmp) / "mask", params(data, *shape, outputs=("tumour",)))
+            results["all"] = ours(Path(tmp) / "all", params(data, *shape))
+            # and as long as our mask-only run trained (its patches from MONAI's own rate): the same time
+            rate = results["monai"]["patches"] / results["monai"]["train_s"]
+            same = max(args.batch, round(rate * results["mask"]["train_s"] / args.batch) * args.batch)
+            results["monai_same_time"] = monai_run(data, table, spacing, args.patch, same, args.batch, MONAI_LR)
+        results["target_spacing_mm"] = spacing
+        results["test_scans"] = sum(r["split"] == "test" for r in table)
+        results["train_scans"] = sum(r["split"] == "train" for r in table)
+    finish(results, args)
+
+
+def resources(tmp: Path, args: argparse.Namespace, results: dict) -> None:
+    """Peak RSS at 1x and 4x the scans, and the train stage's efficiency over the bare step."""
+    base = max(args.rows // 2, 10)
+    results["peak_rss"] = {
+        f"{n} scans of ~{'x'.join(map(str, args.size))}": peak_rss(tmp, f"rss{n}", n, args.size, args.patch, args.batch)
+        for n in (base, 4 * base)
+    }
+    epochs = 2 if args.quick else 5
+    results["efficiency"] = efficiency(tmp, args.size, args.patch, args.batch, epochs, args.patches)
+
+
+def finish(results: dict, args: argparse.Namespace) -> None:
+    results["conditions"] = {
+        "rows": args.rows, "scan": args.size, "epochs": args.epochs, "patches_per_epoch": args.patches,
+        "patch": args.patch, "batch": args.batch, "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }  # fmt: skip
+    name = "volumes-resources.json" if args.resources else "volumes.json"
+    (ROOT / "benchmarks" / name).write_text(json.dumps(results, indent=2) + "\n")
+    report(results)
+
+
+def report(results: dict) -> None:
+    c = results["conditions"]
+    patch = "x".join(map(str, c["patch"]))
+    if "monai" in results:
+        spacing = ", ".join(f"{s:.2f}" for s in results["target_spacing_mm"])
+        scan = "x".join(map(str, c["scan"]))
+        print(
+            f"{results['train_scans']} training and {results['test_scans']} test scans of ~{scan} voxels; "
+            f"patches {patch} at ({spacing}) mm; tumour dice and HD95 at each scan's own grid"
+        )
+        head = f"{'run':<42} {'dice, pooled':>12} {'dice, mean':>10} {'HD95 mm':>7} {'grade acc':>9}"
+        print(f"{head} {'mL MAE':>6} {'training':>9} {'patches':>8}")
+        names = {
+            "mask": "cnn-factory, mask only",
+            "all": "cnn-factory, mask + grade + tumour_ml",
+            "monai": "MONAI, same patches",
+            "monai_same_time": "MONAI, same time as mask only",
+        }
+        for key, name in names.items():
+            if key not in results:
+                continue
+            r = results[key]
+            figures = [
+                f"{r[k]:.3f}" if r.get(k) is not None else "-" for k in ("hd95_mm", "grade_accuracy", "tumour_ml_mae")
+            ]
+            print(
+                f"{name:<42} {r['dice']:>12.4f} {r['dice_mean']:>10.4f} {figures[0]:>7} {figures[1]:>9} "
+                f"{figures[2]:>6} {r['train_s']:>8.0f}s {r['patches']:>8}"
+            )
+        if "mask" in results:
+            monai = results["monai"]["train_s"]
+            print(
+                f"train stage over MONAI's training: mask only {results['mask']['train_s'] / monai:.2f}, "
+                f"with the image-level outputs {results['all']['train_s'] / monai:.2f}"
+            )
+    if "peak_rss" in results:
+        first = next(iter(results["peak_rss"].values()))
+        for what, peak in results["peak_rss"].items():
+            print(f"peak RSS of patch training, {what}: {peak / 2**20:.0f} MiB ({peak / first:.2f}x)")
+        e = results["efficiency"]
+        print(
+            f"patch training efficiency: {e['stage_patches_per_s']:.1f} patches/s end to end over "
+            f"{e['bare_patches_per_s']:.1f} for the bare step = {e['efficiency']:.2f}; the training loop alone "
+            f"{e['loop_patches_per_s']:.1f} = {e['loop_efficiency']:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
