@@ -28,6 +28,7 @@ from cnn_factory.data.dataset import PreparedSplit, make_loader, read_manifest, 
 from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.data.rows import load_row
 from cnn_factory.data.table import Table, read_table
+from cnn_factory.layers import SPATIAL
 from cnn_factory.model import ModelFile, MultiOutputNet, load_model, model_args, model_meta
 from cnn_factory.predict import predict_images
 from cnn_factory.training.loop import autocast_dtype
@@ -94,7 +95,8 @@ def pure_step_rate(cfg: Config, prepared: Path, device: torch.device, seconds: f
     the step of `cnn_factory.training.loop.train_one_epoch` (same model, batch size, precision), and nothing else."""
     manifest, t = read_manifest(prepared, cfg), cfg.train
     args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
-    model = MultiOutputNet(**args).to(device, memory_format=torch.channels_last).train()
+    layout = SPATIAL[args.get("dims", 2)].memory_format  # channels last, 2-D or 3-D, as training's
+    model = MultiOutputNet(**args).to(device, memory_format=layout).train()
     criterion = Criterion(cfg.outputs, manifest["outputs"])
     optimizer = make_optimizer(t.optimizer, model.parameters(), t.lr, t.momentum, t.weight_decay)
     amp = autocast_dtype(t.precision, device)

@@ -14,7 +14,7 @@ rule (nnU-Net's, over the training scans: about (3.1, 1.0, 1.0) mm, the medians)
 those of the issue's "64-128 voxels a side" at its low end, as 2 CPU cores allow: a training
 step of 8 such patches takes about 1.6 s for either network, so the default run (2 runs of
 1,024 patches per tool, 8 epochs of 128 for ours) takes about 25 minutes; `--quick` (16 scans
-of ~24x48x48, 2 x 16 patches of 16x32x32) a minute or two, its figures meaning nothing.
+of ~16x32x32, 2 epochs of 16 patches of 8x16x16) about a minute, its figures meaning nothing.
 Resampling a test scan's truth to the target spacing and back (the path both tools' predictions
 take) keeps a dice of 0.92-0.99: the ceiling at these coarse grids.
 
@@ -23,21 +23,24 @@ spacing onto its label volume's voxels, probabilities interpolated, then thresho
 dice pooled over all test voxels and the mean of the scans' dice, and the mean HD95 in mm, from
 `cnn_factory.scores.masks.mask_scores(pred, truth, tolerance, spacing)` for both tools.
 
-- cnn-factory, `inputs.image` a volume input in `mode: patch` with `spacing: auto`: the train
-  and evaluate stages as DVC runs them, a UNet of depth 3 with 4 filters at the top (its 3-D
-  step costs about what MONAI's UNet below costs: 4.9-6.3 and 3.3-5.0 patches/s of (16, 48, 48)
-  at batch 8, forward, backward and the optimiser, in three tries on a noisy 2-core machine; 8
-  filters 2.7-4.5), a mask only (`tumour`); and again with `grade` (a category) and `tumour_ml`
-  (a number) beside it. Figures from eval/metrics.json.
+- cnn-factory, `inputs.image` a volume input in `mode: patch` with `spacing: auto` and `window:
+  null` (each scan's 0.5-99.5th percentile to 0..255, cubic resampling), the training settings
+  of examples/volumes/params.yaml (its augmentation, 64 val patches an epoch, the saved epoch by
+  val/relative_loss): the train and evaluate stages as DVC runs them, a UNet of depth 3 with 4
+  filters at the top (its 3-D step costs about what MONAI's UNet below costs: 4.9-6.3 and
+  3.3-5.0 patches/s of (16, 48, 48) at batch 8, forward, backward and the optimiser, in three
+  tries on a noisy 2-core machine; 8 filters 2.7-4.5), a mask only (`tumour`); and again with
+  `grade` (a category) and `tumour_ml` (a number) beside it. Figures from eval/metrics.json.
 - a plain MONAI pipeline as its 3-D segmentation tutorials build one (spleen, BraTS):
   LoadImaged, EnsureChannelFirstd, Orientationd (RAS), Spacingd to the same target spacing
-  (bilinear image, nearest labels), ScaleIntensityd, cached by CacheDataset; RandCropByPosNegLabeld
-  (pos 1, neg 2: a third of the patches on foreground, as ours; 4 a scan); UNet(spatial_dims=3,
-  16-128 channels, two residual units per level) with background and foreground channels,
-  DiceCELoss(to_onehot_y, softmax), Adam with a cosine schedule; sliding_window_inference
-  (overlap 0.5, Gaussian blending), the softmax brought back onto each scan's grid with
-  ResampleToMatch (by the affines). At the same number of training patches as cnn-factory, and
-  again for as long as our mask-only run trained.
+  (bilinear image, nearest labels), ScaleIntensityd (each scan's min-max to 0..1), SpatialPadd
+  to the patch (a few scans are narrower once resampled), cached by CacheDataset;
+  RandCropByPosNegLabeld (pos 1, neg 2: a third of the patches on foreground, as ours; 4 a scan;
+  no other augmentation); UNet(spatial_dims=3, 16-128 channels, two residual units per level)
+  with background and foreground channels, DiceCELoss(to_onehot_y, softmax), Adam with a cosine
+  schedule; sliding_window_inference (overlap 0.5, Gaussian blending), the softmax brought back
+  onto each scan's grid with ResampleToMatch (by the affines). At the same number of training
+  patches as cnn-factory, and again for as long as our mask-only run trained.
 - `--resources`: peak RSS of a short train stage on 1x and 4x the scans, and the train stage's
   patches/s end to end over the bare step (benchmarks/large.py's measures, on volumes).
 
@@ -113,7 +116,7 @@ def params(
     data: Path, patch: tuple[int, int, int], epochs: int, patches: int, batch: int, filters: int = 4,
     outputs: tuple[str, ...] = ("tumour", "grade", "tumour_ml"),
 ) -> dict:  # fmt: skip
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = yaml.safe_load((ROOT / "examples" / "volumes" / "params.yaml").read_text())  # volumes' defaults
     p["data"].update(csv=str(data / "data.csv"), root=str(data))
     p["data"]["split"].update(column="split")
     p["inputs"] = {"image": {"type": "image", "size": list(patch), "channels": 1, "mode": "patch", "spacing": "auto"}}
@@ -161,6 +164,7 @@ def ours(work: Path, p: dict) -> dict:
         "tumour_ml_mae": metrics.get("tumour_ml", {}).get("mae"),
         "saved_epoch": int(live["best"]["epoch"]),
         "patches": p["train"]["epochs"] * p["train"]["patches_per_epoch"],
+        "target_spacing_mm": json.loads((work / "data" / "prepared" / "manifest.json").read_text())["spacing"],
     }
 
 
@@ -316,7 +320,7 @@ def main() -> None:
     args.size, args.patch = (32, 64, 64), (16, 48, 48)
     if args.quick:
         args.rows, args.epochs, args.patches, args.batch = 16, 2, 16, 8
-        args.size, args.patch = (24, 48, 48), (16, 32, 32)
+        args.size, args.patch = (16, 32, 32), (8, 16, 16)
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="cnn-factory-volumes-") as tmp:
         if args.resources:
@@ -393,6 +397,9 @@ def report(results: dict) -> None:
                 f"{figures[2]:>6} {r['train_s']:>8.0f}s {r['patches']:>8}"
             )
         if "mask" in results:
+            ours_spacing = results["mask"]["target_spacing_mm"]
+            if not np.allclose(ours_spacing, results["target_spacing_mm"], rtol=1e-4):
+                print(f"NOTE: prepare resampled to {ours_spacing} mm, MONAI to {results['target_spacing_mm']} mm")
             monai = results["monai"]["train_s"]
             print(
                 f"train stage over MONAI's training: mask only {results['mask']['train_s'] / monai:.2f}, "
