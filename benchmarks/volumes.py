@@ -26,11 +26,12 @@ dice pooled over all test voxels and the mean of the scans' dice, and the mean H
 - cnn-factory, `inputs.image` a volume input in `mode: patch` with `spacing: auto` and `window:
   null` (each scan's 0.5-99.5th percentile to 0..255, cubic resampling), the training settings
   of examples/volumes/params.yaml (its augmentation, 64 val patches an epoch, the saved epoch by
-  val/relative_loss): the train and evaluate stages as DVC runs them, a UNet of depth 3 with 4
-  filters at the top (its 3-D step costs about what MONAI's UNet below costs: 4.9-6.3 and
-  3.3-5.0 patches/s of (16, 48, 48) at batch 8, forward, backward and the optimiser, in three
-  tries on a noisy 2-core machine; 8 filters 2.7-4.5), a mask only (`tumour`); and again with
-  `grade` (a category) and `tumour_ml` (a number) beside it. Figures from eval/metrics.json.
+  val/relative_loss): the train and evaluate stages as DVC runs them, a UNet of depth 3 with
+  the example's 8 filters at the top (a step of 2.7-4.5 patches/s of (16, 48, 48) at batch 8,
+  forward, backward and the optimiser, against 3.3-5.0 for MONAI's UNet below, in three tries
+  on a noisy 2-core machine; 4 filters, 4.9-6.3, fell 0.12 short of MONAI's dice in 1,024
+  patches), a mask only (`tumour`); and again with `grade` (a category) and `tumour_ml` (a
+  number) beside it. Figures from eval/metrics.json.
 - a plain MONAI pipeline as its 3-D segmentation tutorials build one (spleen, BraTS):
   LoadImaged, EnsureChannelFirstd, Orientationd (RAS), Spacingd to the same target spacing
   (bilinear image, nearest labels), ScaleIntensityd (each scan's min-max to 0..1), SpatialPadd
@@ -113,7 +114,7 @@ def the_target(data: Path, table: list[dict]) -> tuple[float, float, float]:
 
 
 def params(
-    data: Path, patch: tuple[int, int, int], epochs: int, patches: int, batch: int, filters: int = 4,
+    data: Path, patch: tuple[int, int, int], epochs: int, patches: int, batch: int, filters: int = 8,
     outputs: tuple[str, ...] = ("tumour", "grade", "tumour_ml"),
 ) -> dict:  # fmt: skip
     p = yaml.safe_load((ROOT / "examples" / "volumes" / "params.yaml").read_text())  # volumes' defaults
