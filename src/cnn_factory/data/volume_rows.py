@@ -18,7 +18,6 @@ for images. Every problem is one line naming the row, the column and the file.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -122,7 +121,7 @@ def load_volume_row(
     if first is not None:
         result.size, result.spacing = first.shape, first.spacing
         result.native_size = resampled_shape(first.shape, first.spacing, target)
-    labels: dict[str, tuple[Path, np.ndarray] | None] = {}
+    labels: dict[str, tuple[np.ndarray, np.ndarray | None] | None] = {}  # per column: values, at the target
     for output in cfg.outputs.values():
         values = None
         if output.reads_label_map:
@@ -134,16 +133,15 @@ def load_volume_row(
             read = labels[output.column]
             if read is None:
                 continue
-            values = read[1]
+            values, at_target = read
             if output.lacks_labels(values):
                 result.missing_labels.append(output.name)
         try:
             result.arrays[output.name] = output.decode(row[output.column], values)
         except ValueError as err:
             problem(output.column, str(err))
-        if output.spatial and values is not None and first is not None:
+        if output.spatial and values is not None and at_target is not None:
             result.native[f"{output.name}.truth"] = output.mask(values, values.shape)
-            at_target = resample_labels(values, first.spacing, target)
             mask = output.mask(at_target, at_target.shape)
             result.native[f"{output.name}.native"] = mask
             result.arrays[foreground_name(output.name)] = foreground_pixels(mask)
@@ -158,8 +156,9 @@ def _label_volume(
     image: Volume | None,
     problem: Callable[[str, str], None],
     stated: tuple[float, float, float] | None,
-) -> tuple[Path, np.ndarray] | None:
-    """The label values of the row's label volume in `column`, checked to lie on its image's grid."""
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The label values of the row's label volume in `column`, checked to lie on its image's grid,
+    and resampled to the target spacing (nearest; None without an image to place them)."""
     path = cell_path(table.rows[index], column, cfg.data, problem)
     if path is None:
         return None
@@ -171,4 +170,8 @@ def _label_volume(
     except UserError as err:  # its message names the row and column already
         problem(column, str(err).removeprefix(f"{where}: "))
         return None
-    return path, labels.array
+    if image is None:
+        return labels.array, None
+    target = cfg.first_input.spacing
+    assert target != "auto"
+    return labels.array, resample_labels(labels.array, labels.spacing, target)
