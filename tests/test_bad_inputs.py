@@ -185,7 +185,8 @@ CASES = {
     "wrong-type": (set_key("train.lr", "fast"), "train.lr: expected a number, got 'fast' (str)"),
     "zero-size": (
         set_key("inputs.image.size", [0, 16]),
-        "inputs.image.size: expected [height, width] as two positive integers, got [0, 16]",
+        "inputs.image.size: expected [height, width] (images) or [depth, height, width] (volumes) as positive "
+        "integers, got [0, 16]",
     ),
     "zero-epochs": (set_key("train.epochs", 0), "train.epochs: expected an integer >= 1, got 0"),
     "negative-batch": (set_key("train.batch_size", -2), "train.batch_size: expected an integer >= 1, got -2"),

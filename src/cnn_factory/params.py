@@ -26,22 +26,6 @@ def show(value: Any) -> str:
     return "nothing" if value is None else f"{value!r} ({type(value).__name__})"
 
 
-def _size(value: Any) -> tuple[int, int]:
-    if (
-        isinstance(value, (list, tuple))
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    ):
-        return (value[0], value[1])
-    raise PydanticCustomError(
-        "size", "expected [height, width] as two positive integers, got {shown}", {"shown": show(value)}
-    )
-
-
-# [height, width]; YAML gives a list, the code a tuple
-Size = Annotated[tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]], BeforeValidator(_size)]
-
-
 def _shape(value: Any) -> tuple[int, ...]:
     if (
         isinstance(value, (list, tuple))
