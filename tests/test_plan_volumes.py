@@ -16,8 +16,7 @@ from cnn_factory.data.table import read_table
 from cnn_factory.data.volume_rows import resolve_spacing
 from cnn_factory.data.volumes_example import make_volume_example
 from cnn_factory.errors import UserError
-from cnn_factory.plan import run_plan
-from cnn_factory.plan_volumes import VolumeFingerprint, mm, propose_volumes, volume_fingerprint
+from cnn_factory.plan_volumes import VolumeFingerprint, mm, propose_volumes, run_volume_plan, volume_fingerprint
 from cnn_factory.volumes import read_label_volume, read_volume
 from tests.test_cli import cli
 from tests.test_volume_pipeline import volume_params
@@ -137,7 +136,7 @@ def test_plan_command_on_a_volume_params_file(scans, tmp_path):
     result = cli("plan", "--params", "volumes.yaml", "--sample", "4", "--budget-gb", "1", cwd=tmp_path)
     assert "target spacing [" in result.stdout and "tumour: foreground" in result.stdout
     assert "dvc exp run -S inputs.image.spacing=auto -S inputs.image.size=[" in result.stdout
-    assert run_plan(parse_params(params), 4, 1).splitlines()[-1] in result.stdout  # what run_plan says
+    assert run_volume_plan(parse_params(params), 4, 1).splitlines()[-1] in result.stdout  # the library says it too
 
     bad = tmp_path / "bad"
     shutil.copytree(scans, bad)

@@ -260,10 +260,7 @@ def validation_rows(
 
 
 def run_plan(cfg: Config, sample: int, budget_gb: float | None) -> str:
-    if cfg.volumes:
-        from cnn_factory.plan_volumes import run_volume_plan
-
-        return run_volume_plan(cfg, sample, budget_gb)
+    """The plan of an image data set (a volume one's: plan_volumes.run_volume_plan)."""
     fp = fingerprint(cfg, sample)
     budget, source = budget_of(budget_gb)
     split = cfg.data.split
