@@ -25,6 +25,14 @@ dice pooled over all test pixels, and the mean of the images' dice):
   the whole images at their own size), to compare the epoch `val/relative_loss` saves with the
   epoch of the best validated mask dice, and with the one `val/loss` would have saved.
 
+`--saved-epoch` runs only the question of the saved epoch, with the default sampled validation:
+the mask-only run (4 filters) saved by `val/loss` (what `val/relative_loss` saved with one output
+when it divided every output's loss) and by `val/relative_loss` (a mask's term now from its
+dice), and the run with density and count by `val/relative_loss`; the rule changes nothing else
+(seed, schedule, validation: the same weights every epoch). Every epoch of the second half of
+each run is scored on the test images (benchmarks/keep_epochs.py keeps its weights), and the
+epoch each rule saves is read off the validation curves. Writes benchmarks/large-saved-epoch.json.
+
 Training time is wall time of the training alone (cnn-factory: the train stage, start-up,
 validation and checkpoints included; MONAI: its loop, no validation). Writes
 benchmarks/large.json and prints a table.
@@ -54,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MONAI_LR = 3e-3  # Adam's learning rate for MONAI: of 1e-3 and 3e-3, the better at 7,680 patches (0.935 vs 0.957)
 
 
-OUTPUTS = {
+OUTPUTS: dict[str, dict] = {
     "cells": {"type": "segmentation", "column": "labels", "label": 1, "loss": "bce_dice"},
     "density": {"type": "category", "classes": ["sparse", "dense"], "weight": 0.3},
     "count": {"type": "numeric", "weight": 0.3},
@@ -82,21 +90,21 @@ def curve(work: Path, name: str) -> list[float]:
 
 
 def run_stage(folder: Path, stage: str) -> tuple[float, str]:
+    """`stage`: a stage's name (train, evaluate) or a module to run in its place."""
+    module = stage if "." in stage else f"stages.{stage}"
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
     start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", f"stages.{stage}"], cwd=folder, env=env, capture_output=True, text=True
-    )
+    result = subprocess.run([sys.executable, "-m", module], cwd=folder, env=env, capture_output=True, text=True)
     if result.returncode:
-        raise RuntimeError(f"stages.{stage} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        raise RuntimeError(f"{module} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     return time.perf_counter() - start, result.stdout
 
 
-def ours(work: Path, p: dict) -> dict:
+def ours(work: Path, p: dict, train: str = "stages.train") -> dict:
     work.mkdir(parents=True)
     (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     prepare(parse_params(p), work / "data" / "prepared", None, workers=2)
-    seconds, _ = run_stage(work, "train")
+    seconds, _ = run_stage(work, train)
     run_stage(work, "evaluate")
     metrics = json.loads((work / "eval" / "metrics.json").read_text())["test"]
     live = json.loads((work / "dvclive" / "metrics.json").read_text())
@@ -247,10 +255,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: the smoke run")
     parser.add_argument("--resources", action="store_true", help="only peak RSS and training efficiency")
     parser.add_argument("--no-resources", action="store_true", help="only the comparison of quality and time")
+    parser.add_argument("--saved-epoch", action="store_true", help="only the mask-only run saved by each rule")
     args = parser.parse_args()
     if args.quick:
         args.rows, args.epochs, args.patches, args.size, args.batch = 24, 2, 16, 64, 8
     torch.set_num_threads(torch.get_num_threads())
+    if args.saved_epoch:
+        return saved_epoch(args)
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="cnn-factory-large-") as tmp:
         if not args.resources:
@@ -286,6 +297,113 @@ def main() -> None:
         results["efficiency"] = efficiency(Path(tmp), args.size, args.batch, 16, epochs)
         results["efficiency_small_model"] = efficiency(Path(tmp), args.size, args.batch, 8, epochs)
     finish(results, args)
+
+
+def epoch_scores(work: Path, epochs: range) -> dict[int, dict]:
+    """Each epoch's weights (kept by benchmarks.keep_epochs) in the run's model file, scored by
+    the evaluate stage on the test images: {epoch: {dice, dice_mean, density_accuracy, count_mae}}."""
+    model = next((work / "models").glob("*.pt"))
+    record = torch.load(model, weights_only=True)
+    scores = {}
+    for epoch in epochs:
+        state = torch.load(work / "checkpoints" / f"epoch-{epoch}.pt", weights_only=True)
+        torch.save({**record, "state_dict": state}, model)
+        run_stage(work, "evaluate")
+        test = json.loads((work / "eval" / "metrics.json").read_text())["test"]
+        scores[epoch] = {
+            "dice": test["cells"]["dice_pooled"],
+            "dice_mean": test["cells"]["dice"],
+            "density_accuracy": test.get("density", {}).get("accuracy"),
+            "count_mae": test.get("count", {}).get("mae"),
+        }
+    torch.save(record, model)
+    return scores
+
+
+def rule_epochs(work: Path, outputs: tuple[str, ...]) -> dict[str, int]:
+    """The epoch each rule saves, from the run's validation curves (the rule does not change the
+    training): val/loss, the mask's dice, and relative_loss with every output's loss (the rule
+    before 2026-12-02) or with 1 - dice for the mask (optim.relative_loss now)."""
+    weights: dict[str, float] = {n: OUTPUTS[n].get("weight", 1.0) for n in outputs}
+    loss = {n: curve(work, f"{n}/loss") for n in outputs}
+    dice = curve(work, "cells/dice")
+    error = {**loss, "cells": [1 - d for d in dice]}
+
+    def first_best(values: list[float]) -> int:  # as EarlyStopping: only a strictly better value replaces
+        return 1 + values.index(min(values))
+
+    def relative(terms: dict[str, list[float]]) -> list[float]:
+        return [sum(w * terms[n][i] / terms[n][0] for n, w in weights.items()) for i in range(len(dice))]
+
+    return {
+        "val/loss": first_best(curve(work, "loss")),
+        "val/cells/dice": first_best([-d for d in dice]),
+        "relative_loss, losses": first_best(relative(loss)),
+        "relative_loss, mask by dice": first_best(relative(error)),
+    }
+
+
+def saved_epoch(args: argparse.Namespace) -> None:
+    """Which epoch each rule saves, and how that epoch's model scores on the test images: the
+    mask-only run (4 filters) trained twice, saved by val/loss (the rule before, for one output)
+    and by the default val/relative_loss; the run with density and count once, by the default;
+    every epoch of the second half of each run scored on the test images."""
+    results: dict = {}
+    late = range(args.epochs // 2 + 1, args.epochs + 1)
+    with tempfile.TemporaryDirectory(prefix="cnn-factory-saved-epoch-") as tmp:
+        data = Path(tmp) / "cells"
+        make_cells(data, args.rows, (256, 384), seed=0)
+        shape = (args.size, args.epochs, args.patches, args.batch)
+        for run, outputs, metrics in (
+            ("mask", ("cells",), ("val/loss", "val/relative_loss")),
+            ("image_level", ("cells", "density", "count"), ("val/relative_loss",)),
+        ):
+            runs = {}
+            for i, metric in enumerate(metrics):
+                p = params(data, "patch", *shape, outputs=outputs)
+                p["train"]["early_stopping"]["metric"] = metric
+                work = Path(tmp) / f"{run}-{i}"
+                runs[metric] = ours(work, p, "stages.train" if i else "benchmarks.keep_epochs")
+                runs[metric]["val_dice_curve"] = curve(work, "cells/dice")
+            first = Path(tmp) / f"{run}-0"
+            results[run] = {
+                "saved": runs,
+                "epochs": rule_epochs(first, outputs),
+                "test_by_epoch": epoch_scores(first, late),
+                # the rule only picks the saved epoch: the runs trained the same weights
+                "same_training": all(r["val_dice_curve"] == runs[metrics[0]]["val_dice_curve"] for r in runs.values()),
+            }
+    results["conditions"] = {
+        "rows": args.rows, "epochs": args.epochs, "patches_per_epoch": args.patches, "patch": args.size,
+        "batch": args.batch, "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M"),
+    }  # fmt: skip
+    (ROOT / "benchmarks" / "large-saved-epoch.json").write_text(json.dumps(results, indent=2) + "\n")
+    report_saved_epoch(results)
+
+
+def report_saved_epoch(results: dict) -> None:
+    for run in ("mask", "image_level"):
+        r = results[run]
+        dice = next(iter(r["saved"].values()))["val_dice_curve"]
+        best = max(dice)
+        print(f"{run}: best sampled val dice {best:.4f} at epoch {1 + dice.index(best)}; "
+              f"the same training under every rule run: {r['same_training']}")  # fmt: skip
+        for metric, saved in r["saved"].items():
+            whole = saved["saved_whole_val_dice"]
+            print(f"  saved by {metric}: epoch {saved['saved_epoch']}, whole val dice {whole:.4f}")
+        head = f"{'test pooled':>11} {'test mean':>9} {'density':>7} {'count':>6}"
+        print(f"  {'rule':<28} {'epoch':>5} {'val dice':>8} {head}")
+        for rule, epoch in r["epochs"].items():
+            t = r["test_by_epoch"].get(epoch)
+            scores = "(not scored: first half)" if t is None else (
+                f"{t['dice']:>11.4f} {t['dice_mean']:>9.4f} "
+                + (f"{t['density_accuracy']:>7.3f} {t['count_mae']:>6.2f}" if t["count_mae"] is not None else "")
+            )  # fmt: skip
+            print(f"  {rule:<28} {epoch:>5} {dice[epoch - 1]:>8.4f} {scores}")
+        print(f"  {'epoch':>5} {'val dice':>8} {head}")
+        for epoch, t in r["test_by_epoch"].items():
+            extra = f" {t['density_accuracy']:>7.3f} {t['count_mae']:>6.2f}" if t["count_mae"] is not None else ""
+            print(f"  {epoch:>5} {dice[int(epoch) - 1]:>8.4f} {t['dice']:>11.4f} {t['dice_mean']:>9.4f}{extra}")
 
 
 def finish(results: dict, args: argparse.Namespace) -> None:

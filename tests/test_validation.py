@@ -125,7 +125,7 @@ def test_image_level_outputs_get_a_share_of_views_in_the_same_pass(prepared, tmp
 
 
 def test_relative_loss_weighs_every_output_by_its_own_progress():
-    reference = {"cells/loss": 0.8, "count/loss": 40.0}
+    reference = {"cells/loss": 0.8, "count/loss": 40.0}  # no dice: the mask's term is its loss
     weights = {"cells": 1.0, "count": 1.0}
     assert relative_loss(reference, reference, weights) == pytest.approx(1.0)
     # the count's loss, on a scale 50 times the mask's, halves; the mask's halves: both count alike
@@ -135,6 +135,27 @@ def test_relative_loss_weighs_every_output_by_its_own_progress():
         pytest.approx(0.625)
     )
     assert math.isnan(relative_loss({"cells/loss": math.nan, "count/loss": 1.0}, reference, weights))
+
+
+def test_relative_loss_takes_a_masks_error_from_its_dice():
+    reference = {"cells/loss": 0.8, "cells/dice": 0.2, "count/loss": 40.0}
+    weights = {"cells": 1.0, "count": 1.0}
+    assert relative_loss(reference, reference, weights) == pytest.approx(1.0)
+    # 1 - dice from 0.8 to 0.4 halves the mask's term, whatever its loss does
+    assert relative_loss({"cells/loss": 0.8, "cells/dice": 0.6, "count/loss": 40.0}, reference, weights) == (
+        pytest.approx(0.75)
+    )
+    assert relative_loss({"cells/loss": 0.1, "cells/dice": 0.2, "count/loss": 20.0}, reference, weights) == (
+        pytest.approx(0.75)
+    )
+    # a lower loss with a worse dice is a worse epoch: the loss does not pick the mask's epoch
+    better, sharper = {"cells/loss": 0.5, "cells/dice": 0.9}, {"cells/loss": 0.4, "cells/dice": 0.85}
+    only = {"cells": 1.0}
+    assert relative_loss(better, reference, only) < relative_loss(sharper, reference, only)
+    assert relative_loss(better, reference, only) == pytest.approx(0.1 / 0.8)
+    # a first validation with dice 1 (no foreground, none predicted) leaves nothing to divide by: the loss
+    empty = {"cells/loss": 0.8, "cells/dice": 1.0}
+    assert relative_loss({"cells/loss": 0.2, "cells/dice": 0.0}, empty, only) == pytest.approx(0.25)
 
 
 def _ranked_figures(rank: int, p: dict, folder: Path, init: str, out: Path) -> None:

@@ -115,7 +115,7 @@ class Session:
     augmenter: Augmenter
     best_state: dict | None = None
     best_val: dict = field(default_factory=dict)
-    reference: dict = field(default_factory=dict)  # the first validation's losses (relative_loss's)
+    reference: dict = field(default_factory=dict)  # the first validation's losses and dice (relative_loss's)
 
     def state_dict(self, key: str, epoch: int) -> dict:
         return {

@@ -256,7 +256,8 @@ def validate_epoch(run: Run, epoch: int) -> tuple[dict | None, Gallery | None]:
     pictures = run.ranks.main and t.log_images_every and epoch % t.log_images_every == 0
     gallery = Gallery(run.cfg.outputs, SHOWN) if pictures else None
     val_stats = run.validate(session.model, run.step.criterion, run.step.device, gallery)
-    session.reference = session.reference or {k: v for k, v in val_stats.items() if k.endswith("/loss")}
+    first = {k: v for k, v in val_stats.items() if k.endswith(("/loss", "/dice"))}
+    session.reference = session.reference or first
     val_stats["relative_loss"] = relative_loss(val_stats, session.reference, run.step.criterion.weights)
     if session.early.update(val_stats[t.early_stopping.metric.removeprefix("val/")], epoch):
         session.best_state = {k: v.detach().clone() for k, v in session.model.state_dict().items()}

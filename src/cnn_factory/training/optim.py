@@ -142,8 +142,19 @@ class EarlyStopping:
 
 
 def relative_loss(stats: Mapping[str, float], reference: Mapping[str, float], weights: Mapping[str, float]) -> float:
-    """The outputs' validation losses, each over its own at the first validation, averaged with the
+    """The outputs' validation errors, each over its own at the first validation, averaged with the
     outputs' weights: 1.0 at the first validation, lower as every output improves. No output's
-    loss scale decides for the others (a number's squared error against a mask's dice loss)."""
+    scale decides for the others (a number's squared error against a mask's dice loss).
+
+    An output's error is its loss, but a mask's is 1 - its dice, what evaluate scores: its loss
+    (bce_dice) keeps falling as the probabilities sharpen once the thresholded masks stop
+    improving, and saved later epochs with lower test dice (docs/large-images.md, "The saved
+    epoch"). A mask whose first validation scored dice 1 (no foreground, none predicted), or a
+    reference without the dice (a checkpoint of an earlier version), keeps its loss."""
+
+    def error(figures: Mapping[str, float], name: str) -> float:
+        by_dice = reference.get(f"{name}/dice", 1.0) < 1
+        return 1 - figures[f"{name}/dice"] if by_dice else figures[f"{name}/loss"]
+
     total = sum(weights.values())
-    return sum(w * stats[f"{n}/loss"] / max(reference[f"{n}/loss"], 1e-12) for n, w in weights.items()) / total
+    return sum(w * error(stats, n) / max(error(reference, n), 1e-12) for n, w in weights.items()) / total
