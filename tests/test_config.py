@@ -76,6 +76,17 @@ def test_size_must_fit_depth(params):
     assert "inputs.image.size: [18, 16] must be divisible by 2**model.depth = 4" in _error(params)
 
 
+def test_a_strided_stem_takes_one_more_halving_and_only_the_unet(params):
+    params["model"]["stem"] = "strided"
+    params["inputs"]["image"]["size"] = [20, 16]  # divisible by 2**depth = 4, not by 8
+    message = _error(params)
+    assert "inputs.image.size: [20, 16] must be divisible by 2**(model.depth + 1) (model.stem strided) = 8" in message
+    params["inputs"]["image"]["size"] = [24, 16]
+    assert parse_params(params).model.stem == "strided"
+    params["model"]["encoder"] = "resnet18"
+    assert "model.stem: a strided stem is the unet encoder's; resnet18 has its own" in _error(params)
+
+
 def test_loss_must_fit_output_type(params):
     params["outputs"]["majority"]["loss"] = "dice"
     message = _error(params)

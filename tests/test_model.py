@@ -155,3 +155,52 @@ def test_a_volume_network_exports_to_torchscript_and_onnx(tmp_path):
     got = onnxruntime.InferenceSession(str(tmp_path / "scan.onnx")).run(None, {"x": x.numpy()})
     assert [g.shape for g in got] == [tuple(e.shape) for e in expected]
     assert all(torch.allclose(torch.from_numpy(g), e, atol=1e-4) for g, e in zip(got, expected))
+
+
+def full_resolution_convolutions(model: MultiOutputNet, x: torch.Tensor) -> list[str]:
+    """The convolutions (kernel above 1, up-sampling aside) whose output has the input's spatial size."""
+    seen: list[str] = []
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, args, out, name=name: seen.append(name) if out.shape[2:] == x.shape[2:] else None
+        )
+        for name, m in model.named_modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)) and max(m.kernel_size) > 1
+    ]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("upsample", ["bilinear", "transpose"])
+def test_a_strided_stem_runs_every_level_at_half_resolution(upsample):
+    """model.stem strided: the masks still come at full size, but no 3x3x3 convolution runs at the
+    input's resolution (the full stem runs four: two in the encoder, two in each decoder)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 8, 16, 16)
+    model = MultiOutputNet(1, 2, 4, VOLUME_OUTPUTS, upsample=upsample, dims=3, stem="strided").eval()
+    out = model(x)
+    assert out["organ"].shape == (2, 8, 16, 16) and out["tissue"].shape == (2, 3, 8, 16, 16)
+    assert out["grade"].shape == (2, 2) and out["volume_ml"].shape == (2,)
+    assert [f.shape[2:] for f in model.encoder(x)] == [(4, 8, 8), (2, 4, 4), (1, 2, 2)]
+    assert full_resolution_convolutions(model, x) == []
+    full = MultiOutputNet(1, 2, 4, VOLUME_OUTPUTS, upsample=upsample, dims=3).eval()
+    assert len(full_resolution_convolutions(full, x)) == 2 + 2 * 2
+    with pytest.raises(ValueError, match=r"8x16x12 pixels: every side must be divisible by 8 \(2\*\*\(depth \+ 1\)"):
+        model(torch.randn(1, 1, 8, 16, 12))
+
+
+def test_a_strided_stem_round_trips_and_old_files_have_a_full_one(tmp_path):
+    torch.manual_seed(0)
+    args = {"in_channels": 1, "depth": 1, "filters": 4, "outputs": VOLUME_OUTPUTS, "dims": 3, "stem": "strided"}
+    model = MultiOutputNet(**args).eval()
+    save_model(tmp_path / "scan.pt", model, args, {})
+    again, _ = load_model(tmp_path / "scan.pt")
+    x = torch.randn(1, 1, 8, 16, 16)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model(x).values(), again(x).values()))
+    old = {k: v for k, v in args.items() if k != "stem"}  # a model file from before model.stem
+    save_model(tmp_path / "old.pt", MultiOutputNet(**old), old, {})
+    assert load_model(tmp_path / "old.pt")[0].encoder.stride == 1

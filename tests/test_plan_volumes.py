@@ -64,7 +64,8 @@ def test_proposals_fit_the_scans_and_divide_by_two_to_the_depth(scans):
     cfg = parse_params(volume_params(scans))
     fp = volume_fingerprint(cfg, sample=6)
     rows = {key: (value, why) for key, value, why in propose_volumes(fp, 2**30, cfg.outputs, None, 0.15, 32)}
-    size, depth = rows["inputs.*.size"][0], rows["model.depth"][0]
+    size, depth = rows["inputs.*.size"][0], rows["model.depth"][0] + 1  # and the strided stem's halving
+    assert rows["model.stem"][0] == "strided" and "no GPU-sized budget" in rows["model.stem"][1]
     assert len(size) == 3 and all(n % 2**depth == 0 for n in size) and 1 <= depth <= 5
     assert all(abs(n - m) <= 2**depth / 2 for n, m in zip(size, fp.median))  # the median scan, whole
     assert size[0] < size[1] and size[0] // 2**depth >= 1 and 4 <= size[1] // 2**depth <= 8
@@ -87,9 +88,11 @@ def test_a_budget_shrinks_large_scans_and_sets_the_batch():
     fp = _fingerprint([(300, 512, 512)] * 5, [(1.0, 0.8, 0.8)] * 5)
     small = {k: v for k, v, _ in propose_volumes(fp, 4 * 2**30, MASK)}
     large = {k: v for k, v, _ in propose_volumes(fp, 80 * 2**30, MASK)}
+    assert small["model.stem"] == "strided" and large["model.stem"] == "full"
     for rows in (small, large):
-        assert all(n % 2 ** rows["model.depth"] == 0 for n in rows["inputs.*.size"])
-        assert 4 <= rows["inputs.*.size"][1] // 2 ** rows["model.depth"] <= 8 and rows["train.batch_size"] >= 2
+        halvings = rows["model.depth"] + (rows["model.stem"] == "strided")
+        assert all(n % 2**halvings == 0 for n in rows["inputs.*.size"])
+        assert 4 <= rows["inputs.*.size"][1] // 2**halvings <= 8 and rows["train.batch_size"] >= 2
     assert np.prod(small["inputs.*.size"]) < np.prod(large["inputs.*.size"]) and large["model.filters"] == 32
     # mm, not voxels, decide: the 300 slices of 1 mm are shorter than 512 pixels of 0.8 mm
     assert small["inputs.*.size"][0] <= small["inputs.*.size"][1] * 1.0 / 0.8

@@ -64,7 +64,10 @@ def test_the_shipped_volume_params_parse_as_a_volume_pipeline():
         ({"scale": 0.5}, "inputs.image.scale: volumes are resampled to `spacing`, not scaled: remove scale"),
         ({"spacing": [0, 1, 1]}, "inputs.image.spacing: expected auto or [depth, height, width] in mm"),
         ({"window": [5, 1]}, "inputs.image.window: expected null or [low, high] intensities with low < high"),
-        ({"size": [10, 16, 16]}, "inputs.image.size: [10, 16, 16] must be divisible by 2**model.depth = 4"),
+        (
+            {"size": [12, 16, 16]},
+            "inputs.image.size: [12, 16, 16] must be divisible by 2**(model.depth + 1) (model.stem strided) = 8",
+        ),
     ],
 )
 def test_bad_volume_settings_name_the_key(scans, edit, message):
@@ -81,7 +84,7 @@ def test_volume_keys_on_an_image_input_and_masks_of_other_dimensions_are_refused
     params["outputs"]["tumour"]["size"] = [16, 16]
     assert "outputs.tumour.size: [16, 16] has 2 numbers but the input's size has 3" in _error(params)
     params = volume_params(scans)
-    params["model"]["encoder"] = "resnet18"
+    params["model"].update(encoder="resnet18", stem="full")  # a strided stem would be refused first
     assert "model.encoder: resnet18 takes images; volume inputs take the unet encoder" in _error(params)
 
 

@@ -162,6 +162,9 @@ class ModelConfig(Strict):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the deeper levels and before the heads")
     upsample: Literal["bilinear", "transpose"] = Field(description="decoder up-sampling")
     skip: Literal["concat", "add", "none"] = Field(description="how the decoder joins the encoder's features")
+    stem: Literal["full", "strided"] = Field(
+        "full", description="the UNet's first level: at the input's resolution, or at half of it (cheaper)"
+    )
     encoder: str = Field(
         "unet", min_length=1, description="unet (depth, filters) or a timm model with features_only, e.g. resnet18"
     )
@@ -178,6 +181,8 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _weights_fit_encoder(self) -> Self:
+        if self.timm and self.stem != "full":
+            raise custom("stem", f"a strided stem is the unet encoder's; {self.encoder} has its own", key="stem")
         if not self.timm and self.weights != "none":
             raise custom(
                 "weights",
@@ -334,11 +339,13 @@ class Config(Strict):
             )
         if len({(spec.spacing, spec.window) for spec in self.inputs.values()}) > 1:
             lines.append("inputs: all inputs are stacked as channels, so they must share spacing and window")
-        multiple = 2**self.model.depth
+        strided = self.model.stem == "strided"
+        multiple = 2 ** (self.model.depth + strided)
         for name, spec in self.inputs.items():  # a timm encoder's strides are checked when train builds it
             if not self.model.timm and any(n % multiple for n in spec.size):
+                rule = "2**(model.depth + 1) (model.stem strided)" if strided else "2**model.depth"
                 lines.append(
-                    f"inputs.{name}.size: {list(spec.size)} must be divisible by 2**model.depth = {multiple}; "
+                    f"inputs.{name}.size: {list(spec.size)} must be divisible by {rule} = {multiple}; "
                     "change the size or lower model.depth"
                 )
             if self.model.timm and spec.volume:

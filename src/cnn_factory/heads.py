@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnn_factory.layers import SPATIAL, conv_block
+from cnn_factory.layers import SPATIAL, conv_block, norm_layer
 
 
 class UpBlock(nn.Module):
@@ -40,6 +40,25 @@ class UpBlock(nn.Module):
         return self.conv(x)
 
 
+class Lift(nn.Module):
+    """Up-sampling by 2 to `cout` channels (model.upsample's way), normalisation and ReLU: a
+    strided stem's last decoder step, without a convolution at the full resolution."""
+
+    def __init__(self, cin: int, cout: int, norm: str, upsample: str, dims: int = 2):
+        super().__init__()
+        spatial = SPATIAL[dims]
+        up: list[nn.Module]
+        if upsample == "transpose":
+            up = [spatial.transpose(cin, cout, 2, stride=2, bias=norm == "none")]
+        else:
+            mode = spatial.interpolation
+            up = [nn.Upsample(scale_factor=2, mode=mode, align_corners=False), spatial.conv(cin, cout, 1)]
+        self.layers = nn.Sequential(*up, norm_layer(norm, cout, dims), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor, encoded: torch.Tensor | None = None) -> torch.Tensor:
+        return self.layers(x)
+
+
 class UNetDecoder(nn.Module):
     """Upsamples from the deepest feature back to full resolution, one UpBlock per level;
     returns (B, H, W) mask logits, or with `classes` (B, classes, H, W) logits of a class per pixel,
@@ -47,7 +66,9 @@ class UNetDecoder(nn.Module):
 
     `stride` > 1: the shallowest feature is that much smaller than the input (a timm encoder's 2 or
     4); as segmentation_models_pytorch does, further UpBlocks without a feature to join (halving
-    the channels, 16 at least) bring the masks to full resolution."""
+    the channels, 16 at least) bring the masks to full resolution. `lift` (the UNet's strided stem,
+    stride 2): as MONAI's UNet does, one up-sampling to half the channels, normalised, and the
+    logits from it, with no convolution at full resolution (where it would cost most of a step)."""
 
     def __init__(
         self,
@@ -58,6 +79,7 @@ class UNetDecoder(nn.Module):
         join: str,
         classes: int = 0,
         stride: int = 1,
+        lift: bool = False,
     ):
         super().__init__()
         self.size, self.classes = tuple(size), classes
@@ -68,10 +90,11 @@ class UNetDecoder(nn.Module):
         )
         widths = [channels[0]]
         while stride > 1:
-            widths.append(max(widths[-1] // 2, 16))
+            widths.append(max(widths[-1] // 2, 4 if lift else 16))
             stride //= 2
         self.finish = nn.ModuleList(
-            UpBlock(deep, shallow, norm, upsample, "none", dims) for deep, shallow in zip(widths, widths[1:])
+            Lift(deep, shallow, norm, upsample, dims) if lift else UpBlock(deep, shallow, norm, upsample, "none", dims)
+            for deep, shallow in zip(widths, widths[1:])
         )
         self.head = SPATIAL[dims].conv(widths[-1], classes or 1, 1)
         self.interpolation = SPATIAL[dims].interpolation
@@ -90,6 +113,7 @@ class UNetDecoder(nn.Module):
             o["skip"],
             classes=classes,
             stride=o["stride"],
+            lift=o.get("lift", False),
         )
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:

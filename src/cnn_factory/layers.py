@@ -59,11 +59,14 @@ def norm_layer(kind: str, channels: int, dims: int = 2) -> nn.Module:
     return nn.Identity()
 
 
-def conv_block(cin: int, cout: int, norm: str = "batch", dropout: float = 0.0, dims: int = 2) -> nn.Sequential:
-    """Two 3x3 (or 3x3x3) convolutions, each followed by normalisation and ReLU."""
+def conv_block(
+    cin: int, cout: int, norm: str = "batch", dropout: float = 0.0, dims: int = 2, stride: int = 1
+) -> nn.Sequential:
+    """Two 3x3 (or 3x3x3) convolutions, each followed by normalisation and ReLU; `stride` 2: the
+    first one halves every side."""
     bias, conv = norm == "none", SPATIAL[dims].conv
     layers: list[nn.Module] = [
-        conv(cin, cout, 3, padding=1, bias=bias),
+        conv(cin, cout, 3, stride=stride, padding=1, bias=bias),
         norm_layer(norm, cout, dims),
         nn.ReLU(inplace=True),
         conv(cout, cout, 3, padding=1, bias=bias),

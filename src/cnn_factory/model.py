@@ -30,13 +30,17 @@ FORMAT = "cnn-factory/2"  # /2: one `heads` dict, built by the output kinds
 
 
 class Encoder(nn.Module):
-    """UNet encoder: returns the features of every level, full resolution first (of images, or of
-    volumes with dims 3)."""
+    """UNet encoder: returns the features of every level, shallowest first (of images, or of
+    volumes with dims 3). stem "full": the first level at the input's resolution; "strided": its
+    first convolution halves every side, so every level runs at half the resolution (MONAI's UNet
+    starts so: for volumes, the full-resolution level is most of a step's cost)."""
 
-    def __init__(self, in_channels: int, channels: list[int], norm: str, dropout: float, dims: int = 2):
+    def __init__(
+        self, in_channels: int, channels: list[int], norm: str, dropout: float, dims: int = 2, stem: str = "full"
+    ):
         super().__init__()
-        self.channels = channels
-        self.levels = nn.ModuleList([conv_block(in_channels, channels[0], norm, dims=dims)])
+        self.channels, self.stride = channels, 2 if stem == "strided" else 1
+        self.levels = nn.ModuleList([conv_block(in_channels, channels[0], norm, dims=dims, stride=self.stride)])
         for cin, cout in zip(channels, channels[1:]):
             pool = SPATIAL[dims].max_pool(2)
             self.levels.append(nn.Sequential(pool, conv_block(cin, cout, norm, dropout, dims)))
@@ -65,6 +69,8 @@ class MultiOutputNet(nn.Module):
     {"round": {"type": "segmentation", "size": [64, 64]}, "area": {"type": "numeric", "mean": 3.2, "std": 1.1}}.
     encoder: "unet" (depth, filters and dropout shape it) or a timm model's name (its own levels,
     with random weights: training loads model.weights into it, a model file its trained ones).
+    stem: the UNet's first level, "full" (at the input's resolution) or "strided" (at half of it; the
+    decoders' last up-sampling then has no convolution at full resolution).
     """
 
     def __init__(
@@ -79,14 +85,17 @@ class MultiOutputNet(nn.Module):
         skip: str = "concat",
         encoder: str = UNET,
         dims: int = 2,
+        stem: str = "full",
     ):
         super().__init__()
         self.outputs, self.dims = outputs, dims
         self.encoder: Encoder | TimmEncoder
         if encoder == UNET:
-            channels, stride = level_channels(depth, filters), 1
-            self.encoder = Encoder(in_channels, channels, norm, dropout, dims)
-            self.multiple, self.divisor = 2**depth, "2**depth); resize the input or lower the depth"
+            channels = level_channels(depth, filters)
+            self.encoder = Encoder(in_channels, channels, norm, dropout, dims, stem)
+            stride = self.encoder.stride
+            why = "2**(depth + 1) with a strided stem" if stride > 1 else "2**depth"
+            self.multiple, self.divisor = stride * 2**depth, f"{why}); resize the input or lower the depth"
         elif dims != 2:
             raise ValueError(f"model.encoder {encoder}: timm's encoders take images; volumes need unet")
         else:  # timm's levels start at a stride of 2 or 4: the decoders upsample that factor at the end
@@ -94,6 +103,7 @@ class MultiOutputNet(nn.Module):
             channels, stride = self.encoder.channels, self.encoder.strides[0]
             self.multiple, self.divisor = self.encoder.strides[-1], f"{encoder}'s largest stride); resize the input"
         options = {"norm": norm, "dropout": dropout, "upsample": upsample, "skip": skip, "stride": stride, "dims": dims}
+        options["lift"] = encoder == UNET and stride > 1  # a strided stem's: no convolution at full resolution
         self.heads = nn.ModuleDict({n: kind(o).build_head(o, channels, options) for n, o in outputs.items()})
         self.spatial = [n for n, o in outputs.items() if kind(o).spatial]  # masks; the rest: per image
         self.frozen = False  # freeze_encoder(): the encoder neither learns nor updates its statistics
@@ -144,6 +154,7 @@ def model_args(cfg: Config, manifest: dict) -> dict:
         "skip": m.skip,
         "encoder": m.encoder,
         "dims": len(cfg.first_input.size),  # 2: images; model files without it are of images
+        "stem": m.stem,  # model files without it have a full-resolution first level
     }
 
 

@@ -17,7 +17,10 @@ long in mm for few voxels, gives up voxels first), each side the nearest multipl
 pooling until the deepest map is 4-8 voxels along the in-plane axes (those other than the coarsest)
 and no further than the shortest side has voxels; `model.filters` as for images; the batch that
 fits the budget, at least 2, and, as nnU-Net, covering no more than 5% of the data set's voxels;
-`train.foreground` and the validation's cost as for images.
+`train.foreground` and the validation's cost as for images; `model.stem` strided on a budget
+that is not a GPU's (the first level at half the resolution: a 3-D step 2-3x cheaper on a CPU,
+measured by benchmarks/volumes.py), so that one of those halvings is the stem's and `model.depth`
+counts the rest.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ GRID_ROWS = 10  # headers read: up to this many times --sample rows
 MAX_VOXELS = 2**21  # a scan's intensity percentiles are taken from at most about this many of its voxels
 MIN_SIDE = 8  # a patch side is not cut below this many voxels
 MAX_DEPTH = 5
+GPU_BUDGET = 12 * 2**30  # a budget above this is a GPU's: 32 filters and a full-resolution stem
 DATA_SHARE = 0.05  # nnU-Net: a batch covers at most 5% of the data set's voxels
 AXES = ("depth", "height", "width")
 
@@ -148,7 +152,7 @@ def volume_depth(patch: Sequence[int] | np.ndarray, target: Sequence[float]) -> 
     return max(1, min(depth, MAX_DEPTH, math.floor(math.log2(max(min(patch), 1)))))
 
 
-def activations(sides: Sequence[int], depth: int, filters: int, heads: int, channels: int) -> float:
+def activations(sides: Sequence[float], depth: int, filters: int, heads: int, channels: int) -> float:
     """Bytes of activations kept for backward per patch, as plan.py counts them for images."""
     per_level = [filters * 2**k * float(np.prod(sides)) / 8**k for k in range(depth + 1)]
     return BYTES_PER_FEATURE * sum(per_level) * heads * (channels / 3 + 1)
@@ -208,7 +212,7 @@ def propose_volumes(
 ) -> list[tuple]:
     """(params key, value, reason) rows for volumes; val_share and epoch_patches as plan.propose's."""
     rows = [spacing_row(fp)]
-    filters = filters or (32 if budget > 12 * 2**30 else 16)
+    filters = filters or (32 if budget > GPU_BUDGET else 16)
     heads = 1 + sum(1 for o in outputs.values() if getattr(o, "spatial", False))  # the encoder and a decoder per mask
     median = fp.median
     patch, depth, per_patch, cut = volume_patch(median, fp.target, budget, filters, heads, fp.channels)
@@ -216,10 +220,19 @@ def propose_volumes(
     if cut:
         shrunk = ", ".join(f"{AXES[a]} {cut.count(a)}x" for a in sorted(set(cut)))
         why += f", cut where longest in mm ({shrunk}) until 2 patches fit the budget"
-    rows.append(("inputs.*.size", patch, why + "; each side a multiple of 2**depth"))
+    rows.append(("inputs.*.size", patch, why + f"; each side a multiple of 2**{depth}"))
     deepest = [n // 2**depth for n in patch]
     why = f"the deepest map is {voxels(deepest)} voxels (4-8 in plane is the aim"
     why += f"; the {min(patch)}-voxel side allows no more)" if min(deepest) == 1 and depth < MAX_DEPTH else ")"
+    gpu = budget > GPU_BUDGET
+    if gpu or depth < 2:
+        stem, stem_why = "full", "a GPU-sized budget: the first level at full resolution, as nnU-Net's"
+        stem_why = stem_why if gpu else f"{depth} halving only: the first level keeps full resolution"
+    else:
+        stem, stem_why = "strided", "no GPU-sized budget: the first level at half resolution (2-3x cheaper a step)"
+        depth, why = depth - 1, why + f"; with the strided stem's halving, {depth} in all"
+        per_patch = activations([n / 2 for n in patch], depth, filters, heads, fp.channels)
+    rows.append(("model.stem", stem, stem_why))
     rows.append(("model.depth", depth, why))
     rows.append(("model.filters", filters, "32 with a GPU-sized budget, else 16 (doubled per level)"))
     fits = int(np.clip(2 ** math.floor(math.log2(max(budget / per_patch, 1))), 2, 64))
