@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -188,8 +190,29 @@ def test_a_strided_stem_runs_every_level_at_half_resolution(upsample):
     assert full_resolution_convolutions(model, x) == []
     full = MultiOutputNet(1, 2, 4, VOLUME_OUTPUTS, upsample=upsample, dims=3).eval()
     assert len(full_resolution_convolutions(full, x)) == 2 + 2 * 2
-    with pytest.raises(ValueError, match=r"8x16x12 pixels: every side must be divisible by 8 \(2\*\*\(depth \+ 1\)"):
+    with pytest.raises(ValueError, match=r"8x16x12 pixels: every side must be divisible by 8 \(2\*\*depth times the"):
         model(torch.randn(1, 1, 8, 16, 12))
+
+
+def test_a_coarse_axis_keeps_its_resolution_in_a_strided_stem():
+    """Slices 3.2 mm apart against 1 mm pixels: the stem halves height and width only (nnU-Net's
+    rule: an axis over twice as coarse as the finest is not pooled yet), and the decoders' last
+    step up-samples by (1, 2, 2)."""
+    from cnn_factory.model import stem_strides
+
+    assert stem_strides("strided", 3, [3.2, 1.0, 1.0]) == [1, 2, 2]
+    assert stem_strides("strided", 3, [1.9, 1.0, 1.0]) == [2, 2, 2] == stem_strides("strided", 3)
+    assert stem_strides("full", 3, [3.2, 1.0, 1.0]) == [1, 1, 1] and stem_strides([1, 2, 2], 3) == [1, 2, 2]
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 8, 16, 16)
+    model = MultiOutputNet(1, 2, 4, VOLUME_OUTPUTS, dims=3, stem=[1, 2, 2]).eval()
+    out = model(x)
+    assert out["organ"].shape == (2, 8, 16, 16) and out["tissue"].shape == (2, 3, 8, 16, 16)
+    assert [f.shape[2:] for f in model.encoder(x)] == [(8, 8, 8), (4, 4, 4), (2, 2, 2)]
+    assert full_resolution_convolutions(model, x) == []
+    with pytest.raises(ValueError, match=r"8x16x12 pixels: the sides must be divisible by 4x8x8"):
+        model(torch.randn(1, 1, 8, 16, 12))
+    model(torch.randn(1, 1, 4, 8, 8))  # the coarse axis needs 2**depth only
 
 
 def test_a_strided_stem_round_trips_and_old_files_have_a_full_one(tmp_path):
@@ -203,4 +226,19 @@ def test_a_strided_stem_round_trips_and_old_files_have_a_full_one(tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(model(x).values(), again(x).values()))
     old = {k: v for k, v in args.items() if k != "stem"}  # a model file from before model.stem
     save_model(tmp_path / "old.pt", MultiOutputNet(**old), old, {})
-    assert load_model(tmp_path / "old.pt")[0].encoder.stride == 1
+    assert load_model(tmp_path / "old.pt")[0].encoder.stem == [1, 1, 1]
+
+
+def test_the_model_file_records_the_stem_per_axis_from_the_target_spacing():
+    import yaml
+
+    from cnn_factory.config import parse_params
+    from cnn_factory.model import model_args
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = parse_params(yaml.safe_load((root / "examples" / "volumes" / "params.yaml").read_text()))
+    assert cfg.model.stem == "strided"
+    assert model_args(cfg, {"spacing": [3.26, 1.02, 1.02], "outputs": {}})["stem"] == [1, 2, 2]
+    assert model_args(cfg, {"spacing": [1.5, 1.02, 1.02], "outputs": {}})["stem"] == [2, 2, 2]
+    full = cfg.model_copy(update={"model": cfg.model.model_copy(update={"stem": "full"})})
+    assert model_args(full, {"spacing": [3.26, 1.02, 1.02], "outputs": {}})["stem"] == "full"

@@ -66,6 +66,7 @@ def test_proposals_fit_the_scans_and_divide_by_two_to_the_depth(scans):
     rows = {key: (value, why) for key, value, why in propose_volumes(fp, 2**30, cfg.outputs, None, 0.15, 32)}
     size, depth = rows["inputs.*.size"][0], rows["model.depth"][0] + 1  # and the strided stem's halving
     assert rows["model.stem"][0] == "strided" and "no GPU-sized budget" in rows["model.stem"][1]
+    assert "depth, over twice as coarse, keeps its resolution there" in rows["model.stem"][1]  # slices of 2.5-4 mm
     assert len(size) == 3 and all(n % 2**depth == 0 for n in size) and 1 <= depth <= 5
     assert all(abs(n - m) <= 2**depth / 2 for n, m in zip(size, fp.median))  # the median scan, whole
     assert size[0] < size[1] and size[0] // 2**depth >= 1 and 4 <= size[1] // 2**depth <= 8

@@ -7,6 +7,8 @@ for classes and (B,) for a number; of volumes alike, with a depth axis before H.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,19 +43,19 @@ class UpBlock(nn.Module):
 
 
 class Lift(nn.Module):
-    """Up-sampling by 2 to `cout` channels (model.upsample's way), normalisation and ReLU: a
-    strided stem's last decoder step, without a convolution at the full resolution."""
+    """Up-sampling by `scale` per axis to `cout` channels (model.upsample's way), normalisation and
+    ReLU: a strided stem's last decoder step, without a convolution at the full resolution."""
 
-    def __init__(self, cin: int, cout: int, norm: str, upsample: str, dims: int = 2):
+    def __init__(self, cin: int, cout: int, norm: str, upsample: str, scale: list[int]):
         super().__init__()
-        spatial = SPATIAL[dims]
+        spatial, factor = SPATIAL[len(scale)], cast(Any, tuple(scale))  # torch types a tuple by its length
         up: list[nn.Module]
         if upsample == "transpose":
-            up = [spatial.transpose(cin, cout, 2, stride=2, bias=norm == "none")]
+            up = [spatial.transpose(cin, cout, factor, stride=factor, bias=norm == "none")]
         else:
             mode = spatial.interpolation
-            up = [nn.Upsample(scale_factor=2, mode=mode, align_corners=False), spatial.conv(cin, cout, 1)]
-        self.layers = nn.Sequential(*up, norm_layer(norm, cout, dims), nn.ReLU(inplace=True))
+            up = [nn.Upsample(scale_factor=factor, mode=mode, align_corners=False), spatial.conv(cin, cout, 1)]
+        self.layers = nn.Sequential(*up, norm_layer(norm, cout, len(scale)), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor, encoded: torch.Tensor | None = None) -> torch.Tensor:
         return self.layers(x)
@@ -66,9 +68,10 @@ class UNetDecoder(nn.Module):
 
     `stride` > 1: the shallowest feature is that much smaller than the input (a timm encoder's 2 or
     4); as segmentation_models_pytorch does, further UpBlocks without a feature to join (halving
-    the channels, 16 at least) bring the masks to full resolution. `lift` (the UNet's strided stem,
-    stride 2): as MONAI's UNet does, one up-sampling to half the channels, normalised, and the
-    logits from it, with no convolution at full resolution (where it would cost most of a step)."""
+    the channels, 16 at least) bring the masks to full resolution. `lift` (the UNet's strided stem:
+    its stride per axis): as MONAI's UNet does, one up-sampling by it to half the channels,
+    normalised, and the logits from it, with no convolution at full resolution (where it would
+    cost most of a step)."""
 
     def __init__(
         self,
@@ -79,7 +82,7 @@ class UNetDecoder(nn.Module):
         join: str,
         classes: int = 0,
         stride: int = 1,
-        lift: bool = False,
+        lift: list[int] | None = None,
     ):
         super().__init__()
         self.size, self.classes = tuple(size), classes
@@ -90,12 +93,14 @@ class UNetDecoder(nn.Module):
         )
         widths = [channels[0]]
         while stride > 1:
-            widths.append(max(widths[-1] // 2, 4 if lift else 16))
+            widths.append(max(widths[-1] // 2, 16))
             stride //= 2
         self.finish = nn.ModuleList(
-            Lift(deep, shallow, norm, upsample, dims) if lift else UpBlock(deep, shallow, norm, upsample, "none", dims)
-            for deep, shallow in zip(widths, widths[1:])
+            UpBlock(deep, shallow, norm, upsample, "none", dims) for deep, shallow in zip(widths, widths[1:])
         )
+        if lift:
+            widths.append(max(widths[-1] // 2, 4))
+            self.finish.append(Lift(widths[-2], widths[-1], norm, upsample, lift))
         self.head = SPATIAL[dims].conv(widths[-1], classes or 1, 1)
         self.interpolation = SPATIAL[dims].interpolation
 
@@ -113,7 +118,7 @@ class UNetDecoder(nn.Module):
             o["skip"],
             classes=classes,
             stride=o["stride"],
-            lift=o.get("lift", False),
+            lift=o.get("lift"),
         )
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:

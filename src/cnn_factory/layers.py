@@ -7,6 +7,7 @@ dimensions) and volumes (3): `SPATIAL[dims]` is the one place that picks torch's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -60,13 +61,14 @@ def norm_layer(kind: str, channels: int, dims: int = 2) -> nn.Module:
 
 
 def conv_block(
-    cin: int, cout: int, norm: str = "batch", dropout: float = 0.0, dims: int = 2, stride: int = 1
+    cin: int, cout: int, norm: str = "batch", dropout: float = 0.0, dims: int = 2, stride: int | tuple[int, ...] = 1
 ) -> nn.Sequential:
-    """Two 3x3 (or 3x3x3) convolutions, each followed by normalisation and ReLU; `stride` 2: the
-    first one halves every side."""
+    """Two 3x3 (or 3x3x3) convolutions, each followed by normalisation and ReLU; `stride` 2 (or 2
+    along some axes): the first one halves every side (those sides)."""
     bias, conv = norm == "none", SPATIAL[dims].conv
+    step: Any = stride  # torch types a tuple by its length
     layers: list[nn.Module] = [
-        conv(cin, cout, 3, stride=stride, padding=1, bias=bias),
+        conv(cin, cout, 3, stride=step, padding=1, bias=bias),
         norm_layer(norm, cout, dims),
         nn.ReLU(inplace=True),
         conv(cout, cout, 3, padding=1, bias=bias),

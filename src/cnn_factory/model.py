@@ -31,16 +31,18 @@ FORMAT = "cnn-factory/2"  # /2: one `heads` dict, built by the output kinds
 
 class Encoder(nn.Module):
     """UNet encoder: returns the features of every level, shallowest first (of images, or of
-    volumes with dims 3). stem "full": the first level at the input's resolution; "strided": its
-    first convolution halves every side, so every level runs at half the resolution (MONAI's UNet
-    starts so: for volumes, the full-resolution level is most of a step's cost)."""
+    volumes with dims 3). `stem`: the first convolution's stride per spatial axis (see
+    `stem_strides`); 1 everywhere is the classic UNet, 2 runs every level at half the resolution
+    along that axis (MONAI's UNet starts so: for volumes, the full-resolution level is most of a
+    step's cost)."""
 
     def __init__(
-        self, in_channels: int, channels: list[int], norm: str, dropout: float, dims: int = 2, stem: str = "full"
+        self, in_channels: int, channels: list[int], norm: str, dropout: float, dims: int = 2, stem: str | list = "full"
     ):
         super().__init__()
-        self.channels, self.stride = channels, 2 if stem == "strided" else 1
-        self.levels = nn.ModuleList([conv_block(in_channels, channels[0], norm, dims=dims, stride=self.stride)])
+        self.channels, self.stem = channels, stem_strides(stem, dims)
+        stride = self.stem[0] if len(set(self.stem)) == 1 else tuple(self.stem)
+        self.levels = nn.ModuleList([conv_block(in_channels, channels[0], norm, dims=dims, stride=stride)])
         for cin, cout in zip(channels, channels[1:]):
             pool = SPATIAL[dims].max_pool(2)
             self.levels.append(nn.Sequential(pool, conv_block(cin, cout, norm, dropout, dims)))
@@ -51,6 +53,20 @@ class Encoder(nn.Module):
             x = level(x)
             features.append(x)  # (B, channels[i], H / 2**i, W / 2**i)
         return features
+
+
+def stem_strides(stem: str | list[int], dims: int, spacing: list[float] | None = None) -> list[int]:
+    """The UNet's first stride per spatial axis: model.stem "full" is 1 everywhere; "strided" is 2,
+    except (given the target `spacing` of volumes, mm per axis) along an axis over twice as coarse
+    as the finest, which keeps its resolution at the first level, as nnU-Net pools such an axis
+    only once the others have caught up. A list is already per axis (what model files record)."""
+    if not isinstance(stem, str):
+        return [int(n) for n in stem]
+    if stem == "full":
+        return [1] * dims
+    if spacing is None:
+        return [2] * dims
+    return [1 if mm > 2 * min(spacing) else 2 for mm in spacing]
 
 
 def level_channels(depth: int, filters: int | list[int]) -> list[int]:
@@ -69,8 +85,9 @@ class MultiOutputNet(nn.Module):
     {"round": {"type": "segmentation", "size": [64, 64]}, "area": {"type": "numeric", "mean": 3.2, "std": 1.1}}.
     encoder: "unet" (depth, filters and dropout shape it) or a timm model's name (its own levels,
     with random weights: training loads model.weights into it, a model file its trained ones).
-    stem: the UNet's first level, "full" (at the input's resolution) or "strided" (at half of it; the
-    decoders' last up-sampling then has no convolution at full resolution).
+    stem: the UNet's first level, "full" (at the input's resolution), "strided" (at half of it; the
+    decoders' last up-sampling then has no convolution at full resolution) or its stride per axis
+    (`stem_strides`: what model_args records for a strided stem).
     """
 
     def __init__(
@@ -85,7 +102,7 @@ class MultiOutputNet(nn.Module):
         skip: str = "concat",
         encoder: str = UNET,
         dims: int = 2,
-        stem: str = "full",
+        stem: str | list[int] = "full",
     ):
         super().__init__()
         self.outputs, self.dims = outputs, dims
@@ -93,17 +110,21 @@ class MultiOutputNet(nn.Module):
         if encoder == UNET:
             channels = level_channels(depth, filters)
             self.encoder = Encoder(in_channels, channels, norm, dropout, dims, stem)
-            stride = self.encoder.stride
-            why = "2**(depth + 1) with a strided stem" if stride > 1 else "2**depth"
-            self.multiple, self.divisor = stride * 2**depth, f"{why}); resize the input or lower the depth"
+            strides, stride = self.encoder.stem, 1
+            why = "2**depth times the strided stem's stride" if max(strides) > 1 else "2**depth"
+            self.multiple, self.divisor = (
+                [n * 2**depth for n in strides],
+                f"{why}); resize the input or lower the depth",
+            )
         elif dims != 2:
             raise ValueError(f"model.encoder {encoder}: timm's encoders take images; volumes need unet")
         else:  # timm's levels start at a stride of 2 or 4: the decoders upsample that factor at the end
             self.encoder = TimmEncoder(encoder, in_channels)
-            channels, stride = self.encoder.channels, self.encoder.strides[0]
-            self.multiple, self.divisor = self.encoder.strides[-1], f"{encoder}'s largest stride); resize the input"
+            channels, stride, strides = self.encoder.channels, self.encoder.strides[0], [1] * dims
+            self.multiple = [self.encoder.strides[-1]] * dims
+            self.divisor = f"{encoder}'s largest stride); resize the input"
         options = {"norm": norm, "dropout": dropout, "upsample": upsample, "skip": skip, "stride": stride, "dims": dims}
-        options["lift"] = encoder == UNET and stride > 1  # a strided stem's: no convolution at full resolution
+        options["lift"] = strides if max(strides) > 1 else None  # a strided stem's: no convolution at full size
         self.heads = nn.ModuleDict({n: kind(o).build_head(o, channels, options) for n, o in outputs.items()})
         self.spatial = [n for n, o in outputs.items() if kind(o).spatial]  # masks; the rest: per image
         self.frozen = False  # freeze_encoder(): the encoder neither learns nor updates its statistics
@@ -127,10 +148,12 @@ class MultiOutputNet(nn.Module):
         views (whole images resized to the same size): one encoder pass over both, so batch-norm sees
         in training the mix it sees in its running statistics."""
         for t in (x, views):
-            if t is not None and any(n % self.multiple for n in t.shape[2:]):
+            if t is not None and any(n % m for n, m in zip(t.shape[2:], self.multiple)):
+                same = len(set(self.multiple)) == 1
+                multiple = str(self.multiple[0]) if same else "x".join(str(n) for n in self.multiple)
                 raise ValueError(
-                    f"input of {'x'.join(str(n) for n in t.shape[2:])} pixels: every side must be divisible by "
-                    f"{self.multiple} ({self.divisor}"
+                    f"input of {'x'.join(str(n) for n in t.shape[2:])} pixels: {'every side' if same else 'the sides'} "
+                    f"must be divisible by {multiple} ({self.divisor}"
                 )
         if views is None or len(self.spatial) == len(self.heads):
             features = whole = self.encoder(x)  # shallowest first: full resolution for the UNet, 1/2 or 1/4 for timm's
@@ -154,7 +177,10 @@ def model_args(cfg: Config, manifest: dict) -> dict:
         "skip": m.skip,
         "encoder": m.encoder,
         "dims": len(cfg.first_input.size),  # 2: images; model files without it are of images
-        "stem": m.stem,  # model files without it have a full-resolution first level
+        # the stem's stride per axis (a coarse axis of volumes keeps its resolution); files without it: "full"
+        "stem": m.stem
+        if m.stem == "full"
+        else stem_strides(m.stem, len(cfg.first_input.size), manifest.get("spacing")),
     }
 
 

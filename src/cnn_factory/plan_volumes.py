@@ -34,6 +34,7 @@ import numpy as np
 from cnn_factory.config import Config
 from cnn_factory.data.resample import ANISOTROPY, resampled_shape, target_spacing
 from cnn_factory.data.table import read_table
+from cnn_factory.model import stem_strides
 from cnn_factory.plan import BYTES_PER_FEATURE, budget_of, column_values, row_file, spread, table_lines, validation_rows
 from cnn_factory.volumes import NIFTI, read_label_volume, read_volume, volume_grid
 
@@ -229,9 +230,16 @@ def propose_volumes(
         stem, stem_why = "full", "a GPU-sized budget: the first level at full resolution, as nnU-Net's"
         stem_why = stem_why if gpu else f"{depth} halving only: the first level keeps full resolution"
     else:
+        strides = stem_strides("strided", 3, list(fp.target))
+        kept = [AXES[a] for a in range(3) if strides[a] == 1]
         stem, stem_why = "strided", "no GPU-sized budget: the first level at half resolution (2-3x cheaper a step)"
-        depth, why = depth - 1, why + f"; with the strided stem's halving, {depth} in all"
-        per_patch = activations([n / 2 for n in patch], depth, filters, heads, fp.channels)
+        stem_why += f"; {', '.join(kept)}, over twice as coarse, keeps its resolution there" if kept else ""
+        deepest = [n // (s * 2 ** (depth - 1)) for n, s in zip(patch, strides)]
+        why = f"the deepest map is {voxels(deepest)} voxels (4-8 in plane is the aim), after the strided stem"
+        depth, per_patch = (
+            depth - 1,
+            activations([n / s for n, s in zip(patch, strides)], depth - 1, filters, heads, fp.channels),
+        )
     rows.append(("model.stem", stem, stem_why))
     rows.append(("model.depth", depth, why))
     rows.append(("model.filters", filters, "32 with a GPU-sized budget, else 16 (doubled per level)"))
