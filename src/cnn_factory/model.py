@@ -41,8 +41,7 @@ class Encoder(nn.Module):
     ):
         super().__init__()
         self.channels, self.stem = channels, stem_strides(stem, dims)
-        stride = self.stem[0] if len(set(self.stem)) == 1 else tuple(self.stem)
-        self.levels = nn.ModuleList([conv_block(in_channels, channels[0], norm, dims=dims, stride=stride)])
+        self.levels = nn.ModuleList([conv_block(in_channels, channels[0], norm, dims=dims, stride=tuple(self.stem))])
         for cin, cout in zip(channels, channels[1:]):
             pool = SPATIAL[dims].max_pool(2)
             self.levels.append(nn.Sequential(pool, conv_block(cin, cout, norm, dropout, dims)))
@@ -111,11 +110,9 @@ class MultiOutputNet(nn.Module):
             channels = level_channels(depth, filters)
             self.encoder = Encoder(in_channels, channels, norm, dropout, dims, stem)
             strides, stride = self.encoder.stem, 1
+            self.multiple = [n * 2**depth for n in strides]
             why = "2**depth times the strided stem's stride" if max(strides) > 1 else "2**depth"
-            self.multiple, self.divisor = (
-                [n * 2**depth for n in strides],
-                f"{why}); resize the input or lower the depth",
-            )
+            self.divisor = f"{why}); resize the input or lower the depth"
         elif dims != 2:
             raise ValueError(f"model.encoder {encoder}: timm's encoders take images; volumes need unet")
         else:  # timm's levels start at a stride of 2 or 4: the decoders upsample that factor at the end
@@ -165,7 +162,7 @@ class MultiOutputNet(nn.Module):
 
 def model_args(cfg: Config, manifest: dict) -> dict:
     """Constructor arguments of MultiOutputNet, as plain types (they go into the model file)."""
-    m = cfg.model
+    m, dims = cfg.model, len(cfg.first_input.size)
     return {
         "in_channels": sum(spec.channels for spec in cfg.inputs.values()),
         "depth": m.depth,
@@ -176,11 +173,9 @@ def model_args(cfg: Config, manifest: dict) -> dict:
         "upsample": m.upsample,
         "skip": m.skip,
         "encoder": m.encoder,
-        "dims": len(cfg.first_input.size),  # 2: images; model files without it are of images
-        # the stem's stride per axis (a coarse axis of volumes keeps its resolution); files without it: "full"
-        "stem": m.stem
-        if m.stem == "full"
-        else stem_strides(m.stem, len(cfg.first_input.size), manifest.get("spacing")),
+        "dims": dims,  # 2: images; model files without it are of images
+        # a strided stem's stride per axis (a volume's coarse axis keeps its resolution); files without it: "full"
+        "stem": "full" if m.stem == "full" else stem_strides(m.stem, dims, manifest.get("spacing")),
     }
 
 
