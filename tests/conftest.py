@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import signal
@@ -107,6 +108,21 @@ def repro_killed_when(repo: Path, ready: Callable[[], bool], timeout: float = 24
     assert process.poll() is None, "the run finished before it could be interrupted"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    clear_a_torn_dvc_lock(repo)
+
+
+def clear_a_torn_dvc_lock(repo: Path) -> None:
+    """DVC rewrites its own lock table `.dvc/tmp/rwlock` in place, so a SIGKILL in the middle leaves
+    it torn, and the next `dvc repro` stops with "Unable to read RWLock-file ... JSON structure is
+    corrupted" (treeverse/dvc#7615). Its remedy, as docs/pipeline.md says, is to delete that file:
+    DVC's own state, not an output of the pipeline, whose files this test checks."""
+    lock = repo / ".dvc" / "tmp" / "rwlock"
+    try:
+        json.loads(lock.read_text())
+    except FileNotFoundError:
+        pass
+    except json.JSONDecodeError:
+        lock.unlink()
 
 
 def checkpoint_epoch(repo: Path, name: str = "example") -> int:

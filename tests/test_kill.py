@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cnn_factory.model import load_model
-from tests.conftest import make_repo, run, tiny_params
+from tests.conftest import clear_a_torn_dvc_lock, make_repo, run, tiny_params
 
 pytestmark = pytest.mark.slow  # runs the real dvc pipeline; `pytest -m 'not slow'` skips it
 
@@ -31,6 +31,7 @@ def kill_after(repo: Path, command: list[str], delay: float) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)  # dvc and the stage it runs
         process.wait()
+    clear_a_torn_dvc_lock(repo)
 
 
 def test_repeated_kills_then_a_clean_finish(tmp_path):
