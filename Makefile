@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 
 run: install
 	dvc repro
-	cnn-factory summary   # the headline figures; every figure: dvc metrics show
+	cnn-factory summary   # the headline figures with their intervals; every figure: eval/figures.json
 
 test: install
 	$(BIN)/python -m pytest -q

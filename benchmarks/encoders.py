@@ -107,7 +107,7 @@ def trained_figures(base: dict, encoder: str, budget: float, prepared: Path, fol
     params["train"].update(epochs=epochs)
     trained = measure.train_end_to_end(folder, params, prepared)
     measure.run_stage_timed(folder, "stages.evaluate")
-    metrics = json.loads((folder / "eval" / "metrics.json").read_text())
+    metrics = json.loads((folder / "eval" / "figures.json").read_text())
     return {"epochs": epochs, "train_wall_s": trained["wall_s"], "test": metrics}
 
 

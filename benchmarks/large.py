@@ -106,7 +106,7 @@ def ours(work: Path, p: dict, train: str = "stages.train") -> dict:
     prepare(parse_params(p), work / "data" / "prepared", None, workers=2)
     seconds, _ = run_stage(work, train)
     run_stage(work, "evaluate")
-    metrics = json.loads((work / "eval" / "metrics.json").read_text())["test"]
+    metrics = json.loads((work / "eval" / "figures.json").read_text())["test"]
     live = json.loads((work / "dvclive" / "metrics.json").read_text())
     dice = curve(work, "cells/dice")  # every epoch validated: the index is the epoch - 1
     saved = int(live["best"]["epoch"])
@@ -309,7 +309,7 @@ def epoch_scores(work: Path, epochs: range) -> dict[int, dict]:
         state = torch.load(work / "checkpoints" / f"epoch-{epoch}.pt", weights_only=True)
         torch.save({**record, "state_dict": state}, model)
         run_stage(work, "evaluate")
-        test = json.loads((work / "eval" / "metrics.json").read_text())["test"]
+        test = json.loads((work / "eval" / "figures.json").read_text())["test"]
         scores[epoch] = {
             "dice": test["cells"]["dice_pooled"],
             "dice_mean": test["cells"]["dice"],

@@ -31,7 +31,7 @@ dice pooled over all test voxels and the mean of the scans' dice, and the mean H
   val/relative_loss): the train and evaluate stages as DVC runs them, and its network: a UNet
   with the strided stem, depth 2 and 16 filters (16 to 64 channels at 1/2 to 1/8 of the
   resolution), transposed up-sampling; a mask only (`tumour`), and again with `grade` (a
-  category) and `tumour_ml` (a number) beside it. Figures from eval/metrics.json.
+  category) and `tumour_ml` (a number) beside it. Figures from eval/figures.json.
 - a plain MONAI pipeline as its 3-D segmentation tutorials build one (spleen, BraTS):
   LoadImaged, EnsureChannelFirstd, Orientationd (RAS), Spacingd to the same target spacing
   (bilinear image, nearest labels), ScaleIntensityd (each scan's min-max to 0..1), SpatialPadd
@@ -151,11 +151,11 @@ def setup(work: Path, p: dict) -> None:
 
 
 def ours(work: Path, p: dict) -> dict:
-    """cnn-factory's train and evaluate stages in `work`; the test figures of eval/metrics.json."""
+    """cnn-factory's train and evaluate stages in `work`; the test figures of eval/figures.json."""
     setup(work, p)
     seconds, _ = run_stage(work, "train")
     run_stage(work, "evaluate")
-    metrics = json.loads((work / "eval" / "metrics.json").read_text())["test"]
+    metrics = json.loads((work / "eval" / "figures.json").read_text())["test"]
     live = json.loads((work / "dvclive" / "metrics.json").read_text())
     mask = metrics["tumour"]
     return {

@@ -88,7 +88,7 @@ def test_original_command_runs_a_dvc_experiment_and_copies_the_model(tmp_path, e
     assert params["data"] == {**params["data"], "csv": str(example_dir / "data.csv"), "root": str(example_dir)}
     assert (params["train"]["batch_size"], params["train"]["num_augs"], params["train"]["epochs"]) == (4, 1, 1)
     assert params["train"]["lr"] == 0.0001 and params["train"]["shuffle"] is True
-    assert "test" in data["metrics"]["eval/metrics.json"]["data"]
+    assert "dice" in data["metrics"]["eval/metrics.json"]["data"]["round"]
 
     # --outputs replaces the outputs (not merged into them); --loss-function sets each one's loss
     outputs = '{"shapes": {"type": "segmentation", "column": "labels", "label": [1, 2, 3], "size": [16, 16]},}'

@@ -98,6 +98,12 @@ def test_input_and_output_names_must_not_overlap(params):
     assert "inputs.image and outputs.image: input and output names must not overlap" in _error(params)
 
 
+def test_an_output_may_not_be_named_epoch(params):
+    """eval/metrics.json holds each output's headline figure under its name, and the saved epoch."""
+    params["outputs"]["epoch"] = dict(params["outputs"].pop("round"))
+    assert "outputs.epoch: the name 'epoch' is taken by the saved epoch in eval/metrics.json" in _error(params)
+
+
 def test_every_problem_is_reported_at_once(params):
     params["train"]["epochs"] = -1
     params["model"]["filters"] = "many"

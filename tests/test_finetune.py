@@ -205,7 +205,7 @@ def test_more_epochs_of_a_finished_run_resume_after_a_kill(tmp_path):
     assert sha256(cut / "weights" / "example.pt") == first
     result = run(["dvc", "repro"], cut)
     assert f"train: resuming after epoch {killed_at}" in result.stdout and "initialised from" not in result.stdout
-    for path in ("dvclive/metrics.json", "eval/metrics.json"):
+    for path in ("dvclive/metrics.json", "eval/metrics.json", "eval/figures.json"):
         assert json.loads((cut / path).read_text()) == json.loads((whole / path).read_text()), path
     assert load_model(cut / "models" / "example.pt")[1]["init_from"]["sha256"] == first
     assert "up to date" in run(["dvc", "status"], cut).stdout  # a new model file re-runs nothing

@@ -48,6 +48,6 @@ def test_repeated_kills_then_a_clean_finish(tmp_path):
         np.load(array, mmap_mode="r")
     json.loads((prepared / "manifest.json").read_text())
     load_model(repo / "models" / "example.pt")
-    for path in ("dvclive/metrics.json", "eval/metrics.json"):
+    for path in ("dvclive/metrics.json", "eval/metrics.json", "eval/figures.json"):
         json.loads((repo / path).read_text())
     assert not [p for p in repo.rglob("*.tmp*") if ".dvc" not in p.parts], "temporary files left behind"

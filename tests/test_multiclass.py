@@ -433,7 +433,7 @@ def test_evaluate_scores_each_class_and_their_mean(trained, tmp_path):
     for figure in ("dice", "iou", "hd95", "nsd", "dice_pooled"):
         assert figures[f"shapes/{figure}_ci_low"] <= figures[f"shapes/{figure}"] <= figures[f"shapes/{figure}_ci_high"]
     assert {f"shapes/{f}_{c}" for f in ("iou", "hd95", "nsd", "dice_pooled") for c in CLASSES} <= set(figures)
-    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]
+    metrics = json.loads((tmp_path / "eval" / "figures.json").read_text())["test"]
     assert metrics["shapes"]["dice_triangle"] == figures["shapes/dice_triangle"]
     assert "dice_pooled_resized" in metrics["round"]  # the boolean mask's figures beside them, as before
 
@@ -466,7 +466,7 @@ def test_evaluate_command_scores_a_csv_of_the_test_rows_as_the_stage_does(traine
     stage = evaluate_and_report(
         tmp_path / "stage", model, ModelFile.from_meta(meta), cfg.outputs, test, split, 4, cpu, options
     )
-    command = json.loads((tmp_path / "command" / "metrics.json").read_text())["test"]["shapes"]
+    command = json.loads((tmp_path / "command" / "figures.json").read_text())["test"]["shapes"]
     shapes = {k.removeprefix("shapes/"): v for k, v in stage.items() if k.startswith("shapes/")}
     assert {f"dice_{c}" for c in CLASSES} <= set(shapes)
     assert {k: command[k] for k in shapes} == pytest.approx(shapes)
@@ -487,7 +487,7 @@ def test_dvc_repro_with_a_class_mask(tmp_path):
     params["outputs"]["shapes"] = {"type": "segmentation", "column": "labels", "labels": dict(CLASSES), "size": SIZE}
     repo = make_repo(tmp_path / "repo", copy.deepcopy(params))
     run(["dvc", "repro"], repo)
-    metrics = json.loads((repo / "eval" / "metrics.json").read_text())["test"]
+    metrics = json.loads((repo / "eval" / "figures.json").read_text())["test"]
     assert {"dice", "iou", "hd95", "nsd", "dice_pooled", "dice_ci_low", "dice_ci_high"} <= set(metrics["shapes"])
     assert {f"dice_{c}" for c in CLASSES} <= set(metrics["shapes"]) and "dice" in metrics["round"]
     header = (repo / "eval" / "per_image.csv").read_text().splitlines()[0].split(",")

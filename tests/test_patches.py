@@ -261,7 +261,7 @@ def test_dvc_repro_in_patch_mode_scores_at_native_resolution(tmp_path):
     make_cells(repo / "data" / "cells", rows=16, sizes=(40, 72), seed=3)
     result = run(["dvc", "repro"], repo)
     assert "16 patches of 32x32 from" in result.stdout
-    metrics = yaml.safe_load((repo / "eval" / "metrics.json").read_text())["test"]
+    metrics = yaml.safe_load((repo / "eval" / "figures.json").read_text())["test"]
     assert {"dice", "iou", "hd95", "nsd", "dice_pooled"} <= set(metrics["cells"])
     assert not [k for k in metrics["cells"] if k.endswith("_resized")]  # patch mode never resizes masks
     model = torch.load(repo / "models" / "example.pt", weights_only=True)

@@ -38,7 +38,7 @@ def ran(result) -> set[str]:
 
 
 def test_repro_writes_model_metrics_and_plots(built):
-    metrics = json.loads((built / "eval" / "metrics.json").read_text())["test"]
+    metrics = json.loads((built / "eval" / "figures.json").read_text())["test"]
     # at the label maps' own size: means over images, pooled, boundary figures, 95% intervals;
     # and (resize mode) pooled at the input size the network saw
     figures = {"dice", "iou", "hd95", "nsd", "dice_pooled"}
@@ -54,6 +54,14 @@ def test_repro_writes_model_metrics_and_plots(built):
         metrics["majority"]
     )
     assert set(metrics["majority"]["disc"]) == {"precision", "recall", "f1"}
+    # DVC's metrics file: each output's headline figure (the kind's first) and the saved epoch, a screen wide
+    headlines = json.loads((built / "eval" / "metrics.json").read_text())
+    assert headlines == {
+        "round": {"dice": metrics["round"]["dice"]},
+        "angular": {"dice": metrics["angular"]["dice"]},
+        "majority": {"accuracy": metrics["majority"]["accuracy"]},
+        "epoch": torch.load(built / "models" / "example.pt", weights_only=True)["epoch"],
+    }
     header, *rows = (built / "eval" / "per_image.csv").read_text().splitlines()
     assert header.startswith("image,csv_row,round/dice,round/iou,round/hd95,round/nsd,")
     assert "majority/predicted" in header and len(rows) == 4  # the test split of 24 rows
@@ -129,11 +137,11 @@ def test_dvc_plots_show_draws_every_plot_of_a_run(built):
 
 def test_make_run_ends_with_a_summary_a_screen_wide(built):
     """`cnn-factory summary`, the last line of `make run`: per output its headline test figures with
-    their 95% intervals from eval/metrics.json, in at most 100 columns."""
+    their 95% intervals from eval/figures.json, in at most 100 columns."""
     recipe = (ROOT / "Makefile").read_text().split("\nrun:")[1].split("\n\n")[0]
     assert recipe.strip().splitlines()[-1].strip().startswith("cnn-factory summary")
     lines = run(["cnn-factory", "summary"], built).stdout.splitlines()
-    test = json.loads((built / "eval" / "metrics.json").read_text())["test"]
+    test = json.loads((built / "eval" / "figures.json").read_text())["test"]
     assert len(lines) == 4 and max(map(len, lines)) <= 100, lines
     for line, name in zip(lines[1:], ("round", "angular", "majority")):
         assert line.startswith(f"  {name} ")
@@ -183,8 +191,8 @@ def test_exp_run_with_new_lr_reruns_train_and_evaluate_only(repo_copy):
     assert experiments, show
     data = experiments[0]["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.01
-    assert "test" in data["metrics"]["eval/metrics.json"]["data"]
-    assert "val" in data["metrics"]["dvclive/metrics.json"]["data"]
+    assert set(data["metrics"]) == {"eval/metrics.json"}  # the headline figures; the curves' last values are no metric
+    assert "dice" in data["metrics"]["eval/metrics.json"]["data"]["round"]
 
 
 def test_back_to_params_that_ran_restores_train_from_the_run_cache(repo_copy):
@@ -192,7 +200,7 @@ def test_back_to_params_that_ran_restores_train_from_the_run_cache(repo_copy):
     train and evaluate come back from DVC's run-cache instead of training again."""
     run(["git", "add", "-A"], repo_copy)
     run(["git", "commit", "-qm", "baseline"], repo_copy)
-    before = {p: (repo_copy / p).read_bytes() for p in ("models/example.pt", "eval/metrics.json")}
+    before = {p: (repo_copy / p).read_bytes() for p in ("models/example.pt", "eval/metrics.json", "eval/figures.json")}
     run(["dvc", "exp", "run", "-S", "train.lr=0.01"], repo_copy)
     assert (repo_copy / "models" / "example.pt").read_bytes() != before["models/example.pt"]
     run(["git", "checkout", "params.yaml"], repo_copy)
@@ -206,7 +214,7 @@ def test_back_to_params_that_ran_restores_train_from_the_run_cache(repo_copy):
 
 def test_same_params_same_metrics(repo_copy, built):
     run(["dvc", "repro", "-f", "train", "evaluate"], repo_copy)
-    for path in ("dvclive/metrics.json", "eval/metrics.json"):
+    for path in ("dvclive/metrics.json", "eval/metrics.json", "eval/figures.json"):
         assert (repo_copy / path).read_text() == (built / path).read_text()
 
 
@@ -272,9 +280,8 @@ def test_evaluate_command_scores_a_csv_as_the_stage_does(built, tmp_path):
         run(["cnn-factory", "evaluate", "models/example.pt", str(test_csv), "--out", str(tmp_path / "cli")], built)
     finally:
         test_csv.unlink()
-    stage = json.loads((built / "eval" / "metrics.json").read_text())
-    command = json.loads((tmp_path / "cli" / "metrics.json").read_text())
-    assert command == stage
+    for name in ("metrics.json", "figures.json"):
+        assert json.loads((tmp_path / "cli" / name).read_text()) == json.loads((built / "eval" / name).read_text())
     column = slice(2, None)  # the CSV row numbers differ (another CSV); the files and scores do not
     for ours, theirs in zip(
         *(p.read_text().splitlines() for p in (built / "eval" / "per_image.csv", tmp_path / "cli" / "per_image.csv"))

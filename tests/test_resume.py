@@ -33,7 +33,7 @@ def test_killed_training_resumes_to_the_same_result(tmp_path):
 
     result = run(["dvc", "repro"], cut)
     assert f"train: resuming after epoch {killed_at}" in result.stdout
-    for path in ("dvclive/metrics.json", "eval/metrics.json"):
+    for path in ("dvclive/metrics.json", "eval/metrics.json", "eval/figures.json"):
         assert json.loads((cut / path).read_text()) == json.loads((whole / path).read_text()), path
     header, *rows = (cut / "dvclive" / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()
     steps = [int(row.split("\t")[header.split("\t").index("step")]) for row in rows]
@@ -67,7 +67,7 @@ def test_queued_experiments_run_side_by_side(tmp_path):
     assert {p["outputs"]["round"]["loss"] for p in params} == {"dice", "bce_dice"}
     assert any(p["train"]["num_augs"] == 2 and p["train"]["scheduler"] == "cosine" for p in params)
     for e in experiments:
-        assert "test" in e["metrics"]["eval/metrics.json"]["data"]
+        assert "accuracy" in e["metrics"]["eval/metrics.json"]["data"]["majority"]
     baseline = yaml.safe_load((repo / "params.yaml").read_text())
     assert baseline["train"]["lr"] == tiny_params()["train"]["lr"]  # the workspace is left alone
 

@@ -25,9 +25,9 @@ def metrics() -> dict:
 
 def test_each_output_shows_its_kinds_headline_figures_with_their_intervals():
     outputs = parse_params(tiny_params()).outputs
-    lines = summary_lines(metrics(), outputs, "eval/metrics.json")
+    lines = summary_lines(metrics(), outputs, "eval/figures.json")
     assert lines == [
-        "test figures (eval/metrics.json) [95% interval]; every figure: dvc metrics show",
+        "test figures (eval/figures.json) [95% interval]",
         "  round     dice 0.936 [0.881, 0.967]   HD95 px 3.5 [2.0, 5.0]",
         "  angular   dice 0.936 [0.881, 0.967]   HD95 px 3.5",
         "  majority  accuracy 0.944 [0.900, 0.989]   macro F1 n/a",
@@ -46,8 +46,8 @@ def test_summary_command_reads_the_files_and_fails_in_one_line_without_metrics(t
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     bad = cli("summary", cwd=tmp_path, check=False)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
-        "error: eval/metrics.json: not found; run dvc repro (or make run) first"
+        "error: eval/figures.json: not found; run dvc repro (or make run) first"
     ]
     (tmp_path / "m.json").write_text(json.dumps(metrics()))
-    shown = cli("summary", "--metrics", "m.json", cwd=tmp_path).stdout.splitlines()
+    shown = cli("summary", "--figures", "m.json", cwd=tmp_path).stdout.splitlines()
     assert shown[1] == "  round     dice 0.936 [0.881, 0.967]   HD95 px 3.5 [2.0, 5.0]" and len(shown) == 4

@@ -235,7 +235,7 @@ def test_dvc_repro_of_the_volume_example_then_predict_on_its_test_scans(tmp_path
     repo = make_repo(tmp_path / "repo", params)
     result = run(["dvc", "repro"], repo)
     assert "8 patches of 8x16x16 from" in result.stdout and "resampled to" in result.stdout
-    metrics = json.loads((repo / "eval" / "metrics.json").read_text())["test"]
+    metrics = json.loads((repo / "eval" / "figures.json").read_text())["test"]
     assert {"dice", "hd95", "nsd"} <= set(metrics["tumour"]) and "accuracy" in metrics["grade"]
     assert (repo / "dvclive" / "plots" / "images" / "organ" / "2.png").is_file()
     assert (repo / "eval" / "plots" / "images" / "organ_worst.png").is_file()

@@ -360,6 +360,8 @@ class Config(Strict):
                 )
         for name in sorted(set(self.inputs) & set(self.outputs)):
             lines.append(f"inputs.{name} and outputs.{name}: input and output names must not overlap; rename one")
+        if "epoch" in self.outputs:  # eval/metrics.json keys its outputs' figures by name beside the saved epoch
+            lines.append("outputs.epoch: the name 'epoch' is taken by the saved epoch in eval/metrics.json; rename it")
         valid = ["val/relative_loss", "val/loss"] + [
             f"val/{n}/{m}" for n, o in self.outputs.items() for m in ("loss", *o.metric_names)
         ]

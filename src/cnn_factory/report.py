@@ -5,7 +5,9 @@ plots and pictures. The evaluate stage and `cnn-factory evaluate` both call `wri
 
 Files under `out` (docs/evaluation.md):
 
-    metrics.json                    test/<output>/<figure>, with _ci_low/_ci_high bounds (dvclive)
+    metrics.json                    the headline figures, a screen wide: <output>/<figure> (its kind's
+                                    first: dice, accuracy, MAE) and the saved epoch (DVC's metrics file)
+    figures.json                    every figure: test/<output>/<figure>, with _ci_low/_ci_high bounds
     per_image.csv                   one row per test image: its file, CSV row and scores per output
     plots/sklearn/<output>.json     confusion matrix per category output
     plots/dice/<output>.json        per segmentation output: dice per image against the truth's size
@@ -21,6 +23,7 @@ import csv
 import io
 import json
 import math
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,8 +36,10 @@ from cnn_factory.evaluate import Evaluation, Scoring, evaluate_split
 from cnn_factory.model import ModelFile, MultiOutputNet
 from cnn_factory.outputs import Output
 from cnn_factory.scores.bootstrap import intervals
+from cnn_factory.training.live import AtomicLive
 
 PLOT_FOLDERS = ("dice", "calibration", "values")  # written here (dvc.yaml's plots draw each folder)
+FIGURES = "figures.json"  # every test figure, beside metrics.json's headline ones
 
 
 def test_figures(result: Evaluation, outputs: Mapping[str, Output], resamples: int, seed: int) -> dict[str, float]:
@@ -64,6 +69,17 @@ def per_image_table(result: Evaluation, outputs: Mapping[str, Output], files: li
     return buffer.getvalue()
 
 
+def headline(figures: Mapping[str, float], outputs: Mapping[str, Output], epoch: int | None) -> dict:
+    """metrics.json's contents: each output's headline test figure and the saved epoch, so that
+    `dvc exp show` has a few columns a screen wide; every other figure is in figures.json."""
+    data: dict = {
+        n: {o.headline: figures[f"{n}/{o.headline}"]} for n, o in outputs.items() if f"{n}/{o.headline}" in figures
+    }
+    if epoch is not None:
+        data["epoch"] = epoch
+    return data
+
+
 def write_report(
     out: Path,
     result: Evaluation,
@@ -71,16 +87,16 @@ def write_report(
     split: dict,
     resamples: int,
     seed: int,
+    epoch: int | None = None,
 ) -> dict[str, float]:
     """Writes everything under `out` (see the module's docstring); returns the logged figures.
 
-    split: the test split's entry of the prepared manifest (its `files` and CSV `rows`)."""
-    from cnn_factory.training.live import AtomicLive
-
+    split: the test split's entry of the prepared manifest (its `files` and CSV `rows`);
+    epoch: the model's saved epoch, recorded beside the headline figures."""
     figures = test_figures(result, outputs, resamples, seed)
     for folder in PLOT_FOLDERS:  # figures of outputs no longer defined must not linger
         shutil.rmtree(out / "plots" / folder, ignore_errors=True)
-    with AtomicLive(str(out), save_dvc_exp=False, dvcyaml=None) as live:
+    with FiguresLive(str(out), save_dvc_exp=False, dvcyaml=None) as live:
         for key, value in figures.items():
             live.log_metric(f"test/{key}", value, plot=False)
         for key, value in result.resized.items():
@@ -107,7 +123,17 @@ def write_report(
         for folder, points in outputs[name].plots(columns).items():
             write_text(out / "plots" / folder / f"{name}.json", json.dumps(points, indent=1) + "\n")
     write_text(out / "per_image.csv", per_image_table(result, outputs, split["files"], split["rows"]))
+    write_text(out / "metrics.json", json.dumps(headline(figures, outputs, epoch), indent=4) + "\n")
     return figures
+
+
+class FiguresLive(AtomicLive):
+    """dvclive's Live for evaluate: its summary of every logged figure goes to figures.json, an
+    output DVC caches; metrics.json, DVC's metrics file, holds the headline figures (`headline`)."""
+
+    @property
+    def metrics_file(self) -> str:
+        return os.path.join(self.dir, FIGURES)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -132,7 +158,7 @@ def evaluate_and_report(
     `cnn-factory evaluate` command both run this. Prints the headline figures with their intervals."""
     scoring = Scoring(options.tolerance, options.worst)
     result = evaluate_split(model, model_file, outputs, folder, batch_size, device, scoring=scoring)
-    figures = write_report(out, result, outputs, split, options.bootstrap, options.seed)
+    figures = write_report(out, result, outputs, split, options.bootstrap, options.seed, model_file.epoch)
     for name, output in outputs.items():
         for figure in output.interval_metrics:
             key = f"{name}/{figure}"

@@ -1,10 +1,11 @@
 """The headline test figures in a few lines: what `make run` ends with (`cnn-factory summary`).
 
-    cnn-factory summary [--params params.yaml] [--metrics eval/metrics.json]
+    cnn-factory summary [--params params.yaml] [--figures eval/figures.json]
 
 Per output, the figures its kind names in `summary_figures` (dice and HD95 for masks, accuracy
 and macro F1 for categories, MAE and R^2 for numbers), each with its 95% bootstrap interval as
-evaluate wrote it. `dvc metrics show` prints every figure.
+evaluate wrote it to eval/figures.json, which holds every test figure (eval/metrics.json, DVC's
+metrics file, holds each output's headline figure only).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from cnn_factory.errors import UserError
 from cnn_factory.outputs import Output
 
 
-def summary_lines(metrics: Mapping[str, Any], outputs: Mapping[str, Output], source: str) -> list[str]:
-    """The summary of eval/metrics.json's contents (`source` names the file in the first line)."""
-    test = metrics.get("test", {})
+def summary_lines(figures: Mapping[str, Any], outputs: Mapping[str, Output], source: str) -> list[str]:
+    """The summary of eval/figures.json's contents (`source` names the file in the first line)."""
+    test = figures.get("test", {})
     width = max((len(name) for name in outputs), default=0)
-    lines = [f"test figures ({source}) [95% interval]; every figure: dvc metrics show"]
+    lines = [f"test figures ({source}) [95% interval]"]
     for name, output in outputs.items():
         figures = test.get(name)
         if not isinstance(figures, Mapping):
@@ -45,13 +46,13 @@ def _figure(figures: Mapping[str, Any], key: str, label: str, spec: str) -> str:
     return text
 
 
-def print_summary(params: str, metrics: str) -> None:
-    """Reads params.yaml's outputs and the metrics file; prints the summary."""
+def print_summary(params: str, figures: str) -> None:
+    """Reads params.yaml's outputs and evaluate's figures file; prints the summary."""
     outputs = load_params(params).outputs
     try:
-        data = json.loads(Path(metrics).read_text())
+        data = json.loads(Path(figures).read_text())
     except FileNotFoundError:
-        raise UserError(f"{metrics}: not found; run dvc repro (or make run) first") from None
+        raise UserError(f"{figures}: not found; run dvc repro (or make run) first") from None
     except json.JSONDecodeError as err:
-        raise UserError(f"{metrics}: not valid JSON ({err}); run dvc repro to write it again") from None
-    print("\n".join(summary_lines(data, outputs, metrics)))
+        raise UserError(f"{figures}: not valid JSON ({err}); run dvc repro to write it again") from None
+    print("\n".join(summary_lines(data, outputs, figures)))

@@ -69,7 +69,7 @@ def evaluate(args: argparse.Namespace) -> None:
         evaluate_and_report(
             Path(args.out), model, model_file, outputs, Path(tmp) / "rows", split, args.batch_size, device, options
         )
-    print(f"evaluate: figures in {Path(args.out) / 'metrics.json'}")
+    print(f"evaluate: every figure in {Path(args.out) / 'figures.json'}, the headline ones in metrics.json")
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -79,7 +79,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     )
     p.add_argument("model", help="model file written by train (models/<name>.pt)")
     p.add_argument("csv", help="CSV with the model's input and output columns (as for training)")
-    p.add_argument("--out", default="eval", help="folder for metrics.json, per_image.csv, plots/")
+    p.add_argument("--out", default="eval", help="folder for metrics.json, figures.json, per_image.csv, plots/")
     p.add_argument("--root", default=None, help="folder relative paths in the CSV resolve against (default: the CSV's)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when present")

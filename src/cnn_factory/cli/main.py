@@ -5,6 +5,7 @@
     cnn-factory predict MODEL IMAGES...       # masks and predictions.csv (cnn_factory/predict.py)
     cnn-factory evaluate MODEL CSV            # figures, per-image table, plots on any labelled CSV
     cnn-factory summary                       # the headline test figures of the last run, a screen wide
+    cnn-factory compare [REV ...]             # runs side by side, paired differences on the same test images
     cnn-factory export MODEL --format onnx    # TorchScript or ONNX with a JSON sidecar (cnn_factory/export.py)
     cnn-factory serve MODEL [--port 8000]     # a page to try the model and an HTTP API (cnn_factory/serve.py)
     cnn-factory make-csv IMAGES LABELS        # pair images and label maps by file name
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from cnn_factory import __version__
+from cnn_factory.cli import compare as compare_command
 from cnn_factory.cli import evaluate as evaluate_command
 from cnn_factory.cli import serve as serve_command
 from cnn_factory.cli import train as train_command
@@ -80,6 +82,7 @@ def build_parser() -> Parser:
     evaluate_command.add_parser(sub, common)
     serve_command.add_parser(sub, common)
     add_data_parsers(sub, common)
+    compare_command.add_parser(sub, common)
     parser.commands = sub.choices
     return parser
 
@@ -127,7 +130,9 @@ def add_data_parsers(sub: Any, common: Parser) -> None:
 
     p = sub.add_parser("summary", parents=[common], help="print the headline test figures with their intervals")
     p.add_argument("--params", default="params.yaml", help="params file naming the outputs")
-    p.add_argument("--metrics", default="eval/metrics.json", help="metrics file written by evaluate")
+    p.add_argument(
+        "--figures", "--metrics", default="eval/figures.json", help="every test figure, as evaluate writes them"
+    )
 
     p = sub.add_parser("make-csv", parents=[common], help="pair images and label maps by file name into a CSV")
     p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of images")
@@ -205,7 +210,7 @@ def plan(args: argparse.Namespace) -> None:
 def summary(args: argparse.Namespace) -> None:
     from cnn_factory.summary import print_summary
 
-    print_summary(args.params, args.metrics)
+    print_summary(args.params, args.figures)
 
 
 def predict(args: argparse.Namespace) -> None:
@@ -239,6 +244,7 @@ COMMANDS = {
     "export": export,
     "serve": serve_command.serve,
     "summary": summary,
+    "compare": compare_command.compare,
     "make-csv": make_csv,
 }
 

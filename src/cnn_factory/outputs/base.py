@@ -154,6 +154,18 @@ class Output(Strict):
         """The columns of eval/per_image.csv, as written (e.g. class names instead of ids)."""
         return {k: v.tolist() for k, v in columns.items()}
 
+    def image_values(self, columns: dict[str, np.ndarray], figure: str) -> np.ndarray | None:
+        """Per-image values whose mean over the images where they are defined (not NaN) is `summarise`'s
+        `figure` (a mask's dice, a category's accuracy), so that resampled figures are means of rows;
+        None for a figure that is no such mean (pooled ones, F1, R^2)."""
+        return None
+
+    def table_columns(self, cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
+        """`table_cells` read back from eval/per_image.csv's text: the columns `summarise` takes, so
+        that `cnn-factory compare` recomputes a run's figures from its table alone. KeyError names a
+        column the table lacks (written by another version)."""
+        return {k: cell_floats(v) for k, v in cells.items()}
+
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
         """Data points per plot folder under eval/plots/ (dvc.yaml says how each folder is drawn)."""
         return {}
@@ -204,6 +216,19 @@ class Output(Strict):
         """`cnn-factory serve`'s JSON for one image: the value here; a mask kind gives its PNG
         (`mask_answer`), a category its label and probabilities."""
         return {"value": float(value)}
+
+
+def cell_floats(cells: list[str]) -> np.ndarray:
+    """A column of eval/per_image.csv as floats; an empty cell (an undefined score) is NaN."""
+    return np.asarray([float(c) if c != "" else np.nan for c in cells], np.float64)
+
+
+def mask_columns(cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """A mask's per-image cells (dice, iou, hd95, nsd, truth_px, pred_px, tp) as the columns of its
+    scores (scores/masks.py's MASK_COLUMNS): the false positives and negatives follow from the counts."""
+    columns = {k: cell_floats(v) for k, v in cells.items()}
+    columns["fp"], columns["fn"] = columns["pred_px"] - columns["tp"], columns["truth_px"] - columns["tp"]
+    return columns
 
 
 def mask_answer(png: bytes, pixels: dict[str, int]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args
 import numpy as np
 from pydantic import Field, model_validator
 
-from cnn_factory.outputs.base import Output
+from cnn_factory.outputs.base import Output, cell_floats
 from cnn_factory.outputs.decoding import CategoryRows
 from cnn_factory.params import custom, show
 
@@ -125,6 +125,15 @@ class CategoryOutput(CategoryRows, Output):
             **cells,
             **{f"p_{c}": [round(float(p), 6) for p in columns["probs"][:, i]] for i, c in enumerate(self.class_names)},
         }
+
+    def image_values(self, columns: dict[str, np.ndarray], figure: str) -> np.ndarray | None:
+        correct = (columns["probs"].argmax(1) == columns["true"]).astype(np.float64)
+        return correct if figure == "accuracy" else None
+
+    def table_columns(self, cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
+        ids = {c: i for i, c in enumerate(self.class_names)}
+        probs = np.stack([cell_floats(cells[f"p_{c}"]) for c in self.class_names], axis=1)
+        return {"true": np.asarray([ids[c] for c in cells["true"]], np.int64), "probs": probs}
 
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
         from cnn_factory.scores.classes import reliability

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from cnn_factory.images import encode_png
-from cnn_factory.outputs.base import Output, mask_answer
+from cnn_factory.outputs.base import Output, cell_floats, mask_answer, mask_columns
 from cnn_factory.outputs.decoding import ClassMaskRows
 from cnn_factory.outputs.segmentation import Colours, Labels
 from cnn_factory.params import Shape, custom
@@ -155,9 +155,16 @@ class ClassMaskOutput(ClassMaskRows, Output):
         for c in self.classes:
             for k in ("dice", "iou", "hd95", "nsd"):
                 cells[f"{k}_{c}"] = [round(float(v), 6) for v in columns[f"{k}_{c}"]]
-            for k in ("truth_px", "pred_px"):
+            for k in ("truth_px", "pred_px", "tp"):
                 cells[f"{k}_{c}"] = columns[f"{k}_{c}"].astype(int).tolist()
         return cells
+
+    def table_columns(self, cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
+        columns = {"dice": cell_floats(cells["dice"])}
+        for c in self.classes:
+            keys = ("dice", "iou", "hd95", "nsd", "truth_px", "pred_px", "tp")
+            columns.update({f"{k}_{c}": v for k, v in mask_columns({k: cells[f"{k}_{c}"] for k in keys}).items()})
+        return columns
 
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
         points = [

@@ -69,6 +69,9 @@ class NumericOutput(NumberRows, Output):
         error = columns["predicted"] - columns["true"]
         return {k: [round(float(v), 6) for v in values] for k, values in {**columns, "error": error}.items()}
 
+    def image_values(self, columns: dict[str, np.ndarray], figure: str) -> np.ndarray | None:
+        return np.abs(columns["predicted"].astype(np.float64) - columns["true"]) if figure == "mae" else None
+
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
         pairs = zip(columns["true"], columns["predicted"])
         return {"values": [{"truth": round(float(t), 6), "prediction": round(float(p), 6)} for t, p in pairs]}

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from cnn_factory.images import encode_png
-from cnn_factory.outputs.base import Output, mask_answer
+from cnn_factory.outputs.base import Output, mask_answer, mask_columns
 from cnn_factory.outputs.decoding import SegmentationRows
 from cnn_factory.params import Shape, custom, show
 
@@ -138,7 +138,13 @@ class SegmentationOutput(SegmentationRows, Output):
 
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
         cells = {k: [round(float(v), 6) for v in columns[k]] for k in ("dice", "iou", "hd95", "nsd")}
-        return {**cells, **{k: columns[k].astype(int).tolist() for k in ("truth_px", "pred_px")}}
+        return {**cells, **{k: columns[k].astype(int).tolist() for k in ("truth_px", "pred_px", "tp")}}
+
+    def image_values(self, columns: dict[str, np.ndarray], figure: str) -> np.ndarray | None:
+        return columns[figure] if figure in ("dice", "iou", "hd95", "nsd") else None  # means over scored images
+
+    def table_columns(self, cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
+        return mask_columns({k: cells[k] for k in ("dice", "iou", "hd95", "nsd", "truth_px", "pred_px", "tp")})
 
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
         scored = ~np.isnan(columns["dice"])

@@ -4,6 +4,8 @@ The test images are resampled with replacement `resamples` times (a seeded gener
 seed gives the same intervals); each figure is recomputed on every resample by the same function
 that computed it on the test set, and its 2.5th and 97.5th percentiles bound the 95% interval.
 A resample on which a figure is undefined (e.g. ROC AUC with one class drawn) is left out.
+`cnn-factory compare` draws the same resamples (`resample_indices`) for two runs' scores of the
+same images: the interval of the difference between them (a paired bootstrap).
 """
 
 from __future__ import annotations
@@ -25,22 +27,30 @@ def intervals(
 ) -> dict[str, tuple[float, float]]:
     """{name: (low, high)} for each of `names` that summarise() returns; empty with no images or resamples."""
     n = len(next(iter(columns.values()))) if columns else 0
-    if not n or resamples <= 0:
-        return {}
-    rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(resamples):
-        idx = rng.integers(0, n, n)
+    for idx in resample_indices(n, resamples, seed):
         figures = summarise({k: v[idx] for k, v in columns.items()})
         for name in names:
             if name in figures:
                 draws[name].append(figures[name])
+    return {name: bounds for name, values in draws.items() if (bounds := percentile_bounds(values, level))}
+
+
+def resample_indices(n: int, resamples: int, seed: int = 0) -> np.ndarray:
+    """(resamples, n) row indices drawn with replacement from a generator seeded with `seed`: the
+    same draws for every figure and every run given the same seed (`cnn-factory compare` pairs two
+    runs' scores of the same images on them). Empty with no images or resamples."""
+    if n <= 0 or resamples <= 0:
+        return np.zeros((0, max(n, 0)), np.int64)
+    return np.random.default_rng(seed).integers(0, n, (resamples, n))
+
+
+def percentile_bounds(values, level: float = 0.95) -> tuple[float, float] | None:
+    """The central `level` percentile interval of the finite values; None when there are none."""
+    finite = np.asarray(values, np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not len(finite):
+        return None
     tail = (1 - level) / 2 * 100
-    result = {}
-    for name, values in draws.items():
-        finite = np.asarray(values, np.float64)
-        finite = finite[np.isfinite(finite)]
-        if len(finite):
-            low, high = np.percentile(finite, [tail, 100 - tail])
-            result[name] = (float(low), float(high))
-    return result
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)
