@@ -89,8 +89,9 @@ def test_image_values_average_to_the_headline_figure(name):
     assert np.nanmean(values) == pytest.approx(output.summarise(columns)[output.headline], abs=1e-12)
 
 
-def direct(a: Run, b: Run, name: str, resamples: int, seed: int) -> tuple[float, float, float]:
-    """The paired bootstrap by hand: the same resampled rows of both tables, each summarised whole."""
+def direct(a: Run, b: Run, name: str, resamples: int, seed: int, images: int = IMAGES) -> tuple[float, float, float]:
+    """The paired bootstrap by hand: the same resampled rows of both tables (in the same image
+    order), each summarised whole by the output kind of `OUTPUTS[name]`."""
     output = OUTPUTS[name]
     figure = output.headline
     prefix = f"{name}/"
@@ -102,7 +103,7 @@ def direct(a: Run, b: Run, name: str, resamples: int, seed: int) -> tuple[float,
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(resamples):
-        idx = rng.integers(0, IMAGES, IMAGES)
+        idx = rng.integers(0, images, images)
         draws.append(
             output.summarise({k: v[idx] for k, v in ours.items()})[figure]
             - output.summarise({k: v[idx] for k, v in theirs.items()})[figure]

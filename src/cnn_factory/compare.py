@@ -329,13 +329,16 @@ def compare(
         if reference is None:
             reference = collect_runs(repo, [head])[0]
             reference.name = repo.scm.active_branch() if not repo.scm.no_commits else head[:7]
-        for run in [reference, *runs]:
-            if not run.table:
-                run.table = read_table(repo, run)
-    runs = [r for r in runs if r.rev != reference.rev]
-    if not names:  # the workspace as committed is the commit's run again
+        runs = [r for r in runs if r.rev != reference.rev]
+        reference.table = read_table(repo, reference)
+        if not names:  # the workspace is a run of its own once evaluated, and unless it is the commit's
+            evaluated = (Path(repo.root_dir) / TABLE).is_file()
+            runs = [r for r in runs if r.rev != WORKSPACE or evaluated]
+        for run in runs:
+            run.table = read_table(repo, run)
+    if not names:
         runs = [
-            r for r in runs if not (r.rev == WORKSPACE and r.table == reference.table and r.params == reference.params)
+            r for r in runs if not (r.rev == WORKSPACE and (r.table, r.params) == (reference.table, reference.params))
         ]
     comparer = Comparer(reference, resamples, seed, unpaired)
     figures = {r.name: comparer.figures(r) for r in [reference, *runs]}
