@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cnn_factory.atomic import replace_file
@@ -25,3 +27,17 @@ def test_what_a_killed_write_left_is_replaced_by_the_next_write(tmp_path):
     replace_file(tmp_path / "metrics.json", lambda tmp: tmp.write_text("{}"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
     assert (tmp_path / "metrics.json").read_text() == "{}"
+
+
+def test_training_logs_in_a_git_repository_without_commits(tmp_path, monkeypatch):
+    """A new project's first `dvc repro` comes before its first commit: dvclive alone fails there."""
+    from cnn_factory.training.live import AtomicLive
+    from tests.conftest import run
+
+    run(["git", "init", "-q"], tmp_path)
+    run(["dvc", "init", "-q"], tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with AtomicLive("dvclive", save_dvc_exp=False, dvcyaml=None) as live:
+        live.log_metric("val/loss", 0.5)
+        live.next_step()
+    assert json.loads((tmp_path / "dvclive" / "metrics.json").read_text()) == {"val": {"loss": 0.5}, "step": 0}

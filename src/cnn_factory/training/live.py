@@ -51,6 +51,18 @@ class SystemMonitor(_SystemMonitor):
 
 
 class AtomicLive(Live):
+    def _init_dvc(self) -> None:
+        """dvclive's, except in a Git repository without commits (a new project's first `dvc repro`,
+        before `git commit`): dvclive 3.49 asks Git for the commit there and fails with "Empty git
+        repo". These logs need no commit (save_dvc_exp=False), so dvclive goes on without DVC's repo."""
+        from scmrepo.exceptions import SCMError
+
+        try:
+            super()._init_dvc()
+        except SCMError:
+            self._dvc_repo = None
+            self._dvc_file = self._init_dvc_file()
+
     def make_summary(self) -> None:
         if self._step is not None:
             self.summary["step"] = self.step
