@@ -81,13 +81,14 @@ def collect_runs(repo: Any, names: list[str]) -> list[Run]:
             baselines.add(ref.baseline_sha)
         else:
             try:
-                wanted[name] = scm.resolve_rev(name)
+                commit = scm.resolve_rev(name)
             except Exception:  # scmrepo raises its own RevError; any failure means the same to a user
                 raise UserError(
                     f"{name}: no experiment, branch, tag or commit of that name here; `dvc exp show` lists "
                     "them (`dvc exp pull origin` first for experiments run on another machine)"
                 ) from None
-            baselines.add(scm.resolve_rev(name))
+            wanted[name] = commit
+            baselines.add(commit)
     states = [s.dumpd() for s in repo.experiments.show(revs=sorted(baselines), hide_queued=True, hide_failed=True)]
     found = {run.rev: run for run in _runs(states)}
     if not names:
@@ -299,6 +300,7 @@ class Comparison:
     changed: dict[str, dict[str, Any]]  # per run name: the params it changed against the reference
     images: int
     unpaired: bool
+    skipped: list[str] = field(default_factory=list)  # runs of the default set without an evaluation
 
 
 def compare(
@@ -323,27 +325,33 @@ def compare(
             f"{root}: not in a DVC repository; run cnn-factory compare in the pipeline's repository"
         ) from None
     with repo:
-        runs = collect_runs(repo, names)
+        if repo.scm.no_commits:
+            raise UserError("no commit here yet: commit the pipeline and its results, run experiments, then compare")
         head = repo.scm.get_rev()
-        reference = collect_runs(repo, [against])[0] if against else next((r for r in runs if r.rev == head), None)
+        runs = collect_runs(repo, names)
+        candidates = collect_runs(repo, [against]) if against else collect_runs(repo, []) if names else runs
+        reference = next((r for r in candidates if against or r.rev == head), None)
         if reference is None:
-            reference = collect_runs(repo, [head])[0]
-            reference.name = repo.scm.active_branch() if not repo.scm.no_commits else head[:7]
-        runs = [r for r in runs if r.rev != reference.rev]
+            raise UserError("the commit has no params.yaml: name a run to compare against with --against")
         reference.table = read_table(repo, reference)
-        if not names:  # the workspace is a run of its own once evaluated, and unless it is the commit's
-            evaluated = (Path(repo.root_dir) / TABLE).is_file()
-            runs = [r for r in runs if r.rev != WORKSPACE or evaluated]
-        for run in runs:
-            run.table = read_table(repo, run)
-    if not names:
+        skipped = []
+        for run in [r for r in runs if r.rev != reference.rev]:
+            try:
+                run.table = read_table(repo, run)
+            except UserError:
+                if names:  # a run asked for by name must have its evaluation
+                    raise
+                skipped.append(run.name)  # by default: queued, running, failed or not pulled
+    runs = [r for r in runs if r.table and r.rev != reference.rev]
+    if not names:  # the workspace as committed is the commit's run again
         runs = [
             r for r in runs if not (r.rev == WORKSPACE and (r.table, r.params) == (reference.table, reference.params))
         ]
     comparer = Comparer(reference, resamples, seed, unpaired)
     figures = {r.name: comparer.figures(r) for r in [reference, *runs]}
     changed = {r.name: changed_params(r, reference) for r in runs}
-    return Comparison(reference, runs, figures, changed, len(image_keys(reference)), unpaired)
+    skipped = [n for n in skipped if n != WORKSPACE]  # a workspace never evaluated is no run yet
+    return Comparison(reference, runs, figures, changed, len(image_keys(reference)), unpaired, skipped)
 
 
 def report_lines(result: Comparison, width: int = WIDTH) -> list[str]:
@@ -370,6 +378,8 @@ def report_lines(result: Comparison, width: int = WIDTH) -> list[str]:
         )
     if len(result.runs) > 3 and not result.unpaired:
         lines.append("with many runs, expect about 1 in 20 intervals to exclude 0 by chance alone")
+    if result.skipped:
+        lines.append(_cut(f"not evaluated (running, failed or not pulled): {', '.join(result.skipped)}", width))
     return lines
 
 
@@ -406,6 +416,7 @@ def report_json(result: Comparison) -> dict[str, Any]:
         "reference": {"name": result.reference.name, "rev": result.reference.rev},
         "images": result.images,
         "paired": not result.unpaired,
+        "skipped": result.skipped,
         "runs": [
             {
                 "name": run.name,

@@ -52,6 +52,9 @@ def run_stage(main: Callable[[], object], restore: str | None = None) -> None:
     runtime.setup()  # allocator and collector settings (see runtime.py)
     try:
         main()
+    except BrokenPipeError:  # whoever read stdout stopped (`cnn-factory compare | head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own recipe, docs: signal
+        sys.exit(1)
     except (UserError, OSError, RuntimeError) as err:
         user_error = err if isinstance(err, UserError) else resource_error(err)
         if debug or user_error is None:
