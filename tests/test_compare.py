@@ -156,6 +156,18 @@ def test_a_table_of_another_version_is_one_line():
     assert "\n" not in str(err.value)
 
 
+def test_outputs_this_version_cannot_read_are_one_line():
+    reference = run("main", 1, 0.7)
+    other = Run(
+        "older", "older", {"outputs": {"round": {"type": "segmentation", "threshold": 0.4}}}, table=reference.table
+    )
+    with pytest.raises(UserError) as err:
+        Comparer(reference, 10, 0, unpaired=False).figures(other)
+    message = str(err.value)
+    assert message.startswith("older: its params.yaml outputs do not read with this cnn-factory (")
+    assert message.endswith("a run of another pipeline version; compare runs of one version") and "\n" not in message
+
+
 def test_changed_params_are_the_dotted_keys_that_differ():
     a = Run("a", "a", {"train": {"lr": 0.001, "epochs": 30}, "model": {"filters": [8, 16]}})
     b = Run("b", "b", {"train": {"lr": 0.003, "epochs": 30}, "model": {"filters": [8, 16]}, "extra": 1})
