@@ -45,11 +45,22 @@ class SplitConfig(Strict):
     test: float = Field(ge=0, lt=1, description="fraction of rows held out for the test split")
     seed: int = Field(ge=0, description="seed of the random split")
     column: str | None = Field(None, min_length=1, description="CSV column naming train/val/test per row")
+    group: str | None = Field(
+        None, min_length=1, description="CSV column (e.g. a patient ID) whose rows sharing a value land in one split"
+    )
+    stratify: str | None = Field(
+        None, min_length=1, description="CSV column (e.g. a category output's) whose class shares every split follows"
+    )
 
     @model_validator(mode="after")
     def _leaves_training_rows(self) -> Self:
         if self.val + self.test >= 1:
             raise custom("split", "val + test must leave rows for training (sum below 1)")
+        if self.column and (self.group or self.stratify):
+            raise custom(
+                "split",
+                "group and stratify shape the random split; with column the CSV names each row's split: drop one",
+            )
         return self
 
 

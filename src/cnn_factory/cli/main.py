@@ -183,10 +183,13 @@ def expand_argv(argv: list[str], environ: dict) -> list[str]:
 def validate(args: argparse.Namespace) -> None:
     """Runs prepare's checks on every row and prints its report, writing nothing."""
     from cnn_factory.data.prepare import print_report, validate_and_load
+    from cnn_factory.data.splits import split_report
 
     cfg = load_params(args.params)
-    _, splits, rows = validate_and_load(cfg)
+    table, splits, rows = validate_and_load(cfg)
     report: dict[str, Any] = {"rows": {s: splits.count(s) for s in SPLITS}, "outputs": {}}  # as prepare's report.json
+    if drawn := split_report(table, cfg.data, splits):
+        report["split"] = drawn
     for spec in cfg.outputs.values():
         values = {s: np.stack([r[spec.name] for r, t in zip(rows, splits) if t == s]) for s in SPLITS}
         report["outputs"][spec.name] = spec.summary(values)

@@ -34,7 +34,8 @@ from cnn_factory.data.ragged import RaggedWriter, foreground_name
 from cnn_factory.data.row_cache import CACHE_FORMAT, CachedRows, RowCache, record_dtype
 from cnn_factory.data.row_keys import decode_row, decoding_key, row_key
 from cnn_factory.data.rows import native_names, pack_native, unpack_native
-from cnn_factory.data.table import Table, assign_splits, check_columns, check_root, read_table, repeated_rows
+from cnn_factory.data.splits import assign_splits, split_report
+from cnn_factory.data.table import Table, check_columns, check_root, read_table, repeated_rows
 from cnn_factory.data.volume_rows import resolve_spacing
 from cnn_factory.errors import UserError
 
@@ -209,6 +210,8 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
         report["rows"][split] = len(index)
     if cfg.volumes:
         manifest["spacing"] = report["spacing"] = list(rows.spacing or ())
+    if drawn := split_report(table, cfg.data, splits):  # data.split.group / stratify: what each split holds
+        manifest["split"] = report["split"] = drawn
     dims = len(cfg.first_input.size)
     report["images"] = image_report(cfg, np.asarray(manifest["splits"]["train"]["sizes"]).reshape(-1, dims))
     for spec in cfg.inputs.values():
@@ -325,6 +328,12 @@ def prepare(cfg: Config, out: Path, cache_dir: Path | None, workers: int) -> tup
 def print_report(report: dict) -> None:
     rows, images = report["rows"], report.get("images", {})
     print(f"prepare: {rows['train']} train, {rows['val']} val, {rows['test']} test rows")
+    drawn = report.get("split", {})
+    if "groups" in drawn:
+        groups = drawn["groups"]
+        print(f"  groups of '{drawn['group']}': {groups['train']} train, {groups['val']} val, {groups['test']} test")
+    for split, counts in drawn.get("classes", {}).items():
+        print(f"  '{drawn['stratify']}' in {split}: " + ", ".join(f"{c} {k}" for c, k in counts.items()))
     if images:
         small, median, large = ("x".join(map(str, images[k])) for k in ("smallest", "median", "largest"))
         print(f"  training {'scans' if len(images['median']) == 3 else 'images'}: {small} to {large}, median {median}")

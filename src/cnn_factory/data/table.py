@@ -1,4 +1,4 @@
-"""The CSV as a table of text cells, its columns checked against params, and the split of each row.
+"""The CSV as a table of text cells, its columns checked against params (each row's split: splits.py).
 
 Row numbers are those a spreadsheet shows: the header is row 1, the first data row is row 2.
 """
@@ -10,9 +10,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from cnn_factory.config import SPLITS, Config, DataConfig
+from cnn_factory.config import Config
 from cnn_factory.errors import UserError
 
 
@@ -69,8 +67,12 @@ def check_columns(table: Table, cfg: Config) -> None:
     """Every column named in params must be in the CSV header."""
     needed = [(f"inputs.{s.name}", s.column) for s in cfg.inputs.values()]
     needed += [(f"outputs.{s.name}", s.column) for s in cfg.outputs.values()]
-    if cfg.data.split.column:
-        needed.append(("data.split.column", cfg.data.split.column))
+    split = cfg.data.split
+    needed += [
+        (f"data.split.{k}", c)
+        for k, c in (("column", split.column), ("group", split.group), ("stratify", split.stratify))
+        if c
+    ]
     problems = [
         f"{table.path}: row 1: no column '{column}' (needed by {key}); columns are: {', '.join(table.header)}"
         for key, column in needed
@@ -102,38 +104,6 @@ def check_root(table: Table, cfg: Config) -> None:
                 f"but the CSV is in {Path(data.csv).parent} where that file exists; set data.root to "
                 f"{Path(data.csv).parent} (or null, to resolve paths against the CSV's folder)"
             )
-
-
-def assign_splits(table: Table, data: DataConfig) -> list[str]:
-    """train/val/test per row, from data.split.column or from seeded random fractions."""
-    n = len(table.rows)
-    if data.split.column:
-        names, problems = [], []
-        for i, row in enumerate(table.rows):
-            value = row[data.split.column].lower()
-            if value not in SPLITS:
-                problems.append(
-                    f"{table.where(i, data.split.column)}: unknown split {row[data.split.column]!r}; "
-                    "expected train, val or test"
-                )
-            names.append(value)
-        if problems:
-            raise UserError("\n".join(problems))
-    else:
-        n_val, n_test = round(n * data.split.val), round(n * data.split.test)
-        order = np.random.default_rng(data.split.seed).permutation(n)
-        names = ["train"] * n
-        for k, i in enumerate(order):
-            names[i] = "val" if k < n_val else "test" if k < n_val + n_test else "train"
-    for split in SPLITS:
-        if split not in names:
-            how = (
-                f"column '{data.split.column}' names no {split} row"
-                if data.split.column
-                else (f"data.split fractions leave it empty with {n} rows")
-            )
-            raise UserError(f"{table.path}: the {split} split is empty ({how}); add rows or change data.split")
-    return names
 
 
 def repeated_rows(table: Table, cfg: Config, splits: list[str], limit: int = 10) -> str | None:
