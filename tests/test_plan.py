@@ -1,4 +1,4 @@
-"""`cnn-factory plan`: whole images for small ones, patches for large images with small objects, and why."""
+"""`cnn-factory plan` on images: whole images for small ones, patches for large images with small objects, and why."""
 
 from __future__ import annotations
 
@@ -6,15 +6,38 @@ import numpy as np
 import pytest
 import yaml
 
-from cnn_factory import plan
 from cnn_factory.config import parse_params
 from cnn_factory.data.cells import make_cells
+from cnn_factory.data.resample import target_spacing
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import make_output
-from cnn_factory.plan import Fingerprint, fingerprint, propose, run_plan, validation_rows
+from cnn_factory.plan import run, run_plan
+from cnn_factory.plan.fingerprint import Fingerprint, fingerprint
+from cnn_factory.plan.propose import propose, validation_rows
 from tests.conftest import ROOT
 from tests.test_cli import cli
 from tests.test_patches import cell_params
+
+MASK = {"m": type("Mask", (), {"spatial": True})()}
+
+
+def _fingerprint(
+    rows: int, shapes: np.ndarray, channels: int, foreground: float, objects: float, spacing=(1.0, 1.0)
+) -> Fingerprint:
+    """Images of `shapes` (n, 2) pixels (or volumes of (n, 3) voxels of `spacing` mm) with one mask output "m"."""
+    spacings = np.full(shapes.shape, spacing)
+    return Fingerprint(
+        rows=rows,
+        shapes=shapes,
+        spacings=spacings,
+        auto=target_spacing(spacings, shapes),
+        given=None,
+        read=len(shapes),
+        channels=channels,
+        intensity=(0.0, 128.0, 255.0),
+        foreground={"m": foreground},
+        objects={"m": objects},
+    )
 
 
 def test_small_images_get_whole_images_resized(params, example_dir):
@@ -30,11 +53,12 @@ def test_large_images_with_small_objects_get_patches(tmp_path):
     cfg = parse_params(cell_params(tmp_path / "cells"))
     fp = fingerprint(cfg, sample=6)
     assert (
-        len(fp.sizes) == 6
+        len(fp.shapes) == 6
         and fp.channels == 1
         and fp.classes["density"]["sparse"] + fp.classes["density"]["dense"] == 12
     )
     assert 0.002 < fp.foreground["cells"] < 0.03 and 6 < fp.objects["cells"] < 20  # cells of 4-8 px radius
+    assert fp.target == (1.0, 1.0) and fp.intensity[0] < fp.intensity[1] < fp.intensity[2]  # 1 a pixel; uint8 levels
     rows = {key: (value, why) for key, value, why in propose(fp, 4 * 2**30, cfg.outputs)}
     assert rows["inputs.*.mode"][0] == "patch" and "median image 3" in rows["inputs.*.mode"][1]
     size = rows["inputs.*.size"][0][0]
@@ -45,10 +69,9 @@ def test_large_images_with_small_objects_get_patches(tmp_path):
 
 
 def test_the_batch_follows_the_memory_budget():
-    fp = Fingerprint(10, np.full((10, 2), 1024), 3, (0, 255), {"m": 0.01}, {"m": 10.0}, {})
-    outputs = {"m": type("Mask", (), {"spatial": True})()}
-    small = dict((k, v) for k, v, _ in propose(fp, 0.5 * 2**30, outputs))
-    large = dict((k, v) for k, v, _ in propose(fp, 16 * 2**30, outputs))
+    fp = _fingerprint(10, np.full((10, 2), 1024), 3, foreground=0.01, objects=10.0)
+    small = dict((k, v) for k, v, _ in propose(fp, 0.5 * 2**30, MASK))
+    large = dict((k, v) for k, v, _ in propose(fp, 16 * 2**30, MASK))
     assert small["train.batch_size"] < large["train.batch_size"] and large["model.filters"] == 32
 
 
@@ -61,10 +84,30 @@ def test_patch_mode_validation_is_costed_and_proposed():
     assert small == [("train.val_patches", 0, small[0][2])] and "cheap enough" in small[0][2]
     short = dict((k, v) for k, v, _ in validation_rows(large, 128, 40, 32))  # an epoch of 32 patches
     assert short["train.val_patches"] == 32 and short["train.val_every"] == 5  # 72 forwards against 160
-    fp = Fingerprint(100, large, 1, (0, 255), {"m": 0.01}, {"m": 10.0}, {})
-    outputs = {"m": type("Mask", (), {"spatial": True})()}
-    proposed = dict((k, v) for k, v, _ in propose(fp, 4 * 2**30, outputs, val_share=0.1, epoch_patches=512))
+    fp = _fingerprint(100, large, 1, foreground=0.01, objects=10.0)
+    proposed = dict((k, v) for k, v, _ in propose(fp, 4 * 2**30, MASK, val_share=0.1, epoch_patches=512))
     assert proposed["inputs.*.mode"] == "patch" and proposed["train.val_patches"] == 240  # 10 val images
+
+
+@pytest.mark.parametrize("shape, spacing", [((1024, 1024), (1.0, 1.0)), ((60, 256, 256), (3.0, 0.8, 0.8))])
+def test_images_and_volumes_are_cut_alike_to_fit_the_budget(shape, spacing):
+    """One planner: the smaller the budget, the smaller the patch (cut side by side until two fit),
+    every side a multiple of 2 to its halvings (the depth and a strided stem's)."""
+    fp = _fingerprint(10, np.full((10, len(shape)), shape), 1, foreground=0.01, objects=10.0, spacing=spacing)
+    voxels, reasons = [], []
+    for gib in (64, 4, 0.5, 0.01):
+        rows = {k: (v, why) for k, v, why in propose(fp, gib * 2**30, MASK)}
+        size, why = rows["inputs.*.size"]
+        halvings = rows["model.depth"][0] + (rows.get("model.stem", (None,))[0] == "strided")
+        assert len(size) == len(shape) and all(n % 2**halvings == 0 for n in size)
+        assert (
+            rows["train.batch_size"][0] >= 2
+            and next(iter(rows)) == ("inputs.*.mode", "inputs.*.spacing")[len(shape) - 2]
+        )
+        voxels.append(np.prod(size))
+        reasons.append(why)
+    assert voxels == sorted(voxels, reverse=True) and voxels[-1] < voxels[0]
+    assert "cut" not in reasons[0] and "cut where longest in" in reasons[-1]
 
 
 @pytest.mark.slow
@@ -112,21 +155,20 @@ def test_a_lopsided_category_and_a_number_of_few_values_are_warned_about():
 
 
 def test_a_pretrained_encoder_only_where_there_is_a_reason_and_weights(monkeypatch, params, example_dir):
-    few = Fingerprint(300, np.full((10, 2), 96), 3, (0, 255), {"m": 0.2}, {"m": 30.0}, {})
-    outputs = {"m": type("Mask", (), {"spatial": True})()}
-    without = dict((k, v) for k, v, _ in propose(few, 2**30, outputs))
+    few = _fingerprint(300, np.full((10, 2), 96), 3, foreground=0.2, objects=30.0)
+    without = dict((k, v) for k, v, _ in propose(few, 2**30, MASK))
     assert "model.encoder" not in without and "model.weights" not in without  # weights are never assumed
-    rows = dict((k, v) for k, v, _ in propose(few, 2**30, outputs, weights=True))
+    rows = dict((k, v) for k, v, _ in propose(few, 2**30, MASK, weights=True))
     assert rows["model.encoder"] == "resnet18" and rows["model.weights"] == "pretrained"
     assert rows["inputs.*.size"][0] % 32 == 0  # resnet18's largest stride
-    grey = Fingerprint(300, np.full((10, 2), 96), 1, (0, 255), {"m": 0.2}, {"m": 30.0}, {})
-    assert "model.encoder" not in dict((k, v) for k, v, _ in propose(grey, 2**30, outputs, weights=True))
+    grey = _fingerprint(300, np.full((10, 2), 96), 1, foreground=0.2, objects=30.0)
+    assert "model.encoder" not in dict((k, v) for k, v, _ in propose(grey, 2**30, MASK, weights=True))
     params["data"].update(csv=str(example_dir / "data.csv"), root=str(example_dir))
-    monkeypatch.setattr(plan, "pretrained_cached", lambda name: False)
+    monkeypatch.setattr(run, "pretrained_cached", lambda name: False)
     text = run_plan(parse_params(params), sample=4, budget_gb=1)
     assert "note: 3-channel images" in text and "no weights for it on this machine" in text
     assert "model.encoder" not in text.splitlines()[-1]
-    monkeypatch.setattr(plan, "pretrained_cached", lambda name: True)
+    monkeypatch.setattr(run, "pretrained_cached", lambda name: True)
     assert "-S model.encoder=resnet18 -S model.weights=pretrained" in run_plan(parse_params(params), 4, 1)
 
 

@@ -16,7 +16,9 @@ from cnn_factory.data.table import read_table
 from cnn_factory.data.volume_rows import resolve_spacing
 from cnn_factory.data.volumes_example import make_volume_example
 from cnn_factory.errors import UserError
-from cnn_factory.plan_volumes import VolumeFingerprint, mm, propose_volumes, run_volume_plan, volume_fingerprint
+from cnn_factory.plan import run_plan
+from cnn_factory.plan.fingerprint import Fingerprint, fingerprint
+from cnn_factory.plan.propose import mm, propose
 from cnn_factory.volumes import read_label_volume, read_volume
 from tests.test_cli import cli
 from tests.test_volume_pipeline import volume_params
@@ -40,15 +42,26 @@ def cubes(tmp_path_factory) -> Path:
     return folder
 
 
-def _fingerprint(shapes, spacings, given=None) -> VolumeFingerprint:
+def _fingerprint(shapes, spacings, given=None) -> Fingerprint:
+    """100 rows, 20 scans read, one mask output "m"."""
     shapes, spacings = np.asarray(shapes), np.asarray(spacings, float)
-    auto = target_spacing(spacings, shapes)
-    return VolumeFingerprint(100, shapes, spacings, auto, given, 20, 1, (0, 50, 200), {"m": 0.01}, {"m": 20.0})
+    return Fingerprint(
+        rows=100,
+        shapes=shapes,
+        spacings=spacings,
+        auto=target_spacing(spacings, shapes),
+        given=given,
+        read=20,
+        channels=1,
+        intensity=(0.0, 50.0, 200.0),
+        foreground={"m": 0.01},
+        objects={"m": 20.0},
+    )
 
 
 def test_the_fingerprint_reads_grids_intensities_and_masks(scans):
     cfg = parse_params(volume_params(scans))
-    fp = volume_fingerprint(cfg, sample=6)
+    fp = fingerprint(cfg, sample=6)
     assert fp.rows == 10 and len(fp.shapes) == 10 and fp.read == 6  # every header, the sample's voxels
     table = read_table(cfg.data.csv)
     prepared = resolve_spacing(cfg, table, ["train"] * len(table.rows)).first_input.spacing
@@ -62,8 +75,8 @@ def test_the_fingerprint_reads_grids_intensities_and_masks(scans):
 
 def test_proposals_fit_the_scans_and_divide_by_two_to_the_depth(scans):
     cfg = parse_params(volume_params(scans))
-    fp = volume_fingerprint(cfg, sample=6)
-    rows = {key: (value, why) for key, value, why in propose_volumes(fp, 2**30, cfg.outputs, None, 0.15, 32)}
+    fp = fingerprint(cfg, sample=6)
+    rows = {key: (value, why) for key, value, why in propose(fp, 2**30, cfg.outputs, val_share=0.15, epoch_patches=32)}
     size, depth = rows["inputs.*.size"][0], rows["model.depth"][0] + 1  # and the strided stem's halving
     assert rows["model.stem"][0] == "strided" and "no GPU-sized budget" in rows["model.stem"][1]
     assert "depth, over twice as coarse, keeps its resolution there" in rows["model.stem"][1]  # slices of 2.5-4 mm
@@ -77,18 +90,18 @@ def test_proposals_fit_the_scans_and_divide_by_two_to_the_depth(scans):
 
 
 def test_the_coarse_axis_gives_up_voxels_first(cubes):
-    fp = volume_fingerprint(parse_params(volume_params(cubes)), sample=4)
+    fp = fingerprint(parse_params(volume_params(cubes)), sample=4)
     assert abs(fp.median[0] - fp.median[1]) <= 4  # as many voxels, three times the mm along depth
-    roomy = {k: (v, why) for k, v, why in propose_volumes(fp, 2**30, MASK)}["inputs.*.size"]
-    size, why = {k: (v, why) for k, v, why in propose_volumes(fp, 0.05 * 2**30, MASK)}["inputs.*.size"]
+    roomy = {k: (v, why) for k, v, why in propose(fp, 2**30, MASK)}["inputs.*.size"]
+    size, why = {k: (v, why) for k, v, why in propose(fp, 0.05 * 2**30, MASK)}["inputs.*.size"]
     assert roomy[0] == [24, 24, 24] and "cut" not in roomy[1]  # the median scan fits whole
     assert size[0] < min(size[1:]) and size[1:] == roomy[0][1:] and "cut where longest in mm (depth 2x)" in why
 
 
 def test_a_budget_shrinks_large_scans_and_sets_the_batch():
     fp = _fingerprint([(300, 512, 512)] * 5, [(1.0, 0.8, 0.8)] * 5)
-    small = {k: v for k, v, _ in propose_volumes(fp, 4 * 2**30, MASK)}
-    large = {k: v for k, v, _ in propose_volumes(fp, 80 * 2**30, MASK)}
+    small = {k: v for k, v, _ in propose(fp, 4 * 2**30, MASK)}
+    large = {k: v for k, v, _ in propose(fp, 80 * 2**30, MASK)}
     assert small["model.stem"] == "strided" and large["model.stem"] == "full"
     for rows in (small, large):
         halvings = rows["model.depth"] + (rows["model.stem"] == "strided")
@@ -103,11 +116,11 @@ def test_the_spacing_reason_names_the_resolved_value_and_nnunets_rule():
     shapes = [(20, 256, 256)] * 8 + [(60, 256, 256)] * 2  # most scans of 20 thick slices, a few of thin ones
     fp = _fingerprint(shapes, [(5.0, 0.7, 0.7)] * 8 + [(1.5, 0.7, 0.7)] * 2)
     assert fp.target[0] < 5  # the 10th percentile of the slice spacings, not their median
-    key, value, why = propose_volumes(fp, 8 * 2**30, MASK)[0]
+    key, value, why = propose(fp, 8 * 2**30, MASK)[0]
     assert (key, value) == ("inputs.*.spacing", "auto") and f"resolves to {mm(fp.target)} mm" in why
     assert "depth is coarse (5 mm" in why and "its 10th percentile, as nnU-Net" in why
     given = _fingerprint(shapes, [(5.0, 0.7, 0.7)] * 8 + [(1.5, 0.7, 0.7)] * 2, given=(2.0, 0.7, 0.7))
-    key, value, why = propose_volumes(given, 8 * 2**30, MASK)[0]
+    key, value, why = propose(given, 8 * 2**30, MASK)[0]
     assert value == [2.0, 0.7, 0.7] and f"auto would resolve to {mm(fp.auto)} mm" in why
 
 
@@ -125,12 +138,12 @@ def test_tiff_stacks_without_calibration_are_planned_at_the_stated_spacing(scans
         lines.append(f"images/{name},labels/{name},{grade},{ml}")
     (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(UserError, match=r"row 2, column 'image': .* has no voxel spacing .* inputs\.\*\.spacing"):
-        volume_fingerprint(parse_params(volume_params(tmp_path)), sample=4)
+        fingerprint(parse_params(volume_params(tmp_path)), sample=4)
     params = volume_params(tmp_path)
     params["inputs"]["image"]["spacing"] = [3.0, 1.0, 1.0]
-    fp = volume_fingerprint(parse_params(params), sample=4)
+    fp = fingerprint(parse_params(params), sample=4)
     assert fp.given == fp.target == (3.0, 1.0, 1.0) and len(fp.shapes) == 4 and fp.objects["tumour"] > 0
-    key, value, why = propose_volumes(fp, 2**30, MASK)[0]
+    key, value, why = propose(fp, 2**30, MASK)[0]
     assert (key, value) == ("inputs.*.spacing", [3.0, 1.0, 1.0]) and why.startswith("as params")
 
 
@@ -140,7 +153,7 @@ def test_plan_command_on_a_volume_params_file(scans, tmp_path):
     result = cli("plan", "--params", "volumes.yaml", "--sample", "4", "--budget-gb", "1", cwd=tmp_path)
     assert "target spacing [" in result.stdout and "tumour: foreground" in result.stdout
     assert "dvc exp run -S inputs.image.spacing=auto -S inputs.image.size=[" in result.stdout
-    assert run_volume_plan(parse_params(params), 4, 1).splitlines()[-1] in result.stdout  # the library says it too
+    assert run_plan(parse_params(params), 4, 1).splitlines()[-1] in result.stdout  # the library says it too
 
     bad = tmp_path / "bad"
     shutil.copytree(scans, bad)

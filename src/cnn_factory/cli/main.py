@@ -200,14 +200,13 @@ def validate(args: argparse.Namespace) -> None:
 def plan(args: argparse.Namespace) -> None:
     """Prints the data set's fingerprint, the proposed settings with their reasons, and the dvc line."""
     from cnn_factory.plan import run_plan
-    from cnn_factory.plan_volumes import run_volume_plan
 
     if args.sample < 1:
         raise UserError(f"--sample: expected an integer >= 1, got {args.sample}")
     if args.budget_gb is not None and args.budget_gb <= 0:
         raise UserError(f"--budget-gb: expected a number > 0, got {args.budget_gb}")
     cfg = load_params(args.params)
-    print((run_volume_plan if cfg.volumes else run_plan)(cfg, args.sample, args.budget_gb))
+    print(run_plan(cfg, args.sample, args.budget_gb))
 
 
 def summary(args: argparse.Namespace) -> None:
