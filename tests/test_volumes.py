@@ -16,7 +16,6 @@ from cnn_factory.volumes import (
     Volume,
     read_label_volume,
     read_volume,
-    refuse_volume,
     same_grid,
     write_volume,
 )
@@ -181,11 +180,3 @@ def _shifted() -> np.ndarray:
     shift = np.zeros((4, 4))
     shift[0, 3] = 1.5  # 1.5 mm along x
     return shift
-
-
-def test_volumes_are_refused_where_images_are_expected(tmp_path):
-    one_line_error(lambda: refuse_volume(nifti(tmp_path / "s.nii.gz", marked()), WHERE), "is a volume")
-    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((16, 18, 20), np.uint8))
-    one_line_error(lambda: refuse_volume(tmp_path / "stack.tif", WHERE), "is a volume")
-    tifffile.imwrite(tmp_path / "page.tif", np.zeros((18, 20, 3), np.uint8), photometric="rgb")
-    refuse_volume(tmp_path / "page.tif", WHERE)  # an RGB image passes

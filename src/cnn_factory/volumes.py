@@ -59,28 +59,6 @@ class Volume:
         return d, h, w
 
 
-def is_volume_file(path: Path) -> bool:
-    """A NIfTI file, or a TIFF whose first series has pages as depth (what read_volume reads)."""
-    name = path.name.lower()
-    if name.endswith(NIFTI):
-        return True
-    if not name.endswith(TIFF):
-        return False
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            return any(a in DEPTH_AXES and n > 1 for a, n in zip(tif.series[0].axes, tif.series[0].shape))
-    except Exception:  # not readable as TIFF: the image reader says why
-        return False
-
-
-def refuse_volume(path: Path, where: str) -> None:
-    """For inputs and label maps of images: a UserError when the file holds a volume."""
-    if is_volume_file(path):
-        raise UserError(f"{where}: {path} is a volume (3-D scan); expected a 2-D image of height x width")
-
-
 def read_volume(
     path: Path, where: str, channels: int | None = None, default_spacing: tuple[float, float, float] | None = None
 ) -> Volume:
