@@ -19,8 +19,8 @@ import torch
 import yaml
 from PIL import Image
 
+from benchmarks.cells import make_cells
 from cnn_factory.config import parse_params
-from cnn_factory.data.cells import make_cells
 from cnn_factory.data.example import make_example
 from cnn_factory.model import MultiOutputNet, model_args, model_meta, save_model
 

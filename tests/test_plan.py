@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import yaml
 
+from benchmarks.cells import make_cells
 from cnn_factory import plan
 from cnn_factory.config import parse_params
-from cnn_factory.data.cells import make_cells
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import make_output
 from cnn_factory.plan import Fingerprint, fingerprint, propose, run_plan, validation_rows
