@@ -87,7 +87,7 @@ class Output(Strict):
         return None
 
     def mask(self, label_map: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-        """(spatial kinds) This output's (H, W) uint8 mask of a label map, at `size` (nearest)."""
+        """(spatial kinds) This output's uint8 mask of a label map, (H, W) or (D, H, W) at `size` (nearest)."""
         raise NotImplementedError
 
     def lacks_labels(self, label_map: np.ndarray) -> bool:
