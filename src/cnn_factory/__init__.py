@@ -4,12 +4,23 @@
     model, meta = load_model("models/example.pt")     # eval mode; model(x) -> {name: logits}
 
 The library behind the DVC stages in `stages/` and the `cnn-factory` command, in layers that
-import downward only (pyproject.toml's import-linter contracts, checked by `make lint`), top to
-bottom: `cli`; `predict`, `export`, `plan`, `serve`; `report`; `evaluate`; `training`; `native` (a split
-at native resolution); `model`, `inference`; `data`; `config`; `outputs` (one module per output
-kind); `encoder_weights` (a timm encoder's starting weights); leaves over tensors and arrays
-(`heads`, `encoders`, `losses`, `accumulators`, `palette`, `scores`, `images`, `volumes`, `device`); leaves
-(`layers`, `params`, `atomic`, `errors`, `restore`, `runtime`).
+import downward only, top to bottom (names on one line share a layer). pyproject.toml's
+import-linter contract is the source and `make lint` checks it; docs/development.md says what
+each layer does; tests/test_layers.py checks that both copies match the contract:
+
+    cli __main__
+    serve predict export plan plan_volumes summary compare
+    report
+    evaluate
+    training
+    native
+    inference model
+    data
+    config
+    outputs
+    encoder_weights
+    heads encoders losses accumulators palette scores images volumes device
+    layers params atomic errors restore runtime
 
 Importing torch, dvclive and pandas creates ~350k objects, and Python's cyclic collector walks
 them again and again on the way (0.45 s of a 2.3 s start, measured). When the process is the
