@@ -5,11 +5,17 @@
 Writes eval/figures.json with `test/<output>/<figure>` per output and its 95% bootstrap interval
 (`_ci_low`, `_ci_high`), and eval/metrics.json, DVC's metrics file, with each output's headline
 figure and the saved epoch (`dvc exp show`'s columns). Masks are scored at each label map's own
-size as predict writes them (in resize mode also `<figure>_pooled_resized`, the masks at the input size the network saw);
-eval/per_image.csv, one row per test image; plots (confusion matrices, dice per image, calibration,
-predicted against true values) and pictures (test images with their masks, the worst ones) under
-eval/plots/. The same code runs `cnn-factory evaluate MODEL CSV`.
+size as predict writes them (in resize mode also `<figure>_pooled_resized`, the masks at the
+input size the network saw); eval/per_image.csv, one row per test image; plots (confusion
+matrices, dice per image, calibration, predicted against true values) and pictures (test images
+with their masks, the worst ones) under eval/plots/. The same code runs `cnn-factory evaluate
+MODEL CSV`.
 """
+
+from cnn_factory import runtime
+
+if __name__ == "__main__":  # this process is the stage: tuned before the imports below (cnn_factory/runtime.py)
+    runtime.before_stage_imports()
 
 from pathlib import Path
 

@@ -22,24 +22,16 @@ each layer does; tests/test_layers.py checks that both copies match the contract
     heads encoders losses accumulators palette scores images volumes device
     layers params atomic errors restore runtime
 
-Importing torch, dvclive and pandas creates ~350k objects, and Python's cyclic collector walks
-them again and again on the way (0.45 s of a 2.3 s start, measured). When the process is the
-`cnn-factory` command, the collector stays off until `runtime.setup()` has frozen what the
-imports made; the stages do the same in `stages/__init__.py`.
+Importing the library changes nothing in the process: the stages and the `cnn-factory` command
+tune their own processes (cnn_factory/runtime.py).
 """
 
 from __future__ import annotations
 
-import gc
-import sys
-from pathlib import Path
 from typing import Any
 
 __version__ = "0.2.0"
 __all__ = ["__version__", "load_model"]
-
-if Path((getattr(sys, "argv", None) or [""])[0]).name == "cnn-factory":  # an embedding interpreter may set no argv
-    gc.disable()
 
 
 def __getattr__(name: str) -> Any:
