@@ -224,9 +224,12 @@ class ClassMaskOutput(ClassMaskRows, Output):
             index = resize(index, size, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
         return index
 
-    def prediction_png(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> bytes:
-        """An index PNG (mode P: pixel k is class k, 0 background; the palette colours the classes)."""
-        return self._png(self.predicted_image(value, size, threshold))
+    def prediction_file(
+        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
+    ) -> bytes:
+        """An index PNG (mode P: pixel k is class k, 0 background; the palette colours the classes),
+        or a scan's .nii.gz of class indices."""
+        return self._file(self.predicted_image(value, size, threshold), affine)
 
     def write_prediction(
         self,
@@ -240,19 +243,25 @@ class ClassMaskOutput(ClassMaskRows, Output):
         index = self.predicted_image(value, size, threshold)
         path = out / self.name / f"{stem}{'.png' if affine is None else '.nii.gz'}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        if affine is None:
-            path.write_bytes(self._png(index))
-        else:  # a label volume: voxel k is class k, 0 background
-            from cnn_factory.volumes import write_volume
-
-            write_volume(path, index, affine)
+        path.write_bytes(self._file(index, affine))
         shares = self._pixels(index)[1:] / index.size
         return [f"{self.name}/{path.name}", *(f"{s:.4f}" for s in shares)]
 
-    def answer(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> dict[str, Any]:
+    def answer(
+        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
+    ) -> dict[str, Any]:
         index = self.predicted_image(value, size, threshold)
         pixels = dict(zip(["background", *self.classes], self._pixels(index).tolist()))
-        return mask_answer(self._png(index), pixels)
+        middle = None if affine is None else self._png(index[len(index) // 2])
+        return mask_answer(self._file(index, affine), pixels, affine, middle)
+
+    def _file(self, index: np.ndarray, affine: np.ndarray | None) -> bytes:
+        """The index PNG, or a scan's .nii.gz placed by `affine`: voxel k is class k, 0 background."""
+        if affine is None:
+            return self._png(index)
+        from cnn_factory.volumes import volume_bytes
+
+        return volume_bytes(index, affine)
 
     def _png(self, index: np.ndarray) -> bytes:
         from cnn_factory.palette import class_colours
