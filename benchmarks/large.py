@@ -2,7 +2,7 @@
 
     python -m benchmarks.large [--rows 160] [--epochs 30] [--quick] [--resources]
 
-On the generated cell images (cnn_factory/data/cells.py: grey, 256-384 px a side, cells of 4-8 px
+On the generated cell images (benchmarks/cells.py: grey, 256-384 px a side, cells of 4-8 px
 radius covering about 1% of the pixels, an image-level `density` class and the cell `count`),
 the same train/val/test split (prepare's, seed 0) is trained several ways with params.yaml's
 training defaults (validation, views, the saved epoch's rule) and scored on the test images at
@@ -54,8 +54,8 @@ import numpy as np
 import torch
 import yaml
 
+from benchmarks.cells import make_cells
 from cnn_factory.config import parse_params
-from cnn_factory.data.cells import make_cells
 from cnn_factory.data.prepare import prepare
 
 ROOT = Path(__file__).resolve().parents[1]

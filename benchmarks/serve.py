@@ -57,7 +57,7 @@ def untrained_model(params: dict, channels: int, path: Path) -> Path:
 
 def default_scenarios(folder: Path, quick: bool) -> list[dict]:
     """The example's layout on 64x64 images (1 and 2 workers), and a patch model on 1,000 px images."""
-    from cnn_factory.data.cells import make_cells
+    from benchmarks.cells import make_cells
     from cnn_factory.data.example import make_example
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

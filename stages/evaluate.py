@@ -11,6 +11,11 @@ per image, calibration, predicted against true values) and pictures (test images
 the worst ones) under eval/plots/. The same code runs `cnn-factory evaluate MODEL CSV`.
 """
 
+from cnn_factory import runtime
+
+if __name__ == "__main__":  # this process is the stage: tuned before the imports below (cnn_factory/runtime.py)
+    runtime.before_stage_imports()
+
 from pathlib import Path
 
 from cnn_factory.config import PREPARED, load_params

@@ -7,6 +7,11 @@ Reads params.yaml `example` (rows, size, seed); writes images/, labels/ and data
 [depth, height, width] writes scans instead (NIfTI; cnn_factory/data/volumes_example.py).
 """
 
+from cnn_factory import runtime
+
+if __name__ == "__main__":  # this process is the stage: tuned before the imports below (cnn_factory/runtime.py)
+    runtime.before_stage_imports()
+
 import argparse
 from pathlib import Path
 

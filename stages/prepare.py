@@ -14,6 +14,11 @@ On success it replaces, atomically:
 and keeps decoded rows in data/cache/, so a re-run decodes only new or changed rows.
 """
 
+from cnn_factory import runtime
+
+if __name__ == "__main__":  # this process is the stage: tuned before the imports below (cnn_factory/runtime.py)
+    runtime.before_stage_imports()
+
 import argparse
 
 from cnn_factory.config import PREPARED, load_params

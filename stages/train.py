@@ -9,6 +9,11 @@ models/<model.name>.pt (the best validated epoch), checkpoints/<model.name>.ckpt
 cnn_factory.training.fit.fit.
 """
 
+from cnn_factory import runtime
+
+if __name__ == "__main__":  # this process is the stage: tuned before the imports below (cnn_factory/runtime.py)
+    runtime.before_stage_imports()
+
 from cnn_factory.config import load_params
 from cnn_factory.errors import run_stage
 from cnn_factory.training.fit import fit

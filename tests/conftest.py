@@ -15,14 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 import yaml
 from PIL import Image
 
+from benchmarks.cells import make_cells
 from cnn_factory.config import parse_params
-from cnn_factory.data.cells import make_cells
 from cnn_factory.data.example import make_example
+from cnn_factory.data.volumes_example import make_volume_example
 from cnn_factory.model import MultiOutputNet, model_args, model_meta, save_model
+from cnn_factory.volumes import read_volume, volume_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = [16, 16]
@@ -154,12 +157,18 @@ def repo(tmp_path: Path, params: dict) -> Path:
     return make_repo(tmp_path / "repo", params)
 
 
-def untrained_model(raw: dict, manifest: dict, path: Path) -> Path:
-    """A model file with random weights (no training needed: predict and serve only run it)."""
+def untrained_model(raw: dict, manifest: dict, path: Path, spread: tuple[str, ...] = ()) -> Path:
+    """A model file with random weights (no training needed: predict and serve only run it). The
+    heads named in `spread` have their weights scaled up: an untrained network's logits stay
+    within 0.01 of 0, so a mask would be all on or all off by rounding alone."""
     cfg = parse_params(raw)
     torch.manual_seed(0)
     args = model_args(cfg, manifest)
-    save_model(path, MultiOutputNet(**args).eval(), args, {**model_meta(cfg, manifest), "epoch": 1, "val": {}})
+    model = MultiOutputNet(**args).eval()
+    with torch.no_grad():
+        for name in spread:
+            model.heads[name].head.weight.mul_(1000)
+    save_model(path, model, args, {**model_meta(cfg, manifest), "epoch": 1, "val": {}})
     return path
 
 
@@ -187,3 +196,33 @@ def served(tmp_path_factory) -> dict[str, Path]:
         "resize_images": images,
         "patch_images": folder / "cells" / "images",
     }
+
+
+MASKS = ("organ", "tumour")  # the volume example's masks
+
+
+@pytest.fixture(scope="session")
+def served_scans(tmp_path_factory) -> dict[str, Path]:
+    """A volume model with random weights (two masks, a category, a number) and scans to send it:
+    an example scan placed obliquely (rotated 30 degrees about z, off the origin), the same as .nii
+    and as a calibrated TIFF stack."""
+    from tests.test_volume_pipeline import volume_params
+
+    folder = tmp_path_factory.mktemp("scans")
+    make_volume_example(folder / "example", rows=2, size=(12, 20, 20), seed=1)
+    manifest = {
+        "inputs": {"image": {"mean": [0.3], "std": [0.2]}},
+        "outputs": {"tumour_ml": {"mean": 5.0, "std": 2.0}},
+        "spacing": [3.0, 1.0, 1.0],
+    }
+    model = untrained_model(volume_params(folder / "example"), manifest, folder / "volumes.pt", spread=MASKS)
+    scan = read_volume(folder / "example" / "images" / "0000.nii.gz", "test")
+    turn = np.eye(4)
+    turn[:2, :2] = [[np.cos(np.pi / 6), -np.sin(np.pi / 6)], [np.sin(np.pi / 6), np.cos(np.pi / 6)]]
+    oblique = turn @ scan.affine
+    (folder / "oblique.nii.gz").write_bytes(volume_bytes(scan.array, oblique))
+    (folder / "oblique.nii").write_bytes(volume_bytes(scan.array, oblique, compress=False))
+    d, h, w = scan.spacing
+    metadata = {"spacing": d, "unit": "mm", "axes": "ZYX"}
+    tifffile.imwrite(folder / "stack.tif", scan.array[0], imagej=True, resolution=(1 / w, 1 / h), metadata=metadata)
+    return {"model": model, "folder": folder}

@@ -19,7 +19,7 @@ from skimage import io
 from skimage.transform import resize
 
 from cnn_factory.config import input_spec, parse_params
-from cnn_factory.data.rows import load_input
+from cnn_factory.data.rows import read_input, resize_image
 from cnn_factory.model import ModelFile, MultiOutputNet, load_model, model_args, model_meta, save_model
 from tests.conftest import ROOT, make_repo, run, tiny_params
 
@@ -175,7 +175,8 @@ def expected_mask(model_path: Path, image: Path, output: str) -> np.ndarray:
     """The mask computed in this process: prepare's loading, the model file's normalisation."""
     model, meta = load_model(model_path)
     spec = input_spec("image", "image", meta["inputs"]["image"]["size"], 3)
-    pixels, size = load_input(image, spec)
+    native = read_input(image, spec)
+    pixels, size = resize_image(native, spec.size), native.shape[-2:]
     mean, std = ModelFile.from_meta(meta).normalisation("cpu")
     with torch.no_grad():
         logits = model((torch.from_numpy(pixels)[None].float() / 255 - mean) / std)[output][0]

@@ -10,9 +10,15 @@ import pytest
 from skimage import io
 
 from cnn_factory.config import input_spec
-from cnn_factory.data.rows import load_input
+from cnn_factory.data.rows import read_input, resize_image
 
 GRADIENT = np.tile(np.linspace(0, 1, 16), (16, 1))  # (16, 16) from 0 to 1
+
+
+def load_input(path, spec) -> tuple[np.ndarray, tuple[int, ...]]:
+    """As prepare loads an input: (C, H, W) uint8 at spec.size, and the file's own (H, W)."""
+    image = read_input(path, spec)
+    return resize_image(image, spec.size), image.shape[-2:]
 
 
 @pytest.mark.parametrize(

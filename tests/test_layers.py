@@ -1,15 +1,19 @@
 """The library's layers import downward only (pyproject.toml's import-linter contracts, run by
-`make lint`), and no module imports itself through others: a cycle is an error even inside a layer."""
+`make lint`), and no module imports itself through others: a cycle is an error even inside a layer.
+The layer list the docs copy (docs/development.md, the package docstring) is the contract's."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import grimp
 
+import cnn_factory
 from tests.conftest import ROOT
 
 
@@ -44,6 +48,34 @@ def test_the_contracts_hold_and_fail_on_an_upward_import(tmp_path):
     broken = lint_imports(tree)
     assert broken.returncode != 0
     assert "cnn_factory.losses -> cnn_factory.training.fit" in broken.stdout, broken.stdout
+
+
+def contract_layers() -> list[set[str]]:
+    """The layers of pyproject.toml's contract, top to bottom, each the set of its modules."""
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    [layers] = [c["layers"] for c in contracts if c["type"] == "layers"]
+    return [{name.strip() for name in layer.split(":")} for layer in layers]
+
+
+def documented_layers() -> list[set[str]]:
+    """The modules column of docs/development.md's layer table, top to bottom."""
+    text = (ROOT / "docs" / "development.md").read_text()
+    table = text[text.index("| layer | modules | what they do |") :].split("\n\n")[0].splitlines()[2:]
+    return [set(re.findall(r"`([^`]+)`", row.split("|")[2])) for row in table]
+
+
+def docstring_layers() -> list[set[str]]:
+    """The package docstring's indented layer list (one layer a line), top to bottom."""
+    doc = cnn_factory.__doc__ or ""
+    block = doc[doc.index("top to bottom") :].split("\n\n")[1]
+    return [set(line.split()) for line in block.splitlines()]
+
+
+def test_the_docs_list_the_contracts_layers():
+    layers = contract_layers()
+    assert len(layers) > 10 and "compare" in layers[1]  # parsed, not empty
+    assert documented_layers() == layers
+    assert docstring_layers() == layers
 
 
 def cycles(package: str) -> list[list[str]]:

@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
+from benchmarks.cells import make_cells
 from cnn_factory.config import parse_params
-from cnn_factory.data.cells import make_cells
 from cnn_factory.data.dataset import to_device
 from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.data.prepare import prepare

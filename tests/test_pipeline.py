@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow  # runs the real dvc pipeline; `pytest -m 'not slo
 def built(tmp_path_factory) -> Path:
     """A repository after one successful `dvc repro` on the tiny built-in example."""
     repo = make_repo(tmp_path_factory.mktemp("built") / "repo", tiny_params())
-    imports = repo.parent / "imports.log"  # each stage's cnn_factory modules (stages/__init__.py)
+    imports = repo.parent / "imports.log"  # each stage's cnn_factory modules (cnn_factory/runtime.py)
     result = run(["dvc", "repro"], repo, extra_env={"CNN_FACTORY_LOG_IMPORTS": str(imports)})
     assert "Running stage 'example'" in result.stdout
     (repo.parent / "repro.log").write_text(result.stdout)

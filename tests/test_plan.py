@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import yaml
 
+from benchmarks.cells import make_cells
 from cnn_factory.config import parse_params
-from cnn_factory.data.cells import make_cells
 from cnn_factory.data.resample import target_spacing
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import make_output

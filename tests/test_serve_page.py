@@ -9,6 +9,7 @@ is made so, with a trained model: see docs/serving.md).
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import shutil
@@ -18,8 +19,10 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import uvicorn
+from PIL import Image
 
 from cnn_factory.serve import create_app
 
@@ -104,6 +107,42 @@ def wait_for(browser: Browser, condition: str, timeout: float = 20) -> None:
         time.sleep(0.1)
 
 
+def choose_file(browser: Browser, path: Path, media: str) -> None:
+    """As if the file were chosen in the dialog: the page's own change handler sends it."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    browser.evaluate(
+        f"""(async () => {{
+            const bytes = Uint8Array.from(atob("{data}"), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "{path.name}", {{ type: "{media}" }}));
+            const input = document.getElementById("file");
+            input.files = transfer.files;
+            input.dispatchEvent(new Event("change"));
+        }})()"""
+    )
+    wait_for(browser, f"document.getElementById('view').dataset.shown === '{path.name}'")
+
+
+def page_state(browser: Browser) -> dict:
+    """What the page shows: each mask's canvas (output, width, height, pixels drawn), the values'
+    headings, the download links, the masks' counts and any error."""
+    return browser.evaluate(
+        """(() => {
+            const canvases = [...document.querySelectorAll('#view canvas')];
+            const drawn = canvases.map((c) => {
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                let on = 0;
+                for (let i = 3; i < d.length; i += 4) on += d[i] > 0;
+                return [c.dataset.output, c.width, c.height, on];
+            });
+            const values = [...document.querySelectorAll('#values table')].map((t) => t.rows[0].textContent);
+            const links = [...document.querySelectorAll('#masks a[download]')].map((a) => a.download);
+            const counts = [...document.querySelectorAll('#masks p')].map((p) => p.textContent);
+            return { drawn, values, links, counts, error: document.getElementById('error').textContent };
+        })()"""
+    )
+
+
 def test_the_page_draws_the_masks_over_the_image_and_lists_the_values(served, tmp_path):
     model = Path(os.environ.get("CNN_FACTORY_SCREENSHOT_MODEL") or served["resize"])
     image = Path(os.environ.get("CNN_FACTORY_SCREENSHOT_IMAGE") or served["resize_images"] / "wide.png")
@@ -113,33 +152,8 @@ def test_the_page_draws_the_masks_over_the_image_and_lists_the_values(served, tm
         browser.call("Page.enable")
         browser.call("Page.navigate", url=url)
         wait_for(browser, "document.getElementById('model').textContent.includes('segmentation')")
-        data = base64.b64encode(image.read_bytes()).decode()
-        # as if the file were chosen in the dialog: the page's own change handler sends it
-        browser.evaluate(
-            f"""(async () => {{
-                const bytes = Uint8Array.from(atob("{data}"), (c) => c.charCodeAt(0));
-                const transfer = new DataTransfer();
-                transfer.items.add(new File([bytes], "{image.name}", {{ type: "image/png" }}));
-                const input = document.getElementById("file");
-                input.files = transfer.files;
-                input.dispatchEvent(new Event("change"));
-            }})()"""
-        )
-        wait_for(browser, f"document.getElementById('view').dataset.shown === '{image.name}'")
-        state = browser.evaluate(
-            """(() => {
-                const canvases = [...document.querySelectorAll('#view canvas')];
-                const drawn = canvases.map((c) => {
-                    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                    let on = 0;
-                    for (let i = 3; i < d.length; i += 4) on += d[i] > 0;
-                    return [c.dataset.output, c.width, c.height, on];
-                });
-                const values = [...document.querySelectorAll('#values table')].map((t) => t.rows[0].textContent);
-                const links = [...document.querySelectorAll('#masks a[download]')].map((a) => a.download);
-                return { drawn, values, links, error: document.getElementById('error').textContent };
-            })()"""
-        )
+        choose_file(browser, image, "image/png")
+        state = page_state(browser)
         from fastapi.testclient import TestClient
 
         answer = (
@@ -167,6 +181,38 @@ def test_the_page_draws_the_masks_over_the_image_and_lists_the_values(served, tm
         assert shot[:8] == b"\x89PNG\r\n\x1a\n"
         if os.environ.get("CNN_FACTORY_SCREENSHOT"):
             Path(os.environ["CNN_FACTORY_SCREENSHOT"]).write_bytes(shot)
+    finally:
+        browser.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_a_scans_masks_are_drawn_over_its_middle_slice_with_their_ml(served_scans):
+    from fastapi.testclient import TestClient
+
+    scan = served_scans["folder"] / "oblique.nii.gz"
+    server, thread, url = start_server(create_app(served_scans["model"], device="cpu"))
+    browser = Browser()
+    try:
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=url)
+        wait_for(browser, "document.getElementById('model').textContent.includes('segmentation')")
+        assert "NIfTI" in browser.evaluate("document.getElementById('drop').textContent")
+        choose_file(browser, scan, "application/gzip")
+        state = page_state(browser)
+        answer = TestClient(create_app(served_scans["model"], device="cpu")).post(
+            "/predict", files={"image": scan.read_bytes()}
+        )
+        outputs, size = answer.json()["outputs"], (answer.json()["scan"]["width"], answer.json()["scan"]["height"])
+        masks = [n for n, o in outputs.items() if "mask" in o]
+        slices = {n: np.asarray(Image.open(io.BytesIO(base64.b64decode(outputs[n]["slice"])))) for n in masks}
+        assert state["error"] == "" and masks == ["organ", "tumour"]
+        assert {n: on for n, _, _, on in state["drawn"]} == {n: np.count_nonzero(m) for n, m in slices.items()}
+        assert {(w, h) for _, w, h, _ in state["drawn"]} == {size}
+        assert state["links"] == ["organ.nii.gz", "tumour.nii.gz"]
+        ml = outputs["organ"]["ml"]["foreground"]
+        assert f"foreground: {outputs['organ']['voxels']['foreground']} voxels, {ml:.4g}" in state["counts"][0]
+        assert browser.evaluate("document.querySelector('#view img').naturalWidth") == size[0]  # the slice's picture
     finally:
         browser.close()
         server.should_exit = True

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.cells import make_cells
 from cnn_factory.config import parse_params
-from cnn_factory.data.cells import make_cells
 from cnn_factory.data.dataset import read_manifest
 from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.data.prepare import prepare

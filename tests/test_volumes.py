@@ -16,8 +16,9 @@ from cnn_factory.volumes import (
     Volume,
     read_label_volume,
     read_volume,
-    refuse_volume,
     same_grid,
+    stated_voxels,
+    volume_bytes,
     write_volume,
 )
 
@@ -153,9 +154,39 @@ def nan_voxels(path: Path) -> Path:
         (lambda p: p.write_bytes(gzip.compress(b"not a header")) and p, read_volume, ("cannot be read as NIfTI",)),
     ],
 )
-def test_bad_volumes_say_where_and_what(tmp_path, make, read, fragments):
+@pytest.mark.parametrize("upload", [False, True])
+def test_bad_volumes_say_where_and_what(tmp_path, make, read, fragments, upload):
     path = make(tmp_path / "bad.nii.gz")
-    one_line_error(lambda: read(path, WHERE), str(path), *fragments)
+    if upload:  # the file's bytes, as `cnn-factory serve` reads an upload
+        one_line_error(lambda: read(path.read_bytes(), WHERE), "the uploaded file", *fragments)
+    else:
+        one_line_error(lambda: read(path, WHERE), str(path), *fragments)
+
+
+@pytest.mark.parametrize("name", ["scan.nii", "scan.nii.gz", "stack.tif"])
+def test_a_files_bytes_read_as_the_file_does(tmp_path, name):
+    path = tmp_path / name
+    if name.endswith(".tif"):
+        metadata = {"axes": "ZYX", "spacing": 3.0, "unit": "mm"}
+        tifffile.imwrite(path, marked().T, imagej=True, resolution=(1 / 0.8, 1 / 0.9), metadata=metadata)
+    else:
+        nifti(path, marked())
+    from_file, from_bytes = read_volume(path, WHERE), read_volume(path.read_bytes(), WHERE)
+    assert np.array_equal(from_file.array, from_bytes.array) and from_file.spacing == from_bytes.spacing
+    assert np.array_equal(from_file.affine, from_bytes.affine) and stated_voxels(path.read_bytes()) == 16 * 18 * 20
+    one_line_error(lambda: read_volume(b"not a volume", WHERE), "the uploaded file is not a volume file")
+    assert stated_voxels(b"not a volume") is None
+
+
+def test_a_gzip_stream_is_unzipped_no_further_than_the_voxels_its_header_states():
+    raw = volume_bytes(marked().T, np.eye(4), compress=False)  # 352 + 11,520 bytes
+    stream = gzip.compress(raw + bytes(64 << 20), compresslevel=9)  # then 64 MiB of zeros, a gzip bomb's way
+    cut = stream[:-64]  # ends in the zeros: unzipping it all fails, so a read that succeeds stopped before
+    with pytest.raises(EOFError):
+        gzip.decompress(cut)
+    assert stated_voxels(cut) == 16 * 18 * 20
+    scan = read_volume(cut, WHERE)
+    assert scan.array.shape == (1, 16, 18, 20) and scan.array.sum() == 7
 
 
 def test_a_single_tiff_page_is_not_a_volume(tmp_path):
@@ -181,11 +212,3 @@ def _shifted() -> np.ndarray:
     shift = np.zeros((4, 4))
     shift[0, 3] = 1.5  # 1.5 mm along x
     return shift
-
-
-def test_volumes_are_refused_where_images_are_expected(tmp_path):
-    one_line_error(lambda: refuse_volume(nifti(tmp_path / "s.nii.gz", marked()), WHERE), "is a volume")
-    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((16, 18, 20), np.uint8))
-    one_line_error(lambda: refuse_volume(tmp_path / "stack.tif", WHERE), "is a volume")
-    tifffile.imwrite(tmp_path / "page.tif", np.zeros((18, 20, 3), np.uint8), photometric="rgb")
-    refuse_volume(tmp_path / "page.tif", WHERE)  # an RGB image passes

@@ -4,31 +4,34 @@
     model, meta = load_model("models/example.pt")     # eval mode; model(x) -> {name: logits}
 
 The library behind the DVC stages in `stages/` and the `cnn-factory` command, in layers that
-import downward only (pyproject.toml's import-linter contracts, checked by `make lint`), top to
-bottom: `cli`; `predict`, `export`, `plan`, `serve`; `report`; `evaluate`; `training`; `native` (a split
-at native resolution); `model`, `inference`; `data`; `config`; `outputs` (one module per output
-kind); `encoder_weights` (a timm encoder's starting weights); leaves over tensors and arrays
-(`heads`, `encoders`, `losses`, `accumulators`, `palette`, `scores`, `images`, `volumes`, `device`); leaves
-(`layers`, `params`, `atomic`, `errors`, `restore`, `runtime`).
+import downward only, top to bottom (names on one line share a layer). pyproject.toml's
+import-linter contract is the source and `make lint` checks it; docs/development.md says what
+each layer does; tests/test_layers.py checks that both copies match the contract:
 
-Importing torch, dvclive and pandas creates ~350k objects, and Python's cyclic collector walks
-them again and again on the way (0.45 s of a 2.3 s start, measured). When the process is the
-`cnn-factory` command, the collector stays off until `runtime.setup()` has frozen what the
-imports made; the stages do the same in `stages/__init__.py`.
+    cli __main__
+    serve predict export plan summary compare
+    report
+    evaluate
+    training
+    native
+    inference model
+    data
+    config
+    outputs
+    encoder_weights
+    heads encoders losses accumulators palette scores images volumes device
+    layers params atomic errors restore runtime
+
+Importing the library changes nothing in the process: the stages and the `cnn-factory` command
+tune their own processes (cnn_factory/runtime.py).
 """
 
 from __future__ import annotations
 
-import gc
-import sys
-from pathlib import Path
 from typing import Any
 
 __version__ = "0.2.0"
 __all__ = ["__version__", "load_model"]
-
-if Path((getattr(sys, "argv", None) or [""])[0]).name == "cnn-factory":  # an embedding interpreter may set no argv
-    gc.disable()
 
 
 def __getattr__(name: str) -> Any:

@@ -39,7 +39,7 @@ class NativeImage:
     row: int  # in the split
     picture: torch.Tensor | np.ndarray  # what a worst-case panel shows: the native image (patch), the input (resize)
     probabilities: dict[str, torch.Tensor] = field(default_factory=dict)  # per mask output, (.., H, W) of its truth
-    truth: dict[str, torch.Tensor] = field(default_factory=dict)  # per mask output, (H, W) stored values
+    truth: dict[str, torch.Tensor] = field(default_factory=dict)  # per mask output, (H, W) or (D, H, W) stored values
     windows: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     # patch mode, per mask output: (blended probabilities, mask) at the scale the network trained on
     spacing: tuple[float, ...] | None = None  # a volume's own mm per (D, H, W) axis: the scores' units

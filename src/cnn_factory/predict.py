@@ -96,12 +96,13 @@ class Predictor:
     """A model file ready to predict, as `cnn-factory predict` and `cnn-factory serve` both do.
 
         predictor = Predictor.from_model_file("models/example.pt", torch.device("cpu"))
-        images = [predictor.read({"image": Path("a.png")})]     # (C, H, W) uint8 at the file's size
-        [values] = predictor.predict(images)                      # {output: probabilities or value}
+        loaded = predictor.load({"image": Path("a.png")})        # a file, or a file's bytes, per input
+        [values] = predictor.predict([loaded])                    # {output: probabilities or value}
 
     Each image is resized to the model's input size, or (`tile`, always for a patch-trained model)
-    scaled by the model's `scale` and covered by sliding windows; mask probabilities come back at
-    the image's own size, for the kinds to threshold (`Output.write_prediction`, `Output.answer`).
+    scaled by the model's `scale` and covered by sliding windows; a volume model's scans are
+    resampled to its spacing and always slide. Mask probabilities come back at the image's (scan's)
+    own size, for the kinds to threshold (`Output.write_prediction`, `Output.answer`).
     """
 
     model: MultiOutputNet
@@ -128,13 +129,13 @@ class Predictor:
     def first(self) -> InputSpec:
         return next(iter(self.inputs.values()))
 
-    def read(self, sources: dict[str, Path | bytes]) -> np.ndarray:
-        """(C, H, W) uint8 of the model's inputs stacked, from a file or a file's bytes each;
-        ValueError says what is wrong."""
-        return np.concatenate([read_input(sources[n], spec) for n, spec in self.inputs.items()])
-
-    def read_scan(self, sources: dict[str, Path]) -> Scan:
-        """A volume model's inputs: each scan read and resampled as prepare does (UserError says what is wrong)."""
+    def load(self, sources: dict[str, Path | bytes]) -> Loaded:
+        """The model's inputs, from a file or a file's bytes each, stacked as the network takes them:
+        an image at its own size, or a scan resampled to the model's spacing as prepare does.
+        ValueError (an image) or UserError (a scan) says what is wrong."""
+        if not self.first.volume:
+            image = np.concatenate([read_input(sources[n], spec) for n, spec in self.inputs.items()])
+            return Loaded(image, (int(image.shape[-2]), int(image.shape[-1])))
         from cnn_factory.data.volume_rows import scan_voxels
         from cnn_factory.volumes import read_volume, same_grid
 
@@ -148,7 +149,7 @@ class Predictor:
             assert spec.spacing != "auto"  # a model file names the spacing it was trained at
             voxels.append(scan_voxels(scan, spec.window, spec.spacing))
         assert first is not None
-        return Scan(np.concatenate(voxels), first.shape, first.affine)
+        return Loaded(np.concatenate(voxels), first.shape, first.affine, first.spacing)
 
     def view(self, image: np.ndarray) -> np.ndarray:
         """The whole image (or scan) at the input size, as prepare makes it: what image-level outputs see."""
@@ -159,27 +160,25 @@ class Predictor:
             return quantise(to_shape(image, self.first.size, order=1))
         return resize_image(image, self.first.size)
 
-    def predict(
-        self, images: list[np.ndarray], sizes: list[tuple[int, ...]] | None = None
-    ) -> list[dict[str, np.ndarray]]:
-        """Per image, each output's probabilities (masks at the image's own size) or value. A volume
-        model's `images` are scans at its spacing (`read_scan`), `sizes` their own (D, H, W)."""
+    def predict(self, loaded: list[Loaded]) -> list[dict[str, np.ndarray]]:
+        """Per image (scan), each output's probabilities (masks at its own size) or value."""
         window = self.first.size
-        views = np.stack([self.view(image) for image in images])  # whole images at the input size
+        views = np.stack([self.view(item.pixels) for item in loaded])  # whole images at the input size
         x, _ = to_device(torch.from_numpy(views), {}, self.device, *self.stats)
         probs = {n: list(p.float()) for n, p in predict_batch(self.model, x, self.tta, self.outputs).items()}
         spatial = [n for n, o in self.outputs.items() if o.spatial]
-        for k, image in enumerate(images):
-            size = sizes[k] if sizes else (int(image.shape[-2]), int(image.shape[-1]))
-            if self.tile:  # masks from windows sliding over the image at the model's scale
-                native = image if self.first.volume else resize_image(image, scaled_size(size, self.first.scale))
+        for k, item in enumerate(loaded):
+            if self.tile:  # masks from windows sliding over the image at the model's scale (a scan: spacing)
+                native = item.pixels
+                if not self.first.volume:
+                    native = resize_image(item.pixels, scaled_size(item.size, self.first.scale))
                 scaled, _ = to_device(torch.from_numpy(native[None]), {}, self.device, *self.stats)
                 tiled = predict_tiled(self.model, scaled, window, self.overlap, self.tta, self.batch_size, self.outputs)
                 for n in spatial:
                     probs[n][k] = tiled[n][0]
             for n in spatial:  # probabilities at the image's own size, thresholded there
-                probs[n][k] = upsample(probs[n][k], size)
-        return [{n: p[k].cpu().numpy() for n, p in probs.items()} for k in range(len(images))]
+                probs[n][k] = upsample(probs[n][k], item.size)
+        return [{n: p[k].cpu().numpy() for n, p in probs.items()} for k in range(len(loaded))]
 
 
 def predict_images(
@@ -210,15 +209,13 @@ def predict_images(
         writer.writerow(["image", *(column for o in outputs.values() for column in o.prediction_columns())])
         bar = tqdm(total=len(items), desc="predict", unit="image", disable=None)
         for start in range(0, len(items), batch_size):
-            batch, images, grids = read_batch(predictor, items[start : start + batch_size], failed)
+            batch, loaded = read_batch(predictor, items[start : start + batch_size], failed)
             bar.update(len(items[start : start + batch_size]))
-            sizes = [size for size, _ in grids] if grids else None
-            for k, (item, values) in enumerate(zip(batch, predictor.predict(images, sizes) if images else [])):
+            for item, image, values in zip(batch, loaded, predictor.predict(loaded) if loaded else []):
                 path = next(iter(item.values()))
-                size, affine = grids[k] if grids else ((int(images[k].shape[-2]), int(images[k].shape[-1])), None)
                 row = [str(path)]
                 for name, o in outputs.items():
-                    row += o.write_prediction(values[name], out, stem(path), size, threshold, affine)
+                    row += o.write_prediction(values[name], out, stem(path), image.size, threshold, image.affine)
                 writer.writerow(row)
                 written += 1
         bar.close()
@@ -232,23 +229,18 @@ def predict_images(
 
 def read_batch(
     predictor: Predictor, items: list[dict[str, Path]], failed: list[str]
-) -> tuple[list[dict[str, Path]], list[np.ndarray], list[tuple[tuple[int, ...], np.ndarray]]]:
-    """The items that read, with their images (a volume model's: scans at its spacing, and each
-    scan's own size and affine); each that does not is added to `failed` with its reason."""
-    batch, images, grids = [], [], []
+) -> tuple[list[dict[str, Path]], list[Loaded]]:
+    """The items that read, with what `Predictor.load` makes of them; each that does not is added
+    to `failed` with its reason."""
+    batch, loaded = [], []
     for item in items:
         try:
-            if predictor.first.volume:
-                scan = predictor.read_scan(dict(item))
-                images.append(scan.voxels)
-                grids.append((scan.shape, scan.affine))
-            else:
-                images.append(predictor.read(dict(item)))
+            loaded.append(predictor.load(dict(item)))
         except (ValueError, UserError) as err:
             failed.append(str(err) if isinstance(err, UserError) else f"{next(iter(item.values()))}: {err}")
             continue
         batch.append(item)
-    return batch, images, grids
+    return batch, loaded
 
 
 def stem(path: Path) -> str:
@@ -258,10 +250,13 @@ def stem(path: Path) -> str:
 
 
 @dataclass
-class Scan:
-    """A volume as a volume model reads it: (C, D', H', W') uint8 voxels at the model's spacing, and
-    the scan's own (D, H, W) and affine, which its masks are written on."""
+class Loaded:
+    """An image or scan as `Predictor.load` reads it: `pixels`, (C, *spatial) uint8 (an image at its
+    own size, a scan at the model's spacing); its own `size`, (H, W) or (D, H, W), which masks come
+    back at; a scan's `affine` and `spacing` (mm per axis), which its masks are written on and
+    measured in (None for an image)."""
 
-    voxels: np.ndarray
-    shape: tuple[int, ...]
-    affine: np.ndarray
+    pixels: np.ndarray
+    size: tuple[int, ...]
+    affine: np.ndarray | None = None
+    spacing: tuple[float, ...] | None = None

@@ -1,7 +1,7 @@
 """What evaluate writes from an Evaluation: test figures with 95% intervals, the per-image table,
 plots and pictures. The evaluate stage and `cnn-factory evaluate` both call `write_report`.
 
-    figures = write_report(Path("eval"), result, outputs, split_info, resamples=1000, seed=0)
+    figures = write_report(Path("eval"), result, outputs, manifest["splits"]["test"], resamples=1000, seed=0)
 
 Files under `out` (docs/evaluation.md):
 

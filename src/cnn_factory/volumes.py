@@ -6,6 +6,8 @@
     same_grid(scan, labels, Path("labels.nii.gz"), "data.csv: row 2, column 'labels'")
     write_volume(Path("mask.nii.gz"), mask, scan.affine)   # (D, H, W) or (C, D, H, W) on the scan's grid
     write_volume(Path("new.nii.gz"), voxels, spacing_affine((3.0, 0.8, 0.8)))  # an axis-aligned grid
+    scan = read_volume(upload, "input 'image'")   # a file's bytes (`cnn-factory serve`): the format from its content
+    data = volume_bytes(mask, scan.affine)         # the .nii.gz file write_volume writes, in memory
 
 Axes: depth is the file's slowest axis, width its fastest. A NIfTI file's data array is indexed
 (i, j, k[, c]) with i fastest, so (D, H, W) = (k, j, i); a 4th axis holds channels. A TIFF stack
@@ -23,17 +25,21 @@ no sform is an error, not the 1 nibabel puts in its place); a TIFF's from ImageJ
 `default_spacing` the caller passes, else an error.
 
 Every problem is a UserError that names `where` (the CSV row and column), the file, and what to do.
+A file's bytes are read in memory: a gzip'd NIfTI file is unzipped up to the end of the voxels its
+header states, no further.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cnn_factory.errors import UserError
+from cnn_factory.images import TIFF_MAGIC
 
 NIFTI = (".nii", ".nii.gz")
 TIFF = (".tif", ".tiff")
@@ -41,6 +47,8 @@ TO_MM = {"mm": 1.0, "millimeter": 1.0, "meter": 1000.0, "m": 1000.0, "cm": 10.0,
 # ImageJ may write the micro sign escaped; NIfTI's "unknown" unit is read as mm, as nibabel and ITK do
 TO_MM |= {"\u00b5m": 1e-3, "\\u00b5m": 1e-3, "nm": 1e-6, "unknown": 1.0}
 DEPTH_AXES, CHANNEL_AXES = "ZQI", "CS"  # tifffile's axis letters
+GZIP_MAGIC = b"\x1f\x8b"
+Source = Path | bytes  # a file, or a file's bytes (an upload to `cnn-factory serve`)
 
 
 @dataclass(frozen=True)
@@ -59,35 +67,14 @@ class Volume:
         return d, h, w
 
 
-def is_volume_file(path: Path) -> bool:
-    """A NIfTI file, or a TIFF whose first series has pages as depth (what read_volume reads)."""
-    name = path.name.lower()
-    if name.endswith(NIFTI):
-        return True
-    if not name.endswith(TIFF):
-        return False
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            return any(a in DEPTH_AXES and n > 1 for a, n in zip(tif.series[0].axes, tif.series[0].shape))
-    except Exception:  # not readable as TIFF: the image reader says why
-        return False
-
-
-def refuse_volume(path: Path, where: str) -> None:
-    """For inputs and label maps of images: a UserError when the file holds a volume."""
-    if is_volume_file(path):
-        raise UserError(f"{where}: {path} is a volume (3-D scan); expected a 2-D image of height x width")
-
-
 def read_volume(
-    path: Path, where: str, channels: int | None = None, default_spacing: tuple[float, float, float] | None = None
+    source: Source, where: str, channels: int | None = None, default_spacing: tuple[float, float, float] | None = None
 ) -> Volume:
     """The scan's (C, D, H, W) voxels in the file's dtype, its spacing and affine; `channels`, when
     given, the number it must have (1: a 3-D volume); `default_spacing` (mm per D, H, W) for a
     TIFF stack without ImageJ calibration."""
-    array, spacing, affine = _read(path, where, default_spacing)
+    array, spacing, affine = _read(source, where, default_spacing)
+    path = _shown(source)
     if channels is not None and array.shape[0] != channels:
         if channels == 1:
             raise UserError(
@@ -119,14 +106,29 @@ def volume_grid(path: Path, where: str) -> tuple[tuple[int, int, int], tuple[flo
         raise UserError(f"{where}: {path} cannot be read as NIfTI ({type(err).__name__}: {err})") from None
     if len(shape) < 3:
         raise UserError(f"{where}: {path} is a 2-D image; expected a volume")
-    spacing = _nifti_spacing(path, image)
+    spacing = _nifti_spacing(image, _stored_header(path, image))
     return (int(shape[2]), int(shape[1]), int(shape[0])), spacing
 
 
-def read_label_volume(path: Path, where: str, default_spacing: tuple[float, float, float] | None = None) -> Volume:
+def stated_voxels(data: bytes) -> int | None:
+    """The number of values (voxels times channels) a NIfTI file's or TIFF stack's bytes hold by their
+    header, read before the voxels are; None where there is no header to read (read_volume says why)."""
+    try:
+        if data[:4] in TIFF_MAGIC:
+            import tifffile
+
+            with tifffile.TiffFile(io.BytesIO(data)) as tif:
+                return int(np.prod(tif.series[0].shape))
+        return int(np.prod(_nifti_header(_head(data)).get_data_shape()))
+    except Exception:  # not a volume's header: read_volume's message says why
+        return None
+
+
+def read_label_volume(source: Source, where: str, default_spacing: tuple[float, float, float] | None = None) -> Volume:
     """A label volume: (D, H, W) integer label values (whole-number floats, as many tools save
     label maps, become integers), its spacing and affine."""
-    array, spacing, affine = _read(path, where, default_spacing)
+    array, spacing, affine = _read(source, where, default_spacing)
+    path = _shown(source)
     if array.shape[0] != 1:
         raise UserError(
             f"{where}: {path} is a 4-D file of {array.shape[0]} channels of {_size(array)} voxels; "
@@ -145,8 +147,9 @@ def read_label_volume(path: Path, where: str, default_spacing: tuple[float, floa
     return Volume(labels, spacing, affine)
 
 
-def same_grid(image: Volume, labels: Volume, path: Path, where: str) -> None:
-    """A UserError unless the label volume at `path` lies on the image's voxels: same (D, H, W), same affine."""
+def same_grid(image: Volume, labels: Volume, source: Source, where: str) -> None:
+    """A UserError unless the label volume from `source` lies on the image's voxels: same (D, H, W), same affine."""
+    path = _shown(source)
     if image.shape != labels.shape:
         raise UserError(
             f"{where}: {path} has {_size(labels.array)} voxels, its image {_size(image.array)}; "
@@ -161,6 +164,11 @@ def same_grid(image: Volume, labels: Volume, path: Path, where: str) -> None:
 
 def write_volume(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     """Writes (D, H, W) or (C, D, H, W) voxels as NIfTI (.nii or .nii.gz by the name), spacing in mm."""
+    path.write_bytes(volume_bytes(array, affine, compress=path.name.lower().endswith(".gz")))
+
+
+def volume_bytes(array: np.ndarray, affine: np.ndarray, compress: bool = True) -> bytes:
+    """The NIfTI file write_volume writes, in memory: gzip'd (.nii.gz) unless `compress` is False."""
     import nibabel as nib
 
     data = array[None] if array.ndim == 3 else array
@@ -168,7 +176,14 @@ def write_volume(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     data = data[..., 0] if data.shape[-1] == 1 else data  # (i, j, k) or (i, j, k, c)
     image = nib.Nifti1Image(np.ascontiguousarray(data), _reorder(affine))
     image.header.set_xyzt_units("mm")
-    nib.save(image, path)
+    # nibabel's own level; no time or name in the gzip header, so equal voxels give equal bytes
+    return gzip.compress(image.to_bytes(), compresslevel=1, mtime=0) if compress else image.to_bytes()
+
+
+def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """mm per (D, H, W) axis of a (d, h, w) affine: the length of its step along each axis."""
+    d, h, w = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+    return float(d), float(h), float(w)
 
 
 def spacing_affine(spacing: tuple[float, ...], origin: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
@@ -192,12 +207,27 @@ def _affine_text(affine: np.ndarray) -> str:
     return "[" + "; ".join(" ".join(f"{v:g}" for v in row) for row in np.round(affine[:3], 3)) + "]"
 
 
-def _read(path: Path, where: str, default_spacing) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
-    name = path.name.lower()
-    if name.endswith(NIFTI):
-        array, spacing, affine = _read_nifti(path, where)
-    elif name.endswith(TIFF):
-        array, spacing, affine = _read_tiff(path, where, default_spacing)
+def _shown(source: Source) -> str:
+    """How a message names the file: its path, or the upload."""
+    return str(source) if isinstance(source, Path) else "the uploaded file"
+
+
+def _format(source: Source) -> str | None:
+    """ "nifti" or "tiff": by the name of a file, by the content of a file's bytes."""
+    if isinstance(source, Path):
+        name = source.name.lower()
+        return "nifti" if name.endswith(NIFTI) else "tiff" if name.endswith(TIFF) else None
+    if source[:4] in TIFF_MAGIC:
+        return "tiff"
+    return "nifti" if source[:2] == GZIP_MAGIC or _nifti_size(source) else None
+
+
+def _read(source: Source, where: str, default_spacing) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    path, kind = _shown(source), _format(source)
+    if kind == "nifti":
+        array, spacing, affine = _read_nifti(source, where)
+    elif kind == "tiff":
+        array, spacing, affine = _read_tiff(source, where, default_spacing)
     else:
         raise UserError(f"{where}: {path} is not a volume file; expected NIfTI (.nii, .nii.gz) or a TIFF stack")
     if array.shape[1] < 2:
@@ -210,16 +240,21 @@ def _read(path: Path, where: str, default_spacing) -> tuple[np.ndarray, tuple[fl
     return array, spacing, affine
 
 
-def _read_nifti(path: Path, where: str):
+def _read_nifti(source: Source, where: str):
     import nibabel as nib
 
+    path = _shown(source)
     try:
-        image = nib.load(path)
+        if isinstance(source, Path):
+            image = nib.load(source)
+        else:  # the file's bytes, unzipped; NIfTI-2's header is 540 bytes long, NIfTI-1's 348
+            source = _unzipped(source)
+            image = (nib.Nifti2Image if _nifti_size(source) == 540 else nib.Nifti1Image).from_bytes(source)
         if not isinstance(image, nib.Nifti1Image):  # NIfTI-2 images are NIfTI-1 images to nibabel
             raise TypeError(f"a {type(image).__name__}")
         data = np.asanyarray(image.dataobj)  # the voxels are read (and unzipped) here
     except Exception as err:  # nibabel and zlib raise many types; all mean "not a readable NIfTI file"
-        if isinstance(err, EOFError) or _gzip_ends_early(path):  # cut in the voxels, or in the header
+        if isinstance(err, EOFError) or _gzip_ends_early(source):  # cut in the voxels, or in the header
             raise UserError(f"{where}: {path} ends early (a truncated gzip stream); copy or export it again") from None
         raise UserError(f"{where}: {path} cannot be read as NIfTI ({type(err).__name__}: {err})") from None
     if data.ndim == 2:
@@ -231,7 +266,8 @@ def _read_nifti(path: Path, where: str):
             f"{where}: {path} has {data.ndim} axes {data.shape}; expected i, j, k and at most a channel axis"
         )
     data = data[..., None] if data.ndim == 3 else data
-    return np.ascontiguousarray(data.transpose(3, 2, 1, 0)), _nifti_spacing(path, image), _nifti_affine(image)
+    stored = _stored_header(source, image)
+    return np.ascontiguousarray(data.transpose(3, 2, 1, 0)), _nifti_spacing(image, stored), _nifti_affine(image)
 
 
 def _nifti_affine(image) -> np.ndarray:
@@ -240,22 +276,52 @@ def _nifti_affine(image) -> np.ndarray:
     return affine
 
 
-def _nifti_spacing(path: Path, image) -> tuple[float, float, float]:
-    """mm per (D, H, W) axis: each step's length (the header's own pixdims where nibabel replaced a zero)."""
+def _nifti_spacing(image, stored) -> tuple[float, float, float]:
+    """mm per (D, H, W) axis: each step's length (the `stored` header's own pixdims where nibabel replaced a zero)."""
     scale = TO_MM.get(image.header.get_xyzt_units()[0], 1.0)
-    d, h, w = np.linalg.norm(_nifti_affine(image)[:3, :3], axis=0)  # each (d, h, w) step's length in mm
-    stored = _stored_header(path, image)
+    d, h, w = affine_spacing(_nifti_affine(image))
     if stored["sform_code"] == 0 and not all(p > 0 for p in stored["pixdim"][1:4]):
         # no sform, and the qform (or the plain scaling) takes the pixdims nibabel has set from 0 to 1
         d, h, w = (float(p) * scale for p in stored["pixdim"][3:0:-1])
     return float(d), float(h), float(w)
 
 
-def _gzip_ends_early(path: Path) -> bool:
-    if not path.name.lower().endswith(".gz"):
-        return False
+def _nifti_size(data: bytes) -> int:
+    """The header size a NIfTI file's (unzipped) bytes start with: 348 (NIfTI-1), 540 (NIfTI-2), else 0."""
+    for order in ("little", "big"):
+        size = int.from_bytes(data[:4], order)
+        if size in (348, 540):
+            return size
+    return 0
+
+
+def _head(data: bytes) -> bytes:
+    """The first bytes of a NIfTI file's bytes, unzipped: its header."""
+    return gzip.GzipFile(fileobj=io.BytesIO(data)).read(540) if data[:2] == GZIP_MAGIC else data[:540]
+
+
+def _nifti_header(head: bytes):
+    import nibabel as nib
+
+    header = nib.Nifti2Header if _nifti_size(head) == 540 else nib.Nifti1Header
+    return header.from_fileobj(io.BytesIO(head), check=False)
+
+
+def _unzipped(data: bytes) -> bytes:
+    """A NIfTI file's bytes, unzipped up to the end of the voxels its header states (a gzip stream
+    that unzips to more, a "gzip bomb", stops there)."""
+    if data[:2] != GZIP_MAGIC:
+        return data
+    header = _nifti_header(_head(data))
+    end = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+    return gzip.GzipFile(fileobj=io.BytesIO(data)).read(end)
+
+
+def _gzip_ends_early(source: Source) -> bool:
+    if not isinstance(source, Path) or not source.name.lower().endswith(".gz"):
+        return False  # bytes are unzipped first: a truncated stream raised EOFError there
     try:
-        with gzip.open(path) as f:
+        with gzip.open(source) as f:
             while f.read(1 << 24):
                 pass
     except EOFError:
@@ -265,19 +331,22 @@ def _gzip_ends_early(path: Path) -> bool:
     return False
 
 
-def _stored_header(path: Path, image):
+def _stored_header(source: Source, image):
     """The header as the file holds it: nibabel sets a zero pixdim to 1 as it loads, which would hide it."""
+    if not isinstance(source, Path):
+        return type(image.header).from_fileobj(io.BytesIO(source), check=False)
     from nibabel.openers import ImageOpener
 
-    with ImageOpener(str(path)) as f:
+    with ImageOpener(str(source)) as f:
         return type(image.header).from_fileobj(f, check=False)
 
 
-def _read_tiff(path: Path, where: str, default_spacing):
+def _read_tiff(source: Source, where: str, default_spacing):
     import tifffile
 
+    path = _shown(source)
     try:
-        with tifffile.TiffFile(path) as tif:
+        with tifffile.TiffFile(io.BytesIO(source) if isinstance(source, bytes) else source) as tif:
             series, imagej = tif.series[0], tif.imagej_metadata or {}
             data, axes, page = series.asarray(), series.axes, tif.pages.first
             resolution = page.resolution if "XResolution" in page.tags else None

@@ -7,7 +7,7 @@
     cnn-factory summary                       # the headline test figures of the last run, a screen wide
     cnn-factory compare [REV ...]             # runs side by side, paired differences on the same test images
     cnn-factory export MODEL --format onnx    # TorchScript or ONNX with a JSON sidecar (cnn_factory/export.py)
-    cnn-factory serve MODEL [--port 8000]     # a page to try the model and an HTTP API (cnn_factory/serve.py)
+    cnn-factory serve MODEL [--port 8000]     # a page to try the model and an HTTP API (cnn_factory/serve/)
     cnn-factory make-csv IMAGES LABELS        # pair images and label maps by file name
 
 `ARGS_FILE=<file.json>` holding a JSON list of train flags works as in the original cnn-factory; flags given on

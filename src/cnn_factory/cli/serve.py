@@ -1,8 +1,8 @@
 """`cnn-factory serve [MODEL] [--host 127.0.0.1 --port 8000]`: a page to try a model, and an HTTP API.
 
-The server itself is cnn_factory/serve.py; this is its command line. With no MODEL it starts as
-SageMaker starts a container (`docker run IMAGE serve`): the one .pt file in SageMaker's model
-folder, on 0.0.0.0:8080. Otherwise it binds 127.0.0.1 unless --host says otherwise.
+The server itself is the cnn_factory/serve package; this is its command line. With no MODEL it
+starts as SageMaker starts a container (`docker run IMAGE serve`): the one .pt file in
+SageMaker's model folder, on 0.0.0.0:8080. Otherwise it binds 127.0.0.1 unless --host says otherwise.
 """
 
 from __future__ import annotations
@@ -32,9 +32,11 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when present")
     p.add_argument("--tta", action="store_true", help="average over horizontal, vertical and both flips (4x slower)")
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability above which a pixel is set")
-    p.add_argument("--workers", type=int, default=2, help="images decoded and predicted at once")
+    p.add_argument("--workers", type=int, default=2, help="images (scans) decoded and predicted at once")
     p.add_argument("--max-bytes", type=int, default=64 * 2**20, help="largest upload accepted, in bytes")
-    p.add_argument("--max-pixels", type=int, default=100_000_000, help="largest image accepted, height x width")
+    p.add_argument(
+        "--max-pixels", type=int, default=100_000_000, help="largest image accepted, height x width (a scan: voxels)"
+    )
 
 
 def serve(args: argparse.Namespace) -> None:

@@ -261,7 +261,7 @@ def image_report(cfg: Config, sizes: np.ndarray) -> dict:
         "median": np.median(sizes, 0).astype(int).tolist(),
         "largest": sizes.max(0).tolist(),
     }
-    if cfg.patch_mode and not cfg.volumes:  # volumes: prepare_volumes' report says it at the target spacing
+    if cfg.patch_mode and not cfg.volumes:  # volumes: `sizes` are at each scan's own spacing, not the patch's
         scaled = np.round(sizes * cfg.first_input.scale)
         report["padded"] = int((scaled < np.asarray(cfg.first_input.size)).any(1).sum())
     return report

@@ -50,7 +50,7 @@ class RaggedArray:
     axes alone), `crop(i, corner, size)`, `shape(i)`; `dims` spatial dimensions, from the index."""
 
     def __init__(self, folder: Path, name: str, masks: bool = False):
-        self.masks = masks  # rows are (H, W), not (1, H, W)
+        self.masks = masks  # rows are the spatial axes alone, (H, W) or (D, H, W), no channel axis
         data, index = folder / f"{name}.u8", folder / f"{name}.index.npy"
         try:
             self.index = np.load(index)

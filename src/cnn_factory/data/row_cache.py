@@ -26,7 +26,7 @@ PENDING = ""  # name of the shard this run is writing, until it is sealed
 
 
 def record_dtype(cfg: Config) -> np.dtype:
-    """One cached row: its key, which outputs' labels its label map lacks, its image's (H, W), its
+    """One cached row: its key, which outputs' labels its label map lacks, its image's (H, W) or scan's (D, H, W), its
     fixed-size arrays, and where its arrays of the image's own size lie in the shard's blob."""
     fields: list[tuple] = [(s.name, np.uint8, (s.channels, *s.size)) for s in cfg.inputs.values()]
     fields += [(s.name, *s.array_field()) for s in cfg.outputs.values()]

@@ -90,12 +90,6 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
-def load_input(path: Path, spec: InputSpec) -> tuple[np.ndarray, tuple[int, int]]:
-    """(C, H, W) uint8 at spec.size, and the file's own (H, W); raises ValueError with the reason."""
-    img = read_input(path, spec)
-    return resize_image(img, spec.size), img.shape[-2:]
-
-
 def read_input(path: Path | bytes, spec: InputSpec) -> np.ndarray:
     """(C, H, W) uint8 at the file's own size: alpha dropped, any bit depth scaled to 0..255.
     `path` may also be an image file's bytes (`cnn-factory serve`'s uploads)."""

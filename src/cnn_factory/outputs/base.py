@@ -87,7 +87,7 @@ class Output(Strict):
         return None
 
     def mask(self, label_map: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-        """(spatial kinds) This output's (H, W) uint8 mask of a label map, at `size` (nearest)."""
+        """(spatial kinds) This output's uint8 mask of a label map, (H, W) or (D, H, W) at `size` (nearest)."""
         raise NotImplementedError
 
     def lacks_labels(self, label_map: np.ndarray) -> bool:
@@ -208,13 +208,18 @@ class Output(Strict):
         masks (`size` (D, H, W)) are written as NIfTI on the scan's grid, placed by its `affine`."""
         return [f"{float(value):.6g}"]
 
-    def prediction_png(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> bytes | None:
-        """(spatial kinds) The mask file predict writes for one image, as PNG bytes; None for the others."""
+    def prediction_file(
+        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
+    ) -> bytes | None:
+        """(spatial kinds) The mask file predict writes for one image, as bytes: a PNG, or a scan's
+        .nii.gz on its grid, placed by its `affine`; None for the others."""
         return None
 
-    def answer(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> dict[str, Any]:
-        """`cnn-factory serve`'s JSON for one image: the value here; a mask kind gives its PNG
-        (`mask_answer`), a category its label and probabilities."""
+    def answer(
+        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """`cnn-factory serve`'s JSON for one image (a scan, with its `affine`): the value here; a mask
+        kind gives its file (`mask_answer`), a category its label and probabilities."""
         return {"value": float(value)}
 
 
@@ -231,6 +236,22 @@ def mask_columns(cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
     return columns
 
 
-def mask_answer(png: bytes, pixels: dict[str, int]) -> dict[str, Any]:
-    """A mask kind's `answer`: the PNG predict writes, base64-encoded, and its pixel count per class."""
-    return {"mask": base64.b64encode(png).decode("ascii"), "pixels": pixels}
+def mask_answer(
+    file: bytes, counts: dict[str, int], affine: np.ndarray | None = None, middle: bytes | None = None
+) -> dict[str, Any]:
+    """A mask kind's `answer`: the file predict writes, base64-encoded, and its pixels per class. A
+    scan's (placed by `affine`): its voxels per class, their volume in mL (the voxel's from the
+    scan's spacing), and `slice`, its `middle` slice as the PNG an image's mask would be."""
+    encoded = base64.b64encode(file).decode("ascii")
+    if affine is None:
+        return {"mask": encoded, "pixels": counts}
+    from cnn_factory.volumes import affine_spacing
+
+    ml = float(np.prod(affine_spacing(affine))) / 1000  # a voxel's mm^3, in mL
+    assert middle is not None
+    return {
+        "mask": encoded,
+        "voxels": counts,
+        "ml": {c: n * ml for c, n in counts.items()},
+        "slice": base64.b64encode(middle).decode("ascii"),
+    }

@@ -190,6 +190,8 @@ class CategoryOutput(CategoryRows, Output):
     ) -> list[str]:
         return [self.class_names[int(value.argmax())], f"{value.max():.4f}"]
 
-    def answer(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> dict[str, Any]:
+    def answer(
+        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
+    ) -> dict[str, Any]:
         probabilities = {c: round(float(p), 6) for c, p in zip(self.class_names, value)}
         return {"label": self.class_names[int(value.argmax())], "probabilities": probabilities}

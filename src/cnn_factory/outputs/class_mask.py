@@ -3,11 +3,12 @@
     organs: {type: segmentation, column: labels, labels: {liver: 1, kidney: 2, spleen: [3, 4]}, loss: ce_dice}
 
 A segmentation whose `labels` maps class names to label-map values (one or a list each); every
-other value of the label map is background. prepare stores (H, W) uint8 class indices at `size`
-(0 background, k the k-th class of `labels`); the head is one UNet decoder with K + 1 channels
-(background first) and a softmax; the losses are cross entropy, the soft dice averaged over the
-classes (background left out) and their sum; the metrics are dice and IoU per class and their
-mean over the classes; predict writes an index PNG with a palette (background black).
+other value of the label map is background. prepare stores uint8 class indices at `size` ((H, W),
+or a volume's (D, H, W); 0 background, k the k-th class of `labels`); the head is one UNet decoder
+with K + 1 channels (background first) and a softmax; the losses are cross entropy, the soft dice
+averaged over the classes (background left out) and their sum; the metrics are dice and IoU per
+class and their mean over the classes; predict writes an index PNG with a palette (background
+black), or a NIfTI of class indices per scan on its own grid.
 """
 
 from __future__ import annotations
@@ -223,9 +224,12 @@ class ClassMaskOutput(ClassMaskRows, Output):
             index = resize(index, size, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
         return index
 
-    def prediction_png(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> bytes:
-        """An index PNG (mode P: pixel k is class k, 0 background; the palette colours the classes)."""
-        return self._png(self.predicted_image(value, size, threshold))
+    def prediction_file(
+        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
+    ) -> bytes:
+        """An index PNG (mode P: pixel k is class k, 0 background; the palette colours the classes),
+        or a scan's .nii.gz of class indices."""
+        return self._file(self.predicted_image(value, size, threshold), affine)
 
     def write_prediction(
         self,
@@ -239,19 +243,25 @@ class ClassMaskOutput(ClassMaskRows, Output):
         index = self.predicted_image(value, size, threshold)
         path = out / self.name / f"{stem}{'.png' if affine is None else '.nii.gz'}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        if affine is None:
-            path.write_bytes(self._png(index))
-        else:  # a label volume: voxel k is class k, 0 background
-            from cnn_factory.volumes import write_volume
-
-            write_volume(path, index, affine)
+        path.write_bytes(self._file(index, affine))
         shares = self._pixels(index)[1:] / index.size
         return [f"{self.name}/{path.name}", *(f"{s:.4f}" for s in shares)]
 
-    def answer(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> dict[str, Any]:
+    def answer(
+        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
+    ) -> dict[str, Any]:
         index = self.predicted_image(value, size, threshold)
         pixels = dict(zip(["background", *self.classes], self._pixels(index).tolist()))
-        return mask_answer(self._png(index), pixels)
+        middle = None if affine is None else self._png(index[len(index) // 2])
+        return mask_answer(self._file(index, affine), pixels, affine, middle)
+
+    def _file(self, index: np.ndarray, affine: np.ndarray | None) -> bytes:
+        """The index PNG, or a scan's .nii.gz placed by `affine`: voxel k is class k, 0 background."""
+        if affine is None:
+            return self._png(index)
+        from cnn_factory.volumes import volume_bytes
+
+        return volume_bytes(index, affine)
 
     def _png(self, index: np.ndarray) -> bytes:
         from cnn_factory.palette import class_colours

@@ -31,7 +31,7 @@ class MaskRows:
         return (np.uint8, self.size)
 
     def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
-        """(H, W) uint8 mask (a segmentation's 0/1, a class mask's class indices) at `size`."""
+        """(H, W) or (D, H, W) uint8 mask (a segmentation's 0/1, a class mask's class indices) at `size`."""
         assert label_map is not None and self.size is not None  # reads_label_map: the row's map is given
         return self.mask(label_map, self.size)
 

@@ -6,9 +6,10 @@
 With `colours`, its label maps are RGB images coded in colours, mapped to label values first
 (data/label_maps.py).
 
-prepare stores (H, W) uint8 0/1 masks at `size`; the head is a UNet decoder fed from every
-encoder level; losses take logits; metrics are dice and IoU pooled over all pixels; predict
-writes a 0/255 PNG per image at the image's own size.
+prepare stores uint8 0/1 masks at `size` ((H, W), or a volume's (D, H, W)); the head is a UNet
+decoder fed from every encoder level; losses take logits; metrics are dice and IoU pooled over
+all pixels; predict writes a 0/255 PNG per image at the image's own size, or a 0/1 NIfTI per
+scan on its own grid.
 """
 
 from __future__ import annotations
@@ -209,8 +210,10 @@ class SegmentationOutput(SegmentationRows, Output):
             mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False) > 0
         return mask.astype(np.uint8) * 255
 
-    def prediction_png(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> bytes:
-        return encode_png(self.predicted_image(value, size, threshold))
+    def prediction_file(
+        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
+    ) -> bytes:
+        return self._file(self.predicted_image(value, size, threshold), affine)
 
     def write_prediction(
         self,
@@ -224,15 +227,22 @@ class SegmentationOutput(SegmentationRows, Output):
         mask = self.predicted_image(value, size, threshold)
         path = out / self.name / f"{stem}{'.png' if affine is None else '.nii.gz'}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        if affine is None:
-            path.write_bytes(encode_png(mask))
-        else:  # a label volume: 1 the mask, 0 the rest
-            from cnn_factory.volumes import write_volume
-
-            write_volume(path, (mask > 0).astype(np.uint8), affine)
+        path.write_bytes(self._file(mask, affine))
         return [f"{self.name}/{path.name}", f"{(mask > 0).mean():.4f}"]
 
-    def answer(self, value: np.ndarray, size: tuple[int, int], threshold: float) -> dict[str, Any]:
+    def answer(
+        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
+    ) -> dict[str, Any]:
         mask = self.predicted_image(value, size, threshold)
         on = int(np.count_nonzero(mask))
-        return mask_answer(encode_png(mask), {"background": mask.size - on, "foreground": on})
+        middle = None if affine is None else encode_png(mask[len(mask) // 2])
+        return mask_answer(self._file(mask, affine), {"background": mask.size - on, "foreground": on}, affine, middle)
+
+    @staticmethod
+    def _file(mask: np.ndarray, affine: np.ndarray | None) -> bytes:
+        """The PNG of a 0/255 mask, or a scan's .nii.gz placed by `affine`: 1 the mask, 0 the rest."""
+        if affine is None:
+            return encode_png(mask)
+        from cnn_factory.volumes import volume_bytes
+
+        return volume_bytes((mask > 0).astype(np.uint8), affine)

@@ -103,15 +103,6 @@ def sync_buffers(model: torch.nn.Module, d: Dist) -> None:
             dist.broadcast(buffer, 0)
 
 
-def from_main(value, d: Dist):
-    """Rank 0's value on every rank, so that all take the same decisions (best epoch, early stop)."""
-    if not d.enabled:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, 0)
-    return box[0]
-
-
 class NoLive:
     """Stands in for dvclive's Live on ranks other than 0: every logging call does nothing."""
 

@@ -9,7 +9,7 @@ Cells cover 0.3-3% of the image. The label map holds 1 on cells;
 `density` is `sparse` (3-5 cells) or `dense` (10-14 cells) and `count` the number of cells:
 image-level outputs, a category and a number. At 64x64 a cell
 is about one pixel: a model trained on images resized that far cannot outline them, which is what
-patch training at native resolution is for. Used by the tests and benchmarks/large.py.
+patch training at native resolution is for. Used by benchmarks/large.py, benchmarks/serve.py and the tests.
 """
 
 from __future__ import annotations
