@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from cnn_factory.errors import UserError
-from cnn_factory.model import ModelFile, MultiOutputNet
+from cnn_factory.model import ModelFile, MultiOutputNet, one_model_file
 
 SUFFIXES = {"torchscript": ".ts", "onnx": ".onnx"}
 
@@ -87,7 +87,7 @@ def sidecar(model_file: ModelFile, names: list[str], fmt: str, file: str) -> dic
 
 def export_model(model_path: str, fmt: str, out: str | None = None, batch_size: int = 1) -> Path:
     """Writes the exported model and `<out>.json`; returns the exported file's path."""
-    model, model_file = ModelFile.load(model_path)
+    model, model_file = ModelFile.load(one_model_file(model_path, "export"))
     wrapped = OrderedOutputs(model).eval()  # eval: BatchNorm uses its running statistics
     target = Path(out) if out else Path(model_path).with_suffix(SUFFIXES[fmt])
     target.parent.mkdir(parents=True, exist_ok=True)

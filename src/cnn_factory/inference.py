@@ -6,6 +6,9 @@
     mask = upsample(probs["round"][0], (1024, 768)) > 0.5                      # back to the label map's size
 
 Probabilities, not logits: sigmoid masks, softmax class masks and classes, numbers as they are.
+An `Ensemble` of several networks of one model (the folds of a cross-validation) is run member by
+member, each on the input as its own normalisation makes it, and their probabilities averaged
+(nnU-Net's rule) before any threshold.
 Predict, evaluate and patch-mode validation all go through these, so the figures evaluate reports
 are what predict writes. Images and volumes share every function: the spatial dimensions are the
 input's after batch and channels (2 or 3), and a window is a tuple of as many sizes.
@@ -33,14 +36,34 @@ def flips(spatial_dims: int) -> list[tuple[int, ...]]:
     return [tuple(sorted(c)) for r in range(spatial_dims + 1) for c in itertools.combinations(axes, r)]
 
 
+class Ensemble(torch.nn.Module):
+    """Networks of one model, e.g. the folds of a cross-validation, predicting as one.
+
+    Its input is normalised with the first member's per-channel mean and std; `shifts[k]` maps
+    that to member k's own normalisation (scale, offset per channel), or is None where the two
+    are the same. `predict_batch` averages the members' probabilities."""
+
+    def __init__(self, members: list[torch.nn.Module], shifts: list[tuple[torch.Tensor, torch.Tensor] | None]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        self.shifts = shifts
+
+    def member_input(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        shift = self.shifts[k]
+        return x if shift is None else x * shift[0] + shift[1]
+
+
 @torch.no_grad()
 def predict_batch(model, x: torch.Tensor, tta: bool, outputs: dict[str, Output]) -> dict[str, torch.Tensor]:
     """Probabilities per output: sigmoid (B, *spatial) masks, softmax (B, K + 1, *spatial) class
     masks, softmax (B, K) classes, (B,) numbers; x is (B, C, H, W) or (B, C, D, H, W).
 
     With tta the input and its flips along every combination of spatial axes are averaged, each
-    mask flipped back first.
+    mask flipped back first. An Ensemble's members are each run so, then averaged.
     """
+    if isinstance(model, Ensemble):
+        each = [predict_batch(m, model.member_input(k, x), tta, outputs) for k, m in enumerate(model.members)]
+        return {name: torch.stack([p[name] for p in each]).sum(0) / len(each) for name in each[0]}
     passes = flips(x.ndim - 2) if tta else [()]
     sums: dict[str, torch.Tensor] = {}
     for dims in passes:

@@ -11,6 +11,7 @@ with `torch.load(path, weights_only=True)`: no code from the file is ever run.
 
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -340,3 +341,31 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Mu
             "retrain it with `dvc repro train`"
         ) from None
     return model.eval(), checkpoint
+
+
+def model_files(spec: str | Path) -> list[Path]:
+    """The model files a command's MODEL names: one file, a folder (every `*.pt` in it, sorted) or
+    a quoted glob (`'models/fold-*.pt'`): several make an ensemble where a command takes one."""
+    path = Path(spec)
+    if path.is_dir():
+        found = sorted(path.glob("*.pt"))
+        if not found:
+            raise UserError(f"{spec}: a folder without model files (*.pt); name a model file or a folder of them")
+        return found
+    if any(c in str(spec) for c in "*?["):
+        found = sorted(Path(p) for p in glob.glob(str(spec)))
+        if not found:
+            raise UserError(f"{spec}: no model file matches; check the pattern")
+        return found
+    return [path]
+
+
+def one_model_file(spec: str | Path, command: str) -> Path:
+    """The model file of a command that takes one; UserError when `spec` names several."""
+    files = model_files(spec)
+    if len(files) > 1:
+        raise UserError(
+            f"{spec}: {len(files)} model files; {command} takes one model file (several of one model "
+            "predict as one with cnn-factory predict)"
+        )
+    return files[0]

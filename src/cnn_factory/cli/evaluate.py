@@ -48,7 +48,7 @@ def prepare_rows(cfg: Config, folder: Path, workers: int) -> dict:
 def evaluate(args: argparse.Namespace) -> None:
     from cnn_factory.data.prepare import default_workers
     from cnn_factory.device import pick_device
-    from cnn_factory.model import ModelFile
+    from cnn_factory.model import ModelFile, one_model_file
     from cnn_factory.report import evaluate_and_report
 
     for flag, value, low in (("--batch-size", args.batch_size, 1), ("--bootstrap", args.bootstrap, 0)):
@@ -61,7 +61,7 @@ def evaluate(args: argparse.Namespace) -> None:
     if not Path(args.csv).is_file():
         raise UserError(f"{args.csv}: CSV not found")
     device = pick_device(args.device)
-    model, model_file = ModelFile.load(args.model, device)
+    model, model_file = ModelFile.load(one_model_file(args.model, "evaluate"), device)
     cfg = model_config(model_file, args.csv, args.root)
     options = EvaluateConfig(bootstrap=args.bootstrap, seed=args.seed, tolerance=args.tolerance, worst=args.worst)
     with tempfile.TemporaryDirectory(prefix="cnn-factory-evaluate-") as tmp:

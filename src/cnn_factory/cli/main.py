@@ -90,7 +90,11 @@ def build_parser() -> Parser:
 def add_predict_parsers(sub: Any, common: Parser) -> None:
     """predict and export: what takes a model file."""
     p = sub.add_parser("predict", parents=[common], help="predict masks, categories and numbers for images")
-    p.add_argument("model", help="model file written by train (models/<name>.pt)")
+    p.add_argument(
+        "model",
+        help="model file written by train (models/<name>.pt), or a folder or quoted glob of model files of one "
+        "model, which predict as one (their probabilities averaged)",
+    )
     p.add_argument("images", nargs="+", help="image files, globs (quote them), or a CSV with the model's input columns")
     p.add_argument("--out", default="predictions", help="folder for <output>/<stem>.png masks and predictions.csv")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")

@@ -54,6 +54,9 @@ def serve(args: argparse.Namespace) -> None:
             raise UserError(f"serve: give a MODEL file (found {len(found)} .pt files in {folder})")
         model, host, port = found[0], host or "0.0.0.0", port or 8080
     host, port = host or "127.0.0.1", port or 8000
+    from cnn_factory.model import one_model_file
+
+    model = str(one_model_file(model, "serve"))
     if not Path(model).is_file():
         raise UserError(f"{model}: no such model file")
     options = {"device": args.device, "threshold": args.threshold, "tta": args.tta, "workers": args.workers}

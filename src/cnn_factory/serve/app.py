@@ -21,6 +21,7 @@ from cnn_factory.data.rows import resize_image
 from cnn_factory.device import pick_device
 from cnn_factory.errors import UserError
 from cnn_factory.images import encode_png
+from cnn_factory.model import one_model_file
 from cnn_factory.predict import Loaded, Predictor
 from cnn_factory.serve.uploads import TAKES, BadRequest, Takes, form_files, raw_body, read_body, uploaded_files
 
@@ -141,6 +142,7 @@ def create_app(
 ) -> FastAPI:
     """The app serving one model file; its routes are in `add_routes`."""
     dev = pick_device(device, "--device")
+    model_path = one_model_file(model_path, "serve")
     predictor = Predictor.from_model_file(model_path, dev, tta=tta)
     sha256 = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
     limiter = anyio.CapacityLimiter(workers)

@@ -1,0 +1,86 @@
+"""Several model files of one model predicting as one: their probabilities averaged, each member
+on its own normalisation; and the commands that take one model file saying so."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnn_factory.errors import UserError
+from cnn_factory.predict import Predictor
+from tests.test_cli import cli
+
+
+def another_member(model: Path, path: Path, mean: float = 0.3, **outputs) -> Path:
+    """A model file of the same model with other weights (a second fold) and another training
+    split's normalisation; `outputs` replace parts of an output's definition (another model)."""
+    checkpoint = torch.load(model, weights_only=True)
+    generator = torch.Generator().manual_seed(1)
+    for key, value in checkpoint["state_dict"].items():
+        if value.is_floating_point() and "running" not in key:
+            value.add_(0.05 * torch.randn(value.shape, generator=generator))
+    checkpoint["inputs"]["image"]["mean"] = [mean] * len(checkpoint["inputs"]["image"]["mean"])
+    for name, changes in outputs.items():
+        checkpoint["outputs"][name].update(changes)
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_two_copies_of_a_model_predict_exactly_what_one_does(served, tmp_path):
+    folds = tmp_path / "folds"
+    folds.mkdir()
+    for name in ("fold-0.pt", "fold-1.pt"):
+        shutil.copy(served["resize"], folds / name)
+    images = str(served["resize_images"] / "*.png")
+    cli("predict", str(served["resize"]), images, "--out", str(tmp_path / "one"), cwd=tmp_path)
+    cli("predict", str(folds), images, "--out", str(tmp_path / "two"), cwd=tmp_path)
+    written = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert len(written) > 3 and written == sorted(
+        p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file()
+    )
+    for path in written:
+        assert (tmp_path / "one" / path).read_bytes() == (tmp_path / "two" / path).read_bytes(), path
+
+
+def test_an_ensemble_averages_its_members_each_on_its_own_normalisation(served, tmp_path):
+    first = shutil.copy(served["resize"], tmp_path / "fold-0.pt")
+    second = another_member(served["resize"], tmp_path / "fold-1.pt")
+    cpu = torch.device("cpu")
+    members = [Predictor.from_model_file(p, cpu, tile=True, batch_size=3) for p in (first, second)]
+    both = Predictor.from_model_file(str(tmp_path / "fold-*.pt"), cpu, tile=True, batch_size=3)
+    assert both.model.shifts[0] is None and both.model.shifts[1] is not None
+    for image in sorted(served["resize_images"].glob("*.png")):
+        [ours] = both.predict([both.load({"image": image})])
+        each = [m.predict([m.load({"image": image})])[0] for m in members]
+        for name, value in ours.items():
+            mean = (each[0][name] + each[1][name]) / 2
+            assert np.allclose(value, mean, atol=1e-6), name
+            assert not np.allclose(each[0][name], each[1][name], atol=1e-4), name  # the members differ
+
+
+def test_model_files_of_another_model_are_refused_naming_the_file(served, tmp_path):
+    shutil.copy(served["resize"], tmp_path / "fold-0.pt")
+    other = another_member(served["resize"], tmp_path / "fold-1.pt", majority={"classes": ["a", "b", "c"]})
+    with pytest.raises(UserError) as err:
+        Predictor.from_model_file(tmp_path, torch.device("cpu"))
+    assert str(err.value) == (
+        f"{other}: its outputs differ from {tmp_path / 'fold-0.pt'}'s; an ensemble takes model files of one "
+        "model (e.g. the folds of one cross-validation)"
+    )
+
+
+@pytest.mark.parametrize("command", ["export", "serve", "evaluate"])
+def test_commands_that_take_one_model_file_say_so(served, tmp_path, command):
+    for name in ("fold-0.pt", "fold-1.pt"):
+        shutil.copy(served["resize"], tmp_path / name)
+    extra = ["data.csv"] if command == "evaluate" else []
+    (tmp_path / "data.csv").write_text("image\n")
+    result = cli(command, str(tmp_path), *extra, cwd=tmp_path, check=False)
+    assert result.returncode == 1 and result.stderr.splitlines() == [
+        f"error: {tmp_path}: 2 model files; {command} takes one model file (several of one model predict as "
+        "one with cnn-factory predict)"
+    ]
