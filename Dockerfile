@@ -16,7 +16,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends git \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY requirements.txt ./
-RUN python -m pip install --no-cache-dir -r requirements.txt
+# as `make install`: a line whose comment says --no-deps goes in without its dependencies (the line says why)
+RUN grep -v -E '^[^#].*--no-deps' requirements.txt > requirements-with-deps.txt \
+    && python -m pip install --no-cache-dir -r requirements-with-deps.txt \
+    && python -m pip install --no-cache-dir --no-deps $(grep -E '^[^#].*--no-deps' requirements.txt | cut -d' ' -f1) \
+    && rm requirements-with-deps.txt
 COPY . ./
 RUN python -m pip install --no-cache-dir --no-deps . \
     && git config --system --add safe.directory '*'

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -61,6 +62,35 @@ def test_files_the_dockerfile_copies_exist_and_are_not_ignored():
     for needed in ("requirements.txt", "pyproject.toml", "src", "stages", "dvc.yaml", "params.yaml", ".git"):
         assert (ROOT / needed).exists() and needed not in ignored, needed
     assert "/out" in re.search(r"CNN_FACTORY_WORKDIR=(\S+)", dockerfile()).group(1)
+
+
+def pinned(requirements: str) -> list[str]:
+    """The `name==version` lines of a requirements file, in order."""
+    return [line.split()[0] for line in requirements.splitlines() if line[:1].isalnum()]
+
+
+def test_the_image_installs_requirements_as_make_install_does(tmp_path):
+    """The Dockerfile's pip step, run with a `python` that records its arguments: a line marked --no-deps
+    (timm: its torchvision would replace the base's CUDA build) goes in without its dependencies."""
+    step = next(r for r in re.findall(r"^RUN ((?:.*\\\n)*.*)$", dockerfile(), re.M) if "requirements.txt" in r)
+    shutil.copy(ROOT / "requirements.txt", tmp_path)
+    python = tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    python.write_text(
+        f"#!{sys.executable}\nimport json, sys\nfrom pathlib import Path\n"
+        "files = [Path(a).read_text() for a in sys.argv[1:] if a.endswith('.txt')]\n"
+        "with open('calls.jsonl', 'a') as log: print(json.dumps([sys.argv[1:], files]), file=log)\n"
+    )
+    python.chmod(0o755)
+    env = {**os.environ, "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["sh", "-c", step.replace("\\\n", " ")], cwd=tmp_path, env=env, check=True)
+    (with_deps, files), (without_deps, _) = [json.loads(line) for line in (tmp_path / "calls.jsonl").open()]
+    requirements = (ROOT / "requirements.txt").read_text()
+    marked = [line.split()[0] for line in requirements.splitlines() if line[:1].isalnum() and "--no-deps" in line]
+    assert any(name.startswith("timm==") for name in marked)
+    assert "--no-deps" not in with_deps and pinned(files[0]) == [r for r in pinned(requirements) if r not in marked]
+    assert without_deps[-len(marked) - 1 :] == ["--no-deps", *marked]
+    assert not list(tmp_path.glob("requirements-*"))  # nothing left behind in /app
 
 
 @pytest.mark.slow
