@@ -147,6 +147,7 @@ def test_unknown_flag_is_one_line_naming_it(plain_dir):
         ),
         (["--outputs", '{"m": {"type": "segmentation"'], "argument --outputs: not valid JSON"),
         (["--outputs", '{"a b": {"type": "numeric"}}'], "outputs: name 'a b' cannot be passed to dvc"),
+        (["--csv", "../data.csv"], "data.root would be '..', the repository root or a folder holding it"),
     ],
 )
 def test_bad_values_are_reported_with_their_key_before_dvc_runs(plain_dir, flags, message):

@@ -121,10 +121,11 @@ def dvc_overrides(args: dict, extra: list[str], params: dict) -> list[str]:
             overrides.append(f"{key}={hydra_value(args[dest], key)}")
     if "csv" in args or "data_root" in args:
         root = args.get("data_root", str(Path(args.get("csv", "")).parent))
-        if Path(root).resolve() == Path.cwd().resolve():  # prepare would depend on its own outputs
+        if Path.cwd().resolve().is_relative_to(Path(root).resolve()):  # prepare would depend on its own outputs
             raise UserError(
-                f"data.root would be the repository root ({root!r}): prepare cannot depend on the folder it "
-                "writes into; keep the CSV and images in a folder (e.g. data/raw/) or give --data-root"
+                f"data.root would be {root!r}, the repository root or a folder holding it: prepare cannot depend "
+                "on the folder it writes into; keep the CSV and images in a folder of their own (e.g. data/raw/; "
+                "/data in the Docker image) or give --data-root"
             )
         overrides.append(f"++data.root={hydra_value(root, 'data.root')}")
     if "loss_function" in args:
