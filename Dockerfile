@@ -7,7 +7,8 @@
 # or with -v $(pwd)/args:/args -e ARGS_FILE=/args/train.args.json and no flags; serve a model with
 #   docker run --rm -p 8000:8000 -v $(pwd)/output:/out cnn-factory serve /out/models/my-model.pt --host 0.0.0.0
 # (`serve` alone: SageMaker's contract, the model in /opt/ml/model, port 8080; docs/serving.md).
-# The pipeline runs in a clone of /app under /out/work, so the container writes only under /out.
+# train (and validate, plan, summary) runs in a clone of /app under /out/work, so the container
+# writes only under /out; the other commands make no clone.
 # Docker cannot run on the project's build machines: tests/test_docker.py checks what it can.
 ARG BASE=pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime
 FROM ${BASE}
@@ -30,6 +31,7 @@ RUN python -m pip install --no-cache-dir --no-deps . \
 # cache (else /var/tmp/dvc), torch's compile cache (else /tmp/torchinductor_<user>), matplotlib's.
 ENV CNN_FACTORY_HOME=/app \
     CNN_FACTORY_WORKDIR=/out/work \
+    CNN_FACTORY_DATA=/data \
     HOME=/out/.cache/home \
     TMPDIR=/out/.cache/tmp \
     XDG_CACHE_HOME=/out/.cache \

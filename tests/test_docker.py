@@ -17,8 +17,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import ROOT, make_repo, tiny_params
+from tests.conftest import ROOT, make_repo, run, tiny_params
 
 
 def dockerfile() -> str:
@@ -31,12 +32,29 @@ def image_env() -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S+)", block.replace("\\\n", " ")))
 
 
-def container_env(out: Path, app: Path) -> dict[str, str]:
-    """The image's ENV with its /out and /app at the test's folders: the entrypoint runs as in the container."""
+def container_env(out: Path, app: Path, data: Path) -> dict[str, str]:
+    """The image's ENV with its /out, /app and /data at the test's folders: the entrypoint runs as in the container."""
+    mounts = {"/out": out, "/app": app, "/data": data}
     mapped = {
-        k: str(out) + v[4:] if v.startswith("/out") else str(app) if v == "/app" else v for k, v in image_env().items()
+        k: next((str(mounts[m]) + v[len(m) :] for m in mounts if v.startswith(m)), v) for k, v in image_env().items()
     }
     return {**os.environ, **mapped, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def entrypoint(*args: str, out: Path, env: dict) -> subprocess.CompletedProcess:
+    """`docker run ... cnn-factory ARGS`: the installed console script, in /out as the image's WORKDIR."""
+    command = [str(Path(sys.executable).parent / "cnn-factory"), *args]
+    return subprocess.run(command, cwd=out, env=env, capture_output=True, text=True)
+
+
+def bare_image(path: Path) -> Path:
+    """An /app enough for the commands that stop before DVC runs: dvc.yaml and params.yaml committed."""
+    path.mkdir()
+    shutil.copy(ROOT / "dvc.yaml", path / "dvc.yaml")
+    (path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "image"]):
+        run(["git", *command], path)
+    return path
 
 
 def test_the_container_writes_only_under_out():
@@ -48,8 +66,8 @@ def test_the_container_writes_only_under_out():
 
 
 def test_entrypoint_is_the_cnn_factory_command():
-    entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", dockerfile(), re.M).group(1))
-    assert entrypoint == ["cnn-factory"]
+    declared = json.loads(re.search(r"^ENTRYPOINT (.+)$", dockerfile(), re.M).group(1))
+    assert declared == ["cnn-factory"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     module, function = scripts["cnn-factory"].split(":")
     assert function in Path(importlib.util.find_spec(module).origin).read_text()
@@ -99,7 +117,7 @@ def test_original_command_runs_as_in_the_container(tmp_path, example_dir):
     app = make_repo(tmp_path / "app", tiny_params())
     data, out = example_dir, tmp_path / "out"
     out.mkdir()
-    env = container_env(out, app)
+    env = container_env(out, app, data)
     before = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=app, capture_output=True, text=True)
     original = [
         "--modelname",
@@ -164,6 +182,76 @@ def test_original_command_runs_as_in_the_container(tmp_path, example_dir):
     assert after.stdout == before.stdout  # nothing written to the image's repository: only under /out
 
     serve_in_container(out, env)
+
+
+def test_commands_that_need_no_pipeline_make_no_clone(tmp_path, served):
+    """--version, --help, a usage error, make-csv and predict run where they are: nothing made under /out."""
+    app, out, data = bare_image(tmp_path / "app"), tmp_path / "out", tmp_path / "data"
+    out.mkdir()
+    env = container_env(out, app, data)
+    assert entrypoint("--version", out=out, env=env).stdout.startswith("cnn-factory ")
+    usage = entrypoint(out=out, env=env)
+    assert usage.returncode == 2 and "required: COMMAND" in usage.stderr
+    shown = " ".join(entrypoint("train", "--help", out=out, env=env).stdout.split())
+    assert "(sets train.lr; default: params.yaml's value = 0.003)" in shown  # the image's params.yaml
+    shutil.copytree(served["resize_images"], data / "images")
+    shutil.copytree(served["resize_images"], data / "labels")
+    made = entrypoint(
+        "make-csv", str(data / "images"), str(data / "labels"), "--out", str(data / "pairs.csv"), out=out, env=env
+    )
+    assert made.returncode == 0 and (data / "pairs.csv").is_file(), made.stderr
+    predicted = entrypoint(
+        "predict", str(served["resize"]), str(data / "images" / "small.png"), "--out", str(data / "p"), out=out, env=env
+    )
+    assert predicted.returncode == 0 and (data / "p" / "predictions.csv").is_file(), predicted.stderr
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("out_is", ["a file", "a folder of another user"])
+def test_an_out_the_user_cannot_write_is_one_line(tmp_path, out_is):
+    """Docker makes a missing `-v ...:/out` folder owned by root: a user's run there cannot write."""
+    if out_is == "a folder of another user" and os.getuid() == 0:
+        pytest.skip("root writes in any folder: only a file in /out's place is unwritable to it")
+    app, out = bare_image(tmp_path / "app"), tmp_path / "out"
+    if out_is == "a file":
+        out.write_text("")
+    else:
+        out.mkdir(mode=0o500)
+    result = entrypoint("--modelname", "m", "--num-epochs", "1", out=tmp_path, env=container_env(out, app, tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: cannot write in {out} ({out}")
+    assert "`mkdir -p output`, then `-v $(pwd)/output:" in line and "`-u $(id -u):$(id -g)`" in line
+
+
+def test_a_csv_the_container_cannot_see_is_one_line(tmp_path):
+    """The user's files reach the container through the /data mount; a CSV elsewhere is named with the fix."""
+    app, out, data = bare_image(tmp_path / "app"), tmp_path / "out", tmp_path / "data"
+    out.mkdir()
+    env = container_env(out, app, data)
+    (out / "data.csv").write_text("image,labels\n")
+
+    def refused(csv: Path) -> str:
+        result = entrypoint("--modelname", "m", "--csv", str(csv), out=out, env=env)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        return result.stderr.splitlines()[-1]  # the first run says once where it works: the clone
+
+    mount = f"`-v $(pwd)/data:{data}`, then --csv {data}/<file>.csv"
+    assert refused(data / "input.csv") == (
+        f"error: --csv {data}/input.csv: not found, and nothing is mounted at {data}; mount your data there: {mount}"
+    )
+    data.mkdir()
+    elsewhere = tmp_path / "input.csv"
+    assert (
+        refused(elsewhere)
+        == f"error: --csv {elsewhere}: not found; the container sees your files under {data}: {mount}"
+    )
+    assert refused(data / "input.csv").endswith(
+        f"not found in the folder mounted at {data}; check the file's name there"
+    )
+    (out / "data.csv").write_text("image,labels\n")  # in /out, which holds the work folder
+    assert refused(out / "data.csv").startswith(f"error: data.root would be '{out}', the repository root or a folder")
+    assert (out / "work" / "params.yaml").read_bytes() == (app / "params.yaml").read_bytes()
 
 
 def serve_in_container(out: Path, env: dict) -> None:

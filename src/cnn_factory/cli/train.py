@@ -236,12 +236,13 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """`cnn-factory train`: the original cnn-factory's flags, `--set` for any other key, `--dry-run`."""
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, params_file: Path) -> None:
+    """`cnn-factory train`: the original cnn-factory's flags, `--set` for any other key, `--dry-run`;
+    `--help` shows params_file's values as the flags' defaults."""
     p = sub.add_parser(
         "train", parents=[common], help="run the pipeline as a DVC experiment (flags of the original cnn-factory)"
     )
-    params = read_params_file(Path("params.yaml"))  # its values are the flags' defaults, shown in --help
+    params = read_params_file(params_file)  # its values are the flags' defaults, shown in --help
     for flags, key, kwargs in TRAIN_FLAGS:
         shown = f" = {current_value(params, key)}" if params and key not in ("inputs", "outputs") else ""
         text = f"{kwargs['help']} (sets {key}; default: params.yaml's value{shown})"
