@@ -8,7 +8,8 @@
 #   docker run --rm -p 8000:8000 -v $(pwd)/output:/out cnn-factory serve /out/models/my-model.pt --host 0.0.0.0
 # (`serve` alone: SageMaker's contract, the model in /opt/ml/model, port 8080; docs/serving.md).
 # train (and validate, plan, summary) runs in a clone of /app under /out/work, so the container
-# writes only under /out; the other commands make no clone.
+# writes only under /out; every run starts from /app's params.yaml, and earlier runs stay in the
+# clone as DVC experiments (docs/command-line.md#docker). The other commands make no clone.
 # Docker cannot run on the project's build machines: tests/test_docker.py checks what it can.
 ARG BASE=pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime
 FROM ${BASE}

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cnn_factory.model import load_model
 from tests.conftest import ROOT, make_repo, run, tiny_params
 
 
@@ -45,6 +46,16 @@ def entrypoint(*args: str, out: Path, env: dict) -> subprocess.CompletedProcess:
     """`docker run ... cnn-factory ARGS`: the installed console script, in /out as the image's WORKDIR."""
     command = [str(Path(sys.executable).parent / "cnn-factory"), *args]
     return subprocess.run(command, cwd=out, env=env, capture_output=True, text=True)
+
+
+def image_repo(path: Path) -> Path:
+    """The image's /app: a repository whose params.yaml is written by hand, as the real one is (a comment,
+    lists inline), so that a run rewriting it would show."""
+    repo = make_repo(path, tiny_params())
+    text = yaml.safe_dump(tiny_params(), sort_keys=False, default_flow_style=None)
+    (repo / "params.yaml").write_text("# the image's settings\n" + text)
+    run(["git", "commit", "-qam", "params.yaml as written by hand"], repo)
+    return repo
 
 
 def bare_image(path: Path) -> Path:
@@ -113,71 +124,49 @@ def test_the_image_installs_requirements_as_make_install_does(tmp_path):
 
 @pytest.mark.slow
 def test_original_command_runs_as_in_the_container(tmp_path, example_dir):
-    """/app: the image's repository; /data and /out: the mounts; the working directory is /out."""
-    app = make_repo(tmp_path / "app", tiny_params())
+    """/app: the image's repository; /data and /out: the mounts; the working directory is /out. Two runs
+    in the same /out: the second (ARGS_FILE) leaves flags out and gets the image's values for them."""
+    app = image_repo(tmp_path / "app")
+    image_params = (app / "params.yaml").read_bytes()
     data, out = example_dir, tmp_path / "out"
     out.mkdir()
     env = container_env(out, app, data)
     before = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=app, capture_output=True, text=True)
-    original = [
-        "--modelname",
-        "my-model",
-        "--csv",
-        str(data / "data.csv"),
-        "--batch-size",
-        "4",
-        "--num-augs",
-        "1",
-        "--num-epochs",
-        "1",
-        "--output-path",
-        str(out / "models"),
-        "--shuffle-data",
-        "--learning-rate",
-        "0.0001",
-    ]
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "cnn-factory"), *original], cwd=out, env=env, capture_output=True, text=True
-    )
+    flags = "--modelname my-model --batch-size 4 --num-augs 1 --num-epochs 1 --shuffle-data --learning-rate 0.0001"
+    original = [*flags.split(), "--csv", str(data / "data.csv"), "--output-path", str(out / "models")]
+    result = entrypoint(*original, out=out, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert (out / "models" / "my-model.pt").is_file()
+    assert load_model(out / "models" / "my-model.pt")[1]["epoch"] == 1
     assert "Running stage 'example'" not in result.stdout and not (out / "work" / "data" / "example").exists()
     assert "No file hash info found" not in result.stdout + result.stderr  # DVC's warning for a new model name
     assert any((out / ".cache" / "dvc").iterdir())  # DVC's site cache: under /out, not /var/tmp/dvc
+    assert (out / "work" / "params.yaml").read_bytes() == image_params  # not left as the run rewrote it
 
-    args_file = out / "train.args.json"  # the original cnn-factory's ARGS_FILE, on a second run in the same work folder
+    # the original cnn-factory's ARGS_FILE; --outputs replaces the outputs (not merged into them, a trailing
+    # comma as in its README), --loss-function sets each one's loss
+    outputs = '{"shapes": {"type": "segmentation", "column": "labels", "label": [1, 2, 3], "size": [16, 16]},}'
+    args_file = out / "train.args.json"
+    fewer = ["--modelname", "from-args", "--csv", str(data / "data.csv"), "--num-epochs", "1"]
     args_file.write_text(
-        json.dumps(
-            [
-                "--modelname",
-                "from-args",
-                "--csv",
-                str(data / "data.csv"),
-                "--num-epochs",
-                "1",
-                "--output-path",
-                str(out / "models"),
-            ]
-        )
+        json.dumps([*fewer, "--outputs", outputs, "--loss-function", "dice", "--output-path", str(out)])
     )
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "cnn-factory")],
-        cwd=out,
-        env={**env, "ARGS_FILE": str(args_file)},
-        capture_output=True,
-        text=True,
-    )
+    result = entrypoint(out=out, env={**env, "ARGS_FILE": str(args_file)})  # no flags: `docker run -e ARGS_FILE=...`
     assert result.returncode == 0, result.stdout + result.stderr
-    assert (out / "models" / "from-args.pt").is_file()
+    assert set(load_model(out / "from-args.pt")[1]["outputs"]) == {"shapes"}
 
-    shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=out / "work", env=env, capture_output=True, text=True)
-    names = {
-        rev["data"]["params"]["params.yaml"]["data"]["model"]["name"]
-        for row in json.loads(shown.stdout)
-        for exp in row.get("experiments") or []
-        for rev in exp["revs"]
+    runs = experiments(out / "work", env)
+    assert set(runs) == {"my-model", "from-args"}
+    first, second = (runs[name]["params"]["params.yaml"]["data"] for name in ("my-model", "from-args"))
+    assert first["data"] == {**first["data"], "csv": str(data / "data.csv"), "root": str(data)}
+    assert [first["train"][k] for k in ("batch_size", "num_augs", "epochs", "lr", "shuffle")] == [4, 1, 1, 0.0001, True]
+    assert "test" in runs["my-model"]["metrics"]["eval/metrics.json"]["data"]
+    assert second["outputs"] == {
+        "shapes": {"type": "segmentation", "column": "labels", "label": [1, 2, 3], "size": [16, 16], "loss": "dice"}
     }
-    assert names == {"my-model", "from-args"}
+    defaults = yaml.safe_load(image_params)["train"]
+    for key in ("batch_size", "num_augs", "lr"):  # left out the second time: the image's, not the first run's
+        assert second["train"][key] == defaults[key] != first["train"][key], key
+    assert (out / "work" / "params.yaml").read_bytes() == image_params == (app / "params.yaml").read_bytes()
     after = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=app, capture_output=True, text=True)
     assert after.stdout == before.stdout  # nothing written to the image's repository: only under /out
 
@@ -252,6 +241,15 @@ def test_a_csv_the_container_cannot_see_is_one_line(tmp_path):
     (out / "data.csv").write_text("image,labels\n")  # in /out, which holds the work folder
     assert refused(out / "data.csv").startswith(f"error: data.root would be '{out}', the repository root or a folder")
     assert (out / "work" / "params.yaml").read_bytes() == (app / "params.yaml").read_bytes()
+
+
+def experiments(work: Path, env: dict) -> dict[str, dict]:
+    """Each experiment's params and metrics as DVC recorded them, by model name."""
+    shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=work, env=env, capture_output=True, text=True)
+    runs = [
+        rev["data"] for row in json.loads(shown.stdout) for exp in row.get("experiments") or [] for rev in exp["revs"]
+    ]
+    return {run["params"]["params.yaml"]["data"]["model"]["name"]: run for run in runs}
 
 
 def serve_in_container(out: Path, env: dict) -> None:

@@ -8,6 +8,16 @@ or inside a repository, nothing here does anything.
 Only the commands that read params.yaml and dvc.yaml (PIPELINE) get the clone; `--version`,
 `--help`, a usage error, `predict`, `evaluate MODEL CSV`, `export`, `serve` and `make-csv` run
 where they are and make nothing under /out.
+
+Every run starts from the image's settings. `dvc exp run -S` writes each run's values into the
+workspace's params.yaml (rewritten: inline lists as blocks, nulls blank) and leaves them there, so
+without a reset the next run would inherit them. Before a pipeline command and again after it,
+the clone's tracked files are therefore set to the image's commit (`git fetch` from /app, `git
+reset --hard`): params.yaml is the image's byte for byte, and after a rebuild the clone follows
+the new image's code and params. Nothing of a run is lost: each is a DVC experiment (a git ref,
+with its params, metrics and outputs in the clone's DVC cache; `dvc exp show` lists them), and
+the untracked outputs of the last run (models/, dvc.lock, checkpoints/) stay in place, so DVC
+re-runs only the stages whose params or code differ from the last run's.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ def help_params(environ: dict) -> Path:
 
 @contextmanager
 def workdir(environ: dict, args: argparse.Namespace) -> Iterator[None]:
-    """Runs a pipeline command in the clone (made on the first run, reused after)."""
+    """Runs a pipeline command in the clone, its tracked files the image's before and after."""
     if args.command not in PIPELINE or not in_image(environ):
         yield
         return
@@ -55,7 +65,11 @@ def workdir(environ: dict, args: argparse.Namespace) -> Iterator[None]:
         clone(image, work)
     os.chdir(work)
     check_csv(getattr(args, "csv", None), Path(environ.get("CNN_FACTORY_DATA", "/data")))
-    yield
+    follow(image)
+    try:
+        yield
+    finally:
+        follow(image)
 
 
 def writable(folder: Path, out: Path) -> None:
@@ -84,6 +98,12 @@ def clone(image: Path, work: Path) -> None:
         raise UserError(f"CNN_FACTORY_HOME={image}: no cnn-factory repository there to start from")
     git(["clone", "-q", str(image), str(work)], f"cannot create the work folder {work}")
     print(f"cnn-factory: working in {work}", file=sys.stderr)
+
+
+def follow(image: Path) -> None:
+    """The clone's tracked files set to the image's commit; untracked outputs and experiments kept."""
+    git(["fetch", "-q", str(image), "HEAD"], f"cannot read the image's repository {image}")
+    git(["reset", "-q", "--hard", "FETCH_HEAD"], f"cannot reset the work folder {Path.cwd()}")
 
 
 def git(command: list[str], failure: str) -> None:

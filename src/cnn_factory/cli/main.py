@@ -12,7 +12,7 @@
 `ARGS_FILE=<file.json>` holding a JSON list of train flags works as in the original cnn-factory; flags given on
 the command line win. A flag before any subcommand (`cnn-factory --modelname m ...`) means `train`.
 In the Docker image, train, validate, plan and summary run in a clone of the image's repository under
-/out (container.py); the other commands make no clone.
+/out, reset to the image's settings for every run (container.py); the other commands make no clone.
 User errors print one line and exit 1 (`--debug` or CNN_FACTORY_DEBUG=1 shows the traceback).
 """
 
