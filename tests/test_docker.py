@@ -182,7 +182,7 @@ def test_commands_that_need_no_pipeline_make_no_clone(tmp_path, served):
     usage = entrypoint(out=out, env=env)
     assert usage.returncode == 2 and "required: COMMAND" in usage.stderr
     shown = " ".join(entrypoint("train", "--help", out=out, env=env).stdout.split())
-    assert "(sets train.lr; default: params.yaml's value = 0.003)" in shown  # the image's params.yaml
+    assert f"(sets train.lr; default: params.yaml's value = {tiny_params()['train']['lr']})" in shown  # the image's
     shutil.copytree(served["resize_images"], data / "images")
     shutil.copytree(served["resize_images"], data / "labels")
     made = entrypoint(
