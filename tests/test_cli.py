@@ -21,7 +21,7 @@ from skimage.transform import resize
 from cnn_factory.config import input_spec, parse_params
 from cnn_factory.data.rows import read_input, resize_image
 from cnn_factory.model import ModelFile, MultiOutputNet, load_model, model_args, model_meta, save_model
-from tests.conftest import ROOT, make_repo, run, tiny_params
+from tests.conftest import ROOT, tiny_params
 
 
 def cli(*args: str, cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -41,11 +41,6 @@ def cli(*args: str, cwd: Path, env: dict | None = None, check: bool = True) -> s
             f"cnn-factory {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
     return result
-
-
-def experiments(repo: Path) -> list[dict]:
-    show = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
-    return [exp["revs"][0]["data"] for row in show for exp in (row.get("experiments") or [])]
 
 
 @pytest.fixture
@@ -71,33 +66,6 @@ def model_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
     save_model(path, MultiOutputNet(**args).eval(), args, {**model_meta(cfg, manifest), "epoch": 1, "val": {}})
     return path
-
-
-@pytest.mark.slow
-def test_original_command_runs_a_dvc_experiment_and_copies_the_model(tmp_path, example_dir):
-    repo = make_repo(tmp_path / "repo", tiny_params())
-    out = tmp_path / "out"
-    original = ["--modelname", "my-model", "--csv", str(example_dir / "data.csv"), "--batch-size", "4"]
-    original += ["--num-augs", "1"]
-    original += ["--num-epochs", "1", "--output-path", str(out), "--shuffle-data", "--learning-rate", "0.0001"]
-    cli("train", *original, cwd=repo)
-    assert load_model(out / "my-model.pt")[1]["epoch"] == 1
-    [data] = experiments(repo)
-    params = data["params"]["params.yaml"]["data"]
-    assert params["model"]["name"] == "my-model"
-    assert params["data"] == {**params["data"], "csv": str(example_dir / "data.csv"), "root": str(example_dir)}
-    assert (params["train"]["batch_size"], params["train"]["num_augs"], params["train"]["epochs"]) == (4, 1, 1)
-    assert params["train"]["lr"] == 0.0001 and params["train"]["shuffle"] is True
-    assert "dice" in data["metrics"]["eval/metrics.json"]["data"]["round"]
-
-    # --outputs replaces the outputs (not merged into them); --loss-function sets each one's loss
-    outputs = '{"shapes": {"type": "segmentation", "column": "labels", "label": [1, 2, 3], "size": [16, 16]},}'
-    cli("train", "--outputs", outputs, "--loss-function", "dice", "--num-epochs", "1", cwd=repo)
-    newest = max(experiments(repo), key=lambda d: d["timestamp"])
-    assert newest["params"]["params.yaml"]["data"]["outputs"] == {
-        "shapes": {"type": "segmentation", "column": "labels", "label": [1, 2, 3], "size": [16, 16], "loss": "dice"}
-    }
-    assert set(load_model(repo / "models" / "my-model.pt")[1]["outputs"]) == {"shapes"}
 
 
 def test_args_file_flags_lose_to_the_command_line(plain_dir):
@@ -147,6 +115,7 @@ def test_unknown_flag_is_one_line_naming_it(plain_dir):
         ),
         (["--outputs", '{"m": {"type": "segmentation"'], "argument --outputs: not valid JSON"),
         (["--outputs", '{"a b": {"type": "numeric"}}'], "outputs: name 'a b' cannot be passed to dvc"),
+        (["--csv", "../data.csv"], "data.root would be '..', the repository root or a folder holding it"),
     ],
 )
 def test_bad_values_are_reported_with_their_key_before_dvc_runs(plain_dir, flags, message):

@@ -6,8 +6,8 @@
 #
 # Heavy: the base is made from Debian's packages with debootstrap (no registry is needed), the
 # image installs requirements.txt (torch's CUDA wheel: ~6 GB, minutes), and a short training runs
-# three times. Run it when the Dockerfile or the entry point (cnn_factory/cli/main.py, train.py)
-# changes, not in every CI run. Needs: podman, debootstrap, ~15 GB free, and the network to reach
+# three times. Run it when the Dockerfile or the entry point (cnn_factory/cli/main.py, train.py,
+# container.py) changes, not in every CI run. Needs: podman, debootstrap, ~15 GB free, and the network to reach
 # Debian's mirror and PyPI. Host settings that a virtual machine may need (docs/development.md):
 # /etc/containers/containers.conf with
 #   [containers]

@@ -12,6 +12,8 @@
 
 `ARGS_FILE=<file.json>` holding a JSON list of train flags works as in the original cnn-factory; flags given on
 the command line win. A flag before any subcommand (`cnn-factory --modelname m ...`) means `train`.
+In the Docker image, train, validate, plan and summary run in a clone of the image's repository under
+/out, reset to the image's settings for every run (container.py); the other commands make no clone.
 User errors print one line and exit 1 (`--debug` or CNN_FACTORY_DEBUG=1 shows the traceback).
 """
 
@@ -21,7 +23,6 @@ import argparse
 import difflib
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import numpy as np
 
 from cnn_factory import __version__
 from cnn_factory.cli import compare as compare_command
+from cnn_factory.cli import container
 from cnn_factory.cli import evaluate as evaluate_command
 from cnn_factory.cli import serve as serve_command
 from cnn_factory.cli import train as train_command
@@ -68,7 +70,7 @@ class Parser(argparse.ArgumentParser):
         raise ArgError(message, self.prog)
 
 
-def build_parser() -> Parser:
+def build_parser(params: Path = Path("params.yaml")) -> Parser:
     common = Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the traceback of an error")
     parser = Parser(prog="cnn-factory", description=__doc__.split("\n")[0], parents=[common])
@@ -77,7 +79,7 @@ def build_parser() -> Parser:
     p = sub.add_parser("validate", parents=[common], help="check the CSV and print the data report")
     p.add_argument("--params", default="params.yaml", help="params file naming the CSV, inputs and outputs")
 
-    train_command.add_parser(sub, common)
+    train_command.add_parser(sub, common, params)
     add_predict_parsers(sub, common)
     evaluate_command.add_parser(sub, common)
     serve_command.add_parser(sub, common)
@@ -146,9 +148,10 @@ def add_data_parsers(sub: Any, common: Parser) -> None:
     p.add_argument("--label-column", default="labels", help="header of the label-map column")
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    """Parses argv; a flag the subcommand does not know is that subcommand's error."""
-    parser = build_parser()
+def parse(argv: list[str], params: Path = Path("params.yaml")) -> argparse.Namespace:
+    """Parses argv; a flag the subcommand does not know is that subcommand's error. `params`: the
+    params.yaml whose values `train --help` shows."""
+    parser = build_parser(params)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -256,48 +259,23 @@ COMMANDS = {
 
 
 def run(argv: list[str]) -> None:
-    argv = expand_argv(argv, dict(os.environ))
+    """Parses argv, then runs the command; in the Docker image a pipeline command runs in its clone
+    (container.py), after parsing, so that nothing else makes one."""
+    environ = dict(os.environ)
+    argv = expand_argv(argv, environ)
     try:
-        args = parse(argv)
+        args = parse(argv, container.help_params(environ))
     except ArgError as err:
         print(f"{err.prog}: error: {err} (see {err.prog} --help)", file=sys.stderr)
         sys.exit(2)
-    COMMANDS[args.command](args)
-
-
-def enter_workdir(environ: dict, argv: list[str]) -> None:
-    """In the Docker image: work in a clone of the image's repository under CNN_FACTORY_WORKDIR.
-
-    The image sets CNN_FACTORY_WORKDIR=/out/work and CNN_FACTORY_HOME=/app, and every cache and
-    TMPDIR under /out, so a container started with `-u $(id -u)` or `--read-only` writes only under
-    the mounted /out (a later run reuses the clone, its DVC cache and experiments). Outside the
-    image, or inside a repository, nothing changes; `serve` needs no clone and makes none.
-    """
-    workdir = environ.get("CNN_FACTORY_WORKDIR")
-    if not workdir or Path("dvc.yaml").is_file() or argv[:1] == ["serve"]:  # serving needs no pipeline
-        return
-    if environ.get("TMPDIR"):  # the image's is under /out: made here, else Python falls back to /tmp
-        Path(environ["TMPDIR"]).mkdir(parents=True, exist_ok=True)
-    work, home = Path(workdir), Path(environ.get("CNN_FACTORY_HOME", "/app"))
-    if not (work / "dvc.yaml").is_file():
-        if not (home / "dvc.yaml").is_file():
-            raise UserError(f"CNN_FACTORY_HOME={home}: no cnn-factory repository there to start from")
-        work.parent.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(["git", "clone", "-q", str(home), str(work)], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise UserError(f"cannot create the work folder {work}: {result.stderr.strip()}; is /out writable?")
-        print(f"cnn-factory: working in {work}", file=sys.stderr)
-    os.chdir(work)
+    with container.workdir(environ, args):
+        COMMANDS[args.command](args)
 
 
 def main() -> None:
     """Console-script entry point (`cnn-factory`)."""
 
-    def start() -> None:
-        enter_workdir(dict(os.environ), sys.argv[1:])
-        run(sys.argv[1:])
-
-    run_stage(start)
+    run_stage(lambda: run(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -121,10 +121,11 @@ def dvc_overrides(args: dict, extra: list[str], params: dict) -> list[str]:
             overrides.append(f"{key}={hydra_value(args[dest], key)}")
     if "csv" in args or "data_root" in args:
         root = args.get("data_root", str(Path(args.get("csv", "")).parent))
-        if Path(root).resolve() == Path.cwd().resolve():  # prepare would depend on its own outputs
+        if Path.cwd().resolve().is_relative_to(Path(root).resolve()):  # prepare would depend on its own outputs
             raise UserError(
-                f"data.root would be the repository root ({root!r}): prepare cannot depend on the folder it "
-                "writes into; keep the CSV and images in a folder (e.g. data/raw/) or give --data-root"
+                f"data.root would be {root!r}, the repository root or a folder holding it: prepare cannot depend "
+                "on the folder it writes into; keep the CSV and images in a folder of their own (e.g. data/raw/; "
+                "/data in the Docker image) or give --data-root"
             )
         overrides.append(f"++data.root={hydra_value(root, 'data.root')}")
     if "loss_function" in args:
@@ -235,12 +236,13 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """`cnn-factory train`: the original cnn-factory's flags, `--set` for any other key, `--dry-run`."""
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, params_file: Path) -> None:
+    """`cnn-factory train`: the original cnn-factory's flags, `--set` for any other key, `--dry-run`;
+    `--help` shows params_file's values as the flags' defaults."""
     p = sub.add_parser(
         "train", parents=[common], help="run the pipeline as a DVC experiment (flags of the original cnn-factory)"
     )
-    params = read_params_file(Path("params.yaml"))  # its values are the flags' defaults, shown in --help
+    params = read_params_file(params_file)  # its values are the flags' defaults, shown in --help
     for flags, key, kwargs in TRAIN_FLAGS:
         shown = f" = {current_value(params, key)}" if params and key not in ("inputs", "outputs") else ""
         text = f"{kwargs['help']} (sets {key}; default: params.yaml's value{shown})"
