@@ -140,9 +140,17 @@ def add_data_parsers(sub: Any, common: Parser) -> None:
         "--figures", "--metrics", default="eval/figures.json", help="every test figure, as evaluate writes them"
     )
 
-    p = sub.add_parser("make-csv", parents=[common], help="pair images and label maps by file name into a CSV")
+    p = sub.add_parser(
+        "make-csv", parents=[common], help="pair images and label maps by file name (or a COCO export's) into a CSV"
+    )
     p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of images")
-    p.add_argument("labels_dir", metavar="LABELS_DIR", help="folder of label maps, named like their images")
+    p.add_argument("labels_dir", metavar="LABELS_DIR", nargs="?", help="folder of label maps, named like their images")
+    p.add_argument(
+        "--coco",
+        metavar="JSON",
+        help="a COCO annotation export instead of LABELS_DIR: its polygons and RLE become label maps in "
+        "labels/ beside the CSV, the category ids the label values (labels.json says which)",
+    )
     p.add_argument("--out", default="data.csv", help="CSV to write; paths in it are relative to its folder")
     p.add_argument("--image-column", default="image", help="header of the image column")
     p.add_argument("--label-column", default="labels", help="header of the label-map column")

@@ -1,11 +1,14 @@
 """`cnn-factory make-csv IMAGES_DIR LABELS_DIR`: pairs images and label maps (or scans and label
-volumes: NIfTI, TIFF stacks) by file name into a CSV."""
+volumes: NIfTI, TIFF stacks) by file name into a CSV. `cnn-factory make-csv IMAGES_DIR --coco
+annotations.json`: a COCO export's annotations rasterised into label maps (data/coco.py) beside
+the CSV, which pairs them with the images."""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,6 +27,12 @@ def _stem_and_suffix(path: Path) -> tuple[str, str]:
 
 def make_csv(args: argparse.Namespace) -> None:
     """Writes a CSV pairing IMAGES_DIR/<stem>.* with LABELS_DIR/<stem>.*; unpaired files go to stderr."""
+    if (args.coco is None) == (args.labels_dir is None):
+        raise UserError(
+            "make-csv: give LABELS_DIR (a folder of label maps) or --coco JSON (an annotation export), one of them"
+        )
+    if args.coco:
+        return make_coco_csv(args)
     out = Path(args.out)
     images, labels = _by_stem(Path(args.images_dir)), _by_stem(Path(args.labels_dir))
     pairs = sorted(set(images) & set(labels))
@@ -59,3 +68,53 @@ def _by_stem(folder: Path) -> dict[str, Path]:
 
 def _relative(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+
+
+def make_coco_csv(args: argparse.Namespace) -> None:
+    """Rasterises a COCO export into <csv folder>/labels/<image stem>.png, writes labels.json (category
+    name -> label value) and the CSV pairing each image in IMAGES_DIR with its label map."""
+    import json
+
+    from PIL import Image
+
+    from cnn_factory.data.coco import read_coco
+
+    out, images_dir = Path(args.out), Path(args.images_dir)
+    if not images_dir.is_dir():
+        raise UserError(f"{images_dir}: not a folder")
+    coco = read_coco(Path(args.coco))
+    present = [image for image in coco.images if (images_dir / image.file_name).is_file()]
+    missing = [image.file_name for image in coco.images if image not in present]
+    if missing:
+        listing = ", ".join(missing[:20]) + (", ..." if len(missing) > 20 else "")
+        print(f"warning: {len(missing)} image(s) of {args.coco} not in {images_dir}: {listing}", file=sys.stderr)
+    if not present:
+        raise UserError(f"{args.coco}: none of its {len(coco.images)} images is in {images_dir}; check IMAGES_DIR")
+    labels, rows = out.parent / "labels", []
+    building = out.parent / "labels.tmp"  # swapped in whole: a bad annotation leaves the last label maps as they were
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    for image in present:
+        name = Path(image.file_name).with_suffix(".png").as_posix().replace("/", "__")
+        Image.fromarray(coco.label_map(image)).save(building / name)
+        rows.append((_relative(images_dir / image.file_name, out.parent), _relative(labels / name, out.parent)))
+    shutil.rmtree(labels, ignore_errors=True)
+    building.rename(labels)
+    with out.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([args.image_column, args.label_column])
+        writer.writerows(rows)
+    (out.parent / "labels.json").write_text(json.dumps(coco.labels, indent=1) + "\n")
+    print(
+        f"make-csv: {len(rows)} rows written to {out}, label maps in {labels}, "
+        f"label values in {out.parent / 'labels.json'}"
+    )
+    print("outputs for params.yaml, one mask per category (or one class mask: labels: {name: value, ...}):")
+    for name, value in coco.labels.items():
+        print(f"  {_key(name)}: {{type: segmentation, column: {args.label_column}, label: {value}}}")
+
+
+def _key(name: str) -> str:
+    """A category name as an output name: letters, digits and underscores."""
+    key = "".join(c if c.isalnum() else "_" for c in name.strip()) or "category"
+    return key if not key[0].isdigit() else f"c_{key}"
