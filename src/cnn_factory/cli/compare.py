@@ -1,5 +1,5 @@
 """`cnn-factory compare`: runs side by side with paired differences on the same test images
-(cnn_factory/compare.py; docs/checkpoints-and-sweeps.md#comparing-runs)."""
+(cnn_factory/compare/; docs/checkpoints-and-sweeps.md#comparing-runs)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,114 @@
+"""The runs `cnn-factory compare` reads through DVC: `dvc exp show`'s data (params, the hash of each
+output) and each run's eval/per_image.csv, from the workspace or the DVC cache, else the remote."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnn_factory.errors import UserError
+
+TABLE = "eval/per_image.csv"
+WORKSPACE = "workspace"
+
+
+@dataclass
+class Run:
+    """One revision to compare: its name in `dvc exp show`, its commit and its params.yaml."""
+
+    name: str
+    rev: str  # a commit's full SHA, or WORKSPACE
+    params: dict[str, Any]
+    baseline: str | None = None  # an experiment's: the commit it was run from
+    outs: dict[str, str] = field(default_factory=dict)  # the pipeline's outputs: path -> DVC's hash
+    table: dict[str, list[str]] = field(default_factory=dict)  # eval/per_image.csv's columns, read later
+
+
+def collect_runs(repo: Any, names: list[str]) -> list[Run]:
+    """The runs named (experiment names, branches, tags, commits, `workspace`), or by default the
+    workspace, HEAD and HEAD's experiments that finished. UserError names a revision DVC lacks."""
+    from dvc.repo.experiments.utils import resolve_name
+
+    scm = repo.scm
+    wanted: dict[str, str | None] = {}  # name as given -> its commit (None: the workspace)
+    baselines = {scm.get_rev()}
+    exp_refs = resolve_name(scm, [n for n in names if n != WORKSPACE]) if names else {}
+    for name in names:
+        if name == WORKSPACE:
+            wanted[name] = None
+        elif (ref := exp_refs.get(name)) is not None:
+            wanted[name] = scm.get_ref(str(ref))
+            baselines.add(ref.baseline_sha)
+        else:
+            try:
+                commit = scm.resolve_rev(name)
+            except Exception:  # scmrepo raises its own RevError; any failure means the same to a user
+                raise UserError(
+                    f"{name}: no experiment, branch, tag or commit of that name here; `dvc exp show` lists "
+                    "them (`dvc exp pull origin` first for experiments run on another machine)"
+                ) from None
+            wanted[name] = commit
+            baselines.add(commit)
+    states = [s.dumpd() for s in repo.experiments.show(revs=sorted(baselines), hide_queued=True, hide_failed=True)]
+    found = {run.rev: run for run in _runs(states)}
+    if not names:
+        head = scm.get_rev()
+        return [r for r in found.values() if head in (r.rev, r.baseline) or r.rev == WORKSPACE]
+    runs = []
+    for name, rev in wanted.items():
+        run = found.get(rev or WORKSPACE)
+        if run is None:
+            raise UserError(f"{name}: no params.yaml there; it is no run of this pipeline")
+        runs.append(Run(name, run.rev, run.params, run.baseline, run.outs))
+    return runs
+
+
+def _runs(states: list[dict]) -> list[Run]:
+    """Every row of `dvc exp show --json`'s structure that has params, baselines before their experiments."""
+    runs = []
+    for state in states:
+        data = state.get("data") or {}
+        if data.get("params"):
+            name = WORKSPACE if state["rev"] == WORKSPACE else state.get("name") or state["rev"][:7]
+            runs.append(Run(name, state["rev"], _params(data), outs=_outs(data)))
+        for exp in state.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                exp_data = rev.get("data") or {}
+                if exp_data.get("params") and not rev.get("error"):
+                    name = rev.get("name") or exp.get("name") or rev["rev"][:7]
+                    runs.append(Run(name, rev["rev"], _params(exp_data), state["rev"], _outs(exp_data)))
+    return runs
+
+
+def _params(data: dict) -> dict[str, Any]:
+    return ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+
+
+def _outs(data: dict) -> dict[str, str]:
+    return {path: out["hash"] for path, out in (data.get("outs") or {}).items() if out.get("hash")}
+
+
+def read_table(repo: Any, run: Run) -> dict[str, list[str]]:
+    """The run's eval/per_image.csv as {column: cells}: the workspace's file, or a revision's from the
+    local DVC cache by the hash its dvc.lock records (else through DVC, which may fetch it from the
+    remote). UserError when the run has none (not evaluated, or its outputs not pulled)."""
+    try:
+        if run.rev == WORKSPACE:
+            text = (Path(repo.root_dir) / TABLE).read_text()
+        elif TABLE in run.outs and Path(cached := repo.cache.local.oid_to_path(run.outs[TABLE])).is_file():
+            text = Path(cached).read_text()
+        else:
+            with repo.switch(run.rev), repo.dvcfs.open(TABLE, mode="r") as f:
+                text = f.read()
+    except (FileNotFoundError, OSError) as err:
+        raise UserError(
+            f"{run.name}: no {TABLE} ({type(err).__name__}): it has no evaluation here; run the pipeline there "
+            "(dvc repro or dvc exp run), or bring its outputs with `dvc exp pull` / `dvc pull`"
+        ) from None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, [])
+    rows = list(reader)
+    return {name: [row[i] if i < len(row) else "" for row in rows] for i, name in enumerate(header)}
