@@ -1,4 +1,5 @@
-"""Reading and writing volumes: NIfTI files and TIFF stacks as (C, D, H, W) arrays with their voxel spacing.
+"""Reading and writing volumes: NIfTI files, TIFF stacks and DICOM series (dicom.py) as (C, D, H, W)
+arrays with their voxel spacing.
 
     scan = read_volume(Path("scan.nii.gz"), "data.csv: row 2, column 'scan'")
     scan.array, scan.spacing, scan.affine        # (C, D, H, W); mm per (D, H, W) axis; 4x4
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnn_factory.dicom import read_series
 from cnn_factory.errors import UserError
 from cnn_factory.images import TIFF_MAGIC
 
@@ -215,6 +217,8 @@ def _shown(source: Source) -> str:
 def _format(source: Source) -> str | None:
     """ "nifti" or "tiff": by the name of a file, by the content of a file's bytes."""
     if isinstance(source, Path):
+        if source.is_dir():
+            return "dicom"  # a folder of one series' slices
         name = source.name.lower()
         return "nifti" if name.endswith(NIFTI) else "tiff" if name.endswith(TIFF) else None
     if source[:4] in TIFF_MAGIC:
@@ -228,8 +232,11 @@ def _read(source: Source, where: str, default_spacing) -> tuple[np.ndarray, tupl
         array, spacing, affine = _read_nifti(source, where)
     elif kind == "tiff":
         array, spacing, affine = _read_tiff(source, where, default_spacing)
+    elif kind == "dicom" and isinstance(source, Path):
+        array, spacing, affine = read_series(source, where)
     else:
-        raise UserError(f"{where}: {path} is not a volume file; expected NIfTI (.nii, .nii.gz) or a TIFF stack")
+        folder = " or a folder holding a DICOM series" if isinstance(source, Path) else ""
+        raise UserError(f"{where}: {path} is not a volume file; expected NIfTI (.nii, .nii.gz) or a TIFF stack{folder}")
     if array.shape[1] < 2:
         raise UserError(f"{where}: {path} is a 2-D image (one slice of {_size(array)}); expected a volume")
     if not all(np.isfinite(s) and s > 0 for s in spacing):

@@ -12,7 +12,7 @@ from types import ModuleType
 import numpy as np
 import skimage
 
-from cnn_factory import images
+from cnn_factory import dicom, images
 from cnn_factory import volumes as reading
 from cnn_factory.config import Config
 from cnn_factory.data import label_maps, resample, rows, volume_rows
@@ -31,9 +31,9 @@ def decode_row(table: Table, index: int, cfg: Config, stated: tuple[float, float
 def decoding_modules(volumes: bool = False) -> tuple[ModuleType, ...]:
     """The code that decides what a row decodes to: this file, reading images and label maps, and
     the kinds' data halves (outputs/decoding.py), not their losses, metrics, plots or writers;
-    for volumes also reading and resampling them."""
+    for volumes also reading them (NIfTI, TIFF, DICOM) and resampling them."""
     modules = (rows, images, label_maps, decoding)
-    return (*modules, reading, resample, volume_rows) if volumes else modules
+    return (*modules, reading, dicom, resample, volume_rows) if volumes else modules
 
 
 def decoding_key(cfg: Config) -> str:
@@ -45,10 +45,11 @@ def decoding_key(cfg: Config) -> str:
     versions = [np.__version__, getattr(skimage, "__version__", "")]
     if cfg.volumes:  # the readers and the resampling of scans
         import nibabel
+        import pydicom
         import scipy
         import tifffile
 
-        versions += [nibabel.__version__, tifffile.__version__, scipy.__version__]
+        versions += [nibabel.__version__, tifffile.__version__, scipy.__version__, pydicom.__version__]
     return json.dumps([inputs, outputs, code, *versions], default=str)
 
 

@@ -1,0 +1,136 @@
+"""DICOM series as volumes: a folder holding one series' slices, as PACS and scanners hand them over.
+
+    array, spacing, affine = read_series(Path("scans/patient-7"), "data.csv: row 2, column 'scan'")
+    # (1, D, H, W) float32 intensities (Hounsfield units for CT), mm per (D, H, W), 4x4 affine
+
+The slices are ordered by their position along the slice normal (ImagePositionPatient projected
+on the cross product of ImageOrientationPatient's row and column directions), not by file name or
+InstanceNumber. Each slice's stored values are mapped by its RescaleSlope and RescaleIntercept.
+The affine follows volumes.py's convention: voxel (d, h, w, 1) to world (x, y, z, 1) in mm, in
+NIfTI's RAS+ axes (DICOM's patient coordinates are LPS+: x and y change sign), so a series and the
+NIfTI file a converter such as dcm2niix writes from it read to the same array, spacing and affine.
+Height runs down the columns (a slice's rows), width along a row; depth along the normal.
+
+Refused, each in one line naming `where` and the folder: no DICOM file in it, several series (by
+SeriesInstanceUID), slices of different size, orientation or pixel spacing, two slices at one
+position, a gap where a slice is missing (steps differing by more than 10% of the median), a slice
+without pixel data or with compressed pixel data pydicom cannot decode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cnn_factory.errors import UserError
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+GAP_TOLERANCE = 0.1  # a step may differ from the median step by this share before a slice counts as missing
+
+
+def is_series(path: Path) -> bool:
+    """A folder holding at least one DICOM file (by the `DICM` marker after the 128-byte preamble)."""
+    return path.is_dir() and any(_is_dicom(p) for p in sorted(path.iterdir())[:50])
+
+
+def read_series(folder: Path, where: str) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """The series' (1, D, H, W) float32 values, mm per (D, H, W) axis and (d, h, w) affine (RAS+)."""
+    import pydicom
+
+    files = [p for p in sorted(folder.iterdir()) if _is_dicom(p)]
+    if not files:
+        raise UserError(f"{where}: {folder} holds no DICOM file; expected the slices of one series")
+    try:
+        headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
+    except Exception as err:  # pydicom raises many types for a damaged file
+        raise UserError(f"{where}: {folder}: a file cannot be read as DICOM ({type(err).__name__}: {err})") from None
+    _one_series(headers, folder, where)
+    rows, columns = _direction(headers, folder, where)
+    normal = np.cross(rows, columns)
+    order = np.argsort([float(np.dot(_position(h, folder, where), normal)) for h in headers])
+    headers, files = [headers[i] for i in order], [files[i] for i in order]
+    positions = np.asarray([_position(h, folder, where) for h in headers])
+    step = _slice_step(positions, normal, folder, where)
+    row_spacing, column_spacing = (float(v) for v in headers[0].PixelSpacing)
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2] = step, columns * row_spacing, rows * column_spacing
+    lps[:3, 3] = positions[0]
+    affine = LPS_TO_RAS @ lps
+    spacing = (float(np.linalg.norm(step)), row_spacing, column_spacing)
+    return _voxels(files, folder, where)[None], spacing, affine
+
+
+def _is_dicom(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with path.open("rb") as f:
+        return f.read(132)[128:] == b"DICM"
+
+
+def _one_series(headers: list, folder: Path, where: str) -> None:
+    series = {str(getattr(h, "SeriesInstanceUID", "")) for h in headers}
+    if len(series) > 1:
+        raise UserError(
+            f"{where}: {folder} holds {len(series)} series (SeriesInstanceUID); put each series in a folder of its own"
+        )
+    for key in ("Rows", "Columns", "PixelSpacing", "ImageOrientationPatient"):
+        values = {str(getattr(h, key, None)) for h in headers}
+        if len(values) > 1:
+            raise UserError(f"{where}: {folder}: its slices differ in {key} ({', '.join(sorted(values)[:3])}); "
+                            "expected one series of slices on one grid")  # fmt: skip
+        if "None" in values:
+            raise UserError(f"{where}: {folder}: its slices lack {key}; expected an image series with its geometry")
+
+
+def _direction(headers: list, folder: Path, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The unit vectors along a row (width) and down a column (height), LPS+."""
+    cosines = np.asarray([float(v) for v in headers[0].ImageOrientationPatient])
+    rows, columns = cosines[:3], cosines[3:]
+    if not (np.isclose(np.linalg.norm(rows), 1, atol=1e-3) and np.isclose(np.linalg.norm(columns), 1, atol=1e-3)):
+        raise UserError(f"{where}: {folder}: ImageOrientationPatient {list(cosines)} holds no unit directions")
+    return rows / np.linalg.norm(rows), columns / np.linalg.norm(columns)
+
+
+def _position(header, folder: Path, where: str) -> np.ndarray:
+    position = getattr(header, "ImagePositionPatient", None)
+    if position is None:
+        raise UserError(f"{where}: {folder}: a slice lacks ImagePositionPatient; expected an image series")
+    return np.asarray([float(v) for v in position])
+
+
+def _slice_step(positions: np.ndarray, normal: np.ndarray, folder: Path, where: str) -> np.ndarray:
+    """The vector from one slice to the next; UserError for a single slice, a repeat or a gap."""
+    if len(positions) < 2:
+        raise UserError(f"{where}: {folder} holds one slice; expected a series of slices (a volume)")
+    along = positions @ normal
+    steps = np.diff(along)
+    median = float(np.median(steps))
+    if np.any(steps <= 1e-6 * max(abs(median), 1.0)):
+        raise UserError(f"{where}: {folder}: two slices lie at one position; expected one series, each slice once")
+    if np.any(np.abs(steps - median) > GAP_TOLERANCE * median):
+        at = int(np.argmax(np.abs(steps - median)))
+        raise UserError(
+            f"{where}: {folder}: the slices are {median:.3g} mm apart but {steps[at]:.3g} mm after slice {at + 1} "
+            f"of {len(positions)}: a slice is missing (or the spacing varies); export the whole series"
+        )
+    return (positions[-1] - positions[0]) / (len(positions) - 1)
+
+
+def _voxels(files: list[Path], folder: Path, where: str) -> np.ndarray:
+    """(D, H, W) float32: each slice's stored values times its RescaleSlope plus its RescaleIntercept."""
+    import pydicom
+
+    slices = []
+    for path in files:
+        dataset = pydicom.dcmread(path)
+        try:
+            pixels = dataset.pixel_array
+        except Exception as err:  # no PixelData, or a compression without its decoder
+            raise UserError(
+                f"{where}: {path}: its pixel data cannot be read ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else 'none'}); export the series uncompressed"
+            ) from None
+        slope, intercept = float(getattr(dataset, "RescaleSlope", 1)), float(getattr(dataset, "RescaleIntercept", 0))
+        slices.append(pixels.astype(np.float32) * slope + intercept)
+    return np.stack(slices)
