@@ -4,6 +4,8 @@ whatever the files' order, and one line for each kind of bad series."""
 from __future__ import annotations
 
 import math
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +13,14 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from cnn_factory.config import parse_params
+from cnn_factory.data.prepare import prepare
+from cnn_factory.data.volumes_example import make_volume_example
 from cnn_factory.dicom import is_series, read_series
 from cnn_factory.errors import UserError
-from cnn_factory.volumes import read_volume, write_volume
+from cnn_factory.volumes import read_volume, spacing_affine, write_volume
+from tests.test_cli import cli
+from tests.test_volume_pipeline import volume_params
 
 SLOPE, INTERCEPT = 2.0, -1024.0
 
@@ -29,9 +36,11 @@ def oblique_affine(spacing=(3.0, 0.8, 0.7), degrees=30.0, origin=(-40.0, 25.0, 1
     return affine
 
 
-def write_series(folder: Path, values: np.ndarray, affine: np.ndarray, order=None, series=None) -> Path:
+def write_series(
+    folder: Path, values: np.ndarray, affine: np.ndarray, order=None, series=None, slope=SLOPE, intercept=INTERCEPT
+) -> Path:
     """One CT series: a file per slice, positions and orientation from `affine` (RAS+ to LPS+), the
-    stored values such that SLOPE x stored + INTERCEPT gives `values`."""
+    stored values such that slope x stored + intercept gives `values`."""
     folder.mkdir(parents=True, exist_ok=True)
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
     rows, columns = lps[:3, 2] / np.linalg.norm(lps[:3, 2]), lps[:3, 1] / np.linalg.norm(lps[:3, 1])
@@ -52,10 +61,10 @@ def write_series(folder: Path, values: np.ndarray, affine: np.ndarray, order=Non
         ds.ImagePositionPatient = [round(float(v), 6) for v in lps[:3, 3] + k * lps[:3, 0]]
         ds.ImageOrientationPatient = [round(float(v), 8) for v in (*rows, *columns)]
         ds.PixelSpacing = [round(float(np.linalg.norm(lps[:3, 1])), 6), round(float(np.linalg.norm(lps[:3, 2])), 6)]
-        ds.RescaleSlope, ds.RescaleIntercept = SLOPE, INTERCEPT
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.PixelData = ((values[k] - INTERCEPT) / SLOPE).astype(np.uint16).tobytes()
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1  # signed
+        ds.PixelData = ((values[k] - intercept) / slope).astype(np.int16).tobytes()
         ds.save_as(folder / f"slice-{k:03d}.dcm", enforce_file_format=True)
     return folder
 
@@ -72,7 +81,7 @@ def test_a_series_reads_as_its_nifti_file_does(tmp_path):
     nifti = read_volume(tmp_path / "scan.nii.gz", "test")
     array, spacing, dicom_affine = read_series(folder, "test")
     assert is_series(folder) and not is_series(tmp_path / "scan.nii.gz")
-    assert array.dtype == np.float32 and np.array_equal(array, nifti.array) and array.min() < -1000
+    assert np.array_equal(array, nifti.array) and array.min() < -1000 and array.dtype == np.int16  # whole HU values
     assert spacing == pytest.approx(nifti.spacing, abs=1e-5) and spacing == pytest.approx((3.0, 0.8, 0.7), abs=1e-5)
     assert np.allclose(dicom_affine, nifti.affine, atol=1e-4)
 
@@ -100,3 +109,34 @@ def test_bad_series_are_one_line_each(tmp_path):
             read_series(folder, "data.csv: row 2, column 'scan'")
         text = str(err.value)
         assert text.startswith("data.csv: row 2, column 'scan': ") and message in text and "\n" not in text, text
+
+
+def test_prepare_reads_dicom_series_in_a_csv_as_it_reads_their_nifti_files(tmp_path):
+    """The volume example's scans as NIfTI files and as DICOM series (the CSV naming their folders):
+    prepare writes the same arrays, byte for byte."""
+    nifti, dicom = tmp_path / "nifti", tmp_path / "dicom"
+    make_volume_example(nifti, rows=8, size=(8, 16, 16), seed=3)
+    affine = spacing_affine((3.0, 0.75, 0.75), origin=(-6.0, 4.5, 30.0))  # spacings DICOM's decimals hold exactly
+    for path in sorted(nifti.rglob("*.nii.gz")):  # every scan and label volume on that grid
+        write_volume(path, read_volume(path, "test").array[0], affine)
+    shutil.copytree(nifti, dicom)
+    for path in sorted((dicom / "images").glob("*.nii.gz")):
+        scan = read_volume(path, "test").array[0].astype(np.float32)
+        write_series(dicom / "images" / path.name.removesuffix(".nii.gz"), scan, affine, slope=1.0, intercept=0.0)
+        path.unlink()
+    csv = (dicom / "data.csv").read_text()
+    (dicom / "data.csv").write_text(re.sub(r"images/(\d+)\.nii\.gz", r"images/\1", csv))
+    paired = tmp_path / "paired.csv"  # make-csv pairs a series' folder with the label volume of its name
+    cli("make-csv", str(dicom / "images"), str(dicom / "labels"), "--out", str(paired), cwd=tmp_path)
+    assert paired.read_text().splitlines()[1] == "dicom/images/0000,dicom/labels/0000.nii.gz"
+    prepared = {}
+    for name, folder in (("nifti", nifti), ("dicom", dicom)):
+        cfg = parse_params(volume_params(folder))
+        prepare(cfg, tmp_path / name / "prepared", tmp_path / name / "cache", workers=1)
+        prepared[name] = tmp_path / name / "prepared"
+    arrays = sorted(
+        p.relative_to(prepared["nifti"]) for p in prepared["nifti"].rglob("*") if p.suffix in (".npy", ".u8")
+    )
+    assert len(arrays) > 10
+    for path in arrays:
+        assert (prepared["nifti"] / path).read_bytes() == (prepared["dicom"] / path).read_bytes(), path

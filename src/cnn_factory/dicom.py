@@ -1,7 +1,7 @@
 """DICOM series as volumes: a folder holding one series' slices, as PACS and scanners hand them over.
 
     array, spacing, affine = read_series(Path("scans/patient-7"), "data.csv: row 2, column 'scan'")
-    # (1, D, H, W) float32 intensities (Hounsfield units for CT), mm per (D, H, W), 4x4 affine
+    # (1, D, H, W) intensities (int16 Hounsfield units for CT), mm per (D, H, W), 4x4 affine
 
 The slices are ordered by their position along the slice normal (ImagePositionPatient projected
 on the cross product of ImageOrientationPatient's row and column directions), not by file name or
@@ -35,7 +35,7 @@ def is_series(path: Path) -> bool:
 
 
 def read_series(folder: Path, where: str) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
-    """The series' (1, D, H, W) float32 values, mm per (D, H, W) axis and (d, h, w) affine (RAS+)."""
+    """The series' (1, D, H, W) values (`_voxels`), mm per (D, H, W) axis and (d, h, w) affine (RAS+)."""
     import pydicom
 
     files = [p for p in sorted(folder.iterdir()) if _is_dicom(p)]
@@ -118,7 +118,9 @@ def _slice_step(positions: np.ndarray, normal: np.ndarray, folder: Path, where: 
 
 
 def _voxels(files: list[Path], folder: Path, where: str) -> np.ndarray:
-    """(D, H, W) float32: each slice's stored values times its RescaleSlope plus its RescaleIntercept."""
+    """(D, H, W): each slice's stored values times its RescaleSlope plus its RescaleIntercept, as
+    int16 where every value is a whole number in its range (CT's Hounsfield units, as NIfTI
+    converters store them), else float32."""
     import pydicom
 
     slices = []
@@ -132,5 +134,7 @@ def _voxels(files: list[Path], folder: Path, where: str) -> np.ndarray:
                 f"{str(err).splitlines()[0] if str(err) else 'none'}); export the series uncompressed"
             ) from None
         slope, intercept = float(getattr(dataset, "RescaleSlope", 1)), float(getattr(dataset, "RescaleIntercept", 0))
-        slices.append(pixels.astype(np.float32) * slope + intercept)
-    return np.stack(slices)
+        slices.append(pixels.astype(np.float64) * slope + intercept)
+    volume = np.stack(slices)
+    whole = np.array_equal(volume, np.round(volume)) and volume.min() >= -32768 and volume.max() <= 32767
+    return volume.astype(np.int16 if whole else np.float32)

@@ -12,9 +12,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from cnn_factory.dicom import is_series
 from cnn_factory.errors import UserError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".nii", ".nii.gz"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".nii", ".nii.gz", ".dcm"}
 
 
 def _stem_and_suffix(path: Path) -> tuple[str, str]:
@@ -58,6 +59,8 @@ def _by_stem(folder: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         stem, suffix = _stem_and_suffix(path)
+        if path.is_dir() and is_series(path):  # a folder of one DICOM series' slices: a scan
+            stem, suffix = path.name, ".dcm"
         if suffix not in IMAGE_SUFFIXES or path.name.startswith("."):
             continue
         if stem in files:

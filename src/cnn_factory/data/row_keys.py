@@ -65,11 +65,21 @@ def row_key(table: Table, index: int, cfg: Config, defs: str) -> str | None:
         if not row[column]:
             return None
         try:
-            with open(cfg.data.resolve(row[column]), "rb") as f:
-                content = hashlib.file_digest(f, "sha256").hexdigest()
+            content = content_digest(cfg.data.resolve(row[column]))
         except OSError:
             return None
         digest.update(f"\nfile {column!r} {content}".encode())
     for column in dict.fromkeys(cells):
         digest.update(f"\ncell {column!r} {row[column]!r}".encode())
     return digest.hexdigest()[:32]
+
+
+def content_digest(path: Path) -> str:
+    """sha256 of a file's bytes; of a folder (a DICOM series), of each file's name and digest."""
+    if not path.is_dir():
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    digest = hashlib.sha256()
+    for child in sorted(p for p in path.iterdir() if p.is_file()):
+        digest.update(f"{child.name} {content_digest(child)}\n".encode())
+    return digest.hexdigest()

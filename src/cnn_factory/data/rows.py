@@ -168,12 +168,16 @@ def load_row(table: Table, index: int, cfg: Config) -> RowResult:
     return result
 
 
-def cell_path(row, column, data: DataConfig, problem) -> Path | None:
+def cell_path(row, column, data: DataConfig, problem, series: bool = False) -> Path | None:
+    """The file a cell names, or None after reporting the problem; with `series`, a folder holding
+    a DICOM series too (a scan)."""
     if not row[column]:
         problem(column, "empty cell; expected a file path")
         return None
     path = data.resolve(row[column])
     if path.is_dir():
+        if series:
+            return path  # read_volume says what is wrong with the folder's slices, if anything
         problem(column, f"{path} is a directory, expected an image file")
         return None
     if not path.is_file():

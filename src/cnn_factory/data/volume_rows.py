@@ -64,7 +64,7 @@ def resolve_spacing(cfg: Config, table: Table, splits: list[str]) -> Config:
             continue
         value = table.rows[i][spec.column]
         path = cfg.data.resolve(value) if value else None
-        if path is None or not path.is_file():
+        if path is None or not (path.is_file() or path.is_dir()):  # a folder: a DICOM series
             continue
         try:
             shape, spacing = volume_grid(path, table.where(i, spec.column))
@@ -103,7 +103,7 @@ def load_volume_row(
     assert target != "auto", "resolve_spacing() first"
     first: Volume | None = None
     for spec in cfg.inputs.values():
-        path = cell_path(row, spec.column, cfg.data, problem)
+        path = cell_path(row, spec.column, cfg.data, problem, series=True)
         if path is None:
             continue
         where = table.where(index, spec.column)
