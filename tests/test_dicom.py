@@ -140,3 +140,14 @@ def test_prepare_reads_dicom_series_in_a_csv_as_it_reads_their_nifti_files(tmp_p
     assert len(arrays) > 10
     for path in arrays:
         assert (prepared["nifti"] / path).read_bytes() == (prepared["dicom"] / path).read_bytes(), path
+
+
+def test_predict_on_a_series_writes_masks_on_its_grid_as_on_its_nifti_file(served_scans, tmp_path):
+    scan = read_volume(served_scans["folder"] / "oblique.nii.gz", "test")
+    series = write_series(tmp_path / "oblique", scan.array[0].astype(np.float32), scan.affine, slope=1.0, intercept=0.0)
+    for source, out in ((series, "dicom"), (served_scans["folder"] / "oblique.nii.gz", "nifti")):
+        cli("predict", str(served_scans["model"]), str(source), "--out", str(tmp_path / out), cwd=tmp_path)
+    for mask in ("organ", "tumour"):
+        ours, theirs = (read_volume(tmp_path / k / mask / "oblique.nii.gz", "test") for k in ("dicom", "nifti"))
+        assert ours.shape == scan.shape and np.allclose(ours.affine, scan.affine, atol=1e-4)
+        assert np.array_equal(ours.array, theirs.array) and ours.array.any()

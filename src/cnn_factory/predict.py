@@ -33,6 +33,7 @@ from cnn_factory.data.dataset import to_device
 from cnn_factory.data.rows import read_input, resize_image, scaled_size
 from cnn_factory.data.table import read_table
 from cnn_factory.device import pick_device
+from cnn_factory.dicom import is_series
 from cnn_factory.errors import UserError
 from cnn_factory.images import read_image
 from cnn_factory.inference import Ensemble, predict_batch, predict_tiled, upsample
@@ -41,7 +42,8 @@ from cnn_factory.outputs import Output
 
 
 def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str, Path]]:
-    """One {input name: file} per image, from files, globs, or CSVs with the model's input columns."""
+    """One {input name: file} per image, from files, DICOM series' folders, globs, or CSVs with the
+    model's input columns."""
     items: list[dict[str, Path]] = []
     for source in sources:
         if source.lower().endswith(".csv") and Path(source).is_file():
@@ -53,9 +55,9 @@ def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str
             items += [{n: resolve_path(row[c], base) for n, c in columns.items()} for row in table.rows]
             continue
         paths = [Path(source)] if Path(source).is_file() else sorted(Path(p) for p in glob.glob(source, recursive=True))
-        paths = [p for p in paths if p.is_file()]
+        paths = [p for p in paths if p.is_file() or is_series(p)]  # a folder: one DICOM series, a scan
         if not paths:
-            raise UserError(f"{source}: no such file, and no file matches it as a glob")
+            raise UserError(f"{source}: no such file or DICOM series, and nothing matches it as a glob")
         if len(columns) > 1:
             raise UserError(f"{source}: the model has {len(columns)} inputs; give a CSV with columns {list(columns)}")
         items += [{next(iter(columns)): p} for p in paths]
