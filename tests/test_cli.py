@@ -196,7 +196,7 @@ def test_predict_reads_a_csv_of_images(tmp_path, example_dir, model_file):
     cli("predict", str(model_file), str(example_dir / "data.csv"), "--out", str(tmp_path / "p"), cwd=tmp_path)
     assert len((tmp_path / "p" / "predictions.csv").read_text().splitlines()) == 1 + 24
     result = cli("predict", str(model_file), str(tmp_path / "none*.png"), cwd=tmp_path, check=False)
-    assert result.returncode == 1 and "no file matches it as a glob" in result.stderr
+    assert result.returncode == 1 and "nothing matches it as a glob" in result.stderr
 
 
 def reference(model_file: Path, x: torch.Tensor) -> list[torch.Tensor]:
