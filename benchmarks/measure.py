@@ -94,9 +94,9 @@ def pure_step_rate(cfg: Config, prepared: Path, device: torch.device, seconds: f
     """Images/s of forward + backward + optimiser step on one batch already on the device:
     the step of `cnn_factory.training.loop.train_one_epoch` (same model, batch size, precision), and nothing else."""
     manifest, t = read_manifest(prepared, cfg), cfg.train
-    args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
+    args, meta = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest), model_meta(cfg.inputs, cfg.outputs, manifest)
     layout = SPATIAL[args.get("dims", 2)].memory_format  # channels last, 2-D or 3-D, as training's
-    model = MultiOutputNet(**args).to(device, memory_format=layout).train()
+    model = MultiOutputNet.from_args(args).to(device, memory_format=layout).train()
     criterion = Criterion(cfg.outputs, manifest["outputs"])
     optimizer = make_optimizer(t.optimizer, model.parameters(), t.lr, t.momentum, t.weight_decay)
     amp = autocast_dtype(t.precision, device)

@@ -159,8 +159,11 @@ def test_sliding_window_scoring_equals_whole_image_scoring_when_one_window_cover
         prepared = tmp_path / mode
         prepare(cfg, prepared, None, workers=1)
         manifest = yaml.safe_load((prepared / "manifest.json").read_text())
-        args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
-        model = MultiOutputNet(**args).eval()
+        args, meta = (
+            model_args(cfg.model, cfg.inputs, cfg.outputs, manifest),
+            model_meta(cfg.inputs, cfg.outputs, manifest),
+        )
+        model = MultiOutputNet.from_args(args).eval()
         if weights is None:
             weights = copy.deepcopy(model.state_dict())
         model.load_state_dict(weights)
@@ -178,9 +181,9 @@ def test_predict_reproduces_evaluates_native_figures(cells, tmp_path):
     prepared = tmp_path / "prepared"
     prepare(cfg, prepared, None, workers=1)
     manifest = yaml.safe_load((prepared / "manifest.json").read_text())
-    args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
+    args, meta = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest), model_meta(cfg.inputs, cfg.outputs, manifest)
     torch.manual_seed(3)
-    model = MultiOutputNet(**args).eval()
+    model = MultiOutputNet.from_args(args).eval()
     with torch.no_grad():  # an untrained model that marks some pixels and not others
         model.heads["cells"].head.bias.fill_(0.05)
     path = tmp_path / "model.pt"

@@ -74,7 +74,7 @@ def run_epoch(model, loader, accumulate: int, amp=None, grad_clip: float = 0.0) 
 
 def test_accumulating_two_half_batches_equals_one_full_batch():
     torch.manual_seed(0)
-    a = MultiOutputNet(**ARGS)
+    a = MultiOutputNet.from_args(ARGS)
     b = copy.deepcopy(a)
     run_epoch(a, batches(8), accumulate=1)
     run_epoch(b, batches(4), accumulate=2)
@@ -84,7 +84,7 @@ def test_accumulating_two_half_batches_equals_one_full_batch():
 
 def test_gradient_clipping_limits_the_step():
     torch.manual_seed(0)
-    a = MultiOutputNet(**ARGS)
+    a = MultiOutputNet.from_args(ARGS)
     before = copy.deepcopy(a)
     run_epoch(a, batches(8), accumulate=1, grad_clip=1e-3)
     moved = torch.sqrt(sum(((p - q) ** 2).sum() for p, q in zip(a.parameters(), before.parameters())))
@@ -93,7 +93,7 @@ def test_gradient_clipping_limits_the_step():
 
 def test_bf16_step_runs_on_cpu():
     torch.manual_seed(0)
-    stats = run_epoch(MultiOutputNet(**ARGS), batches(4), accumulate=1, amp=torch.bfloat16)
+    stats = run_epoch(MultiOutputNet.from_args(ARGS), batches(4), accumulate=1, amp=torch.bfloat16)
     assert torch.isfinite(torch.tensor(stats["loss"]))
 
 

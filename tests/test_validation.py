@@ -41,8 +41,12 @@ def network(p: dict, prepared: Path) -> tuple[MultiOutputNet, ModelFile, Criteri
     cfg = parse_params(p)
     manifest = read_manifest(prepared, cfg)
     torch.manual_seed(0)
-    model = MultiOutputNet(**model_args(cfg, manifest)).eval()
-    return model, ModelFile.from_meta(model_meta(cfg, manifest)), Criterion(cfg.outputs, manifest["outputs"])
+    model = MultiOutputNet.from_args(model_args(cfg.model, cfg.inputs, cfg.outputs, manifest)).eval()
+    return (
+        model,
+        ModelFile.from_meta(model_meta(cfg.inputs, cfg.outputs, manifest)),
+        Criterion(cfg.outputs, manifest["outputs"]),
+    )
 
 
 def window(array: np.ndarray, corner: tuple[int, int], h: int, w: int) -> np.ndarray:

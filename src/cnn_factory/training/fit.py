@@ -89,7 +89,7 @@ def make_session(cfg: Config, args: dict, device: torch.device, steps_per_epoch:
     t, es = cfg.train, cfg.train.early_stopping
     # channels-last runs the convolutions faster on CPU (oneDNN) and on CUDA tensor cores
     layout = SPATIAL[args.get("dims", 2)].memory_format
-    model = MultiOutputNet(**args).to(device, memory_format=layout)  # type: ignore[call-overload]
+    model = MultiOutputNet.from_args(args).to(device, memory_format=layout)  # type: ignore[call-overload]
     groups = parameter_groups(model, t.lr, t.encoder_lr)
     optimizer = make_optimizer(t.optimizer, groups, t.lr, t.momentum, t.weight_decay)
     steps = math.ceil(steps_per_epoch / t.accumulate)
@@ -177,7 +177,8 @@ def start(cfg: Config, prepared: Path, ranks: Dist, device: torch.device) -> Run
     stats = None  # pretrained weights bring the normalisation they were trained with
     if cfg.model.weights != NONE:
         stats = pretrained_normalisation(cfg.model.encoder, [s.channels for s in cfg.inputs.values()])
-    args, meta = model_args(cfg, manifest), {**model_meta(cfg, manifest, stats), "encoder_weights": encoder}
+    args = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest)
+    meta = {**model_meta(cfg.inputs, cfg.outputs, manifest, stats), "encoder_weights": encoder}
     model_file = ModelFile.from_meta(meta)
     session = make_session(cfg, args, device, data.steps, amp)
     criterion = Criterion(cfg.outputs, manifest["outputs"])  # a number's loss is in units of its std
