@@ -90,7 +90,9 @@ def test_same_outputs_start_from_the_source_weights(source, tmp_path, capsys):
     seed_everything(cfg.train.seed)  # where the same run without init_from would start
     fresh = dict(
         MultiOutputNet.from_args(
-            model_args(cfg.model, cfg.inputs, cfg.outputs, read_manifest(source["root"] / "prepared", cfg))
+            model_args(
+                cfg.model, cfg.inputs, cfg.outputs, read_manifest(source["root"] / "prepared", cfg.inputs, cfg.outputs)
+            )
         ).named_parameters()
     )
     assert max(far(fresh[n], before[n]) for n in before) > 1e-2
@@ -114,7 +116,9 @@ def test_an_added_output_gets_a_fresh_head_and_the_rest_loads(source, tmp_path, 
     seed_everything(cfg.train.seed)  # as fit() does before it builds the network
     fresh = dict(
         MultiOutputNet.from_args(
-            model_args(cfg.model, cfg.inputs, cfg.outputs, read_manifest(source["root"] / "prepared", cfg))
+            model_args(
+                cfg.model, cfg.inputs, cfg.outputs, read_manifest(source["root"] / "prepared", cfg.inputs, cfg.outputs)
+            )
         ).named_parameters()
     )
     angular = [n for n in trained if n.startswith("heads.angular.")]
@@ -129,7 +133,7 @@ def test_a_category_with_another_class_count_skips_that_layer(source):
         "majority": {**definition, "size": 4, "classes": [*definition["classes"], "hexagon"]},
     }
     cfg = parse_params(params)
-    manifest = read_manifest(source["root"] / "prepared", cfg)
+    manifest = read_manifest(source["root"] / "prepared", cfg.inputs, cfg.outputs)
     model = MultiOutputNet.from_args(model_args(cfg.model, cfg.inputs, cfg.outputs, manifest))
     untouched = model.heads["majority"].linear[-1].weight.detach().clone()
 

@@ -39,6 +39,7 @@ from cnn_factory.report import evaluate_and_report
 from cnn_factory.scores.masks import class_mask_scores, class_mask_summary
 from cnn_factory.training.distributed import SINGLE
 from cnn_factory.training.fit import fit
+from cnn_factory.training.loop import Placement
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.metrics import OutputMetrics
 from cnn_factory.training.pictures import HEADING, TRUTH, overlay_grid
@@ -316,7 +317,14 @@ def test_patch_mode_scores_a_class_mask_as_resize_mode_when_one_window_covers_th
         model.load_state_dict(weights)
         model_file, cpu = ModelFile.from_meta(model_meta(cfg.inputs, cfg.outputs, manifest)), torch.device("cpu")
         scored = evaluate_split(model, model_file, cfg.outputs, tmp_path / mode / "test", 4, cpu)
-        validate = make_validation(model_file, cfg.outputs, tmp_path / mode / "test", 4, cpu, None, SINGLE)
+        validate = make_validation(
+            model_file=model_file,
+            outputs=cfg.outputs,
+            folder=tmp_path / mode / "test",
+            batch_size=4,
+            placement=Placement(device=cpu, stats=model_file.normalisation(cpu)),
+            ranks=SINGLE,
+        )
         losses[mode] = validate(model, Criterion(cfg.outputs, manifest["outputs"]), cpu)
         results[mode] = scored.metrics
     assert {f"shapes/dice_{c}" for c in CLASSES} <= set(results["patch"])
