@@ -60,7 +60,11 @@ def step_seconds(encoder: str, size: int, batch: int, seconds: float) -> tuple[f
     """Seconds per image of a training step at `size` px, and the parameters of the network."""
     cfg = parse_params(params_for(encoder, size, 24))
     torch.manual_seed(0)
-    model = MultiOutputNet(**model_args(cfg, {"outputs": {}})).to(memory_format=torch.channels_last).train()
+    model = (
+        MultiOutputNet.from_args(model_args(cfg.model, cfg.inputs, cfg.outputs, {"outputs": {}}))
+        .to(memory_format=torch.channels_last)
+        .train()
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     criterion = Criterion(cfg.outputs, {})
     g = torch.Generator().manual_seed(0)

@@ -93,10 +93,10 @@ def sync(device: torch.device) -> None:
 def pure_step_rate(cfg: Config, prepared: Path, device: torch.device, seconds: float) -> float:
     """Images/s of forward + backward + optimiser step on one batch already on the device:
     the step of `cnn_factory.training.loop.train_one_epoch` (same model, batch size, precision), and nothing else."""
-    manifest, t = read_manifest(prepared, cfg), cfg.train
-    args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
+    manifest, t = read_manifest(prepared, cfg.inputs, cfg.outputs), cfg.train
+    args, meta = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest), model_meta(cfg.inputs, cfg.outputs, manifest)
     layout = SPATIAL[args.get("dims", 2)].memory_format  # channels last, 2-D or 3-D, as training's
-    model = MultiOutputNet(**args).to(device, memory_format=layout).train()
+    model = MultiOutputNet.from_args(args).to(device, memory_format=layout).train()
     criterion = Criterion(cfg.outputs, manifest["outputs"])
     optimizer = make_optimizer(t.optimizer, model.parameters(), t.lr, t.momentum, t.weight_decay)
     amp = autocast_dtype(t.precision, device)
@@ -106,9 +106,7 @@ def pure_step_rate(cfg: Config, prepared: Path, device: torch.device, seconds: f
     if cfg.patch_mode:  # a batch of patches and their whole-image views, as the patch loader gives them
         patches = PatchSplit(prepared / "train", list(cfg.inputs), cfg.outputs, cfg.first_input.size, t.view_share)
         g = torch.Generator().manual_seed(0)
-        sampler = PatchBatches(
-            patches.shapes, patches.foreground, cfg.first_input.size, t.batch_size, t.batch_size, 0.33, g
-        )
+        sampler = PatchBatches(rows=patches, samples=t.batch_size, batch_size=t.batch_size, share=0.33, generator=g)
         x, targets, _, views = patches[next(iter(sampler))]
         if views is not None:  # none without image-level outputs
             views, _ = to_device(views, {}, device, *stats)
@@ -214,7 +212,7 @@ def loader_vs_decoding(cfg: Config, prepared: Path, seconds: float) -> dict:
     split = PreparedSplit(prepared / "train", list(cfg.inputs), cfg.outputs)
     ours = samples_per_s(make_loader(split, cfg.train.batch_size, True), seconds)
     table = read_table(cfg.data.csv)
-    manifest = read_manifest(prepared, cfg)
+    manifest = read_manifest(prepared, cfg.inputs, cfg.outputs)
     index = {number: i for i, number in enumerate(table.numbers)}
     rows = [index[number] for number in manifest["splits"]["train"]["rows"]]
     generator = torch.Generator().manual_seed(0)

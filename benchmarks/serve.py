@@ -50,8 +50,13 @@ def untrained_model(params: dict, channels: int, path: Path) -> Path:
     cfg = parse_params(params)
     manifest = {"inputs": {n: {"mean": [0.5] * channels, "std": [0.25] * channels} for n in cfg.inputs}, "outputs": {}}
     torch.manual_seed(0)
-    args = model_args(cfg, manifest)
-    save_model(path, MultiOutputNet(**args).eval(), args, {**model_meta(cfg, manifest), "epoch": 1, "val": {}})
+    args = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest)
+    save_model(
+        path,
+        MultiOutputNet.from_args(args).eval(),
+        args,
+        {**model_meta(cfg.inputs, cfg.outputs, manifest), "epoch": 1, "val": {}},
+    )
     return path
 
 

@@ -28,7 +28,7 @@ from cnn_factory.report import evaluate_and_report
 
 def main() -> None:
     cfg = load_params()
-    manifest = read_manifest(PREPARED, cfg)
+    manifest = read_manifest(PREPARED, cfg.inputs, cfg.outputs)
     device = pick_device(cfg.train.device)
     model, model_file = ModelFile.load(cfg.model.path, device)
     outputs = {n: s for n, s in cfg.outputs.items() if n in model_file.outputs}

@@ -163,12 +163,12 @@ def untrained_model(raw: dict, manifest: dict, path: Path, spread: tuple[str, ..
     within 0.01 of 0, so a mask would be all on or all off by rounding alone."""
     cfg = parse_params(raw)
     torch.manual_seed(0)
-    args = model_args(cfg, manifest)
-    model = MultiOutputNet(**args).eval()
+    args = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest)
+    model = MultiOutputNet.from_args(args).eval()
     with torch.no_grad():
         for name in spread:
             model.heads[name].head.weight.mul_(1000)
-    save_model(path, model, args, {**model_meta(cfg, manifest), "epoch": 1, "val": {}})
+    save_model(path, model, args, {**model_meta(cfg.inputs, cfg.outputs, manifest), "epoch": 1, "val": {}})
     return path
 
 

@@ -62,9 +62,10 @@ def model_file(tmp_path_factory) -> Path:
         "outputs": {"area": {"mean": 30.0, "std": 5.0}},
     }
     torch.manual_seed(0)
-    args = model_args(cfg, manifest)
+    args = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest)
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_model(path, MultiOutputNet(**args).eval(), args, {**model_meta(cfg, manifest), "epoch": 1, "val": {}})
+    meta = {**model_meta(cfg.inputs, cfg.outputs, manifest), "epoch": 1, "val": {}}
+    save_model(path, MultiOutputNet.from_args(args).eval(), args, meta)
     return path
 
 

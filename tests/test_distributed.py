@@ -12,6 +12,7 @@ from torch.utils.data import BatchSampler
 from cnn_factory.config import load_params
 from cnn_factory.data.dataset import PreparedSplit, ShardedBatches, make_loader
 from cnn_factory.model import ModelFile, load_model
+from cnn_factory.training.loop import Placement
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.validation import ResizedValidation
 from tests.conftest import make_repo, run, tiny_params
@@ -77,7 +78,8 @@ def test_torchrun_two_processes_train_one_model(tmp_path, monkeypatch):
     val = PreparedSplit(repo / "data" / "prepared" / "val", list(cfg.inputs), cfg.outputs)
     stats = {name: o for name, o in saved["model_args"]["outputs"].items() if "std" in o}  # a number's std
     norm = ModelFile.from_meta(saved).normalisation("cpu")
-    validate = ResizedValidation(val, cfg.outputs, cfg.train.batch_size, norm)
+    placement = Placement(device=torch.device("cpu"), stats=norm)
+    validate = ResizedValidation(split=val, outputs=cfg.outputs, batch_size=cfg.train.batch_size, placement=placement)
     again = validate(model, Criterion(cfg.outputs, stats), torch.device("cpu"))
     assert saved["val"].keys() == again.keys()
     for key, value in again.items():

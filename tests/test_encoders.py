@@ -24,7 +24,7 @@ from cnn_factory.encoder_weights import pretrained_normalisation, pretrained_sta
 from cnn_factory.encoders import timm_module
 from cnn_factory.errors import UserError
 from cnn_factory.export import export_model
-from cnn_factory.model import MultiOutputNet, load_model, model_args
+from cnn_factory.model import MultiOutputNet, NetShape, load_model, model_args
 from cnn_factory.predict import predict_images
 from cnn_factory.training.optim import Schedule, make_optimizer, parameter_groups
 from tests.conftest import ROOT, tiny_params
@@ -49,7 +49,10 @@ def test_the_unet_encoder_is_the_same_network_as_before():
     cfg = parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     assert cfg.model.encoder == "unet" and cfg.model.weights == "none"
     torch.manual_seed(0)
-    assert state_sha256(MultiOutputNet(**model_args(cfg, {"outputs": {}}))) == UNET_SHA256
+    assert (
+        state_sha256(MultiOutputNet.from_args(model_args(cfg.model, cfg.inputs, cfg.outputs, {"outputs": {}})))
+        == UNET_SHA256
+    )
 
 
 def weights_file(folder: Path, suffix: str = ".safetensors", seed: int = 3) -> tuple[Path, dict]:
@@ -70,7 +73,8 @@ def test_a_weights_file_loads_tensor_for_tensor(tmp_path, suffix):
     state, note = pretrained_state(TINY, 3, str(path))
     assert note == "" and set(state) < set(saved)  # the pyramid lacks the classifier
     assert all(torch.equal(tensor, saved[name]) for name, tensor in state.items())
-    model = MultiOutputNet(3, 2, 4, {"m": {"type": "segmentation", "size": SIZE}}, encoder=TINY)
+    shape = NetShape(in_channels=3, depth=2, filters=4, encoder=TINY)
+    model = MultiOutputNet(shape=shape, outputs={"m": {"type": "segmentation", "size": SIZE}})
     model.encoder.body.load_state_dict(state)  # as train loads it
 
 
@@ -88,7 +92,7 @@ def test_one_channel_sums_the_rgb_filters_and_says_so(tmp_path):
 def tiny_net() -> MultiOutputNet:
     torch.manual_seed(0)
     outputs = {"m": {"type": "segmentation", "size": SIZE}, "k": {"type": "category", "classes": ["a", "b"]}}
-    return MultiOutputNet(3, 2, 4, outputs, encoder=TINY)
+    return MultiOutputNet(shape=NetShape(in_channels=3, depth=2, filters=4, encoder=TINY), outputs=outputs)
 
 
 def one_step(model: MultiOutputNet) -> None:
@@ -237,8 +241,9 @@ def test_an_encoder_timm_cannot_give_as_a_pyramid_is_one_line(monkeypatch):
         raise RuntimeError(f"features_only not implemented for {name}")
 
     monkeypatch.setattr(timm_module(), "create_model", refuses)
+    shape = NetShape(in_channels=3, depth=2, filters=4, encoder="resnet18")
     with pytest.raises(UserError, match=r"^params.yaml: model.encoder: resnet18 cannot give a feature pyramid"):
-        MultiOutputNet(3, 2, 4, {"m": {"type": "segmentation", "size": SIZE}}, encoder="resnet18")
+        MultiOutputNet(shape=shape, outputs={"m": {"type": "segmentation", "size": SIZE}})
 
 
 def test_timm_leaves_torchvision_as_it_found_it():

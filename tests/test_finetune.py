@@ -88,7 +88,13 @@ def test_same_outputs_start_from_the_source_weights(source, tmp_path, capsys):
     trained, before = parameters(tmp_path / "models" / "example.pt"), parameters(source["model"])
     assert all(far(trained[n], before[n]) < 1e-6 for n in before)  # one epoch at TINY_LR: where it started
     seed_everything(cfg.train.seed)  # where the same run without init_from would start
-    fresh = dict(MultiOutputNet(**model_args(cfg, read_manifest(source["root"] / "prepared", cfg))).named_parameters())
+    fresh = dict(
+        MultiOutputNet.from_args(
+            model_args(
+                cfg.model, cfg.inputs, cfg.outputs, read_manifest(source["root"] / "prepared", cfg.inputs, cfg.outputs)
+            )
+        ).named_parameters()
+    )
     assert max(far(fresh[n], before[n]) for n in before) > 1e-2
 
     _, meta = load_model(tmp_path / "models" / "example.pt")
@@ -108,7 +114,13 @@ def test_an_added_output_gets_a_fresh_head_and_the_rest_loads(source, tmp_path, 
     trained, before = parameters(tmp_path / "models" / "example.pt"), parameters(source["model"])
     assert all(far(trained[n], before[n]) < 1e-6 for n in before)
     seed_everything(cfg.train.seed)  # as fit() does before it builds the network
-    fresh = dict(MultiOutputNet(**model_args(cfg, read_manifest(source["root"] / "prepared", cfg))).named_parameters())
+    fresh = dict(
+        MultiOutputNet.from_args(
+            model_args(
+                cfg.model, cfg.inputs, cfg.outputs, read_manifest(source["root"] / "prepared", cfg.inputs, cfg.outputs)
+            )
+        ).named_parameters()
+    )
     angular = [n for n in trained if n.startswith("heads.angular.")]
     assert angular and all(far(trained[n], fresh[n]) < 1e-6 for n in angular)  # as a run from scratch starts
 
@@ -121,8 +133,8 @@ def test_a_category_with_another_class_count_skips_that_layer(source):
         "majority": {**definition, "size": 4, "classes": [*definition["classes"], "hexagon"]},
     }
     cfg = parse_params(params)
-    manifest = read_manifest(source["root"] / "prepared", cfg)
-    model = MultiOutputNet(**model_args(cfg, manifest))
+    manifest = read_manifest(source["root"] / "prepared", cfg.inputs, cfg.outputs)
+    model = MultiOutputNet.from_args(model_args(cfg.model, cfg.inputs, cfg.outputs, manifest))
     untouched = model.heads["majority"].linear[-1].weight.detach().clone()
 
     transfer = initialise(model, init_source(str(source["model"])))
@@ -166,7 +178,7 @@ def test_a_model_file_without_init_from_still_loads_and_initialises(source, tmp_
     torch.save(old, tmp_path / "old.pt")
     model, meta = load_model(tmp_path / "old.pt")
     assert "init_from" not in meta
-    fresh = MultiOutputNet(**copy.deepcopy(old["model_args"]))
+    fresh = MultiOutputNet.from_args(copy.deepcopy(old["model_args"]))
     assert initialise(fresh, init_source(str(tmp_path / "old.pt"))).summary().endswith("tensors loaded")
     assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), model.parameters()))
 

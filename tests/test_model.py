@@ -9,7 +9,7 @@ import torch
 
 from cnn_factory.errors import UserError
 from cnn_factory.heads import UNetDecoder
-from cnn_factory.model import MultiOutputNet, load_model, save_model
+from cnn_factory.model import Blocks, MultiOutputNet, NetShape, load_model, save_model
 
 OUTPUTS = {
     "mask": {"type": "segmentation", "size": [16, 16], "classes": []},
@@ -19,10 +19,14 @@ OUTPUTS = {
 }
 
 
+def net(outputs: dict, **shape) -> MultiOutputNet:
+    return MultiOutputNet(shape=NetShape(**shape), outputs=outputs)
+
+
 @pytest.mark.parametrize("in_channels", [1, 3, 4])
 @pytest.mark.parametrize(("depth", "filters"), [(1, 4), (2, 8), (3, 4)])
 def test_output_shapes(in_channels, depth, filters):
-    model = MultiOutputNet(in_channels, depth, filters, OUTPUTS).eval()
+    model = net(OUTPUTS, in_channels=in_channels, depth=depth, filters=filters).eval()
     out = model(torch.randn(2, in_channels, 16, 16))
     assert set(out) == set(OUTPUTS)
     assert out["mask"].shape == (2, 16, 16)
@@ -32,28 +36,28 @@ def test_output_shapes(in_channels, depth, filters):
 
 
 def test_one_decoder_per_segmentation_output_and_shared_encoder():
-    model = MultiOutputNet(3, 2, 4, OUTPUTS)
+    model = net(OUTPUTS, in_channels=3, depth=2, filters=4)
     assert set(model.heads) == {"mask", "small_mask", "kind", "area"}
     assert {n for n, head in model.heads.items() if isinstance(head, UNetDecoder)} == {"mask", "small_mask"}
     assert model.heads["mask"] is not model.heads["small_mask"]
 
 
 def test_numeric_head_predicts_in_target_units():
-    model = MultiOutputNet(3, 1, 4, OUTPUTS).eval()
+    model = net(OUTPUTS, in_channels=3, depth=1, filters=4).eval()
     torch.nn.init.zeros_(model.heads["area"].linear[-1].weight)
     torch.nn.init.zeros_(model.heads["area"].linear[-1].bias)
     assert torch.allclose(model(torch.randn(2, 3, 16, 16))["area"], torch.tensor([5.0, 5.0]))
 
 
 def test_bad_input_size_fails_early_with_advice():
-    model = MultiOutputNet(3, 3, 4, OUTPUTS)
+    model = net(OUTPUTS, in_channels=3, depth=3, filters=4)
     with pytest.raises(ValueError, match="divisible by 8"):
         model(torch.randn(1, 3, 20, 16))
 
 
 def test_model_file_round_trip_is_weights_only(tmp_path):
     args = {"in_channels": 3, "depth": 2, "filters": 4, "outputs": OUTPUTS}
-    model = MultiOutputNet(**args).eval()
+    model = MultiOutputNet.from_args(args).eval()
     path = tmp_path / "m.pt"
     save_model(path, model, args, {"inputs": {"image": {"size": [16, 16]}}, "outputs": {"kind": {"classes": ["a"]}}})
     assert not list(tmp_path.glob(".*tmp*"))  # the temporary file was renamed into place
@@ -79,7 +83,13 @@ def test_loading_something_else_is_a_user_error(tmp_path):
 @pytest.mark.parametrize("upsample", ["bilinear", "transpose"])
 @pytest.mark.parametrize("skip", ["concat", "add", "none"])
 def test_shape_knobs(norm, upsample, skip):
-    model = MultiOutputNet(3, 2, [4, 6, 8], OUTPUTS, norm=norm, dropout=0.2, upsample=upsample, skip=skip)
+    model = net(
+        OUTPUTS,
+        in_channels=3,
+        depth=2,
+        filters=[4, 6, 8],
+        blocks=Blocks(norm=norm, dropout=0.2, upsample=upsample, skip=skip),
+    )
     out = model.train()(torch.randn(2, 3, 16, 16))
     assert out["mask"].shape == (2, 16, 16) and out["kind"].shape == (2, 3)
     assert model.encoder.channels == [4, 6, 8]
@@ -92,7 +102,7 @@ def test_shape_knobs(norm, upsample, skip):
 
 def test_filters_list_must_match_depth():
     with pytest.raises(ValueError, match="expected depth"):
-        MultiOutputNet(3, 2, [4, 8], OUTPUTS)
+        net(OUTPUTS, in_channels=3, depth=2, filters=[4, 8])
 
 
 VOLUME_OUTPUTS = {
@@ -106,7 +116,7 @@ VOLUME_OUTPUTS = {
 @pytest.mark.parametrize("upsample, norm", [("bilinear", "batch"), ("transpose", "group")])
 def test_the_same_network_takes_volumes(upsample, norm):
     """dims 3: one encoder, a decoder per mask and pooled heads, over (B, C, D, H, W)."""
-    model = MultiOutputNet(2, 2, 4, VOLUME_OUTPUTS, norm=norm, upsample=upsample, dims=3)
+    model = net(VOLUME_OUTPUTS, in_channels=2, depth=2, filters=4, dims=3, blocks=Blocks(norm=norm, upsample=upsample))
     out = model(torch.randn(2, 2, 8, 16, 16))
     assert out["organ"].shape == (2, 8, 16, 16) and out["tissue"].shape == (2, 3, 8, 16, 16)
     assert out["grade"].shape == (2, 2) and out["volume_ml"].shape == (2,)
@@ -120,7 +130,7 @@ def test_the_same_network_takes_volumes(upsample, norm):
 
 def test_a_volume_model_file_round_trips(tmp_path):
     torch.manual_seed(0)
-    model = MultiOutputNet(1, 2, 4, VOLUME_OUTPUTS, dims=3).eval()
+    model = net(VOLUME_OUTPUTS, in_channels=1, depth=2, filters=4, dims=3).eval()
     args = {"in_channels": 1, "depth": 2, "filters": 4, "outputs": VOLUME_OUTPUTS, "dims": 3}
     save_model(tmp_path / "scan.pt", model, args, {})
     again, _ = load_model(tmp_path / "scan.pt")
@@ -146,7 +156,7 @@ def test_a_volume_network_exports_to_torchscript_and_onnx(tmp_path):
     from cnn_factory.export import OrderedOutputs, write_onnx
 
     torch.manual_seed(0)
-    wrapped = OrderedOutputs(MultiOutputNet(1, 2, 4, VOLUME_OUTPUTS, dims=3)).eval()
+    wrapped = OrderedOutputs(net(VOLUME_OUTPUTS, in_channels=1, depth=2, filters=4, dims=3)).eval()
     x = torch.randn(2, 1, 8, 16, 16)
     with torch.no_grad():
         expected = wrapped(x)
@@ -182,13 +192,15 @@ def test_a_strided_stem_runs_every_level_at_half_resolution(upsample):
     input's resolution (the full stem runs four: two in the encoder, two in each decoder)."""
     torch.manual_seed(0)
     x = torch.randn(2, 1, 8, 16, 16)
-    model = MultiOutputNet(1, 2, 4, VOLUME_OUTPUTS, upsample=upsample, dims=3, stem="strided").eval()
+    model = net(
+        VOLUME_OUTPUTS, in_channels=1, depth=2, filters=4, dims=3, stem="strided", blocks=Blocks(upsample=upsample)
+    ).eval()
     out = model(x)
     assert out["organ"].shape == (2, 8, 16, 16) and out["tissue"].shape == (2, 3, 8, 16, 16)
     assert out["grade"].shape == (2, 2) and out["volume_ml"].shape == (2,)
     assert [f.shape[2:] for f in model.encoder(x)] == [(4, 8, 8), (2, 4, 4), (1, 2, 2)]
     assert full_resolution_convolutions(model, x) == []
-    full = MultiOutputNet(1, 2, 4, VOLUME_OUTPUTS, upsample=upsample, dims=3).eval()
+    full = net(VOLUME_OUTPUTS, in_channels=1, depth=2, filters=4, dims=3, blocks=Blocks(upsample=upsample)).eval()
     assert len(full_resolution_convolutions(full, x)) == 2 + 2 * 2
     with pytest.raises(ValueError, match=r"8x16x12 pixels: every side must be divisible by 8 \(2\*\*depth times the"):
         model(torch.randn(1, 1, 8, 16, 12))
@@ -205,7 +217,7 @@ def test_a_coarse_axis_keeps_its_resolution_in_a_strided_stem():
     assert stem_strides("full", 3, [3.2, 1.0, 1.0]) == [1, 1, 1] and stem_strides([1, 2, 2], 3) == [1, 2, 2]
     torch.manual_seed(0)
     x = torch.randn(2, 1, 8, 16, 16)
-    model = MultiOutputNet(1, 2, 4, VOLUME_OUTPUTS, dims=3, stem=[1, 2, 2]).eval()
+    model = net(VOLUME_OUTPUTS, in_channels=1, depth=2, filters=4, dims=3, stem=[1, 2, 2]).eval()
     out = model(x)
     assert out["organ"].shape == (2, 8, 16, 16) and out["tissue"].shape == (2, 3, 8, 16, 16)
     assert [f.shape[2:] for f in model.encoder(x)] == [(8, 8, 8), (4, 4, 4), (2, 2, 2)]
@@ -218,14 +230,14 @@ def test_a_coarse_axis_keeps_its_resolution_in_a_strided_stem():
 def test_a_strided_stem_round_trips_and_old_files_have_a_full_one(tmp_path):
     torch.manual_seed(0)
     args = {"in_channels": 1, "depth": 1, "filters": 4, "outputs": VOLUME_OUTPUTS, "dims": 3, "stem": "strided"}
-    model = MultiOutputNet(**args).eval()
+    model = MultiOutputNet.from_args(args).eval()
     save_model(tmp_path / "scan.pt", model, args, {})
     again, _ = load_model(tmp_path / "scan.pt")
     x = torch.randn(1, 1, 8, 16, 16)
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(model(x).values(), again(x).values()))
     old = {k: v for k, v in args.items() if k != "stem"}  # a model file from before model.stem
-    save_model(tmp_path / "old.pt", MultiOutputNet(**old), old, {})
+    save_model(tmp_path / "old.pt", MultiOutputNet.from_args(old), old, {})
     assert load_model(tmp_path / "old.pt")[0].encoder.stem == [1, 1, 1]
 
 
@@ -238,7 +250,39 @@ def test_the_model_file_records_the_stem_per_axis_from_the_target_spacing():
     root = Path(__file__).resolve().parents[1]
     cfg = parse_params(yaml.safe_load((root / "examples" / "volumes" / "params.yaml").read_text()))
     assert cfg.model.stem == "strided"
-    assert model_args(cfg, {"spacing": [3.26, 1.02, 1.02], "outputs": {}})["stem"] == [1, 2, 2]
-    assert model_args(cfg, {"spacing": [1.5, 1.02, 1.02], "outputs": {}})["stem"] == [2, 2, 2]
+    assert model_args(cfg.model, cfg.inputs, cfg.outputs, {"spacing": [3.26, 1.02, 1.02], "outputs": {}})["stem"] == [
+        1,
+        2,
+        2,
+    ]
+    assert model_args(cfg.model, cfg.inputs, cfg.outputs, {"spacing": [1.5, 1.02, 1.02], "outputs": {}})["stem"] == [
+        2,
+        2,
+        2,
+    ]
     full = cfg.model_copy(update={"model": cfg.model.model_copy(update={"stem": "full"})})
-    assert model_args(full, {"spacing": [3.26, 1.02, 1.02], "outputs": {}})["stem"] == "full"
+    assert (
+        model_args(full.model, full.inputs, full.outputs, {"spacing": [3.26, 1.02, 1.02], "outputs": {}})["stem"]
+        == "full"
+    )
+
+
+def test_a_model_file_keeps_the_flat_model_args_it_always_had(tmp_path):
+    """A file as the train stage wrote it before NetShape: a flat `model_args` dict (here without dims
+    and stem, as files from before those were recorded) loads, and the network gives the same dict back."""
+    torch.manual_seed(0)
+    flat = {"in_channels": 3, "depth": 2, "filters": [4, 6, 8], "outputs": OUTPUTS, "norm": "group", "dropout": 0.1,
+            "upsample": "transpose", "skip": "add", "encoder": "unet"}  # fmt: skip
+    shape = NetShape(in_channels=3, depth=2, filters=[4, 6, 8],
+                     blocks=Blocks(norm="group", dropout=0.1, upsample="transpose", skip="add"))  # fmt: skip
+    state = {k: v.clone() for k, v in MultiOutputNet(shape=shape, outputs=OUTPUTS).state_dict().items()}
+    torch.save({"format": "cnn-factory/2", "model_args": flat, "state_dict": state, "epoch": 3}, tmp_path / "old.pt")
+    model, meta = load_model(tmp_path / "old.pt")
+    assert model.shape == shape and meta["epoch"] == 3
+    assert model.args() == {**flat, "dims": 2, "stem": "full"}
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    torch.save(
+        {"format": "cnn-factory/2", "model_args": {**flat, "width": 2}, "state_dict": state}, tmp_path / "odd.pt"
+    )
+    with pytest.raises(UserError, match="do not fit this version"):
+        load_model(tmp_path / "odd.pt")

@@ -29,7 +29,7 @@ from cnn_factory.evaluate import evaluate_split
 from cnn_factory.export import export_model
 from cnn_factory.images import read_image
 from cnn_factory.inference import predict_tiled
-from cnn_factory.model import ModelFile, MultiOutputNet, load_model, model_args, model_meta
+from cnn_factory.model import ModelFile, MultiOutputNet, NetShape, load_model, model_args, model_meta
 from cnn_factory.outputs import from_definition, make_output
 from cnn_factory.outputs.class_mask import ClassMaskOutput
 from cnn_factory.outputs.segmentation import SegmentationOutput
@@ -39,6 +39,7 @@ from cnn_factory.report import evaluate_and_report
 from cnn_factory.scores.masks import class_mask_scores, class_mask_summary
 from cnn_factory.training.distributed import SINGLE
 from cnn_factory.training.fit import fit
+from cnn_factory.training.loop import Placement
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.metrics import OutputMetrics
 from cnn_factory.training.pictures import HEADING, TRUTH, overlay_grid
@@ -177,7 +178,8 @@ def test_patch_mode_samples_foreground_from_any_class(example_dir, tmp_path):
 @pytest.mark.parametrize(("labels", "size"), [({"a": 1}, [16, 16]), ({"a": 1, "b": 2, "c": [3, 4]}, [8, 8])])
 def test_one_decoder_gives_background_and_each_class(labels, size):
     output, mask = shapes(labels=labels, size=size), make_output("m", (16, 16), type="segmentation", label=1)
-    model = MultiOutputNet(3, 2, 4, {"shapes": output.head_args({}), "m": mask.head_args({})})
+    shape = NetShape(in_channels=3, depth=2, filters=4)
+    model = MultiOutputNet(shape=shape, outputs={"shapes": output.head_args({}), "m": mask.head_args({})})
     logits = model(torch.randn(2, 3, 16, 16))
     assert logits["shapes"].shape == (2, len(labels) + 1, *size)
     assert logits["m"].shape == (2, 16, 16) and model.heads["m"].head.weight.shape[0] == 1  # the boolean head as before
@@ -310,12 +312,19 @@ def test_patch_mode_scores_a_class_mask_as_resize_mode_when_one_window_covers_th
         cfg = parse_params(params)
         prepare(cfg, tmp_path / mode, None, workers=1)
         manifest = json.loads((tmp_path / mode / "manifest.json").read_text())
-        model = MultiOutputNet(**model_args(cfg, manifest)).eval()
+        model = MultiOutputNet.from_args(model_args(cfg.model, cfg.inputs, cfg.outputs, manifest)).eval()
         weights = weights or copy.deepcopy(model.state_dict())
         model.load_state_dict(weights)
-        model_file, cpu = ModelFile.from_meta(model_meta(cfg, manifest)), torch.device("cpu")
+        model_file, cpu = ModelFile.from_meta(model_meta(cfg.inputs, cfg.outputs, manifest)), torch.device("cpu")
         scored = evaluate_split(model, model_file, cfg.outputs, tmp_path / mode / "test", 4, cpu)
-        validate = make_validation(model_file, cfg.outputs, tmp_path / mode / "test", 4, cpu, None, SINGLE)
+        validate = make_validation(
+            model_file=model_file,
+            outputs=cfg.outputs,
+            folder=tmp_path / mode / "test",
+            batch_size=4,
+            placement=Placement(device=cpu, stats=model_file.normalisation(cpu)),
+            ranks=SINGLE,
+        )
         losses[mode] = validate(model, Criterion(cfg.outputs, manifest["outputs"]), cpu)
         results[mode] = scored.metrics
     assert {f"shapes/dice_{c}" for c in CLASSES} <= set(results["patch"])

@@ -14,7 +14,7 @@ import yaml
 from benchmarks.cells import make_cells
 from cnn_factory.config import parse_params
 from cnn_factory.data.dataset import to_device
-from cnn_factory.data.patches import PatchBatches, PatchSplit
+from cnn_factory.data.patches import PatchBatches, PatchRows, PatchSplit
 from cnn_factory.data.prepare import prepare
 from cnn_factory.data.ragged import RaggedArray, RaggedWriter
 from cnn_factory.errors import UserError
@@ -76,7 +76,8 @@ def test_the_sampler_draws_volume_patches_inside_and_on_foreground():
     shapes = np.array([[8, 40, 40], [20, 12, 12]])
     points = np.full((2, 64, 3), -1, np.int32)
     points[0, :3] = [[4, 30, 30], [5, 31, 29], [3, 29, 31]]  # row 0's only foreground
-    batches = PatchBatches(shapes, {"m": points}, (4, 16, 16), 64, 4, 0.5, torch.Generator().manual_seed(0))
+    rows = PatchRows(shapes=shapes, foreground={"m": points}, patch=(4, 16, 16))
+    batches = PatchBatches(rows=rows, samples=64, batch_size=4, share=0.5, generator=torch.Generator().manual_seed(0))
     specs = [spec for batch in batches for spec in batch]
     assert len(specs) == 64
     for k, (row, corner, _) in enumerate(specs):
@@ -122,7 +123,7 @@ def test_sampler_forces_the_foreground_share(tmp_path):
 
     def foreground_rate(share: float) -> float:
         g = torch.Generator().manual_seed(0)
-        batches = PatchBatches(split.shapes, split.foreground, (16, 16), 400, 6, share, g)
+        batches = PatchBatches(rows=split, samples=400, batch_size=6, share=share, generator=g)
         hits = [split[batch][1]["cells"].flatten(1).any(1) for batch in batches]
         return torch.cat(hits).float().mean().item()
 
@@ -139,7 +140,10 @@ def test_sampler_shards_an_epoch_over_ranks_and_repeats_from_its_generator(cells
 
     def epoch(rank: int, world: int) -> list:
         g = torch.Generator().manual_seed(5)
-        return list(PatchBatches(split.shapes, split.foreground, (16, 16), 25, 4, 0.3, g, 1, rank, world))
+        draws = PatchBatches(
+            rows=split, samples=25, batch_size=4, share=0.3, generator=g, num_augs=1, part=(rank, world)
+        )
+        return list(draws)
 
     one = [spec for batch in epoch(0, 1) for spec in batch]
     two = [epoch(0, 2), epoch(1, 2)]
@@ -159,8 +163,11 @@ def test_sliding_window_scoring_equals_whole_image_scoring_when_one_window_cover
         prepared = tmp_path / mode
         prepare(cfg, prepared, None, workers=1)
         manifest = yaml.safe_load((prepared / "manifest.json").read_text())
-        args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
-        model = MultiOutputNet(**args).eval()
+        args, meta = (
+            model_args(cfg.model, cfg.inputs, cfg.outputs, manifest),
+            model_meta(cfg.inputs, cfg.outputs, manifest),
+        )
+        model = MultiOutputNet.from_args(args).eval()
         if weights is None:
             weights = copy.deepcopy(model.state_dict())
         model.load_state_dict(weights)
@@ -178,9 +185,9 @@ def test_predict_reproduces_evaluates_native_figures(cells, tmp_path):
     prepared = tmp_path / "prepared"
     prepare(cfg, prepared, None, workers=1)
     manifest = yaml.safe_load((prepared / "manifest.json").read_text())
-    args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
+    args, meta = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest), model_meta(cfg.inputs, cfg.outputs, manifest)
     torch.manual_seed(3)
-    model = MultiOutputNet(**args).eval()
+    model = MultiOutputNet.from_args(args).eval()
     with torch.no_grad():  # an untrained model that marks some pixels and not others
         model.heads["cells"].head.bias.fill_(0.05)
     path = tmp_path / "model.pt"
@@ -222,7 +229,7 @@ def test_images_smaller_than_the_patch_are_padded_and_reported(cells, tmp_path, 
     report, _ = prepare(cfg, tmp_path / "prepared", None, workers=1)
     assert report["images"]["padded"] > 0
     split = PatchSplit(tmp_path / "prepared" / "train", ["image"], cfg.outputs, (64, 64))
-    batches = PatchBatches(split.shapes, split.foreground, (64, 64), 8, 8, 0.5, torch.Generator().manual_seed(0))
+    batches = PatchBatches(rows=split, samples=8, batch_size=8, share=0.5, generator=torch.Generator().manual_seed(0))
     x, targets, _, views = split[next(iter(batches))]
     assert x.shape == (8, 1, 64, 64) and targets["cells"].shape == (8, 64, 64) and views.shape == (8, 1, 64, 64)
 

@@ -11,9 +11,10 @@ from cnn_factory.config import AugmentConfig
 from cnn_factory.data.augment import Augmenter
 from cnn_factory.model import MultiOutputNet
 from cnn_factory.outputs import make_output
-from cnn_factory.training.loop import Step, autocast_dtype, train_one_epoch
+from cnn_factory.training.checkpoint import Session
+from cnn_factory.training.loop import Placement, Step, autocast_dtype, train_one_epoch
 from cnn_factory.training.losses import Criterion
-from cnn_factory.training.optim import Schedule, make_optimizer
+from cnn_factory.training.optim import EarlyStopping, Schedule, make_optimizer
 
 OUTPUTS = {
     "mask": make_output("mask", type="segmentation", column="m", loss="bce_dice", size=[16, 16], label=1),
@@ -65,16 +66,29 @@ def run_epoch(model, loader, accumulate: int, amp=None, grad_clip: float = 0.0) 
     optimizer = make_optimizer("sgd", model.parameters(), lr=0.1, momentum=0.0, weight_decay=0.0)
     schedule = Schedule("none", optimizer, 0.1, 1, len(loader), 1, 0)
     norm = (torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1))
+    session = Session(
+        model=model,
+        optimizer=optimizer,
+        schedule=schedule,
+        early=EarlyStopping("min", 0),
+        scaler=torch.amp.GradScaler("cpu", enabled=False),
+        order=torch.Generator(),
+        augmenter=Augmenter(NO_AUG, 0),
+    )
     step = Step(
-        model, Criterion(OUTPUTS, {}), optimizer, schedule, torch.amp.GradScaler("cpu", enabled=False),
-        Augmenter(NO_AUG, 0), OUTPUTS, torch.device("cpu"), norm, amp, grad_clip, accumulate,
-    )  # fmt: skip
+        session=session,
+        net=model,
+        criterion=Criterion(OUTPUTS, {}),
+        placement=Placement(device=torch.device("cpu"), stats=norm, amp=amp),
+        grad_clip=grad_clip,
+        accumulate=accumulate,
+    )
     return train_one_epoch(step, loader, epoch=1)
 
 
 def test_accumulating_two_half_batches_equals_one_full_batch():
     torch.manual_seed(0)
-    a = MultiOutputNet(**ARGS)
+    a = MultiOutputNet.from_args(ARGS)
     b = copy.deepcopy(a)
     run_epoch(a, batches(8), accumulate=1)
     run_epoch(b, batches(4), accumulate=2)
@@ -84,7 +98,7 @@ def test_accumulating_two_half_batches_equals_one_full_batch():
 
 def test_gradient_clipping_limits_the_step():
     torch.manual_seed(0)
-    a = MultiOutputNet(**ARGS)
+    a = MultiOutputNet.from_args(ARGS)
     before = copy.deepcopy(a)
     run_epoch(a, batches(8), accumulate=1, grad_clip=1e-3)
     moved = torch.sqrt(sum(((p - q) ** 2).sum() for p, q in zip(a.parameters(), before.parameters())))
@@ -93,7 +107,7 @@ def test_gradient_clipping_limits_the_step():
 
 def test_bf16_step_runs_on_cpu():
     torch.manual_seed(0)
-    stats = run_epoch(MultiOutputNet(**ARGS), batches(4), accumulate=1, amp=torch.bfloat16)
+    stats = run_epoch(MultiOutputNet.from_args(ARGS), batches(4), accumulate=1, amp=torch.bfloat16)
     assert torch.isfinite(torch.tensor(stats["loss"]))
 
 

@@ -13,15 +13,16 @@ import torch
 from benchmarks.cells import make_cells
 from cnn_factory.config import parse_params
 from cnn_factory.data.dataset import read_manifest
-from cnn_factory.data.patches import PatchBatches, PatchSplit
+from cnn_factory.data.patches import PatchBatches, PatchRows, PatchSplit
 from cnn_factory.data.prepare import prepare
 from cnn_factory.data.ragged import RaggedArray
 from cnn_factory.model import ModelFile, MultiOutputNet, model_args, model_meta
 from cnn_factory.training.distributed import SINGLE, Dist
 from cnn_factory.training.fit import start
+from cnn_factory.training.loop import Placement
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.optim import relative_loss
-from cnn_factory.training.validation import SampledValidation
+from cnn_factory.training.validation import Sampled, SampledValidation
 from tests.conftest import cell_params
 
 CPU = torch.device("cpu")
@@ -39,10 +40,24 @@ def prepared(tmp_path_factory) -> tuple[dict, Path]:
 
 def network(p: dict, prepared: Path) -> tuple[MultiOutputNet, ModelFile, Criterion]:
     cfg = parse_params(p)
-    manifest = read_manifest(prepared, cfg)
+    manifest = read_manifest(prepared, cfg.inputs, cfg.outputs)
     torch.manual_seed(0)
-    model = MultiOutputNet(**model_args(cfg, manifest)).eval()
-    return model, ModelFile.from_meta(model_meta(cfg, manifest)), Criterion(cfg.outputs, manifest["outputs"])
+    model = MultiOutputNet.from_args(model_args(cfg.model, cfg.inputs, cfg.outputs, manifest)).eval()
+    model_file = ModelFile.from_meta(model_meta(cfg.inputs, cfg.outputs, manifest))
+    return model, model_file, Criterion(cfg.outputs, manifest["outputs"])
+
+
+def sampled(p: dict, model_file: ModelFile, folder: Path, ranks: Dist = SINGLE) -> SampledValidation:
+    """10 fixed validation patches in batches of 4, a third centred on foreground, drawn from seed 3."""
+    return SampledValidation(
+        model_file=model_file,
+        outputs=parse_params(p).outputs,
+        folder=folder,
+        sampled=Sampled(count=10, foreground=0.33, seed=3),
+        batch_size=4,
+        placement=Placement(device=CPU, stats=model_file.normalisation(CPU)),
+        ranks=ranks,
+    )
 
 
 def window(array: np.ndarray, corner: tuple[int, int], h: int, w: int) -> np.ndarray:
@@ -58,15 +73,17 @@ def window(array: np.ndarray, corner: tuple[int, int], h: int, w: int) -> np.nda
 def test_sampled_validation_equals_a_direct_computation_on_the_same_patches(prepared):
     p, folder = prepared
     model, model_file, criterion = network(p, folder)
-    cfg = parse_params(p)
     val = folder / "val"
-    figures = SampledValidation(model_file, cfg.outputs, val, 10, 0.33, 4, CPU, seed=3)(model, criterion, CPU)
+    figures = sampled(p, model_file, val)(model, criterion, CPU)
 
     # the same draws, cut by hand from the stored native arrays, scored one batch at a time
     images, masks = RaggedArray(val, "image.native"), RaggedArray(val, "cells.native", masks=True)
     shapes = np.array([images.shape(i) for i in range(len(images))]).reshape(-1, 2)
     foreground = {"cells": np.load(val / "cells.foreground.npy")}
-    batches = list(PatchBatches(shapes, foreground, (32, 32), 10, 4, 0.33, torch.Generator().manual_seed(3)))
+    rows = PatchRows(shapes=shapes, foreground=foreground, patch=(32, 32))
+    batches = list(
+        PatchBatches(rows=rows, samples=10, batch_size=4, share=0.33, generator=torch.Generator().manual_seed(3))
+    )
     assert sum(map(len, batches)) == 10
     mean, std = model_file.normalisation(CPU)
     tp = fp = fn = 0
@@ -97,7 +114,7 @@ def test_sampled_validation_equals_a_direct_computation_on_the_same_patches(prep
 def encoder_batches(p: dict, prepared: Path, tmp_path: Path, monkeypatch) -> tuple[list[int], tuple]:
     """The batch sizes the encoder sees in one training step, and the step's batch."""
     monkeypatch.chdir(tmp_path)  # start() looks for its checkpoint under ./checkpoints
-    run = start(parse_params(p), prepared, SINGLE, CPU)
+    run, _ = start(parse_params(p), prepared, SINGLE, CPU)
     seen: list[int] = []
     run.session.model.encoder.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
     batch = next(iter(run.loader))
@@ -163,8 +180,7 @@ def _ranked_figures(rank: int, p: dict, folder: Path, init: str, out: Path) -> N
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     model, model_file, criterion = network(p, folder)
-    validate = SampledValidation(model_file, parse_params(p).outputs, folder / "val", 10, 0.33, 4, CPU, None,
-                                 Dist(rank, 2), seed=3)  # fmt: skip
+    validate = sampled(p, model_file, folder / "val", Dist(rank, 2))
     figures = validate(model, criterion, CPU)
     torch.save(figures, out / f"{rank}.pt")
     dist.destroy_process_group()
@@ -173,10 +189,9 @@ def _ranked_figures(rank: int, p: dict, folder: Path, init: str, out: Path) -> N
 def test_ranks_share_the_sampled_validation_and_agree_with_one_process(prepared, tmp_path):
     p, folder = prepared
     model, model_file, criterion = network(p, folder)
-    alone = SampledValidation(model_file, parse_params(p).outputs, folder / "val", 10, 0.33, 4, CPU, seed=3)
+    alone = sampled(p, model_file, folder / "val")
     assert [len(x) for x, _ in alone.batches] == [4, 3, 3]
-    halves = [SampledValidation(model_file, parse_params(p).outputs, folder / "val", 10, 0.33, 4, CPU, None,
-                                Dist(r, 2), seed=3) for r in (0, 1)]  # fmt: skip
+    halves = [sampled(p, model_file, folder / "val", Dist(r, 2)) for r in (0, 1)]
     assert [len(h.batches) for h in halves] == [2, 1] and len(halves[0].rows) + len(halves[1].rows) == len(alone.rows)
     expected = alone(model, criterion, CPU)
     torch.multiprocessing.spawn(_ranked_figures, (p, folder, f"file://{tmp_path / 'rendezvous'}", tmp_path), 2)

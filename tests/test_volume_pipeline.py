@@ -173,9 +173,9 @@ def test_tiff_stacks_without_calibration_take_the_stated_spacing(scans, tmp_path
 def _untrained(cfg, prepared: Path, path: Path) -> None:
     """A model file of an untrained volume network that marks some voxels and not others."""
     manifest = json.loads((prepared / "manifest.json").read_text())
-    args, meta = model_args(cfg, manifest), model_meta(cfg, manifest)
+    args, meta = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest), model_meta(cfg.inputs, cfg.outputs, manifest)
     torch.manual_seed(3)
-    model = MultiOutputNet(**args).eval()
+    model = MultiOutputNet.from_args(args).eval()
     with torch.no_grad():
         model.heads["organ"].head.bias.fill_(0.02)
     save_model(path, model, args, {**meta, "epoch": 1, "val": {}})

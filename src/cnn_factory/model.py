@@ -2,7 +2,7 @@
 per segmentation output, a head per category/numeric output; and the model file that holds
 everything needed to use it.
 
-    model = MultiOutputNet(in_channels=3, depth=3, filters=16, outputs={...})   # encoder="resnet18": timm's
+    model = MultiOutputNet(shape=NetShape(in_channels=3, depth=3, filters=16), outputs={...})  # encoder="resnet18"
     logits = model(x)            # x: (B, C, H, W) normalised -> {name: logits}
 
 The model file (`models/<name>.pt`) is a dict of plain types and tensors, so it loads
@@ -12,7 +12,8 @@ with `torch.load(path, weights_only=True)`: no code from the file is ever run.
 from __future__ import annotations
 
 import glob
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from cnn_factory.atomic import replace_file
-from cnn_factory.config import Config, InputSpec, input_spec
+from cnn_factory.config import InputSpec, ModelConfig, input_spec
 from cnn_factory.encoders import UNET, TimmEncoder
 from cnn_factory.errors import UserError
 from cnn_factory.layers import SPATIAL, conv_block
@@ -78,54 +79,104 @@ def level_channels(depth: int, filters: int | list[int]) -> list[int]:
     return list(filters)
 
 
-class MultiOutputNet(nn.Module):
-    """A shared encoder and one head per output, each built by its output kind.
+BLOCKS = ("norm", "dropout", "upsample", "skip")  # model_args' keys that are Blocks'
 
-    outputs: {name: head arguments} as `Output.head_args()` gives them, e.g.
-    {"round": {"type": "segmentation", "size": [64, 64]}, "area": {"type": "numeric", "mean": 3.2, "std": 1.1}}.
+
+@dataclass(frozen=True, kw_only=True)
+class Blocks:
+    """How each level's convolutions are built and how a decoder joins the encoder's features."""
+
+    norm: str = "batch"
+    dropout: float = 0.0
+    upsample: str = "bilinear"
+    skip: str = "concat"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetShape:
+    """What MultiOutputNet is built from besides its outputs; the model file keeps it, with the
+    outputs, as the plain dict `model_args` (`args`, `from_args`).
+
     encoder: "unet" (depth, filters and dropout shape it) or a timm model's name (its own levels,
     with random weights: training loads model.weights into it, a model file its trained ones).
     stem: the UNet's first level, "full" (at the input's resolution), "strided" (at half of it; the
     decoders' last up-sampling then has no convolution at full resolution) or its stride per axis
-    (`stem_strides`: what model_args records for a strided stem).
+    (`stem_strides`: what model_args records for a strided stem). Files without `dims` are of
+    images, files without `stem` have a full one.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        depth: int,
-        filters: int | list[int],
-        outputs: dict[str, dict[str, Any]],
-        norm: str = "batch",
-        dropout: float = 0.0,
-        upsample: str = "bilinear",
-        skip: str = "concat",
-        encoder: str = UNET,
-        dims: int = 2,
-        stem: str | list[int] = "full",
-    ):
+    in_channels: int
+    depth: int
+    filters: int | list[int]
+    encoder: str = UNET
+    dims: int = 2
+    stem: str | list[int] = "full"
+    blocks: Blocks = Blocks()
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> NetShape:
+        """From a model file's `model_args` (its `outputs` left out); an unknown key is a TypeError."""
+        own = {k: v for k, v in args.items() if k not in (*BLOCKS, "outputs")}
+        return cls(**own, blocks=Blocks(**{k: args[k] for k in BLOCKS if k in args}))
+
+    def args(self, outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The model file's `model_args`: plain types, the outputs' head arguments among them."""
+        b = self.blocks
+        return {
+            "in_channels": self.in_channels,
+            "depth": self.depth,
+            "filters": self.filters,
+            "outputs": outputs,
+            "norm": b.norm,
+            "dropout": b.dropout,
+            "upsample": b.upsample,
+            "skip": b.skip,
+            "encoder": self.encoder,
+            "dims": self.dims,
+            "stem": self.stem,
+        }
+
+
+class MultiOutputNet(nn.Module):
+    """A shared encoder (as `shape` says) and one head per output, each built by its output kind.
+
+    outputs: {name: head arguments} as `Output.head_args()` gives them, e.g.
+    {"round": {"type": "segmentation", "size": [64, 64]}, "area": {"type": "numeric", "mean": 3.2, "std": 1.1}}.
+    """
+
+    def __init__(self, shape: NetShape, outputs: dict[str, dict[str, Any]]):
         super().__init__()
-        self.outputs, self.dims = outputs, dims
+        self.shape, self.outputs = shape, outputs
+        dims, blocks = shape.dims, shape.blocks
         self.encoder: Encoder | TimmEncoder
-        if encoder == UNET:
-            channels = level_channels(depth, filters)
-            self.encoder = Encoder(in_channels, channels, norm, dropout, dims, stem)
+        if shape.encoder == UNET:
+            channels = level_channels(shape.depth, shape.filters)
+            self.encoder = Encoder(shape.in_channels, channels, blocks.norm, blocks.dropout, dims, shape.stem)
             strides, stride = self.encoder.stem, 1
-            self.multiple = [n * 2**depth for n in strides]
+            self.multiple = [n * 2**shape.depth for n in strides]
             why = "2**depth times the strided stem's stride" if max(strides) > 1 else "2**depth"
             self.divisor = f"{why}); resize the input or lower the depth"
         elif dims != 2:
-            raise ValueError(f"model.encoder {encoder}: timm's encoders take images; volumes need unet")
+            raise ValueError(f"model.encoder {shape.encoder}: timm's encoders take images; volumes need unet")
         else:  # timm's levels start at a stride of 2 or 4: the decoders upsample that factor at the end
-            self.encoder = TimmEncoder(encoder, in_channels)
+            self.encoder = TimmEncoder(shape.encoder, shape.in_channels)
             channels, stride, strides = self.encoder.channels, self.encoder.strides[0], [1] * dims
             self.multiple = [self.encoder.strides[-1]] * dims
-            self.divisor = f"{encoder}'s largest stride); resize the input"
-        options = {"norm": norm, "dropout": dropout, "upsample": upsample, "skip": skip, "stride": stride, "dims": dims}
+            self.divisor = f"{shape.encoder}'s largest stride); resize the input"
+        options = {**asdict(blocks), "stride": stride, "dims": dims}
         options["lift"] = strides if max(strides) > 1 else None  # a strided stem's: no convolution at full size
         self.heads = nn.ModuleDict({n: kind(o).build_head(o, channels, options) for n, o in outputs.items()})
         self.spatial = [n for n, o in outputs.items() if kind(o).spatial]  # masks; the rest: per image
         self.frozen = False  # freeze_encoder(): the encoder neither learns nor updates its statistics
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> MultiOutputNet:
+        """The network a model file's `model_args` describes (see NetShape)."""
+        return cls(shape=NetShape.from_args(args), outputs=args["outputs"])
+
+    def args(self) -> dict[str, Any]:
+        """The model file's `model_args`: what `from_args` builds this network from."""
+        return self.shape.args(self.outputs)
 
     def freeze_encoder(self, frozen: bool) -> None:
         """train.freeze_encoder_epochs: the encoder runs without gradients and in eval mode (batch-norm
@@ -161,30 +212,35 @@ class MultiOutputNet(nn.Module):
         return {name: head(features if name in self.spatial else whole) for name, head in self.heads.items()}
 
 
-def model_args(cfg: Config, manifest: dict) -> dict:
-    """Constructor arguments of MultiOutputNet, as plain types (they go into the model file)."""
-    m, dims = cfg.model, len(cfg.first_input.size)
-    return {
-        "in_channels": sum(spec.channels for spec in cfg.inputs.values()),
-        "depth": m.depth,
-        "filters": m.filters,
-        "outputs": {n: o.head_args(manifest["outputs"].get(n, {})) for n, o in cfg.outputs.items()},
-        "norm": m.norm,
-        "dropout": m.dropout,
-        "upsample": m.upsample,
-        "skip": m.skip,
-        "encoder": m.encoder,
-        "dims": dims,  # 2: images; model files without it are of images
-        # a strided stem's stride per axis (a volume's coarse axis keeps its resolution); files without it: "full"
-        "stem": "full" if m.stem == "full" else stem_strides(m.stem, dims, manifest.get("spacing")),
-    }
+def model_args(
+    model: ModelConfig, inputs: Mapping[str, InputSpec], outputs: Mapping[str, Output], manifest: dict
+) -> dict:
+    """MultiOutputNet's arguments as the model file keeps them, plain types (`MultiOutputNet.from_args`)."""
+    dims = len(next(iter(inputs.values())).size)
+    shape = NetShape(
+        in_channels=sum(spec.channels for spec in inputs.values()),
+        depth=model.depth,
+        filters=model.filters,
+        encoder=model.encoder,
+        dims=dims,
+        # a strided stem's stride per axis (a volume's coarse axis keeps its resolution)
+        stem="full" if model.stem == "full" else stem_strides(model.stem, dims, manifest.get("spacing")),
+        blocks=Blocks(norm=model.norm, dropout=model.dropout, upsample=model.upsample, skip=model.skip),
+    )
+    return shape.args({n: o.head_args(manifest["outputs"].get(n, {})) for n, o in outputs.items()})
 
 
-def model_meta(cfg: Config, manifest: dict, normalisation: tuple[list[float], list[float]] | None = None) -> dict:
+def model_meta(
+    inputs: Mapping[str, InputSpec],
+    outputs: Mapping[str, Output],
+    manifest: dict,
+    normalisation: tuple[list[float], list[float]] | None = None,
+) -> dict:
     """What a user of the model file needs besides the weights: inputs, outputs, normalisation
     (the training split's, or `normalisation`, per channel of the stacked inputs: the encoder's
     pretrained weights')."""
-    inputs = {
+    dims = len(next(iter(inputs.values())).size)
+    recorded = {
         n: {
             "column": s.column,
             "size": list(s.size),
@@ -194,18 +250,17 @@ def model_meta(cfg: Config, manifest: dict, normalisation: tuple[list[float], li
             **({"spacing": manifest["spacing"], "window": s.window} if s.volume else {}),
             **manifest["inputs"][n],
         }
-        for n, s in cfg.inputs.items()
+        for n, s in inputs.items()
     }
     if normalisation is not None:
         mean, std, first = *normalisation, 0
-        for spec in inputs.values():
+        for spec in recorded.values():
             spec["mean"], spec["std"] = mean[first : first + spec["channels"]], std[first : first + spec["channels"]]
             first += spec["channels"]
-    dims = len(cfg.first_input.size)
     sizes = np.asarray(manifest.get("splits", {}).get("train", {}).get("sizes") or [[0] * dims]).reshape(-1, dims)
     return {
-        "inputs": inputs,
-        "outputs": {n: o.describe() for n, o in cfg.outputs.items()},
+        "inputs": recorded,
+        "outputs": {n: o.describe() for n, o in outputs.items()},
         "images": {"median": np.median(sizes, 0).astype(int).tolist()},  # the training images' own size
     }
 
@@ -333,7 +388,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Mu
     or None); files written before it was recorded lack the key."""
     checkpoint = read_model_file(path, device)
     try:
-        model = MultiOutputNet(**checkpoint["model_args"]).to(device)
+        model = MultiOutputNet.from_args(checkpoint["model_args"]).to(device)
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, TypeError, RuntimeError) as err:  # written by another version of cnn-factory
         raise UserError(

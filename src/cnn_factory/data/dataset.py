@@ -16,23 +16,23 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
-from cnn_factory.config import Config
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import Output
 
 
-def read_manifest(prepared: Path, cfg: Config) -> dict:
-    """The manifest prepare wrote; an error if the cache does not match the current params."""
+def read_manifest(prepared: Path, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict:
+    """The manifest prepare wrote; an error if the cache lacks the arrays of params' `inputs` or `outputs`."""
     path = prepared / "manifest.json"
     if not path.is_file():
         raise UserError(f"{path}: not found; run `dvc repro prepare` first")
     manifest = json.loads(path.read_text())
-    missing = [n for n in [*cfg.inputs, *cfg.outputs] if not (prepared / "train" / f"{n}.npy").is_file()]
+    missing = [n for n in [*inputs, *outputs] if not (prepared / "train" / f"{n}.npy").is_file()]
     if missing:
         raise UserError(f"{prepared}: no cached arrays for {', '.join(missing)}; run `dvc repro prepare` again")
     return manifest

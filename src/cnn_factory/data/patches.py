@@ -1,8 +1,7 @@
 """Patch training: random windows of the input size from native-resolution images, foreground oversampled.
 
     split = PatchSplit(Path("data/prepared/train"), ["image"], outputs, (128, 128))
-    batches = PatchBatches(split.shapes, split.foreground, (128, 128), samples=500, batch_size=8,
-                           share=0.33, generator=g)
+    batches = PatchBatches(rows=split, samples=500, batch_size=8, share=0.33, generator=g)
     loader = DataLoader(split, sampler=batches, batch_size=None)
     for x, targets, flags, views in loader: ...   # patches, their masks and labels, whole-image views
 
@@ -21,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,28 +86,38 @@ class PatchSplit(Dataset):
         return torch.from_numpy(x), as_tensors, flags, torch.from_numpy(views)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PatchRows:
+    """What PatchBatches draws from: each row's image shape, each mask's foreground points, the patch
+    size. A PatchSplit has the same three attributes."""
+
+    shapes: np.ndarray  # (rows, dims)
+    foreground: Mapping[str, np.ndarray]  # per mask: (rows, FOREGROUND_SAMPLES, dims), -1 where none
+    patch: tuple[int, ...]
+
+
 class PatchBatches(Sampler[list[Spec]]):
     """This rank's batches of patch positions for one epoch.
 
     `samples` patches per epoch (each repeated as `num_augs` augmented copies), rows drawn uniformly;
-    all ranks draw the same epoch from the same generator and take their own slice, as
-    ShardedBatches does for whole images."""
+    all ranks draw the same epoch from the same generator and take their own slice (`part`: rank,
+    world), as ShardedBatches does for whole images."""
 
     def __init__(
         self,
-        shapes: np.ndarray,
-        foreground: Mapping[str, np.ndarray],
-        patch: tuple[int, ...],
+        *,
+        rows: PatchSplit | PatchRows,
         samples: int,
         batch_size: int,
         share: float,
         generator: torch.Generator,
         num_augs: int = 0,
-        rank: int = 0,
-        world: int = 1,
+        part: tuple[int, int] = (0, 1),
     ):
+        shapes, foreground, patch = rows.shapes, rows.foreground, rows.patch
         self.shapes, self.patch, self.samples, self.batch_size = shapes, patch, samples, batch_size
-        self.share, self.generator, self.num_augs, self.rank, self.world = share, generator, num_augs, rank, world
+        self.share, self.generator, self.num_augs = share, generator, num_augs
+        self.rank, self.world = part
         # (rows, masks, FOREGROUND_SAMPLES, dims): every mask's foreground pixels side by side
         dims = len(patch)
         self.points = np.stack(list(foreground.values()), 1) if foreground else np.zeros((len(shapes), 0, 0, dims))

@@ -102,9 +102,33 @@ def params_key(cfg: Config, manifest: dict, init: dict | None = None, encoder: d
     return run_key(params, manifest)
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
+class Checkpoint:
+    """Where a run's checkpoint goes, and its key (`params_key`): a checkpoint of another key is not resumed."""
+
+    path: Path
+    key: str
+    live_copy: Path  # dvclive/ as it was at the checkpoint
+
+    @classmethod
+    def of(cls, name: str, key: str) -> Checkpoint:
+        """The checkpoint of model.name `name`, under checkpoints/."""
+        return cls(path=FOLDER / f"{name}.ckpt", key=key, live_copy=FOLDER / f"{name}.dvclive")
+
+
+@dataclass(kw_only=True)
+class History:
+    """What the validations so far decided: the first's losses and dice (relative_loss's reference),
+    the best epoch's weights and figures."""
+
+    reference: dict = field(default_factory=dict)
+    best_state: dict | None = None
+    best_val: dict = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
 class Session:
-    """The stateful parts of a run: what a checkpoint saves and restores, and the best epoch so far."""
+    """The stateful parts of a run: what a checkpoint saves and restores."""
 
     model: MultiOutputNet
     optimizer: torch.optim.Optimizer
@@ -113,9 +137,7 @@ class Session:
     scaler: torch.amp.GradScaler
     order: torch.Generator  # the shuffling's
     augmenter: Augmenter
-    best_state: dict | None = None
-    best_val: dict = field(default_factory=dict)
-    reference: dict = field(default_factory=dict)  # the first validation's losses and dice (relative_loss's)
+    history: History = field(default_factory=History)
 
     def state_dict(self, key: str, epoch: int) -> dict:
         return {
@@ -127,9 +149,9 @@ class Session:
             "schedule": self.schedule.state_dict(),
             "early": self.early.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "best_state": self.best_state,
-            "best_val": self.best_val,
-            "reference": self.reference,
+            "best_state": self.history.best_state,
+            "best_val": self.history.best_val,
+            "reference": self.history.reference,
             "rng": rng_state(self.order, self.augmenter.generator),
         }
 
@@ -139,5 +161,5 @@ class Session:
         self.schedule.load_state_dict(state["schedule"])
         self.early.load_state_dict(state["early"])
         self.scaler.load_state_dict(state["scaler"])
-        self.best_state, self.best_val, self.reference = state["best_state"], state["best_val"], state["reference"]
+        self.history = History(reference=state["reference"], best_state=state["best_state"], best_val=state["best_val"])
         set_rng_state(state["rng"], self.order, self.augmenter.generator)

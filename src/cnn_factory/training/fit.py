@@ -17,7 +17,7 @@ each rank trains on and validates its share of every epoch, rank 0 logs and save
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from cnn_factory.config import PREPARED, Config
+from cnn_factory.config import PREPARED, AugmentConfig, Config, InputSpec, TrainConfig
+from cnn_factory.config import EarlyStopping as StoppingConfig
 from cnn_factory.data.augment import Augmenter
 from cnn_factory.data.dataset import PreparedSplit, make_loader, read_manifest
 from cnn_factory.data.patches import PatchBatches, PatchSplit
@@ -34,21 +35,28 @@ from cnn_factory.encoder_weights import NONE, pretrained_normalisation, weights_
 from cnn_factory.errors import UserError
 from cnn_factory.layers import SPATIAL
 from cnn_factory.model import ModelFile, MultiOutputNet, model_args, model_meta, save_model
-from cnn_factory.training.checkpoint import FOLDER, Session, load_checkpoint, params_key, save_checkpoint
+from cnn_factory.outputs import Output
+from cnn_factory.training.checkpoint import Checkpoint, Session, load_checkpoint, params_key, save_checkpoint
 from cnn_factory.training.distributed import Dist, NoLive, setup, sync_buffers, teardown, wrap
 from cnn_factory.training.encoder import check_encoder, load_encoder_weights
 from cnn_factory.training.init_from import init_source, initialise
 from cnn_factory.training.live import AtomicLive, drop_unreadable, keep_copy, log_curves, restore_copy, trim_curves
-from cnn_factory.training.loop import Step, autocast_dtype, seed_everything, train_one_epoch
+from cnn_factory.training.loop import Placement, Step, autocast_dtype, seed_everything, train_one_epoch
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.optim import EarlyStopping, Schedule, make_optimizer, parameter_groups, relative_loss
 from cnn_factory.training.pictures import Gallery
-from cnn_factory.training.validation import NativeValidation, ResizedValidation, SampledValidation, make_validation
+from cnn_factory.training.validation import (
+    NativeValidation,
+    ResizedValidation,
+    Sampled,
+    SampledValidation,
+    make_validation,
+)
 
 SHOWN = 4  # validation images in each picture logged every train.log_images_every epochs
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainingData:
     """The training split and how an epoch samples it: whole images, or patches at native resolution."""
 
@@ -58,38 +66,62 @@ class TrainingData:
     describe: str  # what train says it trains on
 
     @classmethod
-    def build(cls, cfg: Config, prepared: Path, ranks: Dist) -> TrainingData:
-        t, size = cfg.train, cfg.first_input.size
-        if cfg.patch_mode:
+    def build(
+        cls,
+        train: TrainConfig,
+        inputs: Mapping[str, InputSpec],
+        outputs: Mapping[str, Output],
+        prepared: Path,
+        ranks: Dist,
+    ) -> TrainingData:
+        first = next(iter(inputs.values()))
+        if first.mode == "patch":
             split: PreparedSplit | PatchSplit = PatchSplit(
-                prepared / "train", list(cfg.inputs), cfg.outputs, size, t.view_share
+                prepared / "train", list(inputs), outputs, first.size, train.view_share
             )
-            samples = t.patches_per_epoch or len(split)
-            rows = f"{len(split)} {'scans' if len(size) == 3 else 'images'}"
-            what = f"{samples} patches of {'x'.join(map(str, size))} from {rows}"
+            samples = train.patches_per_epoch or len(split)
+            rows = f"{len(split)} {'scans' if len(first.size) == 3 else 'images'}"
+            what = f"{samples} patches of {'x'.join(map(str, first.size))} from {rows}"
         else:
-            split = PreparedSplit(prepared / "train", list(cfg.inputs), cfg.outputs)
+            split = PreparedSplit(prepared / "train", list(inputs), outputs)
             samples, what = len(split), f"{len(split)} images"
-        steps = math.ceil(math.ceil(samples * (1 + t.num_augs) / ranks.world) / t.batch_size)
-        return cls(split, samples, steps, f"{what} ({1 + t.num_augs}x per epoch)")
+        steps = math.ceil(math.ceil(samples * (1 + train.num_augs) / ranks.world) / train.batch_size)
+        return cls(split=split, samples=samples, steps=steps, describe=f"{what} ({1 + train.num_augs}x per epoch)")
 
-    def loader(self, cfg: Config, order: torch.Generator, ranks: Dist, device: torch.device) -> DataLoader:
+    def loader(self, train: TrainConfig, order: torch.Generator, ranks: Dist, device: torch.device) -> DataLoader:
         """Batches of this rank's share of an epoch, shuffled by `order` (a checkpoint keeps its state)."""
-        t, pin = cfg.train, device.type == "cuda"
+        pin = device.type == "cuda"
         if isinstance(self.split, PatchSplit):
             batches = PatchBatches(
-                self.split.shapes, self.split.foreground, cfg.first_input.size, self.samples, t.batch_size,
-                t.foreground, order, t.num_augs, ranks.rank, ranks.world,
-            )  # fmt: skip
+                rows=self.split,
+                samples=self.samples,
+                batch_size=train.batch_size,
+                share=train.foreground,
+                generator=order,
+                num_augs=train.num_augs,
+                part=(ranks.rank, ranks.world),
+            )
             return DataLoader(self.split, sampler=batches, batch_size=None, pin_memory=pin)
-        return make_loader(self.split, t.batch_size, t.shuffle, order, t.num_augs, ranks.rank, ranks.world, pin)
+        return make_loader(
+            self.split,
+            batch_size=train.batch_size,
+            shuffle=train.shuffle,
+            generator=order,
+            num_augs=train.num_augs,
+            rank=ranks.rank,
+            world=ranks.world,
+            pin_memory=pin,
+        )
 
 
-def make_session(cfg: Config, args: dict, device: torch.device, steps_per_epoch: int, amp) -> Session:
-    t, es = cfg.train, cfg.train.early_stopping
+def make_session(
+    train: TrainConfig, augment: AugmentConfig, args: dict, device: torch.device, steps_per_epoch: int, amp
+) -> Session:
+    """The network `args` describes (model_args), on the device, with its optimiser, schedule and the rest."""
+    t, es = train, train.early_stopping
+    model = MultiOutputNet.from_args(args)
     # channels-last runs the convolutions faster on CPU (oneDNN) and on CUDA tensor cores
-    layout = SPATIAL[args.get("dims", 2)].memory_format
-    model = MultiOutputNet(**args).to(device, memory_format=layout)  # type: ignore[call-overload]
+    model = model.to(device, memory_format=SPATIAL[model.shape.dims].memory_format)  # type: ignore[call-overload]
     groups = parameter_groups(model, t.lr, t.encoder_lr)
     optimizer = make_optimizer(t.optimizer, groups, t.lr, t.momentum, t.weight_decay)
     steps = math.ceil(steps_per_epoch / t.accumulate)
@@ -101,21 +133,52 @@ def make_session(cfg: Config, args: dict, device: torch.device, steps_per_epoch:
         early=EarlyStopping(es.mode, es.patience),
         scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
         order=torch.Generator().manual_seed(t.seed),
-        augmenter=Augmenter(cfg.augment, seed=t.seed + 1),
+        augmenter=Augmenter(augment, seed=t.seed + 1),
     )
 
 
-def resume(run: Session, path: Path, key: str, live_copy: Path, ranks: Dist, say: Callable[..., Any]) -> int:
+@dataclass(kw_only=True)
+class Run:
+    """The parts of a training run, built once by `start`."""
+
+    step: Step  # holds the session (what a checkpoint saves; session.model is what gets saved) and the ranks
+    validate: ResizedValidation | NativeValidation | SampledValidation
+    whole: NativeValidation | None  # patch mode's saved model, on the whole validation images
+    loader: DataLoader
+    model_path: Path  # model.path: where the best epoch goes
+    meta: dict  # the model file's metadata
+    source: dict | None  # train.init_from's {path, sha256}
+    checkpoint: Checkpoint
+
+    @property
+    def session(self) -> Session:
+        return self.step.session
+
+    @property
+    def ranks(self) -> Dist:
+        return self.step.ranks
+
+    @property
+    def outputs(self) -> Mapping[str, Output]:
+        return self.step.criterion.outputs
+
+    def say(self, line: str) -> None:
+        if self.ranks.main:
+            print(line, flush=True)
+
+
+def resume(run: Run) -> int:
     """Continues from the checkpoint of this run, if there is one; returns the first epoch to train."""
-    state = load_checkpoint(path, key)  # every rank resumes from the same file
+    path = run.checkpoint.path
+    state = load_checkpoint(path, run.checkpoint.key)  # every rank resumes from the same file
     if state is None:
         return 1
-    run.load_state_dict(state)
-    if ranks.main:  # dvc repro deleted dvclive/ before running: its curves and pictures come back
-        restore_copy(live_copy, Path("dvclive"))
+    run.session.load_state_dict(state)
+    if run.ranks.main:  # dvc repro deleted dvclive/ before running: its curves and pictures come back
+        restore_copy(run.checkpoint.live_copy, Path("dvclive"))
         drop_unreadable(Path("dvclive/metrics.json"))
         trim_curves(Path("dvclive"), steps=state["epoch"])  # dvclive's step = epoch - 1
-    say(f"train: resuming after epoch {state['epoch']} from {path}")
+    run.say(f"train: resuming after epoch {state['epoch']} from {path}")
     return state["epoch"] + 1
 
 
@@ -138,175 +201,196 @@ def log_epoch(
     print(f"epoch {epoch}/{epochs}  loss {train_stats['loss']:.4f}  {val}{speed:.0f} img/s", flush=True)
 
 
-@dataclass
-class Run:
-    """The parts of a training run, built once by `start`."""
-
-    cfg: Config
-    ranks: Dist
-    session: Session  # what a checkpoint saves; session.model is what gets saved
-    step: Step  # trains through step.net: the model, or its DDP wrapper
-    validate: ResizedValidation | NativeValidation | SampledValidation
-    whole: NativeValidation | None  # patch mode's saved model, on the whole validation images
-    loader: DataLoader
-    args: dict  # the model's constructor arguments, for the model file
-    meta: dict  # the model file's metadata
-    source: dict | None  # train.init_from's {path, sha256}
-    ckpt: Path
-    key: str  # the checkpoint's: params, data and starting weights
-    live_copy: Path  # dvclive/ as it was at the checkpoint
-    first: int = 1  # the first epoch to train
-
-    def say(self, line: str) -> None:
-        if self.ranks.main:
-            print(line, flush=True)
-
-
-def start(cfg: Config, prepared: Path, ranks: Dist, device: torch.device) -> Run:
+def start(cfg: Config, prepared: Path, ranks: Dist, device: torch.device) -> tuple[Run, int]:
     """Builds the run's data, model, optimiser, step and validation; resumes from its checkpoint or
-    starts from train.init_from's weights; says what it trains on."""
-    check_encoder(cfg)
-    t, manifest = cfg.train, read_manifest(prepared, cfg)
+    starts from train.init_from's weights; says what it trains on. Returns the run and its first epoch."""
+    check_encoder(cfg.model, cfg.inputs)
+    t, manifest = cfg.train, read_manifest(prepared, cfg.inputs, cfg.outputs)
     amp = autocast_dtype(t.precision, device)
     if t.precision == "fp16" and device.type == "cpu":
         raise UserError("train.precision: fp16 needs CUDA; use bf16 or fp32 on the CPU")
     source = init_source(t.init_from, str(cfg.model.path))  # {path, sha256} of the starting weights, or None
     encoder = weights_source(cfg.model.weights)  # model.weights: a file's {path, sha256}, or the word
     seed_everything(t.seed)
-    data = TrainingData.build(cfg, prepared, ranks)
+    data = TrainingData.build(t, cfg.inputs, cfg.outputs, prepared, ranks)
     stats = None  # pretrained weights bring the normalisation they were trained with
     if cfg.model.weights != NONE:
         stats = pretrained_normalisation(cfg.model.encoder, [s.channels for s in cfg.inputs.values()])
-    args, meta = model_args(cfg, manifest), {**model_meta(cfg, manifest, stats), "encoder_weights": encoder}
+    args = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest)
+    meta = {**model_meta(cfg.inputs, cfg.outputs, manifest, stats), "encoder_weights": encoder}
     model_file = ModelFile.from_meta(meta)
-    session = make_session(cfg, args, device, data.steps, amp)
+    session = make_session(t, cfg.augment, args, device, data.steps, amp)
     criterion = Criterion(cfg.outputs, manifest["outputs"])  # a number's loss is in units of its std
     net = wrap(session.model, ranks, device, t.sync_batchnorm, unused=t.freeze_encoder_epochs > 0)
-    parts = (net, criterion, session.optimizer, session.schedule, session.scaler, session.augmenter, cfg.outputs)
-    step = Step(*parts, device, model_file.normalisation(device), amp, t.grad_clip, t.accumulate, ranks)
-    sampled = (t.val_patches, t.foreground, t.seed)
-    validate = make_validation(model_file, cfg.outputs, prepared / "val", t.batch_size, device, amp, ranks, sampled)
-    whole = None  # sampled validation picks the epoch; the saved weights are then scored on whole images
-    if isinstance(validate, SampledValidation):
-        whole = NativeValidation(model_file, cfg.outputs, prepared / "val", t.batch_size, ranks)
+    placement = Placement(device=device, stats=model_file.normalisation(device), amp=amp)
+    step = Step(
+        session=session,
+        net=net,
+        criterion=criterion,
+        placement=placement,
+        grad_clip=t.grad_clip,
+        accumulate=t.accumulate,
+        ranks=ranks,
+    )
+    validate, whole = validations(model_file, cfg.outputs, prepared / "val", t, placement, ranks)
     run = Run(
-        cfg, ranks, session, step, validate, whole, data.loader(cfg, session.order, ranks, device), args, meta, source,
-        FOLDER / f"{cfg.model.name}.ckpt", params_key(cfg, manifest, source, encoder),
-        FOLDER / f"{cfg.model.name}.dvclive",
-    )  # fmt: skip
-    run.first = resume(session, run.ckpt, run.key, run.live_copy, ranks, run.say)
-    if run.first == 1:  # a resumed run's checkpoint already holds the weights trained from these
-        load_encoder_weights(cfg, session.model, run.say)
+        step=step,
+        validate=validate,
+        whole=whole,
+        loader=data.loader(t, session.order, ranks, device),
+        model_path=cfg.model.path,
+        meta=meta,
+        source=source,
+        checkpoint=Checkpoint.of(cfg.model.name, params_key(cfg, manifest, source, encoder)),
+    )
+    first = resume(run)
+    if first == 1:  # a resumed run's checkpoint already holds the weights trained from these
+        load_encoder_weights(cfg.model, session.model, run.say)
         if source is not None:
             run.say(initialise(session.model, source).summary())
-    n_val = len(PreparedSplit(prepared / "val", list(cfg.inputs), cfg.outputs))
+    say_what(run, data, len(PreparedSplit(prepared / "val", list(cfg.inputs), cfg.outputs)), t.val_patches)
+    return run, first
+
+
+def validations(
+    model_file: ModelFile,
+    outputs: Mapping[str, Output],
+    folder: Path,
+    train: TrainConfig,
+    placement: Placement,
+    ranks: Dist,
+) -> tuple[ResizedValidation | NativeValidation | SampledValidation, NativeValidation | None]:
+    """The run's `validate` (every validated epoch's) and `whole` (patch mode with sampled validation:
+    the saved weights, on the whole images)."""
+    validate = make_validation(
+        model_file=model_file,
+        outputs=outputs,
+        folder=folder,
+        batch_size=train.batch_size,
+        placement=placement,
+        ranks=ranks,
+        sampled=Sampled(count=train.val_patches, foreground=train.foreground, seed=train.seed),
+    )
+    whole = None  # sampled validation picks the epoch; the saved weights are then scored on whole images
+    if isinstance(validate, SampledValidation):
+        whole = NativeValidation(
+            model_file=model_file, outputs=outputs, folder=folder, batch_size=train.batch_size, ranks=ranks
+        )
+    return validate, whole
+
+
+def say_what(run: Run, data: TrainingData, n_val: int, val_patches: int) -> None:
+    """One line: what the run trains and validates on, and where."""
+    place, ranks = run.step.placement, run.ranks
     processes = f", {ranks.world} processes" if ranks.enabled else ""
     val = f"{n_val} val"
-    if isinstance(validate, SampledValidation):
-        val += f" ({t.val_patches} patches per validation; the whole images for the saved model)"
-    run.say(f"train: {data.describe}, {val}, on {device}{f' with {amp}' if amp else ''}{processes}")
-    return run
+    if isinstance(run.validate, SampledValidation):
+        val += f" ({val_patches} patches per validation; the whole images for the saved model)"
+    amp = f" with {place.amp}" if place.amp else ""
+    run.say(f"train: {data.describe}, {val}, on {place.device}{amp}{processes}")
 
 
 def fit(cfg: Config, prepared: Path = PREPARED) -> None:
     """The whole training run of the train stage: resumes, trains, validates, logs, saves."""
     ranks, device = setup(pick_device(cfg.train.device))  # single-process unless torchrun started us
-    run, t = start(cfg, prepared, ranks, device), cfg.train
+    (run, first), t = start(cfg, prepared, ranks, device), cfg.train
     live = (
-        AtomicLive("dvclive", resume=run.first > 1, save_dvc_exp=False, dvcyaml=None, monitor_system=t.monitor_system)
+        AtomicLive("dvclive", resume=first > 1, save_dvc_exp=False, dvcyaml=None, monitor_system=t.monitor_system)
         if ranks.main
         else NoLive()
     )
     with live as log:
-        log.step = run.first - 1
-        for epoch in range(run.first, t.epochs + 1):
-            freeze_encoder(run, epoch)
+        log.step = first - 1
+        for epoch in range(first, t.epochs + 1):
+            freeze_encoder(run, t.freeze_encoder_epochs, epoch)
             train_stats = train_one_epoch(run.step, run.loader, epoch)
             sync_buffers(run.session.model, ranks)  # batch-norm statistics: rank 0's everywhere, as saved
-            val_stats, gallery = validate_epoch(run, epoch)
-            end_epoch(run, log, epoch, train_stats, val_stats, gallery)
+            val_stats, gallery = validate_epoch(run, t, epoch)
+            end_epoch(run, t, log, epoch, (train_stats, val_stats), gallery)
             if run.session.early.stop:
                 run.say(
                     f"train: stopping early: no better {t.early_stopping.metric} in {t.early_stopping.patience} epochs"
                 )
                 break
-        best = saved_figures(run)
+        best = saved_figures(run, t.early_stopping)
         for key, value in best.items():  # what the model file records; dvc exp show compares runs by it
             log.log_metric(f"best/{key}", value, plot=False)
-    save_best(run, best)
+    save_best(run, t.early_stopping, best)
     del run, live  # DDP's reducer must go before its process group, or gloo aborts at exit
     teardown(ranks)
 
 
-def freeze_encoder(run: Run, epoch: int) -> None:
+def freeze_encoder(run: Run, frozen_epochs: int, epoch: int) -> None:
     """train.freeze_encoder_epochs: the encoder frozen for the first epochs, then trained (from the
     epoch alone, so a resumed run freezes and releases where an uninterrupted one does)."""
-    frozen = epoch <= run.cfg.train.freeze_encoder_epochs
+    frozen = epoch <= frozen_epochs
     if frozen != run.session.model.frozen:  # a fresh network starts unfrozen: the first epoch says it too
         run.say(f"train: encoder {'frozen' if frozen else 'released'} from epoch {epoch}")
     run.session.model.freeze_encoder(frozen)
 
 
-def validate_epoch(run: Run, epoch: int) -> tuple[dict | None, Gallery | None]:
+def validate_epoch(run: Run, t: TrainConfig, epoch: int) -> tuple[dict | None, Gallery | None]:
     """Every train.val_every epochs and the last: validation figures (the same on every rank) and the
     early-stopping bookkeeping; a picture of the first images every train.log_images_every epochs."""
-    t, session = run.cfg.train, run.session
+    session, history, criterion = run.session, run.session.history, run.step.criterion
     if epoch % t.val_every and epoch != t.epochs:
         return None, None
     pictures = run.ranks.main and t.log_images_every and epoch % t.log_images_every == 0
-    gallery = Gallery(run.cfg.outputs, SHOWN) if pictures else None
-    val_stats = run.validate(session.model, run.step.criterion, run.step.device, gallery)
+    gallery = Gallery(run.outputs, SHOWN) if pictures else None
+    val_stats = run.validate(session.model, criterion, run.step.placement.device, gallery)
     first = {k: v for k, v in val_stats.items() if k.endswith(("/loss", "/dice"))}
-    session.reference = session.reference or first
-    val_stats["relative_loss"] = relative_loss(val_stats, session.reference, run.step.criterion.weights)
+    history.reference = history.reference or first
+    val_stats["relative_loss"] = relative_loss(val_stats, history.reference, criterion.weights)
     if session.early.update(val_stats[t.early_stopping.metric.removeprefix("val/")], epoch):
-        session.best_state = {k: v.detach().clone() for k, v in session.model.state_dict().items()}
-        session.best_val = val_stats
+        history.best_state = {k: v.detach().clone() for k, v in session.model.state_dict().items()}
+        history.best_val = val_stats
     return val_stats, gallery
 
 
 def end_epoch(
-    run: Run, live: Any, epoch: int, train_stats: dict, val_stats: dict | None, gallery: Gallery | None
+    run: Run, t: TrainConfig, live: Any, epoch: int, stats: tuple[dict, dict | None], gallery: Gallery | None
 ) -> None:
-    """The schedule's step, then (rank 0) the epoch's logs, pictures and checkpoint."""
-    cfg, session = run.cfg, run.session
-    metric = cfg.train.early_stopping.metric.removeprefix("val/")
+    """The schedule's step, then (rank 0) the epoch's logs, pictures and checkpoint; `stats`: the
+    epoch's training figures and its validation figures (None: not validated)."""
+    session, (train_stats, val_stats) = run.session, stats
+    metric = t.early_stopping.metric.removeprefix("val/")
     session.schedule.epoch_end(val_stats[metric] if val_stats else None)
     if not run.ranks.main:
         return
     lr = session.optimizer.param_groups[0]["lr"]
-    log_epoch(live, epoch, cfg.train.epochs, train_stats, val_stats, lr, cfg.outputs)
+    log_epoch(live, epoch, t.epochs, train_stats, val_stats, lr, run.outputs)
     if gallery is not None:
         gallery.log(live, f"{{output}}/{epoch}.png")
     live.next_step()
-    keep_copy(Path("dvclive"), run.live_copy)  # first: a kill in between leaves epochs to trim, none missing
-    save_checkpoint(run.ckpt, session.state_dict(run.key, epoch))
+    keep_copy(Path("dvclive"), run.checkpoint.live_copy)  # first: a kill in between leaves epochs to trim, none missing
+    save_checkpoint(run.checkpoint.path, session.state_dict(run.checkpoint.key, epoch))
 
 
-def saved_figures(run: Run) -> dict[str, float]:
+def saved_figures(run: Run, es: StoppingConfig) -> dict[str, float]:
     """The best epoch's weights into the model, and their validation figures (every rank): in patch
     mode on the whole validation images at their own resolution, as evaluate scores them."""
-    session, es = run.session, run.cfg.train.early_stopping
-    if session.best_state is None:
+    session, history = run.session, run.session.history
+    if history.best_state is None:
         raise UserError(f"train: {es.metric} was never finite (training diverged); lower train.lr")
-    session.model.load_state_dict(session.best_state)
+    session.model.load_state_dict(history.best_state)
     if run.whole is None:  # relative_loss means something within its run only
         return {
             "epoch": session.early.best_epoch,
-            **{k: v for k, v in session.best_val.items() if k != "relative_loss"},
+            **{k: v for k, v in history.best_val.items() if k != "relative_loss"},
         }
-    figures = run.whole(session.model, run.step.criterion, run.step.device)
+    figures = run.whole(session.model, run.step.criterion, run.step.placement.device)
     return {"epoch": session.early.best_epoch, **figures}
 
 
-def save_best(run: Run, best: dict[str, float]) -> None:
+def save_best(run: Run, es: StoppingConfig, best: dict[str, float]) -> None:
     """Writes the best epoch's weights and figures to the model file (rank 0), and marks the run complete."""
-    cfg, session, es = run.cfg, run.session, run.cfg.train.early_stopping
+    session = run.session
     if not run.ranks.main:
         return
     val = {k: v for k, v in best.items() if k != "epoch"}
     record = {"epoch": best["epoch"], "val": val, "init_from": run.source}
-    save_model(cfg.model.path, session.model, run.args, {**run.meta, **record})
-    save_checkpoint(run.ckpt, {"key": run.key, "epoch": session.early.best_epoch, "complete": True})
+    save_model(run.model_path, session.model, session.model.args(), {**run.meta, **record})
+    done = {"key": run.checkpoint.key, "epoch": session.early.best_epoch, "complete": True}
+    save_checkpoint(run.checkpoint.path, done)
     line = f"train: best {es.metric} {session.early.best:.4f} at epoch {session.early.best_epoch}"
-    print(f"{line}, model saved to {cfg.model.path}")
+    print(f"{line}, model saved to {run.model_path}")

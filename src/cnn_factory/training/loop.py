@@ -1,6 +1,6 @@
 """The training loop, in the open: one epoch of training.
 
-    step = Step(net, criterion, optimizer, schedule, scaler, augmenter, outputs, device, stats, amp=None)
+    step = Step(session=session, net=net, criterion=criterion, placement=Placement(device=device, stats=stats))
     stats = train_one_epoch(step, loader, epoch)    # {"loss": ..., "<output>/loss": ..., "images_per_s": ...}
 
 Validation is training/validation.py's. Losses stay on the device until the end of the epoch
@@ -20,12 +20,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cnn_factory.data.augment import Augmenter
 from cnn_factory.data.dataset import to_device
-from cnn_factory.outputs import Output
+from cnn_factory.training.checkpoint import Session
 from cnn_factory.training.distributed import SINGLE, Dist, all_sum
 from cnn_factory.training.losses import Criterion
-from cnn_factory.training.optim import Schedule
 
 
 def seed_everything(seed: int) -> None:
@@ -43,20 +41,33 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-@dataclass
-class Step:
-    """What an optimisation step needs, fixed for a run."""
+@dataclass(frozen=True, kw_only=True)
+class Placement:
+    """Where a batch meets the network: the device, the inputs' (mean, std) there, shaped
+    (1, C, 1, 1[, 1]), and autocast's dtype (None: fp32)."""
 
-    net: torch.nn.Module  # what trains: the model, or its DistributedDataParallel wrapper under torchrun
-    criterion: Criterion
-    optimizer: torch.optim.Optimizer
-    schedule: Schedule
-    scaler: torch.amp.GradScaler
-    augmenter: Augmenter
-    outputs: dict[str, Output]
     device: torch.device
-    stats: tuple[torch.Tensor, torch.Tensor]  # the inputs' (mean, std), (1, C, 1, 1)
+    stats: tuple[torch.Tensor, torch.Tensor]
     amp: torch.dtype | None = None
+
+    def put(self, x: torch.Tensor, targets: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """A uint8 batch normalised on the device (data/dataset.py's to_device)."""
+        return to_device(x, targets, self.device, *self.stats)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None)
+
+
+@dataclass(kw_only=True)
+class Step:
+    """What an optimisation step needs, fixed for a run: the session's model learns through `net`
+    (the model itself, or its DistributedDataParallel wrapper under torchrun), with the session's
+    optimiser, schedule, scaler and augmenter."""
+
+    session: Session
+    net: torch.nn.Module
+    criterion: Criterion  # its outputs are the step's
+    placement: Placement
     grad_clip: float = 0.0
     accumulate: int = 1  # batches per optimiser step
     ranks: Dist = SINGLE
@@ -65,30 +76,32 @@ class Step:
         """One batch's losses, their gradients added to the parameters'. `sync` False under DDP: the
         gradients stay on this rank (no all-reduce) until the last batch of an accumulated step."""
         x, targets, flags, *rest = batch
-        x, targets = to_device(x, targets, self.device, *self.stats)
-        x, targets = self.augmenter(x, targets, flags, self.outputs, *self.stats)
+        place, augment = self.placement, self.session.augmenter
+        x, targets = place.put(x, targets)
+        x, targets = augment(x, targets, flags, self.criterion.outputs, *place.stats)
         views = rest[0] if rest else None  # patch mode: whole images, resized, for the image-level outputs
         if views is not None:
-            views, _ = to_device(views, {}, self.device, *self.stats)
-            views, _ = self.augmenter(views, {}, flags[: len(views)], {}, *self.stats)
+            views, _ = place.put(views, {})
+            views, _ = augment(views, {}, flags[: len(views)], {}, *place.stats)
         ddp: Any = self.net  # DistributedDataParallel under torchrun: its no_sync() skips the all-reduce
         quiet = ddp.no_sync() if not sync and self.ranks.enabled else contextlib.nullcontext()
         with quiet:
-            with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            with place.autocast():
                 preds = self.net(x, views)
             loss, parts = self.criterion({k: v.float() for k, v in preds.items()}, targets)
-            self.scaler.scale(loss / self.accumulate).backward()
+            self.session.scaler.scale(loss / self.accumulate).backward()
         return loss, parts, len(x)
 
     def update(self) -> None:
         """The optimiser's step from the gradients added up since the last one."""
+        session = self.session
         if self.grad_clip:
-            self.scaler.unscale_(self.optimizer)
+            session.scaler.unscale_(session.optimizer)
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.schedule.batch_end()
+        session.scaler.step(session.optimizer)
+        session.scaler.update()
+        session.optimizer.zero_grad(set_to_none=True)
+        session.schedule.batch_end()
 
 
 def train_one_epoch(step: Step, loader: Any, epoch: int) -> dict[str, float]:
@@ -96,7 +109,8 @@ def train_one_epoch(step: Step, loader: Any, epoch: int) -> dict[str, float]:
 
     Under DDP the means are over every rank's images, not only this rank's."""
     step.net.train()
-    sums = torch.zeros(len(step.outputs) + 1, device=step.device)
+    outputs = step.criterion.outputs
+    sums = torch.zeros(len(outputs) + 1, device=step.placement.device)
     seen, start, steps = 0, time.perf_counter(), len(loader)
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None, file=sys.stdout)
     for i, batch in enumerate(bar):
@@ -112,5 +126,5 @@ def train_one_epoch(step: Step, loader: Any, epoch: int) -> dict[str, float]:
         totals = all_sum(torch.cat([sums, sums.new_tensor([seen])]), step.ranks)
         sums, seen = totals[:-1], round(totals[-1].item())
     means = (sums / max(seen, 1)).tolist()
-    result = {"loss": means[0], **{f"{name}/loss": v for name, v in zip(step.outputs, means[1:])}}
+    result = {"loss": means[0], **{f"{name}/loss": v for name, v in zip(outputs, means[1:])}}
     return {**result, "images_per_s": seen / (time.perf_counter() - start)}

@@ -16,6 +16,7 @@ class Criterion:
 
     def __init__(self, outputs: Mapping[str, Output], stats: Mapping[str, dict[str, float]]):
         """stats: per output, the training split's figures its loss needs (a number's std)."""
+        self.outputs = dict(outputs)
         self.weights = {name: spec.weight for name, spec in outputs.items()}
         self.losses: dict[str, LossFn] = {name: spec.make_loss(stats.get(name, {})) for name, spec in outputs.items()}
 

@@ -18,16 +18,18 @@ the ranks, so no rank waits while another validates alone.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from cnn_factory.data.dataset import PreparedSplit, rows_loader, share, to_device
+from cnn_factory.data.dataset import PreparedSplit, rows_loader, share
 from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.model import ModelFile, MultiOutputNet
 from cnn_factory.native import SplitPass, predict_split
 from cnn_factory.outputs import Output
 from cnn_factory.training.distributed import SINGLE, Dist, all_sum
+from cnn_factory.training.loop import Placement
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.metrics import OutputMetrics
 from cnn_factory.training.pictures import Gallery
@@ -70,13 +72,11 @@ def score_batch(
     names: list[str],
     sums: Sums,
     criterion: Criterion,
-    device: torch.device,
-    stats: tuple[torch.Tensor, torch.Tensor],
-    amp: torch.dtype | None,
+    placement: Placement,
 ) -> dict[str, torch.Tensor]:
     """One uint8 batch's logits of the outputs `names`, their losses and metrics added to `sums`."""
-    x, targets = to_device(x_raw, {n: targets[n] for n in names}, device, *stats)
-    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+    x, targets = placement.put(x_raw, {n: targets[n] for n in names})
+    with placement.autocast():
         preds = {n: v.float() for n, v in model(x).items() if n in names}
     sums.add({n: criterion.losses[n](preds[n], targets[n]) for n in names}, len(x))
     sums.metrics.update(preds, targets)
@@ -88,15 +88,15 @@ class ResizedValidation:
 
     def __init__(
         self,
+        *,
         split: PreparedSplit,
         outputs: Mapping[str, Output],
         batch_size: int,
-        stats: tuple[torch.Tensor, torch.Tensor],
-        amp: torch.dtype | None = None,
+        placement: Placement,
         ranks: Dist = SINGLE,
     ):
         self.split, self.outputs, self.batch_size = split, outputs, batch_size
-        self.stats, self.amp, self.ranks = stats, amp, ranks
+        self.placement, self.ranks = placement, ranks
         self.rows = share(len(split), ranks.rank, ranks.world)
 
     @torch.inference_mode()
@@ -106,7 +106,7 @@ class ResizedValidation:
         model.eval()
         sums, names = Sums(self.outputs, device), list(self.outputs)
         for x_raw, targets, _ in rows_loader(self.split, self.rows, self.batch_size):
-            preds = score_batch(model, x_raw, targets, names, sums, criterion, device, self.stats, self.amp)
+            preds = score_batch(model, x_raw, targets, names, sums, criterion, self.placement)
             if gallery is not None:
                 gallery.add(x_raw, targets, preds)
         return sums.means(self.ranks, criterion.weights)
@@ -117,7 +117,7 @@ class NativeValidation:
     masks' losses at the scale the network trained on, their metrics at the label maps' size)."""
 
     def __init__(
-        self, model_file: ModelFile, outputs: Mapping[str, Output], folder: Path, batch_size: int, ranks: Dist
+        self, *, model_file: ModelFile, outputs: Mapping[str, Output], folder: Path, batch_size: int, ranks: Dist
     ):
         self.model_file, self.outputs, self.batch_size, self.ranks = model_file, outputs, batch_size, ranks
         self.split = SplitPass(model_file, outputs, folder, share=(ranks.rank, ranks.world))
@@ -144,25 +144,32 @@ class NativeValidation:
         return sums.means(self.ranks, criterion.weights)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Sampled:
+    """Patch mode's fixed validation patches: `count` of them (train.val_patches), a `foreground`
+    share of each batch centred on a mask's foreground (train.foreground), drawn from `seed`."""
+
+    count: int
+    foreground: float
+    seed: int = 0
+
+
 class SampledValidation:
     """Patch mode: the masks' losses and metrics on `count` fixed validation patches, and the
     image-level outputs' on every validation image's view (the whole image at the input size)."""
 
     def __init__(
         self,
+        *,
         model_file: ModelFile,
         outputs: Mapping[str, Output],
         folder: Path,
-        count: int,
-        foreground: float,
+        sampled: Sampled,
         batch_size: int,
-        device: torch.device,
-        amp: torch.dtype | None = None,
+        placement: Placement,
         ranks: Dist = SINGLE,
-        seed: int = 0,
     ):
-        self.outputs, self.batch_size, self.amp, self.ranks = outputs, batch_size, amp, ranks
-        self.stats = model_file.normalisation(device)
+        self.outputs, self.batch_size, self.placement, self.ranks = outputs, batch_size, placement, ranks
         self.spatial = [n for n, o in outputs.items() if o.spatial]
         self.whole = [n for n, o in outputs.items() if not o.spatial]
         # the masks only: the image-level outputs are scored on every image's view below, not per patch
@@ -171,9 +178,12 @@ class SampledValidation:
         )
         # drawn once, as training draws (foreground share included): the same patches every epoch
         batches = PatchBatches(
-            patches.shapes, patches.foreground, patches.patch, count, batch_size, foreground,
-            torch.Generator().manual_seed(seed),
-        )  # fmt: skip
+            rows=patches,
+            samples=sampled.count,
+            batch_size=batch_size,
+            share=sampled.foreground,
+            generator=torch.Generator().manual_seed(sampled.seed),
+        )
         specs = list(batches)
         mine = share(len(specs), ranks.rank, ranks.world)  # under torchrun: a block of batches per rank
         self.batches = [patches[specs[i]][:2] for i in mine]  # (uint8 patches, targets), read once
@@ -187,31 +197,40 @@ class SampledValidation:
         model.eval()
         sums = Sums(self.outputs, device)
         for x_raw, targets in self.batches:
-            preds = score_batch(model, x_raw, targets, self.spatial, sums, criterion, device, self.stats, self.amp)
+            preds = score_batch(model, x_raw, targets, self.spatial, sums, criterion, self.placement)
             if gallery is not None:
                 gallery.add(x_raw, targets, preds)
         if self.views is not None:
             for x_raw, targets, _ in rows_loader(self.views, self.rows, self.batch_size):
-                score_batch(model, x_raw, targets, self.whole, sums, criterion, device, self.stats, self.amp)
+                score_batch(model, x_raw, targets, self.whole, sums, criterion, self.placement)
         return sums.means(self.ranks, criterion.weights)
 
 
 def make_validation(
+    *,
     model_file: ModelFile,
     outputs: Mapping[str, Output],
     folder: Path,
     batch_size: int,
-    device: torch.device,
-    amp: torch.dtype | None,
-    ranks: Dist,
-    sampled: tuple[int, float, int] = (0, 0.0, 0),
+    placement: Placement,
+    ranks: Dist = SINGLE,
+    sampled: Sampled | None = None,
 ) -> ResizedValidation | NativeValidation | SampledValidation:
-    """The run's validation, by the inputs' mode; `sampled`: (train.val_patches, train.foreground,
-    train.seed), patch mode's fixed validation patches (none: whole images)."""
-    count, foreground, seed = sampled
-    if model_file.patch and count:
-        return SampledValidation(model_file, outputs, folder, count, foreground, batch_size, device, amp, ranks, seed)
+    """The run's validation, by the inputs' mode; `sampled`: patch mode's fixed validation patches
+    (None, or a count of 0: whole images)."""
+    if model_file.patch and sampled is not None and sampled.count:
+        return SampledValidation(
+            model_file=model_file,
+            outputs=outputs,
+            folder=folder,
+            sampled=sampled,
+            batch_size=batch_size,
+            placement=placement,
+            ranks=ranks,
+        )
     if model_file.patch:  # sliding windows over the whole images, scored at their own size
-        return NativeValidation(model_file, outputs, folder, batch_size, ranks)
+        return NativeValidation(
+            model_file=model_file, outputs=outputs, folder=folder, batch_size=batch_size, ranks=ranks
+        )
     split = PreparedSplit(folder, list(model_file.inputs), outputs)
-    return ResizedValidation(split, outputs, batch_size, model_file.normalisation(device), amp, ranks)
+    return ResizedValidation(split=split, outputs=outputs, batch_size=batch_size, placement=placement, ranks=ranks)
