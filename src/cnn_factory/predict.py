@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from cnn_factory.config import InputSpec, resolve_path
 from cnn_factory.data.dataset import to_device
-from cnn_factory.data.rows import read_input, resize_image, scaled_size
+from cnn_factory.data.grids import quantise, read_input, resize_image, scaled_size, scan_voxels
 from cnn_factory.data.table import read_table
 from cnn_factory.device import pick_device
 from cnn_factory.errors import UserError
@@ -136,7 +136,6 @@ class Predictor:
         if not self.first.volume:
             image = np.concatenate([read_input(sources[n], spec) for n, spec in self.inputs.items()])
             return Loaded(image, (int(image.shape[-2]), int(image.shape[-1])))
-        from cnn_factory.data.volume_rows import scan_voxels
         from cnn_factory.volumes import read_volume, same_grid
 
         voxels, first = [], None
@@ -155,7 +154,6 @@ class Predictor:
         """The whole image (or scan) at the input size, as prepare makes it: what image-level outputs see."""
         if self.first.volume:
             from cnn_factory.data.resample import to_shape
-            from cnn_factory.data.volume_rows import quantise
 
             return quantise(to_shape(image, self.first.size, order=1))
         return resize_image(image, self.first.size)

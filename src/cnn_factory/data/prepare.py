@@ -30,13 +30,13 @@ import numpy as np
 from tqdm import tqdm
 
 from cnn_factory.config import SPLITS, Config
+from cnn_factory.data.grids import resolve_spacing
 from cnn_factory.data.ragged import RaggedWriter, foreground_name
 from cnn_factory.data.row_cache import CACHE_FORMAT, CachedRows, RowCache, record_dtype
 from cnn_factory.data.row_keys import decode_row, decoding_key, row_key
 from cnn_factory.data.rows import native_names, pack_native, unpack_native
 from cnn_factory.data.splits import assign_splits, split_report
 from cnn_factory.data.table import Table, check_columns, check_root, read_table, repeated_rows
-from cnn_factory.data.volume_rows import resolve_spacing
 from cnn_factory.errors import UserError
 
 CACHE = Path("data/cache")  # decoded rows, kept between runs (dvc.yaml: persist)

@@ -1,6 +1,5 @@
-"""What a decoded row depends on, as the row cache's key: `row_key` names what `load_row` (or
-`load_volume_row`) makes of a row from its files' bytes, its cells and `decoding_key`, the
-definitions and the decoding code."""
+"""What a decoded row depends on, as the row cache's key: `row_key` names what `load_row` makes of
+a row from its files' bytes, its cells and `decoding_key`, the definitions and the decoding code."""
 
 from __future__ import annotations
 
@@ -15,25 +14,24 @@ import skimage
 from cnn_factory import images
 from cnn_factory import volumes as reading
 from cnn_factory.config import Config
-from cnn_factory.data import label_maps, resample, rows, volume_rows
+from cnn_factory.data import grids, label_maps, resample, rows
 from cnn_factory.data.rows import RowResult, load_row
 from cnn_factory.data.table import Table
-from cnn_factory.data.volume_rows import load_volume_row
 from cnn_factory.outputs import decoding
 
 
 def decode_row(table: Table, index: int, cfg: Config, stated: tuple[float, float, float] | None = None) -> RowResult:
-    """One row's arrays or problems: of images (rows.py) or of volumes (volume_rows.py; `stated`:
-    the spacing params.yaml gives, which uncalibrated TIFF stacks are read at)."""
-    return load_volume_row(table, index, cfg, stated) if cfg.volumes else load_row(table, index, cfg)
+    """One row's arrays or problems (`stated`: the spacing params.yaml gives, which uncalibrated
+    TIFF stacks are read at)."""
+    return load_row(table, index, cfg, stated)
 
 
 def decoding_modules(volumes: bool = False) -> tuple[ModuleType, ...]:
     """The code that decides what a row decodes to: this file, reading images and label maps, and
     the kinds' data halves (outputs/decoding.py), not their losses, metrics, plots or writers;
     for volumes also reading and resampling them."""
-    modules = (rows, images, label_maps, decoding)
-    return (*modules, reading, resample, volume_rows) if volumes else modules
+    modules = (rows, grids, images, label_maps, decoding)
+    return (*modules, reading, resample) if volumes else modules
 
 
 def decoding_key(cfg: Config) -> str:
