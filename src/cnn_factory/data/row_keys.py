@@ -5,33 +5,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-import skimage
 
 from cnn_factory import images
 from cnn_factory import volumes as reading
 from cnn_factory.config import Config
 from cnn_factory.data import grids, label_maps, resample, rows
-from cnn_factory.data.rows import RowResult, load_row
 from cnn_factory.data.table import Table
 from cnn_factory.outputs import decoding
 
 
-def decode_row(table: Table, index: int, cfg: Config, stated: tuple[float, float, float] | None = None) -> RowResult:
-    """One row's arrays or problems (`stated`: the spacing params.yaml gives, which uncalibrated
-    TIFF stacks are read at)."""
-    return load_row(table, index, cfg, stated)
-
-
-def decoding_modules(volumes: bool = False) -> tuple[ModuleType, ...]:
-    """The code that decides what a row decodes to: this file, reading images and label maps, and
-    the kinds' data halves (outputs/decoding.py), not their losses, metrics, plots or writers;
-    for volumes also reading and resampling them."""
-    modules = (rows, grids, images, label_maps, decoding)
-    return (*modules, reading, resample) if volumes else modules
+def decoding_modules() -> tuple[ModuleType, ...]:
+    """The code that decides what a row decodes to: decoding a row (rows.py, grids.py), reading
+    images, volumes and label maps, resampling, and the kinds' data halves (outputs/decoding.py),
+    not their losses, metrics, plots or writers."""
+    return (rows, grids, images, reading, label_maps, resample, decoding)
 
 
 def decoding_key(cfg: Config) -> str:
@@ -39,15 +31,17 @@ def decoding_key(cfg: Config) -> str:
     output definitions (less their training-only fields), the decoding code and the decoders' versions."""
     inputs = [[n, s.model_dump(mode="json", exclude=s.unused)] for n, s in cfg.inputs.items()]
     outputs = [[n, s.model_dump(mode="json", exclude=set(s.training_only))] for n, s in cfg.outputs.items()]
-    code = [hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in decoding_modules(cfg.volumes)]
-    versions = [np.__version__, getattr(skimage, "__version__", "")]
-    if cfg.volumes:  # the readers and the resampling of scans
-        import nibabel
-        import scipy
-        import tifffile
-
-        versions += [nibabel.__version__, tifffile.__version__, scipy.__version__]
+    code = [hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in decoding_modules()]
+    # the decoders: read from the installed packages' metadata, without importing them
+    versions = [np.__version__, *(_version(name) for name in ("scikit-image", "scipy", "tifffile", "nibabel"))]
     return json.dumps([inputs, outputs, code, *versions], default=str)
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return ""
 
 
 def row_key(table: Table, index: int, cfg: Config, defs: str) -> str | None:

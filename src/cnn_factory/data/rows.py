@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cnn_factory.config import Config, DataConfig
-from cnn_factory.data.grids import Grid, Scan, grid_for, scaled_size
+from cnn_factory.data.grids import Grid, Scan, grid_for
 from cnn_factory.data.ragged import foreground_name, foreground_pixels
 from cnn_factory.data.table import Table
 from cnn_factory.errors import UserError
@@ -50,10 +50,9 @@ def native_names(cfg: Config) -> list[str]:
     return names + [f"{n}.truth" for n in spatial]
 
 
-def native_shapes(cfg: Config, size: tuple[int, ...], native: tuple[int, ...] = ()) -> dict[str, tuple[int, ...]]:
+def native_shapes(cfg: Config, size: tuple[int, ...], native: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
     """The shape of each of native_names() for a row whose image is `size` (*spatial) and whose
-    native grid is `native` (images: `inputs.*.scale` times `size` unless given)."""
-    native = native or scaled_size(size, cfg.first_input.scale)
+    native grid is `native`."""
     shapes: dict[str, tuple[int, ...]] = {}
     for name in native_names(cfg):
         base, kind = name.rsplit(".", 1)
@@ -70,7 +69,7 @@ def pack_native(result: RowResult, cfg: Config) -> bytes:
 
 
 def unpack_native(
-    blob: np.ndarray, cfg: Config, size: tuple[int, ...], native: tuple[int, ...] = ()
+    blob: np.ndarray, cfg: Config, size: tuple[int, ...], native: tuple[int, ...]
 ) -> dict[str, np.ndarray]:
     """pack_native's arrays back from the blob, as views of it."""
     arrays, offset = {}, 0
