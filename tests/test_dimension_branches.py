@@ -20,6 +20,7 @@ def test_branches_on_dimensions_are_counted_and_others_are_not(tmp_path):
         "y = [v for v in values if v.ndim == 3]\n"
         "while len(size) == 3:\n    break\n"
         "if len(rows) == 3 or cfg.patch_mode:\n    pass\n"  # not about dimensions
+        "if len(sizes) > 1:\n    pass\n"  # several sizes, not the number of axes
     )
     (tmp_path / "volumes.py").write_text("if array.ndim == 3:\n    pass\n")  # a reader: left out
     (tmp_path / "data" / "grids.py").write_text("if spec.volume:\n    pass\n")  # the grid: left out

@@ -5,7 +5,7 @@
 
 A branch is an `if`/`elif`/`while`, a conditional expression or a comprehension's `if` whose
 condition reads `.volumes` / `.volume` (cfg.volumes, spec.volume), an `ndim`, a `dims`, or
-compares the `len()` of a size, spacing or shape with a number. Images and volumes share one
+compares the `len()` of a size, spacing or shape with 2 or 3. Images and volumes share one
 path where only the number of spatial dimensions differs; such a question belongs in a few
 places, which are left out of the count: the readers of each file format (images.py, volumes.py,
 data/label_maps.py), what brings a row onto the network's grid (data/grids.py: scale or spacing)
@@ -42,7 +42,7 @@ def _len_of_size(node: ast.Compare) -> bool:
     lengths = [
         s for s in sides if isinstance(s, ast.Call) and isinstance(s.func, ast.Name) and s.func.id == "len" and s.args
     ]
-    numbers = [s for s in sides if isinstance(s, ast.Constant) and isinstance(s.value, int)]
+    numbers = [s for s in sides if isinstance(s, ast.Constant) and s.value in (2, 3)]  # spatial axes, not counts
     return bool(numbers) and any(any(word in ast.unparse(c.args[0]) for word in SIZES) for c in lengths)
 
 
