@@ -109,7 +109,7 @@ def test_outputs_sharing_a_table_map_the_label_map_once(params, example_dir):
     params["outputs"]["angular"]["colours"] = dict(reversed(TABLE.items()))  # the same table, in another order
     cfg = config_for(params, example_dir)
     table = Table("data.csv", ["labels"], [{"labels": f"labels/{path.name}"}], [2])
-    maps = RowLabelMaps(table, 0, cfg.data, grid_for(cfg), None)
+    maps = RowLabelMaps(table, 0, cfg.data, grid_for(cfg.first_input), None)
     round_values = maps.values_for(cfg.outputs["round"])
     assert round_values is maps.values_for(cfg.outputs["angular"]) and len(maps.values) == 1
 

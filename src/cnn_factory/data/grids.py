@@ -1,10 +1,14 @@
 """What differs between decoding a row of images and a row of volumes: how its files are read and
 brought onto the grid the network sees. The rest of a row's decoding (data/rows.py) does not ask which.
 
-    grid = grid_for(cfg, stated)                  # Pixels (2-D images) or Voxels (3-D scans)
-    scan = grid.read(path, spec, where)           # (C, *spatial) with mm per spatial axis
-    fixed, native = grid.input_arrays(scan, spec) # at the input's size; at the native grid
+    grid = grid_for(cfg.first_input, stated)        # Pixels (2-D images) or Voxels (3-D scans)
+    scan = grid.read(path, spec, where)             # (C, *spatial) with mm per spatial axis
+    fixed, native = grid.input_arrays(scan, spec, path, where)  # at the input's size, at the native grid
     labels = grid.read_labels(path, where, colours=False)
+    view = grid.view(pixels, spec.size)             # the input's size: what image-level outputs see
+    tiles = grid.to_native(pixels)                  # what predict slides its windows over
+
+`pixels` is an image at its own size, or a scan's voxels at the target spacing (scan_voxels).
 
 Images (`Pixels`) have a spacing of 1 per axis; their native grid is the image's size times
 `inputs.*.scale` (patch mode), reached by an anti-aliased bilinear resize (skimage), label maps
@@ -116,9 +120,17 @@ class Pixels:
     def native_size(self, scan: Scan) -> tuple[int, ...]:
         return scaled_size(scan.shape, self.scale)
 
+    def view(self, image: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+        """The whole image (C, H, W) at the input's `size`: from the image at its own size."""
+        return resize_image(image, size)
+
+    def to_native(self, image: np.ndarray) -> np.ndarray:
+        """The image at its own size brought to the native grid (its scale)."""
+        return resize_image(image, scaled_size(image.shape[-2:], self.scale))
+
     def input_arrays(self, scan: Scan, spec: InputSpec, path: Path, where: str) -> tuple[np.ndarray, np.ndarray | None]:
         """The image at the input's size, and (patch mode) at its scale."""
-        fixed = resize_image(scan.array, spec.size)
+        fixed = self.view(scan.array, spec.size)
         if not self.patch_mode:
             return fixed, None
         native = self.native_size(scan)
@@ -128,7 +140,7 @@ class Pixels:
                 f"{where}: {path} is {h}x{w}; inputs.{spec.name}.scale {self.scale} leaves {nh}x{nw} pixels; "
                 "raise the scale"
             )
-        return fixed, resize_image(scan.array, native)
+        return fixed, self.to_native(scan.array)
 
     def read_labels(self, path: Path, where: str, colours: bool) -> Scan:
         try:
@@ -194,11 +206,19 @@ class Voxels:
     def native_size(self, scan: Scan) -> tuple[int, ...]:
         return resampled_shape(scan.shape, scan.spacing, self.target)
 
+    def view(self, voxels: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+        """The whole scan (C, D, H, W) at the input's `size`: from its voxels at the target spacing."""
+        return quantise(to_shape(voxels, size, order=1))
+
+    def to_native(self, voxels: np.ndarray) -> np.ndarray:
+        """Voxels at the target spacing, as a scan's are once read (scan_voxels): already native."""
+        return voxels
+
     def input_arrays(self, scan: Scan, spec: InputSpec, path: Path, where: str) -> tuple[np.ndarray, np.ndarray | None]:
         """The scan resampled to the input's size, and at the target spacing."""
         assert scan.volume is not None
         native = scan_voxels(scan.volume, spec.window, self.target)
-        return quantise(to_shape(native, spec.size, order=1)), native
+        return self.view(native, spec.size), native
 
     def read_labels(self, path: Path, where: str, colours: bool) -> Scan:
         volume = read_label_volume(path, where, self.stated)
@@ -217,13 +237,13 @@ class Voxels:
 Grid = Pixels | Voxels
 
 
-def grid_for(cfg: Config, stated: tuple[float, float, float] | None = None) -> Grid:
-    """The grid of cfg's inputs: volumes by their size of three numbers (after resolve_spacing)."""
-    spec = cfg.first_input
+def grid_for(spec: InputSpec, stated: tuple[float, float, float] | None = None) -> Grid:
+    """The grid of a model's inputs (`spec`: the first): volumes by their size of three numbers
+    (after resolve_spacing), images otherwise."""
     if spec.volume:
         assert spec.spacing != "auto", "resolve_spacing() first"
         return Voxels(spec.spacing, stated)
-    return Pixels(spec.scale, cfg.patch_mode)
+    return Pixels(spec.scale, spec.mode == "patch")
 
 
 def resolve_spacing(cfg: Config, table: Table, splits: list[str]) -> Config:

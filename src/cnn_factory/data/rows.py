@@ -84,7 +84,7 @@ def load_row(table: Table, index: int, cfg: Config, stated: tuple[float, float, 
     """Decodes one CSV row into arrays keyed by input/output name, or lists its problems (see the
     module's docstring). `stated`: the spacing params.yaml gives (not auto), which a TIFF stack
     without calibration is read at."""
-    row, result, grid = table.rows[index], RowResult(), grid_for(cfg, stated)
+    row, result, grid = table.rows[index], RowResult(), grid_for(cfg.first_input, stated)
 
     def problem(column: str, error: UserError) -> None:
         where = table.where(index, column)
