@@ -55,6 +55,7 @@ import torch
 import yaml
 
 from benchmarks.cells import make_cells
+from benchmarks.monai_baseline import infer, train_unet
 from cnn_factory.config import parse_params
 from cnn_factory.data.prepare import prepare
 
@@ -182,9 +183,6 @@ def efficiency(tmp: Path, size: int, batch: int, filters: int, epochs: int = 10,
 def monai_run(data: Path, split: dict, size: int, patches: int, batch: int, lr: float, seed: int = 0) -> dict:
     """A plain MONAI 2D patch pipeline on the same files, `patches` training patches."""
     from monai.data import DataLoader, Dataset
-    from monai.inferers import sliding_window_inference
-    from monai.losses import DiceCELoss
-    from monai.networks.nets import UNet
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, RandCropByPosNegLabeld, ScaleIntensityd
 
     torch.manual_seed(seed)
@@ -198,27 +196,8 @@ def monai_run(data: Path, split: dict, size: int, patches: int, batch: int, lr: 
     ]
     crops = RandCropByPosNegLabeld(["image", "label"], "label", (size, size), pos=1, neg=2, num_samples=4)
     loader = DataLoader(Dataset(files, Compose([*load, crops])), batch_size=batch // 4, shuffle=True, num_workers=0)
-    # as MONAI's segmentation tutorials: background and foreground channels, softmax, labels one-hot
-    model = UNet(2, 1, 2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr)
-    steps = patches // batch
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    seen, start = 0, time.perf_counter()
-    model.train()
-    while seen < patches:
-        for item in loader:
-            image, label = item["image"], (item["label"] > 0).float()
-            # MONAI reads PNGs transposed ((W, H) as (H, W)); the model does not mind, the masks follow
-            loss = loss_fn(model(image), label)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            seen += len(image)
-            if seen >= patches:
-                break
-    train_s = time.perf_counter() - start
+    # MONAI reads PNGs transposed ((W, H) as (H, W)); the model does not mind, the masks follow
+    model, seen, train_s = train_unet(2, loader, patches, batch, lr, target=lambda item: (item["label"] > 0).float())
     model.eval()
     tp = fp = fn = 0
     each = []
@@ -227,9 +206,7 @@ def monai_run(data: Path, split: dict, size: int, patches: int, batch: int, lr: 
     ]
     with torch.no_grad():
         for item in Dataset(test, Compose(load)):
-            logits = sliding_window_inference(
-                item["image"][None], (size, size), 16, model, overlap=0.5, mode="gaussian"
-            )
+            logits = infer(model, item["image"][None], (size, size), 16)
             pred = (logits[0].argmax(0) == 1).numpy()
             truth = item["label"][0].numpy() > 0
             counts = (pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()

@@ -70,6 +70,7 @@ import numpy as np
 import torch
 import yaml
 
+from benchmarks.monai_baseline import infer, train_unet
 from cnn_factory.data.resample import target_spacing
 from cnn_factory.data.volumes_example import make_volume_example
 from cnn_factory.scores.masks import mask_scores, mask_summary
@@ -178,8 +179,6 @@ def monai_run(
     """A plain MONAI 3-D patch pipeline on the same files, `patches` training patches of `patch`
     (D, H, W) voxels at `spacing` (mm per D, H, W), scored at each test scan's own grid."""
     from monai.data import CacheDataset, DataLoader, Dataset
-    from monai.losses import DiceCELoss
-    from monai.networks.nets import UNet
     from monai.transforms import (
         Compose,
         EnsureChannelFirstd,
@@ -211,24 +210,7 @@ def monai_run(
     cached = CacheDataset(files(data, table, "train"), Compose(load), num_workers=0, progress=False)
     train = Dataset(cached, crops)  # the random crops of the cached, resampled scans, as the tutorials
     loader = DataLoader(train, batch_size=batch // 4, shuffle=True, num_workers=0)
-    model = UNet(3, 1, 2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, patches // batch))
-    seen, start = 0, time.perf_counter()
-    model.train()
-    while seen < patches:
-        for item in loader:
-            image, label = item["image"], item["label"]
-            loss = loss_fn(model(image), label)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            seen += len(image)
-            if seen >= patches:
-                break
-    train_s = time.perf_counter() - start
+    model, seen, train_s = train_unet(3, loader, patches, batch, lr, target=lambda item: item["label"])
     return {"train_s": train_s, **monai_scores(model, data, table, load, roi), "patches": seen}
 
 
@@ -236,7 +218,6 @@ def monai_scores(model: torch.nn.Module, data: Path, table: list[dict], load: li
     """The test scans through sliding_window_inference, the foreground probability back on each
     scan's own grid (ResampleToMatch by the affines), thresholded at 0.5; mask_scores in mm."""
     from monai.data import Dataset, MetaTensor
-    from monai.inferers import sliding_window_inference
     from monai.transforms import Compose, ResampleToMatch
 
     model.eval()
@@ -245,7 +226,7 @@ def monai_scores(model: torch.nn.Module, data: Path, table: list[dict], load: li
     test = files(data, table, "test")
     with torch.no_grad():
         for f, item in zip(test, Dataset(test, Compose(load))):
-            logits = sliding_window_inference(item["image"][None], roi, 8, model, overlap=0.5, mode="gaussian")
+            logits = infer(model, item["image"][None], roi, 8)
             probs = torch.softmax(logits[0], 0)[1:]  # (1, W', H', D') at the target spacing, its affine
             truth = read_label_volume(Path(f["label"]), f["label"])  # (D, H, W), the file's own grid
             grid = read_volume(Path(f["image"]), f["image"])

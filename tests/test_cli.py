@@ -19,7 +19,7 @@ from skimage import io
 from skimage.transform import resize
 
 from cnn_factory.config import input_spec, parse_params
-from cnn_factory.data.rows import read_input, resize_image
+from cnn_factory.data.grids import read_input, resize_image
 from cnn_factory.model import ModelFile, MultiOutputNet, load_model, model_args, model_meta, save_model
 from tests.conftest import ROOT, tiny_params
 

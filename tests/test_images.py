@@ -10,7 +10,7 @@ import pytest
 from skimage import io
 
 from cnn_factory.config import input_spec
-from cnn_factory.data.rows import read_input, resize_image
+from cnn_factory.data.grids import read_input, resize_image
 
 GRADIENT = np.tile(np.linspace(0, 1, 16), (16, 1))  # (16, 16) from 0 to 1
 

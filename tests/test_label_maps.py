@@ -13,9 +13,11 @@ import tifffile
 from PIL import Image
 
 from cnn_factory.config import parse_params, schema
+from cnn_factory.data.grids import grid_for
 from cnn_factory.data.label_maps import read_label_map
 from cnn_factory.data.prepare import prepare, validate_and_load
 from cnn_factory.data.rows import RowLabelMaps
+from cnn_factory.data.table import Table
 from cnn_factory.errors import UserError
 from tests.test_prepare import config_for, problems, rows_of
 
@@ -106,8 +108,8 @@ def test_outputs_sharing_a_table_map_the_label_map_once(params, example_dir):
     params["outputs"]["round"]["colours"] = TABLE
     params["outputs"]["angular"]["colours"] = dict(reversed(TABLE.items()))  # the same table, in another order
     cfg = config_for(params, example_dir)
-    row = {"labels": f"labels/{path.name}"}
-    maps = RowLabelMaps(row, cfg.data, None, lambda column, text: pytest.fail(text))
+    table = Table("data.csv", ["labels"], [{"labels": f"labels/{path.name}"}], [2])
+    maps = RowLabelMaps(table, 0, cfg.data, grid_for(cfg.first_input), None)
     round_values = maps.values_for(cfg.outputs["round"])
     assert round_values is maps.values_for(cfg.outputs["angular"]) and len(maps.values) == 1
 

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from cnn_factory.config import parse_params
+from cnn_factory.data.grids import resolve_spacing
 from cnn_factory.data.resample import target_spacing
 from cnn_factory.data.table import read_table
-from cnn_factory.data.volume_rows import resolve_spacing
 from cnn_factory.data.volumes_example import make_volume_example
 from cnn_factory.errors import UserError
 from cnn_factory.plan import run_plan

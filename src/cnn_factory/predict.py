@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from cnn_factory.config import InputSpec, resolve_path
 from cnn_factory.data.dataset import to_device
-from cnn_factory.data.rows import read_input, resize_image, scaled_size
+from cnn_factory.data.grids import grid_for, read_input, scan_voxels
 from cnn_factory.data.table import read_table
 from cnn_factory.device import pick_device
 from cnn_factory.dicom import is_series
@@ -144,7 +144,6 @@ class Predictor:
         if not self.first.volume:
             image = np.concatenate([read_input(sources[n], spec) for n, spec in self.inputs.items()])
             return Loaded(image, (int(image.shape[-2]), int(image.shape[-1])))
-        from cnn_factory.data.volume_rows import scan_voxels
         from cnn_factory.volumes import read_volume, same_grid
 
         voxels, first = [], None
@@ -161,12 +160,7 @@ class Predictor:
 
     def view(self, image: np.ndarray) -> np.ndarray:
         """The whole image (or scan) at the input size, as prepare makes it: what image-level outputs see."""
-        if self.first.volume:
-            from cnn_factory.data.resample import to_shape
-            from cnn_factory.data.volume_rows import quantise
-
-            return quantise(to_shape(image, self.first.size, order=1))
-        return resize_image(image, self.first.size)
+        return grid_for(self.first).view(image, self.first.size)
 
     def predict(self, loaded: list[Loaded]) -> list[dict[str, np.ndarray]]:
         """Per image (scan), each output's probabilities (masks at its own size) or value."""
@@ -177,9 +171,7 @@ class Predictor:
         spatial = [n for n, o in self.outputs.items() if o.spatial]
         for k, item in enumerate(loaded):
             if self.tile:  # masks from windows sliding over the image at the model's scale (a scan: spacing)
-                native = item.pixels
-                if not self.first.volume:
-                    native = resize_image(item.pixels, scaled_size(item.size, self.first.scale))
+                native = grid_for(self.first).to_native(item.pixels)
                 scaled, _ = to_device(torch.from_numpy(native[None]), {}, self.device, *self.stats)
                 tiled = predict_tiled(self.model, scaled, window, self.overlap, self.tta, self.batch_size, self.outputs)
                 for n in spatial:

@@ -6,13 +6,16 @@ checkered, triangles plain), which a small CNN learns in a few epochs on 2 CPU c
 outline alone took three times as long. The label map holds 0 (background), 1 (disc),
 2 (square) and 3 (triangle). `data.csv` names the image, the label map and the shape kind
 covering the most pixels (`majority`, chosen with a clear margin).
+
+`write_data_set` writes any such data set, images or scans (data/volumes_example.py makes the
+3-D one): its files, one per image and label map, and data.csv naming them.
 """
 
 from __future__ import annotations
 
 import csv
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -79,7 +82,7 @@ def make_sample(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, n
 
 
 @contextmanager
-def data_set_folder(out: Path, header: list[str]) -> Iterator[Any]:
+def _data_set_folder(out: Path, header: list[str]) -> Iterator[Any]:
     """`out` emptied (replaced if it exists) with images/ and labels/ folders; yields a csv writer
     of out/data.csv, `header` written."""
     if out.exists():
@@ -93,15 +96,21 @@ def data_set_folder(out: Path, header: list[str]) -> Iterator[Any]:
 
 
 def write_data_set(
-    out: Path, value_columns: tuple[str, ...], samples: Iterable[tuple[np.ndarray, np.ndarray, tuple]]
+    out: Path,
+    value_columns: tuple[str, ...],
+    samples: Iterable[tuple[Any, Any, tuple]],
+    suffix: str = ".png",
+    write: Callable[[Path, Any], None] = write_image,
 ) -> None:
-    """Writes out/images/*.png, out/labels/*.png and out/data.csv (image, labels, *value_columns),
-    one row per (image, label map, values) sample; an existing `out` is replaced."""
-    with data_set_folder(out, ["image", "labels", *value_columns]) as writer:
+    """Writes out/images/*<suffix>, out/labels/*<suffix> and out/data.csv (image, labels,
+    *value_columns), one row per (image, label map, values) sample, each file by `write`
+    (path, item); an existing `out` is replaced."""
+    with _data_set_folder(out, ["image", "labels", *value_columns]) as writer:
         for i, (img, labels, values) in enumerate(samples):
-            write_image(out / "images" / f"{i:04d}.png", img)
-            write_image(out / "labels" / f"{i:04d}.png", labels)
-            writer.writerow([f"images/{i:04d}.png", f"labels/{i:04d}.png", *values])
+            name = f"{i:04d}{suffix}"
+            write(out / "images" / name, img)
+            write(out / "labels" / name, labels)
+            writer.writerow([f"images/{name}", f"labels/{name}", *values])
 
 
 def make_example(out: Path, rows: int, size: tuple[int, int], seed: int) -> None:

@@ -30,13 +30,13 @@ import numpy as np
 from tqdm import tqdm
 
 from cnn_factory.config import SPLITS, Config
+from cnn_factory.data.grids import resolve_spacing
 from cnn_factory.data.ragged import RaggedWriter, foreground_name
 from cnn_factory.data.row_cache import CACHE_FORMAT, CachedRows, RowCache, record_dtype
-from cnn_factory.data.row_keys import decode_row, decoding_key, row_key
-from cnn_factory.data.rows import native_names, pack_native, unpack_native
+from cnn_factory.data.row_keys import decoding_key, row_key
+from cnn_factory.data.rows import load_row, native_names, pack_native, unpack_native
 from cnn_factory.data.splits import assign_splits, split_report
 from cnn_factory.data.table import Table, check_columns, check_root, read_table, repeated_rows
-from cnn_factory.data.volume_rows import resolve_spacing
 from cnn_factory.errors import UserError
 
 CACHE = Path("data/cache")  # decoded rows, kept between runs (dvc.yaml: persist)
@@ -59,15 +59,13 @@ class RowJob:
         key = row_key(self.table, i, self.cfg, self.defs)
         if key is not None and key in self.known:
             return key, None, [], []
-        result = decode_row(self.table, i, self.cfg, self.stated)
+        result = load_row(self.table, i, self.cfg, self.stated)
         if result.problems:
             return None, None, result.problems, result.missing_labels
         record = np.zeros((), self.dtype)
         record["key"] = (key or "").encode()  # no key (a file changed while read): never found again
         record["missing"] = [name in result.missing_labels for name in self.cfg.outputs]
-        record["size"] = result.size
-        if self.cfg.volumes:
-            record["native"], record["spacing"] = result.native_size, result.spacing
+        record["size"], record["native"], record["spacing"] = result.size, result.native_size, result.spacing
         for name, value in result.arrays.items():
             record["arrays"][name] = value
         return key, (record.tobytes(), pack_native(result, self.cfg)), [], result.missing_labels
@@ -113,8 +111,7 @@ def validate_and_load(
     splits = assign_splits(table, cfg.data) if split else ["test"] * len(table.rows)
     given = cfg.first_input.spacing
     stated = given if isinstance(given, tuple) else None
-    if cfg.volumes:  # the target spacing, from the training scans' headers when auto
-        cfg = resolve_spacing(cfg, table, splits)
+    cfg = resolve_spacing(cfg, table, splits)  # volumes: from the training scans' headers when auto
     repeats = repeated_rows(table, cfg, splits)
     if repeats:
         print(f"warning: {repeats}", file=sys.stderr)
@@ -242,8 +239,7 @@ def write_native(rows: CachedRows, index: list[int], cfg: Config, folder: Path) 
     for k, i in enumerate(index):
         size, blob = rows.native(i)
         sizes[k] = size
-        scaled = rows.grid(i)[0] if cfg.volumes else ()
-        for name, array in unpack_native(blob, cfg, size, scaled).items():
+        for name, array in unpack_native(blob, cfg, size, rows.grid(i)[0]).items():
             writers[name].append(array)
     for writer in writers.values():
         writer.close()

@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.ndimage import zoom
 
 ANISOTROPY = 3  # nnU-Net's ANISO_THRESHOLD: spacing and size ratios beyond it make an axis "low resolution"
 
@@ -61,6 +60,8 @@ def to_shape(array: np.ndarray, shape: Sequence[int], order: int = 1) -> np.ndar
     factors = [n / m for n, m in zip(shape, array.shape[-spatial:])]
     values = array if order == 0 or np.issubdtype(array.dtype, np.floating) else array.astype(np.float32)
     channels = values.reshape(-1, *values.shape[-spatial:])
+    from scipy.ndimage import zoom  # here: images (data/grids.py) import this module and never resample
+
     out = [zoom(c, factors, order=order, mode="nearest", grid_mode=True) for c in channels]
     return np.stack(out).reshape(*array.shape[:-spatial], *shape)
 

@@ -20,14 +20,15 @@ import numpy as np
 from cnn_factory.config import Config
 from cnn_factory.data.ragged import FOREGROUND_SAMPLES, foreground_name
 
-CACHE_FORMAT = "cnn-factory-rows/2"  # bump when the record layout below changes
+CACHE_FORMAT = "cnn-factory-rows/3"  # bump when the record layout below changes
 MAX_SHARDS = 8  # more shard files than this are merged into one
 PENDING = ""  # name of the shard this run is writing, until it is sealed
 
 
 def record_dtype(cfg: Config) -> np.dtype:
     """One cached row: its key, which outputs' labels its label map lacks, its image's (H, W) or scan's (D, H, W), its
-    fixed-size arrays, and where its arrays of the image's own size lie in the shard's blob."""
+    native grid and own spacing, its fixed-size arrays, and where its arrays of the image's own size lie in the
+    shard's blob."""
     fields: list[tuple] = [(s.name, np.uint8, (s.channels, *s.size)) for s in cfg.inputs.values()]
     fields += [(s.name, *s.array_field()) for s in cfg.outputs.values()]
     dims = len(cfg.first_input.size)
@@ -35,14 +36,13 @@ def record_dtype(cfg: Config) -> np.dtype:
         fields += [
             (foreground_name(n), np.int32, (FOREGROUND_SAMPLES, dims)) for n, s in cfg.outputs.items() if s.spatial
         ]
-    # volumes: the scan's grid at the target spacing, and its own spacing (mm per axis)
-    grid = [("native", np.int64, (dims,)), ("spacing", np.float64, (dims,))] if cfg.volumes else []
     return np.dtype(
         [
             ("key", "S32"),
             ("missing", np.bool_, (len(cfg.outputs),)),
             ("size", np.int64, (dims,)),
-            *grid,
+            ("native", np.int64, (dims,)),  # the native grid: the image scaled, the scan at the target spacing
+            ("spacing", np.float64, (dims,)),  # the file's own mm per axis (images: 1)
             ("blob", np.int64, (2,)),  # offset and length of the row's native_names() arrays, back to back
             ("arrays", np.dtype(fields)),
         ]
@@ -241,6 +241,6 @@ class CachedRows(Sequence):
         return tuple(int(n) for n in size), self.cache.blob(location)
 
     def grid(self, i: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
-        """A volume row's (D, H, W) at the target spacing, and its own spacing in mm."""
+        """Row i's native grid (the image scaled, the scan at the target spacing) and its own spacing in mm."""
         record = self.cache.record(self.locations[i])
         return tuple(int(n) for n in record["native"]), tuple(float(v) for v in record["spacing"])

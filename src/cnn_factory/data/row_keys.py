@@ -1,39 +1,29 @@
-"""What a decoded row depends on, as the row cache's key: `row_key` names what `load_row` (or
-`load_volume_row`) makes of a row from its files' bytes, its cells and `decoding_key`, the
-definitions and the decoding code."""
+"""What a decoded row depends on, as the row cache's key: `row_key` names what `load_row` makes of
+a row from its files' bytes, its cells and `decoding_key`, the definitions and the decoding code."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-import skimage
 
 from cnn_factory import dicom, images
 from cnn_factory import volumes as reading
 from cnn_factory.config import Config
-from cnn_factory.data import label_maps, resample, rows, volume_rows
-from cnn_factory.data.rows import RowResult, load_row
+from cnn_factory.data import grids, label_maps, resample, rows
 from cnn_factory.data.table import Table
-from cnn_factory.data.volume_rows import load_volume_row
 from cnn_factory.outputs import decoding
 
 
-def decode_row(table: Table, index: int, cfg: Config, stated: tuple[float, float, float] | None = None) -> RowResult:
-    """One row's arrays or problems: of images (rows.py) or of volumes (volume_rows.py; `stated`:
-    the spacing params.yaml gives, which uncalibrated TIFF stacks are read at)."""
-    return load_volume_row(table, index, cfg, stated) if cfg.volumes else load_row(table, index, cfg)
-
-
-def decoding_modules(volumes: bool = False) -> tuple[ModuleType, ...]:
-    """The code that decides what a row decodes to: this file, reading images and label maps, and
-    the kinds' data halves (outputs/decoding.py), not their losses, metrics, plots or writers;
-    for volumes also reading them (NIfTI, TIFF, DICOM) and resampling them."""
-    modules = (rows, images, label_maps, decoding)
-    return (*modules, reading, dicom, resample, volume_rows) if volumes else modules
+def decoding_modules() -> tuple[ModuleType, ...]:
+    """The code that decides what a row decodes to: decoding a row (rows.py, grids.py), reading
+    images, volumes (NIfTI, TIFF, DICOM) and label maps, resampling, and the kinds' data halves
+    (outputs/decoding.py), not their losses, metrics, plots or writers."""
+    return (rows, grids, images, reading, dicom, label_maps, resample, decoding)
 
 
 def decoding_key(cfg: Config) -> str:
@@ -41,16 +31,18 @@ def decoding_key(cfg: Config) -> str:
     output definitions (less their training-only fields), the decoding code and the decoders' versions."""
     inputs = [[n, s.model_dump(mode="json", exclude=s.unused)] for n, s in cfg.inputs.items()]
     outputs = [[n, s.model_dump(mode="json", exclude=set(s.training_only))] for n, s in cfg.outputs.items()]
-    code = [hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in decoding_modules(cfg.volumes)]
-    versions = [np.__version__, getattr(skimage, "__version__", "")]
-    if cfg.volumes:  # the readers and the resampling of scans
-        import nibabel
-        import pydicom
-        import scipy
-        import tifffile
-
-        versions += [nibabel.__version__, tifffile.__version__, scipy.__version__, pydicom.__version__]
+    code = [hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in decoding_modules()]
+    # the decoders: read from the installed packages' metadata, without importing them
+    decoders = ("scikit-image", "scipy", "tifffile", "nibabel", "pydicom")
+    versions = [np.__version__, *(_version(name) for name in decoders)]
     return json.dumps([inputs, outputs, code, *versions], default=str)
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return ""
 
 
 def row_key(table: Table, index: int, cfg: Config, defs: str) -> str | None:

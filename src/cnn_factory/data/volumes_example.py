@@ -16,13 +16,13 @@ tumour_ml), paths relative to `out` as in the 2-D example's CSV; an existing `ou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from cnn_factory.data.example import data_set_folder
+from cnn_factory.data.example import write_data_set
 from cnn_factory.volumes import spacing_affine, write_volume
 
 GRADES = ("low", "high")
@@ -71,15 +71,15 @@ def tumour_ml(labels: np.ndarray, spacing: Spacing) -> float:
 def make_volume_example(out: Path, rows: int, size: tuple[int, int, int] = (24, 48, 48), seed: int = 0) -> None:
     """Writes `rows` scans, their label maps and data.csv under `out` (the module's docstring)."""
     rng = np.random.default_rng(seed)
-    with data_set_folder(out, ["image", "labels", "grade", "tumour_ml"]) as writer:
-        for i in range(rows):
+
+    def samples() -> Iterator[tuple[tuple, tuple, tuple[str, str]]]:  # ((voxels, affine), (labels, affine), values)
+        for _ in range(rows):
             d, h, w = (int(rng.integers(n - n // 6, n + n // 6 + 1)) for n in size)
             inplane = float(rng.uniform(0.8, 1.2))
             spacing: Spacing = (float(rng.uniform(2.5, 4.0)), inplane, inplane)
             image, labels, grade = make_scan(rng, (d, h, w), spacing)
             x, y, z = (float(v) for v in rng.uniform(-50, 50, 3))  # where the scanner put voxel (0, 0, 0)
             affine = spacing_affine(spacing, origin=(x, y, z))
-            name = f"{i:04d}.nii.gz"
-            write_volume(out / "images" / name, image, affine)
-            write_volume(out / "labels" / name, labels, affine)
-            writer.writerow([f"images/{name}", f"labels/{name}", grade, f"{tumour_ml(labels, spacing):.3f}"])
+            yield (image, affine), (labels, affine), (grade, f"{tumour_ml(labels, spacing):.3f}")
+
+    write_data_set(out, ("grade", "tumour_ml"), samples(), ".nii.gz", lambda path, scan: write_volume(path, *scan))

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from cnn_factory.config import Config
+from cnn_factory.data.grids import read_input
 from cnn_factory.data.label_maps import load_labels
 from cnn_factory.data.resample import resampled_shape, target_spacing
-from cnn_factory.data.rows import read_input
 from cnn_factory.data.table import Table, read_table
 from cnn_factory.errors import UserError
 from cnn_factory.volumes import NIFTI, read_label_volume, read_volume, volume_grid

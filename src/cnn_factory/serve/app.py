@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from cnn_factory import __version__
-from cnn_factory.data.rows import resize_image
+from cnn_factory.data.grids import resize_image
 from cnn_factory.device import pick_device
 from cnn_factory.errors import UserError
 from cnn_factory.images import encode_png

@@ -1,0 +1,282 @@
+"""What differs between decoding a row of images and a row of volumes: how its files are read and
+brought onto the grid the network sees. The rest of a row's decoding (data/rows.py) does not ask which.
+
+    grid = grid_for(cfg.first_input, stated)        # Pixels (2-D images) or Voxels (3-D scans)
+    scan = grid.read(path, spec, where)             # (C, *spatial) with mm per spatial axis
+    fixed, native = grid.input_arrays(scan, spec, path, where)  # at the input's size, at the native grid
+    labels = grid.read_labels(path, where, colours=False)
+    view = grid.view(pixels, spec.size)             # the input's size: what image-level outputs see
+    tiles = grid.to_native(pixels)                  # what predict slides its windows over
+
+`pixels` is an image at its own size, or a scan's voxels at the target spacing (scan_voxels).
+
+Images (`Pixels`) have a spacing of 1 per axis; their native grid is the image's size times
+`inputs.*.scale` (patch mode), reached by an anti-aliased bilinear resize (skimage), label maps
+resized by each output's own `mask`. Volumes (`Voxels`) are read with their spacing (volumes.py),
+their intensities brought to 0..255 (`inputs.*.window`, else each scan's 0.5th to 99.5th
+percentile), and resampled to the target spacing (`inputs.*.spacing`, resolved from the training
+split before any row is decoded: `resolve_spacing`): cubic splines for intensities, nearest
+neighbour for label volumes, which hold label values (no colour tables). Every problem is a
+UserError whose message starts with `where`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnn_factory.config import Config, InputSpec
+from cnn_factory.data.label_maps import label_values, read_label_map
+from cnn_factory.data.resample import resample, resample_labels, resampled_shape, target_spacing, to_shape
+from cnn_factory.data.table import Table
+from cnn_factory.errors import UserError
+from cnn_factory.images import read_pixels
+from cnn_factory.outputs import Output
+from cnn_factory.volumes import Volume, read_label_volume, read_volume, same_grid, volume_grid
+
+PERCENTILES = (0.5, 99.5)  # a scan's intensities mapped to 0..255 without `window`, as nnU-Net clips them
+Spacing = tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A file's (C, *spatial) values (or (*spatial) label values) and mm per spatial axis."""
+
+    array: np.ndarray
+    shape: tuple[int, ...]  # (*spatial)
+    spacing: Spacing
+    volume: Volume | None = None  # volumes: the file as read, with its affine
+
+
+# images
+
+
+def scaled_size(size: tuple[int, ...], scale: float) -> tuple[int, int]:
+    return (round(size[0] * scale), round(size[1] * scale))
+
+
+def image_to_uint8(img: np.ndarray) -> np.ndarray:
+    """Scales any image dtype to uint8: integers by their dtype's range, floats from [0, 1]."""
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == bool:
+        return img.astype(np.uint8) * 255
+    if np.issubdtype(img.dtype, np.integer):
+        return (img.astype(np.float64) * (255 / np.iinfo(img.dtype).max)).round().astype(np.uint8)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+def read_input(path: Path | bytes, spec: InputSpec) -> np.ndarray:
+    """(C, H, W) uint8 at the file's own size: alpha dropped, any bit depth scaled to 0..255.
+    `path` may also be an image file's bytes (`cnn-factory serve`'s uploads)."""
+    img = read_pixels(path)
+    if img.ndim == 3 and img.shape[-1] in (2, 4):  # drop alpha
+        img = img[..., :-1]
+    channels = 1 if img.ndim == 2 else img.shape[-1]
+    if img.ndim not in (2, 3) or channels not in (1, 3):
+        raise ValueError(f"has shape {img.shape}; expected an image of height x width (x channels)")
+    if channels != spec.channels:
+        raise ValueError(f"has {channels} channel(s) but inputs.{spec.name}.channels is {spec.channels}")
+    img = image_to_uint8(img)
+    return img.reshape(*img.shape[:2], spec.channels).transpose(2, 0, 1).copy()
+
+
+def resize_image(img: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """(C, H, W) uint8 resized to `size` (bilinear, anti-aliased when shrinking)."""
+    if img.shape[-2:] == tuple(size):
+        return img
+    from skimage.transform import resize  # here: it loads scipy (0.3 s), which a prepare of cached rows skips
+
+    out = resize(img.transpose(1, 2, 0), size, order=1, preserve_range=True, anti_aliasing=True)
+    return out.round().astype(np.uint8).reshape(*size, img.shape[0]).transpose(2, 0, 1).copy()
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """2-D images: read at their own size, their native grid `inputs.*.scale` times it (patch mode)."""
+
+    scale: float
+    patch_mode: bool
+
+    def read(self, path: Path, spec: InputSpec, where: str) -> Scan:
+        try:
+            image = read_input(path, spec)
+        except ValueError as err:
+            raise UserError(f"{where}: {path} {err}") from None
+        return Scan(image, image.shape[-2:], (1.0, 1.0))
+
+    def same_inputs(self, first: Scan, other: Scan, path: Path, where: str) -> None:
+        """A row's images may differ in size: each is resized to its own input's size."""
+
+    def same_grid(self, image: Scan, labels: Scan, path: Path, where: str) -> None:
+        if labels.shape != image.shape:
+            (h, w), (fh, fw) = labels.shape, image.shape
+            raise UserError(
+                f"{where}: {path} is {h}x{w} but its image is {fh}x{fw}; a label map must match its image's size"
+            )
+
+    def native_size(self, scan: Scan) -> tuple[int, ...]:
+        return scaled_size(scan.shape, self.scale)
+
+    def view(self, image: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+        """The whole image (C, H, W) at the input's `size`: from the image at its own size."""
+        return resize_image(image, size)
+
+    def to_native(self, image: np.ndarray) -> np.ndarray:
+        """The image at its own size brought to the native grid (its scale)."""
+        return resize_image(image, scaled_size(image.shape[-2:], self.scale))
+
+    def input_arrays(self, scan: Scan, spec: InputSpec, path: Path, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """The image at the input's size, and (patch mode) at its scale."""
+        fixed = self.view(scan.array, spec.size)
+        if not self.patch_mode:
+            return fixed, None
+        native = self.native_size(scan)
+        if min(native) < 1:
+            (h, w), (nh, nw) = scan.shape, native
+            raise UserError(
+                f"{where}: {path} is {h}x{w}; inputs.{spec.name}.scale {self.scale} leaves {nh}x{nw} pixels; "
+                "raise the scale"
+            )
+        return fixed, self.to_native(scan.array)
+
+    def read_labels(self, path: Path, where: str, colours: bool) -> Scan:
+        try:
+            labels = read_label_map(path, colours)  # (H, W) values or (H, W, 3) colours
+        except ValueError as err:
+            raise UserError(f"{where}: {path} {err}") from None
+        return Scan(labels, labels.shape[:2], (1.0, 1.0))
+
+    def label_values(self, labels: Scan, output: Output, path: Path, where: str) -> np.ndarray:
+        try:
+            return label_values(labels.array, output)
+        except ValueError as err:
+            raise UserError(f"{where}: {path} {err}") from None
+
+    def native_labels(self, values: np.ndarray, spacing: Spacing) -> tuple[np.ndarray, tuple[int, ...]] | None:
+        """What a mask at the native grid is made from, and that grid's size (None: no native mask)."""
+        size = scaled_size(values.shape, self.scale)
+        return (values, size) if min(size) >= 1 else None
+
+
+# volumes
+
+
+def window_to_uint8(voxels: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
+    """(C, D, H, W) float32 in 0..255: `window` [low, high] or each channel's percentiles to 0..255."""
+    values = voxels.astype(np.float32)
+    out = np.empty_like(values)
+    for c, channel in enumerate(values):
+        low, high = window if window is not None else np.percentile(channel, PERCENTILES)
+        out[c] = (np.clip(channel, low, high) - low) * (255.0 / max(float(high - low), 1e-6))
+    return out
+
+
+def quantise(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(values), 0, 255).astype(np.uint8)
+
+
+def scan_voxels(scan: Volume, window: tuple[float, float] | None, target: tuple[float, ...]) -> np.ndarray:
+    """A scan's (C, D', H', W') uint8 voxels at the `target` spacing (what the network sees)."""
+    return quantise(resample(window_to_uint8(scan.array, window), scan.spacing, target, order=3))
+
+
+@dataclass(frozen=True)
+class Voxels:
+    """3-D scans: read with their spacing, their native grid the target spacing. `stated`: the
+    spacing params.yaml gives (not auto), which a TIFF stack without calibration is read at."""
+
+    target: Spacing
+    stated: tuple[float, float, float] | None
+
+    def read(self, path: Path, spec: InputSpec, where: str) -> Scan:
+        volume = read_volume(path, where, channels=spec.channels, default_spacing=self.stated)
+        return Scan(volume.array, volume.shape, volume.spacing, volume)
+
+    def same_inputs(self, first: Scan, other: Scan, path: Path, where: str) -> None:
+        """A row's scans are its channels: one grid."""
+        self.same_grid(first, other, path, where)
+
+    def same_grid(self, image: Scan, other: Scan, path: Path, where: str) -> None:
+        assert image.volume is not None and other.volume is not None
+        same_grid(image.volume, other.volume, path, where)
+
+    def native_size(self, scan: Scan) -> tuple[int, ...]:
+        return resampled_shape(scan.shape, scan.spacing, self.target)
+
+    def view(self, voxels: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+        """The whole scan (C, D, H, W) at the input's `size`: from its voxels at the target spacing."""
+        return quantise(to_shape(voxels, size, order=1))
+
+    def to_native(self, voxels: np.ndarray) -> np.ndarray:
+        """Voxels at the target spacing, as a scan's are once read (scan_voxels): already native."""
+        return voxels
+
+    def input_arrays(self, scan: Scan, spec: InputSpec, path: Path, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """The scan resampled to the input's size, and at the target spacing."""
+        assert scan.volume is not None
+        native = scan_voxels(scan.volume, spec.window, self.target)
+        return self.view(native, spec.size), native
+
+    def read_labels(self, path: Path, where: str, colours: bool) -> Scan:
+        volume = read_label_volume(path, where, self.stated)
+        return Scan(volume.array, volume.shape, volume.spacing, volume)
+
+    def label_values(self, labels: Scan, output: Output, path: Path, where: str) -> np.ndarray:
+        if output.colour_table is not None:
+            raise UserError(f"{where}: outputs.{output.name}: label volumes hold label values; remove its colours")
+        return labels.array
+
+    def native_labels(self, values: np.ndarray, spacing: Spacing) -> tuple[np.ndarray, tuple[int, ...]] | None:
+        at_target = resample_labels(values, spacing, self.target)
+        return at_target, at_target.shape
+
+
+Grid = Pixels | Voxels
+
+
+def grid_for(spec: InputSpec, stated: tuple[float, float, float] | None = None) -> Grid:
+    """The grid of a model's inputs (`spec`: the first): volumes by their size of three numbers
+    (after resolve_spacing), images otherwise."""
+    if spec.volume:
+        assert spec.spacing != "auto", "resolve_spacing() first"
+        return Voxels(spec.spacing, stated)
+    return Pixels(spec.scale, spec.mode == "patch")
+
+
+def resolve_spacing(cfg: Config, table: Table, splits: list[str]) -> Config:
+    """cfg with `inputs.*.spacing: auto` replaced by the target spacing of the training scans
+    (data/resample.py's rule), read from their headers; rows whose file cannot be read are left
+    to load_row to report. Images have no spacing to resolve."""
+    spec = cfg.first_input
+    if not spec.volume or spec.spacing != "auto":
+        return cfg
+    spacings, shapes = [], []
+    for i, split in enumerate(splits):
+        if split != "train":
+            continue
+        value = table.rows[i][spec.column]
+        path = cfg.data.resolve(value) if value else None
+        if path is None or not (path.is_file() or path.is_dir()):  # a folder: a DICOM series
+            continue
+        try:
+            shape, spacing = volume_grid(path, table.where(i, spec.column))
+        except UserError:
+            continue
+        shapes.append(shape)
+        spacings.append(spacing)
+    if not spacings:
+        raise UserError(
+            f"inputs.{spec.name}.spacing: auto takes the training scans' spacing, and none of them has a readable "
+            f"one; set inputs.{spec.name}.spacing to [depth, height, width] mm"
+        )
+    return with_spacing(cfg, target_spacing(spacings, shapes))
+
+
+def with_spacing(cfg: Config, target: tuple[float, ...]) -> Config:
+    """cfg whose inputs name `target` (mm per D, H, W axis) as their spacing."""
+    target = tuple(round(float(t), 6) for t in target)
+    inputs = {n: s.model_copy(update={"spacing": target}).named(n) for n, s in cfg.inputs.items()}
+    return cfg.model_copy(update={"inputs": inputs})
