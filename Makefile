@@ -24,7 +24,7 @@ run: install
 	cnn-factory summary   # the headline figures with their intervals; every figure: eval/figures.json
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto   # one worker per core (pytest-xdist)
 
 lint: install
 	$(BIN)/ruff check src stages tests benchmarks
