@@ -51,7 +51,7 @@ def params() -> dict:
     return params
 
 
-def test_a_sweep_queued_and_run_on_two_machines_is_compared_on_a_third(tmp_path):
+def test_a_sweep_queued_and_run_on_two_machines_is_compared_on_a_third(tmp_path, monkeypatch):
     origin = make_repo(tmp_path / "origin", params())
     run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote")], origin)
     run(["dvc", "repro"], origin)
@@ -92,7 +92,8 @@ def test_a_sweep_queued_and_run_on_two_machines_is_compared_on_a_third(tmp_path)
             f"eval/metrics.json:{c}" for c in ("round.dice", "angular.dice", "majority.accuracy", "epoch")
         }
         assert len(columns) <= 20
-    shown = run(["dvc", "exp", "show", "--only-changed", "--no-pager"], c, extra_env={"COLUMNS": "120"}).stdout
+    monkeypatch.setenv("COLUMNS", "120")  # a terminal 120 columns wide (whatever the test runner's says)
+    shown = run(["dvc", "exp", "show", "--only-changed", "--no-pager"], c).stdout
     assert max(map(len, shown.splitlines())) <= 120, shown
     values = {k: {json.dumps(_flat(r["data"]["metrics"]["eval/metrics.json"]["data"])[k]) for r in rows} for k in
               ("round.dice", "angular.dice", "majority.accuracy")}  # fmt: skip
