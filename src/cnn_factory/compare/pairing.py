@@ -121,27 +121,28 @@ class Comparer:
             figures.append(self._unpaired(name, scores) if self.unpaired else self._paired(name, scores))
         return figures
 
-    def _paired(self, name: str, scores: Scores) -> Figure:
-        figure, reference = self.outputs[name].headline, self.scores[name]
+    def _drawn(self, name: str) -> np.ndarray:
+        """The reference's headline figure of `name` on every resample, drawn once for all runs."""
         if name not in self.drawn:
-            self.drawn[name] = reference.resampled(figure, self.indices)
+            self.drawn[name] = self.scores[name].resampled(self.outputs[name].headline, self.indices)
+        return self.drawn[name]
+
+    def _paired(self, name: str, scores: Scores) -> Figure:
+        figure = self.outputs[name].headline
         result = Figure(name, figure, scores.figure(figure))
-        result.difference = result.value - reference.figure(figure)
-        bounds = percentile_bounds(scores.resampled(figure, self.indices) - self.drawn[name])
+        result.difference = result.value - self.scores[name].figure(figure)
+        bounds = percentile_bounds(scores.resampled(figure, self.indices) - self._drawn(name))
         if bounds is not None:
             result.low, result.high = bounds
             result.verdict = _verdict(figure, result.low > 0, result.high < 0, "no evidence")
         return result
 
     def _unpaired(self, name: str, scores: Scores) -> Figure:
-        figure, reference = self.outputs[name].headline, self.scores[name]
+        figure = self.outputs[name].headline
         result = Figure(name, figure, scores.figure(figure))
-        theirs = percentile_bounds(reference.resampled(figure, self.indices))
-        mine = percentile_bounds(
-            scores.resampled(
-                figure, resample_indices(len(next(iter(scores.columns.values()))), self.resamples, self.seed)
-            )
-        )
+        images = len(next(iter(scores.columns.values())))
+        mine = percentile_bounds(scores.resampled(figure, resample_indices(images, self.resamples, self.seed)))
+        theirs = percentile_bounds(self._drawn(name))
         if mine is not None and theirs is not None:
             result.low, result.high = mine
             result.verdict = _verdict(figure, mine[0] > theirs[1], mine[1] < theirs[0], "overlap")
