@@ -13,7 +13,7 @@ import pytest
 from cnn_factory.compare import Comparer, Comparison, Run, changed_params, report_json, report_lines
 from cnn_factory.errors import UserError
 from cnn_factory.evaluate import Evaluation
-from cnn_factory.outputs import make_output
+from cnn_factory.outputs import Scorer, make_output
 from cnn_factory.report import per_image_table
 
 IMAGES = 40
@@ -24,6 +24,7 @@ DEFINITIONS = {
     "volume": {"type": "numeric"},
 }
 OUTPUTS = {name: make_output(name, (16, 16), **d) for name, d in DEFINITIONS.items()}
+SCORERS = {name: Scorer.of(output) for name, output in OUTPUTS.items()}
 
 
 def scored(seed: int, skill: float) -> dict[str, dict[str, np.ndarray]]:
@@ -37,16 +38,16 @@ def scored(seed: int, skill: float) -> dict[str, dict[str, np.ndarray]]:
             labels[:] = 0  # images holding nothing: dice undefined where nothing is predicted
         noise = rng.random((16, 16)) > skill
         predicted = np.where(noise, rng.integers(0, 3, (16, 16)), labels)
-        rows["round"].append(OUTPUTS["round"].image_scores(predicted == 1, labels == 1, 2.0))
-        rows["organs"].append(OUTPUTS["organs"].image_scores(predicted, labels, 2.0))
+        rows["round"].append(SCORERS["round"].image_scores(predicted == 1, labels == 1, 2.0))
+        rows["organs"].append(SCORERS["organs"].image_scores(predicted, labels, 2.0))
         grade = int(truth_rng.integers(0, 3))
         probs = rng.dirichlet(np.ones(3))
         if rng.random() < skill:
             probs[grade] += 1
-        rows["grade"].append(OUTPUTS["grade"].image_scores(probs / probs.sum(), np.int64(grade), 2.0))
+        rows["grade"].append(SCORERS["grade"].image_scores(probs / probs.sum(), np.int64(grade), 2.0))
         value = truth_rng.normal(10, 3)
         rows["volume"].append(
-            OUTPUTS["volume"].image_scores(np.float64(value + rng.normal(0, 4 * (1 - skill))), value, 2.0)
+            SCORERS["volume"].image_scores(np.float64(value + rng.normal(0, 4 * (1 - skill))), value, 2.0)
         )
     return {n: {c: np.asarray([r[c] for r in rs]) for c in rs[0]} for n, rs in rows.items()}
 
@@ -69,10 +70,10 @@ def test_a_table_reads_back_to_the_figures_evaluate_computed(name):
     """Each kind's `table_columns` undoes `table_cells`: every figure from the CSV's text equals the
     figure from evaluate's own columns (the CSV rounds scores to 6 digits)."""
     columns = scored(1, 0.8)[name]
-    output = OUTPUTS[name]
+    scorer = SCORERS[name]
     prefix = f"{name}/"
     cells = {k[len(prefix) :]: v for k, v in table({name: columns} | {}).items() if k.startswith(prefix)}
-    expected, read = output.summarise(columns), output.summarise(output.table_columns(cells))
+    expected, read = scorer.summarise(columns), scorer.summarise(scorer.table_columns(cells))
     assert set(read) == set(expected)
     for figure, value in expected.items():
         assert read[figure] == pytest.approx(value, abs=1e-5, nan_ok=True), figure
@@ -81,23 +82,23 @@ def test_a_table_reads_back_to_the_figures_evaluate_computed(name):
 @pytest.mark.parametrize("name", list(OUTPUTS))
 def test_image_values_average_to_the_headline_figure(name):
     """A figure given as per-image values (resampled as row means) is their mean where defined."""
-    output, columns = OUTPUTS[name], scored(2, 0.7)[name]
-    values = output.image_values(columns, output.headline)
+    scorer, columns = SCORERS[name], scored(2, 0.7)[name]
+    values = scorer.image_values(columns, scorer.output.headline)
     if name == "organs":  # a class mask's dice is a mean over classes of means over images: no row mean
         assert values is None
         return
-    assert np.nanmean(values) == pytest.approx(output.summarise(columns)[output.headline], abs=1e-12)
+    assert np.nanmean(values) == pytest.approx(scorer.summarise(columns)[scorer.output.headline], abs=1e-12)
 
 
 def direct(a: Run, b: Run, name: str, resamples: int, seed: int, images: int = IMAGES) -> tuple[float, float, float]:
     """The paired bootstrap by hand: the same resampled rows of both tables (in the same image
     order), each summarised whole by the output kind of `OUTPUTS[name]`."""
-    output = OUTPUTS[name]
-    figure = output.headline
+    scorer = SCORERS[name]
+    figure = scorer.output.headline
     prefix = f"{name}/"
 
     def columns(r: Run) -> dict[str, np.ndarray]:
-        return output.table_columns({k[len(prefix) :]: v for k, v in r.table.items() if k.startswith(prefix)})
+        return scorer.table_columns({k[len(prefix) :]: v for k, v in r.table.items() if k.startswith(prefix)})
 
     ours, theirs = columns(a), columns(b)
     rng = np.random.default_rng(seed)
@@ -105,11 +106,11 @@ def direct(a: Run, b: Run, name: str, resamples: int, seed: int, images: int = I
     for _ in range(resamples):
         idx = rng.integers(0, images, images)
         draws.append(
-            output.summarise({k: v[idx] for k, v in ours.items()})[figure]
-            - output.summarise({k: v[idx] for k, v in theirs.items()})[figure]
+            scorer.summarise({k: v[idx] for k, v in ours.items()})[figure]
+            - scorer.summarise({k: v[idx] for k, v in theirs.items()})[figure]
         )
     finite = np.asarray(draws)[np.isfinite(draws)]
-    whole = output.summarise(ours)[figure] - output.summarise(theirs)[figure]
+    whole = scorer.summarise(ours)[figure] - scorer.summarise(theirs)[figure]
     return whole, *np.percentile(finite, [2.5, 97.5])
 
 

@@ -140,14 +140,14 @@ def test_a_volume_model_file_round_trips(tmp_path):
 
 
 def test_class_masks_of_volumes_take_their_classes_from_the_channel_axis():
-    from cnn_factory.outputs import make_output
+    from cnn_factory.outputs import Scorer, make_output
 
     tissue = make_output("tissue", type="segmentation", column="labels", labels={"organ": [1], "tumour": [2]})
     tissue = tissue.model_copy(update={"size": (8, 16, 16)})
     logits = torch.randn(2, 3, 8, 16, 16)
     probabilities = tissue.probabilities(logits)
     assert torch.allclose(probabilities.sum(1), torch.ones(2, 8, 16, 16))
-    assert torch.equal(tissue.predicted_mask(probabilities), logits.argmax(1).to(torch.uint8))
+    assert torch.equal(Scorer.of(tissue).predicted_mask(probabilities), logits.argmax(1).to(torch.uint8))
     image = tissue.model_copy(update={"size": (16, 16)})
     assert torch.allclose(image.probabilities(logits[:, :, 0]).sum(1), torch.ones(2, 16, 16))
 

@@ -30,7 +30,7 @@ from cnn_factory.export import export_model
 from cnn_factory.images import read_image
 from cnn_factory.inference import predict_tiled
 from cnn_factory.model import ModelFile, MultiOutputNet, NetShape, load_model, model_args, model_meta
-from cnn_factory.outputs import from_definition, make_output
+from cnn_factory.outputs import Scorer, from_definition, make_output
 from cnn_factory.outputs.class_mask import ClassMaskOutput
 from cnn_factory.outputs.segmentation import SegmentationOutput
 from cnn_factory.palette import class_colours
@@ -185,7 +185,8 @@ def test_one_decoder_gives_background_and_each_class(labels, size):
     assert logits["m"].shape == (2, 16, 16) and model.heads["m"].head.weight.shape[0] == 1  # the boolean head as before
     probs = output.probabilities(logits["shapes"])
     assert torch.allclose(probs.sum(1), torch.ones(2, *size))
-    assert output.predicted_mask(probs).shape == (2, *size) and output.predicted_mask(probs).max() <= len(labels)
+    predicted = Scorer.of(output).predicted_mask(probs)
+    assert predicted.shape == (2, *size) and predicted.max() <= len(labels)
 
 
 def one_hot_logits(index: torch.Tensor, classes: int, scale: float = 30.0) -> torch.Tensor:

@@ -10,6 +10,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from types import FunctionType
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from cnn_factory.config import parse_params
 from cnn_factory.data.prepare import prepare
 from cnn_factory.evaluate import Scoring, evaluate_split
 from cnn_factory.model import ModelFile
-from cnn_factory.outputs import KINDS, kind_name
+from cnn_factory.outputs import KINDS, Output, Outputs, Scorer, Writer, kind_name, make_output
 from cnn_factory.training.fit import fit
 from tests.conftest import ROOT, SIZE
 
@@ -60,7 +61,7 @@ def test_the_recipe_kind_trains_saves_loads_and_scores(binary, params, example_d
     params["train"].update(epochs=1, log_images_every=0)
     cfg = parse_params(params)
     defect = binary.model_validate({"type": "binary"}).named("defect", tuple(SIZE))
-    cfg = cfg.model_copy(update={"outputs": {**cfg.outputs, "defect": defect}})
+    cfg = cfg.model_copy(update={"outputs": Outputs({**cfg.outputs, "defect": defect})})
 
     prepare(cfg, tmp_path / "prepared", None, workers=1)
     monkeypatch.chdir(tmp_path)
@@ -73,6 +74,18 @@ def test_the_recipe_kind_trains_saves_loads_and_scores(binary, params, example_d
     scored = evaluate_split(
         model, model_file, model_file.outputs, tmp_path / "prepared" / "test", 4, torch.device("cpu"), scoring=Scoring()
     )
-    figures = model_file.outputs["defect"].summarise(scored.rows["defect"])
+    figures = Scorer.of(model_file.outputs["defect"]).summarise(scored.rows["defect"])
     assert 0 <= figures["accuracy"] <= 1 and figures["accuracy"] == pytest.approx(scored.metrics["defect/accuracy"])
     assert Path(tmp_path / "prepared" / "manifest.json").is_file()
+
+
+def test_the_core_of_a_kind_is_small_and_its_stages_live_in_adapters():
+    """`Output` holds what prepare, the model and training need (at most 15 methods); evaluation and
+    prediction are the adapters' (`Scorer`, `Writer`), which every built-in kind has or inherits."""
+    members = (classmethod, staticmethod, property, FunctionType)
+    core = [k for k, v in vars(Output).items() if isinstance(v, members) and not k.startswith(("_", "model_"))]
+    assert len(core) <= 15, core
+    assert not {"image_scores", "summarise", "write_prediction", "answer", "logits_shape"} & set(core)
+    for cls in KINDS.values():
+        assert Scorer.kinds[cls].__module__ == cls.__module__  # beside its core, in the kind's module
+    assert Writer.of(make_output("n", type="numeric")).logits_shape() == ["batch"]  # the default: no writer needed

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cnn_factory.outputs import make_output
+from cnn_factory.outputs import Scorer, make_output
 from cnn_factory.scores.bootstrap import intervals
 from cnn_factory.scores.classes import class_summary, roc_auc
 from cnn_factory.scores.masks import mask_scores, mask_summary
@@ -190,16 +190,16 @@ def test_bootstrap_intervals_cover_the_estimate_and_shrink_with_more_images():
 
 
 def test_each_kind_summarises_its_own_rows():
-    seg = make_output("m", (8, 8), type="segmentation", label=1)
+    seg = Scorer.of(make_output("m", (8, 8), type="segmentation", label=1))
     rows = [seg.image_scores(square((8, 8), 1, 1, 4), square((8, 8), 1, 1, 4), 2.0)]
     columns = {k: np.array([r[k] for r in rows]) for k in rows[0]}
     assert seg.summarise(columns)["dice"] == 1.0 and set(seg.interval_metrics) <= set(seg.summarise(columns))
-    cat = make_output("c", (8, 8), type="category", classes=["a", "b"])
+    cat = Scorer.of(make_output("c", (8, 8), type="category", classes=["a", "b"]))
     rows = [cat.image_scores(np.array(p), np.array(t), 2.0) for p, t in [([0.8, 0.2], 0), ([0.3, 0.7], 0)]]
     columns = {k: np.array([r[k] for r in rows]) for k in rows[0]}
     assert cat.summarise(columns)["accuracy"] == 0.5
     assert cat.table_cells(columns)["predicted"] == ["a", "b"]
-    num = make_output("n", (8, 8), type="numeric")
+    num = Scorer.of(make_output("n", (8, 8), type="numeric"))
     rows = [num.image_scores(np.array(p), np.array(t), 2.0) for p, t in [(1.5, 1.0), (2.0, 3.0)]]
     columns = {k: np.array([r[k] for r in rows]) for k in rows[0]}
     assert num.summarise(columns)["mae"] == 0.75 and num.table_cells(columns)["error"] == [0.5, -1.0]

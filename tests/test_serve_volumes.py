@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from cnn_factory.outputs import make_output
+from cnn_factory.outputs import Writer, make_output
 from cnn_factory.palette import class_colours
 from cnn_factory.predict import predict_images
 from cnn_factory.serve import create_app
@@ -126,7 +126,9 @@ def test_the_page_says_what_the_model_takes(client, served):
 
 
 def test_a_class_masks_answer_for_a_scan_counts_each_class_in_ml(tmp_path):
-    organs = make_output("organs", (4, 6, 8), type="segmentation", column="labels", labels={"liver": 1, "kidney": 2})
+    organs = Writer.of(
+        make_output("organs", (4, 6, 8), type="segmentation", column="labels", labels={"liver": 1, "kidney": 2})
+    )
     index = np.random.default_rng(0).integers(0, 3, (4, 6, 8))
     value = np.eye(3)[index].transpose(3, 0, 1, 2)  # (K + 1, D, H, W) probabilities, class `index` certain
     affine = spacing_affine((2.5, 0.8, 0.8), origin=(10.0, -4.0, 7.0))

@@ -5,9 +5,11 @@ column holding 0 or 1.
 
 In the library its parts go to three files: `BinaryRows` (what prepare makes of a row) into
 `src/cnn_factory/outputs/decoding.py`, so that prepare's dependencies and the row cache cover it;
-`Agreement` into `src/cnn_factory/accumulators.py`; `BinaryOutput` into
-`src/cnn_factory/outputs/binary.py`, registered in `KINDS` (where the kinds import torch inside
-their methods, so that reading params.yaml stays fast).
+`Agreement` into `src/cnn_factory/accumulators.py`; the core `BinaryOutput` and its adapters
+`BinaryScorer` (evaluation) and `BinaryWriter` (predict) into `src/cnn_factory/outputs/binary.py`,
+the core registered in `KINDS` (where the kinds import torch inside their methods, so that reading
+params.yaml stays fast). It needs no serve or export code of its own: `Writer`'s defaults answer
+with the value and export its shape.
 tests/test_output_kinds.py imports this file, registers the kind and trains it for an epoch.
 """
 
@@ -21,6 +23,8 @@ import torch
 
 from cnn_factory.accumulators import Metric
 from cnn_factory.outputs.base import Output
+from cnn_factory.outputs.scoring import Scorer
+from cnn_factory.outputs.writing import Writer
 
 if TYPE_CHECKING:
     from torch import nn
@@ -67,19 +71,17 @@ class Agreement(Metric):
 
 
 class BinaryOutput(BinaryRows, Output):
-    """outputs/binary.py: the head, loss, metric, test figures and what predict writes."""
+    """outputs/binary.py, the core: its params, head, loss and training metric."""
 
     kind: ClassVar[str] = "binary"  # its name in KINDS
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy",)  # the first is the headline
     curves: ClassVar[str] = "binary"  # dvclive/plots/curves/binary/<output>.tsv
-    interval_metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
     activation: ClassVar[str] = "sigmoid"
 
     type: Literal["binary"]
     loss: Loss | None = None
 
-    # --- model and training ---
     @classmethod
     def build_head(cls, args: dict[str, Any], channels: list[int], options: dict[str, Any]) -> nn.Module:
         from torch import nn
@@ -96,20 +98,25 @@ class BinaryOutput(BinaryRows, Output):
     def new_metric(self, device: torch.device | str) -> Metric:
         return Agreement(device)
 
-    # --- evaluation: one row per test image, then the figures over the rows ---
+    @staticmethod
+    def probabilities(logits: torch.Tensor) -> torch.Tensor:
+        return logits.sigmoid()
+
+
+class BinaryScorer(Scorer[BinaryOutput], of=BinaryOutput):
+    """outputs/binary.py: one row per test image, then the figures over the rows."""
+
+    interval_metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
+
     def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, Any]:
         return {"true": int(truth > 0.5), "predicted": int(prediction > 0.5)}
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
         return {"accuracy": float(np.mean(columns["true"] == columns["predicted"]))}
 
-    # --- predict and export ---
-    @staticmethod
-    def probabilities(logits: torch.Tensor) -> torch.Tensor:
-        return logits.sigmoid()
 
-    def logits_shape(self) -> list:
-        return ["batch"]
+class BinaryWriter(Writer[BinaryOutput], of=BinaryOutput):
+    """outputs/binary.py: predictions.csv's cell."""
 
     def write_prediction(
         self, value: np.ndarray, out: Path, stem: str, size: tuple[int, int], threshold: float

@@ -22,7 +22,7 @@ import yaml
 from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, model_validator
 
 from cnn_factory.errors import UserError
-from cnn_factory.outputs import KINDS, OutputDefinition
+from cnn_factory.outputs import KINDS, Outputs
 from cnn_factory.params import Shape, Spacing, Strict, Window, custom, problems, show
 
 PARAMS_FILE = "params.yaml"
@@ -329,7 +329,7 @@ class Config(Strict):
     example: ExampleConfig
     data: DataConfig
     inputs: dict[str, InputSpec] = Field(min_length=1)
-    outputs: dict[str, OutputDefinition] = Field(min_length=1)
+    outputs: Outputs  # at least one
     model: ModelConfig
     train: TrainConfig
     augment: AugmentConfig
@@ -343,7 +343,7 @@ class Config(Strict):
             lines.append(f"inputs: all inputs must share one size, got {sorted(sizes)}")
         if len({(spec.mode, spec.scale) for spec in self.inputs.values()}) > 1:
             lines.append("inputs: all inputs are stacked as channels, so they must share mode and scale")
-        if self.patch_mode and not any(o.spatial for o in self.outputs.values()):
+        if self.patch_mode and not self.outputs.spatial:
             lines.append(
                 "inputs: mode patch needs a segmentation output to train on patches; use mode resize for "
                 "image-level outputs only"
@@ -405,7 +405,7 @@ class Config(Strict):
         size = next(iter(self.inputs.values())).size
         inputs = {n: s.named(n) for n, s in self.inputs.items()}
         return self.model_copy(
-            update={"inputs": inputs, "outputs": {n: o.named(n, size) for n, o in self.outputs.items()}}
+            update={"inputs": inputs, "outputs": Outputs({n: o.named(n, size) for n, o in self.outputs.items()})}
         )
 
 

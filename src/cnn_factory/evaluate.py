@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from cnn_factory.model import ModelFile, MultiOutputNet
 from cnn_factory.native import NativeImage, SplitPass, predict_split
-from cnn_factory.outputs import Output
+from cnn_factory.outputs import Output, Outputs, Scorer
 from cnn_factory.training.metrics import OutputMetrics
 from cnn_factory.training.pictures import Gallery, WorstCases
 
@@ -62,8 +62,8 @@ def evaluate_split(
 ) -> Evaluation:
     """Runs the model over every image of a prepared split once; metrics on the device, one sync."""
     split = SplitPass(model_file, outputs, folder)
-    spatial, patch = split.spatial, split.patch
-    native, resized = OutputMetrics(outputs, device), OutputMetrics({n: outputs[n] for n in spatial}, device)
+    spatial, patch = Outputs(outputs).spatial, split.patch
+    native, resized = OutputMetrics(outputs, device), OutputMetrics(spatial, device)
     gallery, table = Gallery(outputs, gallery_size), Table(outputs, scoring)
     # a bar for evaluate on a terminal (patch mode slides windows over every image: long on large ones)
     bar = tqdm(total=len(split), desc="evaluate", unit="image", disable=None if scoring else True, file=sys.stdout)
@@ -74,14 +74,14 @@ def evaluate_split(
         if not patch:  # pooled over pixels as the network saw them, beside the figures at the label maps' size
             resized.update({n: batch.logits[n] for n in spatial}, batch.targets)
         for image in batch.images:
-            for n in spatial:
+            for n, output in spatial.items():
                 prob, truth = image.probabilities[n], image.truth[n]
-                native.update({n: outputs[n].to_logits(prob)[None]}, {n: truth[None].float()})
+                native.update({n: output.to_logits(prob)[None]}, {n: truth[None].float()})
                 table.add_mask(n, image, prob, truth)
             bar.update()
         gallery.add(batch.x, batch.targets, batch.logits)
     bar.close()
-    confusion = {n: c for n, m in native.metrics.items() if (c := outputs[n].confusion(m)) is not None}
+    confusion = {n: c for n, m in native.metrics.items() if (c := Scorer.of(outputs[n]).confusion(m)) is not None}
     pooled = {f"{k}_pooled": v for k, v in resized.compute().items()} if not patch else {}
     result = Evaluation(native.compute(), pooled, gallery, confusion)
     if scoring:
@@ -90,29 +90,27 @@ def evaluate_split(
 
 
 class Table:
-    """Per-image scores (`Output.image_scores`) and each mask's worst images, with `scoring`; else nothing."""
+    """Per-image scores (`Scorer.image_scores`) and each mask's worst images, with `scoring`; else nothing."""
 
     def __init__(self, outputs: Mapping[str, Output], scoring: Scoring | None):
-        self.outputs, self.scoring = outputs, scoring
+        self.scorers, self.scoring = {n: Scorer.of(o) for n, o in outputs.items()}, scoring
         self.scores: dict[str, list[dict]] = {n: [] for n in outputs}
-        spatial = [n for n, o in outputs.items() if o.spatial]
-        self.worst = {n: WorstCases(scoring.worst) for n in spatial} if scoring else {}
+        self.worst = {n: WorstCases(scoring.worst) for n in Outputs(outputs).spatial} if scoring else {}
 
     def add_image_level(self, logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> None:
         if self.scoring is None:
             return
         for n, value in logits.items():
-            values, labels = self.outputs[n].probabilities(value).cpu().numpy(), targets[n].cpu().numpy()
-            self.scores[n] += [
-                self.outputs[n].image_scores(v, t, self.scoring.tolerance) for v, t in zip(values, labels)
-            ]
+            scorer = self.scorers[n]
+            values, labels = scorer.output.probabilities(value).cpu().numpy(), targets[n].cpu().numpy()
+            self.scores[n] += [scorer.image_scores(v, t, self.scoring.tolerance) for v, t in zip(values, labels)]
 
     def add_mask(self, name: str, image: NativeImage, prob: torch.Tensor, truth: torch.Tensor) -> None:
         if self.scoring is None:
             return
-        output = self.outputs[name]
-        pred, true = output.predicted_mask(prob).cpu().numpy(), output.true_mask(truth).cpu().numpy()
-        self.scores[name].append(output.image_scores(pred, true, self.scoring.tolerance, image.spacing))
+        scorer = self.scorers[name]
+        pred, true = scorer.predicted_mask(prob).cpu().numpy(), scorer.true_mask(truth).cpu().numpy()
+        self.scores[name].append(scorer.image_scores(pred, true, self.scoring.tolerance, image.spacing))
         self.worst[name].offer(self.scores[name][-1]["dice"], image.row, image.picture, pred, true)
 
     def columns(self) -> dict[str, dict[str, np.ndarray]]:

@@ -22,6 +22,7 @@ from torch import nn
 
 from cnn_factory.errors import UserError
 from cnn_factory.model import ModelFile, MultiOutputNet, one_model_file
+from cnn_factory.outputs import Writer
 
 SUFFIXES = {"torchscript": ".ts", "onnx": ".onnx"}
 
@@ -72,7 +73,7 @@ def sidecar(model_file: ModelFile, names: list[str], fmt: str, file: str) -> dic
                 "index": k,
                 "type": outputs[n].kind,
                 "activation": outputs[n].activation,
-                "shape": outputs[n].logits_shape(),
+                "shape": Writer.of(outputs[n]).logits_shape(),
                 **{key: outputs[n].describe().get(key) for key in ("size", "labels", "classes")},
             }
             for k, n in enumerate(names)

@@ -26,7 +26,7 @@ from cnn_factory.config import InputSpec, ModelConfig, input_spec
 from cnn_factory.encoders import UNET, TimmEncoder
 from cnn_factory.errors import UserError
 from cnn_factory.layers import SPATIAL, conv_block
-from cnn_factory.outputs import Output, from_definition, kind
+from cnn_factory.outputs import Output, Outputs, from_definition, kind
 
 FORMAT = "cnn-factory/2"  # /2: one `heads` dict, built by the output kinds
 
@@ -291,7 +291,7 @@ class ModelFile:
     Files of this format written by earlier versions lack `init_from` (None here)."""
 
     inputs: dict[str, InputInfo]
-    outputs: dict[str, Output]
+    outputs: Outputs
     model_args: dict[str, Any]
     median_size: tuple[int, ...]  # the training images' own median size, zeros when unknown
     epoch: int | None = None
@@ -317,7 +317,7 @@ class ModelFile:
         median = (meta.get("images") or {}).get("median") or [0, 0]
         return cls(
             inputs=inputs,
-            outputs={name: from_definition(name, d) for name, d in meta["outputs"].items()},
+            outputs=Outputs({name: from_definition(name, d) for name, d in meta["outputs"].items()}),
             model_args=meta.get("model_args", {}),
             median_size=tuple(int(n) for n in median),
             epoch=meta.get("epoch"),

@@ -27,7 +27,7 @@ from cnn_factory.data.dataset import share as rows_share
 from cnn_factory.data.ragged import RaggedArray
 from cnn_factory.inference import predict_tiled, upsample
 from cnn_factory.model import ModelFile, MultiOutputNet
-from cnn_factory.outputs import Output
+from cnn_factory.outputs import Output, Outputs
 
 OVERLAP = 0.5  # sliding windows' share of a window with its neighbour, as predict's default
 
@@ -62,7 +62,7 @@ class SplitPass:
         """share: (rank, world), this process's contiguous block of the rows under torchrun."""
         self.patch, self.window = model_file.patch, model_file.first.size
         self.inputs = list(model_file.inputs)
-        self.spatial = [n for n, o in outputs.items() if o.spatial]
+        self.spatial = Outputs(outputs).spatial
         self.split = PreparedSplit(folder, self.inputs, outputs)  # whole images at the input size
         self.truths = {n: RaggedArray(folder, f"{n}.truth", masks=True) for n in self.spatial}
         native = self.patch  # patch mode: the images and masks at the scale the network trained on
@@ -105,7 +105,7 @@ def predict_split(
                     image.windows[n] = (window_probs[n][0], mask)
                     # the picture: the blended mask at the picture's size
                     at = tuple(logits[n].shape[-len(split.window) :])
-                    logits[n][k] = outputs[n].to_logits(upsample(window_probs[n][0], at))
+                    logits[n][k] = split.spatial[n].to_logits(upsample(window_probs[n][0], at))
             for n in split.spatial:
                 truth = torch.from_numpy(split.truths[n][row].copy()).to(device)
                 prob = image.windows[n][0] if split.patch else outputs[n].probabilities(logits[n][k : k + 1])[0]

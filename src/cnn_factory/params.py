@@ -135,6 +135,8 @@ def _child(current: Any, part: Any) -> Any:
         return _unwrap(field.annotation) if field else None
     if getattr(current, "__origin__", None) is dict:
         return _unwrap(current.__args__[1])
+    if isinstance(current, type) and issubclass(current, dict):  # a mapping of its own (outputs.Outputs)
+        return _unwrap(getattr(current, "value_type", None))
     return None
 
 

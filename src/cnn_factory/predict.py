@@ -6,7 +6,7 @@ Each image is prepared exactly as the prepare stage does (read, alpha dropped, s
 uint8, resized to the model's input size), normalised with the mean/std the model file
 keeps, and run through the model. Per segmentation output the mask's probabilities are brought
 back to the image's own size (bilinear) and written there as <out>/<output>/<stem>.png: 0/255
-for a boolean mask, class indices with a palette for a class mask (`Output.write_prediction`);
+for a boolean mask, class indices with a palette for a class mask (`Writer.write_prediction`);
 <out>/predictions.csv holds per image the class and probability of each category output,
 the value of each numeric output and the mask file and coverage of each segmentation output.
 
@@ -38,7 +38,7 @@ from cnn_factory.errors import UserError
 from cnn_factory.images import read_image
 from cnn_factory.inference import Ensemble, predict_batch, predict_tiled, upsample
 from cnn_factory.model import ModelFile, MultiOutputNet, model_files
-from cnn_factory.outputs import Output
+from cnn_factory.outputs import Outputs, Writer
 
 
 def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str, Path]]:
@@ -104,12 +104,12 @@ class Predictor:
     Each image is resized to the model's input size, or (`tile`, always for a patch-trained model)
     scaled by the model's `scale` and covered by sliding windows; a volume model's scans are
     resampled to its spacing and always slide. Mask probabilities come back at the image's (scan's)
-    own size, for the kinds to threshold (`Output.write_prediction`, `Output.answer`).
+    own size, for the kinds to threshold (`Writer.write_prediction`, `Writer.answer`).
     """
 
     model: MultiOutputNet | Ensemble  # an Ensemble: several model files of one model
     inputs: dict[str, InputSpec]
-    outputs: dict[str, Output]
+    outputs: Outputs
     stats: tuple[torch.Tensor, torch.Tensor]  # per-channel mean and std, (1, C, 1, 1) on the device
     device: torch.device
     tile: bool = False
@@ -168,7 +168,7 @@ class Predictor:
         views = np.stack([self.view(item.pixels) for item in loaded])  # whole images at the input size
         x, _ = to_device(torch.from_numpy(views), {}, self.device, *self.stats)
         probs = {n: list(p.float()) for n, p in predict_batch(self.model, x, self.tta, self.outputs).items()}
-        spatial = [n for n, o in self.outputs.items() if o.spatial]
+        spatial = self.outputs.spatial
         for k, item in enumerate(loaded):
             if self.tile:  # masks from windows sliding over the image at the model's scale (a scan: spacing)
                 native = grid_for(self.first).to_native(item.pixels)
@@ -229,7 +229,8 @@ def predict_images(
     out.mkdir(parents=True, exist_ok=True)
     with (out / "predictions.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["image", *(column for o in outputs.values() for column in o.prediction_columns())])
+        writers = {n: Writer.of(o) for n, o in outputs.items()}
+        writer.writerow(["image", *(column for w in writers.values() for column in w.prediction_columns())])
         bar = tqdm(total=len(items), desc="predict", unit="image", disable=None)
         for start in range(0, len(items), batch_size):
             batch, loaded = read_batch(predictor, items[start : start + batch_size], failed)
@@ -237,12 +238,12 @@ def predict_images(
             for item, image, values in zip(batch, loaded, predictor.predict(loaded) if loaded else []):
                 path = next(iter(item.values()))
                 row = [str(path)]
-                for name, o in outputs.items():
-                    row += o.write_prediction(values[name], out, stem(path), image.size, threshold, image.affine)
+                for name, w in writers.items():
+                    row += w.write_prediction(values[name], out, stem(path), image.size, threshold, image.affine)
                 writer.writerow(row)
                 written += 1
         bar.close()
-    masks = any(o.spatial for o in outputs.values())
+    masks = bool(outputs.spatial)
     print(f"predict: {written} image(s) -> {out}/predictions.csv" + (f", masks in {out}/<output>/" if masks else ""))
     if failed:
         for line in failed:

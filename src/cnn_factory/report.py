@@ -34,7 +34,7 @@ from cnn_factory.atomic import replace_file
 from cnn_factory.config import EvaluateConfig
 from cnn_factory.evaluate import Evaluation, Scoring, evaluate_split
 from cnn_factory.model import ModelFile, MultiOutputNet
-from cnn_factory.outputs import Output
+from cnn_factory.outputs import Output, Scorer
 from cnn_factory.scores.bootstrap import intervals
 from cnn_factory.training.live import AtomicLive
 
@@ -48,9 +48,9 @@ def test_figures(result: Evaluation, outputs: Mapping[str, Output], resamples: i
     (NaN: e.g. ROC AUC with one class in the test split) are left out."""
     figures: dict[str, float] = {}
     for seed_offset, (name, columns) in enumerate(result.rows.items()):
-        output = outputs[name]
-        figures.update({f"{name}/{k}": v for k, v in output.summarise(columns).items()})
-        bounds = intervals(columns, output.summarise, output.interval_metrics, resamples, seed + seed_offset)
+        scorer = Scorer.of(outputs[name])
+        figures.update({f"{name}/{k}": v for k, v in scorer.summarise(columns).items()})
+        bounds = intervals(columns, scorer.summarise, scorer.interval_metrics, resamples, seed + seed_offset)
         for figure, (low, high) in bounds.items():
             figures[f"{name}/{figure}_ci_low"], figures[f"{name}/{figure}_ci_high"] = low, high
     return {k: v for k, v in figures.items() if math.isfinite(v)}
@@ -60,7 +60,7 @@ def per_image_table(result: Evaluation, outputs: Mapping[str, Output], files: li
     """eval/per_image.csv's text: image file, CSV row, then `<output>/<column>` per output."""
     columns: dict[str, list] = {"image": files, "csv_row": rows}
     for name, values in result.rows.items():
-        columns.update({f"{name}/{k}": v for k, v in outputs[name].table_cells(values).items()})
+        columns.update({f"{name}/{k}": v for k, v in Scorer.of(outputs[name]).table_cells(values).items()})
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
@@ -113,14 +113,14 @@ def write_report(
         for name, worst in result.worst.items():
             captions = [
                 f"{i + 1}. {split['files'][row]} (CSV row {split['rows'][row]}): dice {score:.3f}"
-                + (f"  [{outputs[name].picture_legend()}]" if i == 0 else "")
+                + (f"  [{Scorer.of(outputs[name]).picture_legend()}]" if i == 0 else "")
                 for i, (score, row, _) in enumerate(worst.items)
             ]
             picture = worst.picture(captions)
             if picture is not None:
                 live.log_image(f"{name}_worst.png", picture)
     for name, columns in result.rows.items():
-        for folder, points in outputs[name].plots(columns).items():
+        for folder, points in Scorer.of(outputs[name]).plots(columns).items():
             write_text(out / "plots" / folder / f"{name}.json", json.dumps(points, indent=1) + "\n")
     write_text(out / "per_image.csv", per_image_table(result, outputs, split["files"], split["rows"]))
     write_text(out / "metrics.json", json.dumps(headline(figures, outputs, epoch), indent=4) + "\n")
@@ -160,7 +160,7 @@ def evaluate_and_report(
     result = evaluate_split(model, model_file, outputs, folder, batch_size, device, scoring=scoring)
     figures = write_report(out, result, outputs, split, options.bootstrap, options.seed, model_file.epoch)
     for name, output in outputs.items():
-        for figure in output.interval_metrics:
+        for figure in Scorer.of(output).interval_metrics:
             key = f"{name}/{figure}"
             if key not in figures:
                 continue

@@ -17,7 +17,7 @@ from typing import Any
 
 from cnn_factory.config import load_params
 from cnn_factory.errors import UserError
-from cnn_factory.outputs import Output
+from cnn_factory.outputs import Output, Scorer
 
 
 def summary_lines(figures: Mapping[str, Any], outputs: Mapping[str, Output], source: str) -> list[str]:
@@ -30,7 +30,7 @@ def summary_lines(figures: Mapping[str, Any], outputs: Mapping[str, Output], sou
         if not isinstance(figures, Mapping):
             lines.append(f"  {name:<{width}}  no test figures: run dvc repro")
             continue
-        shown = [_figure(figures, key, label, spec) for key, label, spec in output.summary_figures]
+        shown = [_figure(figures, key, label, spec) for key, label, spec in Scorer.of(output).summary_figures]
         lines.append(f"  {name:<{width}}  " + "   ".join(shown))
     return lines
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from cnn_factory.compare.runs import TABLE, Run
 from cnn_factory.errors import UserError
-from cnn_factory.outputs import Output, make_output
+from cnn_factory.outputs import Output, Scorer, make_output
 from cnn_factory.scores.bootstrap import percentile_bounds, resample_indices
 
 LOWER_IS_BETTER = frozenset({"hd95", "mae", "rmse", "ece"})  # every other figure: higher is better
@@ -47,7 +47,7 @@ def columns_of(run: Run, name: str, output: Output) -> dict[str, np.ndarray]:
     prefix = f"{name}/"
     cells = {k[len(prefix) :]: v for k, v in run.table.items() if k.startswith(prefix)}
     try:
-        return output.table_columns(cells)
+        return Scorer.of(output).table_columns(cells)
     except (KeyError, ValueError) as err:
         raise UserError(
             f"{run.name}: {TABLE} lacks what output {name!r} needs ({type(err).__name__}: {err}): written by "
@@ -78,19 +78,19 @@ def aligned(run: Run, reference: Run) -> np.ndarray:
 class Scores:
     """One run's per-image scores of one output (`summarise`'s columns), rows in a fixed image order."""
 
-    output: Output
+    scorer: Scorer
     columns: dict[str, np.ndarray]
 
     def figure(self, name: str) -> float:
-        return self.output.summarise(self.columns).get(name, math.nan)
+        return self.scorer.summarise(self.columns).get(name, math.nan)
 
     def resampled(self, name: str, indices: np.ndarray) -> np.ndarray:
         """The figure on each resample (a row of `indices`): a figure that is a mean of per-image values
-        (`Output.image_values`) is averaged for all resamples at once, any other summarised on each."""
-        values = self.output.image_values(self.columns, name)
+        (`Scorer.image_values`) is averaged for all resamples at once, any other summarised on each."""
+        values = self.scorer.image_values(self.columns, name)
         if values is None:
             rows = ({k: v[idx] for k, v in self.columns.items()} for idx in indices)
-            return np.asarray([self.output.summarise(r).get(name, math.nan) for r in rows], np.float64)
+            return np.asarray([self.scorer.summarise(r).get(name, math.nan) for r in rows], np.float64)
         picked = values[indices]
         defined = ~np.isnan(picked)
         counts = defined.sum(1)
@@ -104,7 +104,7 @@ class Comparer:
     def __init__(self, reference: Run, resamples: int, seed: int, unpaired: bool):
         self.reference, self.resamples, self.seed, self.unpaired = reference, resamples, seed, unpaired
         self.outputs = outputs_of(reference)
-        self.scores = {n: Scores(o, columns_of(reference, n, o)) for n, o in self.outputs.items()}
+        self.scores = {n: Scores(Scorer.of(o), columns_of(reference, n, o)) for n, o in self.outputs.items()}
         self.indices = resample_indices(len(image_keys(reference)), resamples, seed)
         self.drawn: dict[str, np.ndarray] = {}  # the reference's figure per output on every resample
 
@@ -117,7 +117,9 @@ class Comparer:
         figures = []
         for name in [n for n in self.outputs if n in ours]:
             columns = columns_of(run, name, ours[name])
-            scores = Scores(ours[name], columns if order is None else {k: v[order] for k, v in columns.items()})
+            scores = Scores(
+                Scorer.of(ours[name]), columns if order is None else {k: v[order] for k, v in columns.items()}
+            )
             figures.append(self._unpaired(name, scores) if self.unpaired else self._paired(name, scores))
         return figures
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from cnn_factory.config import AugmentConfig
-from cnn_factory.outputs import Output
+from cnn_factory.outputs import Output, Outputs
 
 
 class Augmenter:
@@ -130,7 +130,7 @@ class Augmenter:
         x = x.clone()
         x[flags] = (self.photometric(warp(image.to(x), "bilinear")) - mean) / std
         targets = dict(targets)
-        for name in (n for n, spec in outputs.items() if spec.spatial):
+        for name in Outputs(outputs).spatial:
             mask = targets[name][flags][:, None]  # (n, 1, *own size), at the mask's own size
             own = tuple(mask.shape[2:])
             # a mask of another size than the image is warped at the image's size, so the matrix fits

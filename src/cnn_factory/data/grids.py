@@ -33,7 +33,7 @@ from cnn_factory.data.resample import resample, resample_labels, resampled_shape
 from cnn_factory.data.table import Table
 from cnn_factory.errors import UserError
 from cnn_factory.images import read_pixels
-from cnn_factory.outputs import Output
+from cnn_factory.outputs import MaskOutput
 from cnn_factory.volumes import Volume, read_label_volume, read_volume, same_grid, volume_grid
 
 PERCENTILES = (0.5, 99.5)  # a scan's intensities mapped to 0..255 without `window`, as nnU-Net clips them
@@ -149,7 +149,7 @@ class Pixels:
             raise UserError(f"{where}: {path} {err}") from None
         return Scan(labels, labels.shape[:2], (1.0, 1.0))
 
-    def label_values(self, labels: Scan, output: Output, path: Path, where: str) -> np.ndarray:
+    def label_values(self, labels: Scan, output: MaskOutput, path: Path, where: str) -> np.ndarray:
         try:
             return label_values(labels.array, output)
         except ValueError as err:
@@ -224,7 +224,7 @@ class Voxels:
         volume = read_label_volume(path, where, self.stated)
         return Scan(volume.array, volume.shape, volume.spacing, volume)
 
-    def label_values(self, labels: Scan, output: Output, path: Path, where: str) -> np.ndarray:
+    def label_values(self, labels: Scan, output: MaskOutput, path: Path, where: str) -> np.ndarray:
         if output.colour_table is not None:
             raise UserError(f"{where}: outputs.{output.name}: label volumes hold label values; remove its colours")
         return labels.array

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cnn_factory.images import read_pixels
-from cnn_factory.outputs import Output
+from cnn_factory.outputs import MaskOutput
 
 LISTED = 3  # unknown colours named in a message
 
@@ -39,7 +39,7 @@ def read_label_map(path: Path, colours: bool = False) -> np.ndarray:
     return labels
 
 
-def label_values(labels: np.ndarray, output: Output) -> np.ndarray:
+def label_values(labels: np.ndarray, output: MaskOutput) -> np.ndarray:
     """The (H, W) label values `output` picks its mask from, of a map as read_label_map gives it."""
     table, key = output.colour_table, f"outputs.{output.name}.colours"
     if table is None:
@@ -80,6 +80,6 @@ def _map_colours(rgb: np.ndarray, table: dict[str, int], key: str) -> np.ndarray
     return values[at].astype(np.min_scalar_type(int(values.max())))
 
 
-def load_labels(path: Path, output: Output) -> np.ndarray:
+def load_labels(path: Path, output: MaskOutput) -> np.ndarray:
     """One output's label values of one label-map file (what `cnn-factory plan` samples)."""
     return label_values(read_label_map(path, output.colour_table is not None), output)

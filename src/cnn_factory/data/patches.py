@@ -30,7 +30,7 @@ from torch.utils.data import Dataset, Sampler
 from cnn_factory.data.dataset import open_array
 from cnn_factory.data.ragged import RaggedArray, foreground_name
 from cnn_factory.errors import UserError
-from cnn_factory.outputs import Output
+from cnn_factory.outputs import Output, Outputs
 
 Spec = tuple[int, tuple[int, ...], bool]  # row, the patch's first pixel per spatial axis, augmented copy
 
@@ -47,8 +47,7 @@ class PatchSplit(Dataset):
         view_share: float = 1.0,
     ):
         self.patch, self.inputs, self.view_share = patch, inputs, view_share
-        self.spatial = [n for n, o in outputs.items() if o.spatial]
-        self.whole = [n for n, o in outputs.items() if not o.spatial]
+        self.spatial, self.whole = list(Outputs(outputs).spatial), list(Outputs(outputs).whole)
         self.images = {n: RaggedArray(folder, f"{n}.native") for n in inputs}
         self.masks = {n: RaggedArray(folder, f"{n}.native", masks=True) for n in self.spatial}
         # whole images at the input size, for the image-level outputs only

@@ -165,7 +165,7 @@ def missing_label_problems(table: Table, cfg: Config, missing: dict[str, list[in
     for name, numbers in missing.items():
         if not numbers:
             continue
-        spec = cfg.outputs[name]
+        spec = cfg.outputs.spatial[name]
         text = (
             f"outputs.{name}: {len(numbers)} of {len(table.rows)} label maps in column '{spec.column}' "
             f"hold none of the label values {list(spec.label_values)} (rows {_listing(numbers)})"
@@ -191,7 +191,7 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
     report: dict[str, Any] = {"rows": {}, "outputs": {}}
     arrays: dict[str, dict[str, np.ndarray]] = {}
     first_input = next(iter(cfg.inputs.values())).column
-    foreground = [foreground_name(n) for n, o in cfg.outputs.items() if o.spatial and cfg.patch_mode]
+    foreground = [foreground_name(n) for n in cfg.outputs.spatial] if cfg.patch_mode else []
     for split in SPLITS:
         index = [i for i, s in enumerate(splits) if s == split]
         arrays[split] = write_arrays(rows, index, [*cfg.inputs, *cfg.outputs, *foreground], out / split)

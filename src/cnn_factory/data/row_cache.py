@@ -33,9 +33,7 @@ def record_dtype(cfg: Config) -> np.dtype:
     fields += [(s.name, *s.array_field()) for s in cfg.outputs.values()]
     dims = len(cfg.first_input.size)
     if cfg.patch_mode:  # foreground pixels of each mask, for patches that must hold some
-        fields += [
-            (foreground_name(n), np.int32, (FOREGROUND_SAMPLES, dims)) for n, s in cfg.outputs.items() if s.spatial
-        ]
+        fields += [(foreground_name(n), np.int32, (FOREGROUND_SAMPLES, dims)) for n in cfg.outputs.spatial]
     return np.dtype(
         [
             ("key", "S32"),

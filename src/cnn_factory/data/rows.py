@@ -27,7 +27,7 @@ from cnn_factory.data.grids import Grid, Scan, grid_for
 from cnn_factory.data.ragged import foreground_name, foreground_pixels
 from cnn_factory.data.table import Table
 from cnn_factory.errors import UserError
-from cnn_factory.outputs import Output
+from cnn_factory.outputs import MaskOutput
 
 
 @dataclass
@@ -45,7 +45,7 @@ def native_names(cfg: Config) -> list[str]:
     """The arrays of a row kept at the image's own size, in the order prepare stores them:
     `<input>.native` and `<mask>.native` at the native grid (patch mode, for training patches),
     and `<mask>.truth`, the label map's mask at its own size (what metrics compare with)."""
-    spatial = [n for n, o in cfg.outputs.items() if o.spatial]
+    spatial = list(cfg.outputs.spatial)
     names = [f"{n}.native" for n in [*cfg.inputs, *spatial]] if cfg.patch_mode else []
     return names + [f"{n}.truth" for n in spatial]
 
@@ -112,7 +112,7 @@ def load_row(table: Table, index: int, cfg: Config, stated: tuple[float, float, 
     maps = RowLabelMaps(table, index, cfg.data, grid, first)
     for output in cfg.outputs.values():
         labels = None
-        if output.reads_label_map:
+        if isinstance(output, MaskOutput):  # its cell names a label map
             try:
                 labels = maps.values_for(output)
             except UserError as err:
@@ -124,7 +124,7 @@ def load_row(table: Table, index: int, cfg: Config, stated: tuple[float, float, 
             result.arrays[output.name] = output.decode(row[output.column], None if labels is None else labels.array)
         except ValueError as err:
             problem(output.column, UserError(str(err)))
-        if output.spatial and labels is not None:
+        if isinstance(output, MaskOutput) and labels is not None:
             result.native[f"{output.name}.truth"] = output.mask(labels.array, labels.array.shape)
             at_native = grid.native_labels(labels.array, labels.spacing) if cfg.patch_mode else None
             if at_native is not None:
@@ -165,7 +165,7 @@ class RowLabelMaps:
     read: dict[tuple[str, bool], tuple[Path, Scan] | UserError] = field(default_factory=dict)
     values: dict[tuple[str, str], Scan | UserError] = field(default_factory=dict)
 
-    def values_for(self, output: Output) -> Scan:
+    def values_for(self, output: MaskOutput) -> Scan:
         """The (*spatial) label values `output` picks its mask from, with their spacing; a
         UserError (said once per file) where there are none."""
         table = output.colour_table
@@ -191,7 +191,7 @@ class RowLabelMaps:
             return err
         return path, labels
 
-    def _values(self, read: tuple[Path, Scan] | UserError, output: Output) -> Scan | UserError:
+    def _values(self, read: tuple[Path, Scan] | UserError, output: MaskOutput) -> Scan | UserError:
         if isinstance(read, UserError):
             return read
         path, labels = read

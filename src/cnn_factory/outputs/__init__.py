@@ -1,9 +1,11 @@
 """Output kinds, one module each, registered here by name.
 
-To add a kind: write `outputs/<kind>.py` with a subclass of `Output` (base.py) whose `kind` is
-its name, whose `type` is `Literal["<kind>"]` and which implements its methods, then add the
-class to `KINDS` below (docs/output-kinds.md walks through one).
-params.yaml checking, prepare, the model, training, evaluate, predict and export take it from there.
+To add a kind: write `outputs/<kind>.py` with its core, a subclass of `Output` (base.py; of
+`MaskOutput` for a mask read from a label map) whose `kind` is its name and whose `type` is
+`Literal["<kind>"]`, and the adapters it needs beside it: its `Scorer` (scoring.py: evaluation)
+and `Writer` (writing.py: predict, serve, export), whose defaults fit an image-level number.
+Then add the core to `KINDS` below (docs/output-kinds.md walks through one). params.yaml
+checking, prepare, the model, training, evaluate, predict and export take it from there.
 
 An output's `type` in params.yaml names its kind, with one refinement: a segmentation that names
 several classes in `labels` (a mapping) is a class mask (`kind_name`).
@@ -12,15 +14,18 @@ several classes in `labels` (a mapping) is a class mask (`kind_name`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Union
 
-from pydantic import Discriminator, Tag
+from pydantic import Discriminator, GetCoreSchemaHandler, Tag
+from pydantic_core import core_schema
 
-from cnn_factory.outputs.base import Output
+from cnn_factory.outputs.base import MaskOutput, Output
 from cnn_factory.outputs.category import CategoryOutput
 from cnn_factory.outputs.class_mask import ClassMaskOutput
 from cnn_factory.outputs.numeric import NumericOutput
+from cnn_factory.outputs.scoring import Scorer
 from cnn_factory.outputs.segmentation import SegmentationOutput
+from cnn_factory.outputs.writing import Writer
 
 KINDS: dict[str, type[Output]] = {
     cls.kind: cls for cls in (SegmentationOutput, ClassMaskOutput, CategoryOutput, NumericOutput)
@@ -57,6 +62,27 @@ def kind(definition: Mapping[str, Any]) -> type[Output]:
     return KINDS[kind_name(definition) or ""]
 
 
+class Outputs(dict[str, Output]):
+    """A model's outputs by name, in params.yaml's order: `.spatial` the masks (moving with the
+    image: augmented, tiled, drawn, resized back), `.whole` the rest (one value per image)."""
+
+    value_type: ClassVar[Any] = OutputDefinition  # what params.py's messages walk into
+
+    @property
+    def spatial(self) -> dict[str, MaskOutput]:
+        return {n: o for n, o in self.items() if isinstance(o, MaskOutput)}
+
+    @property
+    def whole(self) -> dict[str, Output]:
+        return {n: o for n, o in self.items() if not isinstance(o, MaskOutput)}
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        # checked as a mapping of at least one definition (`OutputDefinition`), then kept as Outputs
+        mapping: Any = handler(dict[str, OutputDefinition])
+        return core_schema.no_info_after_validator_function(cls, {**mapping, "min_length": 1})
+
+
 def make_output(name: str, input_size: tuple[int, ...] = (1, 1), **definition: Any) -> Output:
     """An output from its params.yaml definition (checked), named and with its defaults filled in."""
     return kind(definition).model_validate(definition).named(name, input_size)
@@ -76,8 +102,12 @@ def from_definition(name: str, definition: dict[str, Any]) -> Output:
 
 __all__ = [
     "KINDS",
+    "MaskOutput",
     "Output",
     "OutputDefinition",
+    "Outputs",
+    "Scorer",
+    "Writer",
     "from_definition",
     "kind",
     "kind_name",

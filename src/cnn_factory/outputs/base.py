@@ -1,9 +1,12 @@
-"""What every output kind provides: its params, and what differs between kinds along the flow.
+"""The core of every output kind: its params, what a row decodes to, its head, loss and training metric.
 
-An output kind is a pydantic model (its keys in params.yaml, checked) with methods for each
-place the kinds differ: what a CSV cell or label map decodes to, what prepare stores and
-reports, the model head, the loss, the metrics, what predict writes, what export records.
-The rest of the code walks `{name: output}` dicts and calls these; it never asks for a kind.
+An output kind is a pydantic model (its keys in params.yaml, checked) with the methods that
+prepare, the model and training call. What the later stages need of a kind lives in its
+adapters, one per stage family, each in the kind's module beside the core: `Scorer`
+(outputs/scoring.py: evaluate's per-image scores, figures and tables, plots and pictures) and
+`Writer` (outputs/writing.py: predict's files and columns, serve's answers, export's shapes).
+A kind writes the halves it needs; the adapters' defaults fit an image-level number. The rest
+of the code walks `Outputs` (outputs/__init__.py) and calls these; it never asks for a kind.
 
 A model file keeps each output's definition (`describe()`) and head arguments (`head_args()`),
 so predict and export rebuild the same output objects from it without params.yaml.
@@ -11,12 +14,11 @@ so predict and export rebuild the same output objects from it without params.yam
 
 from __future__ import annotations
 
-import base64
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self
 
 import numpy as np
 from pydantic import Field, PrivateAttr
+from typing_extensions import TypeVar  # its `default` (PEP 696; typing's from Python 3.13)
 
 from cnn_factory.params import Strict
 
@@ -39,9 +41,6 @@ class Output(Strict):
     reads_label_map: ClassVar[bool] = False  # its CSV column names a label-map file, not a value
     spatial: ClassVar[bool] = False  # a mask moving with the image: augmented, drawn, tiled alike
     training_only: ClassVar[frozenset[str]] = frozenset({"loss", "weight"})  # fields no array depends on
-    interval_metrics: ClassVar[tuple[str, ...]] = ()  # test figures given a bootstrap interval
-    # the test figures `cnn-factory summary` prints: (key in eval/metrics.json, label, format spec)
-    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = ()
 
     type: str
     column: str = Field("", min_length=1, description="CSV column (default: the output's name)")
@@ -65,7 +64,7 @@ class Output(Strict):
 
     def describe(self) -> dict[str, Any]:
         """The definition as plain types, for the model file (and back through `from_definition`)."""
-        return {**self.model_dump(mode="json"), "labels": list(self.label_values)}
+        return {**self.model_dump(mode="json"), "labels": []}
 
     # --- data: a row's cell or label map -> the array prepare stores ---
     def array_field(self) -> tuple:
@@ -75,24 +74,6 @@ class Output(Strict):
     def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
         """The stored value of one row; ValueError says what is wrong with the cell."""
         raise NotImplementedError
-
-    @property
-    def label_values(self) -> tuple[int, ...]:
-        """The label-map values this output looks for (none unless it reads a label map)."""
-        return ()
-
-    @property
-    def colour_table(self) -> dict[str, int] | None:
-        """(label-map kinds) `#rrggbb` -> label value, for label maps coded in colours; None: they hold values."""
-        return None
-
-    def mask(self, label_map: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-        """(spatial kinds) This output's uint8 mask of a label map, (H, W) or (D, H, W) at `size` (nearest)."""
-        raise NotImplementedError
-
-    def lacks_labels(self, label_map: np.ndarray) -> bool:
-        """True when a label map holds none of `label_values` (a warning in prepare; an error in every row)."""
-        return False
 
     def statistics(self, train: np.ndarray) -> dict[str, float]:
         """Figures of the training split the model needs (kept in the manifest and the model file)."""
@@ -123,135 +104,69 @@ class Output(Strict):
     def new_metric(self, device: torch.device | str) -> Metric:
         raise NotImplementedError
 
-    # --- evaluation (evaluate.py and scores/): one row per test image, figures over the rows ---
-    def predicted_mask(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-        """(spatial kinds) The mask predict writes and evaluate scores, from `probabilities()` of one
-        image or a batch (e.g. thresholded, or the most probable class per pixel)."""
-        raise NotImplementedError
-
-    def true_mask(self, target: torch.Tensor) -> torch.Tensor:
-        """(spatial kinds) A stored or loaded target (uint8, or float on the device) as the same kind
-        of mask as `predicted_mask` gives."""
-        raise NotImplementedError
-
-    def picture_legend(self) -> str:
-        """(spatial kinds) What the colours of its pictures mean: the worst cases' caption says it."""
-        return "image | truth, yellow outline | prediction, magenta outline"
-
-    def image_scores(
-        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
-    ) -> dict[str, Any]:
-        """One test image's row: prediction as evaluate gives it (`predicted_mask` at the label map's
-        size, probabilities, a value) against its truth; `tolerance` in pixels for boundaries, or in
-        mm with a volume's `spacing` (mm per axis)."""
-        raise NotImplementedError
-
-    def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
-        """The test figures over images from the rows' columns (also run on bootstrap resamples)."""
-        raise NotImplementedError
-
-    def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
-        """The columns of eval/per_image.csv, as written (e.g. class names instead of ids)."""
-        return {k: v.tolist() for k, v in columns.items()}
-
-    def image_values(self, columns: dict[str, np.ndarray], figure: str) -> np.ndarray | None:
-        """Per-image values whose mean over the images where they are defined (not NaN) is `summarise`'s
-        `figure` (a mask's dice, a category's accuracy), so that resampled figures are means of rows;
-        None for a figure that is no such mean (pooled ones, F1, R^2)."""
-        return None
-
-    def table_columns(self, cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
-        """`table_cells` read back from eval/per_image.csv's text: the columns `summarise` takes, so
-        that `cnn-factory compare` recomputes a run's figures from its table alone. KeyError names a
-        column the table lacks (written by another version)."""
-        return {k: cell_floats(v) for k, v in cells.items()}
-
-    def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
-        """Data points per plot folder under eval/plots/ (dvc.yaml says how each folder is drawn)."""
-        return {}
-
-    def confusion(self, metric: Metric) -> tuple[list[str], list[str]] | None:
-        """(true, predicted) class names, one pair per image counted by `metric` (from `new_metric`),
-        for a confusion matrix; None for kinds without one class per image."""
-        return None
-
-    # --- predict and export ---
     @staticmethod
     def probabilities(logits: torch.Tensor) -> torch.Tensor:
         """What predict averages and thresholds: probabilities, or the value itself."""
         return logits
 
-    @staticmethod
-    def to_logits(probabilities: torch.Tensor) -> torch.Tensor:
-        """(spatial kinds) Logits whose `probabilities()` are these: blended sliding-window
-        probabilities go back to the losses and metrics, which take logits."""
+
+class MaskOutput(Output):
+    """The core of a kind whose CSV column names a label map, decoded to a mask that moves with the
+    image (augmented, drawn and tiled alike): what prepare, the model and training need besides
+    `Output`'s. Each such kind takes the decoding from its mixin in outputs/decoding.py."""
+
+    reads_label_map: ClassVar[bool] = True
+    spatial: ClassVar[bool] = True
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.model_dump(mode="json"), "labels": list(self.label_values)}
+
+    @property
+    def label_values(self) -> tuple[int, ...]:
+        """The label-map values this output looks for."""
         raise NotImplementedError
 
-    def logits_shape(self) -> list:
-        """Shape of the exported logits, `batch` first."""
-        raise NotImplementedError
-
-    def prediction_columns(self) -> list[str]:
-        """Columns of predictions.csv for this output."""
-        return [self.name]
-
-    def write_prediction(
-        self,
-        value: np.ndarray,
-        out: Path,
-        stem: str,
-        size: tuple[int, ...],
-        threshold: float,
-        affine: np.ndarray | None = None,
-    ) -> list[str]:
-        """predictions.csv cells for one image (and any file they name, under `out`); a volume's
-        masks (`size` (D, H, W)) are written as NIfTI on the scan's grid, placed by its `affine`."""
-        return [f"{float(value):.6g}"]
-
-    def prediction_file(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
-    ) -> bytes | None:
-        """(spatial kinds) The mask file predict writes for one image, as bytes: a PNG, or a scan's
-        .nii.gz on its grid, placed by its `affine`; None for the others."""
+    @property
+    def colour_table(self) -> dict[str, int] | None:
+        """`#rrggbb` -> label value, for label maps coded in colours; None: they hold values."""
         return None
 
-    def answer(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
-    ) -> dict[str, Any]:
-        """`cnn-factory serve`'s JSON for one image (a scan, with its `affine`): the value here; a mask
-        kind gives its file (`mask_answer`), a category its label and probabilities."""
-        return {"value": float(value)}
+    def mask(self, label_map: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+        """This output's uint8 mask of a label map, (H, W) or (D, H, W) at `size` (nearest)."""
+        raise NotImplementedError
+
+    def lacks_labels(self, label_map: np.ndarray) -> bool:
+        """True when a label map holds none of `label_values` (a warning in prepare; an error in every row)."""
+        return not np.isin(self.label_values, label_map).any()
+
+    @staticmethod
+    def to_logits(probabilities: torch.Tensor) -> torch.Tensor:
+        """Logits whose `probabilities()` are these: blended sliding-window probabilities go back to
+        the losses and metrics, which take logits."""
+        raise NotImplementedError
 
 
-def cell_floats(cells: list[str]) -> np.ndarray:
-    """A column of eval/per_image.csv as floats; an empty cell (an undefined score) is NaN."""
-    return np.asarray([float(c) if c != "" else np.nan for c in cells], np.float64)
+Kind = TypeVar("Kind", bound=Output, default=Output)  # an adapter of any kind: Scorer means Scorer[Output]
 
 
-def mask_columns(cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
-    """A mask's per-image cells (dice, iou, hd95, nsd, truth_px, pred_px, tp) as the columns of its
-    scores (scores/masks.py's MASK_COLUMNS): the false positives and negatives follow from the counts."""
-    columns = {k: cell_floats(v) for k, v in cells.items()}
-    columns["fp"], columns["fn"] = columns["pred_px"] - columns["tp"], columns["truth_px"] - columns["tp"]
-    return columns
+class Adapter(Generic[Kind]):
+    """What a family of stages needs of every kind (`Scorer`, `Writer`): a class per kind, holding
+    its core as `self.output`, named by `of=` (`class SegmentationScorer(Scorer[SegmentationOutput],
+    of=SegmentationOutput)`); `Scorer.of(output)` gives an output's, or the family's defaults."""
 
+    kinds: ClassVar[dict[type[Output], type[Adapter[Any]]]]
 
-def mask_answer(
-    file: bytes, counts: dict[str, int], affine: np.ndarray | None = None, middle: bytes | None = None
-) -> dict[str, Any]:
-    """A mask kind's `answer`: the file predict writes, base64-encoded, and its pixels per class. A
-    scan's (placed by `affine`): its voxels per class, their volume in mL (the voxel's from the
-    scan's spacing), and `slice`, its `middle` slice as the PNG an image's mask would be."""
-    encoded = base64.b64encode(file).decode("ascii")
-    if affine is None:
-        return {"mask": encoded, "pixels": counts}
-    from cnn_factory.volumes import affine_spacing
+    def __init_subclass__(cls, of: type[Output] | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if of is None:  # a family of its own
+            cls.kinds = {}
+        else:
+            cls.kinds[of] = cls
 
-    ml = float(np.prod(affine_spacing(affine))) / 1000  # a voxel's mm^3, in mL
-    assert middle is not None
-    return {
-        "mask": encoded,
-        "voxels": counts,
-        "ml": {c: n * ml for c, n in counts.items()},
-        "slice": base64.b64encode(middle).decode("ascii"),
-    }
+    def __init__(self, output: Kind):
+        self.output = output
+
+    @classmethod
+    def of(cls, output: Output) -> Self:
+        """The adapter of `output`'s kind in this family."""
+        return cls.kinds.get(type(output), cls)(output)  # type: ignore[return-value]

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args
 import numpy as np
 from pydantic import Field, model_validator
 
-from cnn_factory.outputs.base import Output, cell_floats
+from cnn_factory.outputs.base import Output
 from cnn_factory.outputs.decoding import CategoryRows
+from cnn_factory.outputs.scoring import Scorer, cell_floats
+from cnn_factory.outputs.writing import Writer
 from cnn_factory.params import custom, show
 
 if TYPE_CHECKING:  # torch loads when first used: reading params does not need it
@@ -38,11 +40,6 @@ class CategoryOutput(CategoryRows, Output):
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro")
     curves: ClassVar[str] = "classes"
-    interval_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")
-    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("accuracy", "accuracy", ".3f"),
-        ("f1_macro", "macro F1", ".3f"),
-    )
     activation: ClassVar[str] = "softmax"
     training_only: ClassVar[frozenset[str]] = frozenset({"loss", "weight", "label_smoothing", "class_weights"})
 
@@ -88,7 +85,6 @@ class CategoryOutput(CategoryRows, Output):
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    # --- plan ---
     def column_report(self, values: np.ndarray) -> tuple[str, list[str]]:
         counts = np.bincount(values, minlength=self.num_classes)
         shares = counts / max(len(values), 1)
@@ -107,48 +103,6 @@ class CategoryOutput(CategoryRows, Output):
             )
         return line, warnings
 
-    # --- evaluation ---
-    def image_scores(
-        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
-    ) -> dict[str, Any]:
-        return {"true": int(truth), "predicted": int(prediction.argmax()), "probs": prediction.astype(np.float64)}
-
-    def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
-        from cnn_factory.scores.classes import class_summary
-
-        return class_summary(columns["true"], columns["probs"], self.class_names)
-
-    def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
-        cells = {k: [self.class_names[i] for i in columns[k]] for k in ("true", "predicted")}
-        cells["confidence"] = [round(float(p), 6) for p in columns["probs"].max(1)]
-        return {
-            **cells,
-            **{f"p_{c}": [round(float(p), 6) for p in columns["probs"][:, i]] for i, c in enumerate(self.class_names)},
-        }
-
-    def image_values(self, columns: dict[str, np.ndarray], figure: str) -> np.ndarray | None:
-        correct = (columns["probs"].argmax(1) == columns["true"]).astype(np.float64)
-        return correct if figure == "accuracy" else None
-
-    def table_columns(self, cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
-        ids = {c: i for i, c in enumerate(self.class_names)}
-        probs = np.stack([cell_floats(cells[f"p_{c}"]) for c in self.class_names], axis=1)
-        return {"true": np.asarray([ids[c] for c in cells["true"]], np.int64), "probs": probs}
-
-    def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
-        from cnn_factory.scores.classes import reliability
-
-        probs = columns["probs"]
-        return {"calibration": reliability((probs.argmax(1) == columns["true"]).astype(float), probs.max(1))}
-
-    def confusion(self, metric: Metric) -> tuple[list[str], list[str]] | None:
-        from cnn_factory.accumulators import ClassCounts
-
-        assert isinstance(metric, ClassCounts)  # this kind's own accumulator (new_metric)
-        truth, predicted = metric.pairs()
-        return [self.class_names[i] for i in truth], [self.class_names[i] for i in predicted]
-
-    # --- model and training ---
     def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
         return {"type": self.type, "classes": list(self.class_names)}
 
@@ -168,16 +122,68 @@ class CategoryOutput(CategoryRows, Output):
 
         return ClassCounts(self.num_classes, device)
 
-    # --- predict and export ---
     @staticmethod
     def probabilities(logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(dim=1)
 
+
+class CategoryScorer(Scorer[CategoryOutput], of=CategoryOutput):
+    interval_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")
+    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("accuracy", "accuracy", ".3f"),
+        ("f1_macro", "macro F1", ".3f"),
+    )
+
+    def image_scores(
+        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
+    ) -> dict[str, Any]:
+        return {"true": int(truth), "predicted": int(prediction.argmax()), "probs": prediction.astype(np.float64)}
+
+    def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
+        from cnn_factory.scores.classes import class_summary
+
+        return class_summary(columns["true"], columns["probs"], self.output.class_names)
+
+    def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
+        cells = {k: [self.output.class_names[i] for i in columns[k]] for k in ("true", "predicted")}
+        cells["confidence"] = [round(float(p), 6) for p in columns["probs"].max(1)]
+        return {
+            **cells,
+            **{
+                f"p_{c}": [round(float(p), 6) for p in columns["probs"][:, i]]
+                for i, c in enumerate(self.output.class_names)
+            },
+        }
+
+    def image_values(self, columns: dict[str, np.ndarray], figure: str) -> np.ndarray | None:
+        correct = (columns["probs"].argmax(1) == columns["true"]).astype(np.float64)
+        return correct if figure == "accuracy" else None
+
+    def table_columns(self, cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
+        ids = {c: i for i, c in enumerate(self.output.class_names)}
+        probs = np.stack([cell_floats(cells[f"p_{c}"]) for c in self.output.class_names], axis=1)
+        return {"true": np.asarray([ids[c] for c in cells["true"]], np.int64), "probs": probs}
+
+    def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
+        from cnn_factory.scores.classes import reliability
+
+        probs = columns["probs"]
+        return {"calibration": reliability((probs.argmax(1) == columns["true"]).astype(float), probs.max(1))}
+
+    def confusion(self, metric: Metric) -> tuple[list[str], list[str]] | None:
+        from cnn_factory.accumulators import ClassCounts
+
+        assert isinstance(metric, ClassCounts)  # this kind's own accumulator (new_metric)
+        truth, predicted = metric.pairs()
+        return [self.output.class_names[i] for i in truth], [self.output.class_names[i] for i in predicted]
+
+
+class CategoryWriter(Writer[CategoryOutput], of=CategoryOutput):
     def logits_shape(self) -> list:
-        return ["batch", self.num_classes]
+        return ["batch", self.output.num_classes]
 
     def prediction_columns(self) -> list[str]:
-        return [self.name, f"{self.name}_probability"]
+        return [self.output.name, f"{self.output.name}_probability"]
 
     def write_prediction(
         self,
@@ -188,10 +194,10 @@ class CategoryOutput(CategoryRows, Output):
         threshold: float,
         affine: np.ndarray | None = None,
     ) -> list[str]:
-        return [self.class_names[int(value.argmax())], f"{value.max():.4f}"]
+        return [self.output.class_names[int(value.argmax())], f"{value.max():.4f}"]
 
     def answer(
         self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
     ) -> dict[str, Any]:
-        probabilities = {c: round(float(p), 6) for c, p in zip(self.class_names, value)}
-        return {"label": self.class_names[int(value.argmax())], "probabilities": probabilities}
+        probabilities = {c: round(float(p), 6) for c, p in zip(self.output.class_names, value)}
+        return {"label": self.output.class_names[int(value.argmax())], "probabilities": probabilities}

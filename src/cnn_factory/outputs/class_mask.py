@@ -22,9 +22,11 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from cnn_factory.images import encode_png
-from cnn_factory.outputs.base import Output, cell_floats, mask_answer, mask_columns
+from cnn_factory.outputs.base import MaskOutput
 from cnn_factory.outputs.decoding import ClassMaskRows
+from cnn_factory.outputs.scoring import Scorer, cell_floats, mask_columns
 from cnn_factory.outputs.segmentation import Colours, Labels
+from cnn_factory.outputs.writing import Writer, mask_answer
 from cnn_factory.params import Shape, custom
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
@@ -40,17 +42,13 @@ CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # they become metric ke
 LEGEND = 8  # classes named in a picture's caption
 
 
-class ClassMaskOutput(ClassMaskRows, Output):
+class ClassMaskOutput(ClassMaskRows, MaskOutput):
     kind: ClassVar[str] = "class_mask"
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     # means over the classes; compute() and the test figures add `<figure>_<class>` per class
     metric_names: ClassVar[tuple[str, ...]] = ("dice", "iou")
     curves: ClassVar[str] = "masks"
-    interval_metrics: ClassVar[tuple[str, ...]] = ("dice", "iou", "hd95", "nsd", "dice_pooled")
-    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (("dice", "dice", ".3f"), ("hd95", "HD95 px", ".1f"))
     activation: ClassVar[str] = "softmax"
-    reads_label_map: ClassVar[bool] = True
-    spatial: ClassVar[bool] = True
 
     type: Literal["segmentation"]
     labels: dict[str, Labels] = Field(
@@ -115,68 +113,11 @@ class ClassMaskOutput(ClassMaskRows, Output):
     def label_values(self) -> tuple[int, ...]:
         return tuple(v for values in self.labels.values() for v in values)
 
-    # --- evaluation ---
     @property
     def class_axis(self) -> int:
         """The K + 1 class channels' axis, counted from the end: before the mask's 2 or 3 spatial axes."""
         return -1 - len(self.size or (0, 0))
 
-    def predicted_mask(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-        """The most probable class per pixel (`threshold` does not apply): (..., K + 1, *size) -> (..., *size)."""
-        import torch
-
-        return probabilities.argmax(self.class_axis).to(torch.uint8)
-
-    def true_mask(self, target: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        return target.to(torch.uint8)
-
-    def picture_legend(self) -> str:
-        from cnn_factory.palette import colour_name
-
-        named = [f"{c} {colour_name(k)}" for k, c in enumerate(self.classes[:LEGEND], 1)]
-        more = f", ... ({len(self.classes) - LEGEND} more)" if len(self.classes) > LEGEND else ""
-        return "image | truth | prediction: " + ", ".join(named) + more
-
-    def image_scores(
-        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
-    ) -> dict[str, Any]:
-        from cnn_factory.scores.masks import class_mask_scores
-
-        return class_mask_scores(prediction, truth, self.classes, tolerance, spacing)
-
-    def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
-        from cnn_factory.scores.masks import class_mask_summary
-
-        return class_mask_summary(columns, self.classes)
-
-    def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
-        cells = {"dice": [round(float(v), 6) for v in columns["dice"]]}  # the image's mean over its classes
-        for c in self.classes:
-            for k in ("dice", "iou", "hd95", "nsd"):
-                cells[f"{k}_{c}"] = [round(float(v), 6) for v in columns[f"{k}_{c}"]]
-            for k in ("truth_px", "pred_px", "tp"):
-                cells[f"{k}_{c}"] = columns[f"{k}_{c}"].astype(int).tolist()
-        return cells
-
-    def table_columns(self, cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
-        columns = {"dice": cell_floats(cells["dice"])}
-        for c in self.classes:
-            keys = ("dice", "iou", "hd95", "nsd", "truth_px", "pred_px", "tp")
-            columns.update({f"{k}_{c}": v for k, v in mask_columns({k: cells[f"{k}_{c}"] for k in keys}).items()})
-        return columns
-
-    def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
-        points = [
-            {"image": i, "class": c, "truth_px": int(t), "dice": round(float(d), 4)}
-            for c in self.classes
-            for i, (t, d) in enumerate(zip(columns[f"truth_px_{c}"], columns[f"dice_{c}"]))
-            if not math.isnan(d)
-        ]
-        return {"dice": points}  # dice against the true class's size: where small objects fail
-
-    # --- model and training ---
     def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
         labels = {c: list(v) for c, v in self.labels.items()}  # also what tells this kind from a boolean mask
         return {"type": self.type, "size": list(self.size or ()), "labels": labels}
@@ -201,7 +142,6 @@ class ClassMaskOutput(ClassMaskRows, Output):
 
         return ClassOverlapCounts(self.classes, device)
 
-    # --- predict and export ---
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return logits.softmax(dim=self.class_axis)  # over the K + 1 channels of (..., K + 1, *size)
 
@@ -209,11 +149,73 @@ class ClassMaskOutput(ClassMaskRows, Output):
     def to_logits(probabilities: torch.Tensor) -> torch.Tensor:
         return probabilities.clamp(min=1e-6).log()  # softmax of log p is p
 
+
+class ClassMaskScorer(Scorer[ClassMaskOutput], of=ClassMaskOutput):
+    interval_metrics: ClassVar[tuple[str, ...]] = ("dice", "iou", "hd95", "nsd", "dice_pooled")
+    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (("dice", "dice", ".3f"), ("hd95", "HD95 px", ".1f"))
+
+    def predicted_mask(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+        """The most probable class per pixel (`threshold` does not apply): (..., K + 1, *size) -> (..., *size)."""
+        import torch
+
+        return probabilities.argmax(self.output.class_axis).to(torch.uint8)
+
+    def true_mask(self, target: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        return target.to(torch.uint8)
+
+    def picture_legend(self) -> str:
+        from cnn_factory.palette import colour_name
+
+        named = [f"{c} {colour_name(k)}" for k, c in enumerate(self.output.classes[:LEGEND], 1)]
+        more = f", ... ({len(self.output.classes) - LEGEND} more)" if len(self.output.classes) > LEGEND else ""
+        return "image | truth | prediction: " + ", ".join(named) + more
+
+    def image_scores(
+        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
+    ) -> dict[str, Any]:
+        from cnn_factory.scores.masks import class_mask_scores
+
+        return class_mask_scores(prediction, truth, self.output.classes, tolerance, spacing)
+
+    def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
+        from cnn_factory.scores.masks import class_mask_summary
+
+        return class_mask_summary(columns, self.output.classes)
+
+    def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
+        cells = {"dice": [round(float(v), 6) for v in columns["dice"]]}  # the image's mean over its classes
+        for c in self.output.classes:
+            for k in ("dice", "iou", "hd95", "nsd"):
+                cells[f"{k}_{c}"] = [round(float(v), 6) for v in columns[f"{k}_{c}"]]
+            for k in ("truth_px", "pred_px", "tp"):
+                cells[f"{k}_{c}"] = columns[f"{k}_{c}"].astype(int).tolist()
+        return cells
+
+    def table_columns(self, cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
+        columns = {"dice": cell_floats(cells["dice"])}
+        for c in self.output.classes:
+            keys = ("dice", "iou", "hd95", "nsd", "truth_px", "pred_px", "tp")
+            columns.update({f"{k}_{c}": v for k, v in mask_columns({k: cells[f"{k}_{c}"] for k in keys}).items()})
+        return columns
+
+    def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
+        points = [
+            {"image": i, "class": c, "truth_px": int(t), "dice": round(float(d), 4)}
+            for c in self.output.classes
+            for i, (t, d) in enumerate(zip(columns[f"truth_px_{c}"], columns[f"dice_{c}"]))
+            if not math.isnan(d)
+        ]
+        return {"dice": points}  # dice against the true class's size: where small objects fail
+
+
+class ClassMaskWriter(Writer[ClassMaskOutput], of=ClassMaskOutput):
     def logits_shape(self) -> list:
-        return ["batch", len(self.classes) + 1, *(self.size or ())]
+        return ["batch", len(self.output.classes) + 1, *(self.output.size or ())]
 
     def prediction_columns(self) -> list[str]:
-        return [f"{self.name}_mask", *(f"{self.name}_{c}_coverage" for c in self.classes)]
+        return [f"{self.output.name}_mask", *(f"{self.output.name}_{c}_coverage" for c in self.output.classes)]
 
     def predicted_image(self, value: np.ndarray, size: tuple[int, ...], threshold: float) -> np.ndarray:
         """The (H, W) (or (D, H, W)) uint8 class indices predict writes (0 background), at `size`."""
@@ -241,17 +243,17 @@ class ClassMaskOutput(ClassMaskRows, Output):
         affine: np.ndarray | None = None,
     ) -> list[str]:
         index = self.predicted_image(value, size, threshold)
-        path = out / self.name / f"{stem}{'.png' if affine is None else '.nii.gz'}"
+        path = out / self.output.name / f"{stem}{'.png' if affine is None else '.nii.gz'}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(self._file(index, affine))
         shares = self._pixels(index)[1:] / index.size
-        return [f"{self.name}/{path.name}", *(f"{s:.4f}" for s in shares)]
+        return [f"{self.output.name}/{path.name}", *(f"{s:.4f}" for s in shares)]
 
     def answer(
         self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
     ) -> dict[str, Any]:
         index = self.predicted_image(value, size, threshold)
-        pixels = dict(zip(["background", *self.classes], self._pixels(index).tolist()))
+        pixels = dict(zip(["background", *self.output.classes], self._pixels(index).tolist()))
         middle = None if affine is None else self._png(index[len(index) // 2])
         return mask_answer(self._file(index, affine), pixels, affine, middle)
 
@@ -266,8 +268,8 @@ class ClassMaskOutput(ClassMaskRows, Output):
     def _png(self, index: np.ndarray) -> bytes:
         from cnn_factory.palette import class_colours
 
-        return encode_png(index, class_colours(len(self.classes)).tobytes())
+        return encode_png(index, class_colours(len(self.output.classes)).tobytes())
 
     def _pixels(self, index: np.ndarray) -> np.ndarray:
         """Pixels of each index, background first."""
-        return np.bincount(index.ravel(), minlength=len(self.classes) + 1)
+        return np.bincount(index.ravel(), minlength=len(self.output.classes) + 1)

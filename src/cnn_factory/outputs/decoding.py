@@ -27,6 +27,8 @@ class MaskRows:
         @property
         def label_values(self) -> tuple[int, ...]: ...
 
+        def mask(self, label_map: np.ndarray, size: tuple[int, ...]) -> np.ndarray: ...
+
     def array_field(self) -> tuple:
         return (np.uint8, self.size)
 
@@ -34,12 +36,6 @@ class MaskRows:
         """(H, W) or (D, H, W) uint8 mask (a segmentation's 0/1, a class mask's class indices) at `size`."""
         assert label_map is not None and self.size is not None  # reads_label_map: the row's map is given
         return self.mask(label_map, self.size)
-
-    def mask(self, label_map: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-        raise NotImplementedError
-
-    def lacks_labels(self, label_map: np.ndarray) -> bool:
-        return not np.isin(self.label_values, label_map).any()
 
 
 def _at_size(mask: np.ndarray, size: tuple[int, ...]) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 
 from cnn_factory.outputs.base import Output
 from cnn_factory.outputs.decoding import NumberRows
+from cnn_factory.outputs.scoring import Scorer
 
 if TYPE_CHECKING:  # torch loads when first used: reading params does not need it
     import torch
@@ -31,14 +32,11 @@ class NumericOutput(NumberRows, Output):
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("mae",)
     curves: ClassVar[str] = "numbers"
-    interval_metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2")
-    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (("mae", "MAE", ".4g"), ("r2", "R^2", ".3f"))
     activation: ClassVar[str] = "none"
 
     type: Literal["numeric"]
     loss: Loss | None = None
 
-    # --- plan ---
     def column_report(self, values: np.ndarray) -> tuple[str, list[str]]:
         low, median, high = np.percentile(values, [0, 50, 100]).tolist()
         line = (
@@ -54,29 +52,6 @@ class NumericOutput(NumberRows, Output):
             warnings.append(f"only {len(np.unique(values))} distinct values: a category output may fit better")
         return line, warnings
 
-    # --- evaluation ---
-    def image_scores(
-        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
-    ) -> dict[str, Any]:
-        return {"true": float(truth), "predicted": float(prediction)}
-
-    def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
-        from cnn_factory.scores.numbers import number_summary
-
-        return number_summary(columns["true"], columns["predicted"])
-
-    def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
-        error = columns["predicted"] - columns["true"]
-        return {k: [round(float(v), 6) for v in values] for k, values in {**columns, "error": error}.items()}
-
-    def image_values(self, columns: dict[str, np.ndarray], figure: str) -> np.ndarray | None:
-        return np.abs(columns["predicted"].astype(np.float64) - columns["true"]) if figure == "mae" else None
-
-    def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
-        pairs = zip(columns["true"], columns["predicted"])
-        return {"values": [{"truth": round(float(t), 6), "prediction": round(float(p), 6)} for t, p in pairs]}
-
-    # --- model and training ---
     def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
         return {"type": self.type, "mean": stats.get("mean", 0.0), "std": stats.get("std", 1.0)}
 
@@ -99,6 +74,28 @@ class NumericOutput(NumberRows, Output):
 
         return AbsoluteError(device)
 
-    # --- predict and export ---
-    def logits_shape(self) -> list:
-        return ["batch"]
+
+class NumericScorer(Scorer[NumericOutput], of=NumericOutput):
+    interval_metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2")
+    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (("mae", "MAE", ".4g"), ("r2", "R^2", ".3f"))
+
+    def image_scores(
+        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
+    ) -> dict[str, Any]:
+        return {"true": float(truth), "predicted": float(prediction)}
+
+    def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
+        from cnn_factory.scores.numbers import number_summary
+
+        return number_summary(columns["true"], columns["predicted"])
+
+    def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
+        error = columns["predicted"] - columns["true"]
+        return {k: [round(float(v), 6) for v in values] for k, values in {**columns, "error": error}.items()}
+
+    def image_values(self, columns: dict[str, np.ndarray], figure: str) -> np.ndarray | None:
+        return np.abs(columns["predicted"].astype(np.float64) - columns["true"]) if figure == "mae" else None
+
+    def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
+        pairs = zip(columns["true"], columns["predicted"])
+        return {"values": [{"truth": round(float(t), 6), "prediction": round(float(p), 6)} for t, p in pairs]}

@@ -22,8 +22,10 @@ import numpy as np
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from cnn_factory.images import encode_png
-from cnn_factory.outputs.base import Output, mask_answer, mask_columns
+from cnn_factory.outputs.base import MaskOutput
 from cnn_factory.outputs.decoding import SegmentationRows
+from cnn_factory.outputs.scoring import Scorer, mask_columns
+from cnn_factory.outputs.writing import Writer, mask_answer
 from cnn_factory.params import Shape, custom, show
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
@@ -85,16 +87,12 @@ Labels = Annotated[
 ]
 
 
-class SegmentationOutput(SegmentationRows, Output):
+class SegmentationOutput(SegmentationRows, MaskOutput):
     kind: ClassVar[str] = "segmentation"
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("dice", "iou")
     curves: ClassVar[str] = "masks"
-    interval_metrics: ClassVar[tuple[str, ...]] = ("dice", "iou", "hd95", "nsd", "dice_pooled")
-    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (("dice", "dice", ".3f"), ("hd95", "HD95 px", ".1f"))
     activation: ClassVar[str] = "sigmoid"
-    reads_label_map: ClassVar[bool] = True
-    spatial: ClassVar[bool] = True
 
     type: Literal["segmentation"]
     label: Labels = Field(description="label-map value, or a list of values merged into one mask")
@@ -118,7 +116,47 @@ class SegmentationOutput(SegmentationRows, Output):
     def colour_table(self) -> dict[str, int] | None:
         return self.colours
 
-    # --- evaluation ---
+    def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
+        return {"type": self.type, "size": list(self.size or ())}
+
+    @classmethod
+    def build_head(cls, args: dict[str, Any], channels: list[int], options: dict[str, Any]) -> nn.Module:
+        from cnn_factory.heads import UNetDecoder
+
+        return UNetDecoder.from_options(channels, args["size"], options)
+
+    def make_loss(self, stats: dict[str, float]) -> LossFn:
+        from cnn_factory import losses
+
+        return {
+            "binary_crossentropy": losses.bce_loss,
+            "dice": losses.soft_dice_loss,
+            "bce_dice": losses.bce_dice_loss,
+            "jaccard": losses.soft_jaccard_loss,
+            "focal": losses.focal_loss,
+        }[self.loss or self.losses[0]]
+
+    def new_metric(self, device: torch.device | str) -> Metric:
+        from cnn_factory.accumulators import OverlapCounts
+
+        return OverlapCounts(device)
+
+    @staticmethod
+    def probabilities(logits: torch.Tensor) -> torch.Tensor:
+        return logits.sigmoid()
+
+    @staticmethod
+    def to_logits(probabilities: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        p = probabilities.clamp(1e-6, 1 - 1e-6)
+        return torch.log(p) - torch.log1p(-p)  # > 0 where p > 0.5
+
+
+class SegmentationScorer(Scorer[SegmentationOutput], of=SegmentationOutput):
+    interval_metrics: ClassVar[tuple[str, ...]] = ("dice", "iou", "hd95", "nsd", "dice_pooled")
+    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (("dice", "dice", ".3f"), ("hd95", "HD95 px", ".1f"))
+
     def predicted_mask(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
         return probabilities > threshold
 
@@ -156,49 +194,13 @@ class SegmentationOutput(SegmentationRows, Output):
         ]
         return {"dice": points}  # dice against the truth's size: where small objects fail
 
-    # --- model and training ---
-    def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
-        return {"type": self.type, "size": list(self.size or ())}
 
-    @classmethod
-    def build_head(cls, args: dict[str, Any], channels: list[int], options: dict[str, Any]) -> nn.Module:
-        from cnn_factory.heads import UNetDecoder
-
-        return UNetDecoder.from_options(channels, args["size"], options)
-
-    def make_loss(self, stats: dict[str, float]) -> LossFn:
-        from cnn_factory import losses
-
-        return {
-            "binary_crossentropy": losses.bce_loss,
-            "dice": losses.soft_dice_loss,
-            "bce_dice": losses.bce_dice_loss,
-            "jaccard": losses.soft_jaccard_loss,
-            "focal": losses.focal_loss,
-        }[self.loss or self.losses[0]]
-
-    def new_metric(self, device: torch.device | str) -> Metric:
-        from cnn_factory.accumulators import OverlapCounts
-
-        return OverlapCounts(device)
-
-    # --- predict and export ---
-    @staticmethod
-    def probabilities(logits: torch.Tensor) -> torch.Tensor:
-        return logits.sigmoid()
-
-    @staticmethod
-    def to_logits(probabilities: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        p = probabilities.clamp(1e-6, 1 - 1e-6)
-        return torch.log(p) - torch.log1p(-p)  # > 0 where p > 0.5
-
+class SegmentationWriter(Writer[SegmentationOutput], of=SegmentationOutput):
     def logits_shape(self) -> list:
-        return ["batch", *(self.size or ())]
+        return ["batch", *(self.output.size or ())]
 
     def prediction_columns(self) -> list[str]:
-        return [f"{self.name}_mask", f"{self.name}_coverage"]
+        return [f"{self.output.name}_mask", f"{self.output.name}_coverage"]
 
     def predicted_image(self, value: np.ndarray, size: tuple[int, ...], threshold: float) -> np.ndarray:
         """The (H, W) (or (D, H, W)) uint8 mask predict writes: 255 where the probability is above
@@ -225,10 +227,10 @@ class SegmentationOutput(SegmentationRows, Output):
         affine: np.ndarray | None = None,
     ) -> list[str]:
         mask = self.predicted_image(value, size, threshold)
-        path = out / self.name / f"{stem}{'.png' if affine is None else '.nii.gz'}"
+        path = out / self.output.name / f"{stem}{'.png' if affine is None else '.nii.gz'}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(self._file(mask, affine))
-        return [f"{self.name}/{path.name}", f"{(mask > 0).mean():.4f}"]
+        return [f"{self.output.name}/{path.name}", f"{(mask > 0).mean():.4f}"]
 
     def answer(
         self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None

@@ -148,9 +148,7 @@ def masks(
     """A row's mask per mask output at the input's `shape` (a class mask: any class), each label
     file read once per column (and colour table)."""
     found, read = {}, {}
-    for name, output in cfg.outputs.items():
-        if not output.spatial:
-            continue
+    for name, output in cfg.outputs.spatial.items():
         key = (output.column, json.dumps(output.colour_table, sort_keys=True))
         if key not in read:
             path, where = row_file(cfg, table, index, output.column), table.where(index, output.column)

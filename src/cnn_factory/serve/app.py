@@ -22,6 +22,7 @@ from cnn_factory.device import pick_device
 from cnn_factory.errors import UserError
 from cnn_factory.images import encode_png
 from cnn_factory.model import one_model_file
+from cnn_factory.outputs import Writer
 from cnn_factory.predict import Loaded, Predictor
 from cnn_factory.serve.uploads import TAKES, BadRequest, Takes, form_files, raw_body, read_body, uploaded_files
 
@@ -58,7 +59,7 @@ class Service:
         }
 
     def masks(self) -> list[str]:
-        return [n for n, o in self.predictor.outputs.items() if o.spatial]
+        return list(self.predictor.outputs.spatial)
 
     @property
     def takes(self) -> Takes:
@@ -84,7 +85,7 @@ class Service:
 
     def answer(self, loaded: Loaded, values: dict[str, np.ndarray]) -> dict[str, Any]:
         outputs = {
-            n: {"kind": o.kind, **o.answer(values[n], loaded.size, self.threshold, loaded.affine)}
+            n: {"kind": o.kind, **Writer.of(o).answer(values[n], loaded.size, self.threshold, loaded.affine)}
             for n, o in self.predictor.outputs.items()
         }
         return {"model": self.model_file.name, **self.described(loaded), "outputs": outputs}
@@ -117,7 +118,8 @@ class Service:
 
     def mask_file(self, loaded: Loaded, values: dict[str, np.ndarray], name: str) -> Response:
         """The mask file predict writes: a PNG, or a scan's .nii.gz."""
-        data = self.predictor.outputs[name].prediction_file(values[name], loaded.size, self.threshold, loaded.affine)
+        writer = Writer.of(self.predictor.outputs[name])
+        data = writer.prediction_file(values[name], loaded.size, self.threshold, loaded.affine)
         if loaded.affine is None:
             return Response(data, media_type="image/png")
         disposition = {"Content-Disposition": f'attachment; filename="{name}.nii.gz"'}

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnn_factory.outputs import Output
+from cnn_factory.outputs import Output, Outputs, Scorer
 from cnn_factory.palette import class_colours
 
 TRUTH = (255, 255, 0)  # yellow: the true mask's outline
@@ -115,8 +115,8 @@ class Gallery:
     def __init__(self, outputs: Mapping[str, Output], limit: int):
         self.limit, self.count = limit, 0
         self.images: list[np.ndarray] = []
-        self.outputs = {n: s for n, s in outputs.items() if s.spatial}
-        self.masks: dict[str, tuple[list, list]] = {n: ([], []) for n in self.outputs}
+        self.scorers = {n: Scorer.of(o) for n, o in Outputs(outputs).spatial.items()}
+        self.masks: dict[str, tuple[list, list]] = {n: ([], []) for n in self.scorers}
 
     def add(self, images: torch.Tensor, targets: dict[str, torch.Tensor], preds: dict[str, torch.Tensor]) -> None:
         """images: the uint8 batch as loaded; targets and logits as the loss sees them."""
@@ -125,9 +125,9 @@ class Gallery:
             return
         self.images.append(images[:take].numpy())
         for name, (truth, pred) in self.masks.items():
-            output = self.outputs[name]
-            truth.append(output.true_mask(targets[name][:take]).cpu().numpy())
-            pred.append(output.predicted_mask(output.probabilities(preds[name][:take])).cpu().numpy())
+            scorer = self.scorers[name]
+            truth.append(scorer.true_mask(targets[name][:take]).cpu().numpy())
+            pred.append(scorer.predicted_mask(scorer.output.probabilities(preds[name][:take])).cpu().numpy())
         self.count += len(self.images[-1])
 
     def log(self, live: Any, path: str) -> None:

@@ -27,7 +27,7 @@ from cnn_factory.data.dataset import PreparedSplit, rows_loader, share
 from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.model import ModelFile, MultiOutputNet
 from cnn_factory.native import SplitPass, predict_split
-from cnn_factory.outputs import Output
+from cnn_factory.outputs import Output, Outputs
 from cnn_factory.training.distributed import SINGLE, Dist, all_sum
 from cnn_factory.training.loop import Placement
 from cnn_factory.training.losses import Criterion
@@ -132,13 +132,11 @@ class NativeValidation:
             sums.metrics.update(image_level, batch.targets)
             sums.add({n: criterion.losses[n](v, batch.targets[n]) for n, v in image_level.items()}, len(batch.x))
             for image in batch.images:
-                for n in self.split.spatial:
+                for n, output in self.split.spatial.items():
                     prob, mask = image.windows[n]
-                    sums.add({n: criterion.losses[n](outputs[n].to_logits(prob)[None], mask[None].float())}, 1)
+                    sums.add({n: criterion.losses[n](output.to_logits(prob)[None], mask[None].float())}, 1)
                     truth = image.truth[n]
-                    sums.metrics.update(
-                        {n: outputs[n].to_logits(image.probabilities[n])[None]}, {n: truth[None].float()}
-                    )
+                    sums.metrics.update({n: output.to_logits(image.probabilities[n])[None]}, {n: truth[None].float()})
             if gallery is not None:
                 gallery.add(batch.x, batch.targets, batch.logits)
         return sums.means(self.ranks, criterion.weights)
@@ -170,12 +168,10 @@ class SampledValidation:
         ranks: Dist = SINGLE,
     ):
         self.outputs, self.batch_size, self.placement, self.ranks = outputs, batch_size, placement, ranks
-        self.spatial = [n for n, o in outputs.items() if o.spatial]
-        self.whole = [n for n, o in outputs.items() if not o.spatial]
+        masks, whole = Outputs(outputs).spatial, Outputs(outputs).whole
+        self.spatial, self.whole = list(masks), list(whole)
         # the masks only: the image-level outputs are scored on every image's view below, not per patch
-        patches = PatchSplit(
-            folder, list(model_file.inputs), {n: outputs[n] for n in self.spatial}, model_file.first.size
-        )
+        patches = PatchSplit(folder, list(model_file.inputs), masks, model_file.first.size)
         # drawn once, as training draws (foreground share included): the same patches every epoch
         batches = PatchBatches(
             rows=patches,

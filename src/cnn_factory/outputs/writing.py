@@ -1,0 +1,77 @@
+"""What prediction needs of an output kind: predict's columns and files, serve's answers and
+export's logits shape.
+
+Each kind's module defines its `Writer` beside its core (`class SegmentationWriter(Writer[...],
+of=SegmentationOutput)`); `Writer.of(output)` gives an output's. predict.py, serve/ and export.py
+call these; the defaults write an image-level number.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnn_factory.outputs.base import Adapter, Kind
+
+
+class Writer(Adapter[Kind]):
+    """An output's predictions as files, cells and answers: `self.output` is its core."""
+
+    def logits_shape(self) -> list:
+        """Shape of the exported logits, `batch` first."""
+        return ["batch"]
+
+    def prediction_columns(self) -> list[str]:
+        """Columns of predictions.csv for this output."""
+        return [self.output.name]
+
+    def write_prediction(
+        self,
+        value: np.ndarray,
+        out: Path,
+        stem: str,
+        size: tuple[int, ...],
+        threshold: float,
+        affine: np.ndarray | None = None,
+    ) -> list[str]:
+        """predictions.csv cells for one image (and any file they name, under `out`); a volume's
+        masks (`size` (D, H, W)) are written as NIfTI on the scan's grid, placed by its `affine`."""
+        return [f"{float(value):.6g}"]
+
+    def prediction_file(
+        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
+    ) -> bytes | None:
+        """(mask kinds) The mask file predict writes for one image, as bytes: a PNG, or a scan's
+        .nii.gz on its grid, placed by its `affine`; None for the others."""
+        return None
+
+    def answer(
+        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """`cnn-factory serve`'s JSON for one image (a scan, with its `affine`): the value here; a mask
+        kind gives its file (`mask_answer`), a category its label and probabilities."""
+        return {"value": float(value)}
+
+
+def mask_answer(
+    file: bytes, counts: dict[str, int], affine: np.ndarray | None = None, middle: bytes | None = None
+) -> dict[str, Any]:
+    """A mask kind's `answer`: the file predict writes, base64-encoded, and its pixels per class. A
+    scan's (placed by `affine`): its voxels per class, their volume in mL (the voxel's from the
+    scan's spacing), and `slice`, its `middle` slice as the PNG an image's mask would be."""
+    encoded = base64.b64encode(file).decode("ascii")
+    if affine is None:
+        return {"mask": encoded, "pixels": counts}
+    from cnn_factory.volumes import affine_spacing
+
+    ml = float(np.prod(affine_spacing(affine))) / 1000  # a voxel's mm^3, in mL
+    assert middle is not None
+    return {
+        "mask": encoded,
+        "voxels": counts,
+        "ml": {c: n * ml for c, n in counts.items()},
+        "slice": base64.b64encode(middle).decode("ascii"),
+    }
