@@ -21,6 +21,8 @@ def test_branches_on_dimensions_are_counted_and_others_are_not(tmp_path):
         "while len(size) == 3:\n    break\n"
         "if len(rows) == 3 or cfg.patch_mode:\n    pass\n"  # not about dimensions
         "if len(sizes) > 1:\n    pass\n"  # several sizes, not the number of axes
+        "if x.ndim != len(window) + 2:\n    pass\n"  # any number of axes: compared with each other
+        "if dims:\n    pass\n"  # e.g. the axes a flip runs along
     )
     (tmp_path / "volumes.py").write_text("if array.ndim == 3:\n    pass\n")  # a reader: left out
     (tmp_path / "data" / "grids.py").write_text("if spec.volume:\n    pass\n")  # the grid: left out
@@ -31,3 +33,10 @@ def test_branches_on_dimensions_are_counted_and_others_are_not(tmp_path):
 def test_the_tool_reads_the_package():
     names = {path.relative_to(tool.PACKAGE).as_posix() for path in tool.PACKAGE.rglob("*.py")}
     assert names >= tool.LEFT_OUT  # a stale name in LEFT_OUT would leave nothing out
+
+
+def test_the_library_asks_few_times():
+    """What differs by dimension is decided in a few places (the readers, the grid, the spacing rule,
+    the layers, config's DIMENSIONS table); elsewhere images and volumes take one path."""
+    found = tool.branches()
+    assert len(found) < 10, "\n".join(f"{name}:{line}: {test}" for name, line, test in found)

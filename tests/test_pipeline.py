@@ -90,8 +90,11 @@ def test_each_stage_depends_on_the_library_code_it_runs(built):
         ran[script.removesuffix(".py")] = modules
     assert set(ran) == {"make_example", "prepare", "train", "evaluate"}
     # prepare and make_example import the output kinds to read params.yaml, but what they write
-    # depends only on outputs/decoding.py (the kinds' data halves): not on the kinds' losses or plots
-    kinds = {f"cnn_factory.outputs.{k}" for k in ("segmentation", "class_mask", "category", "numeric")}
+    # depends only on outputs/decoding.py (the kinds' data halves): not on the kinds' losses or plots,
+    # nor on their adapters' bases (scoring.py, writing.py: evaluation and prediction)
+    kinds = {
+        f"cnn_factory.outputs.{k}" for k in ("segmentation", "class_mask", "category", "numeric", "scoring", "writing")
+    }
     exempt = {"example": kinds | {"cnn_factory.outputs.decoding"}, "prepare": kinds}  # the example uses none
     for name, stage in stages.items():
         script = stage["cmd"].split("stages.")[1].split()[0]

@@ -4,8 +4,10 @@
     python tools/dimension_branches.py --list    # each branch: file, line, condition
 
 A branch is an `if`/`elif`/`while`, a conditional expression or a comprehension's `if` whose
-condition reads `.volumes` / `.volume` (cfg.volumes, spec.volume), an `ndim`, a `dims`, or
-compares the `len()` of a size, spacing or shape with 2 or 3. Images and volumes share one
+condition reads `.volumes` / `.volume` (cfg.volumes, spec.volume), or compares a number of axes
+(an `ndim`, a `dims`, the `len()` of a size, spacing or shape) with a number that tells images
+from volumes (2 to 5: spatial axes, or with batch and channels). Code that works for any number
+of axes compares them with each other (`x.ndim != len(window) + 2`) and is not counted. Images and volumes share one
 path where only the number of spatial dimensions differs; such a question belongs in a few
 places, which are left out of the count: the readers of each file format (images.py, volumes.py,
 data/label_maps.py), what brings a row onto the network's grid (data/grids.py: scale or spacing)
@@ -26,24 +28,35 @@ SIZES = ("size", "spacing", "shape")
 
 
 def asks_dimensions(test: ast.expr) -> bool:
-    """Whether a condition reads the number of spatial dimensions."""
+    """Whether a condition asks whether data is 2-D or 3-D."""
     for node in ast.walk(test):
-        if isinstance(node, ast.Attribute) and node.attr in ("volumes", "volume", "ndim", "dims"):
+        if isinstance(node, ast.Attribute) and node.attr in ("volumes", "volume"):
             return True
-        if isinstance(node, ast.Name) and node.id in ("ndim", "dims", "volumes"):
+        if isinstance(node, ast.Name) and node.id == "volumes":
             return True
-        if isinstance(node, ast.Compare) and _len_of_size(node):
+        if isinstance(node, ast.Compare) and _axes_against_a_number(node):
             return True
     return False
 
 
-def _len_of_size(node: ast.Compare) -> bool:
+def _axes_against_a_number(node: ast.Compare) -> bool:
     sides = [node.left, *node.comparators]
-    lengths = [
-        s for s in sides if isinstance(s, ast.Call) and isinstance(s.func, ast.Name) and s.func.id == "len" and s.args
-    ]
-    numbers = [s for s in sides if isinstance(s, ast.Constant) and s.value in (2, 3)]  # spatial axes, not counts
-    return bool(numbers) and any(any(word in ast.unparse(c.args[0]) for word in SIZES) for c in lengths)
+    return any(_telling(s) for s in sides) and any(_counts_axes(s) for s in sides)
+
+
+def _telling(side: ast.expr) -> bool:
+    """A number (or a tuple of them) that tells images from volumes: 2 to 5 axes."""
+    items = side.elts if isinstance(side, ast.Tuple) else [side]
+    return bool(items) and all(isinstance(i, ast.Constant) and i.value in (2, 3, 4, 5) for i in items)
+
+
+def _counts_axes(side: ast.expr) -> bool:
+    if isinstance(side, ast.Attribute) and side.attr in ("ndim", "dims"):
+        return True
+    if isinstance(side, ast.Name) and side.id in ("ndim", "dims"):
+        return True
+    is_len = isinstance(side, ast.Call) and isinstance(side.func, ast.Name) and side.func.id == "len" and side.args
+    return bool(is_len) and any(word in ast.unparse(side.args[0]) for word in SIZES)  # type: ignore[union-attr]
 
 
 def conditions(tree: ast.AST) -> Iterator[ast.expr]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, NamedTuple, Self, get_args
 
 import yaml
 from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, model_validator
@@ -85,6 +85,36 @@ def resolve_path(value: str, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
+class Dimensions(NamedTuple):
+    """What an input's number of spatial axes decides about its params, in one place (the data
+    side's differences live in data/grids.py, the network's in layers.py)."""
+
+    rows: str  # what a table's rows are: images or scans
+    modes: tuple[str, ...]  # the modes it trains in
+    keys: frozenset[str]  # its own keys among VOLUME_KEYS
+    scales: bool  # `scale` applies (volumes are resampled to `spacing` instead)
+    encoders: bool  # model.encoder may name a timm encoder
+    rules: dict[str, str]  # what the message says of a mode, scale or encoder it refuses
+
+
+VOLUME_KEYS = frozenset({"spacing", "window"})
+DIMENSIONS = {
+    2: Dimensions("images", ("resize", "patch"), frozenset(), True, True, {}),
+    3: Dimensions(
+        "scans",
+        ("patch",),
+        VOLUME_KEYS,
+        False,
+        False,
+        {
+            "mode": "a volume input ([depth, height, width] size) trains on patches: use patch",
+            "scale": "volumes are resampled to `spacing`, not scaled: remove scale",
+            "encoder": "volume inputs take the unet encoder",
+        },
+    ),
+}
+
+
 class InputSpec(Strict):
     type: Literal["image"] = Field(description="the only input type")
     size: Shape = Field(
@@ -118,21 +148,24 @@ class InputSpec(Strict):
         return len(self.size) == 3
 
     @property
+    def dimensions(self) -> Dimensions:
+        return DIMENSIONS[len(self.size)]
+
+    @property
     def unused(self) -> set[str]:
         """Keys that mean nothing for this input (an image's spacing and window): left out where it is described."""
-        return set() if self.volume else {"spacing", "window"}
+        return set(VOLUME_KEYS - self.dimensions.keys)
 
     @model_validator(mode="after")
-    def _volume_fields(self) -> Self:
-        if self.volume and self.mode != "patch":
-            raise custom(
-                "mode", "a volume input ([depth, height, width] size) trains on patches: use patch", key="mode"
-            )
-        if self.volume and self.scale != 1.0:
-            raise custom("scale", "volumes are resampled to `spacing`, not scaled: remove scale", key="scale")
-        if not self.volume and (self.spacing != "auto" or self.window is not None):
-            key = "spacing" if self.spacing != "auto" else "window"
-            raise custom(key, "is for volume inputs ([depth, height, width] size) only; remove it", key=key)
+    def _fields_of_its_dimensions(self) -> Self:
+        allowed = self.dimensions
+        if self.mode not in allowed.modes:
+            raise custom("mode", allowed.rules["mode"], key="mode")
+        if self.scale != 1.0 and not allowed.scales:
+            raise custom("scale", allowed.rules["scale"], key="scale")
+        for key, default in (("spacing", "auto"), ("window", None)):
+            if key in self.unused and getattr(self, key) != default:
+                raise custom(key, "is for volume inputs ([depth, height, width] size) only; remove it", key=key)
         return self
 
     def named(self, name: str) -> InputSpec:
@@ -153,7 +186,7 @@ def input_spec(
 ) -> InputSpec:
     """An input as a model file describes it."""
     fields = {"type": "image", "size": size, "channels": channels, "column": column, "mode": mode, "scale": scale}
-    fields |= {"spacing": spacing, "window": window} if len(size) == 3 else {}
+    fields |= {k: v for k, v in {"spacing": spacing, "window": window}.items() if k in DIMENSIONS[len(size)].keys}
     return InputSpec.model_validate(fields).named(name)
 
 
@@ -359,14 +392,14 @@ class Config(Strict):
                     f"inputs.{name}.size: {list(spec.size)} must be divisible by {rule} = {multiple}; "
                     "change the size or lower model.depth"
                 )
-            if self.model.timm and spec.volume:
-                lines.append(f"model.encoder: {self.model.encoder} takes images; volume inputs take the unet encoder")
-        dims = len(self.first_input.size)
-        for name, output in self.outputs.items():
+            if self.model.timm and not spec.dimensions.encoders:
+                lines.append(f"model.encoder: {self.model.encoder} takes images; {spec.dimensions.rules['encoder']}")
+        axes = len(self.first_input.size)
+        for name, output in self.outputs.spatial.items():
             size = getattr(output, "size", None)
-            if output.spatial and size is not None and len(size) != dims:
+            if size is not None and len(size) != axes:
                 lines.append(
-                    f"outputs.{name}.size: {list(size)} has {len(size)} numbers but the input's size has {dims}; "
+                    f"outputs.{name}.size: {list(size)} has {len(size)} numbers but the input's size has {axes}; "
                     "a mask has the input's dimensions (or leave size out)"
                 )
         for name in sorted(set(self.inputs) & set(self.outputs)):

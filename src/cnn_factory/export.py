@@ -57,15 +57,13 @@ def sidecar(model_file: ModelFile, names: list[str], fmt: str, file: str) -> dic
             "name": "x",
             "shape": ["batch", model_file.channels, *first.size],
             "dtype": "float32",
-            "layout": "NCDHW, inputs stacked as channels in this order"
-            if first.volume
-            else ("NCHW, inputs stacked as channels in this order"),
+            "layout": f"NC{'DHW'[-len(first.size) :]}, inputs stacked as channels in this order",
             "normalise": "x = (pixels / 255 - mean) / std, per channel, pixels as uint8 RGB or grayscale",
             "inputs": {
-                n: {"column": i.column, "size": list(i.size), "channels": i.channels, "mean": i.mean, "std": i.std}
+                n: {"column": i.column, "size": list(i.size), "channels": i.channels, **i.stats._asdict()}
                 for n, i in model_file.inputs.items()
             },
-            **(volume if first.volume else {}),
+            **(volume if first.spacing else {}),  # a scan's grid; an image has none
         },
         "outputs": [
             {

@@ -15,7 +15,7 @@ import glob
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -247,7 +247,7 @@ def model_meta(
             "channels": s.channels,
             "mode": s.mode,
             "scale": s.scale,
-            **({"spacing": manifest["spacing"], "window": s.window} if s.volume else {}),
+            **{k: v for k, v in {"spacing": manifest.get("spacing"), "window": s.window}.items() if k not in s.unused},
             **manifest["inputs"][n],
         }
         for n, s in inputs.items()
@@ -265,17 +265,23 @@ def model_meta(
     }
 
 
+class ChannelStats(NamedTuple):
+    """Per channel, of pixels / 255 in the training split: what the inputs are normalised by."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
 @dataclass(frozen=True)
 class InputInfo:
-    """One input as the model file records it: what predict reads, and how it is normalised."""
+    """One input as the model file records it: what predict reads, and how it is normalised (`stats`)."""
 
     column: str
     size: tuple[int, ...]  # the network's input (resize mode) or window (patch mode): (H, W), or (D, H, W)
     channels: int
     mode: str  # "resize": whole images brought to `size`; "patch": windows at `scale` x the native size
     scale: float
-    mean: tuple[float, ...]  # per channel, of pixels / 255 in the training split
-    std: tuple[float, ...]
+    stats: ChannelStats
     spacing: tuple[float, ...] | None = None  # volumes: mm per (D, H, W) axis the network sees
     window: tuple[float, float] | None = None  # volumes: intensities mapped to 0..255; None: per-scan percentiles
 
@@ -307,8 +313,7 @@ class ModelFile:
                 channels=int(i["channels"]),
                 mode=i.get("mode", "resize"),
                 scale=float(i.get("scale", 1.0)),
-                mean=tuple(i["mean"]),
-                std=tuple(i["std"]),
+                stats=ChannelStats(tuple(i["mean"]), tuple(i["std"])),
                 spacing=tuple(float(v) for v in i["spacing"]) if i.get("spacing") else None,
                 window=(float(i["window"][0]), float(i["window"][1])) if i.get("window") else None,
             )
@@ -354,8 +359,8 @@ class ModelFile:
     def normalisation(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std of the stacked inputs, shaped (1, C, 1, 1[, 1]) for broadcasting."""
         shape = (1, -1, *[1] * len(self.first.size))
-        mean = [m for i in self.inputs.values() for m in i.mean]
-        std = [s for i in self.inputs.values() for s in i.std]
+        mean = [m for i in self.inputs.values() for m in i.stats.mean]
+        std = [s for i in self.inputs.values() for s in i.stats.std]
         return (torch.tensor(mean, device=device).view(shape), torch.tensor(std, device=device).view(shape))
 
 

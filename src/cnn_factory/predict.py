@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from cnn_factory.config import InputSpec, resolve_path
 from cnn_factory.data.dataset import to_device
-from cnn_factory.data.grids import grid_for, read_input, scan_voxels
+from cnn_factory.data.grids import Loaded, grid_for
 from cnn_factory.data.table import read_table
 from cnn_factory.device import pick_device
 from cnn_factory.dicom import is_series
@@ -93,6 +93,16 @@ def warn_if_tiling_changes_scale(median: list[int], window: tuple[int, ...]) -> 
         )
 
 
+@dataclass(frozen=True)
+class Passes:
+    """How the network runs over an image: `tta` averages it with its flips, sliding windows
+    overlap by `overlap`, `batch_size` windows per forward pass."""
+
+    tta: bool = False
+    overlap: float = 0.5
+    batch_size: int = 16
+
+
 @dataclass
 class Predictor:
     """A model file ready to predict, as `cnn-factory predict` and `cnn-factory serve` both do.
@@ -113,9 +123,7 @@ class Predictor:
     stats: tuple[torch.Tensor, torch.Tensor]  # per-channel mean and std, (1, C, 1, 1) on the device
     device: torch.device
     tile: bool = False
-    tta: bool = False
-    overlap: float = 0.5
-    batch_size: int = 16  # windows per forward pass when tiling
+    passes: Passes = Passes()
 
     @classmethod
     def from_model_file(cls, path: str | Path, device: torch.device, tile: bool = False, **options) -> Predictor:
@@ -131,7 +139,7 @@ class Predictor:
         inputs, stats = model_file.input_specs(), model_file.normalisation(device)
         if len(loaded) > 1:
             model = ensemble(files, loaded, device)
-        return cls(model, inputs, model_file.outputs, stats, device, tile, **options)
+        return cls(model, inputs, model_file.outputs, stats, device, tile, Passes(**options))
 
     @property
     def first(self) -> InputSpec:
@@ -141,22 +149,7 @@ class Predictor:
         """The model's inputs, from a file or a file's bytes each, stacked as the network takes them:
         an image at its own size, or a scan resampled to the model's spacing as prepare does.
         ValueError (an image) or UserError (a scan) says what is wrong."""
-        if not self.first.volume:
-            image = np.concatenate([read_input(sources[n], spec) for n, spec in self.inputs.items()])
-            return Loaded(image, (int(image.shape[-2]), int(image.shape[-1])))
-        from cnn_factory.volumes import read_volume, same_grid
-
-        voxels, first = [], None
-        for name, spec in self.inputs.items():
-            where = f"input {name!r}"
-            scan = read_volume(sources[name], where, channels=spec.channels)
-            if first is not None:
-                same_grid(first, scan, sources[name], where)
-            first = first or scan
-            assert spec.spacing != "auto"  # a model file names the spacing it was trained at
-            voxels.append(scan_voxels(scan, spec.window, spec.spacing))
-        assert first is not None
-        return Loaded(np.concatenate(voxels), first.shape, first.affine, first.spacing)
+        return grid_for(self.first).load(sources, self.inputs)
 
     def view(self, image: np.ndarray) -> np.ndarray:
         """The whole image (or scan) at the input size, as prepare makes it: what image-level outputs see."""
@@ -167,13 +160,14 @@ class Predictor:
         window = self.first.size
         views = np.stack([self.view(item.pixels) for item in loaded])  # whole images at the input size
         x, _ = to_device(torch.from_numpy(views), {}, self.device, *self.stats)
-        probs = {n: list(p.float()) for n, p in predict_batch(self.model, x, self.tta, self.outputs).items()}
+        probs = {n: list(p.float()) for n, p in predict_batch(self.model, x, self.passes.tta, self.outputs).items()}
         spatial = self.outputs.spatial
         for k, item in enumerate(loaded):
             if self.tile:  # masks from windows sliding over the image at the model's scale (a scan: spacing)
                 native = grid_for(self.first).to_native(item.pixels)
                 scaled, _ = to_device(torch.from_numpy(native[None]), {}, self.device, *self.stats)
-                tiled = predict_tiled(self.model, scaled, window, self.overlap, self.tta, self.batch_size, self.outputs)
+                p = self.passes
+                tiled = predict_tiled(self.model, scaled, window, p.overlap, p.tta, p.batch_size, self.outputs)
                 for n in spatial:
                     probs[n][k] = tiled[n][0]
             for n in spatial:  # probabilities at the image's own size, thresholded there
@@ -271,16 +265,3 @@ def stem(path: Path) -> str:
     """A file's name without its extension: `scan` of scan.png and of scan.nii.gz."""
     name = path.name
     return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
-
-
-@dataclass
-class Loaded:
-    """An image or scan as `Predictor.load` reads it: `pixels`, (C, *spatial) uint8 (an image at its
-    own size, a scan at the model's spacing); its own `size`, (H, W) or (D, H, W), which masks come
-    back at; a scan's `affine` and `spacing` (mm per axis), which its masks are written on and
-    measured in (None for an image)."""
-
-    pixels: np.ndarray
-    size: tuple[int, ...]
-    affine: np.ndarray | None = None
-    spacing: tuple[float, ...] | None = None

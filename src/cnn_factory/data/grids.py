@@ -22,6 +22,7 @@ UserError whose message starts with `where`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,19 @@ class Scan:
 
 
 # images
+
+
+@dataclass
+class Loaded:
+    """An image or scan as `load` reads it (predict, serve): `pixels`, (C, *spatial) uint8 (an image at its
+    own size, a scan at the model's spacing); its own `size`, (H, W) or (D, H, W), which masks come
+    back at; a scan's `affine` and `spacing` (mm per axis), which its masks are written on and
+    measured in (None for an image)."""
+
+    pixels: np.ndarray
+    size: tuple[int, ...]
+    affine: np.ndarray | None = None
+    spacing: tuple[float, ...] | None = None
 
 
 def scaled_size(size: tuple[int, ...], scale: float) -> tuple[int, int]:
@@ -155,6 +169,12 @@ class Pixels:
         except ValueError as err:
             raise UserError(f"{where}: {path} {err}") from None
 
+    def load(self, sources: Mapping[str, Path | bytes], inputs: Mapping[str, InputSpec]) -> Loaded:
+        """An image's inputs, from a file or its bytes each, at its own size (predict, serve); a
+        ValueError says what is wrong."""
+        image = np.concatenate([read_input(sources[n], spec) for n, spec in inputs.items()])
+        return Loaded(image, (int(image.shape[-2]), int(image.shape[-1])))
+
     def native_labels(self, values: np.ndarray, spacing: Spacing) -> tuple[np.ndarray, tuple[int, ...]] | None:
         """What a mask at the native grid is made from, and that grid's size (None: no native mask)."""
         size = scaled_size(values.shape, self.scale)
@@ -229,12 +249,32 @@ class Voxels:
             raise UserError(f"{where}: outputs.{output.name}: label volumes hold label values; remove its colours")
         return labels.array
 
+    def load(self, sources: Mapping[str, Path | bytes], inputs: Mapping[str, InputSpec]) -> Loaded:
+        """A scan's inputs, from a file (or series folder) or its bytes each, resampled to the target
+        spacing as prepare does (predict, serve); a UserError says what is wrong."""
+        voxels, first = [], None
+        for name, spec in inputs.items():
+            where = f"input {name!r}"
+            scan = read_volume(sources[name], where, channels=spec.channels)
+            if first is not None:
+                same_grid(first, scan, sources[name], where)
+            first = first or scan
+            voxels.append(scan_voxels(scan, spec.window, self.target))
+        assert first is not None
+        return Loaded(np.concatenate(voxels), first.shape, first.affine, first.spacing)
+
     def native_labels(self, values: np.ndarray, spacing: Spacing) -> tuple[np.ndarray, tuple[int, ...]] | None:
         at_target = resample_labels(values, spacing, self.target)
         return at_target, at_target.shape
 
 
 Grid = Pixels | Voxels
+
+
+def measured(spec: InputSpec) -> bool:
+    """Whether rows of this input come with their own spacing in mm (scans), which prepare records
+    for scores and figures in mm; an image's pixels are its units."""
+    return spec.volume
 
 
 def grid_for(spec: InputSpec, stated: tuple[float, float, float] | None = None) -> Grid:

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cnn_factory.config import SPLITS, Config
-from cnn_factory.data.grids import resolve_spacing
+from cnn_factory.data.grids import measured, resolve_spacing
 from cnn_factory.data.ragged import RaggedWriter, foreground_name
 from cnn_factory.data.row_cache import CACHE_FORMAT, CachedRows, RowCache, record_dtype
 from cnn_factory.data.row_keys import decoding_key, row_key
@@ -202,10 +202,10 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
             "files": [table.rows[i][first_input] for i in index],
             "sizes": sizes.tolist(),  # (H, W) of each row's image file, a volume's (D, H, W)
         }
-        if cfg.volumes:  # each scan's own spacing: the scores' millimetres
+        if measured(cfg.first_input):  # each scan's own spacing: the scores' millimetres
             manifest["splits"][split]["spacing"] = [list(rows.grid(i)[1]) for i in index]
         report["rows"][split] = len(index)
-    if cfg.volumes:
+    if measured(cfg.first_input):
         manifest["spacing"] = report["spacing"] = list(rows.spacing or ())
     if drawn := split_report(table, cfg.data, splits):  # data.split.group / stratify: what each split holds
         manifest["split"] = report["split"] = drawn
@@ -243,7 +243,7 @@ def write_native(rows: CachedRows, index: list[int], cfg: Config, folder: Path) 
             writers[name].append(array)
     for writer in writers.values():
         writer.close()
-    if cfg.volumes:  # each scan's own mm per (D, H, W) axis: the units of its scores
+    if measured(cfg.first_input):  # each scan's own mm per (D, H, W) axis: the units of its scores
         np.save(folder / "spacing.npy", np.array([rows.grid(i)[1] for i in index], np.float64).reshape(-1, dims))
     return sizes
 

@@ -60,8 +60,9 @@ class RaggedArray:
             raise UserError(f"{err.filename}: not found; run `dvc repro` (prepare writes it)") from None
         except (ValueError, OSError) as err:
             raise UserError(f"{index}: damaged ({err}); run `dvc repro`: prepare rebuilds it") from None
-        ends = self.index[:, 0] + self.index[:, 1:].prod(axis=1) if len(self.index) else np.zeros(0)
-        if self.index.ndim != 2 or self.index.shape[1] not in (4, 5) or (len(ends) and ends.max() > size):
+        rows = self.index.shape[1:] in ((4,), (5,))  # offset, channels and 2 or 3 sizes per row
+        ends = self.index[:, 0] + self.index[:, 1:].prod(axis=1) if rows and len(self.index) else np.zeros(0)
+        if not rows or (len(ends) and ends.max() > size):
             raise UserError(f"{data}: shorter than its index says; run `dvc repro`: prepare rebuilds it")
         self.dims = self.index.shape[1] - 2
 

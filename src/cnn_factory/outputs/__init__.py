@@ -92,12 +92,7 @@ def from_definition(name: str, definition: dict[str, Any]) -> Output:
     """An output as a model file describes it (`Output.describe()`); unknown keys are dropped."""
     cls = kind(definition)
     known = {k: v for k, v in definition.items() if k in cls.model_fields and v is not None}
-    size = (
-        tuple(definition["size"])
-        if isinstance(definition.get("size"), list) and len(definition["size"]) == 2
-        else (1, 1)
-    )
-    return cls.model_validate(known).named(name, size)
+    return cls.model_validate(known).named(name, ())  # a mask's definition holds its size
 
 
 __all__ = [

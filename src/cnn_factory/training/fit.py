@@ -80,7 +80,7 @@ class TrainingData:
                 prepared / "train", list(inputs), outputs, first.size, train.view_share
             )
             samples = train.patches_per_epoch or len(split)
-            rows = f"{len(split)} {'scans' if len(first.size) == 3 else 'images'}"
+            rows = f"{len(split)} {first.dimensions.rows}"
             what = f"{samples} patches of {'x'.join(map(str, first.size))} from {rows}"
         else:
             split = PreparedSplit(prepared / "train", list(inputs), outputs)
