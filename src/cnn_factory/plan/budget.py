@@ -2,8 +2,9 @@
 where the learning rate is tuned, unless memory forces a smaller one or a GPU makes a larger
 one cheap), the learning rate that fits it, and `train.patches_per_epoch` (patch mode) or
 `train.epochs` (whole images) so that the run takes a sensible number of optimiser steps: the
-params' own count, kept within STEPS whatever the batch. nnU-Net fixes its iterations per epoch
-(250) and epochs (1000) for the same reason: a larger batch must not mean fewer steps.
+params' own count (times the batch's shrinking, for as many patches), kept within STEPS.
+nnU-Net fixes its iterations per epoch (250) and epochs (1000) for the same reason: a larger
+batch must not mean fewer steps.
 """
 
 from __future__ import annotations
@@ -45,10 +46,13 @@ def budget_rows(memory: tuple, training: Training, patched: bool, gpu: bool) -> 
     batch, why = batch_choice(memory[1], t.batch_size, gpu)
     rows = [("train.batch_size", batch, f"{memory[2]}; {why}"), lr_row(t, batch)]
     before = t.epochs * optimiser_steps(epoch_items(training, patched), t.batch_size, t)
-    target = min(max(before, STEPS[0]), STEPS[1])
-    said = f"the params' {before} optimiser steps (at batch {t.batch_size})"
-    if target != before:
-        said += f", brought into {STEPS[0]}-{STEPS[1]}"
+    # a larger batch keeps the steps (more patches, about the same time on a GPU); a smaller one
+    # keeps the patches (the same time on a CPU), in more steps
+    wanted = before * max(1.0, t.batch_size / batch)
+    target = round(min(max(wanted, STEPS[0]), STEPS[1]))
+    said = f"the params' {before} optimiser steps at batch {t.batch_size}"
+    said += f", times {t.batch_size}/{batch} for as many patches" if batch < t.batch_size else ""
+    said += f", brought into {STEPS[0]}-{STEPS[1]}" if target != round(wanted) else ""
     if patched:  # the steps per epoch from the patches an epoch draws
         per_epoch = min(max(round(target / t.epochs), math.ceil(STEPS[0] / t.epochs)), max(STEPS[1] // t.epochs, 1))
         patches = math.ceil(per_epoch * batch * t.accumulate / (1 + t.num_augs))
@@ -67,7 +71,7 @@ def batch_choice(fits: int, tuned: int, gpu: bool) -> tuple[int, str]:
     """The params' batch where the memory holds it: on a CPU a step's time grows with its batch,
     so a larger one buys no speed; on a GPU a larger batch costs little more a step."""
     if fits < tuned:
-        return fits, f"{fits} fit the memory budget, under the params' {tuned}"
+        return fits, f"under the params' {tuned}: lr follows it"
     if gpu and fits > tuned:
         return fits, f"{fits} fit the memory budget, and a GPU steps a larger batch for about the time of a smaller one"
     why = f"the params' batch, where their lr is tuned ({fits} would fit"

@@ -5,6 +5,7 @@ that sets them (checked: the params with the line applied are parsed as training
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from cnn_factory.config import Config, parse_params
@@ -17,8 +18,21 @@ from cnn_factory.plan.propose import ENCODER, propose, wants_pretrained, windows
 from cnn_factory.plan.timing import expected_seconds, measure, work
 
 
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    rows: list[tuple]  # (params key, value, reason)
+    sets: list[tuple[str, Any]]  # (dotted key, value): what the `-S` line sets
+    expected_s: float  # the proposed train stage's expected seconds on this machine
+    text: str  # what `cnn-factory plan` prints
+
+
 def run_plan(cfg: Config, sample: int, budget_gb: float | None) -> str:
     """The plan of the data set `cfg` names, images or volumes, from up to `sample` rows."""
+    return make_plan(cfg, sample, budget_gb).text
+
+
+def make_plan(cfg: Config, sample: int, budget_gb: float | None) -> Plan:
+    """The proposals, the proposed run's expected time here, and the text that says them."""
     fp = fingerprint(cfg, sample)
     budget, source = budget_of(budget_gb)
     split = cfg.data.split
@@ -28,6 +42,7 @@ def run_plan(cfg: Config, sample: int, budget_gb: float | None) -> str:
     cached = wants_pretrained(fp) and pretrained_cached(ENCODER)
     rows = propose(fp, budget, cfg.outputs, weights=cached, training=training)
     sets = settings(cfg, rows)
+    expected, how = expected_time(applied(cfg, sets), fp, training)
     item = dims_of(fp).words.item
     read = f"{fp.read} {item}s read"
     read = f"{len(fp.grids.shapes)} {item} headers and {read}" if len(fp.grids.shapes) > fp.read else read
@@ -43,8 +58,8 @@ def run_plan(cfg: Config, sample: int, budget_gb: float | None) -> str:
             f"(model.encoder: {ENCODER}, model.weights: pretrained or a file); no weights for it on this machine, "
             "so none proposed (docs/encoders.md says how to bring them)"
         )
-    lines += table_lines(rows) + ["", expected_line(applied(cfg, sets), fp, training)]
-    return "\n".join(lines + ["", "dvc exp run " + " ".join(f"-S {key}={text(value)}" for key, value in sets)])
+    lines += [*table_lines(rows), "", how, "", "dvc exp run " + " ".join(f"-S {k}={text(v)}" for k, v in sets)]
+    return Plan(rows=rows, sets=sets, expected_s=expected, text="\n".join(lines))
 
 
 def fingerprint_lines(cfg: Config, fp: Fingerprint) -> list[str]:
@@ -108,13 +123,13 @@ def text(value: Any) -> str:
     return "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
 
 
-def expected_line(proposed: Config, fp: Fingerprint, training: Training) -> str:
-    """The proposed run's expected time on this machine, and what it is made of."""
+def expected_time(proposed: Config, fp: Fingerprint, training: Training) -> tuple[float, str]:
+    """The proposed run's expected seconds on this machine, and a line saying what they are made of."""
     rates = measure(proposed, list(fp.grids.target))
     per_val = windows(fp.grids.at_target, list(proposed.first_input.size))
     run = work(proposed, training.rows, training.val, per_val)
     seconds = expected_seconds(rates, run)
-    return (
+    return seconds, (
         f"expected: the train stage ~{minutes(seconds)} on this machine: {run.steps} steps of "
         f"{rates.step_s * 1000:.0f} ms (measured here on the proposed network) and {run.forwards:.0f} "
         f"validation forwards of {rates.forward_s * 1000:.1f} ms, with start-up and checkpoints"
