@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -77,14 +78,15 @@ def compare(name: str, params: dict, tmp: Path) -> dict:
     before = trained(tmp / f"{name}-defaults", defaults)
     start = time.perf_counter()
     plan = make_plan(parse_params(params), 50, None)
+    plan_s = time.perf_counter() - start
     planned = tmp / f"{name}-plan.yaml"
     shutil.copy(defaults, planned)
     apply_overrides(planned, [f"{key}={text(value)}" for key, value in plan.sets])
     same = load_params(planned) == load_params(defaults)
     after = before if same else trained(tmp / f"{name}-plan", planned)
-    return {
+    result = {
         "line": " ".join(f"-S {key}={text(value)}" for key, value in plan.sets),
-        "plan_s": time.perf_counter() - start,
+        "plan_s": plan_s,
         "same_params": same,
         "defaults": before,
         "plan": after,
@@ -92,6 +94,13 @@ def compare(name: str, params: dict, tmp: Path) -> dict:
         "time_ratio": after["train_s"] / before["train_s"],
         "expected_over_measured": plan.expected_s / after["train_s"],
     }
+    fits = re.search(r"\((\d+) would fit", dict((k, why) for k, _, why in plan.rows)["train.batch_size"])
+    if fits:  # the batch the memory alone would allow, on the plan's line: what plan proposed before its budget
+        memory = tmp / f"{name}-memory.yaml"
+        shutil.copy(planned, memory)
+        apply_overrides(memory, [f"train.batch_size={fits[1]}"])
+        result["memory_batch"] = {"batch": int(fits[1]), **trained(tmp / f"{name}-memory", memory)}
+    return result
 
 
 def table(results: dict) -> str:
@@ -126,6 +135,10 @@ def main() -> None:
     print(table(results))
     for name, r in results.items():
         print(f"{name}: dvc exp run {r['line']}")
+        if "memory_batch" in r:
+            m = r["memory_batch"]
+            scores = ", ".join(f"{k} {v:.3f}" for k, v in m["test"].items())
+            print(f"{name}, the line with batch {m['batch']} (memory alone): {scores}; {m['train_s']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def batch_choice(fits: int, tuned: int, gpu: bool) -> tuple[int, str]:
     if fits < tuned:
         return fits, f"under the params' {tuned}: lr follows it"
     if gpu and fits > tuned:
-        return fits, f"{fits} fit the memory budget, and a GPU steps a larger batch for about the time of a smaller one"
+        return fits, f"{fits} fit the memory budget, and on a GPU a larger batch usually costs little more a step"
     why = f"the params' batch, where their lr is tuned ({fits} would fit"
     return tuned, why + (
         "; on a CPU a larger batch costs as much more a step and only takes steps away)" if fits > tuned else ")"
