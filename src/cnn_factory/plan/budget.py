@@ -54,17 +54,22 @@ def budget_rows(memory: tuple, training: Training, patched: bool, gpu: bool) -> 
     said += f", times {t.batch_size}/{batch} for as many patches" if batch < t.batch_size else ""
     said += f", brought into {STEPS[0]}-{STEPS[1]}" if target != round(wanted) else ""
     if patched:  # the steps per epoch from the patches an epoch draws
-        per_epoch = min(max(round(target / t.epochs), math.ceil(STEPS[0] / t.epochs)), max(STEPS[1] // t.epochs, 1))
+        per_epoch = times(target, t.epochs)
         patches = math.ceil(per_epoch * batch * t.accumulate / (1 + t.num_augs))
         steps = t.epochs * optimiser_steps(patches, batch, t)
         why = f"{t.epochs} epochs x {patches} patches: {steps} steps of {batch}, as {said}"
         return [*rows, ("train.patches_per_epoch", patches, why)], patches
     per_epoch = optimiser_steps(training.rows, batch, t)  # an epoch is the training rows
-    epochs = min(max(round(target / per_epoch), math.ceil(STEPS[0] / per_epoch)), max(STEPS[1] // per_epoch, 1))
+    epochs = times(target, per_epoch)
     why = (
         f"{epochs} epochs of {per_epoch} steps of {batch} ({training.rows} rows): {epochs * per_epoch} steps, as {said}"
     )
     return [*rows, ("train.epochs", epochs, why)], training.rows
+
+
+def times(target: int, each: int) -> int:
+    """How many of `each` steps come nearest `target` with their product in STEPS (at least one)."""
+    return min(max(round(target / each), math.ceil(STEPS[0] / each)), max(STEPS[1] // each, 1))
 
 
 def batch_choice(fits: int, tuned: int, gpu: bool) -> tuple[int, str]:
