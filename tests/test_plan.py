@@ -7,36 +7,32 @@ import pytest
 import yaml
 
 from benchmarks.cells import make_cells
-from cnn_factory.config import parse_params
-from cnn_factory.data.resample import target_spacing
+from cnn_factory.config import load_params, parse_params
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import make_output
 from cnn_factory.plan import run, run_plan
-from cnn_factory.plan.fingerprint import Fingerprint, fingerprint
+from cnn_factory.plan.budget import Training
+from cnn_factory.plan.fingerprint import Fingerprint, Grids, Masks, fingerprint
 from cnn_factory.plan.propose import propose, validation_rows
 from tests.conftest import ROOT
 from tests.test_cli import cli
 from tests.test_patches import cell_params
 
 MASK = {"m": type("Mask", (), {"spatial": True})()}
+TRAIN = load_params(ROOT / "params.yaml").train  # params.yaml's training section
 
 
 def _fingerprint(
     rows: int, shapes: np.ndarray, channels: int, foreground: float, objects: float, spacing=(1.0, 1.0)
 ) -> Fingerprint:
     """Images of `shapes` (n, 2) pixels (or volumes of (n, 3) voxels of `spacing` mm) with one mask output "m"."""
-    spacings = np.full(shapes.shape, spacing)
     return Fingerprint(
         rows=rows,
-        shapes=shapes,
-        spacings=spacings,
-        auto=target_spacing(spacings, shapes),
-        given=None,
         read=len(shapes),
         channels=channels,
+        grids=Grids.of(shapes, np.full(shapes.shape, spacing)),
         intensity=(0.0, 128.0, 255.0),
-        foreground={"m": foreground},
-        objects={"m": objects},
+        masks=Masks(foreground={"m": foreground}, objects={"m": objects}),
     )
 
 
@@ -53,16 +49,18 @@ def test_large_images_with_small_objects_get_patches(tmp_path):
     cfg = parse_params(cell_params(tmp_path / "cells"))
     fp = fingerprint(cfg, sample=6)
     assert (
-        len(fp.shapes) == 6
+        len(fp.grids.shapes) == 6
         and fp.channels == 1
-        and fp.classes["density"]["sparse"] + fp.classes["density"]["dense"] == 12
+        and fp.columns.classes["density"]["sparse"] + fp.columns.classes["density"]["dense"] == 12
     )
-    assert 0.002 < fp.foreground["cells"] < 0.03 and 6 < fp.objects["cells"] < 20  # cells of 4-8 px radius
-    assert fp.target == (1.0, 1.0) and fp.intensity[0] < fp.intensity[1] < fp.intensity[2]  # 1 a pixel; uint8 levels
+    assert 0.002 < fp.masks.foreground["cells"] < 0.03 and 6 < fp.masks.objects["cells"] < 20  # cells of 4-8 px radius
+    assert (
+        fp.grids.target == (1.0, 1.0) and fp.intensity[0] < fp.intensity[1] < fp.intensity[2]
+    )  # 1 a pixel; uint8 levels
     rows = {key: (value, why) for key, value, why in propose(fp, 4 * 2**30, cfg.outputs)}
     assert rows["inputs.*.mode"][0] == "patch" and "median image 3" in rows["inputs.*.mode"][1]
     size = rows["inputs.*.size"][0][0]
-    assert size % 2 ** rows["model.depth"][0] == 0 and 4 * fp.objects["cells"] <= size <= 256
+    assert size % 2 ** rows["model.depth"][0] == 0 and 4 * fp.masks.objects["cells"] <= size <= 256
     assert rows["train.foreground"][0] == 0.33
     text = run_plan(cfg, 6, 4)
     assert f"dvc exp run -S inputs.image.mode=patch -S inputs.image.size=[{size},{size}]" in text
@@ -85,7 +83,8 @@ def test_patch_mode_validation_is_costed_and_proposed():
     short = dict((k, v) for k, v, _ in validation_rows(large, 128, 40, 32))  # an epoch of 32 patches
     assert short["train.val_patches"] == 32 and short["train.val_every"] == 5  # 72 forwards against 160
     fp = _fingerprint(100, large, 1, foreground=0.01, objects=10.0)
-    proposed = dict((k, v) for k, v, _ in propose(fp, 4 * 2**30, MASK, val_share=0.1, epoch_patches=512))
+    training = Training(train=TRAIN.model_copy(update={"patches_per_epoch": 512}), rows=80, val=10)
+    proposed = dict((k, v) for k, v, _ in propose(fp, 4 * 2**30, MASK, training=training))
     assert proposed["inputs.*.mode"] == "patch" and proposed["train.val_patches"] == 240  # 10 val images
 
 

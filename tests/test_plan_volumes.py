@@ -12,13 +12,14 @@ import yaml
 
 from cnn_factory.config import parse_params
 from cnn_factory.data.grids import resolve_spacing
-from cnn_factory.data.resample import target_spacing
 from cnn_factory.data.table import read_table
 from cnn_factory.data.volumes_example import make_volume_example
 from cnn_factory.errors import UserError
 from cnn_factory.plan import run_plan
-from cnn_factory.plan.fingerprint import Fingerprint, fingerprint
-from cnn_factory.plan.propose import mm, propose
+from cnn_factory.plan.budget import Training
+from cnn_factory.plan.fingerprint import Fingerprint, Grids, Masks, fingerprint
+from cnn_factory.plan.patch import mm
+from cnn_factory.plan.propose import propose
 from cnn_factory.volumes import read_label_volume, read_volume
 from tests.test_cli import cli
 from tests.test_volume_pipeline import volume_params
@@ -44,46 +45,45 @@ def cubes(tmp_path_factory) -> Path:
 
 def _fingerprint(shapes, spacings, given=None) -> Fingerprint:
     """100 rows, 20 scans read, one mask output "m"."""
-    shapes, spacings = np.asarray(shapes), np.asarray(spacings, float)
     return Fingerprint(
         rows=100,
-        shapes=shapes,
-        spacings=spacings,
-        auto=target_spacing(spacings, shapes),
-        given=given,
         read=20,
         channels=1,
+        grids=Grids.of(shapes, spacings, given),
         intensity=(0.0, 50.0, 200.0),
-        foreground={"m": 0.01},
-        objects={"m": 20.0},
+        masks=Masks(foreground={"m": 0.01}, objects={"m": 20.0}),
     )
 
 
 def test_the_fingerprint_reads_grids_intensities_and_masks(scans):
     cfg = parse_params(volume_params(scans))
     fp = fingerprint(cfg, sample=6)
-    assert fp.rows == 10 and len(fp.shapes) == 10 and fp.read == 6  # every header, the sample's voxels
+    assert fp.rows == 10 and len(fp.grids.shapes) == 10 and fp.read == 6  # every header, the sample's voxels
     table = read_table(cfg.data.csv)
     prepared = resolve_spacing(cfg, table, ["train"] * len(table.rows)).first_input.spacing
-    assert fp.given is None and np.allclose(fp.target, prepared)  # what prepare would resolve auto to
-    assert 2.5 <= fp.target[0] <= 4 and 0.8 <= fp.target[1] <= 1.2 and fp.anisotropy > 2
-    assert np.all(np.abs(fp.median - [12, 24, 24]) <= 6)
-    assert 0 < fp.foreground["tumour"] < fp.foreground["organ"] < 0.5
-    assert 0 < fp.objects["tumour"] < fp.objects["organ"] < 40  # mm: the organ spans a third of the scan or so
-    assert set(fp.values) == {"grade", "tumour_ml"} and fp.intensity[0] < fp.intensity[1] < fp.intensity[2]
+    assert fp.grids.given is None and np.allclose(fp.grids.target, prepared)  # what prepare would resolve auto to
+    assert 2.5 <= fp.grids.target[0] <= 4 and 0.8 <= fp.grids.target[1] <= 1.2 and fp.grids.anisotropy > 2
+    assert np.all(np.abs(fp.grids.median - [12, 24, 24]) <= 6)
+    assert 0 < fp.masks.foreground["tumour"] < fp.masks.foreground["organ"] < 0.5
+    assert (
+        0 < fp.masks.objects["tumour"] < fp.masks.objects["organ"] < 40
+    )  # mm: the organ spans a third of the scan or so
+    assert set(fp.columns.values) == {"grade", "tumour_ml"} and fp.intensity[0] < fp.intensity[1] < fp.intensity[2]
 
 
 def test_proposals_fit_the_scans_and_divide_by_two_to_the_depth(scans):
     cfg = parse_params(volume_params(scans))
     fp = fingerprint(cfg, sample=6)
-    rows = {key: (value, why) for key, value, why in propose(fp, 2**30, cfg.outputs, val_share=0.15, epoch_patches=32)}
+    training = Training(train=cfg.train, rows=7, val=2)
+    rows = {key: (value, why) for key, value, why in propose(fp, 2**30, cfg.outputs, training=training)}
     size, depth = rows["inputs.*.size"][0], rows["model.depth"][0] + 1  # and the strided stem's halving
     assert rows["model.stem"][0] == "strided" and "no GPU-sized budget" in rows["model.stem"][1]
     assert "depth, over twice as coarse, keeps its resolution there" in rows["model.stem"][1]  # slices of 2.5-4 mm
     assert len(size) == 3 and all(n % 2**depth == 0 for n in size) and 1 <= depth <= 5
-    assert all(abs(n - m) <= 2**depth / 2 for n, m in zip(size, fp.median))  # the median scan, whole
+    assert all(abs(n - m) <= 2**depth / 2 for n, m in zip(size, fp.grids.median))  # the median scan, whole
     assert size[0] < size[1] and size[0] // 2**depth >= 1 and 4 <= size[1] // 2**depth <= 8
-    assert rows["inputs.*.spacing"][0] == "auto" and f"resolves to {mm(fp.target)} mm" in rows["inputs.*.spacing"][1]
+    spacing, why = rows["inputs.*.spacing"]
+    assert spacing == "auto" and f"resolves to {mm(fp.grids.target)} mm" in why
     assert rows["train.batch_size"][0] >= 2 and rows["model.filters"][0] == 16
     assert rows["train.foreground"][0] == 0.33 and "tumour" in rows["train.foreground"][1]
     assert "val scans" in rows["train.val_patches"][1]
@@ -91,7 +91,7 @@ def test_proposals_fit_the_scans_and_divide_by_two_to_the_depth(scans):
 
 def test_the_coarse_axis_gives_up_voxels_first(cubes):
     fp = fingerprint(parse_params(volume_params(cubes)), sample=4)
-    assert abs(fp.median[0] - fp.median[1]) <= 4  # as many voxels, three times the mm along depth
+    assert abs(fp.grids.median[0] - fp.grids.median[1]) <= 4  # as many voxels, three times the mm along depth
     roomy = {k: (v, why) for k, v, why in propose(fp, 2**30, MASK)}["inputs.*.size"]
     size, why = {k: (v, why) for k, v, why in propose(fp, 0.05 * 2**30, MASK)}["inputs.*.size"]
     assert roomy[0] == [24, 24, 24] and "cut" not in roomy[1]  # the median scan fits whole
@@ -115,13 +115,13 @@ def test_a_budget_shrinks_large_scans_and_sets_the_batch():
 def test_the_spacing_reason_names_the_resolved_value_and_nnunets_rule():
     shapes = [(20, 256, 256)] * 8 + [(60, 256, 256)] * 2  # most scans of 20 thick slices, a few of thin ones
     fp = _fingerprint(shapes, [(5.0, 0.7, 0.7)] * 8 + [(1.5, 0.7, 0.7)] * 2)
-    assert fp.target[0] < 5  # the 10th percentile of the slice spacings, not their median
+    assert fp.grids.target[0] < 5  # the 10th percentile of the slice spacings, not their median
     key, value, why = propose(fp, 8 * 2**30, MASK)[0]
-    assert (key, value) == ("inputs.*.spacing", "auto") and f"resolves to {mm(fp.target)} mm" in why
+    assert (key, value) == ("inputs.*.spacing", "auto") and f"resolves to {mm(fp.grids.target)} mm" in why
     assert "depth is coarse (5 mm" in why and "its 10th percentile, as nnU-Net" in why
     given = _fingerprint(shapes, [(5.0, 0.7, 0.7)] * 8 + [(1.5, 0.7, 0.7)] * 2, given=(2.0, 0.7, 0.7))
     key, value, why = propose(given, 8 * 2**30, MASK)[0]
-    assert value == [2.0, 0.7, 0.7] and f"auto would resolve to {mm(fp.auto)} mm" in why
+    assert value == [2.0, 0.7, 0.7] and f"auto would resolve to {mm(fp.grids.auto)} mm" in why
 
 
 def test_tiff_stacks_without_calibration_are_planned_at_the_stated_spacing(scans, tmp_path):
@@ -142,7 +142,8 @@ def test_tiff_stacks_without_calibration_are_planned_at_the_stated_spacing(scans
     params = volume_params(tmp_path)
     params["inputs"]["image"]["spacing"] = [3.0, 1.0, 1.0]
     fp = fingerprint(parse_params(params), sample=4)
-    assert fp.given == fp.target == (3.0, 1.0, 1.0) and len(fp.shapes) == 4 and fp.objects["tumour"] > 0
+    assert fp.grids.given == fp.grids.target == (3.0, 1.0, 1.0) and len(fp.grids.shapes) == 4
+    assert fp.masks.objects["tumour"] > 0
     key, value, why = propose(fp, 2**30, MASK)[0]
     assert (key, value) == ("inputs.*.spacing", [3.0, 1.0, 1.0]) and why.startswith("as params")
 

@@ -286,6 +286,14 @@ def grid_for(spec: InputSpec, stated: tuple[float, float, float] | None = None) 
     return Pixels(spec.scale, spec.mode == "patch")
 
 
+def file_reader(spec: InputSpec, stated: tuple[float, float, float] | None = None) -> Grid:
+    """A grid that reads a row's files at their own size and spacing (`read`, `read_labels`,
+    `label_values`), before `auto` is resolved to a target: what `cnn-factory plan` samples."""
+    if spec.volume:
+        return Voxels(stated or (1.0, 1.0, 1.0), stated)  # the target is not used in reading
+    return Pixels(1.0, False)
+
+
 def resolve_spacing(cfg: Config, table: Table, splits: list[str]) -> Config:
     """cfg with `inputs.*.spacing: auto` replaced by the target spacing of the training scans
     (data/resample.py's rule), read from their headers; rows whose file cannot be read are left

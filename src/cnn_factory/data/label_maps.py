@@ -78,8 +78,3 @@ def _map_colours(rgb: np.ndarray, table: dict[str, int], key: str) -> np.ndarray
             "(smoothed edges blend colours: save masks without anti-aliasing)"
         )
     return values[at].astype(np.min_scalar_type(int(values.max())))
-
-
-def load_labels(path: Path, output: MaskOutput) -> np.ndarray:
-    """One output's label values of one label-map file (what `cnn-factory plan` samples)."""
-    return label_values(read_label_map(path, output.colour_table is not None), output)

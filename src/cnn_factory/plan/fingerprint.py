@@ -1,10 +1,11 @@
-"""The fingerprint `cnn-factory plan` proposes from, images and volumes alike; and `Dims`, all that
-a plan does differently for images (two spatial axes) and volumes (three): the one place that asks.
+"""The fingerprint `cnn-factory plan` proposes from, images and volumes alike: each file's grid
+(shape and spacing; an image's spacing is 1 a pixel), the first input's intensities, per mask
+output its foreground share and objects, per image-level output its column. Files are read
+through data/grids.py, which knows how images and volumes are read; nothing here asks which.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -14,55 +15,33 @@ from pathlib import Path
 import numpy as np
 
 from cnn_factory.config import Config
-from cnn_factory.data.grids import read_input
-from cnn_factory.data.label_maps import load_labels
+from cnn_factory.data.grids import Grid, file_reader
 from cnn_factory.data.resample import resampled_shape, target_spacing
 from cnn_factory.data.table import Table, read_table
 from cnn_factory.errors import UserError
-from cnn_factory.volumes import NIFTI, read_label_volume, read_volume, volume_grid
+from cnn_factory.volumes import NIFTI, volume_grid
 
 GRID_ROWS = 10  # NIfTI headers read: up to this many times --sample rows
 MAX_VOXELS = 2**21  # a file's intensity percentiles are taken from at most about this many of its values
 
 
-@dataclass(frozen=True)
-class Dims:
-    item: str  # what a row's input is called
-    cell: str  # its pixels or voxels
-    unit: str  # of sizes: mm for volumes; images are planned in pixels (a spacing of 1 a pixel)
-    spacing: bool  # files carry a spacing and are resampled to a target (nnU-Net's rule); else the mode is chosen
-    deepest: int  # `model.depth`: pool while the deepest map's in-plane side stays at least this
-    min_depth: int
-    nearest: bool  # sides round to the nearest multiple of 2**depth (the whole median scan, little padding), else down
-    data_share: float | None  # nnU-Net: a batch covers at most this share of the data set's voxels
-    stem: bool  # `model.stem` strided on a CPU budget: a 3-D step 2-3x cheaper (benchmarks/volumes.py)
-    encoders: bool  # timm's pretrained encoders are 2-D
+@dataclass(frozen=True, kw_only=True)
+class Grids:
+    """The files' grids and the spacing they are resampled to."""
 
-
-IMAGES = Dims(item="image", cell="pixel", unit="px", spacing=False, deepest=6, min_depth=2, nearest=False,
-              data_share=None, stem=False, encoders=True)  # fmt: skip
-VOLUMES = Dims(item="scan", cell="voxel", unit="mm", spacing=True, deepest=4, min_depth=1, nearest=True,
-               data_share=0.05, stem=True, encoders=False)  # fmt: skip
-
-
-@dataclass
-class Fingerprint:
-    rows: int
     shapes: np.ndarray  # (n, axes): (H, W) pixels or (D, H, W) voxels of the files whose grids were read
     spacings: np.ndarray  # (n, axes) their spacing: mm per voxel, 1 a pixel
     auto: tuple[float, ...]  # what `spacing: auto` resolves to on these files
-    given: tuple[float, ...] | None  # the params' `spacing`; None: auto
-    read: int  # files whose pixels or voxels were read
-    channels: int
-    intensity: tuple[float, float, float]  # median over the read files of their 0.5th, 50th and 99.5th percentile
-    foreground: dict[str, float]  # per mask output: mean share of pixels or voxels
-    objects: dict[str, float]  # per mask output: median object diameter in px or mm (0: none found)
-    classes: dict[str, dict[str, int]] = field(default_factory=dict)  # per category output: rows per class
-    values: dict[str, np.ndarray] = field(default_factory=dict)  # per image-level output: every valid row's value
+    given: tuple[float, ...] | None = None  # the params' `spacing`; None: auto
+
+    @classmethod
+    def of(cls, shapes: Sequence, spacings: Sequence, given: tuple[float, ...] | None = None) -> Grids:
+        grid, mm = np.asarray(shapes, np.int64), np.asarray(spacings, float)
+        return cls(shapes=grid, spacings=mm, auto=target_spacing(spacings, shapes), given=given)
 
     @property
-    def dims(self) -> Dims:
-        return VOLUMES if self.shapes.shape[1] == 3 else IMAGES
+    def axes(self) -> int:
+        return int(self.shapes.shape[1])
 
     @property
     def target(self) -> tuple[float, ...]:
@@ -83,22 +62,47 @@ class Fingerprint:
         return max(self.target) / min(self.target)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Masks:
+    foreground: dict[str, float]  # per mask output: mean share of pixels or voxels
+    objects: dict[str, float]  # per mask output: median object diameter in px or mm (0: none found)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Columns:
+    classes: dict[str, dict[str, int]] = field(default_factory=dict)  # per category output: rows per class
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # per image-level output: every valid row's value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fingerprint:
+    rows: int
+    read: int  # files whose pixels or voxels were read
+    channels: int
+    grids: Grids
+    intensity: tuple[float, float, float]  # median over the read files of their 0.5th, 50th and 99.5th percentile
+    masks: Masks
+    columns: Columns = field(default_factory=Columns)
+
+
 def fingerprint(cfg: Config, sample: int = 50) -> Fingerprint:
     """Reads up to `sample` rows spread over the CSV (and every row's cells for the columns)."""
     table = read_table(cfg.data.csv)
     picks = spread(len(table.rows), sample)
     spec = cfg.first_input
     stated = spec.spacing if isinstance(spec.spacing, tuple) else None  # an uncalibrated TIFF stack's, as prepare
+    grid = file_reader(spec, stated)
     shapes, spacings, levels = [], [], []
     share: dict[str, list[float]] = {n: [] for n, o in cfg.outputs.items() if o.spatial}
     diameters: dict[str, list[float]] = {n: [] for n in share}
     for i in np.union1d(picks, spread(len(table.rows), GRID_ROWS * sample)):
         cell, where = table.rows[i][spec.column], table.where(i, spec.column)
         if i in picks:
-            image, spacing = read_image(cfg, row_file(cfg, table, i, spec.column), where, stated)
-            shape = image.shape[1:]
-            levels.append(np.percentile(image.ravel()[:: max(1, image.size // MAX_VOXELS)], (0.5, 50, 99.5)))
-            for name, mask in masks(cfg, table, i, shape, stated).items():
+            with readable():
+                scan = grid.read(row_file(cfg, table, i, spec.column), spec, where)
+            shape, spacing = scan.shape, scan.spacing
+            levels.append(np.percentile(scan.array.ravel()[:: max(1, scan.array.size // MAX_VOXELS)], (0.5, 50, 99.5)))
+            for name, mask in masks(cfg, table, i, shape, grid).items():
                 share[name].append(float(mask.mean()))
                 diameters[name] += object_diameters(mask, spacing)
         elif cell.lower().endswith(NIFTI):
@@ -108,56 +112,40 @@ def fingerprint(cfg: Config, sample: int = 50) -> Fingerprint:
         shapes.append(shape)
         spacings.append(spacing)
     low, middle, high = np.median(levels, 0)
-    classes = {
+    return Fingerprint(
+        rows=len(table.rows),
+        read=len(picks),
+        channels=sum(s.channels for s in cfg.inputs.values()),
+        grids=Grids.of(shapes, spacings, stated),
+        intensity=(float(low), float(middle), float(high)),
+        masks=Masks(
+            foreground={n: float(np.mean(v)) for n, v in share.items()},
+            objects={n: float(np.median(v)) if v else 0.0 for n, v in diameters.items()},
+        ),
+        columns=Columns(classes=class_counts(cfg, table), values=column_values(cfg, table)),
+    )
+
+
+def class_counts(cfg: Config, table: Table) -> dict[str, dict[str, int]]:
+    """Per category output, the rows of each class."""
+    return {
         n: {c: sum(row[o.column] == c for row in table.rows) for c in getattr(o, "class_names", ())}
         for n, o in cfg.outputs.items()
         if hasattr(o, "class_names")
     }
-    return Fingerprint(
-        rows=len(table.rows),
-        shapes=np.asarray(shapes, np.int64),
-        spacings=np.asarray(spacings, float),
-        auto=target_spacing(spacings, shapes),
-        given=stated,
-        read=len(picks),
-        channels=sum(s.channels for s in cfg.inputs.values()),
-        intensity=(float(low), float(middle), float(high)),
-        foreground={n: float(np.mean(v)) for n, v in share.items()},
-        objects={n: float(np.median(v)) if v else 0.0 for n, v in diameters.items()},
-        classes=classes,
-        values=column_values(cfg, table),
-    )
 
 
-def read_image(
-    cfg: Config, path: Path, where: str, stated: tuple[float, float, float] | None
-) -> tuple[np.ndarray, tuple]:
-    """A row's first input: (C, *spatial) values in the file's units (an image's: 0..255) and its
-    spacing (an image's: 1 a pixel)."""
-    if cfg.volumes:
-        scan = read_volume(path, where, cfg.first_input.channels, stated)
-        return scan.array, scan.spacing
-    with readable(where, path):
-        image = read_input(path, cfg.first_input)
-    return image, (1.0,) * (image.ndim - 1)
-
-
-def masks(
-    cfg: Config, table: Table, index: int, shape: tuple[int, ...], stated: tuple[float, float, float] | None
-) -> dict[str, np.ndarray]:
+def masks(cfg: Config, table: Table, index: int, shape: tuple[int, ...], grid: Grid) -> dict[str, np.ndarray]:
     """A row's mask per mask output at the input's `shape` (a class mask: any class), each label
-    file read once per column (and colour table)."""
+    file read once per column (and colours or values)."""
     found, read = {}, {}
     for name, output in cfg.outputs.spatial.items():
-        key = (output.column, json.dumps(output.colour_table, sort_keys=True))
-        if key not in read:
-            path, where = row_file(cfg, table, index, output.column), table.where(index, output.column)
-            if cfg.volumes:
-                read[key] = read_label_volume(path, where, stated).array
-            else:
-                with readable(where, path):
-                    read[key] = load_labels(path, output)
-        found[name] = output.mask(read[key], shape) > 0
+        path, where = row_file(cfg, table, index, output.column), table.where(index, output.column)
+        key = (output.column, output.colour_table is not None)
+        with readable():
+            if key not in read:
+                read[key] = grid.read_labels(path, where, colours=key[1])
+            found[name] = output.mask(grid.label_values(read[key], output, path, where), shape) > 0
     return found
 
 
@@ -188,13 +176,13 @@ def row_file(cfg: Config, table: Table, index: int, column: str) -> Path:
 
 
 @contextmanager
-def readable(where: str, path: Path) -> Iterator[None]:
-    """An image reader's ValueError (the file cannot be read) as a one-line UserError naming the row and column."""
+def readable() -> Iterator[None]:
+    """A file that cannot be read: the reader's message on one line, with where to see every row's problems."""
     try:
         yield
-    except ValueError as err:
+    except UserError as err:
         said = " ".join(str(err).split())  # some decoders' reasons run over several lines
-        raise UserError(f"{where}: {path} {said}; `cnn-factory validate` lists every row's problems") from None
+        raise UserError(f"{said}; `cnn-factory validate` lists every row's problems") from None
 
 
 def column_values(cfg: Config, table: Table) -> dict[str, np.ndarray]:

@@ -1,33 +1,54 @@
 """`run_plan`: the text `cnn-factory plan` prints: the fingerprint, the proposals with their
-reasons and the `dvc exp run -S ...` line that sets them."""
+reasons, the time the proposed run is expected to take here, and the `dvc exp run -S ...` line
+that sets them (checked: the params with the line applied are parsed as training parses them)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
-
-from cnn_factory.config import Config
+from cnn_factory.config import Config, parse_params
 from cnn_factory.encoder_weights import pretrained_cached
+from cnn_factory.plan.budget import Training
+from cnn_factory.plan.dims import dims_of
 from cnn_factory.plan.fingerprint import Fingerprint, fingerprint
-from cnn_factory.plan.propose import ENCODER, axes, mm, propose, voxels, wants_pretrained
+from cnn_factory.plan.patch import voxels
+from cnn_factory.plan.propose import ENCODER, propose, wants_pretrained, windows
+from cnn_factory.plan.timing import expected_seconds, measure, work
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    rows: list[tuple]  # (params key, value, reason)
+    sets: list[tuple[str, Any]]  # (dotted key, value): what the `-S` line sets
+    expected_s: float  # the proposed train stage's expected seconds on this machine
+    text: str  # what `cnn-factory plan` prints
 
 
 def run_plan(cfg: Config, sample: int, budget_gb: float | None) -> str:
     """The plan of the data set `cfg` names, images or volumes, from up to `sample` rows."""
+    return make_plan(cfg, sample, budget_gb).text
+
+
+def make_plan(cfg: Config, sample: int, budget_gb: float | None) -> Plan:
+    """The proposals, the proposed run's expected time here, and the text that says them."""
     fp = fingerprint(cfg, sample)
     budget, source = budget_of(budget_gb)
     split = cfg.data.split
-    train_rows = round(fp.rows * (1 - split.val - split.test))
+    training = Training(
+        train=cfg.train, rows=round(fp.rows * (1 - split.val - split.test)), val=round(fp.rows * split.val)
+    )
     cached = wants_pretrained(fp) and pretrained_cached(ENCODER)
-    epoch = cfg.train.patches_per_epoch or train_rows
-    rows = propose(fp, budget, cfg.outputs, weights=cached, val_share=split.val, epoch_patches=epoch)
-    item = fp.dims.item
+    rows = propose(fp, budget, cfg.outputs, weights=cached, training=training)
+    sets = settings(cfg, rows)
+    expected, how = expected_time(applied(cfg, sets), fp, training)
+    item = dims_of(fp).words.item
     read = f"{fp.read} {item}s read"
-    read = f"{len(fp.shapes)} {item} headers and {read}" if len(fp.shapes) > fp.read else read
+    read = f"{len(fp.grids.shapes)} {item} headers and {read}" if len(fp.grids.shapes) > fp.read else read
     lines = [f"plan: {cfg.data.csv}: {fp.rows} rows, {read}; budget {budget / 2**30:.1f} GiB ({source})"]
     lines += fingerprint_lines(cfg, fp)
-    for name, values in fp.values.items():
+    for name, values in fp.columns.values.items():
         line, warnings = cfg.outputs[name].column_report(values)
         lines.append(f"  {name}: {line}")
         lines += [f"  warning: {name}: {w}" for w in warnings]
@@ -37,32 +58,25 @@ def run_plan(cfg: Config, sample: int, budget_gb: float | None) -> str:
             f"(model.encoder: {ENCODER}, model.weights: pretrained or a file); no weights for it on this machine, "
             "so none proposed (docs/encoders.md says how to bring them)"
         )
-    return "\n".join(lines + table_lines(cfg, rows))
+    lines += [*table_lines(rows), "", how, "", "dvc exp run " + " ".join(f"-S {k}={text(v)}" for k, v in sets)]
+    return Plan(rows=rows, sets=sets, expected_s=expected, text="\n".join(lines))
 
 
 def fingerprint_lines(cfg: Config, fp: Fingerprint) -> list[str]:
     """The grids (and for files with a spacing, the spacing and the target), intensities and masks."""
-    dims, spec, at = fp.dims, cfg.first_input, fp.at_target
-    grid = f"  {dims.item}s: {voxels(fp.shapes.min(0))} to {voxels(fp.shapes.max(0))} {dims.cell}s, "
-    ranges = " x ".join(f"{lo:.3g}-{hi:.3g}" for lo, hi in zip(fp.spacings.min(0), fp.spacings.max(0)))
-    grid += f"spacing {ranges} mm ({' x '.join(axes(at[0]))}), " if dims.spacing else ""
-    lines = [grid + f"{fp.channels} channel(s)"]
-    if dims.spacing:
-        at_range = f"{voxels(fp.median)} voxels (median; {voxels(at.min(0))} to {voxels(at.max(0))})"
-        lines.append(
-            f"  target spacing {mm(fp.target)} mm ({'params' if fp.given else 'auto'}), anisotropy "
-            f"{fp.anisotropy:.1f}: scans of {at_range}"
-        )
+    words, spec, g = dims_of(fp).words, cfg.first_input, fp.grids
+    grid = f"{voxels(g.shapes.min(0))} to {voxels(g.shapes.max(0))} {words.cell}s, {fp.channels} channel(s)"
+    lines = [f"  {words.item}s: {grid}", *dims_of(fp).spacing(fp)]
     window = f"; window {list(spec.window)}" if spec.window else "; window null: each scan's own to 0..255"
     lines.append(
         f"  {spec.name}: intensity {fp.intensity[0]:.4g} to {fp.intensity[2]:.4g}, median {fp.intensity[1]:.4g} "
-        f"(0.5th-99.5th percentile, median of the {dims.item}s{'' if 'window' in spec.unused else window})"
+        f"(0.5th-99.5th percentile, median of the {words.item}s{'' if 'window' in spec.unused else window})"
     )
-    for name, diameter in fp.objects.items():
-        objects = f"objects ~{diameter:.0f} {dims.unit} across" if diameter else f"no objects in the {dims.item}s read"
-        if diameter and dims.spacing:
-            objects += f" ({voxels(diameter / np.asarray(fp.target))} voxels at the target spacing)"
-        lines.append(f"  {name}: foreground {fp.foreground[name]:.2%} of {dims.cell}s, {objects}")
+    for name, diameter in fp.masks.objects.items():
+        objects = (
+            f"objects ~{diameter:.0f} {words.unit} across" if diameter else f"no objects in the {words.item}s read"
+        )
+        lines.append(f"  {name}: foreground {fp.masks.foreground[name]:.2%} of {words.cell}s, {objects}")
     return lines
 
 
@@ -83,15 +97,51 @@ def budget_of(budget_gb: float | None) -> tuple[float, str]:
     return (budget_gb * 2**30, f"--budget-gb {budget_gb:g}") if budget_gb else memory_budget()
 
 
-def table_lines(cfg: Config, rows: list[tuple]) -> list[str]:
-    """The proposals' table with reasons, and the `dvc exp run -S ...` line that sets them."""
-    width = max(len(k) for k, _, _ in rows)
-    values = max(10, *(len(str(v)) for _, v, _ in rows))  # a volume's [d, h, w] may be longer
-    lines = [""]
-    lines += [f"  {key:<{width}}  {str(value):<{values}}  {why}" for key, value, why in rows]
-    sets = [
-        f"-S {target}={'[' + ','.join(map(str, value)) + ']' if isinstance(value, list) else value}"
+def settings(cfg: Config, rows: list[tuple]) -> list[tuple[str, Any]]:
+    """(dotted params key, value) per proposal, `inputs.*` once per input."""
+    return [
+        (target, value)
         for key, value, _ in rows
         for target in ([key.replace("*", n) for n in cfg.inputs] if "*" in key else [key])
     ]
-    return lines + ["", "dvc exp run " + " ".join(sets)]
+
+
+def applied(cfg: Config, sets: list[tuple[str, Any]]) -> Config:
+    """The params with the proposals set, checked as any params file is (a UserError naming a key otherwise)."""
+    raw = cfg.model_dump(mode="json")
+    for key, value in sets:
+        *path, last = key.split(".")
+        section = raw
+        for part in path:
+            section = section[part]
+        section[last] = value
+    return parse_params(raw, "the plan's proposals")
+
+
+def text(value: Any) -> str:
+    """A value as `-S` takes it: lists without spaces."""
+    return "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
+
+
+def expected_time(proposed: Config, fp: Fingerprint, training: Training) -> tuple[float, str]:
+    """The proposed run's expected seconds on this machine, and a line saying what they are made of."""
+    rates = measure(proposed, list(fp.grids.target))
+    per_val = windows(fp.grids.at_target, list(proposed.first_input.size))
+    run = work(proposed, training.rows, training.val, per_val)
+    seconds = expected_seconds(rates, run)
+    return seconds, (
+        f"expected: the train stage ~{minutes(seconds)} on this machine: {run.steps} steps of "
+        f"{rates.step_s * 1000:.0f} ms (measured here on the proposed network) and {run.forwards:.0f} "
+        f"validation forwards of {rates.forward_s * 1000:.1f} ms, with start-up and checkpoints"
+    )
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def table_lines(rows: list[tuple]) -> list[str]:
+    """The proposals' table with reasons."""
+    width = max(len(k) for k, _, _ in rows)
+    values = max(10, *(len(str(v)) for _, v, _ in rows))  # a volume's [d, h, w] may be longer
+    return [""] + [f"  {key:<{width}}  {str(value):<{values}}  {why}" for key, value, why in rows]
