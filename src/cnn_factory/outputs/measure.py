@@ -133,7 +133,7 @@ class MeasureScorer(Scorer[MeasureOutput], of=MeasureOutput):
     @property
     def summary_figures(self) -> tuple[tuple[str, str, str], ...]:  # type: ignore[override]
         unit = self.output.unit_name
-        return (("mae", f"MAE {unit}", ".4g"), ("bias", f"bias {unit}", ".4g"), ("loa_high", "LoA +-", ".4g"))
+        return (("mae", f"MAE {unit}", ".4g"), ("bias", f"bias {unit}", ".4g"))
 
     def measured(
         self, masks: Masks, outputs: Mapping[str, Output], stored: np.ndarray, scan: Spacing, image: Any = None
