@@ -67,6 +67,14 @@ def test_units_follow_the_spacing_and_classes_of_a_class_mask_are_measured():
     assert Scorer.of(count).measured({"organs": index}, outputs, np.full(2, np.nan), None) == 3
 
 
+def test_without_truths_the_figures_are_undefined_and_plan_says_so():
+    output = make_output("a", (16, 16), **{**AREA, "column": ""})
+    figures = Scorer.of(output).summarise({"true": np.full(3, np.nan), "measured": np.ones(3)})
+    assert figures["images"] == 0 and all(math.isnan(figures[k]) for k in ("mae", "bias", "loa_low", "r2"))
+    stored = np.array([[np.nan, np.nan], [40.0, np.nan], [12.0, np.nan]], np.float32)
+    assert output.column_report(stored) == ("area of round in px, 2 of 3 rows with a true value, 12 to 40", [])
+
+
 def test_prepare_stores_truth_and_spacing_and_names_a_bad_spacing_cell(params, example_dir, tmp_path):
     csv_path = with_columns(example_dir, {3: "", 5: "-1"})
     params["data"].update(csv=str(csv_path), root=str(example_dir))

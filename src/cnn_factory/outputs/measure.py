@@ -61,6 +61,11 @@ class MeasureOutput(MeasureRows, Output):
         filled._name = name
         return filled
 
+    def column_report(self, values: np.ndarray) -> tuple[str, list[str]]:
+        truth = values[:, 0][~np.isnan(values[:, 0])]
+        line = f"{self.measure} of {self.of} in {self.unit_name}, {len(truth)} of {len(values)} rows with a true value"
+        return (line + (f", {truth.min():.4g} to {truth.max():.4g}" if len(truth) else "")), []
+
     @property
     def unit_name(self) -> str:
         """The unit of its values: mm, mm2, mL, px, voxels, components, intensity."""
