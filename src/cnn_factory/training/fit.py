@@ -217,7 +217,7 @@ def start(cfg: Config, prepared: Path, ranks: Dist, device: torch.device) -> tup
     stats = None  # pretrained weights bring the normalisation they were trained with
     if cfg.model.weights != NONE:
         stats = pretrained_normalisation(cfg.model.encoder, [s.channels for s in cfg.inputs.values()])
-    args = model_args(cfg.model, cfg.inputs, trained, manifest)
+    args = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest)
     meta = {**model_meta(cfg.inputs, cfg.outputs, manifest, stats), "encoder_weights": encoder}
     model_file = ModelFile.from_meta(meta)
     session = make_session(t, cfg.augment, args, device, data.steps, amp)
