@@ -117,10 +117,9 @@ def make_example(out: Path, rows: int, size: tuple[int, int], seed: int) -> None
     """Writes out/images/*.png, out/labels/*.png and out/data.csv."""
     rng = np.random.default_rng(seed)
 
-    def samples() -> Iterator[tuple[np.ndarray, np.ndarray, tuple[str, str]]]:
+    def samples() -> Iterator[tuple[np.ndarray, np.ndarray, tuple[str]]]:
         for _ in range(rows):
             img, labels, majority = make_sample(rng, *size)
-            # round_px: the disc's true area in pixels, for a measure of the round mask to be judged by
-            yield img, labels, (KINDS[majority], str(int(np.count_nonzero(labels == 1))))
+            yield img, labels, (KINDS[majority],)
 
-    write_data_set(out, ("majority", "round_px"), samples())
+    write_data_set(out, ("majority",), samples())
