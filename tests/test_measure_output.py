@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from cnn_factory.config import parse_params
@@ -23,6 +24,7 @@ from cnn_factory.model import ModelFile
 from cnn_factory.outputs import Scorer, Writer, make_output
 from cnn_factory.predict import predict_images
 from cnn_factory.report import write_report
+from cnn_factory.serve import create_app
 from cnn_factory.training.fit import fit
 
 AREA = {"type": "measure", "of": "round", "measure": "area", "column": "round_px"}
@@ -137,6 +139,9 @@ def test_a_measure_beside_the_masks_trains_evaluates_and_predicts(params, exampl
         [row] = list(csv.DictReader(f))
     mask = np.asarray(Image.open(tmp_path / "out" / row["round_mask"])) > 0
     assert float(row["round_area"]) == np.count_nonzero(mask) and row["round_area_unit"] == "px"
+    client = TestClient(create_app(tmp_path / cfg.model.path, device="cpu"))
+    served = client.post("/predict", files={"image": first.read_bytes()}).json()["outputs"]
+    assert served["round_area"] == {"kind": "measure", "value": float(row["round_area"]), "unit": "px"}
     side = sidecar(model_file, list(model.heads), "torchscript", "example.ts")
     assert [o["name"] for o in side["outputs"]] == ["round", "angular", "majority"]
     assert [(c["name"], c["of"], c["unit"]) for c in side["computed"]] == [
