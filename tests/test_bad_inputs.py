@@ -194,6 +194,23 @@ CASES = {
         set_key("outputs.majority.loss", "dice"),
         "outputs.majority.loss: unknown value 'dice'; expected one of categorical_crossentropy",
     ),
+    "measure-of-no-mask": (
+        set_key("outputs.area", {"type": "measure", "of": "majority", "measure": "area"}),
+        "outputs.area.of: 'majority' is no mask output; expected one of round, angular",
+    ),
+    "measure-in-mm-without-spacing": (
+        set_key("outputs.area", {"type": "measure", "of": "round", "measure": "area", "unit": "mm"}),
+        "outputs.area.unit: mm needs each image's pixel size",
+    ),
+    "measure-spacing-not-positive": (
+        both(
+            add_column("pixel_mm", lambda i: "0" if i == 4 else "0.5"),
+            set_key(
+                "outputs.area", {"type": "measure", "of": "round", "measure": "area", "spacing_column": "pixel_mm"}
+            ),
+        ),
+        f"{CSV}: row 6, column 'pixel_mm': '0' is not positive; expected mm per pixel for outputs.area.spacing_column",
+    ),
 }
 
 

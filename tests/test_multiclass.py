@@ -116,7 +116,7 @@ def test_a_boolean_loss_on_a_class_mask_is_named_with_the_kinds_losses():
     with pytest.raises(UserError, match="outputs.shapes.loss: unknown value 'bce_dice'; expected one of ce_dice"):
         parse_params(params)
     params["outputs"]["shapes"]["type"] = "segmentaton"
-    with pytest.raises(UserError, match="expected one of segmentation, category, numeric$"):
+    with pytest.raises(UserError, match="expected one of segmentation, category, numeric, measure$"):
         parse_params(params)  # the kinds' `type` values, not their internal names
 
 

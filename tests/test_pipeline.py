@@ -93,7 +93,8 @@ def test_each_stage_depends_on_the_library_code_it_runs(built):
     # depends only on outputs/decoding.py (the kinds' data halves): not on the kinds' losses or plots,
     # nor on their adapters' bases (scoring.py, writing.py: evaluation and prediction)
     kinds = {
-        f"cnn_factory.outputs.{k}" for k in ("segmentation", "class_mask", "category", "numeric", "scoring", "writing")
+        f"cnn_factory.outputs.{k}"
+        for k in ("segmentation", "class_mask", "category", "numeric", "measure", "scoring", "writing")
     }
     exempt = {"example": kinds | {"cnn_factory.outputs.decoding"}, "prepare": kinds}  # the example uses none
     for name, stage in stages.items():

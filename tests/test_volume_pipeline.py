@@ -18,7 +18,7 @@ from cnn_factory.data.ragged import RaggedArray
 from cnn_factory.data.resample import resampled_shape, target_spacing
 from cnn_factory.data.volumes_example import make_volume_example
 from cnn_factory.errors import UserError
-from cnn_factory.evaluate import evaluate_split
+from cnn_factory.evaluate import Scoring, evaluate_split
 from cnn_factory.model import ModelFile, MultiOutputNet, model_args, model_meta, save_model
 from cnn_factory.predict import predict_images
 from cnn_factory.scores.masks import mask_scores
@@ -170,14 +170,15 @@ def test_tiff_stacks_without_calibration_take_the_stated_spacing(scans, tmp_path
     assert np.load(tmp_path / "prepared" / "train" / "spacing.npy").tolist()[0] == [3.0, 1.0, 1.0]
 
 
-def _untrained(cfg, prepared: Path, path: Path) -> None:
-    """A model file of an untrained volume network that marks some voxels and not others."""
+def _untrained(cfg, prepared: Path, path: Path, marked: tuple[str, ...] = ("organ",)) -> None:
+    """A model file of an untrained volume network whose `marked` masks hold some voxels and not others."""
     manifest = json.loads((prepared / "manifest.json").read_text())
     args, meta = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest), model_meta(cfg.inputs, cfg.outputs, manifest)
     torch.manual_seed(3)
     model = MultiOutputNet.from_args(args).eval()
     with torch.no_grad():
-        model.heads["organ"].head.bias.fill_(0.02)
+        for name in marked:
+            model.heads[name].head.bias.fill_(0.02)
     save_model(path, model, args, {**meta, "epoch": 1, "val": {}})
 
 
@@ -258,3 +259,32 @@ def test_dvc_repro_of_the_volume_example_then_predict_on_its_test_scans(tmp_path
         hd95 = mask_scores(pred, truth, params["evaluate"]["tolerance"], scan.spacing)["hd95"]
         assert hd95 == pytest.approx(float(per_image[Path(f).name]["tumour/hd95"]), rel=1e-4)
     assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def test_a_volume_measure_in_ml_beside_the_learned_number_in_evaluate_and_predict(scans, tmp_path):
+    """The tumour's volume measured from its predicted mask, in mL at each scan's own spacing, next to
+    the learned `tumour_ml` and judged against the same column."""
+    params = volume_params(scans)
+    params["outputs"]["tumour_volume"] = {"type": "measure", "of": "tumour", "measure": "volume", "column": "tumour_ml"}
+    cfg = parse_params(params)
+    assert cfg.outputs["tumour_volume"].unit_name == "mL"
+    prepare(cfg, tmp_path / "prepared", None, workers=1)
+    _untrained(cfg, tmp_path / "prepared", tmp_path / "model.pt", marked=("organ", "tumour"))
+    net, model_file = ModelFile.load(tmp_path / "model.pt")
+    result = evaluate_split(
+        net, model_file, model_file.outputs, tmp_path / "prepared" / "test", 2, torch.device("cpu"), scoring=Scoring()
+    )
+    spacing = np.load(tmp_path / "prepared" / "test" / "spacing.npy")
+    voxel_ml = np.prod(spacing, axis=1) / 1000
+    rows, learned = result.rows["tumour_volume"], result.rows["tumour_ml"]
+    assert rows["measured"] == pytest.approx(result.rows["tumour"]["pred_px"] * voxel_ml)
+    assert rows["measured"].max() > 0  # some tumour predicted: a real volume
+    assert rows["true"] == pytest.approx(learned["true"], rel=1e-6)  # one column, two outputs side by side
+    files = json.loads((tmp_path / "prepared" / "manifest.json").read_text())["splits"]["test"]["files"][:2]
+    predict_images(str(tmp_path / "model.pt"), [str(scans / f) for f in files], tmp_path / "out", 2, "cpu", tta=False)
+    with (tmp_path / "out" / "predictions.csv").open() as f:
+        table = list(csv.DictReader(f))
+    for f, row in zip(files, table):
+        mask = read_label_volume(tmp_path / "out" / "tumour" / Path(f).name, "test")
+        ml = np.count_nonzero(mask.array) * np.prod(read_volume(scans / f, "test").spacing) / 1000
+        assert row["tumour_volume_unit"] == "mL" and float(row["tumour_volume"]) == pytest.approx(ml, rel=1e-5)

@@ -402,12 +402,14 @@ class Config(Strict):
                     f"outputs.{name}.size: {list(size)} has {len(size)} numbers but the input's size has {axes}; "
                     "a mask has the input's dimensions (or leave size out)"
                 )
+        for name, defined in self.outputs.items():  # e.g. a measure names the mask it measures
+            lines += defined.problems_among(f"outputs.{name}", self.outputs, axes)
         for name in sorted(set(self.inputs) & set(self.outputs)):
             lines.append(f"inputs.{name} and outputs.{name}: input and output names must not overlap; rename one")
         if "epoch" in self.outputs:  # eval/metrics.json keys its outputs' figures by name beside the saved epoch
             lines.append("outputs.epoch: the name 'epoch' is taken by the saved epoch in eval/metrics.json; rename it")
         valid = ["val/relative_loss", "val/loss"] + [
-            f"val/{n}/{m}" for n, o in self.outputs.items() for m in ("loss", *o.metric_names)
+            f"val/{n}/{m}" for n, o in self.outputs.trained.items() for m in ("loss", *o.metric_names)
         ]
         if self.train.early_stopping.metric not in valid:
             lines.append(

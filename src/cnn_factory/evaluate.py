@@ -73,11 +73,12 @@ def evaluate_split(
         table.add_image_level(image_level, batch.targets)
         if not patch:  # pooled over pixels as the network saw them, beside the figures at the label maps' size
             resized.update({n: batch.logits[n] for n in spatial}, batch.targets)
-        for image in batch.images:
+        for k, image in enumerate(batch.images):
             for n, output in spatial.items():
                 prob, truth = image.probabilities[n], image.truth[n]
                 native.update({n: output.to_logits(prob)[None]}, {n: truth[None].float()})
                 table.add_mask(n, image, prob, truth)
+            table.add_measures(image, {n: t[k] for n, t in batch.targets.items()})
             bar.update()
         gallery.add(batch.x, batch.targets, batch.logits)
     bar.close()
@@ -96,6 +97,8 @@ class Table:
         self.scorers, self.scoring = {n: Scorer.of(o) for n, o in outputs.items()}, scoring
         self.scores: dict[str, list[dict]] = {n: [] for n in outputs}
         self.worst = {n: WorstCases(scoring.worst) for n in Outputs(outputs).spatial} if scoring else {}
+        self.outputs = Outputs(outputs)
+        self.masks: dict[str, np.ndarray] = {}  # each mask output's predicted mask of the current image
 
     def add_image_level(self, logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> None:
         if self.scoring is None:
@@ -110,8 +113,21 @@ class Table:
             return
         scorer = self.scorers[name]
         pred, true = scorer.predicted_mask(prob).cpu().numpy(), scorer.true_mask(truth).cpu().numpy()
+        self.masks[name] = pred
         self.scores[name].append(scorer.image_scores(pred, true, self.scoring.tolerance, image.spacing))
         self.worst[name].offer(self.scores[name][-1]["dice"], image.row, image.picture, pred, true)
+
+    def add_measures(self, image: NativeImage, targets: dict[str, torch.Tensor]) -> None:
+        """The measures of the image's predicted masks (`add_mask`'s) against their truths, as
+        prepare stored them with each row's spacing (`targets`)."""
+        if self.scoring is None:
+            return
+        for n, output in self.outputs.items():
+            if output.trained:
+                continue
+            stored = targets[n].cpu().numpy()
+            value = self.scorers[n].measured(self.masks, self.outputs, stored, image.spacing, np.asarray(image.picture))
+            self.scores[n].append(self.scorers[n].image_scores(np.asarray(value), stored[0], self.scoring.tolerance))
 
     def columns(self) -> dict[str, dict[str, np.ndarray]]:
         return {n: {c: np.asarray([r[c] for r in rs]) for c in rs[0]} for n, rs in self.scores.items() if rs}

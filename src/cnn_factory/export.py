@@ -76,6 +76,12 @@ def sidecar(model_file: ModelFile, names: list[str], fmt: str, file: str) -> dic
             }
             for k, n in enumerate(names)
         ],
+        # outputs without a head (measures): computed from the masks above, as each says
+        "computed": [
+            {"name": n, "type": o.kind, **recipe}
+            for n, o in outputs.items()
+            if (recipe := Writer.of(o).recipe()) is not None
+        ],
         "model": {
             "epoch": model_file.epoch,
             "val": model_file.val,

@@ -227,7 +227,8 @@ def model_args(
         stem="full" if model.stem == "full" else stem_strides(model.stem, dims, manifest.get("spacing")),
         blocks=Blocks(norm=model.norm, dropout=model.dropout, upsample=model.upsample, skip=model.skip),
     )
-    return shape.args({n: o.head_args(manifest["outputs"].get(n, {})) for n, o in outputs.items()})
+    # a head per trained output; the rest (measures) are computed from those, described by model_meta
+    return shape.args({n: o.head_args(manifest["outputs"].get(n, {})) for n, o in Outputs(outputs).trained.items()})
 
 
 def model_meta(

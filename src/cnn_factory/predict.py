@@ -38,7 +38,7 @@ from cnn_factory.errors import UserError
 from cnn_factory.images import read_image
 from cnn_factory.inference import Ensemble, predict_batch, predict_tiled, upsample
 from cnn_factory.model import ModelFile, MultiOutputNet, model_files
-from cnn_factory.outputs import Outputs, Writer
+from cnn_factory.outputs import Outputs, Writer, computed_values
 
 
 def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str, Path]]:
@@ -155,8 +155,9 @@ class Predictor:
         """The whole image (or scan) at the input size, as prepare makes it: what image-level outputs see."""
         return grid_for(self.first).view(image, self.first.size)
 
-    def predict(self, loaded: list[Loaded]) -> list[dict[str, np.ndarray]]:
-        """Per image (scan), each output's probabilities (masks at its own size) or value."""
+    def predict(self, loaded: list[Loaded], threshold: float = 0.5) -> list[dict[str, np.ndarray]]:
+        """Per image (scan), each output's probabilities (masks at its own size) or value; a measure's
+        value from the masks predicted at `threshold` (in mm for a scan, else in pixels)."""
         window = self.first.size
         views = np.stack([self.view(item.pixels) for item in loaded])  # whole images at the input size
         x, _ = to_device(torch.from_numpy(views), {}, self.device, *self.stats)
@@ -172,7 +173,8 @@ class Predictor:
                     probs[n][k] = tiled[n][0]
             for n in spatial:  # probabilities at the image's own size, thresholded there
                 probs[n][k] = upsample(probs[n][k], item.size)
-        return [{n: p[k].cpu().numpy() for n, p in probs.items()} for k in range(len(loaded))]
+        values = [{n: p[k].cpu().numpy() for n, p in probs.items()} for k in range(len(loaded))]
+        return [computed_values(v, self.outputs, threshold, i.spacing, i.pixels) for v, i in zip(values, loaded)]
 
 
 def ensemble(files: list[Path], loaded: list[tuple[MultiOutputNet, ModelFile]], device: torch.device) -> Ensemble:
@@ -229,7 +231,7 @@ def predict_images(
         for start in range(0, len(items), batch_size):
             batch, loaded = read_batch(predictor, items[start : start + batch_size], failed)
             bar.update(len(items[start : start + batch_size]))
-            for item, image, values in zip(batch, loaded, predictor.predict(loaded) if loaded else []):
+            for item, image, values in zip(batch, loaded, predictor.predict(loaded, threshold) if loaded else []):
                 path = next(iter(item.values()))
                 row = [str(path)]
                 for name, w in writers.items():

@@ -38,7 +38,7 @@ from cnn_factory.outputs import Output, Scorer
 from cnn_factory.scores.bootstrap import intervals
 from cnn_factory.training.live import AtomicLive
 
-PLOT_FOLDERS = ("dice", "calibration", "values")  # written here (dvc.yaml's plots draw each folder)
+PLOT_FOLDERS = ("dice", "calibration", "values", "bland_altman")  # written here (dvc.yaml's plots draw each folder)
 FIGURES = "figures.json"  # every test figure, beside metrics.json's headline ones
 
 

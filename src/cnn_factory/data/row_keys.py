@@ -17,6 +17,7 @@ from cnn_factory.config import Config
 from cnn_factory.data import grids, label_maps, resample, rows
 from cnn_factory.data.table import Table
 from cnn_factory.outputs import decoding
+from cnn_factory.outputs.base import csv_columns
 
 
 def decoding_modules() -> tuple[ModuleType, ...]:
@@ -51,7 +52,7 @@ def row_key(table: Table, index: int, cfg: Config, defs: str) -> str | None:
     (load_row then says why)."""
     row = table.rows[index]
     files = [s.column for s in cfg.inputs.values()] + [s.column for s in cfg.outputs.values() if s.reads_label_map]
-    cells = [s.column for s in cfg.outputs.values() if not s.reads_label_map]
+    cells = [c for s in cfg.outputs.values() if not s.reads_label_map for c in csv_columns(s)]
     digest = hashlib.sha256(defs.encode())
     for column in dict.fromkeys(files):
         if not row[column]:

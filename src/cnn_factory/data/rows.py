@@ -121,9 +121,9 @@ def load_row(table: Table, index: int, cfg: Config, stated: tuple[float, float, 
             if output.lacks_labels(labels.array):
                 result.missing_labels.append(output.name)
         try:
-            result.arrays[output.name] = output.decode(row[output.column], None if labels is None else labels.array)
-        except ValueError as err:
-            problem(output.column, UserError(str(err)))
+            result.arrays[output.name] = output.decode_row(row, None if labels is None else labels.array)
+        except ValueError as err:  # a CellError names another of its columns
+            problem(getattr(err, "column", output.column), UserError(str(err)))
         if isinstance(output, MaskOutput) and labels is not None:
             result.native[f"{output.name}.truth"] = output.mask(labels.array, labels.array.shape)
             at_native = grid.native_labels(labels.array, labels.spacing) if cfg.patch_mode else None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cnn_factory.config import Config
 from cnn_factory.errors import UserError
+from cnn_factory.outputs.base import csv_columns
 
 
 @dataclass
@@ -66,7 +67,7 @@ def read_table(path: str) -> Table:
 def check_columns(table: Table, cfg: Config) -> None:
     """Every column named in params must be in the CSV header."""
     needed = [(f"inputs.{s.name}", s.column) for s in cfg.inputs.values()]
-    needed += [(f"outputs.{s.name}", s.column) for s in cfg.outputs.values()]
+    needed += [(f"outputs.{s.name}", c) for s in cfg.outputs.values() for c in csv_columns(s)]
     split = cfg.data.split
     needed += [
         (f"data.split.{k}", c)

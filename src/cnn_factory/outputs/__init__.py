@@ -16,19 +16,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Union
 
+import numpy as np
 from pydantic import Discriminator, GetCoreSchemaHandler, Tag
 from pydantic_core import core_schema
 
 from cnn_factory.outputs.base import MaskOutput, Output
 from cnn_factory.outputs.category import CategoryOutput
 from cnn_factory.outputs.class_mask import ClassMaskOutput
+from cnn_factory.outputs.measure import MeasureOutput
 from cnn_factory.outputs.numeric import NumericOutput
 from cnn_factory.outputs.scoring import Scorer
 from cnn_factory.outputs.segmentation import SegmentationOutput
 from cnn_factory.outputs.writing import Writer
 
 KINDS: dict[str, type[Output]] = {
-    cls.kind: cls for cls in (SegmentationOutput, ClassMaskOutput, CategoryOutput, NumericOutput)
+    cls.kind: cls for cls in (SegmentationOutput, ClassMaskOutput, CategoryOutput, NumericOutput, MeasureOutput)
 }
 
 
@@ -64,7 +66,9 @@ def kind(definition: Mapping[str, Any]) -> type[Output]:
 
 class Outputs(dict[str, Output]):
     """A model's outputs by name, in params.yaml's order: `.spatial` the masks (moving with the
-    image: augmented, tiled, drawn, resized back), `.whole` the rest (one value per image)."""
+    image: augmented, tiled, drawn, resized back), `.whole` the other outputs the network predicts
+    (one value per image), `.trained` both: the outputs with a head, a loss and a training metric
+    (the rest, such as measures, are computed from them)."""
 
     value_type: ClassVar[Any] = OutputDefinition  # what params.py's messages walk into
 
@@ -74,13 +78,43 @@ class Outputs(dict[str, Output]):
 
     @property
     def whole(self) -> dict[str, Output]:
-        return {n: o for n, o in self.items() if not isinstance(o, MaskOutput)}
+        return {n: o for n, o in self.items() if not isinstance(o, MaskOutput) and o.trained}
+
+    @property
+    def trained(self) -> Outputs:
+        return Outputs({n: o for n, o in self.items() if o.trained})
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         # checked as a mapping of at least one definition (`OutputDefinition`), then kept as Outputs
         mapping: Any = handler(dict[str, OutputDefinition])
         return core_schema.no_info_after_validator_function(cls, {**mapping, "min_length": 1})
+
+
+def computed_values(
+    values: dict[str, np.ndarray],
+    outputs: Outputs,
+    threshold: float,
+    spacing: tuple[float, ...] | None,
+    image: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """One image's `values` (per trained output, masks' probabilities at the image's own size) with
+    the outputs without a head (measures) added, measured on the masks predicted at `threshold`:
+    in mm given the scan's `spacing` (mm per axis), else in pixels. `image`: (C, *spatial)."""
+    computed = [n for n, o in outputs.items() if not o.trained]
+    if not computed:
+        return values
+    import torch
+
+    masks = {
+        n: Scorer.of(o).predicted_mask(torch.from_numpy(np.asarray(values[n])), threshold).numpy()
+        for n, o in outputs.spatial.items()
+    }
+    nothing = np.full(2, np.nan)  # no truth, no spacing column
+    measured = {
+        n: np.asarray(Scorer.of(outputs[n]).measured(masks, outputs, nothing, spacing, image)) for n in computed
+    }
+    return {**values, **measured}
 
 
 def make_output(name: str, input_size: tuple[int, ...] = (1, 1), **definition: Any) -> Output:
@@ -103,6 +137,7 @@ __all__ = [
     "Outputs",
     "Scorer",
     "Writer",
+    "computed_values",
     "from_definition",
     "kind",
     "kind_name",

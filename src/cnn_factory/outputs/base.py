@@ -14,6 +14,7 @@ so predict and export rebuild the same output objects from it without params.yam
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self
 
 import numpy as np
@@ -21,6 +22,8 @@ from pydantic import Field, PrivateAttr
 from typing_extensions import TypeVar  # its `default` (PEP 696; typing's from Python 3.13)
 
 from cnn_factory.params import Strict
+
+Spacing = tuple[float, ...] | None  # mm per spatial axis; None: in pixels
 
 if TYPE_CHECKING:  # the kinds import torch where they use it: reading params needs no torch
     import torch
@@ -41,6 +44,8 @@ class Output(Strict):
     reads_label_map: ClassVar[bool] = False  # its CSV column names a label-map file, not a value
     spatial: ClassVar[bool] = False  # a mask moving with the image: augmented, drawn, tiled alike
     training_only: ClassVar[frozenset[str]] = frozenset({"loss", "weight"})  # fields no array depends on
+    trained: ClassVar[bool] = True  # has a head, a loss and a training metric; False: computed from others
+    column_keys: ClassVar[tuple[str, ...]] = ("column",)  # its fields naming CSV columns (`csv_columns`)
 
     type: str
     column: str = Field("", min_length=1, description="CSV column (default: the output's name)")
@@ -66,6 +71,11 @@ class Output(Strict):
         """The definition as plain types, for the model file (and back through `from_definition`)."""
         return {**self.model_dump(mode="json"), "labels": []}
 
+    def problems_among(self, key: str, outputs: Mapping[str, Output], axes: int) -> list[str]:
+        """What is wrong with this output (params.yaml's `key`) beside the others (`axes`: the inputs'
+        spatial axes), one line per problem naming its key; checked when params are read."""
+        return []
+
     # --- data: a row's cell or label map -> the array prepare stores ---
     def array_field(self) -> tuple:
         """(dtype, shape) of this output in one prepared row."""
@@ -74,6 +84,10 @@ class Output(Strict):
     def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
         """The stored value of one row; ValueError says what is wrong with the cell."""
         raise NotImplementedError
+
+    def decode_row(self, row: Mapping[str, str], label_map: np.ndarray | None) -> np.ndarray:
+        """The stored value of one CSV row (prepare's call): `decode` of its cell in `column`."""
+        return self.decode(row[self.column], label_map)
 
     def statistics(self, train: np.ndarray) -> dict[str, float]:
         """Figures of the training split the model needs (kept in the manifest and the model file)."""
@@ -108,6 +122,11 @@ class Output(Strict):
     def probabilities(logits: torch.Tensor) -> torch.Tensor:
         """What predict averages and thresholds: probabilities, or the value itself."""
         return logits
+
+
+def csv_columns(output: Output) -> tuple[str, ...]:
+    """The CSV columns an output reads, which prepare checks the header for: those its `column_keys` name."""
+    return tuple(c for key in output.column_keys if (c := getattr(output, key)))
 
 
 class MaskOutput(Output):

@@ -12,9 +12,18 @@ decodes every row again.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+
+class CellError(ValueError):
+    """A cell of another column than the output's `column` is wrong: prepare names `column`."""
+
+    def __init__(self, message: str, column: str):
+        super().__init__(message)
+        self.column = column
 
 
 class MaskRows:
@@ -116,6 +125,18 @@ class CategoryRows:
         }
 
 
+def number(cell: str, what: str = "") -> float:
+    """A cell's finite number; ValueError says what it is not (and `what` was expected)."""
+    expected = f"; expected {what}" if what else ""
+    try:
+        value = float(cell)
+    except ValueError:
+        raise ValueError(f"{cell!r} is not a number{expected}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{cell!r} is not a finite number{expected}")
+    return value
+
+
 class NumberRows:
     """What prepare makes of a Numeric output (outputs/numeric.py)."""
 
@@ -128,16 +149,47 @@ class NumberRows:
     def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
         if not cell:
             raise ValueError(f"empty cell; expected a value for outputs.{self.name}")
-        try:
-            number = float(cell)
-        except ValueError:
-            raise ValueError(f"{cell!r} is not a number") from None
-        if not math.isfinite(number):
-            raise ValueError(f"{cell!r} is not a finite number")
-        return np.asarray(number, np.float32)
+        return np.asarray(number(cell), np.float32)
 
     def statistics(self, train: np.ndarray) -> dict[str, float]:
         return {"mean": float(train.mean()), "std": float(max(train.std(), 1e-6))}
 
     def summary(self, values: dict[str, np.ndarray]) -> dict:
         return {f"mean_{s}": round(float(v.mean()), 4) for s, v in values.items()}
+
+
+class MeasureRows:
+    """What prepare makes of a Measure output (outputs/measure.py): (truth, spacing) per row, float32,
+    NaN where there is none (no `column`, an empty truth cell; no `spacing_column`)."""
+
+    if TYPE_CHECKING:  # fields of the kind's params model
+        name: str
+        column: str
+        spacing_column: str | None
+
+    def array_field(self) -> tuple:
+        return (np.float32, (2,))
+
+    def decode(self, cell: str, label_map: np.ndarray | None) -> np.ndarray:
+        """The truth of one row (an empty cell: none, NaN) with no spacing."""
+        truth = number(cell, f"the true value of outputs.{self.name}") if cell else math.nan
+        return np.asarray([truth, math.nan], np.float32)
+
+    def decode_row(self, row: Mapping[str, str], label_map: np.ndarray | None) -> np.ndarray:
+        values = self.decode(row[self.column] if self.column else "", None)
+        if self.spacing_column:
+            what = f"mm per pixel for outputs.{self.name}.spacing_column"
+            cell = row[self.spacing_column]
+            try:
+                spacing = number(cell, what) if cell else -1.0
+            except ValueError as err:
+                raise CellError(str(err), self.spacing_column) from None
+            if not spacing > 0:
+                shown = "empty cell" if not cell else f"{cell!r} is not positive"
+                raise CellError(f"{shown}; expected {what} (a number > 0)", self.spacing_column)
+            values[1] = spacing
+        return values
+
+    def summary(self, values: dict[str, np.ndarray]) -> dict:
+        """Per split, the rows with a true value."""
+        return {f"with_truth_{s}": int(np.count_nonzero(~np.isnan(v[:, 0]))) for s, v in values.items()}

@@ -9,11 +9,14 @@ without a mask (no pictures, no confusion matrix).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from cnn_factory.outputs.base import Adapter, Kind
+from cnn_factory.outputs.base import Adapter, Kind, Output, Spacing
+
+Masks = Mapping[str, np.ndarray]  # an image's predicted mask per mask output
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +62,15 @@ class Scorer(Adapter[Kind]):
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
         """Data points per plot folder under eval/plots/ (dvc.yaml says how each folder is drawn)."""
         return {}
+
+    def measured(
+        self, masks: Masks, outputs: Mapping[str, Output], stored: np.ndarray, scan: Spacing, image: Any = None
+    ) -> float:
+        """(kinds without a head, `trained` False) Its value for one image, as evaluate and predict
+        compute it: from the predicted masks of the mask outputs among `outputs` (at the label map's
+        size), what prepare stored of its row (`stored`), the scan's spacing (mm per axis) and the
+        image (C, *spatial)."""
+        raise NotImplementedError
 
     def confusion(self, metric: Metric) -> tuple[list[str], list[str]] | None:
         """(true, predicted) class names, one pair per image counted by `metric` (the core's

@@ -24,6 +24,10 @@ class Writer(Adapter[Kind]):
         """Shape of the exported logits, `batch` first."""
         return ["batch"]
 
+    def recipe(self) -> dict[str, Any] | None:
+        """(kinds without a head) How to compute it from the exported outputs, for export's sidecar."""
+        return None
+
     def prediction_columns(self) -> list[str]:
         """Columns of predictions.csv for this output."""
         return [self.output.name]

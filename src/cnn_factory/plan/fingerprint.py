@@ -193,7 +193,7 @@ def column_values(cfg: Config, table: Table) -> dict[str, np.ndarray]:
         decoded = []
         for row in [] if output.reads_label_map else table.rows:
             try:
-                decoded.append(output.decode(row[output.column], None))
+                decoded.append(output.decode_row(row, None))
             except ValueError:
                 continue
         if decoded:

@@ -81,7 +81,7 @@ class Service:
         if np.prod(loaded.size) > self.max_pixels:  # a format whose header could not be read first
             shown, what, unit = "x".join(map(str, loaded.size[::-1])), self.takes.what, self.takes.unit
             raise BadRequest(413, f"{what} is {shown} {unit}; this server takes at most {self.max_pixels}")
-        return loaded, self.predictor.predict([loaded])[0]
+        return loaded, self.predictor.predict([loaded], self.threshold)[0]
 
     def answer(self, loaded: Loaded, values: dict[str, np.ndarray]) -> dict[str, Any]:
         outputs = {

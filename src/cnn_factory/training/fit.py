@@ -212,7 +212,8 @@ def start(cfg: Config, prepared: Path, ranks: Dist, device: torch.device) -> tup
     source = init_source(t.init_from, str(cfg.model.path))  # {path, sha256} of the starting weights, or None
     encoder = weights_source(cfg.model.weights)  # model.weights: a file's {path, sha256}, or the word
     seed_everything(t.seed)
-    data = TrainingData.build(t, cfg.inputs, cfg.outputs, prepared, ranks)
+    trained = cfg.outputs.trained  # the outputs with heads; the model file describes them all
+    data = TrainingData.build(t, cfg.inputs, trained, prepared, ranks)
     stats = None  # pretrained weights bring the normalisation they were trained with
     if cfg.model.weights != NONE:
         stats = pretrained_normalisation(cfg.model.encoder, [s.channels for s in cfg.inputs.values()])
@@ -220,7 +221,7 @@ def start(cfg: Config, prepared: Path, ranks: Dist, device: torch.device) -> tup
     meta = {**model_meta(cfg.inputs, cfg.outputs, manifest, stats), "encoder_weights": encoder}
     model_file = ModelFile.from_meta(meta)
     session = make_session(t, cfg.augment, args, device, data.steps, amp)
-    criterion = Criterion(cfg.outputs, manifest["outputs"])  # a number's loss is in units of its std
+    criterion = Criterion(trained, manifest["outputs"])  # a number's loss is in units of its std
     net = wrap(session.model, ranks, device, t.sync_batchnorm, unused=t.freeze_encoder_epochs > 0)
     placement = Placement(device=device, stats=model_file.normalisation(device), amp=amp)
     step = Step(
@@ -232,7 +233,7 @@ def start(cfg: Config, prepared: Path, ranks: Dist, device: torch.device) -> tup
         accumulate=t.accumulate,
         ranks=ranks,
     )
-    validate, whole = validations(model_file, cfg.outputs, prepared / "val", t, placement, ranks)
+    validate, whole = validations(model_file, trained, prepared / "val", t, placement, ranks)
     run = Run(
         step=step,
         validate=validate,
@@ -248,7 +249,7 @@ def start(cfg: Config, prepared: Path, ranks: Dist, device: torch.device) -> tup
         load_encoder_weights(cfg.model, session.model, run.say)
         if source is not None:
             run.say(initialise(session.model, source).summary())
-    say_what(run, data, len(PreparedSplit(prepared / "val", list(cfg.inputs), cfg.outputs)), t.val_patches)
+    say_what(run, data, len(PreparedSplit(prepared / "val", list(cfg.inputs), trained)), t.val_patches)
     return run, first
 
 

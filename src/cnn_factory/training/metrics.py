@@ -12,14 +12,15 @@ from collections.abc import Mapping
 import torch
 
 from cnn_factory.accumulators import Metric
-from cnn_factory.outputs import Output
+from cnn_factory.outputs import Output, Outputs
 
 
 class OutputMetrics:
     """Each output's own metrics (its kind's `new_metric`), keyed `<output>/<metric>`."""
 
     def __init__(self, outputs: Mapping[str, Output], device: torch.device | str = "cpu"):
-        self.metrics: dict[str, Metric] = {name: spec.new_metric(device) for name, spec in outputs.items()}
+        trained = Outputs(outputs).trained  # a measure has no training metric: its figures are evaluate's
+        self.metrics: dict[str, Metric] = {name: spec.new_metric(device) for name, spec in trained.items()}
 
     @torch.no_grad()
     def update(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> None:
