@@ -75,7 +75,8 @@ class BinaryOutput(BinaryRows, Output):
 
     kind: ClassVar[str] = "binary"  # its name in KINDS
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
-    metric_names: ClassVar[tuple[str, ...]] = ("accuracy",)  # the first is the headline
+    metric_names: ClassVar[tuple[str, ...]] = ("accuracy",)
+    headline: ClassVar[str] = "accuracy"  # eval/metrics.json's figure
     curves: ClassVar[str] = "binary"  # dvclive/plots/curves/binary/<output>.tsv
     activation: ClassVar[str] = "sigmoid"
 

@@ -38,7 +38,8 @@ class Output(Strict):
 
     kind: ClassVar[str]  # its name in KINDS (outputs/__init__.py): what a model file and an export call it
     losses: ClassVar[tuple[str, ...]]  # get_args of the kind's `loss` Literal; the first is the default
-    metric_names: ClassVar[tuple[str, ...]]  # what Metric.compute() returns; the first is the headline
+    metric_names: ClassVar[tuple[str, ...]]  # what Metric.compute() returns
+    headline: ClassVar[str]  # the figure eval/metrics.json and `dvc exp show` give it, first of metric_names
     curves: ClassVar[str]  # folder of its validation curves under dvclive/plots/curves/ (one per kind)
     activation: ClassVar[str]  # what turns logits into predictions (export's sidecar says it)
     reads_label_map: ClassVar[bool] = False  # its CSV column names a label-map file, not a value
@@ -56,10 +57,6 @@ class Output(Strict):
     @property
     def name(self) -> str:
         return self._name
-
-    @property
-    def headline(self) -> str:
-        return self.metric_names[0]
 
     def named(self, name: str, input_size: tuple[int, ...]) -> Self:
         """This output with its name set and the defaults that depend on it filled in."""

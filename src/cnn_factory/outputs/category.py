@@ -39,6 +39,7 @@ class CategoryOutput(CategoryRows, Output):
     kind: ClassVar[str] = "category"
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro")
+    headline: ClassVar[str] = "accuracy"
     curves: ClassVar[str] = "classes"
     activation: ClassVar[str] = "softmax"
     training_only: ClassVar[frozenset[str]] = frozenset({"loss", "weight", "label_smoothing", "class_weights"})

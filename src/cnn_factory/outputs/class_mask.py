@@ -47,6 +47,7 @@ class ClassMaskOutput(ClassMaskRows, MaskOutput):
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     # means over the classes; compute() and the test figures add `<figure>_<class>` per class
     metric_names: ClassVar[tuple[str, ...]] = ("dice", "iou")
+    headline: ClassVar[str] = "dice"
     curves: ClassVar[str] = "masks"
     activation: ClassVar[str] = "softmax"
 

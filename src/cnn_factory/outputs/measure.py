@@ -39,6 +39,7 @@ class MeasureOutput(MeasureRows, Output):
     kind: ClassVar[str] = "measure"
     losses: ClassVar[tuple[str, ...]] = ()
     metric_names: ClassVar[tuple[str, ...]] = ("mae",)  # its test figures' headline; it has no training metric
+    headline: ClassVar[str] = "mae"
     curves: ClassVar[str] = ""
     activation: ClassVar[str] = "none"
     trained: ClassVar[bool] = False

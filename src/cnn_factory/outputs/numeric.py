@@ -31,6 +31,7 @@ class NumericOutput(NumberRows, Output):
     kind: ClassVar[str] = "numeric"
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("mae",)
+    headline: ClassVar[str] = "mae"
     curves: ClassVar[str] = "numbers"
     activation: ClassVar[str] = "none"
 

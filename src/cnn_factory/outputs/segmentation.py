@@ -91,6 +91,7 @@ class SegmentationOutput(SegmentationRows, MaskOutput):
     kind: ClassVar[str] = "segmentation"
     losses: ClassVar[tuple[str, ...]] = get_args(Loss)
     metric_names: ClassVar[tuple[str, ...]] = ("dice", "iou")
+    headline: ClassVar[str] = "dice"
     curves: ClassVar[str] = "masks"
     activation: ClassVar[str] = "sigmoid"
 
