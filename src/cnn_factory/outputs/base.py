@@ -109,6 +109,13 @@ class Output(Strict):
         """What predict averages and thresholds: probabilities, or the value itself."""
         return logits
 
+    @staticmethod
+    def to_logits(probabilities: torch.Tensor) -> torch.Tensor:
+        """Logits whose `probabilities()` are these: blended sliding-window probabilities, and an
+        ensemble's averaged ones, go back to the losses and metrics, which take logits. A kind whose
+        `probabilities` are not the value itself overrides both."""
+        return probabilities
+
 
 class MaskOutput(Output):
     """The core of a kind whose CSV column names a label map, decoded to a mask that moves with the
