@@ -1,5 +1,8 @@
 """`cnn-factory evaluate MODEL CSV [--out DIR]`: scores a model file on any labelled CSV.
 
+MODEL may also be a folder or a quoted glob of model files of one model (the folds of a
+cross-validation): they are scored as one, their probabilities averaged before any threshold.
+
 The model file names its input and output columns, label values and classes; the CSV's rows are
 read as prepare reads them (every problem listed, nothing written on a bad row) into a temporary
 prepared folder, and scored by the evaluate stage's own code (report.py): the same figures with
@@ -48,7 +51,8 @@ def prepare_rows(cfg: Config, folder: Path, workers: int) -> dict:
 def evaluate(args: argparse.Namespace) -> None:
     from cnn_factory.data.prepare import default_workers
     from cnn_factory.device import pick_device
-    from cnn_factory.model import ModelFile, one_model_file
+    from cnn_factory.model import model_files
+    from cnn_factory.native import load_models
     from cnn_factory.report import evaluate_and_report
 
     for flag, value, low in (("--batch-size", args.batch_size, 1), ("--bootstrap", args.bootstrap, 0)):
@@ -61,7 +65,7 @@ def evaluate(args: argparse.Namespace) -> None:
     if not Path(args.csv).is_file():
         raise UserError(f"{args.csv}: CSV not found")
     device = pick_device(args.device)
-    model, model_file = ModelFile.load(one_model_file(args.model, "evaluate"), device)
+    model, model_file = load_models(model_files(args.model), device)  # several of one model: an ensemble
     cfg = model_config(model_file, args.csv, args.root)
     options = EvaluateConfig(bootstrap=args.bootstrap, seed=args.seed, tolerance=args.tolerance, worst=args.worst)
     with tempfile.TemporaryDirectory(prefix="cnn-factory-evaluate-") as tmp:
@@ -79,7 +83,11 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p = sub.add_parser(
         "evaluate", parents=[common], help="score a model file on a labelled CSV, as the evaluate stage does"
     )
-    p.add_argument("model", help="model file written by train (models/<name>.pt)")
+    p.add_argument(
+        "model",
+        help="model file written by train (models/<name>.pt), or a folder or quoted glob of model files of one "
+        "model (e.g. models/folds), scored as one (their probabilities averaged)",
+    )
     p.add_argument("csv", help="CSV with the model's input and output columns (as for training)")
     p.add_argument("--out", default="eval", help="folder for metrics.json, figures.json, per_image.csv, plots/")
     p.add_argument("--root", default=None, help="folder relative paths in the CSV resolve against (default: the CSV's)")
