@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from cnn_factory.data.folds import TEST, assign_folds, fold_splits
-from cnn_factory.data.splits import drawn_splits
+from cnn_factory.data.splits import assign_splits
 from cnn_factory.errors import UserError
 from tests.conftest import ROOT, tiny_params
 from tests.test_cli import cli
@@ -44,12 +44,12 @@ def test_stratified_folds_hold_each_class_within_one_row_of_its_share(seed):
             assert abs(held[grade] - total / 4) <= 1, (k, grade, held[grade], total / 4)
 
 
-def test_the_test_split_is_the_one_drawn_without_folds_and_each_fold_validates_once():
+@pytest.mark.parametrize("split", [{"stratify": "grade"}, {"group": "patient"}, {}])
+def test_the_test_split_is_the_single_splits_and_each_fold_validates_once(split):
     ids, grades = patients(3)
     rows = table(ids, grades)
-    folds = assign_folds(rows, data(stratify="grade", folds=3, val=0.0))
-    drawn = drawn_splits(rows, data(stratify="grade", val=0.0))  # the test split as drawn without folds
-    assert [f == TEST for f in folds] == [s == "test" for s in drawn]
+    folds = assign_folds(rows, data(folds=3, **split))
+    assert [f == TEST for f in folds] == [s == "test" for s in assign_splits(rows, data(**split))]
     runs = [fold_splits(folds, k) for k in "012"]
     for i, f in enumerate(folds):  # every row outside the test split validates in exactly one run
         assert [run[i] for run in runs].count("val") == (0 if f == TEST else 1)

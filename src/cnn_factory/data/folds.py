@@ -4,9 +4,11 @@
     folds = assign_folds(table, cfg.data)          # ["0", "test", "2", "1", ...]
     fold_splits(folds, "1")                        # fold 1's run: ["train", "test", "train", "val", ...]
 
-The test split is drawn as without folds (`data.split.test`, with `group` and `stratify`; or the
-`test` rows of `data.split.column`, whose other rows all go into the folds); `data.split.test: 0`
-holds none out. The rest are dealt into K folds, seeded by `data.split.seed`:
+The test split is the single split's own: the same rows that `data.split.test` (with `group` and
+`stratify`, the same seed) or the `test` rows of `data.split.column` hold out without folds, so a
+single split's model and the folds' ensemble are scored on the same images; `data.split.test: 0`
+holds none out. The rest, the single split's train and val rows, are dealt into K folds, seeded
+by `data.split.seed`:
 - with `group`, whole groups, largest first, each to the fold furthest below its share
   (`splits.deal_groups`, the split's own rule): no group spans two folds;
 - with `stratify` alone, each class's rows, shuffled, dealt round the folds in turn, each class
@@ -106,14 +108,10 @@ def assign_folds(table: Table, data: DataConfig) -> list[str]:
 
 
 def _held_out(table: Table, data: DataConfig) -> list[bool]:
-    """Which rows form the test split: the column's test rows, or drawn as without folds."""
-    split = data.split
-    if split.column:
-        return [name == TEST for name in from_column(table, split.column)]
-    if split.test == 0:
-        return [False] * len(table.rows)
-    no_val = data.model_copy(update={"split": split.model_copy(update={"val": 0.0})})
-    return [name == TEST for name in drawn_splits(table, no_val)]
+    """Which rows form the test split: the column's test rows, or those drawn as without folds."""
+    if data.split.column:
+        return [name == TEST for name in from_column(table, data.split.column)]
+    return [name == TEST for name in drawn_splits(table, data)]
 
 
 def _round_robin(classes: list[str], names: list[str], rng: np.random.Generator) -> list[str]:

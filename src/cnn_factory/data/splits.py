@@ -39,7 +39,7 @@ def assign_splits(table: Table, data: DataConfig) -> list[str]:
 
 
 def drawn_splits(table: Table, data: DataConfig) -> list[str]:
-    """assign_splits' names, a split left empty where its fraction is 0 (folds: `val`)."""
+    """assign_splits' names, before its check that no split is empty (folds hold out its test split)."""
     split = data.split
     if split.column:
         names = from_column(table, split.column)
