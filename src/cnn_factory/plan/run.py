@@ -10,6 +10,7 @@ import numpy as np
 from cnn_factory.config import Config
 from cnn_factory.encoder_weights import pretrained_cached
 from cnn_factory.plan.fingerprint import Fingerprint, fingerprint
+from cnn_factory.plan.folds import folds_lines
 from cnn_factory.plan.propose import ENCODER, axes, mm, propose, voxels, wants_pretrained
 
 
@@ -37,6 +38,7 @@ def run_plan(cfg: Config, sample: int, budget_gb: float | None) -> str:
             f"(model.encoder: {ENCODER}, model.weights: pretrained or a file); no weights for it on this machine, "
             "so none proposed (docs/encoders.md says how to bring them)"
         )
+    lines += folds_lines(fp.rows, split)  # a small table: cross-validation (plan/folds.py)
     return "\n".join(lines + table_lines(cfg, rows))
 
 
