@@ -3,13 +3,17 @@ the errors a user can cause; `cnn-factory validate` and `cnn-factory folds` on f
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 
 import pytest
 import yaml
 
+from cnn_factory.config import parse_params
+from cnn_factory.data.dataset import read_manifest
 from cnn_factory.data.folds import TEST, assign_folds, fold_splits
+from cnn_factory.data.prepare import prepare
 from cnn_factory.data.splits import assign_splits
 from cnn_factory.errors import UserError
 from tests.conftest import ROOT, tiny_params
@@ -99,8 +103,6 @@ def test_folds_of_one_row_are_refused_as_a_param():
 
 
 def _validate_errors(params: dict) -> list[str]:
-    from cnn_factory.config import parse_params
-
     with pytest.raises(UserError) as err:
         parse_params(params)
     return str(err.value).splitlines()
@@ -146,3 +148,23 @@ def test_the_folds_command_needs_folds_and_writes_a_stage_per_fold(tmp_path):
     assert stages["train"]["foreach"] == [0, 1, 2, 3] and stages["train"]["do"]["wdir"] == ".."
     shipped = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert set(shipped["train"]["deps"]) - set(stages["train"]["do"]["deps"]) == {"data/prepared"}
+
+
+def test_prepare_writes_every_folds_run_from_rows_decoded_once(example_dir, tmp_path):
+    params = tiny_params()
+    params["data"].update(csv=str(example_dir / "data.csv"), root=str(example_dir))
+    params["data"]["split"].update(folds=3, stratify="majority")
+    cfg = parse_params(params)
+    _, rows = prepare(cfg, tmp_path / "prepared", tmp_path / "cache", workers=1)
+    assert rows.decoded == 24 and rows.reused == 0
+    members = json.loads((tmp_path / "prepared" / "manifest.json").read_text())["members"]
+    for k in "012":
+        run = json.loads((tmp_path / "prepared" / "folds" / k / "manifest.json").read_text())["splits"]
+        assert run["val"]["rows"] == members[k] and run["test"]["rows"] == members[TEST]
+        assert sorted(run["train"]["rows"]) == sorted(r for f in "012" if f != k for r in members[f])
+    with pytest.raises(UserError) as err:  # the single split's train stage, on data prepared as folds
+        read_manifest(tmp_path / "prepared", cfg.inputs, cfg.outputs)
+    assert str(err.value).endswith(
+        "prepared as 3 folds (data.split.folds): run them with `cnn-factory folds` and `dvc repro folds/dvc.yaml` "
+        "(docs/small-data.md), or set data.split.folds: null"
+    )
