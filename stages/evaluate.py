@@ -22,6 +22,7 @@ if __name__ == "__main__":  # this process is the stage: tuned before the import
     runtime.before_stage_imports()
 
 import argparse
+import sys
 from pathlib import Path
 
 from cnn_factory.config import PREPARED, Config, load_params
@@ -46,7 +47,10 @@ def main() -> None:
     model, model_file = load_models(models, device)
     outputs = {n: s for n, s in cfg.outputs.items() if n in model_file.outputs}
     if split not in manifest["splits"]:
-        raise UserError(f"{prepared}: no {split} split (data.split.test is 0): the folds' ensemble has no test images")
+        raise UserError(
+            f"{prepared}: no {split} split (data.split.test is 0, or the split column names no test row): "
+            "the folds' ensemble has no test images to score"
+        )
     evaluate_and_report(
         out,
         model,
@@ -75,4 +79,5 @@ def what_to_score(cfg: Config, fold: str | None, ensemble: bool) -> tuple[list[P
 
 
 if __name__ == "__main__":
-    run_stage(main, restore="evaluate")  # a fold's outputs are not the evaluate stage's: nothing of theirs is put back
+    folds = any(a.startswith(("--fold", "--ensemble")) for a in sys.argv)  # folds/dvc.yaml's stages
+    run_stage(main, restore=None if folds else "evaluate")  # restore.py reads dvc.lock, not folds/dvc.lock

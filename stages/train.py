@@ -17,6 +17,7 @@ if __name__ == "__main__":  # this process is the stage: tuned before the import
     runtime.before_stage_imports()
 
 import argparse
+import sys
 
 from cnn_factory.config import load_params
 from cnn_factory.data.folds import checked_fold
@@ -33,4 +34,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, restore="train")  # a fold's outputs are not the train stage's: nothing of theirs is put back
+    fold = any(a.startswith("--fold") for a in sys.argv)  # a stage of folds/dvc.yaml
+    run_stage(main, restore=None if fold else "train")  # restore.py reads dvc.lock, not folds/dvc.lock
