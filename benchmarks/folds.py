@@ -1,10 +1,11 @@
 """5-fold cross-validation of the built-in example against its single split (docs/small-data.md).
 
-    python -m benchmarks.folds [--epochs 10] [--folds 5] [--example 2d|volumes] [--keep DIR]
+    python -m benchmarks.folds [--epochs 10] [--folds 5] [--example 2d|volumes] [--size 32] [--keep DIR]
 
 Builds the example (2d: 600 images of 64x64, params.yaml as shipped; volumes: 60 scans,
 examples/volumes/params.yaml) in a temporary git + DVC repository with `train.epochs` cut to
---epochs, and runs, timing each:
+--epochs (and with --size N the 2-D example's images, the input and the masks N x N pixels
+instead of 64 x 64: a quarter of the compute at 32), and runs, timing each:
 1. `dvc repro`: the single split (train, val, test), its test figures with 95% intervals;
 2. `data.split.folds: 5`, `cnn-factory folds`, `dvc repro folds/dvc.yaml`: the out-of-fold
    figures over every image outside the test split, and the folds' ensemble on the test split,
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GIT = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
 
 
-def build(repo: Path, example: str, epochs: int) -> dict:
+def build(repo: Path, example: str, epochs: int, size: int | None = None) -> dict:
     """The repository with this project's code and the example's params; returns the params."""
     for folder in ("stages", "src"):
         shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -44,6 +45,11 @@ def build(repo: Path, example: str, epochs: int) -> dict:
     source = ROOT / ("params.yaml" if example == "2d" else "examples/volumes/params.yaml")
     params = yaml.safe_load(source.read_text())
     params["train"]["epochs"] = epochs
+    if size:  # the 2-D example at size x size pixels: its images, the network's input, the masks
+        params["example"]["size"] = params["inputs"]["image"]["size"] = [size, size]
+        for output in params["outputs"].values():
+            if output["type"] == "segmentation":
+                output["size"] = [size, size]
     write_params(repo, params)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "benchmark"]):
         subprocess.run(cmd, cwd=repo, env=environment(repo), check=True, capture_output=True)
@@ -100,8 +106,8 @@ def scored_rows(path: Path) -> list[int]:
     return sorted(int(r["csv_row"]) for r in csv.DictReader(io.StringIO(path.read_text())))
 
 
-def run(repo: Path, example: str, epochs: int, folds: int) -> dict:
-    params = build(repo, example, epochs)
+def run(repo: Path, example: str, epochs: int, folds: int, size: int | None = None) -> dict:
+    params = build(repo, example, epochs, size)
     print(f"folds benchmark: the single split, dvc repro ({epochs} epochs) in {repo}", flush=True)
     single_s = dvc(repo, "repro")
     params["data"]["split"]["folds"] = folds
@@ -122,6 +128,7 @@ def run(repo: Path, example: str, epochs: int, folds: int) -> dict:
     images = json.loads((repo / "eval/folds/figures.json").read_text())["images"]
     result: dict = {
         "example": example,
+        "size": params["example"]["size"],
         "epochs": epochs,
         "folds": folds,
         "images": {"test": len(members["test"]), "out_of_fold": sum(images.values())},
@@ -168,13 +175,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="train.epochs of every run (default: %(default)s)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--example", choices=("2d", "volumes"), default="2d")
+    parser.add_argument("--size", type=int, default=None, help="the 2-D example's side in pixels (default: 64)")
     parser.add_argument("--keep", type=Path, default=None, help="build in this folder and keep it")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "folds.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cnn-factory-folds-") as tmp:
         repo = args.keep or Path(tmp) / "repo"
         repo.mkdir(parents=True, exist_ok=True)
-        result = run(repo, args.example, args.epochs, args.folds)
+        result = run(repo, args.example, args.epochs, args.folds, args.size)
     show(result)
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     previous[args.example] = result

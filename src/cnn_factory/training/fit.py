@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -220,10 +220,12 @@ def log_epoch(
     print(f"epoch {epoch}/{epochs}  loss {train_stats['loss']:.4f}  {val}{speed:.0f} img/s", flush=True)
 
 
-def start(cfg: Config, places: Places, ranks: Dist, device: torch.device) -> tuple[Run, int]:
+def start(cfg: Config, where: Places | Path, ranks: Dist, device: torch.device) -> tuple[Run, int]:
     """Builds the run's data, model, optimiser, step and validation; resumes from its checkpoint or
-    starts from train.init_from's weights; says what it trains on. Returns the run and its first epoch."""
+    starts from train.init_from's weights; says what it trains on. Returns the run and its first epoch.
+    `where`: the run's places, or the prepared folder of a run in the train stage's other places."""
     check_encoder(cfg.model, cfg.inputs)
+    places = where if isinstance(where, Places) else replace(Places.of(cfg), prepared=where)
     prepared = places.prepared
     t, manifest = cfg.train, read_manifest(prepared, cfg.inputs, cfg.outputs)
     amp = autocast_dtype(t.precision, device)
