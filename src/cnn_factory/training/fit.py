@@ -73,6 +73,13 @@ class Places:
         where = fold_places(fold)
         return cls(prepared=where.prepared, model=where.model, live=where.live, checkpoint=where.checkpoint)
 
+    @classmethod
+    def at(cls, cfg: Config, where: Places | Path | None) -> Places:
+        """`where` itself, or the train stage's places with `where` as the prepared folder."""
+        if isinstance(where, Places):
+            return where
+        return replace(cls.of(cfg), prepared=where) if where is not None else cls.of(cfg)
+
 
 @dataclass(kw_only=True)
 class TrainingData:
@@ -225,7 +232,7 @@ def start(cfg: Config, where: Places | Path, ranks: Dist, device: torch.device) 
     starts from train.init_from's weights; says what it trains on. Returns the run and its first epoch.
     `where`: the run's places, or the prepared folder of a run in the train stage's other places."""
     check_encoder(cfg.model, cfg.inputs)
-    places = where if isinstance(where, Places) else replace(Places.of(cfg), prepared=where)
+    places = Places.at(cfg, where)
     prepared = places.prepared
     t, manifest = cfg.train, read_manifest(prepared, cfg.inputs, cfg.outputs)
     amp = autocast_dtype(t.precision, device)
@@ -313,10 +320,11 @@ def say_what(run: Run, data: TrainingData, n_val: int, val_patches: int) -> None
     run.say(f"train: {data.describe}, {val}, on {place.device}{amp}{processes}")
 
 
-def fit(cfg: Config, places: Places | None = None) -> None:
-    """The whole training run of the train stage, or of a fold's: resumes, trains, validates, logs, saves."""
+def fit(cfg: Config, where: Places | Path | None = None) -> None:
+    """The whole training run of the train stage, or of a fold's: resumes, trains, validates, logs, saves.
+    `where`: the run's places, or a prepared folder (the train stage's places otherwise)."""
     ranks, device = setup(pick_device(cfg.train.device))  # single-process unless torchrun started us
-    places = places or Places.of(cfg)
+    places = Places.at(cfg, where)
     (run, first), t = start(cfg, places, ranks, device), cfg.train
     live = (
         AtomicLive(
