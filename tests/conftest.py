@@ -92,13 +92,13 @@ def run(cmd: list[str], cwd: Path, check: bool = True, extra_env: dict | None = 
     return result
 
 
-def repro_killed_when(repo: Path, ready: Callable[[], bool], timeout: float = 240) -> None:
-    """Starts `dvc repro` and SIGKILLs it (dvc and the stage it runs) once `ready()` holds or `timeout`
+def repro_killed_when(repo: Path, ready: Callable[[], bool], timeout: float = 240, target: str | None = None) -> None:
+    """Starts `dvc repro [target]` and SIGKILLs it (dvc and the stage it runs) once `ready()` holds or `timeout`
     seconds have passed. Polling cannot pick the moment exactly (the stage keeps going between the last
     poll and the kill), so callers read what they need from disk after this returns, never before."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     process = subprocess.Popen(
-        ["dvc", "repro"],
+        ["dvc", "repro", *([target] if target else [])],
         cwd=repo,
         env=env,
         start_new_session=True,

@@ -73,14 +73,62 @@ def test_model_files_of_another_model_are_refused_naming_the_file(served, tmp_pa
     )
 
 
-@pytest.mark.parametrize("command", ["export", "serve", "evaluate"])
+@pytest.mark.parametrize("command", ["export", "serve"])
 def test_commands_that_take_one_model_file_say_so(served, tmp_path, command):
     for name in ("fold-0.pt", "fold-1.pt"):
         shutil.copy(served["resize"], tmp_path / name)
-    extra = ["data.csv"] if command == "evaluate" else []
-    (tmp_path / "data.csv").write_text("image\n")
-    result = cli(command, str(tmp_path), *extra, cwd=tmp_path, check=False)
+    result = cli(command, str(tmp_path), cwd=tmp_path, check=False)
     assert result.returncode == 1 and result.stderr.splitlines() == [
         f"error: {tmp_path}: 2 model files; {command} takes one model file (several of one model predict as "
         "one with cnn-factory predict)"
     ]
+
+
+def labelled(served: dict[str, Path], tmp_path: Path) -> list[str]:
+    """The served example's CSV with the resize model's number ('area') added, and its --root."""
+    example = served["resize"].parent / "example"
+    lines = (example / "data.csv").read_text().splitlines()
+    rows = [lines[0] + ",area"] + [f"{line},{20 + 3 * i}" for i, line in enumerate(lines[1:])]
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    return [str(tmp_path / "data.csv"), "--root", str(example)]
+
+
+def written(folder: Path) -> dict[Path, bytes]:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_two_copies_of_a_model_evaluate_exactly_as_one_does(served, tmp_path):
+    folds = tmp_path / "folds"
+    folds.mkdir()
+    for name in ("fold-0.pt", "fold-1.pt"):
+        shutil.copy(served["resize"], folds / name)
+    csv = labelled(served, tmp_path)
+    cli("evaluate", str(served["resize"]), *csv, "--out", str(tmp_path / "one"), cwd=tmp_path)
+    cli("evaluate", str(folds), *csv, "--out", str(tmp_path / "two"), cwd=tmp_path)
+    one, two = written(tmp_path / "one"), written(tmp_path / "two")
+    assert len(one) > 5 and one.keys() == two.keys()
+    for path, content in one.items():
+        assert content == two[path], path
+
+
+def test_an_ensemble_evaluates_its_averaged_probabilities(served, tmp_path):
+    """Members that differ: the ensemble's per-image figures are neither member's."""
+    first = shutil.copy(served["resize"], tmp_path / "fold-0.pt")
+    another_member(served["resize"], tmp_path / "fold-1.pt")
+    csv = labelled(served, tmp_path)
+    for out, model in (("a", first), ("b", tmp_path / "fold-1.pt"), ("both", tmp_path / "fold-*.pt")):
+        cli("evaluate", str(model), *csv, "--out", str(tmp_path / out), cwd=tmp_path)
+    tables = {out: (tmp_path / out / "per_image.csv").read_text() for out in ("a", "b", "both")}
+    assert tables["both"] != tables["a"] and tables["both"] != tables["b"]
+
+
+def test_evaluate_refuses_model_files_of_another_model_naming_the_file(served, tmp_path):
+    shutil.copy(served["resize"], tmp_path / "fold-0.pt")
+    other = another_member(served["resize"], tmp_path / "fold-1.pt", majority={"classes": ["a", "b", "c"]})
+    csv = labelled(served, tmp_path)
+    result = cli("evaluate", str(tmp_path), *csv, "--out", str(tmp_path / "out"), cwd=tmp_path, check=False)
+    assert result.returncode == 1 and result.stderr.splitlines() == [
+        f"error: {other}: its outputs differ from {tmp_path / 'fold-0.pt'}'s; an ensemble takes model files of "
+        "one model (e.g. the folds of one cross-validation)"
+    ]
+    assert not (tmp_path / "out").exists()

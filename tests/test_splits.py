@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,15 +113,21 @@ def test_group_or_stratify_with_a_split_column_is_refused():
 
 def test_validate_reports_groups_and_classes_per_split(example_dir, tmp_path):
     """`cnn-factory validate` on the example with a patient column (two images each) and its category."""
+    out = validate_patients(example_dir, tmp_path, val=0.2, test=0.2)
+    groups = re.search(r"groups of 'patient': (\d+) train, (\d+) val, (\d+) test", out)
+    assert groups and sum(map(int, groups.groups())) == 12 and min(map(int, groups.groups())) >= 1, out
+    shown = re.findall(r"'majority' in (\w+): disc (\d+), square (\d+), triangle (\d+)", out)
+    assert [s for s, *_ in shown] == list(SPLITS) and sum(int(k) for *_, a, b, c in shown for k in (a, b, c)) == 24
+
+
+def validate_patients(example_dir: Path, folder: Path, **split) -> str:
+    """`cnn-factory validate`'s report of the example with a patient column (two images each),
+    grouped by it and stratified by the example's category, with `split`'s other data.split keys."""
     lines = (example_dir / "data.csv").read_text().splitlines()
     csv = [lines[0] + ",patient"] + [f"{line},P{i // 2}" for i, line in enumerate(lines[1:])]
     (example_dir / "patients.csv").write_text("\n".join(csv) + "\n")
     params = tiny_params()
     params["data"].update(csv=str(example_dir / "patients.csv"), root=str(example_dir))
-    params["data"]["split"].update(group="patient", stratify="majority", val=0.2, test=0.2)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = cli("validate", cwd=tmp_path).stdout
-    groups = re.search(r"groups of 'patient': (\d+) train, (\d+) val, (\d+) test", out)
-    assert groups and sum(map(int, groups.groups())) == 12 and min(map(int, groups.groups())) >= 1, out
-    shown = re.findall(r"'majority' in (\w+): disc (\d+), square (\d+), triangle (\d+)", out)
-    assert [s for s, *_ in shown] == list(SPLITS) and sum(int(k) for *_, a, b, c in shown for k in (a, b, c)) == 24
+    params["data"]["split"].update(group="patient", stratify="majority", **split)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return cli("validate", cwd=folder).stdout

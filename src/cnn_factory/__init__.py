@@ -9,7 +9,7 @@ import-linter contract is the source and `make lint` checks it; docs/development
 each layer does; tests/test_layers.py checks that both copies match the contract:
 
     cli __main__
-    serve predict export plan summary compare
+    serve predict export plan summary compare crossval
     report
     evaluate
     training

@@ -51,6 +51,9 @@ class SplitConfig(Strict):
     stratify: str | None = Field(
         None, min_length=1, description="CSV column (e.g. a category output's) whose class shares every split follows"
     )
+    folds: int | None = Field(
+        None, ge=2, description="K-fold cross-validation over the rows outside the test split (folds/dvc.yaml)"
+    )
 
     @model_validator(mode="after")
     def _leaves_training_rows(self) -> Self:
@@ -62,6 +65,11 @@ class SplitConfig(Strict):
                 "group and stratify shape the random split; with column the CSV names each row's split: drop one",
             )
         return self
+
+    @property
+    def fold_names(self) -> list[str]:
+        """The folds' names, "0" to "K-1" (empty without folds): their folders and their DVC stages."""
+        return [str(k) for k in range(self.folds or 0)]
 
 
 class DataConfig(Strict):

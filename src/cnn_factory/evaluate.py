@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cnn_factory.model import ModelFile, MultiOutputNet
-from cnn_factory.native import NativeImage, SplitPass, predict_split
+from cnn_factory.model import ModelFile
+from cnn_factory.native import NativeImage, Network, SplitPass, predict_split
 from cnn_factory.outputs import Output, Outputs, Scorer
 from cnn_factory.training.metrics import OutputMetrics
 from cnn_factory.training.pictures import Gallery, WorstCases
@@ -51,7 +51,7 @@ class Evaluation:
 
 @torch.inference_mode()
 def evaluate_split(
-    model: MultiOutputNet,
+    model: Network,
     model_file: ModelFile,
     outputs: Mapping[str, Output],
     folder: Path,
@@ -70,7 +70,7 @@ def evaluate_split(
     for batch in predict_split(model, model_file, outputs, split, batch_size, device):
         image_level = {n: v for n, v in batch.logits.items() if n not in spatial}
         native.update(image_level, batch.targets)
-        table.add_image_level(image_level, batch.targets)
+        table.add_image_level(image_level, batch.targets, batch.probabilities)
         if not patch:  # pooled over pixels as the network saw them, beside the figures at the label maps' size
             resized.update({n: batch.logits[n] for n in spatial}, batch.targets)
         for k, image in enumerate(batch.images):
@@ -100,12 +100,16 @@ class Table:
         self.outputs = Outputs(outputs)
         self.masks: dict[str, np.ndarray] = {}  # each mask output's predicted mask of the current image
 
-    def add_image_level(self, logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> None:
+    def add_image_level(
+        self, logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], probabilities: dict | None = None
+    ) -> None:
+        """`probabilities`: an ensemble's averaged ones (the logits' are the network's own otherwise)."""
         if self.scoring is None:
             return
         for n, value in logits.items():
             scorer = self.scorers[n]
-            values, labels = scorer.output.probabilities(value).cpu().numpy(), targets[n].cpu().numpy()
+            prob = probabilities[n] if probabilities else scorer.output.probabilities(value)
+            values, labels = prob.cpu().numpy(), targets[n].cpu().numpy()
             self.scores[n] += [scorer.image_scores(v, t, self.scoring.tolerance) for v, t in zip(values, labels)]
 
     def add_mask(self, name: str, image: NativeImage, prob: torch.Tensor, truth: torch.Tensor) -> None:

@@ -10,7 +10,9 @@ Every mask is predicted as `cnn-factory predict` predicts it (inference.py): in 
 whole image at the input size, in patch mode sliding windows over the image at `inputs.*.scale`
 times its size, Gaussian-blended; its probabilities are brought to the label map's own size
 (bilinear), where its kind makes it a mask (`predicted_mask`). Image-level outputs (category,
-numeric) are predicted from the whole image resized to the input size.
+numeric) are predicted from the whole image resized to the input size. An `Ensemble` of several
+model files of one model (`load_models`) is run the same way, its members' probabilities averaged
+before any threshold.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ import torch
 from cnn_factory.data.dataset import PreparedSplit, rows_loader, to_device
 from cnn_factory.data.dataset import share as rows_share
 from cnn_factory.data.ragged import RaggedArray
-from cnn_factory.inference import predict_tiled, upsample
+from cnn_factory.errors import UserError
+from cnn_factory.inference import Ensemble, predict_batch, predict_tiled, upsample
 from cnn_factory.model import ModelFile, MultiOutputNet
 from cnn_factory.outputs import Output, Outputs
+
+Network = MultiOutputNet | Ensemble  # one model file's network, or several's predicting as one
 
 OVERLAP = 0.5  # sliding windows' share of a window with its neighbour, as predict's default
 
@@ -51,6 +56,7 @@ class SplitBatch:
     targets: dict[str, torch.Tensor]  # at the input size, on the device
     logits: dict[str, torch.Tensor]  # image-level outputs: the network's; masks: what the pictures show
     images: list[NativeImage]
+    probabilities: dict[str, torch.Tensor] | None = None  # an ensemble's averaged image-level probabilities
 
 
 class SplitPass:
@@ -78,7 +84,7 @@ class SplitPass:
 
 @torch.inference_mode()
 def predict_split(
-    model: MultiOutputNet,
+    model: Network,
     model_file: ModelFile,
     outputs: Mapping[str, Output],
     folder: Path | SplitPass,
@@ -92,7 +98,12 @@ def predict_split(
     row = split.rows.start
     for x_raw, targets, _ in rows_loader(split.split, split.rows, batch_size):
         x, targets = to_device(x_raw, targets, device, *stats)
-        logits = {k: v.float() for k, v in model(x).items()}
+        probs = None
+        if isinstance(model, Ensemble):  # averaged probabilities; logits for the metrics and pictures
+            probs = predict_batch(model, x, False, dict(outputs))
+            logits = {k: outputs[k].to_logits(v).float() for k, v in probs.items()}
+        else:
+            logits = {k: v.float() for k, v in model(x).items()}
         images = []
         for k in range(len(x)):
             image = NativeImage(row, x_raw[k], spacing=tuple(split.spacings[row]) if split.spacings else None)
@@ -108,16 +119,20 @@ def predict_split(
                     logits[n][k] = split.spatial[n].to_logits(upsample(window_probs[n][0], at))
             for n in split.spatial:
                 truth = torch.from_numpy(split.truths[n][row].copy()).to(device)
-                prob = image.windows[n][0] if split.patch else outputs[n].probabilities(logits[n][k : k + 1])[0]
+                if split.patch:
+                    prob = image.windows[n][0]
+                else:
+                    prob = probs[n][k] if probs else outputs[n].probabilities(logits[n][k : k + 1])[0]
                 image.probabilities[n] = upsample(prob, tuple(int(s) for s in truth.shape))
                 image.truth[n] = truth
             images.append(image)
             row += 1
-        yield SplitBatch(x_raw, targets, logits, images)
+        image_level = {n: p for n, p in probs.items() if n not in split.spatial} if probs else None
+        yield SplitBatch(x_raw, targets, logits, images, image_level)
 
 
 def _windows(
-    model: MultiOutputNet,
+    model: Network,
     raw: torch.Tensor,
     split: SplitPass,
     stats: tuple[torch.Tensor, torch.Tensor],
@@ -128,3 +143,30 @@ def _windows(
     """Sliding windows over one native image (C, H, W) uint8: blended probabilities per mask output."""
     image, _ = to_device(raw[None], {}, device, *stats)
     return predict_tiled(model, image, split.window, OVERLAP, False, batch_size, dict(outputs))
+
+
+def load_models(files: list[Path], device: torch.device | str) -> tuple[Network, ModelFile]:
+    """The network of one model file, or of several of one model (the same inputs and outputs, each
+    keeping its own normalisation) as one Ensemble, with the first file's ModelFile; UserError names
+    a file of another model."""
+    loaded = [ModelFile.load(f, device) for f in files]
+    first = loaded[0][1]
+    if len(loaded) == 1:
+        return loaded[0][0], first
+    mean, std = first.normalisation(device)
+    shifts = []
+    for path, (_, model_file) in zip(files, loaded):
+        for what, mine, theirs in (
+            ("inputs", model_file.input_specs(), first.input_specs()),
+            ("outputs", {n: o.describe() for n, o in model_file.outputs.items()},
+             {n: o.describe() for n, o in first.outputs.items()}),
+        ):  # fmt: skip
+            if mine != theirs:
+                raise UserError(
+                    f"{path}: its {what} differ from {files[0]}'s; an ensemble takes model files of one model "
+                    "(e.g. the folds of one cross-validation)"
+                )
+        own_mean, own_std = model_file.normalisation(device)
+        same = torch.equal(own_mean, mean) and torch.equal(own_std, std)
+        shifts.append(None if same else (std / own_std, (mean - own_mean) / own_std))
+    return Ensemble([m for m, _ in loaded], shifts), first

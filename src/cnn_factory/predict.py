@@ -36,8 +36,9 @@ from cnn_factory.device import pick_device
 from cnn_factory.dicom import is_series
 from cnn_factory.errors import UserError
 from cnn_factory.images import read_image
-from cnn_factory.inference import Ensemble, predict_batch, predict_tiled, upsample
-from cnn_factory.model import ModelFile, MultiOutputNet, model_files
+from cnn_factory.inference import predict_batch, predict_tiled, upsample
+from cnn_factory.model import model_files
+from cnn_factory.native import Network, load_models
 from cnn_factory.outputs import Outputs, Writer, computed_values
 
 
@@ -117,7 +118,7 @@ class Predictor:
     own size, for the kinds to threshold (`Writer.write_prediction`, `Writer.answer`).
     """
 
-    model: MultiOutputNet | Ensemble  # an Ensemble: several model files of one model
+    model: Network  # an Ensemble: several model files of one model
     inputs: dict[str, InputSpec]
     outputs: Outputs
     stats: tuple[torch.Tensor, torch.Tensor]  # per-channel mean and std, (1, C, 1, 1) on the device
@@ -129,16 +130,11 @@ class Predictor:
     def from_model_file(cls, path: str | Path, device: torch.device, tile: bool = False, **options) -> Predictor:
         """From the model file (ModelFile), or from the model files a folder or glob names (`model_files`):
         several of one model predict as an Ensemble. `options` are tta, overlap, batch_size."""
-        files = model_files(path)
-        loaded = [ModelFile.load(f, device) for f in files]
-        model: MultiOutputNet | Ensemble = loaded[0][0]
-        model_file = loaded[0][1]
+        model, model_file = load_models(model_files(path), device)
         if tile and not model_file.patch:
             warn_if_tiling_changes_scale(list(model_file.median_size), model_file.first.size)
         tile = tile or model_file.patch  # a patch-trained model always slides at its training scale
         inputs, stats = model_file.input_specs(), model_file.normalisation(device)
-        if len(loaded) > 1:
-            model = ensemble(files, loaded, device)
         return cls(model, inputs, model_file.outputs, stats, device, tile, Passes(**options))
 
     @property
@@ -175,29 +171,6 @@ class Predictor:
                 probs[n][k] = upsample(probs[n][k], item.size)
         values = [{n: p[k].cpu().numpy() for n, p in probs.items()} for k in range(len(loaded))]
         return [computed_values(v, self.outputs, threshold, i.spacing, i.pixels) for v, i in zip(values, loaded)]
-
-
-def ensemble(files: list[Path], loaded: list[tuple[MultiOutputNet, ModelFile]], device: torch.device) -> Ensemble:
-    """The networks of several model files of one model (the same inputs and outputs; each keeps
-    its own normalisation) as one Ensemble; UserError names a file of another model."""
-    first = loaded[0][1]
-    mean, std = first.normalisation(device)
-    shifts = []
-    for path, (_, model_file) in zip(files, loaded):
-        for what, mine, theirs in (
-            ("inputs", model_file.input_specs(), first.input_specs()),
-            ("outputs", {n: o.describe() for n, o in model_file.outputs.items()},
-             {n: o.describe() for n, o in first.outputs.items()}),
-        ):  # fmt: skip
-            if mine != theirs:
-                raise UserError(
-                    f"{path}: its {what} differ from {files[0]}'s; an ensemble takes model files of one model "
-                    "(e.g. the folds of one cross-validation)"
-                )
-        own_mean, own_std = model_file.normalisation(device)
-        same = torch.equal(own_mean, mean) and torch.equal(own_std, std)
-        shifts.append(None if same else (std / own_std, (mean - own_mean) / own_std))
-    return Ensemble([m for m, _ in loaded], shifts)
 
 
 def predict_images(

@@ -33,7 +33,8 @@ import torch
 from cnn_factory.atomic import replace_file
 from cnn_factory.config import EvaluateConfig
 from cnn_factory.evaluate import Evaluation, Scoring, evaluate_split
-from cnn_factory.model import ModelFile, MultiOutputNet
+from cnn_factory.model import ModelFile
+from cnn_factory.native import Network
 from cnn_factory.outputs import Output, Scorer
 from cnn_factory.scores.bootstrap import intervals
 from cnn_factory.training.live import AtomicLive
@@ -145,7 +146,7 @@ def write_text(path: Path, text: str) -> None:
 
 def evaluate_and_report(
     out: Path,
-    model: MultiOutputNet,
+    model: Network,
     model_file: ModelFile,
     outputs: Mapping[str, Output],
     folder: Path,

@@ -1,5 +1,8 @@
 """`cnn-factory evaluate MODEL CSV [--out DIR]`: scores a model file on any labelled CSV.
 
+MODEL may also be a folder or a quoted glob of model files of one model (the folds of a
+cross-validation): they are scored as one, their probabilities averaged before any threshold.
+
 The model file names its input and output columns, label values and classes; the CSV's rows are
 read as prepare reads them (every problem listed, nothing written on a bad row) into a temporary
 prepared folder, and scored by the evaluate stage's own code (report.py): the same figures with
@@ -25,7 +28,7 @@ def model_config(model_file: ModelFile, csv: str, root: str | None) -> Config:
     """What prepare needs to read `csv` for this model: its inputs and outputs, as the model file
     describes them, and the CSV (paths relative to `root`, else to the CSV's folder)."""
     data = DataConfig(
-        csv=csv, root=root, split=SplitConfig(val=0, test=0, seed=0, column=None, group=None, stratify=None)
+        csv=csv, root=root, split=SplitConfig(val=0, test=0, seed=0, column=None, group=None, stratify=None, folds=None)
     )
     # only the sections prepare reads: the rest describe training, which this command does not do
     return Config.model_construct(data=data, inputs=model_file.input_specs(), outputs=model_file.outputs)
@@ -48,7 +51,8 @@ def prepare_rows(cfg: Config, folder: Path, workers: int) -> dict:
 def evaluate(args: argparse.Namespace) -> None:
     from cnn_factory.data.prepare import default_workers
     from cnn_factory.device import pick_device
-    from cnn_factory.model import ModelFile, one_model_file
+    from cnn_factory.model import model_files
+    from cnn_factory.native import load_models
     from cnn_factory.report import evaluate_and_report
 
     for flag, value, low in (("--batch-size", args.batch_size, 1), ("--bootstrap", args.bootstrap, 0)):
@@ -61,7 +65,7 @@ def evaluate(args: argparse.Namespace) -> None:
     if not Path(args.csv).is_file():
         raise UserError(f"{args.csv}: CSV not found")
     device = pick_device(args.device)
-    model, model_file = ModelFile.load(one_model_file(args.model, "evaluate"), device)
+    model, model_file = load_models(model_files(args.model), device)  # several of one model: an ensemble
     cfg = model_config(model_file, args.csv, args.root)
     options = EvaluateConfig(bootstrap=args.bootstrap, seed=args.seed, tolerance=args.tolerance, worst=args.worst)
     with tempfile.TemporaryDirectory(prefix="cnn-factory-evaluate-") as tmp:
@@ -79,7 +83,11 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p = sub.add_parser(
         "evaluate", parents=[common], help="score a model file on a labelled CSV, as the evaluate stage does"
     )
-    p.add_argument("model", help="model file written by train (models/<name>.pt)")
+    p.add_argument(
+        "model",
+        help="model file written by train (models/<name>.pt), or a folder or quoted glob of model files of one "
+        "model (e.g. models/folds), scored as one (their probabilities averaged)",
+    )
     p.add_argument("csv", help="CSV with the model's input and output columns (as for training)")
     p.add_argument("--out", default="eval", help="folder for metrics.json, figures.json, per_image.csv, plots/")
     p.add_argument("--root", default=None, help="folder relative paths in the CSV resolve against (default: the CSV's)")

@@ -4,6 +4,7 @@
     cnn-factory train --num-epochs 5 ...      # `dvc exp run -S ...` with the original cnn-factory's flags
     cnn-factory predict MODEL IMAGES...       # masks and predictions.csv (cnn_factory/predict.py)
     cnn-factory evaluate MODEL CSV            # figures, per-image table, plots on any labelled CSV
+    cnn-factory folds                         # write folds/dvc.yaml: K-fold cross-validation (data.split.folds)
     cnn-factory summary                       # the headline test figures of the last run, a screen wide
     cnn-factory compare [REV ...]             # runs side by side, paired differences on the same test images
     cnn-factory export MODEL --format onnx    # TorchScript or ONNX with a JSON sidecar (cnn_factory/export.py)
@@ -33,6 +34,7 @@ from cnn_factory import __version__
 from cnn_factory.cli import compare as compare_command
 from cnn_factory.cli import container
 from cnn_factory.cli import evaluate as evaluate_command
+from cnn_factory.cli import folds as folds_command
 from cnn_factory.cli import serve as serve_command
 from cnn_factory.cli import train as train_command
 from cnn_factory.cli.make_csv import make_csv
@@ -85,6 +87,7 @@ def build_parser(params: Path = Path("params.yaml")) -> Parser:
     serve_command.add_parser(sub, common)
     add_data_parsers(sub, common)
     compare_command.add_parser(sub, common)
+    folds_command.add_parser(sub, common)
     parser.commands = sub.choices
     return parser
 
@@ -201,12 +204,13 @@ def validate(args: argparse.Namespace) -> None:
     from cnn_factory.data.splits import split_report
 
     cfg = load_params(args.params)
-    table, splits, rows = validate_and_load(cfg)
-    report: dict[str, Any] = {"rows": {s: splits.count(s) for s in SPLITS}, "outputs": {}}  # as prepare's report.json
-    if drawn := split_report(table, cfg.data, splits):
+    table, splits, rows = validate_and_load(cfg)  # with data.split.folds: each row's fold, or "test"
+    parts = [p for p in [*cfg.data.split.fold_names, *SPLITS] if p in splits]
+    report: dict[str, Any] = {"rows": {s: splits.count(s) for s in parts}, "outputs": {}}  # as prepare's report.json
+    if drawn := split_report(table, cfg.data, splits, parts):
         report["split"] = drawn
     for spec in cfg.outputs.values():
-        values = {s: np.stack([r[spec.name] for r, t in zip(rows, splits) if t == s]) for s in SPLITS}
+        values = {s: np.stack([r[spec.name] for r, t in zip(rows, splits) if t == s]) for s in parts}
         report["outputs"][spec.name] = spec.summary(values)
     print_report(report)
     print(f"validate: {cfg.data.csv}: {len(rows)} rows, all valid")
@@ -263,6 +267,7 @@ COMMANDS = {
     "summary": summary,
     "compare": compare_command.compare,
     "make-csv": make_csv,
+    "folds": folds_command.folds,
 }
 
 

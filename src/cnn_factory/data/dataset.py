@@ -35,6 +35,11 @@ def read_manifest(prepared: Path, inputs: Mapping[str, Any], outputs: Mapping[st
     if not path.is_file():
         raise UserError(f"{path}: not found; run `dvc repro prepare` first")
     manifest = json.loads(path.read_text())
+    if "folds" in manifest:  # data.split.folds: each fold's run reads its own folder, folds/<k>/
+        raise UserError(
+            f"{path}: prepared as {len(manifest['folds'])} folds (data.split.folds): run them with "
+            "`cnn-factory folds` and `dvc repro folds/dvc.yaml` (docs/small-data.md), or set data.split.folds: null"
+        )
     missing = [n for n in [*inputs, *outputs] if not (prepared / "train" / f"{n}.npy").is_file()]
     if missing:
         raise UserError(f"{prepared}: no cached arrays for {', '.join(missing)}; run `dvc repro prepare` again")

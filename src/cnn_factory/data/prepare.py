@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cnn_factory.config import SPLITS, Config
+from cnn_factory.data.folds import TEST, assign_folds, fold_splits
 from cnn_factory.data.grids import measured, resolve_spacing
 from cnn_factory.data.ragged import RaggedWriter, foreground_name
 from cnn_factory.data.row_cache import CACHE_FORMAT, CachedRows, RowCache, record_dtype
@@ -101,14 +102,19 @@ def validate_and_load(
     cfg: Config, workers: int = 1, cache_dir: Path | None = None, split: bool = True
 ) -> tuple[Table, list[str], CachedRows]:
     """Checks every row; returns the table, split per row and arrays per row, or raises all problems.
-    With split=False every row is a test row (`cnn-factory evaluate`).
+    With split=False every row is a test row (`cnn-factory evaluate`); with `data.split.folds`, each
+    row's fold or "test" (data/folds.py) takes its split's place.
 
     Rows whose key is in `cache_dir` are not decoded again; the rest are added to it, even
     when other rows have problems (so they are not decoded again once the CSV is fixed)."""
     table = read_table(cfg.data.csv)
     check_columns(table, cfg)
     check_root(table, cfg)
-    splits = assign_splits(table, cfg.data) if split else ["test"] * len(table.rows)
+    if split and cfg.data.split.folds:  # each row's fold, or the test split; every fold trains some run
+        parts = assign_folds(table, cfg.data)
+        splits = ["test" if p == TEST else "train" for p in parts]
+    else:
+        parts = splits = assign_splits(table, cfg.data) if split else ["test"] * len(table.rows)
     given = cfg.first_input.spacing
     stated = given if isinstance(given, tuple) else None
     cfg = resolve_spacing(cfg, table, splits)  # volumes: from the training scans' headers when auto
@@ -127,7 +133,7 @@ def validate_and_load(
     rows = CachedRows(cache, [loc for loc in cache.compact(locations) if loc is not None])
     spacing = cfg.first_input.spacing
     rows.spacing = spacing if isinstance(spacing, tuple) else None  # volumes: resolved above
-    return table, splits, rows
+    return table, parts, rows
 
 
 def load_rows(
@@ -192,7 +198,7 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
     arrays: dict[str, dict[str, np.ndarray]] = {}
     first_input = next(iter(cfg.inputs.values())).column
     foreground = [foreground_name(n) for n in cfg.outputs.spatial] if cfg.patch_mode else []
-    for split in SPLITS:
+    for split in [s for s in SPLITS if s in splits]:  # a fold's run may have no test split
         index = [i for i, s in enumerate(splits) if s == split]
         arrays[split] = write_arrays(rows, index, [*cfg.inputs, *cfg.outputs, *foreground], out / split)
         sizes = write_native(rows, index, cfg, out / split)
@@ -316,20 +322,50 @@ def prepare(cfg: Config, out: Path, cache_dir: Path | None, workers: int) -> tup
     table, splits, rows = validate_and_load(cfg, workers, cache_dir)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    report = write_prepared(cfg, table, splits, rows, tmp)
+    if cfg.data.split.folds:
+        report = write_folds(cfg, table, splits, rows, tmp)
+    else:
+        report = write_prepared(cfg, table, splits, rows, tmp)
     replace_folder(tmp, out)
     return report, rows
 
 
+def write_folds(cfg: Config, table: Table, folds: list[str], rows: CachedRows, out: Path) -> dict:
+    """With `data.split.folds`: `out/folds/<k>/`, each fold's run prepared as one split is (its fold
+    the val split, the other folds train, the held-out test split), from the rows decoded once;
+    `out/manifest.json` and `out/report.json` say which CSV rows each fold holds. Returns the report."""
+    names = cfg.data.split.fold_names
+    for name in names:
+        write_prepared(cfg, table, fold_splits(folds, name), rows, out / "folds" / name)
+    parts = [*names, TEST]
+    counts = {p: [table.numbers[i] for i, f in enumerate(folds) if f == p] for p in parts}
+    report: dict[str, Any] = {"rows": {p: len(r) for p, r in counts.items()}, "folds": names, "outputs": {}}
+    first = out / "folds" / names[0]
+    for output in cfg.outputs.values():  # a fold's rows are its own run's val split
+        values = {n: np.load(out / "folds" / n / "val" / f"{output.name}.npy", mmap_mode="r") for n in names}
+        if (first / TEST).is_dir():
+            values[TEST] = np.load(first / TEST / f"{output.name}.npy", mmap_mode="r")
+        report["outputs"][output.name] = output.summary(values)
+    if drawn := split_report(table, cfg.data, folds, parts):
+        report["split"] = drawn
+    _write_json(out / "manifest.json", {"csv": table.path, "folds": names, "members": counts})  # CSV rows
+    _write_json(out / "report.json", report)
+    return report
+
+
+def _per_part(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} in fold {p}" if p.isdigit() else f"{n} {p}" for p, n in counts.items())
+
+
 def print_report(report: dict) -> None:
     rows, images = report["rows"], report.get("images", {})
-    print(f"prepare: {rows['train']} train, {rows['val']} val, {rows['test']} test rows")
+    print("prepare: " + _per_part(rows) + " rows")  # per split, or per fold and the test split
     drawn = report.get("split", {})
     if "groups" in drawn:
-        groups = drawn["groups"]
-        print(f"  groups of '{drawn['group']}': {groups['train']} train, {groups['val']} val, {groups['test']} test")
+        print(f"  groups of '{drawn['group']}': " + _per_part(drawn["groups"]))
     for split, counts in drawn.get("classes", {}).items():
-        print(f"  '{drawn['stratify']}' in {split}: " + ", ".join(f"{c} {k}" for c, k in counts.items()))
+        where = f"fold {split}" if split.isdigit() else split
+        print(f"  '{drawn['stratify']}' in {where}: " + ", ".join(f"{c} {k}" for c, k in counts.items()))
     if images:
         small, median, large = ("x".join(map(str, images[k])) for k in ("smallest", "median", "largest"))
         print(f"  training {'scans' if len(images['median']) == 3 else 'images'}: {small} to {large}, median {median}")

@@ -18,6 +18,7 @@ most common one): the shares are then as close as the groups' sizes allow.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -30,13 +31,22 @@ DRAWN = ("val", "test", "train")  # the order in which the random splits are fil
 
 def assign_splits(table: Table, data: DataConfig) -> list[str]:
     """train/val/test per row, from data.split.column or drawn (see the module's docstring)."""
+    names = drawn_splits(table, data)
+    for name in SPLITS:
+        if name not in names:
+            raise UserError(f"{table.path}: the {name} split is empty ({_why_empty(table, data, name)}); {_fix(data)}")
+    return names
+
+
+def drawn_splits(table: Table, data: DataConfig) -> list[str]:
+    """assign_splits' names, before its check that no split is empty (folds hold out its test split)."""
     split = data.split
     if split.column:
-        names = _from_column(table, split.column)
+        names = from_column(table, split.column)
     elif split.group:
         names = _by_groups(table, data)
     elif split.stratify:
-        names = _stratified(_cells(table, split.stratify, "data.split.stratify"), data)
+        names = _stratified(cells(table, split.stratify, "data.split.stratify"), data)
     else:
         n = len(table.rows)
         n_val, n_test = round(n * split.val), round(n * split.test)
@@ -44,13 +54,10 @@ def assign_splits(table: Table, data: DataConfig) -> list[str]:
         names = ["train"] * n
         for k, i in enumerate(order):
             names[i] = "val" if k < n_val else "test" if k < n_val + n_test else "train"
-    for name in SPLITS:
-        if name not in names:
-            raise UserError(f"{table.path}: the {name} split is empty ({_why_empty(table, data, name)}); {_fix(data)}")
     return names
 
 
-def _from_column(table: Table, column: str) -> list[str]:
+def from_column(table: Table, column: str) -> list[str]:
     names, problems = [], []
     for i, row in enumerate(table.rows):
         value = row[column].lower()
@@ -62,7 +69,7 @@ def _from_column(table: Table, column: str) -> list[str]:
     return names
 
 
-def _cells(table: Table, column: str, key: str) -> list[str]:
+def cells(table: Table, column: str, key: str) -> list[str]:
     """A group or stratify column's cells; every row needs one."""
     problems = [
         f"{table.where(i, column)}: empty; every row needs a value in the {key} column"
@@ -111,31 +118,39 @@ def _quotas(counts: dict[str, int], left: dict[str, int], share: int) -> dict[st
 
 def _by_groups(table: Table, data: DataConfig) -> list[str]:
     """Whole groups dealt out, largest first, each to the split furthest below its target."""
-    groups = _cells(table, data.split.group or "", "data.split.group")
+    groups = cells(table, data.split.group or "", "data.split.group")
     stratify = data.split.stratify
-    classes = _cells(table, stratify, "data.split.stratify") if stratify else ["all"] * len(groups)
+    classes = cells(table, stratify, "data.split.stratify") if stratify else ["all"] * len(groups)
+    fractions = {"val": data.split.val, "test": data.split.test}
+    fractions["train"] = 1 - fractions["val"] - fractions["test"]
+    return deal_groups(groups, classes, {s: fractions[s] for s in DRAWN}, data.split.seed)
+
+
+def deal_groups(groups: list[str], classes: list[str], fractions: dict[str, float], seed: int) -> list[str]:
+    """Each row's part (a split, or a fold): whole groups dealt out, largest first (shuffled by the
+    seed among equal sizes), each to the part furthest below its share of the group's class (its
+    rows' most common one), then of all rows. Parts of no share get no group; ties go to the part
+    named first."""
     members: dict[str, list[int]] = {}
     for i, g in enumerate(groups):
         members.setdefault(g, []).append(i)
     n, counts = len(groups), Counter(classes)
-    fractions = {"val": data.split.val, "test": data.split.test}
-    fractions["train"] = 1 - fractions["val"] - fractions["test"]
-    filled: dict[str, Counter[str]] = {s: Counter() for s in DRAWN}
-    totals = dict.fromkeys(DRAWN, 0)
-    shuffled = [list(members)[k] for k in np.random.default_rng(data.split.seed).permutation(len(members))]
-    names = ["train"] * n
+    parts = [s for s, f in fractions.items() if f > 0]
+    filled: dict[str, Counter[str]] = {s: Counter() for s in parts}
+    totals = dict.fromkeys(parts, 0)
+    shuffled = [list(members)[k] for k in np.random.default_rng(seed).permutation(len(members))]
+    names = [parts[-1]] * n
     for g in sorted(shuffled, key=lambda g: -len(members[g])):  # stable: the shuffle breaks ties
         c = Counter(classes[i] for i in members[g]).most_common(1)[0][0]
-        size = len(members[g])
 
         def deficit(s: str, c: str = c) -> tuple[float, float]:
             return counts[c] * fractions[s] - filled[s][c], n * fractions[s] - totals[s]
 
-        best = max(DRAWN, key=deficit)
+        best = max(parts, key=deficit)
         for i in members[g]:
             names[i] = best
             filled[best][classes[i]] += 1
-        totals[best] += size
+        totals[best] += len(members[g])
     return names
 
 
@@ -153,18 +168,18 @@ def _fix(data: DataConfig) -> str:
     return "add rows or groups, or raise data.split.val / test" if data.split.group else "add rows or change data.split"
 
 
-def split_report(table: Table, data: DataConfig, splits: list[str]) -> dict:
-    """What the manifest records of a group or stratify split: groups and class counts per split
-    (empty without either)."""
+def split_report(table: Table, data: DataConfig, splits: list[str], parts: Sequence[str] = SPLITS) -> dict:
+    """What the manifest records of a group or stratify split: groups and class counts per split,
+    or per fold and the test split with `parts` (empty without either)."""
     report: dict = {}
     if data.split.group:
         column = data.split.group
         report["group"] = column
-        report["groups"] = {s: len({r[column] for r, t in zip(table.rows, splits) if t == s}) for s in SPLITS}
+        report["groups"] = {s: len({r[column] for r, t in zip(table.rows, splits) if t == s}) for s in parts}
     if data.split.stratify:
         column = data.split.stratify
         report["stratify"] = column
         report["classes"] = {
-            s: dict(sorted(Counter(r[column] for r, t in zip(table.rows, splits) if t == s).items())) for s in SPLITS
+            s: dict(sorted(Counter(r[column] for r, t in zip(table.rows, splits) if t == s).items())) for s in parts
         }
     return report

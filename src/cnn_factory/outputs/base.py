@@ -120,6 +120,13 @@ class Output(Strict):
         """What predict averages and thresholds: probabilities, or the value itself."""
         return logits
 
+    @staticmethod
+    def to_logits(probabilities: torch.Tensor) -> torch.Tensor:
+        """Logits whose `probabilities()` are these: blended sliding-window probabilities, and an
+        ensemble's averaged ones, go back to the losses and metrics, which take logits. A kind whose
+        `probabilities` are not the value itself overrides both."""
+        return probabilities
+
 
 def csv_columns(output: Output) -> tuple[str, ...]:
     """The CSV columns an output reads, which prepare checks the header for: those its `column_keys` name."""

@@ -127,6 +127,10 @@ class CategoryOutput(CategoryRows, Output):
     def probabilities(logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(dim=1)
 
+    @staticmethod
+    def to_logits(probabilities: torch.Tensor) -> torch.Tensor:
+        return probabilities.clamp(min=1e-6).log()  # softmax of log p is p
+
 
 class CategoryScorer(Scorer[CategoryOutput], of=CategoryOutput):
     interval_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")

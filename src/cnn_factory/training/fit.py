@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from cnn_factory.config import PREPARED, AugmentConfig, Config, InputSpec, Train
 from cnn_factory.config import EarlyStopping as StoppingConfig
 from cnn_factory.data.augment import Augmenter
 from cnn_factory.data.dataset import PreparedSplit, make_loader, read_manifest
+from cnn_factory.data.folds import fold_places
 from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.device import pick_device
 from cnn_factory.encoder_weights import NONE, pretrained_normalisation, weights_source
@@ -54,6 +55,30 @@ from cnn_factory.training.validation import (
 )
 
 SHOWN = 4  # validation images in each picture logged every train.log_images_every epochs
+
+
+@dataclass(frozen=True, kw_only=True)
+class Places:
+    """Where a run reads and writes: the train stage's places, or a fold's (`Places.of(cfg, fold)`)."""
+
+    prepared: Path  # the prepared train and val splits
+    model: Path  # the best epoch's model file
+    live: Path  # dvclive's folder
+    checkpoint: str  # the checkpoint's name under checkpoints/
+
+    @classmethod
+    def of(cls, cfg: Config, fold: str | None = None) -> Places:
+        if fold is None:
+            return cls(prepared=PREPARED, model=cfg.model.path, live=Path("dvclive"), checkpoint=cfg.model.name)
+        where = fold_places(fold)
+        return cls(prepared=where.prepared, model=where.model, live=where.live, checkpoint=where.checkpoint)
+
+    @classmethod
+    def at(cls, cfg: Config, where: Places | Path | None) -> Places:
+        """`where` itself, or the train stage's places with `where` as the prepared folder."""
+        if isinstance(where, Places):
+            return where
+        return replace(cls.of(cfg), prepared=where) if where is not None else cls.of(cfg)
 
 
 @dataclass(kw_only=True)
@@ -145,7 +170,7 @@ class Run:
     validate: ResizedValidation | NativeValidation | SampledValidation
     whole: NativeValidation | None  # patch mode's saved model, on the whole validation images
     loader: DataLoader
-    model_path: Path  # model.path: where the best epoch goes
+    places: Places  # where the best epoch goes (model.path, a fold's own) and dvclive's folder
     meta: dict  # the model file's metadata
     source: dict | None  # train.init_from's {path, sha256}
     checkpoint: Checkpoint
@@ -175,9 +200,9 @@ def resume(run: Run) -> int:
         return 1
     run.session.load_state_dict(state)
     if run.ranks.main:  # dvc repro deleted dvclive/ before running: its curves and pictures come back
-        restore_copy(run.checkpoint.live_copy, Path("dvclive"))
-        drop_unreadable(Path("dvclive/metrics.json"))
-        trim_curves(Path("dvclive"), steps=state["epoch"])  # dvclive's step = epoch - 1
+        restore_copy(run.checkpoint.live_copy, run.places.live)
+        drop_unreadable(run.places.live / "metrics.json")
+        trim_curves(run.places.live, steps=state["epoch"])  # dvclive's step = epoch - 1
     run.say(f"train: resuming after epoch {state['epoch']} from {path}")
     return state["epoch"] + 1
 
@@ -201,15 +226,18 @@ def log_epoch(
     print(f"epoch {epoch}/{epochs}  loss {train_stats['loss']:.4f}  {val}{speed:.0f} img/s", flush=True)
 
 
-def start(cfg: Config, prepared: Path, ranks: Dist, device: torch.device) -> tuple[Run, int]:
+def start(cfg: Config, where: Places | Path, ranks: Dist, device: torch.device) -> tuple[Run, int]:
     """Builds the run's data, model, optimiser, step and validation; resumes from its checkpoint or
-    starts from train.init_from's weights; says what it trains on. Returns the run and its first epoch."""
+    starts from train.init_from's weights; says what it trains on. Returns the run and its first epoch.
+    `where`: the run's places, or the prepared folder of a run in the train stage's other places."""
     check_encoder(cfg.model, cfg.inputs)
+    places = Places.at(cfg, where)
+    prepared = places.prepared
     t, manifest = cfg.train, read_manifest(prepared, cfg.inputs, cfg.outputs)
     amp = autocast_dtype(t.precision, device)
     if t.precision == "fp16" and device.type == "cpu":
         raise UserError("train.precision: fp16 needs CUDA; use bf16 or fp32 on the CPU")
-    source = init_source(t.init_from, str(cfg.model.path))  # {path, sha256} of the starting weights, or None
+    source = init_source(t.init_from, str(places.model))  # {path, sha256} of the starting weights, or None
     encoder = weights_source(cfg.model.weights)  # model.weights: a file's {path, sha256}, or the word
     seed_everything(t.seed)
     trained = cfg.outputs.trained  # the outputs with heads; the model file describes them all
@@ -239,10 +267,10 @@ def start(cfg: Config, prepared: Path, ranks: Dist, device: torch.device) -> tup
         validate=validate,
         whole=whole,
         loader=data.loader(t, session.order, ranks, device),
-        model_path=cfg.model.path,
+        places=places,
         meta=meta,
         source=source,
-        checkpoint=Checkpoint.of(cfg.model.name, params_key(cfg, manifest, source, encoder)),
+        checkpoint=Checkpoint.of(places.checkpoint, params_key(cfg, manifest, source, encoder)),
     )
     first = resume(run)
     if first == 1:  # a resumed run's checkpoint already holds the weights trained from these
@@ -291,12 +319,16 @@ def say_what(run: Run, data: TrainingData, n_val: int, val_patches: int) -> None
     run.say(f"train: {data.describe}, {val}, on {place.device}{amp}{processes}")
 
 
-def fit(cfg: Config, prepared: Path = PREPARED) -> None:
-    """The whole training run of the train stage: resumes, trains, validates, logs, saves."""
+def fit(cfg: Config, where: Places | Path | None = None) -> None:
+    """The whole training run of the train stage, or of a fold's: resumes, trains, validates, logs, saves.
+    `where`: the run's places, or a prepared folder (the train stage's places otherwise)."""
     ranks, device = setup(pick_device(cfg.train.device))  # single-process unless torchrun started us
-    (run, first), t = start(cfg, prepared, ranks, device), cfg.train
+    places = Places.at(cfg, where)
+    (run, first), t = start(cfg, places, ranks, device), cfg.train
     live = (
-        AtomicLive("dvclive", resume=first > 1, save_dvc_exp=False, dvcyaml=None, monitor_system=t.monitor_system)
+        AtomicLive(
+            str(places.live), resume=first > 1, save_dvc_exp=False, dvcyaml=None, monitor_system=t.monitor_system
+        )
         if ranks.main
         else NoLive()
     )
@@ -363,7 +395,7 @@ def end_epoch(
     if gallery is not None:
         gallery.log(live, f"{{output}}/{epoch}.png")
     live.next_step()
-    keep_copy(Path("dvclive"), run.checkpoint.live_copy)  # first: a kill in between leaves epochs to trim, none missing
+    keep_copy(run.places.live, run.checkpoint.live_copy)  # first: a kill in between leaves epochs to trim, none missing
     save_checkpoint(run.checkpoint.path, session.state_dict(run.checkpoint.key, epoch))
 
 
@@ -390,8 +422,8 @@ def save_best(run: Run, es: StoppingConfig, best: dict[str, float]) -> None:
         return
     val = {k: v for k, v in best.items() if k != "epoch"}
     record = {"epoch": best["epoch"], "val": val, "init_from": run.source}
-    save_model(run.model_path, session.model, session.model.args(), {**run.meta, **record})
+    save_model(run.places.model, session.model, session.model.args(), {**run.meta, **record})
     done = {"key": run.checkpoint.key, "epoch": session.early.best_epoch, "complete": True}
     save_checkpoint(run.checkpoint.path, done)
     line = f"train: best {es.metric} {session.early.best:.4f} at epoch {session.early.best_epoch}"
-    print(f"{line}, model saved to {run.model_path}")
+    print(f"{line}, model saved to {run.places.model}")

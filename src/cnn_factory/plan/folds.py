@@ -1,0 +1,41 @@
+"""Whether to cross-validate: `cnn-factory plan` proposes K folds for a small table, with the reason
+and what the K trainings cost against the single split's one.
+
+    lines = folds_lines(rows=120, split=cfg.data.split, seconds=600)   # [] for a large table or folds set
+
+Under SMALL rows the test split holds a few dozen images at most, so its figures' intervals are
+wide and move with the split's seed; K folds score every image outside the test split once (and
+their ensemble predicts). Fold k trains on (K-1)/K of those rows where the single split trains on
+its train rows, and validates on the other 1/K: each fold's run costs about the single split's
+times that ratio of training rows, K of them in all.
+"""
+
+from __future__ import annotations
+
+from cnn_factory.config import SplitConfig
+
+SMALL = 300  # rows under which one held-out split is too few images to compare runs by
+FOLDS = 5  # nnU-Net's number: each fold trains on 80% of the rows outside the test split
+
+
+def fold_cost(split: SplitConfig, folds: int = FOLDS) -> float:
+    """K folds' training time as a multiple of the single split's training (the rows each trains on)."""
+    single = 1 - split.val - split.test
+    each = (1 - split.test) * (folds - 1) / folds
+    return folds * each / single
+
+
+def folds_lines(rows: int, split: SplitConfig, seconds: float | None = None, folds: int = FOLDS) -> list[str]:
+    """The proposal's lines: none when the table is large, or folds or a split column are set."""
+    if rows >= SMALL or split.folds or split.column:
+        return []
+    test, pool = round(rows * split.test), rows - round(rows * split.test)
+    cost = fold_cost(split, folds)
+    took = f": ~{seconds * cost / 60:.0f} min here" if seconds else ""
+    return [
+        f"  note: {rows} rows: a test split of {test} images leaves its figures wide intervals; cross-validation "
+        f"scores all {pool} others once. Set data.split.folds: {folds}, run `cnn-factory folds`, then "
+        "`dvc repro folds/dvc.yaml` (docs/small-data.md)",
+        f"  note: {folds} folds train {folds} models on ~{round(pool * (folds - 1) / folds)} rows each: "
+        f"{cost:.1f}x the single split's training{took}",
+    ]

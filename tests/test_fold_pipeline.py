@@ -1,0 +1,58 @@
+"""A 3-fold cross-validation under the real `dvc repro folds/dvc.yaml`: killed in the second fold,
+then run again, it resumes that fold; a third run re-runs nothing; the pooled figures are the
+per-fold tables' own, and every image outside the test split is scored exactly once."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import checkpoint_epoch, make_repo, repro_killed_when, run, tiny_params
+
+pytestmark = pytest.mark.slow  # runs the real dvc pipeline; `pytest -m 'not slow'` skips it
+
+FOLDS = ("0", "1", "2")
+
+
+def table(text: str) -> dict[str, list[str]]:
+    rows = list(csv.reader(io.StringIO(text)))
+    return {name: [row[i] for row in rows[1:]] for i, name in enumerate(rows[0])}
+
+
+def test_three_folds_resume_after_a_kill_rerun_nothing_and_pool_every_image_once(tmp_path):
+    params = tiny_params()
+    params["data"]["split"].update(folds=3, stratify="majority")
+    params["train"].update(epochs=4, log_images_every=0)
+    params["evaluate"]["bootstrap"] = 50
+    repo = make_repo(tmp_path / "repo", params)
+    assert "wrote folds/dvc.yaml for 3 folds" in run(["cnn-factory", "folds"], repo).stdout
+
+    repro_killed_when(repo, lambda: checkpoint_epoch(repo, "fold-1") >= 1, target="folds/dvc.yaml")
+    assert (repo / "models" / "folds" / "0.pt").is_file() and not (repo / "models" / "folds" / "1.pt").exists()
+    resumed = run(["dvc", "repro", "folds/dvc.yaml"], repo).stdout
+    assert "Stage 'folds/dvc.yaml:train@0' didn't change, skipping" in resumed
+    assert "train: resuming after epoch" in resumed.split("folds/dvc.yaml:train@1")[1].split("Running stage")[0]
+    again = run(["dvc", "repro", "folds/dvc.yaml"], repo).stdout
+    assert "Running stage" not in again and "Data and pipelines are up to date" in again
+
+    tables = {k: table((repo / "eval" / "folds" / k / "per_image.csv").read_text()) for k in FOLDS}
+    manifest = json.loads((repo / "data" / "prepared" / "manifest.json").read_text())
+    for k in FOLDS:  # each fold scored on its own rows, and the folds cover every row outside the test split
+        assert sorted(map(int, tables[k]["csv_row"])) == manifest["members"][k]
+    scored = [int(r) for t in tables.values() for r in t["csv_row"]]
+    assert len(scored) == len(set(scored)) == 24 - len(manifest["members"]["test"])
+
+    pooled = json.loads((repo / "eval" / "folds" / "figures.json").read_text())["out_of_fold"]
+    dice = np.array([float(c) for t in tables.values() for c in t["round/dice"] if c])
+    right = [a == b for t in tables.values() for a, b in zip(t["majority/true"], t["majority/predicted"])]
+    assert abs(pooled["round"]["dice"] - dice.mean()) <= 1e-9
+    assert abs(pooled["majority"]["accuracy"] - np.mean(right)) <= 1e-9
+    assert pooled["round"]["dice_ci_low"] <= pooled["round"]["dice"] <= pooled["round"]["dice_ci_high"]
+    metrics = json.loads((repo / "eval" / "folds" / "metrics.json").read_text())
+    assert metrics["round"]["dice"] == pooled["round"]["dice"]
+    test = json.loads((repo / "eval" / "folds" / "test" / "figures.json").read_text())["test"]
+    assert "dice" in test["round"]  # the folds' ensemble on the held-out test split

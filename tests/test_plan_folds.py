@@ -1,0 +1,35 @@
+"""`cnn-factory plan` proposes cross-validation for a small table, with the reason and the cost."""
+
+from __future__ import annotations
+
+import pytest
+
+from cnn_factory.config import parse_params
+from cnn_factory.plan import run_plan
+from cnn_factory.plan.folds import SMALL, fold_cost, folds_lines
+from tests.test_splits import data
+
+
+def test_a_small_table_gets_folds_proposed_with_the_reason_and_the_cost(params, example_dir):
+    params["data"].update(csv=str(example_dir / "data.csv"), root=str(example_dir))
+    text = run_plan(parse_params(params), sample=10, budget_gb=4)
+    assert "note: 24 rows: a test split of 4 images leaves its figures wide intervals" in text
+    assert "scores all 20 others once. Set data.split.folds: 5, run `cnn-factory folds`" in text
+    assert "note: 5 folds train 5 models on ~16 rows each: 4.9x the single split's training" in text
+    assert "data.split.folds" not in text.splitlines()[-1]  # a note, not a -S: folds run as their own pipeline
+
+
+def test_the_cost_is_the_rows_each_fold_trains_on_against_the_single_splits():
+    split = data(val=0.15, test=0.15).split
+    assert fold_cost(split, 5) == pytest.approx(5 * 0.85 * 0.8 / 0.7)
+    assert fold_cost(data(val=0.2, test=0.0).split, 5) == pytest.approx(5.0)  # each fold trains on 80%, as the split
+    (_, cost) = folds_lines(100, split, seconds=120.0)
+    assert cost.endswith(
+        f"{fold_cost(split):.1f}x the single split's training: ~{120 * fold_cost(split) / 60:.0f} min here"
+    )
+
+
+@pytest.mark.parametrize("split", [{"folds": 5}, {"column": "fold"}])
+def test_no_proposal_for_a_large_table_or_when_the_split_is_chosen(split):
+    assert folds_lines(SMALL, data().split) == []
+    assert folds_lines(50, data(**split).split) == []
