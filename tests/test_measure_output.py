@@ -21,7 +21,7 @@ from cnn_factory.errors import UserError
 from cnn_factory.evaluate import Scoring, evaluate_split
 from cnn_factory.export import sidecar
 from cnn_factory.model import ModelFile
-from cnn_factory.outputs import Scorer, Writer, make_output
+from cnn_factory.outputs import ColumnReport, Scorer, Writer, make_output
 from cnn_factory.predict import predict_images
 from cnn_factory.report import write_report
 from cnn_factory.serve import create_app
@@ -74,7 +74,10 @@ def test_without_truths_the_figures_are_undefined_and_plan_says_so():
     figures = Scorer.of(output).summarise({"true": np.full(3, np.nan), "measured": np.ones(3)})
     assert figures["images"] == 0 and all(math.isnan(figures[k]) for k in ("mae", "bias", "loa_low", "r2"))
     stored = np.array([[np.nan, np.nan], [40.0, np.nan], [12.0, np.nan]], np.float32)
-    assert output.column_report(stored) == ("area of round in px, 2 of 3 rows with a true value, 12 to 40", [])
+    assert ColumnReport.of(output).report(stored) == (
+        "area of round in px, 2 of 3 rows with a truth, 12 to 40",
+        [],
+    )
 
 
 def test_prepare_stores_truth_and_spacing_and_names_a_bad_spacing_cell(params, example_dir, tmp_path):

@@ -91,10 +91,10 @@ def test_each_stage_depends_on_the_library_code_it_runs(built):
     assert set(ran) == {"make_example", "prepare", "train", "evaluate"}
     # prepare and make_example import the output kinds to read params.yaml, but what they write
     # depends only on outputs/decoding.py (the kinds' data halves): not on the kinds' losses or plots,
-    # nor on their adapters' bases (scoring.py, writing.py: evaluation and prediction)
+    # nor on their adapters' bases (scoring.py, writing.py, planning.py: evaluation, prediction, the plan)
     kinds = {
         f"cnn_factory.outputs.{k}"
-        for k in ("segmentation", "class_mask", "category", "numeric", "measure", "scoring", "writing")
+        for k in ("segmentation", "class_mask", "category", "numeric", "measure", "scoring", "writing", "planning")
     }
     exempt = {"example": kinds | {"cnn_factory.outputs.decoding"}, "prepare": kinds}  # the example uses none
     for name, stage in stages.items():

@@ -9,7 +9,7 @@ import yaml
 from benchmarks.cells import make_cells
 from cnn_factory.config import load_params, parse_params
 from cnn_factory.errors import UserError
-from cnn_factory.outputs import make_output
+from cnn_factory.outputs import ColumnReport, make_output
 from cnn_factory.plan import run, run_plan
 from cnn_factory.plan.budget import Training
 from cnn_factory.plan.fingerprint import Fingerprint, Grids, Masks, fingerprint
@@ -144,12 +144,12 @@ def test_plan_reports_each_image_level_output_and_warns_about_hard_heads(params,
 
 def test_a_lopsided_category_and_a_number_of_few_values_are_warned_about():
     grade = make_output("grade", type="category", classes=["a", "b"])
-    line, warnings = grade.column_report(np.array([0] * 200 + [1] * 12))
+    line, warnings = ColumnReport.of(grade).report(np.array([0] * 200 + [1] * 12))
     assert line == "a 200 (94%), b 12 (6%)" and warnings == [
         "the largest class has 16x the rows of the smallest: consider outputs.grade.class_weights"
     ]
-    assert grade.column_report(np.array([0] * 20 + [1] * 12))[1] == []
-    _, warnings = make_output("stage", type="numeric").column_report(np.array([1.0, 2.0, 2.0, 1.0]))
+    assert ColumnReport.of(grade).report(np.array([0] * 20 + [1] * 12))[1] == []
+    _, warnings = ColumnReport.of(make_output("stage", type="numeric")).report(np.array([1.0, 2.0, 2.0, 1.0]))
     assert warnings == ["only 2 distinct values: a category output may fit better"]
 
 

@@ -25,6 +25,7 @@ from cnn_factory.outputs.category import CategoryOutput
 from cnn_factory.outputs.class_mask import ClassMaskOutput
 from cnn_factory.outputs.measure import MeasureOutput
 from cnn_factory.outputs.numeric import NumericOutput
+from cnn_factory.outputs.planning import ColumnReport
 from cnn_factory.outputs.scoring import Scorer
 from cnn_factory.outputs.segmentation import SegmentationOutput
 from cnn_factory.outputs.writing import Writer
@@ -131,6 +132,7 @@ def from_definition(name: str, definition: dict[str, Any]) -> Output:
 
 __all__ = [
     "KINDS",
+    "ColumnReport",
     "MaskOutput",
     "Output",
     "OutputDefinition",

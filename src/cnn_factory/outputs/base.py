@@ -94,11 +94,6 @@ class Output(Strict):
         """This output's line in prepare's report, from its arrays per split."""
         raise NotImplementedError
 
-    def column_report(self, values: np.ndarray) -> tuple[str, list[str]]:
-        """(image-level kinds) What `cnn-factory plan` says of this output's decoded column, every
-        row's value: one line, and warnings about what would make its head hard to train."""
-        return "", []
-
     # --- model and training ---
     def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
         """Plain arguments of `build_head`, kept in the model file."""

@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 
 from cnn_factory.outputs.base import Output
 from cnn_factory.outputs.decoding import CategoryRows
+from cnn_factory.outputs.planning import ColumnReport
 from cnn_factory.outputs.scoring import Scorer, cell_floats
 from cnn_factory.outputs.writing import Writer
 from cnn_factory.params import custom, show
@@ -85,24 +86,6 @@ class CategoryOutput(CategoryRows, Output):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-    def column_report(self, values: np.ndarray) -> tuple[str, list[str]]:
-        counts = np.bincount(values, minlength=self.num_classes)
-        shares = counts / max(len(values), 1)
-        line = ", ".join(f"{c} {n} ({s:.0%})" for c, n, s in zip(self.class_names, counts.tolist(), shares))
-        warnings = [
-            f"class '{c}' has {n} row(s): too few for the head to learn it or the test split to score it; "
-            "add rows or merge it into another class"
-            for c, n in zip(self.class_names, counts.tolist())
-            if n < FEW_ROWS
-        ]
-        common, rare = int(counts.max()), int(counts.min())
-        if rare >= FEW_ROWS and common > IMBALANCE * rare:
-            warnings.append(
-                f"the largest class has {common // rare}x the rows of the smallest: "
-                f"consider outputs.{self.name}.class_weights"
-            )
-        return line, warnings
 
     def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
         return {"type": self.type, "classes": list(self.class_names)}
@@ -206,3 +189,23 @@ class CategoryWriter(Writer[CategoryOutput], of=CategoryOutput):
     ) -> dict[str, Any]:
         probabilities = {c: round(float(p), 6) for c, p in zip(self.output.class_names, value)}
         return {"label": self.output.class_names[int(value.argmax())], "probabilities": probabilities}
+
+
+class CategoryColumn(ColumnReport[CategoryOutput], of=CategoryOutput):
+    def report(self, values: np.ndarray) -> tuple[str, list[str]]:
+        counts = np.bincount(values, minlength=self.output.num_classes)
+        shares = counts / max(len(values), 1)
+        line = ", ".join(f"{c} {n} ({s:.0%})" for c, n, s in zip(self.output.class_names, counts.tolist(), shares))
+        warnings = [
+            f"class '{c}' has {n} row(s): too few for the head to learn it or the test split to score it; "
+            "add rows or merge it into another class"
+            for c, n in zip(self.output.class_names, counts.tolist())
+            if n < FEW_ROWS
+        ]
+        common, rare = int(counts.max()), int(counts.min())
+        if rare >= FEW_ROWS and common > IMBALANCE * rare:
+            warnings.append(
+                f"the largest class has {common // rare}x the rows of the smallest: "
+                f"consider outputs.{self.output.name}.class_weights"
+            )
+        return line, warnings

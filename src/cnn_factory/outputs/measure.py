@@ -28,6 +28,7 @@ from pydantic import Field
 
 from cnn_factory.outputs.base import MaskOutput, Output, Spacing
 from cnn_factory.outputs.decoding import MeasureRows
+from cnn_factory.outputs.planning import ColumnReport
 from cnn_factory.outputs.scoring import Masks, Scorer
 from cnn_factory.outputs.writing import Writer
 
@@ -61,11 +62,6 @@ class MeasureOutput(MeasureRows, Output):
         filled = self.model_copy(update={"unit": self.unit or ("mm" if spaced else "px")})
         filled._name = name
         return filled
-
-    def column_report(self, values: np.ndarray) -> tuple[str, list[str]]:
-        truth = values[:, 0][~np.isnan(values[:, 0])]
-        line = f"{self.measure} of {self.of} in {self.unit_name}, {len(truth)} of {len(values)} rows with a true value"
-        return (line + (f", {truth.min():.4g} to {truth.max():.4g}" if len(truth) else "")), []
 
     @property
     def unit_name(self) -> str:
@@ -223,3 +219,11 @@ class MeasureWriter(Writer[MeasureOutput], of=MeasureOutput):
             "cnn_factory.scores.measures.measure(measure, mask, spacing, components), spacing in mm per axis "
             f"({'the scan spacing, or the spacing column' if o.unit == 'mm' else 'none: pixels'})",
         }
+
+
+class MeasureColumn(ColumnReport[MeasureOutput], of=MeasureOutput):
+    def report(self, values: np.ndarray) -> tuple[str, list[str]]:
+        truth = values[:, 0][~np.isnan(values[:, 0])]
+        output = self.output
+        line = f"{output.measure} of {output.of} in {output.unit_name}, {len(truth)} of {len(values)} rows with a truth"
+        return (line + (f", {truth.min():.4g} to {truth.max():.4g}" if len(truth) else "")), []

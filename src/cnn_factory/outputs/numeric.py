@@ -15,6 +15,7 @@ import numpy as np
 
 from cnn_factory.outputs.base import Output
 from cnn_factory.outputs.decoding import NumberRows
+from cnn_factory.outputs.planning import ColumnReport
 from cnn_factory.outputs.scoring import Scorer
 
 if TYPE_CHECKING:  # torch loads when first used: reading params does not need it
@@ -37,21 +38,6 @@ class NumericOutput(NumberRows, Output):
 
     type: Literal["numeric"]
     loss: Loss | None = None
-
-    def column_report(self, values: np.ndarray) -> tuple[str, list[str]]:
-        low, median, high = np.percentile(values, [0, 50, 100]).tolist()
-        line = (
-            f"{low:.4g} to {high:.4g}, median {median:.4g}, mean {values.mean():.4g}, std {values.std():.4g}, "
-            f"{len(np.unique(values))} distinct value(s)"
-        )
-        warnings = []
-        if low == high:
-            warnings.append(
-                f"every row holds {low:.4g}: the head has nothing to learn and R^2 is undefined; check the CSV column"
-            )
-        elif len(np.unique(values)) <= 3:
-            warnings.append(f"only {len(np.unique(values))} distinct values: a category output may fit better")
-        return line, warnings
 
     def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
         return {"type": self.type, "mean": stats.get("mean", 0.0), "std": stats.get("std", 1.0)}
@@ -100,3 +86,20 @@ class NumericScorer(Scorer[NumericOutput], of=NumericOutput):
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
         pairs = zip(columns["true"], columns["predicted"])
         return {"values": [{"truth": round(float(t), 6), "prediction": round(float(p), 6)} for t, p in pairs]}
+
+
+class NumericColumn(ColumnReport[NumericOutput], of=NumericOutput):
+    def report(self, values: np.ndarray) -> tuple[str, list[str]]:
+        low, median, high = np.percentile(values, [0, 50, 100]).tolist()
+        line = (
+            f"{low:.4g} to {high:.4g}, median {median:.4g}, mean {values.mean():.4g}, std {values.std():.4g}, "
+            f"{len(np.unique(values))} distinct value(s)"
+        )
+        warnings = []
+        if low == high:
+            warnings.append(
+                f"every row holds {low:.4g}: the head has nothing to learn and R^2 is undefined; check the CSV column"
+            )
+        elif len(np.unique(values)) <= 3:
+            warnings.append(f"only {len(np.unique(values))} distinct values: a category output may fit better")
+        return line, warnings

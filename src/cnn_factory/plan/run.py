@@ -10,6 +10,7 @@ from typing import Any
 
 from cnn_factory.config import Config, parse_params
 from cnn_factory.encoder_weights import pretrained_cached
+from cnn_factory.outputs import ColumnReport
 from cnn_factory.plan.budget import Training
 from cnn_factory.plan.dims import dims_of
 from cnn_factory.plan.fingerprint import Fingerprint, fingerprint
@@ -50,7 +51,7 @@ def make_plan(cfg: Config, sample: int, budget_gb: float | None) -> Plan:
     lines = [f"plan: {cfg.data.csv}: {fp.rows} rows, {read}; budget {budget / 2**30:.1f} GiB ({source})"]
     lines += fingerprint_lines(cfg, fp)
     for name, values in fp.columns.values.items():
-        line, warnings = cfg.outputs[name].column_report(values)
+        line, warnings = ColumnReport.of(cfg.outputs[name]).report(values)
         lines.append(f"  {name}: {line}")
         lines += [f"  warning: {name}: {w}" for w in warnings]
     if wants_pretrained(fp) and not cached:
