@@ -1,7 +1,7 @@
 """Volumes: cnn-factory's patch training of 3-D scans against a plain MONAI 3-D pipeline, in one run.
 
     python -m benchmarks.volumes [--rows 60] [--epochs 16] [--patches 128] [--quick] [--resources]
-                                 [--no-ours] [--model '{"filters": 8}']
+                                 [--no-ours] [--model '{"filters": 8}'] [--defaults [--full]]
 
 On generated scans (cnn_factory/data/volumes_example.py at `size` (32, 64, 64): 27-37 slices of
 2.5-4 mm, 54-74 pixels of 0.8-1.2 mm a side, an organ with a round tumour, 0.2-2% of the
@@ -43,6 +43,12 @@ dice pooled over all test voxels and the mean of the scans' dice, and the mean H
   onto each scan's grid with ResampleToMatch (by the affines). At the same number of training
   patches as cnn-factory, and again for as long as our mask-only run trained (at least 97% of
   its time: a second try where MONAI ran faster than its first run said).
+- `--defaults`: what a user who writes params by hand gets. 120 scans of ~24x96x96 voxels (slices
+  2.5-4 mm apart, pixels 0.8-1.2 mm), params.yaml's own defaults with only the inputs (a volume
+  input of 16x48x48 in patch mode), the outputs (`tumour` and `tumour_ml`, a number per scan
+  beside the mask) and the patch section set (30 epochs of 128 patches, batch 4); MONAI at the
+  same 3,840 patches and for as long as our train stage. `--full` adds the same params with
+  `model.stem: full` (the default before `auto`; about 3x the time).
 - `--resources`: peak RSS of a short train stage on 1x and 4x the scans, and the train stage's
   patches/s end to end over the bare step, over 10 epochs of 256 patches (benchmarks/large.py's
   measures, on volumes).
