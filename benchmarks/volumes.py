@@ -1,7 +1,7 @@
 """Volumes: cnn-factory's patch training of 3-D scans against a plain MONAI 3-D pipeline, in one run.
 
     python -m benchmarks.volumes [--rows 60] [--epochs 16] [--patches 128] [--quick] [--resources]
-                                 [--no-ours] [--model '{"filters": 8}']
+                                 [--no-ours] [--model '{"filters": 8}'] [--defaults [--full]]
 
 On generated scans (cnn_factory/data/volumes_example.py at `size` (32, 64, 64): 27-37 slices of
 2.5-4 mm, 54-74 pixels of 0.8-1.2 mm a side, an organ with a round tumour, 0.2-2% of the
@@ -43,6 +43,12 @@ dice pooled over all test voxels and the mean of the scans' dice, and the mean H
   onto each scan's grid with ResampleToMatch (by the affines). At the same number of training
   patches as cnn-factory, and again for as long as our mask-only run trained (at least 97% of
   its time: a second try where MONAI ran faster than its first run said).
+- `--defaults`: what a user who writes params by hand gets. 120 scans of ~24x96x96 voxels (slices
+  2.5-4 mm apart, pixels 0.8-1.2 mm), params.yaml's own defaults with only the inputs (a volume
+  input of 16x48x48 in patch mode), the outputs (`tumour` and `tumour_ml`, a number per scan
+  beside the mask) and the patch section set (30 epochs of 128 patches, batch 4); MONAI at the
+  same 3,840 patches and for as long as our train stage. `--full` adds the same params with
+  `model.stem: full` (the default before `auto`; about 3x the time).
 - `--resources`: peak RSS of a short train stage on 1x and 4x the scans, and the train stage's
   patches/s end to end over the bare step, over 10 epochs of 256 patches (benchmarks/large.py's
   measures, on volumes).
@@ -130,6 +136,21 @@ def params(
     return p
 
 
+def default_params(
+    data: Path, patch: tuple[int, int, int], epochs: int, patches: int, batch: int, model: dict | None = None
+) -> dict:  # fmt: skip
+    """params.yaml's own defaults, as a user who writes only inputs, outputs and the patch section
+    has them: a volume input of `patch` voxels in patch mode, the tumour and its volume in mL."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"].update(csv=str(data / "data.csv"), root=str(data))
+    p["data"]["split"].update(column="split")
+    p["inputs"] = {"image": {"type": "image", "size": list(patch), "channels": 1, "mode": "patch"}}
+    p["outputs"] = {name: OUTPUTS[name] for name in ("tumour", "tumour_ml")}
+    p["model"].update(model or {})
+    p["train"].update(epochs=epochs, batch_size=batch, patches_per_epoch=patches)
+    return p
+
+
 def run_stage(folder: Path, stage: str) -> tuple[float, str]:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
     start = time.perf_counter()
@@ -154,7 +175,7 @@ def setup(work: Path, p: dict) -> None:
 def ours(work: Path, p: dict) -> dict:
     """cnn-factory's train and evaluate stages in `work`; the test figures of eval/figures.json."""
     setup(work, p)
-    seconds, _ = run_stage(work, "train")
+    seconds, text = run_stage(work, "train")
     run_stage(work, "evaluate")
     metrics = json.loads((work / "eval" / "figures.json").read_text())["test"]
     live = json.loads((work / "dvclive" / "metrics.json").read_text())
@@ -168,8 +189,14 @@ def ours(work: Path, p: dict) -> dict:
         "tumour_ml_mae": metrics.get("tumour_ml", {}).get("mae"),
         "saved_epoch": int(live["best"]["epoch"]),
         "patches": p["train"]["epochs"] * p["train"]["patches_per_epoch"],
+        "loop_s": loop_seconds(text, p["train"]["patches_per_epoch"]),  # the epochs' training alone
         "target_spacing_mm": json.loads((work / "data" / "prepared" / "manifest.json").read_text())["spacing"],
     }
+
+
+def loop_seconds(text: str, patches: int) -> float:
+    """The train stage's time in its training loop, from the patches/s it prints per epoch."""
+    return sum(patches / float(v) for v in re.findall(r"^epoch \d+/\d+ .* (\d+) img/s$", text, flags=re.M))
 
 
 def monai_run(
@@ -302,11 +329,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small scans, few patches: the smoke run")
     parser.add_argument("--resources", action="store_true", help="only peak RSS and training efficiency")
     parser.add_argument("--no-ours", action="store_true", help="MONAI only (cnn-factory's runs left out)")
+    parser.add_argument("--defaults", action="store_true", help="params.yaml's defaults on 120 scans of ~24x96x96")
+    parser.add_argument("--full", action="store_true", help="--defaults: also with model.stem full (slow)")
     parser.add_argument(
         "--model", type=json.loads, default={}, help="model params over the example's, e.g. '{\"filters\": 8}'"
     )
     args = parser.parse_args()
     args.size, args.patch = (32, 64, 64), (16, 48, 48)
+    if args.defaults:
+        args.rows, args.epochs, args.patches, args.batch, args.size = 120, 30, 128, 4, (24, 96, 96)
     if args.quick:
         args.rows, args.epochs, args.patches, args.batch = 16, 2, 16, 8
         args.size, args.patch = (16, 32, 32), (8, 16, 16)
@@ -322,21 +353,36 @@ def main() -> None:
         shape = (args.patch, args.epochs, args.patches, args.batch)
         mask, every = ("tumour",), ("tumour", "grade", "tumour_ml")
         results["monai"] = monai_run(data, table, spacing, args.patch, patches, args.batch, MONAI_LR)
-        if not args.no_ours:
+        if args.defaults:
+            defaults(Path(tmp), data, table, spacing, args, results)
+        elif not args.no_ours:
             results["mask"] = ours(Path(tmp) / "mask", params(data, *shape, mask, args.model))
             results["all"] = ours(Path(tmp) / "all", params(data, *shape, every, args.model))
-            results["monai_same_time"] = same_time(data, table, spacing, args, results)
+            results["monai_same_time"] = same_time(data, table, spacing, args, results["mask"]["train_s"], results)
         results["target_spacing_mm"] = spacing
         results["test_scans"] = sum(r["split"] == "test" for r in table)
         results["train_scans"] = sum(r["split"] == "train" for r in table)
     finish(results, args)
 
 
-def same_time(data: Path, table: list[dict], spacing: tuple, args: argparse.Namespace, results: dict) -> dict:
-    """MONAI trained for as long as our mask-only train stage: its patches from its own rate (a
+def defaults(tmp: Path, data: Path, table: list[dict], spacing: tuple, args: argparse.Namespace, results: dict) -> None:
+    """params.yaml's defaults (a mask and a number), MONAI for as long, and with `--full` the same
+    params with `model.stem: full` (the default before `auto`)."""
+    shape = (args.patch, args.epochs, args.patches, args.batch)
+    results["defaults"] = ours(tmp / "defaults", default_params(data, *shape, args.model))
+    seconds = results["defaults"]["train_s"]
+    results["monai_same_time"] = same_time(data, table, spacing, args, seconds, results)
+    if args.full:
+        results["defaults_full"] = ours(tmp / "full", default_params(data, *shape, {**args.model, "stem": "full"}))
+
+
+def same_time(
+    data: Path, table: list[dict], spacing: tuple, args: argparse.Namespace, ours_s: float, results: dict
+) -> dict:
+    """MONAI trained for `ours_s` seconds (our train stage's): its patches from its own rate (a
     fixed number, so that its cosine schedule ends where training does), run again with its rate
     of that run if it finished more than 3% early (its speed varies from run to run)."""
-    ours_s, rate = results["mask"]["train_s"], results["monai"]["patches"] / results["monai"]["train_s"]
+    rate = results["monai"]["patches"] / results["monai"]["train_s"]
     for _ in range(2):
         same = max(args.batch, round(rate * ours_s / args.batch) * args.batch)
         run = monai_run(data, table, spacing, args.patch, same, args.batch, MONAI_LR)
@@ -385,8 +431,10 @@ def report(results: dict) -> None:
         names = {
             "mask": "cnn-factory, mask only",
             "all": "cnn-factory, mask + grade + tumour_ml",
+            "defaults": "cnn-factory, params.yaml's defaults (+ tumour_ml)",
+            "defaults_full": "the same with model.stem full",
             "monai": "MONAI, same patches",
-            "monai_same_time": "MONAI, same time as mask only",
+            "monai_same_time": f"MONAI, same time as {'the defaults' if 'defaults' in results else 'mask only'}",
         }
         for key, name in names.items():
             if key not in results:
@@ -408,6 +456,14 @@ def report(results: dict) -> None:
                 f"train stage over MONAI's training: mask only {results['mask']['train_s'] / monai:.2f}, "
                 f"with the image-level outputs {results['all']['train_s'] / monai:.2f}"
             )
+        for key in ("defaults", "defaults_full"):
+            if key in results:
+                r, monai = results[key], results["monai"]
+                ratio = (r["train_s"] / r["patches"]) / (monai["train_s"] / monai["patches"])
+                print(
+                    f"{names[key]}: time per patch over MONAI's {ratio:.2f}"
+                    f" (train stage {r['train_s']:.0f} s, of it the training loop {r['loop_s']:.0f} s)"
+                )
     if "peak_rss" in results:
         first = next(iter(results["peak_rss"].values()))
         for what, peak in results["peak_rss"].items():

@@ -267,6 +267,62 @@ def test_the_model_file_records_the_stem_per_axis_from_the_target_spacing():
     )
 
 
+@pytest.mark.parametrize(
+    ("sizes", "spacing", "cuda", "stem"),
+    [
+        ([(64, 64)], None, False, "full"),  # images keep the full stem: the 2-D figures are the full stem's
+        ([(16, 48, 48)], [3.2, 1.0, 1.0], False, [1, 2, 2]),  # thick slices kept in the stem
+        ([(16, 48, 48)], [1.0, 1.0, 1.0], False, [2, 2, 2]),
+        ([(16, 48, 48)], [3.2, 1.0, 1.0], True, "full"),  # CUDA: nnU-Net's full-resolution stem
+        ([(16, 40, 48)], [3.2, 1.0, 1.0], False, "full"),  # 40 does not divide by 2 * 2**3
+        ([(8, 48, 48)], [3.2, 1.0, 1.0], False, [1, 2, 2]),  # the kept axis needs 2**3 only
+    ],
+)
+def test_an_auto_stem_is_strided_for_volumes_on_the_cpu_where_the_sizes_allow(sizes, spacing, cuda, stem):
+    from cnn_factory.model import resolve_stem
+
+    assert resolve_stem("auto", sizes, 3, spacing, cuda) == stem
+    assert resolve_stem("full", sizes, 3, spacing, cuda) == "full"
+
+
+def test_params_yaml_builds_the_same_2d_network_with_the_auto_stem_as_with_the_full_one():
+    """params.yaml's default `auto` resolves to `full` for the built-in example: the same model file,
+    so the same figures."""
+    import yaml
+
+    from cnn_factory.config import parse_params
+    from cnn_factory.model import model_args
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = parse_params(yaml.safe_load((root / "params.yaml").read_text()))
+    full = cfg.model.model_copy(update={"stem": "full"})
+    manifest = {"outputs": {}}
+    assert cfg.model.stem == "auto"
+    for cuda in (False, True):
+        auto_args = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest, cuda=cuda)
+        assert auto_args == model_args(full, cfg.inputs, cfg.outputs, manifest, cuda=cuda)
+        assert auto_args["stem"] == "full"
+
+
+def test_volumes_with_the_full_stem_on_the_cpu_get_one_line_of_advice():
+    import yaml
+
+    from cnn_factory.config import parse_params
+    from cnn_factory.model import stem_advice
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = parse_params(yaml.safe_load((root / "examples" / "volumes" / "params.yaml").read_text()))
+    sizes, spacing = [tuple(cfg.first_input.size)], [3.2, 1.0, 1.0]
+    full = cfg.model.model_copy(update={"stem": "full"})
+    advice = stem_advice(full, sizes, spacing, cuda=False)
+    assert "model.stem full" in advice and advice.endswith("dvc exp run -S model.stem=auto")
+    assert "\n" not in advice
+    assert stem_advice(full, sizes, spacing, cuda=True) == ""  # on CUDA the full stem is the plan's too
+    assert stem_advice(cfg.model, sizes, spacing, cuda=False) == ""  # strided already
+    assert stem_advice(full, [(16, 36, 48)], spacing, cuda=False) == ""  # 36: not a multiple of 2 * 2**2
+    assert stem_advice(full, [(64, 64)], None, cuda=False) == ""  # images
+
+
 def test_a_model_file_keeps_the_flat_model_args_it_always_had(tmp_path):
     """A file as the train stage wrote it before NetShape: a flat `model_args` dict (here without dims
     and stem, as files from before those were recorded) loads, and the network gives the same dict back."""

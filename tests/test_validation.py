@@ -190,9 +190,10 @@ def test_ranks_share_the_sampled_validation_and_agree_with_one_process(prepared,
     p, folder = prepared
     model, model_file, criterion = network(p, folder)
     alone = sampled(p, model_file, folder / "val")
-    assert [len(x) for x, _ in alone.batches] == [4, 3, 3]
+    assert [len(x) for x, _ in alone.batches] == [10]  # drawn as batches of 4, 3 and 3; scored in one pass
     halves = [sampled(p, model_file, folder / "val", Dist(r, 2)) for r in (0, 1)]
-    assert [len(h.batches) for h in halves] == [2, 1] and len(halves[0].rows) + len(halves[1].rows) == len(alone.rows)
+    assert [[len(x) for x, _ in h.batches] for h in halves] == [[7], [3]]  # the drawn batches shared
+    assert len(halves[0].rows) + len(halves[1].rows) == len(alone.rows)
     expected = alone(model, criterion, CPU)
     torch.multiprocessing.spawn(_ranked_figures, (p, folder, f"file://{tmp_path / 'rendezvous'}", tmp_path), 2)
     for rank in (0, 1):

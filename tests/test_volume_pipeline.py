@@ -57,6 +57,20 @@ def test_the_shipped_volume_params_parse_as_a_volume_pipeline():
     assert len(cfg.example.size) == 3 and cfg.outputs["tumour"].size == tuple(cfg.first_input.size)
 
 
+def test_validate_advises_the_auto_stem_for_volumes_with_the_full_one_on_the_cpu(scans, tmp_path, capsys):
+    from cnn_factory.cli.main import run
+
+    params = volume_params(scans)
+    params["train"]["device"] = "cpu"
+    for stem in ("full", "auto"):
+        params["model"]["stem"] = stem
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        run(["validate", "--params", str(tmp_path / "params.yaml")])
+        out = capsys.readouterr().out
+        advice = [line for line in out.splitlines() if "model.stem full" in line]
+        assert len(advice) == (stem == "full") and all(a.endswith("-S model.stem=auto") for a in advice), out
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [

@@ -214,8 +214,10 @@ class ModelConfig(Strict):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the deeper levels and before the heads")
     upsample: Literal["bilinear", "transpose"] = Field(description="decoder up-sampling")
     skip: Literal["concat", "add", "none"] = Field(description="how the decoder joins the encoder's features")
-    stem: Literal["full", "strided"] = Field(
-        "full", description="the UNet's first level: at the input's resolution, or at half of it (cheaper)"
+    stem: Literal["auto", "full", "strided"] = Field(
+        "auto",
+        description="the UNet's first level: at the input's resolution, at half of it (cheaper), or auto "
+        "(strided for volumes trained on the CPU, else full)",
     )
     encoder: str = Field(
         "unet", min_length=1, description="unet (depth, filters) or a timm model with features_only, e.g. resnet18"
@@ -233,7 +235,7 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _weights_fit_encoder(self) -> Self:
-        if self.timm and self.stem != "full":
+        if self.timm and self.stem == "strided":
             raise custom("stem", f"a strided stem is the unet encoder's; {self.encoder} has its own", key="stem")
         if not self.timm and self.weights != "none":
             raise custom(

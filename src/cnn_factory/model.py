@@ -70,6 +70,35 @@ def stem_strides(stem: str | list[int], dims: int, spacing: list[float] | None =
     return [1 if mm > 2 * min(spacing) else 2 for mm in spacing]
 
 
+def resolve_stem(
+    stem: str, sizes: list[tuple[int, ...]], depth: int, spacing: list[float] | None, cuda: bool
+) -> str | list[int]:
+    """model.stem as a model file records it: "full", or the strided stem's stride per axis.
+
+    "auto" is "strided" for volumes trained on the CPU, where the full-resolution level is most of a
+    3-D step's cost (16x48x48 patches: 3.4x the strided stem's time a step, benchmarks/volumes.py),
+    and "full" for images (their first level is cheap and keeps thin structures), on CUDA (nnU-Net's
+    full-resolution stem, as `cnn-factory plan` proposes for a GPU-sized budget), and where the
+    inputs' `sizes` do not divide by 2**depth times the strided stem's stride."""
+    if stem == "auto":
+        strides = stem_strides("strided", 3, spacing) if len(sizes[0]) == 3 and not cuda else None
+        fits = strides is not None and not any(n % (s * 2**depth) for size in sizes for n, s in zip(size, strides))
+        stem = "strided" if fits else "full"
+    return "full" if stem == "full" else stem_strides(stem, len(sizes[0]), spacing)
+
+
+def stem_advice(model: ModelConfig, sizes: list[tuple[int, ...]], spacing: list[float] | None, cuda: bool) -> str:
+    """One line where volumes would train on the CPU with `model.stem: full` though the strided
+    stem fits their sizes (what `auto` and `cnn-factory plan` choose there), else ""."""
+    if model.stem != "full" or model.timm or resolve_stem("auto", sizes, model.depth, spacing, cuda) == "full":
+        return ""
+    return (
+        "note: volumes train on the CPU with model.stem full, the first level at full resolution (most of a "
+        "3-D step's cost); the strided stem trains about 3x more patches a second (docs/volumes.md#the-network): "
+        "dvc exp run -S model.stem=auto"
+    )
+
+
 def level_channels(depth: int, filters: int | list[int]) -> list[int]:
     """Filters per level: a list as given, or an int doubled at each of the depth levels down."""
     if isinstance(filters, int):
@@ -213,10 +242,16 @@ class MultiOutputNet(nn.Module):
 
 
 def model_args(
-    model: ModelConfig, inputs: Mapping[str, InputSpec], outputs: Mapping[str, Output], manifest: dict
+    model: ModelConfig,
+    inputs: Mapping[str, InputSpec],
+    outputs: Mapping[str, Output],
+    manifest: dict,
+    cuda: bool = False,
 ) -> dict:
-    """MultiOutputNet's arguments as the model file keeps them, plain types (`MultiOutputNet.from_args`)."""
+    """MultiOutputNet's arguments as the model file keeps them, plain types (`MultiOutputNet.from_args`);
+    `cuda`: training runs on CUDA (what `model.stem: auto` resolves to depends on it)."""
     dims = len(next(iter(inputs.values())).size)
+    sizes = [spec.size for spec in inputs.values()]
     shape = NetShape(
         in_channels=sum(spec.channels for spec in inputs.values()),
         depth=model.depth,
@@ -224,7 +259,7 @@ def model_args(
         encoder=model.encoder,
         dims=dims,
         # a strided stem's stride per axis (a volume's coarse axis keeps its resolution)
-        stem="full" if model.stem == "full" else stem_strides(model.stem, dims, manifest.get("spacing")),
+        stem=resolve_stem(model.stem, sizes, model.depth, manifest.get("spacing"), cuda) if not model.timm else "full",
         blocks=Blocks(norm=model.norm, dropout=model.dropout, upsample=model.upsample, skip=model.skip),
     )
     # a head per trained output; the rest (measures) are computed from those, described by model_meta

@@ -202,6 +202,8 @@ def validate(args: argparse.Namespace) -> None:
     """Runs prepare's checks on every row and prints its report, writing nothing."""
     from cnn_factory.data.prepare import print_report, validate_and_load
     from cnn_factory.data.splits import split_report
+    from cnn_factory.device import pick_device
+    from cnn_factory.model import stem_advice
 
     cfg = load_params(args.params)
     table, splits, rows = validate_and_load(cfg)  # with data.split.folds: each row's fold, or "test"
@@ -214,6 +216,10 @@ def validate(args: argparse.Namespace) -> None:
         report["outputs"][spec.name] = spec.summary(values)
     print_report(report)
     print(f"validate: {cfg.data.csv}: {len(rows)} rows, all valid")
+    cuda = pick_device(cfg.train.device).type == "cuda"
+    sizes = [spec.size for spec in cfg.inputs.values()]
+    if advice := stem_advice(cfg.model, sizes, list(rows.spacing or ()) or None, cuda):
+        print(advice)
 
 
 def plan(args: argparse.Namespace) -> None:

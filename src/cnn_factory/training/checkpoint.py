@@ -84,12 +84,16 @@ def load_checkpoint(path: Path, key: str) -> dict | None:
     return state
 
 
-def params_key(cfg: Config, manifest: dict, init: dict | None = None, encoder: dict | None = None) -> str:
+def params_key(
+    cfg: Config, manifest: dict, init: dict | None = None, encoder: dict | None = None, stem: Any = None
+) -> str:
     """What decides the run's result; a checkpoint of another key is not resumed.
 
     `init` (init_from.init_source) adds the starting weights' sha256: a run is not continued from
     a checkpoint that began from other bytes under the same `train.init_from` path; `encoder`
-    (encoder_weights.weights_source) does the same for a `model.weights` file."""
+    (encoder_weights.weights_source) does the same for a `model.weights` file; `stem`, what
+    `model.stem: auto` resolved to (it depends on the device, and both stems have the same weights'
+    shapes), keeps a CPU run's checkpoint from being resumed on CUDA with the other stem."""
     params = cfg.model_dump(
         mode="json",
         include={"model", "train", "augment", "inputs", "outputs"},
@@ -97,6 +101,8 @@ def params_key(cfg: Config, manifest: dict, init: dict | None = None, encoder: d
     )
     if init is not None:
         params["init_from"] = init
+    if cfg.model.stem == "auto":
+        params["stem"] = stem
     if encoder is not None and "sha256" in encoder:
         params["encoder_weights"] = encoder
     return run_key(params, manifest)

@@ -245,7 +245,7 @@ def start(cfg: Config, where: Places | Path, ranks: Dist, device: torch.device) 
     stats = None  # pretrained weights bring the normalisation they were trained with
     if cfg.model.weights != NONE:
         stats = pretrained_normalisation(cfg.model.encoder, [s.channels for s in cfg.inputs.values()])
-    args = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest)
+    args = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest, cuda=device.type == "cuda")
     meta = {**model_meta(cfg.inputs, cfg.outputs, manifest, stats), "encoder_weights": encoder}
     model_file = ModelFile.from_meta(meta)
     session = make_session(t, cfg.augment, args, device, data.steps, amp)
@@ -270,7 +270,7 @@ def start(cfg: Config, where: Places | Path, ranks: Dist, device: torch.device) 
         places=places,
         meta=meta,
         source=source,
-        checkpoint=Checkpoint.of(places.checkpoint, params_key(cfg, manifest, source, encoder)),
+        checkpoint=Checkpoint.of(places.checkpoint, params_key(cfg, manifest, source, encoder, args["stem"])),
     )
     first = resume(run)
     if first == 1:  # a resumed run's checkpoint already holds the weights trained from these

@@ -34,6 +34,11 @@ from cnn_factory.training.losses import Criterion
 from cnn_factory.training.metrics import OutputMetrics
 from cnn_factory.training.pictures import Gallery
 
+# patch mode's validation passes take this many training batches at once: without gradients a
+# patch costs a fraction of a training step's memory, and fewer, larger passes run faster (3-D
+# patches of 16x48x48 on 2 CPU cores: 1.6-2x the patches a second at 16 a pass than at 4)
+EVAL_BATCHES = 4
+
 
 class Sums:
     """Losses summed on the device, with the images (or patches) behind each; metrics accumulated
@@ -119,7 +124,8 @@ class NativeValidation:
     def __init__(
         self, *, model_file: ModelFile, outputs: Mapping[str, Output], folder: Path, batch_size: int, ranks: Dist
     ):
-        self.model_file, self.outputs, self.batch_size, self.ranks = model_file, outputs, batch_size, ranks
+        self.model_file, self.outputs, self.ranks = model_file, outputs, ranks
+        self.batch_size = batch_size * EVAL_BATCHES  # images, and windows over an image, a pass
         self.split = SplitPass(model_file, outputs, folder, share=(ranks.rank, ranks.world))
 
     @torch.inference_mode()
@@ -182,7 +188,8 @@ class SampledValidation:
         )
         specs = list(batches)
         mine = share(len(specs), ranks.rank, ranks.world)  # under torchrun: a block of batches per rank
-        self.batches = [patches[specs[i]][:2] for i in mine]  # (uint8 patches, targets), read once
+        # (uint8 patches, targets), read once; drawn a training batch at a time, scored EVAL_BATCHES at once
+        self.batches = grouped([patches[specs[i]][:2] for i in mine], EVAL_BATCHES)
         self.views = PreparedSplit(folder, list(model_file.inputs), outputs) if self.whole else None
         self.rows = share(len(self.views), ranks.rank, ranks.world) if self.views is not None else range(0)
 
@@ -197,9 +204,18 @@ class SampledValidation:
             if gallery is not None:
                 gallery.add(x_raw, targets, preds)
         if self.views is not None:
-            for x_raw, targets, _ in rows_loader(self.views, self.rows, self.batch_size):
+            for x_raw, targets, _ in rows_loader(self.views, self.rows, self.batch_size * EVAL_BATCHES):
                 score_batch(model, x_raw, targets, self.whole, sums, criterion, self.placement)
         return sums.means(self.ranks, criterion.weights)
+
+
+def grouped(batches: list[tuple], n: int) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """(patches, {output: targets}) batches joined `n` at a time, in order."""
+    joined = []
+    for group in (batches[i : i + n] for i in range(0, len(batches), n)):
+        targets = {k: torch.cat([t[k] for _, t in group]) for k in group[0][1]}
+        joined.append((torch.cat([x for x, _ in group]), targets))
+    return joined
 
 
 def make_validation(
