@@ -91,6 +91,25 @@ def test_a_cpu_keeps_the_params_batch_and_a_gpu_scales_the_rate():
     assert tight["train.batch_size"] < 8 and run_steps(tight, training) == 480 * 8 // tight["train.batch_size"]
 
 
+def test_a_larger_patch_on_a_cpu_keeps_the_params_voxels():
+    """The volume example's case: the whole scan is proposed as the patch (3.4x the params'
+    voxels). On a CPU the run draws it fewer times, so that it trains on about as many voxels
+    as the params' run (its time); the steps stay in range. A GPU keeps the steps."""
+    fp = _fingerprint((24, 48, 48), (3.0, 1.0, 1.0), rows=60)
+    changes = {"epochs": 30, "batch_size": 8, "patches_per_epoch": 96}
+    training = Training(train=TRAIN.model_copy(update=changes), rows=42, val=9, patch=(16, 32, 32))
+    rows = {k: (v, why) for k, v, why in propose(fp, 6 * 2**30, MASK, training=training)}
+    sides, batch = rows["inputs.*.size"][0], rows["train.batch_size"][0]
+    grown = math.prod(sides) / (16 * 32 * 32)
+    assert grown > 2 and "as many voxels" in rows["train.patches_per_epoch"][1]
+    steps = run_steps({k: v for k, (v, _) in rows.items()}, training)
+    voxels, before = steps * batch * math.prod(sides), 30 * 12 * 8 * 16 * 32 * 32
+    assert STEPS[0] <= steps and 0.85 <= voxels / before <= 1.15, (steps, voxels / before)
+    unknown = Training(train=training.train, rows=42, val=9)  # no params' patch: the steps kept
+    kept = {k: v for k, v, _ in propose(fp, 6 * 2**30, MASK, training=unknown)}
+    assert run_steps(kept, training) == pytest.approx(steps * grown, rel=0.1)
+
+
 def test_whole_images_get_epochs_for_their_steps():
     """Resize mode: an epoch is the training rows, so the steps come from the number of epochs."""
     fp = _fingerprint((48, 48), (1.0, 1.0), rows=60)

@@ -57,7 +57,7 @@ def propose(
     memory = batch_row(fp, patch.sides, per_patch, budget, "patch" if first.patched else dims.words.item)
     if training is None:
         return rows + [memory] + ([foreground_row(fp)] if first.patched else [])
-    budgeted, epoch = budget_rows(memory, training, first.patched, budget > GPU_BUDGET)
+    budgeted, epoch = budget_rows(memory, training, first.patched, budget > GPU_BUDGET, patch.sides)
     rows += budgeted
     if first.patched:
         rows.append(foreground_row(fp))

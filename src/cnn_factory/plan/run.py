@@ -39,7 +39,10 @@ def make_plan(cfg: Config, sample: int, budget_gb: float | None) -> Plan:
     budget, source = budget_of(budget_gb)
     split = cfg.data.split
     training = Training(
-        train=cfg.train, rows=round(fp.rows * (1 - split.val - split.test)), val=round(fp.rows * split.val)
+        train=cfg.train,
+        rows=round(fp.rows * (1 - split.val - split.test)),
+        val=round(fp.rows * split.val),
+        patch=cfg.first_input.size if cfg.patch_mode else None,
     )
     cached = wants_pretrained(fp) and pretrained_cached(ENCODER)
     rows = propose(fp, budget, cfg.outputs, weights=cached, training=training)
