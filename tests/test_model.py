@@ -241,6 +241,34 @@ def test_a_strided_stem_round_trips_and_old_files_have_a_full_one(tmp_path):
     assert load_model(tmp_path / "old.pt")[0].encoder.stem == [1, 1, 1]
 
 
+def test_a_strided_stem_lifts_by_a_learned_up_sampling_and_old_files_keep_theirs(tmp_path):
+    """The strided stem's last step has no skip to sharpen it: new model files learn it (a
+    transposed convolution) whatever model.upsample says; files from before keep model.upsample's."""
+    import yaml
+
+    from cnn_factory.config import parse_params
+    from cnn_factory.model import model_args
+
+    def lifting(model: MultiOutputNet) -> set[type]:
+        lifts = [m for head in model.heads.values() for m in head.modules() if type(m).__name__ == "Lift"]
+        assert len(lifts) == 2  # organ's and tissue's decoders
+        return {type(m) for lift in lifts for m in lift.modules()}
+
+    root = Path(__file__).resolve().parents[1]
+    p = yaml.safe_load((root / "examples" / "volumes" / "params.yaml").read_text())
+    p["model"]["upsample"] = "bilinear"
+    cfg = parse_params(p)
+    made = model_args(cfg.model, cfg.inputs, cfg.outputs, {"spacing": [3.2, 1.0, 1.0], "outputs": {}})
+    assert made["lift"] == "transpose" and made["upsample"] == "bilinear" and made["stem"] == [1, 2, 2]
+    args = {**made, "outputs": VOLUME_OUTPUTS}
+    assert lifting(MultiOutputNet.from_args(args)) >= {torch.nn.ConvTranspose3d} - {torch.nn.Upsample}
+    assert torch.nn.Upsample not in lifting(MultiOutputNet.from_args(args))
+    old = {k: v for k, v in args.items() if k != "lift"}  # a model file from before the learned lift
+    save_model(tmp_path / "old.pt", MultiOutputNet.from_args(old), old, {})
+    loaded = lifting(load_model(tmp_path / "old.pt")[0])
+    assert torch.nn.Upsample in loaded and torch.nn.ConvTranspose3d not in loaded
+
+
 def test_the_model_file_records_the_stem_per_axis_from_the_target_spacing():
     import yaml
 
@@ -335,7 +363,7 @@ def test_a_model_file_keeps_the_flat_model_args_it_always_had(tmp_path):
     torch.save({"format": "cnn-factory/2", "model_args": flat, "state_dict": state, "epoch": 3}, tmp_path / "old.pt")
     model, meta = load_model(tmp_path / "old.pt")
     assert model.shape == shape and meta["epoch"] == 3
-    assert model.args() == {**flat, "dims": 2, "stem": "full"}
+    assert model.args() == {**flat, "dims": 2, "stem": "full", "lift": "upsample"}
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     torch.save(
         {"format": "cnn-factory/2", "model_args": {**flat, "width": 2}, "state_dict": state}, tmp_path / "odd.pt"

@@ -7,7 +7,7 @@ for classes and (B,) for a number; of volumes alike, with a depth axis before H.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -42,9 +42,20 @@ class UpBlock(nn.Module):
         return self.conv(x)
 
 
+class Lifting(NamedTuple):
+    """A strided stem's last decoder step: its stride per axis, and how it up-samples: "transpose"
+    (learned; what model files record since the strided stem's figures were measured with it),
+    or model.upsample's way for files from before."""
+
+    scale: list[int]
+    upsample: str
+
+
 class Lift(nn.Module):
-    """Up-sampling by `scale` per axis to `cout` channels (model.upsample's way), normalisation and
-    ReLU: a strided stem's last decoder step, without a convolution at the full resolution."""
+    """Up-sampling by `scale` per axis to `cout` channels, normalisation and ReLU: a strided stem's
+    last decoder step, without a convolution at the full resolution. Learned ("transpose"), each
+    full-resolution voxel of a coarse one gets its own weights; interpolated ("bilinear", +1x1
+    convolution), the mask's edges can only be as sharp as the half-resolution map's."""
 
     def __init__(self, cin: int, cout: int, norm: str, upsample: str, scale: list[int]):
         super().__init__()
@@ -82,7 +93,7 @@ class UNetDecoder(nn.Module):
         join: str,
         classes: int = 0,
         stride: int = 1,
-        lift: list[int] | None = None,
+        lift: Lifting | None = None,
     ):
         super().__init__()
         self.size, self.classes = tuple(size), classes
@@ -100,7 +111,7 @@ class UNetDecoder(nn.Module):
         )
         if lift:
             widths.append(max(widths[-1] // 2, 4))
-            self.finish.append(Lift(widths[-2], widths[-1], norm, upsample, lift))
+            self.finish.append(Lift(widths[-2], widths[-1], norm, lift.upsample, lift.scale))
         self.head = SPATIAL[dims].conv(widths[-1], classes or 1, 1)
         self.interpolation = SPATIAL[dims].interpolation
 
