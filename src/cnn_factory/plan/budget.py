@@ -4,10 +4,7 @@ one cheap), the learning rate that fits it, and `train.patches_per_epoch` (patch
 `train.epochs` (whole images) so that the run takes a sensible number of optimiser steps: the
 params' own count (times the batch's shrinking, for as many patches), kept within STEPS.
 nnU-Net fixes its iterations per epoch (250) and epochs (1000) for the same reason: a larger
-batch must not mean fewer steps. On a CPU a step's time grows with the voxels it carries, so a
-proposed patch larger than the params' is drawn fewer times: the run trains on as many voxels as
-the params' and takes about their time (a 3.4x patch at the same steps took 3.3x the time on the
-volume example, benchmarks/README.md).
+batch must not mean fewer steps.
 """
 
 from __future__ import annotations
@@ -31,7 +28,7 @@ class Training:
     train: TrainConfig
     rows: int  # training rows: the split's share of the CSV
     val: int  # validation rows
-    patch: Sequence[int] | None = None  # the params' patch (patch mode): what a CPU's time budget is counted in
+    patch: Sequence[int] | None = None  # the params' patch (patch mode): on a CPU no side is proposed larger
 
 
 def optimiser_steps(items: int, batch: int, train: TrainConfig) -> int:
@@ -44,26 +41,19 @@ def epoch_items(training: Training, patched: bool) -> int:
     return (training.train.patches_per_epoch if patched else None) or training.rows
 
 
-def budget_rows(
-    memory: tuple, training: Training, patched: bool, gpu: bool, sides: Sequence[int] = ()
-) -> tuple[list[tuple], int]:
+def budget_rows(memory: tuple, training: Training, patched: bool, gpu: bool) -> tuple[list[tuple], int]:
     """(params key, value, reason) rows for the batch, the learning rate and the steps; and the
-    items (patches or rows) of a proposed epoch. `memory`: the batch row of the memory budget;
-    `sides`: the proposed patch."""
+    items (patches or rows) of a proposed epoch. `memory`: the batch row of the memory budget."""
     t = training.train
     batch, why = batch_choice(memory[1], t.batch_size, gpu)
     rows = [("train.batch_size", batch, f"{memory[2]}; {why}"), lr_row(t, batch)]
     before = t.epochs * optimiser_steps(epoch_items(training, patched), t.batch_size, t)
     # a larger batch keeps the steps (more patches, about the same time on a GPU); a smaller one
-    # keeps the patches (the same time on a CPU), in more steps; on a CPU a larger patch is drawn
-    # fewer times, for as many voxels
-    grown = growth(training.patch, sides) if patched and not gpu else 1.0
-    wanted = before * max(1.0, t.batch_size / batch) / grown
+    # keeps the patches (the same time on a CPU), in more steps
+    wanted = before * max(1.0, t.batch_size / batch)
     target = round(min(max(wanted, STEPS[0]), STEPS[1]))
     said = f"the params' {before} optimiser steps at batch {t.batch_size}"
     said += f", times {t.batch_size}/{batch} for as many patches" if batch < t.batch_size else ""
-    if grown > 1:
-        said += f", over {grown:.2g} for as many voxels (a patch {grown:.2g}x the params'; on a CPU time follows them)"
     said += f", brought into {STEPS[0]}-{STEPS[1]}" if target != round(wanted) else ""
     if patched:  # the steps per epoch from the patches an epoch draws
         per_epoch = times(target, t.epochs)
@@ -77,13 +67,6 @@ def budget_rows(
         f"{epochs} epochs of {per_epoch} steps of {batch} ({training.rows} rows): {epochs * per_epoch} steps, as {said}"
     )
     return [*rows, ("train.epochs", epochs, why)], training.rows
-
-
-def growth(params: Sequence[int] | None, sides: Sequence[int]) -> float:
-    """How many times the params' patch's voxels the proposed patch holds, at least 1."""
-    if not params or not sides or len(params) != len(sides):
-        return 1.0
-    return max(1.0, math.prod(sides) / math.prod(params))
 
 
 def times(target: int, each: int) -> int:

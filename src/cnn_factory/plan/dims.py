@@ -48,6 +48,9 @@ class Dims:
     spacing: Callable[[Fingerprint], list[str]]  # the fingerprint's lines on the files' spacing
     data_share: float | None  # nnU-Net: a batch covers at most this share of the data set's voxels
     encoders: bool  # timm's pretrained encoders are 2-D
+    # the first size is the whole median item, which a CPU pays for in time: the params' own patch
+    # caps it there (images start from their objects' size, which a smaller patch would not hold)
+    capped: bool
 
 
 def choose_mode(fp: Fingerprint) -> First:
@@ -143,6 +146,7 @@ IMAGES = Dims(
     spacing=no_spacing,
     data_share=None,
     encoders=True,
+    capped=False,
 )
 VOLUMES = Dims(
     words=Words(item="scan", cell="voxel", unit="mm"),
@@ -152,6 +156,7 @@ VOLUMES = Dims(
     spacing=scan_spacing,
     data_share=0.05,
     encoders=False,
+    capped=True,
 )
 BY_AXES = {2: IMAGES, 3: VOLUMES}
 
