@@ -4,7 +4,8 @@
 
 Reads params.yaml `example` (rows, size, seed); writes images/, labels/ and data.csv
 (see cnn_factory/data/example.py for what the images show). A `size` of three numbers
-[depth, height, width] writes scans instead (NIfTI; cnn_factory/data/volumes_example.py).
+[depth, height, width] writes scans instead (cnn_factory/data/volumes_example.py), NIfTI files or,
+with `example.format: dicom`, DICOM series.
 """
 
 from cnn_factory import runtime
@@ -28,8 +29,8 @@ def main() -> None:
     ex = load_params().example
     if len(ex.size) == 3:
         d, h, w = ex.size
-        make_volume_example(Path(args.out), ex.rows, (d, h, w), ex.seed)
-        print(f"example: wrote {ex.rows} scans to {args.out}")
+        make_volume_example(Path(args.out), ex.rows, (d, h, w), ex.seed, ex.format)
+        print(f"example: wrote {ex.rows} scans ({ex.format}) to {args.out}")
         return
     h, w = ex.size
     make_example(Path(args.out), ex.rows, (h, w), ex.seed)

@@ -129,6 +129,16 @@ def test_split_fractions_must_leave_training_rows(params):
     assert "data.split: val + test must leave rows for training" in _error(params)
 
 
+def test_the_example_writes_dicom_series_of_scans_only(params):
+    assert parse_params(params).example.format == "nifti"  # the default: the 2-D example's params name none
+    params["example"]["format"] = "dicom"
+    assert "example.format: dicom writes scans: give example.size three numbers" in _error(params)
+    params["example"]["size"] = [8, 16, 16]
+    assert parse_params(params).example.format == "dicom"
+    params["example"]["format"] = "dcm"
+    assert "example.format: unknown value 'dcm'; expected one of nifti, dicom" in _error(params)
+
+
 def test_not_yaml(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("train: [unclosed\n")

@@ -3,6 +3,7 @@ whatever the files' order, and one line for each kind of bad series."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -10,13 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from cnn_factory.config import parse_params
 from cnn_factory.data.prepare import prepare
 from cnn_factory.data.volumes_example import make_volume_example
-from cnn_factory.dicom import is_series, read_series
+from cnn_factory.dicom import is_series, read_series, write_series
 from cnn_factory.errors import UserError
 from cnn_factory.volumes import read_volume, spacing_affine, write_volume
 from tests.test_cli import cli
@@ -36,39 +35,6 @@ def oblique_affine(spacing=(3.0, 0.8, 0.7), degrees=30.0, origin=(-40.0, 25.0, 1
     return affine
 
 
-def write_series(
-    folder: Path, values: np.ndarray, affine: np.ndarray, order=None, series=None, slope=SLOPE, intercept=INTERCEPT
-) -> Path:
-    """One CT series: a file per slice, positions and orientation from `affine` (RAS+ to LPS+), the
-    stored values such that slope x stored + intercept gives `values`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
-    rows, columns = lps[:3, 2] / np.linalg.norm(lps[:3, 2]), lps[:3, 1] / np.linalg.norm(lps[:3, 1])
-    series = series or generate_uid()
-    for k in order if order is not None else range(len(values)):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = (
-            CTImageStorage,
-            meta.MediaStorageSOPInstanceUID,
-            series,
-        )
-        ds.Modality, ds.InstanceNumber = "CT", int(k) + 1
-        ds.Rows, ds.Columns = values.shape[1:]
-        ds.ImagePositionPatient = [round(float(v), 6) for v in lps[:3, 3] + k * lps[:3, 0]]
-        ds.ImageOrientationPatient = [round(float(v), 8) for v in (*rows, *columns)]
-        ds.PixelSpacing = [round(float(np.linalg.norm(lps[:3, 1])), 6), round(float(np.linalg.norm(lps[:3, 2])), 6)]
-        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1  # signed
-        ds.PixelData = ((values[k] - intercept) / slope).astype(np.int16).tobytes()
-        ds.save_as(folder / f"slice-{k:03d}.dcm", enforce_file_format=True)
-    return folder
-
-
 def scan() -> np.ndarray:
     rng = np.random.default_rng(0)
     return (SLOPE * rng.integers(0, 1500, (6, 10, 12)) + INTERCEPT).astype(np.float32)  # HU from -1024
@@ -76,7 +42,7 @@ def scan() -> np.ndarray:
 
 def test_a_series_reads_as_its_nifti_file_does(tmp_path):
     values, affine = scan(), oblique_affine()
-    folder = write_series(tmp_path / "series", values, affine)
+    folder = write_series(tmp_path / "series", values, affine, SLOPE, INTERCEPT)
     write_volume(tmp_path / "scan.nii.gz", values, affine)
     nifti = read_volume(tmp_path / "scan.nii.gz", "test")
     array, spacing, dicom_affine = read_series(folder, "test")
@@ -88,16 +54,27 @@ def test_a_series_reads_as_its_nifti_file_does(tmp_path):
 
 def test_the_slices_order_comes_from_their_positions_not_the_file_names(tmp_path):
     values, affine = scan(), oblique_affine(degrees=-15)
-    ordered = read_series(write_series(tmp_path / "a", values, affine), "test")
-    shuffled = read_series(write_series(tmp_path / "b", values, affine, order=[3, 0, 5, 1, 4, 2]), "test")
-    assert np.array_equal(ordered[0], shuffled[0]) and np.allclose(ordered[2], shuffled[2])
+    ordered = read_series(write_series(tmp_path / "a", values, affine, SLOPE, INTERCEPT), "test")
+    folder = write_series(tmp_path / "b", values, affine, SLOPE, INTERCEPT)
+    files = sorted(folder.iterdir())
+    for k, path in zip([3, 0, 5, 1, 4, 2], files):  # names no longer in the slices' order
+        path.rename(folder / f"{k}.tmp")
+    for path in folder.iterdir():
+        path.rename(path.with_suffix(""))
+    shuffled = read_series(folder, "test")
+    assert sorted(p.name for p in folder.iterdir()) == [str(k) for k in range(6)]
+    assert np.array_equal(ordered[0], shuffled[0]) and np.array_equal(ordered[2], shuffled[2])
+    assert np.array_equal(ordered[0][0], values) and not np.array_equal(values, values[[3, 0, 5, 1, 4, 2]])
 
 
 def test_bad_series_are_one_line_each(tmp_path):
     values, affine = scan(), oblique_affine()
-    gap = write_series(tmp_path / "gap", values, affine, order=[0, 1, 2, 4, 5])
-    mixed = write_series(tmp_path / "mixed", values, affine, order=[0, 1, 2])
-    write_series(mixed, values, affine, order=[3, 4, 5])  # another SeriesInstanceUID
+    gap = write_series(tmp_path / "gap", values, affine, SLOPE, INTERCEPT)
+    (gap / "slice-003.dcm").unlink()
+    mixed = write_series(tmp_path / "mixed", values, affine, SLOPE, INTERCEPT)
+    other = write_series(tmp_path / "other", values + SLOPE, affine, SLOPE, INTERCEPT)  # another SeriesInstanceUID
+    for k in (3, 4, 5):
+        shutil.copy(other / f"slice-{k:03d}.dcm", mixed)
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images")
     for folder, message in (
@@ -129,17 +106,42 @@ def test_prepare_reads_dicom_series_in_a_csv_as_it_reads_their_nifti_files(tmp_p
     paired = tmp_path / "paired.csv"  # make-csv pairs a series' folder with the label volume of its name
     cli("make-csv", str(dicom / "images"), str(dicom / "labels"), "--out", str(paired), cwd=tmp_path)
     assert paired.read_text().splitlines()[1] == "dicom/images/0000,dicom/labels/0000.nii.gz"
+    prepared, arrays = prepare_both(nifti, dicom)
+    for path in arrays:
+        assert (prepared["nifti"] / path).read_bytes() == (prepared["dicom"] / path).read_bytes(), path
+
+
+def prepare_both(nifti: Path, dicom: Path) -> tuple[dict[str, Path], list[Path]]:
+    """Each data set prepared into its own prepared/ (volume_params); the arrays' paths below it."""
     prepared = {}
     for name, folder in (("nifti", nifti), ("dicom", dicom)):
-        cfg = parse_params(volume_params(folder))
-        prepare(cfg, tmp_path / name / "prepared", tmp_path / name / "cache", workers=1)
-        prepared[name] = tmp_path / name / "prepared"
+        prepare(parse_params(volume_params(folder)), folder / "prepared", folder / "cache", workers=1)
+        prepared[name] = folder / "prepared"
     arrays = sorted(
         p.relative_to(prepared["nifti"]) for p in prepared["nifti"].rglob("*") if p.suffix in (".npy", ".u8")
     )
     assert len(arrays) > 10
+    return prepared, arrays
+
+
+def test_the_volume_example_written_as_dicom_prepares_as_its_nifti_files_do(tmp_path):
+    """example.format dicom against nifti, on the generator's own grids (float32 NIfTI headers, which
+    DICOM's 16-character decimals hold to 1e-11 mm): prepare resamples to the same target spacing and
+    writes every array byte for byte the same; each scan's own spacing (spacing.npy, the millimetres
+    evaluate scores in) is the one thing that differs, by under 1e-11 mm."""
+    for name in ("nifti", "dicom"):
+        make_volume_example(tmp_path / name, rows=8, size=(8, 16, 16), seed=3, format=name)
+    prepared, arrays = prepare_both(tmp_path / "nifti", tmp_path / "dicom")
+    manifests = [json.loads((prepared[k] / "manifest.json").read_text()) for k in ("nifti", "dicom")]
+    assert manifests[0]["spacing"] == manifests[1]["spacing"] and len(manifests[0]["spacing"]) == 3
+    spacings = [p for p in arrays if p.name == "spacing.npy"]
+    assert len(spacings) == 3  # one per split
     for path in arrays:
-        assert (prepared["nifti"] / path).read_bytes() == (prepared["dicom"] / path).read_bytes(), path
+        if path in spacings:
+            ours, theirs = (np.load(prepared[k] / path) for k in ("dicom", "nifti"))
+            assert ours.shape == theirs.shape and np.allclose(ours, theirs, rtol=0, atol=1e-11), path
+        else:
+            assert (prepared["nifti"] / path).read_bytes() == (prepared["dicom"] / path).read_bytes(), path
 
 
 def test_predict_on_a_series_writes_masks_on_its_grid_as_on_its_nifti_file(served_scans, tmp_path):

@@ -38,6 +38,17 @@ class ExampleConfig(Strict):
         description="[height, width] of the generated images; [depth, height, width]: generated scans (volumes)"
     )
     seed: int = Field(ge=0, description="generator seed: the same seed gives the same files")
+    format: Literal["nifti", "dicom"] = Field(
+        "nifti", description="scans: nifti (.nii.gz files) | dicom (a DICOM series' folder per scan); labels stay NIfTI"
+    )
+
+    @model_validator(mode="after")
+    def _dicom_is_for_scans(self) -> Self:
+        if self.format == "dicom" and len(self.size) != 3:
+            raise custom(
+                "example", "dicom writes scans: give example.size three numbers [depth, height, width]", key="format"
+            )
+        return self
 
 
 class SplitConfig(Strict):

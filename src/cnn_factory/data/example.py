@@ -101,16 +101,19 @@ def write_data_set(
     samples: Iterable[tuple[Any, Any, tuple]],
     suffix: str = ".png",
     write: Callable[[Path, Any], None] = write_image,
+    images: tuple[str, Callable[[Path, Any], None]] | None = None,
 ) -> None:
     """Writes out/images/*<suffix>, out/labels/*<suffix> and out/data.csv (image, labels,
     *value_columns), one row per (image, label map, values) sample, each file by `write`
-    (path, item); an existing `out` is replaced."""
+    (path, item); `images`, the images' own (suffix, write) where they differ from the label
+    maps' (a DICOM series: a folder, no suffix); an existing `out` is replaced."""
+    image_suffix, write_img = images or (suffix, write)
     with _data_set_folder(out, ["image", "labels", *value_columns]) as writer:
         for i, (img, labels, values) in enumerate(samples):
-            name = f"{i:04d}{suffix}"
-            write(out / "images" / name, img)
-            write(out / "labels" / name, labels)
-            writer.writerow([f"images/{name}", f"labels/{name}", *values])
+            image, label_map = f"images/{i:04d}{image_suffix}", f"labels/{i:04d}{suffix}"
+            write_img(out / image, img)
+            write(out / label_map, labels)
+            writer.writerow([image, label_map, *values])
 
 
 def make_example(out: Path, rows: int, size: tuple[int, int], seed: int) -> None:

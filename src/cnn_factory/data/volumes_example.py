@@ -1,6 +1,7 @@
 """A generated volume data set: small anisotropic scans of an organ with a tumour, generated deterministically.
 
     make_volume_example(Path("data/volumes"), rows=40, size=(24, 48, 48), seed=0)
+    make_volume_example(Path("data/volumes"), rows=40, format="dicom")  # the scans as DICOM series
 
 Each scan is a 16-bit NIfTI volume of about `size` voxels (each axis drawn within a sixth of it),
 its slices 2.5-4 mm apart and its pixels 0.8-1.2 mm, on a smooth uneven background with noise
@@ -12,6 +13,10 @@ counted from the label map and the spacing, as a reader of the files would compu
 
 Writes out/images/*.nii.gz, out/labels/*.nii.gz and out/data.csv (image, labels, grade,
 tumour_ml), paths relative to `out` as in the 2-D example's CSV; an existing `out` is replaced.
+With `format="dicom"` each scan is a DICOM series instead, out/images/0000/slice-000.dcm on (a
+CSV cell names the folder), the same voxels on the same grid: int16 stored values with
+RescaleIntercept -1024 (every voxel maps back exactly), the geometry of the NIfTI file's float32
+header in DICOM's decimal strings (within 1e-11 mm of it); the label volumes stay NIfTI.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from cnn_factory.data.example import write_data_set
+from cnn_factory.dicom import write_series
 from cnn_factory.volumes import spacing_affine, write_volume
 
 GRADES = ("low", "high")
+FORMATS = ("nifti", "dicom")  # how the scans are written; label volumes are NIfTI either way
+DICOM_INTERCEPT = -1024.0  # stored values from 0 up for the scans' -1000 and up, as CT scanners store them
 Spacing = tuple[float, float, float]
 
 
@@ -68,8 +76,20 @@ def tumour_ml(labels: np.ndarray, spacing: Spacing) -> float:
     return float(np.count_nonzero(labels == 2) * np.prod(spacing) / 1000)
 
 
-def make_volume_example(out: Path, rows: int, size: tuple[int, int, int] = (24, 48, 48), seed: int = 0) -> None:
-    """Writes `rows` scans, their label maps and data.csv under `out` (the module's docstring)."""
+def write_dicom_scan(folder: Path, scan: tuple[np.ndarray, np.ndarray]) -> None:
+    """A (voxels, affine) scan as the DICOM series of the NIfTI file write_volume writes: its grid
+    as that file's header holds it (float32), so that both read to the same arrays and grid."""
+    voxels, affine = scan
+    write_series(folder, voxels, affine.astype(np.float32).astype(np.float64), intercept=DICOM_INTERCEPT)
+
+
+def make_volume_example(
+    out: Path, rows: int, size: tuple[int, int, int] = (24, 48, 48), seed: int = 0, format: str = "nifti"
+) -> None:
+    """Writes `rows` scans (`format`: nifti or dicom), their label maps and data.csv under `out`
+    (the module's docstring)."""
+    if format not in FORMATS:
+        raise ValueError(f"format {format!r}: expected one of {', '.join(FORMATS)}")
     rng = np.random.default_rng(seed)
 
     def samples() -> Iterator[tuple[tuple, tuple, tuple[str, str]]]:  # ((voxels, affine), (labels, affine), values)
@@ -82,4 +102,7 @@ def make_volume_example(out: Path, rows: int, size: tuple[int, int, int] = (24, 
             affine = spacing_affine(spacing, origin=(x, y, z))
             yield (image, affine), (labels, affine), (grade, f"{tumour_ml(labels, spacing):.3f}")
 
-    write_data_set(out, ("grade", "tumour_ml"), samples(), ".nii.gz", lambda path, scan: write_volume(path, *scan))
+    images = ("", write_dicom_scan) if format == "dicom" else None  # a series' folder, named without a suffix
+    write_data_set(
+        out, ("grade", "tumour_ml"), samples(), ".nii.gz", lambda path, scan: write_volume(path, *scan), images
+    )
