@@ -31,14 +31,14 @@ AREA = {"type": "measure", "of": "round", "measure": "area", "column": "round_px
 
 
 def with_columns(example_dir: Path, spacing: dict[int, str] | None = None) -> Path:
-    """The example's data.csv with `round_px`, the round shape's true area in pixels of each label
-    map, and `pixel_mm`, 0.5 mm per pixel (or the cells `spacing` gives by row index)."""
+    """The example's data.csv with `pixel_mm`, 0.5 mm per pixel (or the cells `spacing` gives by row
+    index), beside its `round_px`, the round shape's true area in pixels of each label map."""
     path = example_dir / "data.csv"
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     for i, row in enumerate(rows):
         labels = np.asarray(Image.open(example_dir / row["labels"]))
-        row["round_px"] = str(int(np.count_nonzero(labels == 1)))
+        assert row["round_px"] == str(int(np.count_nonzero(labels == 1)))
         row["pixel_mm"] = (spacing or {}).get(i, "0.5")
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
