@@ -144,7 +144,8 @@ def checkpoint_epoch(repo: Path, name: str = "example") -> int:
 
 
 def make_repo(path: Path, params: dict) -> Path:
-    """A git + DVC repository holding this project's code, dvc.yaml and the given params."""
+    """A git + DVC repository holding this project's code, dvc.yaml, its plot templates (.dvc/plots)
+    and the given params."""
     path.mkdir(parents=True, exist_ok=True)
     for folder in ("stages", "src"):
         shutil.copytree(ROOT / folder, path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -153,6 +154,7 @@ def make_repo(path: Path, params: dict) -> Path:
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], path)
     run(["dvc", "init", "-q"], path)
+    shutil.copytree(ROOT / ".dvc" / "plots", path / ".dvc" / "plots")
     run(["git", "add", "-A"], path)
     run(["git", "commit", "-qm", "init"], path)
     return path
