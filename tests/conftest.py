@@ -31,6 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZE = [16, 16]
 
 
+def with_majority(row: str, value: str) -> str:
+    """A row of the example's data.csv (image,labels,majority,round_px) with `value` in its majority cell."""
+    cells = row.split(",")
+    return ",".join([*cells[:2], value, *cells[3:]])
+
+
 def tiny_params(rows: int = 24) -> dict:
     """The repository's params.yaml, shrunk to 16x16 images and a few seconds of training."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -138,7 +144,8 @@ def checkpoint_epoch(repo: Path, name: str = "example") -> int:
 
 
 def make_repo(path: Path, params: dict) -> Path:
-    """A git + DVC repository holding this project's code, dvc.yaml and the given params."""
+    """A git + DVC repository holding this project's code, dvc.yaml, its plot templates (.dvc/plots)
+    and the given params."""
     path.mkdir(parents=True, exist_ok=True)
     for folder in ("stages", "src"):
         shutil.copytree(ROOT / folder, path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -147,9 +154,22 @@ def make_repo(path: Path, params: dict) -> Path:
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], path)
     run(["dvc", "init", "-q"], path)
+    shutil.copytree(ROOT / ".dvc" / "plots", path / ".dvc" / "plots")
     run(["git", "add", "-A"], path)
     run(["git", "commit", "-qm", "init"], path)
     return path
+
+
+def with_plots(repo: Path, *folders: str) -> None:
+    """repo's dvc.yaml with the plots of eval/plots/<folder> that it ships commented out (values,
+    bland_altman: for numeric and measure outputs) uncommented, as docs/evaluation.md says to."""
+    dvc_yaml = repo / "dvc.yaml"
+    text = dvc_yaml.read_text()
+    for folder in folders:
+        start = text.index(f"  # - eval/plots/{folder}:")
+        end = text.index("\n", text.index("y_label", start)) + 1
+        text = text[:start] + text[start:end].replace("  # ", "  ") + text[end:]
+    dvc_yaml.write_text(text)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from skimage import io
 
-from tests.conftest import make_repo, run, tiny_params
+from tests.conftest import make_repo, run, tiny_params, with_majority
 
 pytestmark = pytest.mark.slow  # runs the real dvc pipeline; `pytest -m 'not slow'` skips it
 
@@ -154,7 +154,7 @@ CASES = {
     "class-id-out-of-range": (
         both(
             edit_params(lambda p: p["outputs"]["majority"].pop("classes")),
-            edit_csv(lambda lines: [lines[0]] + [x.rsplit(",", 1)[0] + ",7" for x in lines[1:]]),
+            edit_csv(lambda lines: [lines[0]] + [with_majority(x, "7") for x in lines[1:]]),
         ),
         "row 2, column 'majority': '7' is not a known class; expected one of 0, 1, 2",
     ),
@@ -173,7 +173,7 @@ CASES = {
         "row 2, column 'area': 'nan' is not a finite number",
     ),
     "empty-cell": (
-        edit_csv(lambda lines: [x if i != 4 else x.rsplit(",", 1)[0] + "," for i, x in enumerate(lines)]),
+        edit_csv(lambda lines: [x if i != 4 else with_majority(x, "") for i, x in enumerate(lines)]),
         "row 5, column 'majority': empty cell; expected a value for outputs.majority",
     ),
     "unknown-split": (

@@ -31,14 +31,14 @@ AREA = {"type": "measure", "of": "round", "measure": "area", "column": "round_px
 
 
 def with_columns(example_dir: Path, spacing: dict[int, str] | None = None) -> Path:
-    """The example's data.csv with `round_px`, the round shape's true area in pixels of each label
-    map, and `pixel_mm`, 0.5 mm per pixel (or the cells `spacing` gives by row index)."""
+    """The example's data.csv with `pixel_mm`, 0.5 mm per pixel (or the cells `spacing` gives by row
+    index), beside its `round_px`, the round shape's true area in pixels of each label map."""
     path = example_dir / "data.csv"
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     for i, row in enumerate(rows):
         labels = np.asarray(Image.open(example_dir / row["labels"]))
-        row["round_px"] = str(int(np.count_nonzero(labels == 1)))
+        assert row["round_px"] == str(int(np.count_nonzero(labels == 1)))
         row["pixel_mm"] = (spacing or {}).get(i, "0.5")
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -91,6 +91,27 @@ def test_prepare_stores_truth_and_spacing_and_names_a_bad_spacing_cell(params, e
     assert "row 7, column 'pixel_mm': '-1' is not positive" in text
 
 
+def test_the_shipped_plot_templates_draw_a_measures_rows():
+    """dvc.yaml's values and Bland-Altman entries name templates in .dvc/plots: DVC fills every anchor
+    of each from a measure's rows, the Bland-Altman rows carrying the unit their lines are labelled in."""
+    from dvc_render.vega import VegaRenderer
+
+    output = make_output("v", (8, 16, 16), type="measure", of="tumour", measure="volume", column="tumour_ml")
+    plots = Scorer.of(output).plots({"true": np.array([1.0, 2.0, np.nan]), "measured": np.array([1.5, 1.5, 3.0])})
+    assert plots["bland_altman"] == [
+        {"mean": 1.25, "difference": 0.5, "unit": "mL"},
+        {"mean": 1.75, "difference": -0.5, "unit": "mL"},
+    ]
+    for template, rows, x, y in (
+        ("bland_altman", plots["bland_altman"], "mean", "difference"),
+        ("identity_scatter", plots["values"], "truth", "prediction"),
+    ):
+        data = [{**row, "rev": "workspace"} for row in rows]
+        folder = str(Path(__file__).resolve().parents[1] / ".dvc" / "plots")
+        spec = VegaRenderer(data, template, template=template, template_dir=folder, x=x, y=y).get_filled_template()
+        assert "<DVC_METRIC" not in json.dumps(spec) and spec["data"]["values"] == data
+
+
 def test_a_measure_beside_the_masks_trains_evaluates_and_predicts(params, example_dir, tmp_path, monkeypatch):
     params["data"].update(csv=str(with_columns(example_dir)), root=str(example_dir))
     params["train"].update(epochs=1, log_images_every=0)
@@ -121,7 +142,8 @@ def test_a_measure_beside_the_masks_trains_evaluates_and_predicts(params, exampl
     assert figures["round_area/loa_high"] == pytest.approx(difference.mean() + 1.96 * difference.std(ddof=1))
     assert figures["round_area/bias_ci_low"] <= figures["round_area/bias"] <= figures["round_area/bias_ci_high"]
     points = json.loads((tmp_path / "eval" / "plots" / "bland_altman" / "round_area.json").read_text())
-    assert len(points) == len(difference) and set(points[0]) == {"mean", "difference"}
+    assert len(points) == len(difference) and points[0].keys() == {"mean", "difference", "unit"}
+    assert {p["unit"] for p in points} == {"px"}
     header = (tmp_path / "eval" / "per_image.csv").read_text().splitlines()[0]
     assert "round_area/true,round_area/measured,round_area/difference" in header
     assert [f[1] for f in Scorer.of(model_file.outputs["round_mm2"]).summary_figures] == ["MAE mm2", "bias mm2"]

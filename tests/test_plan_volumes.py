@@ -68,7 +68,8 @@ def test_the_fingerprint_reads_grids_intensities_and_masks(scans):
     assert (
         0 < fp.masks.objects["tumour"] < fp.masks.objects["organ"] < 40
     )  # mm: the organ spans a third of the scan or so
-    assert set(fp.columns.values) == {"grade", "tumour_ml"} and fp.intensity[0] < fp.intensity[1] < fp.intensity[2]
+    assert set(fp.columns.values) == {"grade", "tumour_ml", "tumour_volume"}  # the measure's truth column too
+    assert fp.intensity[0] < fp.intensity[1] < fp.intensity[2]
 
 
 def test_proposals_fit_the_scans_and_divide_by_two_to_the_depth(scans):

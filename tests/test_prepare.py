@@ -16,6 +16,7 @@ from cnn_factory.data.prepare import prepare, validate_and_load, write_prepared
 from cnn_factory.data.row_keys import decoding_modules
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import KINDS
+from tests.conftest import with_majority
 
 
 def config_for(params: dict, example_dir: Path, csv_text: str | None = None, name: str = "data.csv"):
@@ -90,12 +91,12 @@ def test_split_column_assigns_rows(params, example_dir):
 def test_windows_line_endings_bom_and_quoted_paths_just_work(params, example_dir):
     (example_dir / "images" / "été 1.png").write_bytes((example_dir / "images" / "0000.png").read_bytes())
     lines = rows_of(example_dir)
-    lines[1] = '"images/été 1.png","labels/0000.png",' + lines[1].split(",")[2]
+    lines[1] = '"images/été 1.png","labels/0000.png",' + ",".join(lines[1].split(",")[2:])
     text = "\ufeff" + "\r\n".join(lines) + "\r\n"
     csv_path = example_dir / "windows.csv"
     csv_path.write_bytes(text.encode("utf-8"))
     table, _, rows = validate_and_load(config_for(params, example_dir, None, "windows.csv"))
-    assert table.header == ["image", "labels", "majority"]
+    assert table.header == ["image", "labels", "majority", "round_px"]
     assert len(rows) == 24
 
 
@@ -115,7 +116,7 @@ def test_windows_line_endings_bom_and_quoted_paths_just_work(params, example_dir
             "bad.csv: row 2, column 'majority': 'hexagon' is not a known class; expected one of disc, square, triangle",
         ),
         (
-            lambda L: L[:1] + [",".join(L[1].split(",")[:2]) + ","] + L[2:],
+            lambda L: L[:1] + [with_majority(L[1], "")] + L[2:],
             "bad.csv: row 2, column 'majority': empty cell",
         ),
         (lambda L: L[:1] + [L[1].replace("images/0000.png", "data.csv")] + L[2:], "bad.csv: row 2, column 'image':"),
@@ -158,7 +159,7 @@ def test_empty_file_and_directory_cells_say_so_plainly(params, example_dir):
 def test_all_problems_are_reported_at_once(params, example_dir):
     lines = rows_of(example_dir)
     lines[3] = lines[3].replace("images/0002.png", "images/missing.png")
-    lines[5] = ",".join(lines[5].split(",")[:2]) + ",circle"
+    lines[5] = with_majority(lines[5], "circle")
     message = problems(params, example_dir, "\n".join(lines))
     assert "row 4, column 'image': file not found" in message
     assert "row 6, column 'majority': 'circle' is not a known class" in message
@@ -342,7 +343,7 @@ def test_rows_that_decoded_are_kept_when_others_fail(params, example_dir, tmp_pa
 def test_two_workers_report_the_same_problems_in_row_order(params, example_dir, tmp_path):
     lines = rows_of(example_dir)
     lines[20] = lines[20].replace("images/0019.png", "images/missing.png")
-    lines[3] = ",".join(lines[3].split(",")[:2]) + ",circle"
+    lines[3] = with_majority(lines[3], "circle")
     cfg = config_for(params, example_dir, "\n".join(lines), "bad.csv")
     messages = []
     for workers in (1, 2):

@@ -240,7 +240,7 @@ def test_export_sidecar_of_a_volume_model_names_its_spacing_and_patch(scans, tmp
 
 @pytest.mark.slow
 def test_dvc_repro_of_the_volume_example_then_predict_on_its_test_scans(tmp_path):
-    from tests.conftest import make_repo, run
+    from tests.conftest import make_repo, run, with_plots
 
     params = yaml.safe_load((ROOT / "examples" / "volumes" / "params.yaml").read_text())
     params["example"].update(rows=16, size=[10, 20, 20])
@@ -248,10 +248,20 @@ def test_dvc_repro_of_the_volume_example_then_predict_on_its_test_scans(tmp_path
     params["model"].update(depth=2, filters=4)
     params["train"].update(epochs=2, batch_size=4, patches_per_epoch=8, val_patches=8, log_images_every=1)
     repo = make_repo(tmp_path / "repo", params)
+    with_plots(repo, "values", "bland_altman")  # as docs/volumes.md says for its number and measure
     result = run(["dvc", "repro"], repo)
     assert "8 patches of 8x16x16 from" in result.stdout and "resampled to" in result.stdout
     metrics = json.loads((repo / "eval" / "figures.json").read_text())["test"]
     assert {"dice", "hd95", "nsd"} <= set(metrics["tumour"]) and "accuracy" in metrics["grade"]
+    measured = metrics["tumour_volume"]  # the tumour mask's volume, beside the learned tumour_ml
+    assert measured["loa_low"] <= measured["bias"] <= measured["loa_high"] and "mae" in metrics["tumour_ml"]
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)
+    assert not shown.get("errors"), shown.get("errors")
+    [bland_altman] = shown["data"]["eval/plots/bland_altman/tumour_volume.json"]
+    assert {row["unit"] for row in bland_altman["content"]["data"]["values"]} == {"mL"}
+    assert {f"eval/plots/values/{name}.json" for name in ("tumour_ml", "tumour_volume")} <= set(shown["data"])
+    summary = run(["cnn-factory", "summary"], repo).stdout
+    assert f"  tumour_volume  MAE mL {measured['mae']:.4g} [" in summary and "  tumour_ml      MAE " in summary
     assert (repo / "dvclive" / "plots" / "images" / "organ" / "2.png").is_file()
     assert (repo / "eval" / "plots" / "images" / "organ_worst.png").is_file()
     manifest = json.loads((repo / "data" / "prepared" / "manifest.json").read_text())

@@ -8,7 +8,10 @@
 #   mkdir -p build/vega && cd build/vega && npm pack vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2 &&
 #   for f in *.tgz; do mkdir -p "${f%.tgz}" && tar xzf "$f" -C "${f%.tgz}"; done
 # The page's three script tags are pointed at them and headless Chromium (Debian: apt-get install
-# chromium) takes the screenshot. Run from the repository root after `dvc repro`.
+# chromium) takes the screenshot. The page names no charset: the CDN serves the scripts as UTF-8,
+# while scripts of a file:// page without one are read as windows-1252 (vega's minus sign drawn
+# as "âˆ’"), so the page
+# is given <meta charset="utf-8">. Run from the repository root after `dvc repro`.
 set -euo pipefail
 out=$(realpath -m "$1")
 vega=$(realpath "${2:-build/vega}")
@@ -17,6 +20,7 @@ shift $(( $# >= 2 ? 2 : 1 ))
 page=$(mktemp -d)
 dvc plots show --out "$page" "$@" > /dev/null
 sed -i \
+  -e 's#<head>#<head><meta charset="utf-8">#' \
   -e "s#https://cdn.jsdelivr.net/npm/vega@5.20.2#file://$vega/vega-5.20.2/package/build/vega.min.js#" \
   -e "s#https://cdn.jsdelivr.net/npm/vega-lite@5.2.0#file://$vega/vega-lite-5.2.0/package/build/vega-lite.min.js#" \
   -e "s#https://cdn.jsdelivr.net/npm/vega-embed@6.18.2#file://$vega/vega-embed-6.18.2/package/build/vega-embed.min.js#" \

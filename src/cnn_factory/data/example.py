@@ -4,8 +4,9 @@ Each RGB image shows 2-3 shapes on a noisy colour gradient. Shapes get random co
 colour threshold separates them; each kind has its own texture too (discs striped, squares
 checkered, triangles plain), which a small CNN learns in a few epochs on 2 CPU cores where
 outline alone took three times as long. The label map holds 0 (background), 1 (disc),
-2 (square) and 3 (triangle). `data.csv` names the image, the label map and the shape kind
-covering the most pixels (`majority`, chosen with a clear margin).
+2 (square) and 3 (triangle). `data.csv` names the image, the label map, the shape kind
+covering the most pixels (`majority`, chosen with a clear margin) and the discs' area in pixels
+(`round_px`: the truth a measure of the `round` mask is judged by; no default output reads it).
 
 `write_data_set` writes any such data set, images or scans (data/volumes_example.py makes the
 3-D one): its files, one per image and label map, and data.csv naming them.
@@ -120,9 +121,10 @@ def make_example(out: Path, rows: int, size: tuple[int, int], seed: int) -> None
     """Writes out/images/*.png, out/labels/*.png and out/data.csv."""
     rng = np.random.default_rng(seed)
 
-    def samples() -> Iterator[tuple[np.ndarray, np.ndarray, tuple[str]]]:
+    def samples() -> Iterator[tuple[np.ndarray, np.ndarray, tuple[str, str]]]:
         for _ in range(rows):
             img, labels, majority = make_sample(rng, *size)
-            yield img, labels, (KINDS[majority],)
+            # round_px is counted, not drawn: the generator's draws, so the seed's images, are unchanged
+            yield img, labels, (KINDS[majority], str(int(np.count_nonzero(labels == 1))))
 
-    write_data_set(out, ("majority",), samples())
+    write_data_set(out, ("majority", "round_px"), samples())

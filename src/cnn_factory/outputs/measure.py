@@ -170,10 +170,13 @@ class MeasureScorer(Scorer[MeasureOutput], of=MeasureOutput):
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
         known = ~np.isnan(columns["true"])
         pairs = list(zip(columns["true"][known].tolist(), columns["measured"][known].tolist()))
+        unit = self.output.unit_name  # one plot definition draws every measure: its lines' labels say the unit
         return {
             "values": [{"truth": round(t, 6), "prediction": round(m, 6)} for t, m in pairs],
             # Bland-Altman: the difference against the mean of the two, per image
-            "bland_altman": [{"mean": round((t + m) / 2, 6), "difference": round(m - t, 6)} for t, m in pairs],
+            "bland_altman": [
+                {"mean": round((t + m) / 2, 6), "difference": round(m - t, 6), "unit": unit} for t, m in pairs
+            ],
         }
 
 
