@@ -1,8 +1,11 @@
 """Several model files of one model predicting as one: their probabilities averaged, each member
-on its own normalisation; and the commands that take one model file saying so."""
+on its own normalisation, for images and for scans (sliding windows at the model's spacing); and
+the commands that take one model file saying so."""
 
 from __future__ import annotations
 
+import csv
+import io
 import shutil
 from pathlib import Path
 
@@ -46,14 +49,26 @@ def test_two_copies_of_a_model_predict_exactly_what_one_does(served, tmp_path):
         assert (tmp_path / "one" / path).read_bytes() == (tmp_path / "two" / path).read_bytes(), path
 
 
-def test_an_ensemble_averages_its_members_each_on_its_own_normalisation(served, tmp_path):
-    first = shutil.copy(served["resize"], tmp_path / "fold-0.pt")
-    second = another_member(served["resize"], tmp_path / "fold-1.pt")
+def a_model_and_its_images(request: pytest.FixtureRequest, kind: str) -> tuple[Path, list[Path]]:
+    """The resize model and its images, or the volume model (patch mode: sliding windows over
+    each scan at the model's spacing) and its scans."""
+    if kind == "image":
+        served = request.getfixturevalue("served")
+        return served["resize"], sorted(served["resize_images"].glob("*.png"))
+    scans = request.getfixturevalue("served_scans")
+    return scans["model"], [scans["folder"] / "oblique.nii.gz", scans["folder"] / "stack.tif"]
+
+
+@pytest.mark.parametrize("kind", ["image", "volume"])
+def test_an_ensemble_averages_its_members_each_on_its_own_normalisation(request, kind, tmp_path):
+    model, images = a_model_and_its_images(request, kind)
+    first = shutil.copy(model, tmp_path / "fold-0.pt")
+    second = another_member(model, tmp_path / "fold-1.pt", mean=0.6)  # neither model's own mean
     cpu = torch.device("cpu")
     members = [Predictor.from_model_file(p, cpu, tile=True, batch_size=3) for p in (first, second)]
     both = Predictor.from_model_file(str(tmp_path / "fold-*.pt"), cpu, tile=True, batch_size=3)
     assert both.model.shifts[0] is None and both.model.shifts[1] is not None
-    for image in sorted(served["resize_images"].glob("*.png")):
+    for image in images:
         [ours] = both.predict([both.load({"image": image})])
         each = [m.predict([m.load({"image": image})])[0] for m in members]
         for name, value in ours.items():
@@ -97,36 +112,60 @@ def written(folder: Path) -> dict[Path, bytes]:
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_two_copies_of_a_model_evaluate_exactly_as_one_does(served, tmp_path):
+def model_and_csv(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A model file and the labelled CSV (with its --root) `cnn-factory evaluate` scores it on:
+    the resize model on images, or the volume model on scans (sliding windows, scores in mm)."""
+    if kind == "image":
+        served = request.getfixturevalue("served")
+        return served["resize"], labelled(served, tmp_path)
+    scans = request.getfixturevalue("served_scans")
+    example = scans["folder"] / "example"
+    return scans["model"], [str(example / "data.csv"), "--root", str(example)]
+
+
+@pytest.mark.parametrize("kind", ["image", "volume"])
+def test_two_copies_of_a_model_evaluate_exactly_as_one_does(request, kind, tmp_path):
+    model, labels = model_and_csv(request, kind, tmp_path)
     folds = tmp_path / "folds"
     folds.mkdir()
     for name in ("fold-0.pt", "fold-1.pt"):
-        shutil.copy(served["resize"], folds / name)
-    csv = labelled(served, tmp_path)
-    cli("evaluate", str(served["resize"]), *csv, "--out", str(tmp_path / "one"), cwd=tmp_path)
-    cli("evaluate", str(folds), *csv, "--out", str(tmp_path / "two"), cwd=tmp_path)
+        shutil.copy(model, folds / name)
+    cli("evaluate", str(model), *labels, "--out", str(tmp_path / "one"), cwd=tmp_path)
+    cli("evaluate", str(folds), *labels, "--out", str(tmp_path / "two"), cwd=tmp_path)
     one, two = written(tmp_path / "one"), written(tmp_path / "two")
     assert len(one) > 5 and one.keys() == two.keys()
     for path, content in one.items():
         assert content == two[path], path
 
 
-def test_an_ensemble_evaluates_its_averaged_probabilities(served, tmp_path):
-    """Members that differ: the ensemble's per-image figures are neither member's."""
-    first = shutil.copy(served["resize"], tmp_path / "fold-0.pt")
-    another_member(served["resize"], tmp_path / "fold-1.pt")
-    csv = labelled(served, tmp_path)
+IMAGE_LEVEL = {"image": ("area", "majority"), "volume": ("tumour_ml", "grade")}  # each model's number, category
+
+
+@pytest.mark.parametrize("kind", ["image", "volume"])
+def test_an_ensemble_evaluates_its_averaged_probabilities(request, kind, tmp_path):
+    """Members that differ: the ensemble's per-image figures are neither member's, and its number
+    and class probabilities per image are the members' mean."""
+    model, labels = model_and_csv(request, kind, tmp_path)
+    first = shutil.copy(model, tmp_path / "fold-0.pt")
+    another_member(model, tmp_path / "fold-1.pt", mean=0.6)
     for out, model in (("a", first), ("b", tmp_path / "fold-1.pt"), ("both", tmp_path / "fold-*.pt")):
-        cli("evaluate", str(model), *csv, "--out", str(tmp_path / out), cwd=tmp_path)
+        cli("evaluate", str(model), *labels, "--out", str(tmp_path / out), cwd=tmp_path)
     tables = {out: (tmp_path / out / "per_image.csv").read_text() for out in ("a", "b", "both")}
     assert tables["both"] != tables["a"] and tables["both"] != tables["b"]
+    a, b, both = (list(csv.DictReader(io.StringIO(tables[out]))) for out in ("a", "b", "both"))
+    number, category = IMAGE_LEVEL[kind]
+    averaged = [f"{number}/predicted", *(c for c in both[0] if c.startswith(f"{category}/p_"))]
+    assert len(averaged) >= 3
+    for row_a, row_b, row in zip(a, b, both, strict=True):
+        for column in averaged:  # the table's 6 decimals: within 1e-6 of the mean of the members' cells
+            assert abs(float(row[column]) - (float(row_a[column]) + float(row_b[column])) / 2) <= 2e-6, column
 
 
 def test_evaluate_refuses_model_files_of_another_model_naming_the_file(served, tmp_path):
     shutil.copy(served["resize"], tmp_path / "fold-0.pt")
     other = another_member(served["resize"], tmp_path / "fold-1.pt", majority={"classes": ["a", "b", "c"]})
-    csv = labelled(served, tmp_path)
-    result = cli("evaluate", str(tmp_path), *csv, "--out", str(tmp_path / "out"), cwd=tmp_path, check=False)
+    labels = labelled(served, tmp_path)
+    result = cli("evaluate", str(tmp_path), *labels, "--out", str(tmp_path / "out"), cwd=tmp_path, check=False)
     assert result.returncode == 1 and result.stderr.splitlines() == [
         f"error: {other}: its outputs differ from {tmp_path / 'fold-0.pt'}'s; an ensemble takes model files of "
         "one model (e.g. the folds of one cross-validation)"

@@ -16,7 +16,7 @@ from cnn_factory.data.folds import TEST, assign_folds, fold_splits
 from cnn_factory.data.prepare import prepare
 from cnn_factory.data.splits import assign_splits
 from cnn_factory.errors import UserError
-from tests.conftest import ROOT, tiny_params
+from tests.conftest import ROOT, run, tiny_params
 from tests.test_cli import cli
 from tests.test_splits import data, patients, table, validate_patients
 
@@ -168,3 +168,35 @@ def test_prepare_writes_every_folds_run_from_rows_decoded_once(example_dir, tmp_
         "prepared as 3 folds (data.split.folds): run them with `cnn-factory folds` and `dvc repro folds/dvc.yaml` "
         "(docs/small-data.md), or set data.split.folds: null"
     )
+
+
+def test_dvc_plots_shows_each_folds_curves_and_reports_and_the_ensembles(tmp_path):
+    params = tiny_params()
+    params["data"]["split"]["folds"] = 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
+    run(["git", "init", "-q"], tmp_path)
+    run(["dvc", "init", "-q"], tmp_path)
+    cli("folds", cwd=tmp_path)
+    for k in ("0", "1"):  # what each fold's train and evaluate write, and the ensemble's evaluate
+        for split in ("train", "val"):
+            written(tmp_path / f"dvclive/folds/{k}/plots/metrics/{split}/loss.tsv", f"step\tloss\n0\t{k}.5\n")
+    for place in ("0", "1", "test"):
+        written(tmp_path / f"eval/folds/{place}/plots/dice/round.json", json.dumps([{"truth_px": 9, "dice": 0.5}]))
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], tmp_path).stdout)["data"]
+    for k in ("0", "1"):
+        [loss] = shown[f"Loss: fold {k}"]
+        assert loss["content"]["title"]["text"] == f"Weighted loss of all outputs: training and validation (fold {k})"
+        assert [v["loss"] for v in loss["content"]["data"]["values"]] == [f"{k}.5", f"{k}.5"]  # train and val
+    for place in ("0", "1", "test"):  # each fold's out-of-fold report, and the ensemble's on the test split
+        [dice] = shown[f"eval/folds/{place}/plots/dice/round.json"]
+        assert dice["content"]["data"]["values"][0]["dice"] == 0.5
+    pipeline = yaml.safe_load((tmp_path / "folds" / "dvc.yaml").read_text())
+    shipped = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    evaluated = [p for p in shipped if str(p if isinstance(p, str) else next(iter(p))).startswith("eval/")]
+    assert len(pipeline["plots"]) == 2 * len(shipped) + len(evaluated)  # every plot per fold; eval/'s once more
+
+
+def written(path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -8,13 +8,17 @@ dvc.yaml stays the single split's pipeline; folds/dvc.yaml holds, for the K fold
 over the folds: `train@0`, `evaluate@0`, ...), their deps and params as dvc.yaml lists them, each
 fold's outputs its own (cnn_factory/data/folds.py), so each fold is cached and resumed on its
 own. Then `crossval`, the figures over all folds' images, and (with a test split) `ensemble`,
-the folds' models averaged on it. DVC's `foreach` takes a list, not a count, so the file is
-written for one K: change data.split.folds, and run this command again.
+the folds' models averaged on it. Its plots are dvc.yaml's, once per fold on the fold's files
+(and those of eval/ once more on the ensemble's), so `dvc plots show` draws them beside the
+single split's. DVC's `foreach` takes a list, not a count, so the file is written for one K:
+change data.split.folds, and run this command again.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +33,14 @@ PIPELINE = Path("folds/dvc.yaml")
 ITEM = "${item}"  # DVC's name for the fold in a foreach stage
 HEADER = """\
 # The K-fold cross-validation's pipeline, written by `cnn-factory folds` for data.split.folds: {k}
-# from dvc.yaml's train and evaluate stages (write it again after changing either, or the folds).
+# from dvc.yaml's train and evaluate stages and its plots (write it again after changing them, or the folds).
 # Run: dvc repro folds/dvc.yaml  (docs/small-data.md). Its stages run in the project's root (wdir).
 """
 
 
-def fold_pipeline(stages: dict[str, Any], folds: list[str], test: bool) -> dict[str, Any]:
-    """folds/dvc.yaml's contents from dvc.yaml's `stages`: train and evaluate per fold, crossval,
-    and with `test` the ensemble's evaluation."""
+def fold_pipeline(stages: dict[str, Any], folds: list[str], test: bool, plots: Sequence[Any] = ()) -> dict[str, Any]:
+    """folds/dvc.yaml's contents from dvc.yaml's `stages` and `plots`: train and evaluate per fold,
+    crossval, with `test` the ensemble's evaluation, and the plots of each (`fold_plots`)."""
     for name in ("train", "evaluate"):
         if name not in stages:
             raise UserError(f"dvc.yaml: no {name} stage to run per fold; restore it from the project's dvc.yaml")
@@ -82,7 +86,53 @@ def fold_pipeline(stages: dict[str, Any], folds: list[str], test: bool) -> dict[
             "outs": [f"{EVAL}/{TEST}/plots", f"{EVAL}/{TEST}/per_image.csv", f"{EVAL}/{TEST}/figures.json"],
             "metrics": [{f"{EVAL}/{TEST}/metrics.json": {"cache": False}}],
         }
-    return {"stages": pipeline}
+    moved = fold_plots(plots, folds, test)
+    return {"stages": pipeline, **({"plots": moved} if moved else {})}
+
+
+# dvc.yaml's train and evaluate write under these; each fold's run, and the ensemble, under its own
+PLACES = {"dvclive/": "dvclive/folds/{}/", "eval/": f"{EVAL}/{{}}/"}
+
+
+def fold_plots(plots: Sequence[Any], folds: list[str], test: bool) -> list[Any]:
+    """dvc.yaml's plots on the folds' files: each definition whose files are all under dvclive/ or
+    eval/ once per fold (dvclive/folds/<k>/..., eval/folds/<k>/...), and those of eval/ alone once
+    more for the ensemble (eval/folds/test/...) with `test`. A plot named by its title (its files
+    in `y`) is named "<name>: fold <k>" and titled "<title> (fold <k>)"; the paths are relative to
+    folds/, as DVC reads them there. Definitions of other files are left to dvc.yaml."""
+    moved: list[Any] = []
+    for entry in plots:
+        key, props = next(iter(entry.items())) if isinstance(entry, dict) else (entry, None)
+        props = dict(props or {})
+        titled = isinstance(props.get("y"), dict)
+        tops = {_top(f) for f in (props["y"] if titled else [key])}
+        if None in tops:
+            continue
+        for place in [*folds, *([TEST] if test and tops == {"eval/"} else [])]:
+            if titled:
+                moved.append(_titled(key, props, place))
+            else:
+                moved.append({_at(key, place): copy.deepcopy(props)} if props else _at(key, place))  # no YAML anchors
+    return moved
+
+
+def _top(file: str) -> str | None:
+    return next((top for top in PLACES if file.startswith(top)), None)
+
+
+def _at(file: str, place: str) -> str:
+    """A file of dvc.yaml's plots at `place`'s (a fold, or the ensemble's report), from folds/."""
+    top = _top(file) or ""
+    return "../" + PLACES[top].format(place) + file[len(top) :]
+
+
+def _titled(name: str, props: dict[str, Any], place: str) -> dict[str, Any]:
+    """A plot named by its title, its files at `place`'s."""
+    which = "the folds' ensemble" if place == TEST else f"fold {place}"
+    props = {**copy.deepcopy(props), "y": {_at(f, place): field for f, field in props["y"].items()}}
+    if "title" in props:
+        props["title"] = f"{props['title']} ({which})"
+    return {f"{name}: {which}": props}
 
 
 def _deps(stage: dict[str, Any]) -> list[str]:
@@ -101,12 +151,13 @@ def write_fold_pipeline(params: str, dvc_yaml: Path = Path("dvc.yaml"), out: Pat
     if not split.folds:
         raise UserError(f"{params}: data.split.folds is null; set it to the number of folds (e.g. 5) first")
     try:
-        stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
+        shipped = yaml.safe_load(dvc_yaml.read_text())
+        stages, plots = shipped["stages"], shipped.get("plots") or []
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as err:
         raise UserError(f"{dvc_yaml}: cannot read its stages ({type(err).__name__}); run this in the project") from None
     test = bool(split.column) or split.test > 0  # a split column names its test rows itself
     text = HEADER.format(k=split.folds) + yaml.safe_dump(
-        fold_pipeline(stages, split.fold_names, test), sort_keys=False, width=120
+        fold_pipeline(stages, split.fold_names, test, plots), sort_keys=False, width=120
     )
     replace_file(out, lambda tmp: tmp.write_text(text))
     return f"folds: wrote {out} for {split.folds} folds; run `dvc repro {out}`"
