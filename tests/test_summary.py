@@ -8,7 +8,7 @@ import yaml
 
 from cnn_factory.config import parse_params
 from cnn_factory.summary import summary_lines
-from tests.conftest import tiny_params
+from tests.conftest import ROOT, tiny_params
 from tests.test_cli import cli
 
 
@@ -32,6 +32,13 @@ def test_each_output_shows_its_kinds_headline_figures_with_their_intervals():
         "  angular   dice 0.936 [0.881, 0.967]   HD95 px 3.5",
         "  majority  accuracy 0.944 [0.900, 0.989]   macro F1 n/a",
     ]
+
+
+def test_a_volumes_distances_are_in_mm():
+    cfg = parse_params(yaml.safe_load((ROOT / "examples" / "volumes" / "params.yaml").read_text()))
+    figures = {"test": {"tumour": metrics()["test"]["round"]}}
+    lines = summary_lines(figures, {"tumour": cfg.outputs["tumour"]}, "eval/figures.json", cfg.volumes)
+    assert lines[1] == "  tumour  dice 0.936 [0.881, 0.967]   HD95 mm 3.5 [2.0, 5.0]"
 
 
 def test_a_number_shows_mae_and_r2_and_an_output_without_figures_says_so():

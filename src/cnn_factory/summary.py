@@ -20,17 +20,21 @@ from cnn_factory.errors import UserError
 from cnn_factory.outputs import Output, Scorer
 
 
-def summary_lines(figures: Mapping[str, Any], outputs: Mapping[str, Output], source: str) -> list[str]:
-    """The summary of eval/figures.json's contents (`source` names the file in the first line)."""
+def summary_lines(
+    figures: Mapping[str, Any], outputs: Mapping[str, Output], source: str, volumes: bool = False
+) -> list[str]:
+    """The summary of eval/figures.json's contents (`source` names the file in the first line);
+    distances in mm for `volumes` (evaluate measures them at the scans' spacing), else in pixels."""
     test = figures.get("test", {})
     width = max((len(name) for name in outputs), default=0)
-    lines = [f"test figures ({source}) [95% interval]"]
+    lines, unit = [f"test figures ({source}) [95% interval]"], "mm" if volumes else "px"
     for name, output in outputs.items():
         figures = test.get(name)
         if not isinstance(figures, Mapping):
             lines.append(f"  {name:<{width}}  no test figures: run dvc repro")
             continue
-        shown = [_figure(figures, key, label, spec) for key, label, spec in Scorer.of(output).summary_figures]
+        labels = [(key, label.format(unit=unit), spec) for key, label, spec in Scorer.of(output).summary_figures]
+        shown = [_figure(figures, key, label, spec) for key, label, spec in labels]
         lines.append(f"  {name:<{width}}  " + "   ".join(shown))
     return lines
 
@@ -48,11 +52,11 @@ def _figure(figures: Mapping[str, Any], key: str, label: str, spec: str) -> str:
 
 def print_summary(params: str, figures: str) -> None:
     """Reads params.yaml's outputs and evaluate's figures file; prints the summary."""
-    outputs = load_params(params).outputs
+    cfg = load_params(params)
     try:
         data = json.loads(Path(figures).read_text())
     except FileNotFoundError:
         raise UserError(f"{figures}: not found; run dvc repro (or make run) first") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{figures}: not valid JSON ({err}); run dvc repro to write it again") from None
-    print("\n".join(summary_lines(data, outputs, figures)))
+    print("\n".join(summary_lines(data, cfg.outputs, figures, cfg.volumes)))

@@ -28,7 +28,8 @@ class Scorer(Adapter[Kind]):
     """An output's evaluation: `self.output` is its core (params and names)."""
 
     interval_metrics: ClassVar[tuple[str, ...]] = ()  # test figures given a bootstrap interval
-    # the test figures `cnn-factory summary` prints: (key in eval/metrics.json, label, format spec)
+    # the test figures `cnn-factory summary` prints: (key in eval/metrics.json, label, format spec);
+    # a label's {unit} is that of distances: px for images, mm for volumes
     summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = ()
 
     def image_scores(
