@@ -26,7 +26,7 @@ dice pooled over all test voxels and the mean of the scans' dice, and the mean H
 `cnn_factory.scores.masks.mask_scores(pred, truth, tolerance, spacing)` for both tools.
 
 - cnn-factory, `inputs.image` a volume input in `mode: patch` with `spacing: auto` and `window:
-  null` (each scan's 0.5-99.5th percentile to 0..255, cubic resampling), the training settings
+  null` (each scan's 0.5th percentile to its maximum to 0..255, cubic resampling), the training settings
   of examples/volumes/params.yaml (its augmentation, 64 val patches an epoch, the saved epoch by
   val/relative_loss): the train and evaluate stages as DVC runs them, and its network: a UNet
   with the strided stem, depth 2 and 16 filters (16 to 64 channels at 1/2 to 1/8 of the

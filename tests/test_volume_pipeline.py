@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from cnn_factory.config import parse_params
+from cnn_factory.data.grids import BEFORE_MAXIMUM, PERCENTILES, window_to_uint8
 from cnn_factory.data.prepare import prepare
 from cnn_factory.data.ragged import RaggedArray
 from cnn_factory.data.resample import resampled_shape, target_spacing
@@ -220,6 +221,23 @@ def test_predict_writes_nifti_masks_on_each_scans_grid_that_score_as_evaluate_do
         table = list(csv.DictReader(f))
     assert [row["organ_mask"] for row in table] == [f"organ/{Path(f).name}" for f in files]
     assert all(row["grade"] in ("low", "high") and float(row["tumour_ml"]) == float(row["tumour_ml"]) for row in table)
+
+
+def test_a_small_bright_structure_keeps_its_contrast_and_older_model_files_read_as_they_trained(scans, tmp_path):
+    scan = np.random.default_rng(0).normal(0, 5, (1, 20, 50, 50))
+    scan[:, 5:15, 10:30, 10:30] += 100 + 20 * np.linspace(0, 1, 20)  # an organ, 8% of the voxels
+    scan[:, 8:11, 30:34, 30:34] += 200  # a tumour at its edge, 0.1%
+    tumour, organ = scan[0] > 150, (scan[0] > 50) & (scan[0] <= 150)
+    now, before = window_to_uint8(scan, None)[0], window_to_uint8(scan, None, BEFORE_MAXIMUM)[0]
+    assert now[tumour].min() > now[organ].max() + 20
+    assert before[tumour].min() == before[organ].max() == 255  # the old top clipped the two together
+    cfg = parse_params(volume_params(scans))
+    prepare(cfg, tmp_path / "prepared", None, workers=1)
+    _untrained(cfg, tmp_path / "prepared", tmp_path / "model.pt")
+    assert ModelFile.load(tmp_path / "model.pt")[1].input_specs()["image"].percentiles == PERCENTILES
+    meta = torch.load(tmp_path / "model.pt", weights_only=True)
+    del meta["percentiles"]
+    assert ModelFile.from_meta(meta).input_specs()["image"].percentiles == BEFORE_MAXIMUM
 
 
 def test_export_sidecar_of_a_volume_model_names_its_spacing_and_patch(scans, tmp_path):

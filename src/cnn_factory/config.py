@@ -152,10 +152,17 @@ class InputSpec(Strict):
     )  # fmt: skip
     window: Window = Field(
         None, description="volumes: intensities [low, high] mapped to 0..255 (e.g. CT's Hounsfield units); "
-        "null: each scan's 0.5th to 99.5th percentile"
+        "null: each scan's 0.5th percentile to its maximum"
     )  # fmt: skip
 
     _name: str = PrivateAttr("")
+    # window null: the percentiles (low, high) a scan's intensities are mapped to 0..255 from; None:
+    # data/grids.py's PERCENTILES. A model file's own (files before the maximum: 0.5th to 99.5th).
+    _percentiles: tuple[float, float] | None = PrivateAttr(None)
+
+    @property
+    def percentiles(self) -> tuple[float, float] | None:
+        return self._percentiles
 
     @property
     def name(self) -> str:
@@ -202,11 +209,14 @@ def input_spec(
     scale: float = 1.0,
     spacing: Any = "auto",
     window: Any = None,
+    percentiles: tuple[float, float] | None = None,
 ) -> InputSpec:
-    """An input as a model file describes it."""
+    """An input as a model file describes it (`percentiles`: those its scans were read with)."""
     fields = {"type": "image", "size": size, "channels": channels, "column": column, "mode": mode, "scale": scale}
     fields |= {k: v for k, v in {"spacing": spacing, "window": window}.items() if k in DIMENSIONS[len(size)].keys}
-    return InputSpec.model_validate(fields).named(name)
+    spec = InputSpec.model_validate(fields).named(name)
+    spec._percentiles = percentiles
+    return spec
 
 
 def _filters(value: Any) -> Any:

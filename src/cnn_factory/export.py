@@ -48,7 +48,7 @@ def sidecar(model_file: ModelFile, names: list[str], fmt: str, file: str) -> dic
         "window": list(first.window) if first.window else None,
         "patch": list(first.size),
         "volume": "voxels (D, H, W) resampled to `spacing` mm (cubic), intensities clipped to `window` (else each "
-        "scan's 0.5th-99.5th percentile) and scaled to 0..255, then covered by windows of `patch` voxels",
+        "scan's 0.5th percentile to its maximum) and scaled to 0..255, then covered by windows of `patch` voxels",
     }
     return {
         "format": fmt,

@@ -23,6 +23,7 @@ from torch import nn
 
 from cnn_factory.atomic import replace_file
 from cnn_factory.config import InputSpec, ModelConfig, input_spec
+from cnn_factory.data.grids import BEFORE_MAXIMUM, PERCENTILES
 from cnn_factory.encoders import UNET, TimmEncoder
 from cnn_factory.errors import UserError
 from cnn_factory.heads import Lifting
@@ -307,6 +308,7 @@ def model_meta(
         "inputs": recorded,
         "outputs": {n: o.describe() for n, o in outputs.items()},
         "images": {"median": np.median(sizes, 0).astype(int).tolist()},  # the training images' own size
+        "percentiles": list(PERCENTILES),  # a scan's read without a window: ModelFile.percentiles
     }
 
 
@@ -348,6 +350,9 @@ class ModelFile:
     epoch: int | None = None
     val: dict[str, float] | None = None
     init_from: dict[str, str] | None = None
+    # volumes without a window: the percentiles of a scan mapped to 0..255 (data/grids.py's
+    # PERCENTILES); files from before the maximum was the top lack them and read as they trained
+    percentiles: tuple[float, float] = BEFORE_MAXIMUM
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> ModelFile:
@@ -373,6 +378,7 @@ class ModelFile:
             epoch=meta.get("epoch"),
             val=meta.get("val"),
             init_from=meta.get("init_from"),
+            percentiles=tuple(float(v) for v in meta.get("percentiles", BEFORE_MAXIMUM)),  # type: ignore[arg-type]
         )
 
     @classmethod
@@ -397,7 +403,9 @@ class ModelFile:
     def input_specs(self) -> dict[str, InputSpec]:
         """The inputs as params.yaml would define them (how prepare and predict read a row's files)."""
         return {
-            n: input_spec(n, i.column, i.size, i.channels, i.mode, i.scale, i.spacing or "auto", i.window)
+            n: input_spec(
+                n, i.column, i.size, i.channels, i.mode, i.scale, i.spacing or "auto", i.window, self.percentiles
+            )
             for n, i in self.inputs.items()
         }
 

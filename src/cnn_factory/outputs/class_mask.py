@@ -153,7 +153,10 @@ class ClassMaskOutput(ClassMaskRows, MaskOutput):
 
 class ClassMaskScorer(Scorer[ClassMaskOutput], of=ClassMaskOutput):
     interval_metrics: ClassVar[tuple[str, ...]] = ("dice", "iou", "hd95", "nsd", "dice_pooled")
-    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (("dice", "dice", ".3f"), ("hd95", "HD95 {unit}", ".1f"))
+    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("dice", "dice", ".3f"),
+        ("hd95", "HD95 {unit}", ".1f"),
+    )
 
     def predicted_mask(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
         """The most probable class per pixel (`threshold` does not apply): (..., K + 1, *size) -> (..., *size)."""

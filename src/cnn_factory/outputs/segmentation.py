@@ -156,7 +156,10 @@ class SegmentationOutput(SegmentationRows, MaskOutput):
 
 class SegmentationScorer(Scorer[SegmentationOutput], of=SegmentationOutput):
     interval_metrics: ClassVar[tuple[str, ...]] = ("dice", "iou", "hd95", "nsd", "dice_pooled")
-    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (("dice", "dice", ".3f"), ("hd95", "HD95 {unit}", ".1f"))
+    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("dice", "dice", ".3f"),
+        ("hd95", "HD95 {unit}", ".1f"),
+    )
 
     def predicted_mask(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
         return probabilities > threshold
