@@ -170,15 +170,16 @@ Kind = TypeVar("Kind", bound=Output, default=Output)  # an adapter of any kind: 
 class Adapter(Generic[Kind]):
     """What a family of stages needs of every kind (`Scorer`, `Writer`): a class per kind, holding
     its core as `self.output`, named by `of=` (`class SegmentationScorer(Scorer[SegmentationOutput],
-    of=SegmentationOutput)`); `Scorer.of(output)` gives an output's, or the family's defaults."""
+    of=SegmentationOutput)`); `Scorer.of(output)` gives an output's, or the family's defaults. A class
+    deriving from Adapter itself starts a family; one between a family and its kinds (`MaskWriter`) shares."""
 
     kinds: ClassVar[dict[type[Output], type[Adapter[Any]]]]
 
     def __init_subclass__(cls, of: type[Output] | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if of is None:  # a family of its own
+        if Adapter in cls.__bases__:  # a family of its own
             cls.kinds = {}
-        else:
+        if of is not None:
             cls.kinds[of] = cls
 
     def __init__(self, output: Kind):

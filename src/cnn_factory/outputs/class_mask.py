@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args
 
 import numpy as np
@@ -26,7 +25,7 @@ from cnn_factory.outputs.base import MaskOutput
 from cnn_factory.outputs.decoding import ClassMaskRows
 from cnn_factory.outputs.scoring import Scorer, cell_floats, mask_columns
 from cnn_factory.outputs.segmentation import Colours, Labels
-from cnn_factory.outputs.writing import Writer, mask_answer
+from cnn_factory.outputs.writing import MaskWriter, nearest
 from cnn_factory.params import Shape, custom
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
@@ -211,7 +210,7 @@ class ClassMaskScorer(Scorer[ClassMaskOutput], of=ClassMaskOutput):
         return {"dice": points}  # dice against the true class's size: where small objects fail
 
 
-class ClassMaskWriter(Writer[ClassMaskOutput], of=ClassMaskOutput):
+class ClassMaskWriter(MaskWriter[ClassMaskOutput], of=ClassMaskOutput):
     def logits_shape(self) -> list:
         return ["batch", len(self.output.classes) + 1, *(self.output.size or ())]
 
@@ -219,58 +218,20 @@ class ClassMaskWriter(Writer[ClassMaskOutput], of=ClassMaskOutput):
         return [f"{self.output.name}_mask", *(f"{self.output.name}_{c}_coverage" for c in self.output.classes)]
 
     def predicted_image(self, value: np.ndarray, size: tuple[int, ...], threshold: float) -> np.ndarray:
-        """The (H, W) (or (D, H, W)) uint8 class indices predict writes (0 background), at `size`."""
-        index = value.argmax(0).astype(np.uint8)
-        if index.shape != tuple(size):
-            from skimage.transform import resize
+        """Class indices (0 background)."""
+        return nearest(value.argmax(0).astype(np.uint8), size)
 
-            index = resize(index, size, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
-        return index
-
-    def prediction_file(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
-    ) -> bytes:
+    def mask_file(self, index: np.ndarray, affine: np.ndarray | None) -> bytes:
         """An index PNG (mode P: pixel k is class k, 0 background; the palette colours the classes),
-        or a scan's .nii.gz of class indices."""
-        return self._file(self.predicted_image(value, size, threshold), affine)
-
-    def write_prediction(
-        self,
-        value: np.ndarray,
-        out: Path,
-        stem: str,
-        size: tuple[int, ...],
-        threshold: float,
-        affine: np.ndarray | None = None,
-    ) -> list[str]:
-        index = self.predicted_image(value, size, threshold)
-        path = out / self.output.name / f"{stem}{'.png' if affine is None else '.nii.gz'}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self._file(index, affine))
-        shares = self._pixels(index)[1:] / index.size
-        return [f"{self.output.name}/{path.name}", *(f"{s:.4f}" for s in shares)]
-
-    def answer(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
-    ) -> dict[str, Any]:
-        index = self.predicted_image(value, size, threshold)
-        pixels = dict(zip(["background", *self.output.classes], self._pixels(index).tolist()))
-        middle = None if affine is None else self._png(index[len(index) // 2])
-        return mask_answer(self._file(index, affine), pixels, affine, middle)
-
-    def _file(self, index: np.ndarray, affine: np.ndarray | None) -> bytes:
-        """The index PNG, or a scan's .nii.gz placed by `affine`: voxel k is class k, 0 background."""
+        or a scan's .nii.gz placed by `affine`: voxel k is class k."""
         if affine is None:
-            return self._png(index)
+            from cnn_factory.palette import class_colours
+
+            return encode_png(index, class_colours(len(self.output.classes)).tobytes())
         from cnn_factory.volumes import volume_bytes
 
         return volume_bytes(index, affine)
 
-    def _png(self, index: np.ndarray) -> bytes:
-        from cnn_factory.palette import class_colours
-
-        return encode_png(index, class_colours(len(self.output.classes)).tobytes())
-
-    def _pixels(self, index: np.ndarray) -> np.ndarray:
-        """Pixels of each index, background first."""
-        return np.bincount(index.ravel(), minlength=len(self.output.classes) + 1)
+    def pixel_counts(self, index: np.ndarray) -> dict[str, int]:
+        pixels = np.bincount(index.ravel(), minlength=len(self.output.classes) + 1)
+        return dict(zip(["background", *self.output.classes], pixels.tolist()))

@@ -15,7 +15,6 @@ scan on its own grid.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, get_args
 
 import numpy as np
@@ -25,7 +24,7 @@ from cnn_factory.images import encode_png
 from cnn_factory.outputs.base import MaskOutput
 from cnn_factory.outputs.decoding import SegmentationRows
 from cnn_factory.outputs.scoring import Scorer, mask_columns
-from cnn_factory.outputs.writing import Writer, mask_answer
+from cnn_factory.outputs.writing import MaskWriter, nearest
 from cnn_factory.params import Shape, custom, show
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
@@ -196,7 +195,7 @@ class SegmentationScorer(Scorer[SegmentationOutput], of=SegmentationOutput):
         return {"dice": points}  # dice against the truth's size: where small objects fail
 
 
-class SegmentationWriter(Writer[SegmentationOutput], of=SegmentationOutput):
+class SegmentationWriter(MaskWriter[SegmentationOutput], of=SegmentationOutput):
     def logits_shape(self) -> list:
         return ["batch", *(self.output.size or ())]
 
@@ -204,48 +203,17 @@ class SegmentationWriter(Writer[SegmentationOutput], of=SegmentationOutput):
         return [f"{self.output.name}_mask", f"{self.output.name}_coverage"]
 
     def predicted_image(self, value: np.ndarray, size: tuple[int, ...], threshold: float) -> np.ndarray:
-        """The (H, W) (or (D, H, W)) uint8 mask predict writes: 255 where the probability is above
-        `threshold`, at `size`."""
-        mask = value > threshold
-        if mask.shape != tuple(size):
-            from skimage.transform import resize
+        """255 where the probability is above `threshold`."""
+        return nearest(value > threshold, size).astype(np.uint8) * 255
 
-            mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False) > 0
-        return mask.astype(np.uint8) * 255
-
-    def prediction_file(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
-    ) -> bytes:
-        return self._file(self.predicted_image(value, size, threshold), affine)
-
-    def write_prediction(
-        self,
-        value: np.ndarray,
-        out: Path,
-        stem: str,
-        size: tuple[int, ...],
-        threshold: float,
-        affine: np.ndarray | None = None,
-    ) -> list[str]:
-        mask = self.predicted_image(value, size, threshold)
-        path = out / self.output.name / f"{stem}{'.png' if affine is None else '.nii.gz'}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self._file(mask, affine))
-        return [f"{self.output.name}/{path.name}", f"{(mask > 0).mean():.4f}"]
-
-    def answer(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
-    ) -> dict[str, Any]:
-        mask = self.predicted_image(value, size, threshold)
-        on = int(np.count_nonzero(mask))
-        middle = None if affine is None else encode_png(mask[len(mask) // 2])
-        return mask_answer(self._file(mask, affine), {"background": mask.size - on, "foreground": on}, affine, middle)
-
-    @staticmethod
-    def _file(mask: np.ndarray, affine: np.ndarray | None) -> bytes:
+    def mask_file(self, mask: np.ndarray, affine: np.ndarray | None) -> bytes:
         """The PNG of a 0/255 mask, or a scan's .nii.gz placed by `affine`: 1 the mask, 0 the rest."""
         if affine is None:
             return encode_png(mask)
         from cnn_factory.volumes import volume_bytes
 
         return volume_bytes((mask > 0).astype(np.uint8), affine)
+
+    def pixel_counts(self, mask: np.ndarray) -> dict[str, int]:
+        on = int(np.count_nonzero(mask))
+        return {"background": mask.size - on, "foreground": on}
