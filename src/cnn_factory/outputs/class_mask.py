@@ -25,7 +25,7 @@ from cnn_factory.outputs.base import MaskOutput
 from cnn_factory.outputs.decoding import ClassMaskRows
 from cnn_factory.outputs.scoring import Scorer, cell_floats, mask_columns
 from cnn_factory.outputs.segmentation import Colours, Labels
-from cnn_factory.outputs.writing import MaskWriter, nearest
+from cnn_factory.outputs.writing import Affine, MaskWriter, nearest
 from cnn_factory.params import Shape, custom
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
@@ -221,7 +221,7 @@ class ClassMaskWriter(MaskWriter[ClassMaskOutput], of=ClassMaskOutput):
         """Class indices (0 background)."""
         return nearest(value.argmax(0).astype(np.uint8), size)
 
-    def mask_file(self, index: np.ndarray, affine: np.ndarray | None) -> bytes:
+    def mask_file(self, index: np.ndarray, affine: Affine) -> bytes:
         """An index PNG (mode P: pixel k is class k, 0 background; the palette colours the classes),
         or a scan's .nii.gz placed by `affine`: voxel k is class k."""
         if affine is None:

@@ -24,7 +24,7 @@ from cnn_factory.images import encode_png
 from cnn_factory.outputs.base import MaskOutput
 from cnn_factory.outputs.decoding import SegmentationRows
 from cnn_factory.outputs.scoring import Scorer, mask_columns
-from cnn_factory.outputs.writing import MaskWriter, nearest
+from cnn_factory.outputs.writing import Affine, MaskWriter, nearest
 from cnn_factory.params import Shape, custom, show
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
@@ -206,7 +206,7 @@ class SegmentationWriter(MaskWriter[SegmentationOutput], of=SegmentationOutput):
         """255 where the probability is above `threshold`."""
         return nearest(value > threshold, size).astype(np.uint8) * 255
 
-    def mask_file(self, mask: np.ndarray, affine: np.ndarray | None) -> bytes:
+    def mask_file(self, mask: np.ndarray, affine: Affine) -> bytes:
         """The PNG of a 0/255 mask, or a scan's .nii.gz placed by `affine`: 1 the mask, 0 the rest."""
         if affine is None:
             return encode_png(mask)

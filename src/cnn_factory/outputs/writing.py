@@ -16,6 +16,8 @@ import numpy as np
 
 from cnn_factory.outputs.base import Adapter, Kind
 
+Affine = np.ndarray | None  # a scan's 4x4 affine, which places its files on its grid; None for an image
+
 
 class Writer(Adapter[Kind]):
     """An output's predictions as files, cells and answers: `self.output` is its core."""
@@ -33,27 +35,21 @@ class Writer(Adapter[Kind]):
         return [self.output.name]
 
     def write_prediction(
-        self,
-        value: np.ndarray,
-        out: Path,
-        stem: str,
-        size: tuple[int, ...],
-        threshold: float,
-        affine: np.ndarray | None = None,
+        self, value: np.ndarray, out: Path, stem: str, size: tuple[int, ...], threshold: float, affine: Affine = None
     ) -> list[str]:
         """predictions.csv cells for one image (and any file they name, under `out`); a volume's
         masks (`size` (D, H, W)) are written as NIfTI on the scan's grid, placed by its `affine`."""
         return [f"{float(value):.6g}"]
 
     def prediction_file(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
+        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: Affine = None
     ) -> bytes | None:
         """(mask kinds) The mask file predict writes for one image, as bytes: a PNG, or a scan's
         .nii.gz on its grid, placed by its `affine`; None for the others."""
         return None
 
     def answer(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
+        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: Affine = None
     ) -> dict[str, Any]:
         """`cnn-factory serve`'s JSON for one image (a scan, with its `affine`): the value here; a mask
         kind gives its file (`MaskWriter`), a category its label and probabilities."""
@@ -69,7 +65,7 @@ class MaskWriter(Writer[Kind]):
         """The (H, W) (or (D, H, W)) uint8 mask predict writes, at `size`."""
         raise NotImplementedError
 
-    def mask_file(self, mask: np.ndarray, affine: np.ndarray | None) -> bytes:
+    def mask_file(self, mask: np.ndarray, affine: Affine) -> bytes:
         """The PNG of a mask, or a scan's .nii.gz placed by `affine`."""
         raise NotImplementedError
 
@@ -77,18 +73,12 @@ class MaskWriter(Writer[Kind]):
         raise NotImplementedError
 
     def prediction_file(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
+        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: Affine = None
     ) -> bytes:
         return self.mask_file(self.predicted_image(value, size, threshold), affine)
 
     def write_prediction(
-        self,
-        value: np.ndarray,
-        out: Path,
-        stem: str,
-        size: tuple[int, ...],
-        threshold: float,
-        affine: np.ndarray | None = None,
+        self, value: np.ndarray, out: Path, stem: str, size: tuple[int, ...], threshold: float, affine: Affine = None
     ) -> list[str]:
         mask = self.predicted_image(value, size, threshold)
         path = out / self.output.name / f"{stem}{'.png' if affine is None else '.nii.gz'}"
@@ -98,7 +88,7 @@ class MaskWriter(Writer[Kind]):
         return [f"{self.output.name}/{path.name}", *(f"{s:.4f}" for s in shares)]
 
     def answer(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
+        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: Affine = None
     ) -> dict[str, Any]:
         """The mask file, base64-encoded, and its pixels per class. A scan's (placed by `affine`): its
         voxels per class, their volume in mL (the voxel's from the scan's spacing), and `slice`, its
