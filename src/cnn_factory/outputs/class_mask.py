@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from cnn_factory.images import encode_png
 from cnn_factory.outputs.base import MaskOutput
 from cnn_factory.outputs.decoding import ClassMaskRows
-from cnn_factory.outputs.scoring import Scorer, cell_floats, mask_columns
+from cnn_factory.outputs.scoring import Scorer, cell_floats, mask_cells, mask_columns
 from cnn_factory.outputs.segmentation import Colours, Labels
 from cnn_factory.outputs.writing import Affine, MaskWriter, nearest
 from cnn_factory.params import Shape, custom
@@ -187,17 +187,13 @@ class ClassMaskScorer(Scorer[ClassMaskOutput], of=ClassMaskOutput):
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
         cells = {"dice": [round(float(v), 6) for v in columns["dice"]]}  # the image's mean over its classes
         for c in self.output.classes:
-            for k in ("dice", "iou", "hd95", "nsd"):
-                cells[f"{k}_{c}"] = [round(float(v), 6) for v in columns[f"{k}_{c}"]]
-            for k in ("truth_px", "pred_px", "tp"):
-                cells[f"{k}_{c}"] = columns[f"{k}_{c}"].astype(int).tolist()
+            cells.update(mask_cells(columns, f"_{c}"))
         return cells
 
     def table_columns(self, cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
         columns = {"dice": cell_floats(cells["dice"])}
         for c in self.output.classes:
-            keys = ("dice", "iou", "hd95", "nsd", "truth_px", "pred_px", "tp")
-            columns.update({f"{k}_{c}": v for k, v in mask_columns({k: cells[f"{k}_{c}"] for k in keys}).items()})
+            columns.update({f"{k}_{c}": v for k, v in mask_columns(cells, f"_{c}").items()})
         return columns
 
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:

@@ -23,7 +23,7 @@ from pydantic import BeforeValidator, Field, WithJsonSchema
 from cnn_factory.images import encode_png
 from cnn_factory.outputs.base import MaskOutput
 from cnn_factory.outputs.decoding import SegmentationRows
-from cnn_factory.outputs.scoring import Scorer, mask_columns
+from cnn_factory.outputs.scoring import MASK_SCORES, Scorer, mask_cells, mask_columns
 from cnn_factory.outputs.writing import Affine, MaskWriter, nearest
 from cnn_factory.params import Shape, custom, show
 
@@ -176,14 +176,13 @@ class SegmentationScorer(Scorer[SegmentationOutput], of=SegmentationOutput):
         return mask_summary(columns)
 
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
-        cells = {k: [round(float(v), 6) for v in columns[k]] for k in ("dice", "iou", "hd95", "nsd")}
-        return {**cells, **{k: columns[k].astype(int).tolist() for k in ("truth_px", "pred_px", "tp")}}
+        return mask_cells(columns)
 
     def image_values(self, columns: dict[str, np.ndarray], figure: str) -> np.ndarray | None:
-        return columns[figure] if figure in ("dice", "iou", "hd95", "nsd") else None  # means over scored images
+        return columns[figure] if figure in MASK_SCORES else None  # means over scored images
 
     def table_columns(self, cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
-        return mask_columns({k: cells[k] for k in ("dice", "iou", "hd95", "nsd", "truth_px", "pred_px", "tp")})
+        return mask_columns(cells)
 
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
         scored = ~np.isnan(columns["dice"])
