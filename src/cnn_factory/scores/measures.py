@@ -36,7 +36,6 @@ import numpy as np
 from scipy import ndimage
 
 Spacing = tuple[float, ...] | None  # mm per axis; None: a pixel is 1 along every axis
-COMPONENTS = ("all", "largest")
 
 
 @dataclass(frozen=True)
