@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args
 import numpy as np
 from pydantic import Field, model_validator
 
+from cnn_factory.errors import listing
 from cnn_factory.images import encode_png
 from cnn_factory.outputs.base import MaskOutput
 from cnn_factory.outputs.decoding import ClassMaskRows
@@ -168,9 +169,8 @@ class ClassMaskScorer(Scorer[ClassMaskOutput], of=ClassMaskOutput):
     def picture_legend(self) -> str:
         from cnn_factory.palette import colour_name
 
-        named = [f"{c} {colour_name(k)}" for k, c in enumerate(self.output.classes[:LEGEND], 1)]
-        more = f", ... ({len(self.output.classes) - LEGEND} more)" if len(self.output.classes) > LEGEND else ""
-        return "image | truth | prediction: " + ", ".join(named) + more
+        named = (f"{c} {colour_name(k)}" for k, c in enumerate(self.output.classes, 1))
+        return "image | truth | prediction: " + listing(named, LEGEND, ", ... ({} more)")
 
     def image_scores(
         self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
