@@ -135,6 +135,14 @@ class MaskOutput(Output):
 
     reads_label_map: ClassVar[bool] = True
     spatial: ClassVar[bool] = True
+    if TYPE_CHECKING:  # fields of every mask kind: its mask's size, its label maps' colour table
+        size: tuple[int, ...] | None
+        colours: dict[str, int] | None
+
+    def named(self, name: str, input_size: tuple[int, ...]) -> Self:
+        """A mask is stored at the input's size unless its `size` says otherwise."""
+        filled = super().named(name, input_size)
+        return filled.model_copy(update={"size": self.size or input_size})
 
     def describe(self) -> dict[str, Any]:
         return {**self.model_dump(mode="json"), "labels": list(self.label_values)}
@@ -147,7 +155,7 @@ class MaskOutput(Output):
     @property
     def colour_table(self) -> dict[str, int] | None:
         """`#rrggbb` -> label value, for label maps coded in colours; None: they hold values."""
-        return None
+        return self.colours
 
     def mask(self, label_map: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
         """This output's uint8 mask of a label map, (H, W) or (D, H, W) at `size` (nearest)."""

@@ -93,10 +93,6 @@ class ClassMaskOutput(ClassMaskRows, MaskOutput):
                 owner[value] = name
         return self
 
-    def named(self, name: str, input_size: tuple[int, ...]) -> Self:
-        filled = super().named(name, input_size)
-        return filled.model_copy(update={"size": self.size or input_size})
-
     def describe(self) -> dict[str, Any]:
         # the K + 1 channels in order, as predict's index PNG and export's logits hold them
         return {**self.model_dump(mode="json"), "classes": ["background", *self.classes]}
@@ -105,10 +101,6 @@ class ClassMaskOutput(ClassMaskRows, MaskOutput):
     def classes(self) -> tuple[str, ...]:
         """The class names in index order: class k (from 1) is the k-th."""
         return tuple(self.labels)
-
-    @property
-    def colour_table(self) -> dict[str, int] | None:
-        return self.colours
 
     @property
     def label_values(self) -> tuple[int, ...]:

@@ -15,7 +15,7 @@ scan on its own grid.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
 import numpy as np
 from pydantic import BeforeValidator, Field, WithJsonSchema
@@ -104,17 +104,9 @@ class SegmentationOutput(SegmentationRows, MaskOutput):
     )
     loss: Loss | None = None
 
-    def named(self, name: str, input_size: tuple[int, ...]) -> Self:
-        filled = super().named(name, input_size)
-        return filled.model_copy(update={"size": self.size or input_size})
-
     @property
     def label_values(self) -> tuple[int, ...]:
         return self.label
-
-    @property
-    def colour_table(self) -> dict[str, int] | None:
-        return self.colours
 
     def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
         return {"type": self.type, "size": list(self.size or ())}
