@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,8 +26,7 @@ import numpy as np
 
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import Output, Scorer
-from cnn_factory.report import headline, write_text
-from cnn_factory.scores.bootstrap import intervals
+from cnn_factory.report import figures_of, headline, write_text
 
 TABLE = "per_image.csv"
 
@@ -56,14 +54,6 @@ def output_columns(table: Table, name: str, scorer: Scorer, path: Path) -> dict[
             f"{path}: lacks what output {name!r} needs ({type(err).__name__}: {err}); run the folds' evaluate "
             "stages again (dvc repro folds/dvc.yaml)"
         ) from None
-
-
-def figures_of(columns: dict[str, np.ndarray], scorer: Scorer, resamples: int, seed: int) -> dict[str, float]:
-    """{figure: value}, with each headline figure's 95% bootstrap interval over the images; no NaN."""
-    figures = dict(scorer.summarise(columns))
-    for figure, (low, high) in intervals(columns, scorer.summarise, scorer.interval_metrics, resamples, seed).items():
-        figures[f"{figure}_ci_low"], figures[f"{figure}_ci_high"] = low, high
-    return {k: float(v) for k, v in figures.items() if math.isfinite(v)}
 
 
 def cross_validate(

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from cnn_factory.encoders import create, timm_module
-from cnn_factory.errors import UserError
+from cnn_factory.errors import UserError, listing
 
 NONE, PRETRAINED = "none", "pretrained"
 KEY = "params.yaml: model.weights"
@@ -85,7 +85,8 @@ def _check_complete(name: str, weights: str, loaded: dict[str, torch.Tensor]) ->
     missing = [k for k in loaded if k.replace("_", ".") not in there and not k.endswith("num_batches_tracked")]
     if missing:
         raise UserError(
-            f"{KEY}: {weights} does not fit {name} (missing {_listing(missing)}); give weights saved from timm's {name}"
+            f"{KEY}: {weights} does not fit {name} (missing {listing(missing, LISTED)}); "
+            f"give weights saved from timm's {name}"
         )
 
 
@@ -102,11 +103,11 @@ def _failure(name: str, weights: str, err: Exception) -> str:
         )
         parts = []
         if "Missing key(s)" in text:
-            parts.append(f"missing {_listing(missing)}")
+            parts.append(f"missing {listing(missing, LISTED)}")
         if unexpected:
-            parts.append(f"not in {name}: {_listing(unexpected)}")
+            parts.append(f"not in {name}: {listing(unexpected, LISTED)}")
         if shapes:
-            parts.append("shapes differ: " + _listing([f"{k} {a} in the file, {b} here" for k, a, b in shapes]))
+            parts.append("shapes differ: " + listing([f"{k} {a} in the file, {b} here" for k, a, b in shapes], LISTED))
         detail = "; ".join(parts) or f"{type(err).__name__}: {(text.strip().splitlines() or [''])[0]}"
         return f"{KEY}: {weights} does not fit {name} ({detail}); give weights saved from timm's {name}"
     first = (text.strip().splitlines() or [""])[0][:200]
@@ -115,11 +116,6 @@ def _failure(name: str, weights: str, err: Exception) -> str:
         f"network, give a file instead (model.weights: path/to/{name}.safetensors) or fill timm's cache "
         "(docs/encoders.md)"
     )
-
-
-def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:LISTED])
-    return shown + (f" and {len(items) - LISTED} more" if len(items) > LISTED else "")
 
 
 def pretrained_normalisation(name: str, channels: list[int]) -> tuple[list[float], list[float]]:

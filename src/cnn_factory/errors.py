@@ -10,13 +10,19 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from cnn_factory import runtime
 
 
 class UserError(Exception):
     """A problem with the user's data or params: the message says what, where and what to do."""
+
+
+def listing(items: Iterable[object], limit: int, more: str = " and {} more") -> str:
+    """The first `limit` of `items`, comma-separated, then how many more there are (`more`, formatted)."""
+    shown = [str(item) for item in items]
+    return ", ".join(shown[:limit]) + (more.format(len(shown) - limit) if len(shown) > limit else "")
 
 
 def debug_enabled(argv: list[str] | None = None) -> bool:

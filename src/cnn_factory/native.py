@@ -109,7 +109,8 @@ def predict_split(
             image = NativeImage(row, x_raw[k], spacing=tuple(split.spacings[row]) if split.spacings else None)
             if split.patch:
                 raw = torch.cat([torch.from_numpy(split.natives[n][row].copy()) for n in split.inputs])
-                window_probs = _windows(model, raw, split, stats, batch_size, outputs, device)
+                native, _ = to_device(raw[None], {}, device, *stats)  # sliding windows over it, blended
+                window_probs = predict_tiled(model, native, split.window, OVERLAP, False, batch_size, dict(outputs))
                 image.picture = raw
                 for n in split.spatial:
                     mask = torch.from_numpy(split.native_masks[n][row].copy()).to(device)
@@ -129,20 +130,6 @@ def predict_split(
             row += 1
         image_level = {n: p for n, p in probs.items() if n not in split.spatial} if probs else None
         yield SplitBatch(x_raw, targets, logits, images, image_level)
-
-
-def _windows(
-    model: Network,
-    raw: torch.Tensor,
-    split: SplitPass,
-    stats: tuple[torch.Tensor, torch.Tensor],
-    batch_size: int,
-    outputs: Mapping[str, Output],
-    device: torch.device,
-) -> dict[str, torch.Tensor]:
-    """Sliding windows over one native image (C, H, W) uint8: blended probabilities per mask output."""
-    image, _ = to_device(raw[None], {}, device, *stats)
-    return predict_tiled(model, image, split.window, OVERLAP, False, batch_size, dict(outputs))
 
 
 def load_models(files: list[Path], device: torch.device | str) -> tuple[Network, ModelFile]:

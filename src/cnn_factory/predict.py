@@ -35,7 +35,6 @@ from cnn_factory.data.table import read_table
 from cnn_factory.device import pick_device
 from cnn_factory.dicom import is_series
 from cnn_factory.errors import UserError
-from cnn_factory.images import read_image
 from cnn_factory.inference import predict_batch, predict_tiled, upsample
 from cnn_factory.model import model_files
 from cnn_factory.native import Network, load_models
@@ -69,17 +68,6 @@ def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str
             raise UserError(f"{stems[stem(first)]} and {first}: same file name stem; their masks would overwrite")
         stems[stem(first)] = first
     return items
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image file, read from its header where the format allows."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            return img.height, img.width
-    except Exception:  # formats PIL does not know (e.g. some TIFFs): decode the whole image
-        return read_image(path).shape[:2]
 
 
 def warn_if_tiling_changes_scale(median: list[int], window: tuple[int, ...]) -> None:

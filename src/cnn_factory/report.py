@@ -28,6 +28,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cnn_factory.atomic import replace_file
@@ -44,17 +45,22 @@ FIGURES = "figures.json"  # every test figure, beside metrics.json's headline on
 
 
 def test_figures(result: Evaluation, outputs: Mapping[str, Output], resamples: int, seed: int) -> dict[str, float]:
-    """{"<output>/<figure>": value}: each output's figures over the test images, then the bootstrap
-    interval of each headline figure as `<figure>_ci_low` and `<figure>_ci_high`. Undefined figures
-    (NaN: e.g. ROC AUC with one class in the test split) are left out."""
+    """{"<output>/<figure>": value}: each output's `figures_of` its test images (one seed per output)."""
     figures: dict[str, float] = {}
     for seed_offset, (name, columns) in enumerate(result.rows.items()):
-        scorer = Scorer.of(outputs[name])
-        figures.update({f"{name}/{k}": v for k, v in scorer.summarise(columns).items()})
-        bounds = intervals(columns, scorer.summarise, scorer.interval_metrics, resamples, seed + seed_offset)
-        for figure, (low, high) in bounds.items():
-            figures[f"{name}/{figure}_ci_low"], figures[f"{name}/{figure}_ci_high"] = low, high
-    return {k: v for k, v in figures.items() if math.isfinite(v)}
+        found = figures_of(columns, Scorer.of(outputs[name]), resamples, seed + seed_offset)
+        figures.update({f"{name}/{k}": v for k, v in found.items()})
+    return figures
+
+
+def figures_of(columns: dict[str, np.ndarray], scorer: Scorer, resamples: int, seed: int) -> dict[str, float]:
+    """An output's figures over the images of its per-image `columns`, then the bootstrap interval of
+    each headline figure as `<figure>_ci_low` and `<figure>_ci_high`. Undefined figures (NaN: e.g.
+    ROC AUC with one class in the test split) are left out."""
+    figures = dict(scorer.summarise(columns))
+    for figure, (low, high) in intervals(columns, scorer.summarise, scorer.interval_metrics, resamples, seed).items():
+        figures[f"{figure}_ci_low"], figures[f"{figure}_ci_high"] = low, high
+    return {k: float(v) for k, v in figures.items() if math.isfinite(v)}
 
 
 def per_image_table(result: Evaluation, outputs: Mapping[str, Output], files: list[str], rows: list[int]) -> str:
@@ -138,10 +144,7 @@ class FiguresLive(AtomicLive):
 
 
 def write_text(path: Path, text: str) -> None:
-    def write(tmp: Path) -> None:
-        tmp.write_text(text)
-
-    replace_file(path, write)
+    replace_file(path, lambda tmp: tmp.write_text(text))
 
 
 def evaluate_and_report(

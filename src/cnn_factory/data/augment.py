@@ -43,19 +43,19 @@ class Augmenter:
     def _uniform(self, n: int, low: float, high: float) -> torch.Tensor:
         return torch.rand(n, generator=self.generator) * (high - low) + low
 
+    def _flips_and_zoom(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, 2): -1 along the width (hflip) and the height (vflip) of a flipped sample, else 1; (n,) zooms."""
+        c = self.cfg
+        flip = [torch.where(torch.rand(n, generator=self.generator) < p, -1.0, 1.0) for p in (c.hflip, c.vflip)]
+        zoom = self._uniform(n, *c.scale) * self._uniform(n, 1.0, 1 / math.sqrt(c.crop))  # a crop is a zoom-in
+        return torch.stack(flip, 1), zoom
+
     def matrices(self, n: int, h: int, w: int) -> torch.Tensor:
         """(n, 2, 3) affine matrices combining flips, rotation, zoom, crop, shift and shear."""
         from kornia.geometry.transform import get_affine_matrix2d
 
         c = self.cfg
-        flip = torch.stack(
-            [
-                torch.where(torch.rand(n, generator=self.generator) < c.hflip, -1.0, 1.0),
-                torch.where(torch.rand(n, generator=self.generator) < c.vflip, -1.0, 1.0),
-            ],
-            dim=1,
-        )
-        zoom = self._uniform(n, *c.scale) * self._uniform(n, 1.0, 1 / math.sqrt(c.crop))  # a crop is a zoom-in
+        flip, zoom = self._flips_and_zoom(n)
         shift = torch.stack(
             [self._uniform(n, -c.translate, c.translate) * w, self._uniform(n, -c.translate, c.translate) * h], dim=1
         )
@@ -70,10 +70,7 @@ class Augmenter:
         """(n, 3, 4) matrices for `affine_grid`, in its normalised (x, y, z) coordinates: where each
         output voxel samples the input (flips, an in-plane rotation, zoom, shift)."""
         c = self.cfg
-        flip = torch.stack(
-            [torch.where(torch.rand(n, generator=self.generator) < p, -1.0, 1.0) for p in (c.hflip, c.vflip)], 1
-        )
-        zoom = self._uniform(n, *c.scale) * self._uniform(n, 1.0, 1 / math.sqrt(c.crop))  # a crop is a zoom-in
+        flip, zoom = self._flips_and_zoom(n)
         angle = torch.deg2rad(self._uniform(n, -c.rotate, c.rotate))
         shift = self._uniform(3 * n, -2 * c.translate, 2 * c.translate).view(n, 3)  # the normalised range is 2 wide
         cos, sin = torch.cos(angle), torch.sin(angle)

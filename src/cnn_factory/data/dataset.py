@@ -81,16 +81,6 @@ class PreparedSplit(Dataset):
         return torch.from_numpy(x), targets, torch.from_numpy(index >= self.length)
 
 
-class _Repeated(Dataset):
-    """Index space of 1 + num_augs copies of a split, for the sampler."""
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def __len__(self) -> int:
-        return self.size
-
-
 class ShardedBatches(Sampler[list[int]]):
     """One rank's batches of an epoch under DistributedDataParallel.
 
@@ -140,7 +130,7 @@ def make_loader(
     With world > 1 the loader yields only this rank's share (see ShardedBatches). Batches are
     read in the main process: the arrays are memory-mapped and nothing is decoded, so worker
     processes would only add start-up time. `pin_memory` for a CUDA device."""
-    space = _Repeated(len(split) * (1 + num_augs))
+    space = range(len(split) * (1 + num_augs))  # 1 + num_augs copies of the split, for the sampler
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     batches: Sampler[list[int]]
     if world > 1:

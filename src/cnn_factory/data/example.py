@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import shutil
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,20 +81,6 @@ def make_sample(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, n
     return (np.clip(img, 0, 1) * 255).astype(np.uint8), labels, int(areas.argmax())
 
 
-@contextmanager
-def _data_set_folder(out: Path, header: list[str]) -> Iterator[Any]:
-    """`out` emptied (replaced if it exists) with images/ and labels/ folders; yields a csv writer
-    of out/data.csv, `header` written."""
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "images").mkdir(parents=True)
-    (out / "labels").mkdir()
-    with open(out / "data.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        yield writer
-
-
 def write_data_set(
     out: Path,
     value_columns: tuple[str, ...],
@@ -109,7 +94,13 @@ def write_data_set(
     (path, item); `images`, the images' own (suffix, write) where they differ from the label
     maps' (a DICOM series: a folder, no suffix); an existing `out` is replaced."""
     image_suffix, write_img = images or (suffix, write)
-    with _data_set_folder(out, ["image", "labels", *value_columns]) as writer:
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "images").mkdir(parents=True)
+    (out / "labels").mkdir()
+    with open(out / "data.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "labels", *value_columns])
         for i, (img, labels, values) in enumerate(samples):
             image, label_map = f"images/{i:04d}{image_suffix}", f"labels/{i:04d}{suffix}"
             write_img(out / image, img)

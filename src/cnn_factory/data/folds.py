@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from cnn_factory.config import PREPARED, DataConfig
-from cnn_factory.data.splits import cells, deal_groups, drawn_splits, from_column
+from cnn_factory.data.splits import cells, deal_groups, drawn_splits
 from cnn_factory.data.table import Table
 from cnn_factory.errors import UserError
 
@@ -73,7 +73,7 @@ def assign_folds(table: Table, data: DataConfig) -> list[str]:
     all hold a group, a row, or every class of `stratify`."""
     split = data.split
     k = split.folds or 0
-    held = _held_out(table, data)
+    held = [name == TEST for name in drawn_splits(table, data)]  # the test split as without folds
     pool = [i for i in range(len(table.rows)) if not held[i]]
     stratify = split.stratify
     classes = []
@@ -105,13 +105,6 @@ def assign_folds(table: Table, data: DataConfig) -> list[str]:
     for i, name in zip(pool, dealt):
         folds[i] = name
     return folds
-
-
-def _held_out(table: Table, data: DataConfig) -> list[bool]:
-    """Which rows form the test split: the column's test rows, or those drawn as without folds."""
-    if data.split.column:
-        return [name == TEST for name in from_column(table, data.split.column)]
-    return [name == TEST for name in drawn_splits(table, data)]
 
 
 def _round_robin(classes: list[str], names: list[str], rng: np.random.Generator) -> list[str]:

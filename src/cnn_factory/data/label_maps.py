@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnn_factory.errors import listing
 from cnn_factory.images import read_pixels
 from cnn_factory.outputs import MaskOutput
 
@@ -69,12 +70,11 @@ def _map_colours(rgb: np.ndarray, table: dict[str, int], key: str) -> np.ndarray
     listed = known[at] == codes
     if not listed.all():
         unknown = np.unique(codes[~listed])
-        names = ", ".join(f"#{int(c):06x}" for c in unknown[:LISTED])
+        names = listing((f"#{int(c):06x}" for c in unknown), LISTED)
         if len(unknown) == 1:
             raise ValueError(f"has colour {names}, which {key} does not list; add it with its label value")
-        more = f" and {len(unknown) - LISTED} more" if len(unknown) > LISTED else ""
         raise ValueError(
-            f"has colours {names}{more}, which {key} does not list; add them with their label values "
+            f"has colours {names}, which {key} does not list; add them with their label values "
             "(smoothed edges blend colours: save masks without anti-aliasing)"
         )
     return values[at].astype(np.min_scalar_type(int(values.max())))

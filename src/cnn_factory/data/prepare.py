@@ -38,7 +38,7 @@ from cnn_factory.data.row_keys import decoding_key, row_key
 from cnn_factory.data.rows import load_row, native_names, pack_native, unpack_native
 from cnn_factory.data.splits import assign_splits, split_report
 from cnn_factory.data.table import Table, check_columns, check_root, read_table, repeated_rows
-from cnn_factory.errors import UserError
+from cnn_factory.errors import UserError, listing
 
 CACHE = Path("data/cache")  # decoded rows, kept between runs (dvc.yaml: persist)
 MAX_LISTED = 50  # problems printed before "... and N more"
@@ -174,18 +174,13 @@ def missing_label_problems(table: Table, cfg: Config, missing: dict[str, list[in
         spec = cfg.outputs.spatial[name]
         text = (
             f"outputs.{name}: {len(numbers)} of {len(table.rows)} label maps in column '{spec.column}' "
-            f"hold none of the label values {list(spec.label_values)} (rows {_listing(numbers)})"
+            f"hold none of the label values {list(spec.label_values)} (rows {listing(numbers, 10, ', ... ({} more)')})"
         )
         if len(numbers) == len(table.rows):
             problems.append(f"{table.path}: {text}; check the label values of outputs.{name}")
         else:
             print(f"warning: {text}", file=sys.stderr)
     return problems
-
-
-def _listing(numbers: list[int], limit: int = 10) -> str:
-    text = ", ".join(map(str, numbers[:limit]))
-    return text + (f", ... ({len(numbers) - limit} more)" if len(numbers) > limit else "")
 
 
 def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRows, out: Path) -> dict:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnn_factory.config import Config
-from cnn_factory.errors import UserError
+from cnn_factory.errors import UserError, listing
 from cnn_factory.outputs.base import csv_columns
 
 
@@ -127,9 +127,8 @@ def repeated_rows(table: Table, cfg: Config, splits: list[str], limit: int = 10)
             return f"row {table.numbers[i]} repeats row {table.numbers[j]}"
         return f"row {table.numbers[i]} ({splits[i]}) repeats row {table.numbers[j]} ({splits[j]})"
 
-    listed = ", ".join(pair(i, j) for i, j in repeats[:limit])
-    more = f", ... ({len(repeats) - limit} more)" if len(repeats) > limit else ""
-    text = f"{table.path}: {len(repeats)} row(s) repeat an earlier row's input files: {listed}{more}"
+    listed = listing((pair(i, j) for i, j in repeats), limit, ", ... ({} more)")
+    text = f"{table.path}: {len(repeats)} row(s) repeat an earlier row's input files: {listed}"
     crossed = sum(splits[i] != splits[j] for i, j in repeats)
     if crossed:
         text += (

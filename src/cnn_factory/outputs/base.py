@@ -135,6 +135,14 @@ class MaskOutput(Output):
 
     reads_label_map: ClassVar[bool] = True
     spatial: ClassVar[bool] = True
+    if TYPE_CHECKING:  # fields of every mask kind: its mask's size, its label maps' colour table
+        size: tuple[int, ...] | None
+        colours: dict[str, int] | None
+
+    def named(self, name: str, input_size: tuple[int, ...]) -> Self:
+        """A mask is stored at the input's size unless its `size` says otherwise."""
+        filled = super().named(name, input_size)
+        return filled.model_copy(update={"size": self.size or input_size})
 
     def describe(self) -> dict[str, Any]:
         return {**self.model_dump(mode="json"), "labels": list(self.label_values)}
@@ -147,7 +155,7 @@ class MaskOutput(Output):
     @property
     def colour_table(self) -> dict[str, int] | None:
         """`#rrggbb` -> label value, for label maps coded in colours; None: they hold values."""
-        return None
+        return self.colours
 
     def mask(self, label_map: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
         """This output's uint8 mask of a label map, (H, W) or (D, H, W) at `size` (nearest)."""
@@ -170,15 +178,16 @@ Kind = TypeVar("Kind", bound=Output, default=Output)  # an adapter of any kind: 
 class Adapter(Generic[Kind]):
     """What a family of stages needs of every kind (`Scorer`, `Writer`): a class per kind, holding
     its core as `self.output`, named by `of=` (`class SegmentationScorer(Scorer[SegmentationOutput],
-    of=SegmentationOutput)`); `Scorer.of(output)` gives an output's, or the family's defaults."""
+    of=SegmentationOutput)`); `Scorer.of(output)` gives an output's, or the family's defaults. A class
+    deriving from Adapter itself starts a family; one between a family and its kinds (`MaskWriter`) shares."""
 
     kinds: ClassVar[dict[type[Output], type[Adapter[Any]]]]
 
     def __init_subclass__(cls, of: type[Output] | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if of is None:  # a family of its own
+        if Adapter in cls.__bases__:  # a family of its own
             cls.kinds = {}
-        else:
+        if of is not None:
             cls.kinds[of] = cls
 
     def __init__(self, output: Kind):

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args
 
 import numpy as np
 from pydantic import Field, model_validator
 
+from cnn_factory.errors import listing
 from cnn_factory.images import encode_png
 from cnn_factory.outputs.base import MaskOutput
 from cnn_factory.outputs.decoding import ClassMaskRows
-from cnn_factory.outputs.scoring import Scorer, cell_floats, mask_columns
+from cnn_factory.outputs.scoring import Scorer, cell_floats, mask_cells, mask_columns
 from cnn_factory.outputs.segmentation import Colours, Labels
-from cnn_factory.outputs.writing import Writer, mask_answer
+from cnn_factory.outputs.writing import Affine, MaskWriter, nearest
 from cnn_factory.params import Shape, custom
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
@@ -93,10 +93,6 @@ class ClassMaskOutput(ClassMaskRows, MaskOutput):
                 owner[value] = name
         return self
 
-    def named(self, name: str, input_size: tuple[int, ...]) -> Self:
-        filled = super().named(name, input_size)
-        return filled.model_copy(update={"size": self.size or input_size})
-
     def describe(self) -> dict[str, Any]:
         # the K + 1 channels in order, as predict's index PNG and export's logits hold them
         return {**self.model_dump(mode="json"), "classes": ["background", *self.classes]}
@@ -105,10 +101,6 @@ class ClassMaskOutput(ClassMaskRows, MaskOutput):
     def classes(self) -> tuple[str, ...]:
         """The class names in index order: class k (from 1) is the k-th."""
         return tuple(self.labels)
-
-    @property
-    def colour_table(self) -> dict[str, int] | None:
-        return self.colours
 
     @property
     def label_values(self) -> tuple[int, ...]:
@@ -172,9 +164,8 @@ class ClassMaskScorer(Scorer[ClassMaskOutput], of=ClassMaskOutput):
     def picture_legend(self) -> str:
         from cnn_factory.palette import colour_name
 
-        named = [f"{c} {colour_name(k)}" for k, c in enumerate(self.output.classes[:LEGEND], 1)]
-        more = f", ... ({len(self.output.classes) - LEGEND} more)" if len(self.output.classes) > LEGEND else ""
-        return "image | truth | prediction: " + ", ".join(named) + more
+        named = (f"{c} {colour_name(k)}" for k, c in enumerate(self.output.classes, 1))
+        return "image | truth | prediction: " + listing(named, LEGEND, ", ... ({} more)")
 
     def image_scores(
         self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
@@ -191,17 +182,13 @@ class ClassMaskScorer(Scorer[ClassMaskOutput], of=ClassMaskOutput):
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
         cells = {"dice": [round(float(v), 6) for v in columns["dice"]]}  # the image's mean over its classes
         for c in self.output.classes:
-            for k in ("dice", "iou", "hd95", "nsd"):
-                cells[f"{k}_{c}"] = [round(float(v), 6) for v in columns[f"{k}_{c}"]]
-            for k in ("truth_px", "pred_px", "tp"):
-                cells[f"{k}_{c}"] = columns[f"{k}_{c}"].astype(int).tolist()
+            cells.update(mask_cells(columns, f"_{c}"))
         return cells
 
     def table_columns(self, cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
         columns = {"dice": cell_floats(cells["dice"])}
         for c in self.output.classes:
-            keys = ("dice", "iou", "hd95", "nsd", "truth_px", "pred_px", "tp")
-            columns.update({f"{k}_{c}": v for k, v in mask_columns({k: cells[f"{k}_{c}"] for k in keys}).items()})
+            columns.update({f"{k}_{c}": v for k, v in mask_columns(cells, f"_{c}").items()})
         return columns
 
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
@@ -214,7 +201,7 @@ class ClassMaskScorer(Scorer[ClassMaskOutput], of=ClassMaskOutput):
         return {"dice": points}  # dice against the true class's size: where small objects fail
 
 
-class ClassMaskWriter(Writer[ClassMaskOutput], of=ClassMaskOutput):
+class ClassMaskWriter(MaskWriter[ClassMaskOutput], of=ClassMaskOutput):
     def logits_shape(self) -> list:
         return ["batch", len(self.output.classes) + 1, *(self.output.size or ())]
 
@@ -222,58 +209,20 @@ class ClassMaskWriter(Writer[ClassMaskOutput], of=ClassMaskOutput):
         return [f"{self.output.name}_mask", *(f"{self.output.name}_{c}_coverage" for c in self.output.classes)]
 
     def predicted_image(self, value: np.ndarray, size: tuple[int, ...], threshold: float) -> np.ndarray:
-        """The (H, W) (or (D, H, W)) uint8 class indices predict writes (0 background), at `size`."""
-        index = value.argmax(0).astype(np.uint8)
-        if index.shape != tuple(size):
-            from skimage.transform import resize
+        """Class indices (0 background)."""
+        return nearest(value.argmax(0).astype(np.uint8), size)
 
-            index = resize(index, size, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
-        return index
-
-    def prediction_file(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
-    ) -> bytes:
+    def mask_file(self, index: np.ndarray, affine: Affine) -> bytes:
         """An index PNG (mode P: pixel k is class k, 0 background; the palette colours the classes),
-        or a scan's .nii.gz of class indices."""
-        return self._file(self.predicted_image(value, size, threshold), affine)
-
-    def write_prediction(
-        self,
-        value: np.ndarray,
-        out: Path,
-        stem: str,
-        size: tuple[int, ...],
-        threshold: float,
-        affine: np.ndarray | None = None,
-    ) -> list[str]:
-        index = self.predicted_image(value, size, threshold)
-        path = out / self.output.name / f"{stem}{'.png' if affine is None else '.nii.gz'}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self._file(index, affine))
-        shares = self._pixels(index)[1:] / index.size
-        return [f"{self.output.name}/{path.name}", *(f"{s:.4f}" for s in shares)]
-
-    def answer(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
-    ) -> dict[str, Any]:
-        index = self.predicted_image(value, size, threshold)
-        pixels = dict(zip(["background", *self.output.classes], self._pixels(index).tolist()))
-        middle = None if affine is None else self._png(index[len(index) // 2])
-        return mask_answer(self._file(index, affine), pixels, affine, middle)
-
-    def _file(self, index: np.ndarray, affine: np.ndarray | None) -> bytes:
-        """The index PNG, or a scan's .nii.gz placed by `affine`: voxel k is class k, 0 background."""
+        or a scan's .nii.gz placed by `affine`: voxel k is class k."""
         if affine is None:
-            return self._png(index)
+            from cnn_factory.palette import class_colours
+
+            return encode_png(index, class_colours(len(self.output.classes)).tobytes())
         from cnn_factory.volumes import volume_bytes
 
         return volume_bytes(index, affine)
 
-    def _png(self, index: np.ndarray) -> bytes:
-        from cnn_factory.palette import class_colours
-
-        return encode_png(index, class_colours(len(self.output.classes)).tobytes())
-
-    def _pixels(self, index: np.ndarray) -> np.ndarray:
-        """Pixels of each index, background first."""
-        return np.bincount(index.ravel(), minlength=len(self.output.classes) + 1)
+    def pixel_counts(self, index: np.ndarray) -> dict[str, int]:
+        pixels = np.bincount(index.ravel(), minlength=len(self.output.classes) + 1)
+        return dict(zip(["background", *self.output.classes], pixels.tolist()))

@@ -30,7 +30,7 @@ from cnn_factory.outputs.base import MaskOutput, Output, Spacing
 from cnn_factory.outputs.decoding import MeasureRows
 from cnn_factory.outputs.planning import ColumnReport
 from cnn_factory.outputs.scoring import Masks, Scorer
-from cnn_factory.outputs.writing import Writer
+from cnn_factory.outputs.writing import Affine, Writer
 
 Name = Literal["area", "volume", "perimeter", "ellipse_circumference", "max_diameter", "count", "mean_intensity"]
 AXES = {2: "images", 3: "volumes"}
@@ -190,24 +190,18 @@ class MeasureWriter(Writer[MeasureOutput], of=MeasureOutput):
     def prediction_columns(self) -> list[str]:
         return [self.output.name, f"{self.output.name}_unit"]
 
-    def _unit(self, affine: np.ndarray | None) -> str:
+    def _unit(self, affine: Affine) -> str:
         from cnn_factory.scores.measures import unit
 
         return unit(self.output.measure, self.output.unit == "mm" and affine is not None)
 
     def write_prediction(
-        self,
-        value: np.ndarray,
-        out: Any,
-        stem: str,
-        size: tuple[int, ...],
-        threshold: float,
-        affine: np.ndarray | None = None,
+        self, value: np.ndarray, out: Any, stem: str, size: tuple[int, ...], threshold: float, affine: Affine = None
     ) -> list[str]:
         return [f"{float(value):.6g}", self._unit(affine)]
 
     def answer(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
+        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: Affine = None
     ) -> dict[str, Any]:
         return {"value": float(value), "unit": self._unit(affine)}
 

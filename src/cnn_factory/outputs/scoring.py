@@ -99,9 +99,18 @@ def cell_floats(cells: list[str]) -> np.ndarray:
     return np.asarray([float(c) if c != "" else np.nan for c in cells], np.float64)
 
 
-def mask_columns(cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
-    """A mask's per-image cells (dice, iou, hd95, nsd, truth_px, pred_px, tp) as the columns of its
-    scores (scores/masks.py's MASK_COLUMNS): the false positives and negatives follow from the counts."""
-    columns = {k: cell_floats(v) for k, v in cells.items()}
+MASK_SCORES, MASK_COUNTS = ("dice", "iou", "hd95", "nsd"), ("truth_px", "pred_px", "tp")  # a mask's per-image cells
+
+
+def mask_cells(columns: dict[str, np.ndarray], suffix: str = "") -> dict[str, list]:
+    """A mask's per-image cells from its columns `<key><suffix>`: the scores rounded, the pixel counts whole."""
+    cells = {f"{k}{suffix}": [round(float(v), 6) for v in columns[f"{k}{suffix}"]] for k in MASK_SCORES}
+    return cells | {f"{k}{suffix}": columns[f"{k}{suffix}"].astype(int).tolist() for k in MASK_COUNTS}
+
+
+def mask_columns(cells: dict[str, list[str]], suffix: str = "") -> dict[str, np.ndarray]:
+    """A mask's per-image cells `<key><suffix>` (mask_cells') as the columns of its scores
+    (scores/masks.py's MASK_COLUMNS): the false positives and negatives follow from the counts."""
+    columns = {k: cell_floats(cells[f"{k}{suffix}"]) for k in (*MASK_SCORES, *MASK_COUNTS)}
     columns["fp"], columns["fn"] = columns["pred_px"] - columns["tp"], columns["truth_px"] - columns["tp"]
     return columns

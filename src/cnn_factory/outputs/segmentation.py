@@ -15,8 +15,7 @@ scan on its own grid.
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
 import numpy as np
 from pydantic import BeforeValidator, Field, WithJsonSchema
@@ -24,8 +23,8 @@ from pydantic import BeforeValidator, Field, WithJsonSchema
 from cnn_factory.images import encode_png
 from cnn_factory.outputs.base import MaskOutput
 from cnn_factory.outputs.decoding import SegmentationRows
-from cnn_factory.outputs.scoring import Scorer, mask_columns
-from cnn_factory.outputs.writing import Writer, mask_answer
+from cnn_factory.outputs.scoring import MASK_SCORES, Scorer, mask_cells, mask_columns
+from cnn_factory.outputs.writing import Affine, MaskWriter, nearest
 from cnn_factory.params import Shape, custom, show
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
@@ -105,17 +104,9 @@ class SegmentationOutput(SegmentationRows, MaskOutput):
     )
     loss: Loss | None = None
 
-    def named(self, name: str, input_size: tuple[int, ...]) -> Self:
-        filled = super().named(name, input_size)
-        return filled.model_copy(update={"size": self.size or input_size})
-
     @property
     def label_values(self) -> tuple[int, ...]:
         return self.label
-
-    @property
-    def colour_table(self) -> dict[str, int] | None:
-        return self.colours
 
     def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
         return {"type": self.type, "size": list(self.size or ())}
@@ -180,14 +171,13 @@ class SegmentationScorer(Scorer[SegmentationOutput], of=SegmentationOutput):
         return mask_summary(columns)
 
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
-        cells = {k: [round(float(v), 6) for v in columns[k]] for k in ("dice", "iou", "hd95", "nsd")}
-        return {**cells, **{k: columns[k].astype(int).tolist() for k in ("truth_px", "pred_px", "tp")}}
+        return mask_cells(columns)
 
     def image_values(self, columns: dict[str, np.ndarray], figure: str) -> np.ndarray | None:
-        return columns[figure] if figure in ("dice", "iou", "hd95", "nsd") else None  # means over scored images
+        return columns[figure] if figure in MASK_SCORES else None  # means over scored images
 
     def table_columns(self, cells: dict[str, list[str]]) -> dict[str, np.ndarray]:
-        return mask_columns({k: cells[k] for k in ("dice", "iou", "hd95", "nsd", "truth_px", "pred_px", "tp")})
+        return mask_columns(cells)
 
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
         scored = ~np.isnan(columns["dice"])
@@ -199,7 +189,7 @@ class SegmentationScorer(Scorer[SegmentationOutput], of=SegmentationOutput):
         return {"dice": points}  # dice against the truth's size: where small objects fail
 
 
-class SegmentationWriter(Writer[SegmentationOutput], of=SegmentationOutput):
+class SegmentationWriter(MaskWriter[SegmentationOutput], of=SegmentationOutput):
     def logits_shape(self) -> list:
         return ["batch", *(self.output.size or ())]
 
@@ -207,48 +197,17 @@ class SegmentationWriter(Writer[SegmentationOutput], of=SegmentationOutput):
         return [f"{self.output.name}_mask", f"{self.output.name}_coverage"]
 
     def predicted_image(self, value: np.ndarray, size: tuple[int, ...], threshold: float) -> np.ndarray:
-        """The (H, W) (or (D, H, W)) uint8 mask predict writes: 255 where the probability is above
-        `threshold`, at `size`."""
-        mask = value > threshold
-        if mask.shape != tuple(size):
-            from skimage.transform import resize
+        """255 where the probability is above `threshold`."""
+        return nearest(value > threshold, size).astype(np.uint8) * 255
 
-            mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False) > 0
-        return mask.astype(np.uint8) * 255
-
-    def prediction_file(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
-    ) -> bytes:
-        return self._file(self.predicted_image(value, size, threshold), affine)
-
-    def write_prediction(
-        self,
-        value: np.ndarray,
-        out: Path,
-        stem: str,
-        size: tuple[int, ...],
-        threshold: float,
-        affine: np.ndarray | None = None,
-    ) -> list[str]:
-        mask = self.predicted_image(value, size, threshold)
-        path = out / self.output.name / f"{stem}{'.png' if affine is None else '.nii.gz'}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self._file(mask, affine))
-        return [f"{self.output.name}/{path.name}", f"{(mask > 0).mean():.4f}"]
-
-    def answer(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: np.ndarray | None = None
-    ) -> dict[str, Any]:
-        mask = self.predicted_image(value, size, threshold)
-        on = int(np.count_nonzero(mask))
-        middle = None if affine is None else encode_png(mask[len(mask) // 2])
-        return mask_answer(self._file(mask, affine), {"background": mask.size - on, "foreground": on}, affine, middle)
-
-    @staticmethod
-    def _file(mask: np.ndarray, affine: np.ndarray | None) -> bytes:
+    def mask_file(self, mask: np.ndarray, affine: Affine) -> bytes:
         """The PNG of a 0/255 mask, or a scan's .nii.gz placed by `affine`: 1 the mask, 0 the rest."""
         if affine is None:
             return encode_png(mask)
         from cnn_factory.volumes import volume_bytes
 
         return volume_bytes((mask > 0).astype(np.uint8), affine)
+
+    def pixel_counts(self, mask: np.ndarray) -> dict[str, int]:
+        on = int(np.count_nonzero(mask))
+        return {"background": mask.size - on, "foreground": on}

@@ -36,7 +36,6 @@ import numpy as np
 from scipy import ndimage
 
 Spacing = tuple[float, ...] | None  # mm per axis; None: a pixel is 1 along every axis
-COMPONENTS = ("all", "largest")
 
 
 @dataclass(frozen=True)
@@ -52,13 +51,14 @@ class Measure:
     scale: float = 1.0  # from mm (mm^2, mm^3) to `unit`
 
 
-def _count(mask: np.ndarray) -> int:
-    return int(ndimage.label(mask, structure=np.ones((3,) * mask.ndim))[1])
+def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The mask's connected components (8 or 26 neighbours): each pixel's component (0 outside), and how many."""
+    return ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The mask's largest connected component (8 or 26 neighbours); the mask itself when empty."""
-    labels, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
+    """The mask's largest connected component; the mask itself when empty."""
+    labels, n = _components(mask)
     if n <= 1:
         return mask
     sizes = np.bincount(labels.ravel())[1:]
@@ -98,10 +98,6 @@ def ramanujan(a: float, b: float) -> float:
     return math.pi * (3 * (a + b) - math.sqrt((3 * a + b) * (a + 3 * b)))
 
 
-def _ellipse_circumference(mask: np.ndarray, spacing: tuple[float, ...], image: np.ndarray | None) -> float:
-    return ramanujan(*ellipse_axes(mask, spacing))
-
-
 def _max_diameter(mask: np.ndarray, spacing: tuple[float, ...], image: np.ndarray | None) -> float:
     from scipy.spatial import ConvexHull, QhullError
     from scipy.spatial.distance import pdist
@@ -127,9 +123,9 @@ MEASURES: dict[str, Measure] = {
     "area": Measure(_size, "mm2", "px", dims=(2,)),
     "volume": Measure(_size, "mL", "voxels", dims=(3,), scale=1 / 1000),  # mm^3 -> mL
     "perimeter": Measure(_perimeter, "mm", "px", dims=(2,)),
-    "ellipse_circumference": Measure(_ellipse_circumference, "mm", "px", dims=(2,)),
+    "ellipse_circumference": Measure(lambda m, s, _: ramanujan(*ellipse_axes(m, s)), "mm", "px", dims=(2,)),
     "max_diameter": Measure(_max_diameter, "mm", "px"),
-    "count": Measure(lambda mask, spacing, image: float(_count(mask)), "components", "components", physical=False),
+    "count": Measure(lambda mask, spacing, _: float(_components(mask)[1]), "components", "components", physical=False),
     "mean_intensity": Measure(_mean_intensity, "intensity", "intensity", physical=False),
 }
 

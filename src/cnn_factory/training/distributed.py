@@ -27,7 +27,6 @@ from cnn_factory.errors import UserError
 class Dist:
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
 
     @property
     def enabled(self) -> bool:
@@ -59,7 +58,7 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, local), device
+    return Dist(rank, world), device
 
 
 def teardown(d: Dist) -> None:

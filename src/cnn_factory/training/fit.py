@@ -216,10 +216,9 @@ def log_epoch(
         for k, value in stats.items():
             live.log_metric(f"{prefix}/{k}", value)
     live.log_metric("train/lr", lr)
-    if val_stats is not None:
-        log_curves(Path(live.dir), live.step, train_stats, val_stats, outputs)
     val = ""
     if val_stats is not None:
+        log_curves(Path(live.dir), live.step, train_stats, val_stats, outputs)
         val = f"val_loss {val_stats['loss']:.4f}  " + "".join(
             f"{n}/{s.headline} {val_stats[f'{n}/{s.headline}']:.3f}  " for n, s in outputs.items()
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from cnn_factory.errors import UserError
+from cnn_factory.errors import UserError, listing
 from cnn_factory.model import read_model_file
 
 KEY = "train.init_from"
@@ -67,18 +67,18 @@ class Transfer:
             return f"train: initialised from {self.path}: all {len(self.here)} tensors loaded"
         lines = [
             f"train: initialised from {self.path}: {len(self.loaded)} of {len(self.here)} tensors loaded",
-            f"  loaded: {listing(modules(self.loaded, self.here))}",
+            f"  loaded: {listing(modules(self.loaded, self.here), LISTED)}",
         ]
         if self.new:
-            lines.append(f"  new, freshly initialised: {listing(modules(self.new, self.here))}")
+            lines.append(f"  new, freshly initialised: {listing(modules(self.new, self.here), LISTED)}")
         if self.skipped:
             layers: dict[str, str] = {}  # a layer once, with its first tensor whose shape differs
             for name, (there, here) in self.skipped.items():
                 layer, _, tensor = name.rpartition(".")
                 layers.setdefault(layer, f"{layer} ({tensor} {there} in the file, {here} here)")
-            lines.append(f"  skipped, shapes differ: {listing(list(layers.values()))}")
+            lines.append(f"  skipped, shapes differ: {listing(layers.values(), LISTED)}")
         if self.unused:
-            lines.append(f"  not in this network: {listing(modules(self.unused, self.there))}")
+            lines.append(f"  not in this network: {listing(modules(self.unused, self.there), LISTED)}")
         return "\n".join(lines)
 
 
@@ -122,8 +122,3 @@ def modules(names: list[str], universe: list[str]) -> list[str]:
                     found.append(prefix)
                 break
     return found
-
-
-def listing(items: list[str]) -> str:
-    shown = ", ".join(items[:LISTED])
-    return shown + (f" and {len(items) - LISTED} more" if len(items) > LISTED else "")

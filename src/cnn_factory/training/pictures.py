@@ -54,10 +54,8 @@ def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.
         rows.append(np.full((2 * scale, rows[-1].shape[1], 3), 255, np.uint8))
     grid = np.concatenate(rows[:-1], axis=0)
     width = rgb.shape[1]
-    if truth.dtype == bool:
-        titles = [("image", None), ("truth", TRUTH), ("prediction", PREDICTION)]
-    else:
-        titles = [("image", None), ("truth", None), ("prediction", None)]
+    outlined = truth.dtype == bool  # class indices: a colour per class, no one swatch for the truth
+    titles = [("image", None), ("truth", TRUTH if outlined else None), ("prediction", PREDICTION if outlined else None)]
     return np.concatenate([heading(titles, width, 2 * scale, grid.shape[1]), grid])
 
 
@@ -177,13 +175,9 @@ class WorstCases:
         """The panels stacked lowest score first, each under its caption line; None when empty."""
         if not self.items:
             return None
-        from PIL import Image, ImageDraw
-
         rows = []
         for (_, _, drawn), caption in zip(self.items, captions):
-            strip = Image.new("RGB", (drawn.shape[1], 16), "white")
-            ImageDraw.Draw(strip).text((2, 2), caption, fill="black")
-            rows.append(np.concatenate([np.asarray(strip), drawn]))
+            rows.append(np.concatenate([heading([(caption, None)], drawn.shape[1], 0, drawn.shape[1]), drawn]))
         width = max(r.shape[1] for r in rows)
         padded = [np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
         return np.concatenate(padded)
