@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from cnn_factory.config import parse_params
-from cnn_factory.data.grids import BEFORE_MAXIMUM, PERCENTILES, window_to_uint8
+from cnn_factory.config import BEFORE_MAXIMUM, PERCENTILES, parse_params
+from cnn_factory.data.grids import window_to_uint8
 from cnn_factory.data.prepare import prepare
 from cnn_factory.data.ragged import RaggedArray
 from cnn_factory.data.resample import resampled_shape, target_spacing

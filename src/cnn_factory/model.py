@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 from cnn_factory.atomic import replace_file
-from cnn_factory.config import InputSpec, ModelConfig, input_spec
-from cnn_factory.data.grids import BEFORE_MAXIMUM, PERCENTILES
+from cnn_factory.config import BEFORE_MAXIMUM, PERCENTILES, InputSpec, ModelConfig, input_spec
 from cnn_factory.encoders import UNET, TimmEncoder
 from cnn_factory.errors import UserError
 from cnn_factory.heads import Lifting

@@ -14,8 +14,8 @@ Images (`Pixels`) have a spacing of 1 per axis; their native grid is the image's
 `inputs.*.scale` (patch mode), reached by an anti-aliased bilinear resize (skimage), label maps
 resized by each output's own `mask`. Volumes (`Voxels`) are read with their spacing (volumes.py),
 their intensities brought to 0..255 (`inputs.*.window`, else each scan's 0.5th percentile to
-its maximum: `PERCENTILES`), and resampled to the target spacing (`inputs.*.spacing`, resolved from the training
-split before any row is decoded: `resolve_spacing`): cubic splines for intensities, nearest
+its maximum: config's `PERCENTILES`), and resampled to the target spacing (`inputs.*.spacing`,
+resolved from the training split before any row is decoded: `resolve_spacing`): cubic splines for intensities, nearest
 neighbour for label volumes, which hold label values (no colour tables). Every problem is a
 UserError whose message starts with `where`.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnn_factory.config import Config, InputSpec
+from cnn_factory.config import PERCENTILES, Config, InputSpec
 from cnn_factory.data.label_maps import label_values, read_label_map
 from cnn_factory.data.resample import resample, resample_labels, resampled_shape, target_spacing, to_shape
 from cnn_factory.data.table import Table
@@ -37,13 +37,6 @@ from cnn_factory.images import read_pixels
 from cnn_factory.outputs import MaskOutput
 from cnn_factory.volumes import Volume, read_label_volume, read_volume, same_grid, volume_grid
 
-# a scan's intensities mapped to 0..255 without `window`: from the 0.5th percentile (dark padding
-# and air left out) to the maximum, so that a small bright structure keeps its contrast. With the
-# 99.5th percentile (nnU-Net's clip for CT) as the top, a tumour under 0.5% of the voxels was
-# clipped to 255 with the brightest 2% of the organ around it: false tumour inside the organ, and
-# a test dice of 0.948 against 0.974 with the maximum (benchmarks/volumes.py --defaults, mask only)
-PERCENTILES = (0.5, 100.0)
-BEFORE_MAXIMUM = (0.5, 99.5)  # model files that do not record theirs were trained with these
 Spacing = tuple[float, ...]
 
 
