@@ -26,7 +26,7 @@ vessels into PNG label maps) in a temporary folder, which both tools read.
 
 Scoring: every mask at each image's own resolution (DRIVE 565x584; BraTS each label volume's own
 grid, HD95 in mm), by cnn_factory.scores.masks.mask_scores for both tools, intervals by the same
-bootstrap evaluate uses (1,000 resamples of the test images, seed 0). DRIVE is scored over the
+bootstrap evaluate uses (its 1,000 resamples of the test images). DRIVE is scored over the
 whole image (evaluate's figures, and MONAI's the same way) and inside the field-of-view mask (the
 literature's convention: ours' masks from `cnn-factory predict`, both tools' predictions cut to
 the FOV). BraTS: the whole tumour (every label value 1-4) as the mask, its volume in mL as a
