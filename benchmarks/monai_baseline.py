@@ -1,4 +1,4 @@
-"""The plain MONAI pipeline benchmarks/large.py (2-D cells) and benchmarks/volumes.py (3-D scans) train.
+"""The plain MONAI pipeline benchmarks/large.py, volumes.py and real.py train, 2-D and 3-D alike.
 
     model, seen, seconds = train_unet(2, loader, patches=7680, batch=16, lr=3e-3, target=lambda item: item["label"])
     logits = infer(model, image[None], roi, batch=16)    # (1, 2, *spatial): background and foreground
@@ -25,17 +25,21 @@ def train_unet(
     batch: int,
     lr: float,
     target: Callable[[dict], torch.Tensor],
+    in_channels: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[torch.nn.Module, int, float]:
-    """A MONAI UNet trained on `patches` patches from `loader` (epochs repeat until then), `target`
-    giving a batch's (B, 1, *spatial) label; returns the model, the patches seen and the seconds taken."""
+    """A MONAI UNet of `in_channels` input channels trained on `patches` patches from `loader`
+    (epochs repeat until then), `target` giving a batch's (B, 1, *spatial) label; returns the
+    model, the patches seen and the seconds taken by `clock` (wall; `time.process_time`: the
+    process's CPU seconds, all threads)."""
     from monai.losses import DiceCELoss
     from monai.networks.nets import UNet
 
-    model = UNet(spatial_dims, 1, 2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)
+    model = UNet(spatial_dims, in_channels, 2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.Adam(model.parameters(), lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, patches // batch))
-    seen, start = 0, time.perf_counter()
+    seen, start = 0, clock()
     model.train()
     while seen < patches:
         for item in loader:
@@ -48,7 +52,7 @@ def train_unet(
             seen += len(image)
             if seen >= patches:
                 break
-    return model, seen, time.perf_counter() - start
+    return model, seen, clock() - start
 
 
 def infer(model: torch.nn.Module, image: torch.Tensor, roi: tuple[int, ...], batch: int) -> torch.Tensor:

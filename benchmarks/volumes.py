@@ -70,6 +70,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -111,8 +112,14 @@ def make_data(out: Path, rows: int, size: tuple[int, int, int], seed: int = 0) -
     return table
 
 
-def files(data: Path, table: list[dict], split: str) -> list[dict]:
-    return [{"image": str(data / r["image"]), "label": str(data / r["labels"])} for r in table if r["split"] == split]
+def files(data: Path, table: list[dict], split: str, inputs: tuple[str, ...] = ("image",)) -> list[dict]:
+    """MONAI's items of a split: the image's file (a list of files, one a channel, for several
+    `inputs` columns) and the label volume's."""
+
+    def image(r: dict) -> str | list[str]:
+        return str(data / r[inputs[0]]) if len(inputs) == 1 else [str(data / r[c]) for c in inputs]
+
+    return [{"image": image(r), "label": str(data / r["labels"])} for r in table if r["split"] == split]
 
 
 def the_target(data: Path, table: list[dict]) -> tuple[float, float, float]:
@@ -201,10 +208,12 @@ def loop_seconds(text: str, patches: int) -> float:
 
 def monai_run(
     data: Path, table: list[dict], spacing: tuple[float, float, float], patch: tuple[int, int, int],
-    patches: int, batch: int, lr: float, seed: int = 0,
+    patches: int, batch: int, lr: float, seed: int = 0, inputs: tuple[str, ...] = ("image",),
+    values: tuple[int, ...] = (TUMOUR,), clock: Callable[[], float] = time.perf_counter,
 ) -> dict:  # fmt: skip
     """A plain MONAI 3-D patch pipeline on the same files, `patches` training patches of `patch`
-    (D, H, W) voxels at `spacing` (mm per D, H, W), scored at each test scan's own grid."""
+    (D, H, W) voxels at `spacing` (mm per D, H, W), scored at each test scan's own grid; the
+    `inputs` columns are its channels, the label `values` its foreground; `train_s` by `clock`."""
     from monai.data import CacheDataset, DataLoader, Dataset
     from monai.transforms import (
         Compose,
@@ -227,39 +236,47 @@ def monai_run(
     load = [
         LoadImaged(keys, image_only=True),
         EnsureChannelFirstd(keys),
-        Lambdad("label", lambda x: (x == TUMOUR).to(torch.uint8)),  # the tumour against the rest
+        Lambdad("label", lambda x: torch.isin(x, torch.tensor(values)).to(torch.uint8)),  # the mask's labels
         Orientationd(keys, axcodes="RAS"),
         Spacingd(keys, pixdim=pixdim, mode=("bilinear", "nearest")),
         ScaleIntensityd("image"),
         SpatialPadd(keys, roi),  # a scan narrower than a patch after resampling: zeros around it, as ours
     ]
     crops = RandCropByPosNegLabeld(keys, "label", roi, pos=1, neg=2, num_samples=4)
-    cached = CacheDataset(files(data, table, "train"), Compose(load), num_workers=0, progress=False)
+    cached = CacheDataset(files(data, table, "train", inputs), Compose(load), num_workers=0, progress=False)
     train = Dataset(cached, crops)  # the random crops of the cached, resampled scans, as the tutorials
     loader = DataLoader(train, batch_size=batch // 4, shuffle=True, num_workers=0)
-    model, seen, train_s = train_unet(3, loader, patches, batch, lr, target=lambda item: item["label"])
-    return {"train_s": train_s, **monai_scores(model, data, table, load, roi), "patches": seen}
+    model, seen, train_s = train_unet(
+        3, loader, patches, batch, lr, target=lambda item: item["label"], in_channels=len(inputs), clock=clock
+    )
+    return {"train_s": train_s, **monai_scores(model, data, table, load, roi, inputs, values), "patches": seen}
 
 
-def monai_scores(model: torch.nn.Module, data: Path, table: list[dict], load: list, roi: tuple) -> dict:
+def monai_scores(
+    model: torch.nn.Module, data: Path, table: list[dict], load: list, roi: tuple,
+    inputs: tuple[str, ...] = ("image",), values: tuple[int, ...] = (TUMOUR,),
+) -> dict:  # fmt: skip
     """The test scans through sliding_window_inference, the foreground probability back on each
-    scan's own grid (ResampleToMatch by the affines), thresholded at 0.5; mask_scores in mm."""
+    scan's own grid (ResampleToMatch by the affines), thresholded at 0.5; mask_scores in mm, the
+    summary and each scan's row (`scans`: its scores and the predicted mask's volume in mL)."""
     from monai.data import Dataset, MetaTensor
     from monai.transforms import Compose, ResampleToMatch
 
     model.eval()
     back = ResampleToMatch(mode="bilinear", padding_mode="border")
     scores, start = [], time.perf_counter()
-    test = files(data, table, "test")
+    test = files(data, table, "test", inputs)
     with torch.no_grad():
         for f, item in zip(test, Dataset(test, Compose(load))):
             logits = infer(model, item["image"][None], roi, 8)
             probs = torch.softmax(logits[0], 0)[1:]  # (1, W', H', D') at the target spacing, its affine
             truth = read_label_volume(Path(f["label"]), f["label"])  # (D, H, W), the file's own grid
-            grid = read_volume(Path(f["image"]), f["image"])
+            first = f["image"] if isinstance(f["image"], str) else f["image"][0]
+            grid = read_volume(Path(first), first)
             dst = MetaTensor(torch.zeros(1, *reversed(grid.shape)), affine=nifti_affine(grid.affine))
-            on_grid = back(probs, dst)[0].numpy().transpose(2, 1, 0)  # (W, H, D) -> (D, H, W)
-            scores.append(mask_scores(on_grid > 0.5, truth.array == TUMOUR, TOLERANCE, truth.spacing))
+            on_grid = back(probs, dst)[0].numpy().transpose(2, 1, 0) > 0.5  # (W, H, D) -> (D, H, W)
+            row = mask_scores(on_grid, np.isin(truth.array, values), TOLERANCE, truth.spacing)
+            scores.append({**row, "pred_ml": row["pred_px"] * float(np.prod(truth.spacing)) / 1000})
     columns = {k: np.array([s[k] for s in scores]) for k in scores[0]}
     summary = mask_summary(columns)
     return {
@@ -270,6 +287,7 @@ def monai_scores(model: torch.nn.Module, data: Path, table: list[dict], load: li
         "grade_accuracy": None,
         "tumour_ml_mae": None,
         "infer_s": time.perf_counter() - start,
+        "scans": scores,
     }
 
 

@@ -86,3 +86,13 @@ def test_masks_are_outlined_over_the_image_with_a_black_rim_under_a_legend():
     legend = grid[:HEADING]
     assert grid[7, width + 7].tolist() == list(TRUTH) and grid[7, 2 * width + 7].tolist() == list(PREDICTION)
     assert (legend[:, :256] < 128).any()  # the word "image" over the first panel
+
+
+def test_two_inputs_stacked_show_their_first_channel_in_grey():
+    """A volume of two scans (two inputs, e.g. FLAIR and T1c) is drawn: its first channel, grey."""
+    images = np.zeros((1, 2, 4, 32, 32), np.uint8)
+    images[:, 0], images[:, 1] = 90, 200
+    truth, pred = np.zeros((2, 1, 4, 32, 32), bool)
+    truth[0, 2, 8:24, 8:24] = pred[0, 2, 10:24, 8:24] = True
+    grid = overlay_grid(images, truth, pred)
+    assert grid.shape[-1] == 3 and grid[HEADING + 64, 64].tolist() == [90, 90, 90]

@@ -40,7 +40,8 @@ def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.
     scale = max(1, 256 // images.shape[-1])  # small images are enlarged so the masks can be seen
     rows = []
     for img, t, p in zip(images, truth, pred):
-        rgb = np.repeat(img, 3, axis=0) if img.shape[0] == 1 else img[:3]
+        # the first three channels as RGB; one or two (two single-channel inputs stacked): the first in grey
+        rgb = img[:3] if img.shape[0] >= 3 else np.repeat(img[:1], 3, axis=0)
         rgb = rgb.transpose(1, 2, 0).repeat(scale, axis=0).repeat(scale, axis=1)
         ys = np.arange(rgb.shape[0]) * t.shape[0] // rgb.shape[0]  # masks of another size: nearest
         xs = np.arange(rgb.shape[1]) * t.shape[1] // rgb.shape[1]
