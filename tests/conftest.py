@@ -29,6 +29,10 @@ from cnn_factory.volumes import read_volume, volume_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = [16, 16]
+# how long a server process may take to answer its first request: seconds on a quiet machine,
+# minutes where other work holds the cores (a niced run got 6% of one); a server that fails to
+# start exits, which ends the wait at once
+SERVER_START_S = 300
 
 
 def with_majority(row: str, value: str) -> str:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from cnn_factory.model import load_model
-from tests.conftest import ROOT, make_repo, run, tiny_params
+from tests.conftest import ROOT, SERVER_START_S, make_repo, run, tiny_params
 
 
 def dockerfile() -> str:
@@ -260,7 +260,7 @@ def serve_in_container(out: Path, env: dict) -> None:
     command = [str(Path(sys.executable).parent / "cnn-factory"), "serve", str(out / "models" / "my-model.pt")]
     server = subprocess.Popen([*command, "--port", str(port)], cwd=out, env=env, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + SERVER_START_S
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=5) as response:

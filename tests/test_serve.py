@@ -23,6 +23,7 @@ from PIL import Image
 from cnn_factory import __version__
 from cnn_factory.predict import predict_images
 from cnn_factory.serve import create_app
+from tests.conftest import SERVER_START_S
 
 COMMAND = [sys.executable, "-m", "cnn_factory"]
 
@@ -202,7 +203,7 @@ def test_serve_command_answers_on_localhost_and_reports_a_missing_model_in_one_l
     server = subprocess.Popen([*COMMAND, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + SERVER_START_S
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as response:
