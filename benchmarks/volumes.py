@@ -1,7 +1,8 @@
 """Volumes: cnn-factory's patch training of 3-D scans against a plain MONAI 3-D pipeline, in one run.
 
     python -m benchmarks.volumes [--rows 60] [--epochs 16] [--patches 128] [--quick] [--resources]
-                                 [--no-ours] [--model '{"filters": 8}'] [--defaults [--full]]
+                                 [--no-ours] [--model '{"filters": 8}']
+                                 [--defaults [--full] [--seed 0] [--saved-by val/tumour/dice]]
 
 On generated scans (cnn_factory/data/volumes_example.py at `size` (32, 64, 64): 27-37 slices of
 2.5-4 mm, 54-74 pixels of 0.8-1.2 mm a side, an organ with a round tumour, 0.2-2% of the
@@ -47,8 +48,10 @@ dice pooled over all test voxels and the mean of the scans' dice, and the mean H
   2.5-4 mm apart, pixels 0.8-1.2 mm), params.yaml's own defaults with only the inputs (a volume
   input of 16x48x48 in patch mode), the outputs (`tumour` and `tumour_ml`, a number per scan
   beside the mask) and the patch section set (30 epochs of 128 patches, batch 4); MONAI at the
-  same 3,840 patches and for as long as our train stage. `--full` adds the same params with
-  `model.stem: full` (the default before `auto`; about 3x the time).
+  same 3,840 patches and for as long as our train stage, and the two runs' difference in pooled
+  dice, paired on the test scans (`paired_dice`). `--full` adds the same params with `model.stem:
+  full` (the default before `auto`; about 3x the time); `--seed` seeds both tools, `--saved-by`
+  sets our `train.early_stopping.metric`.
 - `--resources`: peak RSS of a short train stage on 1x and 4x the scans, and the train stage's
   patches/s end to end over the bare step, over 10 epochs of 256 patches (benchmarks/large.py's
   measures, on volumes).
@@ -187,6 +190,11 @@ def ours(work: Path, p: dict) -> dict:
     metrics = json.loads((work / "eval" / "figures.json").read_text())["test"]
     live = json.loads((work / "dvclive" / "metrics.json").read_text())
     mask = metrics["tumour"]
+    with open(work / "eval" / "per_image.csv", newline="") as f:
+        scans = [
+            {"image": r["image"], **{k: float(r[f"tumour/{k}"]) for k in ("tp", "truth_px", "pred_px")}}
+            for r in csv.DictReader(f)
+        ]
     return {
         "train_s": seconds,
         "dice": mask["dice_pooled"],
@@ -198,7 +206,23 @@ def ours(work: Path, p: dict) -> dict:
         "patches": p["train"]["epochs"] * p["train"]["patches_per_epoch"],
         "loop_s": loop_seconds(text, p["train"]["patches_per_epoch"]),  # the epochs' training alone
         "target_spacing_mm": json.loads((work / "data" / "prepared" / "manifest.json").read_text())["spacing"],
+        "scans": scans,  # each test scan's true positives, true and predicted voxels, for paired_dice
     }
+
+
+def paired_dice(ours: list[dict], theirs: list[dict], resamples: int = 10_000) -> tuple[float, float, float]:
+    """Ours minus theirs in pooled dice on the same test scans (rows with `image`, `tp`, `truth_px`,
+    `pred_px`), and the 95% interval of a paired bootstrap over the scans."""
+    by_name = {s["image"]: s for s in theirs}
+    a = np.array([[s[k] for k in ("tp", "truth_px", "pred_px")] for s in ours])
+    b = np.array([[by_name[s["image"]][k] for k in ("tp", "truth_px", "pred_px")] for s in ours])
+    picks = np.random.default_rng(0).integers(0, len(a), (resamples, len(a)))
+
+    def pooled(counts: np.ndarray) -> np.ndarray:  # (..., scans, 3) -> (...)
+        return 2 * counts[..., 0].sum(-1) / (counts[..., 1].sum(-1) + counts[..., 2].sum(-1))
+
+    low, high = np.percentile(pooled(a[picks]) - pooled(b[picks]), [2.5, 97.5])
+    return float(pooled(a) - pooled(b)), float(low), float(high)
 
 
 def loop_seconds(text: str, patches: int) -> float:
@@ -278,6 +302,8 @@ def monai_scores(
             row = mask_scores(on_grid, np.isin(truth.array, values), TOLERANCE, truth.spacing)
             scores.append({**row, "pred_ml": row["pred_px"] * float(np.prod(truth.spacing)) / 1000})
     columns = {k: np.array([s[k] for s in scores]) for k in scores[0]}
+    names = [r[inputs[0]] for r in table if r["split"] == "test"]  # as the CSV names them, as ours
+    scores = [{"image": name, **s} for name, s in zip(names, scores)]
     summary = mask_summary(columns)
     return {
         "dice": summary["dice_pooled"],
@@ -349,6 +375,12 @@ def main() -> None:
     parser.add_argument("--no-ours", action="store_true", help="MONAI only (cnn-factory's runs left out)")
     parser.add_argument("--defaults", action="store_true", help="params.yaml's defaults on 120 scans of ~24x96x96")
     parser.add_argument("--full", action="store_true", help="--defaults: also with model.stem full (slow)")
+    parser.add_argument("--seed", type=int, default=0, help="--defaults: train.seed, and MONAI's seed")
+    parser.add_argument(
+        "--saved-by",
+        metavar="METRIC",
+        help="--defaults: train.early_stopping.metric (mode max for dice), e.g. val/tumour/dice",
+    )
     parser.add_argument(
         "--model", type=json.loads, default={}, help="model params over the example's, e.g. '{\"filters\": 8}'"
     )
@@ -370,7 +402,7 @@ def main() -> None:
         patches = args.epochs * args.patches
         shape = (args.patch, args.epochs, args.patches, args.batch)
         mask, every = ("tumour",), ("tumour", "grade", "tumour_ml")
-        results["monai"] = monai_run(data, table, spacing, args.patch, patches, args.batch, MONAI_LR)
+        results["monai"] = monai_run(data, table, spacing, args.patch, patches, args.batch, MONAI_LR, args.seed)
         if args.defaults:
             defaults(Path(tmp), data, table, spacing, args, results)
         elif not args.no_ours:
@@ -387,9 +419,15 @@ def defaults(tmp: Path, data: Path, table: list[dict], spacing: tuple, args: arg
     """params.yaml's defaults (a mask and a number), MONAI for as long, and with `--full` the same
     params with `model.stem: full` (the default before `auto`)."""
     shape = (args.patch, args.epochs, args.patches, args.batch)
-    results["defaults"] = ours(tmp / "defaults", default_params(data, *shape, args.model))
+    p = default_params(data, *shape, args.model)
+    p["train"]["seed"] = args.seed
+    if args.saved_by:
+        mode = "max" if args.saved_by.rsplit("/", 1)[-1] in ("dice", "iou", "accuracy", "f1_macro") else "min"
+        p["train"]["early_stopping"].update(metric=args.saved_by, mode=mode)
+    results["defaults"] = ours(tmp / "defaults", p)
     seconds = results["defaults"]["train_s"]
     results["monai_same_time"] = same_time(data, table, spacing, args, seconds, results)
+    results["paired_dice"] = paired_dice(results["defaults"]["scans"], results["monai_same_time"]["scans"])
     if args.full:
         results["defaults_full"] = ours(tmp / "full", default_params(data, *shape, {**args.model, "stem": "full"}))
 
@@ -403,7 +441,7 @@ def same_time(
     rate = results["monai"]["patches"] / results["monai"]["train_s"]
     for _ in range(2):
         same = max(args.batch, round(rate * ours_s / args.batch) * args.batch)
-        run = monai_run(data, table, spacing, args.patch, same, args.batch, MONAI_LR)
+        run = monai_run(data, table, spacing, args.patch, same, args.batch, MONAI_LR, args.seed)
         if run["train_s"] >= 0.97 * ours_s:
             break
         rate = run["patches"] / run["train_s"]
@@ -426,7 +464,8 @@ def resources(tmp: Path, args: argparse.Namespace, results: dict) -> None:
 def finish(results: dict, args: argparse.Namespace) -> None:
     results["conditions"] = {
         "rows": args.rows, "scan": args.size, "epochs": args.epochs, "patches_per_epoch": args.patches,
-        "patch": args.patch, "batch": args.batch, "threads": torch.get_num_threads(),
+        "patch": args.patch, "batch": args.batch, "threads": torch.get_num_threads(), "seed": args.seed,
+        "saved_by": args.saved_by,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }  # fmt: skip
     name = "volumes-resources.json" if args.resources else "volumes.json"
@@ -482,6 +521,12 @@ def report(results: dict) -> None:
                     f"{names[key]}: time per patch over MONAI's {ratio:.2f}"
                     f" (train stage {r['train_s']:.0f} s, of it the training loop {r['loop_s']:.0f} s)"
                 )
+        if "paired_dice" in results:
+            difference, low, high = results["paired_dice"]
+            print(
+                f"pooled dice, the defaults minus MONAI's same-time run, paired on the test scans: "
+                f"{difference:+.4f} [{low:+.4f}, {high:+.4f}] (95%, bootstrap over scans)"
+            )
     if "peak_rss" in results:
         first = next(iter(results["peak_rss"].values()))
         for what, peak in results["peak_rss"].items():
