@@ -76,6 +76,17 @@ def test_size_must_fit_depth(params):
     assert "inputs.image.size: [18, 16] must be divisible by 2**model.depth = 4" in _error(params)
 
 
+def test_in_patch_mode_a_mask_has_the_patch_size(params):
+    params["inputs"]["image"].update(mode="patch", size=[32, 32])
+    params["outputs"]["round"]["size"] = [64, 64]  # as in resize mode: train would fail on its first batch
+    params["outputs"]["angular"]["size"] = [32, 32]
+    message = _error(params)
+    assert "outputs.round.size: [64, 64] differs from the patch, inputs' size [32, 32]" in message
+    assert "set it to [32, 32] or leave size out" in message and "outputs.angular" not in message
+    del params["outputs"]["round"]["size"]
+    assert parse_params(params).outputs["round"].size == (32, 32)  # left out: the patch's
+
+
 def test_a_strided_stem_takes_one_more_halving_and_only_the_unet(params):
     params["model"]["stem"] = "strided"
     params["inputs"]["image"]["size"] = [20, 16]  # divisible by 2**depth = 4, not by 8

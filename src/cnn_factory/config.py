@@ -442,6 +442,12 @@ class Config(Strict):
                     f"outputs.{name}.size: {list(size)} has {len(size)} numbers but the input's size has {axes}; "
                     "a mask has the input's dimensions (or leave size out)"
                 )
+            elif size is not None and self.patch_mode and tuple(size) != tuple(self.first_input.size):
+                patch = list(self.first_input.size)
+                lines.append(
+                    f"outputs.{name}.size: {list(size)} differs from the patch, inputs' size {patch}; in patch mode "
+                    f"a mask is predicted patch by patch: set it to {patch} or leave size out"
+                )
         for name, defined in self.outputs.items():  # e.g. a measure names the mask it measures
             lines += defined.problems_among(f"outputs.{name}", self.outputs, axes)
         for name in sorted(set(self.inputs) & set(self.outputs)):
