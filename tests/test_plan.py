@@ -64,6 +64,8 @@ def test_large_images_with_small_objects_get_patches(tmp_path):
     assert rows["train.foreground"][0] == 0.33
     text = run_plan(cfg, 6, 4)
     assert f"dvc exp run -S inputs.image.mode=patch -S inputs.image.size=[{size},{size}]" in text
+    # the mask, [32, 32] in these params, is predicted patch by patch: the line sets it to the patch
+    assert cfg.outputs["cells"].size == (32, 32) and f"-S outputs.cells.size=[{size},{size}]" in text
 
 
 def test_the_batch_follows_the_memory_budget():

@@ -104,12 +104,18 @@ def budget_of(budget_gb: float | None) -> tuple[float, str]:
 
 
 def settings(cfg: Config, rows: list[tuple]) -> list[tuple[str, Any]]:
-    """(dotted params key, value) per proposal, `inputs.*` once per input."""
-    return [
+    """(dotted params key, value) per proposal, `inputs.*` once per input; with patches proposed,
+    each mask of another size takes the patch's (a mask is predicted patch by patch)."""
+    sets = [
         (target, value)
         for key, value, _ in rows
         for target in ([key.replace("*", n) for n in cfg.inputs] if "*" in key else [key])
     ]
+    proposed = {key: value for key, value, _ in rows}
+    if proposed.get("inputs.*.mode", cfg.first_input.mode) == "patch" and "inputs.*.size" in proposed:
+        size = list(proposed["inputs.*.size"])
+        sets += [(f"outputs.{n}.size", size) for n, o in cfg.outputs.spatial.items() if list(o.size or ()) != size]
+    return sets
 
 
 def applied(cfg: Config, sets: list[tuple[str, Any]]) -> Config:
