@@ -55,13 +55,8 @@ class _AbsentTorchvision(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
         module = types.ModuleType(spec.name)
         module.__path__ = []
-
-        def attribute(name: str) -> Any:
-            if name.startswith("__"):
-                raise AttributeError(name)
-            return _Absent(name, (), {"__module__": spec.name})
-
-        module.__getattr__ = attribute  # type: ignore[method-assign]
+        stand_in = _Absent(spec.name, (), {"__module__": spec.name})  # its attributes: the module's names
+        module.__getattr__ = stand_in.__getattr__  # type: ignore[method-assign]
         return module
 
     def exec_module(self, module: types.ModuleType) -> None:
