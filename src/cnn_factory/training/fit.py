@@ -406,11 +406,9 @@ def saved_figures(run: Run, es: StoppingConfig) -> dict[str, float]:
         raise UserError(f"train: {es.metric} was never finite (training diverged); lower train.lr")
     session.model.load_state_dict(history.best_state)
     if run.whole is None:  # relative_loss means something within its run only
-        return {
-            "epoch": session.early.best_epoch,
-            **{k: v for k, v in history.best_val.items() if k != "relative_loss"},
-        }
-    figures = run.whole(session.model, run.step.criterion, run.step.placement.device)
+        figures = {k: v for k, v in history.best_val.items() if k != "relative_loss"}
+    else:
+        figures = run.whole(session.model, run.step.criterion, run.step.placement.device)
     return {"epoch": session.early.best_epoch, **figures}
 
 
