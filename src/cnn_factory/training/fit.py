@@ -39,8 +39,7 @@ from cnn_factory.model import ModelFile, MultiOutputNet, model_args, model_meta,
 from cnn_factory.outputs import Output
 from cnn_factory.training.checkpoint import Checkpoint, Session, load_checkpoint, params_key, save_checkpoint
 from cnn_factory.training.distributed import Dist, NoLive, setup, sync_buffers, teardown, wrap
-from cnn_factory.training.encoder import check_encoder, load_encoder_weights
-from cnn_factory.training.init_from import init_source, initialise
+from cnn_factory.training.init_from import check_encoder, init_source, initialise, load_encoder_weights
 from cnn_factory.training.live import AtomicLive, drop_unreadable, keep_copy, log_curves, restore_copy, trim_curves
 from cnn_factory.training.loop import Placement, Step, autocast_dtype, seed_everything, train_one_epoch
 from cnn_factory.training.losses import Criterion
