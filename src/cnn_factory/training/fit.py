@@ -104,8 +104,7 @@ class TrainingData:
                 prepared / "train", list(inputs), outputs, first.size, train.view_share
             )
             samples = train.patches_per_epoch or len(split)
-            rows = f"{len(split)} {first.dimensions.rows}"
-            what = f"{samples} patches of {'x'.join(map(str, first.size))} from {rows}"
+            what = f"{samples} patches of {'x'.join(map(str, first.size))} from {len(split)} {first.dimensions.rows}"
         else:
             split = PreparedSplit(prepared / "train", list(inputs), outputs)
             samples, what = len(split), f"{len(split)} images"
@@ -247,13 +246,11 @@ def start(cfg: Config, where: Places | Path, ranks: Dist, device: torch.device) 
     meta = {**model_meta(cfg.inputs, cfg.outputs, manifest, stats), "encoder_weights": encoder}
     model_file = ModelFile.from_meta(meta)
     session = make_session(t, cfg.augment, args, device, data.steps, amp)
-    criterion = Criterion(trained, manifest["outputs"])  # a number's loss is in units of its std
-    net = wrap(session.model, ranks, device, t.sync_batchnorm, unused=t.freeze_encoder_epochs > 0)
     placement = Placement(device=device, stats=model_file.normalisation(device), amp=amp)
     step = Step(
         session=session,
-        net=net,
-        criterion=criterion,
+        net=wrap(session.model, ranks, device, t.sync_batchnorm, unused=t.freeze_encoder_epochs > 0),
+        criterion=Criterion(trained, manifest["outputs"]),  # a number's loss is in units of its std
         placement=placement,
         grad_clip=t.grad_clip,
         accumulate=t.accumulate,
