@@ -32,7 +32,7 @@ def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.
     has a black rim outside it, so that it reads on bright, dark and coloured images alike.
     Volumes (N, C, D, H, W) with (N, d, h, w) masks are drawn at one slice each (`at_slice`).
     """
-    if images.ndim == 5:
+    if images.ndim == 5:  # each volume at its own slice (N triples), stacked again into three arrays
         images, truth, pred = map(np.stack, zip(*map(at_slice, images, truth, pred)))
     scale = max(1, 256 // images.shape[-1])  # small images are enlarged so the masks can be seen
     rows = []
