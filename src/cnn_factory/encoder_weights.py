@@ -32,7 +32,7 @@ LISTED = 4  # tensor names in an error, then "and N more"
 def pretrained_state(name: str, in_channels: int, weights: str) -> tuple[dict[str, torch.Tensor], str]:
     """The feature pyramid's state dict with `weights` loaded (adapted to `in_channels`), and a line
     for train's log when the first convolution was adapted ('' otherwise)."""
-    if weights not in (PRETRAINED,) and not Path(weights).is_file():
+    if weights != PRETRAINED and not Path(weights).is_file():
         raise UserError(
             f"{KEY}: {weights}: no such file; give a .pth or .safetensors file of {name}'s weights, "
             "pretrained (timm's download or cache) or none"
@@ -123,17 +123,14 @@ def pretrained_normalisation(name: str, channels: list[int]) -> tuple[list[float
     inputs: RGB as timm gives them; a one-channel input gets their average (the summed filters see
     one grey value where they saw three alike); more channels cycle through R, G, B."""
     cfg = timm_module().get_pretrained_cfg(name)
-    rgb_mean, rgb_std = list(cfg.mean), list(cfg.std)
-    mean: list[float] = []
-    std: list[float] = []
-    for count in channels:
-        if count == 1:
-            mean.append(sum(rgb_mean) / 3)
-            std.append(sum(rgb_std) / 3)
-        else:
-            mean += [rgb_mean[i % 3] for i in range(count)]
-            std += [rgb_std[i % 3] for i in range(count)]
-    return [float(m) for m in mean], [float(s) for s in std]
+
+    def per_channel(rgb: list[float]) -> list[float]:
+        values: list[float] = []
+        for count in channels:
+            values += [sum(rgb) / 3] if count == 1 else [rgb[i % 3] for i in range(count)]
+        return [float(v) for v in values]
+
+    return per_channel(list(cfg.mean)), per_channel(list(cfg.std))
 
 
 def weights_source(weights: str) -> dict[str, str]:

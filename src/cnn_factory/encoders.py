@@ -55,13 +55,8 @@ class _AbsentTorchvision(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
         module = types.ModuleType(spec.name)
         module.__path__ = []
-
-        def attribute(name: str) -> Any:
-            if name.startswith("__"):
-                raise AttributeError(name)
-            return _Absent(name, (), {"__module__": spec.name})
-
-        module.__getattr__ = attribute  # type: ignore[method-assign]
+        stand_in = _Absent(spec.name, (), {"__module__": spec.name})  # its attributes: the module's names
+        module.__getattr__ = stand_in.__getattr__  # type: ignore[method-assign]
         return module
 
     def exec_module(self, module: types.ModuleType) -> None:
@@ -89,20 +84,15 @@ def timm_module() -> Any:
     return timm
 
 
-def check_name(name: str) -> None:
-    """A one-line UserError, with the closest names timm knows, unless `name` is a timm model."""
+def create(name: str, in_channels: int, **weights: Any) -> nn.Module:
+    """timm's model `name` as a feature pyramid (every level it has), with `in_channels` inputs;
+    `weights`: timm's pretrained options (encoder_weights.py), none for random weights. A name timm
+    does not know is a one-line UserError with the closest names it knows."""
     timm = timm_module()
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, [UNET, *timm.list_models()], n=4, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}?" if close else "timm.list_models() lists timm's names"
         raise UserError(f"{KEY}: {name!r} is neither unet nor a timm model; {hint}")
-
-
-def create(name: str, in_channels: int, **weights: Any) -> nn.Module:
-    """timm's model `name` as a feature pyramid (every level it has), with `in_channels` inputs;
-    `weights`: timm's pretrained options (encoder_weights.py), none for random weights."""
-    check_name(name)
-    timm = timm_module()
     try:
         return timm.create_model(name, features_only=True, in_chans=in_channels, **weights)
     except (RuntimeError, ValueError, TypeError, AttributeError, AssertionError) as err:

@@ -120,17 +120,8 @@ class UNetDecoder(nn.Module):
         cls, channels: list[int], size: tuple[int, ...] | list[int], options: dict, classes: int = 0
     ) -> UNetDecoder:
         """The decoder a mask kind builds from MultiOutputNet's options (norm, upsample, skip, stride)."""
-        o = options
-        return cls(
-            channels,
-            tuple(int(n) for n in size),
-            o["norm"],
-            o["upsample"],
-            o["skip"],
-            classes=classes,
-            stride=o["stride"],
-            lift=o.get("lift"),
-        )
+        o, size = options, tuple(int(n) for n in size)
+        return cls(channels, size, o["norm"], o["upsample"], o["skip"], classes, o["stride"], o.get("lift"))
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[-1]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -109,9 +109,6 @@ def level_channels(depth: int, filters: int | list[int]) -> list[int]:
     return list(filters)
 
 
-BLOCKS = ("norm", "dropout", "upsample", "skip")  # model_args' keys that are Blocks'
-
-
 @dataclass(frozen=True, kw_only=True)
 class Blocks:
     """How each level's convolutions are built and how a decoder joins the encoder's features."""
@@ -151,21 +148,18 @@ class NetShape:
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> NetShape:
         """From a model file's `model_args` (its `outputs` left out); an unknown key is a TypeError."""
-        own = {k: v for k, v in args.items() if k not in (*BLOCKS, "outputs")}
-        return cls(**own, blocks=Blocks(**{k: args[k] for k in BLOCKS if k in args}))
+        blocks = [f.name for f in fields(Blocks)]  # model_args' keys that are Blocks'
+        own = {k: v for k, v in args.items() if k not in (*blocks, "outputs")}
+        return cls(**own, blocks=Blocks(**{k: args[k] for k in blocks if k in args}))
 
     def args(self, outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """The model file's `model_args`: plain types, the outputs' head arguments among them."""
-        b = self.blocks
         return {
             "in_channels": self.in_channels,
             "depth": self.depth,
             "filters": self.filters,
             "outputs": outputs,
-            "norm": b.norm,
-            "dropout": b.dropout,
-            "upsample": b.upsample,
-            "skip": b.skip,
+            **asdict(self.blocks),  # norm, dropout, upsample, skip
             "encoder": self.encoder,
             "dims": self.dims,
             "stem": self.stem,
@@ -258,14 +252,13 @@ def model_args(
 ) -> dict:
     """MultiOutputNet's arguments as the model file keeps them, plain types (`MultiOutputNet.from_args`);
     `cuda`: training runs on CUDA (what `model.stem: auto` resolves to depends on it)."""
-    dims = len(next(iter(inputs.values())).size)
     sizes = [spec.size for spec in inputs.values()]
     shape = NetShape(
         in_channels=sum(spec.channels for spec in inputs.values()),
         depth=model.depth,
         filters=model.filters,
         encoder=model.encoder,
-        dims=dims,
+        dims=len(sizes[0]),
         # a strided stem's stride per axis (a volume's coarse axis keeps its resolution)
         stem=resolve_stem(model.stem, sizes, model.depth, manifest.get("spacing"), cuda) if not model.timm else "full",
         lift="transpose",

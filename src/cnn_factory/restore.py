@@ -43,17 +43,14 @@ def restore_outputs(stage: str, root: Path = Path(".")) -> list[str]:
         if not md5 or path.exists():
             continue
         try:
-            if md5.endswith(".dir"):
-                entries = json.loads(_cached(root, md5).read_text())
-                missing = [e for e in entries if not _cached(root, e["md5"]).is_file()]
-                if missing:
-                    continue
-                for entry in entries:
-                    _copy(_cached(root, entry["md5"]), path / entry["relpath"])
-            elif _cached(root, md5).is_file():
-                _copy(_cached(root, md5), path)
+            if md5.endswith(".dir"):  # a folder: its cached listing gives each file's md5
+                files = [(e["md5"], path / e["relpath"]) for e in json.loads(_cached(root, md5).read_text())]
             else:
+                files = [(md5, path)]
+            if not all(_cached(root, m).is_file() for m, _ in files):
                 continue
+            for m, target in files:
+                _copy(_cached(root, m), target)
         except (OSError, ValueError, KeyError):
             continue
         restored.append(out["path"])

@@ -36,12 +36,6 @@ FORMAT = "cnn-factory-checkpoint/1"
 FOLDER = Path("checkpoints")
 
 
-def run_key(params: dict[str, Any], manifest: dict) -> str:
-    """Hash of what decides a run's result: the training params and the prepared data's manifest."""
-    text = json.dumps({"params": params, "manifest": manifest}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def rng_state(*generators: torch.Generator) -> dict:
     np_state: Any = np.random.get_state()  # ("MT19937", keys, position, ...)
     return {
@@ -87,7 +81,8 @@ def load_checkpoint(path: Path, key: str) -> dict | None:
 def params_key(
     cfg: Config, manifest: dict, init: dict | None = None, encoder: dict | None = None, stem: Any = None
 ) -> str:
-    """What decides the run's result; a checkpoint of another key is not resumed.
+    """A hash of what decides the run's result (the training params and the prepared data's manifest);
+    a checkpoint of another key is not resumed.
 
     `init` (init_from.init_source) adds the starting weights' sha256: a run is not continued from
     a checkpoint that began from other bytes under the same `train.init_from` path; `encoder`
@@ -105,7 +100,8 @@ def params_key(
         params["stem"] = stem
     if encoder is not None and "sha256" in encoder:
         params["encoder_weights"] = encoder
-    return run_key(params, manifest)
+    text = json.dumps({"params": params, "manifest": manifest}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True, kw_only=True)

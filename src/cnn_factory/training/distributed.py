@@ -40,15 +40,12 @@ class Dist:
 SINGLE = Dist()  # a run without torchrun
 
 
-def launched_by_torchrun() -> bool:
-    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-
-
 def setup(device: torch.device) -> tuple[Dist, torch.device]:
     """Joins the process group when torchrun started us; returns the ranks and this process's device."""
-    if not launched_by_torchrun():
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # torchrun's environment
+    if not all(k in os.environ for k in names):
         return SINGLE, device
-    rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    rank, world, local = (int(os.environ[k]) for k in names)
     if device.type == "cuda":
         if local >= torch.cuda.device_count():
             raise UserError(

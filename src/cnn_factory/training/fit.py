@@ -39,8 +39,7 @@ from cnn_factory.model import ModelFile, MultiOutputNet, model_args, model_meta,
 from cnn_factory.outputs import Output
 from cnn_factory.training.checkpoint import Checkpoint, Session, load_checkpoint, params_key, save_checkpoint
 from cnn_factory.training.distributed import Dist, NoLive, setup, sync_buffers, teardown, wrap
-from cnn_factory.training.encoder import check_encoder, load_encoder_weights
-from cnn_factory.training.init_from import init_source, initialise
+from cnn_factory.training.init_from import check_encoder, init_source, initialise, load_encoder_weights
 from cnn_factory.training.live import AtomicLive, drop_unreadable, keep_copy, log_curves, restore_copy, trim_curves
 from cnn_factory.training.loop import Placement, Step, autocast_dtype, seed_everything, train_one_epoch
 from cnn_factory.training.losses import Criterion
@@ -105,8 +104,7 @@ class TrainingData:
                 prepared / "train", list(inputs), outputs, first.size, train.view_share
             )
             samples = train.patches_per_epoch or len(split)
-            rows = f"{len(split)} {first.dimensions.rows}"
-            what = f"{samples} patches of {'x'.join(map(str, first.size))} from {rows}"
+            what = f"{samples} patches of {'x'.join(map(str, first.size))} from {len(split)} {first.dimensions.rows}"
         else:
             split = PreparedSplit(prepared / "train", list(inputs), outputs)
             samples, what = len(split), f"{len(split)} images"
@@ -248,13 +246,11 @@ def start(cfg: Config, where: Places | Path, ranks: Dist, device: torch.device) 
     meta = {**model_meta(cfg.inputs, cfg.outputs, manifest, stats), "encoder_weights": encoder}
     model_file = ModelFile.from_meta(meta)
     session = make_session(t, cfg.augment, args, device, data.steps, amp)
-    criterion = Criterion(trained, manifest["outputs"])  # a number's loss is in units of its std
-    net = wrap(session.model, ranks, device, t.sync_batchnorm, unused=t.freeze_encoder_epochs > 0)
     placement = Placement(device=device, stats=model_file.normalisation(device), amp=amp)
     step = Step(
         session=session,
-        net=net,
-        criterion=criterion,
+        net=wrap(session.model, ranks, device, t.sync_batchnorm, unused=t.freeze_encoder_epochs > 0),
+        criterion=Criterion(trained, manifest["outputs"]),  # a number's loss is in units of its std
         placement=placement,
         grad_clip=t.grad_clip,
         accumulate=t.accumulate,
@@ -406,11 +402,9 @@ def saved_figures(run: Run, es: StoppingConfig) -> dict[str, float]:
         raise UserError(f"train: {es.metric} was never finite (training diverged); lower train.lr")
     session.model.load_state_dict(history.best_state)
     if run.whole is None:  # relative_loss means something within its run only
-        return {
-            "epoch": session.early.best_epoch,
-            **{k: v for k, v in history.best_val.items() if k != "relative_loss"},
-        }
-    figures = run.whole(session.model, run.step.criterion, run.step.placement.device)
+        figures = {k: v for k, v in history.best_val.items() if k != "relative_loss"}
+    else:
+        figures = run.whole(session.model, run.step.criterion, run.step.placement.device)
     return {"epoch": session.early.best_epoch, **figures}
 
 

@@ -1,28 +1,56 @@
-"""`train.init_from`: a run whose network starts from another model file's weights (fine-tuning,
-more epochs of a finished run, a new output on a trained encoder).
+"""Where a run's network starts: a timm encoder's `model.weights`, and `train.init_from`, another
+model file's weights (fine-tuning, more epochs of a finished run, a new output on a trained encoder).
 
+    check_encoder(cfg.model, cfg.inputs)             # UserError: an unknown name, levels or sizes that do not fit
+    load_encoder_weights(cfg.model, network, print)  # none: nothing; pretrained or a file: loaded, and said
     source = init_source("weights/start.pt", "models/example.pt")   # {"path", "sha256"}; None for a null path
     print(initialise(model, source).summary())  # copies every tensor whose name and shape fit
 
-Only weights travel: the optimiser, schedule and early stopping start afresh, and the new model
-file records `source` as its `init_from`. A tensor the network has but the file lacks (the head of
-a new output) keeps its fresh initialisation, as does one whose shape differs (a category output
-with another number of classes); the file's tensors the network lacks are left out.
+With train.init_from only weights travel: the optimiser, schedule and early stopping start afresh,
+and the new model file records `source` as its `init_from`. A tensor the network has but the file
+lacks (the head of a new output) keeps its fresh initialisation, as does one whose shape differs (a
+category output with another number of classes); the file's tensors the network lacks are left out.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from cnn_factory.config import InputSpec, ModelConfig
+from cnn_factory.encoder_weights import NONE, pretrained_state
+from cnn_factory.encoders import TimmEncoder, strides_error
 from cnn_factory.errors import UserError, listing
-from cnn_factory.model import read_model_file
+from cnn_factory.model import MultiOutputNet, read_model_file
 
 KEY = "train.init_from"
 LISTED = 6  # names per line of the summary, then "and N more"
+
+
+def check_encoder(model: ModelConfig, inputs: Mapping[str, InputSpec]) -> None:
+    """A timm encoder's name, levels and largest stride (it must divide each input's size), before
+    anything else: one line per problem."""
+    if model.timm:
+        largest = TimmEncoder(model.encoder, sum(s.channels for s in inputs.values())).strides[-1]
+        lines = [strides_error(model.encoder, s.size, largest, f"inputs.{n}.size") for n, s in inputs.items()]
+        if any(lines):
+            raise UserError("\n".join(line for line in lines if line))
+
+
+def load_encoder_weights(model: ModelConfig, network: MultiOutputNet, say: Callable[..., Any]) -> None:
+    """model.weights into a timm encoder at the start of a run (a resumed run's checkpoint has them)."""
+    if model.weights == NONE:
+        return
+    state, note = pretrained_state(model.encoder, network.shape.in_channels, model.weights)
+    network.encoder.body.load_state_dict(state)  # type: ignore[union-attr]
+    say(f"train: {model.encoder} starts from {model.weights} weights")
+    if note:
+        say(note)
 
 
 def init_source(path: str | None, own: str | None = None) -> dict | None:
@@ -111,14 +139,13 @@ def initialise(model: torch.nn.Module, source: dict) -> Transfer:
 def modules(names: list[str], universe: list[str]) -> list[str]:
     """The fewest dotted prefixes that cover `names` exactly: a module is named whole when every
     tensor of `universe` below it is in `names` (e.g. "heads.angular" rather than its tensors)."""
-    chosen, found = set(names), []
+    chosen = set(names)
+    found: dict[str, None] = {}  # an ordered set
     for name in names:
         parts = name.split(".")
         for i in range(1, len(parts) + 1):
             prefix = ".".join(parts[:i])
-            below = [u for u in universe if u == prefix or u.startswith(prefix + ".")]
-            if all(u in chosen for u in below):
-                if prefix not in found:
-                    found.append(prefix)
+            if all(u in chosen for u in universe if u == prefix or u.startswith(prefix + ".")):
+                found[prefix] = None
                 break
-    return found
+    return list(found)

@@ -137,16 +137,13 @@ def keep_copy(folder: Path, copy: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def restore_copy(copy: Path, folder: Path) -> bool:
-    """Puts the copy's files back into `folder` (emptied first); False when there is no copy."""
+def restore_copy(copy: Path, folder: Path) -> None:
+    """Puts the copy's files back into `folder` (emptied first), where there is a copy."""
     if not copy.is_dir():
-        old = copy.with_name(copy.name + ".old")  # killed between the two renames of keep_copy
-        if not old.is_dir():
-            return False
-        copy = old
-    shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(copy, folder)
-    return True
+        copy = copy.with_name(copy.name + ".old")  # killed between the two renames of keep_copy
+    if copy.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(copy, folder)
 
 
 def log_curves(folder: Path, step: int, train: dict[str, float], val: dict[str, float], outputs: Mapping) -> None:
@@ -156,15 +153,11 @@ def log_curves(folder: Path, step: int, train: dict[str, float], val: dict[str, 
         plots/curves/loss/<output>.tsv        step, train, val: the output's training and validation loss
         plots/curves/<kind>/<output>.tsv      step and the kind's validation metrics (e.g. masks: dice, iou)
     """
+    curves = folder / "plots" / "curves"
     for name, output in outputs.items():
         rows = {
-            folder / "plots" / "curves" / "loss" / f"{name}.tsv": {
-                "train": train[f"{name}/loss"],
-                "val": val[f"{name}/loss"],
-            },
-            folder / "plots" / "curves" / output.curves / f"{name}.tsv": {
-                m: val[f"{name}/{m}"] for m in output.metric_names
-            },
+            curves / "loss" / f"{name}.tsv": {"train": train[f"{name}/loss"], "val": val[f"{name}/loss"]},
+            curves / output.curves / f"{name}.tsv": {m: val[f"{name}/{m}"] for m in output.metric_names},
         }
         for path, values in rows.items():
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,11 +36,9 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     """One of cnn_factory.config.OPTIMIZERS; momentum applies to sgd and rmsprop; `params` may be
     parameter groups (a group's own "lr" overrides `lr`)."""
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     cls: Any = {
+        "sgd": torch.optim.SGD,
+        "rmsprop": torch.optim.RMSprop,
         "adam": torch.optim.Adam,
         "adamw": torch.optim.AdamW,
         "adadelta": torch.optim.Adadelta,
@@ -48,7 +46,8 @@ def make_optimizer(
         "adamax": torch.optim.Adamax,
         "nadam": torch.optim.NAdam,
     }[name]
-    return cls(params, lr=lr, weight_decay=weight_decay)
+    extra = {"momentum": momentum} if name in ("sgd", "rmsprop") else {}
+    return cls(params, lr=lr, weight_decay=weight_decay, **extra)
 
 
 class Schedule:
@@ -100,8 +99,8 @@ class Schedule:
             self.sched.step()
 
     def state_dict(self) -> dict:
-        warm = getattr(self, "warm", None)
-        return {"epoch": self.epoch, "sched": self.sched.state_dict(), "warm": warm.state_dict() if warm else None}
+        warm = self.warm.state_dict() if self.warm else None
+        return {"epoch": self.epoch, "sched": self.sched.state_dict(), "warm": warm}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch = state["epoch"]

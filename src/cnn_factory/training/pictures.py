@@ -30,13 +30,10 @@ def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.
     outlined in yellow, the prediction in magenta, over the image) or class indices (uint8, each
     class k outlined in its `class_colours` colour, 0 the background left as it is). Each outline
     has a black rim outside it, so that it reads on bright, dark and coloured images alike.
-    Volumes (N, C, D, H, W) with (N, d, h, w) masks are drawn at one slice each (`slice_of`).
+    Volumes (N, C, D, H, W) with (N, d, h, w) masks are drawn at one slice each (`at_slice`).
     """
-    if images.ndim == 5:
-        picked = [slice_of(t, p) for t, p in zip(truth, pred)]
-        images = np.stack([img[:, z * img.shape[1] // t.shape[0]] for img, t, z in zip(images, truth, picked)])
-        truth = np.stack([t[z] for t, z in zip(truth, picked)])
-        pred = np.stack([p[z] for p, z in zip(pred, picked)])
+    if images.ndim == 5:  # each volume at its own slice (N triples), stacked again into three arrays
+        images, truth, pred = map(np.stack, zip(*map(at_slice, images, truth, pred)))
     scale = max(1, 256 // images.shape[-1])  # small images are enlarged so the masks can be seen
     rows = []
     for img, t, p in zip(images, truth, pred):
@@ -54,20 +51,17 @@ def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.
         rows.append(np.concatenate([rgb, gap, drawn[0], gap, drawn[1]], axis=1))
         rows.append(np.full((2 * scale, rows[-1].shape[1], 3), 255, np.uint8))
     grid = np.concatenate(rows[:-1], axis=0)
-    width = rgb.shape[1]
     outlined = truth.dtype == bool  # class indices: a colour per class, no one swatch for the truth
     titles = [("image", None), ("truth", TRUTH if outlined else None), ("prediction", PREDICTION if outlined else None)]
-    return np.concatenate([heading(titles, width, 2 * scale, grid.shape[1]), grid])
+    return np.concatenate([heading(titles, rgb.shape[1], 2 * scale, grid.shape[1]), grid])
 
 
-def slice_of(truth: np.ndarray, pred: np.ndarray) -> int:
-    """The slice (along depth) a volume's picture shows: the one with the most true voxels, else
-    the most predicted ones, else the middle one."""
-    for mask in (truth, pred):
-        area = (np.asarray(mask) > 0).reshape(len(mask), -1).sum(1)
-        if area.any():
-            return int(area.argmax())
-    return len(truth) // 2
+def at_slice(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A volume's image (C, d, h, w) and masks (D, H, W) at the slice (along depth) its picture
+    shows: the one with the most true voxels, else the most predicted ones, else the middle one."""
+    areas = [(np.asarray(mask) > 0).reshape(len(mask), -1).sum(1) for mask in (truth, pred)]
+    z = next((int(area.argmax()) for area in areas if area.any()), len(truth) // 2)
+    return image[:, z * image.shape[1] // truth.shape[0]], truth[z], pred[z]
 
 
 def heading(titles: list[tuple[str, tuple[int, int, int] | None]], panel: int, gap: int, width: int) -> np.ndarray:
@@ -145,10 +139,9 @@ def panel(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """[image | truth | prediction] of one image at its mask's size, subsampled to PANEL pixels at most.
 
     image (C, h, w) uint8 at any size (brought to the mask's size, nearest); truth, pred (H, W) bool.
-    A volume (C, d, h, w) with (D, H, W) masks is drawn at the slice `slice_of` picks."""
+    A volume (C, d, h, w) with (D, H, W) masks is drawn at the slice `at_slice` picks."""
     if truth.ndim == 3:
-        z = slice_of(truth, pred)
-        image, truth, pred = image[:, z * image.shape[1] // truth.shape[0]], truth[z], pred[z]
+        image, truth, pred = at_slice(image, truth, pred)
     step = max(1, math.ceil(max(truth.shape) / PANEL))
     ys, xs = np.arange(0, truth.shape[0], step), np.arange(0, truth.shape[1], step)
     picture = image[:, ys * image.shape[1] // truth.shape[0]][:, :, xs * image.shape[2] // truth.shape[1]]

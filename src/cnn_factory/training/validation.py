@@ -17,7 +17,7 @@ the ranks, so no rank waits while another validates alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,22 +70,25 @@ class Sums:
         return {"loss": total, **{f"{n}/loss": v for n, v in means.items()}, **self.metrics.compute()}
 
 
-def score_batch(
+def score_batches(
     model: MultiOutputNet,
-    x_raw: torch.Tensor,
-    targets: dict[str, torch.Tensor],
+    batches: Iterable[tuple],
     names: list[str],
     sums: Sums,
     criterion: Criterion,
     placement: Placement,
-) -> dict[str, torch.Tensor]:
-    """One uint8 batch's logits of the outputs `names`, their losses and metrics added to `sums`."""
-    x, targets = placement.put(x_raw, {n: targets[n] for n in names})
-    with placement.autocast():
-        preds = {n: v.float() for n, v in model(x).items() if n in names}
-    sums.add({n: criterion.losses[n](preds[n], targets[n]) for n in names}, len(x))
-    sums.metrics.update(preds, targets)
-    return preds
+    gallery: Gallery | None = None,
+) -> None:
+    """Each (uint8 batch, targets, ...)'s logits of the outputs `names`, their losses and metrics
+    added to `sums`, and the batch to `gallery` when given."""
+    for x_raw, targets, *_ in batches:
+        x, truth = placement.put(x_raw, {n: targets[n] for n in names})
+        with placement.autocast():
+            preds = {n: v.float() for n, v in model(x).items() if n in names}
+        sums.add({n: criterion.losses[n](preds[n], truth[n]) for n in names}, len(x))
+        sums.metrics.update(preds, truth)
+        if gallery is not None:
+            gallery.add(x_raw, targets, preds)
 
 
 class ResizedValidation:
@@ -109,11 +112,8 @@ class ResizedValidation:
         self, model: MultiOutputNet, criterion: Criterion, device: torch.device, gallery: Gallery | None = None
     ) -> dict[str, float]:
         model.eval()
-        sums, names = Sums(self.outputs, device), list(self.outputs)
-        for x_raw, targets, _ in rows_loader(self.split, self.rows, self.batch_size):
-            preds = score_batch(model, x_raw, targets, names, sums, criterion, self.placement)
-            if gallery is not None:
-                gallery.add(x_raw, targets, preds)
+        sums, batches = Sums(self.outputs, device), rows_loader(self.split, self.rows, self.batch_size)
+        score_batches(model, batches, list(self.outputs), sums, criterion, self.placement, gallery)
         return sums.means(self.ranks, criterion.weights)
 
 
@@ -199,13 +199,10 @@ class SampledValidation:
     ) -> dict[str, float]:
         model.eval()
         sums = Sums(self.outputs, device)
-        for x_raw, targets in self.batches:
-            preds = score_batch(model, x_raw, targets, self.spatial, sums, criterion, self.placement)
-            if gallery is not None:
-                gallery.add(x_raw, targets, preds)
+        score_batches(model, self.batches, self.spatial, sums, criterion, self.placement, gallery)
         if self.views is not None:
-            for x_raw, targets, _ in rows_loader(self.views, self.rows, self.batch_size * EVAL_BATCHES):
-                score_batch(model, x_raw, targets, self.whole, sums, criterion, self.placement)
+            views = rows_loader(self.views, self.rows, self.batch_size * EVAL_BATCHES)
+            score_batches(model, views, self.whole, sums, criterion, self.placement)
         return sums.means(self.ranks, criterion.weights)
 
 
