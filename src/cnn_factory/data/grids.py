@@ -85,8 +85,6 @@ def read_input(path: Path | bytes, spec: InputSpec) -> np.ndarray:
     """(C, H, W) uint8 at the file's own size: alpha dropped, any bit depth scaled to 0..255.
     `path` may also be an image file's bytes (`cnn-factory serve`'s uploads)."""
     img = read_pixels(path)
-    if img.ndim == 3 and img.shape[-1] in (2, 4):  # drop alpha
-        img = img[..., :-1]
     channels = 1 if img.ndim == 2 else img.shape[-1]
     if img.ndim not in (2, 3) or channels not in (1, 3):
         raise ValueError(f"has shape {img.shape}; expected an image of height x width (x channels)")
