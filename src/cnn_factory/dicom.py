@@ -55,9 +55,9 @@ def read_series(folder: Path, where: str) -> tuple[np.ndarray, tuple[float, floa
     _one_series(headers, folder, where)
     rows, columns = _direction(headers, folder, where)
     normal = np.cross(rows, columns)
-    order = np.argsort([float(np.dot(_position(h, folder, where), normal)) for h in headers])
-    headers, files = [headers[i] for i in order], [files[i] for i in order]
     positions = np.asarray([_position(h, folder, where) for h in headers])
+    order = np.argsort([float(np.dot(p, normal)) for p in positions])
+    files, positions = [files[i] for i in order], positions[order]
     step = _slice_step(positions, normal, folder, where)
     row_spacing, column_spacing = (float(v) for v in headers[0].PixelSpacing)
     lps = np.eye(4)

@@ -52,11 +52,12 @@ def read_image(path: Source, indices: bool = False) -> np.ndarray:
 
 
 def read_pixels(path: Source, indices: bool = False) -> np.ndarray:
-    """read_image, with any decoder's failure as a ValueError that says the file is not an image."""
+    """read_image less its alpha channel; any decoder's failure is a ValueError saying it is not an image."""
     try:
-        return read_image(path, indices)
+        image = read_image(path, indices)
     except Exception as err:  # decoders raise many types; all mean "not an image"
         raise ValueError(f"cannot be read as an image ({type(err).__name__}: {err})") from None
+    return image[..., :-1] if image.ndim == 3 and image.shape[-1] in (2, 4) else image
 
 
 def _palette_indices(path: Source) -> np.ndarray | None:

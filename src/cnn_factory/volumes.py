@@ -369,8 +369,7 @@ def _read_tiff(source: Source, where: str, default_spacing):
             f"{where}: {path} has axes {''.join(kept)} {data.shape}; expected pages (Z), rows (Y), "
             "columns (X) and at most one channel axis (C or S)"
         )
-    order = [kept.index(a) for a in (*channel, depth[0], "Y", "X")]
-    data = data.transpose(order)
+    data = data.transpose([kept.index(a) for a in (*channel, depth[0], "Y", "X")])
     data = data if channel else data[None]
     spacing = _tiff_spacing(imagej, resolution) or default_spacing
     if spacing is None:
@@ -378,8 +377,7 @@ def _read_tiff(source: Source, where: str, default_spacing):
             f"{where}: {path} has no voxel spacing (no ImageJ calibration); calibrate it in ImageJ "
             "(Image > Properties) or give its spacing (params.yaml: inputs.*.spacing as [depth, height, width] mm)"
         )
-    affine = spacing_affine(spacing)
-    return np.ascontiguousarray(data), tuple(float(s) for s in spacing), affine
+    return np.ascontiguousarray(data), tuple(float(s) for s in spacing), spacing_affine(spacing)
 
 
 def _tiff_spacing(imagej: dict, resolution) -> tuple[float, float, float] | None:

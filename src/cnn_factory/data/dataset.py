@@ -160,8 +160,5 @@ def to_device(
     per_channel = (1, -1, *[1] * (x.ndim - 2))  # images or volumes alike
     x = (x.to(device, non_blocking=True).float() / 255 - mean.reshape(per_channel)) / std.reshape(per_channel)
     x = x.contiguous(memory_format=CHANNELS_LAST[x.ndim])
-    out = {}
-    for name, t in targets.items():
-        t = t.to(device, non_blocking=True)
-        out[name] = t.float() if t.dtype in (torch.uint8, torch.float32) else t
-    return x, out
+    moved = {name: t.to(device, non_blocking=True) for name, t in targets.items()}
+    return x, {name: t.float() if t.dtype in (torch.uint8, torch.float32) else t for name, t in moved.items()}

@@ -85,8 +85,6 @@ def read_input(path: Path | bytes, spec: InputSpec) -> np.ndarray:
     """(C, H, W) uint8 at the file's own size: alpha dropped, any bit depth scaled to 0..255.
     `path` may also be an image file's bytes (`cnn-factory serve`'s uploads)."""
     img = read_pixels(path)
-    if img.ndim == 3 and img.shape[-1] in (2, 4):  # drop alpha
-        img = img[..., :-1]
     channels = 1 if img.ndim == 2 else img.shape[-1]
     if img.ndim not in (2, 3) or channels not in (1, 3):
         raise ValueError(f"has shape {img.shape}; expected an image of height x width (x channels)")
@@ -254,16 +252,12 @@ class Voxels:
     def load(self, sources: Mapping[str, Path | bytes], inputs: Mapping[str, InputSpec]) -> Loaded:
         """A scan's inputs, from a file (or series folder) or its bytes each, resampled to the target
         spacing as prepare does (predict, serve); a UserError says what is wrong."""
-        voxels, first = [], None
-        for name, spec in inputs.items():
-            where = f"input {name!r}"
-            scan = read_volume(sources[name], where, channels=spec.channels)
-            if first is not None:
-                same_grid(first, scan, sources[name], where)
-            first = first or scan
-            voxels.append(scan_voxels(scan, spec, self.target))
-        assert first is not None
-        return Loaded(np.concatenate(voxels), first.shape, first.affine, first.spacing)
+        scans = {n: read_volume(sources[n], f"input {n!r}", channels=spec.channels) for n, spec in inputs.items()}
+        first = next(iter(scans.values()))
+        for name, scan in list(scans.items())[1:]:  # a scan's inputs are its channels: one grid
+            same_grid(first, scan, sources[name], f"input {name!r}")
+        voxels = np.concatenate([scan_voxels(scans[n], spec, self.target) for n, spec in inputs.items()])
+        return Loaded(voxels, first.shape, first.affine, first.spacing)
 
     def native_labels(self, values: np.ndarray, spacing: Spacing) -> tuple[np.ndarray, tuple[int, ...]] | None:
         at_target = resample_labels(values, spacing, self.target)
@@ -303,25 +297,22 @@ def resolve_spacing(cfg: Config, table: Table, splits: list[str]) -> Config:
     spec = cfg.first_input
     if not spec.volume or spec.spacing != "auto":
         return cfg
-    spacings, shapes = [], []
-    for i, split in enumerate(splits):
-        if split != "train":
-            continue
+    grids = []  # (shape, spacing) of each readable training scan
+    for i in (i for i, split in enumerate(splits) if split == "train"):
         value = table.rows[i][spec.column]
         path = cfg.data.resolve(value) if value else None
         if path is None or not (path.is_file() or path.is_dir()):  # a folder: a DICOM series
             continue
         try:
-            shape, spacing = volume_grid(path, table.where(i, spec.column))
+            grids.append(volume_grid(path, table.where(i, spec.column)))
         except UserError:
             continue
-        shapes.append(shape)
-        spacings.append(spacing)
-    if not spacings:
+    if not grids:
         raise UserError(
             f"inputs.{spec.name}.spacing: auto takes the training scans' spacing, and none of them has a readable "
             f"one; set inputs.{spec.name}.spacing to [depth, height, width] mm"
         )
+    shapes, spacings = zip(*grids)
     return with_spacing(cfg, target_spacing(spacings, shapes))
 
 

@@ -31,8 +31,6 @@ LISTED = 3  # unknown colours named in a message
 def read_label_map(path: Path, colours: bool = False) -> np.ndarray:
     """(H, W) integer label values, or (H, W, 3) colours (an RGB map, or any map when `colours`)."""
     labels = read_pixels(path, indices=not colours)
-    if labels.ndim == 3 and labels.shape[-1] in (2, 4):  # drop alpha
-        labels = labels[..., :-1]
     if labels.ndim == 3 and labels.shape[-1] == 1:
         labels = labels[..., 0]
     if labels.ndim not in (2, 3) or labels.shape[2:] not in ((), (3,)) or not np.issubdtype(labels.dtype, np.integer):

@@ -78,11 +78,9 @@ class PatchSplit(Dataset):
         targets = {n: np.stack([self.masks[n].crop(r, at, size) for r, at, _ in specs]) for n in self.spatial}
         targets.update({n: np.ascontiguousarray(self.values[n][rows]) for n in self.whole})
         flags = torch.tensor([s[2] for s in specs])
+        views = np.concatenate([self.views[n][rows] for n in self.inputs], 1) if self.whole else None  # (V, C, H, W)
         as_tensors = {n: torch.from_numpy(v) for n, v in targets.items()}
-        if not self.whole:
-            return torch.from_numpy(x), as_tensors, flags, None
-        views = np.concatenate([self.views[n][rows] for n in self.inputs], axis=1)  # (V, C, H, W)
-        return torch.from_numpy(x), as_tensors, flags, torch.from_numpy(views)
+        return torch.from_numpy(x), as_tensors, flags, None if views is None else torch.from_numpy(views)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,9 +126,6 @@ class PatchBatches(Sampler[list[Spec]]):
     def __repr__(self) -> str:
         return f"PatchBatches({self.samples} patches of {self.patch}, batches of {self.batch_size})"
 
-    def _uniform(self, n: int) -> torch.Tensor:
-        return torch.rand(n, generator=self.generator, dtype=torch.float64)
-
     def corner(self, row: int, forced: bool, u: torch.Tensor) -> tuple[int, ...]:
         """The first pixel of a patch in `row`, per spatial axis: anywhere, or the patch centred on a
         foreground pixel; u: 2 + dims uniform draws."""
@@ -151,7 +146,7 @@ class PatchBatches(Sampler[list[Spec]]):
     def __iter__(self) -> Iterator[list[Spec]]:
         total = self.samples * (1 + self.num_augs)
         rows = torch.randint(len(self.shapes), (total,), generator=self.generator).tolist()
-        draws = self._uniform((2 + len(self.patch)) * total).view(total, 2 + len(self.patch))
+        draws = torch.rand(total, 2 + len(self.patch), generator=self.generator, dtype=torch.float64)
         forced_from = self.batch_size - round(self.share * self.batch_size)
         specs = [
             (r, self.corner(r, k % self.batch_size >= forced_from, draws[k]), k >= self.samples)

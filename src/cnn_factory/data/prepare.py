@@ -191,7 +191,7 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
     manifest: dict[str, Any] = {"csv": table.path, "splits": {}, "inputs": {}, "outputs": {}}
     report: dict[str, Any] = {"rows": {}, "outputs": {}}
     arrays: dict[str, dict[str, np.ndarray]] = {}
-    first_input = next(iter(cfg.inputs.values())).column
+    first_input = cfg.first_input.column
     foreground = [foreground_name(n) for n in cfg.outputs.spatial] if cfg.patch_mode else []
     for split in [s for s in SPLITS if s in splits]:  # a fold's run may have no test split
         index = [i for i, s in enumerate(splits) if s == split]
@@ -317,10 +317,7 @@ def prepare(cfg: Config, out: Path, cache_dir: Path | None, workers: int) -> tup
     table, splits, rows = validate_and_load(cfg, workers, cache_dir)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if cfg.data.split.folds:
-        report = write_folds(cfg, table, splits, rows, tmp)
-    else:
-        report = write_prepared(cfg, table, splits, rows, tmp)
+    report = (write_folds if cfg.data.split.folds else write_prepared)(cfg, table, splits, rows, tmp)
     replace_folder(tmp, out)
     return report, rows
 

@@ -26,8 +26,6 @@ from cnn_factory.config import SPLITS, DataConfig
 from cnn_factory.data.table import Table
 from cnn_factory.errors import UserError
 
-DRAWN = ("val", "test", "train")  # the order in which the random splits are filled
-
 
 def assign_splits(table: Table, data: DataConfig) -> list[str]:
     """train/val/test per row, from data.split.column or drawn (see the module's docstring)."""
@@ -121,9 +119,8 @@ def _by_groups(table: Table, data: DataConfig) -> list[str]:
     groups = cells(table, data.split.group or "", "data.split.group")
     stratify = data.split.stratify
     classes = cells(table, stratify, "data.split.stratify") if stratify else ["all"] * len(groups)
-    fractions = {"val": data.split.val, "test": data.split.test}
-    fractions["train"] = 1 - fractions["val"] - fractions["test"]
-    return deal_groups(groups, classes, {s: fractions[s] for s in DRAWN}, data.split.seed)
+    val, test = data.split.val, data.split.test  # filled in this order: ties go to the split named first
+    return deal_groups(groups, classes, {"val": val, "test": test, "train": 1 - val - test}, data.split.seed)
 
 
 def deal_groups(groups: list[str], classes: list[str], fractions: dict[str, float], seed: int) -> list[str]:
@@ -172,12 +169,10 @@ def split_report(table: Table, data: DataConfig, splits: list[str], parts: Seque
     """What the manifest records of a group or stratify split: groups and class counts per split,
     or per fold and the test split with `parts` (empty without either)."""
     report: dict = {}
-    if data.split.group:
-        column = data.split.group
+    if column := data.split.group:
         report["group"] = column
         report["groups"] = {s: len({r[column] for r, t in zip(table.rows, splits) if t == s}) for s in parts}
-    if data.split.stratify:
-        column = data.split.stratify
+    if column := data.split.stratify:
         report["stratify"] = column
         report["classes"] = {
             s: dict(sorted(Counter(r[column] for r, t in zip(table.rows, splits) if t == s).items())) for s in parts

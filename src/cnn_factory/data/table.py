@@ -44,13 +44,11 @@ def read_table(path: str) -> Table:
     if not lines:
         raise UserError(f"{path}: the CSV is empty; expected a header row naming the columns, then one row per image")
     header = [cell.strip() for cell in lines[0][1]]
-    seen: set[str] = set()
     for i, name in enumerate(header):
         if not name:
             raise UserError(f"{path}: row 1, column {i + 1}: empty column name; every column needs a header")
-        if name in seen:
+        if name in header[:i]:
             raise UserError(f"{path}: row 1: column name '{name}' appears twice; column names must be unique")
-        seen.add(name)
     rows = []
     for number, cells in lines[1:]:
         if len(cells) != len(header):
@@ -96,7 +94,7 @@ def check_root(table: Table, cfg: Config) -> None:
     here, root = Path(data.csv).parent.resolve(), Path(data.root).resolve()
     if here == root or root in here.parents:
         return
-    column = next(iter(cfg.inputs.values())).column
+    column = cfg.first_input.column
     for i, row in enumerate(table.rows[:20]):
         value = row.get(column, "")
         if value and not Path(value).is_absolute() and (Path(data.csv).parent / value).is_file():
