@@ -175,9 +175,7 @@ def expand_argv(argv: list[str], environ: dict) -> list[str]:
     come before the command line's."""
     if (argv and argv[0].startswith("-") and argv[0] not in GLOBAL_FLAGS) or (not argv and environ.get("ARGS_FILE")):
         argv = ["train", *argv]
-    if not argv:
-        return argv
-    if argv[0] != "train" or not environ.get("ARGS_FILE"):
+    if not argv or argv[0] != "train" or not environ.get("ARGS_FILE"):
         return argv
     path = Path(environ["ARGS_FILE"])
     try:
