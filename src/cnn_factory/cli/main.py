@@ -291,7 +291,6 @@ def run(argv: list[str]) -> None:
 
 def main() -> None:
     """Console-script entry point (`cnn-factory`)."""
-
     run_stage(lambda: run(sys.argv[1:]))
 
 

@@ -117,10 +117,9 @@ class Comparer:
         figures = []
         for name in [n for n in self.outputs if n in ours]:
             columns = columns_of(run, name, ours[name])
-            scores = Scores(
-                Scorer.of(ours[name]), columns if order is None else {k: v[order] for k, v in columns.items()}
-            )
-            figures.append(self._compared(name, scores))
+            if order is not None:
+                columns = {k: v[order] for k, v in columns.items()}
+            figures.append(self._compared(name, Scores(Scorer.of(ours[name]), columns)))
         return figures
 
     def _drawn(self, name: str) -> np.ndarray:

@@ -146,9 +146,8 @@ def create_app(
     dev = pick_device(device, "--device")
     model_path = one_model_file(model_path, "serve")
     predictor = Predictor.from_model_file(model_path, dev, tta=tta)
-    sha256 = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
-    limiter = anyio.CapacityLimiter(workers)
-    service = Service(predictor, Path(model_path), sha256, threshold, max_bytes, max_pixels, limiter)
+    sha256 = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    service = Service(predictor, model_path, sha256, threshold, max_bytes, max_pixels, anyio.CapacityLimiter(workers))
     app = FastAPI(title="cnn-factory", version=__version__, docs_url=None, redoc_url=None)
 
     @app.exception_handler(BadRequest)
