@@ -228,8 +228,7 @@ def plan(args: argparse.Namespace) -> None:
         raise UserError(f"--sample: expected an integer >= 1, got {args.sample}")
     if args.budget_gb is not None and args.budget_gb <= 0:
         raise UserError(f"--budget-gb: expected a number > 0, got {args.budget_gb}")
-    cfg = load_params(args.params)
-    print(run_plan(cfg, args.sample, args.budget_gb))
+    print(run_plan(load_params(args.params), args.sample, args.budget_gb))
 
 
 def summary(args: argparse.Namespace) -> None:
