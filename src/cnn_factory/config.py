@@ -23,7 +23,7 @@ from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, model
 
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import KINDS, Outputs
-from cnn_factory.params import Shape, Spacing, Strict, Window, custom, problems, show
+from cnn_factory.params import Shape, Spacing, Strict, Window, custom, number_list, problems, show
 
 PARAMS_FILE = "params.yaml"
 PREPARED = Path("data/prepared")  # what prepare writes and train/evaluate read
@@ -357,13 +357,7 @@ Probability = Field(ge=0, le=1)
 
 
 def _zoom(value: Any) -> tuple[float, float]:
-    ok = (
-        isinstance(value, (list, tuple))
-        and len(value) == 2
-        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in value)
-        and value[0] <= value[1]
-    )
-    if not ok:
+    if not (number_list(value, (2,)) and all(x > 0 for x in value) and value[0] <= value[1]):
         raise custom("scale", f"expected [smallest, largest] zoom, e.g. [0.9, 1.1], got {show(value)}")
     return (float(value[0]), float(value[1]))
 

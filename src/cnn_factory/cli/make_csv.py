@@ -44,7 +44,11 @@ def make_csv(args: argparse.Namespace) -> None:
             print(f"warning: {len(unpaired)} {what}(s) without a matching {other}: {shown}", file=sys.stderr)
     if not pairs:
         raise UserError(f"{args.images_dir} and {args.labels_dir}: no file names in common; nothing to pair")
-    _write_csv(args, [(_relative(images[s], out.parent), _relative(labels[s], out.parent)) for s in pairs])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([args.image_column, args.label_column])
+        writer.writerows((_relative(images[s], out.parent), _relative(labels[s], out.parent)) for s in pairs)
     print(f"make-csv: {len(pairs)} rows written to {out} (paths relative to {out.parent.resolve()})")
 
 
@@ -66,16 +70,6 @@ def _by_stem(folder: Path) -> dict[str, Path]:
 
 def _relative(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
-
-
-def _write_csv(args: argparse.Namespace, rows: list[tuple[str, str]]) -> None:
-    """--out with the image and label-map columns' header, then `rows` (paths relative to its folder)."""
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow([args.image_column, args.label_column])
-        writer.writerows(rows)
 
 
 def make_coco_csv(args: argparse.Namespace) -> None:
@@ -108,7 +102,10 @@ def make_coco_csv(args: argparse.Namespace) -> None:
         rows.append((_relative(images_dir / image.file_name, out.parent), _relative(labels / name, out.parent)))
     shutil.rmtree(labels, ignore_errors=True)
     building.rename(labels)
-    _write_csv(args, rows)
+    with out.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([args.image_column, args.label_column])
+        writer.writerows(rows)
     (out.parent / "labels.json").write_text(json.dumps(coco.labels, indent=1) + "\n")
     print(
         f"make-csv: {len(rows)} rows written to {out}, label maps in {labels}, "
