@@ -23,10 +23,9 @@ from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, model
 
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import KINDS, Outputs
-from cnn_factory.params import Shape, Spacing, Strict, Window, custom, problems, show
+from cnn_factory.params import Shape, Spacing, Strict, Window, custom, number_list, problems, show
 
 PARAMS_FILE = "params.yaml"
-SCHEMA_FILE = "params.schema.json"
 PREPARED = Path("data/prepared")  # what prepare writes and train/evaluate read
 SPLITS = ("train", "val", "test")
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")  # what timm reads as a state dict
@@ -229,7 +228,7 @@ def input_spec(
 
 
 def _filters(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, list)):
+    if isinstance(value, bool) or not isinstance(value, (int, list)) or (isinstance(value, int) and value < 1):
         raise custom("filters", f"expected a positive integer or a list per level, got {show(value)}")
     return value
 
@@ -286,8 +285,6 @@ class ModelConfig(Strict):
         f = self.filters
         if isinstance(f, list) and (len(f) != self.depth + 1 or not all(v > 0 for v in f)):
             raise custom("filters", f"expected depth + 1 = {self.depth + 1} positive integers, got {f}", key="filters")
-        if isinstance(f, int) and f < 1:
-            raise custom("filters", f"expected a positive integer or a list per level, got {show(f)}", key="filters")
         return self
 
     @property
@@ -360,13 +357,7 @@ Probability = Field(ge=0, le=1)
 
 
 def _zoom(value: Any) -> tuple[float, float]:
-    ok = (
-        isinstance(value, (list, tuple))
-        and len(value) == 2
-        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in value)
-        and value[0] <= value[1]
-    )
-    if not ok:
+    if not (number_list(value, (2,)) and all(x > 0 for x in value) and value[0] <= value[1]):
         raise custom("scale", f"expected [smallest, largest] zoom, e.g. [0.9, 1.1], got {show(value)}")
     return (float(value[0]), float(value[1]))
 
@@ -483,7 +474,7 @@ class Config(Strict):
     def named(self) -> Config:
         """Every input and output told its name, and the defaults that depend on it filled in
         (a column defaults to the name, a mask's size to the input's)."""
-        size = next(iter(self.inputs.values())).size
+        size = self.first_input.size
         inputs = {n: s.named(n) for n, s in self.inputs.items()}
         return self.model_copy(
             update={"inputs": inputs, "outputs": Outputs({n: o.named(n, size) for n, o in self.outputs.items()})}

@@ -32,6 +32,8 @@ def debug_enabled(argv: list[str] | None = None) -> bool:
 
 def resource_error(err: BaseException) -> UserError | None:
     """Running out of disk or GPU memory, as a UserError that says what to change; else None."""
+    if not isinstance(err, (OSError, RuntimeError)):
+        return None
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         where = f" while writing {err.filename}" if err.filename else ""
         return UserError(
@@ -61,7 +63,11 @@ def run_stage(main: Callable[[], object], restore: str | None = None) -> None:
     except BrokenPipeError:  # whoever read stdout stopped (`cnn-factory compare | head`): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own recipe, docs: signal
         sys.exit(1)
-    except (UserError, OSError, RuntimeError) as err:
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        put_back(restore)
+        sys.exit(130)
+    except Exception as err:  # a UserError, or out of disk or GPU memory: one line; anything else is a bug
         user_error = err if isinstance(err, UserError) else resource_error(err)
         if debug or user_error is None:
             put_back(restore)
@@ -69,13 +75,6 @@ def run_stage(main: Callable[[], object], restore: str | None = None) -> None:
         print(f"error: {user_error}", file=sys.stderr)
         put_back(restore)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        put_back(restore)
-        sys.exit(130)
-    except Exception:
-        put_back(restore)
-        raise
 
 
 def put_back(stage: str | None) -> None:

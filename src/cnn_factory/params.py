@@ -26,14 +26,14 @@ def show(value: Any) -> str:
     return "nothing" if value is None else f"{value!r} ({type(value).__name__})"
 
 
-def _numbers(value: Any, lengths: tuple[int, ...], kinds: type | tuple[type, ...] = (int, float)) -> bool:
+def number_list(value: Any, lengths: tuple[int, ...], kinds: type | tuple[type, ...] = (int, float)) -> bool:
     """Whether `value` is a list (or tuple) of one of `lengths` numbers of `kinds` (a YAML true is no number)."""
     numbers = isinstance(value, (list, tuple)) and len(value) in lengths
     return numbers and all(isinstance(v, kinds) and not isinstance(v, bool) for v in value)
 
 
 def _shape(value: Any) -> tuple[int, ...]:
-    if _numbers(value, (2, 3), int) and all(v > 0 for v in value):
+    if number_list(value, (2, 3), int) and all(v > 0 for v in value):
         return tuple(value)
     raise PydanticCustomError(
         "size",
@@ -49,7 +49,7 @@ Shape = Annotated[tuple[Annotated[int, Field(ge=1)], ...], BeforeValidator(_shap
 def _spacing(value: Any) -> str | tuple[float, float, float]:
     if value == "auto":
         return value
-    if _numbers(value, (3,)) and all(v > 0 for v in value):
+    if number_list(value, (3,)) and all(v > 0 for v in value):
         return (float(value[0]), float(value[1]), float(value[2]))
     raise PydanticCustomError(
         "spacing",
@@ -65,7 +65,7 @@ Spacing = Annotated[Literal["auto"] | tuple[float, float, float], BeforeValidato
 def _window(value: Any) -> tuple[float, float] | None:
     if value is None:
         return None
-    if _numbers(value, (2,)) and value[0] < value[1]:
+    if number_list(value, (2,)) and value[0] < value[1]:
         return (float(value[0]), float(value[1]))
     raise PydanticCustomError(
         "window",

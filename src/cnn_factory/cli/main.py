@@ -175,9 +175,7 @@ def expand_argv(argv: list[str], environ: dict) -> list[str]:
     come before the command line's."""
     if (argv and argv[0].startswith("-") and argv[0] not in GLOBAL_FLAGS) or (not argv and environ.get("ARGS_FILE")):
         argv = ["train", *argv]
-    if not argv:
-        return argv
-    if argv[0] != "train" or not environ.get("ARGS_FILE"):
+    if not argv or argv[0] != "train" or not environ.get("ARGS_FILE"):
         return argv
     path = Path(environ["ARGS_FILE"])
     try:
@@ -230,8 +228,7 @@ def plan(args: argparse.Namespace) -> None:
         raise UserError(f"--sample: expected an integer >= 1, got {args.sample}")
     if args.budget_gb is not None and args.budget_gb <= 0:
         raise UserError(f"--budget-gb: expected a number > 0, got {args.budget_gb}")
-    cfg = load_params(args.params)
-    print(run_plan(cfg, args.sample, args.budget_gb))
+    print(run_plan(load_params(args.params), args.sample, args.budget_gb))
 
 
 def summary(args: argparse.Namespace) -> None:
@@ -293,7 +290,6 @@ def run(argv: list[str]) -> None:
 
 def main() -> None:
     """Console-script entry point (`cnn-factory`)."""
-
     run_stage(lambda: run(sys.argv[1:]))
 
 

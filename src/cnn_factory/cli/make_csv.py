@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from cnn_factory.dicom import is_series
-from cnn_factory.errors import UserError
+from cnn_factory.errors import UserError, listing
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".nii", ".nii.gz", ".dcm"}
 
@@ -40,16 +40,15 @@ def make_csv(args: argparse.Namespace) -> None:
     for what, files, other in (("image", images, "label map"), ("label map", labels, "image")):
         unpaired = sorted(set(files) - set(pairs))
         if unpaired:
-            listing = ", ".join(str(files[s]) for s in unpaired[:20]) + (", ..." if len(unpaired) > 20 else "")
-            print(f"warning: {len(unpaired)} {what}(s) without a matching {other}: {listing}", file=sys.stderr)
+            shown = listing((files[s] for s in unpaired), 20, ", ...")
+            print(f"warning: {len(unpaired)} {what}(s) without a matching {other}: {shown}", file=sys.stderr)
     if not pairs:
         raise UserError(f"{args.images_dir} and {args.labels_dir}: no file names in common; nothing to pair")
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow([args.image_column, args.label_column])
-        for stem in pairs:
-            writer.writerow([_relative(images[stem], out.parent), _relative(labels[stem], out.parent)])
+        writer.writerows((_relative(images[s], out.parent), _relative(labels[s], out.parent)) for s in pairs)
     print(f"make-csv: {len(pairs)} rows written to {out} (paths relative to {out.parent.resolve()})")
 
 
@@ -89,8 +88,8 @@ def make_coco_csv(args: argparse.Namespace) -> None:
     present = [image for image in coco.images if (images_dir / image.file_name).is_file()]
     missing = [image.file_name for image in coco.images if image not in present]
     if missing:
-        listing = ", ".join(missing[:20]) + (", ..." if len(missing) > 20 else "")
-        print(f"warning: {len(missing)} image(s) of {args.coco} not in {images_dir}: {listing}", file=sys.stderr)
+        shown = listing(missing, 20, ", ...")
+        print(f"warning: {len(missing)} image(s) of {args.coco} not in {images_dir}: {shown}", file=sys.stderr)
     if not present:
         raise UserError(f"{args.coco}: none of its {len(coco.images)} images is in {images_dir}; check IMAGES_DIR")
     labels, rows = out.parent / "labels", []

@@ -138,9 +138,8 @@ def dvc_overrides(args: dict, extra: list[str], params: dict) -> list[str]:
         ]
         if unfit:
             raise UserError(
-                f"--loss-function {loss}: applies to every output but does not fit "
-                + "; ".join(unfit)
-                + ". Set losses per output in --outputs or with -S outputs.<name>.loss=..."
+                f"--loss-function {loss}: applies to every output but does not fit {'; '.join(unfit)}. "
+                "Set losses per output in --outputs or with -S outputs.<name>.loss=..."
             )
         overrides += [f"++outputs.{name}.loss={hydra_value(loss, 'loss')}" for name in outputs]
     return overrides + list(extra)

@@ -117,10 +117,9 @@ class Comparer:
         figures = []
         for name in [n for n in self.outputs if n in ours]:
             columns = columns_of(run, name, ours[name])
-            scores = Scores(
-                Scorer.of(ours[name]), columns if order is None else {k: v[order] for k, v in columns.items()}
-            )
-            figures.append(self._unpaired(name, scores) if self.unpaired else self._paired(name, scores))
+            if order is not None:
+                columns = {k: v[order] for k, v in columns.items()}
+            figures.append(self._compared(name, Scores(Scorer.of(ours[name]), columns)))
         return figures
 
     def _drawn(self, name: str) -> np.ndarray:
@@ -129,25 +128,24 @@ class Comparer:
             self.drawn[name] = self.scores[name].resampled(self.outputs[name].headline, self.indices)
         return self.drawn[name]
 
-    def _paired(self, name: str, scores: Scores) -> Figure:
+    def _compared(self, name: str, scores: Scores) -> Figure:
+        """Paired: the difference from the reference on the same resamples; unpaired: the run's own
+        interval against the reference's."""
         figure = self.outputs[name].headline
         result = Figure(name, figure, scores.figure(figure))
+        if self.unpaired:
+            images = len(next(iter(scores.columns.values())))
+            mine = percentile_bounds(scores.resampled(figure, resample_indices(images, self.resamples, self.seed)))
+            theirs = percentile_bounds(self._drawn(name))
+            if mine is not None and theirs is not None:
+                result.low, result.high = mine
+                result.verdict = _verdict(figure, mine[0] > theirs[1], mine[1] < theirs[0], "overlap")
+            return result
         result.difference = result.value - self.scores[name].figure(figure)
         bounds = percentile_bounds(scores.resampled(figure, self.indices) - self._drawn(name))
         if bounds is not None:
             result.low, result.high = bounds
             result.verdict = _verdict(figure, result.low > 0, result.high < 0, "no evidence")
-        return result
-
-    def _unpaired(self, name: str, scores: Scores) -> Figure:
-        figure = self.outputs[name].headline
-        result = Figure(name, figure, scores.figure(figure))
-        images = len(next(iter(scores.columns.values())))
-        mine = percentile_bounds(scores.resampled(figure, resample_indices(images, self.resamples, self.seed)))
-        theirs = percentile_bounds(self._drawn(name))
-        if mine is not None and theirs is not None:
-            result.low, result.high = mine
-            result.verdict = _verdict(figure, mine[0] > theirs[1], mine[1] < theirs[0], "overlap")
         return result
 
 

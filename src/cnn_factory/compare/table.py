@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from typing import Any
 
 from cnn_factory.compare.pairing import Comparison, Figure
@@ -64,11 +65,7 @@ def _number(value: float, decimals: int, sign: str = "") -> str:
 
 
 def report_json(result: Comparison) -> dict[str, Any]:
-    """`cnn-factory compare --json`: the same as the table, with every number unrounded."""
-
-    def number(value: float | None) -> float | None:
-        return None if value is None or not math.isfinite(value) else value
-
+    """`cnn-factory compare --json`: the same as the table, with every number unrounded (null where not finite)."""
     return {
         "reference": {"name": result.reference.name, "rev": result.reference.rev},
         "images": result.images,
@@ -79,21 +76,17 @@ def report_json(result: Comparison) -> dict[str, Any]:
                 "name": run.name,
                 "rev": run.rev,
                 "changed": result.changed.get(run.name, {}),
-                "outputs": {
-                    f.output: {
-                        "figure": f.figure,
-                        "value": number(f.value),
-                        "difference": number(f.difference),
-                        "low": number(f.low),
-                        "high": number(f.high),
-                        "verdict": f.verdict,
-                    }
-                    for f in result.figures[run.name]
-                },
+                "outputs": {f.output: _figure_json(f) for f in result.figures[run.name]},
             }
             for run in [result.reference, *result.runs]
         ],
     }
+
+
+def _figure_json(figure: Figure) -> dict[str, Any]:
+    """The figure's fields but its output, its numbers finite or None."""
+    fields = {k: v for k, v in asdict(figure).items() if k != "output"}
+    return {k: v if isinstance(v, str) or v is None or math.isfinite(v) else None for k, v in fields.items()}
 
 
 def print_comparison(result: Comparison, as_json: bool) -> None:

@@ -31,9 +31,8 @@ def activations(sides: Sequence[float], depth: int, filters: int, heads: int, ch
 class Pooling:
     deepest: int  # `model.depth`: pool while the deepest map's in-plane side stays at least this
     least: int  # the fewest poolings
-    rounding: Callable[
-        [np.ndarray], np.ndarray
-    ]  # a side to a multiple of 2**depth: np.round (little padding) or np.floor
+    # a side to a multiple of 2**depth: np.round (little padding) or np.floor
+    rounding: Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)

@@ -134,11 +134,8 @@ def windows(sizes: np.ndarray, patch: int | Sequence[int]) -> float:
     half, as predict and evaluate slide them."""
     sides = np.broadcast_to(np.asarray(patch), np.shape(sizes)[1:])
     strides = sides // 2
-    return float(
-        np.mean(
-            [np.prod([math.ceil(max(n - p, 0) / s) + 1 for n, p, s in zip(shape, sides, strides)]) for shape in sizes]
-        )
-    )
+    counts = [np.prod([math.ceil(max(n - p, 0) / s) + 1 for n, p, s in zip(shape, sides, strides)]) for shape in sizes]
+    return float(np.mean(counts))
 
 
 def validation_rows(

@@ -36,7 +36,7 @@ def run_plan(cfg: Config, sample: int, budget_gb: float | None) -> str:
 def make_plan(cfg: Config, sample: int, budget_gb: float | None) -> Plan:
     """The proposals, the proposed run's expected time here, and the text that says them."""
     fp = fingerprint(cfg, sample)
-    budget, source = budget_of(budget_gb)
+    budget, source = memory_budget(budget_gb)
     split = cfg.data.split
     training = Training(
         train=cfg.train,
@@ -86,8 +86,11 @@ def fingerprint_lines(cfg: Config, fp: Fingerprint) -> list[str]:
     return lines
 
 
-def memory_budget() -> tuple[float, str]:
-    """Bytes training may use for activations, and where that figure comes from."""
+def memory_budget(budget_gb: float | None) -> tuple[float, str]:
+    """Bytes training may use for activations (--budget-gb's, else a share of the GPU's or the
+    RAM's), and where that figure comes from."""
+    if budget_gb:
+        return budget_gb * 2**30, f"--budget-gb {budget_gb:g}"
     import torch
 
     if torch.cuda.is_available():
@@ -96,11 +99,6 @@ def memory_budget() -> tuple[float, str]:
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 8 * 2**30
     budget = min(0.25 * total, 8 * 2**30)
     return budget, f"a quarter of the {total / 2**30:.0f} GiB of RAM, at most 8 GiB (no GPU)"
-
-
-def budget_of(budget_gb: float | None) -> tuple[float, str]:
-    """--budget-gb in bytes, else memory_budget(); and where it comes from."""
-    return (budget_gb * 2**30, f"--budget-gb {budget_gb:g}") if budget_gb else memory_budget()
 
 
 def settings(cfg: Config, rows: list[tuple]) -> list[tuple[str, Any]]:
@@ -141,15 +139,12 @@ def expected_time(proposed: Config, fp: Fingerprint, training: Training) -> tupl
     per_val = windows(fp.grids.at_target, list(proposed.first_input.size))
     run = work(proposed, training.rows, training.val, per_val)
     seconds = expected_seconds(rates, run)
+    took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
     return seconds, (
-        f"expected: the train stage ~{minutes(seconds)} on this machine: {run.steps} steps of "
+        f"expected: the train stage ~{took} on this machine: {run.steps} steps of "
         f"{rates.step_s * 1000:.0f} ms (measured here on the proposed network) and {run.forwards:.0f} "
         f"validation forwards of {rates.forward_s * 1000:.1f} ms, with start-up and checkpoints"
     )
-
-
-def minutes(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def table_lines(rows: list[tuple]) -> list[str]:

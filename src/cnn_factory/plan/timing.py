@@ -80,8 +80,7 @@ def timed(call: Callable[[], None], device: torch.device) -> float:
     while calls < 3 or time.perf_counter() - start < MEASURE_S:
         call()
         calls += 1
-        if device.type == "cuda":
-            sync()
+        sync()
     return (time.perf_counter() - start) / calls
 
 

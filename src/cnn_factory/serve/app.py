@@ -58,9 +58,6 @@ class Service:
             "limits": {"max_bytes": self.max_bytes, "max_pixels": self.max_pixels},
         }
 
-    def masks(self) -> list[str]:
-        return list(self.predictor.outputs.spatial)
-
     @property
     def takes(self) -> Takes:
         return TAKES[self.predictor.first.volume]
@@ -105,7 +102,7 @@ class Service:
 
     def mask_name(self, output: str | None) -> str:
         """The mask asked for, or the model's first; BadRequest when there is none such."""
-        masks = self.masks()
+        masks = list(self.predictor.outputs.spatial)
         if output is None:
             if not masks:
                 raise BadRequest(404, "this model has no mask output; POST /predict answers its values as JSON")
@@ -146,9 +143,8 @@ def create_app(
     dev = pick_device(device, "--device")
     model_path = one_model_file(model_path, "serve")
     predictor = Predictor.from_model_file(model_path, dev, tta=tta)
-    sha256 = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
-    limiter = anyio.CapacityLimiter(workers)
-    service = Service(predictor, Path(model_path), sha256, threshold, max_bytes, max_pixels, limiter)
+    sha256 = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    service = Service(predictor, model_path, sha256, threshold, max_bytes, max_pixels, anyio.CapacityLimiter(workers))
     app = FastAPI(title="cnn-factory", version=__version__, docs_url=None, redoc_url=None)
 
     @app.exception_handler(BadRequest)
@@ -207,7 +203,7 @@ def add_routes(app: FastAPI, service: Service) -> None:
     @app.post("/invocations", response_model=None)
     async def invocations(request: Request) -> dict | Response:
         sources = await service.raw_upload(request)
-        wants_json = "application/json" in request.headers.get("accept", "") or not service.masks()
+        wants_json = "application/json" in request.headers.get("accept", "") or not service.predictor.outputs.spatial
         loaded, values = await service.predict(sources)
         if wants_json:
             return service.answer(loaded, values)
