@@ -174,11 +174,10 @@ class SegmentationScorer(MaskScorer[SegmentationOutput], of=SegmentationOutput):
         return mask_columns(cells)
 
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
-        scored = ~np.isnan(columns["dice"])
         points = [
-            {"image": int(i), "truth_px": int(t), "dice": round(float(d), 4)}
+            {"image": i, "truth_px": int(t), "dice": round(float(d), 4)}
             for i, (t, d) in enumerate(zip(columns["truth_px"], columns["dice"]))
-            if scored[i]
+            if not np.isnan(d)
         ]
         return {"dice": points}  # dice against the truth's size: where small objects fail
 
