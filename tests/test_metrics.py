@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnn_factory.accumulators import ConfusionMatrix
+from cnn_factory.accumulators import ClassCounts
 from cnn_factory.outputs import make_output
 from cnn_factory.training.metrics import OutputMetrics
 
 
 def test_confusion_matrix_accuracy_and_macro_f1():
-    cm = ConfusionMatrix(3)
-    cm.update(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 1, 2]))
+    cm = ClassCounts(3)
+    cm.update(torch.eye(3)[[0, 1, 1, 2]], torch.tensor([0, 0, 1, 2]))  # logits: predicted 0, 1, 1, 2
     result = cm.compute()
     assert result["accuracy"] == pytest.approx(0.75)
     # per class F1: class 0: p=1, r=.5 -> 2/3; class 1: p=.5, r=1 -> 2/3; class 2: 1

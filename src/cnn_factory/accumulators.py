@@ -10,7 +10,9 @@ import torch
 
 
 class Metric:
-    """Accumulates one output's metrics on the device over batches; `compute()` syncs once."""
+    """Accumulates one output's metrics on the device over batches in `counts`; `compute()` syncs once."""
+
+    counts: torch.Tensor
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         raise NotImplementedError
@@ -20,21 +22,47 @@ class Metric:
 
     def state(self) -> list[torch.Tensor]:
         """The tensors it counts in, each a sum over images: added up over ranks under torchrun."""
-        raise NotImplementedError
+        return [self.counts]
 
 
-class ConfusionMatrix:
-    """Counts (true, predicted) pairs; accuracy and macro F1 from the counts."""
+def overlap(tp: float, fp: float, fn: float) -> tuple[float, float]:
+    """Dice and IoU of pixel counts; an output absent from every image and never predicted is segmented perfectly."""
+    if not tp + fp + fn:
+        return 1.0, 1.0
+    return 2 * tp / (2 * tp + fp + fn), tp / (tp + fp + fn)
+
+
+class OverlapCounts(Metric):
+    """Masks: true positives, false positives and false negatives over all pixels; pooled dice and IoU."""
+
+    def __init__(self, device: torch.device | str):
+        self.counts = torch.zeros(3, device=device)
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        pred, truth = logits > 0, target > 0.5
+        self.counts += torch.stack([(pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()])
+
+    def compute(self) -> dict[str, float]:
+        dice, iou = overlap(*self.counts.tolist())
+        return {"dice": dice, "iou": iou}
+
+
+class ClassCounts(Metric):
+    """Classes: a confusion matrix counting (true, predicted) pairs, rows the true class; accuracy and
+    macro F1 from it; `pairs()` gives it back for a plot."""
 
     def __init__(self, num_classes: int, device: torch.device | str = "cpu"):
         self.n = num_classes
-        self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        self.counts = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
 
-    def update(self, target: torch.Tensor, pred: torch.Tensor) -> None:
-        self.mat += torch.bincount(target * self.n + pred, minlength=self.n**2).reshape(self.n, self.n)
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        self.count(target, logits.argmax(1))
+
+    def count(self, target: torch.Tensor, pred: torch.Tensor) -> None:
+        self.counts += torch.bincount(target * self.n + pred, minlength=self.n**2).reshape(self.n, self.n)
 
     def compute(self) -> dict[str, float]:
-        mat = self.mat.double()
+        mat = self.counts.double()
         tp = mat.diag()
         precision = tp / mat.sum(0).clamp(min=1)
         recall = tp / mat.sum(1).clamp(min=1)
@@ -45,52 +73,32 @@ class ConfusionMatrix:
             "f1_macro": f1[present].mean().item() if present.any() else 0.0,
         }
 
-
-class OverlapCounts(Metric):
-    """Masks: true positives, false positives and false negatives over all pixels; pooled dice and IoU."""
-
-    def __init__(self, device: torch.device | str):
-        self.counts = torch.zeros(3, device=device)
-
-    def state(self) -> list[torch.Tensor]:
-        return [self.counts]
-
-    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        pred, truth = logits > 0, target > 0.5
-        self.counts += torch.stack([(pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()])
-
-    def compute(self) -> dict[str, float]:
-        tp, fp, fn = self.counts.tolist()
-        # an output absent from every image and never predicted is segmented perfectly
-        return {
-            "dice": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
-            "iou": tp / (tp + fp + fn) if tp + fp + fn else 1.0,
-        }
+    def pairs(self) -> tuple[list[int], list[int]]:
+        """(true, predicted) class ids, one pair per counted image."""
+        truth, pred = torch.meshgrid(torch.arange(self.n), torch.arange(self.n), indexing="ij")
+        repeats = self.counts.cpu().flatten()
+        return truth.flatten().repeat_interleave(repeats).tolist(), pred.flatten().repeat_interleave(repeats).tolist()
 
 
-class ClassOverlapCounts(Metric):
+class ClassOverlapCounts(ClassCounts):
     """Class masks: a confusion matrix of pixels over the K + 1 indices (background first), from the
     most probable class per pixel; per class its dice and IoU over all pixels (`dice_<class>`; a class
     neither present nor predicted anywhere scores 1, as OverlapCounts), and their means over the
     classes, background left out (`dice`, `iou`)."""
 
     def __init__(self, classes: tuple[str, ...], device: torch.device | str):
+        super().__init__(len(classes) + 1, device)
         self.classes = classes
-        self.matrix = ConfusionMatrix(len(classes) + 1, device)
-
-    def state(self) -> list[torch.Tensor]:
-        return [self.matrix.mat]
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         # logits (B, K + 1, H, W), target (B, H, W) class indices (as float on the device)
-        self.matrix.update(target.long().flatten(), logits.argmax(1).flatten())
+        self.count(target.long().flatten(), logits.argmax(1).flatten())
 
     def compute(self) -> dict[str, float]:
-        mat = self.matrix.mat.double()
+        mat = self.counts.double()
         tp = mat.diag()[1:]
         tp, fp, fn = torch.stack([tp, mat.sum(0)[1:] - tp, mat.sum(1)[1:] - tp]).tolist()
-        dice = [2 * t / (2 * t + p + n) if t + p + n else 1.0 for t, p, n in zip(tp, fp, fn)]
-        iou = [t / (t + p + n) if t + p + n else 1.0 for t, p, n in zip(tp, fp, fn)]
+        dice, iou = zip(*(overlap(*c) for c in zip(tp, fp, fn)))
         return {
             "dice": sum(dice) / len(dice),
             "iou": sum(iou) / len(iou),
@@ -99,42 +107,16 @@ class ClassOverlapCounts(Metric):
         }
 
 
-class ClassCounts(Metric):
-    """Classes: accuracy and macro F1 from a confusion matrix; `pairs()` gives it back for a plot."""
-
-    def __init__(self, num_classes: int, device: torch.device | str):
-        self.matrix = ConfusionMatrix(num_classes, device)
-
-    def state(self) -> list[torch.Tensor]:
-        return [self.matrix.mat]
-
-    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        self.matrix.update(target, logits.argmax(1))
-
-    def compute(self) -> dict[str, float]:
-        return self.matrix.compute()
-
-    def pairs(self) -> tuple[list[int], list[int]]:
-        """(true, predicted) class ids, one pair per counted image."""
-        counts = self.matrix.mat.cpu()
-        truth, pred = torch.meshgrid(torch.arange(self.matrix.n), torch.arange(self.matrix.n), indexing="ij")
-        repeats = counts.flatten()
-        return truth.flatten().repeat_interleave(repeats).tolist(), pred.flatten().repeat_interleave(repeats).tolist()
-
-
 class AbsoluteError(Metric):
     """Numbers: the mean absolute error, in the target's units."""
 
     def __init__(self, device: torch.device | str):
-        self.sums = torch.zeros(2, device=device)  # total absolute error, count
-
-    def state(self) -> list[torch.Tensor]:
-        return [self.sums]
+        self.counts = torch.zeros(2, device=device)  # total absolute error, count
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         diff = (logits - target).abs()
-        self.sums += torch.stack([diff.sum(), diff.new_tensor(float(diff.numel()))])
+        self.counts += torch.stack([diff.sum(), diff.new_tensor(float(diff.numel()))])
 
     def compute(self) -> dict[str, float]:
-        total, count = self.sums.tolist()
+        total, count = self.counts.tolist()
         return {"mae": total / max(count, 1)}

@@ -64,9 +64,8 @@ def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str
     stems: dict[str, Path] = {}
     for item in items:
         first = next(iter(item.values()))
-        if stem(first) in stems and stems[stem(first)] != first:
-            raise UserError(f"{stems[stem(first)]} and {first}: same file name stem; their masks would overwrite")
-        stems[stem(first)] = first
+        if (other := stems.setdefault(stem(first), first)) != first:
+            raise UserError(f"{other} and {first}: same file name stem; their masks would overwrite")
     return items
 
 
@@ -135,15 +134,12 @@ class Predictor:
         ValueError (an image) or UserError (a scan) says what is wrong."""
         return grid_for(self.first).load(sources, self.inputs)
 
-    def view(self, image: np.ndarray) -> np.ndarray:
-        """The whole image (or scan) at the input size, as prepare makes it: what image-level outputs see."""
-        return grid_for(self.first).view(image, self.first.size)
-
     def predict(self, loaded: list[Loaded], threshold: float = 0.5) -> list[dict[str, np.ndarray]]:
         """Per image (scan), each output's probabilities (masks at its own size) or value; a measure's
         value from the masks predicted at `threshold` (in mm for a scan, else in pixels)."""
         window = self.first.size
-        views = np.stack([self.view(item.pixels) for item in loaded])  # whole images at the input size
+        # whole images (scans) at the input size, as prepare makes them: what image-level outputs see
+        views = np.stack([grid_for(self.first).view(item.pixels, window) for item in loaded])
         x, _ = to_device(torch.from_numpy(views), {}, self.device, *self.stats)
         probs = {n: list(p.float()) for n, p in predict_batch(self.model, x, self.passes.tta, self.outputs).items()}
         spatial = self.outputs.spatial

@@ -123,8 +123,7 @@ def write_report(
                 + (f"  [{Scorer.of(outputs[name]).picture_legend()}]" if i == 0 else "")
                 for i, (score, row, _) in enumerate(worst.items)
             ]
-            picture = worst.picture(captions)
-            if picture is not None:
+            if (picture := worst.picture(captions)) is not None:
                 live.log_image(f"{name}_worst.png", picture)
     for name, columns in result.rows.items():
         for folder, points in Scorer.of(outputs[name]).plots(columns).items():

@@ -83,7 +83,6 @@ class Output(Strict):
         raise NotImplementedError
 
     def decode_row(self, row: Mapping[str, str], label_map: np.ndarray | None) -> np.ndarray:
-        """The stored value of one CSV row (prepare's call): `decode` of its cell in `column`."""
         return self.decode(row[self.column], label_map)
 
     def statistics(self, train: np.ndarray) -> dict[str, float]:
@@ -167,9 +166,7 @@ class MaskOutput(Output):
 
     @staticmethod
     def to_logits(probabilities: torch.Tensor) -> torch.Tensor:
-        """Logits whose `probabilities()` are these: blended sliding-window probabilities go back to
-        the losses and metrics, which take logits."""
-        raise NotImplementedError
+        raise NotImplementedError  # a mask's probabilities are never its logits
 
 
 Kind = TypeVar("Kind", bound=Output, default=Output)  # an adapter of any kind: Scorer means Scorer[Output]

@@ -133,15 +133,10 @@ class CategoryScorer(Scorer[CategoryOutput], of=CategoryOutput):
         return class_summary(columns["true"], columns["probs"], self.output.class_names)
 
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
-        cells = {k: [self.output.class_names[i] for i in columns[k]] for k in ("true", "predicted")}
-        cells["confidence"] = [round(float(p), 6) for p in columns["probs"].max(1)]
-        return {
-            **cells,
-            **{
-                f"p_{c}": [round(float(p), 6) for p in columns["probs"][:, i]]
-                for i, c in enumerate(self.output.class_names)
-            },
-        }
+        names, probs = self.output.class_names, columns["probs"]
+        cells = {k: [names[i] for i in columns[k]] for k in ("true", "predicted")}
+        cells["confidence"] = [round(float(p), 6) for p in probs.max(1)]
+        return cells | {f"p_{c}": [round(float(p), 6) for p in probs[:, i]] for i, c in enumerate(names)}
 
     def image_values(self, columns: dict[str, np.ndarray], figure: str) -> np.ndarray | None:
         correct = (columns["probs"].argmax(1) == columns["true"]).astype(np.float64)

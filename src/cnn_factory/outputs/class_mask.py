@@ -23,10 +23,10 @@ from pydantic import Field, model_validator
 from cnn_factory.errors import listing
 from cnn_factory.images import encode_png
 from cnn_factory.outputs.base import MaskOutput
-from cnn_factory.outputs.decoding import ClassMaskRows
-from cnn_factory.outputs.scoring import Scorer, cell_floats, mask_cells, mask_columns
+from cnn_factory.outputs.decoding import ClassMaskRows, nearest
+from cnn_factory.outputs.scoring import MaskScorer, cell_floats, mask_cells, mask_columns
 from cnn_factory.outputs.segmentation import Colours, Labels
-from cnn_factory.outputs.writing import Affine, MaskWriter, nearest
+from cnn_factory.outputs.writing import Affine, MaskWriter
 from cnn_factory.params import Shape, custom
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
@@ -143,13 +143,7 @@ class ClassMaskOutput(ClassMaskRows, MaskOutput):
         return probabilities.clamp(min=1e-6).log()  # softmax of log p is p
 
 
-class ClassMaskScorer(Scorer[ClassMaskOutput], of=ClassMaskOutput):
-    interval_metrics: ClassVar[tuple[str, ...]] = ("dice", "iou", "hd95", "nsd", "dice_pooled")
-    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("dice", "dice", ".3f"),
-        ("hd95", "HD95 {unit}", ".1f"),
-    )
-
+class ClassMaskScorer(MaskScorer[ClassMaskOutput], of=ClassMaskOutput):
     def predicted_mask(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
         """The most probable class per pixel (`threshold` does not apply): (..., K + 1, *size) -> (..., *size)."""
         import torch

@@ -47,12 +47,13 @@ class MaskRows:
         return self.mask(label_map, self.size)
 
 
-def _at_size(mask: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-    if mask.shape != tuple(size):
-        from skimage.transform import resize  # here: it loads scipy (0.3 s), which a prepare of cached rows skips
+def nearest(mask: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """`mask` at `size` (nearest neighbour), in its own dtype."""
+    if mask.shape == tuple(size):
+        return mask
+    from skimage.transform import resize  # here: it loads scipy (0.3 s), which a prepare of cached rows skips
 
-        mask = resize(mask, size, order=0, preserve_range=True, anti_aliasing=False)
-    return mask.astype(np.uint8)
+    return resize(mask, size, order=0, preserve_range=True, anti_aliasing=False).astype(mask.dtype)
 
 
 class SegmentationRows(MaskRows):
@@ -60,7 +61,7 @@ class SegmentationRows(MaskRows):
 
     def mask(self, label_map: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
         """0/1: any of the label values in `label`."""
-        return _at_size(np.isin(label_map, self.label_values), size)
+        return nearest(np.isin(label_map, self.label_values), size).astype(np.uint8)
 
     def summary(self, values: dict[str, np.ndarray]) -> dict:
         return {f"coverage_{s}": round(float(v.mean()), 4) for s, v in values.items()}
@@ -83,7 +84,7 @@ class ClassMaskRows(MaskRows):
         values, index = values[order], index[order]
         # one pass: each pixel's value looked up among the sorted label values; no match is background
         at = np.minimum(np.searchsorted(values, label_map), len(values) - 1)
-        return _at_size(np.where(values[at] == label_map, index[at], 0).astype(np.uint8), size)
+        return nearest(np.where(values[at] == label_map, index[at], 0).astype(np.uint8), size)
 
     def summary(self, values: dict[str, np.ndarray]) -> dict:
         """Per split, the share of pixels of each class."""

@@ -99,35 +99,6 @@ class MeasureOutput(MeasureRows, Output):
             )
         return lines
 
-    def spacing(self, stored: np.ndarray, scan: tuple[float, ...] | None, axes: int) -> tuple[float, ...] | None:
-        """mm per axis to measure in: the row's `spacing_column` (`stored`, prepare's (truth, spacing)),
-        else the scan's own; None in pixels."""
-        if self.unit == "px":
-            return None
-        if not np.isnan(stored[1]):
-            return (float(stored[1]),) * axes
-        return scan
-
-    def value(
-        self,
-        mask: np.ndarray,
-        source: Output,
-        spacing: tuple[float, ...] | None,
-        image: np.ndarray | None = None,
-    ) -> float:
-        """The measure of the source's predicted `mask` (0/1, or class indices of a class mask);
-        `image` (C, *spatial) for mean_intensity, brought to the mask's size."""
-        from cnn_factory.scores.measures import measure
-
-        image = image if self.measure == "mean_intensity" else None
-        cls = None if self.of == source.name else self.of.rpartition(".")[2]
-        selected = mask == list(getattr(source, "classes", ())).index(cls) + 1 if cls else mask > 0
-        if image is not None and image.shape[-mask.ndim :] != mask.shape:
-            from skimage.transform import resize
-
-            image = resize(np.asarray(image, np.float32), (len(image), *mask.shape), order=1, preserve_range=True)
-        return measure(self.measure, selected, spacing, self.components, image)
-
 
 class MeasureScorer(Scorer[MeasureOutput], of=MeasureOutput):
     interval_metrics: ClassVar[tuple[str, ...]] = ("mae", "bias", "loa_low", "loa_high", "r2")
@@ -140,10 +111,26 @@ class MeasureScorer(Scorer[MeasureOutput], of=MeasureOutput):
     def measured(
         self, masks: Masks, outputs: Mapping[str, Output], stored: np.ndarray, scan: Spacing, image: Any = None
     ) -> float:
-        source = self.output.source(outputs)
+        """The measure of the source's predicted mask (0/1, or class indices of a class mask), in mm
+        per axis from the row's `spacing_column` (`stored`, prepare's (truth, spacing)), else the
+        scan's own, or in pixels; `image` brought to the mask's size for mean_intensity."""
+        from cnn_factory.scores.measures import measure
+
+        o = self.output
+        source = o.source(outputs)
         assert source is not None  # checked when params are read
-        mask = masks[source[0]]
-        return self.output.value(mask, outputs[source[0]], self.output.spacing(stored, scan, mask.ndim), image)
+        name, cls = source
+        mask = masks[name]
+        selected = mask == list(getattr(outputs[name], "classes", ())).index(cls) + 1 if cls else mask > 0
+        spacing = scan if np.isnan(stored[1]) else (float(stored[1]),) * mask.ndim  # the row's own first
+        if o.unit == "px":
+            spacing = None
+        image = image if o.measure == "mean_intensity" else None
+        if image is not None and image.shape[-mask.ndim :] != mask.shape:
+            from skimage.transform import resize
+
+            image = resize(np.asarray(image, np.float32), (len(image), *mask.shape), order=1, preserve_range=True)
+        return measure(o.measure, selected, spacing, o.components, image)
 
     def image_scores(
         self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None

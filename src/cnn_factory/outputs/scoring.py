@@ -94,6 +94,16 @@ class Scorer(Adapter[Kind]):
         return "image | truth, yellow outline | prediction, magenta outline"
 
 
+class MaskScorer(Scorer[Kind]):
+    """A mask kind's Scorer: the figures every mask kind reports."""
+
+    interval_metrics: ClassVar[tuple[str, ...]] = ("dice", "iou", "hd95", "nsd", "dice_pooled")
+    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("dice", "dice", ".3f"),
+        ("hd95", "HD95 {unit}", ".1f"),
+    )
+
+
 def cell_floats(cells: list[str]) -> np.ndarray:
     """A column of eval/per_image.csv as floats; an empty cell (an undefined score) is NaN."""
     return np.asarray([float(c) if c != "" else np.nan for c in cells], np.float64)

@@ -22,9 +22,9 @@ from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from cnn_factory.images import encode_png
 from cnn_factory.outputs.base import MaskOutput
-from cnn_factory.outputs.decoding import SegmentationRows
-from cnn_factory.outputs.scoring import MASK_SCORES, Scorer, mask_cells, mask_columns
-from cnn_factory.outputs.writing import Affine, MaskWriter, nearest
+from cnn_factory.outputs.decoding import SegmentationRows, nearest
+from cnn_factory.outputs.scoring import MASK_SCORES, MaskScorer, mask_cells, mask_columns
+from cnn_factory.outputs.writing import Affine, MaskWriter
 from cnn_factory.params import Shape, custom, show
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
@@ -145,13 +145,7 @@ class SegmentationOutput(SegmentationRows, MaskOutput):
         return torch.log(p) - torch.log1p(-p)  # > 0 where p > 0.5
 
 
-class SegmentationScorer(Scorer[SegmentationOutput], of=SegmentationOutput):
-    interval_metrics: ClassVar[tuple[str, ...]] = ("dice", "iou", "hd95", "nsd", "dice_pooled")
-    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("dice", "dice", ".3f"),
-        ("hd95", "HD95 {unit}", ".1f"),
-    )
-
+class SegmentationScorer(MaskScorer[SegmentationOutput], of=SegmentationOutput):
     def predicted_mask(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
         return probabilities > threshold
 
@@ -180,11 +174,10 @@ class SegmentationScorer(Scorer[SegmentationOutput], of=SegmentationOutput):
         return mask_columns(cells)
 
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
-        scored = ~np.isnan(columns["dice"])
         points = [
-            {"image": int(i), "truth_px": int(t), "dice": round(float(d), 4)}
+            {"image": i, "truth_px": int(t), "dice": round(float(d), 4)}
             for i, (t, d) in enumerate(zip(columns["truth_px"], columns["dice"]))
-            if scored[i]
+            if not np.isnan(d)
         ]
         return {"dice": points}  # dice against the truth's size: where small objects fail
 

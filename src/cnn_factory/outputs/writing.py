@@ -107,12 +107,3 @@ class MaskWriter(Writer[Kind]):
             "ml": {c: n * ml for c, n in counts.items()},
             "slice": base64.b64encode(self.mask_file(mask[len(mask) // 2], None)).decode("ascii"),
         }
-
-
-def nearest(mask: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-    """`mask` at `size` (nearest neighbour), in its own dtype."""
-    if mask.shape == tuple(size):
-        return mask
-    from skimage.transform import resize
-
-    return resize(mask, size, order=0, preserve_range=True, anti_aliasing=False).astype(mask.dtype)
