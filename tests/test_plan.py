@@ -64,8 +64,11 @@ def test_large_images_with_small_objects_get_patches(tmp_path):
     assert rows["train.foreground"][0] == 0.33
     text = run_plan(cfg, 6, 4)
     assert f"dvc exp run -S inputs.image.mode=patch -S inputs.image.size=[{size},{size}]" in text
-    # the mask, [32, 32] in these params, is predicted patch by patch: the line sets it to the patch
-    assert cfg.outputs["cells"].size == (32, 32) and f"-S outputs.cells.size=[{size},{size}]" in text
+    # a mask is predicted patch by patch: its size left out follows the patch; one given is set to it
+    assert not cfg.outputs["cells"].size_given and "outputs.cells.size" not in text
+    given = cell_params(tmp_path / "cells")
+    given["outputs"]["cells"]["size"] = [32, 32]
+    assert f"-S outputs.cells.size=[{size},{size}]" in run_plan(parse_params(given), 6, 4)
 
 
 def test_the_batch_follows_the_memory_budget():

@@ -138,10 +138,18 @@ class MaskOutput(Output):
         size: tuple[int, ...] | None
         colours: dict[str, int] | None
 
+    _size_given: bool = PrivateAttr(True)  # False: `size` was left out and follows the input's
+
     def named(self, name: str, input_size: tuple[int, ...]) -> Self:
         """A mask is stored at the input's size unless its `size` says otherwise."""
-        filled = super().named(name, input_size)
-        return filled.model_copy(update={"size": self.size or input_size})
+        filled = super().named(name, input_size).model_copy(update={"size": self.size or input_size})
+        filled._size_given = self.size is not None
+        return filled
+
+    @property
+    def size_given(self) -> bool:
+        """Whether params.yaml gives this mask's `size` (a size left out follows the input's)."""
+        return self._size_given
 
     def describe(self) -> dict[str, Any]:
         return {**self.model_dump(mode="json"), "labels": list(self.label_values)}

@@ -112,13 +112,18 @@ def settings(cfg: Config, rows: list[tuple]) -> list[tuple[str, Any]]:
     proposed = {key: value for key, value, _ in rows}
     if proposed.get("inputs.*.mode", cfg.first_input.mode) == "patch" and "inputs.*.size" in proposed:
         size = list(proposed["inputs.*.size"])
-        sets += [(f"outputs.{n}.size", size) for n, o in cfg.outputs.spatial.items() if list(o.size or ()) != size]
+        masks = cfg.outputs.spatial.items()
+        sets += [(f"outputs.{n}.size", size) for n, o in masks if o.size_given and list(o.size) != size]
     return sets
 
 
 def applied(cfg: Config, sets: list[tuple[str, Any]]) -> Config:
-    """The params with the proposals set, checked as any params file is (a UserError naming a key otherwise)."""
+    """The params with the proposals set, checked as any params file is (a UserError naming a key
+    otherwise); a mask's size left out of the params follows the proposed input size."""
     raw = cfg.model_dump(mode="json")
+    for name, output in cfg.outputs.spatial.items():
+        if not output.size_given:
+            raw["outputs"][name].pop("size")
     for key, value in sets:
         *path, last = key.split(".")
         section = raw
