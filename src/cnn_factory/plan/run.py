@@ -113,7 +113,7 @@ def settings(cfg: Config, rows: list[tuple]) -> list[tuple[str, Any]]:
     if proposed.get("inputs.*.mode", cfg.first_input.mode) == "patch" and "inputs.*.size" in proposed:
         size = list(proposed["inputs.*.size"])
         masks = cfg.outputs.spatial.items()
-        sets += [(f"outputs.{n}.size", size) for n, o in masks if o.size_given and list(o.size) != size]
+        sets += [(f"outputs.{n}.size", size) for n, o in masks if o.size_given and list(o.size or ()) != size]
     return sets
 
 
