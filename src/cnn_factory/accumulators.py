@@ -74,7 +74,7 @@ class ClassCounts(Metric):
         }
 
     def pairs(self) -> tuple[list[int], list[int]]:
-        """(true, predicted) class ids, one pair per counted image."""
+        """(true, predicted) class ids, one pair per count: an image of a category, a pixel of a class mask."""
         truth, pred = torch.meshgrid(torch.arange(self.n), torch.arange(self.n), indexing="ij")
         repeats = self.counts.cpu().flatten()
         return truth.flatten().repeat_interleave(repeats).tolist(), pred.flatten().repeat_interleave(repeats).tolist()
