@@ -83,6 +83,7 @@ import yaml
 from benchmarks.monai_baseline import infer, train_unet
 from cnn_factory.data.resample import target_spacing
 from cnn_factory.data.volumes_example import make_volume_example
+from cnn_factory.scores.bootstrap import percentile_bounds, resample_indices
 from cnn_factory.scores.masks import mask_scores, mask_summary
 from cnn_factory.volumes import read_label_volume, read_volume
 
@@ -216,13 +217,14 @@ def paired_dice(ours: list[dict], theirs: list[dict], resamples: int = 10_000) -
     by_name = {s["image"]: s for s in theirs}
     a = np.array([[s[k] for k in ("tp", "truth_px", "pred_px")] for s in ours])
     b = np.array([[by_name[s["image"]][k] for k in ("tp", "truth_px", "pred_px")] for s in ours])
-    picks = np.random.default_rng(0).integers(0, len(a), (resamples, len(a)))
+    picks = resample_indices(len(a), resamples)  # the draws `cnn-factory compare` pairs two runs on
 
     def pooled(counts: np.ndarray) -> np.ndarray:  # (..., scans, 3) -> (...)
         return 2 * counts[..., 0].sum(-1) / (counts[..., 1].sum(-1) + counts[..., 2].sum(-1))
 
-    low, high = np.percentile(pooled(a[picks]) - pooled(b[picks]), [2.5, 97.5])
-    return float(pooled(a) - pooled(b)), float(low), float(high)
+    bounds = percentile_bounds(pooled(a[picks]) - pooled(b[picks]))
+    assert bounds is not None, "no test scans to pair"
+    return float(pooled(a) - pooled(b)), *bounds
 
 
 def loop_seconds(text: str, patches: int) -> float:
