@@ -153,7 +153,7 @@ def make_session(
         model=model,
         optimizer=optimizer,
         schedule=schedule,
-        early=EarlyStopping(es.mode, es.patience),
+        early=EarlyStopping(es.mode, es.patience, es.smoothing),
         scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
         order=torch.Generator().manual_seed(t.seed),
         augmenter=Augmenter(augment, seed=t.seed + 1),
@@ -418,5 +418,8 @@ def save_best(run: Run, es: StoppingConfig, best: dict[str, float]) -> None:
     save_model(run.places.model, session.model, session.model.args(), {**run.meta, **record})
     done = {"key": run.checkpoint.key, "epoch": session.early.best_epoch, "complete": True}
     save_checkpoint(run.checkpoint.path, done)
-    line = f"train: best {es.metric} {session.early.best:.4f} at epoch {session.early.best_epoch}"
+    early, own = session.early, session.history.best_val[es.metric.removeprefix("val/")]
+    line = f"train: best {es.metric} {own:.4f} at epoch {early.best_epoch}"
+    if es.smoothing:
+        line += f" (by its moving average, {early.best:.4f} with smoothing {es.smoothing})"
     print(f"{line}, model saved to {run.places.model}")

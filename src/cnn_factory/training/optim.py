@@ -111,20 +111,32 @@ class Schedule:
 
 
 class EarlyStopping:
-    """Tracks the best value of a metric; `stop` once `patience` values in a row brought no improvement."""
+    """Tracks the best value of a metric's moving average; `stop` once `patience` values in a row
+    brought no improvement.
 
-    def __init__(self, mode: str, patience: int):
-        self.mode, self.patience = mode, patience
+    Each validation moves the average by `1 - smoothing` of the way to its value (the first sets it;
+    smoothing 0: the values themselves), as nnU-Net picks its best checkpoint by a moving average
+    of its validation dice: a few validation images make single epochs noisy, and a lucky dip in one
+    output's loss would otherwise save an epoch that the other outputs had not finished with
+    (docs/volumes.md, "The saved epoch")."""
+
+    def __init__(self, mode: str, patience: int, smoothing: float = 0.0):
+        self.mode, self.patience, self.smoothing = mode, patience, smoothing
         self.best: float | None = None
+        self.average: float | None = None
         self.best_epoch, self.bad_epochs = 0, 0
 
     def update(self, value: float, epoch: int) -> bool:
-        """Records an epoch's value; True when it is the best so far (NaN never is)."""
+        """Records an epoch's value; True when the average is the best so far (a NaN leaves it as it was
+        and is never best)."""
+        if not math.isnan(value):
+            s = self.smoothing
+            self.average = value if self.average is None else s * self.average + (1 - s) * value
         better = not math.isnan(value) and (
-            self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+            self.best is None or (self.average < self.best if self.mode == "min" else self.average > self.best)
         )
         if better:
-            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            self.best, self.best_epoch, self.bad_epochs = self.average, epoch, 0
         else:
             self.bad_epochs += 1
         return better
@@ -134,10 +146,11 @@ class EarlyStopping:
         return self.patience > 0 and self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+        return {"best": self.best, "average": self.average, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+        self.best, self.average = state["best"], state["average"]
+        self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
 
 
 def relative_loss(stats: Mapping[str, float], reference: Mapping[str, float], weights: Mapping[str, float]) -> float:
