@@ -89,3 +89,18 @@ def test_early_stopping_min_and_max():
     es = EarlyStopping("max", patience=0)
     assert es.update(0.5, 1) and es.update(0.7, 2) and not es.update(0.6, 3)
     assert es.best == 0.7 and not es.stop  # patience 0: never stops
+
+
+def test_early_stopping_saves_by_the_moving_average_not_a_single_lucky_validation():
+    values = [1.0, 0.5, 0.2, 0.45, 0.4, 0.35, 0.3, 0.28, 0.27, 0.26, 0.25]  # a dip at epoch 3, then steady gains
+    raw, smoothed = EarlyStopping("min", 0), EarlyStopping("min", 0, smoothing=0.5)
+    for epoch, value in enumerate(values, 1):
+        raw.update(value, epoch)
+        smoothed.update(value, epoch)
+    assert raw.best_epoch == 3 and raw.best == 0.2
+    assert smoothed.best_epoch == len(values) and smoothed.best == pytest.approx(0.26283, abs=1e-5)
+    nan = EarlyStopping("max", 1, smoothing=0.9)
+    assert nan.update(0.5, 1) and not nan.update(float("nan"), 2) and nan.average == 0.5 and nan.stop
+    resumed = EarlyStopping("max", 1, smoothing=0.9)
+    resumed.load_state_dict(nan.state_dict())
+    assert resumed.update(0.6, 3) and resumed.best == pytest.approx(0.51)

@@ -301,12 +301,20 @@ def test_prediction_picture_shows_image_truth_and_prediction(built):
 
 
 def test_model_file_holds_the_best_epoch_by_the_early_stopping_metric(built):
-    header, *rows = (built / "dvclive" / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()
-    columns = header.split("\t")
-    losses = {int(r.split("\t")[columns.index("step")]) + 1: float(r.split("\t")[columns.index("loss")]) for r in rows}
+    def curve(name: str) -> dict[int, float]:
+        header, *rows = (built / "dvclive" / "plots" / "metrics" / "val" / f"{name}.tsv").read_text().splitlines()
+        step, value = header.split("\t").index("step"), header.split("\t").index(name)
+        return {int(r.split("\t")[step]) + 1: float(r.split("\t")[value]) for r in rows}
+
+    stopping = yaml.safe_load((built / "params.yaml").read_text())["train"]["early_stopping"]
+    assert stopping["metric"] == "val/relative_loss" and stopping["mode"] == "min"
+    average, averages = None, {}
+    for epoch, value in sorted(curve("relative_loss").items()):
+        average = value if average is None else stopping["smoothing"] * average + (1 - stopping["smoothing"]) * value
+        averages[epoch] = average
     checkpoint = torch.load(built / "models" / "example.pt", weights_only=True)
-    assert checkpoint["epoch"] == min(losses, key=losses.get)  # train.early_stopping.metric: val/loss, mode min
-    assert checkpoint["val"]["loss"] == pytest.approx(min(losses.values()))
+    assert checkpoint["epoch"] == min(averages, key=averages.get)
+    assert checkpoint["val"]["loss"] == pytest.approx(curve("loss")[checkpoint["epoch"]])
 
 
 def test_editing_a_loss_or_a_plot_re_runs_train_and_evaluate_but_not_prepare(repo_copy):
