@@ -7,7 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from cnn_factory.evaluate import Evaluation
 from cnn_factory.outputs import Scorer, make_output
+from cnn_factory.report import test_figures as report_figures  # not a test: pytest collects test_*
+from cnn_factory.training.pictures import Gallery
 from cnn_factory.scores.bootstrap import intervals
 from cnn_factory.scores.classes import class_summary, roc_auc
 from cnn_factory.scores.masks import mask_scores, mask_summary
@@ -203,3 +206,22 @@ def test_each_kind_summarises_its_own_rows():
     rows = [num.image_scores(np.array(p), np.array(t), 2.0) for p, t in [(1.5, 1.0), (2.0, 3.0)]]
     columns = {k: np.array([r[k] for r in rows]) for k in rows[0]}
     assert num.summarise(columns)["mae"] == 0.75 and num.table_cells(columns)["error"] == [0.5, -1.0]
+
+
+def test_an_outputs_intervals_do_not_depend_on_the_other_outputs():
+    rng = np.random.default_rng(0)
+    cat = Scorer.of(make_output("c", (8, 8), type="category", classes=["a", "b"]))
+    num = Scorer.of(make_output("n", (8, 8), type="numeric"))
+    rows = {
+        "n": {"predicted": rng.random(40), "true": rng.random(40)},
+        "c": {k: np.array(v) for k, v in _category_columns(cat, rng).items()},
+    }
+    alone = report_figures(Evaluation({}, {}, Gallery({}, 0), {}, rows={"c": rows["c"]}), {"c": cat.output}, 200, 3)
+    beside = report_figures(Evaluation({}, {}, Gallery({}, 0), {}, rows=rows), {"c": cat.output, "n": num.output}, 200, 3)
+    assert {k: v for k, v in beside.items() if k.startswith("c/")} == alone
+    assert "c/accuracy_ci_low" in alone and "n/mae_ci_low" in beside
+
+
+def _category_columns(cat: Scorer, rng: np.random.Generator) -> dict[str, list]:
+    rows = [cat.image_scores(np.array([p, 1 - p]), np.array(int(rng.random() < 0.5)), 2.0) for p in rng.random(40)]
+    return {k: [r[k] for r in rows] for k in rows[0]}

@@ -69,10 +69,10 @@ def cross_validate(
     pooled = {c: [cell for table in tables.values() for cell in table[c]] for c in header}
     result: dict[str, dict] = {"out_of_fold": {}, "folds": {k: {} for k in folds}}
     result["images"] = {k: len(table["image"]) for k, table in tables.items()}
-    for offset, (name, output) in enumerate(outputs.items()):  # seeds as evaluate's: one per output
+    for name, output in outputs.items():  # every output on the same resampled images, as evaluate's
         scorer = Scorer.of(output)
         columns = output_columns(pooled, name, scorer, folder / TABLE)
-        result["out_of_fold"][name] = figures_of(columns, scorer, resamples, seed + offset)
+        result["out_of_fold"][name] = figures_of(columns, scorer, resamples, seed)
         for k, table in tables.items():
             result["folds"][k][name] = figures_of(output_columns(table, name, scorer, folder / k / TABLE), scorer, 0, 0)
     flat = {f"{n}/{f}": v for n, figures in result["out_of_fold"].items() for f, v in figures.items()}

@@ -45,10 +45,11 @@ FIGURES = "figures.json"  # every test figure, beside metrics.json's headline on
 
 
 def test_figures(result: Evaluation, outputs: Mapping[str, Output], resamples: int, seed: int) -> dict[str, float]:
-    """{"<output>/<figure>": value}: each output's `figures_of` its test images (one seed per output)."""
+    """{"<output>/<figure>": value}: each output's `figures_of` its test images, every output on the
+    same resampled images (one seed), so that an output's intervals do not depend on the others."""
     figures: dict[str, float] = {}
-    for seed_offset, (name, columns) in enumerate(result.rows.items()):
-        found = figures_of(columns, Scorer.of(outputs[name]), resamples, seed + seed_offset)
+    for name, columns in result.rows.items():
+        found = figures_of(columns, Scorer.of(outputs[name]), resamples, seed)
         figures.update({f"{name}/{k}": v for k, v in found.items()})
     return figures
 
