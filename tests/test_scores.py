@@ -10,11 +10,11 @@ import pytest
 from cnn_factory.evaluate import Evaluation
 from cnn_factory.outputs import Scorer, make_output
 from cnn_factory.report import test_figures as report_figures  # not a test: pytest collects test_*
-from cnn_factory.training.pictures import Gallery
 from cnn_factory.scores.bootstrap import intervals
 from cnn_factory.scores.classes import class_summary, roc_auc
 from cnn_factory.scores.masks import mask_scores, mask_summary
 from cnn_factory.scores.numbers import number_summary
+from cnn_factory.training.pictures import Gallery
 
 
 def square(shape, top, left, side) -> np.ndarray:
@@ -217,7 +217,9 @@ def test_an_outputs_intervals_do_not_depend_on_the_other_outputs():
         "c": {k: np.array(v) for k, v in _category_columns(cat, rng).items()},
     }
     alone = report_figures(Evaluation({}, {}, Gallery({}, 0), {}, rows={"c": rows["c"]}), {"c": cat.output}, 200, 3)
-    beside = report_figures(Evaluation({}, {}, Gallery({}, 0), {}, rows=rows), {"c": cat.output, "n": num.output}, 200, 3)
+    beside = report_figures(
+        Evaluation({}, {}, Gallery({}, 0), {}, rows=rows), {"c": cat.output, "n": num.output}, 200, 3
+    )
     assert {k: v for k, v in beside.items() if k.startswith("c/")} == alone
     assert "c/accuracy_ci_low" in alone and "n/mae_ci_low" in beside
 

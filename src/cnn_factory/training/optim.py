@@ -129,24 +129,28 @@ class EarlyStopping:
     def update(self, value: float, epoch: int) -> bool:
         """Records an epoch's value; True when the average is the best so far (a NaN leaves it as it was
         and is never best)."""
-        if not math.isnan(value):
-            s = self.smoothing
-            self.average = value if self.average is None else s * self.average + (1 - s) * value
-        better = not math.isnan(value) and (
-            self.best is None or (self.average < self.best if self.mode == "min" else self.average > self.best)
-        )
-        if better:
-            self.best, self.best_epoch, self.bad_epochs = self.average, epoch, 0
-        else:
+        if math.isnan(value):
             self.bad_epochs += 1
-        return better
+            return False
+        s, last = self.smoothing, self.average
+        average = self.average = value if last is None else s * last + (1 - s) * value
+        if self.best is None or (average < self.best if self.mode == "min" else average > self.best):
+            self.best, self.best_epoch, self.bad_epochs = average, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
 
     @property
     def stop(self) -> bool:
         return self.patience > 0 and self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "average": self.average, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+        return {
+            "best": self.best,
+            "average": self.average,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.average = state["best"], state["average"]
