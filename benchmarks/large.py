@@ -58,6 +58,7 @@ from benchmarks.cells import make_cells
 from benchmarks.monai_baseline import infer, train_unet
 from cnn_factory.config import parse_params
 from cnn_factory.data.prepare import prepare
+from cnn_factory.training.optim import EarlyStopping
 
 ROOT = Path(__file__).resolve().parents[1]
 MONAI_LR = 3e-3  # Adam's learning rate for MONAI: of 1e-3 and 3e-3, the better at 7,680 patches (0.935 vs 0.957)
@@ -297,26 +298,31 @@ def epoch_scores(work: Path, epochs: range) -> dict[int, dict]:
     return scores
 
 
-def rule_epochs(work: Path, outputs: tuple[str, ...]) -> dict[str, int]:
+def rule_epochs(work: Path, outputs: tuple[str, ...], smoothing: float = 0.9) -> dict[str, int]:
     """The epoch each rule saves, from the run's validation curves (the rule does not change the
-    training): val/loss, the mask's dice, and relative_loss with every output's loss (the rule
-    before 2026-12-02) or with 1 - dice for the mask (optim.relative_loss now)."""
+    training), picked by training's own EarlyStopping: val/loss, the mask's dice, and
+    relative_loss with every output's loss (the rule before 2026-12-02) or with 1 - dice for the
+    mask (optim.relative_loss), by its values and by its moving average (`smoothing`, the default)."""
     weights: dict[str, float] = {n: OUTPUTS[n].get("weight", 1.0) for n in outputs}
     loss = {n: curve(work, f"{n}/loss") for n in outputs}
     dice = curve(work, "cells/dice")
     error = {**loss, "cells": [1 - d for d in dice]}
 
-    def first_best(values: list[float]) -> int:  # as EarlyStopping: only a strictly better value replaces
-        return 1 + values.index(min(values))
+    def saved(values: list[float], smoothing: float = 0.0) -> int:  # lowest first; a tie keeps the earlier
+        stopping = EarlyStopping("min", 0, smoothing)
+        for epoch, value in enumerate(values, 1):
+            stopping.update(value, epoch)
+        return stopping.best_epoch
 
     def relative(terms: dict[str, list[float]]) -> list[float]:
         return [sum(w * terms[n][i] / terms[n][0] for n, w in weights.items()) for i in range(len(dice))]
 
     return {
-        "val/loss": first_best(curve(work, "loss")),
-        "val/cells/dice": first_best([-d for d in dice]),
-        "relative_loss, losses": first_best(relative(loss)),
-        "relative_loss, mask by dice": first_best(relative(error)),
+        "val/loss": saved(curve(work, "loss")),
+        "val/cells/dice": saved([-d for d in dice]),
+        "relative_loss, losses": saved(relative(loss)),
+        "relative_loss, mask by dice": saved(relative(error)),
+        "relative_loss, mask by dice, moving average": saved(relative(error), smoothing),
     }
 
 

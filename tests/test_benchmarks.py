@@ -57,3 +57,24 @@ def test_quick_benchmark_prints_and_writes_every_row(tmp_path):
         assert not isinstance(row["value"], str) and math.isfinite(row["value"]) and row["value"] >= 0, row
     assert results["prepare"]["incremental_decoded"] == QUICK["added"]
     assert results["training"]["train_augs0"]["epochs"] == 2
+
+
+def test_the_saved_epoch_benchmark_reads_each_rule_off_the_curves_as_training_picks(tmp_path):
+    from benchmarks.large import rule_epochs
+
+    curves = {  # 6 validated epochs: the mask improves to the end, the count dips by luck at epoch 3
+        "loss": [3.0, 2.0, 1.0, 1.6, 1.5, 1.4],
+        "cells/loss": [1.0, 0.6, 0.5, 0.45, 0.42, 0.41],
+        "cells/dice": [0.5, 0.8, 0.9, 0.9, 0.905, 0.91],
+        "density/loss": [0.7, 0.5, 0.4, 0.4, 0.4, 0.4],
+        "count/loss": [2.0, 1.5, 0.1, 1.2, 1.1, 1.0],
+    }
+    folder = tmp_path / "dvclive" / "plots" / "metrics" / "val"
+    for name, values in curves.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        rows = "".join(f"{step}\t{value}\n" for step, value in enumerate(values))
+        (folder / f"{name}.tsv").write_text(f"step\t{name.split('/')[-1]}\n{rows}")
+    epochs = rule_epochs(tmp_path, ("cells", "density", "count"))
+    assert epochs["val/loss"] == 3 and epochs["val/cells/dice"] == 6
+    assert epochs["relative_loss, losses"] == 3 and epochs["relative_loss, mask by dice"] == 3
+    assert epochs["relative_loss, mask by dice, moving average"] == 6
