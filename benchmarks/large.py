@@ -298,18 +298,18 @@ def epoch_scores(work: Path, epochs: range) -> dict[int, dict]:
     return scores
 
 
-def rule_epochs(work: Path, outputs: tuple[str, ...], smoothing: float = 0.9) -> dict[str, int]:
+def rule_epochs(work: Path, outputs: tuple[str, ...], smoothing: float) -> dict[str, int]:
     """The epoch each rule saves, from the run's validation curves (the rule does not change the
     training), picked by training's own EarlyStopping: val/loss, the mask's dice, and
     relative_loss with every output's loss (the rule before 2026-12-02) or with 1 - dice for the
-    mask (optim.relative_loss), by its values and by its moving average (`smoothing`, the default)."""
+    mask (optim.relative_loss), by its values and by its moving average (the run's `smoothing`)."""
     weights: dict[str, float] = {n: OUTPUTS[n].get("weight", 1.0) for n in outputs}
     loss = {n: curve(work, f"{n}/loss") for n in outputs}
     dice = curve(work, "cells/dice")
     error = {**loss, "cells": [1 - d for d in dice]}
 
-    def saved(values: list[float], smoothing: float = 0.0) -> int:  # lowest first; a tie keeps the earlier
-        stopping = EarlyStopping("min", 0, smoothing)
+    def saved(values: list[float], by_average: bool = False) -> int:  # lowest first; a tie keeps the earlier
+        stopping = EarlyStopping("min", 0, smoothing if by_average else 0.0)
         for epoch, value in enumerate(values, 1):
             stopping.update(value, epoch)
         return stopping.best_epoch
@@ -322,7 +322,7 @@ def rule_epochs(work: Path, outputs: tuple[str, ...], smoothing: float = 0.9) ->
         "val/cells/dice": saved([-d for d in dice]),
         "relative_loss, losses": saved(relative(loss)),
         "relative_loss, mask by dice": saved(relative(error)),
-        "relative_loss, mask by dice, moving average": saved(relative(error), smoothing),
+        "relative_loss, mask by dice, moving average": saved(relative(error), by_average=True),
     }
 
 
@@ -351,7 +351,7 @@ def saved_epoch(args: argparse.Namespace) -> None:
             first = Path(tmp) / f"{run}-0"
             results[run] = {
                 "saved": runs,
-                "epochs": rule_epochs(first, outputs),
+                "epochs": rule_epochs(first, outputs, p["train"]["early_stopping"]["smoothing"]),
                 "test_by_epoch": epoch_scores(first, late),
                 # the rule only picks the saved epoch: the runs trained the same weights
                 "same_training": all(r["val_dice_curve"] == runs[metrics[0]]["val_dice_curve"] for r in runs.values()),

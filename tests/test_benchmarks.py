@@ -74,7 +74,7 @@ def test_the_saved_epoch_benchmark_reads_each_rule_off_the_curves_as_training_pi
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         rows = "".join(f"{step}\t{value}\n" for step, value in enumerate(values))
         (folder / f"{name}.tsv").write_text(f"step\t{name.split('/')[-1]}\n{rows}")
-    epochs = rule_epochs(tmp_path, ("cells", "density", "count"))
+    epochs = rule_epochs(tmp_path, ("cells", "density", "count"), smoothing=0.9)
     assert epochs["val/loss"] == 3 and epochs["val/cells/dice"] == 6
     assert epochs["relative_loss, losses"] == 3 and epochs["relative_loss, mask by dice"] == 3
     assert epochs["relative_loss, mask by dice, moving average"] == 6
