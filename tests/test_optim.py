@@ -98,9 +98,28 @@ def test_early_stopping_saves_by_the_moving_average_not_a_single_lucky_validatio
         raw.update(value, epoch)
         smoothed.update(value, epoch)
     assert raw.best_epoch == 3 and raw.best == 0.2
-    assert smoothed.best_epoch == len(values) and smoothed.best == pytest.approx(0.26283, abs=1e-5)
+    assert smoothed.best_epoch == len(values) and smoothed.best == pytest.approx(0.27576, abs=1e-5)
     nan = EarlyStopping("max", 1, smoothing=0.9)
     assert nan.update(0.5, 1) and not nan.update(float("nan"), 2) and nan.average == 0.5 and nan.stop
     resumed = EarlyStopping("max", 1, smoothing=0.9)
     resumed.load_state_dict(nan.state_dict())
     assert resumed.update(0.6, 3) and resumed.best == pytest.approx(0.51)
+
+
+def test_one_stray_validation_does_not_hold_the_saved_epoch_back():
+    """A number's loss 20 times its usual at one validation (batch-norm statistics caught mid-change)
+    lifted a plain moving average for the rest of the run: the median of three keeps it out."""
+    values = [1.0, 0.6, 0.5, 0.45, 0.42, 0.4, 8.0, 0.38, 0.37, 0.36, 0.35, 0.34, 0.33, 0.33, 0.32]
+    plain, average, best = None, None, 0
+    for epoch, value in enumerate(values, 1):  # the moving average without the median, by hand
+        plain = value if plain is None else 0.9 * plain + 0.1 * value
+        best, average = (epoch, plain) if average is None or plain < average else (best, average)
+    assert best == 6  # the epoch before the stray one: the later gains never made up for it
+    es = EarlyStopping("min", 0, smoothing=0.9)
+    for epoch, value in enumerate(values, 1):
+        es.update(value, epoch)
+    assert es.best_epoch == len(values)
+    two = EarlyStopping("min", 2, smoothing=0.5)  # two stray ones in a row are the run's, and count
+    for epoch, value in enumerate([1.0, 0.5, 0.4, 8.0, 9.0, 0.3], 1):
+        two.update(value, epoch)
+    assert two.best_epoch == 4 and two.stop  # at epoch 4 the median of 0.5, 0.4 and 8.0 moved the average

@@ -308,9 +308,11 @@ def test_model_file_holds_the_best_epoch_by_the_early_stopping_metric(built):
 
     stopping = yaml.safe_load((built / "params.yaml").read_text())["train"]["early_stopping"]
     assert stopping["metric"] == "val/relative_loss" and stopping["mode"] == "min"
+    s, validations = stopping["smoothing"], sorted(curve("relative_loss").items())
     average, averages = None, {}
-    for epoch, value in sorted(curve("relative_loss").items()):
-        average = value if average is None else stopping["smoothing"] * average + (1 - stopping["smoothing"]) * value
+    for i, (epoch, value) in enumerate(validations):  # from the third on, the median of a value and the two before
+        value = sorted(v for _, v in validations[i - 2 : i + 1])[1] if i >= 2 else value
+        average = value if average is None else s * average + (1 - s) * value
         averages[epoch] = average
     checkpoint = torch.load(built / "models" / "example.pt", weights_only=True)
     assert checkpoint["epoch"] == min(averages, key=averages.get)

@@ -299,7 +299,10 @@ class EarlyStopping(Strict):
     mode: Literal["min", "max"]
     patience: int = Field(ge=0, description="validations without improvement before stopping; 0: never")
     smoothing: float = Field(
-        0.9, ge=0, lt=1, description="the saved epoch is the best by the metric's moving average; 0: by its values"
+        0.9,
+        ge=0,
+        lt=1,
+        description="the saved epoch is the best by the metric's moving average (medians of three); 0: by its values",
     )
 
 

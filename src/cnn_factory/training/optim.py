@@ -118,12 +118,16 @@ class EarlyStopping:
     smoothing 0: the values themselves), as nnU-Net picks its best checkpoint by a moving average
     of its validation dice: a few validation images make single epochs noisy, and a lucky dip in one
     output's loss would otherwise save an epoch that the other outputs had not finished with
-    (docs/volumes.md, "The saved epoch")."""
+    (docs/volumes.md, "The saved epoch"). From the third validation on, the value that moves the
+    average is the median of it and the two before it: one stray validation (a number's loss 15
+    times its usual for one epoch while training went on steadily) would otherwise lift the
+    average for the rest of the run and keep the saved epoch before it."""
 
     def __init__(self, mode: str, patience: int, smoothing: float = 0.0):
         self.mode, self.patience, self.smoothing = mode, patience, smoothing
         self.best: float | None = None
         self.average: float | None = None
+        self.recent: list[float] = []  # the last three values (smoothing > 0)
         self.best_epoch, self.bad_epochs = 0, 0
 
     def update(self, value: float, epoch: int) -> bool:
@@ -133,6 +137,9 @@ class EarlyStopping:
             self.bad_epochs += 1
             return False
         s, last = self.smoothing, self.average
+        if s:
+            self.recent = [*self.recent[-2:], value]
+            value = sorted(self.recent)[1] if len(self.recent) == 3 else value
         average = self.average = value if last is None else s * last + (1 - s) * value
         if self.best is None or (average < self.best if self.mode == "min" else average > self.best):
             self.best, self.best_epoch, self.bad_epochs = average, epoch, 0
@@ -148,12 +155,13 @@ class EarlyStopping:
         return {
             "best": self.best,
             "average": self.average,
+            "recent": self.recent,
             "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.best, self.average = state["best"], state["average"]
+        self.best, self.average, self.recent = state["best"], state["average"], state.get("recent", [])
         self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
 
 
