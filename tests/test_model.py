@@ -42,6 +42,16 @@ def test_one_decoder_per_segmentation_output_and_shared_encoder():
     assert model.heads["mask"] is not model.heads["small_mask"]
 
 
+def test_asked_for_some_heads_the_network_runs_those_alone():
+    """Validation scores the views for the image-level outputs only: the masks' decoders stay idle."""
+    model, x = net(OUTPUTS, in_channels=3, depth=2, filters=4).eval(), torch.randn(2, 3, 16, 16)
+    calls = []
+    model.heads["mask"].register_forward_hook(lambda *_: calls.append("mask"))
+    every, some = model(x), model(x, heads=["kind", "area"])
+    assert calls == ["mask"] and set(some) == {"kind", "area"}
+    assert all(torch.equal(some[n], every[n]) for n in some)
+
+
 def test_numeric_head_predicts_in_target_units():
     model = net(OUTPUTS, in_channels=3, depth=1, filters=4).eval()
     torch.nn.init.zeros_(model.heads["area"].linear[-1].weight)

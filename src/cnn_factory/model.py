@@ -12,7 +12,7 @@ with `torch.load(path, weights_only=True)`: no code from the file is ever run.
 from __future__ import annotations
 
 import glob
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -222,11 +222,14 @@ class MultiOutputNet(nn.Module):
             self.encoder.eval()
         return self
 
-    def forward(self, x: torch.Tensor, views: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """x (B, C, H, W) normalised -> {name: logits} (volumes: (B, C, D, H, W)). With `views`
-        (V, C, H, W) (patch training), masks come from x (patches) and image-level outputs from the
-        views (whole images resized to the same size): one encoder pass over both, so batch-norm sees
-        in training the mix it sees in its running statistics."""
+    def forward(
+        self, x: torch.Tensor, views: torch.Tensor | None = None, *, heads: Collection[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """x (B, C, H, W) normalised -> {name: logits} (volumes: (B, C, D, H, W)), of every head or
+        of `heads`' (validation scores whole images' views for the image-level outputs alone, without
+        running the masks' decoders). With `views` (V, C, H, W) (patch training), masks come from x
+        (patches) and image-level outputs from the views (whole images resized to the same size): one
+        encoder pass over both, so batch-norm sees in training the mix it sees in its running statistics."""
         for t in (x, views):
             if t is not None and any(n % m for n, m in zip(t.shape[2:], self.multiple)):
                 same = len(set(self.multiple)) == 1
@@ -240,7 +243,8 @@ class MultiOutputNet(nn.Module):
         else:
             both, n = self.encoder(torch.cat([x, views])), len(x)
             features, whole = [f[:n] for f in both], [f[n:] for f in both]
-        return {name: head(features if name in self.spatial else whole) for name, head in self.heads.items()}
+        chosen = self.heads.items() if heads is None else [(n, h) for n, h in self.heads.items() if n in heads]
+        return {name: head(features if name in self.spatial else whole) for name, head in chosen}
 
 
 def model_args(

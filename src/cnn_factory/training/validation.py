@@ -84,7 +84,7 @@ def score_batches(
     for x_raw, targets, *_ in batches:
         x, truth = placement.put(x_raw, {n: targets[n] for n in names})
         with placement.autocast():
-            preds = {n: v.float() for n, v in model(x).items() if n in names}
+            preds = {n: v.float() for n, v in model(x, heads=names).items()}
         sums.add({n: criterion.losses[n](preds[n], truth[n]) for n in names}, len(x))
         sums.metrics.update(preds, truth)
         if gallery is not None:
