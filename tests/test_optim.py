@@ -107,8 +107,8 @@ def test_early_stopping_saves_by_the_moving_average_not_a_single_lucky_validatio
 
 
 def test_one_stray_validation_does_not_hold_the_saved_epoch_back():
-    """A number's loss 20 times its usual at one validation (batch-norm statistics caught mid-change)
-    lifted a plain moving average for the rest of the run: the median of three keeps it out."""
+    """A number's loss 20 times its usual at one validation lifted a plain moving average for the
+    rest of the run: the median of three keeps it out, and its epoch is never the one saved."""
     values = [1.0, 0.6, 0.5, 0.45, 0.42, 0.4, 8.0, 0.38, 0.37, 0.36, 0.35, 0.34, 0.33, 0.33, 0.32]
     plain, average, best = None, None, 0
     for epoch, value in enumerate(values, 1):  # the moving average without the median, by hand
@@ -119,7 +119,13 @@ def test_one_stray_validation_does_not_hold_the_saved_epoch_back():
     for epoch, value in enumerate(values, 1):
         es.update(value, epoch)
     assert es.best_epoch == len(values)
-    two = EarlyStopping("min", 2, smoothing=0.5)  # two stray ones in a row are the run's, and count
+    last = EarlyStopping("min", 0, smoothing=0.9)  # a stray one is never saved: its weights gave it
+    for epoch, value in enumerate([*values[:6], 8.0], 1):
+        assert last.update(value, epoch) == (epoch < 7)
+    assert last.best_epoch == 6 and last.average < last.best  # its median, 0.42, lowered the average
+    two = EarlyStopping("min", 2, smoothing=0.5)  # two in a row are the run's: they lift the average
     for epoch, value in enumerate([1.0, 0.5, 0.4, 8.0, 9.0, 0.3], 1):
         two.update(value, epoch)
-    assert two.best_epoch == 4 and two.stop  # at epoch 4 the median of 0.5, 0.4 and 8.0 moved the average
+    assert two.best_epoch == 3 and two.stop and two.average > 4
+    high = EarlyStopping("max", 0, smoothing=0.9)  # mode max: a value under half the median is stray
+    assert [high.update(v, e) for e, v in enumerate([0.3, 0.6, 0.8, 0.2], 1)] == [True, True, True, False]

@@ -121,7 +121,11 @@ class EarlyStopping:
     (docs/volumes.md, "The saved epoch"). From the third validation on, the value that moves the
     average is the median of it and the two before it: one stray validation (a number's loss 15
     times its usual for one epoch while training went on steadily) would otherwise lift the
-    average for the rest of the run and keep the saved epoch before it."""
+    average for the rest of the run and keep the saved epoch before it. A value over twice that
+    median (mode max: under half of it) is a stray one: its epoch's weights gave it, so it is
+    never the best."""
+
+    STRAY = 2.0  # a value this many times worse than the median of three is a stray one
 
     def __init__(self, mode: str, patience: int, smoothing: float = 0.0):
         self.mode, self.patience, self.smoothing = mode, patience, smoothing
@@ -136,12 +140,15 @@ class EarlyStopping:
         if math.isnan(value):
             self.bad_epochs += 1
             return False
-        s, last = self.smoothing, self.average
+        s, last, stray = self.smoothing, self.average, False
         if s:
             self.recent = [*self.recent[-2:], value]
-            value = sorted(self.recent)[1] if len(self.recent) == 3 else value
+            median = sorted(self.recent)[1] if len(self.recent) == 3 else value
+            stray = median > 0 and (value > self.STRAY * median if self.mode == "min" else value < median / self.STRAY)
+            value = median
         average = self.average = value if last is None else s * last + (1 - s) * value
-        if self.best is None or (average < self.best if self.mode == "min" else average > self.best):
+        better = self.best is None or (average < self.best if self.mode == "min" else average > self.best)
+        if better and not stray:
             self.best, self.best_epoch, self.bad_epochs = average, epoch, 0
             return True
         self.bad_epochs += 1
