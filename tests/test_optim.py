@@ -123,6 +123,7 @@ def test_one_stray_validation_does_not_hold_the_saved_epoch_back():
     for epoch, value in enumerate([*values[:6], 8.0], 1):
         assert last.update(value, epoch) == (epoch < 7)
     assert last.best_epoch == 6 and last.average < last.best  # its median, 0.42, lowered the average
+    assert last.stray == pytest.approx(0.42)  # what train's line says it was a stray one against
     two = EarlyStopping("min", 2, smoothing=0.5)  # two in a row are the run's: they lift the average
     for epoch, value in enumerate([1.0, 0.5, 0.4, 8.0, 9.0, 0.3], 1):
         two.update(value, epoch)

@@ -369,9 +369,16 @@ def validate_epoch(run: Run, t: TrainConfig, epoch: int) -> tuple[dict | None, G
     first = {k: v for k, v in val_stats.items() if k.endswith(("/loss", "/dice"))}
     history.reference = history.reference or first
     val_stats["relative_loss"] = relative_loss(val_stats, history.reference, criterion.weights)
-    if session.early.update(val_stats[t.early_stopping.metric.removeprefix("val/")], epoch):
+    value = val_stats[t.early_stopping.metric.removeprefix("val/")]
+    if session.early.update(value, epoch):
         history.best_state = {k: v.detach().clone() for k, v in session.model.state_dict().items()}
         history.best_val = val_stats
+    elif session.early.stray is not None:
+        beyond = "over twice" if t.early_stopping.mode == "min" else "under half"
+        run.say(
+            f"train: epoch {epoch}: {t.early_stopping.metric} {value:.4g}, {beyond} its median of three "
+            f"({session.early.stray:.4g}): a stray validation, its weights are not saved"
+        )
     return val_stats, gallery
 
 

@@ -132,6 +132,7 @@ class EarlyStopping:
         self.best: float | None = None
         self.average: float | None = None
         self.recent: list[float] = []  # the last three values (smoothing > 0)
+        self.stray: float | None = None  # the median of three the last value was a stray one against
         self.best_epoch, self.bad_epochs = 0, 0
 
     def update(self, value: float, epoch: int) -> bool:
@@ -145,7 +146,7 @@ class EarlyStopping:
             self.recent = [*self.recent[-2:], value]
             median = sorted(self.recent)[1] if len(self.recent) == 3 else value
             stray = median > 0 and (value > self.STRAY * median if self.mode == "min" else value < median / self.STRAY)
-            value = median
+            value, self.stray = median, median if stray else None
         average = self.average = value if last is None else s * last + (1 - s) * value
         better = self.best is None or (average < self.best if self.mode == "min" else average > self.best)
         if better and not stray:
