@@ -324,8 +324,8 @@ def test_an_auto_stem_is_strided_for_volumes_on_the_cpu_where_the_sizes_allow(si
 
 
 def test_params_yaml_builds_the_same_2d_network_with_the_auto_stem_as_with_the_full_one():
-    """params.yaml's default `auto` resolves to `full` for the built-in example: the same model file,
-    so the same figures."""
+    """params.yaml's default `auto` stem and up-sampling resolve to `full` and `bilinear` for the
+    built-in example: the same model file, so the same figures."""
     import yaml
 
     from cnn_factory.config import parse_params
@@ -333,13 +333,37 @@ def test_params_yaml_builds_the_same_2d_network_with_the_auto_stem_as_with_the_f
 
     root = Path(__file__).resolve().parents[1]
     cfg = parse_params(yaml.safe_load((root / "params.yaml").read_text()))
-    full = cfg.model.model_copy(update={"stem": "full"})
+    full = cfg.model.model_copy(update={"stem": "full", "upsample": "bilinear"})
     manifest = {"outputs": {}}
-    assert cfg.model.stem == "auto"
+    assert cfg.model.stem == "auto" and cfg.model.upsample == "auto"
     for cuda in (False, True):
         auto_args = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest, cuda=cuda)
         assert auto_args == model_args(full, cfg.inputs, cfg.outputs, manifest, cuda=cuda)
-        assert auto_args["stem"] == "full"
+        assert auto_args["stem"] == "full" and auto_args["upsample"] == "bilinear"
+
+
+def test_params_yaml_up_samples_volumes_by_transposed_convolutions():
+    """`model.upsample: auto` learns a volume decoder's up-sampling (MultiOutputNet then holds
+    transposed convolutions and no interpolation); a written value is kept."""
+    import yaml
+
+    from cnn_factory.config import parse_params
+    from cnn_factory.model import model_args
+
+    root = Path(__file__).resolve().parents[1]
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    p["inputs"]["image"].update(size=[16, 48, 48], channels=1, mode="patch")
+    p["outputs"] = {"tumour": {"type": "segmentation", "column": "labels", "label": 2}}
+    manifest = {"spacing": [3.2, 1.0, 1.0], "outputs": {}}
+
+    def made(upsample: str) -> dict:
+        cfg = parse_params({**p, "model": {**p["model"], "upsample": upsample}})
+        return model_args(cfg.model, cfg.inputs, cfg.outputs, manifest)
+
+    assert made("auto")["upsample"] == "transpose" and made("auto")["dims"] == 3
+    layers = {type(m) for m in MultiOutputNet.from_args({**made("auto"), "outputs": VOLUME_OUTPUTS}).modules()}
+    assert torch.nn.ConvTranspose3d in layers and torch.nn.Upsample not in layers
+    assert made("bilinear")["upsample"] == "bilinear"
 
 
 def test_volumes_with_the_full_stem_on_the_cpu_get_one_line_of_advice():

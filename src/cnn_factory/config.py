@@ -241,7 +241,9 @@ class ModelConfig(Strict):
     )
     norm: Literal["batch", "group", "none"] = Field(description="normalisation after each convolution")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the deeper levels and before the heads")
-    upsample: Literal["bilinear", "transpose"] = Field(description="decoder up-sampling")
+    upsample: Literal["auto", "bilinear", "transpose"] = Field(
+        "auto", description="decoder up-sampling: auto (transpose for volumes, else bilinear), bilinear or transpose"
+    )
     skip: Literal["concat", "add", "none"] = Field(description="how the decoder joins the encoder's features")
     stem: Literal["auto", "full", "strided"] = Field(
         "auto",
