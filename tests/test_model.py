@@ -162,11 +162,13 @@ def test_class_masks_of_volumes_take_their_classes_from_the_channel_axis():
     assert torch.allclose(image.probabilities(logits[:, :, 0]).sum(1), torch.ones(2, 16, 16))
 
 
-def test_a_volume_network_exports_to_torchscript_and_onnx(tmp_path):
+@pytest.mark.parametrize("upsample", ["bilinear", "transpose"])  # transpose: what `auto` gives volumes
+def test_a_volume_network_exports_to_torchscript_and_onnx(tmp_path, upsample):
     from cnn_factory.export import OrderedOutputs, write_onnx
 
     torch.manual_seed(0)
-    wrapped = OrderedOutputs(net(VOLUME_OUTPUTS, in_channels=1, depth=2, filters=4, dims=3)).eval()
+    blocks = Blocks(upsample=upsample)
+    wrapped = OrderedOutputs(net(VOLUME_OUTPUTS, in_channels=1, depth=2, filters=4, dims=3, blocks=blocks)).eval()
     x = torch.randn(2, 1, 8, 16, 16)
     with torch.no_grad():
         expected = wrapped(x)
