@@ -373,10 +373,9 @@ def validate_epoch(run: Run, t: TrainConfig, epoch: int) -> tuple[dict | None, G
     if session.early.update(value, epoch):
         history.best_state = {k: v.detach().clone() for k, v in session.model.state_dict().items()}
         history.best_val = val_stats
-    elif session.early.stray is not None:
-        beyond = "over twice" if t.early_stopping.mode == "min" else "under half"
+    elif session.early.stray is not None:  # EarlyStopping's rule: over twice the median (mode max: under half)
         run.say(
-            f"train: epoch {epoch}: {t.early_stopping.metric} {value:.4g}, {beyond} its median of three "
+            f"train: epoch {epoch}: {t.early_stopping.metric} {value:.4g} against its median of three "
             f"({session.early.stray:.4g}): a stray validation, its weights are not saved"
         )
     return val_stats, gallery
