@@ -79,6 +79,8 @@ def test_a_sweep_queued_and_run_on_two_machines_is_compared_on_a_third(tmp_path,
     b = machines["b"]
     run(["dvc", "pull", "-q"], b)
     run(["dvc", "exp", "run", "-n", "seed-1", "-S", "train.seed=1"], b)
+    listed = run(["cnn-factory", "compare"], b).stdout.splitlines()  # b's workspace holds seed-1's results
+    assert [line.split()[0] for line in listed[2:] if not line.startswith(" ")] == ["master", "seed-1"], listed
     run(["dvc", "exp", "push", "origin", "seed-1"], b)
 
     # machine c: pulls them all and compares them, with nothing of its own run or pulled before

@@ -65,10 +65,9 @@ def compare(
                     raise
                 skipped.append(run.name)  # by default: queued, running, failed or not pulled
     runs = [r for r in runs if r.table and r.rev != reference.rev]
-    if not names:  # the workspace as committed is the commit's run again
-        runs = [
-            r for r in runs if not (r.rev == WORKSPACE and (r.table, r.params) == (reference.table, reference.params))
-        ]
+    if not names:  # the workspace as committed, or as `dvc exp run` left it, is that run again
+        kept = [(r.table, r.params) for r in [reference, *runs] if r.rev != WORKSPACE]
+        runs = [r for r in runs if not (r.rev == WORKSPACE and (r.table, r.params) in kept)]
     comparer = Comparer(reference, resamples, seed, unpaired)
     figures = {r.name: comparer.figures(r) for r in [reference, *runs]}
     changed = {r.name: changed_params(r, reference) for r in runs}
