@@ -55,7 +55,8 @@ def scored(seed: int, skill: float) -> dict[str, dict[str, np.ndarray]]:
 def table(columns: dict[str, dict[str, np.ndarray]], images: int = IMAGES) -> dict[str, list[str]]:
     """eval/per_image.csv as evaluate writes it, read back as compare reads it."""
     result = Evaluation({}, {}, None, {}, rows=columns)  # type: ignore[arg-type]
-    text = per_image_table(result, OUTPUTS, [f"images/{i:03d}.png" for i in range(images)], list(range(2, images + 2)))
+    split = {"files": [f"images/{i:03d}.png" for i in range(images)], "rows": list(range(2, images + 2))}
+    text = per_image_table(result, OUTPUTS, split)
     header, *rows = list(csv.reader(io.StringIO(text)))
     return {name: [row[i] for row in rows] for i, name in enumerate(header)}
 
@@ -90,9 +91,12 @@ def test_image_values_average_to_the_headline_figure(name):
     assert np.nanmean(values) == pytest.approx(scorer.summarise(columns)[scorer.output.headline], abs=1e-12)
 
 
-def direct(a: Run, b: Run, name: str, resamples: int, seed: int, images: int = IMAGES) -> tuple[float, float, float]:
+def direct(
+    a: Run, b: Run, name: str, resamples: int, seed: int, images: int = IMAGES, groups: list[str] | None = None
+) -> tuple[float, float, float]:
     """The paired bootstrap by hand: the same resampled rows of both tables (in the same image
-    order), each summarised whole by the output kind of `OUTPUTS[name]`."""
+    order), each summarised whole by the output kind of `OUTPUTS[name]`; with `groups`, the rows
+    of as many whole groups as there are, numbered in the order they first appear."""
     scorer = SCORERS[name]
     figure = scorer.output.headline
     prefix = f"{name}/"
@@ -103,8 +107,10 @@ def direct(a: Run, b: Run, name: str, resamples: int, seed: int, images: int = I
     ours, theirs = columns(a), columns(b)
     rng = np.random.default_rng(seed)
     draws = []
+    members = [np.flatnonzero(np.asarray(groups) == g) for g in dict.fromkeys(groups)] if groups else []
     for _ in range(resamples):
-        idx = rng.integers(0, images, images)
+        idx = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))]) if groups else None
+        idx = rng.integers(0, images, images) if idx is None else idx
         draws.append(
             scorer.summarise({k: v[idx] for k, v in ours.items()})[figure]
             - scorer.summarise({k: v[idx] for k, v in theirs.items()})[figure]
@@ -124,6 +130,23 @@ def test_paired_differences_equal_a_direct_computation_from_the_two_tables():
         assert figure.low <= figure.difference <= figure.high
     assert figures["round"].verdict == "better" and figures["volume"].verdict == "better"  # MAE: lower is better
     assert figures["volume"].difference < 0
+
+
+def test_with_groups_whole_groups_are_drawn_for_both_runs():
+    """Tables with a group column (data.split.group): the pairs are drawn by whole groups, the
+    reference's, whatever order the run's rows are in, and the report says how many groups."""
+    reference, better = run("main", 1, 0.6), run("exp", 2, 0.9)
+    groups = [f"P{i % 8}" for i in range(IMAGES)]  # 8 patients of 5 images, interleaved
+    reference.table["group"] = better.table["group"] = groups
+    order = np.random.default_rng(0).permutation(IMAGES)
+    shuffled = Run("exp", "exp", better.params, table={k: [v[i] for i in order] for k, v in better.table.items()})
+    comparer = Comparer(reference, 300, 7, unpaired=False)
+    for figure in comparer.figures(shuffled):
+        whole, low, high = direct(better, reference, figure.output, 300, 7, groups=groups)
+        assert (figure.difference, figure.low, figure.high) == pytest.approx((whole, low, high), abs=1e-9)
+    figures = {r.name: comparer.figures(r) for r in (reference, shuffled)}
+    result = Comparison(reference, [shuffled], figures, {}, IMAGES, False, groups=8)
+    assert f"{IMAGES} test images of 8 groups" in report_lines(result)[0]
 
 
 def test_a_run_against_itself_differs_by_nothing_and_rows_are_paired_by_image():

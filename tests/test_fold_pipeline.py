@@ -1,6 +1,7 @@
-"""A 3-fold cross-validation under the real `dvc repro folds/dvc.yaml`: killed in the second fold,
-then run again, it resumes that fold; a third run re-runs nothing; the pooled figures are the
-per-fold tables' own, and every image outside the test split is scored exactly once."""
+"""A 3-fold cross-validation of images grouped by patient under the real `dvc repro folds/dvc.yaml`:
+killed in the second fold, then run again, it resumes that fold; a third run re-runs nothing; the
+pooled figures are the per-fold tables' own, with intervals over whole patients, and every image
+outside the test split is scored exactly once."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ import json
 import numpy as np
 import pytest
 
+from cnn_factory.config import parse_params
+from cnn_factory.crossval import output_columns
+from cnn_factory.outputs import Scorer
+from cnn_factory.scores.bootstrap import intervals
 from tests.conftest import checkpoint_epoch, make_repo, repro_killed_when, run, tiny_params
+from tests.test_splits import patients_csv
 
 pytestmark = pytest.mark.slow  # runs the real dvc pipeline; `pytest -m 'not slow'` skips it
 
@@ -23,9 +29,10 @@ def table(text: str) -> dict[str, list[str]]:
     return {name: [row[i] for row in rows[1:]] for i, name in enumerate(rows[0])}
 
 
-def test_three_folds_resume_after_a_kill_rerun_nothing_and_pool_every_image_once(tmp_path):
+def test_three_folds_resume_after_a_kill_rerun_nothing_and_pool_every_image_once(tmp_path, example_dir):
     params = tiny_params()
-    params["data"]["split"].update(folds=3, stratify="majority")
+    params["data"].update(csv=str(patients_csv(example_dir)), root=str(example_dir))
+    params["data"]["split"].update(folds=3, stratify="majority", group="patient")
     params["train"].update(epochs=4, log_images_every=0)
     params["evaluate"]["bootstrap"] = 50
     repo = make_repo(tmp_path / "repo", params)
@@ -52,6 +59,12 @@ def test_three_folds_resume_after_a_kill_rerun_nothing_and_pool_every_image_once
     assert abs(pooled["round"]["dice"] - dice.mean()) <= 1e-9
     assert abs(pooled["majority"]["accuracy"] - np.mean(right)) <= 1e-9
     assert pooled["round"]["dice_ci_low"] <= pooled["round"]["dice"] <= pooled["round"]["dice_ci_high"]
+    joined = table((repo / "eval" / "folds" / "per_image.csv").read_text())
+    assert all(t["group"] == [f"P{(int(r) - 2) // 2}" for r in t["csv_row"]] for t in tables.values())
+    scorer = Scorer.of(parse_params(params).outputs["round"])
+    columns = output_columns(joined, "round", scorer, repo)
+    by_patient = intervals(columns, scorer.summarise, ("dice",), 50, seed=0, groups=joined["group"])["dice"]
+    assert (pooled["round"]["dice_ci_low"], pooled["round"]["dice_ci_high"]) == pytest.approx(by_patient, abs=1e-6)
     metrics = json.loads((repo / "eval" / "folds" / "metrics.json").read_text())
     assert metrics["round"]["dice"] == pooled["round"]["dice"]
     test = json.loads((repo / "eval" / "folds" / "test" / "figures.json").read_text())["test"]

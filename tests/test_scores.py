@@ -10,7 +10,7 @@ import pytest
 from cnn_factory.evaluate import Evaluation
 from cnn_factory.outputs import Scorer, make_output
 from cnn_factory.report import test_figures as report_figures  # not a test: pytest collects test_*
-from cnn_factory.scores.bootstrap import intervals
+from cnn_factory.scores.bootstrap import intervals, resample_indices
 from cnn_factory.scores.classes import class_summary, roc_auc
 from cnn_factory.scores.masks import mask_scores, mask_summary
 from cnn_factory.scores.numbers import number_summary
@@ -190,6 +190,24 @@ def test_bootstrap_intervals_cover_the_estimate_and_shrink_with_more_images():
     again = [intervals({"x": x}, mean_summary, ("mean",), 200, seed=7) for _ in range(2)]
     assert again[0] == again[1] != intervals({"x": x}, mean_summary, ("mean",), 200, seed=8)
     assert intervals({"x": x}, mean_summary, ("mean",), 0) == {}
+
+
+def test_whole_groups_are_drawn_and_widen_the_interval_of_alike_images():
+    """A patient's images, alike, count as one draw: 10 patients of 5 images each, each image its
+    patient's value and a little noise, give an interval about sqrt(5) times the images' own."""
+    rng = np.random.default_rng(3)
+    patients = [f"P{i // 5}" for i in range(50)]
+    x = np.repeat(rng.normal(0, 1, 10), 5) + rng.normal(0, 0.05, 50)
+    drawn = resample_indices(50, 200, 4, patients)
+    for idx in drawn:  # each resample: whole patients, ten of them
+        taken = np.bincount(idx, minlength=50).reshape(10, 5)
+        assert (taken == taken[:, :1]).all() and taken[:, 0].sum() == 10
+    by_image = intervals({"x": x}, mean_summary, ("mean",), 1000, seed=0)["mean"]
+    by_patient = intervals({"x": x}, mean_summary, ("mean",), 1000, seed=0, groups=patients)["mean"]
+    ratio = (by_patient[1] - by_patient[0]) / (by_image[1] - by_image[0])
+    assert 1.8 < ratio < 2.8, ratio
+    alone = resample_indices(50, 200, 4, [str(i) for i in range(50)])  # groups of one image each
+    assert np.array_equal(np.stack(alone), resample_indices(50, 200, 4))
 
 
 def test_each_kind_summarises_its_own_rows():

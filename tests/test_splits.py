@@ -120,14 +120,19 @@ def test_validate_reports_groups_and_classes_per_split(example_dir, tmp_path):
     assert [s for s, *_ in shown] == list(SPLITS) and sum(int(k) for *_, a, b, c in shown for k in (a, b, c)) == 24
 
 
-def validate_patients(example_dir: Path, folder: Path, **split) -> str:
-    """`cnn-factory validate`'s report of the example with a patient column (two images each),
-    grouped by it and stratified by the example's category, with `split`'s other data.split keys."""
+def patients_csv(example_dir: Path) -> Path:
+    """example_dir/patients.csv: the example's data.csv with a patient column, two images each."""
     lines = (example_dir / "data.csv").read_text().splitlines()
     csv = [lines[0] + ",patient"] + [f"{line},P{i // 2}" for i, line in enumerate(lines[1:])]
     (example_dir / "patients.csv").write_text("\n".join(csv) + "\n")
+    return example_dir / "patients.csv"
+
+
+def validate_patients(example_dir: Path, folder: Path, **split) -> str:
+    """`cnn-factory validate`'s report of the example with a patient column (two images each),
+    grouped by it and stratified by the example's category, with `split`'s other data.split keys."""
     params = tiny_params()
-    params["data"].update(csv=str(example_dir / "patients.csv"), root=str(example_dir))
+    params["data"].update(csv=str(patients_csv(example_dir)), root=str(example_dir))
     params["data"]["split"].update(group="patient", stratify="majority", **split)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return cli("validate", cwd=folder).stdout

@@ -56,7 +56,10 @@ class SplitConfig(Strict):
     seed: int = Field(ge=0, description="seed of the random split")
     column: str | None = Field(None, min_length=1, description="CSV column naming train/val/test per row")
     group: str | None = Field(
-        None, min_length=1, description="CSV column (e.g. a patient ID) whose rows sharing a value land in one split"
+        None,
+        min_length=1,
+        description="CSV column (e.g. a patient ID) whose rows sharing a value land in one split (the intervals "
+        "resample them whole)",
     )
     stratify: str | None = Field(
         None, min_length=1, description="CSV column (e.g. a category output's) whose class shares every split follows"

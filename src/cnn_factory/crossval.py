@@ -5,8 +5,9 @@ did not train on it, pooled (the crossval stage of folds/dvc.yaml; docs/small-da
 
 Reads each fold's per-image table (`eval/folds/<k>/per_image.csv`, as evaluate wrote it), and
 computes each output's figures from the tables put together, with the bootstrap interval over
-images of each headline one, by the same functions as evaluate (`Scorer.summarise`,
-scores/bootstrap.py); each fold's figures from its own table beside them. Writes under `out`:
+images (with data.split.group, over groups) of each headline one, by the same functions as
+evaluate (`Scorer.summarise`, scores/bootstrap.py); each fold's figures from its own table beside
+them. Writes under `out`:
 
     figures.json     {"out_of_fold": {output: {figure: value, <figure>_ci_low, _ci_high}},
                       "folds": {k: {output: {figure: value}}}, "images": {k: count}}
@@ -72,7 +73,7 @@ def cross_validate(
     for name, output in outputs.items():  # every output on the same resampled images, as evaluate's
         scorer = Scorer.of(output)
         columns = output_columns(pooled, name, scorer, folder / TABLE)
-        result["out_of_fold"][name] = figures_of(columns, scorer, resamples, seed)
+        result["out_of_fold"][name] = figures_of(columns, scorer, resamples, seed, pooled.get("group"))
         for k, table in tables.items():
             result["folds"][k][name] = figures_of(output_columns(table, name, scorer, folder / k / TABLE), scorer, 0, 0)
     flat = {f"{n}/{f}": v for n, figures in result["out_of_fold"].items() for f, v in figures.items()}

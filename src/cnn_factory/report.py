@@ -44,29 +44,38 @@ PLOT_FOLDERS = ("dice", "calibration", "values", "bland_altman")  # written here
 FIGURES = "figures.json"  # every test figure, beside metrics.json's headline ones
 
 
-def test_figures(result: Evaluation, outputs: Mapping[str, Output], resamples: int, seed: int) -> dict[str, float]:
+def test_figures(
+    result: Evaluation, outputs: Mapping[str, Output], resamples: int, seed: int, groups: list[str] | None = None
+) -> dict[str, float]:
     """{"<output>/<figure>": value}: each output's `figures_of` its test images, every output on the
     same resampled images (one seed), so that an output's intervals do not depend on the others."""
     figures: dict[str, float] = {}
     for name, columns in result.rows.items():
-        found = figures_of(columns, Scorer.of(outputs[name]), resamples, seed)
+        found = figures_of(columns, Scorer.of(outputs[name]), resamples, seed, groups)
         figures.update({f"{name}/{k}": v for k, v in found.items()})
     return figures
 
 
-def figures_of(columns: dict[str, np.ndarray], scorer: Scorer, resamples: int, seed: int) -> dict[str, float]:
+def figures_of(
+    columns: dict[str, np.ndarray], scorer: Scorer, resamples: int, seed: int, groups: list[str] | None = None
+) -> dict[str, float]:
     """An output's figures over the images of its per-image `columns`, then the bootstrap interval of
-    each headline figure as `<figure>_ci_low` and `<figure>_ci_high`. Undefined figures (NaN: e.g.
-    ROC AUC with one class in the test split) are left out."""
+    each headline figure as `<figure>_ci_low` and `<figure>_ci_high`, over images or, with `groups`
+    (each image's `data.split.group` value), over whole groups. Undefined figures (NaN: e.g. ROC AUC
+    with one class in the test split) are left out."""
     figures = dict(scorer.summarise(columns))
-    for figure, (low, high) in intervals(columns, scorer.summarise, scorer.interval_metrics, resamples, seed).items():
+    bounds = intervals(columns, scorer.summarise, scorer.interval_metrics, resamples, seed, groups)
+    for figure, (low, high) in bounds.items():
         figures[f"{figure}_ci_low"], figures[f"{figure}_ci_high"] = low, high
     return {k: float(v) for k, v in figures.items() if math.isfinite(v)}
 
 
-def per_image_table(result: Evaluation, outputs: Mapping[str, Output], files: list[str], rows: list[int]) -> str:
-    """eval/per_image.csv's text: image file, CSV row, then `<output>/<column>` per output."""
-    columns: dict[str, list] = {"image": files, "csv_row": rows}
+def per_image_table(result: Evaluation, outputs: Mapping[str, Output], split: dict) -> str:
+    """eval/per_image.csv's text: image file, CSV row, its group (with `data.split.group`), then
+    `<output>/<column>` per output."""
+    columns: dict[str, list] = {"image": split["files"], "csv_row": split["rows"]}
+    if "groups" in split:
+        columns["group"] = split["groups"]
     for name, values in result.rows.items():
         columns.update({f"{name}/{k}": v for k, v in Scorer.of(outputs[name]).table_cells(values).items()})
     buffer = io.StringIO()
@@ -99,9 +108,9 @@ def write_report(
 ) -> dict[str, float]:
     """Writes everything under `out` (see the module's docstring); returns the logged figures.
 
-    split: the test split's entry of the prepared manifest (its `files` and CSV `rows`);
-    epoch: the model's saved epoch, recorded beside the headline figures."""
-    figures = test_figures(result, outputs, resamples, seed)
+    split: the test split's entry of the prepared manifest (its `files`, CSV `rows` and their
+    `groups`, with data.split.group); epoch: the model's saved epoch, beside the headline figures."""
+    figures = test_figures(result, outputs, resamples, seed, split.get("groups"))
     for folder in PLOT_FOLDERS:  # figures of outputs no longer defined must not linger
         shutil.rmtree(out / "plots" / folder, ignore_errors=True)
     with FiguresLive(str(out), save_dvc_exp=False, dvcyaml=None) as live:
@@ -129,7 +138,7 @@ def write_report(
     for name, columns in result.rows.items():
         for folder, points in Scorer.of(outputs[name]).plots(columns).items():
             write_text(out / "plots" / folder / f"{name}.json", json.dumps(points, indent=1) + "\n")
-    write_text(out / "per_image.csv", per_image_table(result, outputs, split["files"], split["rows"]))
+    write_text(out / "per_image.csv", per_image_table(result, outputs, split))
     write_text(out / "metrics.json", json.dumps(headline(figures, outputs, epoch), indent=4) + "\n")
     return figures
 

@@ -72,7 +72,8 @@ def compare(
     figures = {r.name: comparer.figures(r) for r in [reference, *runs]}
     changed = {r.name: changed_params(r, reference) for r in runs}
     skipped = [n for n in skipped if n != WORKSPACE]  # a workspace never evaluated is no run yet
-    return Comparison(reference, runs, figures, changed, len(image_keys(reference)), unpaired, skipped)
+    groups = len(set(comparer.groups or ()))
+    return Comparison(reference, runs, figures, changed, len(image_keys(reference)), unpaired, skipped, groups)
 
 
 __all__ = [

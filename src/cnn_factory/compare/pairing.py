@@ -13,7 +13,7 @@ import numpy as np
 from cnn_factory.compare.runs import TABLE, Run
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import Output, Scorer, make_output
-from cnn_factory.scores.bootstrap import percentile_bounds, resample_indices
+from cnn_factory.scores.bootstrap import Resamples, percentile_bounds, resample_indices
 
 LOWER_IS_BETTER = frozenset({"hd95", "mae", "rmse", "ece"})  # every other figure: higher is better
 
@@ -60,6 +60,12 @@ def image_keys(run: Run) -> list[tuple[str, str]]:
     return list(zip(run.table.get("image", []), run.table.get("csv_row", [])))
 
 
+def groups_of(run: Run) -> list[str] | None:
+    """Each test image's group (`data.split.group`, e.g. its patient), drawn whole by the bootstrap;
+    None for a run without groups."""
+    return run.table.get("group")
+
+
 def aligned(run: Run, reference: Run) -> np.ndarray:
     """Row indices of `run`'s table in the reference's order; UserError when the test images differ."""
     mine, theirs = image_keys(run), image_keys(reference)
@@ -84,18 +90,24 @@ class Scores:
     def figure(self, name: str) -> float:
         return self.scorer.summarise(self.columns).get(name, math.nan)
 
-    def resampled(self, name: str, indices: np.ndarray) -> np.ndarray:
+    def resampled(self, name: str, indices: Resamples) -> np.ndarray:
         """The figure on each resample (a row of `indices`): a figure that is a mean of per-image values
         (`Scorer.image_values`) is averaged for all resamples at once, any other summarised on each."""
         values = self.scorer.image_values(self.columns, name)
         if values is None:
             rows = ({k: v[idx] for k, v in self.columns.items()} for idx in indices)
             return np.asarray([self.scorer.summarise(r).get(name, math.nan) for r in rows], np.float64)
-        picked = values[indices]
-        defined = ~np.isnan(picked)
-        counts = defined.sum(1)
-        sums = np.where(defined, picked, 0.0).sum(1)
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        if not isinstance(indices, np.ndarray):  # whole groups drawn: resamples of their own lengths
+            return np.asarray([_means(values[idx][None])[0] for idx in indices], np.float64)
+        return _means(values[indices])
+
+
+def _means(picked: np.ndarray) -> np.ndarray:
+    """Each row's mean over its defined (not NaN) values; NaN for a row with none."""
+    defined = ~np.isnan(picked)
+    counts = defined.sum(1)
+    sums = np.where(defined, picked, 0.0).sum(1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 class Comparer:
@@ -105,7 +117,8 @@ class Comparer:
         self.reference, self.resamples, self.seed, self.unpaired = reference, resamples, seed, unpaired
         self.outputs = outputs_of(reference)
         self.scores = {n: Scores(Scorer.of(o), columns_of(reference, n, o)) for n, o in self.outputs.items()}
-        self.indices = resample_indices(len(image_keys(reference)), resamples, seed)
+        self.groups = groups_of(reference)
+        self.indices = resample_indices(len(image_keys(reference)), resamples, seed, self.groups)
         self.drawn: dict[str, np.ndarray] = {}  # the reference's figure per output on every resample
 
     def figures(self, run: Run) -> list[Figure]:
@@ -119,7 +132,7 @@ class Comparer:
             columns = columns_of(run, name, ours[name])
             if order is not None:
                 columns = {k: v[order] for k, v in columns.items()}
-            figures.append(self._compared(name, Scores(Scorer.of(ours[name]), columns)))
+            figures.append(self._compared(name, Scores(Scorer.of(ours[name]), columns), groups_of(run)))
         return figures
 
     def _drawn(self, name: str) -> np.ndarray:
@@ -128,14 +141,15 @@ class Comparer:
             self.drawn[name] = self.scores[name].resampled(self.outputs[name].headline, self.indices)
         return self.drawn[name]
 
-    def _compared(self, name: str, scores: Scores) -> Figure:
+    def _compared(self, name: str, scores: Scores, groups: list[str] | None) -> Figure:
         """Paired: the difference from the reference on the same resamples; unpaired: the run's own
-        interval against the reference's."""
+        interval (over its `groups`, where it has them) against the reference's."""
         figure = self.outputs[name].headline
         result = Figure(name, figure, scores.figure(figure))
         if self.unpaired:
             images = len(next(iter(scores.columns.values())))
-            mine = percentile_bounds(scores.resampled(figure, resample_indices(images, self.resamples, self.seed)))
+            drawn = resample_indices(images, self.resamples, self.seed, groups)
+            mine = percentile_bounds(scores.resampled(figure, drawn))
             theirs = percentile_bounds(self._drawn(name))
             if mine is not None and theirs is not None:
                 result.low, result.high = mine
@@ -180,3 +194,4 @@ class Comparison:
     images: int
     unpaired: bool
     skipped: list[str] = field(default_factory=list)  # runs of the default set without an evaluation
+    groups: int = 0  # the reference's test images' groups (data.split.group), drawn whole; 0: none

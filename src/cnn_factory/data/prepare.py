@@ -205,6 +205,8 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
         }
         if measured(cfg.first_input):  # each scan's own spacing: the scores' millimetres
             manifest["splits"][split]["spacing"] = [list(rows.grid(i)[1]) for i in index]
+        if group := cfg.data.split.group:  # each row's patient: the intervals draw them whole
+            manifest["splits"][split]["groups"] = [table.rows[i][group] for i in index]
         report["rows"][split] = len(index)
     if measured(cfg.first_input):
         manifest["spacing"] = report["spacing"] = list(rows.spacing or ())

@@ -6,15 +6,20 @@ that computed it on the test set, and its 2.5th and 97.5th percentiles bound the
 A resample on which a figure is undefined (e.g. ROC AUC with one class drawn) is left out.
 `cnn-factory compare` draws the same resamples (`resample_indices`) for two runs' scores of the
 same images: the interval of the difference between them (a paired bootstrap).
+
+With `groups` (each image's group: its patient, from `data.split.group`) whole groups are drawn
+instead, as many as there are groups (a cluster bootstrap): a patient's images resemble each
+other, so they are one draw, not several independent ones, and the intervals widen to match.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 Columns = dict[str, np.ndarray]  # per-image values, one row per image (2-D for e.g. class probabilities)
+Resamples = np.ndarray | list[np.ndarray]  # (resamples, n) row indices; by groups, a list of index arrays
 
 
 def intervals(
@@ -23,26 +28,39 @@ def intervals(
     names: tuple[str, ...],
     resamples: int,
     seed: int = 0,
-    level: float = 0.95,
+    groups: Sequence[str] | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """{name: (low, high)} for each of `names` that summarise() returns; empty with no images or resamples."""
+    """{name: (low, high)}, the 95% interval of each of `names` that summarise() returns; empty with
+    no images or resamples. `groups`: each image's group, drawn whole (see the module's docstring)."""
     n = len(next(iter(columns.values()))) if columns else 0
     draws: dict[str, list[float]] = {name: [] for name in names}
-    for idx in resample_indices(n, resamples, seed):
+    for idx in resample_indices(n, resamples, seed, groups):
         figures = summarise({k: v[idx] for k, v in columns.items()})
         for name in names:
             if name in figures:
                 draws[name].append(figures[name])
-    return {name: bounds for name, values in draws.items() if (bounds := percentile_bounds(values, level))}
+    return {name: bounds for name, values in draws.items() if (bounds := percentile_bounds(values))}
 
 
-def resample_indices(n: int, resamples: int, seed: int = 0) -> np.ndarray:
+def resample_indices(n: int, resamples: int, seed: int = 0, groups: Sequence[str] | None = None) -> Resamples:
     """(resamples, n) row indices drawn with replacement from a generator seeded with `seed`: the
     same draws for every figure and every run given the same seed (`cnn-factory compare` pairs two
-    runs' scores of the same images on them). Empty with no images or resamples."""
+    runs' scores of the same images on them). Empty with no images or resamples.
+
+    With `groups` (one per row), each resample is the rows of as many groups as there are, drawn
+    with replacement: a list of index arrays, their lengths the drawn groups' sizes. Groups are
+    numbered in the order they first appear, so groups of one row each draw what no groups do."""
     if n <= 0 or resamples <= 0:
         return np.zeros((0, max(n, 0)), np.int64)
-    return np.random.default_rng(seed).integers(0, n, (resamples, n))
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return rng.integers(0, n, (resamples, n))
+    number = {g: k for k, g in enumerate(dict.fromkeys(groups))}
+    codes = np.asarray([number[g] for g in groups])
+    members = [np.flatnonzero(codes == k) for k in range(len(number))]
+    return [
+        np.concatenate([members[k] for k in drawn]) for drawn in rng.integers(0, len(number), (resamples, len(members)))
+    ]
 
 
 def percentile_bounds(values, level: float = 0.95) -> tuple[float, float] | None:
