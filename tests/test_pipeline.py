@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -280,10 +281,18 @@ def test_evaluate_command_scores_a_csv_as_the_stage_does(built, tmp_path):
     lines = (built / "data" / "example" / "data.csv").read_text().splitlines()
     test_csv = built / "data" / "example" / "test_rows.csv"  # beside the images: its paths resolve there
     test_csv.write_text("\n".join([lines[0], *(lines[r - 1] for r in manifest["splits"]["test"]["rows"])]) + "\n")
+    command = ["cnn-factory", "evaluate", "models/example.pt", str(test_csv), "--out"]
     try:
-        run(["cnn-factory", "evaluate", "models/example.pt", str(test_csv), "--out", str(tmp_path / "cli")], built)
+        run([*command, str(tmp_path / "cli")], built)
+        run([*command, str(tmp_path / "grouped"), "--group", "majority"], built)  # a column as the patients
+        refused = run([*command, str(tmp_path / "none"), "--group", "patient"], built, check=False)
     finally:
         test_csv.unlink()
+    assert refused.returncode == 1 and refused.stderr == (
+        f"error: --group: {test_csv} has no column 'patient'; its columns: image, labels, majority, round_px\n"
+    )
+    grouped = list(csv.DictReader((tmp_path / "grouped" / "per_image.csv").read_text().splitlines()))
+    assert [r["group"] for r in grouped] == [r["majority/true"] for r in grouped]
     for name in ("metrics.json", "figures.json"):
         assert json.loads((tmp_path / "cli" / name).read_text()) == json.loads((built / "eval" / name).read_text())
     column = slice(2, None)  # the CSV row numbers differ (another CSV); the files and scores do not

@@ -34,10 +34,15 @@ def model_config(model_file: ModelFile, csv: str, root: str | None) -> Config:
     return Config.model_construct(data=data, inputs=model_file.input_specs(), outputs=model_file.outputs)
 
 
-def prepare_rows(cfg: Config, folder: Path, workers: int) -> dict:
-    """Every row of cfg's CSV decoded into `folder` as one split; returns its files and CSV rows."""
+def prepare_rows(cfg: Config, folder: Path, workers: int, group: str | None = None) -> dict:
+    """Every row of cfg's CSV decoded into `folder` as one split; returns its files and CSV rows,
+    and with `group` (a column, e.g. patient) each row's group, which the intervals draw whole."""
     from cnn_factory.data.prepare import validate_and_load, write_arrays, write_native
+    from cnn_factory.data.splits import cells
+    from cnn_factory.data.table import read_table
 
+    if group and group not in (header := read_table(cfg.data.csv).header):  # before any row is decoded
+        raise UserError(f"--group: {cfg.data.csv} has no column {group!r}; its columns: {', '.join(header)}")
     table, _, rows = validate_and_load(cfg, workers, split=False)
     if not table.rows:
         raise UserError(f"{cfg.data.csv}: no rows to score")
@@ -45,7 +50,8 @@ def prepare_rows(cfg: Config, folder: Path, workers: int) -> dict:
     write_arrays(rows, index, [*cfg.inputs, *cfg.outputs], folder)
     write_native(rows, index, cfg, folder)
     column = cfg.first_input.column
-    return {"files": [table.rows[i][column] for i in index], "rows": list(table.numbers)}
+    split = {"files": [table.rows[i][column] for i in index], "rows": list(table.numbers)}
+    return split | ({"groups": cells(table, group, "--group")} if group else {})
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -69,7 +75,7 @@ def evaluate(args: argparse.Namespace) -> None:
     cfg = model_config(model_file, args.csv, args.root)
     options = EvaluateConfig(bootstrap=args.bootstrap, seed=args.seed, tolerance=args.tolerance, worst=args.worst)
     with tempfile.TemporaryDirectory(prefix="cnn-factory-evaluate-") as tmp:
-        split = prepare_rows(cfg, Path(tmp) / "rows", default_workers())
+        split = prepare_rows(cfg, Path(tmp) / "rows", default_workers(), args.group)
         print(f"evaluate: {len(split['rows'])} rows of {args.csv}", file=sys.stderr)
         outputs = dict(cfg.outputs)
         evaluate_and_report(
@@ -95,5 +101,8 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when present")
     p.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="resamples for 95%% intervals; 0: none")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the bootstrap resampling")
+    p.add_argument(
+        "--group", metavar="COLUMN", default=None, help="CSV column of each row's patient: intervals draw them whole"
+    )
     p.add_argument("--tolerance", type=float, default=defaults.tolerance, help="surface dice tolerance, pixels")
     p.add_argument("--worst", type=int, default=defaults.worst, help="lowest-dice images drawn per mask output")
