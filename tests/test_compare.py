@@ -145,7 +145,7 @@ def test_with_groups_whole_groups_are_drawn_for_both_runs():
         whole, low, high = direct(better, reference, figure.output, 300, 7, groups=groups)
         assert (figure.difference, figure.low, figure.high) == pytest.approx((whole, low, high), abs=1e-9)
     figures = {r.name: comparer.figures(r) for r in (reference, shuffled)}
-    result = Comparison(reference, [shuffled], figures, {}, IMAGES, False, groups=8)
+    result = Comparison(reference, [shuffled], figures, {}, IMAGES, False)
     assert f"{IMAGES} test images of 8 groups" in report_lines(result)[0]
 
 

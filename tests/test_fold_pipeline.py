@@ -1,7 +1,8 @@
 """A 3-fold cross-validation of images grouped by patient under the real `dvc repro folds/dvc.yaml`:
 killed in the second fold, then run again, it resumes that fold; a third run re-runs nothing; the
 pooled figures are the per-fold tables' own, with intervals over whole patients, and every image
-outside the test split is scored exactly once."""
+outside the test split is scored exactly once. An experiment of the folds' pipeline is then
+compared with the commit on the out-of-fold tables (`cnn-factory compare --folds`)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import json
 import numpy as np
 import pytest
 
+from cnn_factory.compare import Run
 from cnn_factory.config import parse_params
 from cnn_factory.crossval import output_columns
 from cnn_factory.outputs import Scorer
 from cnn_factory.scores.bootstrap import intervals
 from tests.conftest import checkpoint_epoch, make_repo, repro_killed_when, run, tiny_params
+from tests.test_compare import direct
 from tests.test_splits import patients_csv
 
 pytestmark = pytest.mark.slow  # runs the real dvc pipeline; `pytest -m 'not slow'` skips it
@@ -69,3 +72,20 @@ def test_three_folds_resume_after_a_kill_rerun_nothing_and_pool_every_image_once
     assert metrics["round"]["dice"] == pooled["round"]["dice"]
     test = json.loads((repo / "eval" / "folds" / "test" / "figures.json").read_text())["test"]
     assert "dice" in test["round"]  # the folds' ensemble on the held-out test split
+
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "folds"], repo)
+    run(["dvc", "exp", "run", "-n", "seed-1", "-S", "train.seed=1", "folds/dvc.yaml"], repo)
+    listed = run(["cnn-factory", "compare", "--folds"], repo).stdout.splitlines()
+    patients = len(set(joined["group"]))  # two images each
+    assert patients == len(scored) // 2
+    title = f"out-of-fold figures of 1 run(s) against master, {len(scored)} images of {patients} groups"
+    assert listed[0].startswith(title), listed
+    report = json.loads(run(["cnn-factory", "compare", "--folds", "--json", "--resamples", "200"], repo).stdout)
+    seed = report["runs"][1]
+    assert (seed["name"], seed["changed"], report["groups"]) == ("seed-1", {"train.seed": 1}, patients)
+    ours = Run("seed-1", "seed-1", {}, table=table((repo / "eval" / "folds" / "per_image.csv").read_text()))
+    reference = Run("master", "master", {}, table=joined)
+    whole, low, high = direct(ours, reference, "round", 200, 0, images=len(scored), groups=joined["group"])
+    figure = seed["outputs"]["round"]
+    assert (figure["difference"], figure["low"], figure["high"]) == pytest.approx((whole, low, high), abs=1e-9)

@@ -10,7 +10,7 @@ def compare(args: argparse.Namespace) -> None:
     from cnn_factory.compare import compare as compare_runs
     from cnn_factory.compare import print_comparison
 
-    result = compare_runs(".", args.revs, args.against, args.resamples, args.seed, args.unpaired)
+    result = compare_runs(".", args.revs, args.against, args.resamples, args.seed, args.unpaired, args.folds)
     print_comparison(result, args.json)
 
 
@@ -31,6 +31,11 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     )
     p.add_argument("--against", metavar="REV", default=None, help="the reference run (default: the commit, HEAD)")
     p.add_argument("--unpaired", action="store_true", help="runs on other test images: compare their own intervals")
+    p.add_argument(
+        "--folds",
+        action="store_true",
+        help="compare the runs' out-of-fold figures (dvc exp run folds/dvc.yaml): every image outside the test split",
+    )
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the test images")
     p.add_argument("--seed", type=int, default=0, help="seed of the resampling: the same seed, the same intervals")
     p.add_argument("--json", action="store_true", help="print JSON for scripts instead of the table")

@@ -43,15 +43,15 @@ def outputs_of(run: Run) -> dict[str, Output]:
         ) from None
 
 
-def columns_of(run: Run, name: str, output: Output) -> dict[str, np.ndarray]:
+def columns_of(run: Run, name: str, output: Output, source: str = TABLE) -> dict[str, np.ndarray]:
     prefix = f"{name}/"
     cells = {k[len(prefix) :]: v for k, v in run.table.items() if k.startswith(prefix)}
     try:
         return Scorer.of(output).table_columns(cells)
     except (KeyError, ValueError) as err:
         raise UserError(
-            f"{run.name}: {TABLE} lacks what output {name!r} needs ({type(err).__name__}: {err}): written by "
-            "another cnn-factory version; run its evaluate stage again (dvc exp run) to compare it"
+            f"{run.name}: {source} lacks what output {name!r} needs ({type(err).__name__}: {err}): written for "
+            "other outputs or by another cnn-factory version; run its evaluate stage again (dvc exp run) to compare it"
         ) from None
 
 
@@ -113,12 +113,12 @@ def _means(picked: np.ndarray) -> np.ndarray:
 class Comparer:
     """Compares runs with one reference on the same bootstrap resamples of its test images."""
 
-    def __init__(self, reference: Run, resamples: int, seed: int, unpaired: bool):
+    def __init__(self, reference: Run, resamples: int, seed: int, unpaired: bool, source: str = TABLE):
         self.reference, self.resamples, self.seed, self.unpaired = reference, resamples, seed, unpaired
+        self.source = source  # the per-image table the runs were read from
         self.outputs = outputs_of(reference)
-        self.scores = {n: Scores(Scorer.of(o), columns_of(reference, n, o)) for n, o in self.outputs.items()}
-        self.groups = groups_of(reference)
-        self.indices = resample_indices(len(image_keys(reference)), resamples, seed, self.groups)
+        self.scores = {n: Scores(Scorer.of(o), columns_of(reference, n, o, source)) for n, o in self.outputs.items()}
+        self.indices = resample_indices(len(image_keys(reference)), resamples, seed, groups_of(reference))
         self.drawn: dict[str, np.ndarray] = {}  # the reference's figure per output on every resample
 
     def figures(self, run: Run) -> list[Figure]:
@@ -129,7 +129,7 @@ class Comparer:
         order = None if self.unpaired else aligned(run, self.reference)
         figures = []
         for name in [n for n in self.outputs if n in ours]:
-            columns = columns_of(run, name, ours[name])
+            columns = columns_of(run, name, ours[name], self.source)
             if order is not None:
                 columns = {k: v[order] for k, v in columns.items()}
             figures.append(self._compared(name, Scores(Scorer.of(ours[name]), columns), groups_of(run)))
@@ -194,4 +194,9 @@ class Comparison:
     images: int
     unpaired: bool
     skipped: list[str] = field(default_factory=list)  # runs of the default set without an evaluation
-    groups: int = 0  # the reference's test images' groups (data.split.group), drawn whole; 0: none
+    folds: bool = False  # the runs' out-of-fold tables (FOLDS_TABLE) compared, not their test splits'
+
+    @property
+    def groups(self) -> int:
+        """The reference's images' groups (data.split.group), drawn whole; 0 without groups."""
+        return len(set(groups_of(self.reference) or ()))

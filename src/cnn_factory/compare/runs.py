@@ -12,6 +12,7 @@ from typing import Any
 from cnn_factory.errors import UserError
 
 TABLE = "eval/per_image.csv"
+FOLDS_TABLE = "eval/folds/per_image.csv"  # the cross-validation's out-of-fold table (folds/dvc.yaml)
 WORKSPACE = "workspace"
 
 
@@ -91,22 +92,24 @@ def _outs(data: dict) -> dict[str, str]:
     return {path: out["hash"] for path, out in (data.get("outs") or {}).items() if out.get("hash")}
 
 
-def read_table(repo: Any, run: Run) -> dict[str, list[str]]:
-    """The run's eval/per_image.csv as {column: cells}: the workspace's file, or a revision's from the
-    local DVC cache by the hash its dvc.lock records (else through DVC, which may fetch it from the
-    remote). UserError when the run has none (not evaluated, or its outputs not pulled)."""
+def read_table(repo: Any, run: Run, path: str = TABLE) -> dict[str, list[str]]:
+    """The run's per-image table (`path`: eval/per_image.csv, or FOLDS_TABLE) as {column: cells}: the
+    workspace's file, or a revision's from the local DVC cache by the hash its dvc.lock records (else
+    through DVC, which may fetch it from the remote). UserError when the run has none (not
+    evaluated, or its outputs not pulled)."""
     try:
         if run.rev == WORKSPACE:
-            text = (Path(repo.root_dir) / TABLE).read_text()
-        elif TABLE in run.outs and Path(cached := repo.cache.local.oid_to_path(run.outs[TABLE])).is_file():
+            text = (Path(repo.root_dir) / path).read_text()
+        elif path in run.outs and Path(cached := repo.cache.local.oid_to_path(run.outs[path])).is_file():
             text = Path(cached).read_text()
         else:
-            with repo.switch(run.rev), repo.dvcfs.open(TABLE, mode="r") as f:
+            with repo.switch(run.rev), repo.dvcfs.open(path, mode="r") as f:
                 text = f.read()
     except (FileNotFoundError, OSError) as err:
+        pipeline = " folds/dvc.yaml" if path == FOLDS_TABLE else ""
         raise UserError(
-            f"{run.name}: no {TABLE} ({type(err).__name__}): it has no evaluation here; run the pipeline there "
-            "(dvc repro or dvc exp run), or bring its outputs with `dvc exp pull` / `dvc pull`"
+            f"{run.name}: no {path} ({type(err).__name__}): it has no evaluation here; run the pipeline there "
+            f"(dvc repro{pipeline} or dvc exp run{pipeline}), or bring its outputs with `dvc exp pull` / `dvc pull`"
         ) from None
     reader = csv.reader(io.StringIO(text))
     header = next(reader, [])

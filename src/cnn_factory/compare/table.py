@@ -17,8 +17,10 @@ def report_lines(result: Comparison, width: int = WIDTH) -> list[str]:
     its name on the first and the params it changed (`key=value`) on the lines below."""
     ref = result.reference
     what = "each run's own 95% interval (unpaired)" if result.unpaired else "difference [95% paired bootstrap interval]"
-    images = f"{result.images} test images" + (f" of {result.groups} groups" if result.groups else "")
-    lines = [f"test figures of {len(result.runs)} run(s) against {ref.name}, {images}: {what}"]
+    images = f"{result.images} {'' if result.folds else 'test '}images"
+    images += f" of {result.groups} groups" if result.groups else ""
+    kind = "out-of-fold" if result.folds else "test"
+    lines = [f"{kind} figures of {len(result.runs)} run(s) against {ref.name}, {images}: {what}"]
     header = ["run, params changed", "output", "figure", "value", "interval" if result.unpaired else "difference", ""]
     rows: list[list[str]] = [header]
     digits = {f.output: _decimals(f.value) for f in result.figures[ref.name]}  # one precision per output
@@ -71,6 +73,7 @@ def report_json(result: Comparison) -> dict[str, Any]:
         "reference": {"name": result.reference.name, "rev": result.reference.rev},
         "images": result.images,
         "groups": result.groups,
+        "folds": result.folds,
         "paired": not result.unpaired,
         "skipped": result.skipped,
         "runs": [
