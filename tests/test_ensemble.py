@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def another_member(model: Path, path: Path, mean: float = 0.3, **outputs) -> Pat
         if value.is_floating_point() and "running" not in key:
             value.add_(0.05 * torch.randn(value.shape, generator=generator))
     checkpoint["inputs"]["image"]["mean"] = [mean] * len(checkpoint["inputs"]["image"]["mean"])
+    checkpoint["epoch"] += 1  # saved at another epoch, as folds may be
     for name, changes in outputs.items():
         checkpoint["outputs"][name].update(changes)
     torch.save(checkpoint, path)
@@ -150,13 +152,15 @@ IMAGE_LEVEL = {"image": ("area", "majority"), "volume": ("tumour_ml", "grade")} 
 @pytest.mark.parametrize("kind", ["image", "volume"])
 def test_an_ensemble_evaluates_its_averaged_probabilities(request, kind, tmp_path):
     """Members that differ: the ensemble's per-image figures are neither member's, and its number
-    and class probabilities per image are the members' mean."""
+    and class probabilities per image are the members' mean; saved at other epochs, it has none."""
     model, labels = model_and_csv(request, kind, tmp_path)
     first = shutil.copy(model, tmp_path / "fold-0.pt")
     another_member(model, tmp_path / "fold-1.pt", mean=0.6)
     for out, model in (("a", first), ("b", tmp_path / "fold-1.pt"), ("both", tmp_path / "fold-*.pt")):
         cli("evaluate", str(model), *labels, "--out", str(tmp_path / out), cwd=tmp_path)
     tables = {out: (tmp_path / out / "per_image.csv").read_text() for out in ("a", "b", "both")}
+    epochs = {out: json.loads((tmp_path / out / "metrics.json").read_text()).get("epoch") for out in ("a", "b", "both")}
+    assert epochs["b"] == epochs["a"] + 1 and epochs["both"] is None
     assert tables["both"] != tables["a"] and tables["both"] != tables["b"]
     a, b, both = (list(csv.DictReader(io.StringIO(tables[out]))) for out in ("a", "b", "both"))
     number, category = IMAGE_LEVEL[kind]

@@ -21,6 +21,7 @@ from cnn_factory.scores.bootstrap import intervals
 from tests.conftest import checkpoint_epoch, make_repo, repro_killed_when, run, tiny_params
 from tests.test_compare import direct
 from tests.test_splits import patients_csv
+from tests.test_sweeps import experiments, metric_columns
 
 pytestmark = pytest.mark.slow  # runs the real dvc pipeline; `pytest -m 'not slow'` skips it
 
@@ -76,6 +77,12 @@ def test_three_folds_resume_after_a_kill_rerun_nothing_and_pool_every_image_once
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "folds"], repo)
     run(["dvc", "exp", "run", "-n", "seed-1", "-S", "train.seed=1", "folds/dvc.yaml"], repo)
+    epochs = {json.loads((repo / "eval" / "folds" / k / "metrics.json").read_text())["epoch"] for k in FOLDS}
+    headline = ("round.dice", "angular.dice", "majority.accuracy", *(["epoch"] if len(epochs) == 1 else []))
+    for row in experiments(repo):  # the pooled and the ensemble's headline figures: `dvc exp show` a screen wide
+        assert metric_columns(row["data"]) == {
+            f"eval/folds/{where}metrics.json:{c}" for where in ("", "test/") for c in headline if where or c != "epoch"
+        }  # the ensemble's saved epoch: where all folds saved one
     listed = run(["cnn-factory", "compare", "--folds"], repo).stdout.splitlines()
     patients = len(set(joined["group"]))  # two images each
     assert patients == len(scored) // 2

@@ -41,7 +41,8 @@ def metric_columns(data: dict) -> set[str]:
             return {k for key, v in value.items() for k in leaves(v, f"{prefix}{key}.")}
         return {prefix[:-1]}
 
-    return {c for path, metrics in data["metrics"].items() for c in leaves(metrics["data"], f"{path}:")}
+    found = data["metrics"].items()  # a metrics file the run did not write has no data (an error instead)
+    return {c for path, metrics in found if "data" in metrics for c in leaves(metrics["data"], f"{path}:")}
 
 
 def params() -> dict:

@@ -18,7 +18,7 @@ before any threshold.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -134,8 +134,8 @@ def predict_split(
 
 def load_models(files: list[Path], device: torch.device | str) -> tuple[Network, ModelFile]:
     """The network of one model file, or of several of one model (the same inputs and outputs, each
-    keeping its own normalisation) as one Ensemble, with the first file's ModelFile; UserError names
-    a file of another model."""
+    keeping its own normalisation) as one Ensemble, with the first file's ModelFile (its saved
+    epoch only where every file's is that one); UserError names a file of another model."""
     loaded = [ModelFile.load(f, device) for f in files]
     first = loaded[0][1]
     if len(loaded) == 1:
@@ -156,4 +156,5 @@ def load_models(files: list[Path], device: torch.device | str) -> tuple[Network,
         own_mean, own_std = model_file.normalisation(device)
         same = torch.equal(own_mean, mean) and torch.equal(own_std, std)
         shifts.append(None if same else (std / own_std, (mean - own_mean) / own_std))
-    return Ensemble([m for m, _ in loaded], shifts), first
+    epochs = {model_file.epoch for _, model_file in loaded}
+    return Ensemble([m for m, _ in loaded], shifts), first if len(epochs) == 1 else replace(first, epoch=None)
