@@ -69,6 +69,9 @@ def test_three_folds_resume_after_a_kill_rerun_nothing_and_pool_every_image_once
     columns = output_columns(joined, "round", scorer, repo)
     by_patient = intervals(columns, scorer.summarise, ("dice",), 50, seed=0, groups=joined["group"])["dice"]
     assert (pooled["round"]["dice_ci_low"], pooled["round"]["dice_ci_high"]) == pytest.approx(by_patient, abs=1e-6)
+    shown = run(["cnn-factory", "summary", "--figures", "eval/folds/figures.json"], repo).stdout.splitlines()
+    assert shown[0] == f"out-of-fold figures (eval/folds/figures.json): {len(scored)} images, 3 folds [95% interval]"
+    assert shown[1].startswith(f"  round     dice {pooled['round']['dice']:.3f} [")
     metrics = json.loads((repo / "eval" / "folds" / "metrics.json").read_text())
     assert metrics["round"]["dice"] == pooled["round"]["dice"]
     test = json.loads((repo / "eval" / "folds" / "test" / "figures.json").read_text())["test"]

@@ -49,6 +49,18 @@ def test_a_number_shows_mae_and_r2_and_an_output_without_figures_says_so():
     assert lines[1:] == ["  area   MAE 12.25 [10.5, 14]   R^2 0.810", "  grade  no test figures: run dvc repro"]
 
 
+def test_a_cross_validations_figures_are_its_out_of_fold_ones():
+    outputs = parse_params(tiny_params()).outputs
+    folds = {"out_of_fold": {"round": metrics()["test"]["round"]}, "folds": {}, "images": {"0": 7, "1": 7, "2": 6}}
+    lines = summary_lines(folds, outputs, "eval/folds/figures.json")
+    assert lines == [
+        "out-of-fold figures (eval/folds/figures.json): 20 images, 3 folds [95% interval]",
+        "  round     dice 0.936 [0.881, 0.967]   HD95 px 3.5 [2.0, 5.0]",
+        "  angular   no out-of-fold figures: run dvc repro folds/dvc.yaml",
+        "  majority  no out-of-fold figures: run dvc repro folds/dvc.yaml",
+    ]
+
+
 def test_summary_command_reads_the_files_and_fails_in_one_line_without_metrics(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     bad = cli("summary", cwd=tmp_path, check=False)

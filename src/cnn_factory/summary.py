@@ -5,7 +5,8 @@
 Per output, the figures its kind names in `summary_figures` (dice and HD95 for masks, accuracy
 and macro F1 for categories, MAE and R^2 for numbers), each with its 95% bootstrap interval as
 evaluate wrote it to eval/figures.json, which holds every test figure (eval/metrics.json, DVC's
-metrics file, holds each output's headline figure only).
+metrics file, holds each output's headline figure only). A cross-validation's
+eval/folds/figures.json gives its out-of-fold figures the same way.
 """
 
 from __future__ import annotations
@@ -23,15 +24,22 @@ from cnn_factory.outputs import Output, Scorer
 def summary_lines(
     figures: Mapping[str, Any], outputs: Mapping[str, Output], source: str, volumes: bool = False
 ) -> list[str]:
-    """The summary of eval/figures.json's contents (`source` names the file in the first line);
-    distances in mm for `volumes` (evaluate measures them at the scans' spacing), else in pixels."""
-    test = figures.get("test", {})
+    """The summary of eval/figures.json's contents, or of a cross-validation's (its out-of-fold
+    figures); `source` names the file in the first line. Distances in mm for `volumes` (evaluate
+    measures them at the scans' spacing), else in pixels."""
+    if "out_of_fold" in figures:  # crossval's eval/folds/figures.json
+        found, images = figures["out_of_fold"], figures.get("images", {})
+        title = f"out-of-fold figures ({source}): {sum(images.values())} images, {len(images)} folds [95% interval]"
+        missing = "no out-of-fold figures: run dvc repro folds/dvc.yaml"
+    else:
+        found, title, missing = figures.get("test", {}), f"test figures ({source}) [95% interval]", "no test figures"
+        missing += ": run dvc repro"
     width = max((len(name) for name in outputs), default=0)
-    lines, unit = [f"test figures ({source}) [95% interval]"], "mm" if volumes else "px"
+    lines, unit = [title], "mm" if volumes else "px"
     for name, output in outputs.items():
-        figures = test.get(name)
+        figures = found.get(name)
         if not isinstance(figures, Mapping):
-            lines.append(f"  {name:<{width}}  no test figures: run dvc repro")
+            lines.append(f"  {name:<{width}}  {missing}")
             continue
         labels = [(key, label.format(unit=unit), spec) for key, label, spec in Scorer.of(output).summary_figures]
         shown = [_figure(figures, key, label, spec) for key, label, spec in labels]
