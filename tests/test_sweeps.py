@@ -123,6 +123,11 @@ def test_a_sweep_queued_and_run_on_two_machines_is_compared_on_a_third(tmp_path,
     for args, message in (
         (["nope"], "error: nope: no experiment, branch, tag or commit of that name here"),
         (["workspace"], "error: workspace: no eval/per_image.csv"),  # c never ran the pipeline
+        (
+            ["--folds"],
+            "error: master: no eval/folds/per_image.csv (FileNotFoundError): it has no evaluation here; "
+            "run the pipeline there (dvc repro folds/dvc.yaml or dvc exp run folds/dvc.yaml)",
+        ),  # no cross-validation
     ):
         bad = run(["cnn-factory", "compare", *args], c, check=False)
         assert bad.returncode == 1 and bad.stderr.startswith(message) and len(bad.stderr.splitlines()) == 1, bad.stderr
