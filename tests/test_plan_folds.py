@@ -1,13 +1,16 @@
-"""`cnn-factory plan` proposes cross-validation for a small table, with the reason and the cost."""
+"""`cnn-factory plan` proposes cross-validation for a small table, with the reason and the cost,
+and a patient column as data.split.group."""
 
 from __future__ import annotations
 
 import pytest
 
 from cnn_factory.config import parse_params
+from cnn_factory.data.table import Table
 from cnn_factory.plan import run_plan
-from cnn_factory.plan.folds import SMALL, fold_cost, folds_lines
-from tests.test_splits import data
+from cnn_factory.plan.fingerprint import owners
+from cnn_factory.plan.folds import SMALL, fold_cost, folds_lines, group_lines
+from tests.test_splits import data, patients_csv
 
 
 def test_a_small_table_gets_folds_proposed_with_the_reason_and_the_cost(params, example_dir):
@@ -33,3 +36,24 @@ def test_the_cost_is_the_rows_each_fold_trains_on_against_the_single_splits():
 def test_no_proposal_for_a_large_table_or_when_the_split_is_chosen(split):
     assert folds_lines(SMALL, data().split) == []
     assert folds_lines(50, data(**split).split) == []
+
+
+def test_a_column_naming_whose_image_a_row_is_gets_data_split_group_proposed(params, example_dir):
+    columns = ["image", "labels", "majority", "PatientID", "subject", "image_id", "density", "case"]
+    rows = [
+        dict(zip(columns, [f"{i}.png", f"{i}.png", "disc", f"P{i // 3}", f"s{i % 4}", str(i), "dense", "c1"]))
+        for i in range(12)
+    ]  # image_id: one per row; density: no owner's word; case: one value for all
+    found = owners(parse_params(params), Table("data.csv", columns, rows, list(range(2, 14))))
+    assert found == {"PatientID": 4, "subject": 4}
+    assert group_lines(12, data(group="subject").split, found) == []
+    (line, _) = group_lines(12, data().split, found)
+    assert line == (
+        "  note: column 'PatientID' repeats its values (12 rows, 4 values): if it says whose image a row is, "
+        "set data.split.group: PatientID, so that no PatientID's images are both trained on and tested on, and "
+        "the intervals resample them whole (docs/small-data.md)"
+    )
+    params["data"].update(csv=str(patients_csv(example_dir)), root=str(example_dir))
+    assert "set data.split.group: patient," in run_plan(parse_params(params), sample=10, budget_gb=4)
+    params["data"]["split"]["group"] = "patient"
+    assert "data.split.group" not in run_plan(parse_params(params), sample=10, budget_gb=4)

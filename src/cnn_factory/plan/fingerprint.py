@@ -7,6 +7,7 @@ through data/grids.py, which knows how images and volumes are read; nothing here
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ class Masks:
 class Columns:
     classes: dict[str, dict[str, int]] = field(default_factory=dict)  # per category output: rows per class
     values: dict[str, np.ndarray] = field(default_factory=dict)  # per image-level output: every valid row's value
+    owners: dict[str, int] = field(default_factory=dict)  # columns naming whose image a row is: distinct values
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,7 +124,7 @@ def fingerprint(cfg: Config, sample: int = 50) -> Fingerprint:
             foreground={n: float(np.mean(v)) for n, v in share.items()},
             objects={n: float(np.median(v)) if v else 0.0 for n, v in diameters.items()},
         ),
-        columns=Columns(classes=class_counts(cfg, table), values=column_values(cfg, table)),
+        columns=Columns(classes=class_counts(cfg, table), values=column_values(cfg, table), owners=owners(cfg, table)),
     )
 
 
@@ -133,6 +135,25 @@ def class_counts(cfg: Config, table: Table) -> dict[str, dict[str, int]]:
         for n, o in cfg.outputs.items()
         if hasattr(o, "class_names")
     }
+
+
+# words of a column's name that say whose image a row is (a patient ID, a subject, a slide)
+OWNER_WORDS = frozenset(
+    {"patient", "subject", "case", "participant", "individual", "donor", "animal", "mouse", "specimen", "slide", "id"}
+)
+
+
+def owners(cfg: Config, table: Table) -> dict[str, int]:
+    """Columns that the pipeline does not read, whose name says whose image a row is (a word of
+    OWNER_WORDS: `patient_id`, `SubjectID`, `case`) and whose values repeat: {column: distinct values}."""
+    read = {s.column for s in cfg.inputs.values()} | {getattr(o, "column", n) for n, o in cfg.outputs.items()}
+    found = {}
+    for column in (c for c in table.header if c not in read):
+        words = {w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", column)}
+        distinct = len({row[column] for row in table.rows})
+        if words & OWNER_WORDS and 1 < distinct < len(table.rows):
+            found[column] = distinct
+    return found
 
 
 def masks(cfg: Config, table: Table, index: int, shape: tuple[int, ...], grid: Grid) -> dict[str, np.ndarray]:

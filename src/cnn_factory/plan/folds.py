@@ -25,6 +25,19 @@ def fold_cost(split: SplitConfig, folds: int = FOLDS) -> float:
     return folds * each / single
 
 
+def group_lines(rows: int, split: SplitConfig, owners: dict[str, int]) -> list[str]:
+    """A note per column that names whose image a row is and repeats, while no group is set: rows of
+    one patient in two splits let the test figures score images like those trained on."""
+    if split.group or split.column:
+        return []
+    return [
+        f"  note: column '{column}' repeats its values ({rows} rows, {distinct} values): if it says whose image "
+        f"a row is, set data.split.group: {column}, so that no {column}'s images are both trained on and tested "
+        "on, and the intervals resample them whole (docs/small-data.md)"
+        for column, distinct in owners.items()
+    ]
+
+
 def folds_lines(rows: int, split: SplitConfig, seconds: float | None = None, folds: int = FOLDS) -> list[str]:
     """The proposal's lines: none when the table is large, or folds or a split column are set."""
     if rows >= SMALL or split.folds or split.column:

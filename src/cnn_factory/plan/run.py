@@ -14,7 +14,7 @@ from cnn_factory.outputs import ColumnReport
 from cnn_factory.plan.budget import Training
 from cnn_factory.plan.dims import dims_of
 from cnn_factory.plan.fingerprint import Fingerprint, fingerprint
-from cnn_factory.plan.folds import folds_lines
+from cnn_factory.plan.folds import folds_lines, group_lines
 from cnn_factory.plan.patch import voxels
 from cnn_factory.plan.propose import ENCODER, propose, wants_pretrained, windows
 from cnn_factory.plan.timing import expected_seconds, measure, work
@@ -63,6 +63,7 @@ def make_plan(cfg: Config, sample: int, budget_gb: float | None) -> Plan:
             f"(model.encoder: {ENCODER}, model.weights: pretrained or a file); no weights for it on this machine, "
             "so none proposed (docs/encoders.md says how to bring them)"
         )
+    lines += group_lines(fp.rows, split, fp.columns.owners)  # several images per patient: data.split.group
     lines += folds_lines(fp.rows, split, expected)  # a small table: cross-validation (plan/folds.py)
     lines += [*table_lines(rows), "", how, "", "dvc exp run " + " ".join(f"-S {k}={text(v)}" for k, v in sets)]
     return Plan(rows=rows, sets=sets, expected_s=expected, text="\n".join(lines))
