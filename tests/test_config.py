@@ -26,6 +26,18 @@ def test_shipped_params_parse():
     assert cfg.model.path == Path("models/example.pt")
 
 
+def test_numbers_written_with_an_exponent_are_numbers_as_dvc_reads_them(tmp_path):
+    """`lr: 1e-4` by hand, or `1e-05` as `dvc exp run -S train.lr=1e-5` writes it: YAML 1.2's floats
+    (DVC's), not the strings YAML 1.1 makes of an exponent without a decimal point."""
+    text = (ROOT / "params.yaml").read_text().replace("  lr: 0.003 ", "  lr: 1e-4  ", 1)
+    text = text.replace("  weight_decay: 0.0 ", "  weight_decay: 1e-05 ", 1)
+    assert "lr: 1e-4" in text and "weight_decay: 1e-05" in text
+    (tmp_path / "params.yaml").write_text(text)
+    train = load_params(tmp_path / "params.yaml").train
+    assert (train.lr, train.weight_decay) == (1e-4, 1e-05)
+    assert yaml.safe_load("lr: 1e-4")["lr"] == "1e-4"  # what PyYAML's own loader makes of it
+
+
 def _error(params: dict) -> str:
     with pytest.raises(UserError) as err:
         parse_params(params)

@@ -189,13 +189,13 @@ def test_nothing_changed_runs_nothing(repo_copy):
 def test_exp_run_with_new_lr_reruns_train_and_evaluate_only(repo_copy):
     run(["git", "add", "-A"], repo_copy)
     run(["git", "commit", "-qm", "baseline"], repo_copy)
-    result = run(["dvc", "exp", "run", "-S", "train.lr=0.01"], repo_copy)
+    result = run(["dvc", "exp", "run", "-S", "train.lr=1e-5"], repo_copy)  # DVC writes it as 1e-05
     assert ran(result) == {"train", "evaluate"}
     show = json.loads(run(["dvc", "exp", "show", "--json"], repo_copy).stdout)
     experiments = [exp for row in show for exp in (row.get("experiments") or [])]
     assert experiments, show
     data = experiments[0]["revs"][0]["data"]
-    assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.01
+    assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 1e-05
     assert set(data["metrics"]) == {"eval/metrics.json"}  # the headline figures; the curves' last values are no metric
     assert "dice" in data["metrics"]["eval/metrics.json"]["data"]["round"]
 

@@ -23,7 +23,7 @@ from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, model
 
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import KINDS, Outputs
-from cnn_factory.params import Shape, Spacing, Strict, Window, custom, number_list, problems, show
+from cnn_factory.params import Shape, Spacing, Strict, Window, custom, number_list, problems, read_yaml, show
 
 PARAMS_FILE = "params.yaml"
 PREPARED = Path("data/prepared")  # what prepare writes and train/evaluate read
@@ -496,7 +496,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Config:
     """Reads and checks params.yaml; raises UserError listing every problem."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run from the repository root") from None
     except yaml.YAMLError as err:

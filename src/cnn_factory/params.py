@@ -1,5 +1,5 @@
-"""Reusable pieces of the params models: the strict base, field types with their checks, and
-the translation of pydantic's errors into one line per problem that names the key.
+"""Reusable pieces of the params models: the YAML reader, the strict base, field types with their
+checks, and the translation of pydantic's errors into one line per problem that names the key.
 
 Field checks that pydantic's own constraints express (bounds, choices) stay as constraints, so
 the JSON Schema shows them too; those it cannot (a [height, width] pair, an int or a list) raise
@@ -12,8 +12,24 @@ import difflib
 import re
 from typing import Annotated, Any, Literal, get_args
 
+import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Tag, ValidationError
 from pydantic_core import PydanticCustomError
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats: `1e-5` is a number, as DVC reads it (and writes
+    it for `dvc exp run -S train.lr=1e-5`), not the string YAML 1.1 makes of an exponent without a dot."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def read_yaml(text: str) -> Any:
+    """params.yaml's (or dvc.lock's) values as DVC reads them; yaml.YAMLError where it is no YAML."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
 
 
 class Strict(BaseModel):

@@ -23,6 +23,7 @@ import yaml
 from cnn_factory.config import DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, parse_params
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import kind_name
+from cnn_factory.params import read_yaml
 
 EXAMPLE_DIR = "data/example"  # the `example` stage's output (dvc.yaml)
 ALL_LOSSES = tuple(dict.fromkeys(loss for losses in LOSSES.values() for loss in losses))
@@ -36,7 +37,7 @@ def json_definitions(text: str) -> dict:
         value = json.loads(text)
     except json.JSONDecodeError as err:
         try:
-            value = yaml.safe_load(text)  # JSON is YAML; YAML also takes trailing commas
+            value = read_yaml(text)  # JSON is YAML; YAML also takes trailing commas
         except yaml.YAMLError:
             raise argparse.ArgumentTypeError(f"not valid JSON ({err})") from None
     if not isinstance(value, dict):
@@ -162,7 +163,7 @@ def preview_params(path: Path, overrides: list[str]):
             except InvalidArgumentError as err:
                 reason = str(err.__cause__ or err).splitlines()[0]
                 raise UserError(f"-S {override}: dvc cannot apply it ({reason})") from None
-        raw = yaml.safe_load(copy.read_text(encoding="utf-8"))
+        raw = read_yaml(copy.read_text(encoding="utf-8"))
     try:
         return parse_params(raw, f"{path} with the flags")
     except UserError as err:
@@ -184,7 +185,7 @@ def current_value(params: dict, key: str):
 
 def read_params_file(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return {}
     return raw if isinstance(raw, dict) else {}
