@@ -82,6 +82,15 @@ def test_a_sweep_queued_and_run_on_two_machines_is_compared_on_a_third(tmp_path,
     run(["dvc", "exp", "run", "-n", "seed-1", "-S", "train.seed=1"], b)
     listed = run(["cnn-factory", "compare"], b).stdout.splitlines()  # b's workspace holds seed-1's results
     assert [line.split()[0] for line in listed[2:] if not line.startswith(" ")] == ["master", "seed-1"], listed
+    run(["dvc", "exp", "run", "-n", "not-run", "-S", "train.seed=2", "prepare"], b)  # train and evaluate do not run
+    listed = run(["cnn-factory", "compare"], b).stdout.splitlines()  # nor is the workspace it leaves evaluated
+    assert [line.split()[0] for line in listed[2:] if not line.startswith(" ")][:2] == ["master", "seed-1"], listed
+    assert listed[-1] == "not evaluated with their params (running, failed, not pulled or not run): not-run", listed
+    named = run(["cnn-factory", "compare", "not-run"], b, check=False)  # its dvc.lock: seed-1's, which it started from
+    assert named.returncode == 1 and named.stderr == (
+        "error: not-run: its eval/per_image.csv was not written with its params (train.seed is 2 in its params.yaml, "
+        "1 in dvc.lock's train stage): its pipeline did not run there; run it (dvc exp run) to compare it\n"
+    )
     run(["dvc", "exp", "push", "origin", "seed-1"], b)
 
     # machine c: pulls them all and compares them, with nothing of its own run or pulled before

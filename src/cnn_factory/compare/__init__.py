@@ -69,7 +69,7 @@ def compare(
             except UserError:
                 if names:  # a run asked for by name must have its evaluation
                     raise
-                skipped.append(run.name)  # by default: queued, running, failed or not pulled
+                skipped.append(run.name)  # by default: running, failed, not pulled, or its pipeline not run
     runs = [r for r in runs if r.table and r.rev != reference.rev]
     if not names:  # the workspace as committed, or as `dvc exp run` left it, is that run again
         kept = [(r.table, r.params) for r in [reference, *runs] if r.rev != WORKSPACE]

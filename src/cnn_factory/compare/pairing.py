@@ -4,13 +4,12 @@ from the reference's on the same bootstrap resamples of the same test images."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from cnn_factory.compare.runs import TABLE, Run
+from cnn_factory.compare.runs import TABLE, Run, flat_params
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import Output, Scorer, make_output
 from cnn_factory.scores.bootstrap import Resamples, percentile_bounds, resample_indices
@@ -171,18 +170,8 @@ def _verdict(figure: str, above: bool, below: bool, otherwise: str) -> str:
 
 def changed_params(run: Run, reference: Run) -> dict[str, Any]:
     """The params.yaml keys whose values differ from the reference's, dotted (`train.lr`)."""
-    mine, theirs = _flat(run.params), _flat(reference.params)
+    mine, theirs = flat_params(run.params), flat_params(reference.params)
     return {k: mine.get(k) for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)}
-
-
-def _flat(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 @dataclass

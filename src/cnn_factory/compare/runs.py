@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cnn_factory.errors import UserError
+from cnn_factory.params import read_yaml
 
 TABLE = "eval/per_image.csv"
 FOLDS_TABLE = "eval/folds/per_image.csv"  # the cross-validation's out-of-fold table (folds/dvc.yaml)
+# the lock files and stages (None: all of its stages) whose run wrote each table
+WRITERS = {
+    TABLE: (("dvc.lock", ("prepare", "train", "evaluate")),),
+    FOLDS_TABLE: (("dvc.lock", ("prepare",)), ("folds/dvc.lock", None)),
+}
 WORKSPACE = "workspace"
 
 
@@ -96,7 +103,13 @@ def read_table(repo: Any, run: Run, path: str = TABLE) -> dict[str, list[str]]:
     """The run's per-image table (`path`: eval/per_image.csv, or FOLDS_TABLE) as {column: cells}: the
     workspace's file, or a revision's from the local DVC cache by the hash its dvc.lock records (else
     through DVC, which may fetch it from the remote). UserError when the run has none (not
-    evaluated, or its outputs not pulled)."""
+    evaluated, or its outputs not pulled, or written with other params than its own)."""
+    pipeline = " folds/dvc.yaml" if path == FOLDS_TABLE else ""
+    if (why := unrun_param(repo, run, path)) is not None:
+        raise UserError(
+            f"{run.name}: its {path} was not written with its params ({why}): its pipeline did not run there; "
+            f"run it (dvc exp run{pipeline}) to compare it"
+        )
     try:
         if run.rev == WORKSPACE:
             text = (Path(repo.root_dir) / path).read_text()
@@ -106,7 +119,6 @@ def read_table(repo: Any, run: Run, path: str = TABLE) -> dict[str, list[str]]:
             with repo.switch(run.rev), repo.dvcfs.open(path, mode="r") as f:
                 text = f.read()
     except (FileNotFoundError, OSError) as err:
-        pipeline = " folds/dvc.yaml" if path == FOLDS_TABLE else ""
         raise UserError(
             f"{run.name}: no {path} ({type(err).__name__}): it has no evaluation here; run the pipeline there "
             f"(dvc repro{pipeline} or dvc exp run{pipeline}), or bring its outputs with `dvc exp pull` / `dvc pull`"
@@ -115,3 +127,46 @@ def read_table(repo: Any, run: Run, path: str = TABLE) -> dict[str, list[str]]:
     header = next(reader, [])
     rows = list(reader)
     return {name: [row[i] if i < len(row) else "" for row in rows] for i, name in enumerate(header)}
+
+
+def unrun_param(repo: Any, run: Run, path: str) -> str | None:
+    """The first param whose value in the run's params.yaml differs from the one the stages that
+    wrote `path` ran with, as their lock file records it (an experiment of another pipeline, or
+    params edited after the last run); None when they agree or nothing is locked yet."""
+    for lock_file, stages in WRITERS[path]:
+        lock = read_yaml(_text_at(repo, run.rev, lock_file) or "") or {}  # as DVC reads it: 1e-05 is a number
+        for stage, entry in (lock.get("stages") or {}).items():
+            if stages is not None and stage not in stages:
+                continue
+            for key, value in flat_params((entry.get("params") or {}).get("params.yaml") or {}).items():
+                if (mine := _dotted(run.params, key)) != value:
+                    return f"{key} is {mine!r} in its params.yaml, {value!r} in {lock_file}'s {stage} stage"
+    return None
+
+
+def _text_at(repo: Any, rev: str, path: str) -> str | None:
+    """A file Git tracks, as the revision holds it (the workspace: on disk); None where it has none."""
+    if rev == WORKSPACE:
+        file = Path(repo.root_dir) / path
+        return file.read_text() if file.is_file() else None
+    fs = repo.scm.get_fs(rev)
+    return fs.read_text(path) if fs.exists(path) else None
+
+
+def flat_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """params by dotted key (`train.lr`), down to values that are no (non-empty) mapping."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flat_params(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _dotted(params: dict, key: str) -> Any:
+    """params' value at a dotted key (`train.lr`); None where it has none."""
+    value: Any = params
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
