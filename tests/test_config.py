@@ -26,16 +26,19 @@ def test_shipped_params_parse():
     assert cfg.model.path == Path("models/example.pt")
 
 
-def test_numbers_written_with_an_exponent_are_numbers_as_dvc_reads_them(tmp_path):
-    """`lr: 1e-4` by hand, or `1e-05` as `dvc exp run -S train.lr=1e-5` writes it: YAML 1.2's floats
-    (DVC's), not the strings YAML 1.1 makes of an exponent without a decimal point."""
+def test_params_read_as_dvc_reads_them_numbers_with_an_exponent_and_yes_and_no(tmp_path):
+    """YAML 1.2, as DVC: `lr: 1e-4` by hand, or `1e-05` as `dvc exp run -S train.lr=1e-5` writes it,
+    is a number (YAML 1.1 makes strings of exponents without a decimal point), and the classes
+    `[no, yes]` are the CSV's words (YAML 1.1 makes booleans of them)."""
     text = (ROOT / "params.yaml").read_text().replace("  lr: 0.003 ", "  lr: 1e-4  ", 1)
     text = text.replace("  weight_decay: 0.0 ", "  weight_decay: 1e-05 ", 1)
-    assert "lr: 1e-4" in text and "weight_decay: 1e-05" in text
+    text = text.replace("classes: [disc, square, triangle]", "classes: [no, yes, off]", 1)
+    assert "lr: 1e-4" in text and "weight_decay: 1e-05" in text and "[no, yes, off]" in text
     (tmp_path / "params.yaml").write_text(text)
-    train = load_params(tmp_path / "params.yaml").train
-    assert (train.lr, train.weight_decay) == (1e-4, 1e-05)
-    assert yaml.safe_load("lr: 1e-4")["lr"] == "1e-4"  # what PyYAML's own loader makes of it
+    cfg = load_params(tmp_path / "params.yaml")
+    assert (cfg.train.lr, cfg.train.weight_decay) == (1e-4, 1e-05)
+    assert cfg.outputs["majority"].class_names == ("no", "yes", "off")
+    assert yaml.safe_load("[1e-4, no, yes]") == ["1e-4", False, True]  # what PyYAML's own loader makes of them
 
 
 def _error(params: dict) -> str:

@@ -18,10 +18,19 @@ from pydantic_core import PydanticCustomError
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's floats: `1e-5` is a number, as DVC reads it (and writes
-    it for `dvc exp run -S train.lr=1e-5`), not the string YAML 1.1 makes of an exponent without a dot."""
+    """PyYAML's safe loader with YAML 1.2's floats and booleans, as DVC reads params.yaml: `1e-5` is a
+    number (DVC writes it so for `dvc exp run -S train.lr=1e-5`), not the string YAML 1.1 makes of
+    an exponent without a dot; `yes`, `no`, `on` and `off` are strings (class names), only `true`
+    and `false` booleans."""
 
 
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
 )
