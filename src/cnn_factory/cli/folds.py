@@ -28,6 +28,7 @@ from cnn_factory.atomic import replace_file
 from cnn_factory.config import PREPARED, load_params
 from cnn_factory.data.folds import EVAL, MODELS, TEST
 from cnn_factory.errors import UserError
+from cnn_factory.params import read_yaml
 
 PIPELINE = Path("folds/dvc.yaml")
 ITEM = "${item}"  # DVC's name for the fold in a foreach stage
@@ -152,7 +153,7 @@ def write_fold_pipeline(params: str, dvc_yaml: Path = Path("dvc.yaml"), out: Pat
     if not split.folds:
         raise UserError(f"{params}: data.split.folds is null; set it to the number of folds (e.g. 5) first")
     try:
-        shipped = yaml.safe_load(dvc_yaml.read_text())
+        shipped = read_yaml(dvc_yaml.read_text())
         stages, plots = shipped["stages"], shipped.get("plots") or []
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as err:
         raise UserError(f"{dvc_yaml}: cannot read its stages ({type(err).__name__}); run this in the project") from None

@@ -221,7 +221,7 @@ def pipeline_stages(csv: Path) -> list[str]:
     if Path(csv).resolve().is_relative_to(Path(EXAMPLE_DIR).resolve()):
         return []
     try:
-        stages = yaml.safe_load(Path("dvc.yaml").read_text(encoding="utf-8"))["stages"]
+        stages = read_yaml(Path("dvc.yaml").read_text(encoding="utf-8"))["stages"]
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return []
     return [name for name in stages if name != "example"] if "example" in stages else []
