@@ -5,6 +5,7 @@ the commands that take one model file saying so."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import shutil
@@ -13,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 
 from cnn_factory.errors import UserError
 from cnn_factory.predict import Predictor
+from cnn_factory.serve import create_app
 from tests.test_cli import cli
 
 
@@ -96,15 +99,33 @@ def test_model_files_of_another_model_are_refused_naming_the_file(served, tmp_pa
     )
 
 
-@pytest.mark.parametrize("command", ["export", "serve"])
-def test_commands_that_take_one_model_file_say_so(served, tmp_path, command):
+def test_export_takes_one_model_file_and_says_so(served, tmp_path):
     for name in ("fold-0.pt", "fold-1.pt"):
         shutil.copy(served["resize"], tmp_path / name)
-    result = cli(command, str(tmp_path), cwd=tmp_path, check=False)
+    result = cli("export", str(tmp_path), cwd=tmp_path, check=False)
     assert result.returncode == 1 and result.stderr.splitlines() == [
-        f"error: {tmp_path}: 2 model files; {command} takes one model file (several of one model predict as "
-        "one with cnn-factory predict)"
+        f"error: {tmp_path}: 2 model files; export takes one model file (several of one model predict, evaluate "
+        "and serve as one)"
     ]
+
+
+def test_serve_answers_with_the_ensemble_of_a_folder_of_model_files(served, tmp_path):
+    """`cnn-factory serve models/folds/`: the members averaged as predict averages them, the page's
+    and API's answers the ensemble's, /info naming its files."""
+    folds = tmp_path / "folds"
+    folds.mkdir()
+    shutil.copy(served["resize"], folds / "0.pt")
+    another_member(served["resize"], folds / "1.pt", mean=0.6)
+    upload = {"image": ("small.png", (served["resize_images"] / "small.png").read_bytes(), "image/png")}
+    client = TestClient(create_app(folds, device="cpu"))
+    info = client.get("/info").json()["model"]
+    assert info["file"] == "folds" and info["members"] == ["0.pt", "1.pt"]
+    assert info["sha256"] == hashlib.sha256((folds / "0.pt").read_bytes() + (folds / "1.pt").read_bytes()).hexdigest()
+    both = client.post("/predict", files=upload).json()["outputs"]
+    each = [TestClient(create_app(folds / f, device="cpu")).post("/predict", files=upload).json()["outputs"]
+            for f in ("0.pt", "1.pt")]  # fmt: skip
+    assert each[0]["area"]["value"] != pytest.approx(each[1]["area"]["value"], abs=1e-3)
+    assert both["area"]["value"] == pytest.approx((each[0]["area"]["value"] + each[1]["area"]["value"]) / 2, abs=1e-5)
 
 
 def labelled(served: dict[str, Path], tmp_path: Path) -> list[str]:

@@ -195,7 +195,7 @@ def test_serve_command_answers_on_localhost_and_reports_a_missing_model_in_one_l
     assert missing.returncode == 1 and missing.stderr.strip().count("\n") == 0 and "none.pt" in missing.stderr
     (tmp_path / "sagemaker").mkdir()
     empty = subprocess.run([*COMMAND, "serve"], capture_output=True, text=True, env=env)
-    assert empty.returncode == 1 and "found 0 .pt files" in empty.stderr
+    assert empty.returncode == 1 and f"no .pt file in {tmp_path / 'sagemaker'}" in empty.stderr
     shutil.copy(served["resize"], tmp_path / "sagemaker" / "model.pt")  # no MODEL: SageMaker's model folder
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

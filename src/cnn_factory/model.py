@@ -487,6 +487,6 @@ def one_model_file(spec: str | Path, command: str) -> Path:
     if len(files) > 1:
         raise UserError(
             f"{spec}: {len(files)} model files; {command} takes one model file (several of one model "
-            "predict as one with cnn-factory predict)"
+            "predict, evaluate and serve as one)"
         )
     return files[0]

@@ -1,7 +1,8 @@
 """`cnn-factory serve [MODEL] [--host 127.0.0.1 --port 8000]`: a page to try a model, and an HTTP API.
 
-The server itself is the cnn_factory/serve package; this is its command line. With no MODEL it
-starts as SageMaker starts a container (`docker run IMAGE serve`): the one .pt file in
+The server itself is the cnn_factory/serve package; this is its command line. MODEL is a model
+file, or a folder or quoted glob of the files of one model (the folds), served as one. With no
+MODEL it starts as SageMaker starts a container (`docker run IMAGE serve`): the .pt files in
 SageMaker's model folder, on 0.0.0.0:8080. Otherwise it binds 127.0.0.1 unless --host says otherwise.
 """
 
@@ -23,8 +24,9 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
         "model",
         nargs="?",
         default=argparse.SUPPRESS,
-        help=f"model file written by train (default: the one .pt file in {SAGEMAKER_MODEL_DIR}, "
-        "SageMaker's model folder, served on 0.0.0.0:8080 as its container contract asks)",
+        help="model file written by train, or a folder or quoted glob of model files of one model (e.g. "
+        f"models/folds), served as one (default: the .pt files in {SAGEMAKER_MODEL_DIR}, SageMaker's model "
+        "folder, served on 0.0.0.0:8080 as its container contract asks)",
     )
     local = "address to listen on (default: 127.0.0.1, this machine only)"
     p.add_argument("--host", default=argparse.SUPPRESS, help=local)
@@ -50,14 +52,15 @@ def serve(args: argparse.Namespace) -> None:
     if model is None:
         folder = Path(os.environ.get("SM_MODEL_DIR", SAGEMAKER_MODEL_DIR))
         found = sorted(folder.glob("*.pt"))
-        if len(found) != 1:
-            raise UserError(f"serve: give a MODEL file (found {len(found)} .pt files in {folder})")
-        model, host, port = found[0], host or "0.0.0.0", port or 8080
+        if not found:
+            raise UserError(f"serve: give a MODEL file (no .pt file in {folder})")
+        model, host, port = found[0] if len(found) == 1 else folder, host or "0.0.0.0", port or 8080
     host, port = host or "127.0.0.1", port or 8000
-    from cnn_factory.model import one_model_file
+    from cnn_factory.model import model_files
 
-    model = str(one_model_file(model, "serve"))
-    if not Path(model).is_file():
-        raise UserError(f"{model}: no such model file")
+    missing = [f for f in model_files(model) if not f.is_file()]
+    if missing:
+        raise UserError(f"{missing[0]}: no such model file")
+    model = str(model)
     options = {"device": args.device, "threshold": args.threshold, "tta": args.tta, "workers": args.workers}
     run_server(model, host, port, max_bytes=args.max_bytes, max_pixels=args.max_pixels, **options)

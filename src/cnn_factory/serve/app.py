@@ -21,7 +21,7 @@ from cnn_factory.data.grids import resize_image
 from cnn_factory.device import pick_device
 from cnn_factory.errors import UserError
 from cnn_factory.images import encode_png
-from cnn_factory.model import one_model_file
+from cnn_factory.model import model_files
 from cnn_factory.outputs import Writer
 from cnn_factory.predict import Loaded, Predictor
 from cnn_factory.serve.uploads import TAKES, BadRequest, Takes, form_files, raw_body, read_body, uploaded_files
@@ -35,7 +35,8 @@ class Service:
     """The model, its settings, and what every endpoint does with an upload."""
 
     predictor: Predictor
-    model_file: Path
+    model_file: Path  # the MODEL given: a model file, or a folder or glob of the files of one model
+    members: list[Path]  # the model files served, several averaged as one (an ensemble: the folds)
     sha256: str
     threshold: float
     max_bytes: int
@@ -49,7 +50,11 @@ class Service:
         }
         outputs = {n: {"kind": o.kind, **o.describe()} for n, o in self.predictor.outputs.items()}
         return {
-            "model": {"file": self.model_file.name, "sha256": self.sha256},
+            "model": {
+                "file": self.model_file.name,
+                "sha256": self.sha256,
+                **({"members": [f.name for f in self.members]} if len(self.members) > 1 else {}),
+            },
             "version": __version__,
             "inputs": inputs,
             "outputs": outputs,
@@ -139,12 +144,18 @@ def create_app(
     max_bytes: int = MAX_BYTES,
     max_pixels: int = MAX_PIXELS,
 ) -> FastAPI:
-    """The app serving one model file; its routes are in `add_routes`."""
+    """The app serving a model file, or the files of one model (a folder or a glob: the folds) as one,
+    their probabilities averaged as `cnn-factory predict` does; its routes are in `add_routes`."""
     dev = pick_device(device, "--device")
-    model_path = one_model_file(model_path, "serve")
+    members = model_files(model_path)
     predictor = Predictor.from_model_file(model_path, dev, tta=tta)
-    sha256 = hashlib.sha256(model_path.read_bytes()).hexdigest()
-    service = Service(predictor, model_path, sha256, threshold, max_bytes, max_pixels, anyio.CapacityLimiter(workers))
+    digest = hashlib.sha256()  # of the files' bytes, one after another: one file's own sha256
+    for member in members:
+        digest.update(member.read_bytes())
+    limiter = anyio.CapacityLimiter(workers)
+    service = Service(
+        predictor, Path(model_path), members, digest.hexdigest(), threshold, max_bytes, max_pixels, limiter
+    )
     app = FastAPI(title="cnn-factory", version=__version__, docs_url=None, redoc_url=None)
 
     @app.exception_handler(BadRequest)
