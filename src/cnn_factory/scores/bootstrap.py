@@ -58,9 +58,8 @@ def resample_indices(n: int, resamples: int, seed: int = 0, groups: Sequence[str
     number = {g: k for k, g in enumerate(dict.fromkeys(groups))}
     codes = np.asarray([number[g] for g in groups])
     members = [np.flatnonzero(codes == k) for k in range(len(number))]
-    return [
-        np.concatenate([members[k] for k in drawn]) for drawn in rng.integers(0, len(number), (resamples, len(members)))
-    ]
+    drawn = rng.integers(0, len(members), (resamples, len(members)))  # each resample: as many groups as there are
+    return [np.concatenate([members[k] for k in row]) for row in drawn]
 
 
 def percentile_bounds(values, level: float = 0.95) -> tuple[float, float] | None:
