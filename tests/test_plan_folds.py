@@ -50,8 +50,8 @@ def test_a_column_naming_whose_image_a_row_is_gets_data_split_group_proposed(par
     (line, _) = group_lines(12, data().split, found)
     assert line == (
         "  note: column 'PatientID' repeats its values (12 rows, 4 values): if it says whose image a row is, "
-        "set data.split.group: PatientID, so that no PatientID's images are both trained on and tested on, and "
-        "the intervals resample them whole (docs/small-data.md)"
+        "set data.split.group: PatientID, so that rows sharing a value stay in one split (none both trained on "
+        "and tested on) and the intervals resample them whole (docs/small-data.md)"
     )
     params["data"].update(csv=str(patients_csv(example_dir)), root=str(example_dir))
     assert "set data.split.group: patient," in run_plan(parse_params(params), sample=10, budget_gb=4)

@@ -32,8 +32,8 @@ def group_lines(rows: int, split: SplitConfig, owners: dict[str, int]) -> list[s
         return []
     return [
         f"  note: column '{column}' repeats its values ({rows} rows, {distinct} values): if it says whose image "
-        f"a row is, set data.split.group: {column}, so that no {column}'s images are both trained on and tested "
-        "on, and the intervals resample them whole (docs/small-data.md)"
+        f"a row is, set data.split.group: {column}, so that rows sharing a value stay in one split (none both "
+        "trained on and tested on) and the intervals resample them whole (docs/small-data.md)"
         for column, distinct in owners.items()
     ]
 
