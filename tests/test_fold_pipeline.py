@@ -91,6 +91,9 @@ def test_three_folds_resume_after_a_kill_rerun_nothing_and_pool_every_image_once
     assert patients == len(scored) // 2
     title = f"out-of-fold figures of 1 run(s) against master, {len(scored)} images of {patients} groups"
     assert listed[0].startswith(title), listed
+    plain = run(["cnn-factory", "compare"], repo, check=False)  # the single split never ran here
+    assert plain.returncode == 1 and plain.stderr.startswith("error: master: no eval/per_image.csv")
+    assert plain.stderr.endswith("; its cross-validation compares with --folds\n"), plain.stderr
     report = json.loads(run(["cnn-factory", "compare", "--folds", "--json", "--resamples", "200"], repo).stdout)
     seed = report["runs"][1]
     assert (seed["name"], seed["changed"], report["groups"]) == ("seed-1", {"train.seed": 1}, patients)

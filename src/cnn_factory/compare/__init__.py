@@ -61,7 +61,11 @@ def compare(
         if reference is None:
             raise UserError("the commit has no params.yaml: name a run to compare against with --against")
         source = FOLDS_TABLE if folds else TABLE
-        reference.table = read_table(repo, reference, source)
+        try:
+            reference.table = read_table(repo, reference, source)
+        except UserError as err:
+            hint = "; its cross-validation compares with --folds" if not folds and FOLDS_TABLE in reference.outs else ""
+            raise UserError(f"{err}{hint}") from None
         skipped = []
         for run in [r for r in runs if r.rev != reference.rev]:
             try:
