@@ -17,6 +17,10 @@ import torch
 from fastapi.testclient import TestClient
 
 from cnn_factory.errors import UserError
+from cnn_factory.export import export_model
+from cnn_factory.inference import predict_batch
+from cnn_factory.model import model_files
+from cnn_factory.native import load_models
 from cnn_factory.predict import Predictor
 from cnn_factory.serve import create_app
 from tests.test_cli import cli
@@ -99,14 +103,32 @@ def test_model_files_of_another_model_are_refused_naming_the_file(served, tmp_pa
     )
 
 
-def test_export_takes_one_model_file_and_says_so(served, tmp_path):
-    for name in ("fold-0.pt", "fold-1.pt"):
-        shutil.copy(served["resize"], tmp_path / name)
-    result = cli("export", str(tmp_path), cwd=tmp_path, check=False)
-    assert result.returncode == 1 and result.stderr.splitlines() == [
-        f"error: {tmp_path}: 2 model files; export takes one model file (several of one model predict, evaluate "
-        "and serve as one)"
-    ]
+def test_an_ensemble_exports_as_one_network_whose_activations_are_its_averaged_probabilities(served, tmp_path):
+    """`cnn-factory export models/folds/`: TorchScript and ONNX whose outputs, through the sidecar's
+    activations, are the members' averaged probabilities, each member on its own normalisation."""
+    folds = tmp_path / "folds"
+    folds.mkdir()
+    shutil.copy(served["resize"], folds / "0.pt")
+    another_member(served["resize"], folds / "1.pt", mean=0.6)
+    ensemble, model_file = load_models(model_files(folds), "cpu")
+    x = torch.randn(2, model_file.channels, *model_file.first.size)  # normalised as the sidecar says
+    expected = predict_batch(ensemble, x, False, dict(model_file.outputs.trained))
+    single = predict_batch(load_models(model_files(folds / "0.pt"), "cpu")[0], x, False, dict(model_file.outputs))
+    assert not torch.allclose(single["area"], expected["area"], atol=1e-4)  # the members differ
+    target = cli("export", str(folds), "--format", "torchscript", cwd=tmp_path)  # beside the folder
+    assert "folds.ts" in target.stdout
+    side = json.loads((tmp_path / "folds.ts.json").read_text())
+    assert side["model"]["members"] == ["0.pt", "1.pt"] and side["model"]["val"] is None
+    names = [entry["name"] for entry in side["outputs"]]
+    assert names == list(expected)
+    onnxruntime = pytest.importorskip("onnxruntime")
+    export_model(str(folds), "onnx", str(tmp_path / "folds.onnx"))
+    onnx = onnxruntime.InferenceSession(str(tmp_path / "folds.onnx")).run(None, {"x": x.numpy()})
+    traced = torch.jit.load(str(tmp_path / "folds.ts"))(x)
+    for name, script, graph in zip(names, traced, onnx):
+        output = model_file.outputs[name]
+        assert torch.allclose(output.probabilities(script), expected[name], atol=1e-5), name
+        assert torch.allclose(output.probabilities(torch.from_numpy(graph)), expected[name], atol=1e-4), name
 
 
 def test_serve_answers_with_the_ensemble_of_a_folder_of_model_files(served, tmp_path):

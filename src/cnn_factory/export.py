@@ -9,6 +9,10 @@ and returns a tuple of logits in the order the sidecar's `outputs` list gives:
 (B, H, W) mask logits (sigmoid > 0.5 is the mask), (B, K + 1, H, W) class-mask logits
 (softmax over background and the K classes; the argmax is the class index), (B, K) class logits
 (softmax), or (B,) numbers in the target's units. ONNX export needs the `onnx` package.
+
+A folder or quoted glob of model files of one model (the folds) exports as one network: each
+member on its own normalisation, their probabilities averaged (as `cnn-factory predict` does), and
+returned as the logits whose activation gives them, so that the sidecar reads the same.
 """
 
 from __future__ import annotations
@@ -21,16 +25,32 @@ import torch
 from torch import nn
 
 from cnn_factory.errors import UserError
-from cnn_factory.model import ModelFile, MultiOutputNet, one_model_file
-from cnn_factory.outputs import Writer
+from cnn_factory.inference import Ensemble, predict_batch
+from cnn_factory.model import ModelFile, MultiOutputNet, model_files
+from cnn_factory.native import load_models
+from cnn_factory.outputs import Output, Outputs, Writer
 
 SUFFIXES = {"torchscript": ".ts", "onnx": ".onnx"}
+
+
+class EnsembleLogits(nn.Module):
+    """The folds' ensemble as one network: {name: logits} whose activation gives the members'
+    averaged probabilities (`Output.to_logits`), each member on its own normalisation."""
+
+    def __init__(self, ensemble: Ensemble, outputs: Outputs):
+        super().__init__()
+        self.ensemble = ensemble
+        self.outputs: dict[str, Output] = dict(outputs.trained)  # with a head: measures are computed from masks
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        probabilities = predict_batch(self.ensemble, x, False, self.outputs)
+        return {name: self.outputs[name].to_logits(p) for name, p in probabilities.items()}
 
 
 class OrderedOutputs(nn.Module):
     """The model with its {name: logits} dict returned as a tuple in a fixed order."""
 
-    def __init__(self, model: MultiOutputNet):
+    def __init__(self, model: MultiOutputNet | EnsembleLogits):
         super().__init__()
         self.model = model
         self.names = list(model.outputs)
@@ -91,10 +111,14 @@ def sidecar(model_file: ModelFile, names: list[str], fmt: str, file: str) -> dic
 
 
 def export_model(model_path: str, fmt: str, out: str | None = None, batch_size: int = 1) -> Path:
-    """Writes the exported model and `<out>.json`; returns the exported file's path."""
-    model, model_file = ModelFile.load(one_model_file(model_path, "export"))
+    """Writes the exported model and `<out>.json`; returns the exported file's path. Several model
+    files of one model (a folder or glob) export as their ensemble, by default beside their folder."""
+    files = model_files(model_path)
+    network, model_file = load_models(files, "cpu")
+    model = EnsembleLogits(network, model_file.outputs) if isinstance(network, Ensemble) else network
     wrapped = OrderedOutputs(model).eval()  # eval: BatchNorm uses its running statistics
-    target = Path(out) if out else Path(model_path).with_suffix(SUFFIXES[fmt])
+    named = Path(model_path) if len(files) == 1 or Path(model_path).is_dir() else files[0].parent
+    target = Path(out) if out else named.with_suffix(SUFFIXES[fmt])
     target.parent.mkdir(parents=True, exist_ok=True)
     example = torch.randn(batch_size, model_file.channels, *model_file.first.size)
     with warnings.catch_warnings():
@@ -105,6 +129,8 @@ def export_model(model_path: str, fmt: str, out: str | None = None, batch_size: 
         else:
             write_onnx(wrapped, example, target)
     side = sidecar(model_file, wrapped.names, fmt, target.name)
+    if len(files) > 1:  # the members' own validation figures describe none of them together
+        side["model"] |= {"members": [f.name for f in files], "val": None}
     side_path = target.with_name(target.name + ".json")
     side_path.write_text(json.dumps(side, indent=2) + "\n")
     print(f"export: {target} ({fmt}), described in {side_path}; outputs in order: {', '.join(wrapped.names)}")

@@ -479,14 +479,3 @@ def model_files(spec: str | Path) -> list[Path]:
             raise UserError(f"{spec}: no model file matches; check the pattern")
         return found
     return [path]
-
-
-def one_model_file(spec: str | Path, command: str) -> Path:
-    """The model file of a command that takes one; UserError when `spec` names several."""
-    files = model_files(spec)
-    if len(files) > 1:
-        raise UserError(
-            f"{spec}: {len(files)} model files; {command} takes one model file (several of one model "
-            "predict, evaluate and serve as one)"
-        )
-    return files[0]

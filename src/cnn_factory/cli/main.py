@@ -115,10 +115,16 @@ def add_predict_parsers(sub: Any, common: Parser) -> None:
     p.add_argument("--overlap", type=float, default=0.5, help="with --tile: fraction of a window shared by neighbours")
 
     p = sub.add_parser("export", parents=[common], help="write the model as TorchScript or ONNX with a JSON sidecar")
-    p.add_argument("model", help="model file written by train (models/<name>.pt)")
+    p.add_argument(
+        "model",
+        help="model file written by train (models/<name>.pt), or a folder or quoted glob of model files of one "
+        "model (models/folds), exported as their ensemble",
+    )
     p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript", help="file format")
     p.add_argument(
-        "--out", default=argparse.SUPPRESS, help="output file (default: the model file's name with .ts or .onnx)"
+        "--out",
+        default=argparse.SUPPRESS,
+        help="output file (default: the model file's or folder's name with .ts or .onnx)",
     )
     p.add_argument("--batch-size", type=int, default=1, help="batch size of the example input used for tracing")
 
