@@ -103,18 +103,21 @@ def test_model_files_of_another_model_are_refused_naming_the_file(served, tmp_pa
     )
 
 
-def test_an_ensemble_exports_as_one_network_whose_activations_are_its_averaged_probabilities(served, tmp_path):
+@pytest.mark.parametrize("kind", ["image", "volume"])
+def test_an_ensemble_exports_as_one_network_whose_activations_are_its_averaged_probabilities(request, kind, tmp_path):
     """`cnn-factory export models/folds/`: TorchScript and ONNX whose outputs, through the sidecar's
     activations, are the members' averaged probabilities, each member on its own normalisation."""
+    model, _ = a_model_and_its_images(request, kind)
     folds = tmp_path / "folds"
     folds.mkdir()
-    shutil.copy(served["resize"], folds / "0.pt")
-    another_member(served["resize"], folds / "1.pt", mean=0.6)
+    shutil.copy(model, folds / "0.pt")
+    another_member(model, folds / "1.pt", mean=0.6)
     ensemble, model_file = load_models(model_files(folds), "cpu")
     x = torch.randn(2, model_file.channels, *model_file.first.size)  # normalised as the sidecar says
     expected = predict_batch(ensemble, x, False, dict(model_file.outputs.trained))
     single = predict_batch(load_models(model_files(folds / "0.pt"), "cpu")[0], x, False, dict(model_file.outputs))
-    assert not torch.allclose(single["area"], expected["area"], atol=1e-4)  # the members differ
+    number = IMAGE_LEVEL[kind][0]
+    assert not torch.allclose(single[number], expected[number], atol=1e-4)  # the members differ
     target = cli("export", str(folds), "--format", "torchscript", cwd=tmp_path)  # beside the folder
     assert "folds.ts" in target.stdout
     side = json.loads((tmp_path / "folds.ts.json").read_text())
