@@ -92,6 +92,14 @@ def test_a_sweep_queued_and_run_on_two_machines_is_compared_on_a_third(tmp_path,
         "1 in dvc.lock's train stage): its pipeline did not run there; run it (dvc exp run) to compare it\n"
     )
     run(["dvc", "exp", "push", "origin", "seed-1"], b)
+    run(["dvc", "exp", "apply", "seed-1"], b)  # the workspace: seed-1's params, lock and outputs again
+    assert run(["cnn-factory", "compare", "workspace"], b).returncode == 0
+    table = b / "eval" / "per_image.csv"
+    table.write_text(table.read_text() + "\n")  # no longer the table b's dvc.lock records
+    changed = run(["cnn-factory", "compare", "workspace"], b, check=False)
+    assert changed.returncode == 1 and changed.stderr.startswith(
+        "error: workspace: its eval/per_image.csv is not the one its dvc.lock records"
+    ), changed.stderr
 
     # machine c: pulls them all and compares them, with nothing of its own run or pulled before
     c = machines["c"]

@@ -4,6 +4,7 @@ output) and each run's eval/per_image.csv, from the workspace or the DVC cache, 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -112,7 +113,13 @@ def read_table(repo: Any, run: Run, path: str = TABLE) -> dict[str, list[str]]:
         )
     try:
         if run.rev == WORKSPACE:
-            text = (Path(repo.root_dir) / path).read_text()
+            data = (Path(repo.root_dir) / path).read_bytes()
+            text = data.decode()
+            if path in run.outs and hashlib.md5(data).hexdigest() != run.outs[path]:  # DVC's hash of the file
+                raise UserError(
+                    f"workspace: its {path} is not the one its dvc.lock records (another run's outputs are there, or "
+                    "it was changed): `dvc checkout` puts the locked one back, `dvc repro` writes it again"
+                )
         elif path in run.outs and Path(cached := repo.cache.local.oid_to_path(run.outs[path])).is_file():
             text = Path(cached).read_text()
         else:
