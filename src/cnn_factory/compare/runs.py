@@ -140,14 +140,15 @@ def unrun_param(repo: Any, run: Run, path: str) -> str | None:
     """The first param whose value in the run's params.yaml differs from the one the stages that
     wrote `path` ran with, as their lock file records it (an experiment of another pipeline, or
     params edited after the last run); None when they agree or nothing is locked yet."""
+    mine = flat_params(run.params)
     for lock_file, stages in WRITERS[path]:
         lock = read_yaml(_text_at(repo, run.rev, lock_file) or "") or {}  # as DVC reads it: 1e-05 is a number
         for stage, entry in (lock.get("stages") or {}).items():
             if stages is not None and stage not in stages:
                 continue
             for key, value in flat_params((entry.get("params") or {}).get("params.yaml") or {}).items():
-                if (mine := _dotted(run.params, key)) != value:
-                    return f"{key} is {mine!r} in its params.yaml, {value!r} in {lock_file}'s {stage} stage"
+                if mine.get(key) != value:
+                    return f"{key} is {mine.get(key)!r} in its params.yaml, {value!r} in {lock_file}'s {stage} stage"
     return None
 
 
@@ -169,11 +170,3 @@ def flat_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def _dotted(params: dict, key: str) -> Any:
-    """params' value at a dotted key (`train.lr`); None where it has none."""
-    value: Any = params
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
