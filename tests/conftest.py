@@ -125,10 +125,18 @@ def repro_killed_when(repo: Path, ready: Callable[[], bool], timeout: float = 24
 
 
 def clear_a_torn_dvc_lock(repo: Path) -> None:
-    """DVC rewrites its own lock table `.dvc/tmp/rwlock` in place, so a SIGKILL in the middle leaves
-    it torn, and the next `dvc repro` stops with "Unable to read RWLock-file ... JSON structure is
-    corrupted" (treeverse/dvc#7615). Its remedy, as docs/pipeline.md says, is to delete that file:
-    DVC's own state, not an output of the pipeline, whose files this test checks."""
+    """DVC rewrites its own files in place, so a SIGKILL in the middle of a write leaves them torn:
+    - its lock table `.dvc/tmp/rwlock`: the next `dvc repro` stops with "Unable to read RWLock-file
+      ... JSON structure is corrupted" (treeverse/dvc#7615);
+    - a `dvc.lock` (dvc/utils/serialize/_common.py opens it "w+" and dumps): the next run stops with
+      "'./dvc.lock' validation failed".
+    The remedy for both, as docs/pipeline.md says, is to delete the file: DVC's own state, not an
+    output of the pipeline, whose files these tests check (without its dvc.lock, DVC runs the stages
+    again or restores their outputs from its run cache)."""
+    from dvc.schema import COMPILED_LOCKFILE_SCHEMA
+    from dvc.utils.strictyaml import YAMLSyntaxError, YAMLValidationError
+    from dvc.utils.strictyaml import load as load_as_dvc_does
+
     lock = repo / ".dvc" / "tmp" / "rwlock"
     try:
         json.loads(lock.read_text())
@@ -136,6 +144,13 @@ def clear_a_torn_dvc_lock(repo: Path) -> None:
         pass
     except json.JSONDecodeError:
         lock.unlink()
+    for lockfile in (repo / "dvc.lock", repo / "folds" / "dvc.lock"):
+        try:
+            load_as_dvc_does(str(lockfile), COMPILED_LOCKFILE_SCHEMA)
+        except FileNotFoundError:
+            pass
+        except (YAMLSyntaxError, YAMLValidationError):
+            lockfile.unlink()
 
 
 def checkpoint_epoch(repo: Path, name: str = "example") -> int:
