@@ -129,6 +129,49 @@ def test_make_csv_writes_label_maps_the_csv_and_the_label_values(tmp_path):
     assert bad.returncode == 1 and "give LABELS_DIR (a folder of label maps) or --coco JSON" in bad.stderr
 
 
+def test_make_csv_finds_images_however_the_annotation_tool_named_them(tmp_path):
+    """Exports name images relative to a folder of their own, with Windows separators, or by the
+    annotator's path: the longest trailing part of the name found under IMAGES_DIR is the file."""
+    images = tmp_path / "raw" / "images"
+    (images / "train").mkdir(parents=True)
+    for name in ("a.png", "b.png", "train/c.png"):
+        Image.fromarray(np.full((H, W, 3), 128, np.uint8)).save(images / name)
+    names = {
+        7: "images\\a.png",  # Label Studio before 1.16, exported on Windows
+        9: "../../label-studio/media/upload/4/b.png",  # Label Studio 1.16: the upload's own path
+        11: "train/c.png",  # a folder of the export that IMAGES_DIR holds too
+    }
+    data = json.loads(export(tmp_path / "raw" / "coco.json", ANNOTATIONS).read_text())
+    data["images"].append({"id": 11, "file_name": "", "width": W, "height": H})
+    data["annotations"].append({"id": 4, "image_id": 11, "category_id": 2, "segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]]})
+    for image in data["images"]:
+        image["file_name"] = names[image["id"]]
+    (tmp_path / "raw" / "coco.json").write_text(json.dumps(data))
+    command = ["make-csv", str(images), "--coco", str(tmp_path / "raw" / "coco.json")]
+    out = cli(*command, "--out", str(tmp_path / "raw" / "data.csv"), cwd=tmp_path)
+    assert "3 rows written" in out.stdout and "warning" not in out.stderr
+    assert (tmp_path / "raw" / "data.csv").read_text().splitlines() == [
+        "image,labels",
+        "images/a.png,labels/a.png",
+        "images/b.png,labels/b.png",
+        "images/train/c.png,labels/train__c.png",
+    ]
+    assert np.asarray(Image.open(tmp_path / "raw" / "labels" / "b.png"))[3, 4] == 2
+    assert np.asarray(Image.open(tmp_path / "raw" / "labels" / "train__c.png"))[1, 1] == 2
+
+    data["images"][0]["file_name"] = "val/b.png"  # b.png is the only file either name can be
+    (tmp_path / "raw" / "coco.json").write_text(json.dumps(data))
+    labels_before = (tmp_path / "raw" / "labels" / "a.png").read_bytes()
+    bad = cli(*command, "--out", str(tmp_path / "raw" / "data.csv"), cwd=tmp_path, check=False)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+    assert f"images 7 (val/b.png) and 9 ({names[9]}) are both {images / 'b.png'}; leave one out" in bad.stderr
+    assert (tmp_path / "raw" / "labels" / "a.png").read_bytes() == labels_before
+    (tmp_path / "elsewhere").mkdir()
+    empty = cli("make-csv", str(tmp_path / "elsewhere"), "--coco", str(tmp_path / "raw" / "coco.json"), cwd=tmp_path,
+                check=False)  # fmt: skip
+    assert "none of its 3 images is in" in empty.stderr and "(the first is named 'val/b.png')" in empty.stderr
+
+
 @pytest.mark.slow
 def test_dvc_repro_on_a_coco_made_set(tmp_path):
     """Shapes drawn on 24 images, annotated as polygons and RLE, through make-csv and the pipeline."""

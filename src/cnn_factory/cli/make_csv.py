@@ -79,27 +79,40 @@ def make_coco_csv(args: argparse.Namespace) -> None:
 
     from PIL import Image
 
-    from cnn_factory.data.coco import read_coco
+    from cnn_factory.data.coco import CocoImage, locate, read_coco
 
     out, images_dir = Path(args.out), Path(args.images_dir)
     if not images_dir.is_dir():
         raise UserError(f"{images_dir}: not a folder")
     coco = read_coco(Path(args.coco))
-    present = [image for image in coco.images if (images_dir / image.file_name).is_file()]
-    missing = [image.file_name for image in coco.images if image not in present]
+    present: dict[Path, CocoImage] = {}  # file -> the export's image naming it
+    missing = []
+    for image in coco.images:
+        if (file := locate(images_dir, image.file_name)) is None:
+            missing.append(image.file_name)
+        elif (other := present.setdefault(file, image)) is not image:
+            raise UserError(
+                f"{args.coco}: images {other.id} ({other.file_name}) and {image.id} ({image.file_name}) are both "
+                f"{file}; leave one out of the export, or keep its folders under IMAGES_DIR as it names them"
+            )
     if missing:
         shown = listing(missing, 20, ", ...")
         print(f"warning: {len(missing)} image(s) of {args.coco} not in {images_dir}: {shown}", file=sys.stderr)
     if not present:
-        raise UserError(f"{args.coco}: none of its {len(coco.images)} images is in {images_dir}; check IMAGES_DIR")
+        raise UserError(
+            f"{args.coco}: none of its {len(coco.images)} images is in {images_dir} (the first is named "
+            f"{coco.images[0].file_name if coco.images else None!r}); check IMAGES_DIR"
+        )
     labels, rows = out.parent / "labels", []
     building = out.parent / "labels.tmp"  # swapped in whole: a bad annotation leaves the last label maps as they were
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
-    for image in present:
-        name = Path(image.file_name).with_suffix(".png").as_posix().replace("/", "__")
+    for file, image in present.items():
+        name = file.relative_to(images_dir).with_suffix(".png").as_posix().replace("/", "__")
+        if (building / name).exists():
+            raise UserError(f"{args.coco}: {file} and another image share the label map name {name}; rename one")
         Image.fromarray(coco.label_map(image)).save(building / name)
-        rows.append((_relative(images_dir / image.file_name, out.parent), _relative(labels / name, out.parent)))
+        rows.append((_relative(file, out.parent), _relative(labels / name, out.parent)))
     shutil.rmtree(labels, ignore_errors=True)
     building.rename(labels)
     with out.open("w", newline="", encoding="utf-8") as f:

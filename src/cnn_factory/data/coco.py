@@ -11,6 +11,11 @@ not, crowd regions too) are rasterised by pycocotools, the reference implementat
 Where annotations overlap, the smaller one wins: annotations are drawn largest first, so an object
 lying on a larger one (a nucleus in a cell, a lesion in an organ) stays visible. Pixels under no
 annotation are 0, the background.
+
+`locate(folder, image.file_name)` finds an image's file: exports name it relative to a folder of
+their own (`images/0001.png`), with Windows separators, or by the annotator's path
+(`../../label-studio/media/upload/4/cb06-0001.png`), so the longest trailing part of the name
+found under the folder is the file.
 """
 
 from __future__ import annotations
@@ -74,6 +79,17 @@ class Coco:
         for _, value, pixels in sorted(masks, key=lambda m: -m[0]):  # largest first: smaller ones stay on top
             out[pixels] = value
         return out
+
+
+def locate(folder: Path, file_name: str) -> Path | None:
+    """The file under `folder` that `file_name` names: the longest trailing part of the name (its
+    separators `/` or `\\`) that is a file there, or None."""
+    parts = [part for part in file_name.replace("\\", "/").split("/") if part not in ("", ".", "..")]
+    for start in range(len(parts)):
+        candidate = folder.joinpath(*parts[start:])
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def read_coco(path: Path) -> Coco:
