@@ -88,6 +88,35 @@ def test_category_ids_outside_1_to_255_become_1_to_k_in_id_order(tmp_path):
     assert coco.labels == {"organ": 1, "lesion": 2, "cyst": 3}
 
 
+def test_a_category_that_only_groups_others_is_left_out(tmp_path):
+    """Roboflow's exports put first a root category (id 0) that every class names as its
+    supercategory and no annotation uses: it is no class, and the classes keep their ids as values."""
+    categories = [(0, "tissue"), (1, "organ"), (2, "lesion"), (3, "cyst")]
+    data = json.loads(export(tmp_path / "coco.json", ANNOTATIONS, categories).read_text())
+    for category in data["categories"]:
+        category["supercategory"] = "none" if category["id"] == 0 else "tissue"
+    (tmp_path / "coco.json").write_text(json.dumps(data))
+    coco = read_coco(tmp_path / "coco.json")
+    assert coco.labels == {"organ": 1, "lesion": 2, "cyst": 3} and coco.grouping == ["tissue"]
+    assert np.asarray(coco.label_map(coco.images[1]))[3, 4] == 2
+    (tmp_path / "images").mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((H, W, 3), 128, np.uint8)).save(tmp_path / "images" / name)
+    out = cli("make-csv", "images", "--coco", "coco.json", cwd=tmp_path).stdout
+    assert "left out, as they only group other categories: tissue\n" in out and "tissue:" not in out
+
+    # a supercategory with annotations of its own is a class; a category naming itself
+    # (label-studio-converter writes supercategory = name) groups nothing
+    data["annotations"].append({"id": 9, "image_id": 7, "category_id": 0, "segmentation": [[0, 0, 2, 0, 2, 2, 0, 2]]})
+    (tmp_path / "coco.json").write_text(json.dumps(data))
+    assert read_coco(tmp_path / "coco.json").labels == {"tissue": 1, "organ": 2, "lesion": 3, "cyst": 4}
+    for category in data["categories"]:
+        category["supercategory"] = category["name"]
+    data["annotations"].pop()
+    (tmp_path / "coco.json").write_text(json.dumps(data))
+    assert read_coco(tmp_path / "coco.json").grouping == []
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

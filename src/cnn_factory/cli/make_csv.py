@@ -124,6 +124,8 @@ def make_coco_csv(args: argparse.Namespace) -> None:
         f"make-csv: {len(rows)} rows written to {out}, label maps in {labels}, "
         f"label values in {out.parent / 'labels.json'}"
     )
+    if coco.grouping:
+        print(f"left out, as they only group other categories: {', '.join(coco.grouping)}")
     print("outputs for params.yaml, one mask per category (or one class mask: labels: {name: value, ...}):")
     for name, value in coco.labels.items():
         print(f"  {_key(name)}: {{type: segmentation, column: {args.label_column}, label: {value}}}")

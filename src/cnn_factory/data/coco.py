@@ -6,7 +6,9 @@
 
 Each category becomes one label value: its COCO id when every id lies in 1..255 (the ids the
 export shows are then the label-map values), else 1..K in the order of the ids; `labels` holds the
-mapping, which `cnn-factory make-csv --coco` writes beside the CSV. Polygons and RLE (compressed or
+mapping, which `cnn-factory make-csv --coco` writes beside the CSV. A category that only groups
+others (another's supercategory, without annotations of its own, as the root that Roboflow's
+exports put first with id 0) is left out, and counts for neither rule. Polygons and RLE (compressed or
 not, crowd regions too) are rasterised by pycocotools, the reference implementation of the format.
 Where annotations overlap, the smaller one wins: annotations are drawn largest first, so an object
 lying on a larger one (a nucleus in a cell, a lesion in an organ) stays visible. Pixels under no
@@ -45,6 +47,7 @@ class Coco:
     images: list[CocoImage]
     labels: dict[str, int]  # category name -> label value in the label maps
     values: dict[int, int]  # category id -> label value
+    grouping: list[str]  # categories left out: they only group others (supercategories without annotations)
 
     def label_map(self, image: CocoImage) -> np.ndarray:
         """The image's label map: each annotation's pixels set to its category's value, largest first."""
@@ -122,8 +125,17 @@ def read_coco(path: Path) -> Coco:
         if category not in categories:
             raise UserError(f"{path}: annotation {ann.get('id')} names category {category!r}, which 'categories' lacks")
         images[image].annotations.append(ann)
-    ids = sorted(categories)
-    values = {i: i for i in ids} if all(1 <= i <= 255 for i in ids) else {i: k + 1 for k, i in enumerate(ids)}
     if len(set(categories.values())) != len(categories):
         raise UserError(f"{path}: two categories share a name; give each category its own name")
-    return Coco(path, list(images.values()), {categories[i]: values[i] for i in ids}, values)
+    grouping = _grouping(data["categories"], {ann["category_id"] for ann in data["annotations"]})
+    ids = sorted(set(categories) - set(grouping))
+    values = {i: i for i in ids} if all(1 <= i <= 255 for i in ids) else {i: k + 1 for k, i in enumerate(ids)}
+    labels = {categories[i]: values[i] for i in ids}
+    return Coco(path, list(images.values()), labels, values, [categories[i] for i in sorted(grouping)])
+
+
+def _grouping(categories: list[dict[str, Any]], annotated: set[int]) -> set[int]:
+    """Ids of the categories that only group others: named as another category's supercategory and
+    owning no annotation (Roboflow's exports put such a root first, with id 0)."""
+    parents = {c.get("supercategory") for c in categories if c.get("supercategory") != c["name"]}
+    return {int(c["id"]) for c in categories if c["name"] in parents and int(c["id"]) not in annotated}
