@@ -56,7 +56,9 @@ def test_random_params_are_accepted_or_rejected_with_a_message(params):
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    st.lists(st.sampled_from(list('ab,"\r\n\ufeff é.png/') + ["image", "labels", "majority"]), max_size=60).map("".join)
+    st.lists(st.sampled_from(list('ab,;\t3"\r\n\ufeff é.png/') + ["image", "labels", "majority"]), max_size=60).map(
+        "".join
+    )
 )
 def test_random_csv_text_is_accepted_or_rejected_with_a_message(tmp_path, text):
     path = tmp_path / "fuzz.csv"

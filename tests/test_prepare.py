@@ -100,6 +100,26 @@ def test_windows_line_endings_bom_and_quoted_paths_just_work(params, example_dir
     assert len(rows) == 24
 
 
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_spreadsheet_of_a_decimal_comma_locale_just_works(params, example_dir, separator):
+    """Where the comma is the decimal mark, spreadsheets save CSV with semicolons (tabs when copied):
+    the header says which, and with semicolons a number's decimal comma reads as a point."""
+    comma = rows_of(example_dir)
+    lines = [comma[0].replace(",", separator)]
+    for line in comma[1:]:
+        *cells, round_px = line.split(",")
+        lines.append(separator.join([*cells, f"{round_px},5" if separator == ";" else f"{round_px}.5"]))
+    table, _, rows = validate_and_load(config_for(params, example_dir, "\n".join(lines), "locale.csv"))
+    assert table.header == ["image", "labels", "majority", "round_px"] and len(rows) == 24
+    assert [r["round_px"] for r in table.rows] == [f"{line.split(',')[-1]}.5" for line in comma[1:]]
+    assert table.rows[0]["image"] == comma[1].split(",")[0]
+
+    lines[2] = lines[2].replace(separator, " ", 1)  # a row a separator short
+    message = problems(params, example_dir, "\n".join(lines))
+    kind = {";": "semicolons", "\t": "tabs"}[separator]
+    assert message.endswith(f"bad.csv: row 3: 3 cells but the header has 4; quote cells that contain {kind}")
+
+
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from cnn_factory.config import Config
 from cnn_factory.errors import UserError, listing
 from cnn_factory.outputs.base import csv_columns
+
+SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs"}
+DECIMAL_COMMA = re.compile(r"^([+-]?\d*),(\d+(?:[eE][+-]?\d+)?)$")  # 3,5 or -0,25 or 1,5E-3: one number
 
 
 @dataclass
@@ -29,14 +33,19 @@ class Table:
 
 
 def read_table(path: str) -> Table:
-    """Reads the CSV (BOM, Windows line endings and quoted cells are fine)."""
+    """Reads the CSV (BOM, Windows line endings and quoted cells are fine). Its separator is a
+    comma, or the semicolon or tab of a header without commas: spreadsheets where the comma is the
+    decimal mark save CSV with semicolons, and there a number's decimal comma reads as a point."""
     try:
         text = Path(path).read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise UserError(f"{path}: CSV not found; check data.csv in params.yaml") from None
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text (byte {err.start}); save the CSV as UTF-8") from None
-    reader = csv.reader(io.StringIO(text, newline=""))  # newline="": csv handles \n, \r\n and \r itself
+    first = text.split("\n", 1)[0]
+    delimiter = next((d for d in SEPARATORS if d in first), ",")
+    # newline="": csv handles \n, \r\n and \r itself
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         lines = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     except csv.Error as err:
@@ -54,9 +63,12 @@ def read_table(path: str) -> Table:
         if len(cells) != len(header):
             raise UserError(
                 f"{path}: row {number}: {len(cells)} cells but the header has {len(header)}; "
-                "quote cells that contain commas"
+                f"quote cells that contain {SEPARATORS[delimiter]}"
             )
-        rows.append({name: cell.strip() for name, cell in zip(header, cells)})
+        cells = [cell.strip() for cell in cells]
+        if delimiter == ";":
+            cells = [DECIMAL_COMMA.sub(r"\1.\2", cell) for cell in cells]
+        rows.append(dict(zip(header, cells)))
     if not rows:
         raise UserError(f"{path}: the CSV has a header but no data rows")
     return Table(path=path, header=header, rows=rows, numbers=[number for number, _ in lines[1:]])
