@@ -55,3 +55,31 @@ def test_rgba_drops_alpha(tmp_path):
     io.imsave(tmp_path / "a.png", pixels, check_contrast=False)
     array, _ = load_input(tmp_path / "a.png", input_spec("image", "image", (8, 8), 3))
     assert array.shape == (3, 8, 8) and (array[0] == 200).all() and (array[1:] == 0).all()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "JPEG"])
+def test_a_photo_with_an_exif_orientation_reads_as_viewers_show_it(tmp_path, orientation, fmt):
+    """Phones store a portrait photo sideways with an EXIF orientation that every viewer, browser
+    and annotation tool honouring it applies: the pixels read are those they show (Pillow's
+    exif_transpose), from a file, from an upload's bytes, and as a palette label map's indices."""
+    from PIL import Image, ImageOps
+
+    from cnn_factory.images import read_image
+
+    stored = (np.arange(4 * 6 * 3).reshape(4, 6, 3) * 3).astype(np.uint8)  # (H, W) = (4, 6): no symmetry
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"photo.{fmt.lower()}"
+    lossless = {"JPEG": {"quality": 100}, "WEBP": {"lossless": True}}.get(fmt, {})
+    Image.fromarray(stored).save(path, format=fmt, exif=exif.tobytes(), **lossless)
+    with Image.open(path) as img:
+        shown = np.asarray(ImageOps.exif_transpose(img))
+    assert shown.shape[:2] == ((6, 4) if orientation >= 5 else (4, 6))
+    assert np.array_equal(read_image(path), shown) and np.array_equal(read_image(path.read_bytes()), shown)
+
+    if fmt == "PNG":
+        palette = Image.fromarray(stored[..., 0] // 3).convert("P")
+        palette.save(path, exif=exif.tobytes())
+        with Image.open(path) as img:
+            assert np.array_equal(read_image(path, indices=True), np.asarray(ImageOps.exif_transpose(img)))

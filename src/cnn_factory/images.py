@@ -4,6 +4,8 @@ TIFF goes through tifffile, every other format through imageio (pillow): the sam
 `skimage.io.imread` calls, with its channel-axis fix. Importing skimage.io costs ~0.4 s (it loads
 scipy and the colour module); these ~0.07 s, which every stage, `predict` and `validate` pay at start.
 A palette image's indices (a label map as annotation tools save it) come from Pillow directly.
+A file whose EXIF orientation says viewers turn it (photos taken in portrait) is read turned as
+they show it, as browsers and annotation tools that honour the tag draw it.
 A source is a file or the bytes of one (an upload to `cnn-factory serve`), decoded the same way.
 """
 
@@ -16,6 +18,18 @@ import numpy as np
 
 Source = str | Path | bytes  # a file, or an image file's bytes (decoded in memory)
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, either byte order
+EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> what turns the stored (H, W, ...) pixels as every viewer shows them (Pillow's
+# ImageOps.exif_transpose): cameras and phones store a portrait photo sideways and set this tag
+UPRIGHT = {
+    2: lambda a: a[:, ::-1],  # mirrored
+    3: lambda a: a[::-1, ::-1],  # upside down
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),  # a portrait photo taken with the phone upright
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
 
 
 def _is_tiff(source: Source) -> bool:
@@ -33,7 +47,9 @@ def read_image(path: Source, indices: bool = False) -> np.ndarray:
     """The file's pixels: (H, W) or (H, W, C), in the file's own dtype.
 
     A palette image (mode "P": a PNG as annotation tools export label maps, Pascal VOC style)
-    gives its colours, or with `indices` its palette indices as (H, W) uint8."""
+    gives its colours, or with `indices` its palette indices as (H, W) uint8. A JPEG, PNG or
+    WebP with an EXIF orientation comes turned as viewers show it (`UPRIGHT`)."""
+    orientation = 1
     if _is_tiff(path):
         import tifffile
 
@@ -41,14 +57,18 @@ def read_image(path: Source, indices: bool = False) -> np.ndarray:
     else:
         import imageio.v3 as iio
 
-        palette = _palette_indices(path) if indices else None
+        palette, orientation = _pillow_header(path, indices)
         if palette is not None:
-            return palette
-        # bytes: Pillow decodes them in memory (other plugins may spill them to a temporary file)
-        image = np.asarray(iio.imread(path, plugin="pillow") if isinstance(path, bytes) else iio.imread(path))
+            image = palette
+        elif isinstance(
+            path, bytes
+        ):  # Pillow decodes them in memory (other plugins may spill them to a temporary file)
+            image = np.asarray(iio.imread(path, plugin="pillow"))
+        else:
+            image = np.asarray(iio.imread(path))
     if image.ndim > 2 and image.shape[-1] not in (3, 4) and image.shape[-3] in (3, 4):  # channels first
         image = np.moveaxis(image, -3, -1)
-    return image
+    return np.ascontiguousarray(UPRIGHT[orientation](image)) if orientation in UPRIGHT else image
 
 
 def read_pixels(path: Source, indices: bool = False) -> np.ndarray:
@@ -60,16 +80,22 @@ def read_pixels(path: Source, indices: bool = False) -> np.ndarray:
     return image[..., :-1] if image.ndim == 3 and image.shape[-1] in (2, 4) else image
 
 
-def _palette_indices(path: Source) -> np.ndarray | None:
-    """A palette image's indices, straight from Pillow (imageio expands the palette to RGB); None otherwise."""
+def _pillow_header(source: Source, indices: bool) -> tuple[np.ndarray | None, int]:
+    """From Pillow's read of the header: with `indices`, a palette image's indices (imageio expands
+    the palette to RGB), else None; and the EXIF orientation (1: upright as stored)."""
     from PIL import Image
 
     try:
-        img = Image.open(_opened(path))  # reads the header only
+        img = Image.open(_opened(source))  # reads the header only
     except Exception:  # not an image Pillow knows: imageio tries, and says why it cannot
-        return None
+        return None, 1
     with img:
-        return np.asarray(img) if img.mode == "P" else None
+        orientation = 1
+        if raw := img.info.get("exif"):  # JPEG, WebP and PNG hold it in the header: nothing is decoded
+            exif = Image.Exif()
+            exif.load(raw)
+            orientation = exif.get(EXIF_ORIENTATION, 1)
+        return (np.asarray(img) if indices and img.mode == "P" else None), orientation
 
 
 def encode_png(image: np.ndarray, palette: bytes | None = None) -> bytes:
