@@ -99,6 +99,11 @@ def test_windows_line_endings_bom_and_quoted_paths_just_work(params, example_dir
     assert table.header == ["image", "labels", "majority", "round_px"]
     assert len(rows) == 24
 
+    lines[2] = lines[2].replace("/", "\\")  # images\0001.png, as paths are written on Windows
+    csv_path.write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8"))
+    _, _, windows_rows = validate_and_load(config_for(params, example_dir, None, "windows.csv"))
+    assert rows[1] and all(np.array_equal(windows_rows[1][k], v) for k, v in rows[1].items())
+
 
 @pytest.mark.parametrize("separator", [";", "\t"])
 def test_a_spreadsheet_of_a_decimal_comma_locale_just_works(params, example_dir, separator):

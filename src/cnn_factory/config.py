@@ -101,8 +101,9 @@ class DataConfig(Strict):
 
 
 def resolve_path(value: str, base: Path) -> Path:
-    """Absolute paths as they are (the original cnn-factory's /data mount), relative ones under `base`."""
-    path = Path(value)
+    """Absolute paths as they are (the original cnn-factory's /data mount), relative ones under
+    `base`; a backslash separates folders as in a path written on Windows (`images\\0001.png`)."""
+    path = Path(value.replace("\\", "/"))
     return path if path.is_absolute() else base / path
 
 
