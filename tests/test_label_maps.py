@@ -109,9 +109,58 @@ def test_outputs_sharing_a_table_map_the_label_map_once(params, example_dir):
     params["outputs"]["angular"]["colours"] = dict(reversed(TABLE.items()))  # the same table, in another order
     cfg = config_for(params, example_dir)
     table = Table("data.csv", ["labels"], [{"labels": f"labels/{path.name}"}], [2])
-    maps = RowLabelMaps(table, 0, cfg.data, grid_for(cfg.first_input), None)
+    maps = RowLabelMaps(table, 0, cfg.data, grid_for(cfg.first_input), None, declared={"labels": (0, 1, 2, 3)})
     round_values = maps.values_for(cfg.outputs["round"])
     assert round_values is maps.values_for(cfg.outputs["angular"]) and len(maps.values) == 1
+
+
+SPREAD = np.array([0, 80, 160, 240], np.uint8)  # label values 0..3 spread apart, as a grey JPEG mask holds them
+
+
+def write_jpeg_label_maps(example_dir: Path, colours: bool = False) -> None:
+    """The example's label maps as JPEG files beside the PNGs (grey with values spread apart, or
+    coloured), and the CSV naming them."""
+    for path in label_files(example_dir):
+        labels = iio.imread(path)
+        pixels = colour_mask(labels) if colours else SPREAD[labels]
+        Image.fromarray(pixels).save(path.with_suffix(".jpg"), quality=90)
+    lines = [line.split(",") for line in rows_of(example_dir)]
+    for cells in lines[1:]:
+        cells[1] = cells[1].replace(".png", ".jpg")  # the label-map column
+    (example_dir / "data.csv").write_text("\n".join(",".join(cells) for cells in lines))
+
+
+def test_jpeg_label_maps_are_snapped_to_the_values_the_outputs_look_for(params, example_dir, capsys):
+    """JPEG blurs a label map's values along every edge; each pixel is read as the nearest of the
+    values that the outputs reading the column look for, all of them, and 0."""
+    truth = originals(example_dir)
+    write_jpeg_label_maps(example_dir)
+    params["outputs"]["round"]["label"] = 80
+    params["outputs"]["angular"]["label"] = [160, 240]
+    table, _, rows = validate_and_load(config_for(params, example_dir))
+    stored = [iio.imread(example_dir / row["labels"]) for row in table.rows]
+    assert not all(np.isin(s, SPREAD).all() for s in stored)  # the files hold blurred values: snapping is needed
+    for i, row in enumerate(table.rows):
+        labels = truth[row["labels"].replace(".jpg", ".png")]
+        assert np.array_equal(rows[i]["round"], labels == 1)
+        assert np.array_equal(rows[i]["angular"], np.isin(labels, [2, 3]))
+    assert (
+        "row 2, column 'labels': labels/0000.jpg and 23 more label map(s) in the column are JPEG, whose compression "
+        "blurs values along edges: each pixel is read as the nearest of 0, 80, 160, 240; PNG keeps label maps exact"
+    ) in capsys.readouterr().err
+
+
+def test_coloured_jpeg_label_maps_take_the_nearest_listed_colour(params, example_dir):
+    truth = originals(example_dir)
+    write_jpeg_label_maps(example_dir, colours=True)
+    params["outputs"]["round"]["colours"] = TABLE
+    params["outputs"]["angular"]["colours"] = TABLE
+    table, _, rows = validate_and_load(config_for(params, example_dir))
+    agree = [
+        (rows[i]["round"] == (truth[row["labels"].replace(".jpg", ".png")] == 1)).mean()
+        for i, row in enumerate(table.rows)
+    ]
+    assert min(agree) > 0.97  # chroma is stored at half resolution: a pixel on a colour edge may go either way
 
 
 def test_unlisted_colour_names_row_colour_and_key(params, example_dir):

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from cnn_factory.config import PERCENTILES, Config, InputSpec
-from cnn_factory.data.label_maps import label_values, read_label_map
+from cnn_factory.data.label_maps import is_lossy, label_values, read_label_map
 from cnn_factory.data.resample import resample, resample_labels, resampled_shape, target_spacing, to_shape
 from cnn_factory.data.table import Table
 from cnn_factory.errors import UserError
@@ -160,9 +160,12 @@ class Pixels:
             raise UserError(f"{where}: {path} {err}") from None
         return Scan(labels, labels.shape[:2], (1.0, 1.0))
 
-    def label_values(self, labels: Scan, output: MaskOutput, path: Path, where: str) -> np.ndarray:
+    def label_values(
+        self, labels: Scan, output: MaskOutput, path: Path, where: str, declared: tuple[int, ...]
+    ) -> np.ndarray:
+        """The label values `output` picks from; a JPEG's pixels snapped to `declared` (label_maps.py)."""
         try:
-            return label_values(labels.array, output)
+            return label_values(labels.array, output, declared if is_lossy(path) else None)
         except ValueError as err:
             raise UserError(f"{where}: {path} {err}") from None
 
@@ -244,7 +247,9 @@ class Voxels:
         volume = read_label_volume(path, where, self.stated)
         return Scan(volume.array, volume.shape, volume.spacing, volume)
 
-    def label_values(self, labels: Scan, output: MaskOutput, path: Path, where: str) -> np.ndarray:
+    def label_values(
+        self, labels: Scan, output: MaskOutput, path: Path, where: str, declared: tuple[int, ...]
+    ) -> np.ndarray:
         if output.colour_table is not None:
             raise UserError(f"{where}: outputs.{output.name}: label volumes hold label values; remove its colours")
         return labels.array

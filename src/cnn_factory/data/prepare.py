@@ -37,7 +37,7 @@ from cnn_factory.data.row_cache import CACHE_FORMAT, CachedRows, RowCache, recor
 from cnn_factory.data.row_keys import decoding_key, row_key
 from cnn_factory.data.rows import load_row, native_names, pack_native, unpack_native
 from cnn_factory.data.splits import assign_splits, split_report
-from cnn_factory.data.table import Table, check_columns, check_root, read_table, repeated_rows
+from cnn_factory.data.table import Table, check_columns, check_root, lossy_label_maps, read_table, repeated_rows
 from cnn_factory.errors import UserError, listing
 
 CACHE = Path("data/cache")  # decoded rows, kept between runs (dvc.yaml: persist)
@@ -121,6 +121,8 @@ def validate_and_load(
     repeats = repeated_rows(table, cfg, splits)
     if repeats:
         print(f"warning: {repeats}", file=sys.stderr)
+    for warning in lossy_label_maps(table, cfg):
+        print(f"warning: {warning}", file=sys.stderr)
     cache = RowCache(cache_dir, record_dtype(cfg))
     locations, problems, missing = load_rows(table, cfg, cache, workers, stated)
     problems += missing_label_problems(table, cfg, missing)

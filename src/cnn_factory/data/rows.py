@@ -109,7 +109,8 @@ def load_row(table: Table, index: int, cfg: Config, stated: tuple[float, float, 
             result.native[f"{spec.name}.native"] = native
     if first is not None:
         result.size, result.spacing, result.native_size = first.shape, first.spacing, grid.native_size(first)
-    maps = RowLabelMaps(table, index, cfg.data, grid, first)
+    declared = {o.column: cfg.outputs.label_values(o.column) for o in cfg.outputs.spatial.values()}
+    maps = RowLabelMaps(table, index, cfg.data, grid, first, declared)
     for output in cfg.outputs.values():
         labels = None
         if isinstance(output, MaskOutput):  # its cell names a label map
@@ -162,6 +163,7 @@ class RowLabelMaps:
     data: DataConfig
     grid: Grid
     image: Scan | None  # the row's first image, None where it could not be read
+    declared: dict[str, tuple[int, ...]]  # per label-map column: the values its masks look for, and 0
     read: dict[tuple[str, bool], tuple[Path, Scan] | UserError] = field(default_factory=dict)
     values: dict[tuple[str, str], Scan | UserError] = field(default_factory=dict)
 
@@ -197,7 +199,7 @@ class RowLabelMaps:
         path, labels = read
         where = self.table.where(self.index, output.column)
         try:
-            values = self.grid.label_values(labels, output, path, where)
+            values = self.grid.label_values(labels, output, path, where, self.declared[output.column])
         except UserError as err:
             return err
         return Scan(values, labels.shape, labels.spacing, labels.volume)

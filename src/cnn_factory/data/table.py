@@ -146,3 +146,19 @@ def repeated_rows(table: Table, cfg: Config, splits: list[str], limit: int = 10)
             "split and in val or test inflates their figures (the model is scored on what it trained on)"
         )
     return text + "; remove the repeated rows"
+
+
+def lossy_label_maps(table: Table, cfg: Config) -> list[str]:
+    """A warning per label-map column naming JPEG files (by name): their compression blurs label
+    values along every edge, so their pixels are snapped (data/label_maps.py)."""
+    warnings = []
+    for column in dict.fromkeys(o.column for o in cfg.outputs.spatial.values()):
+        rows = [i for i, row in enumerate(table.rows) if row[column].lower().endswith((".jpg", ".jpeg"))]
+        if rows:
+            first = table.where(rows[0], column)
+            warnings.append(
+                f"{first}: {table.rows[rows[0]][column]} and {len(rows) - 1} more label map(s) in the column are "
+                f"JPEG, whose compression blurs values along edges: each pixel is read as the nearest of "
+                f"{', '.join(map(str, cfg.outputs.label_values(column)))}; PNG keeps label maps exact"
+            )
+    return warnings

@@ -85,6 +85,12 @@ class Outputs(dict[str, Output]):
     def trained(self) -> Outputs:
         return Outputs({n: o for n, o in self.items() if o.trained})
 
+    def label_values(self, column: str) -> tuple[int, ...]:
+        """0 and every label value the masks reading `column` look for: what a lossy (JPEG) label
+        map's pixels are snapped to (data/label_maps.py)."""
+        found = {v for o in self.spatial.values() if o.column == column for v in o.label_values}
+        return tuple(sorted(found | {0}))
+
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         # checked as a mapping of at least one definition (`OutputDefinition`), then kept as Outputs

@@ -166,7 +166,8 @@ def masks(cfg: Config, table: Table, index: int, shape: tuple[int, ...], grid: G
         with readable():
             if key not in read:
                 read[key] = grid.read_labels(path, where, colours=key[1])
-            found[name] = output.mask(grid.label_values(read[key], output, path, where), shape) > 0
+            values = grid.label_values(read[key], output, path, where, cfg.outputs.label_values(output.column))
+            found[name] = output.mask(values, shape) > 0
     return found
 
 
