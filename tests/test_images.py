@@ -83,3 +83,19 @@ def test_a_photo_with_an_exif_orientation_reads_as_viewers_show_it(tmp_path, ori
         palette.save(path, exif=exif.tobytes())
         with Image.open(path) as img:
             assert np.array_equal(read_image(path, indices=True), np.asarray(ImageOps.exif_transpose(img)))
+
+
+def test_grey_saved_as_rgb_reads_as_grey_and_colour_does_not(tmp_path):
+    """Grey images saved with three equal channels (X-rays exported as RGB) lose nothing as one
+    channel; an image with colour in it, for a one-channel input, is an error saying so."""
+    grey = (GRADIENT * 255).astype(np.uint8)
+    io.imsave(tmp_path / "grey.png", grey, check_contrast=False)
+    io.imsave(tmp_path / "grey-rgb.png", np.stack([grey] * 3, axis=-1), check_contrast=False)
+    spec = input_spec("image", "image", (16, 16), 1)
+    expected, _ = load_input(tmp_path / "grey.png", spec)
+    as_rgb, _ = load_input(tmp_path / "grey-rgb.png", spec)
+    assert as_rgb.shape == (1, 16, 16) and np.array_equal(as_rgb, expected)
+    tinted = np.stack([grey, grey, grey // 2], axis=-1)
+    io.imsave(tmp_path / "tinted.png", tinted, check_contrast=False)
+    with pytest.raises(ValueError, match=r"has 3 channel\(s\) but inputs.image.channels is 1"):
+        load_input(tmp_path / "tinted.png", spec)
