@@ -38,8 +38,10 @@ EOF
 }
 
 differ=0
-for rev in "$1" "$2"; do
-  sha="$(git -C "$here" rev-parse --short "$rev")"
+# resolved once: a commit made while the runs go on moves HEAD, not the comparison
+a="$(git -C "$here" rev-parse --short "$1")"
+b="$(git -C "$here" rev-parse --short "$2")"
+for sha in "$a" "$b"; do
   for run in "${runs[@]}"; do
     read -r name file sets <<<"$run"
     clone="$work/$sha-$name"
@@ -61,8 +63,6 @@ for rev in "$1" "$2"; do
     )
   done
 done
-a="$(git -C "$here" rev-parse --short "$1")"
-b="$(git -C "$here" rev-parse --short "$2")"
 for run in "${runs[@]}"; do
   read -r name _ <<<"$run"
   for f in eval/metrics.json eval/figures.json; do
