@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from skimage import io
 from skimage.transform import resize
 
@@ -252,6 +253,32 @@ def test_make_csv_pairs_by_stem_and_reports_the_unpaired(tmp_path):
     assert "1 label map(s) without a matching image" in result.stderr and "d.png" in result.stderr
     (raw / "empty").mkdir()
     result = cli("make-csv", str(raw / "images"), str(raw / "empty"), cwd=tmp_path, check=False)
+    assert result.returncode == 1 and "no file names in common" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("images", "labels", "ends"),
+    [  # as public sets name them: ISIC's lesions, DRIVE's retinas
+        (["ISIC_0000000.jpg", "ISIC_0000001.jpg", "ISIC_0000002.jpg"],
+         ["ISIC_0000000_segmentation.png", "ISIC_0000001_segmentation.png"], ("", "_segmentation")),
+        (["21_training.tif", "22_training.tif"], ["21_manual1.gif", "22_manual1.gif"], ("_training", "_manual1")),
+    ],
+)  # fmt: skip
+def test_make_csv_pairs_names_that_differ_by_an_ending_every_file_shares(tmp_path, images, labels, ends):
+    for folder, names in (("images", images), ("labels", labels)):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / folder / name)
+    result = cli("make-csv", "images", "labels", "--out", "data.csv", cwd=tmp_path)
+    assert f"without the ending {ends[0]!r} of every image and {ends[1]!r} of every label map" in result.stdout
+    rows = (tmp_path / "data.csv").read_text().splitlines()[1:]
+    assert rows == [f"images/{i},labels/{label}" for i, label in zip(images, labels)]
+    unpaired = f"1 image(s) without a matching label map: images/{images[-1]}"
+    assert len(images) == len(labels) or unpaired in result.stderr
+
+    for name in labels:  # endings that do not start at a separator are part of the name: nothing pairs
+        (tmp_path / "labels" / name).rename(tmp_path / "labels" / name.replace("_", "", 1))
+    result = cli("make-csv", "images", "labels", "--out", "data.csv", cwd=tmp_path, check=False)
     assert result.returncode == 1 and "no file names in common" in result.stderr
 
 

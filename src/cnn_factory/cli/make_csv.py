@@ -36,6 +36,13 @@ def make_csv(args: argparse.Namespace) -> None:
         return make_coco_csv(args)
     out = Path(args.out)
     images, labels = _by_stem(Path(args.images_dir)), _by_stem(Path(args.labels_dir))
+    if not set(images) & set(labels):  # ISIC_0001 with ISIC_0001_segmentation, 21_training with 21_manual1
+        image_end, label_end = _shared_ending(list(images)), _shared_ending(list(labels))
+        images = {stem.removesuffix(image_end): path for stem, path in images.items()}
+        labels = {stem.removesuffix(label_end): path for stem, path in labels.items()}
+        if set(images) & set(labels):
+            print(f"make-csv: paired by name without the ending {image_end!r} of every image and {label_end!r} of "
+                  "every label map")  # fmt: skip
     pairs = sorted(set(images) & set(labels))
     for what, files, other in (("image", images, "label map"), ("label map", labels, "image")):
         unpaired = sorted(set(files) - set(pairs))
@@ -50,6 +57,18 @@ def make_csv(args: argparse.Namespace) -> None:
         writer.writerow([args.image_column, args.label_column])
         writer.writerows((_relative(images[s], out.parent), _relative(labels[s], out.parent)) for s in pairs)
     print(f"make-csv: {len(pairs)} rows written to {out} (paths relative to {out.parent.resolve()})")
+
+
+def _shared_ending(stems: list[str]) -> str:
+    """The longest ending that every one of several names shares and that starts at a `_`, `-`,
+    `.` or space before the rest of each name: `_segmentation` of ISIC_0001_segmentation and
+    ISIC_0002_segmentation, "" where there is none."""
+    if len(stems) < 2:
+        return ""
+    common = os.path.commonprefix([stem[::-1] for stem in stems])[::-1]
+    shortest = min(len(stem) for stem in stems)
+    starts = [i for i, c in enumerate(common) if c in "_-. " and len(common) - i < shortest]
+    return common[starts[0] :] if starts else ""
 
 
 def _by_stem(folder: Path) -> dict[str, Path]:
