@@ -153,3 +153,90 @@ def test_predict_on_a_series_writes_masks_on_its_grid_as_on_its_nifti_file(serve
         ours, theirs = (read_volume(tmp_path / k / mask / "oblique.nii.gz", "test") for k in ("dicom", "nifti"))
         assert ours.shape == scan.shape and np.allclose(ours.affine, scan.affine, atol=1e-4)
         assert np.array_equal(ours.array, theirs.array) and ours.array.any()
+
+
+def xray(path: Path, stored: np.ndarray, window: tuple[float, float] | None, photometric: str = "MONOCHROME1") -> Path:
+    """A DX image file as X-ray detectors write them: 12-bit unsigned values in 16-bit words."""
+    from pydicom.uid import DigitalXRayImageStorageForPresentation
+
+    from cnn_factory.dicom import _slice
+
+    dataset = _slice(stored.astype(np.int16), "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2")
+    dataset.SOPClassUID = dataset.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    dataset.Modality, dataset.PhotometricInterpretation = "DX", photometric
+    dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 12, 11, 0
+    dataset.PixelData = np.ascontiguousarray(stored, "<u2").tobytes()
+    if window:
+        dataset.WindowCenter, dataset.WindowWidth = window
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_dicom_image_file_reads_through_its_window_as_viewers_show_it(tmp_path):
+    """An X-ray's 12 bits reach 0..255 through its VOI window (values outside it clip), MONOCHROME1
+    turned so that dense is bright; without a window, the image's own range; the file's bytes (an
+    upload) read alike; a label map's stored values come as they are."""
+    from cnn_factory.config import input_spec
+    from cnn_factory.data.grids import read_input
+    from cnn_factory.images import read_image
+
+    stored = np.array([[0, 1000, 1500], [2000, 2500, 4095]], np.uint16)
+    path = xray(tmp_path / "chest", stored, window=(2000.5, 1001))  # 1500..2500 span 0..255 (PS3.3 C.11.2.1.2.1)
+    expected = np.round((1 - np.clip((stored - 1500.0) / 1000, 0, 1)) * 255)  # MONOCHROME1: low values bright
+    assert np.array_equal(read_image(path), expected) and read_image(path).dtype == np.uint8
+    assert np.array_equal(read_image(path.read_bytes()), expected)
+    assert np.array_equal(read_input(path, input_spec("image", "image", (2, 3), 1))[0], expected)
+    assert np.array_equal(read_image(path, indices=True), stored)
+
+    plain = xray(tmp_path / "plain.dcm", stored, window=None, photometric="MONOCHROME2")
+    assert np.array_equal(read_image(plain), np.round(stored / 4095 * 255))
+
+
+def test_a_dicom_file_that_cannot_be_an_image_says_why(tmp_path):
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from cnn_factory.images import read_pixels
+
+    path = xray(tmp_path / "a.dcm", np.zeros((4, 4), np.uint16), window=None)
+    dataset = pydicom.dcmread(path)
+    dataset.NumberOfFrames = 2
+    dataset.PixelData = dataset.PixelData * 2
+    dataset.save_as(tmp_path / "frames.dcm")
+    with pytest.raises(ValueError, match=r"^holds 2 frames \(a multi-frame file\); expected one image per file$"):
+        read_pixels(tmp_path / "frames.dcm")
+    dataset = pydicom.dcmread(path)
+    dataset.file_meta.TransferSyntaxUID = JPEGBaseline8Bit  # compressed, its data no JPEG: not decodable
+    dataset.PixelData = encapsulate([b"\xff\xd8 not a JPEG"])
+    dataset.save_as(tmp_path / "compressed.dcm")
+    with pytest.raises(ValueError, match=r"^cannot be read as a DICOM image \(.*\); export it uncompressed$"):
+        read_pixels(tmp_path / "compressed.dcm")
+
+
+def test_rle_and_jpeg_2000_compressed_dicom_images_read_as_the_uncompressed_file(tmp_path):
+    """The compressions X-ray archives use most that pydicom decodes with what is installed (its
+    own RLE decoder, Pillow's OpenJPEG): the same pixels as the uncompressed file."""
+    import io
+
+    import pydicom
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless, RLELossless
+
+    from cnn_factory.images import read_image
+
+    stored = (np.arange(24 * 32).reshape(24, 32) * 5 % 4096).astype(np.uint16)
+    plain = read_image(xray(tmp_path / "plain.dcm", stored, window=(2048, 4096)))
+    dataset = pydicom.dcmread(tmp_path / "plain.dcm")
+    dataset.compress(RLELossless)
+    dataset.save_as(tmp_path / "rle.dcm")
+    codestream = io.BytesIO()
+    Image.fromarray(stored).save(codestream, format="JPEG2000", irreversible=False, no_jp2=True)
+    dataset = pydicom.dcmread(tmp_path / "plain.dcm")
+    dataset.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    dataset.PixelData = encapsulate([codestream.getvalue()])
+    dataset.save_as(tmp_path / "j2k.dcm")
+    for name in ("rle.dcm", "j2k.dcm"):
+        assert pydicom.dcmread(tmp_path / name).file_meta.TransferSyntaxUID.is_compressed
+        assert np.array_equal(read_image(tmp_path / name), plain)

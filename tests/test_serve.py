@@ -117,6 +117,21 @@ def test_a_jpeg_and_a_16_bit_tiff_are_read_as_predict_reads_them(client, served)
     jpeg = io.BytesIO()
     Image.fromarray(rgb).save(jpeg, format="JPEG")
     assert client.post("/predict", files={"image": ("a.jpg", jpeg.getvalue(), "image/jpeg")}).status_code == 200
+    dicom = client.post("/infer", content=rgb_dicom(rgb), headers={"Content-Type": "application/dicom"})
+    assert dicom.status_code == 200 and dicom.content == png.content
+
+
+def rgb_dicom(rgb: np.ndarray) -> bytes:
+    """A colour DICOM file (a slide, a dermoscopy image) holding `rgb` as it is."""
+    from cnn_factory.dicom import _slice
+
+    dataset = _slice(np.zeros(rgb.shape[:2], np.int16), "1.2.826.0.1.3680043.8.498.3", "1.2.826.0.1.3680043.8.498.4")
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation, dataset.PlanarConfiguration = 3, "RGB", 0
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 8, 8, 7, 0
+    dataset.PixelData = np.ascontiguousarray(rgb, np.uint8).tobytes()
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def bad_requests(served) -> dict:

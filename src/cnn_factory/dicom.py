@@ -26,6 +26,7 @@ affine, not to its last bit.
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,52 @@ def read_series(folder: Path, where: str) -> tuple[np.ndarray, tuple[float, floa
     affine = LPS_TO_RAS @ lps
     spacing = (float(np.linalg.norm(step)), row_spacing, column_spacing)
     return _voxels(files, folder, where)[None], spacing, affine
+
+
+class DicomImageError(ValueError):
+    """A DICOM file that is no image this reads: the message says why and what to do."""
+
+
+def read_image(source: str | Path | bytes, values: bool = False) -> np.ndarray:
+    """One DICOM file's image (an X-ray, a mammogram, a slide, one slice of a series), from the file
+    or its bytes. Grey: its stored values through the rescale (RescaleSlope, RescaleIntercept)
+    and the first VOI window (WindowCenter, WindowWidth; without one, the image's own range) to
+    (H, W) uint8, MONOCHROME1 turned so that bright is dense, as viewers show it. Colour (RGB,
+    YCbCr): (H, W, 3) as stored. With `values`, the stored values as they are (a label map).
+    DicomImageError says what cannot be read."""
+    import pydicom
+    from pydicom.multival import MultiValue
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source)
+        pixels = dataset.pixel_array
+    except Exception as err:  # pydicom raises many types: a damaged file, a compression without its decoder
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DicomImageError(f"cannot be read as a DICOM image ({detail}); export it uncompressed") from None
+    frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise DicomImageError(f"holds {frames} frames (a multi-frame file); expected one image per file")
+    if values or pixels.ndim == 3:
+        return pixels
+    grey = apply_modality_lut(pixels, dataset).astype(np.float64)
+    center, width = getattr(dataset, "WindowCenter", None), getattr(dataset, "WindowWidth", None)
+    if center is not None and width is not None:  # DICOM's linear window (PS3.3 C.11.2.1.2.1)
+        center, width = (float(v[0] if isinstance(v, MultiValue) else v) for v in (center, width))
+        low, high = center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2
+    else:
+        low, high = float(grey.min()), float(grey.max())
+    scaled = np.clip((grey - low) / max(high - low, 1e-6), 0, 1)
+    if str(getattr(dataset, "PhotometricInterpretation", "")) == "MONOCHROME1":  # stored with dense dark
+        scaled = 1 - scaled
+    return np.round(scaled * 255).astype(np.uint8)
+
+
+def is_file(source: str | Path | bytes) -> bool:
+    """A DICOM file (or its bytes): the `DICM` marker after the 128-byte preamble."""
+    if isinstance(source, bytes):
+        return source[128:132] == b"DICM"
+    return _is_dicom(Path(source))
 
 
 def _is_dicom(path: Path) -> bool:

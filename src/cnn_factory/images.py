@@ -4,6 +4,7 @@ TIFF goes through tifffile, every other format through imageio (pillow): the sam
 `skimage.io.imread` calls, with its channel-axis fix. Importing skimage.io costs ~0.4 s (it loads
 scipy and the colour module); these ~0.07 s, which every stage, `predict` and `validate` pay at start.
 A palette image's indices (a label map as annotation tools save it) come from Pillow directly.
+A DICOM file (an X-ray, a mammogram) is read through its rescale and VOI window (dicom.py).
 A file whose EXIF orientation says viewers turn it (photos taken in portrait) is read turned as
 they show it, as browsers and annotation tools that honour the tag draw it.
 A source is a file or the bytes of one (an upload to `cnn-factory serve`), decoded the same way.
@@ -15,6 +16,8 @@ import io
 from pathlib import Path
 
 import numpy as np
+
+from cnn_factory import dicom
 
 Source = str | Path | bytes  # a file, or an image file's bytes (decoded in memory)
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, either byte order
@@ -50,6 +53,8 @@ def read_image(path: Source, indices: bool = False) -> np.ndarray:
     gives its colours, or with `indices` its palette indices as (H, W) uint8. A JPEG, PNG or
     WebP with an EXIF orientation comes turned as viewers show it (`UPRIGHT`)."""
     orientation = 1
+    if dicom.is_file(path):  # an X-ray or slide as a DICOM file: windowed to 0..255 as viewers show it
+        return dicom.read_image(path, values=indices)
     if _is_tiff(path):
         import tifffile
 
@@ -75,6 +80,8 @@ def read_pixels(path: Source, indices: bool = False) -> np.ndarray:
     """read_image less its alpha channel; any decoder's failure is a ValueError saying it is not an image."""
     try:
         image = read_image(path, indices)
+    except dicom.DicomImageError:  # says itself what is wrong with the file
+        raise
     except Exception as err:  # decoders raise many types; all mean "not an image"
         raise ValueError(f"cannot be read as an image ({type(err).__name__}: {err})") from None
     return image[..., :-1] if image.ndim == 3 and image.shape[-1] in (2, 4) else image
