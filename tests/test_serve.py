@@ -120,6 +120,16 @@ def test_a_jpeg_and_a_16_bit_tiff_are_read_as_predict_reads_them(client, served)
     dicom = client.post("/infer", content=rgb_dicom(rgb), headers={"Content-Type": "application/dicom"})
     assert dicom.status_code == 200 and dicom.content == png.content
 
+    # the page draws the masks over the upload; one a browser cannot draw comes back as read
+    answers = {
+        kind: client.post("/predict", files={"image": (f"a.{kind}", data, "application/octet-stream")}).json()
+        for kind, data in (("png", png_bytes(rgb)), ("tif", buffer.getvalue()), ("dcm", rgb_dicom(rgb)))
+    }
+    assert "picture" not in answers["png"]
+    for kind in ("tif", "dcm"):
+        picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(answers[kind]["picture"]))))
+        assert np.array_equal(picture, rgb) and answers[kind]["outputs"] == answers["png"]["outputs"]
+
 
 def rgb_dicom(rgb: np.ndarray) -> bytes:
     """A colour DICOM file (a slide, a dermoscopy image) holding `rgb` as it is."""

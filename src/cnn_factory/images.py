@@ -106,7 +106,7 @@ def _pillow_header(source: Source, indices: bool) -> tuple[np.ndarray | None, in
 
 
 def encode_png(image: np.ndarray, palette: bytes | None = None) -> bytes:
-    """(H, W) uint8 pixels as PNG bytes; with a palette (RGB triplets), an index PNG (mode P)."""
+    """(H, W) or (H, W, 3) uint8 pixels as PNG bytes; with a palette (RGB triplets), an index PNG (mode P)."""
     from PIL import Image
 
     img = Image.fromarray(image)

@@ -24,7 +24,16 @@ from cnn_factory.images import encode_png
 from cnn_factory.model import model_files
 from cnn_factory.outputs import Writer
 from cnn_factory.predict import Loaded, Predictor
-from cnn_factory.serve.uploads import TAKES, BadRequest, Takes, form_files, raw_body, read_body, uploaded_files
+from cnn_factory.serve.uploads import (
+    TAKES,
+    BadRequest,
+    Takes,
+    browser_shows,
+    form_files,
+    raw_body,
+    read_body,
+    uploaded_files,
+)
 
 MAX_BYTES = 64 * 2**20  # an upload's size
 MAX_PIXELS = 100_000_000  # an image's height x width (a decoded 100 MP RGB image is 300 MB), a scan's voxels
@@ -85,18 +94,25 @@ class Service:
             raise BadRequest(413, f"{what} is {shown} {unit}; this server takes at most {self.max_pixels}")
         return loaded, self.predictor.predict([loaded], self.threshold)[0]
 
-    def answer(self, loaded: Loaded, values: dict[str, np.ndarray]) -> dict[str, Any]:
+    def answer(self, loaded: Loaded, values: dict[str, np.ndarray], shown: bool = True) -> dict[str, Any]:
+        """`/predict`'s JSON; `shown`: a browser draws the upload itself (else it comes as a picture)."""
         outputs = {
             n: {"kind": o.kind, **Writer.of(o).answer(values[n], loaded.size, self.threshold, loaded.affine)}
             for n, o in self.predictor.outputs.items()
         }
-        return {"model": self.model_file.name, **self.described(loaded), "outputs": outputs}
+        return {"model": self.model_file.name, **self.described(loaded, shown), "outputs": outputs}
 
-    def described(self, loaded: Loaded) -> dict[str, Any]:
-        """The upload's own size: an image's; a scan's with its spacing and its middle slice as a
-        PNG (the first channel, at the masks' height and width), which the page draws them over."""
+    def described(self, loaded: Loaded, shown: bool) -> dict[str, Any]:
+        """The upload's own size: an image's, with the image as read as a PNG where a browser cannot
+        draw its file (TIFF, DICOM); a scan's with its spacing and its middle slice as a PNG (the
+        first channel, at the masks' height and width). The page draws the masks over them."""
         if loaded.spacing is None:
-            return {"image": {"height": loaded.size[0], "width": loaded.size[1]}}
+            size = {"image": {"height": loaded.size[0], "width": loaded.size[1]}}
+            if shown:
+                return size
+            # (H, W, 3) RGB, else the first channel (H, W)
+            image = np.moveaxis(loaded.pixels, 0, -1) if len(loaded.pixels) == 3 else loaded.pixels[0]
+            return {**size, "picture": base64.b64encode(encode_png(image)).decode("ascii")}
         depth, height, width = loaded.size
         middle = loaded.pixels[:1, len(loaded.pixels[0]) // 2]  # at the model's spacing
         picture = encode_png(resize_image(middle, (height, width))[0])
@@ -188,7 +204,9 @@ def add_routes(app: FastAPI, service: Service) -> None:
         sources = uploaded_files(list(service.predictor.inputs), fields, service.takes)
         name = None if output is None else service.mask_name(output)
         loaded, values = await service.predict(sources)
-        return service.answer(loaded, values) if name is None else service.mask_file(loaded, values, name)
+        if name is not None:
+            return service.mask_file(loaded, values, name)
+        return service.answer(loaded, values, shown=browser_shows(next(iter(sources.values()))))
 
     @app.post("/infer")
     async def infer(request: Request, output: str | None = None) -> Response:

@@ -17,6 +17,14 @@ from cnn_factory.volumes import stated_voxels
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/tiff", "image/bmp", "image/gif", "image/webp")
 
 
+BROWSER_FORMATS = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")  # PNG, JPEG, GIF, BMP (and WebP: browser_shows)
+
+
+def browser_shows(data: bytes) -> bool:
+    """Whether a browser draws the upload itself (PNG, JPEG, GIF, BMP, WebP); TIFF and DICOM it does not."""
+    return data.startswith(BROWSER_FORMATS) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
 class BadRequest(Exception):
     """A request the server cannot use: answered with `status` and a one-line `{"error": ...}`."""
 
