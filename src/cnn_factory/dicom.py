@@ -93,7 +93,7 @@ def read_image(source: str | Path | bytes, values: bool = False) -> np.ndarray:
     frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
     if frames > 1:
         raise DicomImageError(f"holds {frames} frames (a multi-frame file); expected one image per file")
-    if values or pixels.ndim == 3:
+    if values or int(getattr(dataset, "SamplesPerPixel", 1)) > 1:  # a label map's values; colour as stored
         return pixels
     grey = apply_modality_lut(pixels, dataset).astype(np.float64)
     center, width = getattr(dataset, "WindowCenter", None), getattr(dataset, "WindowWidth", None)
