@@ -145,7 +145,7 @@ def test_jpeg_label_maps_are_snapped_to_the_values_the_outputs_look_for(params, 
         assert np.array_equal(rows[i]["round"], labels == 1)
         assert np.array_equal(rows[i]["angular"], np.isin(labels, [2, 3]))
     assert (
-        "row 2, column 'labels': labels/0000.jpg and 23 more label map(s) in the column are JPEG, whose compression "
+        "row 2, column 'labels': labels/0000.jpg and 23 more label maps in the column are JPEG, whose compression "
         "blurs values along edges: each pixel is read as the nearest of 0, 80, 160, 240; PNG keeps label maps exact"
     ) in capsys.readouterr().err
 

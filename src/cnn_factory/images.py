@@ -65,9 +65,7 @@ def read_image(path: Source, indices: bool = False) -> np.ndarray:
         palette, orientation = _pillow_header(path, indices)
         if palette is not None:
             image = palette
-        elif isinstance(
-            path, bytes
-        ):  # Pillow decodes them in memory (other plugins may spill them to a temporary file)
+        elif isinstance(path, bytes):  # Pillow decodes bytes in memory (other plugins may spill them to a file)
             image = np.asarray(iio.imread(path, plugin="pillow"))
         else:
             image = np.asarray(iio.imread(path))

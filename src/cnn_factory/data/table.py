@@ -155,10 +155,10 @@ def lossy_label_maps(table: Table, cfg: Config) -> list[str]:
     for column in dict.fromkeys(o.column for o in cfg.outputs.spatial.values()):
         rows = [i for i, row in enumerate(table.rows) if row[column].lower().endswith((".jpg", ".jpeg"))]
         if rows:
-            first = table.where(rows[0], column)
+            first = f"{table.where(rows[0], column)}: {table.rows[rows[0]][column]}"
+            files = f"{first} and {len(rows) - 1} more label maps in the column are" if len(rows) > 1 else f"{first} is"
             warnings.append(
-                f"{first}: {table.rows[rows[0]][column]} and {len(rows) - 1} more label map(s) in the column are "
-                f"JPEG, whose compression blurs values along edges: each pixel is read as the nearest of "
+                f"{files} JPEG, whose compression blurs values along edges: each pixel is read as the nearest of "
                 f"{', '.join(map(str, cfg.outputs.label_values(column)))}; PNG keeps label maps exact"
             )
     return warnings
