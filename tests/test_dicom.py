@@ -174,7 +174,7 @@ def xray(path: Path, stored: np.ndarray, window: tuple[float, float] | None, pho
 
 def test_a_dicom_image_file_reads_through_its_window_as_viewers_show_it(tmp_path):
     """An X-ray's 12 bits reach 0..255 through its VOI window (values outside it clip), MONOCHROME1
-    turned so that dense is bright; without a window, the image's own range; the file's bytes (an
+    inverted (its lowest value shown white); without a window, the image's own range; the file's bytes (an
     upload) read alike; a label map's stored values come as they are."""
     from cnn_factory.config import input_spec
     from cnn_factory.data.grids import read_input

@@ -79,7 +79,7 @@ def read_image(source: str | Path | bytes, values: bool = False) -> np.ndarray:
     """One DICOM file's image (an X-ray, a mammogram, a slide, one slice of a series), from the file
     or its bytes. Grey: its stored values through the rescale (RescaleSlope, RescaleIntercept)
     and the first VOI window (WindowCenter, WindowWidth; without one, the image's own range) to
-    (H, W) uint8, MONOCHROME1 turned so that bright is dense, as viewers show it. Colour (RGB,
+    (H, W) uint8, MONOCHROME1 (its lowest value shown white) inverted, as viewers show it. Colour (RGB,
     YCbCr): (H, W, 3) as stored. With `values`, the stored values as they are (a label map).
     DicomImageError says what cannot be read."""
     import pydicom
@@ -105,7 +105,7 @@ def read_image(source: str | Path | bytes, values: bool = False) -> np.ndarray:
     else:
         low, high = float(grey.min()), float(grey.max())
     scaled = np.clip((grey - low) / max(high - low, 1e-6), 0, 1)
-    if str(getattr(dataset, "PhotometricInterpretation", "")) == "MONOCHROME1":  # stored with dense dark
+    if str(getattr(dataset, "PhotometricInterpretation", "")) == "MONOCHROME1":  # its lowest value shown white
         scaled = 1 - scaled
     return np.round(scaled * 255).astype(np.uint8)
 
