@@ -240,3 +240,20 @@ def test_rle_and_jpeg_2000_compressed_dicom_images_read_as_the_uncompressed_file
     for name in ("rle.dcm", "j2k.dcm"):
         assert pydicom.dcmread(tmp_path / name).file_meta.TransferSyntaxUID.is_compressed
         assert np.array_equal(read_image(tmp_path / name), plain)
+
+
+def test_make_csv_pairs_dicom_files_named_by_their_uid_or_without_a_suffix(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for name in ("1.2.826.0.1.3680043.8.498.11", "IM0002"):  # as PACS exports name them
+        xray(tmp_path / "images" / name, np.zeros((4, 4), np.uint16), window=None)
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "labels" / f"{name}.png")
+    (tmp_path / "images" / "README").write_text("not an image")
+    cli("make-csv", "images", "labels", "--out", "data.csv", cwd=tmp_path)
+    assert (tmp_path / "data.csv").read_text().splitlines() == [
+        "image,labels",
+        "images/1.2.826.0.1.3680043.8.498.11,labels/1.2.826.0.1.3680043.8.498.11.png",
+        "images/IM0002,labels/IM0002.png",
+    ]

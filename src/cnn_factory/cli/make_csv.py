@@ -12,6 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from cnn_factory import dicom
 from cnn_factory.dicom import is_series
 from cnn_factory.errors import UserError, listing
 
@@ -77,7 +78,8 @@ def _by_stem(folder: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         stem, suffix = _stem_and_suffix(path)
-        if path.is_dir() and is_series(path):  # a folder of one DICOM series' slices: a scan
+        # a folder of one DICOM series' slices (a scan), or a DICOM file named by its UID or bare: by the whole name
+        if (path.is_dir() and is_series(path)) or (suffix not in IMAGE_SUFFIXES and dicom.is_file(path)):
             stem, suffix = path.name, ".dcm"
         if suffix not in IMAGE_SUFFIXES or path.name.startswith("."):
             continue
