@@ -20,6 +20,8 @@ import numpy as np
 from cnn_factory import dicom
 
 Source = str | Path | bytes  # a file, or an image file's bytes (decoded in memory)
+# what names an image or scan file: make-csv pairs such files, predict names masks after them without it
+SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".nii", ".nii.gz", ".dcm"}
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, either byte order
 EXIF_ORIENTATION = 0x0112
 # EXIF orientation -> what turns the stored (H, W, ...) pixels as every viewer shows them (Pillow's

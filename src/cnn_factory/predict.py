@@ -35,6 +35,7 @@ from cnn_factory.data.table import read_table
 from cnn_factory.device import pick_device
 from cnn_factory.dicom import is_series
 from cnn_factory.errors import UserError
+from cnn_factory.images import SUFFIXES
 from cnn_factory.inference import predict_batch, predict_tiled, upsample
 from cnn_factory.model import model_files
 from cnn_factory.native import Network, load_models
@@ -221,6 +222,9 @@ def read_batch(
 
 
 def stem(path: Path) -> str:
-    """A file's name without its extension: `scan` of scan.png and of scan.nii.gz."""
+    """A file's name without its extension: `scan` of scan.png and of scan.nii.gz; a name without
+    an image's or scan's suffix whole (a DICOM file named by its UID, 1.2.826.0.1.3680043.8.498.11)."""
     name = path.name
-    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
+    if name.lower().endswith(".nii.gz"):
+        return name[: -len(".nii.gz")]
+    return path.stem if path.suffix.lower() in SUFFIXES else name

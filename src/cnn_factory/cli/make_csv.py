@@ -15,8 +15,7 @@ from pathlib import Path
 from cnn_factory import dicom
 from cnn_factory.dicom import is_series
 from cnn_factory.errors import UserError, listing
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".nii", ".nii.gz", ".dcm"}
+from cnn_factory.images import SUFFIXES
 
 
 def _stem_and_suffix(path: Path) -> tuple[str, str]:
@@ -79,9 +78,9 @@ def _by_stem(folder: Path) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         stem, suffix = _stem_and_suffix(path)
         # a folder of one DICOM series' slices (a scan), or a DICOM file named by its UID or bare: by the whole name
-        if (path.is_dir() and is_series(path)) or (suffix not in IMAGE_SUFFIXES and dicom.is_file(path)):
+        if (path.is_dir() and is_series(path)) or (suffix not in SUFFIXES and dicom.is_file(path)):
             stem, suffix = path.name, ".dcm"
-        if suffix not in IMAGE_SUFFIXES or path.name.startswith("."):
+        if suffix not in SUFFIXES or path.name.startswith("."):
             continue
         if stem in files:
             raise UserError(f"{folder}: {files[stem].name} and {path.name} share the name {stem!r}")
