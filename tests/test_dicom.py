@@ -270,3 +270,37 @@ def test_predict_names_masks_after_a_dicom_files_whole_uid(tmp_path):
     items = collect_images([str(tmp_path / "1.2.*")], {"image": "image"})
     assert [stem(item["image"]) for item in items] == names
     assert stem(tmp_path / "a.png") == "a" and stem(tmp_path / "scan.nii.gz") == "scan"
+
+
+PATIENT_COLUMN = "patient"
+
+
+def test_make_csv_writes_dicom_images_patient_ids_for_the_split_by_patient(tmp_path):
+    """Several X-rays of one patient must land in one split: make-csv writes each DICOM image's
+    PatientID into a column the planner proposes as data.split.group; not where they name one patient."""
+    import pydicom
+    from PIL import Image
+
+    from cnn_factory.plan.fingerprint import OWNER_WORDS
+
+    assert PATIENT_COLUMN in OWNER_WORDS  # what cnn-factory plan proposes as data.split.group
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for name, patient in (("a", "P1"), ("b", "P1"), ("c", "P2"), ("d", "P3")):
+        path = xray(tmp_path / "images" / f"{name}.dcm", np.zeros((4, 4), np.uint16), window=None)
+        dataset = pydicom.dcmread(path)
+        dataset.PatientID = patient
+        dataset.save_as(path)
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "labels" / f"{name}.png")
+    out = cli("make-csv", "images", "labels", "--out", "data.csv", cwd=tmp_path).stdout
+    lines = (tmp_path / "data.csv").read_text().splitlines()
+    assert lines[0] == "image,labels,patient"
+    assert [line.split(",")[-1] for line in lines[1:]] == ["P1", "P1", "P2", "P3"]
+    assert "column 'patient' holds each image's DICOM PatientID (3 patients); data.split.group: patient" in out
+
+    for name in "abcd":  # anonymised: one PatientID for all, which would put every image in one split
+        dataset = pydicom.dcmread(tmp_path / "images" / f"{name}.dcm")
+        dataset.PatientID = "ANONYMOUS"
+        dataset.save_as(tmp_path / "images" / f"{name}.dcm")
+    cli("make-csv", "images", "labels", "--out", "data.csv", cwd=tmp_path)
+    assert (tmp_path / "data.csv").read_text().splitlines()[0] == "image,labels"

@@ -110,6 +110,22 @@ def read_image(source: str | Path | bytes, values: bool = False) -> np.ndarray:
     return np.round(scaled * 255).astype(np.uint8)
 
 
+def patient_id(path: Path) -> str | None:
+    """The PatientID a DICOM file or series folder names (from a header alone); None for another
+    file, and for a DICOM file without one."""
+    import pydicom
+
+    if is_series(path):
+        path = next(p for p in sorted(path.iterdir()) if _is_dicom(p))
+    elif not _is_dicom(path):
+        return None
+    try:
+        found = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"]).get("PatientID")
+    except Exception:  # a damaged header: prepare says what is wrong with the file
+        return None
+    return (str(found).strip() or None) if found else None
+
+
 def is_file(source: str | Path | bytes) -> bool:
     """A DICOM file (or its bytes): the `DICM` marker after the 128-byte preamble."""
     if isinstance(source, bytes):

@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 
 from cnn_factory import dicom
-from cnn_factory.dicom import is_series
+from cnn_factory.dicom import is_series, patient_id
 from cnn_factory.errors import UserError, listing
 from cnn_factory.images import SUFFIXES
+
+PATIENT = "patient"  # the column of DICOM images' PatientID
 
 
 def _stem_and_suffix(path: Path) -> tuple[str, str]:
@@ -51,12 +53,27 @@ def make_csv(args: argparse.Namespace) -> None:
             print(f"warning: {len(unpaired)} {what}(s) without a matching {other}: {shown}", file=sys.stderr)
     if not pairs:
         raise UserError(f"{args.images_dir} and {args.labels_dir}: no file names in common; nothing to pair")
+    patients = _patients([images[s] for s in pairs], [args.image_column, args.label_column])
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow([args.image_column, args.label_column])
-        writer.writerows((_relative(images[s], out.parent), _relative(labels[s], out.parent)) for s in pairs)
+        writer.writerow([args.image_column, args.label_column, *([PATIENT] if patients else [])])
+        for i, s in enumerate(pairs):
+            row = [_relative(images[s], out.parent), _relative(labels[s], out.parent)]
+            writer.writerow(row + [patients[i]] if patients else row)
     print(f"make-csv: {len(pairs)} rows written to {out} (paths relative to {out.parent.resolve()})")
+    if patients:
+        print(f"make-csv: column '{PATIENT}' holds each image's DICOM PatientID ({len(set(patients))} patients); "
+              f"data.split.group: {PATIENT} keeps each patient's images in one split")  # fmt: skip
+
+
+def _patients(images: list[Path], columns: list[str]) -> list[str]:
+    """Each image's DICOM PatientID, where every image has one and they name at least two patients
+    (an anonymised set names one, or none); else []."""
+    if PATIENT in columns:
+        return []
+    found = [patient_id(path) for path in images]
+    return [p for p in found if p] if all(found) and len(set(found)) > 1 else []
 
 
 def _shared_ending(stems: list[str]) -> str:
