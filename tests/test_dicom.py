@@ -262,14 +262,16 @@ def test_make_csv_pairs_dicom_files_named_by_their_uid_or_without_a_suffix(tmp_p
 def test_predict_names_masks_after_a_dicom_files_whole_uid(tmp_path):
     """UIDs differ in their last dot-separated number: read as a suffix, two files' masks would
     share a name (predict refuses that); a name without an image's suffix is kept whole."""
-    from cnn_factory.predict import collect_images, stem
+    from cnn_factory.images import split_name
+    from cnn_factory.predict import collect_images
 
     names = ["1.2.826.0.1.3680043.8.498.11", "1.2.826.0.1.3680043.8.498.12"]
     for name in names:
         xray(tmp_path / name, np.zeros((4, 4), np.uint16), window=None)
     items = collect_images([str(tmp_path / "1.2.*")], {"image": "image"})
-    assert [stem(item["image"]) for item in items] == names
-    assert stem(tmp_path / "a.png") == "a" and stem(tmp_path / "scan.nii.gz") == "scan"
+    assert [split_name(item["image"]) for item in items] == [(name, "") for name in names]
+    assert split_name(tmp_path / "a.PNG") == ("a", ".png")
+    assert split_name(tmp_path / "scan.nii.gz") == ("scan", ".nii.gz")
 
 
 PATIENT_COLUMN = "patient"

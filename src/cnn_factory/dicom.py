@@ -41,14 +41,14 @@ GAP_TOLERANCE = 0.1  # a step may differ from the median step by this share befo
 
 def is_series(path: Path) -> bool:
     """A folder holding at least one DICOM file (by the `DICM` marker after the 128-byte preamble)."""
-    return path.is_dir() and any(_is_dicom(p) for p in sorted(path.iterdir())[:50])
+    return path.is_dir() and any(is_file(p) for p in sorted(path.iterdir())[:50])
 
 
 def read_series(folder: Path, where: str) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
     """The series' (1, D, H, W) values (`_voxels`), mm per (D, H, W) axis and (d, h, w) affine (RAS+)."""
     import pydicom
 
-    files = [p for p in sorted(folder.iterdir()) if _is_dicom(p)]
+    files = [p for p in sorted(folder.iterdir()) if is_file(p)]
     if not files:
         raise UserError(f"{where}: {folder} holds no DICOM file; expected the slices of one series")
     try:
@@ -116,8 +116,8 @@ def patient_id(path: Path) -> str | None:
     import pydicom
 
     if is_series(path):
-        path = next(p for p in sorted(path.iterdir()) if _is_dicom(p))
-    elif not _is_dicom(path):
+        path = next(p for p in sorted(path.iterdir()) if is_file(p))
+    elif not is_file(path):
         return None
     try:
         found = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"]).get("PatientID")
@@ -130,10 +130,7 @@ def is_file(source: str | Path | bytes) -> bool:
     """A DICOM file (or its bytes): the `DICM` marker after the 128-byte preamble."""
     if isinstance(source, bytes):
         return source[128:132] == b"DICM"
-    return _is_dicom(Path(source))
-
-
-def _is_dicom(path: Path) -> bool:
+    path = Path(source)
     if not path.is_file():
         return False
     with path.open("rb") as f:

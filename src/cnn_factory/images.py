@@ -22,6 +22,18 @@ from cnn_factory import dicom
 Source = str | Path | bytes  # a file, or an image file's bytes (decoded in memory)
 # what names an image or scan file: make-csv pairs such files, predict names masks after them without it
 SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".nii", ".nii.gz", ".dcm"}
+
+
+def split_name(path: Path) -> tuple[str, str]:
+    """A file's name without its image or scan suffix, and that suffix (lower case): `scan` and
+    `.nii.gz` of scan.nii.gz, `a` and `.png` of a.png; a name without one whole, and "" (a DICOM
+    file named by its UID, 1.2.826.0.1.3680043.8.498.11, or bare)."""
+    name = path.name
+    if name.lower().endswith(".nii.gz"):
+        return name[: -len(".nii.gz")], ".nii.gz"
+    return (path.stem, path.suffix.lower()) if path.suffix.lower() in SUFFIXES else (name, "")
+
+
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, either byte order
 EXIF_ORIENTATION = 0x0112
 # EXIF orientation -> what turns the stored (H, W, ...) pixels as every viewer shows them (Pillow's

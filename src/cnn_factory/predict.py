@@ -35,7 +35,7 @@ from cnn_factory.data.table import read_table
 from cnn_factory.device import pick_device
 from cnn_factory.dicom import is_series
 from cnn_factory.errors import UserError
-from cnn_factory.images import SUFFIXES
+from cnn_factory.images import split_name
 from cnn_factory.inference import predict_batch, predict_tiled, upsample
 from cnn_factory.model import model_files
 from cnn_factory.native import Network, load_models
@@ -65,7 +65,7 @@ def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str
     stems: dict[str, Path] = {}
     for item in items:
         first = next(iter(item.values()))
-        if (other := stems.setdefault(stem(first), first)) != first:
+        if (other := stems.setdefault(split_name(first)[0], first)) != first:
             raise UserError(f"{other} and {first}: same file name stem; their masks would overwrite")
     return items
 
@@ -191,9 +191,9 @@ def predict_images(
             bar.update(len(items[start : start + batch_size]))
             for item, image, values in zip(batch, loaded, predictor.predict(loaded, threshold) if loaded else []):
                 path = next(iter(item.values()))
-                row = [str(path)]
+                row, stem = [str(path)], split_name(path)[0]
                 for name, w in writers.items():
-                    row += w.write_prediction(values[name], out, stem(path), image.size, threshold, image.affine)
+                    row += w.write_prediction(values[name], out, stem, image.size, threshold, image.affine)
                 writer.writerow(row)
                 written += 1
         bar.close()
@@ -219,12 +219,3 @@ def read_batch(
             continue
         batch.append(item)
     return batch, loaded
-
-
-def stem(path: Path) -> str:
-    """A file's name without its extension: `scan` of scan.png and of scan.nii.gz; a name without
-    an image's or scan's suffix whole (a DICOM file named by its UID, 1.2.826.0.1.3680043.8.498.11)."""
-    name = path.name
-    if name.lower().endswith(".nii.gz"):
-        return name[: -len(".nii.gz")]
-    return path.stem if path.suffix.lower() in SUFFIXES else name

@@ -13,19 +13,10 @@ import sys
 from pathlib import Path
 
 from cnn_factory import dicom
-from cnn_factory.dicom import is_series, patient_id
 from cnn_factory.errors import UserError, listing
-from cnn_factory.images import SUFFIXES
+from cnn_factory.images import split_name
 
 PATIENT = "patient"  # the column of DICOM images' PatientID
-
-
-def _stem_and_suffix(path: Path) -> tuple[str, str]:
-    """`scan` and `.nii.gz` of scan.nii.gz, `a` and `.png` of a.png."""
-    name = path.name
-    if name.lower().endswith(".nii.gz"):
-        return name[: -len(".nii.gz")], ".nii.gz"
-    return path.stem, path.suffix.lower()
 
 
 def make_csv(args: argparse.Namespace) -> None:
@@ -72,7 +63,7 @@ def _patients(images: list[Path], columns: list[str]) -> list[str]:
     (an anonymised set names one, or none); else []."""
     if PATIENT in columns:
         return []
-    found = [patient_id(path) for path in images]
+    found = [dicom.patient_id(path) for path in images]
     return [p for p in found if p] if all(found) and len(set(found)) > 1 else []
 
 
@@ -93,11 +84,11 @@ def _by_stem(folder: Path) -> dict[str, Path]:
         raise UserError(f"{folder}: not a folder")
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        stem, suffix = _stem_and_suffix(path)
+        stem, suffix = split_name(path)
         # a folder of one DICOM series' slices (a scan), or a DICOM file named by its UID or bare: by the whole name
-        if (path.is_dir() and is_series(path)) or (suffix not in SUFFIXES and dicom.is_file(path)):
+        if (path.is_dir() and dicom.is_series(path)) or (not suffix and dicom.is_file(path)):
             stem, suffix = path.name, ".dcm"
-        if suffix not in SUFFIXES or path.name.startswith("."):
+        if not suffix or path.name.startswith("."):
             continue
         if stem in files:
             raise UserError(f"{folder}: {files[stem].name} and {path.name} share the name {stem!r}")
