@@ -306,3 +306,41 @@ def test_make_csv_writes_dicom_images_patient_ids_for_the_split_by_patient(tmp_p
         dataset.save_as(tmp_path / "images" / f"{name}.dcm")
     cli("make-csv", "images", "labels", "--out", "data.csv", cwd=tmp_path)
     assert (tmp_path / "data.csv").read_text().splitlines()[0] == "image,labels"
+
+
+def test_make_csv_writes_dicom_images_mm_per_pixel_for_measures_in_mm(tmp_path):
+    """A measure in mm needs each image's pixel size (spacing_column): make-csv takes it from the
+    header, by DICOM's order (PixelSpacing, else ImagerPixelSpacing over the magnification, else an
+    ultrasound region's cm), and writes none where a pixel is not square."""
+    import pydicom
+    from PIL import Image
+    from pydicom.dataset import Dataset
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+
+    def image(name: str, **tags) -> Path:
+        path = xray(tmp_path / "images" / f"{name}.dcm", np.zeros((4, 4), np.uint16), window=None)
+        dataset = pydicom.dcmread(path)
+        for tag, value in tags.items():
+            setattr(dataset, tag, value)
+        dataset.save_as(path)
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "labels" / f"{name}.png")
+        return path
+
+    region = Dataset()
+    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3  # cm
+    region.PhysicalDeltaX = region.PhysicalDeltaY = 0.03
+    image("a", PixelSpacing=[0.2, 0.2], ImagerPixelSpacing=[0.5, 0.5])
+    image("b", ImagerPixelSpacing=[0.15, 0.15], EstimatedRadiographicMagnificationFactor=1.5)
+    image("c", SequenceOfUltrasoundRegions=[region])
+    out = cli("make-csv", "images", "labels", "--out", "data.csv", cwd=tmp_path).stdout
+    lines = (tmp_path / "data.csv").read_text().splitlines()
+    assert lines[0] == "image,labels,pixel_mm"
+    assert [line.split(",")[-1] for line in lines[1:]] == ["0.2", "0.1", "0.3"]
+    assert "column 'pixel_mm' holds each image's mm per pixel from its DICOM header; " in out
+    assert "spacing_column: pixel_mm" in out
+
+    image("d", PixelSpacing=[0.2, 0.1])  # not square: a measure's one mm per pixel would be wrong
+    cli("make-csv", "images", "labels", "--out", "data.csv", cwd=tmp_path)
+    assert (tmp_path / "data.csv").read_text().splitlines()[0] == "image,labels"

@@ -126,6 +126,33 @@ def patient_id(path: Path) -> str | None:
     return (str(found).strip() or None) if found else None
 
 
+def pixel_mm(path: Path) -> float | None:
+    """A DICOM image file's mm per pixel, where its pixels are square: its PixelSpacing (in the
+    patient), else its ImagerPixelSpacing (at a radiograph's detector) over its estimated
+    magnification (PS3.3 C.8.11.7), else an ultrasound image's first region measured in cm; None for
+    another file (a series' folder has its own spacing) and for an image without one."""
+    import pydicom
+
+    if not is_file(path):
+        return None
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # a damaged header: prepare says what is wrong with the file
+        return None
+    regions = [r for r in header.get("SequenceOfUltrasoundRegions", []) if r.get("PhysicalUnitsXDirection") == 3]
+    if "PixelSpacing" in header:
+        sizes = [float(v) for v in header.PixelSpacing]
+    elif "ImagerPixelSpacing" in header:
+        magnification = float(header.get("EstimatedRadiographicMagnificationFactor") or 1)
+        sizes = [float(v) / magnification for v in header.ImagerPixelSpacing]
+    elif regions and regions[0].get("PhysicalUnitsYDirection") == 3:  # cm per pixel
+        sizes = [10 * float(regions[0].PhysicalDeltaY), 10 * float(regions[0].PhysicalDeltaX)]
+    else:
+        return None
+    square = len(sizes) == 2 and min(sizes) > 0 and max(sizes) - min(sizes) <= 1e-3 * max(sizes)
+    return sizes[1] if square else None
+
+
 def is_file(source: str | Path | bytes) -> bool:
     """A DICOM file (or its bytes): the `DICM` marker after the 128-byte preamble."""
     if isinstance(source, bytes):

@@ -17,6 +17,7 @@ from cnn_factory.errors import UserError, listing
 from cnn_factory.images import split_name
 
 PATIENT = "patient"  # the column of DICOM images' PatientID
+PIXEL_MM = "pixel_mm"  # the column of DICOM images' mm per pixel
 
 
 def make_csv(args: argparse.Namespace) -> None:
@@ -44,27 +45,35 @@ def make_csv(args: argparse.Namespace) -> None:
             print(f"warning: {len(unpaired)} {what}(s) without a matching {other}: {shown}", file=sys.stderr)
     if not pairs:
         raise UserError(f"{args.images_dir} and {args.labels_dir}: no file names in common; nothing to pair")
-    patients = _patients([images[s] for s in pairs], [args.image_column, args.label_column])
+    extra = _dicom_columns([images[s] for s in pairs], [args.image_column, args.label_column])
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow([args.image_column, args.label_column, *([PATIENT] if patients else [])])
+        writer.writerow([args.image_column, args.label_column, *extra])
         for i, s in enumerate(pairs):
-            row = [_relative(images[s], out.parent), _relative(labels[s], out.parent)]
-            writer.writerow(row + [patients[i]] if patients else row)
+            cells = [values[i] for values in extra.values()]
+            writer.writerow([_relative(images[s], out.parent), _relative(labels[s], out.parent), *cells])
     print(f"make-csv: {len(pairs)} rows written to {out} (paths relative to {out.parent.resolve()})")
-    if patients:
-        print(f"make-csv: column '{PATIENT}' holds each image's DICOM PatientID ({len(set(patients))} patients); "
-              f"data.split.group: {PATIENT} keeps each patient's images in one split")  # fmt: skip
+    if PATIENT in extra:
+        print(f"make-csv: column '{PATIENT}' holds each image's DICOM PatientID ({len(set(extra[PATIENT]))} "
+              f"patients); data.split.group: {PATIENT} keeps each patient's images in one split")  # fmt: skip
+    if PIXEL_MM in extra:
+        print(f"make-csv: column '{PIXEL_MM}' holds each image's mm per pixel from its DICOM header; "
+              f"a measure output's spacing_column: {PIXEL_MM} measures in mm")  # fmt: skip
 
 
-def _patients(images: list[Path], columns: list[str]) -> list[str]:
-    """Each image's DICOM PatientID, where every image has one and they name at least two patients
-    (an anonymised set names one, or none); else []."""
-    if PATIENT in columns:
-        return []
-    found = [dicom.patient_id(path) for path in images]
-    return [p for p in found if p] if all(found) and len(set(found)) > 1 else []
+def _dicom_columns(images: list[Path], columns: list[str]) -> dict[str, list[str]]:
+    """Columns from the images' DICOM headers, each where every image has a value: `patient`, each
+    image's PatientID, where they name at least two patients (an anonymised set names one, or
+    none); `pixel_mm`, each image's mm per square pixel. None that the CSV names already."""
+    found: dict[str, list[str]] = {}
+    patients = [dicom.patient_id(path) for path in images]
+    if PATIENT not in columns and all(patients) and len(set(patients)) > 1:
+        found[PATIENT] = [str(p) for p in patients]
+    sizes = [dicom.pixel_mm(path) for path in images]
+    if PIXEL_MM not in columns and all(sizes):
+        found[PIXEL_MM] = [f"{size:.6g}" for size in sizes if size]
+    return found
 
 
 def _shared_ending(stems: list[str]) -> str:
