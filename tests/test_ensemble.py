@@ -84,8 +84,9 @@ def test_an_ensemble_averages_its_members_each_on_its_own_normalisation(request,
         for name, value in ours.items():
             if name in measures:  # of the ensemble's own mask, not the members' measures averaged
                 mask = measures[name]
-                per_voxel = each[0][name] / np.count_nonzero(each[0][mask] > 0.5)
-                assert np.isclose(value, per_voxel * np.count_nonzero(ours[mask] > 0.5), rtol=1e-6), name
+                per_voxel = each[0][name][0] / np.count_nonzero(each[0][mask] > 0.5)  # (value, 1 in mm)
+                assert np.isclose(value[0], per_voxel * np.count_nonzero(ours[mask] > 0.5), rtol=1e-6), name
+                assert value[1] == each[0][name][1] == 1, name  # a scan's measure in mm
                 continue
             mean = (each[0][name] + each[1][name]) / 2
             assert np.allclose(value, mean, atol=1e-6), name

@@ -5,6 +5,7 @@ evaluate, predict, serve and export reporting it in its unit."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -44,6 +45,18 @@ def with_columns(example_dir: Path, spacing: dict[int, str] | None = None) -> Pa
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    return path
+
+
+def as_dicom(image: Path, path: Path, pixel_mm: float) -> Path:
+    """A colour image as a DICOM file holding it as it is, with its pixel size."""
+    import pydicom
+
+    from tests.test_serve import rgb_dicom
+
+    dataset = pydicom.dcmread(io.BytesIO(rgb_dicom(np.asarray(Image.open(image).convert("RGB")))))
+    dataset.PixelSpacing = [pixel_mm, pixel_mm]
+    dataset.save_as(path)
     return path
 
 
@@ -150,9 +163,9 @@ def test_a_measure_beside_the_masks_trains_evaluates_and_predicts(params, exampl
 
     writer = Writer.of(model_file.outputs["round_area"])
     assert writer.prediction_columns() == ["round_area", "round_area_unit"]
-    assert writer.write_prediction(np.asarray(12.0), tmp_path, "a", (16, 16), 0.5) == ["12", "px"]
-    # an image has no spacing at predict: pixels, as its unit says
-    assert Writer.of(model_file.outputs["round_mm2"]).answer(np.asarray(3.0), (16, 16), 0.5) == {
+    assert writer.write_prediction(np.asarray([12.0, 0.0]), tmp_path, "a", (16, 16), 0.5) == ["12", "px"]
+    # an image without a spacing at predict: pixels, as its unit says
+    assert Writer.of(model_file.outputs["round_mm2"]).answer(np.asarray([3.0, 0.0]), (16, 16), 0.5) == {
         "value": 3.0,
         "unit": "px",
     }
@@ -167,6 +180,19 @@ def test_a_measure_beside_the_masks_trains_evaluates_and_predicts(params, exampl
     client = TestClient(create_app(tmp_path / cfg.model.path, device="cpu"))
     served = client.post("/predict", files={"image": first.read_bytes()}).json()["outputs"]
     assert served["round_area"] == {"kind": "measure", "value": float(row["round_area"]), "unit": "px"}
+    assert served["round_mm2"]["unit"] == "px"  # a PNG has no pixel size
+
+    # the same image as a DICOM file with its pixel size: the mm measure in mm, the pixel one in pixels
+    dicom = as_dicom(first, tmp_path / "first.dcm", pixel_mm=0.5)
+    predict_images(str(tmp_path / cfg.model.path), [str(dicom)], tmp_path / "dicom", 4, "cpu", False)
+    with (tmp_path / "dicom" / "predictions.csv").open() as f:
+        [spaced] = list(csv.DictReader(f))
+    assert spaced["round_area"] == row["round_area"] and spaced["round_area_unit"] == "px"
+    assert spaced["round_mm2_unit"] == "mm2" and float(spaced["round_mm2"]) == pytest.approx(
+        float(row["round_mm2"]) * 0.25, rel=1e-5
+    )
+    served = client.post("/predict", files={"image": dicom.read_bytes()}).json()["outputs"]
+    assert served["round_mm2"] == {"kind": "measure", "value": float(spaced["round_mm2"]), "unit": "mm2"}
     side = sidecar(model_file, list(model.heads), "torchscript", "example.ts")
     assert [o["name"] for o in side["outputs"]] == ["round", "angular", "majority"]
     assert [(c["name"], c["of"], c["unit"]) for c in side["computed"]] == [

@@ -126,17 +126,17 @@ def patient_id(path: Path) -> str | None:
     return (str(found).strip() or None) if found else None
 
 
-def pixel_mm(path: Path) -> float | None:
-    """A DICOM image file's mm per pixel, where its pixels are square: its PixelSpacing (in the
+def pixel_mm(source: Path | bytes) -> float | None:
+    """A DICOM image file's (or its bytes') mm per pixel, where its pixels are square: its PixelSpacing (in the
     patient), else its ImagerPixelSpacing (at a radiograph's detector) over its estimated
     magnification (PS3.3 C.8.11.7), else an ultrasound image's first region measured in cm; None for
     another file (a series' folder has its own spacing) and for an image without one."""
     import pydicom
 
-    if not is_file(path):
+    if not is_file(source):
         return None
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
+        header = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source, stop_before_pixels=True)
     except Exception:  # a damaged header: prepare says what is wrong with the file
         return None
     regions = [r for r in header.get("SequenceOfUltrasoundRegions", []) if r.get("PhysicalUnitsXDirection") == 3]

@@ -137,7 +137,8 @@ class Predictor:
 
     def predict(self, loaded: list[Loaded], threshold: float = 0.5) -> list[dict[str, np.ndarray]]:
         """Per image (scan), each output's probabilities (masks at its own size) or value; a measure's
-        value from the masks predicted at `threshold` (in mm for a scan, else in pixels)."""
+        value from the masks predicted at `threshold` (in mm for a scan or a DICOM image with its pixel
+        size, else in pixels)."""
         window = self.first.size
         # whole images (scans) at the input size, as prepare makes them: what image-level outputs see
         views = np.stack([grid_for(self.first).view(item.pixels, window) for item in loaded])

@@ -32,6 +32,7 @@ from cnn_factory.config import PERCENTILES, Config, InputSpec
 from cnn_factory.data.label_maps import is_lossy, label_values, read_label_map
 from cnn_factory.data.resample import resample, resample_labels, resampled_shape, target_spacing, to_shape
 from cnn_factory.data.table import Table
+from cnn_factory.dicom import pixel_mm
 from cnn_factory.errors import UserError
 from cnn_factory.images import read_pixels
 from cnn_factory.outputs import MaskOutput
@@ -57,8 +58,8 @@ class Scan:
 class Loaded:
     """An image or scan as `load` reads it (predict, serve): `pixels`, (C, *spatial) uint8 (an image at its
     own size, a scan at the model's spacing); its own `size`, (H, W) or (D, H, W), which masks come
-    back at; a scan's `affine` and `spacing` (mm per axis), which its masks are written on and
-    measured in (None for an image)."""
+    back at; a scan's `affine`, which its masks are written on (None for an image); its `spacing`
+    (mm per axis), which measures are taken in: a scan's, a DICOM image's pixel size, else None."""
 
     pixels: np.ndarray
     size: tuple[int, ...]
@@ -173,10 +174,11 @@ class Pixels:
             raise UserError(f"{where}: {path} {err}") from None
 
     def load(self, sources: Mapping[str, Path | bytes], inputs: Mapping[str, InputSpec]) -> Loaded:
-        """An image's inputs, from a file or its bytes each, at its own size (predict, serve); a
-        ValueError says what is wrong."""
+        """An image's inputs, from a file or its bytes each, at its own size (predict, serve), with the
+        first one's pixel size where it is a DICOM file that gives one; a ValueError says what is wrong."""
         image = np.concatenate([read_input(sources[n], spec) for n, spec in inputs.items()])
-        return Loaded(image, (int(image.shape[-2]), int(image.shape[-1])))
+        mm = pixel_mm(next(iter(sources.values())))  # a DICOM image's pixel size, which measures take
+        return Loaded(image, (int(image.shape[-2]), int(image.shape[-1])), spacing=(mm, mm) if mm else None)
 
     def native_labels(self, values: np.ndarray, spacing: Spacing) -> tuple[np.ndarray, tuple[int, ...]] | None:
         """What a mask at the native grid is made from, and that grid's size (None: no native mask)."""

@@ -107,7 +107,8 @@ def computed_values(
 ) -> dict[str, np.ndarray]:
     """One image's `values` (per trained output, masks' probabilities at the image's own size) with
     the outputs without a head (measures) added, measured on the masks predicted at `threshold`:
-    in mm given the scan's `spacing` (mm per axis), else in pixels. `image`: (C, *spatial)."""
+    in mm given the image's `spacing` (mm per axis: a scan's, a DICOM image's), else in pixels; a
+    measure's value is (value, 1 where in mm else 0). `image`: (C, *spatial)."""
     computed = [n for n, o in outputs.items() if not o.trained]
     if not computed:
         return values
@@ -119,7 +120,13 @@ def computed_values(
     }
     nothing = np.full(2, np.nan)  # no truth, no spacing column
     measured = {
-        n: np.asarray(Scorer.of(outputs[n]).measured(masks, outputs, nothing, spacing, image)) for n in computed
+        n: np.asarray(
+            [
+                Scorer.of(outputs[n]).measured(masks, outputs, nothing, spacing, image),
+                float(spacing is not None and getattr(outputs[n], "unit", None) == "mm"),
+            ]
+        )
+        for n in computed
     }
     return {**values, **measured}
 

@@ -34,6 +34,7 @@ from cnn_factory.outputs.writing import Affine, Writer
 
 Name = Literal["area", "volume", "perimeter", "ellipse_circumference", "max_diameter", "count", "mean_intensity"]
 AXES = {2: "images", 3: "volumes"}
+SPACINGS = "a scan's spacing, a DICOM image's pixel size, or the spacing column"  # where predict finds mm
 
 
 class MeasureOutput(MeasureRows, Output):
@@ -168,8 +169,9 @@ class MeasureScorer(Scorer[MeasureOutput], of=MeasureOutput):
 
 
 class MeasureWriter(Writer[MeasureOutput], of=MeasureOutput):
-    """Its value as predict measures it (`computed_values`): in mm (mm^2, mL) for a scan, whose affine
-    gives its spacing, when its unit is mm; else in pixels, as the unit column says."""
+    """Its value as predict measures it (`computed_values`: the value, and 1 where it is in mm): in mm
+    (mm^2, mL) when its unit is mm and the image has a spacing (a scan's, a DICOM image's pixel size);
+    else in pixels, as the unit column says."""
 
     def logits_shape(self) -> list:
         return []  # not among the exported logits: `recipe` says how to compute it
@@ -177,20 +179,20 @@ class MeasureWriter(Writer[MeasureOutput], of=MeasureOutput):
     def prediction_columns(self) -> list[str]:
         return [self.output.name, f"{self.output.name}_unit"]
 
-    def _unit(self, affine: Affine) -> str:
+    def _unit(self, value: np.ndarray) -> str:
         from cnn_factory.scores.measures import unit
 
-        return unit(self.output.measure, self.output.unit == "mm" and affine is not None)
+        return unit(self.output.measure, bool(value[1]))
 
     def write_prediction(
         self, value: np.ndarray, out: Any, stem: str, size: tuple[int, ...], threshold: float, affine: Affine = None
     ) -> list[str]:
-        return [f"{float(value):.6g}", self._unit(affine)]
+        return [f"{float(value[0]):.6g}", self._unit(value)]
 
     def answer(
         self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: Affine = None
     ) -> dict[str, Any]:
-        return {"value": float(value), "unit": self._unit(affine)}
+        return {"value": float(value[0]), "unit": self._unit(value)}
 
     def recipe(self) -> dict[str, Any] | None:
         o = self.output
@@ -201,7 +203,7 @@ class MeasureWriter(Writer[MeasureOutput], of=MeasureOutput):
             "unit": o.unit_name,
             "how": "computed from the predicted mask of `of` at the image's own size, not by the network: "
             "cnn_factory.scores.measures.measure(measure, mask, spacing, components), spacing in mm per axis "
-            f"({'the scan spacing, or the spacing column' if o.unit == 'mm' else 'none: pixels'})",
+            f"({SPACINGS if o.unit == 'mm' else 'none: pixels'})",
         }
 
 

@@ -106,7 +106,7 @@ class Service:
         """The upload's own size: an image's, with the image as read as a PNG where a browser cannot
         draw its file (TIFF, DICOM); a scan's with its spacing and its middle slice as a PNG (the
         first channel, at the masks' height and width). The page draws the masks over them."""
-        if loaded.spacing is None:
+        if loaded.affine is None:
             size = {"image": {"height": loaded.size[0], "width": loaded.size[1]}}
             if shown:
                 return size
@@ -117,7 +117,7 @@ class Service:
         middle = loaded.pixels[:1, len(loaded.pixels[0]) // 2]  # at the model's spacing
         picture = encode_png(resize_image(middle, (height, width))[0])
         return {
-            "scan": {"depth": depth, "height": height, "width": width, "spacing": list(loaded.spacing)},
+            "scan": {"depth": depth, "height": height, "width": width, "spacing": list(loaded.spacing or ())},
             "picture": base64.b64encode(picture).decode("ascii"),
         }
 
