@@ -269,7 +269,7 @@ def test_predict_names_masks_after_a_dicom_files_whole_uid(tmp_path):
     for name in names:
         xray(tmp_path / name, np.zeros((4, 4), np.uint16), window=None)
     items = collect_images([str(tmp_path / "1.2.*")], {"image": "image"})
-    assert [split_name(item["image"]) for item in items] == [(name, "") for name in names]
+    assert [split_name(item.files["image"]) for item in items] == [(name, "") for name in names]
     assert split_name(tmp_path / "a.PNG") == ("a", ".png")
     assert split_name(tmp_path / "scan.nii.gz") == ("scan", ".nii.gz")
 

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,22 @@ def test_a_measure_beside_the_masks_trains_evaluates_and_predicts(params, exampl
     )
     served = client.post("/predict", files={"image": dicom.read_bytes()}).json()["outputs"]
     assert served["round_mm2"] == {"kind": "measure", "value": float(spaced["round_mm2"]), "unit": "mm2"}
+
+    # a CSV with the measure's spacing column: each row's own mm per pixel, as evaluate takes it
+    shutil.copy(first, tmp_path / "again.png")
+    table = tmp_path / "new.csv"
+    table.write_text(f"image,pixel_mm\n{first},0.5\nagain.png,0.25\n")
+    predict_images(str(tmp_path / cfg.model.path), [str(table)], tmp_path / "csv", 4, "cpu", False)
+    with (tmp_path / "csv" / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["round_mm2_unit"] for r in rows] == ["mm2", "mm2"] and rows[0]["round_area_unit"] == "px"
+    assert [float(r["round_mm2"]) for r in rows] == pytest.approx(
+        [float(row["round_mm2"]) * 0.25, float(row["round_mm2"]) * 0.0625], rel=1e-5
+    )
+    table.write_text(f"image,pixel_mm\n{first},0.5\nagain.png,-1\n")
+    with pytest.raises(UserError, match=r"new.csv: row 3, column 'pixel_mm': '-1' is not positive; expected mm"):
+        predict_images(str(tmp_path / cfg.model.path), [str(table)], tmp_path / "bad", 4, "cpu", False)
+    assert not (tmp_path / "bad").exists()  # refused before any prediction is written
     side = sidecar(model_file, list(model.heads), "torchscript", "example.ts")
     assert [o["name"] for o in side["outputs"]] == ["round", "angular", "majority"]
     assert [(c["name"], c["of"], c["unit"]) for c in side["computed"]] == [

@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import glob
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,21 +39,29 @@ from cnn_factory.images import split_name
 from cnn_factory.inference import predict_batch, predict_tiled, upsample
 from cnn_factory.model import model_files
 from cnn_factory.native import Network, load_models
-from cnn_factory.outputs import Outputs, Writer, computed_values
+from cnn_factory.outputs import MeasureOutput, Outputs, Writer, computed_values
 
 
-def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str, Path]]:
-    """One {input name: file} per image, from files, DICOM series' folders, globs, or CSVs with the
-    model's input columns."""
-    items: list[dict[str, Path]] = []
+@dataclass(frozen=True)
+class Item:
+    """One image to predict: a file per input, and (a CSV's row) each measure's mm per pixel from
+    its `spacing_column` where the CSV has that column."""
+
+    files: dict[str, Path]
+    spacings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def first(self) -> Path:
+        return next(iter(self.files.values()))
+
+
+def collect_images(sources: list[str], columns: dict[str, str], outputs: Outputs | None = None) -> list[Item]:
+    """One Item per image, from files, DICOM series' folders, globs, or CSVs with the model's input
+    columns (and any of its measures' spacing columns)."""
+    items: list[Item] = []
     for source in sources:
         if source.lower().endswith(".csv") and Path(source).is_file():
-            table = read_table(source)
-            missing = [c for c in columns.values() if c not in table.header]
-            if missing:
-                raise UserError(f"{source}: row 1: no column {', '.join(map(repr, missing))} (the model's inputs)")
-            base = Path(source).parent  # relative paths: against the CSV's folder
-            items += [{n: resolve_path(row[c], base) for n, c in columns.items()} for row in table.rows]
+            items += csv_items(source, columns, outputs)
             continue
         paths = [Path(source)] if Path(source).is_file() else sorted(Path(p) for p in glob.glob(source, recursive=True))
         paths = [p for p in paths if p.is_file() or is_series(p)]  # a folder: one DICOM series, a scan
@@ -61,12 +69,36 @@ def collect_images(sources: list[str], columns: dict[str, str]) -> list[dict[str
             raise UserError(f"{source}: no such file or DICOM series, and nothing matches it as a glob")
         if len(columns) > 1:
             raise UserError(f"{source}: the model has {len(columns)} inputs; give a CSV with columns {list(columns)}")
-        items += [{next(iter(columns)): p} for p in paths]
+        items += [Item({next(iter(columns)): p}) for p in paths]
     stems: dict[str, Path] = {}
     for item in items:
-        first = next(iter(item.values()))
-        if (other := stems.setdefault(split_name(first)[0], first)) != first:
-            raise UserError(f"{other} and {first}: same file name stem; their masks would overwrite")
+        if (other := stems.setdefault(split_name(item.first)[0], item.first)) != item.first:
+            raise UserError(f"{other} and {item.first}: same file name stem; their masks would overwrite")
+    return items
+
+
+def csv_items(source: str, columns: dict[str, str], outputs: Outputs | None) -> list[Item]:
+    """A CSV's rows as Items: paths relative to its folder; a measure's spacing column read where
+    the CSV has it (a bad cell is a UserError naming its row and column)."""
+    table = read_table(source)
+    missing = [c for c in columns.values() if c not in table.header]
+    if missing:
+        raise UserError(f"{source}: row 1: no column {', '.join(map(repr, missing))} (the model's inputs)")
+    spaced = {
+        n: (o, o.spacing_column)
+        for n, o in (outputs or {}).items()
+        if isinstance(o, MeasureOutput) and o.spacing_column in table.header
+    }
+    items = []
+    for i, row in enumerate(table.rows):
+        spacings = {}
+        for name, (o, column) in spaced.items():
+            try:
+                spacings[name] = o.spacing(row[column])
+            except ValueError as err:
+                raise UserError(f"{table.where(i, column)}: {err}") from None
+        base = Path(source).parent  # relative paths: against the CSV's folder
+        items.append(Item({n: resolve_path(row[c], base) for n, c in columns.items()}, spacings))
     return items
 
 
@@ -135,7 +167,9 @@ class Predictor:
         ValueError (an image) or UserError (a scan) says what is wrong."""
         return grid_for(self.first).load(sources, self.inputs)
 
-    def predict(self, loaded: list[Loaded], threshold: float = 0.5) -> list[dict[str, np.ndarray]]:
+    def predict(
+        self, loaded: list[Loaded], threshold: float = 0.5, spacings: list[dict[str, float]] | None = None
+    ) -> list[dict[str, np.ndarray]]:
         """Per image (scan), each output's probabilities (masks at its own size) or value; a measure's
         value from the masks predicted at `threshold` (in mm for a scan or a DICOM image with its pixel
         size, else in pixels)."""
@@ -156,7 +190,10 @@ class Predictor:
             for n in spatial:  # probabilities at the image's own size, thresholded there
                 probs[n][k] = upsample(probs[n][k], item.size)
         values = [{n: p[k].cpu().numpy() for n, p in probs.items()} for k in range(len(loaded))]
-        return [computed_values(v, self.outputs, threshold, i.spacing, i.pixels) for v, i in zip(values, loaded)]
+        rows = spacings or [{}] * len(loaded)  # each image's measures' mm per pixel from a CSV's spacing column
+        return [
+            computed_values(v, self.outputs, threshold, i.spacing, i.pixels, r) for v, i, r in zip(values, loaded, rows)
+        ]
 
 
 def predict_images(
@@ -177,7 +214,7 @@ def predict_images(
         raise UserError(f"--overlap: expected a fraction from 0 to below 1, got {overlap}")
     dev = pick_device(device, "--device")
     predictor = Predictor.from_model_file(model_path, dev, tile, tta=tta, overlap=overlap, batch_size=batch_size)
-    items = collect_images(sources, {n: s.column for n, s in predictor.inputs.items()})
+    items = collect_images(sources, {n: s.column for n, s in predictor.inputs.items()}, predictor.outputs)
     outputs = predictor.outputs
     failed: list[str] = []
     written = 0
@@ -190,9 +227,9 @@ def predict_images(
         for start in range(0, len(items), batch_size):
             batch, loaded = read_batch(predictor, items[start : start + batch_size], failed)
             bar.update(len(items[start : start + batch_size]))
-            for item, image, values in zip(batch, loaded, predictor.predict(loaded, threshold) if loaded else []):
-                path = next(iter(item.values()))
-                row, stem = [str(path)], split_name(path)[0]
+            predicted = predictor.predict(loaded, threshold, [item.spacings for item in batch]) if loaded else []
+            for item, image, values in zip(batch, loaded, predicted):
+                row, stem = [str(item.first)], split_name(item.first)[0]
                 for name, w in writers.items():
                     row += w.write_prediction(values[name], out, stem, image.size, threshold, image.affine)
                 writer.writerow(row)
@@ -206,17 +243,15 @@ def predict_images(
         raise UserError(f"{len(failed)} of {len(items)} image(s) could not be used; see above")
 
 
-def read_batch(
-    predictor: Predictor, items: list[dict[str, Path]], failed: list[str]
-) -> tuple[list[dict[str, Path]], list[Loaded]]:
+def read_batch(predictor: Predictor, items: list[Item], failed: list[str]) -> tuple[list[Item], list[Loaded]]:
     """The items that read, with what `Predictor.load` makes of them; each that does not is added
     to `failed` with its reason."""
     batch, loaded = [], []
     for item in items:
         try:
-            loaded.append(predictor.load(dict(item)))
+            loaded.append(predictor.load(dict(item.files)))
         except (ValueError, UserError) as err:
-            failed.append(str(err) if isinstance(err, UserError) else f"{next(iter(item.values()))}: {err}")
+            failed.append(str(err) if isinstance(err, UserError) else f"{item.first}: {err}")
             continue
         batch.append(item)
     return batch, loaded

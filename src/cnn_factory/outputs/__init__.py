@@ -104,11 +104,13 @@ def computed_values(
     threshold: float,
     spacing: tuple[float, ...] | None,
     image: np.ndarray | None = None,
+    row_spacing: Mapping[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """One image's `values` (per trained output, masks' probabilities at the image's own size) with
     the outputs without a head (measures) added, measured on the masks predicted at `threshold`:
-    in mm given the image's `spacing` (mm per axis: a scan's, a DICOM image's), else in pixels; a
-    measure's value is (value, 1 where in mm else 0). `image`: (C, *spatial)."""
+    in mm given a measure's `row_spacing` (mm per pixel, its spacing column's cell) or else the
+    image's `spacing` (mm per axis: a scan's, a DICOM image's), else in pixels; a measure's value is
+    (value, 1 where in mm else 0). `image`: (C, *spatial)."""
     computed = [n for n, o in outputs.items() if not o.trained]
     if not computed:
         return values
@@ -118,16 +120,13 @@ def computed_values(
         n: Scorer.of(o).predicted_mask(torch.from_numpy(np.asarray(values[n])), threshold).numpy()
         for n, o in outputs.spatial.items()
     }
-    nothing = np.full(2, np.nan)  # no truth, no spacing column
-    measured = {
-        n: np.asarray(
-            [
-                Scorer.of(outputs[n]).measured(masks, outputs, nothing, spacing, image),
-                float(spacing is not None and getattr(outputs[n], "unit", None) == "mm"),
-            ]
-        )
-        for n in computed
-    }
+    row_spacing = row_spacing or {}
+    measured = {}
+    for n in computed:
+        stored = np.asarray([np.nan, row_spacing.get(n, np.nan)])  # no truth; the row's spacing first
+        value = Scorer.of(outputs[n]).measured(masks, outputs, stored, spacing, image)
+        spaced = spacing is not None or n in row_spacing
+        measured[n] = np.asarray([value, float(spaced and getattr(outputs[n], "unit", None) == "mm")])
     return {**values, **measured}
 
 
@@ -147,6 +146,7 @@ __all__ = [
     "KINDS",
     "ColumnReport",
     "MaskOutput",
+    "MeasureOutput",
     "Output",
     "OutputDefinition",
     "Outputs",

@@ -179,17 +179,22 @@ class MeasureRows:
     def decode_row(self, row: Mapping[str, str], label_map: np.ndarray | None) -> np.ndarray:
         values = self.decode(row[self.column] if self.column else "", None)
         if self.spacing_column:
-            what = f"mm per pixel for outputs.{self.name}.spacing_column"
-            cell = row[self.spacing_column]
-            try:
-                spacing = number(cell, what) if cell else -1.0
-            except ValueError as err:
-                raise CellError(str(err), self.spacing_column) from None
-            if not spacing > 0:
-                shown = "empty cell" if not cell else f"{cell!r} is not positive"
-                raise CellError(f"{shown}; expected {what} (a number > 0)", self.spacing_column)
-            values[1] = spacing
+            values[1] = self.spacing(row[self.spacing_column])
         return values
+
+    def spacing(self, cell: str) -> float:
+        """A `spacing_column` cell's mm per pixel (prepare's, and predict's given a CSV with the
+        column); a CellError says what is wrong with it."""
+        assert self.spacing_column
+        what = f"mm per pixel for outputs.{self.name}.spacing_column"
+        try:
+            spacing = number(cell, what) if cell else -1.0
+        except ValueError as err:
+            raise CellError(str(err), self.spacing_column) from None
+        if not spacing > 0:
+            shown = "empty cell" if not cell else f"{cell!r} is not positive"
+            raise CellError(f"{shown}; expected {what} (a number > 0)", self.spacing_column)
+        return spacing
 
     def summary(self, values: dict[str, np.ndarray]) -> dict:
         """Per split, the rows with a true value."""
