@@ -367,7 +367,7 @@ class ModelFile:
         inputs = {
             n: InputInfo(
                 column=i["column"],
-                size=tuple(int(n) for n in i["size"]),
+                size=tuple(int(v) for v in i["size"]),
                 channels=int(i["channels"]),
                 mode=i.get("mode", "resize"),
                 scale=float(i.get("scale", 1.0)),
