@@ -358,7 +358,7 @@ class ModelFile:
     epoch: int | None = None
     val: dict[str, float] | None = None
     init_from: dict[str, str] | None = None
-    # volumes without a window: the percentiles of a scan mapped to 0..255 (data/grids.py's
+    # volumes without a window: the percentiles of a scan mapped to 0..255 (config.py's
     # PERCENTILES); files from before the maximum was the top lack them and read as they trained
     percentiles: tuple[float, float] = BEFORE_MAXIMUM
 
@@ -367,7 +367,7 @@ class ModelFile:
         inputs = {
             n: InputInfo(
                 column=i["column"],
-                size=tuple(int(n) for n in i["size"]),
+                size=tuple(int(v) for v in i["size"]),
                 channels=int(i["channels"]),
                 mode=i.get("mode", "resize"),
                 scale=float(i.get("scale", 1.0)),

@@ -285,12 +285,12 @@ def _nifti_affine(image) -> np.ndarray:
 
 def _nifti_spacing(image, stored) -> tuple[float, float, float]:
     """mm per (D, H, W) axis: each step's length (the `stored` header's own pixdims where nibabel replaced a zero)."""
-    scale = TO_MM.get(image.header.get_xyzt_units()[0], 1.0)
-    d, h, w = affine_spacing(_nifti_affine(image))
     if stored["sform_code"] == 0 and not all(p > 0 for p in stored["pixdim"][1:4]):
         # no sform, and the qform (or the plain scaling) takes the pixdims nibabel has set from 0 to 1
+        scale = TO_MM.get(image.header.get_xyzt_units()[0], 1.0)
         d, h, w = (float(p) * scale for p in stored["pixdim"][3:0:-1])
-    return float(d), float(h), float(w)
+        return d, h, w
+    return affine_spacing(_nifti_affine(image))
 
 
 def _nifti_size(data: bytes) -> int:

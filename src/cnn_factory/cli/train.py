@@ -56,20 +56,13 @@ def filter_sizes(text: str) -> int | list[int]:
     return numbers[0] if len(numbers) == 1 and "," not in text and "[" not in text else numbers
 
 
+DEFINITIONS = {"type": json_definitions, "metavar": "JSON"}  # --inputs and --outputs
 # (flags, params.yaml key, argparse arguments): the original cnn-factory's train flags and what each sets
 TRAIN_FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--modelname",), "model.name", {"help": "the model file is models/<modelname>.pt"}),
     (("--csv",), "data.csv", {"help": "the CSV; its header names the inputs' and outputs' columns"}),
-    (
-        ("--inputs",),
-        "inputs",
-        {"type": json_definitions, "metavar": "JSON", "help": "input definitions (JSON or file)"},
-    ),
-    (
-        ("--outputs",),
-        "outputs",
-        {"type": json_definitions, "metavar": "JSON", "help": "output definitions (JSON or file)"},
-    ),
+    (("--inputs",), "inputs", {**DEFINITIONS, "help": "input definitions (JSON or file)"}),
+    (("--outputs",), "outputs", {**DEFINITIONS, "help": "output definitions (JSON or file)"}),
     (("--batch-size",), "train.batch_size", {"type": int, "help": "images per optimiser step"}),
     (("--num-augs",), "train.num_augs", {"type": int, "help": "extra flipped/turned copies of each image per epoch"}),
     (("--num-epochs",), "train.epochs", {"type": int, "help": "passes over the training split"}),

@@ -15,9 +15,9 @@ Images (`Pixels`) have a spacing of 1 per axis; their native grid is the image's
 resized by each output's own `mask`. Volumes (`Voxels`) are read with their spacing (volumes.py),
 their intensities brought to 0..255 (`inputs.*.window`, else each scan's 0.5th percentile to
 its maximum: config's `PERCENTILES`), and resampled to the target spacing (`inputs.*.spacing`,
-resolved from the training split before any row is decoded: `resolve_spacing`): cubic splines for intensities, nearest
-neighbour for label volumes, which hold label values (no colour tables). Every problem is a
-UserError whose message starts with `where`.
+resolved from the training split before any row is decoded: `resolve_spacing`): cubic splines
+for intensities, nearest neighbour for label volumes, which hold label values (no colour
+tables). Every problem is a UserError whose message starts with `where`.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ class Pixels:
                 f"{where}: {path} is {h}x{w}; inputs.{spec.name}.scale {self.scale} leaves {nh}x{nw} pixels; "
                 "raise the scale"
             )
-        return fixed, self.to_native(scan.array)
+        return fixed, resize_image(scan.array, native)
 
     def read_labels(self, path: Path, where: str, colours: bool) -> Scan:
         try:
@@ -323,11 +323,6 @@ def resolve_spacing(cfg: Config, table: Table, splits: list[str]) -> Config:
             f"one; set inputs.{spec.name}.spacing to [depth, height, width] mm"
         )
     shapes, spacings = zip(*grids)
-    return with_spacing(cfg, target_spacing(spacings, shapes))
-
-
-def with_spacing(cfg: Config, target: tuple[float, ...]) -> Config:
-    """cfg whose inputs name `target` (mm per D, H, W axis) as their spacing."""
-    target = tuple(round(float(t), 6) for t in target)
+    target = tuple(round(float(t), 6) for t in target_spacing(spacings, shapes))  # mm per (D, H, W) axis
     inputs = {n: s.model_copy(update={"spacing": target}).named(n) for n, s in cfg.inputs.items()}
     return cfg.model_copy(update={"inputs": inputs})

@@ -1,9 +1,9 @@
 """Prepare: validates the CSV, splits label maps into masks, caches uint8 arrays (stage: stages/prepare.py).
 
-Reads the CSV that `data.csv` names. Rows are decoded in N
-processes (default: one per CPU); the result does not depend on N. Any problem in any row
-stops the stage with the full list (row, column, what was expected) and leaves the previous
-`data/prepared/` untouched. On success it writes, atomically:
+Reads the CSV that `data.csv` names. Rows are decoded in N processes (default: one per CPU); the
+result does not depend on N. Any problem in any row stops the stage with the full list (row,
+column, what was expected) and leaves the previous `data/prepared/` untouched. On success it
+writes, atomically:
 
     data/prepared/<split>/<name>.npy   one array per input/output per split (memory-mapped by train)
     data/prepared/manifest.json        rows per split, source rows/files, channel mean/std
@@ -199,16 +199,16 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
         index = [i for i, s in enumerate(splits) if s == split]
         arrays[split] = write_arrays(rows, index, [*cfg.inputs, *cfg.outputs, *foreground], out / split)
         sizes = write_native(rows, index, cfg, out / split)
-        manifest["splits"][split] = {
+        entry = manifest["splits"][split] = {
             "count": len(index),
             "rows": [table.numbers[i] for i in index],
             "files": [table.rows[i][first_input] for i in index],
             "sizes": sizes.tolist(),  # (H, W) of each row's image file, a volume's (D, H, W)
         }
         if measured(cfg.first_input):  # each scan's own spacing: the scores' millimetres
-            manifest["splits"][split]["spacing"] = [list(rows.grid(i)[1]) for i in index]
+            entry["spacing"] = [list(rows.grid(i)[1]) for i in index]
         if group := cfg.data.split.group:  # each row's patient: the intervals draw them whole
-            manifest["splits"][split]["groups"] = [table.rows[i][group] for i in index]
+            entry["groups"] = [table.rows[i][group] for i in index]
         report["rows"][split] = len(index)
     if measured(cfg.first_input):
         manifest["spacing"] = report["spacing"] = list(rows.spacing or ())

@@ -219,15 +219,11 @@ class CachedRows(Sequence):
 
     def stacked(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
         """Rows `indices` stacked per array name, gathered from each shard at once."""
+        locations = [self.locations[i] for i in indices]
         records = np.empty(len(indices), self.cache.dtype)
-        where: dict[str, tuple[list[int], list[int]]] = {}
-        for k, i in enumerate(indices):
-            shard, j = self.locations[i]
-            ks, js = where.setdefault(shard, ([], []))
-            ks.append(k)
-            js.append(j)
-        for shard, (ks, js) in where.items():
-            records[ks] = self.cache.shards[shard][js]
+        for shard in dict.fromkeys(s for s, _ in locations):
+            ks = [k for k, (s, _) in enumerate(locations) if s == shard]
+            records[ks] = self.cache.shards[shard][[locations[k][1] for k in ks]]
         arrays = records["arrays"]
         return {name: arrays[name] for name in arrays.dtype.names or ()}
 

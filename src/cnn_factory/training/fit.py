@@ -8,10 +8,10 @@ predictions per segmentation output (a slider in DVC's viewers). The best valida
 (see cnn_factory/model.py). A timm encoder starts from `model.weights` (encoder_weights.py), is
 frozen for `train.freeze_encoder_epochs` and learns at `train.encoder_lr` x the rate (optim.py).
 With `train.init_from` the network starts from another model file's weights wherever names and
-shapes fit (see init_from.py). A checkpoint after every epoch lets an
-interrupted run continue where it stopped, with the same result (see checkpoint.py). Under
-torchrun the same code runs in N processes with DistributedDataParallel (see distributed.py):
-each rank trains on and validates its share of every epoch, rank 0 logs and saves.
+shapes fit (see init_from.py). A checkpoint after every epoch lets an interrupted run continue
+where it stopped, with the same result (see checkpoint.py). Under torchrun the same code runs in
+N processes with DistributedDataParallel (see distributed.py): each rank trains on and validates
+its share of every epoch, rank 0 logs and saves.
 """
 
 from __future__ import annotations
@@ -223,10 +223,10 @@ def log_epoch(
     print(f"epoch {epoch}/{epochs}  loss {train_stats['loss']:.4f}  {val}{speed:.0f} img/s", flush=True)
 
 
-def start(cfg: Config, where: Places | Path, ranks: Dist, device: torch.device) -> tuple[Run, int]:
+def start(cfg: Config, where: Places | Path | None, ranks: Dist, device: torch.device) -> tuple[Run, int]:
     """Builds the run's data, model, optimiser, step and validation; resumes from its checkpoint or
     starts from train.init_from's weights; says what it trains on. Returns the run and its first epoch.
-    `where`: the run's places, or the prepared folder of a run in the train stage's other places."""
+    `where`: the run's places, or a prepared folder (the train stage's places otherwise)."""
     check_encoder(cfg.model, cfg.inputs)
     places = Places.at(cfg, where)
     prepared = places.prepared
@@ -318,11 +318,10 @@ def fit(cfg: Config, where: Places | Path | None = None) -> None:
     """The whole training run of the train stage, or of a fold's: resumes, trains, validates, logs, saves.
     `where`: the run's places, or a prepared folder (the train stage's places otherwise)."""
     ranks, device = setup(pick_device(cfg.train.device))  # single-process unless torchrun started us
-    places = Places.at(cfg, where)
-    (run, first), t = start(cfg, places, ranks, device), cfg.train
+    (run, first), t = start(cfg, where, ranks, device), cfg.train
     live = (
         AtomicLive(
-            str(places.live), resume=first > 1, save_dvc_exp=False, dvcyaml=None, monitor_system=t.monitor_system
+            str(run.places.live), resume=first > 1, save_dvc_exp=False, dvcyaml=None, monitor_system=t.monitor_system
         )
         if ranks.main
         else NoLive()
@@ -416,15 +415,14 @@ def saved_figures(run: Run, es: StoppingConfig) -> dict[str, float]:
 
 def save_best(run: Run, es: StoppingConfig, best: dict[str, float]) -> None:
     """Writes the best epoch's weights and figures to the model file (rank 0), and marks the run complete."""
-    session = run.session
     if not run.ranks.main:
         return
+    session, early = run.session, run.session.early
     val = {k: v for k, v in best.items() if k != "epoch"}
     record = {"epoch": best["epoch"], "val": val, "init_from": run.source}
     save_model(run.places.model, session.model, session.model.args(), {**run.meta, **record})
-    done = {"key": run.checkpoint.key, "epoch": session.early.best_epoch, "complete": True}
-    save_checkpoint(run.checkpoint.path, done)
-    early, own = session.early, session.history.best_val[es.metric.removeprefix("val/")]
+    save_checkpoint(run.checkpoint.path, {"key": run.checkpoint.key, "epoch": early.best_epoch, "complete": True})
+    own = session.history.best_val[es.metric.removeprefix("val/")]
     line = f"train: best {es.metric} {own:.4f} at epoch {early.best_epoch}"
     if es.smoothing:
         line += f" (by its moving average, {early.best:.4f} with smoothing {es.smoothing})"

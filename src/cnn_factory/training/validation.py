@@ -132,8 +132,8 @@ class NativeValidation:
     def __call__(
         self, model: MultiOutputNet, criterion: Criterion, device: torch.device, gallery: Gallery | None = None
     ) -> dict[str, float]:
-        sums, outputs = Sums(self.outputs, device), self.outputs
-        for batch in predict_split(model, self.model_file, outputs, self.split, self.batch_size, device):
+        sums = Sums(self.outputs, device)
+        for batch in predict_split(model, self.model_file, self.outputs, self.split, self.batch_size, device):
             image_level = {n: v for n, v in batch.logits.items() if n not in self.split.spatial}
             sums.metrics.update(image_level, batch.targets)
             sums.add({n: criterion.losses[n](v, batch.targets[n]) for n, v in image_level.items()}, len(batch.x))
@@ -174,10 +174,10 @@ class SampledValidation:
         ranks: Dist = SINGLE,
     ):
         self.outputs, self.batch_size, self.placement, self.ranks = outputs, batch_size, placement, ranks
-        masks, whole = Outputs(outputs).spatial, Outputs(outputs).whole
-        self.spatial, self.whole = list(masks), list(whole)
+        kinds = Outputs(outputs)
+        self.spatial, self.whole = list(kinds.spatial), list(kinds.whole)
         # the masks only: the image-level outputs are scored on every image's view below, not per patch
-        patches = PatchSplit(folder, list(model_file.inputs), masks, model_file.first.size)
+        patches = PatchSplit(folder, list(model_file.inputs), kinds.spatial, model_file.first.size)
         # drawn once, as training draws (foreground share included): the same patches every epoch
         batches = PatchBatches(
             rows=patches,
