@@ -127,10 +127,10 @@ def patient_id(path: Path) -> str | None:
 
 
 def pixel_mm(source: Path | bytes) -> float | None:
-    """A DICOM image file's (or its bytes') mm per pixel, where its pixels are square: its PixelSpacing (in the
-    patient), else its ImagerPixelSpacing (at a radiograph's detector) over its estimated
-    magnification (PS3.3 C.8.11.7), else an ultrasound image's first region measured in cm; None for
-    another file (a series' folder has its own spacing) and for an image without one."""
+    """A DICOM image file's (or its bytes') mm per pixel, where its pixels are square: its
+    PixelSpacing (in the patient), else its ImagerPixelSpacing (at a radiograph's detector) over
+    its estimated magnification (PS3.3 C.8.11.7), else an ultrasound image's first region measured
+    in cm; None for another file (a series' folder has its own spacing) and for an image without one."""
     import pydicom
 
     if not is_file(source):
