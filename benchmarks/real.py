@@ -2,14 +2,18 @@
 
     python -m benchmarks.real drive FOLDER [--epochs 20] [--patches 256] [--quick]
     python -m benchmarks.real brats FOLDER [--epochs 20] [--patches 64] [--quick]
+    python -m benchmarks.real hc18 FOLDER [--epochs 20] [--quick]
 
 FOLDER holds a public data set as its repository ships it, already unpacked (nothing is
 downloaded): `drive` the DRIVE retinal images (`training/` and `test/`, each with `images/*.tif`,
 `1st_manual/*_manual1.gif` and `mask/*_mask.gif`), `brats` the BraTS 2015 sample cases of
 DeepMedic's examples (`train/`, `validation/`, `test/`, one folder per case with
-`Flair_subtrMeanDivStd.nii.gz`, `T1c_subtrMeanDivStd.nii.gz`, `OTMultiClass.nii.gz`).
-`drive_table` and `brats_table` convert them into a CSV with a `split` column (and DRIVE's
-vessels into PNG label maps) in a temporary folder, which both tools read.
+`Flair_subtrMeanDivStd.nii.gz`, `T1c_subtrMeanDivStd.nii.gz`, `OTMultiClass.nii.gz`), `hc18`
+the HC18 challenge's training set of fetal head ultrasound (`training_set/NNN_HC.png` with
+`NNN_HC_Annotation.png`, the head a filled ellipse, and `training_set_pixel_size_and_HC.csv`
+with each image's mm per pixel and the sonographer's head circumference).
+`drive_table`, `brats_table` and `hc18_table` convert them into a CSV with a `split` column (and
+DRIVE's vessels and HC18's heads into PNG label maps) in a temporary folder, which both tools read.
 
 - ours: prepare, then `python -m stages.train` and `python -m stages.evaluate` in a work folder
   (benchmarks/volumes.py's `setup` and `run_stage`); its figures and their 95% bootstrap
@@ -31,8 +35,13 @@ whole image (evaluate's figures, and MONAI's the same way) and inside the field-
 literature's convention: ours' masks from `cnn-factory predict`, both tools' predictions cut to
 the FOV). BraTS: the whole tumour (every label value 1-4) as the mask, its volume in mL as a
 learned number (`tumour_ml`, the truth's from the label volume) and as a measure of the predicted
-mask (`tumour_volume`); Bland-Altman bias and 95% limits of agreement for both. Writes
-benchmarks/real-<set>.json and prints a table.
+mask (`tumour_volume`); Bland-Altman bias and 95% limits of agreement for both. HC18: the head
+as the mask, scored at each image's own 800x540 pixels, and the head circumference measured on
+the predicted mask in mm (the fitted ellipse's perimeter, its largest component, each row's own
+pixel size) against the sonographer's (`hc_mm`): MAE, bias and limits of agreement, with the same
+measure of the true masks as the floor the convention sets. MONAI: the same UNet on the whole
+images resized to the same input size, its masks brought back to each image's size and measured
+by the same function. Writes benchmarks/real-<set>.json and prints a table.
 """
 
 from __future__ import annotations
@@ -129,6 +138,37 @@ def brats_table(src: Path, out: Path) -> list[dict]:
     return rows
 
 
+def hc18_table(src: Path, out: Path) -> list[dict]:
+    """HC18's training set as cnn-factory reads it: images/<name>.png (grey), labels/<name>.png (1
+    on the head), data.csv with `image`, `labels`, `patient` (an image's number: NNN_2HC is NNN's
+    second image), `pixel_mm`, `hc_mm` and `split` by patient: numbers ending in 0 or 5 `test`
+    (a fifth), in 1 `val`, the rest `train`. Returns the CSV's rows."""
+    for folder in ("images", "labels"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    with open(src / "training_set_pixel_size_and_HC.csv", newline="") as f:
+        listed = list(csv.DictReader(f))
+    rows = []
+    for item in listed:
+        name = item["filename"]
+        shutil.copyfile(src / "training_set" / name, out / "images" / name)
+        head = _grey(src / "training_set" / name.replace(".png", "_Annotation.png")) > 127
+        write_image(out / "labels" / name, head.astype(np.uint8))
+        patient = name.split("_")[0]
+        split = "test" if int(patient) % 5 == 0 else "val" if int(patient) % 10 == 1 else "train"
+        rows.append(
+            {
+                "image": f"images/{name}",
+                "labels": f"labels/{name}",
+                "patient": patient,
+                "pixel_mm": item["pixel size(mm)"],
+                "hc_mm": item["head circumference (mm)"],
+                "split": split,
+            }
+        )
+    write_csv(out / "data.csv", rows)
+    return rows
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, [*rows[0]])
@@ -170,8 +210,24 @@ def brats_params(data: Path, patch: tuple, spacing: float, epochs: int, patches:
     return params(data, inputs, outputs, {"name": "brats"}, train, "examples/volumes/params.yaml")
 
 
-def ours(work: Path, p: dict) -> dict:
-    """The train and evaluate stages in `work`: the train stage's seconds and eval/figures.json's test figures."""
+HC = {"type": "measure", "of": "head", "measure": "ellipse_circumference", "components": "largest"}
+
+
+def hc18_params(data: Path, size: tuple, epochs: int, batch: int) -> dict:
+    """params.yaml's defaults (UNet of depth 3, 16 filters, Adam 0.003, cosine, its augmentation),
+    the whole grey images resized to `size`, the head as the mask and its circumference measured."""
+    image = {"type": "image", "size": list(size), "channels": 1}
+    outputs = {
+        "head": {"type": "segmentation", "column": "labels", "label": 1, "loss": "bce_dice"},
+        "hc": {**HC, "column": "hc_mm", "spacing_column": "pixel_mm"},
+    }
+    train = {"epochs": epochs, "batch_size": batch}
+    return params(data, {"image": image}, outputs, {"name": "hc18"}, train)
+
+
+def ours(work: Path, p: dict, images: int = 0) -> dict:
+    """The train and evaluate stages in `work`: the train stage's seconds and eval/figures.json's
+    test figures; `images`: the training images an epoch of whole images sees (patch mode: its patches)."""
     setup(work, p)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     seconds, _ = run_stage(work, "train")
@@ -180,7 +236,7 @@ def ours(work: Path, p: dict) -> dict:
     evaluate_s, _ = run_stage(work, "evaluate")
     live = json.loads((work / "dvclive" / "metrics.json").read_text())
     figures = json.loads((work / "eval" / "figures.json").read_text())["test"]
-    patches = p["train"]["epochs"] * p["train"]["patches_per_epoch"]
+    patches = p["train"]["epochs"] * (p["train"].get("patches_per_epoch") or images)
     saved = int(live["best"]["epoch"])
     return {
         "train_s": seconds, "cpu_s": cpu, "evaluate_s": evaluate_s, "patches": patches, "saved_epoch": saved,
@@ -308,6 +364,74 @@ def brats(src: Path, tmp: Path, args: argparse.Namespace) -> dict:
     return {"ours": mine, "monai": other, "cases": {r["case"]: r["split"] for r in table}}
 
 
+def hc18(src: Path, tmp: Path, args: argparse.Namespace) -> dict:
+    data = tmp / "hc18"
+    table = hc18_table(src, data)
+    size = tuple(args.size)
+    train = sum(r["split"] == "train" for r in table)
+    mine = ours(tmp / "ours", hc18_params(data, size, args.epochs, args.batch), train)
+    monai = equal_time(lambda n: monai_hc18(data, table, size, n, args.batch), mine["cpu_s"], args.batch)
+    monai.update(hc18_scores(data, table, monai.pop("masks")))
+    truth = hc18_scores(data, table, {r["image"]: read_image(data / r["labels"]) > 0 for r in table})
+    return {
+        "ours": mine,
+        "monai": monai,
+        "true_masks": truth["hc"],
+        "rows": {s: sum(r["split"] == s for r in table) for s in ("train", "val", "test")},
+    }
+
+
+def hc18_arrays(data: Path, row: dict, size: tuple) -> dict:
+    """An image resized to `size` (bilinear) and min-max scaled to 0..1, its label resized (nearest)."""
+    import torch.nn.functional as F
+
+    image = torch.as_tensor(read_image(data / row["image"]), dtype=torch.float32)[None, None]
+    image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    label = torch.as_tensor(read_image(data / row["labels"]), dtype=torch.float32)[None, None]
+    label = F.interpolate(label, size=size, mode="nearest")[0].to(torch.uint8)
+    return {"image": (image - image.min()) / (image.max() - image.min()), "label": label}
+
+
+def monai_hc18(data: Path, table: list[dict], size: tuple, images: int, batch: int, seed: int = 0) -> dict:
+    """monai_baseline's UNet on `images` whole training images resized to `size`; the test images'
+    heads brought back to their own size (bilinear probabilities, softmax foreground over 0.5)."""
+    import torch.nn.functional as F
+    from monai.data import DataLoader
+    from monai.utils import set_determinism
+
+    set_determinism(seed)
+    torch.manual_seed(seed)
+    train = [hc18_arrays(data, r, size) for r in table if r["split"] == "train"]
+    loader = DataLoader(train, batch_size=batch, shuffle=True, num_workers=0)
+    start = time.perf_counter()
+    model, seen, cpu = train_unet(
+        2, loader, images, batch, MONAI_LR, lambda item: item["label"], clock=time.process_time
+    )
+    seconds = time.perf_counter() - start
+    model.eval()
+    masks = {}
+    with torch.no_grad():
+        for r in (r for r in table if r["split"] == "test"):
+            own = read_image(data / r["image"]).shape
+            probs = torch.softmax(model(hc18_arrays(data, r, size)["image"][None]), 1)[:, 1:]
+            masks[r["image"]] = F.interpolate(probs, size=own, mode="bilinear", align_corners=False)[0, 0].numpy() > 0.5
+    return {"train_s": seconds, "cpu_s": cpu, "patches": seen, "masks": masks}
+
+
+def hc18_scores(data: Path, table: list[dict], masks: dict) -> dict:
+    """Test masks ({image column: (H, W) bool} at each image's size) scored against the heads
+    (`whole`: dice, HD95 in pixels), and their circumference in mm against `hc_mm` (`hc`)."""
+    from cnn_factory.scores.measures import measure
+
+    rows, truth, measured = [], [], []
+    for r in (r for r in table if r["split"] == "test"):
+        rows.append(mask_scores(masks[r["image"]], read_image(data / r["labels"]) > 0, 2.0))
+        mm = float(r["pixel_mm"])
+        measured.append(measure(HC["measure"], masks[r["image"]], (mm, mm), HC["components"]))
+        truth.append(float(r["hc_mm"]))
+    return {"whole": scored(rows), "hc": agreement_summary(np.array(truth), np.array(measured))}
+
+
 def per_case(work: Path, table: list[dict]) -> dict:
     """Our per-case dice and the learned head's Bland-Altman figures, from eval/per_image.csv
     (`csv_row`: the row's line in data.csv, the header line 1)."""
@@ -320,24 +444,25 @@ def per_case(work: Path, table: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("set", choices=("drive", "brats"))
+    parser.add_argument("set", choices=("drive", "brats", "hc18"))
     parser.add_argument("folder", type=Path, help="the data set, unpacked (see the module's docstring)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--patches", type=int, default=None, help="patches per epoch")
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="a few patches: the smoke run (figures mean nothing)")
     args = parser.parse_args()
-    defaults = {"drive": (20, 256, 8), "brats": (20, 64, 4)}[args.set]
-    quick = {"drive": (1, 16, 8), "brats": (1, 8, 4)}[args.set]
+    defaults = {"drive": (20, 256, 8), "brats": (20, 64, 4), "hc18": (20, 0, 16)}[args.set]
+    quick = {"drive": (1, 16, 8), "brats": (1, 8, 4), "hc18": (1, 0, 16)}[args.set]
     epochs, patches, batch = quick if args.quick else defaults
     args.epochs, args.patches, args.batch = args.epochs or epochs, args.patches or patches, args.batch or batch
-    args.patch, args.patch3, args.spacing = 96, (32, 64, 64), 2.0
+    args.patch, args.patch3, args.spacing, args.size = 96, (32, 64, 64), 2.0, (128, 192)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"cnn-factory-real-{args.set}-") as tmp:
-        results = (drive if args.set == "drive" else brats)(args.folder, Path(tmp), args)
+        results = {"drive": drive, "brats": brats, "hc18": hc18}[args.set](args.folder, Path(tmp), args)
+    patch = {"drive": args.patch, "brats": args.patch3, "hc18": args.size}[args.set]
     results["conditions"] = {
-        "epochs": args.epochs, "patches_per_epoch": args.patches, "batch": args.batch,
-        "patch": args.patch if args.set == "drive" else args.patch3, "spacing_mm": args.spacing,
+        "epochs": args.epochs, "patches_per_epoch": args.patches or None, "batch": args.batch,
+        "patch": patch, "spacing_mm": args.spacing if args.set == "brats" else None,
         "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M"),
         "wall_s": time.perf_counter() - start,
     }  # fmt: skip
@@ -373,12 +498,21 @@ def report(results: dict) -> None:
         if "per_case" in r:
             print("  per case: " + ", ".join(f"{case} {dice:.3f}" for case, dice in r["per_case"].items()))
         measured = r.get("figures", {}).get("tumour_volume", r.get("tumour_volume"))
-        for name, figures in (("volume of the mask", measured), ("learned tumour_ml", r.get("tumour_ml_agreement"))):
+        circumference = r.get("figures", {}).get("hc", r.get("hc"))
+        for name, figures, unit in (
+            ("volume of the mask", measured, "mL"),
+            ("learned tumour_ml", r.get("tumour_ml_agreement"), "mL"),
+            ("head circumference of the mask", circumference, "mm"),
+        ):
             if figures:
                 print(
-                    f"  {name}: MAE {figures['mae']:.1f} mL, bias {figures['bias']:.1f} mL, "
-                    f"limits of agreement [{figures['loa_low']:.1f}, {figures['loa_high']:.1f}] mL"
+                    f"  {name}: MAE {figures['mae']:.1f} {unit}, bias {figures['bias']:.1f} {unit}, "
+                    f"limits of agreement [{figures['loa_low']:.1f}, {figures['loa_high']:.1f}] {unit}"
                 )
+    if "true_masks" in results:
+        t = results["true_masks"]
+        print(f"true masks' circumference against hc_mm (the convention's floor): MAE {t['mae']:.2f} mm, "
+              f"bias {t['bias']:.2f} mm")  # fmt: skip
 
 
 if __name__ == "__main__":

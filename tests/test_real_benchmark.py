@@ -1,13 +1,14 @@
-"""benchmarks/real.py: DRIVE's conversion into a CSV and label maps, on a tiny generated DRIVE folder."""
+"""benchmarks/real.py: DRIVE's and HC18's conversions into a CSV and label maps, on tiny generated folders."""
 
 from __future__ import annotations
 
 import csv
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from benchmarks.real import drive_table
+from benchmarks.real import HC, drive_table, hc18_table
 from cnn_factory.images import read_image
 
 
@@ -52,3 +53,37 @@ def test_drive_table_writes_csv_label_maps_and_splits(tmp_path):
     assert fov.sum() == 80 and fov[0].sum() == 0
     image = read_image(out / table[4]["image"])
     assert image.shape == (12, 10, 3) and image.dtype == np.uint8
+
+
+def test_hc18_table_keeps_a_patients_images_in_one_split_with_their_pixel_size(tmp_path):
+    """HC18's layout: grey images, the head a filled white ellipse in an RGB annotation, and a CSV
+    of each image's pixel size and circumference; NNN_2HC is patient NNN's second image."""
+    from cnn_factory.scores.measures import measure
+
+    src, out = tmp_path / "HC18", tmp_path / "converted"
+    (src / "training_set").mkdir(parents=True)
+    yy, xx = np.mgrid[:60, :80]
+    head = ((yy - 30) / 20) ** 2 + ((xx - 40) / 30) ** 2 <= 1  # semi-axes 20 and 30 pixels
+    lines = ["filename,pixel size(mm),head circumference (mm)"]
+    for name in ("000_HC", "000_2HC", "011_HC", "012_HC"):
+        Image.fromarray(np.full((60, 80), 90, np.uint8)).save(src / "training_set" / f"{name}.png")
+        annotation = np.repeat(head[..., None] * np.uint8(255), 3, axis=2)
+        Image.fromarray(annotation).save(src / "training_set" / f"{name}_Annotation.png")
+        lines.append(f"{name}.png,0.1,15.87")
+    (src / "training_set_pixel_size_and_HC.csv").write_text("\n".join(lines) + "\n")
+
+    rows = hc18_table(src, out)
+
+    with open(out / "data.csv", newline="") as f:
+        assert list(csv.DictReader(f)) == rows
+    assert [(r["patient"], r["split"], r["pixel_mm"]) for r in rows] == [
+        ("000", "test", "0.1"),
+        ("000", "test", "0.1"),
+        ("011", "val", "0.1"),
+        ("012", "train", "0.1"),
+    ]
+    labels = read_image(out / rows[0]["labels"])
+    assert np.array_equal(labels, head.astype(np.uint8))
+    assert read_image(out / rows[0]["image"]).shape == (60, 80)
+    # the measure the benchmark takes: Ramanujan's perimeter of a 2 x 3 mm ellipse is 15.87 mm
+    assert measure(HC["measure"], labels > 0, (0.1, 0.1), HC["components"]) == pytest.approx(15.87, rel=0.02)
