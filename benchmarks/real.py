@@ -3,6 +3,7 @@
     python -m benchmarks.real drive FOLDER [--epochs 20] [--patches 256] [--quick]
     python -m benchmarks.real brats FOLDER [--epochs 20] [--patches 64] [--quick]
     python -m benchmarks.real hc18 FOLDER [--epochs 20] [--quick]
+    (each also with --stem strided: our network's first level at half resolution)
 
 FOLDER holds a public data set as its repository ships it, already unpacked (nothing is
 downloaded): `drive` the DRIVE retinal images (`training/` and `test/`, each with `images/*.tif`,
@@ -225,9 +226,12 @@ def hc18_params(data: Path, size: tuple, epochs: int, batch: int) -> dict:
     return params(data, {"image": image}, outputs, {"name": "hc18"}, train)
 
 
-def ours(work: Path, p: dict, images: int = 0) -> dict:
+def ours(work: Path, p: dict, images: int = 0, stem: str | None = None) -> dict:
     """The train and evaluate stages in `work`: the train stage's seconds and eval/figures.json's
-    test figures; `images`: the training images an epoch of whole images sees (patch mode: its patches)."""
+    test figures; `images`: the training images an epoch of whole images sees (patch mode: its
+    patches); `stem`: model.stem instead of params.yaml's."""
+    if stem:
+        p["model"]["stem"] = stem
     setup(work, p)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     seconds, _ = run_stage(work, "train")
@@ -325,7 +329,7 @@ def drive(src: Path, tmp: Path, args: argparse.Namespace) -> dict:
     data = tmp / "drive"
     table = drive_table(src, data)
     p = drive_params(data, args.patch, args.epochs, args.patches, args.batch)
-    mine = ours(tmp / "ours", p)
+    mine = ours(tmp / "ours", p, stem=args.stem)
     mine.update(drive_scores(data, table, predicted_masks(tmp / "ours", data, table)))
     monai = equal_time(lambda n: monai_drive(data, table, args.patch, n, args.batch), mine["cpu_s"], args.batch)
     monai.update(drive_scores(data, table, monai.pop("masks")))
@@ -341,7 +345,7 @@ def brats(src: Path, tmp: Path, args: argparse.Namespace) -> dict:
     table = brats_table(src, data)
     patch = tuple(args.patch3)
     p = brats_params(data, patch, args.spacing, args.epochs, args.patches, args.batch)
-    mine = ours(tmp / "ours", p)
+    mine = ours(tmp / "ours", p, stem=args.stem)
     spacing = (args.spacing,) * 3
 
     def monai(n: int) -> dict:
@@ -369,7 +373,7 @@ def hc18(src: Path, tmp: Path, args: argparse.Namespace) -> dict:
     table = hc18_table(src, data)
     size = tuple(args.size)
     train = sum(r["split"] == "train" for r in table)
-    mine = ours(tmp / "ours", hc18_params(data, size, args.epochs, args.batch), train)
+    mine = ours(tmp / "ours", hc18_params(data, size, args.epochs, args.batch), train, args.stem)
     monai = equal_time(lambda n: monai_hc18(data, table, size, n, args.batch), mine["cpu_s"], args.batch)
     monai.update(hc18_scores(data, table, monai.pop("masks")))
     truth = hc18_scores(data, table, {r["image"]: read_image(data / r["labels"]) > 0 for r in table})
@@ -449,6 +453,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--patches", type=int, default=None, help="patches per epoch")
     parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--stem", choices=("auto", "full", "strided"), help="model.stem for ours (default: params')")
     parser.add_argument("--quick", action="store_true", help="a few patches: the smoke run (figures mean nothing)")
     args = parser.parse_args()
     defaults = {"drive": (20, 256, 8), "brats": (20, 64, 4), "hc18": (20, 0, 16)}[args.set]
@@ -462,7 +467,7 @@ def main() -> None:
     patch = {"drive": args.patch, "brats": args.patch3, "hc18": args.size}[args.set]
     results["conditions"] = {
         "epochs": args.epochs, "patches_per_epoch": args.patches or None, "batch": args.batch,
-        "patch": patch, "spacing_mm": args.spacing if args.set == "brats" else None,
+        "patch": patch, "spacing_mm": args.spacing if args.set == "brats" else None, "stem": args.stem or "auto",
         "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M"),
         "wall_s": time.perf_counter() - start,
     }  # fmt: skip
