@@ -192,8 +192,12 @@ def test_a_measure_beside_the_masks_trains_evaluates_and_predicts(params, exampl
     assert spaced["round_mm2_unit"] == "mm2" and float(spaced["round_mm2"]) == pytest.approx(
         float(row["round_mm2"]) * 0.25, rel=1e-5
     )
-    served = client.post("/predict", files={"image": dicom.read_bytes()}).json()["outputs"]
-    assert served["round_mm2"] == {"kind": "measure", "value": float(spaced["round_mm2"]), "unit": "mm2"}
+    answer = client.post("/predict", files={"image": dicom.read_bytes()}).json()
+    assert answer["outputs"]["round_mm2"] == {"kind": "measure", "value": float(spaced["round_mm2"]), "unit": "mm2"}
+    assert (
+        answer["image"]["pixel_mm"] == 0.5
+        and "pixel_mm" not in client.post("/predict", files={"image": first.read_bytes()}).json()["image"]
+    )
 
     # a CSV with the measure's spacing column: each row's own mm per pixel, as evaluate takes it
     shutil.copy(first, tmp_path / "again.png")

@@ -103,11 +103,14 @@ class Service:
         return {"model": self.model_file.name, **self.described(loaded, shown), "outputs": outputs}
 
     def described(self, loaded: Loaded, shown: bool) -> dict[str, Any]:
-        """The upload's own size: an image's, with the image as read as a PNG where a browser cannot
-        draw its file (TIFF, DICOM); a scan's with its spacing and its middle slice as a PNG (the
-        first channel, at the masks' height and width). The page draws the masks over them."""
+        """The upload's own size: an image's (and its pixel size where its file gives one), with the
+        image as read as a PNG where a browser cannot draw its file (TIFF, DICOM); a scan's with its
+        spacing and its middle slice as a PNG (the first channel, at the masks' height and width).
+        The page draws the masks over them."""
         if loaded.affine is None:
-            size = {"image": {"height": loaded.size[0], "width": loaded.size[1]}}
+            size: dict[str, Any] = {"image": {"height": loaded.size[0], "width": loaded.size[1]}}
+            if loaded.spacing:  # a DICOM image's pixel size, which its measures are in mm by
+                size["image"]["pixel_mm"] = loaded.spacing[0]
             if shown:
                 return size
             # (H, W, 3) RGB, else the first channel (H, W)
