@@ -282,6 +282,33 @@ def test_make_csv_pairs_names_that_differ_by_an_ending_every_file_shares(tmp_pat
     assert result.returncode == 1 and "no file names in common" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("pairs", "others", "ending"),
+    [  # as public sets ship them in one folder: HC18's fetal heads, BUSI's breast ultrasound
+        ([("000_HC.png", "000_HC_Annotation.png"), ("010_2HC.png", "010_2HC_Annotation.png")], ["011_HC.png"],
+         "_Annotation"),
+        ([("benign (1).png", "benign (1)_mask.png"), ("benign (10).png", "benign (10)_mask.png")],
+         ["benign (4)_mask_1.png", "normal (2).png"], "_mask"),
+    ],
+)  # fmt: skip
+def test_make_csv_pairs_images_and_label_maps_of_one_folder(tmp_path, pairs, others, ending):
+    """Given one folder twice, each file paired with itself would be a CSV of images as their own
+    label maps: the label maps are the files named as an image with the ending most pairs share."""
+    (tmp_path / "set").mkdir()
+    for name in [name for pair in pairs for name in pair] + others:
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "set" / name)
+    result = cli("make-csv", "set", "set", "--out", "data.csv", cwd=tmp_path)
+    assert f"one folder: the label maps are the files named as an image with {ending!r} after it" in result.stdout
+    assert (tmp_path / "data.csv").read_text().splitlines()[1:] == [f"set/{i},set/{label}" for i, label in pairs]
+    assert f"{len(others)} image(s) without a matching label map" in result.stderr
+
+    for name in [pair[1] for pair in pairs] + others:  # images alone: no label map to find
+        (tmp_path / "set" / name).unlink()
+    result = cli("make-csv", "set", "set", "--out", "data.csv", cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert "set: IMAGES_DIR and LABELS_DIR are one folder, and no file is named as another" in result.stderr
+
+
 def test_make_csv_pairs_nifti_scans_by_their_name_without_nii_gz(tmp_path):
     from cnn_factory.data.volumes_example import make_volume_example
 

@@ -10,6 +10,7 @@ import csv
 import os
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 from cnn_factory import dicom
@@ -29,14 +30,7 @@ def make_csv(args: argparse.Namespace) -> None:
     if args.coco:
         return make_coco_csv(args)
     out = Path(args.out)
-    images, labels = _by_stem(Path(args.images_dir)), _by_stem(Path(args.labels_dir))
-    if not set(images) & set(labels):  # ISIC_0001 with ISIC_0001_segmentation, 21_training with 21_manual1
-        image_end, label_end = _shared_ending(list(images)), _shared_ending(list(labels))
-        images = {stem.removesuffix(image_end): path for stem, path in images.items()}
-        labels = {stem.removesuffix(label_end): path for stem, path in labels.items()}
-        if set(images) & set(labels):
-            print(f"make-csv: paired by name without the ending {image_end!r} of every image and {label_end!r} of "
-                  "every label map")  # fmt: skip
+    images, labels = _named(Path(args.images_dir), Path(args.labels_dir))
     pairs = sorted(set(images) & set(labels))
     for what, files, other in (("image", images, "label map"), ("label map", labels, "image")):
         unpaired = sorted(set(files) - set(pairs))
@@ -74,6 +68,46 @@ def _dicom_columns(images: list[Path], columns: list[str]) -> dict[str, list[str
     if PIXEL_MM not in columns and all(sizes):
         found[PIXEL_MM] = [f"{size:.6g}" for size in sizes if size]
     return found
+
+
+def _named(images_dir: Path, labels_dir: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The images and the label maps by the name they pair on: their file names without suffix,
+    else without an ending every image, or every label map, shares (ISIC_0001 with
+    ISIC_0001_segmentation, 21_training with 21_manual1); from one folder, `_one_folder`'s."""
+    if images_dir.resolve() == labels_dir.resolve():
+        return _one_folder(_by_stem(images_dir), images_dir)
+    images, labels = _by_stem(images_dir), _by_stem(labels_dir)
+    if not set(images) & set(labels):
+        image_end, label_end = _shared_ending(list(images)), _shared_ending(list(labels))
+        images = {stem.removesuffix(image_end): path for stem, path in images.items()}
+        labels = {stem.removesuffix(label_end): path for stem, path in labels.items()}
+        if set(images) & set(labels):
+            print(f"make-csv: paired by name without the ending {image_end!r} of every image and {label_end!r} of "
+                  "every label map")  # fmt: skip
+    return images, labels
+
+
+def _one_folder(files: dict[str, Path], folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Images and label maps in one folder (HC18's 000_HC.png with 000_HC_Annotation.png, BUSI's
+    'benign (1).png' with 'benign (1)_mask.png'): the label maps are the files named as another
+    file with the ending that most such pairs share, from a `_`, `-`, `.` or space on."""
+    stems = sorted(files)  # the names that start with a name follow it
+    endings: Counter[str] = Counter()
+    for i, stem in enumerate(stems):
+        for other in stems[i + 1 :]:
+            if not other.startswith(stem):
+                break
+            if other[len(stem)] in "_-. ":
+                endings[other[len(stem) :]] += 1
+    if not endings:
+        raise UserError(
+            f"{folder}: IMAGES_DIR and LABELS_DIR are one folder, and no file is named as another with an ending "
+            "(such as _mask) after it; give the label maps' own folder"
+        )
+    [(ending, _)] = endings.most_common(1)
+    print(f"make-csv: one folder: the label maps are the files named as an image with {ending!r} after it")
+    labels = {stem.removesuffix(ending): files[stem] for stem in stems if stem.endswith(ending)}
+    return {stem: files[stem] for stem in stems if not stem.endswith(ending)}, labels
 
 
 def _shared_ending(stems: list[str]) -> str:
