@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from skimage import io
 
 from cnn_factory.config import parse_params
@@ -223,6 +224,10 @@ def test_label_absent_everywhere_is_an_error(params, example_dir):
     params["outputs"]["round"]["label"] = 7
     message = problems(params, example_dir, "\n".join(rows_of(example_dir)))
     assert "outputs.round: 24 of 24 label maps in column 'labels' hold none of the label values [7]" in message
+    # what the first one holds instead, so that a mask of 0/255 is told from a mask of 0/1
+    first = rows_of(example_dir)[1].split(",")[rows_of(example_dir)[0].split(",").index("labels")]
+    held = ", ".join(map(str, np.unique(np.asarray(Image.open(example_dir / first))).tolist()))
+    assert message.endswith(f"row 2's label map holds {held}; check the label values of outputs.round")
 
 
 def test_label_absent_somewhere_is_a_warning(params, example_dir, capsys):

@@ -31,11 +31,11 @@ from tqdm import tqdm
 
 from cnn_factory.config import SPLITS, Config
 from cnn_factory.data.folds import TEST, assign_folds, fold_splits
-from cnn_factory.data.grids import measured, resolve_spacing
+from cnn_factory.data.grids import grid_for, measured, resolve_spacing
 from cnn_factory.data.ragged import RaggedWriter, foreground_name
 from cnn_factory.data.row_cache import CACHE_FORMAT, CachedRows, RowCache, record_dtype
 from cnn_factory.data.row_keys import decoding_key, row_key
-from cnn_factory.data.rows import load_row, native_names, pack_native, unpack_native
+from cnn_factory.data.rows import cell_path, load_row, native_names, pack_native, unpack_native
 from cnn_factory.data.splits import assign_splits, split_report
 from cnn_factory.data.table import Table, check_columns, check_root, lossy_label_maps, read_table, repeated_rows
 from cnn_factory.errors import UserError, listing
@@ -179,10 +179,27 @@ def missing_label_problems(table: Table, cfg: Config, missing: dict[str, list[in
             f"hold none of the label values {list(spec.label_values)} (rows {listing(numbers, 10, ', ... ({} more)')})"
         )
         if len(numbers) == len(table.rows):
-            problems.append(f"{table.path}: {text}; check the label values of outputs.{name}")
+            held = held_values(table, cfg, name, numbers[0])
+            problems.append(f"{table.path}: {text}; {held}check the label values of outputs.{name}")
         else:
             print(f"warning: {text}", file=sys.stderr)
     return problems
+
+
+def held_values(table: Table, cfg: Config, name: str, number: int) -> str:
+    """What the label map of file row `number` holds, for the message of an output whose labels
+    none holds ("row 2's label map holds 0, 255; "); "" for a colour-coded one, or one not read."""
+    spec = cfg.outputs.spatial[name]
+    if spec.colour_table is not None:
+        return ""
+    i = table.numbers.index(number)
+    where = table.where(i, spec.column)
+    try:
+        path = cell_path(table.rows[i], spec.column, cfg.data, where, series=cfg.first_input.volume)
+        labels = grid_for(cfg.first_input).read_labels(path, where, colours=False)
+    except UserError:
+        return ""
+    return f"row {number}'s label map holds {listing(np.unique(labels.array).tolist(), 10, ', ...')}; "
 
 
 def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRows, out: Path) -> dict:
