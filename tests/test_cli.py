@@ -309,6 +309,43 @@ def test_make_csv_pairs_images_and_label_maps_of_one_folder(tmp_path, pairs, oth
     assert "set: IMAGES_DIR and LABELS_DIR are one folder, and no file is named as another" in result.stderr
 
 
+def test_make_csv_joins_a_spreadsheet_of_per_image_values(tmp_path):
+    """Per-image values come in a spreadsheet of their own (HC18's pixel sizes and circumferences
+    by file name, ISIC's diagnoses by name without suffix): --join adds its columns by the column
+    that names the images; an image it lacks gets empty cells and a warning."""
+    (tmp_path / "set").mkdir()
+    for name in ("000_HC", "000_HC_Annotation", "001_HC", "001_HC_Annotation", "002_HC", "002_HC_Annotation"):
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "set" / f"{name}.png")
+    (tmp_path / "hc.csv").write_text(
+        "filename,pixel size(mm),head circumference (mm)\n000_HC.png,0.069,44.3\n001_HC.png,0.09,56.81\n"
+        "999_HC.png,0.1,70\n"
+    )
+    result = cli("make-csv", "set", "set", "--join", "hc.csv", "--out", "data.csv", cwd=tmp_path)
+    assert "columns 'pixel size(mm)', 'head circumference (mm)' from hc.csv, by its column 'filename'" in result.stdout
+    assert (tmp_path / "data.csv").read_text().splitlines() == [
+        "image,labels,pixel size(mm),head circumference (mm)",
+        "set/000_HC.png,set/000_HC_Annotation.png,0.069,44.3",
+        "set/001_HC.png,set/001_HC_Annotation.png,0.09,56.81",
+        "set/002_HC.png,set/002_HC_Annotation.png,,",
+    ]
+    assert "1 image(s) without a row in hc.csv (left empty): set/002_HC.png" in result.stderr
+
+    (tmp_path / "diagnoses.csv").write_text("MEL,image\n1.0,000_HC\n0.0,001_HC\n0.0,002_HC\n")  # names, no suffix
+    cli("make-csv", "set", "set", "--join", "diagnoses.csv", "--out", "data.csv", cwd=tmp_path)
+    assert [line.split(",")[-1] for line in (tmp_path / "data.csv").read_text().splitlines()] == [
+        "MEL", "1.0", "0.0", "0.0"
+    ]  # fmt: skip
+
+    for text, message in (
+        ("id,x\n1,2\n", "no column names the images by file name (as 000_HC.png or 000_HC)"),
+        ("name,x\n000_HC,1\n000_HC.png,2\n", "row 3, column 'name': '000_HC' again (row 2); one row per image"),
+        ("name,labels\n000_HC,1\n", "column 'labels' is one make-csv writes itself"),
+    ):
+        (tmp_path / "bad.csv").write_text(text)
+        result = cli("make-csv", "set", "set", "--join", "bad.csv", "--out", "data.csv", cwd=tmp_path, check=False)
+        assert result.returncode == 1 and f"bad.csv: {message}" in result.stderr, result.stderr
+
+
 def test_make_csv_pairs_nifti_scans_by_their_name_without_nii_gz(tmp_path):
     from cnn_factory.data.volumes_example import make_volume_example
 

@@ -161,6 +161,11 @@ def add_data_parsers(sub: Any, common: Parser) -> None:
         "labels/ beside the CSV, the category ids the label values (labels.json says which)",
     )
     p.add_argument("--out", default="data.csv", help="CSV to write; paths in it are relative to its folder")
+    p.add_argument(
+        "--join",
+        metavar="CSV",
+        help="another CSV of per-image values (a column naming each image's file): its other columns added",
+    )
     p.add_argument("--image-column", default="image", help="header of the image column")
     p.add_argument("--label-column", default="labels", help="header of the label-map column")
 

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from cnn_factory import dicom
+from cnn_factory.data.table import read_table
 from cnn_factory.errors import UserError, listing
 from cnn_factory.images import split_name
 
@@ -28,6 +29,8 @@ def make_csv(args: argparse.Namespace) -> None:
             "make-csv: give LABELS_DIR (a folder of label maps) or --coco JSON (an annotation export), one of them"
         )
     if args.coco:
+        if args.join:
+            raise UserError("make-csv: --join adds columns to the pairs of IMAGES_DIR and LABELS_DIR, not to --coco's")
         return make_coco_csv(args)
     out = Path(args.out)
     images, labels = _named(Path(args.images_dir), Path(args.labels_dir))
@@ -39,7 +42,9 @@ def make_csv(args: argparse.Namespace) -> None:
             print(f"warning: {len(unpaired)} {what}(s) without a matching {other}: {shown}", file=sys.stderr)
     if not pairs:
         raise UserError(f"{args.images_dir} and {args.labels_dir}: no file names in common; nothing to pair")
-    extra = _dicom_columns([images[s] for s in pairs], [args.image_column, args.label_column])
+    paired = [images[s] for s in pairs]
+    extra = _joined(args.join, paired, [args.image_column, args.label_column]) if args.join else {}
+    extra |= _dicom_columns(paired, [args.image_column, args.label_column, *extra])
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -54,6 +59,34 @@ def make_csv(args: argparse.Namespace) -> None:
     if PIXEL_MM in extra:
         print(f"make-csv: column '{PIXEL_MM}' holds each image's mm per pixel from its DICOM header; "
               f"a measure output's spacing_column: {PIXEL_MM} measures in mm")  # fmt: skip
+
+
+def _joined(source: str, images: list[Path], columns: list[str]) -> dict[str, list[str]]:
+    """Another CSV's columns for each image (a spreadsheet of per-image values: HC18's pixel sizes,
+    a diagnosis per image), its rows matched by the column that names most of the images, by file
+    name with or without its suffix; an image the CSV lacks gets empty cells, and a warning."""
+    table = read_table(source)
+    names = [split_name(path)[0] for path in images]
+    keys = {c: [split_name(Path(row[c].replace("\\", "/")))[0] for row in table.rows] for c in table.header}
+    key = max(table.header, key=lambda c: len(set(keys[c]) & set(names)))
+    if not set(keys[key]) & set(names):
+        raise UserError(f"{source}: no column names the images by file name (as {images[0].name} or {names[0]})")
+    rows: dict[str, int] = {}
+    for i, name in enumerate(keys[key]):
+        if (first := rows.setdefault(name, i)) != i:
+            raise UserError(f"{table.where(i, key)}: {name!r} again (row {table.numbers[first]}); one row per image")
+    added = [c for c in table.header if c != key]
+    if clash := [c for c in added if c in columns]:
+        raise UserError(
+            f"{source}: column {clash[0]!r} is one make-csv writes itself; rename it there, or name make-csv's "
+            "with --image-column and --label-column"
+        )
+    lacking = [path for path, name in zip(images, names) if name not in rows]
+    if lacking:
+        shown = listing(lacking, 20, ", ...")
+        print(f"warning: {len(lacking)} image(s) without a row in {source} (left empty): {shown}", file=sys.stderr)
+    print(f"make-csv: columns {', '.join(map(repr, added))} from {source}, by its column {key!r}")
+    return {c: [table.rows[rows[n]][c] if n in rows else "" for n in names] for c in added}
 
 
 def _dicom_columns(images: list[Path], columns: list[str]) -> dict[str, list[str]]:
