@@ -141,6 +141,14 @@ def test_validate_prints_the_report_and_fails_on_a_bad_row(plain_dir, example_di
     assert f"{example_dir / 'data.csv'}: row 3, column 'image': file not found" in result.stderr
     assert "Traceback" in cli("validate", "--debug", cwd=plain_dir, check=False).stderr
 
+    # a data.root holding the repository: DVC would refuse dvc.yaml before any stage runs, in its own words
+    params["data"].update(csv="../data.csv", root="..")
+    (plain_dir / "params.yaml").write_text(yaml.safe_dump(params))
+    result = cli("validate", cwd=plain_dir, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "params.yaml: data.root is '..', the repository root or a folder holding it" in result.stderr
+    assert "and point data.csv and data.root there" in result.stderr
+
 
 def expected_mask(model_path: Path, image: Path, output: str) -> np.ndarray:
     """The mask computed in this process: prepare's loading, the model file's normalisation."""

@@ -215,6 +215,10 @@ def validate(args: argparse.Namespace) -> None:
     from cnn_factory.model import stem_advice
 
     cfg = load_params(args.params)
+    if cfg.data.root is not None and (Path(args.params).resolve().parent / "dvc.yaml").is_file():
+        where = f"{args.params}: data.root is"
+        remedy = "and point data.csv and data.root there"
+        train_command.refuse_root_holding(cfg.data.root, Path(args.params).resolve().parent, where, remedy)
     table, splits, rows = validate_and_load(cfg)  # with data.split.folds: each row's fold, or "test"
     parts = [p for p in [*cfg.data.split.fold_names, *SPLITS] if p in splits]
     report: dict[str, Any] = {"rows": {s: splits.count(s) for s in parts}, "outputs": {}}  # as prepare's report.json

@@ -102,6 +102,17 @@ def hydra_value(value, where: str) -> str:
     return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text) + "'"
 
 
+def refuse_root_holding(root: str, repository: Path, what: str, remedy: str) -> None:
+    """A UserError where `root` is the repository or a folder holding it: dvc.yaml's prepare stage
+    would depend on the folder it writes into, which DVC refuses before any stage runs."""
+    if repository.resolve().is_relative_to(Path(root).resolve()):
+        raise UserError(
+            f"{what} {root!r}, the repository root or a folder holding it: prepare cannot depend on the folder it "
+            f"writes into; keep the CSV and images in a folder of their own (e.g. data/raw/; /data in the Docker "
+            f"image) {remedy}"
+        )
+
+
 def dvc_overrides(args: dict, extra: list[str], params: dict) -> list[str]:
     """`-S` values for the given train flags (absent flags keep params.yaml's values), then `extra`."""
     overrides = []
@@ -115,12 +126,7 @@ def dvc_overrides(args: dict, extra: list[str], params: dict) -> list[str]:
             overrides.append(f"{key}={hydra_value(args[dest], key)}")
     if "csv" in args or "data_root" in args:
         root = args.get("data_root", str(Path(args.get("csv", "")).parent))
-        if Path.cwd().resolve().is_relative_to(Path(root).resolve()):  # prepare would depend on its own outputs
-            raise UserError(
-                f"data.root would be {root!r}, the repository root or a folder holding it: prepare cannot depend "
-                "on the folder it writes into; keep the CSV and images in a folder of their own (e.g. data/raw/; "
-                "/data in the Docker image) or give --data-root"
-            )
+        refuse_root_holding(root, Path.cwd(), "data.root would be", "or give --data-root")
         overrides.append(f"++data.root={hydra_value(root, 'data.root')}")
     if "loss_function" in args:
         loss, outputs = args["loss_function"], args.get("outputs") or params.get("outputs") or {}
