@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -110,34 +111,33 @@ def read_image(source: str | Path | bytes, values: bool = False) -> np.ndarray:
     return np.round(scaled * 255).astype(np.uint8)
 
 
-def patient_id(path: Path) -> str | None:
-    """The PatientID a DICOM file or series folder names (from a header alone); None for another
-    file, and for a DICOM file without one."""
+def header(source: Path | bytes) -> Any:
+    """A DICOM file's header without its pixels (of its bytes, or of a series folder's first
+    slice); None for another file, and for a damaged header (prepare says what is wrong with it)."""
     import pydicom
 
-    if is_series(path):
-        path = next(p for p in sorted(path.iterdir()) if is_file(p))
-    elif not is_file(path):
+    if not isinstance(source, bytes) and is_series(source):
+        source = next(p for p in sorted(source.iterdir()) if is_file(p))
+    elif not is_file(source):
         return None
     try:
-        found = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"]).get("PatientID")
+        return pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source, stop_before_pixels=True)
     except Exception:  # a damaged header: prepare says what is wrong with the file
         return None
+
+
+def patient_id(header: Any) -> str | None:
+    """The PatientID a `header` names; None without a header or one."""
+    found = header.get("PatientID") if header is not None else None
     return (str(found).strip() or None) if found else None
 
 
-def pixel_mm(source: Path | bytes) -> float | None:
-    """A DICOM image file's (or its bytes') mm per pixel, where its pixels are square: its
-    PixelSpacing (in the patient), else its ImagerPixelSpacing (at a radiograph's detector) over
-    its estimated magnification (PS3.3 C.8.11.7), else an ultrasound image's first region measured
-    in cm; None for another file (a series' folder has its own spacing) and for an image without one."""
-    import pydicom
-
-    if not is_file(source):
-        return None
-    try:
-        header = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source, stop_before_pixels=True)
-    except Exception:  # a damaged header: prepare says what is wrong with the file
+def pixel_mm(header: Any) -> float | None:
+    """An image's mm per pixel from its `header`, where its pixels are square: its PixelSpacing (in
+    the patient), else its ImagerPixelSpacing (at a radiograph's detector) over its estimated
+    magnification (PS3.3 C.8.11.7), else an ultrasound image's first region measured in cm; None
+    without a header or one (a series' slices: read_series gives the scan's spacing)."""
+    if header is None:
         return None
     regions = [r for r in header.get("SequenceOfUltrasoundRegions", []) if r.get("PhysicalUnitsXDirection") == 3]
     if "PixelSpacing" in header:

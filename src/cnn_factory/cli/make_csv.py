@@ -94,10 +94,11 @@ def _dicom_columns(images: list[Path], columns: list[str]) -> dict[str, list[str
     image's PatientID, where they name at least two patients (an anonymised set names one, or
     none); `pixel_mm`, each image's mm per square pixel. None that the CSV names already."""
     found: dict[str, list[str]] = {}
-    patients = [dicom.patient_id(path) for path in images]
+    headers = [dicom.header(path) for path in images]  # each file's read once
+    patients = [dicom.patient_id(h) for h in headers]
     if PATIENT not in columns and all(patients) and len(set(patients)) > 1:
         found[PATIENT] = [str(p) for p in patients]
-    sizes = [dicom.pixel_mm(path) for path in images]
+    sizes = [None if path.is_dir() else dicom.pixel_mm(h) for path, h in zip(images, headers)]  # scans: own spacing
     if PIXEL_MM not in columns and all(sizes):
         found[PIXEL_MM] = [f"{size:.6g}" for size in sizes if size]
     return found

@@ -32,7 +32,7 @@ from cnn_factory.config import PERCENTILES, Config, InputSpec
 from cnn_factory.data.label_maps import is_lossy, label_values, read_label_map
 from cnn_factory.data.resample import resample, resample_labels, resampled_shape, target_spacing, to_shape
 from cnn_factory.data.table import Table
-from cnn_factory.dicom import pixel_mm
+from cnn_factory.dicom import header, pixel_mm
 from cnn_factory.errors import UserError
 from cnn_factory.images import read_pixels
 from cnn_factory.outputs import MaskOutput
@@ -177,7 +177,7 @@ class Pixels:
         """An image's inputs, from a file or its bytes each, at its own size (predict, serve), with the
         first one's pixel size where it is a DICOM file that gives one; a ValueError says what is wrong."""
         image = np.concatenate([read_input(sources[n], spec) for n, spec in inputs.items()])
-        mm = pixel_mm(next(iter(sources.values())))  # a DICOM image's pixel size, which measures take
+        mm = pixel_mm(header(next(iter(sources.values()))))  # a DICOM image's pixel size, which measures take
         return Loaded(image, (int(image.shape[-2]), int(image.shape[-1])), spacing=(mm, mm) if mm else None)
 
     def native_labels(self, values: np.ndarray, spacing: Spacing) -> tuple[np.ndarray, tuple[int, ...]] | None:
