@@ -125,8 +125,8 @@ CASES = {
         f"{CSV}: row 3, column 'labels': data/raw/labels is a directory, expected an image file",
     ),
     "wrong-channels": (
-        write_image("images/0001.png", np.zeros((16, 16), np.uint8)),
-        "row 3, column 'image': data/raw/images/0001.png has 1 channel(s) but inputs.image.channels is 3",
+        set_key("inputs.image.channels", 1),
+        "row 2, column 'image': data/raw/images/0000.png has 3 channel(s) but inputs.image.channels is 1",
     ),
     "labels-absent-everywhere": (
         set_key("outputs.round.label", 9),

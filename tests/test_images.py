@@ -87,7 +87,8 @@ def test_a_photo_with_an_exif_orientation_reads_as_viewers_show_it(tmp_path, ori
 
 def test_grey_saved_as_rgb_reads_as_grey_and_colour_does_not(tmp_path):
     """Grey images saved with three equal channels (X-rays exported as RGB) lose nothing as one
-    channel; an image with colour in it, for a one-channel input, is an error saying so."""
+    channel; an image with colour in it, for a one-channel input, is an error saying so; a grey
+    image for a three-channel input (a grey photo among colour ones) reads as three equal channels."""
     grey = (GRADIENT * 255).astype(np.uint8)
     io.imsave(tmp_path / "grey.png", grey, check_contrast=False)
     io.imsave(tmp_path / "grey-rgb.png", np.stack([grey] * 3, axis=-1), check_contrast=False)
@@ -99,3 +100,6 @@ def test_grey_saved_as_rgb_reads_as_grey_and_colour_does_not(tmp_path):
     io.imsave(tmp_path / "tinted.png", tinted, check_contrast=False)
     with pytest.raises(ValueError, match=r"has 3 channel\(s\) but inputs.image.channels is 1"):
         load_input(tmp_path / "tinted.png", spec)
+    colour = input_spec("image", "image", (16, 16), 3)
+    spread, _ = load_input(tmp_path / "grey.png", colour)
+    assert spread.shape == (3, 16, 16) and all(np.array_equal(channel, expected[0]) for channel in spread)

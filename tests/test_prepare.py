@@ -199,9 +199,9 @@ def test_truncated_image(params, example_dir):
 
 
 def test_wrong_channel_count(params, example_dir):
-    io.imsave(example_dir / "images" / "0001.png", np.zeros((16, 16), np.uint8), check_contrast=False)
+    params["inputs"]["image"]["channels"] = 1  # the example's images are in colour
     message = problems(params, example_dir, "\n".join(rows_of(example_dir)))
-    assert "row 3, column 'image':" in message and "has 1 channel(s) but inputs.image.channels is 3" in message
+    assert "row 2, column 'image':" in message and "has 3 channel(s) but inputs.image.channels is 1" in message
 
 
 def test_label_map_of_another_size(params, example_dir):

@@ -117,6 +117,13 @@ def test_a_jpeg_and_a_16_bit_tiff_are_read_as_predict_reads_them(client, served)
     jpeg = io.BytesIO()
     Image.fromarray(rgb).save(jpeg, format="JPEG")
     assert client.post("/predict", files={"image": ("a.jpg", jpeg.getvalue(), "image/jpeg")}).status_code == 200
+    # a grey upload for the colour model: read as three equal channels, as its RGB copy
+    grey = rgb[..., 1]
+    answers = [
+        client.post("/infer", content=png_bytes(g), headers={"Content-Type": "image/png"})
+        for g in (grey, np.stack([grey] * 3, -1))
+    ]
+    assert answers[0].status_code == 200 and answers[0].content == answers[1].content
     dicom = client.post("/infer", content=rgb_dicom(rgb), headers={"Content-Type": "application/dicom"})
     assert dicom.status_code == 200 and dicom.content == png.content
 
@@ -146,7 +153,10 @@ def rgb_dicom(rgb: np.ndarray) -> bytes:
 
 def bad_requests(served) -> dict:
     good = (served["resize_images"] / "small.png").read_bytes()
-    grey = png_bytes(np.zeros((16, 16), np.uint8))
+    five = io.BytesIO()
+    import tifffile
+
+    tifffile.imwrite(five, np.zeros((16, 16, 5), np.uint8))  # five channels: neither grey nor colour
     large = png_bytes(np.zeros((80, 80, 3), np.uint8))  # 6400 pixels; the client's server takes 5000
     return {
         "not an image": (
@@ -158,9 +168,9 @@ def bad_requests(served) -> dict:
         "truncated": ("predict", {"files": {"image": good[: len(good) // 2]}}, 400, "cannot be read as an image"),
         "wrong channels": (
             "predict",
-            {"files": {"image": grey}},
+            {"files": {"image": five.getvalue()}},
             400,
-            "has 1 channel(s) but inputs.image.channels is 3",
+            "has shape (16, 16, 5); expected an image of height x width (x channels)",
         ),
         "too many pixels": ("predict", {"files": {"image": large}}, 413, "image is 80x80 pixels"),
         "missing field": ("predict", {"files": {"picture": good}}, 400, "missing field 'image'"),

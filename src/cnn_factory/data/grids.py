@@ -84,14 +84,18 @@ def image_to_uint8(img: np.ndarray) -> np.ndarray:
 
 def read_input(path: Path | bytes, spec: InputSpec) -> np.ndarray:
     """(C, H, W) uint8 at the file's own size: alpha dropped, any bit depth scaled to 0..255, a
-    grey image saved as RGB (three equal channels) read as grey for a one-channel input.
-    `path` may also be an image file's bytes (`cnn-factory serve`'s uploads)."""
+    grey image saved as RGB (three equal channels) read as grey for a one-channel input, and a
+    grey image read as three equal channels for a three-channel one (as a colour viewer shows it,
+    and Pillow's convert("RGB")). `path` may also be an image file's bytes (`cnn-factory serve`'s
+    uploads)."""
     img = read_pixels(path)
     channels = 1 if img.ndim == 2 else img.shape[-1]
     if img.ndim not in (2, 3) or channels not in (1, 3):
         raise ValueError(f"has shape {img.shape}; expected an image of height x width (x channels)")
     if channels == 3 and spec.channels == 1 and (img == img[..., :1]).all():  # grey saved as RGB: nothing lost
         img, channels = img[..., 0], 1
+    if channels == 1 and spec.channels == 3:  # a grey photo among colour ones (common in COCO and ISIC)
+        img, channels = np.repeat(img.reshape(*img.shape[:2], 1), 3, axis=-1), 3
     if channels != spec.channels:
         raise ValueError(f"has {channels} channel(s) but inputs.{spec.name}.channels is {spec.channels}")
     img = image_to_uint8(img)
