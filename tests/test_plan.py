@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from benchmarks.cells import make_cells
-from cnn_factory.config import load_params, parse_params
+from cnn_factory.config import DataConfig, load_params, parse_params
+from cnn_factory.data.table import read_table
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import ColumnReport, make_output
 from cnn_factory.plan import run, run_plan
@@ -183,3 +184,21 @@ def test_an_unreadable_image_is_one_line_naming_row_and_column(params, example_d
         run_plan(parse_params(params), sample=4, budget_gb=1)
     said = str(err.value)
     assert "row 2, column 'image'" in said and "0000.png cannot be read as an image" in said and "\n" not in said
+
+
+@pytest.mark.parametrize(
+    "split, expected",
+    [
+        ({"column": "split"}, (7, 2)),  # the CSV's column, whatever the fractions say
+        ({}, (10, 5)),  # drawn: 20 rows, a quarter each to val and test
+        ({"folds": 5}, (12, 3)),  # fold 0's run: the 15 rows outside the test split, a fifth validating
+    ],
+)
+def test_the_plan_counts_the_rows_its_run_trains_and_validates_on(tmp_path, split, expected):
+    names = ["train"] * 7 + ["val"] * 2 + ["test"] * 11
+    lines = ["image,labels,split", *(f"{i}.png,{i}.png,{s}" for i, s in enumerate(names))]
+    (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
+    data = DataConfig.model_validate(
+        {"csv": str(tmp_path / "data.csv"), "split": {"val": 0.25, "test": 0.25, "seed": 0, **split}}
+    )
+    assert run.split_rows(read_table(data.csv), data) == expected

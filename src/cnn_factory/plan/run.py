@@ -8,7 +8,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from cnn_factory.config import Config, parse_params
+from cnn_factory.config import Config, DataConfig, parse_params
+from cnn_factory.data.splits import drawn_splits
+from cnn_factory.data.table import Table, read_table
 from cnn_factory.encoder_weights import pretrained_cached
 from cnn_factory.outputs import ColumnReport
 from cnn_factory.plan.budget import Training
@@ -38,12 +40,9 @@ def make_plan(cfg: Config, sample: int, budget_gb: float | None) -> Plan:
     fp = fingerprint(cfg, sample)
     budget, source = memory_budget(budget_gb)
     split = cfg.data.split
-    training = Training(
-        train=cfg.train,
-        rows=round(fp.rows * (1 - split.val - split.test)),
-        val=round(fp.rows * split.val),
-        patch=cfg.first_input.size if cfg.patch_mode else None,
-    )
+    trained, validated = split_rows(read_table(cfg.data.csv), cfg.data)
+    patch = cfg.first_input.size if cfg.patch_mode else None
+    training = Training(train=cfg.train, rows=trained, val=validated, patch=patch)
     cached = wants_pretrained(fp) and pretrained_cached(ENCODER)
     rows = propose(fp, budget, cfg.outputs, weights=cached, training=training)
     sets = settings(cfg, rows)
@@ -67,6 +66,18 @@ def make_plan(cfg: Config, sample: int, budget_gb: float | None) -> Plan:
     lines += folds_lines(fp.rows, split, expected)  # a small table: cross-validation (plan/folds.py)
     lines += [*table_lines(rows), "", how, "", "dvc exp run " + " ".join(f"-S {k}={text(v)}" for k, v in sets)]
     return Plan(rows=rows, sets=sets, expected_s=expected, text="\n".join(lines))
+
+
+def split_rows(table: Table, data: DataConfig) -> tuple[int, int]:
+    """The training and validation rows of the run the params describe: the split prepare draws
+    (or the CSV's column names), and with folds, fold 0's: the rows outside the test split, less
+    the 1/K that validate."""
+    names = drawn_splits(table, data)
+    if data.split.folds:
+        pool = sum(name != "test" for name in names)
+        val = round(pool / data.split.folds)
+        return pool - val, val
+    return names.count("train"), names.count("val")
 
 
 def fingerprint_lines(cfg: Config, fp: Fingerprint) -> list[str]:
