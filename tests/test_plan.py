@@ -186,6 +186,20 @@ def test_an_unreadable_image_is_one_line_naming_row_and_column(params, example_d
     assert "row 2, column 'image'" in said and "0000.png cannot be read as an image" in said and "\n" not in said
 
 
+def test_large_images_with_large_objects_get_whole_images_resized():
+    """HC18's fetal heads: 540x800 ultrasound images, heads ~415 px across. A 256-px patch would
+    hold part of a head; whole images resized to 256 px on the long side hold it whole."""
+    heads = _fingerprint(999, np.full((10, 2), (540, 800)), 1, foreground=0.31, objects=415.0)
+    rows = {k: (v, why) for k, v, why in propose(heads, 6 * 2**30, MASK)}
+    assert rows["inputs.*.mode"][0] == "resize" and "a 256-px patch holds 0.6 of one across" in rows["inputs.*.mode"][1]
+    assert rows["inputs.*.size"][0] == [160, 256] and "scaled by 0.32, its objects ~133 px" in rows["inputs.*.size"][1]
+    assert "train.foreground" not in rows
+    # objects that a 256-px patch holds four times across keep patches at native resolution
+    cells = _fingerprint(999, np.full((10, 2), (540, 800)), 1, foreground=0.1, objects=40.0)
+    proposed = {k: v for k, v, _ in propose(cells, 6 * 2**30, MASK)}
+    assert proposed["inputs.*.mode"] == "patch" and 4 * 40 <= proposed["inputs.*.size"][0] <= 256
+
+
 @pytest.mark.parametrize(
     "split, expected",
     [

@@ -8,7 +8,8 @@ fingerprint.py reads the data set: each file's shape and spacing (an image's is 
 target spacing, the first input's intensities, per mask output its foreground share and objects
 (connected components, as discs or spheres in px or mm), per image-level output its column.
 dims.py decides the first row: images choose the mode (whole images resized when small, patches
-at native resolution when large or their objects small), volumes the spacing (nnU-Net's rule).
+at native resolution when large or their objects small, whole images resized when large with
+objects a patch cannot hold), volumes the spacing (nnU-Net's rule).
 patch.py sizes the patch from the whole image, about four times the typical object or the median
 scan, its axis longest in mm cut until two patches fit the memory budget (the GPU's, else a share
 of the RAM), and the depth. propose.py adds `model.stem`, `model.filters`, a pretrained encoder

@@ -18,6 +18,10 @@ from cnn_factory.model import stem_strides
 from cnn_factory.plan.fingerprint import Fingerprint
 from cnn_factory.plan.patch import GPU_BUDGET, Patch, Pooling, axes, mm, voxels
 
+# an image's longest side, in pixels, that a patch or a resized image has at most: larger ones
+# cost a CPU too much time a step (plan's timing measures what the proposal costs)
+LARGEST = 256
+
 
 @dataclass(frozen=True, kw_only=True)
 class Words:
@@ -55,20 +59,28 @@ class Dims:
 
 def choose_mode(fp: Fingerprint) -> First:
     """Images: whole images resized when small, patches at native resolution when large or their
-    objects small; a patch of about four times the typical object."""
+    objects small, a patch of about four times the typical object; and whole images resized to
+    LARGEST on their long side when large with objects a patch that size cannot hold with their
+    surroundings (nnU-Net's low-resolution configuration, for the same reason)."""
     median, objects = fp.grids.median, fp.masks.objects
     seen = f"median image {int(median[0])}x{int(median[1])}"
     small_objects = [n for n, d in objects.items() if 0 < d < max(median) / 32]
-    large = max(median) > 256
+    large = max(median) > LARGEST
+    largest = max((d for d in objects.values() if d), default=16)
     if not (large or small_objects):
         return First(("inputs.*.mode", "resize", f"{seen} is small: whole images"), np.full(2, max(median)), False, "")
+    if not small_objects and 4 * largest > LARGEST:
+        scale = LARGEST / max(median)
+        why = f"{seen}, objects ~{largest:.0f} px across: a {LARGEST}-px patch holds {LARGEST / largest:.1f} of one"
+        why += " across (about 4 is the aim)"
+        basis = f"; the median image scaled by {scale:.2g}, its objects ~{largest * scale:.0f} px"
+        return First(("inputs.*.mode", "resize", f"{why}: whole images resized"), median * scale, False, basis)
     why = seen if large else ""
     if small_objects:
         d = min(objects[n] for n in small_objects)
         why += ("; " if why else "") + f"objects of {d:.0f} px across ({', '.join(small_objects)})"
         why += f": resized to 64 px they would be {d * 64 / max(median):.1f} px"
-    smallest = max((d for d in objects.values() if d), default=16)
-    start = np.full(2, min(max(4 * smallest, 64), max(median), 256))
+    start = np.full(2, min(max(4 * largest, 64), max(median), LARGEST))
     return First(("inputs.*.mode", "patch", f"{why}; train at native resolution on patches"), start, True, "")
 
 
