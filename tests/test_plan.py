@@ -200,6 +200,18 @@ def test_large_images_with_large_objects_get_whole_images_resized():
     assert proposed["inputs.*.mode"] == "patch" and 4 * 40 <= proposed["inputs.*.size"][0] <= 256
 
 
+def test_image_level_outputs_alone_get_whole_images_resized(tmp_path):
+    """Patches train masks: with category or numeric outputs only, large images are resized whole
+    (the plan proposed patches, which its own check of the -S line then refused)."""
+    make_cells(tmp_path / "cells", rows=12, sizes=(300, 360), seed=0)
+    params = cell_params(tmp_path / "cells")
+    params["outputs"] = {"density": params["outputs"]["density"]}
+    params["inputs"]["image"]["mode"] = "resize"
+    text = run_plan(parse_params(params), 6, 4)
+    assert "image-level outputs only (their heads see whole images): whole images resized" in text
+    assert "dvc exp run -S inputs.image.mode=resize -S inputs.image.size=[" in text
+
+
 @pytest.mark.parametrize(
     "split, expected",
     [

@@ -61,7 +61,8 @@ def choose_mode(fp: Fingerprint) -> First:
     """Images: whole images resized when small, patches at native resolution when large or their
     objects small, a patch of about four times the typical object; and whole images resized to
     LARGEST on their long side when large with objects a patch that size cannot hold with their
-    surroundings (nnU-Net's low-resolution configuration, for the same reason)."""
+    surroundings (nnU-Net's low-resolution configuration, for the same reason), or with no mask
+    output (patches train masks; image-level heads see whole images)."""
     median, objects = fp.grids.median, fp.masks.objects
     seen = f"median image {int(median[0])}x{int(median[1])}"
     small_objects = [n for n, d in objects.items() if 0 < d < max(median) / 32]
@@ -69,11 +70,14 @@ def choose_mode(fp: Fingerprint) -> First:
     largest = max((d for d in objects.values() if d), default=16)
     if not (large or small_objects):
         return First(("inputs.*.mode", "resize", f"{seen} is small: whole images"), np.full(2, max(median)), False, "")
-    if not small_objects and 4 * largest > LARGEST:
+    if not objects or (not small_objects and 4 * largest > LARGEST):
         scale = LARGEST / max(median)
-        why = f"{seen}, objects ~{largest:.0f} px across: a {LARGEST}-px patch holds {LARGEST / largest:.1f} of one"
-        why += " across (about 4 is the aim)"
-        basis = f"; the median image scaled by {scale:.2g}, its objects ~{largest * scale:.0f} px"
+        why = f"{seen}, image-level outputs only (their heads see whole images)"
+        basis = f"; the median image scaled by {scale:.2g}"
+        if objects:
+            why = f"{seen}, objects ~{largest:.0f} px across: a {LARGEST}-px patch holds {LARGEST / largest:.1f} of one"
+            why += " across (about 4 is the aim)"
+            basis += f", its objects ~{largest * scale:.0f} px"
         return First(("inputs.*.mode", "resize", f"{why}: whole images resized"), median * scale, False, basis)
     why = seen if large else ""
     if small_objects:
