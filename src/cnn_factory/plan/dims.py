@@ -72,12 +72,13 @@ def choose_mode(fp: Fingerprint) -> First:
         return First(("inputs.*.mode", "resize", f"{seen} is small: whole images"), np.full(2, max(median)), False, "")
     if not objects or (not small_objects and 4 * largest > LARGEST):
         scale = LARGEST / max(median)
-        why = f"{seen}, image-level outputs only (their heads see whole images)"
         basis = f"; the median image scaled by {scale:.2g}"
         if objects:
             why = f"{seen}, objects ~{largest:.0f} px across: a {LARGEST}-px patch holds {LARGEST / largest:.1f} of one"
             why += " across (about 4 is the aim)"
             basis += f", its objects ~{largest * scale:.0f} px"
+        else:
+            why = f"{seen}, image-level outputs only (their heads see whole images)"
         return First(("inputs.*.mode", "resize", f"{why}: whole images resized"), median * scale, False, basis)
     why = seen if large else ""
     if small_objects:

@@ -87,9 +87,10 @@ class Fingerprint:
     columns: Columns = field(default_factory=Columns)
 
 
-def fingerprint(cfg: Config, sample: int = 50) -> Fingerprint:
-    """Reads up to `sample` rows spread over the CSV (and every row's cells for the columns)."""
-    table = read_table(cfg.data.csv)
+def fingerprint(cfg: Config, sample: int = 50, table: Table | None = None) -> Fingerprint:
+    """Reads up to `sample` rows spread over the CSV (and every row's cells for the columns);
+    `table`: the CSV already read."""
+    table = read_table(cfg.data.csv) if table is None else table
     picks = spread(len(table.rows), sample)
     spec = cfg.first_input
     stated = spec.spacing if isinstance(spec.spacing, tuple) else None  # an uncalibrated TIFF stack's, as prepare

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cnn_factory.config import Config, DataConfig, parse_params
+from cnn_factory.data.folds import assign_folds, fold_splits
 from cnn_factory.data.splits import drawn_splits
 from cnn_factory.data.table import Table, read_table
 from cnn_factory.encoder_weights import pretrained_cached
@@ -37,10 +38,11 @@ def run_plan(cfg: Config, sample: int, budget_gb: float | None) -> str:
 
 def make_plan(cfg: Config, sample: int, budget_gb: float | None) -> Plan:
     """The proposals, the proposed run's expected time here, and the text that says them."""
-    fp = fingerprint(cfg, sample)
+    table = read_table(cfg.data.csv)
+    fp = fingerprint(cfg, sample, table)
     budget, source = memory_budget(budget_gb)
     split = cfg.data.split
-    trained, validated = split_rows(read_table(cfg.data.csv), cfg.data)
+    trained, validated = split_rows(table, cfg.data)
     patch = cfg.first_input.size if cfg.patch_mode else None
     training = Training(train=cfg.train, rows=trained, val=validated, patch=patch)
     cached = wants_pretrained(fp) and pretrained_cached(ENCODER)
@@ -70,13 +72,11 @@ def make_plan(cfg: Config, sample: int, budget_gb: float | None) -> Plan:
 
 def split_rows(table: Table, data: DataConfig) -> tuple[int, int]:
     """The training and validation rows of the run the params describe: the split prepare draws
-    (or the CSV's column names), and with folds, fold 0's: the rows outside the test split, less
-    the 1/K that validate."""
-    names = drawn_splits(table, data)
+    (or the CSV's column names), and with folds, fold 0's run's."""
     if data.split.folds:
-        pool = sum(name != "test" for name in names)
-        val = round(pool / data.split.folds)
-        return pool - val, val
+        names = fold_splits(assign_folds(table, data), data.split.fold_names[0])
+    else:
+        names = drawn_splits(table, data)
     return names.count("train"), names.count("val")
 
 
