@@ -21,10 +21,12 @@ import yaml
 from PIL import Image
 
 from benchmarks.cells import make_cells
-from cnn_factory.config import parse_params
+from cnn_factory.config import PREPARED, Config, parse_params
 from cnn_factory.data.example import make_example
+from cnn_factory.data.prepare import prepare
 from cnn_factory.data.volumes_example import make_volume_example
 from cnn_factory.model import MultiOutputNet, model_args, model_meta, save_model
+from cnn_factory.training.fit import fit
 from cnn_factory.volumes import read_volume, volume_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +162,20 @@ def checkpoint_epoch(repo: Path, name: str = "example") -> int:
     except (FileNotFoundError, RuntimeError, EOFError):
         return 0
     return 0 if state.get("complete") else state["epoch"]
+
+
+def prepare_and_fit(root: Path, cfg: Config) -> Path:
+    """`root` after prepare and train ran there on `cfg`, seeded, as the stages run in a repository:
+    data/prepared/, models/, dvclive/ and checkpoints/ land in it."""
+    here = Path.cwd()
+    os.chdir(root)
+    try:
+        torch.manual_seed(0)
+        prepare(cfg, PREPARED, None, workers=1)
+        fit(cfg)
+    finally:
+        os.chdir(here)
+    return root
 
 
 def make_repo(path: Path, params: dict) -> Path:

@@ -11,7 +11,6 @@ import copy
 import csv
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +37,12 @@ from cnn_factory.predict import predict_images
 from cnn_factory.report import evaluate_and_report
 from cnn_factory.scores.masks import class_mask_scores, class_mask_summary
 from cnn_factory.training.distributed import SINGLE
-from cnn_factory.training.fit import fit
 from cnn_factory.training.loop import Placement
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.metrics import OutputMetrics
 from cnn_factory.training.pictures import HEADING, TRUTH, overlay_grid
 from cnn_factory.training.validation import make_validation
-from tests.conftest import SIZE, make_repo, run, tiny_params
+from tests.conftest import SIZE, make_repo, prepare_and_fit, run, tiny_params
 from tests.test_augment import GEOMETRIC  # geometric transforms only
 
 # the example's label maps hold 1 disc, 2 square, 3 triangle; listed out of order so that the
@@ -97,8 +95,8 @@ def test_labels_make_a_class_mask_and_label_keeps_the_boolean_mask():
         ({"a": 1, "b": [2, 1]}, "outputs.shapes.labels: label value 1 is in both 'a' and 'b'"),
         ({"a b": 1}, "outputs.shapes.labels: class name 'a b': use letters, digits"),
         ({"background": 1}, "outputs.shapes.labels: class name 'background'"),
-        ({}, "outputs.shapes.labels: expected 1 to 255 classes, got 0"),
-        ({f"c{i}": i for i in range(256)}, "outputs.shapes.labels: expected 1 to 255 classes, got 256"),
+        ({}, "outputs.shapes.labels: expected 1 to 254 classes, got 0"),
+        ({f"c{i}": i for i in range(255)}, "outputs.shapes.labels: expected 1 to 254 classes, got 255"),
         ({"a": "one"}, "outputs.shapes.labels.a: expected a label value (integer >= 0) or a list of them"),
     ],
 )
@@ -345,16 +343,7 @@ def trained(tmp_path_factory) -> Path:
     make_example(root / "example", rows=24, size=(16, 16), seed=0)
     params = class_params(root / "example", epochs=10, lr=0.01, batch_size=4, log_images_every=0)
     params["model"]["filters"] = 8  # enough to mark some pixels of each class in a few seconds
-    cfg = parse_params(params)
-    here = Path.cwd()
-    os.chdir(root)  # the train stage writes models/, dvclive/ and checkpoints/ where it runs
-    try:
-        torch.manual_seed(0)
-        prepare(cfg, PREPARED, None, workers=1)
-        fit(cfg)
-    finally:
-        os.chdir(here)
-    return root
+    return prepare_and_fit(root, parse_params(params))
 
 
 def model_logits(model: MultiOutputNet, meta: dict, images: np.ndarray) -> dict[str, torch.Tensor]:

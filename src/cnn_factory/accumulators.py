@@ -33,13 +33,17 @@ def overlap(tp: float, fp: float, fn: float) -> tuple[float, float]:
 
 
 class OverlapCounts(Metric):
-    """Masks: true positives, false positives and false negatives over all pixels; pooled dice and IoU."""
+    """Masks: true positives, false positives and false negatives over all pixels (those whose
+    target is `ignore` left out); pooled dice and IoU."""
 
-    def __init__(self, device: torch.device | str):
-        self.counts = torch.zeros(3, device=device)
+    def __init__(self, device: torch.device | str, ignore: int | None = None):
+        self.counts, self.ignore = torch.zeros(3, device=device), ignore
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         pred, truth = logits > 0, target > 0.5
+        if self.ignore is not None:
+            counted = target != self.ignore
+            pred, truth = pred & counted, truth & counted
         self.counts += torch.stack([(pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()])
 
     def compute(self) -> dict[str, float]:
@@ -84,15 +88,20 @@ class ClassOverlapCounts(ClassCounts):
     """Class masks: a confusion matrix of pixels over the K + 1 indices (background first), from the
     most probable class per pixel; per class its dice and IoU over all pixels (`dice_<class>`; a class
     neither present nor predicted anywhere scores 1, as OverlapCounts), and their means over the
-    classes, background left out (`dice`, `iou`)."""
+    classes, background left out (`dice`, `iou`). A pixel whose target is `ignore` counts as
+    background predicted as background: in no class's figures."""
 
-    def __init__(self, classes: tuple[str, ...], device: torch.device | str):
+    def __init__(self, classes: tuple[str, ...], device: torch.device | str, ignore: int | None = None):
         super().__init__(len(classes) + 1, device)
-        self.classes = classes
+        self.classes, self.ignore = classes, ignore
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         # logits (B, K + 1, H, W), target (B, H, W) class indices (as float on the device)
-        self.count(target.long().flatten(), logits.argmax(1).flatten())
+        target, pred = target.long().flatten(), logits.argmax(1).flatten()
+        if self.ignore is not None:
+            ignored = target == self.ignore
+            target, pred = target.masked_fill(ignored, 0), pred.masked_fill(ignored, 0)
+        self.count(target, pred)
 
     def compute(self) -> dict[str, float]:
         mat = self.counts.double()

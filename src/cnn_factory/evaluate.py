@@ -25,6 +25,7 @@ from tqdm import tqdm
 from cnn_factory.model import ModelFile
 from cnn_factory.native import NativeImage, Network, SplitPass, predict_split
 from cnn_factory.outputs import Output, Outputs, Scorer
+from cnn_factory.outputs.decoding import scored
 from cnn_factory.training.metrics import OutputMetrics
 from cnn_factory.training.pictures import Gallery, WorstCases
 
@@ -117,7 +118,8 @@ class Table:
             return
         scorer = self.scorers[name]
         pred, true = scorer.predicted_mask(prob).cpu().numpy(), scorer.true_mask(truth).cpu().numpy()
-        self.masks[name] = pred
+        self.masks[name] = pred  # whole, for the measures; scored where the truth counts (not IGNORE)
+        pred = np.where(scored(truth.cpu().numpy()), pred, np.zeros_like(pred))
         self.scores[name].append(scorer.image_scores(pred, true, self.scoring.tolerance, image.spacing))
         self.worst[name].offer(self.scores[name][-1]["dice"], image.row, image.picture, pred, true)
 

@@ -39,6 +39,7 @@ from cnn_factory.data.rows import cell_path, load_row, native_names, pack_native
 from cnn_factory.data.splits import assign_splits, split_report
 from cnn_factory.data.table import Table, check_columns, check_root, lossy_label_maps, read_table, repeated_rows
 from cnn_factory.errors import UserError, listing
+from cnn_factory.outputs.decoding import foreground
 
 CACHE = Path("data/cache")  # decoded rows, kept between runs (dvc.yaml: persist)
 MAX_LISTED = 50  # problems printed before "... and N more"
@@ -211,10 +212,10 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
     report: dict[str, Any] = {"rows": {}, "outputs": {}}
     arrays: dict[str, dict[str, np.ndarray]] = {}
     first_input = cfg.first_input.column
-    foreground = [foreground_name(n) for n in cfg.outputs.spatial] if cfg.patch_mode else []
+    points = [foreground_name(n) for n in cfg.outputs.spatial] if cfg.patch_mode else []  # where patches centre
     for split in [s for s in SPLITS if s in splits]:  # a fold's run may have no test split
         index = [i for i, s in enumerate(splits) if s == split]
-        arrays[split] = write_arrays(rows, index, [*cfg.inputs, *cfg.outputs, *foreground], out / split)
+        arrays[split] = write_arrays(rows, index, [*cfg.inputs, *cfg.outputs, *points], out / split)
         sizes = write_native(rows, index, cfg, out / split)
         entry = manifest["splits"][split] = {
             "count": len(index),
@@ -238,7 +239,7 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
     for output in cfg.outputs.values():
         values = {s: arrays[s][output.name] for s in SPLITS}
         report["outputs"][output.name] = output.summary(values)
-        if cfg.patch_mode and output.spatial and not np.asarray(values["train"]).any():
+        if cfg.patch_mode and output.spatial and not foreground(np.asarray(values["train"])).any():
             print(
                 f"warning: outputs.{output.name}: none of the {len(values['train'])} training rows holds any of "
                 f"its foreground; patches cannot learn it: check the label values of outputs.{output.name} "

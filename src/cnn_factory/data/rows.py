@@ -28,6 +28,7 @@ from cnn_factory.data.ragged import foreground_name, foreground_pixels
 from cnn_factory.data.table import Table
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import MaskOutput
+from cnn_factory.outputs.decoding import foreground
 
 
 @dataclass
@@ -131,7 +132,7 @@ def load_row(table: Table, index: int, cfg: Config, stated: tuple[float, float, 
             if at_native is not None:
                 mask = output.mask(*at_native)
                 result.native[f"{output.name}.native"] = mask
-                result.arrays[foreground_name(output.name)] = foreground_pixels(mask)
+                result.arrays[foreground_name(output.name)] = foreground_pixels(foreground(mask))
     return result
 
 

@@ -86,9 +86,9 @@ class Outputs(dict[str, Output]):
         return Outputs({n: o for n, o in self.items() if o.trained})
 
     def label_values(self, column: str) -> tuple[int, ...]:
-        """0 and every label value the masks reading `column` look for: what a lossy (JPEG) label
-        map's pixels are snapped to (data/label_maps.py)."""
-        found = {v for o in self.spatial.values() if o.column == column for v in o.label_values}
+        """0 and every label value the masks reading `column` look for or ignore: what a lossy (JPEG)
+        label map's pixels are snapped to (data/label_maps.py)."""
+        found = {v for o in self.spatial.values() if o.column == column for v in (*o.label_values, *o.ignore)}
         return tuple(sorted(found | {0}))
 
     @classmethod

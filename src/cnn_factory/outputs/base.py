@@ -134,9 +134,10 @@ class MaskOutput(Output):
 
     reads_label_map: ClassVar[bool] = True
     spatial: ClassVar[bool] = True
-    if TYPE_CHECKING:  # fields of every mask kind: its mask's size, its label maps' colour table
+    if TYPE_CHECKING:  # fields of every mask kind: its mask's size, its label maps' colour table, values it ignores
         size: tuple[int, ...] | None
         colours: dict[str, int] | None
+        ignore: tuple[int, ...]
 
     _size_given: bool = PrivateAttr(True)  # False: `size` was left out and follows the input's
 

@@ -23,9 +23,9 @@ from pydantic import Field, model_validator
 from cnn_factory.errors import listing
 from cnn_factory.images import encode_png
 from cnn_factory.outputs.base import MaskOutput
-from cnn_factory.outputs.decoding import ClassMaskRows, nearest
+from cnn_factory.outputs.decoding import IGNORE, ClassMaskRows, nearest
 from cnn_factory.outputs.scoring import MaskScorer, cell_floats, mask_cells, mask_columns
-from cnn_factory.outputs.segmentation import Colours, Labels
+from cnn_factory.outputs.segmentation import IGNORE_HELP, Colours, Ignored, Labels, refuse_ignored
 from cnn_factory.outputs.writing import Affine, MaskWriter
 from cnn_factory.params import Shape, custom
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params
     from cnn_factory.losses import LossFn
 
 Loss = Literal["ce_dice", "cross_entropy", "dice"]
-MAX_CLASSES = 255  # class indices are stored as uint8, 0 being the background
+MAX_CLASSES = 254  # class indices are stored as uint8, 0 being the background and 255 IGNORE
 CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # they become metric keys and CSV columns
 LEGEND = 8  # classes named in a picture's caption
 
@@ -66,6 +66,7 @@ class ClassMaskOutput(ClassMaskRows, MaskOutput):
     colours: Colours | None = Field(
         None, description="'#rrggbb' -> label value, for RGB label maps coded in colours (default: none)"
     )
+    ignore: Ignored = Field((), description=IGNORE_HELP)
     loss: Loss | None = None
 
     @model_validator(mode="after")
@@ -91,6 +92,7 @@ class ClassMaskOutput(ClassMaskRows, MaskOutput):
                         key="labels",
                     )
                 owner[value] = name
+        refuse_ignored(self.ignore, {f"labels.{name}": values for name, values in self.labels.items()})
         return self
 
     def describe(self) -> dict[str, Any]:
@@ -124,16 +126,17 @@ class ClassMaskOutput(ClassMaskRows, MaskOutput):
     def make_loss(self, stats: dict[str, float]) -> LossFn:
         from cnn_factory import losses
 
-        return {
+        loss = {
             "ce_dice": losses.class_ce_dice_loss,
             "cross_entropy": losses.class_cross_entropy_loss,
             "dice": losses.class_dice_loss,
         }[self.loss or self.losses[0]]
+        return losses.ignoring(loss, IGNORE) if self.ignore else loss
 
     def new_metric(self, device: torch.device | str) -> Metric:
         from cnn_factory.accumulators import ClassOverlapCounts
 
-        return ClassOverlapCounts(self.classes, device)
+        return ClassOverlapCounts(self.classes, device, IGNORE if self.ignore else None)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return logits.softmax(dim=self.class_axis)  # over the K + 1 channels of (..., K + 1, *size)
@@ -153,7 +156,7 @@ class ClassMaskScorer(MaskScorer[ClassMaskOutput], of=ClassMaskOutput):
     def true_mask(self, target: torch.Tensor) -> torch.Tensor:
         import torch
 
-        return target.to(torch.uint8)
+        return target.to(torch.uint8).masked_fill(target == IGNORE, 0)
 
     def picture_legend(self) -> str:
         from cnn_factory.palette import colour_name

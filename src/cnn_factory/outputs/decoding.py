@@ -26,12 +26,27 @@ class CellError(ValueError):
         self.column = column
 
 
+IGNORE = 255  # a stored mask's value where the label map holds one of the output's `ignore` values
+
+
+def scored(mask: np.ndarray) -> np.ndarray:
+    """Where a stored mask counts (not IGNORE): losses, metrics and scores leave the rest out."""
+    return mask != IGNORE
+
+
+def foreground(mask: np.ndarray) -> np.ndarray:
+    """A stored mask's object pixels (any class), IGNORE left out."""
+    return (mask > 0) & scored(mask)
+
+
 class MaskRows:
-    """What the label-map kinds share: a mask of `size` from the row's label map, nearest neighbour."""
+    """What the label-map kinds share: a mask of `size` from the row's label map, nearest neighbour,
+    IGNORE where the map holds one of the output's `ignore` values."""
 
     if TYPE_CHECKING:  # fields of the kind's params model
         size: tuple[int, ...] | None
         name: str
+        ignore: tuple[int, ...]
 
         @property
         def label_values(self) -> tuple[int, ...]: ...
@@ -45,6 +60,10 @@ class MaskRows:
         """(H, W) or (D, H, W) uint8 mask (a segmentation's 0/1, a class mask's class indices) at `size`."""
         assert label_map is not None and self.size is not None  # reads_label_map: the row's map is given
         return self.mask(label_map, self.size)
+
+    def ignoring(self, mask: np.ndarray, label_map: np.ndarray) -> np.ndarray:
+        """`mask` (at the label map's size) with IGNORE where the map holds an `ignore` value."""
+        return np.where(np.isin(label_map, self.ignore), np.uint8(IGNORE), mask) if self.ignore else mask
 
 
 def nearest(mask: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
@@ -60,11 +79,12 @@ class SegmentationRows(MaskRows):
     """What prepare makes of a Segmentation output (outputs/segmentation.py)."""
 
     def mask(self, label_map: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-        """0/1: any of the label values in `label`."""
-        return nearest(np.isin(label_map, self.label_values), size).astype(np.uint8)
+        """0/1: any of the label values in `label` (IGNORE: any of `ignore`)."""
+        return nearest(self.ignoring(np.isin(label_map, self.label_values).astype(np.uint8), label_map), size)
 
     def summary(self, values: dict[str, np.ndarray]) -> dict:
-        return {f"coverage_{s}": round(float(v.mean()), 4) for s, v in values.items()}
+        """Per split, the mask's share of the pixels that count (not IGNORE)."""
+        return {f"coverage_{s}": round(float(c[1] / max(c[:2].sum(), 1)), 4) for s, c in value_counts(values).items()}
 
 
 class ClassMaskRows(MaskRows):
@@ -77,25 +97,34 @@ class ClassMaskRows(MaskRows):
         def classes(self) -> tuple[str, ...]: ...
 
     def mask(self, label_map: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-        """Class indices: k for the k-th class's label values, 0 for the rest."""
+        """Class indices: k for the k-th class's label values, 0 for the rest (IGNORE: `ignore`'s)."""
         values = np.asarray(self.label_values)
         index = np.asarray([k for k, vs in enumerate(self.labels.values(), 1) for _ in vs], np.uint8)
         order = np.argsort(values)
         values, index = values[order], index[order]
         # one pass: each pixel's value looked up among the sorted label values; no match is background
         at = np.minimum(np.searchsorted(values, label_map), len(values) - 1)
-        return nearest(np.where(values[at] == label_map, index[at], 0).astype(np.uint8), size)
+        return nearest(self.ignoring(np.where(values[at] == label_map, index[at], 0).astype(np.uint8), label_map), size)
 
     def summary(self, values: dict[str, np.ndarray]) -> dict:
-        """Per split, the share of pixels of each class."""
+        """Per split, each class's share of the pixels that count (not IGNORE)."""
         report = {}
-        for split, masks in values.items():
-            counts = np.zeros(len(self.classes) + 1, np.int64)
-            for start in range(0, len(masks), 256):  # a block of rows at a time: memory stays flat
-                counts += np.bincount(np.asarray(masks[start : start + 256]).ravel(), minlength=len(counts))
+        for split, counts in value_counts(values).items():
+            counts = counts[: len(self.classes) + 1]
             shares = counts[1:] / max(int(counts.sum()), 1)
             report[f"coverage_{split}"] = {c: round(float(s), 4) for c, s in zip(self.classes, shares)}
         return report
+
+
+def value_counts(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per split, how many of its masks' pixels hold each value 0 to 255."""
+    counted = {}
+    for split, masks in values.items():
+        counts = np.zeros(256, np.int64)
+        for start in range(0, len(masks), 256):  # a block of rows at a time: memory stays flat
+            counts += np.bincount(np.asarray(masks[start : start + 256]).ravel(), minlength=256)
+        counted[split] = counts
+    return counted
 
 
 class CategoryRows:

@@ -86,7 +86,7 @@ class Scorer(Adapter[Kind]):
 
     def true_mask(self, target: torch.Tensor) -> torch.Tensor:
         """A stored or loaded target (uint8, or float on the device) as the same kind of mask as
-        `predicted_mask` gives."""
+        `predicted_mask` gives, its IGNORE pixels background."""
         raise NotImplementedError
 
     def picture_legend(self) -> str:

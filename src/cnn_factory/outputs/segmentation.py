@@ -15,14 +15,14 @@ scan on its own grid.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, get_args
 
 import numpy as np
-from pydantic import BeforeValidator, Field, WithJsonSchema
+from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
 from cnn_factory.images import encode_png
 from cnn_factory.outputs.base import MaskOutput
-from cnn_factory.outputs.decoding import SegmentationRows, nearest
+from cnn_factory.outputs.decoding import IGNORE, SegmentationRows, nearest
 from cnn_factory.outputs.scoring import MASK_SCORES, MaskScorer, mask_cells, mask_columns
 from cnn_factory.outputs.writing import Affine, MaskWriter
 from cnn_factory.params import Shape, custom, show
@@ -85,6 +85,30 @@ Labels = Annotated[
     BeforeValidator(_labels, json_schema_input_type=Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]]),
 ]
 
+# label values whose pixels count for nothing; [] (what a model file without any holds) is none
+Ignored = Annotated[
+    tuple[Annotated[int, Field(ge=0)], ...],
+    BeforeValidator(
+        lambda value: () if value in ([], ()) else _labels(value),
+        json_schema_input_type=Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]],
+    ),
+]
+IGNORE_HELP = (
+    "label-map value, or a list of values, whose pixels count for nothing: no loss, no training metric, no "
+    "test score (e.g. 255, the unlabelled borders of Pascal VOC's maps; default: none)"
+)
+
+
+def refuse_ignored(ignore: tuple[int, ...], labels: dict[str, tuple[int, ...]]) -> None:
+    """A value both ignored and among an output's labels is an error naming the key that holds it."""
+    for key, values in labels.items():
+        if both := sorted(set(ignore) & set(values)):
+            raise custom(
+                "ignore",
+                f"label value {both[0]} is in both ignore and {key}; a value is one or the other",
+                key="ignore",
+            )
+
 
 class SegmentationOutput(SegmentationRows, MaskOutput):
     kind: ClassVar[str] = "segmentation"
@@ -102,7 +126,13 @@ class SegmentationOutput(SegmentationRows, MaskOutput):
     colours: Colours | None = Field(
         None, description="'#rrggbb' -> label value, for RGB label maps coded in colours (default: none)"
     )
+    ignore: Ignored = Field((), description=IGNORE_HELP)
     loss: Loss | None = None
+
+    @model_validator(mode="after")
+    def _ignore_apart(self) -> Self:
+        refuse_ignored(self.ignore, {"label": self.label})
+        return self
 
     @property
     def label_values(self) -> tuple[int, ...]:
@@ -120,18 +150,19 @@ class SegmentationOutput(SegmentationRows, MaskOutput):
     def make_loss(self, stats: dict[str, float]) -> LossFn:
         from cnn_factory import losses
 
-        return {
+        loss = {
             "binary_crossentropy": losses.bce_loss,
             "dice": losses.soft_dice_loss,
             "bce_dice": losses.bce_dice_loss,
             "jaccard": losses.soft_jaccard_loss,
             "focal": losses.focal_loss,
         }[self.loss or self.losses[0]]
+        return losses.ignoring(loss, IGNORE) if self.ignore else loss
 
     def new_metric(self, device: torch.device | str) -> Metric:
         from cnn_factory.accumulators import OverlapCounts
 
-        return OverlapCounts(device)
+        return OverlapCounts(device, IGNORE if self.ignore else None)
 
     @staticmethod
     def probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -150,7 +181,7 @@ class SegmentationScorer(MaskScorer[SegmentationOutput], of=SegmentationOutput):
         return probabilities > threshold
 
     def true_mask(self, target: torch.Tensor) -> torch.Tensor:
-        return target > 0.5
+        return (target > 0.5) & (target != IGNORE)
 
     def image_scores(
         self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None

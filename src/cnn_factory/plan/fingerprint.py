@@ -20,6 +20,7 @@ from cnn_factory.data.grids import Grid, file_reader
 from cnn_factory.data.resample import resampled_shape, target_spacing
 from cnn_factory.data.table import Table, read_table
 from cnn_factory.errors import UserError
+from cnn_factory.outputs.decoding import foreground
 from cnn_factory.volumes import NIFTI, volume_grid
 
 GRID_ROWS = 10  # NIfTI headers read: up to this many times --sample rows
@@ -168,7 +169,7 @@ def masks(cfg: Config, table: Table, index: int, shape: tuple[int, ...], grid: G
             if key not in read:
                 read[key] = grid.read_labels(path, where, colours=key[1])
             values = grid.label_values(read[key], output, path, where, cfg.outputs.label_values(output.column))
-            found[name] = output.mask(values, shape) > 0
+            found[name] = foreground(output.mask(values, shape))
     return found
 
 
