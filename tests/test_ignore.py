@@ -23,6 +23,7 @@ from cnn_factory.model import ModelFile, load_model
 from cnn_factory.outputs import from_definition, make_output
 from cnn_factory.outputs.decoding import IGNORE
 from cnn_factory.report import evaluate_and_report
+from cnn_factory.training.pictures import HEADING, overlay_grid
 from tests.conftest import SIZE, prepare_and_fit, tiny_params
 from tests.test_multiclass import model_logits
 
@@ -189,3 +190,16 @@ def test_evaluate_scores_neither_truth_nor_prediction_on_the_borders(trained, tm
         assert int(row["round/pred_px"]) == int((pred & counts).sum())  # none of the border's pixels
         assert int(row["round/tp"]) == int((pred & truth).sum())
     assert predicted_on_borders > 0  # the borders held predictions that were left unscored
+
+
+def test_the_truth_panel_greys_the_ignored_pixels_and_says_so():
+    images = np.full((1, 3, 16, 16), 200, np.uint8)
+    truth, ignored = np.zeros((1, 16, 16), bool), np.zeros((1, 16, 16), bool)
+    truth[:, 4:8, 4:8], ignored[:, :, 12:] = True, True
+    plain, greyed = overlay_grid(images, truth, truth), overlay_grid(images, truth, truth, ignored)
+    changed = (plain[HEADING:] != greyed[HEADING:]).any(-1)
+    panel, gap = 16 * 16, 2 * 16  # 16x16 masks are drawn 16 times larger
+    truth_panel = changed[:, panel + gap : 2 * panel + gap]
+    assert truth_panel[:, 12 * 16 :].all() and not truth_panel[:, : 12 * 16].any()  # the ignored columns alone
+    assert changed.sum() == truth_panel.sum()  # neither the image nor the prediction
+    assert not np.array_equal(plain[:HEADING], greyed[:HEADING])  # the heading names the grey

@@ -118,10 +118,11 @@ class Table:
             return
         scorer = self.scorers[name]
         pred, true = scorer.predicted_mask(prob).cpu().numpy(), scorer.true_mask(truth).cpu().numpy()
-        self.masks[name] = pred  # whole, for the measures; scored where the truth counts (not IGNORE)
-        pred = np.where(scored(truth.cpu().numpy()), pred, np.zeros_like(pred))
-        self.scores[name].append(scorer.image_scores(pred, true, self.scoring.tolerance, image.spacing))
-        self.worst[name].offer(self.scores[name][-1]["dice"], image.row, image.picture, pred, true)
+        self.masks[name] = pred  # whole, for the measures and the picture; scored where the truth counts
+        counted = scored(truth.cpu().numpy())
+        kept = np.where(counted, pred, np.zeros_like(pred))
+        self.scores[name].append(scorer.image_scores(kept, true, self.scoring.tolerance, image.spacing))
+        self.worst[name].offer(self.scores[name][-1]["dice"], image.row, image.picture, pred, true, ~counted)
 
     def add_measures(self, image: NativeImage, targets: dict[str, torch.Tensor]) -> None:
         """The measures of the image's predicted masks (`add_mask`'s) against their truths, as
