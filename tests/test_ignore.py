@@ -22,6 +22,7 @@ from cnn_factory.images import read_image, write_image
 from cnn_factory.model import ModelFile, load_model
 from cnn_factory.outputs import from_definition, make_output
 from cnn_factory.outputs.decoding import IGNORE
+from cnn_factory.plan import run_plan
 from cnn_factory.report import evaluate_and_report
 from cnn_factory.training.pictures import HEADING, overlay_grid
 from tests.conftest import SIZE, prepare_and_fit, tiny_params
@@ -203,3 +204,18 @@ def test_the_truth_panel_greys_the_ignored_pixels_and_says_so():
     assert truth_panel[:, 12 * 16 :].all() and not truth_panel[:, : 12 * 16].any()  # the ignored columns alone
     assert changed.sum() == truth_panel.sum()  # neither the image nor the prediction
     assert not np.array_equal(plain[:HEADING], greyed[:HEADING])  # the heading names the grey
+
+
+def test_the_plan_notes_label_values_that_no_output_names(example_dir):
+    maps = sorted((example_dir / "labels").glob("*.png"))
+    for path in maps:
+        write_image(path, with_borders(read_image(path)))
+    params = ignoring_params(example_dir)
+    assert "note: column 'labels'" not in run_plan(parse_params(params), sample=24, budget_gb=4)
+    for output in params["outputs"].values():
+        del output["ignore"]
+    del params["outputs"]["shapes"]["labels"]["triangle"]  # value 3: named by no output now
+    text = run_plan(parse_params(params), sample=24, budget_gb=4)  # every one of the 24 rows read
+    pixels = np.concatenate([read_image(path).ravel() for path in maps])
+    shares = [f"{v} ({np.mean(pixels == v):.1%} of its pixels)" for v in (3, 255)]
+    assert f"note: column 'labels' holds label value(s) {', '.join(shares)}, which no output names" in text

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,8 @@ class Grids:
 class Masks:
     foreground: dict[str, float]  # per mask output: mean share of pixels or voxels
     objects: dict[str, float]  # per mask output: median object diameter in px or mm (0: none found)
+    # per label-map column: its values other than 0 that no output names (label, labels, ignore) -> share of pixels
+    unnamed: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +102,7 @@ def fingerprint(cfg: Config, sample: int = 50, table: Table | None = None) -> Fi
     shapes, spacings, levels = [], [], []
     share: dict[str, list[float]] = {n: [] for n, o in cfg.outputs.items() if o.spatial}
     diameters: dict[str, list[float]] = {n: [] for n in share}
+    counts: dict[str, Counter] = {}  # per label-map column: pixels per value
     for i in np.union1d(picks, spread(len(table.rows), GRID_ROWS * sample)):
         cell, where = table.rows[i][spec.column], table.where(i, spec.column)
         if i in picks:
@@ -106,9 +110,14 @@ def fingerprint(cfg: Config, sample: int = 50, table: Table | None = None) -> Fi
                 scan = grid.read(row_file(cfg, table, i, spec.column), spec, where)
             shape, spacing = scan.shape, scan.spacing
             levels.append(np.percentile(scan.array.ravel()[:: max(1, scan.array.size // MAX_VOXELS)], (0.5, 50, 99.5)))
-            for name, mask in masks(cfg, table, i, shape, grid).items():
+            found, maps = masks(cfg, table, i, shape, grid)
+            for name, mask in found.items():
                 share[name].append(float(mask.mean()))
                 diameters[name] += object_diameters(mask, spacing)
+            for column, values in maps.items():
+                counts.setdefault(column, Counter()).update(
+                    dict(zip(*(v.tolist() for v in np.unique(values, return_counts=True))))
+                )
         elif cell.lower().endswith(NIFTI):
             shape, spacing = volume_grid(cfg.data.resolve(cell), where)  # the header alone
         else:
@@ -125,6 +134,7 @@ def fingerprint(cfg: Config, sample: int = 50, table: Table | None = None) -> Fi
         masks=Masks(
             foreground={n: float(np.mean(v)) for n, v in share.items()},
             objects={n: float(np.median(v)) if v else 0.0 for n, v in diameters.items()},
+            unnamed=unnamed_values(cfg, counts),
         ),
         columns=Columns(classes=class_counts(cfg, table), values=column_values(cfg, table), owners=owners(cfg, table)),
     )
@@ -158,10 +168,12 @@ def owners(cfg: Config, table: Table) -> dict[str, int]:
     return found
 
 
-def masks(cfg: Config, table: Table, index: int, shape: tuple[int, ...], grid: Grid) -> dict[str, np.ndarray]:
-    """A row's mask per mask output at the input's `shape` (a class mask: any class), each label
-    file read once per column (and colours or values)."""
-    found, read = {}, {}
+def masks(
+    cfg: Config, table: Table, index: int, shape: tuple[int, ...], grid: Grid
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A row's mask per mask output at the input's `shape` (a class mask: any class), and its label
+    map's values per column; each label file read once per column (and colours or values)."""
+    found, read, maps = {}, {}, {}
     for name, output in cfg.outputs.spatial.items():
         path, where = row_file(cfg, table, index, output.column), table.where(index, output.column)
         key = (output.column, output.colour_table is not None)
@@ -169,8 +181,19 @@ def masks(cfg: Config, table: Table, index: int, shape: tuple[int, ...], grid: G
             if key not in read:
                 read[key] = grid.read_labels(path, where, colours=key[1])
             values = grid.label_values(read[key], output, path, where, cfg.outputs.label_values(output.column))
-            found[name] = foreground(output.mask(values, shape))
-    return found
+            found[name], maps[output.column] = foreground(output.mask(values, shape)), values
+    return found, maps
+
+
+def unnamed_values(cfg: Config, counts: Mapping[str, Counter]) -> dict[str, dict[int, float]]:
+    """Per label-map column, the share of pixels of each value other than 0 that no output reading
+    it names: pixels counted as background, silently (Pascal VOC's 255 borders, a class left out)."""
+    unnamed = {}
+    for column, count in counts.items():
+        named, total = set(cfg.outputs.label_values(column)), max(sum(count.values()), 1)
+        if left := {v: n / total for v, n in sorted(count.items()) if v not in named}:
+            unnamed[column] = left
+    return unnamed
 
 
 def object_diameters(mask: np.ndarray, spacing: Sequence[float]) -> list[float]:

@@ -13,6 +13,7 @@ from cnn_factory.data.folds import assign_folds, fold_splits
 from cnn_factory.data.splits import drawn_splits
 from cnn_factory.data.table import Table, read_table
 from cnn_factory.encoder_weights import pretrained_cached
+from cnn_factory.errors import listing
 from cnn_factory.outputs import ColumnReport
 from cnn_factory.plan.budget import Training
 from cnn_factory.plan.dims import dims_of
@@ -95,6 +96,13 @@ def fingerprint_lines(cfg: Config, fp: Fingerprint) -> list[str]:
             f"objects ~{diameter:.0f} {words.unit} across" if diameter else f"no objects in the {words.item}s read"
         )
         lines.append(f"  {name}: foreground {fp.masks.foreground[name]:.2%} of {words.cell}s, {objects}")
+    for column, shares in fp.masks.unnamed.items():
+        values = listing((f"{v} ({s:.1%} of its {words.cell}s)" for v, s in shares.items()), 8, ", ... ({} more)")
+        lines.append(
+            f"  note: column '{column}' holds label value(s) {values}, which no output names (label, labels or "
+            f"ignore): they count as background; {words.cell}s nobody labelled (e.g. 255 borders) belong in an "
+            "output's ignore (docs/your-data.md#label-maps-from-annotation-tools)"
+        )
     return lines
 
 
