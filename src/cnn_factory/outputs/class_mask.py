@@ -4,11 +4,11 @@
 
 A segmentation whose `labels` maps class names to label-map values (one or a list each); every
 other value of the label map is background. prepare stores uint8 class indices at `size` ((H, W),
-or a volume's (D, H, W); 0 background, k the k-th class of `labels`); the head is one UNet decoder
-with K + 1 channels (background first) and a softmax; the losses are cross entropy, the soft dice
-averaged over the classes (background left out) and their sum; the metrics are dice and IoU per
-class and their mean over the classes; predict writes an index PNG with a palette (background
-black), or a NIfTI of class indices per scan on its own grid.
+or a volume's (D, H, W); 0 background, k the k-th class of `labels`, 255 a value of `ignore`); the
+head is one UNet decoder with K + 1 channels (background first) and a softmax; the losses are
+cross entropy, the soft dice averaged over the classes (background left out) and their sum; the
+metrics are dice and IoU per class and their mean over the classes; predict writes an index PNG
+with a palette (background black), or a NIfTI of class indices per scan on its own grid.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@
 With `colours`, its label maps are RGB images coded in colours, mapped to label values first
 (data/label_maps.py).
 
-prepare stores uint8 0/1 masks at `size` ((H, W), or a volume's (D, H, W)); the head is a UNet
+prepare stores uint8 0/1 masks at `size` ((H, W), or a volume's (D, H, W); 255 where the label
+map holds a value of `ignore`, left out of losses, metrics and scores); the head is a UNet
 decoder fed from every encoder level; losses take logits; metrics are dice and IoU pooled over
 all pixels; predict writes a 0/255 PNG per image at the image's own size, or a 0/1 NIfTI per
 scan on its own grid.
