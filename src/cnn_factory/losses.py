@@ -45,31 +45,6 @@ def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return bce_loss(logits, target) + soft_dice_loss(logits, target)
 
 
-SURE = 30.0  # a logit whose sigmoid (or softmax against -SURE) is 1 to within 1e-13
-
-
-def neutral(logits: torch.Tensor, target: torch.Tensor, value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and target with each pixel whose target is `value` made a sure background, predicted
-    and true: its terms in every mask loss are 0 to within 1e-13, with no gradient, and a count of
-    overlaps holds nothing of it. Logits (B, *spatial), or (B, K + 1, *spatial) over classes."""
-    ignored = target == value
-    if logits.ndim == target.ndim:
-        return logits.masked_fill(ignored, -SURE), target.masked_fill(ignored, 0)
-    sure = torch.full((logits.shape[1],), -SURE, dtype=logits.dtype, device=logits.device)
-    sure[0] = SURE  # the background's channel
-    sure = sure.view(1, -1, *[1] * (target.ndim - 1))
-    return torch.where(ignored.unsqueeze(1), sure, logits), target.masked_fill(ignored, 0)
-
-
-def ignoring(loss: LossFn, value: int) -> LossFn:
-    """`loss` with the pixels whose target is `value` left out (`neutral`)."""
-
-    def masked(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return loss(*neutral(logits, target, value))
-
-    return masked
-
-
 def class_cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross entropy of each pixel's K + 1 class logits (B, K + 1, H, W) against its index (B, H, W)."""
     return F.cross_entropy(logits, target.long())
@@ -87,6 +62,41 @@ def class_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0
 
 def class_ce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return class_cross_entropy_loss(logits, target) + class_dice_loss(logits, target)
+
+
+PIXEL_MEANS: set[LossFn] = {bce_loss, focal_loss, class_cross_entropy_loss}  # means over every pixel of the batch
+PARTS: dict[LossFn, tuple[LossFn, ...]] = {  # the sums of two losses
+    bce_dice_loss: (bce_loss, soft_dice_loss),
+    class_ce_dice_loss: (class_cross_entropy_loss, class_dice_loss),
+}
+SURE = 30.0  # a logit whose sigmoid (or softmax against -SURE) is 1 to within 1e-13
+
+
+def neutral(logits: torch.Tensor, target: torch.Tensor, value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and target with each pixel whose target is `value` made a sure background, predicted
+    and true: its terms in every mask loss are 0 to within 1e-13, with no gradient, and a count of
+    overlaps holds nothing of it. Logits (B, *spatial), or (B, K + 1, *spatial) over classes."""
+    ignored = target == value
+    if logits.ndim == target.ndim:
+        return logits.masked_fill(ignored, -SURE), target.masked_fill(ignored, 0)
+    sure = torch.full((logits.shape[1],), -SURE, dtype=logits.dtype, device=logits.device)
+    sure[0] = SURE  # the background's channel
+    sure = sure.view(1, -1, *[1] * (target.ndim - 1))
+    return torch.where(ignored.unsqueeze(1), sure, logits), target.masked_fill(ignored, 0)
+
+
+def ignoring(loss: LossFn, value: int) -> LossFn:
+    """`loss` over the pixels whose target is not `value`, as if the others were not there: they are
+    made `neutral`, and a mean over pixels is taken over the counted ones (as nnU-Net's ignore
+    label: with sparse labels the cross entropy keeps its weight beside the dice)."""
+    parts = PARTS.get(loss, (loss,))
+
+    def masked(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        share = (target != value).sum().clamp(min=1) / target.numel()  # on the device: no sync
+        logits, target = neutral(logits, target, value)
+        return torch.stack([p(logits, target) / share if p in PIXEL_MEANS else p(logits, target) for p in parts]).sum()
+
+    return masked
 
 
 def cross_entropy_loss(class_weights: list[float] | None, label_smoothing: float) -> LossFn:
