@@ -215,9 +215,9 @@ def test_image_level_outputs_alone_get_whole_images_resized(tmp_path):
 @pytest.mark.parametrize(
     "split, expected",
     [
-        ({"column": "split"}, (7, 2)),  # the CSV's column, whatever the fractions say
-        ({}, (10, 5)),  # drawn: 20 rows, a quarter each to val and test
-        ({"folds": 5}, (12, 3)),  # fold 0's run: the 15 rows outside the test split, a fifth validating
+        ({"column": "split"}, (7, 2, 11)),  # the CSV's column, whatever the fractions say
+        ({}, (10, 5, 5)),  # drawn: 20 rows, a quarter each to val and test
+        ({"folds": 5}, (12, 3, 5)),  # fold 0's run: the 15 rows outside the test split, a fifth validating
     ],
 )
 def test_the_plan_counts_the_rows_its_run_trains_and_validates_on(tmp_path, split, expected):

@@ -57,3 +57,15 @@ def test_a_column_naming_whose_image_a_row_is_gets_data_split_group_proposed(par
     assert "set data.split.group: patient," in run_plan(parse_params(params), sample=10, budget_gb=4)
     params["data"]["split"]["group"] = "patient"
     assert "data.split.group" not in run_plan(parse_params(params), sample=10, budget_gb=4)
+
+
+def test_the_test_split_named_is_the_one_prepare_draws(params, example_dir):
+    lines = (example_dir / "data.csv").read_text().splitlines()
+    csv = [lines[0] + ",patient"] + [f"{line},P{i // 3}" for i, line in enumerate(lines[1:])]  # 3 images each
+    (example_dir / "patients.csv").write_text("\n".join(csv) + "\n")
+    params["data"].update(csv=str(example_dir / "patients.csv"), root=str(example_dir))
+    params["data"]["split"]["group"] = "patient"
+    text = run_plan(parse_params(params), sample=10, budget_gb=4)
+    # whole patients: 1 of 8 in the test split, where 15% of 24 rows would say 4 images
+    assert "note: 24 rows: a test split of 3 images leaves its figures wide intervals" in text
+    assert "scores all 21 others once" in text

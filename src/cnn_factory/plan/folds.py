@@ -1,7 +1,7 @@
 """Whether to cross-validate: `cnn-factory plan` proposes K folds for a small table, with the reason
 and what the K trainings cost against the single split's one.
 
-    lines = folds_lines(rows=120, split=cfg.data.split, seconds=600)   # [] for a large table or folds set
+    lines = folds_lines(rows=120, split=cfg.data.split, seconds=600, test=18)   # [] for a large table or folds set
 
 Under SMALL rows the test split holds a few dozen images at most, so its figures' intervals are
 wide and move with the split's seed; K folds score every image outside the test split once (and
@@ -38,11 +38,15 @@ def group_lines(rows: int, split: SplitConfig, owners: dict[str, int]) -> list[s
     ]
 
 
-def folds_lines(rows: int, split: SplitConfig, seconds: float | None = None, folds: int = FOLDS) -> list[str]:
-    """The proposal's lines: none when the table is large, or folds or a split column are set."""
+def folds_lines(
+    rows: int, split: SplitConfig, seconds: float | None = None, test: int | None = None, folds: int = FOLDS
+) -> list[str]:
+    """The proposal's lines: none when the table is large, or folds or a split column are set.
+    `test`: the rows of the test split as prepare draws it (by default, rows x its fraction)."""
     if rows >= SMALL or split.folds or split.column:
         return []
-    test, pool = round(rows * split.test), rows - round(rows * split.test)
+    test = round(rows * split.test) if test is None else test
+    pool = rows - test
     cost = fold_cost(split, folds)
     took = f": ~{seconds * cost / 60:.0f} min here" if seconds else ""
     return [

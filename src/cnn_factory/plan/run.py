@@ -43,7 +43,7 @@ def make_plan(cfg: Config, sample: int, budget_gb: float | None) -> Plan:
     fp = fingerprint(cfg, sample, table)
     budget, source = memory_budget(budget_gb)
     split = cfg.data.split
-    trained, validated = split_rows(table, cfg.data)
+    trained, validated, tested = split_rows(table, cfg.data)
     patch = cfg.first_input.size if cfg.patch_mode else None
     training = Training(train=cfg.train, rows=trained, val=validated, patch=patch)
     cached = wants_pretrained(fp) and pretrained_cached(ENCODER)
@@ -66,19 +66,19 @@ def make_plan(cfg: Config, sample: int, budget_gb: float | None) -> Plan:
             "so none proposed (docs/encoders.md says how to bring them)"
         )
     lines += group_lines(fp.rows, split, fp.columns.owners)  # several images per patient: data.split.group
-    lines += folds_lines(fp.rows, split, expected)  # a small table: cross-validation (plan/folds.py)
+    lines += folds_lines(fp.rows, split, expected, tested)  # a small table: cross-validation (plan/folds.py)
     lines += [*table_lines(rows), "", how, "", "dvc exp run " + " ".join(f"-S {k}={text(v)}" for k, v in sets)]
     return Plan(rows=rows, sets=sets, expected_s=expected, text="\n".join(lines))
 
 
-def split_rows(table: Table, data: DataConfig) -> tuple[int, int]:
-    """The training and validation rows of the run the params describe: the split prepare draws
-    (or the CSV's column names), and with folds, fold 0's run's."""
+def split_rows(table: Table, data: DataConfig) -> tuple[int, int, int]:
+    """The training, validation and test rows of the run the params describe: the split prepare
+    draws (or the CSV's column names), and with folds, fold 0's run's."""
     if data.split.folds:
         names = fold_splits(assign_folds(table, data), data.split.fold_names[0])
     else:
         names = drawn_splits(table, data)
-    return names.count("train"), names.count("val")
+    return names.count("train"), names.count("val"), names.count("test")
 
 
 def fingerprint_lines(cfg: Config, fp: Fingerprint) -> list[str]:
