@@ -215,8 +215,8 @@ def test_a_dicom_file_that_cannot_be_an_image_says_why(tmp_path):
 
 
 def test_rle_and_jpeg_2000_compressed_dicom_images_read_as_the_uncompressed_file(tmp_path):
-    """The compressions X-ray archives use most that pydicom decodes with what is installed (its
-    own RLE decoder, Pillow's OpenJPEG): the same pixels as the uncompressed file."""
+    """RLE and JPEG 2000, which pydicom decodes itself and through Pillow's OpenJPEG: the same pixels
+    as the uncompressed file."""
     import io
 
     import pydicom
@@ -240,6 +240,48 @@ def test_rle_and_jpeg_2000_compressed_dicom_images_read_as_the_uncompressed_file
     for name in ("rle.dcm", "j2k.dcm"):
         assert pydicom.dcmread(tmp_path / name).file_meta.TransferSyntaxUID.is_compressed
         assert np.array_equal(read_image(tmp_path / name), plain)
+
+
+def transcoded(source: Path, target: Path, syntax: str) -> Path:
+    """`source` written again with its pixel data compressed as `syntax` (a gdcm.TransferSyntax name),
+    as a PACS exports it: GDCM encodes what pydicom decodes with it."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(source))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, syntax)))
+    change.SetInput(reader.GetImage())
+    assert change.Change()
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(target))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write()
+    return target
+
+
+@pytest.mark.parametrize("syntax", ["JPEGLosslessProcess14_1", "JPEGLosslessProcess14", "JPEGLSLossless"])
+def test_jpeg_lossless_and_jpeg_ls_dicom_read_as_the_uncompressed_files(tmp_path, syntax):
+    """The lossless compressions CT and MR archives export (JPEG Lossless, the most common, and
+    JPEG-LS), decoded through GDCM: an image file and a series read as their uncompressed files."""
+    import pydicom
+
+    from cnn_factory.images import read_image
+
+    stored = (np.arange(24 * 32).reshape(24, 32) * 5 % 4096).astype(np.uint16)
+    plain = xray(tmp_path / "plain.dcm", stored, window=(2048, 4096))
+    image = transcoded(plain, tmp_path / "image.dcm", syntax)
+    assert pydicom.dcmread(image).file_meta.TransferSyntaxUID.is_compressed
+    assert np.array_equal(read_image(image), read_image(plain))
+    folder = write_series(tmp_path / "series", scan(), oblique_affine(), SLOPE, INTERCEPT)
+    uncompressed = read_series(folder, "test")
+    for path in sorted(folder.iterdir()):
+        transcoded(path, path, syntax)
+    array, spacing, affine = read_series(folder, "test")
+    assert np.array_equal(array, uncompressed[0]) and spacing == uncompressed[1]
+    assert np.array_equal(affine, uncompressed[2])
 
 
 def test_make_csv_pairs_dicom_files_named_by_their_uid_or_without_a_suffix(tmp_path):
