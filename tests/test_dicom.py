@@ -15,7 +15,7 @@ import pytest
 from cnn_factory.config import parse_params
 from cnn_factory.data.prepare import prepare
 from cnn_factory.data.volumes_example import make_volume_example
-from cnn_factory.dicom import is_series, read_series, write_series
+from cnn_factory.dicom import is_series, read_segmentation, read_series, write_series
 from cnn_factory.errors import UserError
 from cnn_factory.volumes import read_volume, spacing_affine, write_volume
 from tests.test_cli import cli
@@ -122,6 +122,85 @@ def prepare_both(nifti: Path, dicom: Path) -> tuple[dict[str, Path], list[Path]]
     )
     assert len(arrays) > 10
     return prepared, arrays
+
+
+def segmentation(series: Path, masks: np.ndarray, path: Path, fractional: bool = False) -> Path:
+    """A DICOM SEG of `series` as annotation tools write it (highdicom): segment k + 1 the (D, H, W)
+    mask `masks[k]`, in the order read_series gives the slices; frames only where a segment is."""
+    import highdicom as hd
+    import pydicom
+
+    slices = sorted((pydicom.dcmread(p) for p in sorted(series.iterdir())), key=lambda s: int(s.InstanceNumber))
+    study = {"StudyInstanceUID": "1.2.3", "FrameOfReferenceUID": "1.2.3.4", "PatientID": "P", "PatientName": "A^B"}
+    study |= {"StudyDate": "20260101", "StudyTime": "000000", "StudyID": "1"}
+    study |= dict.fromkeys(("PatientBirthDate", "PatientSex", "AccessionNumber", "ReferringPhysicianName"), "")
+    for s in slices:  # the study a real series belongs to
+        for key, value in study.items():
+            setattr(s, key, value)
+    category = hd.sr.CodedConcept("49755003", "SCT", "Morphologically Abnormal Structure")
+    kind = hd.sr.CodedConcept("108369006", "SCT", "Neoplasm")
+    algorithm = hd.seg.SegmentAlgorithmTypeValues.MANUAL
+    described = [
+        hd.seg.SegmentDescription(k, f"segment {k}", category, kind, algorithm) for k in range(1, len(masks) + 1)
+    ]
+    kinds = hd.seg.SegmentationTypeValues
+    seg = hd.seg.Segmentation(
+        source_images=slices,
+        pixel_array=np.moveaxis(masks, 0, -1).astype(np.float32 if fractional else bool),
+        segmentation_type=kinds.FRACTIONAL if fractional else kinds.BINARY,
+        segment_descriptions=described,
+        series_instance_uid=hd.UID(),
+        series_number=2,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="cnn-factory tests",
+        manufacturer_model_name="highdicom",
+        software_versions="1",
+        device_serial_number="1",
+        omit_empty_frames=True,
+    )
+    seg.save_as(path)
+    return path
+
+
+def test_prepare_reads_a_dicom_seg_as_it_reads_the_label_volumes_it_was_made_from(tmp_path):
+    """The volume example's scans as DICOM series with their label volumes saved as DICOM SEG files
+    (segment k where the volume holds k; frames only where a segment is; one in FRACTIONAL): prepare
+    writes the same arrays, byte for byte, as from the NIfTI scans and label volumes."""
+    nifti, dicom = tmp_path / "nifti", tmp_path / "dicom"
+    make_volume_example(nifti, rows=8, size=(8, 16, 16), seed=3)
+    affine = spacing_affine((3.0, 0.75, 0.75), origin=(-6.0, 4.5, 30.0))
+    for path in sorted(nifti.rglob("*.nii.gz")):
+        write_volume(path, read_volume(path, "test").array[0], affine)
+    shutil.copytree(nifti, dicom)
+    for path in sorted((dicom / "images").glob("*.nii.gz")):
+        name = path.name.removesuffix(".nii.gz")
+        series = write_series(dicom / "images" / name, read_volume(path, "test").array[0], affine)
+        labels = read_volume(dicom / "labels" / path.name, "test").array[0]
+        masks = np.stack([labels == k for k in range(1, 3)])
+        segmentation(series, masks, dicom / "labels" / f"{name}.dcm", fractional=name == "0001")
+        path.unlink()
+        (dicom / "labels" / path.name).unlink()
+    csv = re.sub(r"images/(\d+)\.nii\.gz", r"images/\1", (dicom / "data.csv").read_text())
+    (dicom / "data.csv").write_text(re.sub(r"labels/(\d+)\.nii\.gz", r"labels/\1.dcm", csv))
+    prepared, arrays = prepare_both(nifti, dicom)
+    for path in arrays:
+        assert (prepared["nifti"] / path).read_bytes() == (prepared["dicom"] / path).read_bytes(), path
+
+
+def test_overlapping_segments_keep_the_smaller_and_a_seg_of_another_grid_is_refused(tmp_path):
+    values = scan()
+    series = write_series(tmp_path / "series", values, oblique_affine(), SLOPE, INTERCEPT)
+    _, _, affine = read_series(series, "test")
+    masks = np.zeros((2, *values.shape), bool)  # an organ, and a tumour inside it
+    masks[0, 1:5, 2:9, 2:10], masks[1, 2:4, 4:6, 4:6] = True, True
+    seg = segmentation(series, masks, tmp_path / "organ.dcm")
+    expected = masks[0].astype(np.uint8)
+    expected[masks[1]] = 2  # where they overlap, the smaller segment
+    assert np.array_equal(read_segmentation(seg, values.shape, affine, "test"), expected)
+    shifted = write_series(tmp_path / "shifted", values, oblique_affine(origin=(-40.0, 25.0, 13.0)), SLOPE, INTERCEPT)
+    with pytest.raises(UserError, match=r"^row 2: .*organ\.dcm: a frame of segment \d lies off the voxels of"):
+        read_segmentation(seg, values.shape, read_series(shifted, "test")[2], "row 2")
 
 
 def test_the_volume_example_written_as_dicom_prepares_as_its_nifti_files_do(tmp_path):

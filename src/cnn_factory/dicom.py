@@ -5,6 +5,7 @@ and one DICOM file as an image (an X-ray, a mammogram, a slide), as viewers show
     # (1, D, H, W) intensities (int16 Hounsfield units for CT), mm per (D, H, W), 4x4 affine
     write_series(Path("scans/patient-7"), values, affine, intercept=-1024.0)  # (D, H, W) values, a file per slice
     image = read_image(Path("xrays/0001.dcm"))     # (H, W) uint8 through its window, or (H, W, 3) colour
+    labels = read_segmentation(Path("labels/patient-7.dcm"), (d, h, w), affine, where)  # a DICOM SEG, on its grid
 
 The slices are ordered by their position along the slice normal (ImagePositionPatient projected
 on the cross product of ImageOrientationPatient's row and column directions), not by file name or
@@ -162,6 +163,69 @@ def is_file(source: str | Path | bytes) -> bool:
         return False
     with path.open("rb") as f:
         return f.read(132)[128:] == b"DICM"
+
+
+SEGMENTATION = (
+    "1.2.840.10008.5.1.4.1.1.66.4"  # the SOP class of DICOM SEG, segmentations as 3D Slicer and OHIF save them
+)
+
+
+def is_segmentation(path: Path) -> bool:
+    """A DICOM SEG file: segments of a series, as annotation tools export them."""
+    found = header(path) if is_file(path) else None
+    return found is not None and str(found.get("SOPClassUID", "")) == SEGMENTATION
+
+
+def read_segmentation(path: Path, shape: tuple[int, int, int], affine: np.ndarray, where: str) -> np.ndarray:
+    """A DICOM SEG as a (D, H, W) label volume on the grid of its series (`shape`, RAS+ `affine`): each
+    voxel the number of the segment that holds it, 0 none; where segments overlap, the smallest
+    wins (a tumour in its organ stays a tumour). FRACTIONAL segments hold where over half. Frames
+    that lie off the series' voxels (another series, a resampled segmentation) are a UserError."""
+    import pydicom
+
+    dataset = pydicom.dcmread(path)
+    try:
+        frames = dataset.pixel_array.reshape(-1, int(dataset.Rows), int(dataset.Columns))
+    except Exception as err:  # pydicom raises many types: a damaged file, no pixel data
+        raise UserError(f"{where}: {path}: its segments cannot be read ({type(err).__name__}: {err})") from None
+    if str(dataset.get("SegmentationType", "BINARY")) == "FRACTIONAL":
+        frames = frames > int(dataset.get("MaximumFractionalValue", 255)) / 2
+    to_voxel = np.linalg.inv(affine) @ LPS_TO_RAS
+    masks: dict[int, np.ndarray] = {}
+    for frame, pixels in zip(dataset.PerFrameFunctionalGroupsSequence, frames):
+        segment = int(_group(dataset, frame, "SegmentIdentificationSequence").ReferencedSegmentNumber)
+        depth = _frame_depth(dataset, frame, to_voxel, pixels.shape, shape)
+        if depth is None:
+            raise UserError(
+                f"{where}: {path}: a frame of segment {segment} lies off the voxels of the row's series "
+                f"({shape[0]}x{shape[1]}x{shape[2]}); expected a segmentation drawn on that series"
+            )
+        masks.setdefault(segment, np.zeros(shape, bool))[depth] |= pixels > 0
+    labels = np.zeros(shape, np.uint8 if max(masks, default=0) < 256 else np.uint16)
+    for segment, mask in sorted(masks.items(), key=lambda item: -int(item[1].sum())):  # the smallest last
+        labels[mask] = segment
+    return labels
+
+
+def _group(dataset: Any, frame: Any, name: str) -> Any:
+    """A frame's functional group `name`: its own, else the one its frames share."""
+    groups = frame.get(name) or dataset.SharedFunctionalGroupsSequence[0].get(name)
+    return groups[0]
+
+
+def _frame_depth(dataset: Any, frame: Any, to_voxel: np.ndarray, size: tuple, shape: tuple) -> int | None:
+    """The series' slice a frame of `size` pixels lies on, voxel for voxel (its rows and columns the
+    slice's); None where it lies anywhere else. `to_voxel`: LPS+ mm to the series' (d, h, w)."""
+    cosines = np.asarray([float(v) for v in _group(dataset, frame, "PlaneOrientationSequence").ImageOrientationPatient])
+    row_spacing, column_spacing = (float(v) for v in _group(dataset, frame, "PixelMeasuresSequence").PixelSpacing)
+    position = [float(v) for v in _group(dataset, frame, "PlanePositionSequence").ImagePositionPatient]
+    corner = to_voxel @ [*position, 1.0]
+    down = to_voxel[:3, :3] @ (cosines[3:] * row_spacing)  # one pixel down a column, in the series' voxels
+    along = to_voxel[:3, :3] @ (cosines[:3] * column_spacing)  # one pixel along a row
+    depth = int(round(corner[0]))
+    on_grid = np.allclose(down, [0, 1, 0], atol=1e-3) and np.allclose(along, [0, 0, 1], atol=1e-3)
+    on_slice = np.allclose(corner[:3], [depth, 0, 0], atol=1e-3) and 0 <= depth < shape[0]
+    return depth if on_grid and on_slice and tuple(size) == tuple(shape[1:]) else None
 
 
 def _one_series(headers: list, folder: Path, where: str) -> None:

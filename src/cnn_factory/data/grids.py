@@ -4,7 +4,7 @@ brought onto the grid the network sees. The rest of a row's decoding (data/rows.
     grid = grid_for(cfg.first_input, stated)        # Pixels (2-D images) or Voxels (3-D scans)
     scan = grid.read(path, spec, where)             # (C, *spatial) with mm per spatial axis
     fixed, native = grid.input_arrays(scan, spec, path, where)  # at the input's size, at the native grid
-    labels = grid.read_labels(path, where, colours=False)
+    labels = grid.read_labels(path, where, colours=False, on=scan)  # on: the row's scan, for a DICOM SEG
     view = grid.view(pixels, spec.size)             # the input's size: what image-level outputs see
     tiles = grid.to_native(pixels)                  # what predict slides its windows over
 
@@ -32,7 +32,7 @@ from cnn_factory.config import PERCENTILES, Config, InputSpec
 from cnn_factory.data.label_maps import is_lossy, label_values, read_label_map
 from cnn_factory.data.resample import resample, resample_labels, resampled_shape, target_spacing, to_shape
 from cnn_factory.data.table import Table
-from cnn_factory.dicom import header, pixel_mm
+from cnn_factory.dicom import header, is_segmentation, pixel_mm, read_segmentation
 from cnn_factory.errors import UserError
 from cnn_factory.images import read_pixels
 from cnn_factory.outputs import MaskOutput
@@ -161,7 +161,7 @@ class Pixels:
             )
         return fixed, resize_image(scan.array, native)
 
-    def read_labels(self, path: Path, where: str, colours: bool) -> Scan:
+    def read_labels(self, path: Path, where: str, colours: bool, on: Scan | None = None) -> Scan:
         try:
             labels = read_label_map(path, colours)  # (H, W) values or (H, W, 3) colours
         except ValueError as err:
@@ -252,8 +252,15 @@ class Voxels:
         native = scan_voxels(scan.volume, spec, self.target)
         return self.view(native, spec.size), native
 
-    def read_labels(self, path: Path, where: str, colours: bool) -> Scan:
-        volume = read_label_volume(path, where, self.stated)
+    def read_labels(self, path: Path, where: str, colours: bool, on: Scan | None = None) -> Scan:
+        """A label volume; a DICOM SEG is read onto the grid of `on`, the row's scan (its series)."""
+        if is_segmentation(path):
+            if on is None or on.volume is None:
+                raise UserError(f"{where}: {path} is a DICOM SEG: it is read with the series it segments")
+            image = on.volume
+            volume = Volume(read_segmentation(path, image.shape, image.affine, where), image.spacing, image.affine)
+        else:
+            volume = read_label_volume(path, where, self.stated)
         return Scan(volume.array, volume.shape, volume.spacing, volume)
 
     def label_values(

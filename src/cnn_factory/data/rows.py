@@ -187,7 +187,7 @@ class RowLabelMaps:
         where = self.table.where(self.index, column)
         try:
             path = cell_path(self.table.rows[self.index], column, self.data, where)
-            labels = self.grid.read_labels(path, where, colours)
+            labels = self.grid.read_labels(path, where, colours, on=self.image)
             if self.image is not None:
                 self.grid.same_grid(self.image, labels, path, where)
         except UserError as err:

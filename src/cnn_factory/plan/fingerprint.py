@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cnn_factory.config import Config
-from cnn_factory.data.grids import Grid, file_reader
+from cnn_factory.data.grids import Grid, Scan, file_reader
 from cnn_factory.data.resample import resampled_shape, target_spacing
 from cnn_factory.data.table import Table, read_table
 from cnn_factory.errors import UserError
@@ -110,7 +110,7 @@ def fingerprint(cfg: Config, sample: int = 50, table: Table | None = None) -> Fi
                 scan = grid.read(row_file(cfg, table, i, spec.column), spec, where)
             shape, spacing = scan.shape, scan.spacing
             levels.append(np.percentile(scan.array.ravel()[:: max(1, scan.array.size // MAX_VOXELS)], (0.5, 50, 99.5)))
-            found, maps = masks(cfg, table, i, shape, grid)
+            found, maps = masks(cfg, table, i, scan, grid)
             for name, mask in found.items():
                 share[name].append(float(mask.mean()))
                 diameters[name] += object_diameters(mask, spacing)
@@ -169,19 +169,19 @@ def owners(cfg: Config, table: Table) -> dict[str, int]:
 
 
 def masks(
-    cfg: Config, table: Table, index: int, shape: tuple[int, ...], grid: Grid
+    cfg: Config, table: Table, index: int, scan: Scan, grid: Grid
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """A row's mask per mask output at the input's `shape` (a class mask: any class), and its label
-    map's values per column; each label file read once per column (and colours or values)."""
+    """A row's mask per mask output at the shape of its `scan` (image) (a class mask: any class), and
+    its label map's values per column; each label file read once per column (and colours or values)."""
     found, read, maps = {}, {}, {}
     for name, output in cfg.outputs.spatial.items():
         path, where = row_file(cfg, table, index, output.column), table.where(index, output.column)
         key = (output.column, output.colour_table is not None)
         with readable():
             if key not in read:
-                read[key] = grid.read_labels(path, where, colours=key[1])
+                read[key] = grid.read_labels(path, where, colours=key[1], on=scan)
             values = grid.label_values(read[key], output, path, where, cfg.outputs.label_values(output.column))
-            found[name], maps[output.column] = foreground(output.mask(values, shape)), values
+            found[name], maps[output.column] = foreground(output.mask(values, scan.shape)), values
     return found, maps
 
 
