@@ -124,7 +124,7 @@ def prepare_both(nifti: Path, dicom: Path) -> tuple[dict[str, Path], list[Path]]
     return prepared, arrays
 
 
-def segmentation(series: Path, masks: np.ndarray, path: Path, fractional: bool = False) -> Path:
+def segmentation(series: Path, masks: np.ndarray, path: Path, kind: str = "BINARY") -> Path:
     """A DICOM SEG of `series` as annotation tools write it (highdicom): segment k + 1 the (D, H, W)
     mask `masks[k]`, in the order read_series gives the slices; frames only where a segment is."""
     import highdicom as hd
@@ -138,16 +138,16 @@ def segmentation(series: Path, masks: np.ndarray, path: Path, fractional: bool =
         for key, value in study.items():
             setattr(s, key, value)
     category = hd.sr.CodedConcept("49755003", "SCT", "Morphologically Abnormal Structure")
-    kind = hd.sr.CodedConcept("108369006", "SCT", "Neoplasm")
+    neoplasm = hd.sr.CodedConcept("108369006", "SCT", "Neoplasm")
     algorithm = hd.seg.SegmentAlgorithmTypeValues.MANUAL
     described = [
-        hd.seg.SegmentDescription(k, f"segment {k}", category, kind, algorithm) for k in range(1, len(masks) + 1)
+        hd.seg.SegmentDescription(k, f"segment {k}", category, neoplasm, algorithm) for k in range(1, len(masks) + 1)
     ]
     kinds = hd.seg.SegmentationTypeValues
     seg = hd.seg.Segmentation(
         source_images=slices,
-        pixel_array=np.moveaxis(masks, 0, -1).astype(np.float32 if fractional else bool),
-        segmentation_type=kinds.FRACTIONAL if fractional else kinds.BINARY,
+        pixel_array=np.moveaxis(masks, 0, -1).astype(np.float32 if kind == "FRACTIONAL" else bool),
+        segmentation_type=getattr(kinds, kind),
         segment_descriptions=described,
         series_instance_uid=hd.UID(),
         series_number=2,
@@ -165,7 +165,7 @@ def segmentation(series: Path, masks: np.ndarray, path: Path, fractional: bool =
 
 def test_prepare_reads_a_dicom_seg_as_it_reads_the_label_volumes_it_was_made_from(tmp_path):
     """The volume example's scans as DICOM series with their label volumes saved as DICOM SEG files
-    (segment k where the volume holds k; frames only where a segment is; one in FRACTIONAL): prepare
+    (segment k where the volume holds k; frames only where a segment is; one FRACTIONAL, one LABELMAP): prepare
     writes the same arrays, byte for byte, as from the NIfTI scans and label volumes."""
     nifti, dicom = tmp_path / "nifti", tmp_path / "dicom"
     make_volume_example(nifti, rows=8, size=(8, 16, 16), seed=3)
@@ -178,7 +178,8 @@ def test_prepare_reads_a_dicom_seg_as_it_reads_the_label_volumes_it_was_made_fro
         series = write_series(dicom / "images" / name, read_volume(path, "test").array[0], affine)
         labels = read_volume(dicom / "labels" / path.name, "test").array[0]
         masks = np.stack([labels == k for k in range(1, 3)])
-        segmentation(series, masks, dicom / "labels" / f"{name}.dcm", fractional=name == "0001")
+        kind = {"0001": "FRACTIONAL", "0002": "LABELMAP"}.get(name, "BINARY")
+        segmentation(series, masks, dicom / "labels" / f"{name}.dcm", kind)
         path.unlink()
         (dicom / "labels" / path.name).unlink()
     csv = re.sub(r"images/(\d+)\.nii\.gz", r"images/\1", (dicom / "data.csv").read_text())
@@ -199,7 +200,7 @@ def test_overlapping_segments_keep_the_smaller_and_a_seg_of_another_grid_is_refu
     expected[masks[1]] = 2  # where they overlap, the smaller segment
     assert np.array_equal(read_segmentation(seg, values.shape, affine, "test"), expected)
     shifted = write_series(tmp_path / "shifted", values, oblique_affine(origin=(-40.0, 25.0, 13.0)), SLOPE, INTERCEPT)
-    with pytest.raises(UserError, match=r"^row 2: .*organ\.dcm: a frame of segment \d lies off the voxels of"):
+    with pytest.raises(UserError, match=r"^row 2: .*organ\.dcm: a frame lies off the voxels of the row's series"):
         read_segmentation(seg, values.shape, read_series(shifted, "test")[2], "row 2")
 
 

@@ -165,21 +165,21 @@ def is_file(source: str | Path | bytes) -> bool:
         return f.read(132)[128:] == b"DICM"
 
 
-SEGMENTATION = (
-    "1.2.840.10008.5.1.4.1.1.66.4"  # the SOP class of DICOM SEG, segmentations as 3D Slicer and OHIF save them
-)
+# the SOP classes of DICOM SEG (segmentations as 3D Slicer and OHIF save them) and of its label maps
+SEGMENTATIONS = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 
 
 def is_segmentation(path: Path) -> bool:
     """A DICOM SEG file: segments of a series, as annotation tools export them."""
     found = header(path) if is_file(path) else None
-    return found is not None and str(found.get("SOPClassUID", "")) == SEGMENTATION
+    return found is not None and str(found.get("SOPClassUID", "")) in SEGMENTATIONS
 
 
 def read_segmentation(path: Path, shape: tuple[int, int, int], affine: np.ndarray, where: str) -> np.ndarray:
     """A DICOM SEG as a (D, H, W) label volume on the grid of its series (`shape`, RAS+ `affine`): each
     voxel the number of the segment that holds it, 0 none; where segments overlap, the smallest
-    wins (a tumour in its organ stays a tumour). FRACTIONAL segments hold where over half. Frames
+    wins (a tumour in its organ stays a tumour). FRACTIONAL segments hold where over half; a LABELMAP
+    segmentation's pixels are their segment's number. Frames
     that lie off the series' voxels (another series, a resampled segmentation) are a UserError."""
     import pydicom
 
@@ -192,15 +192,19 @@ def read_segmentation(path: Path, shape: tuple[int, int, int], affine: np.ndarra
         frames = frames > int(dataset.get("MaximumFractionalValue", 255)) / 2
     to_voxel = np.linalg.inv(affine) @ LPS_TO_RAS
     masks: dict[int, np.ndarray] = {}
+    labelmap = str(dataset.get("SegmentationType")) == "LABELMAP"  # a frame's pixels are segment numbers
     for frame, pixels in zip(dataset.PerFrameFunctionalGroupsSequence, frames):
-        segment = int(_group(dataset, frame, "SegmentIdentificationSequence").ReferencedSegmentNumber)
         depth = _frame_depth(dataset, frame, to_voxel, pixels.shape, shape)
         if depth is None:
             raise UserError(
-                f"{where}: {path}: a frame of segment {segment} lies off the voxels of the row's series "
-                f"({shape[0]}x{shape[1]}x{shape[2]}); expected a segmentation drawn on that series"
+                f"{where}: {path}: a frame lies off the voxels of the row's series ({shape[0]}x{shape[1]}x"
+                f"{shape[2]}); expected a segmentation drawn on that series"
             )
-        masks.setdefault(segment, np.zeros(shape, bool))[depth] |= pixels > 0
+        if not labelmap:
+            segment = int(_group(dataset, frame, "SegmentIdentificationSequence").ReferencedSegmentNumber)
+            pixels = np.where(pixels > 0, segment, 0)
+        for segment in np.unique(pixels[pixels > 0]).tolist():
+            masks.setdefault(segment, np.zeros(shape, bool))[depth] |= pixels == segment
     labels = np.zeros(shape, np.uint8 if max(masks, default=0) < 256 else np.uint16)
     for segment, mask in sorted(masks.items(), key=lambda item: -int(item[1].sum())):  # the smallest last
         labels[mask] = segment
