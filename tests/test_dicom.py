@@ -124,19 +124,48 @@ def prepare_both(nifti: Path, dicom: Path) -> tuple[dict[str, Path], list[Path]]
     return prepared, arrays
 
 
-def segmentation(series: Path, masks: np.ndarray, path: Path, kind: str = "BINARY") -> Path:
-    """A DICOM SEG of `series` as annotation tools write it (highdicom): segment k + 1 the (D, H, W)
-    mask `masks[k]`, in the order read_series gives the slices; frames only where a segment is."""
-    import highdicom as hd
+def in_a_study(series: Path) -> list:
+    """The slices of `series` (as write_series writes them, in order) with the patient and study
+    attributes of a scanner's series, which highdicom requires."""
     import pydicom
 
     slices = sorted((pydicom.dcmread(p) for p in sorted(series.iterdir())), key=lambda s: int(s.InstanceNumber))
     study = {"StudyInstanceUID": "1.2.3", "FrameOfReferenceUID": "1.2.3.4", "PatientID": "P", "PatientName": "A^B"}
-    study |= {"StudyDate": "20260101", "StudyTime": "000000", "StudyID": "1"}
+    study |= {"StudyDate": "20260101", "StudyTime": "000000", "StudyID": "1", "SeriesNumber": 1, "Manufacturer": "x"}
     study |= dict.fromkeys(("PatientBirthDate", "PatientSex", "AccessionNumber", "ReferringPhysicianName"), "")
-    for s in slices:  # the study a real series belongs to
+    for s in slices:
         for key, value in study.items():
             setattr(s, key, value)
+        s.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    return slices
+
+
+def test_a_multi_frame_dicom_scan_reads_as_the_series_it_was_made_from(tmp_path):
+    """An Enhanced CT file (all slices in one file, their positions and rescale in functional groups),
+    as highdicom converts a series: the same values, spacing and affine as the series, from the
+    file and from its bytes (an upload to serve)."""
+    import highdicom as hd
+
+    folder = write_series(tmp_path / "series", scan(), oblique_affine(), SLOPE, INTERCEPT)
+    uid = hd.UID()
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(in_a_study(folder), uid, 3, hd.UID(), 1)
+    enhanced.save_as(tmp_path / "scan.dcm")
+    array, spacing, affine = read_series(folder, "test")
+    for source in (tmp_path / "scan.dcm", (tmp_path / "scan.dcm").read_bytes()):
+        volume = read_volume(source, "test")
+        assert np.array_equal(volume.array, array) and volume.array.dtype == np.int16 and volume.spacing == spacing
+        assert np.allclose(volume.affine, affine, atol=1e-9)
+    (tmp_path / "slice.dcm").write_bytes(next(folder.iterdir()).read_bytes())  # one slice: no volume
+    with pytest.raises(UserError, match=r"^row 2: .*slice\.dcm cannot be read as a multi-frame DICOM scan \("):
+        read_volume(tmp_path / "slice.dcm", "row 2")
+
+
+def segmentation(series: Path, masks: np.ndarray, path: Path, kind: str = "BINARY") -> Path:
+    """A DICOM SEG of `series` as annotation tools write it (highdicom): segment k + 1 the (D, H, W)
+    mask `masks[k]`, in the order read_series gives the slices; frames only where a segment is."""
+    import highdicom as hd
+
+    slices = in_a_study(series)
     category = hd.sr.CodedConcept("49755003", "SCT", "Morphologically Abnormal Structure")
     neoplasm = hd.sr.CodedConcept("108369006", "SCT", "Neoplasm")
     algorithm = hd.seg.SegmentAlgorithmTypeValues.MANUAL

@@ -89,7 +89,7 @@ def test_infer_and_sagemakers_invocations_take_the_scans_bytes(served_scans, cli
 @pytest.mark.parametrize(
     ("case", "status", "fragment"),
     [
-        ("an image", 400, "is not a volume file; expected NIfTI (.nii, .nii.gz) or a TIFF stack"),
+        ("an image", 400, "is not a volume file; expected NIfTI (.nii, .nii.gz), a TIFF stack or a multi-frame DICOM"),
         ("a cut scan", 400, "ends early (a truncated gzip stream)"),
         ("a 2-D NIfTI", 400, "is a 2-D image"),
         ("an image's type", 415, "send the scan's bytes as application/octet-stream (NIfTI"),
@@ -119,7 +119,8 @@ def test_a_scan_over_the_voxel_limit_is_refused_from_its_header(served_scans):
 
 def test_the_page_says_what_the_model_takes(client, served):
     page = client.get("/").text
-    assert "Drop a scan here (NIfTI: .nii or .nii.gz; or a TIFF stack)" in page and 'accept=".nii,' in page
+    assert "Drop a scan here (NIfTI: .nii or .nii.gz; a TIFF stack; a multi-frame DICOM file)" in page
+    assert 'accept=".nii,' in page
     image_page = TestClient(create_app(served["resize"], device="cpu")).get("/").text
     assert "Drop an image here" in image_page and "NIfTI" not in image_page and "{{" not in image_page
     assert json.dumps(client.get("/health").json()) == '{"status": "ok"}'

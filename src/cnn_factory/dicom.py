@@ -58,19 +58,61 @@ def read_series(folder: Path, where: str) -> tuple[np.ndarray, tuple[float, floa
     except Exception as err:  # pydicom raises many types for a damaged file
         raise UserError(f"{where}: {folder}: a file cannot be read as DICOM ({type(err).__name__}: {err})") from None
     _one_series(headers, folder, where)
-    rows, columns = _direction(headers, folder, where)
-    normal = np.cross(rows, columns)
     positions = np.asarray([_position(h, folder, where) for h in headers])
+    order, spacing, affine = _grid(
+        positions, headers[0].ImageOrientationPatient, headers[0].PixelSpacing, folder, where
+    )
+    return _voxels([files[i] for i in order], folder, where)[None], spacing, affine
+
+
+def read_frames(source: Path | bytes, where: str) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """A multi-frame DICOM file (Enhanced CT or MR, as recent scanners export a scan in one file) as
+    `read_series` reads a series: (1, D, H, W) values, mm per axis, RAS+ affine; the frames ordered
+    by their positions, each through its own rescale."""
+    import pydicom
+
+    shown = source if isinstance(source, Path) else Path("the uploaded file")
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source)
+        pixels = dataset.pixel_array.reshape(-1, int(dataset.Rows), int(dataset.Columns))
+        frames = list(dataset.PerFrameFunctionalGroupsSequence)
+        positions = np.asarray(
+            [[float(v) for v in _group(dataset, f, "PlanePositionSequence").ImagePositionPatient] for f in frames]
+        )
+        orientations = {tuple(_group(dataset, f, "PlaneOrientationSequence").ImageOrientationPatient) for f in frames}
+        measures = _group(dataset, frames[0], "PixelMeasuresSequence")
+    except Exception as err:  # pydicom raises many types; a single-frame file lacks the functional groups
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(
+            f"{where}: {shown} cannot be read as a multi-frame DICOM scan ({detail}); expected an Enhanced CT or MR "
+            "file, or a folder holding a series' slices"
+        ) from None
+    if len(orientations) > 1:
+        raise UserError(f"{where}: {shown}: its frames differ in orientation; expected the slices of one scan")
+    order, spacing, affine = _grid(positions, next(iter(orientations)), measures.PixelSpacing, shown, where)
+    values = []
+    for i in order:
+        scaling = _group(dataset, frames[i], "PixelValueTransformationSequence", default=dataset)
+        slope, intercept = float(scaling.get("RescaleSlope", 1)), float(scaling.get("RescaleIntercept", 0))
+        values.append(pixels[i].astype(np.float64) * slope + intercept)
+    return _whole(np.stack(values))[None], spacing, affine
+
+
+def _grid(
+    positions: np.ndarray, orientation: Any, pixel_spacing: Any, source: Path, where: str
+) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """The slices' order along their normal, mm per (D, H, W) axis and the RAS+ affine, from each
+    slice's ImagePositionPatient, their ImageOrientationPatient and PixelSpacing."""
+    rows, columns = _direction(orientation, source, where)
+    normal = np.cross(rows, columns)
     order = np.argsort([float(np.dot(p, normal)) for p in positions])
-    files, positions = [files[i] for i in order], positions[order]
-    step = _slice_step(positions, normal, folder, where)
-    row_spacing, column_spacing = (float(v) for v in headers[0].PixelSpacing)
+    positions = positions[order]
+    step = _slice_step(positions, normal, source, where)
+    row_spacing, column_spacing = (float(v) for v in pixel_spacing)
     lps = np.eye(4)
     lps[:3, 0], lps[:3, 1], lps[:3, 2] = step, columns * row_spacing, rows * column_spacing
     lps[:3, 3] = positions[0]
-    affine = LPS_TO_RAS @ lps
-    spacing = (float(np.linalg.norm(step)), row_spacing, column_spacing)
-    return _voxels(files, folder, where)[None], spacing, affine
+    return order, (float(np.linalg.norm(step)), row_spacing, column_spacing), LPS_TO_RAS @ lps
 
 
 class DicomImageError(ValueError):
@@ -193,15 +235,22 @@ def read_segmentation(path: Path, shape: tuple[int, int, int], affine: np.ndarra
     to_voxel = np.linalg.inv(affine) @ LPS_TO_RAS
     masks: dict[int, np.ndarray] = {}
     labelmap = str(dataset.get("SegmentationType")) == "LABELMAP"  # a frame's pixels are segment numbers
-    for frame, pixels in zip(dataset.PerFrameFunctionalGroupsSequence, frames):
-        depth = _frame_depth(dataset, frame, to_voxel, pixels.shape, shape)
+    for frame, pixels in zip(dataset.get("PerFrameFunctionalGroupsSequence", []), frames):
+        try:
+            depth = _frame_depth(dataset, frame, to_voxel, pixels.shape, shape)
+            segment = (
+                0 if labelmap else int(_group(dataset, frame, "SegmentIdentificationSequence").ReferencedSegmentNumber)
+            )
+        except (KeyError, AttributeError, ValueError) as err:  # a frame without its position or segment
+            raise UserError(
+                f"{where}: {path}: a frame lacks its geometry or segment ({err}); export it again"
+            ) from None
         if depth is None:
             raise UserError(
                 f"{where}: {path}: a frame lies off the voxels of the row's series ({shape[0]}x{shape[1]}x"
                 f"{shape[2]}); expected a segmentation drawn on that series"
             )
         if not labelmap:
-            segment = int(_group(dataset, frame, "SegmentIdentificationSequence").ReferencedSegmentNumber)
             pixels = np.where(pixels > 0, segment, 0)
         for segment in np.unique(pixels[pixels > 0]).tolist():
             masks.setdefault(segment, np.zeros(shape, bool))[depth] |= pixels == segment
@@ -211,10 +260,13 @@ def read_segmentation(path: Path, shape: tuple[int, int, int], affine: np.ndarra
     return labels
 
 
-def _group(dataset: Any, frame: Any, name: str) -> Any:
-    """A frame's functional group `name`: its own, else the one its frames share."""
-    groups = frame.get(name) or dataset.SharedFunctionalGroupsSequence[0].get(name)
-    return groups[0]
+def _group(dataset: Any, frame: Any, name: str, default: Any = None) -> Any:
+    """A frame's functional group `name`: its own, else the one its frames share, else `default`
+    (None: a KeyError)."""
+    groups = frame.get(name) or dataset.get("SharedFunctionalGroupsSequence", [{}])[0].get(name)
+    if not groups and default is None:
+        raise KeyError(f"no {name}")
+    return groups[0] if groups else default
 
 
 def _frame_depth(dataset: Any, frame: Any, to_voxel: np.ndarray, size: tuple, shape: tuple) -> int | None:
@@ -247,9 +299,9 @@ def _one_series(headers: list, folder: Path, where: str) -> None:
             raise UserError(f"{where}: {folder}: its slices lack {key}; expected an image series with its geometry")
 
 
-def _direction(headers: list, folder: Path, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """The unit vectors along a row (width) and down a column (height), LPS+."""
-    cosines = np.asarray([float(v) for v in headers[0].ImageOrientationPatient])
+def _direction(orientation: Any, folder: Path, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The unit vectors along a row (width) and down a column (height), LPS+, of ImageOrientationPatient."""
+    cosines = np.asarray([float(v) for v in orientation])
     rows, columns = cosines[:3], cosines[3:]
     if not (np.isclose(np.linalg.norm(rows), 1, atol=1e-3) and np.isclose(np.linalg.norm(columns), 1, atol=1e-3)):
         raise UserError(f"{where}: {folder}: ImageOrientationPatient {list(cosines)} holds no unit directions")
@@ -299,7 +351,11 @@ def _voxels(files: list[Path], folder: Path, where: str) -> np.ndarray:
             ) from None
         slope, intercept = float(getattr(dataset, "RescaleSlope", 1)), float(getattr(dataset, "RescaleIntercept", 0))
         slices.append(pixels.astype(np.float64) * slope + intercept)
-    volume = np.stack(slices)
+    return _whole(np.stack(slices))
+
+
+def _whole(volume: np.ndarray) -> np.ndarray:
+    """int16 where every value is a whole number in its range (CT's Hounsfield units), else float32."""
     whole = np.array_equal(volume, np.round(volume)) and volume.min() >= -32768 and volume.max() <= 32767
     return volume.astype(np.int16 if whole else np.float32)
 

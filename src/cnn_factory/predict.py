@@ -10,10 +10,10 @@ for a boolean mask, class indices with a palette for a class mask (`Writer.write
 <out>/predictions.csv holds per image the class and probability of each category output,
 the value of each numeric output and the mask file and coverage of each segmentation output.
 
-A volume model reads NIfTI files and TIFF stacks, resampled to its spacing as prepare resamples
-them; its masks' probabilities are brought back to each scan's own grid (trilinear) and written
-as <out>/<output>/<stem>.nii.gz with the scan's affine: 0/1 for a mask, class indices for a
-class mask.
+A volume model reads NIfTI files, TIFF stacks and DICOM scans (series' folders, multi-frame
+files), resampled to its spacing as prepare resamples them; its masks' probabilities are brought
+back to each scan's own grid (trilinear) and written as <out>/<output>/<stem>.nii.gz with the
+scan's affine: 0/1 for a mask, class indices for a class mask.
 """
 
 from __future__ import annotations

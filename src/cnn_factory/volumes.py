@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnn_factory.dicom import read_series
+from cnn_factory.dicom import is_file, read_frames, read_series
 from cnn_factory.errors import UserError
 from cnn_factory.images import TIFF_MAGIC
 
@@ -215,14 +215,25 @@ def _shown(source: Source) -> str:
 
 
 def _format(source: Source) -> str | None:
-    """ "nifti" or "tiff": by the name of a file, by the content of a file's bytes."""
+    """ "nifti", "tiff", "dicom" (a series' folder) or "frames" (a multi-frame DICOM file): by the
+    name of a file, by the content of a file's bytes."""
     if isinstance(source, Path):
         if source.is_dir():
             return "dicom"  # a folder of one series' slices
         name = source.name.lower()
-        return "nifti" if name.endswith(NIFTI) else "tiff" if name.endswith(TIFF) else None
+        return (
+            "nifti"
+            if name.endswith(NIFTI)
+            else "tiff"
+            if name.endswith(TIFF)
+            else "frames"
+            if is_file(source)
+            else None
+        )
     if source[:4] in TIFF_MAGIC:
         return "tiff"
+    if is_file(source):
+        return "frames"
     return "nifti" if source[:2] == GZIP_MAGIC or _nifti_size(source) else None
 
 
@@ -234,9 +245,15 @@ def _read(source: Source, where: str, default_spacing) -> tuple[np.ndarray, tupl
         array, spacing, affine = _read_tiff(source, where, default_spacing)
     elif kind == "dicom" and isinstance(source, Path):
         array, spacing, affine = read_series(source, where)
+    elif kind == "frames":
+        array, spacing, affine = read_frames(source, where)
     else:
-        folder = " or a folder holding a DICOM series" if isinstance(source, Path) else ""
-        raise UserError(f"{where}: {path} is not a volume file; expected NIfTI (.nii, .nii.gz) or a TIFF stack{folder}")
+        last = (
+            ", a multi-frame DICOM file or a folder holding a DICOM series"
+            if isinstance(source, Path)
+            else (" or a multi-frame DICOM file")
+        )
+        raise UserError(f"{where}: {path} is not a volume file; expected NIfTI (.nii, .nii.gz), a TIFF stack{last}")
     if array.shape[1] < 2:
         raise UserError(f"{where}: {path} is a 2-D image (one slice of {_size(array)}); expected a volume")
     if not all(np.isfinite(s) and s > 0 for s in spacing):

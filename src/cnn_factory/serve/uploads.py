@@ -83,10 +83,13 @@ TAKES = {  # by Predictor.first.volume
     True: Takes(
         "scan",
         "voxels",
-        "Drop a scan here (NIfTI: .nii or .nii.gz; or a TIFF stack)",
-        ".nii,.gz,.tif,.tiff",
-        ("application/octet-stream", "application/gzip", "application/x-gzip", "application/x-nifti", "image/tiff"),
-        "application/octet-stream (NIfTI, .nii or .nii.gz) or image/tiff",
+        "Drop a scan here (NIfTI: .nii or .nii.gz; a TIFF stack; a multi-frame DICOM file)",
+        ".nii,.gz,.tif,.tiff,.dcm",
+        (
+            *("application/octet-stream", "application/gzip", "application/x-gzip", "application/x-nifti"),
+            *("image/tiff", "application/dicom"),
+        ),
+        "application/octet-stream (NIfTI, .nii or .nii.gz; multi-frame DICOM), image/tiff or application/dicom",
         check_voxels,
     ),
 }
