@@ -1,8 +1,10 @@
-"""DICOM series as volumes: a folder holding one series' slices, as PACS and scanners hand them over;
+"""DICOM series as volumes: a folder holding one series' slices, as PACS and scanners hand them over,
+or one multi-frame file (Enhanced CT or MR); a DICOM SEG as a label volume on its series' grid;
 and one DICOM file as an image (an X-ray, a mammogram, a slide), as viewers show it.
 
     array, spacing, affine = read_series(Path("scans/patient-7"), "data.csv: row 2, column 'scan'")
     # (1, D, H, W) intensities (int16 Hounsfield units for CT), mm per (D, H, W), 4x4 affine
+    array, spacing, affine = read_frames(Path("scans/patient-8.dcm"), where)  # all slices in one file
     write_series(Path("scans/patient-7"), values, affine, intercept=-1024.0)  # (D, H, W) values, a file per slice
     image = read_image(Path("xrays/0001.dcm"))     # (H, W) uint8 through its window, or (H, W, 3) colour
     labels = read_segmentation(Path("labels/patient-7.dcm"), (d, h, w), affine, where)  # a DICOM SEG, on its grid
