@@ -160,9 +160,12 @@ def test_a_multi_frame_dicom_scan_reads_as_the_series_it_was_made_from(tmp_path)
         read_volume(tmp_path / "slice.dcm", "row 2")
 
 
-def segmentation(series: Path, masks: np.ndarray, path: Path, kind: str = "BINARY") -> Path:
+def segmentation(
+    series: Path, masks: np.ndarray, path: Path, kind: str = "BINARY", names: tuple[str, ...] = ()
+) -> Path:
     """A DICOM SEG of `series` as annotation tools write it (highdicom): segment k + 1 the (D, H, W)
-    mask `masks[k]`, in the order read_series gives the slices; frames only where a segment is."""
+    mask `masks[k]`, labelled names[k] (else "segment k + 1"), in the order read_series gives the
+    slices; frames only where a segment is."""
     import highdicom as hd
 
     slices = in_a_study(series)
@@ -170,7 +173,8 @@ def segmentation(series: Path, masks: np.ndarray, path: Path, kind: str = "BINAR
     neoplasm = hd.sr.CodedConcept("108369006", "SCT", "Neoplasm")
     algorithm = hd.seg.SegmentAlgorithmTypeValues.MANUAL
     described = [
-        hd.seg.SegmentDescription(k, f"segment {k}", category, neoplasm, algorithm) for k in range(1, len(masks) + 1)
+        hd.seg.SegmentDescription(k, names[k - 1] if names else f"segment {k}", category, neoplasm, algorithm)
+        for k in range(1, len(masks) + 1)
     ]
     kinds = hd.seg.SegmentationTypeValues
     seg = hd.seg.Segmentation(
@@ -216,6 +220,23 @@ def test_prepare_reads_a_dicom_seg_as_it_reads_the_label_volumes_it_was_made_fro
     prepared, arrays = prepare_both(nifti, dicom)
     for path in arrays:
         assert (prepared["nifti"] / path).read_bytes() == (prepared["dicom"] / path).read_bytes(), path
+
+
+def test_make_csv_pairs_seg_files_and_proposes_an_output_per_segment(tmp_path):
+    """Segment numbers are each file's own: make-csv names the outputs by the segments' labels, and
+    warns where files give one number different labels."""
+    masks = np.zeros((2, *scan().shape), bool)
+    masks[0, 1:5, 2:9, 2:10], masks[1, 2:4, 4:6, 4:6] = True, True
+    (tmp_path / "labels").mkdir()
+    for case, names in (("a", ("liver", "liver tumour")), ("b", ("liver", "liver tumour")), ("c", ("lesion", "x"))):
+        series = write_series(tmp_path / "scans" / case, scan(), oblique_affine(), SLOPE, INTERCEPT)
+        segmentation(series, masks, tmp_path / "labels" / f"{case}.dcm", names=names)
+    result = cli("make-csv", "scans", "labels", "--out", "data.csv", cwd=tmp_path)
+    assert (tmp_path / "data.csv").read_text().splitlines()[1:] == ["scans/a,labels/a.dcm", "scans/b,labels/b.dcm",
+                                                                    "scans/c,labels/c.dcm"]  # fmt: skip
+    assert "  liver: {type: segmentation, column: labels, label: 1}" in result.stdout
+    assert "  liver_tumour: {type: segmentation, column: labels, label: 2}" in result.stdout
+    assert "warning: segment 1 is 'liver' in " in result.stderr and "; 'lesion' in " in result.stderr
 
 
 def test_overlapping_segments_keep_the_smaller_and_a_seg_of_another_grid_is_refused(tmp_path):

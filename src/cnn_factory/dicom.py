@@ -219,6 +219,13 @@ def is_segmentation(path: Path) -> bool:
     return found is not None and str(found.get("SOPClassUID", "")) in SEGMENTATIONS
 
 
+def segment_labels(path: Path) -> dict[int, str]:
+    """A DICOM SEG's segments: number -> label (SegmentLabel), as its header lists them."""
+    found = header(path)
+    segments = found.get("SegmentSequence", []) if found is not None else []
+    return {int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in segments}
+
+
 def read_segmentation(path: Path, shape: tuple[int, int, int], affine: np.ndarray, where: str) -> np.ndarray:
     """A DICOM SEG as a (D, H, W) label volume on the grid of its series (`shape`, RAS+ `affine`): each
     voxel the number of the segment that holds it, 0 none; where segments overlap, the smallest

@@ -59,6 +59,27 @@ def make_csv(args: argparse.Namespace) -> None:
     if PIXEL_MM in extra:
         print(f"make-csv: column '{PIXEL_MM}' holds each image's mm per pixel from its DICOM header; "
               f"a measure output's spacing_column: {PIXEL_MM} measures in mm")  # fmt: skip
+    _segments([labels[s] for s in pairs], args.label_column)
+
+
+def _segments(files: list[Path], column: str) -> None:
+    """For DICOM SEG label files: an `outputs` entry per segment (segment k is label value k), and a
+    warning where files give one segment number different labels (numbers are each file's own)."""
+    named: dict[int, dict[str, list[Path]]] = {}
+    for path in files:
+        if dicom.is_segmentation(path):
+            for number, label in dicom.segment_labels(path).items():
+                named.setdefault(number, {}).setdefault(label, []).append(path)
+    for number, labels in sorted(named.items()):
+        if len(labels) > 1:
+            shown = "; ".join(f"{label!r} in {listing(paths, 2, ', ...')}" for label, paths in labels.items())
+            print(f"warning: segment {number} is {shown}: label value {number} holds different structures; "
+                  "renumber the segments alike in every file", file=sys.stderr)  # fmt: skip
+    if named:
+        print("outputs for params.yaml, one mask per segment of the DICOM SEG files (segment k is label value k):")
+        for number, labels in sorted(named.items()):
+            name = _key(max(labels, key=lambda label: len(labels[label])))  # the label most files give it
+            print(f"  {name}: {{type: segmentation, column: {column}, label: {number}}}")
 
 
 def _joined(source: str, images: list[Path], columns: list[str]) -> dict[str, list[str]]:
