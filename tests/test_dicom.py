@@ -15,7 +15,8 @@ import pytest
 from cnn_factory.config import parse_params
 from cnn_factory.data.prepare import prepare
 from cnn_factory.data.volumes_example import make_volume_example
-from cnn_factory.dicom import is_series, read_segmentation, read_series, write_series
+from cnn_factory.dicom import is_series
+from cnn_factory.dicom_scans import read_segmentation, read_series, write_series
 from cnn_factory.errors import UserError
 from cnn_factory.volumes import read_volume, spacing_affine, write_volume
 from tests.test_cli import cli
@@ -289,7 +290,7 @@ def xray(path: Path, stored: np.ndarray, window: tuple[float, float] | None, pho
     """A DX image file as X-ray detectors write them: 12-bit unsigned values in 16-bit words."""
     from pydicom.uid import DigitalXRayImageStorageForPresentation
 
-    from cnn_factory.dicom import _slice
+    from cnn_factory.dicom_scans import _slice
 
     dataset = _slice(stored.astype(np.int16), "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2")
     dataset.SOPClassUID = dataset.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation

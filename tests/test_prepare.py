@@ -394,6 +394,7 @@ def test_the_cache_key_covers_the_decoding_code_and_not_the_kinds_losses_or_plot
         "cnn_factory.images",
         "cnn_factory.volumes",
         "cnn_factory.dicom",
+        "cnn_factory.dicom_scans",
         "cnn_factory.data.label_maps",
         "cnn_factory.data.resample",
         "cnn_factory.outputs.decoding",

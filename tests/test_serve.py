@@ -140,7 +140,7 @@ def test_a_jpeg_and_a_16_bit_tiff_are_read_as_predict_reads_them(client, served)
 
 def rgb_dicom(rgb: np.ndarray) -> bytes:
     """A colour DICOM file (a slide, a dermoscopy image) holding `rgb` as it is."""
-    from cnn_factory.dicom import _slice
+    from cnn_factory.dicom_scans import _slice
 
     dataset = _slice(np.zeros(rgb.shape[:2], np.int16), "1.2.826.0.1.3680043.8.498.3", "1.2.826.0.1.3680043.8.498.4")
     dataset.SamplesPerPixel, dataset.PhotometricInterpretation, dataset.PlanarConfiguration = 3, "RGB", 0

@@ -20,6 +20,7 @@ each layer does; tests/test_layers.py checks that both copies match the contract
     outputs
     encoder_weights
     heads encoders losses accumulators palette scores images volumes device
+    dicom_scans
     dicom
     layers params atomic errors restore runtime
 

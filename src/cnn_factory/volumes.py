@@ -1,5 +1,5 @@
-"""Reading and writing volumes: NIfTI files, TIFF stacks and DICOM series (dicom.py) as (C, D, H, W)
-arrays with their voxel spacing.
+"""Reading and writing volumes: NIfTI files, TIFF stacks and DICOM scans (series and multi-frame
+files: dicom_scans.py) as (C, D, H, W) arrays with their voxel spacing.
 
     scan = read_volume(Path("scan.nii.gz"), "data.csv: row 2, column 'scan'")
     scan.array, scan.spacing, scan.affine        # (C, D, H, W); mm per (D, H, W) axis; 4x4
@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnn_factory.dicom import is_file, read_frames, read_series
+from cnn_factory.dicom import is_file
+from cnn_factory.dicom_scans import read_frames, read_series
 from cnn_factory.errors import UserError
 from cnn_factory.images import TIFF_MAGIC
 

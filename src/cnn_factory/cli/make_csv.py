@@ -13,7 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from cnn_factory import dicom
+from cnn_factory import dicom, dicom_scans
 from cnn_factory.data.table import read_table
 from cnn_factory.errors import UserError, listing
 from cnn_factory.images import split_name
@@ -67,8 +67,8 @@ def _segments(files: list[Path], column: str) -> None:
     warning where files give one segment number different labels (numbers are each file's own)."""
     named: dict[int, dict[str, list[Path]]] = {}
     for path in files:
-        if dicom.is_segmentation(path):
-            for number, label in dicom.segment_labels(path).items():
+        if dicom_scans.is_segmentation(path):
+            for number, label in dicom_scans.segment_labels(path).items():
                 named.setdefault(number, {}).setdefault(label, []).append(path)
     for number, labels in sorted(named.items()):
         if len(labels) > 1:

@@ -32,7 +32,8 @@ from cnn_factory.config import PERCENTILES, Config, InputSpec
 from cnn_factory.data.label_maps import is_lossy, label_values, read_label_map
 from cnn_factory.data.resample import resample, resample_labels, resampled_shape, target_spacing, to_shape
 from cnn_factory.data.table import Table
-from cnn_factory.dicom import header, is_segmentation, pixel_mm, read_segmentation
+from cnn_factory.dicom import header, pixel_mm
+from cnn_factory.dicom_scans import is_segmentation, read_segmentation
 from cnn_factory.errors import UserError
 from cnn_factory.images import read_pixels
 from cnn_factory.outputs import MaskOutput

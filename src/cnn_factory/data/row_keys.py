@@ -11,7 +11,7 @@ from types import ModuleType
 
 import numpy as np
 
-from cnn_factory import dicom, images
+from cnn_factory import dicom, dicom_scans, images
 from cnn_factory import volumes as reading
 from cnn_factory.config import Config
 from cnn_factory.data import grids, label_maps, resample, rows
@@ -24,7 +24,7 @@ def decoding_modules() -> tuple[ModuleType, ...]:
     """The code that decides what a row decodes to: decoding a row (rows.py, grids.py), reading
     images, volumes (NIfTI, TIFF, DICOM) and label maps, resampling, and the kinds' data halves
     (outputs/decoding.py), not their losses, metrics, plots or writers."""
-    return (rows, grids, images, reading, dicom, label_maps, resample, decoding)
+    return (rows, grids, images, reading, dicom, dicom_scans, label_maps, resample, decoding)
 
 
 def decoding_key(cfg: Config) -> str:
@@ -34,7 +34,7 @@ def decoding_key(cfg: Config) -> str:
     outputs = [[n, s.model_dump(mode="json", exclude=set(s.training_only))] for n, s in cfg.outputs.items()]
     code = [hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in decoding_modules()]
     # the decoders: read from the installed packages' metadata, without importing them
-    decoders = ("scikit-image", "scipy", "tifffile", "nibabel", "pydicom")
+    decoders = ("scikit-image", "scipy", "tifffile", "nibabel", "pydicom", "python-gdcm")
     versions = [np.__version__, *(_version(name) for name in decoders)]
     return json.dumps([inputs, outputs, code, *versions], default=str)
 

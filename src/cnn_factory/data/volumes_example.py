@@ -28,7 +28,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from cnn_factory.data.example import write_data_set
-from cnn_factory.dicom import write_series
+from cnn_factory.dicom_scans import write_series
 from cnn_factory.volumes import spacing_affine, write_volume
 
 GRADES = ("low", "high")
