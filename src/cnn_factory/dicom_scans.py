@@ -121,10 +121,12 @@ def is_segmentation(path: Path) -> bool:
 
 
 def segment_labels(path: Path) -> dict[int, str]:
-    """A DICOM SEG's segments: number -> label (SegmentLabel), as its header lists them."""
-    found = header(path)
-    segments = found.get("SegmentSequence", []) if found is not None else []
-    return {int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in segments}
+    """A DICOM SEG's segments: number -> label (SegmentLabel), as its header lists them; {} for
+    another file."""
+    found = header(path) if is_file(path) else None
+    if found is None or str(found.get("SOPClassUID", "")) not in SEGMENTATIONS:
+        return {}
+    return {int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in found.get("SegmentSequence", [])}
 
 
 def read_segmentation(path: Path, shape: tuple[int, int, int], affine: np.ndarray, where: str) -> np.ndarray:

@@ -67,9 +67,8 @@ def _segments(files: list[Path], column: str) -> None:
     warning where files give one segment number different labels (numbers are each file's own)."""
     named: dict[int, dict[str, list[Path]]] = {}
     for path in files:
-        if dicom_scans.is_segmentation(path):
-            for number, label in dicom_scans.segment_labels(path).items():
-                named.setdefault(number, {}).setdefault(label, []).append(path)
+        for number, label in dicom_scans.segment_labels(path).items():  # {} for a label file of another kind
+            named.setdefault(number, {}).setdefault(label, []).append(path)
     for number, labels in sorted(named.items()):
         if len(labels) > 1:
             shown = "; ".join(f"{label!r} in {listing(paths, 2, ', ...')}" for label, paths in labels.items())

@@ -115,9 +115,8 @@ def fingerprint(cfg: Config, sample: int = 50, table: Table | None = None) -> Fi
                 share[name].append(float(mask.mean()))
                 diameters[name] += object_diameters(mask, spacing)
             for column, values in maps.items():
-                counts.setdefault(column, Counter()).update(
-                    dict(zip(*(v.tolist() for v in np.unique(values, return_counts=True))))
-                )
+                seen, pixels = np.unique(values, return_counts=True)
+                counts.setdefault(column, Counter()).update(dict(zip(seen.tolist(), pixels.tolist())))
         elif cell.lower().endswith(NIFTI):
             shape, spacing = volume_grid(cfg.data.resolve(cell), where)  # the header alone
         else:
