@@ -51,6 +51,11 @@ def show(value: Any) -> str:
     return "nothing" if value is None else f"{value!r} ({type(value).__name__})"
 
 
+def custom(kind: str, message: str, key: str | None = None) -> PydanticCustomError:
+    """An error in our wording; `key` names a field below the model that raised it (cross-field checks)."""
+    return PydanticCustomError(kind, message, {"key": key} if key else None)
+
+
 def number_list(value: Any, lengths: tuple[int, ...], kinds: type | tuple[type, ...] = (int, float)) -> bool:
     """Whether `value` is a list (or tuple) of one of `lengths` numbers of `kinds` (a YAML true is no number)."""
     numbers = isinstance(value, (list, tuple)) and len(value) in lengths
@@ -60,10 +65,9 @@ def number_list(value: Any, lengths: tuple[int, ...], kinds: type | tuple[type, 
 def _shape(value: Any) -> tuple[int, ...]:
     if number_list(value, (2, 3), int) and all(v > 0 for v in value):
         return tuple(value)
-    raise PydanticCustomError(
+    raise custom(
         "size",
-        "expected [height, width] (images) or [depth, height, width] (volumes) as positive integers, got {shown}",
-        {"shown": show(value)},
+        f"expected [height, width] (images) or [depth, height, width] (volumes) as positive integers, got {show(value)}",
     )
 
 
@@ -76,10 +80,8 @@ def _spacing(value: Any) -> str | tuple[float, float, float]:
         return value
     if number_list(value, (3,)) and all(v > 0 for v in value):
         return (float(value[0]), float(value[1]), float(value[2]))
-    raise PydanticCustomError(
-        "spacing",
-        "expected auto or [depth, height, width] in mm as three positive numbers, got {shown}",
-        {"shown": show(value)},
+    raise custom(
+        "spacing", f"expected auto or [depth, height, width] in mm as three positive numbers, got {show(value)}"
     )
 
 
@@ -92,19 +94,12 @@ def _window(value: Any) -> tuple[float, float] | None:
         return None
     if number_list(value, (2,)) and value[0] < value[1]:
         return (float(value[0]), float(value[1]))
-    raise PydanticCustomError(
-        "window",
-        "expected null or [low, high] intensities with low < high, e.g. [-100, 240], got {shown}",
-        {"shown": show(value)},
+    raise custom(
+        "window", f"expected null or [low, high] intensities with low < high, e.g. [-100, 240], got {show(value)}"
     )
 
 
 Window = Annotated[tuple[float, float] | None, BeforeValidator(_window)]
-
-
-def custom(kind: str, message: str, key: str | None = None, **ctx: Any) -> PydanticCustomError:
-    """An error in our wording; `key` names a field below the model that raised it (cross-field checks)."""
-    return PydanticCustomError(kind, message, {**ctx, **({"key": key} if key else {})})
 
 
 def problems(err: ValidationError, root: type[BaseModel]) -> list[str]:
