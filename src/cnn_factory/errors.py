@@ -25,11 +25,6 @@ def listing(items: Iterable[object], limit: int, more: str = " and {} more") -> 
     return ", ".join(shown[:limit]) + (more.format(len(shown) - limit) if len(shown) > limit else "")
 
 
-def debug_enabled(argv: list[str] | None = None) -> bool:
-    argv = sys.argv if argv is None else argv
-    return "--debug" in argv or os.environ.get("CNN_FACTORY_DEBUG", "") not in ("", "0")
-
-
 def resource_error(err: BaseException) -> UserError | None:
     """Running out of disk or GPU memory, as a UserError that says what to change; else None."""
     if not isinstance(err, (OSError, RuntimeError)):
@@ -54,7 +49,7 @@ def run_stage(main: Callable[[], object], restore: str | None = None) -> None:
 
     restore: the DVC stage whose last good outputs are put back from DVC's cache when main()
     fails (DVC deleted them before running it; see restore.py)."""
-    debug = debug_enabled()
+    debug = "--debug" in sys.argv or os.environ.get("CNN_FACTORY_DEBUG", "") not in ("", "0")
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
     runtime.setup()  # allocator and collector settings (see runtime.py)

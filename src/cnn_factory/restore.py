@@ -12,22 +12,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import yaml
+
+from cnn_factory.atomic import replace_file
 
 CACHE = Path(".dvc") / "cache" / "files" / "md5"
 
 
 def _cached(root: Path, md5: str) -> Path:
     return root / CACHE / md5[:2] / md5[2:]
-
-
-def _copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.restore")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
 
 
 def restore_outputs(stage: str, root: Path = Path(".")) -> list[str]:
@@ -50,7 +46,7 @@ def restore_outputs(stage: str, root: Path = Path(".")) -> list[str]:
             if not all(_cached(root, m).is_file() for m, _ in files):
                 continue
             for m, target in files:
-                _copy(_cached(root, m), target)
+                replace_file(target, partial(shutil.copyfile, _cached(root, m)))
         except (OSError, ValueError, KeyError):
             continue
         restored.append(out["path"])
