@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         help="experiment names, branches, tags, commits or 'workspace' (default: the commit, its experiments "
         "and the workspace when it holds a run of its own)",
     )
-    p.add_argument("--against", metavar="REV", default=None, help="the reference run (default: the commit, HEAD)")
+    p.add_argument("--against", metavar="REV", help="the reference run (default: the commit, HEAD)")
     p.add_argument("--unpaired", action="store_true", help="runs on other test images: compare their own intervals")
     p.add_argument(
         "--folds",

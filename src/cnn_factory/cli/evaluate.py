@@ -27,9 +27,7 @@ if TYPE_CHECKING:  # the command line imports torch only when a command needs it
 def model_config(model_file: ModelFile, csv: str, root: str | None) -> Config:
     """What prepare needs to read `csv` for this model: its inputs and outputs, as the model file
     describes them, and the CSV (paths relative to `root`, else to the CSV's folder)."""
-    data = DataConfig(
-        csv=csv, root=root, split=SplitConfig(val=0, test=0, seed=0, column=None, group=None, stratify=None, folds=None)
-    )
+    data = DataConfig(csv=csv, root=root, split=SplitConfig(val=0, test=0, seed=0))
     # only the sections prepare reads: the rest describe training, which this command does not do
     return Config.model_construct(data=data, inputs=model_file.input_specs(), outputs=model_file.outputs)
 
@@ -61,13 +59,11 @@ def evaluate(args: argparse.Namespace) -> None:
     from cnn_factory.native import load_models
     from cnn_factory.report import evaluate_and_report
 
-    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--bootstrap", args.bootstrap, 0)):
-        if value < low:
-            raise UserError(f"{flag}: expected an integer >= {low}, got {value}")
+    for flag, low in (("batch_size", 1), ("bootstrap", 0), ("worst", 0)):
+        if getattr(args, flag) < low:
+            raise UserError(f"--{flag.replace('_', '-')}: expected an integer >= {low}, got {getattr(args, flag)}")
     if args.tolerance <= 0:
         raise UserError(f"--tolerance: expected a number of pixels > 0, got {args.tolerance}")
-    if args.worst < 0:
-        raise UserError(f"--worst: expected an integer >= 0, got {args.worst}")
     if not Path(args.csv).is_file():
         raise UserError(f"{args.csv}: CSV not found")
     device = pick_device(args.device)
@@ -75,11 +71,11 @@ def evaluate(args: argparse.Namespace) -> None:
     cfg = model_config(model_file, args.csv, args.root)
     options = EvaluateConfig(bootstrap=args.bootstrap, seed=args.seed, tolerance=args.tolerance, worst=args.worst)
     with tempfile.TemporaryDirectory(prefix="cnn-factory-evaluate-") as tmp:
-        split = prepare_rows(cfg, Path(tmp) / "rows", default_workers(), args.group)
+        rows = Path(tmp) / "rows"
+        split = prepare_rows(cfg, rows, default_workers(), args.group)
         print(f"evaluate: {len(split['rows'])} rows of {args.csv}", file=sys.stderr)
-        outputs = dict(cfg.outputs)
         evaluate_and_report(
-            Path(args.out), model, model_file, outputs, Path(tmp) / "rows", split, args.batch_size, device, options
+            Path(args.out), model, model_file, dict(cfg.outputs), rows, split, args.batch_size, device, options
         )
     print(f"evaluate: every figure in {Path(args.out) / 'figures.json'}, the headline ones in metrics.json")
 
@@ -96,13 +92,11 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     )
     p.add_argument("csv", help="CSV with the model's input and output columns (as for training)")
     p.add_argument("--out", default="eval", help="folder for metrics.json, figures.json, per_image.csv, plots/")
-    p.add_argument("--root", default=None, help="folder relative paths in the CSV resolve against (default: the CSV's)")
+    p.add_argument("--root", help="folder relative paths in the CSV resolve against (default: the CSV's)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when present")
     p.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="resamples for 95%% intervals; 0: none")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the bootstrap resampling")
-    p.add_argument(
-        "--group", metavar="COLUMN", default=None, help="CSV column of each row's patient: intervals draw them whole"
-    )
+    p.add_argument("--group", metavar="COLUMN", help="CSV column of each row's patient: intervals draw them whole")
     p.add_argument("--tolerance", type=float, default=defaults.tolerance, help="surface dice tolerance, pixels")
     p.add_argument("--worst", type=int, default=defaults.worst, help="lowest-dice images drawn per mask output")

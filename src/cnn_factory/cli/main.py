@@ -137,10 +137,7 @@ def add_data_parsers(sub: Any, common: Parser) -> None:
     p.add_argument("--params", default="params.yaml", help="params file naming the CSV, inputs and outputs")
     p.add_argument("--sample", type=int, default=50, help="images (scans) read, spread over the CSV")
     p.add_argument(
-        "--budget-gb",
-        type=float,
-        default=None,
-        help="memory for activations (default: 60%% of the GPU's, else of the RAM)",
+        "--budget-gb", type=float, help="memory for activations (default: 60%% of the GPU's, else of the RAM)"
     )
 
     p = sub.add_parser("summary", parents=[common], help="print the headline test figures with their intervals")
