@@ -486,11 +486,9 @@ class Config(Strict):
     def named(self) -> Config:
         """Every input and output told its name, and the defaults that depend on it filled in
         (a column defaults to the name, a mask's size to the input's)."""
-        size = self.first_input.size
         inputs = {n: s.named(n) for n, s in self.inputs.items()}
-        return self.model_copy(
-            update={"inputs": inputs, "outputs": Outputs({n: o.named(n, size) for n, o in self.outputs.items()})}
-        )
+        outputs = Outputs({n: o.named(n, self.first_input.size) for n, o in self.outputs.items()})
+        return self.model_copy(update={"inputs": inputs, "outputs": outputs})
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Config:
