@@ -10,7 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from cnn_factory.compare import Comparer, Comparison, Run, changed_params, report_json, report_lines
+from cnn_factory.compare.pairing import Comparer, Comparison, changed_params
+from cnn_factory.compare.runs import Run
+from cnn_factory.compare.table import report_json, report_lines
 from cnn_factory.errors import UserError
 from cnn_factory.evaluate import Evaluation
 from cnn_factory.outputs import Scorer, make_output

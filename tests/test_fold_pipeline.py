@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from cnn_factory.compare import Run
+from cnn_factory.compare.runs import Run
 from cnn_factory.config import parse_params
 from cnn_factory.crossval import output_columns
 from cnn_factory.outputs import Scorer

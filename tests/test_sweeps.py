@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnn_factory.compare import Run
+from cnn_factory.compare.runs import Run
 from tests.conftest import make_repo, run, tiny_params
 from tests.test_compare import direct
 

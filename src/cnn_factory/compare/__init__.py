@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnn_factory.compare.pairing import Comparer, Comparison, Figure, changed_params, image_keys
-from cnn_factory.compare.runs import FOLDS_TABLE, TABLE, WORKSPACE, Run, collect_runs, read_table
-from cnn_factory.compare.table import print_comparison, report_json, report_lines
+from cnn_factory.compare.pairing import Comparer, Comparison, changed_params, image_keys
+from cnn_factory.compare.runs import FOLDS_TABLE, TABLE, WORKSPACE, collect_runs, read_table
+from cnn_factory.compare.table import print_comparison
 from cnn_factory.errors import UserError
 
 
@@ -85,14 +85,4 @@ def compare(
     return Comparison(reference, runs, figures, changed, len(image_keys(reference)), unpaired, skipped, folds)
 
 
-__all__ = [
-    "Comparer",
-    "Comparison",
-    "Figure",
-    "Run",
-    "changed_params",
-    "compare",
-    "print_comparison",
-    "report_json",
-    "report_lines",
-]
+__all__ = ["compare", "print_comparison"]
