@@ -17,13 +17,10 @@ import sys
 MISSING_HASH = "No file hash info found for"
 
 
-class DropMissingHash(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(MISSING_HASH)
-
-
 def main() -> None:
-    logging.getLogger("dvc_data.index.checkout").addFilter(DropMissingHash())
+    logging.getLogger("dvc_data.index.checkout").addFilter(
+        lambda record: not record.getMessage().startswith(MISSING_HASH)
+    )
     from dvc.cli import main as dvc_main
 
     sys.exit(dvc_main(sys.argv[1:]))

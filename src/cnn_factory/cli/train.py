@@ -57,23 +57,23 @@ def filter_sizes(text: str) -> int | list[int]:
 
 
 DEFINITIONS = {"type": json_definitions, "metavar": "JSON"}  # --inputs and --outputs
-# (flags, params.yaml key, argparse arguments): the original cnn-factory's train flags and what each sets
-TRAIN_FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
-    (("--modelname",), "model.name", {"help": "the model file is models/<modelname>.pt"}),
-    (("--csv",), "data.csv", {"help": "the CSV; its header names the inputs' and outputs' columns"}),
-    (("--inputs",), "inputs", {**DEFINITIONS, "help": "input definitions (JSON or file)"}),
-    (("--outputs",), "outputs", {**DEFINITIONS, "help": "output definitions (JSON or file)"}),
-    (("--batch-size",), "train.batch_size", {"type": int, "help": "images per optimiser step"}),
-    (("--num-augs",), "train.num_augs", {"type": int, "help": "extra flipped/turned copies of each image per epoch"}),
-    (("--num-epochs",), "train.epochs", {"type": int, "help": "passes over the training split"}),
-    (("--shuffle-data",), "train.shuffle", {"action": argparse.BooleanOptionalAction, "help": "shuffle every epoch"}),
-    (("--learning-rate",), "train.lr", {"type": float, "help": "learning rate"}),
-    (("--optimizer",), "train.optimizer", {"choices": OPTIMIZERS, "help": "optimiser"}),
-    (("--learning-rate-scheduler",), "train.scheduler", {"choices": SCHEDULERS, "help": "schedule over the epochs"}),
-    (("--loss-function",), "outputs.<each>.loss", {"choices": ALL_LOSSES, "help": "loss of every output"}),
-    (("--network-depth",), "model.depth", {"type": int, "help": "down-sampling levels of the UNet encoder"}),
+# (flag, params.yaml key, argparse arguments): the original cnn-factory's train flags and what each sets
+TRAIN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--modelname", "model.name", {"help": "the model file is models/<modelname>.pt"}),
+    ("--csv", "data.csv", {"help": "the CSV; its header names the inputs' and outputs' columns"}),
+    ("--inputs", "inputs", {**DEFINITIONS, "help": "input definitions (JSON or file)"}),
+    ("--outputs", "outputs", {**DEFINITIONS, "help": "output definitions (JSON or file)"}),
+    ("--batch-size", "train.batch_size", {"type": int, "help": "images per optimiser step"}),
+    ("--num-augs", "train.num_augs", {"type": int, "help": "extra flipped/turned copies of each image per epoch"}),
+    ("--num-epochs", "train.epochs", {"type": int, "help": "passes over the training split"}),
+    ("--shuffle-data", "train.shuffle", {"action": argparse.BooleanOptionalAction, "help": "shuffle every epoch"}),
+    ("--learning-rate", "train.lr", {"type": float, "help": "learning rate"}),
+    ("--optimizer", "train.optimizer", {"choices": OPTIMIZERS, "help": "optimiser"}),
+    ("--learning-rate-scheduler", "train.scheduler", {"choices": SCHEDULERS, "help": "schedule over the epochs"}),
+    ("--loss-function", "outputs.<each>.loss", {"choices": ALL_LOSSES, "help": "loss of every output"}),
+    ("--network-depth", "model.depth", {"type": int, "help": "down-sampling levels of the UNet encoder"}),
     (
-        ("--filter-sizes",),
+        "--filter-sizes",
         "model.filters",
         {
             "type": filter_sizes,
@@ -81,7 +81,7 @@ TRAIN_FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
             "help": "first level's filters (doubled per level) or one per level",
         },
     ),
-    (("--device",), "train.device", {"choices": DEVICES, "help": "auto: CUDA when present"}),
+    ("--device", "train.device", {"choices": DEVICES, "help": "auto: CUDA when present"}),
 ]
 
 
@@ -116,8 +116,8 @@ def refuse_root_holding(root: str, repository: Path, what: str, remedy: str) -> 
 def dvc_overrides(args: dict, extra: list[str], params: dict) -> list[str]:
     """`-S` values for the given train flags (absent flags keep params.yaml's values), then `extra`."""
     overrides = []
-    for flags, key, _ in TRAIN_FLAGS:
-        dest = flags[0].lstrip("-").replace("-", "_")
+    for flag, key, _ in TRAIN_FLAGS:
+        dest = flag.lstrip("-").replace("-", "_")
         if dest not in args or dest == "loss_function":
             continue
         if key in ("inputs", "outputs"):  # replace the whole mapping, not merge into it
@@ -242,12 +242,12 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
         "train", parents=[common], help="run the pipeline as a DVC experiment (flags of the original cnn-factory)"
     )
     params = read_params_file(params_file)  # its values are the flags' defaults, shown in --help
-    for flags, key, kwargs in TRAIN_FLAGS:
+    for flag, key, kwargs in TRAIN_FLAGS:
         shown = f" = {current_value(params, key)}" if params and key not in ("inputs", "outputs") else ""
         text = f"{kwargs['help']} (sets {key}; default: params.yaml's value{shown})"
         if key.endswith("<each>.loss"):
             text = f"{kwargs['help']} (sets {key}; default: each output's own loss in params.yaml)"
-        p.add_argument(*flags, default=argparse.SUPPRESS, **{**kwargs, "help": text})
+        p.add_argument(flag, default=argparse.SUPPRESS, **{**kwargs, "help": text})
     p.add_argument(
         "--output-path",
         default=argparse.SUPPRESS,
