@@ -165,9 +165,8 @@ def create_app(
 ) -> FastAPI:
     """The app serving a model file, or the files of one model (a folder or a glob: the folds) as one,
     their probabilities averaged as `cnn-factory predict` does; its routes are in `add_routes`."""
-    dev = pick_device(device, "--device")
     members = model_files(model_path)
-    predictor = Predictor.from_model_file(model_path, dev, tta=tta)
+    predictor = Predictor.from_model_file(model_path, pick_device(device, "--device"), tta=tta)
     digest = hashlib.sha256()  # of the files' bytes, one after another: one file's own sha256
     for member in members:
         digest.update(member.read_bytes())

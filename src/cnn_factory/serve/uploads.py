@@ -15,8 +15,6 @@ from python_multipart.multipart import MultipartParseError, MultipartParser, par
 from cnn_factory.volumes import stated_voxels
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/tiff", "image/bmp", "image/gif", "image/webp")
-
-
 BROWSER_FORMATS = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")  # PNG, JPEG, GIF, BMP (and WebP: browser_shows)
 
 
