@@ -23,6 +23,9 @@ from cnn_factory.errors import UserError
 if TYPE_CHECKING:  # the command line imports torch only when a command needs it
     from cnn_factory.model import ModelFile
 
+# the MODEL argument of evaluate, predict and export
+MODEL_FILES = "model file written by train (models/<name>.pt), or a folder or quoted glob of model files of one model"
+
 
 def model_config(model_file: ModelFile, csv: str, root: str | None) -> Config:
     """What prepare needs to read `csv` for this model: its inputs and outputs, as the model file
@@ -85,11 +88,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p = sub.add_parser(
         "evaluate", parents=[common], help="score a model file on a labelled CSV, as the evaluate stage does"
     )
-    p.add_argument(
-        "model",
-        help="model file written by train (models/<name>.pt), or a folder or quoted glob of model files of one "
-        "model (e.g. models/folds), scored as one (their probabilities averaged)",
-    )
+    p.add_argument("model", help=f"{MODEL_FILES} (e.g. models/folds), scored as one (their probabilities averaged)")
     p.add_argument("csv", help="CSV with the model's input and output columns (as for training)")
     p.add_argument("--out", default="eval", help="folder for metrics.json, figures.json, per_image.csv, plots/")
     p.add_argument("--root", help="folder relative paths in the CSV resolve against (default: the CSV's)")

@@ -95,11 +95,7 @@ def build_parser(params: Path = Path("params.yaml")) -> Parser:
 def add_predict_parsers(sub: Any, common: Parser) -> None:
     """predict and export: what takes a model file."""
     p = sub.add_parser("predict", parents=[common], help="predict masks, categories and numbers for images")
-    p.add_argument(
-        "model",
-        help="model file written by train (models/<name>.pt), or a folder or quoted glob of model files of one "
-        "model, which predict as one (their probabilities averaged)",
-    )
+    p.add_argument("model", help=f"{evaluate_command.MODEL_FILES}, which predict as one (their probabilities averaged)")
     p.add_argument("images", nargs="+", help="image files, globs (quote them), or a CSV with the model's input columns")
     p.add_argument("--out", default="predictions", help="folder for <output>/<stem>.png masks and predictions.csv")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
@@ -115,11 +111,7 @@ def add_predict_parsers(sub: Any, common: Parser) -> None:
     p.add_argument("--overlap", type=float, default=0.5, help="with --tile: fraction of a window shared by neighbours")
 
     p = sub.add_parser("export", parents=[common], help="write the model as TorchScript or ONNX with a JSON sidecar")
-    p.add_argument(
-        "model",
-        help="model file written by train (models/<name>.pt), or a folder or quoted glob of model files of one "
-        "model (models/folds), exported as their ensemble",
-    )
+    p.add_argument("model", help=f"{evaluate_command.MODEL_FILES} (models/folds), exported as their ensemble")
     p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript", help="file format")
     p.add_argument(
         "--out",
