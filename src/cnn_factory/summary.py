@@ -32,8 +32,8 @@ def summary_lines(
         title = f"out-of-fold figures ({source}): {sum(images.values())} images, {len(images)} folds [95% interval]"
         missing = "no out-of-fold figures: run dvc repro folds/dvc.yaml"
     else:
-        found, title, missing = figures.get("test", {}), f"test figures ({source}) [95% interval]", "no test figures"
-        missing += ": run dvc repro"
+        found, title = figures.get("test", {}), f"test figures ({source}) [95% interval]"
+        missing = "no test figures: run dvc repro"
     width = max((len(name) for name in outputs), default=0)
     lines, unit = [title], "mm" if volumes else "px"
     for name, output in outputs.items():

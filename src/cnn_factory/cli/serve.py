@@ -61,6 +61,5 @@ def serve(args: argparse.Namespace) -> None:
     missing = [f for f in model_files(model) if not f.is_file()]
     if missing:
         raise UserError(f"{missing[0]}: no such model file")
-    model = str(model)
     options = {"device": args.device, "threshold": args.threshold, "tta": args.tta, "workers": args.workers}
-    run_server(model, host, port, max_bytes=args.max_bytes, max_pixels=args.max_pixels, **options)
+    run_server(str(model), host, port, max_bytes=args.max_bytes, max_pixels=args.max_pixels, **options)
