@@ -89,12 +89,8 @@ def per_image_table(result: Evaluation, outputs: Mapping[str, Output], split: di
 def headline(figures: Mapping[str, float], outputs: Mapping[str, Output], epoch: int | None) -> dict:
     """metrics.json's contents: each output's headline test figure and the saved epoch, so that
     `dvc exp show` has a few columns a screen wide; every other figure is in figures.json."""
-    data: dict = {
-        n: {o.headline: figures[f"{n}/{o.headline}"]} for n, o in outputs.items() if f"{n}/{o.headline}" in figures
-    }
-    if epoch is not None:
-        data["epoch"] = epoch
-    return data
+    data = {n: {o.headline: figures[f"{n}/{o.headline}"]} for n, o in outputs.items() if f"{n}/{o.headline}" in figures}
+    return data | ({"epoch": epoch} if epoch is not None else {})
 
 
 def write_report(

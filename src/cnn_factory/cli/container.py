@@ -9,15 +9,11 @@ Only the commands that read params.yaml and dvc.yaml (PIPELINE) get the clone; `
 `--help`, a usage error, `predict`, `evaluate MODEL CSV`, `export`, `serve` and `make-csv` run
 where they are and make nothing under /out.
 
-Every run starts from the image's settings. `dvc exp run -S` writes each run's values into the
-workspace's params.yaml (rewritten: inline lists as blocks, nulls blank) and leaves them there, so
-without a reset the next run would inherit them. Before a pipeline command and again after it,
-the clone's tracked files are therefore set to the image's commit (`git fetch` from /app, `git
-reset --hard`): params.yaml is the image's byte for byte, and after a rebuild the clone follows
-the new image's code and params. Nothing of a run is lost: each is a DVC experiment (a git ref,
-with its params, metrics and outputs in the clone's DVC cache; `dvc exp show` lists them), and
-the untracked outputs of the last run (models/, dvc.lock, checkpoints/) stay in place, so DVC
-re-runs only the stages whose params or code differ from the last run's.
+Every run starts from the image's settings: `dvc exp run -S` leaves each run's values in
+params.yaml, so before a pipeline command and again after it the clone's tracked files are set to
+the image's commit (`git fetch` from /app, `git reset --hard`; a rebuilt image's code and params
+too). Each run stays a DVC experiment (`dvc exp show`), and the last run's untracked outputs
+(models/, dvc.lock, checkpoints/) stay in place, so DVC re-runs only what changed (docs/command-line.md).
 """
 
 from __future__ import annotations
