@@ -67,7 +67,8 @@ def _shape(value: Any) -> tuple[int, ...]:
         return tuple(value)
     raise custom(
         "size",
-        f"expected [height, width] (images) or [depth, height, width] (volumes) as positive integers, got {show(value)}",
+        "expected [height, width] (images) or [depth, height, width] (volumes) as positive integers, "
+        f"got {show(value)}",
     )
 
 

@@ -30,7 +30,9 @@ MODEL_FILES = "model file written by train (models/<name>.pt), or a folder or qu
 def model_config(model_file: ModelFile, csv: str, root: str | None) -> Config:
     """What prepare needs to read `csv` for this model: its inputs and outputs, as the model file
     describes them, and the CSV (paths relative to `root`, else to the CSV's folder)."""
-    data = DataConfig(csv=csv, root=root, split=SplitConfig(val=0, test=0, seed=0))
+    data = DataConfig(
+        csv=csv, root=root, split=SplitConfig(val=0, test=0, seed=0, column=None, group=None, stratify=None, folds=None)
+    )
     # only the sections prepare reads: the rest describe training, which this command does not do
     return Config.model_construct(data=data, inputs=model_file.input_specs(), outputs=model_file.outputs)
 

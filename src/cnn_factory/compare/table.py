@@ -40,8 +40,8 @@ def report_lines(result: Comparison, width: int = WIDTH) -> list[str]:
     if len(result.runs) > 3 and not result.unpaired:
         lines.append("with many runs, expect about 1 in 20 intervals to exclude 0 by chance alone")
     if result.skipped:
-        names = ", ".join(result.skipped)
-        lines.append(_cut(f"not evaluated with their params (running, failed, not pulled or not run): {names}", width))
+        shown = ", ".join(result.skipped)
+        lines.append(_cut(f"not evaluated with their params (running, failed, not pulled or not run): {shown}", width))
     return lines
 
 
