@@ -182,7 +182,8 @@ def current_value(params: dict, key: str):
     return json.dumps(value) if isinstance(value, (dict, list, bool)) or value is None else value
 
 
-def read_params_file(path: Path) -> dict:
+def read_mapping(path: Path) -> dict:
+    """A YAML file's mapping (params.yaml, dvc.yaml); {} where it is missing, no YAML or no mapping."""
     try:
         raw = read_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
@@ -194,7 +195,7 @@ def train(args: argparse.Namespace) -> None:
     """Checks the flags against params.yaml, runs `dvc exp run -S ...`, copies the model."""
     if not Path("dvc.yaml").is_file():
         raise UserError("no dvc.yaml here; run cnn-factory train from the repository root")
-    overrides = dvc_overrides(vars(args), args.set, read_params_file(Path("params.yaml")))
+    overrides = dvc_overrides(vars(args), args.set, read_mapping(Path("params.yaml")))
     cfg = preview_params(Path("params.yaml"), overrides)
     stages = pipeline_stages(cfg.data.csv)
     command = [sys.executable, "-m", "cnn_factory.cli.exp_run", "exp", "run", *stages]
@@ -219,10 +220,7 @@ def pipeline_stages(csv: Path) -> list[str]:
     user's own CSV every stage but `example`, so that no example data is generated beside it."""
     if Path(csv).resolve().is_relative_to(Path(EXAMPLE_DIR).resolve()):
         return []
-    try:
-        stages = read_yaml(Path("dvc.yaml").read_text(encoding="utf-8"))["stages"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        return []
+    stages = read_mapping(Path("dvc.yaml")).get("stages") or {}
     return [name for name in stages if name != "example"] if "example" in stages else []
 
 
@@ -241,7 +239,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
     p = sub.add_parser(
         "train", parents=[common], help="run the pipeline as a DVC experiment (flags of the original cnn-factory)"
     )
-    params = read_params_file(params_file)  # its values are the flags' defaults, shown in --help
+    params = read_mapping(params_file)  # its values are the flags' defaults, shown in --help
     for flag, key, kwargs in TRAIN_FLAGS:
         shown = f" = {current_value(params, key)}" if params and key not in ("inputs", "outputs") else ""
         text = f"{kwargs['help']} (sets {key}; default: params.yaml's value{shown})"
