@@ -45,13 +45,7 @@ from cnn_factory.training.loop import Placement, Step, autocast_dtype, seed_ever
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.optim import EarlyStopping, Schedule, make_optimizer, parameter_groups, relative_loss
 from cnn_factory.training.pictures import Gallery
-from cnn_factory.training.validation import (
-    NativeValidation,
-    ResizedValidation,
-    Sampled,
-    SampledValidation,
-    make_validation,
-)
+from cnn_factory.training.validation import Sampled, SampledValidation, Validation, make_validation
 
 SHOWN = 4  # validation images in each picture logged every train.log_images_every epochs
 
@@ -165,8 +159,7 @@ class Run:
     """The parts of a training run, built once by `start`."""
 
     step: Step  # holds the session (what a checkpoint saves; session.model is what gets saved) and the ranks
-    validate: ResizedValidation | NativeValidation | SampledValidation
-    whole: NativeValidation | None  # patch mode's saved model, on the whole validation images
+    validate: Validation
     loader: DataLoader
     places: Places  # where the best epoch goes (model.path, a fold's own) and dvclive's folder
     meta: dict  # the model file's metadata
@@ -256,11 +249,17 @@ def start(cfg: Config, where: Places | Path | None, ranks: Dist, device: torch.d
         accumulate=t.accumulate,
         ranks=ranks,
     )
-    validate, whole = validations(model_file, trained, prepared / "val", t, placement, ranks)
     run = Run(
         step=step,
-        validate=validate,
-        whole=whole,
+        validate=make_validation(
+            model_file=model_file,
+            outputs=trained,
+            folder=prepared / "val",
+            batch_size=t.batch_size,
+            placement=placement,
+            ranks=ranks,
+            sampled=Sampled(count=t.val_patches, foreground=t.foreground, seed=t.seed),
+        ),
         loader=data.loader(t, session.order, ranks, device),
         places=places,
         meta=meta,
@@ -274,33 +273,6 @@ def start(cfg: Config, where: Places | Path | None, ranks: Dist, device: torch.d
             run.say(initialise(session.model, source).summary())
     say_what(run, data, len(PreparedSplit(prepared / "val", list(cfg.inputs), trained)), t.val_patches)
     return run, first
-
-
-def validations(
-    model_file: ModelFile,
-    outputs: Mapping[str, Output],
-    folder: Path,
-    train: TrainConfig,
-    placement: Placement,
-    ranks: Dist,
-) -> tuple[ResizedValidation | NativeValidation | SampledValidation, NativeValidation | None]:
-    """The run's `validate` (every validated epoch's) and `whole` (patch mode with sampled validation:
-    the saved weights, on the whole images)."""
-    validate = make_validation(
-        model_file=model_file,
-        outputs=outputs,
-        folder=folder,
-        batch_size=train.batch_size,
-        placement=placement,
-        ranks=ranks,
-        sampled=Sampled(count=train.val_patches, foreground=train.foreground, seed=train.seed),
-    )
-    whole = None  # sampled validation picks the epoch; the saved weights are then scored on whole images
-    if isinstance(validate, SampledValidation):
-        whole = NativeValidation(
-            model_file=model_file, outputs=outputs, folder=folder, batch_size=train.batch_size, ranks=ranks
-        )
-    return validate, whole
 
 
 def say_what(run: Run, data: TrainingData, n_val: int, val_patches: int) -> None:
@@ -406,10 +378,10 @@ def saved_figures(run: Run, es: StoppingConfig) -> dict[str, float]:
     if history.best_state is None:
         raise UserError(f"train: {es.metric} was never finite (training diverged); lower train.lr")
     session.model.load_state_dict(history.best_state)
-    if run.whole is None:  # relative_loss means something within its run only
+    if isinstance(run.validate, SampledValidation):  # the epoch sampled validation picked, on the whole images
+        figures = run.validate.native(session.model, run.step.criterion, run.step.placement.device)
+    else:  # relative_loss means something within its run only
         figures = {k: v for k, v in history.best_val.items() if k != "relative_loss"}
-    else:
-        figures = run.whole(session.model, run.step.criterion, run.step.placement.device)
     return {"epoch": session.early.best_epoch, **figures}
 
 

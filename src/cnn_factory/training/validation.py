@@ -5,9 +5,9 @@
   drawn once from the validation images as training draws its patches, for the masks, and each
   validation image's view for the image-level outputs (`SampledValidation`): its cost does not
   grow with the images' size;
-- patch mode with `val_patches: 0`, and the saved model's own record in either case: the whole
-  validation images at their own resolution, masks from sliding windows, as evaluate and predict
-  score them (`NativeValidation`, over native.py's pass).
+- patch mode with `val_patches: 0`, and the saved model's own record in either case (a
+  SampledValidation's `native`): the whole validation images at their own resolution, masks
+  from sliding windows, as evaluate and predict score them (`NativeValidation`, over native.py's pass).
 
 Each returns the mean losses (`loss`, `<output>/loss`) and the metrics per output
 (`<output>/<metric>`) as plain floats, and fills a Gallery with the first images when given one.
@@ -160,7 +160,8 @@ class Sampled:
 
 class SampledValidation:
     """Patch mode: the masks' losses and metrics on `count` fixed validation patches, and the
-    image-level outputs' on every validation image's view (the whole image at the input size)."""
+    image-level outputs' on every validation image's view (the whole image at the input size).
+    The epoch it picks is scored again by `native`, on the whole images, for the model file."""
 
     def __init__(
         self,
@@ -192,6 +193,9 @@ class SampledValidation:
         self.batches = grouped([patches[specs[i]][:2] for i in mine], EVAL_BATCHES)
         self.views = PreparedSplit(folder, list(model_file.inputs), outputs) if self.whole else None
         self.rows = share(len(self.views), ranks.rank, ranks.world) if self.views is not None else range(0)
+        self.native = NativeValidation(
+            model_file=model_file, outputs=outputs, folder=folder, batch_size=batch_size, ranks=ranks
+        )
 
     @torch.inference_mode()
     def __call__(
@@ -215,6 +219,9 @@ def grouped(batches: list[tuple], n: int) -> list[tuple[torch.Tensor, dict[str, 
     return joined
 
 
+Validation = ResizedValidation | NativeValidation | SampledValidation
+
+
 def make_validation(
     *,
     model_file: ModelFile,
@@ -224,7 +231,7 @@ def make_validation(
     placement: Placement,
     ranks: Dist = SINGLE,
     sampled: Sampled | None = None,
-) -> ResizedValidation | NativeValidation | SampledValidation:
+) -> Validation:
     """The run's validation, by the inputs' mode; `sampled`: patch mode's fixed validation patches
     (None, or a count of 0: whole images)."""
     if model_file.patch and sampled is not None and sampled.count:
