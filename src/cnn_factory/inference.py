@@ -23,10 +23,10 @@ from types import EllipsisType
 import torch
 import torch.nn.functional as F
 
+from cnn_factory.layers import SPATIAL
 from cnn_factory.outputs import Output
 
 Index = tuple[EllipsisType | slice, ...]  # a window's place: `...` for batch and channels, a slice per spatial axis
-INTERPOLATION = {1: "linear", 2: "bilinear", 3: "trilinear"}  # upsample's mode by spatial dimensions
 
 
 def flips(spatial_dims: int) -> list[tuple[int, ...]]:
@@ -87,12 +87,8 @@ def window_starts(length: int, window: int, overlap: float) -> list[int]:
 def gaussian_weights(window: tuple[int, ...]) -> torch.Tensor:
     """(*window) importance of each window pixel or voxel: centres count most, edges least (as nnU-Net
     blends), sigma 1/8 of the window along each axis."""
-    axes = []
-    for axis, size in enumerate(window):
-        offsets = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-        shape = [-1 if a == axis else 1 for a in range(len(window))]  # broadcast along the other axes
-        axes.append((-(offsets**2) / (2 * (size / 8) ** 2)).reshape(shape))
-    exponent = functools.reduce(torch.add, axes)
+    offsets = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) - (n - 1) / 2 for n in window), indexing="ij")
+    exponent = functools.reduce(torch.add, [-(o**2) / (2 * (n / 8) ** 2) for o, n in zip(offsets, window)])
     return torch.exp(exponent).clamp(min=1e-3)  # every pixel keeps some weight, so no covered pixel divides by 0
 
 
@@ -140,13 +136,9 @@ def predict_tiled(
                     total[box] += mask * weight
                 else:
                     sums[name] = sums.get(name, 0) + p[k] / len(boxes)
-    result = {}
     unpadded: Index = (..., *(slice(0, size) for size in shape))
-    for name, value in sums.items():
-        if outputs[name].spatial:
-            value = (value / coverage)[unpadded]
-        result[name] = value[None]  # batch of one, as predict_batch returns
-    return result
+    blended = {n: (v / coverage)[unpadded] if outputs[n].spatial else v for n, v in sums.items()}
+    return {n: v[None] for n, v in blended.items()}  # a batch of one, as predict_batch returns
 
 
 def upsample(prob: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
@@ -156,5 +148,5 @@ def upsample(prob: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     if tuple(prob.shape[-dims:]) == tuple(size):
         return prob
     maps = prob.reshape(1, -1, *prob.shape[-dims:]).float()  # (1, C, *spatial)
-    resized = F.interpolate(maps, size=tuple(size), mode=INTERPOLATION[dims], align_corners=False)
+    resized = F.interpolate(maps, size=tuple(size), mode=SPATIAL[dims].interpolation, align_corners=False)
     return resized.reshape(*prob.shape[:-dims], *size)
