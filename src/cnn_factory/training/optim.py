@@ -15,16 +15,17 @@ from typing import Any, Literal
 import torch
 from torch.optim import lr_scheduler
 
+from cnn_factory.model import MultiOutputNet
 
-def parameter_groups(model: torch.nn.Module, lr: float, encoder_lr: float) -> list[dict[str, Any]]:
+
+def parameter_groups(model: MultiOutputNet, lr: float, encoder_lr: float) -> list[dict[str, Any]]:
     """The optimiser's parameter groups: all in one, or (train.encoder_lr != 1) the rest, then the
     encoder's at lr * encoder_lr (the first group's rate is the one train logs)."""
-    encoder: Any = getattr(model, "encoder")  # noqa: B009  (MultiOutputNet's)
     if encoder_lr == 1:
         return [{"params": list(model.parameters())}]
-    own = {id(p) for p in encoder.parameters()}
+    own = {id(p) for p in model.encoder.parameters()}
     rest = [p for p in model.parameters() if id(p) not in own]
-    return [{"params": rest}, {"params": list(encoder.parameters()), "lr": lr * encoder_lr}]
+    return [{"params": rest}, {"params": list(model.encoder.parameters()), "lr": lr * encoder_lr}]
 
 
 def make_optimizer(
@@ -160,13 +161,7 @@ class EarlyStopping:
         return self.patience > 0 and self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict:
-        return {
-            "best": self.best,
-            "average": self.average,
-            "recent": self.recent,
-            "best_epoch": self.best_epoch,
-            "bad_epochs": self.bad_epochs,
-        }
+        return {k: getattr(self, k) for k in ("best", "average", "recent", "best_epoch", "bad_epochs")}
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.average, self.recent = state["best"], state["average"], state.get("recent", [])
