@@ -34,6 +34,7 @@ from cnn_factory.training.optim import EarlyStopping, Schedule
 
 FORMAT = "cnn-factory-checkpoint/1"
 FOLDER = Path("checkpoints")
+PARTS = ("model", "optimizer", "schedule", "early", "scaler")  # a Session's parts with their own state_dict
 
 
 def rng_state(*generators: torch.Generator) -> dict:
@@ -146,11 +147,7 @@ class Session:
             "key": key,
             "epoch": epoch,
             "complete": False,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "early": self.early.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            **{part: getattr(self, part).state_dict() for part in PARTS},
             "best_state": self.history.best_state,
             "best_val": self.history.best_val,
             "reference": self.history.reference,
@@ -158,10 +155,7 @@ class Session:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.early.load_state_dict(state["early"])
-        self.scaler.load_state_dict(state["scaler"])
+        for part in PARTS:
+            getattr(self, part).load_state_dict(state[part])
         self.history = History(reference=state["reference"], best_state=state["best_state"], best_val=state["best_val"])
         set_rng_state(state["rng"], self.order, self.augmenter.generator)
