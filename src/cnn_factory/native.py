@@ -112,16 +112,13 @@ def predict_split(
                 native, _ = to_device(raw[None], {}, device, *stats)  # sliding windows over it, blended
                 window_probs = predict_tiled(model, native, split.window, OVERLAP, False, batch_size, dict(outputs))
                 image.picture = raw
-                for n in split.spatial:
-                    mask = torch.from_numpy(split.native_masks[n][row].copy()).to(device)
-                    image.windows[n] = (window_probs[n][0], mask)
-                    # the picture: the blended mask at the picture's size
-                    at = tuple(logits[n].shape[-len(split.window) :])
-                    logits[n][k] = split.spatial[n].to_logits(upsample(window_probs[n][0], at))
             for n in split.spatial:
                 truth = torch.from_numpy(split.truths[n][row].copy()).to(device)
                 if split.patch:
-                    prob = image.windows[n][0]
+                    prob = window_probs[n][0]
+                    image.windows[n] = (prob, torch.from_numpy(split.native_masks[n][row].copy()).to(device))
+                    at = tuple(logits[n].shape[-len(split.window) :])  # the picture: the blended mask at its size
+                    logits[n][k] = split.spatial[n].to_logits(upsample(prob, at))
                 else:
                     prob = probs[n][k] if probs else outputs[n].probabilities(logits[n][k : k + 1])[0]
                 image.probabilities[n] = upsample(prob, tuple(int(s) for s in truth.shape))
