@@ -362,8 +362,7 @@ def end_epoch(
     session.schedule.epoch_end(val_stats[metric] if val_stats else None)
     if not run.ranks.main:
         return
-    lr = session.optimizer.param_groups[0]["lr"]
-    log_epoch(live, epoch, t.epochs, train_stats, val_stats, lr, run.outputs)
+    log_epoch(live, epoch, t.epochs, train_stats, val_stats, session.optimizer.param_groups[0]["lr"], run.outputs)
     if gallery is not None:
         gallery.log(live, f"{{output}}/{epoch}.png")
     live.next_step()
@@ -390,8 +389,7 @@ def save_best(run: Run, es: StoppingConfig, best: dict[str, float]) -> None:
     if not run.ranks.main:
         return
     session, early = run.session, run.session.early
-    val = {k: v for k, v in best.items() if k != "epoch"}
-    record = {"epoch": best["epoch"], "val": val, "init_from": run.source}
+    record = {"epoch": best["epoch"], "val": {k: v for k, v in best.items() if k != "epoch"}, "init_from": run.source}
     save_model(run.places.model, session.model, session.model.args(), {**run.meta, **record})
     save_checkpoint(run.checkpoint.path, {"key": run.checkpoint.key, "epoch": early.best_epoch, "complete": True})
     own = session.history.best_val[es.metric.removeprefix("val/")]
