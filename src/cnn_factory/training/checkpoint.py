@@ -7,11 +7,10 @@ checkpoints/ is git-ignored and no output of any stage: DVC neither deletes it b
 caches it, so the train stage's outputs need no `persist` and DVC's run-cache restores them when
 params return to values that already ran.
 
-A checkpoint holds the model, optimiser, schedule, early-stopping state, the best weights so
-far, the epoch, and every random generator's state. It is keyed by a hash of the params, the
-prepared data it was trained on and the bytes of the `train.init_from` file, if any; a
-checkpoint of other params, data or starting weights, or of a finished run, is ignored, so
-`dvc exp run -S ...` never continues someone else's run.
+A checkpoint holds the epoch and the Session (model, optimiser, schedule, early stopping, the
+best weights so far, every random generator), under a key (`params_key`): a checkpoint of other
+params, data or starting weights, or of a finished run, is ignored, so `dvc exp run -S ...` never
+continues someone else's run.
 """
 
 from __future__ import annotations
@@ -82,14 +81,11 @@ def load_checkpoint(path: Path, key: str) -> dict | None:
 def params_key(
     cfg: Config, manifest: dict, init: dict | None = None, encoder: dict | None = None, stem: Any = None
 ) -> str:
-    """A hash of what decides the run's result (the training params and the prepared data's manifest);
-    a checkpoint of another key is not resumed.
-
-    `init` (init_from.init_source) adds the starting weights' sha256: a run is not continued from
-    a checkpoint that began from other bytes under the same `train.init_from` path; `encoder`
-    (encoder_weights.weights_source) does the same for a `model.weights` file; `stem`, what
-    `model.stem: auto` resolved to (it depends on the device, and both stems have the same weights'
-    shapes), keeps a CPU run's checkpoint from being resumed on CUDA with the other stem."""
+    """A hash of what decides the run's result: the training params, the prepared data's manifest,
+    the starting weights' sha256 (`init`, init_from.init_source: other bytes under the same
+    `train.init_from` path; `encoder`, encoder_weights.weights_source: a `model.weights` file's),
+    and `stem`, what `model.stem: auto` resolved to (it depends on the device, and both stems have
+    the same weights' shapes: a CPU run's checkpoint is not resumed on CUDA with the other stem)."""
     params = cfg.model_dump(
         mode="json",
         include={"model", "train", "augment", "inputs", "outputs"},
