@@ -1,17 +1,13 @@
 """A whole training run, as the train stage does it (stages/train.py calls `fit(cfg)`).
 
 Per epoch dvclive logs `train/<output>/loss`; per validated epoch (every `train.val_every` and
-the last) `val/<output>/loss` and the metrics per output (`val/<output>/dice`, `.../accuracy`,
-`.../mae`, ...) under dvclive/, and every `train.log_images_every` epochs a picture of validation
-predictions per segmentation output (a slider in DVC's viewers). The best validated epoch by
-`train.early_stopping.metric` is saved to models/<model.name>.pt with everything needed to use it
-(see cnn_factory/model.py). A timm encoder starts from `model.weights` (encoder_weights.py), is
-frozen for `train.freeze_encoder_epochs` and learns at `train.encoder_lr` x the rate (optim.py).
-With `train.init_from` the network starts from another model file's weights wherever names and
-shapes fit (see init_from.py). A checkpoint after every epoch lets an interrupted run continue
-where it stopped, with the same result (see checkpoint.py). Under torchrun the same code runs in
-N processes with DistributedDataParallel (see distributed.py): each rank trains on and validates
-its share of every epoch, rank 0 logs and saves.
+the last) `val/<output>/loss` and each output's metrics (`val/<output>/dice`, `.../mae`, ...), and
+every `train.log_images_every` epochs a picture of validation predictions per segmentation output
+(a slider in DVC's viewers). The best validated epoch by `train.early_stopping.metric` is saved to
+models/<model.name>.pt (model.py). Where the network starts (`model.weights`, `train.init_from`):
+init_from.py; the encoder's own rate and early stopping: optim.py; continuing an interrupted run
+with the same result: checkpoint.py; N processes under torchrun, each training on and validating
+its share of every epoch, rank 0 logging and saving: distributed.py.
 """
 
 from __future__ import annotations
@@ -68,10 +64,8 @@ class Places:
 
     @classmethod
     def at(cls, cfg: Config, where: Places | Path | None) -> Places:
-        """`where` itself, or the train stage's places with `where` as the prepared folder."""
-        if isinstance(where, Places):
-            return where
-        return replace(cls.of(cfg), prepared=where) if where is not None else cls.of(cfg)
+        """`where` itself, or the train stage's places with `where` (if any) as the prepared folder."""
+        return where if isinstance(where, Places) else replace(cls.of(cfg), prepared=where or PREPARED)
 
 
 @dataclass(kw_only=True)
@@ -337,8 +331,7 @@ def validate_epoch(run: Run, t: TrainConfig, epoch: int) -> tuple[dict | None, G
     pictures = run.ranks.main and t.log_images_every and epoch % t.log_images_every == 0
     gallery = Gallery(run.outputs, SHOWN) if pictures else None
     val_stats = run.validate(session.model, criterion, run.step.placement.device, gallery)
-    first = {k: v for k, v in val_stats.items() if k.endswith(("/loss", "/dice"))}
-    history.reference = history.reference or first
+    history.reference = history.reference or {k: v for k, v in val_stats.items() if k.endswith(("/loss", "/dice"))}
     val_stats["relative_loss"] = relative_loss(val_stats, history.reference, criterion.weights)
     value = val_stats[t.early_stopping.metric.removeprefix("val/")]
     if session.early.update(value, epoch):
@@ -358,8 +351,7 @@ def end_epoch(
     """The schedule's step, then (rank 0) the epoch's logs, pictures and checkpoint; `stats`: the
     epoch's training figures and its validation figures (None: not validated)."""
     session, (train_stats, val_stats) = run.session, stats
-    metric = t.early_stopping.metric.removeprefix("val/")
-    session.schedule.epoch_end(val_stats[metric] if val_stats else None)
+    session.schedule.epoch_end(val_stats[t.early_stopping.metric.removeprefix("val/")] if val_stats else None)
     if not run.ranks.main:
         return
     log_epoch(live, epoch, t.epochs, train_stats, val_stats, session.optimizer.param_groups[0]["lr"], run.outputs)
