@@ -33,11 +33,10 @@ FORMAT = "cnn-factory/2"  # /2: one `heads` dict, built by the output kinds
 
 
 class Encoder(nn.Module):
-    """UNet encoder: returns the features of every level, shallowest first (of images, or of
-    volumes with dims 3). `stem`: the first convolution's stride per spatial axis (see
-    `stem_strides`); 1 everywhere is the classic UNet, 2 runs every level at half the resolution
-    along that axis (MONAI's UNet starts so: for volumes, the full-resolution level is most of a
-    step's cost)."""
+    """UNet encoder: the features of every level, shallowest first (of images, or of volumes with
+    dims 3). `stem` (`stem_strides`): 1 everywhere is the classic UNet, 2 runs every level at half
+    the resolution along that axis (as MONAI's UNet: for volumes, the full-resolution level is
+    most of a step's cost)."""
 
     def __init__(
         self, in_channels: int, channels: list[int], norm: str, dropout: float, dims: int = 2, stem: str | list = "full"
@@ -136,14 +135,12 @@ class NetShape:
 
     encoder: "unet" (depth, filters and dropout shape it) or a timm model's name (its own levels,
     with random weights: training loads model.weights into it, a model file its trained ones).
-    stem: the UNet's first level, "full" (at the input's resolution), "strided" (at half of it; the
-    decoders' last up-sampling then has no convolution at full resolution) or its stride per axis
-    (`stem_strides`: what model_args records for a strided stem). lift: how a strided stem's last
-    decoder step up-samples, "transpose" (learned, whatever model.upsample says: interpolated, a
-    small structure's edges stay as coarse as the half-resolution map, and at params.yaml's
-    defaults the tumour dice of benchmarks/volumes.py fell from 0.97 to 0.87) or "upsample"
-    (model.upsample's way). Files without `dims` are of images, files without `stem` have a full
-    one, files without `lift` up-sample model.upsample's way.
+    stem: "full", "strided" (docs/params.md) or, as model_args records a strided one, its stride
+    per axis (`stem_strides`). lift: how a strided stem's last decoder step up-samples,
+    "transpose" (learned, whatever model.upsample says: interpolated, a small structure's edges
+    stay as coarse as the half-resolution map; at params.yaml's defaults the tumour dice of
+    benchmarks/volumes.py fell from 0.97 to 0.87) or "upsample" (model.upsample's way, as files
+    without `lift` do). Files without `dims` are of images, files without `stem` have a full one.
     """
 
     in_channels: int
@@ -348,8 +345,7 @@ class InputInfo:
 @dataclass(frozen=True)
 class ModelFile:
     """A model file's metadata as typed objects: the one place that reads the metadata dict
-    (`from_meta`), so predict, evaluate, export and the command line never parse it by hand.
-    Files of this format written by earlier versions lack `init_from` (None here)."""
+    (`from_meta`), so predict, evaluate, export and the command line never parse it by hand."""
 
     inputs: dict[str, InputInfo]
     outputs: Outputs
@@ -357,7 +353,7 @@ class ModelFile:
     median_size: tuple[int, ...]  # the training images' own median size, zeros when unknown
     epoch: int | None = None
     val: dict[str, float] | None = None
-    init_from: dict[str, str] | None = None
+    init_from: dict[str, str] | None = None  # also None in files from before it was recorded
     # volumes without a window: the percentiles of a scan mapped to 0..255 (config.py's
     # PERCENTILES); files from before the maximum was the top lack them and read as they trained
     percentiles: tuple[float, float] = BEFORE_MAXIMUM
@@ -448,10 +444,9 @@ def read_model_file(path: str | Path, device: str | torch.device = "cpu") -> dic
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MultiOutputNet, dict]:
-    """Loads a model file safely (weights_only); returns the model in eval mode and its metadata.
-
-    The metadata holds `init_from` ({"path", "sha256"} of the model file the training started from,
-    or None); files written before it was recorded lack the key."""
+    """Loads a model file safely (weights_only); returns the model in eval mode and its metadata,
+    with `init_from` ({"path", "sha256"} of the model file the training started from, or None;
+    files written before it was recorded lack the key)."""
     checkpoint = read_model_file(path, device)
     try:
         model = MultiOutputNet.from_args(checkpoint["model_args"]).to(device)
