@@ -7,7 +7,7 @@ Reads each fold's per-image table (`eval/folds/<k>/per_image.csv`, as evaluate w
 computes each output's figures from the tables put together, with the bootstrap interval over
 images (with data.split.group, over groups) of each headline one, by the same functions as
 evaluate (`Scorer.summarise`, scores/bootstrap.py); each fold's figures from its own table beside
-them. Writes under `out`:
+them. Writes under `folder`:
 
     figures.json     {"out_of_fold": {output: {figure: value, <figure>_ci_low, _ci_high}},
                       "folds": {k: {output: {figure: value}}}, "images": {k: count}}

@@ -6,9 +6,7 @@
 
 `pretrained` is timm's default source (the Hugging Face hub, or its cache when offline); a path
 is a `.pth`/`.safetensors` file of the model's state dict, read by timm (`pretrained_cfg_overlay`).
-timm adapts the first convolution to other channel counts: summed over RGB for one channel,
-cycled (and scaled by 3/N) for more. Only the start of training reads weights; a model file holds
-them all and is loaded without the network or the file.
+Only the start of training reads weights (docs/encoders.md); a model file holds them all.
 """
 
 from __future__ import annotations

@@ -6,10 +6,8 @@ model file's weights (fine-tuning, more epochs of a finished run, a new output o
     source = init_source("weights/start.pt", "models/example.pt")   # {"path", "sha256"}; None for a null path
     print(initialise(model, source).summary())  # copies every tensor whose name and shape fit
 
-With train.init_from only weights travel: the optimiser, schedule and early stopping start afresh,
-and the new model file records `source` as its `init_from`. A tensor the network has but the file
-lacks (the head of a new output) keeps its fresh initialisation, as does one whose shape differs (a
-category output with another number of classes); the file's tensors the network lacks are left out.
+With train.init_from only weights travel (docs/checkpoints-and-sweeps.md): the optimiser, schedule
+and early stopping start afresh, and the new model file records `source` as its `init_from`.
 """
 
 from __future__ import annotations
@@ -112,7 +110,9 @@ class Transfer:
 
 def initialise(model: torch.nn.Module, source: dict) -> Transfer:
     """Copies into `model` every tensor of the model file whose name and shape match (in place:
-    an optimiser made on `model.parameters()` trains the loaded weights)."""
+    an optimiser made on `model.parameters()` trains the loaded weights). The network's other
+    tensors (the head of a new output, a category head with another number of classes) keep their
+    fresh initialisation; the file's tensors the network lacks are left out."""
     try:
         state = read_model_file(source["path"])["state_dict"]
     except UserError as err:
