@@ -3,9 +3,8 @@
     checkpoints/<model.name>.ckpt      written atomically after every epoch
     checkpoints/<model.name>.dvclive/  dvclive/ as it was then (DVC deletes dvclive/ before a run)
 
-checkpoints/ is git-ignored and no output of any stage: DVC neither deletes it before a run nor
-caches it, so the train stage's outputs need no `persist` and DVC's run-cache restores them when
-params return to values that already ran.
+checkpoints/ is git-ignored and no output of any stage, so that the train stage's outputs need no
+`persist` (docs/checkpoints-and-sweeps.md: DVC's run-cache then restores them).
 
 A checkpoint holds the epoch and the Session (model, optimiser, schedule, early stopping, the
 best weights so far, every random generator), under a key (`params_key`): a checkpoint of other

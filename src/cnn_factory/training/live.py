@@ -5,12 +5,9 @@ dvclive rewrites metrics.json in place every step; a run killed during that writ
 leave half a file, which `dvc metrics show` and a resumed run then fail to read. Here the
 summary goes to a temporary file next to it and is renamed into place.
 
-DVC deletes the train stage's outputs (the model, dvclive/) before it runs the stage again, so
-that it can restore them from its run-cache; a run resuming from its checkpoint gets its curves
-and pictures back from the copy `keep_copy` saves beside the checkpoint after every epoch.
-
-`train.monitor_system` starts dvclive's system monitor (`Live(monitor_system=True)`): about once a
-second it logs CPU, memory, disk and NVIDIA GPU use under dvclive/plots/metrics/system/.
+DVC deletes the train stage's outputs (the model, dvclive/) before it runs the stage again; a
+run resuming from its checkpoint gets its curves and pictures back from the copy `keep_copy`
+saves beside the checkpoint after every epoch.
 """
 
 from __future__ import annotations
@@ -71,8 +68,9 @@ class AtomicLive(Live):
     def monitor_system(
         self, interval: float = 0.05, num_samples: int = 20, directories_to_monitor: dict[str, str] | None = None
     ) -> None:
-        """As dvclive's (which `Live(monitor_system=True)` calls), with the monitor above: every
-        `interval` seconds a sample, the mean of `num_samples` logged."""
+        """As dvclive's (which `Live(monitor_system=True)` calls: train.monitor_system), with the monitor
+        above: every `interval` seconds a sample, the mean of `num_samples` logged under
+        dvclive/plots/metrics/system/."""
         if self._system_monitor is not None:
             self._system_monitor.end()
         self._system_monitor = SystemMonitor(

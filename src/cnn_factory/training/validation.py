@@ -11,8 +11,7 @@
 
 Each returns the mean losses (`loss`, `<output>/loss`) and the metrics per output
 (`<output>/<metric>`) as plain floats, and fills a Gallery with the first images when given one.
-Under torchrun every rank scores its own share of the images and the sums are added up over
-the ranks, so no rank waits while another validates alone.
+Under torchrun each rank scores its share and the sums are added up: no rank validates alone.
 """
 
 from __future__ import annotations
