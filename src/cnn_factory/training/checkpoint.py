@@ -77,9 +77,7 @@ def load_checkpoint(path: Path, key: str) -> dict | None:
     return state
 
 
-def params_key(
-    cfg: Config, manifest: dict, init: dict | None = None, encoder: dict | None = None, stem: Any = None
-) -> str:
+def params_key(cfg: Config, manifest: dict, init: dict | None, encoder: dict, stem: str | list[int]) -> str:
     """A hash of what decides the run's result: the training params, the prepared data's manifest,
     the starting weights' sha256 (`init`, init_from.init_source: other bytes under the same
     `train.init_from` path; `encoder`, encoder_weights.weights_source: a `model.weights` file's),
@@ -94,7 +92,7 @@ def params_key(
         params["init_from"] = init
     if cfg.model.stem == "auto":
         params["stem"] = stem
-    if encoder is not None and "sha256" in encoder:
+    if "sha256" in encoder:
         params["encoder_weights"] = encoder
     text = json.dumps({"params": params, "manifest": manifest}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()

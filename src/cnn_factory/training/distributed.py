@@ -62,9 +62,7 @@ def teardown(d: Dist) -> None:
         dist.destroy_process_group()
 
 
-def wrap(
-    model: torch.nn.Module, d: Dist, device: torch.device, sync_batchnorm: bool = False, unused: bool = False
-) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, d: Dist, device: torch.device, sync_batchnorm: bool, unused: bool) -> torch.nn.Module:
     """The model DDP trains (gradients averaged over ranks); the plain model is kept for saving.
     `unused`: some parameters get no gradient in some steps (a frozen encoder), which DDP must look for.
 
