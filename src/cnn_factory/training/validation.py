@@ -90,28 +90,23 @@ def score_batches(
             gallery.add(x_raw, targets, preds)
 
 
+@dataclass(kw_only=True)
 class ResizedValidation:
     """Resize mode: losses and metrics of the validation split at the input size."""
 
-    def __init__(
-        self,
-        *,
-        split: PreparedSplit,
-        outputs: Mapping[str, Output],
-        batch_size: int,
-        placement: Placement,
-        ranks: Dist = SINGLE,
-    ):
-        self.split, self.outputs, self.batch_size = split, outputs, batch_size
-        self.placement, self.ranks = placement, ranks
-        self.rows = share(len(split), ranks.rank, ranks.world)
+    split: PreparedSplit
+    outputs: Mapping[str, Output]
+    batch_size: int
+    placement: Placement
+    ranks: Dist = SINGLE
 
     @torch.inference_mode()
     def __call__(
         self, model: MultiOutputNet, criterion: Criterion, device: torch.device, gallery: Gallery | None = None
     ) -> dict[str, float]:
         model.eval()
-        sums, batches = Sums(self.outputs, device), rows_loader(self.split, self.rows, self.batch_size)
+        rows = share(len(self.split), self.ranks.rank, self.ranks.world)
+        sums, batches = Sums(self.outputs, device), rows_loader(self.split, rows, self.batch_size)
         score_batches(model, batches, list(self.outputs), sums, criterion, self.placement, gallery)
         return sums.means(self.ranks, criterion.weights)
 
