@@ -39,9 +39,7 @@ def read_table(path: Path) -> Table:
         text = path.read_text()
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run `dvc repro folds/dvc.yaml` (each fold's evaluate writes it)") from None
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, [])
-    rows = list(reader)
+    header, *rows = list(csv.reader(io.StringIO(text))) or [[]]
     return {name: [row[i] if i < len(row) else "" for row in rows] for i, name in enumerate(header)}
 
 
