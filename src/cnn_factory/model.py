@@ -45,8 +45,7 @@ class Encoder(nn.Module):
         self.channels, self.stem = channels, stem_strides(stem, dims)
         self.levels = nn.ModuleList([conv_block(in_channels, channels[0], norm, dims=dims, stride=tuple(self.stem))])
         for cin, cout in zip(channels, channels[1:]):
-            pool = SPATIAL[dims].max_pool(2)
-            self.levels.append(nn.Sequential(pool, conv_block(cin, cout, norm, dropout, dims)))
+            self.levels.append(nn.Sequential(SPATIAL[dims].max_pool(2), conv_block(cin, cout, norm, dropout, dims)))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
