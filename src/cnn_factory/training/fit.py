@@ -211,9 +211,8 @@ def log_epoch(
 
 
 def start(cfg: Config, where: Places | Path | None, ranks: Dist, device: torch.device) -> tuple[Run, int]:
-    """Builds the run's data, model, optimiser, step and validation; resumes from its checkpoint or
-    starts from train.init_from's weights; says what it trains on. Returns the run and its first epoch.
-    `where`: the run's places, or a prepared folder (the train stage's places otherwise)."""
+    """Builds the run's data, model, optimiser, step and validation (at `where`, as fit's); resumes it from its
+    checkpoint or starts it from train.init_from's weights; says what it trains on. Returns it and its first epoch."""
     check_encoder(cfg.model, cfg.inputs)
     places = Places.at(cfg, where)
     prepared = places.prepared
