@@ -169,10 +169,8 @@ class WorstCases:
         truth: np.ndarray,
         ignored: np.ndarray | None = None,
     ):
-        if self.limit <= 0 or math.isnan(score):
-            return
-        if len(self.items) == self.limit and score >= self.items[-1][0]:
-            return
+        if self.limit <= 0 or math.isnan(score) or (len(self.items) == self.limit and score >= self.items[-1][0]):
+            return  # none kept, unscored, or not lower than the highest kept score
         ignored = np.zeros(truth.shape, bool) if ignored is None else ignored
         self.items.append((score, row, panel(np.asarray(image), truth, pred, ignored)))
         self.items.sort(key=lambda item: item[0])
@@ -187,5 +185,4 @@ class WorstCases:
             for (_, _, drawn), caption in zip(self.items, captions)
         ]
         width = max(r.shape[1] for r in rows)
-        padded = [np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-        return np.concatenate(padded)
+        return np.concatenate([np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
