@@ -45,26 +45,24 @@ class Sums:
 
     def __init__(self, outputs: Mapping[str, Output], device: torch.device):
         self.outputs = list(outputs)
-        self.losses = torch.zeros(len(outputs), device=device)  # per output
-        self.counts = torch.zeros(len(outputs), device=device)
+        self.sums = torch.zeros(2, len(outputs), device=device)  # per output: the losses and their counts
         self.metrics = OutputMetrics(outputs, device)
 
     def add(self, parts: Mapping[str, torch.Tensor], n: int) -> None:
         """Mean losses over `n` images (or patches), of some or all outputs."""
         for name, loss in parts.items():
             k = self.outputs.index(name)
-            self.losses[k] += loss * n
-            self.counts[k] += n
+            self.sums[0, k] += loss * n
+            self.sums[1, k] += n
 
     def means(self, ranks: Dist, weights: Mapping[str, float]) -> dict[str, float]:
         """Mean losses per output, their weighted sum (`loss`) and the metrics, over every rank."""
         if ranks.enabled:  # every rank scored its own images: add up the sums, then take the means
-            totals = all_sum(torch.cat([self.losses, self.counts]), ranks)
-            self.losses, self.counts = totals[: len(self.losses)], totals[len(self.losses) :]
+            all_sum(self.sums, ranks)
             for metric in self.metrics.metrics.values():
                 for state in metric.state():
                     all_sum(state, ranks)
-        means = dict(zip(self.outputs, (self.losses / self.counts.clamp(min=1)).tolist()))
+        means = dict(zip(self.outputs, (self.sums[0] / self.sums[1].clamp(min=1)).tolist()))
         total = sum(weights[n] * v for n, v in means.items())
         return {"loss": total, **{f"{n}/loss": v for n, v in means.items()}, **self.metrics.compute()}
 
