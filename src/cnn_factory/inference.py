@@ -5,13 +5,11 @@
     probs = predict_tiled(model, v, (32, 64, 64), 0.5, False, 2, outputs)     # v (1, C, D, H, W), any size
     mask = upsample(probs["round"][0], (1024, 768)) > 0.5                      # back to the label map's size
 
-Probabilities, not logits: sigmoid masks, softmax class masks and classes, numbers as they are.
-An `Ensemble` of several networks of one model (the folds of a cross-validation) is run member by
-member, each on the input as its own normalisation makes it, and their probabilities averaged
-(nnU-Net's rule) before any threshold.
-Predict, evaluate and patch-mode validation all go through these, so the figures evaluate reports
-are what predict writes. Images and volumes share every function: the spatial dimensions are the
-input's after batch and channels (2 or 3), and a window is a tuple of as many sizes.
+Probabilities, not logits: sigmoid masks, softmax class masks and classes, numbers as they are; an
+`Ensemble`'s averaged over its members (nnU-Net's rule) before any threshold. Predict, evaluate and
+patch-mode validation all go through these, so the figures evaluate reports are what predict writes.
+Images and volumes share every function: the spatial dimensions are the input's after batch and
+channels (2 or 3), and a window is a tuple of as many sizes.
 """
 
 from __future__ import annotations
@@ -37,11 +35,11 @@ def flips(spatial_dims: int) -> list[tuple[int, ...]]:
 
 
 class Ensemble(torch.nn.Module):
-    """Networks of one model, e.g. the folds of a cross-validation, predicting as one.
+    """Networks of one model, e.g. the folds of a cross-validation, predicting as one (`predict_batch`).
 
     Its input is normalised with the first member's per-channel mean and std; `shifts[k]` maps
     that to member k's own normalisation (scale, offset per channel), or is None where the two
-    are the same. `predict_batch` averages the members' probabilities."""
+    are the same."""
 
     def __init__(self, members: list[torch.nn.Module], shifts: list[tuple[torch.Tensor, torch.Tensor] | None]):
         super().__init__()
