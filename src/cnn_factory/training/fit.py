@@ -62,11 +62,6 @@ class Places:
         where = fold_places(fold)
         return cls(prepared=where.prepared, model=where.model, live=where.live, checkpoint=where.checkpoint)
 
-    @classmethod
-    def at(cls, cfg: Config, where: Places | Path | None) -> Places:
-        """`where` itself, or the train stage's places with `where` (if any) as the prepared folder."""
-        return where if isinstance(where, Places) else replace(cls.of(cfg), prepared=where or PREPARED)
-
 
 @dataclass(kw_only=True)
 class TrainingData:
@@ -214,7 +209,7 @@ def start(cfg: Config, where: Places | Path | None, ranks: Dist, device: torch.d
     """Builds the run's data, model, optimiser, step and validation (at `where`, as fit's); resumes it from its
     checkpoint or starts it from train.init_from's weights; says what it trains on. Returns it and its first epoch."""
     check_encoder(cfg.model, cfg.inputs)
-    places = Places.at(cfg, where)
+    places = where if isinstance(where, Places) else replace(Places.of(cfg), prepared=where or PREPARED)
     prepared = places.prepared
     t, manifest = cfg.train, read_manifest(prepared, cfg.inputs, cfg.outputs)
     amp = autocast_dtype(t.precision, device)
