@@ -36,7 +36,7 @@ from cnn_factory.outputs import Output
 from cnn_factory.training.checkpoint import Checkpoint, Session, load_checkpoint, params_key, save_checkpoint
 from cnn_factory.training.distributed import Dist, NoLive, setup, sync_buffers, teardown, wrap
 from cnn_factory.training.init_from import check_encoder, init_source, initialise, load_encoder_weights
-from cnn_factory.training.live import AtomicLive, drop_unreadable, keep_copy, log_curves, restore_copy, trim_curves
+from cnn_factory.training.live import AtomicLive, keep_copy, log_curves, restore_copy, trim_curves
 from cnn_factory.training.loop import Placement, Step, autocast_dtype, seed_everything, train_one_epoch
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.optim import EarlyStopping, Schedule, make_optimizer, parameter_groups, relative_loss
@@ -181,7 +181,6 @@ def resume(run: Run) -> int:
     run.session.load_state_dict(state)
     if run.ranks.main:  # dvc repro deleted dvclive/ before running: its curves and pictures come back
         restore_copy(run.checkpoint.live_copy, run.places.live)
-        drop_unreadable(run.places.live / "metrics.json")
         trim_curves(run.places.live, steps=state["epoch"])  # dvclive's step = epoch - 1
     run.say(f"train: resuming after epoch {state['epoch']} from {path}")
     return state["epoch"] + 1

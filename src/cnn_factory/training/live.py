@@ -81,16 +81,6 @@ class AtomicLive(Live):
         )
 
 
-def drop_unreadable(path: Path) -> None:
-    """A metrics file half-written by a killed run is removed; the resumed run writes it anew."""
-    try:
-        json.loads(path.read_text())
-    except FileNotFoundError:
-        pass
-    except ValueError:
-        path.unlink()
-
-
 def trim_curves(folder: Path, steps: int) -> None:
     """Keeps the first `steps` steps of every curve under folder/plots (dvclive's .tsv files and ours).
 
@@ -136,12 +126,19 @@ def keep_copy(folder: Path, copy: Path) -> None:
 
 
 def restore_copy(copy: Path, folder: Path) -> None:
-    """Puts the copy's files back into `folder` (emptied first), where there is a copy."""
+    """Puts the copy's files back into `folder` (emptied first), where there is a copy; a metrics file
+    half-written by a killed run is removed (the resumed run writes it anew)."""
     if not copy.is_dir():
         copy = copy.with_name(copy.name + ".old")  # killed between the two renames of keep_copy
     if copy.is_dir():
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(copy, folder)
+    try:
+        json.loads((folder / "metrics.json").read_text())
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        (folder / "metrics.json").unlink()
 
 
 def log_curves(folder: Path, step: int, train: dict[str, float], val: dict[str, float], outputs: Mapping) -> None:
@@ -159,8 +156,6 @@ def log_curves(folder: Path, step: int, train: dict[str, float], val: dict[str, 
         }
         for path, values in rows.items():
             path.parent.mkdir(parents=True, exist_ok=True)
-            new = not path.is_file()
+            header = "" if path.is_file() else "\t".join(["step", *values]) + "\n"
             with path.open("a") as f:
-                if new:
-                    f.write("\t".join(["step", *values]) + "\n")
-                f.write("\t".join([str(step), *(f"{v:.6g}" for v in values.values())]) + "\n")
+                f.write(header + "\t".join([str(step), *(f"{v:.6g}" for v in values.values())]) + "\n")
