@@ -22,7 +22,7 @@ import torch
 
 from cnn_factory.config import InputSpec, ModelConfig
 from cnn_factory.encoder_weights import NONE, pretrained_state
-from cnn_factory.encoders import TimmEncoder, strides_error
+from cnn_factory.encoders import TimmEncoder
 from cnn_factory.errors import UserError, listing
 from cnn_factory.model import MultiOutputNet, read_model_file
 
@@ -35,9 +35,14 @@ def check_encoder(model: ModelConfig, inputs: Mapping[str, InputSpec]) -> None:
     anything else: one line per problem."""
     if model.timm:
         largest = TimmEncoder(model.encoder, sum(s.channels for s in inputs.values())).strides[-1]
-        lines = [strides_error(model.encoder, s.size, largest, f"inputs.{n}.size") for n, s in inputs.items()]
-        if any(lines):
-            raise UserError("\n".join(line for line in lines if line))
+        lines = [
+            f"params.yaml: inputs.{n}.size: {list(s.size)} must be divisible by {model.encoder}'s largest stride "
+            f"{largest} (model.encoder); change the size or pick another encoder"
+            for n, s in inputs.items()
+            if s.size[0] % largest or s.size[1] % largest
+        ]
+        if lines:
+            raise UserError("\n".join(lines))
 
 
 def load_encoder_weights(model: ModelConfig, network: MultiOutputNet, say: Callable[..., Any]) -> None:
