@@ -57,8 +57,7 @@ def predict_batch(model, x: torch.Tensor, tta: bool, outputs: dict[str, Output])
     masks, softmax (B, K) classes, (B,) numbers; x is (B, C, H, W) or (B, C, D, H, W).
 
     With tta the input and its flips along every combination of spatial axes are averaged, each
-    mask flipped back first. An Ensemble's members are each run so, then averaged.
-    """
+    mask flipped back first. An Ensemble's members are each run so, then averaged."""
     if isinstance(model, Ensemble):
         each = [predict_batch(m, model.member_input(k, x), tta, outputs) for k, m in enumerate(model.members)]
         return {name: torch.stack([p[name] for p in each]).sum(0) / len(each) for name in each[0]}
@@ -105,8 +104,7 @@ def predict_tiled(
 
     Windows of the model's input size overlap by `overlap` along every axis; mask probabilities
     are blended with Gaussian weights into (*spatial) maps ((K + 1, *spatial) for a class mask,
-    channel by channel), category and numeric outputs averaged over windows.
-    """
+    channel by channel), category and numeric outputs averaged over windows."""
     dims = len(window)
     if x.ndim != dims + 2:
         raise ValueError(f"a {dims}-D window over an input of shape {tuple(x.shape)}; expected {dims} spatial axes")

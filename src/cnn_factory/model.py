@@ -139,8 +139,7 @@ class NetShape:
     "transpose" (learned, whatever model.upsample says: interpolated, a small structure's edges
     stay as coarse as the half-resolution map; at params.yaml's defaults the tumour dice of
     benchmarks/volumes.py fell from 0.97 to 0.87) or "upsample" (model.upsample's way, as files
-    without `lift` do). Files without `dims` are of images, files without `stem` have a full one.
-    """
+    without `lift` do). Files without `dims` are of images, files without `stem` have a full one."""
 
     in_channels: int
     depth: int
@@ -177,8 +176,7 @@ class MultiOutputNet(nn.Module):
     """A shared encoder (as `shape` says) and one head per output, each built by its output kind.
 
     outputs: {name: head arguments} as `Output.head_args()` gives them, e.g.
-    {"round": {"type": "segmentation", "size": [64, 64]}, "area": {"type": "numeric", "mean": 3.2, "std": 1.1}}.
-    """
+    {"round": {"type": "segmentation", "size": [64, 64]}, "area": {"type": "numeric", "mean": 3.2, "std": 1.1}}."""
 
     def __init__(self, shape: NetShape, outputs: dict[str, dict[str, Any]]):
         super().__init__()

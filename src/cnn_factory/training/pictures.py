@@ -32,11 +32,10 @@ def overlay_grid(
 
     images (N, C, H, W) uint8; truth and pred (N, h, w) at the mask's size: bool masks (the truth
     outlined in yellow, the prediction in magenta, over the image) or class indices (uint8, each
-    class k outlined in its `class_colours` colour, 0 the background left as it is). Each outline
-    has a black rim outside it, so that it reads on bright, dark and coloured images alike.
-    ignored (N, h, w) bool: the pixels an output's `ignore` leaves out, greyed in the truth panel.
-    Volumes (N, C, D, H, W) with (N, d, h, w) masks are drawn at one slice each (`at_slice`).
-    """
+    class k outlined in its `class_colours` colour, 0 the background left as it is), each outline
+    with a black rim (`_outline`). ignored (N, h, w) bool: the pixels an output's `ignore` leaves
+    out, greyed in the truth panel. Volumes (N, C, D, H, W) with (N, d, h, w) masks are drawn at
+    one slice each (`at_slice`)."""
     ignored = np.zeros(truth.shape, bool) if ignored is None else ignored
     if images.ndim == 5:  # each volume at its own slice (N of each), stacked again into four arrays
         images, truth, pred, ignored = map(np.stack, zip(*map(at_slice, images, truth, pred, ignored)))
