@@ -277,7 +277,8 @@ def fit(cfg: Config, where: Places | Path | None = None) -> None:
     """The whole training run of the train stage, or of a fold's: resumes, trains, validates, logs, saves.
     `where`: the run's places, or a prepared folder (the train stage's places otherwise)."""
     ranks, device = setup(pick_device(cfg.train.device))  # single-process unless torchrun started us
-    (run, first), t = start(cfg, where, ranks, device), cfg.train
+    t, es = cfg.train, cfg.train.early_stopping
+    run, first = start(cfg, where, ranks, device)
     live = (
         AtomicLive(
             str(run.places.live), resume=first > 1, save_dvc_exp=False, dvcyaml=None, monitor_system=t.monitor_system
@@ -294,14 +295,12 @@ def fit(cfg: Config, where: Places | Path | None = None) -> None:
             val_stats, gallery = validate_epoch(run, t, epoch)
             end_epoch(run, t, log, epoch, (train_stats, val_stats), gallery)
             if run.session.early.stop:
-                run.say(
-                    f"train: stopping early: no better {t.early_stopping.metric} in {t.early_stopping.patience} epochs"
-                )
+                run.say(f"train: stopping early: no better {es.metric} in {es.patience} epochs")
                 break
-        best = saved_figures(run, t.early_stopping)
+        best = saved_figures(run, es)
         for key, value in best.items():  # what the model file records; dvc exp show compares runs by it
             log.log_metric(f"best/{key}", value, plot=False)
-    save_best(run, t.early_stopping, best)
+    save_best(run, es, best)
     del run, live  # DDP's reducer must go before its process group, or gloo aborts at exit
     teardown(ranks)
 
