@@ -267,7 +267,6 @@ def model_args(
         filters=model.filters,
         encoder=model.encoder,
         dims=len(sizes[0]),
-        # a strided stem's stride per axis (a volume's coarse axis keeps its resolution)
         stem=resolve_stem(model.stem, sizes, model.depth, manifest.get("spacing"), cuda) if not model.timm else "full",
         lift="transpose",
         blocks=Blocks(
