@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from cnn_factory.config import PREPARED, AugmentConfig, Config, InputSpec, TrainConfig
+from cnn_factory.config import PREPARED, Config, TrainConfig
 from cnn_factory.config import EarlyStopping as StoppingConfig
 from cnn_factory.data.augment import Augmenter
 from cnn_factory.data.dataset import PreparedSplit, make_loader, read_manifest
@@ -63,68 +63,46 @@ class Places:
         return cls(prepared=where.prepared, model=where.model, live=where.live, checkpoint=where.checkpoint)
 
 
-@dataclass(kw_only=True)
-class TrainingData:
-    """The training split and how an epoch samples it: whole images, or patches at native resolution."""
-
-    split: PreparedSplit | PatchSplit
-    samples: int  # per epoch, before augmented repeats
-    steps: int  # batches per epoch on this rank
-    describe: str  # what train says it trains on
-
-    @classmethod
-    def build(
-        cls,
-        train: TrainConfig,
-        inputs: Mapping[str, InputSpec],
-        outputs: Mapping[str, Output],
-        prepared: Path,
-        ranks: Dist,
-    ) -> TrainingData:
-        first = next(iter(inputs.values()))
-        if first.mode == "patch":
-            split: PreparedSplit | PatchSplit = PatchSplit(
-                prepared / "train", list(inputs), outputs, first.size, train.view_share
-            )
-            samples = train.patches_per_epoch or len(split)
-            what = f"{samples} patches of {'x'.join(map(str, first.size))} from {len(split)} {first.dimensions.rows}"
-        else:
-            split = PreparedSplit(prepared / "train", list(inputs), outputs)
-            samples, what = len(split), f"{len(split)} images"
-        steps = math.ceil(math.ceil(samples * (1 + train.num_augs) / ranks.world) / train.batch_size)
-        return cls(split=split, samples=samples, steps=steps, describe=f"{what} ({1 + train.num_augs}x per epoch)")
-
-    def loader(self, train: TrainConfig, order: torch.Generator, ranks: Dist, device: torch.device) -> DataLoader:
-        """Batches of this rank's share of an epoch, shuffled by `order` (a checkpoint keeps its state)."""
-        pin = device.type == "cuda"
-        if isinstance(self.split, PatchSplit):
-            batches = PatchBatches(
-                rows=self.split,
-                samples=self.samples,
-                batch_size=train.batch_size,
-                share=train.foreground,
-                generator=order,
-                num_augs=train.num_augs,
-                part=(ranks.rank, ranks.world),
-            )
-            return DataLoader(self.split, sampler=batches, batch_size=None, pin_memory=pin)
-        return make_loader(
-            self.split,
-            batch_size=train.batch_size,
-            shuffle=train.shuffle,
+def training_batches(
+    cfg: Config, folder: Path, ranks: Dist, order: torch.Generator, pin: bool
+) -> tuple[DataLoader, str]:
+    """Batches of this rank's share of an epoch of the training split, shuffled by `order` (a checkpoint keeps
+    its state): whole images, or patches at native resolution; and what train says it trains on."""
+    t, inputs, outputs = cfg.train, list(cfg.inputs), cfg.outputs.trained
+    first, repeats = next(iter(cfg.inputs.values())), f"({1 + t.num_augs}x per epoch)"
+    if first.mode != "patch":
+        split = PreparedSplit(folder, inputs, outputs)
+        loader = make_loader(
+            split,
+            batch_size=t.batch_size,
+            shuffle=t.shuffle,
             generator=order,
-            num_augs=train.num_augs,
+            num_augs=t.num_augs,
             rank=ranks.rank,
             world=ranks.world,
             pin_memory=pin,
         )
+        return loader, f"{len(split)} images {repeats}"
+    patches = PatchSplit(folder, inputs, outputs, first.size, t.view_share)
+    samples = t.patches_per_epoch or len(patches)  # per epoch, before augmented repeats
+    batches = PatchBatches(
+        rows=patches,
+        samples=samples,
+        batch_size=t.batch_size,
+        share=t.foreground,
+        generator=order,
+        num_augs=t.num_augs,
+        part=(ranks.rank, ranks.world),
+    )
+    what = f"{samples} patches of {'x'.join(map(str, first.size))} from {len(patches)} {first.dimensions.rows}"
+    return DataLoader(patches, sampler=batches, batch_size=None, pin_memory=pin), f"{what} {repeats}"
 
 
 def make_session(
-    train: TrainConfig, augment: AugmentConfig, args: dict, device: torch.device, steps_per_epoch: int, amp
+    cfg: Config, args: dict, device: torch.device, steps_per_epoch: int, amp, order: torch.Generator
 ) -> Session:
     """The network `args` describes (model_args), on the device, with its optimiser, schedule and the rest."""
-    t, es = train, train.early_stopping
+    t, es = cfg.train, cfg.train.early_stopping
     model = MultiOutputNet.from_args(args)
     # channels-last runs the convolutions faster on CPU (oneDNN) and on CUDA tensor cores
     model = model.to(device, memory_format=SPATIAL[model.shape.dims].memory_format)  # type: ignore[call-overload]
@@ -138,8 +116,8 @@ def make_session(
         schedule=schedule,
         early=EarlyStopping(es.mode, es.patience, es.smoothing),
         scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
-        order=torch.Generator().manual_seed(t.seed),
-        augmenter=Augmenter(augment, seed=t.seed + 1),
+        order=order,
+        augmenter=Augmenter(cfg.augment, seed=t.seed + 1),
     )
 
 
@@ -218,14 +196,15 @@ def start(cfg: Config, where: Places | Path | None, ranks: Dist, device: torch.d
     encoder = weights_source(cfg.model.weights)  # model.weights: a file's {path, sha256}, or the word
     seed_everything(t.seed)
     trained = cfg.outputs.trained  # the outputs with heads; the model file describes them all
-    data = TrainingData.build(t, cfg.inputs, trained, prepared, ranks)
+    order = torch.Generator().manual_seed(t.seed)  # the shuffling's
+    loader, what = training_batches(cfg, prepared / "train", ranks, order, pin=device.type == "cuda")
     stats = None  # pretrained weights bring the normalisation they were trained with
     if cfg.model.weights != NONE:
         stats = pretrained_normalisation(cfg.model.encoder, [s.channels for s in cfg.inputs.values()])
     args = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest, cuda=device.type == "cuda")
     meta = {**model_meta(cfg.inputs, cfg.outputs, manifest, stats), "encoder_weights": encoder}
     model_file = ModelFile.from_meta(meta)
-    session = make_session(t, cfg.augment, args, device, data.steps, amp)
+    session = make_session(cfg, args, device, len(loader), amp, order)
     placement = Placement(device=device, stats=model_file.normalisation(device), amp=amp)
     step = Step(
         session=session,
@@ -247,7 +226,7 @@ def start(cfg: Config, where: Places | Path | None, ranks: Dist, device: torch.d
             ranks=ranks,
             sampled=Sampled(count=t.val_patches, foreground=t.foreground, seed=t.seed),
         ),
-        loader=data.loader(t, session.order, ranks, device),
+        loader=loader,
         places=places,
         meta=meta,
         source=source,
@@ -258,11 +237,11 @@ def start(cfg: Config, where: Places | Path | None, ranks: Dist, device: torch.d
         load_encoder_weights(cfg.model, session.model, run.say)
         if source is not None:
             run.say(initialise(session.model, source).summary())
-    say_what(run, data, len(PreparedSplit(prepared / "val", list(cfg.inputs), trained)), t.val_patches)
+    say_what(run, what, len(PreparedSplit(prepared / "val", list(cfg.inputs), trained)), t.val_patches)
     return run, first
 
 
-def say_what(run: Run, data: TrainingData, n_val: int, val_patches: int) -> None:
+def say_what(run: Run, what: str, n_val: int, val_patches: int) -> None:
     """One line: what the run trains and validates on, and where."""
     place, ranks = run.step.placement, run.ranks
     processes = f", {ranks.world} processes" if ranks.enabled else ""
@@ -270,7 +249,7 @@ def say_what(run: Run, data: TrainingData, n_val: int, val_patches: int) -> None
     if isinstance(run.validate, SampledValidation):
         val += f" ({val_patches} patches per validation; the whole images for the saved model)"
     amp = f" with {place.amp}" if place.amp else ""
-    run.say(f"train: {data.describe}, {val}, on {place.device}{amp}{processes}")
+    run.say(f"train: {what}, {val}, on {place.device}{amp}{processes}")
 
 
 def fit(cfg: Config, where: Places | Path | None = None) -> None:
