@@ -56,8 +56,8 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
     return Dist(rank, world), device
 
 
-def teardown(d: Dist) -> None:
-    if d.enabled and dist.is_initialized():
+def teardown() -> None:
+    if dist.is_initialized():
         dist.barrier()  # rank 0 may still be writing the model file
         dist.destroy_process_group()
 

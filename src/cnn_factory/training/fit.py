@@ -281,7 +281,7 @@ def fit(cfg: Config, where: Places | Path | None = None) -> None:
             log.log_metric(f"best/{key}", value, plot=False)
     save_best(run, es, best)
     del run, live  # DDP's reducer must go before its process group, or gloo aborts at exit
-    teardown(ranks)
+    teardown()
 
 
 def freeze_encoder(run: Run, frozen_epochs: int, epoch: int) -> None:
