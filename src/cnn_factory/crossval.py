@@ -7,7 +7,7 @@ Reads each fold's per-image table (`eval/folds/<k>/per_image.csv`, as evaluate w
 computes each output's figures from the tables put together, with the bootstrap interval over
 images (with data.split.group, over groups) of each headline one, by the same functions as
 evaluate (`Scorer.summarise`, scores/bootstrap.py); each fold's figures from its own table beside
-them. Writes under `out`:
+them. Writes under `folder`:
 
     figures.json     {"out_of_fold": {output: {figure: value, <figure>_ci_low, _ci_high}},
                       "folds": {k: {output: {figure: value}}}, "images": {k: count}}
@@ -39,9 +39,7 @@ def read_table(path: Path) -> Table:
         text = path.read_text()
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run `dvc repro folds/dvc.yaml` (each fold's evaluate writes it)") from None
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, [])
-    rows = list(reader)
+    header, *rows = list(csv.reader(io.StringIO(text))) or [[]]
     return {name: [row[i] if i < len(row) else "" for row in rows] for i, name in enumerate(header)}
 
 

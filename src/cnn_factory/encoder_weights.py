@@ -6,9 +6,7 @@
 
 `pretrained` is timm's default source (the Hugging Face hub, or its cache when offline); a path
 is a `.pth`/`.safetensors` file of the model's state dict, read by timm (`pretrained_cfg_overlay`).
-timm adapts the first convolution to other channel counts: summed over RGB for one channel,
-cycled (and scaled by 3/N) for more. Only the start of training reads weights; a model file holds
-them all and is loaded without the network or the file.
+Only the start of training reads weights (docs/encoders.md); a model file holds them all.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import hashlib
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -37,9 +34,7 @@ def pretrained_state(name: str, in_channels: int, weights: str) -> tuple[dict[st
             f"{KEY}: {weights}: no such file; give a .pth or .safetensors file of {name}'s weights, "
             "pretrained (timm's download or cache) or none"
         )
-    options: dict[str, Any] = {"pretrained": True}
-    if weights != PRETRAINED:
-        options["pretrained_cfg_overlay"] = {"file": str(weights)}
+    overlay = {} if weights == PRETRAINED else {"pretrained_cfg_overlay": {"file": str(weights)}}
     adapted = _Adaptations()
     logger = logging.getLogger("timm.models._builder")
     level = logger.level
@@ -47,7 +42,7 @@ def pretrained_state(name: str, in_channels: int, weights: str) -> tuple[dict[st
     logger.setLevel(logging.INFO)  # timm says so at INFO
     try:
         with torch.random.fork_rng():  # the weights replace the random ones: the run's random stream is unchanged
-            body = create(name, in_channels, **options)
+            body = create(name, in_channels, pretrained=True, **overlay)
     except UserError:
         raise
     except Exception as err:  # timm and the hub raise many types: the first line says what happened
@@ -94,8 +89,8 @@ def _failure(name: str, weights: str, err: Exception) -> str:
     """One line for a weights source that could not be loaded: which tensors do not fit, or why."""
     text = str(err)
     if weights != PRETRAINED:
-        missing = re.findall(r'"([^"]+)"', text.split("Unexpected key(s)")[0].split("size mismatch")[0])
-        unexpected = re.findall(r'"([^"]+)"', text.split("Unexpected key(s)")[1]) if "Unexpected key(s)" in text else []
+        missing = re.findall(r'"([^"]+)"', text.partition("Unexpected key(s)")[0].partition("size mismatch")[0])
+        unexpected = re.findall(r'"([^"]+)"', text.partition("Unexpected key(s)")[2])
         shapes = re.findall(
             r"size mismatch for (\S+): copying a param with shape torch.Size\((\[.*?\])\) from "
             r"checkpoint, the shape in current model is torch.Size\((\[.*?\])\)",

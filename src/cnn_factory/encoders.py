@@ -123,13 +123,3 @@ class TimmEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = list(self.body(x))  # [(B, channels[i], H / strides[i], W / strides[i])]
         return [f.permute(0, 3, 1, 2) for f in features] if self.channels_last else features
-
-
-def strides_error(name: str, size: tuple[int, ...] | list[int], largest: int, where: str) -> str:
-    """The one line saying a size does not fit an encoder's largest stride, or '' when it does."""
-    if size[0] % largest == 0 and size[1] % largest == 0:
-        return ""
-    return (
-        f"params.yaml: {where}: {list(size)} must be divisible by {name}'s largest stride {largest} "
-        "(model.encoder); change the size or pick another encoder"
-    )

@@ -43,9 +43,7 @@ class UpBlock(nn.Module):
 
 
 class Lifting(NamedTuple):
-    """A strided stem's last decoder step: its stride per axis, and how it up-samples: "transpose"
-    (learned; what model files record since the strided stem's figures were measured with it),
-    or model.upsample's way for files from before."""
+    """A strided stem's last decoder step: its stride per axis, and how it up-samples (NetShape.lift)."""
 
     scale: list[int]
     upsample: str
@@ -53,9 +51,8 @@ class Lifting(NamedTuple):
 
 class Lift(nn.Module):
     """Up-sampling by `scale` per axis to `cout` channels, normalisation and ReLU: a strided stem's
-    last decoder step, without a convolution at the full resolution. Learned ("transpose"), each
-    full-resolution voxel of a coarse one gets its own weights; interpolated ("bilinear", +1x1
-    convolution), the mask's edges can only be as sharp as the half-resolution map's."""
+    last decoder step. Learned ("transpose"), each full-resolution voxel of a coarse one gets its
+    own weights; interpolated (+1x1 convolution), edges are as sharp as the half-resolution map's."""
 
     def __init__(self, cin: int, cout: int, norm: str, upsample: str, scale: list[int]):
         super().__init__()
@@ -73,16 +70,15 @@ class Lift(nn.Module):
 
 
 class UNetDecoder(nn.Module):
-    """Upsamples from the deepest feature back to full resolution, one UpBlock per level;
-    returns (B, H, W) mask logits, or with `classes` (B, classes, H, W) logits of a class per pixel,
+    """Upsamples from the deepest feature back to full resolution, one UpBlock per level; returns
+    (B, H, W) mask logits, or with `classes` (B, classes, H, W) logits of a class per pixel,
     resized to `size` when that differs from the input's.
 
     `stride` > 1: the shallowest feature is that much smaller than the input (a timm encoder's 2 or
     4); as segmentation_models_pytorch does, further UpBlocks without a feature to join (halving
-    the channels, 16 at least) bring the masks to full resolution. `lift` (the UNet's strided stem:
-    its stride per axis): as MONAI's UNet does, one up-sampling by it to half the channels,
-    normalised, and the logits from it, with no convolution at full resolution (where it would
-    cost most of a step)."""
+    the channels, 16 at least) bring the masks to full resolution. `lift` (the UNet's strided
+    stem): as MONAI's UNet does, one Lift to half the channels and the logits from it, with no
+    convolution at full resolution (where it would cost most of a step)."""
 
     def __init__(
         self,

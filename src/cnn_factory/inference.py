@@ -5,13 +5,11 @@
     probs = predict_tiled(model, v, (32, 64, 64), 0.5, False, 2, outputs)     # v (1, C, D, H, W), any size
     mask = upsample(probs["round"][0], (1024, 768)) > 0.5                      # back to the label map's size
 
-Probabilities, not logits: sigmoid masks, softmax class masks and classes, numbers as they are.
-An `Ensemble` of several networks of one model (the folds of a cross-validation) is run member by
-member, each on the input as its own normalisation makes it, and their probabilities averaged
-(nnU-Net's rule) before any threshold.
-Predict, evaluate and patch-mode validation all go through these, so the figures evaluate reports
-are what predict writes. Images and volumes share every function: the spatial dimensions are the
-input's after batch and channels (2 or 3), and a window is a tuple of as many sizes.
+Probabilities, not logits: sigmoid masks, softmax class masks and classes, numbers as they are; an
+`Ensemble`'s averaged over its members (nnU-Net's rule) before any threshold. Predict, evaluate and
+patch-mode validation all go through these, so the figures evaluate reports are what predict writes.
+Images and volumes share every function: the spatial dimensions are the input's after batch and
+channels (2 or 3), and a window is a tuple of as many sizes.
 """
 
 from __future__ import annotations
@@ -23,10 +21,10 @@ from types import EllipsisType
 import torch
 import torch.nn.functional as F
 
+from cnn_factory.layers import SPATIAL
 from cnn_factory.outputs import Output
 
 Index = tuple[EllipsisType | slice, ...]  # a window's place: `...` for batch and channels, a slice per spatial axis
-INTERPOLATION = {1: "linear", 2: "bilinear", 3: "trilinear"}  # upsample's mode by spatial dimensions
 
 
 def flips(spatial_dims: int) -> list[tuple[int, ...]]:
@@ -37,11 +35,11 @@ def flips(spatial_dims: int) -> list[tuple[int, ...]]:
 
 
 class Ensemble(torch.nn.Module):
-    """Networks of one model, e.g. the folds of a cross-validation, predicting as one.
+    """Networks of one model, e.g. the folds of a cross-validation, predicting as one (`predict_batch`).
 
     Its input is normalised with the first member's per-channel mean and std; `shifts[k]` maps
     that to member k's own normalisation (scale, offset per channel), or is None where the two
-    are the same. `predict_batch` averages the members' probabilities."""
+    are the same."""
 
     def __init__(self, members: list[torch.nn.Module], shifts: list[tuple[torch.Tensor, torch.Tensor] | None]):
         super().__init__()
@@ -59,8 +57,7 @@ def predict_batch(model, x: torch.Tensor, tta: bool, outputs: dict[str, Output])
     masks, softmax (B, K) classes, (B,) numbers; x is (B, C, H, W) or (B, C, D, H, W).
 
     With tta the input and its flips along every combination of spatial axes are averaged, each
-    mask flipped back first. An Ensemble's members are each run so, then averaged.
-    """
+    mask flipped back first. An Ensemble's members are each run so, then averaged."""
     if isinstance(model, Ensemble):
         each = [predict_batch(m, model.member_input(k, x), tta, outputs) for k, m in enumerate(model.members)]
         return {name: torch.stack([p[name] for p in each]).sum(0) / len(each) for name in each[0]}
@@ -87,12 +84,8 @@ def window_starts(length: int, window: int, overlap: float) -> list[int]:
 def gaussian_weights(window: tuple[int, ...]) -> torch.Tensor:
     """(*window) importance of each window pixel or voxel: centres count most, edges least (as nnU-Net
     blends), sigma 1/8 of the window along each axis."""
-    axes = []
-    for axis, size in enumerate(window):
-        offsets = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-        shape = [-1 if a == axis else 1 for a in range(len(window))]  # broadcast along the other axes
-        axes.append((-(offsets**2) / (2 * (size / 8) ** 2)).reshape(shape))
-    exponent = functools.reduce(torch.add, axes)
+    offsets = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) - (n - 1) / 2 for n in window), indexing="ij")
+    exponent = functools.reduce(torch.add, [-(o**2) / (2 * (n / 8) ** 2) for o, n in zip(offsets, window)])
     return torch.exp(exponent).clamp(min=1e-3)  # every pixel keeps some weight, so no covered pixel divides by 0
 
 
@@ -111,8 +104,7 @@ def predict_tiled(
 
     Windows of the model's input size overlap by `overlap` along every axis; mask probabilities
     are blended with Gaussian weights into (*spatial) maps ((K + 1, *spatial) for a class mask,
-    channel by channel), category and numeric outputs averaged over windows.
-    """
+    channel by channel), category and numeric outputs averaged over windows."""
     dims = len(window)
     if x.ndim != dims + 2:
         raise ValueError(f"a {dims}-D window over an input of shape {tuple(x.shape)}; expected {dims} spatial axes")
@@ -140,13 +132,9 @@ def predict_tiled(
                     total[box] += mask * weight
                 else:
                     sums[name] = sums.get(name, 0) + p[k] / len(boxes)
-    result = {}
     unpadded: Index = (..., *(slice(0, size) for size in shape))
-    for name, value in sums.items():
-        if outputs[name].spatial:
-            value = (value / coverage)[unpadded]
-        result[name] = value[None]  # batch of one, as predict_batch returns
-    return result
+    blended = {n: (v / coverage)[unpadded] if outputs[n].spatial else v for n, v in sums.items()}
+    return {n: v[None] for n, v in blended.items()}  # a batch of one, as predict_batch returns
 
 
 def upsample(prob: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
@@ -156,5 +144,5 @@ def upsample(prob: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     if tuple(prob.shape[-dims:]) == tuple(size):
         return prob
     maps = prob.reshape(1, -1, *prob.shape[-dims:]).float()  # (1, C, *spatial)
-    resized = F.interpolate(maps, size=tuple(size), mode=INTERPOLATION[dims], align_corners=False)
+    resized = F.interpolate(maps, size=tuple(size), mode=SPATIAL[dims].interpolation, align_corners=False)
     return resized.reshape(*prob.shape[:-dims], *size)

@@ -7,7 +7,7 @@ dimensions) and volumes (3): `SPATIAL[dims]` is the one place that picks torch's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -66,9 +66,8 @@ def conv_block(
     """Two 3x3 (or 3x3x3) convolutions, each followed by normalisation and ReLU; `stride` 2 (or 2
     along some axes): the first one halves every side (those sides)."""
     bias, conv = norm == "none", SPATIAL[dims].conv
-    step: Any = stride  # torch types a tuple by its length
     layers: list[nn.Module] = [
-        conv(cin, cout, 3, stride=step, padding=1, bias=bias),
+        conv(cin, cout, 3, stride=cast(Any, stride), padding=1, bias=bias),  # torch types a tuple by its length
         norm_layer(norm, cout, dims),
         nn.ReLU(inplace=True),
         conv(cout, cout, 3, padding=1, bias=bias),

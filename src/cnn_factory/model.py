@@ -33,11 +33,10 @@ FORMAT = "cnn-factory/2"  # /2: one `heads` dict, built by the output kinds
 
 
 class Encoder(nn.Module):
-    """UNet encoder: returns the features of every level, shallowest first (of images, or of
-    volumes with dims 3). `stem`: the first convolution's stride per spatial axis (see
-    `stem_strides`); 1 everywhere is the classic UNet, 2 runs every level at half the resolution
-    along that axis (MONAI's UNet starts so: for volumes, the full-resolution level is most of a
-    step's cost)."""
+    """UNet encoder: the features of every level, shallowest first (of images, or of volumes with
+    dims 3). `stem` (`stem_strides`): 1 everywhere is the classic UNet, 2 runs every level at half
+    the resolution along that axis (as MONAI's UNet: for volumes, the full-resolution level is
+    most of a step's cost)."""
 
     def __init__(
         self, in_channels: int, channels: list[int], norm: str, dropout: float, dims: int = 2, stem: str | list = "full"
@@ -46,8 +45,7 @@ class Encoder(nn.Module):
         self.channels, self.stem = channels, stem_strides(stem, dims)
         self.levels = nn.ModuleList([conv_block(in_channels, channels[0], norm, dims=dims, stride=tuple(self.stem))])
         for cin, cout in zip(channels, channels[1:]):
-            pool = SPATIAL[dims].max_pool(2)
-            self.levels.append(nn.Sequential(pool, conv_block(cin, cout, norm, dropout, dims)))
+            self.levels.append(nn.Sequential(SPATIAL[dims].max_pool(2), conv_block(cin, cout, norm, dropout, dims)))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
@@ -136,15 +134,12 @@ class NetShape:
 
     encoder: "unet" (depth, filters and dropout shape it) or a timm model's name (its own levels,
     with random weights: training loads model.weights into it, a model file its trained ones).
-    stem: the UNet's first level, "full" (at the input's resolution), "strided" (at half of it; the
-    decoders' last up-sampling then has no convolution at full resolution) or its stride per axis
-    (`stem_strides`: what model_args records for a strided stem). lift: how a strided stem's last
-    decoder step up-samples, "transpose" (learned, whatever model.upsample says: interpolated, a
-    small structure's edges stay as coarse as the half-resolution map, and at params.yaml's
-    defaults the tumour dice of benchmarks/volumes.py fell from 0.97 to 0.87) or "upsample"
-    (model.upsample's way). Files without `dims` are of images, files without `stem` have a full
-    one, files without `lift` up-sample model.upsample's way.
-    """
+    stem: "full", "strided" (docs/params.md) or, as model_args records a strided one, its stride
+    per axis (`stem_strides`). lift: how a strided stem's last decoder step up-samples,
+    "transpose" (learned, whatever model.upsample says: interpolated, a small structure's edges
+    stay as coarse as the half-resolution map; at params.yaml's defaults the tumour dice of
+    benchmarks/volumes.py fell from 0.97 to 0.87) or "upsample" (model.upsample's way, as files
+    without `lift` do). Files without `dims` are of images, files without `stem` have a full one."""
 
     in_channels: int
     depth: int
@@ -181,8 +176,7 @@ class MultiOutputNet(nn.Module):
     """A shared encoder (as `shape` says) and one head per output, each built by its output kind.
 
     outputs: {name: head arguments} as `Output.head_args()` gives them, e.g.
-    {"round": {"type": "segmentation", "size": [64, 64]}, "area": {"type": "numeric", "mean": 3.2, "std": 1.1}}.
-    """
+    {"round": {"type": "segmentation", "size": [64, 64]}, "area": {"type": "numeric", "mean": 3.2, "std": 1.1}}."""
 
     def __init__(self, shape: NetShape, outputs: dict[str, dict[str, Any]]):
         super().__init__()
@@ -273,7 +267,6 @@ def model_args(
         filters=model.filters,
         encoder=model.encoder,
         dims=len(sizes[0]),
-        # a strided stem's stride per axis (a volume's coarse axis keeps its resolution)
         stem=resolve_stem(model.stem, sizes, model.depth, manifest.get("spacing"), cuda) if not model.timm else "full",
         lift="transpose",
         blocks=Blocks(
@@ -348,8 +341,7 @@ class InputInfo:
 @dataclass(frozen=True)
 class ModelFile:
     """A model file's metadata as typed objects: the one place that reads the metadata dict
-    (`from_meta`), so predict, evaluate, export and the command line never parse it by hand.
-    Files of this format written by earlier versions lack `init_from` (None here)."""
+    (`from_meta`), so predict, evaluate, export and the command line never parse it by hand."""
 
     inputs: dict[str, InputInfo]
     outputs: Outputs
@@ -357,7 +349,7 @@ class ModelFile:
     median_size: tuple[int, ...]  # the training images' own median size, zeros when unknown
     epoch: int | None = None
     val: dict[str, float] | None = None
-    init_from: dict[str, str] | None = None
+    init_from: dict[str, str] | None = None  # also None in files from before it was recorded
     # volumes without a window: the percentiles of a scan mapped to 0..255 (config.py's
     # PERCENTILES); files from before the maximum was the top lack them and read as they trained
     percentiles: tuple[float, float] = BEFORE_MAXIMUM
@@ -448,10 +440,9 @@ def read_model_file(path: str | Path, device: str | torch.device = "cpu") -> dic
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MultiOutputNet, dict]:
-    """Loads a model file safely (weights_only); returns the model in eval mode and its metadata.
-
-    The metadata holds `init_from` ({"path", "sha256"} of the model file the training started from,
-    or None); files written before it was recorded lack the key."""
+    """Loads a model file safely (weights_only); returns the model in eval mode and its metadata,
+    with `init_from` ({"path", "sha256"} of the model file the training started from, or None;
+    files written before it was recorded lack the key)."""
     checkpoint = read_model_file(path, device)
     try:
         model = MultiOutputNet.from_args(checkpoint["model_args"]).to(device)

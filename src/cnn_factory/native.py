@@ -2,7 +2,8 @@
 predict gets. Patch-mode validation (training/validation.py) and evaluate (evaluate.py) both
 consume it, so the masks they score are the same masks.
 
-    for batch in predict_split(model, model_file, outputs, PREPARED / "val", batch_size=16, device=device):
+    split = SplitPass(model_file, outputs, PREPARED / "val")   # the split's arrays, opened once
+    for batch in predict_split(model, model_file, outputs, split, batch_size=16, device=device):
         batch.logits       # {output: logits} of the whole images at the input size (see `SplitBatch`)
         batch.images[k]    # per image: each mask's probabilities at its label map's size, with the truth
 
@@ -11,8 +12,7 @@ whole image at the input size, in patch mode sliding windows over the image at `
 times its size, Gaussian-blended; its probabilities are brought to the label map's own size
 (bilinear), where its kind makes it a mask (`predicted_mask`). Image-level outputs (category,
 numeric) are predicted from the whole image resized to the input size. An `Ensemble` of several
-model files of one model (`load_models`) is run the same way, its members' probabilities averaged
-before any threshold.
+model files of one model (`load_models`) is run the same way (inference.py).
 """
 
 from __future__ import annotations
@@ -87,13 +87,13 @@ def predict_split(
     model: Network,
     model_file: ModelFile,
     outputs: Mapping[str, Output],
-    folder: Path | SplitPass,
+    split: SplitPass,
     batch_size: int,
     device: torch.device,
 ) -> Iterator[SplitBatch]:
-    """Runs the model over every image of a prepared split once, a batch at a time."""
+    """Runs the model over every image of a prepared split once, a batch at a time (`split`: its
+    SplitPass of `model_file` and `outputs`)."""
     model.eval()
-    split = folder if isinstance(folder, SplitPass) else SplitPass(model_file, outputs, folder)
     stats = model_file.normalisation(device)
     row = split.rows.start
     for x_raw, targets, _ in rows_loader(split.split, split.rows, batch_size):
@@ -112,16 +112,13 @@ def predict_split(
                 native, _ = to_device(raw[None], {}, device, *stats)  # sliding windows over it, blended
                 window_probs = predict_tiled(model, native, split.window, OVERLAP, False, batch_size, dict(outputs))
                 image.picture = raw
-                for n in split.spatial:
-                    mask = torch.from_numpy(split.native_masks[n][row].copy()).to(device)
-                    image.windows[n] = (window_probs[n][0], mask)
-                    # the picture: the blended mask at the picture's size
-                    at = tuple(logits[n].shape[-len(split.window) :])
-                    logits[n][k] = split.spatial[n].to_logits(upsample(window_probs[n][0], at))
             for n in split.spatial:
                 truth = torch.from_numpy(split.truths[n][row].copy()).to(device)
                 if split.patch:
-                    prob = image.windows[n][0]
+                    prob = window_probs[n][0]
+                    image.windows[n] = (prob, torch.from_numpy(split.native_masks[n][row].copy()).to(device))
+                    at = tuple(logits[n].shape[-len(split.window) :])  # the picture: the blended mask at its size
+                    logits[n][k] = split.spatial[n].to_logits(upsample(prob, at))
                 else:
                     prob = probs[n][k] if probs else outputs[n].probabilities(logits[n][k : k + 1])[0]
                 image.probabilities[n] = upsample(prob, tuple(int(s) for s in truth.shape))

@@ -3,15 +3,13 @@
     checkpoints/<model.name>.ckpt      written atomically after every epoch
     checkpoints/<model.name>.dvclive/  dvclive/ as it was then (DVC deletes dvclive/ before a run)
 
-checkpoints/ is git-ignored and no output of any stage: DVC neither deletes it before a run nor
-caches it, so the train stage's outputs need no `persist` and DVC's run-cache restores them when
-params return to values that already ran.
+checkpoints/ is git-ignored and no output of any stage, so that the train stage's outputs need no
+`persist` (docs/checkpoints-and-sweeps.md: DVC's run-cache then restores them).
 
-A checkpoint holds the model, optimiser, schedule, early-stopping state, the best weights so
-far, the epoch, and every random generator's state. It is keyed by a hash of the params, the
-prepared data it was trained on and the bytes of the `train.init_from` file, if any; a
-checkpoint of other params, data or starting weights, or of a finished run, is ignored, so
-`dvc exp run -S ...` never continues someone else's run.
+A checkpoint holds the epoch and the Session (model, optimiser, schedule, early stopping, the
+best weights so far, every random generator), under a key (`params_key`): a checkpoint of other
+params, data or starting weights, or of a finished run, is ignored, so `dvc exp run -S ...` never
+continues someone else's run.
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ from cnn_factory.training.optim import EarlyStopping, Schedule
 
 FORMAT = "cnn-factory-checkpoint/1"
 FOLDER = Path("checkpoints")
+PARTS = ("model", "optimizer", "schedule", "early", "scaler")  # a Session's parts with their own state_dict
 
 
 def rng_state(*generators: torch.Generator) -> dict:
@@ -78,17 +77,12 @@ def load_checkpoint(path: Path, key: str) -> dict | None:
     return state
 
 
-def params_key(
-    cfg: Config, manifest: dict, init: dict | None = None, encoder: dict | None = None, stem: Any = None
-) -> str:
-    """A hash of what decides the run's result (the training params and the prepared data's manifest);
-    a checkpoint of another key is not resumed.
-
-    `init` (init_from.init_source) adds the starting weights' sha256: a run is not continued from
-    a checkpoint that began from other bytes under the same `train.init_from` path; `encoder`
-    (encoder_weights.weights_source) does the same for a `model.weights` file; `stem`, what
-    `model.stem: auto` resolved to (it depends on the device, and both stems have the same weights'
-    shapes), keeps a CPU run's checkpoint from being resumed on CUDA with the other stem."""
+def params_key(cfg: Config, manifest: dict, init: dict | None, encoder: dict, stem: str | list[int]) -> str:
+    """A hash of what decides the run's result: the training params, the prepared data's manifest,
+    the starting weights' sha256 (`init`, init_from.init_source: other bytes under the same
+    `train.init_from` path; `encoder`, encoder_weights.weights_source: a `model.weights` file's),
+    and `stem`, what `model.stem: auto` resolved to (it depends on the device, and both stems have
+    the same weights' shapes: a CPU run's checkpoint is not resumed on CUDA with the other stem)."""
     params = cfg.model_dump(
         mode="json",
         include={"model", "train", "augment", "inputs", "outputs"},
@@ -98,7 +92,7 @@ def params_key(
         params["init_from"] = init
     if cfg.model.stem == "auto":
         params["stem"] = stem
-    if encoder is not None and "sha256" in encoder:
+    if "sha256" in encoder:
         params["encoder_weights"] = encoder
     text = json.dumps({"params": params, "manifest": manifest}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -146,11 +140,7 @@ class Session:
             "key": key,
             "epoch": epoch,
             "complete": False,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "early": self.early.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            **{part: getattr(self, part).state_dict() for part in PARTS},
             "best_state": self.history.best_state,
             "best_val": self.history.best_val,
             "reference": self.history.reference,
@@ -158,10 +148,7 @@ class Session:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.early.load_state_dict(state["early"])
-        self.scaler.load_state_dict(state["scaler"])
+        for part in PARTS:
+            getattr(self, part).load_state_dict(state[part])
         self.history = History(reference=state["reference"], best_state=state["best_state"], best_val=state["best_val"])
         set_rng_state(state["rng"], self.order, self.augmenter.generator)

@@ -3,12 +3,9 @@
     torchrun --nproc_per_node=2 -m stages.train            # one process per GPU (or CPU share)
     dvc exp run -S train.sync_batchnorm=true ...           # (with torchrun as the command) batch norm over all GPUs
 
-`cnn_factory.training.fit` calls `setup()` first. Without torchrun's environment (RANK, WORLD_SIZE,
-LOCAL_RANK) it returns a single-process `Dist` and nothing changes. With it, the process group
-is initialised (NCCL on CUDA, gloo on the CPU) and each process takes `cuda:<LOCAL_RANK>`.
-Rank 0 alone logs, writes checkpoints, pictures and the model; every rank validates its share of
-the val split and the sums are added up over the ranks (training/validation.py), so all get the
-same numbers and agree on the best epoch and on stopping.
+`cnn_factory.training.fit` calls `setup()` first (docs/scaling.md). Rank 0 alone logs, writes
+checkpoints, pictures and the model; every rank validates its share of the val split and the sums
+are added up over the ranks (training/validation.py), so all agree on the best epoch and on stopping.
 """
 
 from __future__ import annotations
@@ -41,7 +38,8 @@ SINGLE = Dist()  # a run without torchrun
 
 
 def setup(device: torch.device) -> tuple[Dist, torch.device]:
-    """Joins the process group when torchrun started us; returns the ranks and this process's device."""
+    """Joins the process group (NCCL on CUDA, each process on `cuda:<LOCAL_RANK>`; gloo on the CPU)
+    when torchrun started us; returns the ranks and this process's device (SINGLE and `device` else)."""
     names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # torchrun's environment
     if not all(k in os.environ for k in names):
         return SINGLE, device
@@ -58,15 +56,13 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
     return Dist(rank, world), device
 
 
-def teardown(d: Dist) -> None:
-    if d.enabled and dist.is_initialized():
+def teardown() -> None:
+    if dist.is_initialized():
         dist.barrier()  # rank 0 may still be writing the model file
         dist.destroy_process_group()
 
 
-def wrap(
-    model: torch.nn.Module, d: Dist, device: torch.device, sync_batchnorm: bool = False, unused: bool = False
-) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, d: Dist, device: torch.device, sync_batchnorm: bool, unused: bool) -> torch.nn.Module:
     """The model DDP trains (gradients averaged over ranks); the plain model is kept for saving.
     `unused`: some parameters get no gradient in some steps (a frozen encoder), which DDP must look for.
 

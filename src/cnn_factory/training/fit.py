@@ -1,17 +1,13 @@
 """A whole training run, as the train stage does it (stages/train.py calls `fit(cfg)`).
 
 Per epoch dvclive logs `train/<output>/loss`; per validated epoch (every `train.val_every` and
-the last) `val/<output>/loss` and the metrics per output (`val/<output>/dice`, `.../accuracy`,
-`.../mae`, ...) under dvclive/, and every `train.log_images_every` epochs a picture of validation
-predictions per segmentation output (a slider in DVC's viewers). The best validated epoch by
-`train.early_stopping.metric` is saved to models/<model.name>.pt with everything needed to use it
-(see cnn_factory/model.py). A timm encoder starts from `model.weights` (encoder_weights.py), is
-frozen for `train.freeze_encoder_epochs` and learns at `train.encoder_lr` x the rate (optim.py).
-With `train.init_from` the network starts from another model file's weights wherever names and
-shapes fit (see init_from.py). A checkpoint after every epoch lets an interrupted run continue
-where it stopped, with the same result (see checkpoint.py). Under torchrun the same code runs in
-N processes with DistributedDataParallel (see distributed.py): each rank trains on and validates
-its share of every epoch, rank 0 logs and saves.
+the last) `val/<output>/loss` and each output's metrics (`val/<output>/dice`, `.../mae`, ...), and
+every `train.log_images_every` epochs a picture of validation predictions per segmentation output
+(a slider in DVC's viewers). The best validated epoch by `train.early_stopping.metric` is saved to
+models/<model.name>.pt (model.py). Where the network starts (`model.weights`, `train.init_from`):
+init_from.py; the encoder's own rate and early stopping: optim.py; continuing an interrupted run
+with the same result: checkpoint.py; N processes under torchrun, each training on and validating
+its share of every epoch, rank 0 logging and saving: distributed.py.
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from cnn_factory.config import PREPARED, AugmentConfig, Config, InputSpec, TrainConfig
+from cnn_factory.config import PREPARED, Config, TrainConfig
 from cnn_factory.config import EarlyStopping as StoppingConfig
 from cnn_factory.data.augment import Augmenter
 from cnn_factory.data.dataset import PreparedSplit, make_loader, read_manifest
@@ -40,18 +36,12 @@ from cnn_factory.outputs import Output
 from cnn_factory.training.checkpoint import Checkpoint, Session, load_checkpoint, params_key, save_checkpoint
 from cnn_factory.training.distributed import Dist, NoLive, setup, sync_buffers, teardown, wrap
 from cnn_factory.training.init_from import check_encoder, init_source, initialise, load_encoder_weights
-from cnn_factory.training.live import AtomicLive, drop_unreadable, keep_copy, log_curves, restore_copy, trim_curves
+from cnn_factory.training.live import AtomicLive, keep_copy, log_curves, restore_copy, trim_curves
 from cnn_factory.training.loop import Placement, Step, autocast_dtype, seed_everything, train_one_epoch
 from cnn_factory.training.losses import Criterion
 from cnn_factory.training.optim import EarlyStopping, Schedule, make_optimizer, parameter_groups, relative_loss
 from cnn_factory.training.pictures import Gallery
-from cnn_factory.training.validation import (
-    NativeValidation,
-    ResizedValidation,
-    Sampled,
-    SampledValidation,
-    make_validation,
-)
+from cnn_factory.training.validation import Sampled, SampledValidation, Validation, make_validation
 
 SHOWN = 4  # validation images in each picture logged every train.log_images_every epochs
 
@@ -72,76 +62,47 @@ class Places:
         where = fold_places(fold)
         return cls(prepared=where.prepared, model=where.model, live=where.live, checkpoint=where.checkpoint)
 
-    @classmethod
-    def at(cls, cfg: Config, where: Places | Path | None) -> Places:
-        """`where` itself, or the train stage's places with `where` as the prepared folder."""
-        if isinstance(where, Places):
-            return where
-        return replace(cls.of(cfg), prepared=where) if where is not None else cls.of(cfg)
 
-
-@dataclass(kw_only=True)
-class TrainingData:
-    """The training split and how an epoch samples it: whole images, or patches at native resolution."""
-
-    split: PreparedSplit | PatchSplit
-    samples: int  # per epoch, before augmented repeats
-    steps: int  # batches per epoch on this rank
-    describe: str  # what train says it trains on
-
-    @classmethod
-    def build(
-        cls,
-        train: TrainConfig,
-        inputs: Mapping[str, InputSpec],
-        outputs: Mapping[str, Output],
-        prepared: Path,
-        ranks: Dist,
-    ) -> TrainingData:
-        first = next(iter(inputs.values()))
-        if first.mode == "patch":
-            split: PreparedSplit | PatchSplit = PatchSplit(
-                prepared / "train", list(inputs), outputs, first.size, train.view_share
-            )
-            samples = train.patches_per_epoch or len(split)
-            what = f"{samples} patches of {'x'.join(map(str, first.size))} from {len(split)} {first.dimensions.rows}"
-        else:
-            split = PreparedSplit(prepared / "train", list(inputs), outputs)
-            samples, what = len(split), f"{len(split)} images"
-        steps = math.ceil(math.ceil(samples * (1 + train.num_augs) / ranks.world) / train.batch_size)
-        return cls(split=split, samples=samples, steps=steps, describe=f"{what} ({1 + train.num_augs}x per epoch)")
-
-    def loader(self, train: TrainConfig, order: torch.Generator, ranks: Dist, device: torch.device) -> DataLoader:
-        """Batches of this rank's share of an epoch, shuffled by `order` (a checkpoint keeps its state)."""
-        pin = device.type == "cuda"
-        if isinstance(self.split, PatchSplit):
-            batches = PatchBatches(
-                rows=self.split,
-                samples=self.samples,
-                batch_size=train.batch_size,
-                share=train.foreground,
-                generator=order,
-                num_augs=train.num_augs,
-                part=(ranks.rank, ranks.world),
-            )
-            return DataLoader(self.split, sampler=batches, batch_size=None, pin_memory=pin)
-        return make_loader(
-            self.split,
-            batch_size=train.batch_size,
-            shuffle=train.shuffle,
+def training_batches(
+    cfg: Config, folder: Path, ranks: Dist, order: torch.Generator, pin: bool
+) -> tuple[DataLoader, str]:
+    """Batches of this rank's share of an epoch of the training split, shuffled by `order` (a checkpoint keeps
+    its state): whole images, or patches at native resolution; and what train says it trains on."""
+    t, inputs, outputs = cfg.train, list(cfg.inputs), cfg.outputs.trained
+    first, repeats = next(iter(cfg.inputs.values())), f"({1 + t.num_augs}x per epoch)"
+    if first.mode != "patch":
+        split = PreparedSplit(folder, inputs, outputs)
+        loader = make_loader(
+            split,
+            batch_size=t.batch_size,
+            shuffle=t.shuffle,
             generator=order,
-            num_augs=train.num_augs,
+            num_augs=t.num_augs,
             rank=ranks.rank,
             world=ranks.world,
             pin_memory=pin,
         )
+        return loader, f"{len(split)} images {repeats}"
+    patches = PatchSplit(folder, inputs, outputs, first.size, t.view_share)
+    samples = t.patches_per_epoch or len(patches)  # per epoch, before augmented repeats
+    batches = PatchBatches(
+        rows=patches,
+        samples=samples,
+        batch_size=t.batch_size,
+        share=t.foreground,
+        generator=order,
+        num_augs=t.num_augs,
+        part=(ranks.rank, ranks.world),
+    )
+    what = f"{samples} patches of {'x'.join(map(str, first.size))} from {len(patches)} {first.dimensions.rows}"
+    return DataLoader(patches, sampler=batches, batch_size=None, pin_memory=pin), f"{what} {repeats}"
 
 
 def make_session(
-    train: TrainConfig, augment: AugmentConfig, args: dict, device: torch.device, steps_per_epoch: int, amp
+    cfg: Config, args: dict, device: torch.device, steps_per_epoch: int, amp, order: torch.Generator
 ) -> Session:
     """The network `args` describes (model_args), on the device, with its optimiser, schedule and the rest."""
-    t, es = train, train.early_stopping
+    t, es = cfg.train, cfg.train.early_stopping
     model = MultiOutputNet.from_args(args)
     # channels-last runs the convolutions faster on CPU (oneDNN) and on CUDA tensor cores
     model = model.to(device, memory_format=SPATIAL[model.shape.dims].memory_format)  # type: ignore[call-overload]
@@ -155,8 +116,8 @@ def make_session(
         schedule=schedule,
         early=EarlyStopping(es.mode, es.patience, es.smoothing),
         scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
-        order=torch.Generator().manual_seed(t.seed),
-        augmenter=Augmenter(augment, seed=t.seed + 1),
+        order=order,
+        augmenter=Augmenter(cfg.augment, seed=t.seed + 1),
     )
 
 
@@ -165,8 +126,7 @@ class Run:
     """The parts of a training run, built once by `start`."""
 
     step: Step  # holds the session (what a checkpoint saves; session.model is what gets saved) and the ranks
-    validate: ResizedValidation | NativeValidation | SampledValidation
-    whole: NativeValidation | None  # patch mode's saved model, on the whole validation images
+    validate: Validation
     loader: DataLoader
     places: Places  # where the best epoch goes (model.path, a fold's own) and dvclive's folder
     meta: dict  # the model file's metadata
@@ -199,7 +159,6 @@ def resume(run: Run) -> int:
     run.session.load_state_dict(state)
     if run.ranks.main:  # dvc repro deleted dvclive/ before running: its curves and pictures come back
         restore_copy(run.checkpoint.live_copy, run.places.live)
-        drop_unreadable(run.places.live / "metrics.json")
         trim_curves(run.places.live, steps=state["epoch"])  # dvclive's step = epoch - 1
     run.say(f"train: resuming after epoch {state['epoch']} from {path}")
     return state["epoch"] + 1
@@ -224,11 +183,10 @@ def log_epoch(
 
 
 def start(cfg: Config, where: Places | Path | None, ranks: Dist, device: torch.device) -> tuple[Run, int]:
-    """Builds the run's data, model, optimiser, step and validation; resumes from its checkpoint or
-    starts from train.init_from's weights; says what it trains on. Returns the run and its first epoch.
-    `where`: the run's places, or a prepared folder (the train stage's places otherwise)."""
+    """Builds the run's data, model, optimiser, step and validation (at `where`, as fit's); resumes it from its
+    checkpoint or starts it from train.init_from's weights; says what it trains on. Returns it and its first epoch."""
     check_encoder(cfg.model, cfg.inputs)
-    places = Places.at(cfg, where)
+    places = where if isinstance(where, Places) else replace(Places.of(cfg), prepared=where or PREPARED)
     prepared = places.prepared
     t, manifest = cfg.train, read_manifest(prepared, cfg.inputs, cfg.outputs)
     amp = autocast_dtype(t.precision, device)
@@ -238,14 +196,15 @@ def start(cfg: Config, where: Places | Path | None, ranks: Dist, device: torch.d
     encoder = weights_source(cfg.model.weights)  # model.weights: a file's {path, sha256}, or the word
     seed_everything(t.seed)
     trained = cfg.outputs.trained  # the outputs with heads; the model file describes them all
-    data = TrainingData.build(t, cfg.inputs, trained, prepared, ranks)
+    order = torch.Generator().manual_seed(t.seed)  # the shuffling's
+    loader, what = training_batches(cfg, prepared / "train", ranks, order, pin=device.type == "cuda")
     stats = None  # pretrained weights bring the normalisation they were trained with
     if cfg.model.weights != NONE:
         stats = pretrained_normalisation(cfg.model.encoder, [s.channels for s in cfg.inputs.values()])
     args = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest, cuda=device.type == "cuda")
     meta = {**model_meta(cfg.inputs, cfg.outputs, manifest, stats), "encoder_weights": encoder}
     model_file = ModelFile.from_meta(meta)
-    session = make_session(t, cfg.augment, args, device, data.steps, amp)
+    session = make_session(cfg, args, device, len(loader), amp, order)
     placement = Placement(device=device, stats=model_file.normalisation(device), amp=amp)
     step = Step(
         session=session,
@@ -256,12 +215,18 @@ def start(cfg: Config, where: Places | Path | None, ranks: Dist, device: torch.d
         accumulate=t.accumulate,
         ranks=ranks,
     )
-    validate, whole = validations(model_file, trained, prepared / "val", t, placement, ranks)
     run = Run(
         step=step,
-        validate=validate,
-        whole=whole,
-        loader=data.loader(t, session.order, ranks, device),
+        validate=make_validation(
+            model_file=model_file,
+            outputs=trained,
+            folder=prepared / "val",
+            batch_size=t.batch_size,
+            placement=placement,
+            ranks=ranks,
+            sampled=Sampled(count=t.val_patches, foreground=t.foreground, seed=t.seed),
+        ),
+        loader=loader,
         places=places,
         meta=meta,
         source=source,
@@ -272,38 +237,11 @@ def start(cfg: Config, where: Places | Path | None, ranks: Dist, device: torch.d
         load_encoder_weights(cfg.model, session.model, run.say)
         if source is not None:
             run.say(initialise(session.model, source).summary())
-    say_what(run, data, len(PreparedSplit(prepared / "val", list(cfg.inputs), trained)), t.val_patches)
+    say_what(run, what, len(PreparedSplit(prepared / "val", list(cfg.inputs), trained)), t.val_patches)
     return run, first
 
 
-def validations(
-    model_file: ModelFile,
-    outputs: Mapping[str, Output],
-    folder: Path,
-    train: TrainConfig,
-    placement: Placement,
-    ranks: Dist,
-) -> tuple[ResizedValidation | NativeValidation | SampledValidation, NativeValidation | None]:
-    """The run's `validate` (every validated epoch's) and `whole` (patch mode with sampled validation:
-    the saved weights, on the whole images)."""
-    validate = make_validation(
-        model_file=model_file,
-        outputs=outputs,
-        folder=folder,
-        batch_size=train.batch_size,
-        placement=placement,
-        ranks=ranks,
-        sampled=Sampled(count=train.val_patches, foreground=train.foreground, seed=train.seed),
-    )
-    whole = None  # sampled validation picks the epoch; the saved weights are then scored on whole images
-    if isinstance(validate, SampledValidation):
-        whole = NativeValidation(
-            model_file=model_file, outputs=outputs, folder=folder, batch_size=train.batch_size, ranks=ranks
-        )
-    return validate, whole
-
-
-def say_what(run: Run, data: TrainingData, n_val: int, val_patches: int) -> None:
+def say_what(run: Run, what: str, n_val: int, val_patches: int) -> None:
     """One line: what the run trains and validates on, and where."""
     place, ranks = run.step.placement, run.ranks
     processes = f", {ranks.world} processes" if ranks.enabled else ""
@@ -311,14 +249,15 @@ def say_what(run: Run, data: TrainingData, n_val: int, val_patches: int) -> None
     if isinstance(run.validate, SampledValidation):
         val += f" ({val_patches} patches per validation; the whole images for the saved model)"
     amp = f" with {place.amp}" if place.amp else ""
-    run.say(f"train: {data.describe}, {val}, on {place.device}{amp}{processes}")
+    run.say(f"train: {what}, {val}, on {place.device}{amp}{processes}")
 
 
 def fit(cfg: Config, where: Places | Path | None = None) -> None:
     """The whole training run of the train stage, or of a fold's: resumes, trains, validates, logs, saves.
     `where`: the run's places, or a prepared folder (the train stage's places otherwise)."""
     ranks, device = setup(pick_device(cfg.train.device))  # single-process unless torchrun started us
-    (run, first), t = start(cfg, where, ranks, device), cfg.train
+    t, es = cfg.train, cfg.train.early_stopping
+    run, first = start(cfg, where, ranks, device)
     live = (
         AtomicLive(
             str(run.places.live), resume=first > 1, save_dvc_exp=False, dvcyaml=None, monitor_system=t.monitor_system
@@ -335,16 +274,14 @@ def fit(cfg: Config, where: Places | Path | None = None) -> None:
             val_stats, gallery = validate_epoch(run, t, epoch)
             end_epoch(run, t, log, epoch, (train_stats, val_stats), gallery)
             if run.session.early.stop:
-                run.say(
-                    f"train: stopping early: no better {t.early_stopping.metric} in {t.early_stopping.patience} epochs"
-                )
+                run.say(f"train: stopping early: no better {es.metric} in {es.patience} epochs")
                 break
-        best = saved_figures(run, t.early_stopping)
+        best = saved_figures(run, es)
         for key, value in best.items():  # what the model file records; dvc exp show compares runs by it
             log.log_metric(f"best/{key}", value, plot=False)
-    save_best(run, t.early_stopping, best)
+    save_best(run, es, best)
     del run, live  # DDP's reducer must go before its process group, or gloo aborts at exit
-    teardown(ranks)
+    teardown()
 
 
 def freeze_encoder(run: Run, frozen_epochs: int, epoch: int) -> None:
@@ -365,8 +302,7 @@ def validate_epoch(run: Run, t: TrainConfig, epoch: int) -> tuple[dict | None, G
     pictures = run.ranks.main and t.log_images_every and epoch % t.log_images_every == 0
     gallery = Gallery(run.outputs, SHOWN) if pictures else None
     val_stats = run.validate(session.model, criterion, run.step.placement.device, gallery)
-    first = {k: v for k, v in val_stats.items() if k.endswith(("/loss", "/dice"))}
-    history.reference = history.reference or first
+    history.reference = history.reference or {k: v for k, v in val_stats.items() if k.endswith(("/loss", "/dice"))}
     val_stats["relative_loss"] = relative_loss(val_stats, history.reference, criterion.weights)
     value = val_stats[t.early_stopping.metric.removeprefix("val/")]
     if session.early.update(value, epoch):
@@ -386,12 +322,10 @@ def end_epoch(
     """The schedule's step, then (rank 0) the epoch's logs, pictures and checkpoint; `stats`: the
     epoch's training figures and its validation figures (None: not validated)."""
     session, (train_stats, val_stats) = run.session, stats
-    metric = t.early_stopping.metric.removeprefix("val/")
-    session.schedule.epoch_end(val_stats[metric] if val_stats else None)
+    session.schedule.epoch_end(val_stats[t.early_stopping.metric.removeprefix("val/")] if val_stats else None)
     if not run.ranks.main:
         return
-    lr = session.optimizer.param_groups[0]["lr"]
-    log_epoch(live, epoch, t.epochs, train_stats, val_stats, lr, run.outputs)
+    log_epoch(live, epoch, t.epochs, train_stats, val_stats, session.optimizer.param_groups[0]["lr"], run.outputs)
     if gallery is not None:
         gallery.log(live, f"{{output}}/{epoch}.png")
     live.next_step()
@@ -406,10 +340,10 @@ def saved_figures(run: Run, es: StoppingConfig) -> dict[str, float]:
     if history.best_state is None:
         raise UserError(f"train: {es.metric} was never finite (training diverged); lower train.lr")
     session.model.load_state_dict(history.best_state)
-    if run.whole is None:  # relative_loss means something within its run only
+    if isinstance(run.validate, SampledValidation):  # the epoch sampled validation picked, on the whole images
+        figures = run.validate.native(session.model, run.step.criterion, run.step.placement.device)
+    else:  # relative_loss means something within its run only
         figures = {k: v for k, v in history.best_val.items() if k != "relative_loss"}
-    else:
-        figures = run.whole(session.model, run.step.criterion, run.step.placement.device)
     return {"epoch": session.early.best_epoch, **figures}
 
 
@@ -418,8 +352,7 @@ def save_best(run: Run, es: StoppingConfig, best: dict[str, float]) -> None:
     if not run.ranks.main:
         return
     session, early = run.session, run.session.early
-    val = {k: v for k, v in best.items() if k != "epoch"}
-    record = {"epoch": best["epoch"], "val": val, "init_from": run.source}
+    record = {"epoch": best["epoch"], "val": {k: v for k, v in best.items() if k != "epoch"}, "init_from": run.source}
     save_model(run.places.model, session.model, session.model.args(), {**run.meta, **record})
     save_checkpoint(run.checkpoint.path, {"key": run.checkpoint.key, "epoch": early.best_epoch, "complete": True})
     own = session.history.best_val[es.metric.removeprefix("val/")]

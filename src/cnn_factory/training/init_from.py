@@ -6,10 +6,8 @@ model file's weights (fine-tuning, more epochs of a finished run, a new output o
     source = init_source("weights/start.pt", "models/example.pt")   # {"path", "sha256"}; None for a null path
     print(initialise(model, source).summary())  # copies every tensor whose name and shape fit
 
-With train.init_from only weights travel: the optimiser, schedule and early stopping start afresh,
-and the new model file records `source` as its `init_from`. A tensor the network has but the file
-lacks (the head of a new output) keeps its fresh initialisation, as does one whose shape differs (a
-category output with another number of classes); the file's tensors the network lacks are left out.
+With train.init_from only weights travel (docs/checkpoints-and-sweeps.md): the optimiser, schedule
+and early stopping start afresh, and the new model file records `source` as its `init_from`.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ import torch
 
 from cnn_factory.config import InputSpec, ModelConfig
 from cnn_factory.encoder_weights import NONE, pretrained_state
-from cnn_factory.encoders import TimmEncoder, strides_error
+from cnn_factory.encoders import TimmEncoder
 from cnn_factory.errors import UserError, listing
 from cnn_factory.model import MultiOutputNet, read_model_file
 
@@ -37,9 +35,14 @@ def check_encoder(model: ModelConfig, inputs: Mapping[str, InputSpec]) -> None:
     anything else: one line per problem."""
     if model.timm:
         largest = TimmEncoder(model.encoder, sum(s.channels for s in inputs.values())).strides[-1]
-        lines = [strides_error(model.encoder, s.size, largest, f"inputs.{n}.size") for n, s in inputs.items()]
-        if any(lines):
-            raise UserError("\n".join(line for line in lines if line))
+        lines = [
+            f"params.yaml: inputs.{n}.size: {list(s.size)} must be divisible by {model.encoder}'s largest stride "
+            f"{largest} (model.encoder); change the size or pick another encoder"
+            for n, s in inputs.items()
+            if s.size[0] % largest or s.size[1] % largest
+        ]
+        if lines:
+            raise UserError("\n".join(lines))
 
 
 def load_encoder_weights(model: ModelConfig, network: MultiOutputNet, say: Callable[..., Any]) -> None:
@@ -112,7 +115,9 @@ class Transfer:
 
 def initialise(model: torch.nn.Module, source: dict) -> Transfer:
     """Copies into `model` every tensor of the model file whose name and shape match (in place:
-    an optimiser made on `model.parameters()` trains the loaded weights)."""
+    an optimiser made on `model.parameters()` trains the loaded weights). The network's other
+    tensors (the head of a new output, a category head with another number of classes) keep their
+    fresh initialisation; the file's tensors the network lacks are left out."""
     try:
         state = read_model_file(source["path"])["state_dict"]
     except UserError as err:

@@ -5,12 +5,9 @@ dvclive rewrites metrics.json in place every step; a run killed during that writ
 leave half a file, which `dvc metrics show` and a resumed run then fail to read. Here the
 summary goes to a temporary file next to it and is renamed into place.
 
-DVC deletes the train stage's outputs (the model, dvclive/) before it runs the stage again, so
-that it can restore them from its run-cache; a run resuming from its checkpoint gets its curves
-and pictures back from the copy `keep_copy` saves beside the checkpoint after every epoch.
-
-`train.monitor_system` starts dvclive's system monitor (`Live(monitor_system=True)`): about once a
-second it logs CPU, memory, disk and NVIDIA GPU use under dvclive/plots/metrics/system/.
+DVC deletes the train stage's outputs (the model, dvclive/) before it runs the stage again; a
+run resuming from its checkpoint gets its curves and pictures back from the copy `keep_copy`
+saves beside the checkpoint after every epoch.
 """
 
 from __future__ import annotations
@@ -71,8 +68,9 @@ class AtomicLive(Live):
     def monitor_system(
         self, interval: float = 0.05, num_samples: int = 20, directories_to_monitor: dict[str, str] | None = None
     ) -> None:
-        """As dvclive's (which `Live(monitor_system=True)` calls), with the monitor above: every
-        `interval` seconds a sample, the mean of `num_samples` logged."""
+        """As dvclive's (which `Live(monitor_system=True)` calls: train.monitor_system), with the monitor
+        above: every `interval` seconds a sample, the mean of `num_samples` logged under
+        dvclive/plots/metrics/system/."""
         if self._system_monitor is not None:
             self._system_monitor.end()
         self._system_monitor = SystemMonitor(
@@ -81,16 +79,6 @@ class AtomicLive(Live):
             num_samples=num_samples,
             directories_to_monitor=directories_to_monitor or {"main": "/"},
         )
-
-
-def drop_unreadable(path: Path) -> None:
-    """A metrics file half-written by a killed run is removed; the resumed run writes it anew."""
-    try:
-        json.loads(path.read_text())
-    except FileNotFoundError:
-        pass
-    except ValueError:
-        path.unlink()
 
 
 def trim_curves(folder: Path, steps: int) -> None:
@@ -138,12 +126,19 @@ def keep_copy(folder: Path, copy: Path) -> None:
 
 
 def restore_copy(copy: Path, folder: Path) -> None:
-    """Puts the copy's files back into `folder` (emptied first), where there is a copy."""
+    """Puts the copy's files back into `folder` (emptied first), where there is a copy; a metrics file
+    half-written by a killed run is removed (the resumed run writes it anew)."""
     if not copy.is_dir():
         copy = copy.with_name(copy.name + ".old")  # killed between the two renames of keep_copy
     if copy.is_dir():
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(copy, folder)
+    try:
+        json.loads((folder / "metrics.json").read_text())
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        (folder / "metrics.json").unlink()
 
 
 def log_curves(folder: Path, step: int, train: dict[str, float], val: dict[str, float], outputs: Mapping) -> None:
@@ -161,8 +156,6 @@ def log_curves(folder: Path, step: int, train: dict[str, float], val: dict[str, 
         }
         for path, values in rows.items():
             path.parent.mkdir(parents=True, exist_ok=True)
-            new = not path.is_file()
+            header = "" if path.is_file() else "\t".join(["step", *values]) + "\n"
             with path.open("a") as f:
-                if new:
-                    f.write("\t".join(["step", *values]) + "\n")
-                f.write("\t".join([str(step), *(f"{v:.6g}" for v in values.values())]) + "\n")
+                f.write(header + "\t".join([str(step), *(f"{v:.6g}" for v in values.values())]) + "\n")

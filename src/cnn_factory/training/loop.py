@@ -3,8 +3,7 @@
     step = Step(session=session, net=net, criterion=criterion, placement=Placement(device=device, stats=stats))
     stats = train_one_epoch(step, loader, epoch)    # {"loss": ..., "<output>/loss": ..., "images_per_s": ...}
 
-Validation is training/validation.py's. Losses stay on the device until the end of the epoch
-(one host sync per epoch).
+Validation is training/validation.py's.
 """
 
 from __future__ import annotations
@@ -105,9 +104,8 @@ class Step:
 
 
 def train_one_epoch(step: Step, loader: Any, epoch: int) -> dict[str, float]:
-    """One pass over the loader; returns mean losses per output (one host sync, at the end).
-
-    Under DDP the means are over every rank's images, not only this rank's."""
+    """One pass over the loader; returns mean losses per output, under DDP over every rank's images
+    (the losses stay on the device until then: one host sync per epoch)."""
     step.net.train()
     outputs = step.criterion.outputs
     sums = torch.zeros(len(outputs) + 1, device=step.placement.device)

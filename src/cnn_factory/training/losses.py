@@ -1,5 +1,4 @@
-"""The training loss: the weighted sum of each output's own loss (`Output.make_loss`, from
-cnn_factory/losses.py) over the `{name: logits}` dict."""
+"""The training loss, from each output's own (`Output.make_loss`: cnn_factory/losses.py)."""
 
 from __future__ import annotations
 

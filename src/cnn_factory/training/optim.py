@@ -15,16 +15,17 @@ from typing import Any, Literal
 import torch
 from torch.optim import lr_scheduler
 
+from cnn_factory.model import MultiOutputNet
 
-def parameter_groups(model: torch.nn.Module, lr: float, encoder_lr: float) -> list[dict[str, Any]]:
+
+def parameter_groups(model: MultiOutputNet, lr: float, encoder_lr: float) -> list[dict[str, Any]]:
     """The optimiser's parameter groups: all in one, or (train.encoder_lr != 1) the rest, then the
     encoder's at lr * encoder_lr (the first group's rate is the one train logs)."""
-    encoder: Any = getattr(model, "encoder")  # noqa: B009  (MultiOutputNet's)
     if encoder_lr == 1:
         return [{"params": list(model.parameters())}]
-    own = {id(p) for p in encoder.parameters()}
+    own = {id(p) for p in model.encoder.parameters()}
     rest = [p for p in model.parameters() if id(p) not in own]
-    return [{"params": rest}, {"params": list(encoder.parameters()), "lr": lr * encoder_lr}]
+    return [{"params": rest}, {"params": list(model.encoder.parameters()), "lr": lr * encoder_lr}]
 
 
 def make_optimizer(
@@ -112,18 +113,14 @@ class Schedule:
 
 class EarlyStopping:
     """Tracks the best value of a metric's moving average; `stop` once `patience` values in a row
-    brought no improvement.
+    brought no improvement (why, as measured: docs/volumes.md, "The saved epoch").
 
     Each validation moves the average by `1 - smoothing` of the way to its value (the first sets it;
-    smoothing 0: the values themselves), as nnU-Net picks its best checkpoint by a moving average
-    of its validation dice: a few validation images make single epochs noisy, and a lucky dip in one
-    output's loss would otherwise save an epoch that the other outputs had not finished with
-    (docs/volumes.md, "The saved epoch"). From the third validation on, the value that moves the
-    average is the median of it and the two before it: one stray validation (a number's loss 15
-    times its usual for one epoch while training went on steadily) would otherwise lift the
-    average for the rest of the run and keep the saved epoch before it. A value over twice that
-    median (mode max: under half of it) is a stray one: its epoch's weights gave it, so it is
-    never the best."""
+    smoothing 0: the values themselves), as nnU-Net picks its best checkpoint, so that a lucky dip
+    in one output's loss does not save an epoch the others had not finished with. From the third
+    validation on, the value that moves the average is the median of it and the two before it, so
+    that one stray validation does not lift the average for the rest of the run; a value over
+    twice that median (mode max: under half of it) is a stray one, and its epoch is never the best."""
 
     STRAY = 2.0  # a value this many times worse than the median of three is a stray one
 
@@ -160,13 +157,7 @@ class EarlyStopping:
         return self.patience > 0 and self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict:
-        return {
-            "best": self.best,
-            "average": self.average,
-            "recent": self.recent,
-            "best_epoch": self.best_epoch,
-            "bad_epochs": self.bad_epochs,
-        }
+        return {k: getattr(self, k) for k in ("best", "average", "recent", "best_epoch", "bad_epochs")}
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.average, self.recent = state["best"], state["average"], state.get("recent", [])
@@ -175,14 +166,12 @@ class EarlyStopping:
 
 def relative_loss(stats: Mapping[str, float], reference: Mapping[str, float], weights: Mapping[str, float]) -> float:
     """The outputs' validation errors, each over its own at the first validation, averaged with the
-    outputs' weights: 1.0 at the first validation, lower as every output improves. No output's
-    scale decides for the others (a number's squared error against a mask's dice loss).
-
-    An output's error is its loss, but a mask's is 1 - its dice, what evaluate scores: its loss
-    (bce_dice) keeps falling as the probabilities sharpen once the thresholded masks stop
-    improving, and saved later epochs with lower test dice (docs/large-images.md, "The saved
-    epoch"). A mask whose first validation scored dice 1 (no foreground, none predicted), or a
-    reference without the dice (a checkpoint of an earlier version), keeps its loss."""
+    outputs' weights: 1.0 at the first validation, lower as every output improves, no output's
+    scale deciding for the others. An output's error is its loss, a mask's 1 - its dice, what
+    evaluate scores (its loss keeps falling after the thresholded masks stop improving:
+    docs/large-images.md, "The saved epoch"); a mask whose first validation scored dice 1 (no
+    foreground, none predicted), or a reference without the dice (an earlier version's
+    checkpoint), keeps its loss."""
 
     def error(figures: Mapping[str, float], name: str) -> float:
         by_dice = reference.get(f"{name}/dice", 1.0) < 1

@@ -32,15 +32,15 @@ def overlay_grid(
 
     images (N, C, H, W) uint8; truth and pred (N, h, w) at the mask's size: bool masks (the truth
     outlined in yellow, the prediction in magenta, over the image) or class indices (uint8, each
-    class k outlined in its `class_colours` colour, 0 the background left as it is). Each outline
-    has a black rim outside it, so that it reads on bright, dark and coloured images alike.
-    ignored (N, h, w) bool: the pixels an output's `ignore` leaves out, greyed in the truth panel.
-    Volumes (N, C, D, H, W) with (N, d, h, w) masks are drawn at one slice each (`at_slice`).
-    """
+    class k outlined in its `class_colours` colour, 0 the background left as it is), each outline
+    with a black rim (`_outline`). ignored (N, h, w) bool: the pixels an output's `ignore` leaves
+    out, greyed in the truth panel. Volumes (N, C, D, H, W) with (N, d, h, w) masks are drawn at
+    one slice each (`at_slice`)."""
     ignored = np.zeros(truth.shape, bool) if ignored is None else ignored
     if images.ndim == 5:  # each volume at its own slice (N of each), stacked again into four arrays
         images, truth, pred, ignored = map(np.stack, zip(*map(at_slice, images, truth, pred, ignored)))
     scale = max(1, 256 // images.shape[-1])  # small images are enlarged so the masks can be seen
+    colours = (TRUTH, PREDICTION) if truth.dtype == bool else (None, None)  # class indices: a colour per class
     rows = []
     for img, t, p, ig in zip(images, truth, pred, ignored):
         # the first three channels as RGB; one or two (two single-channel inputs stacked): the first in grey
@@ -49,22 +49,14 @@ def overlay_grid(
         ys = np.arange(rgb.shape[0]) * t.shape[0] // rgb.shape[0]  # masks of another size: nearest
         xs = np.arange(rgb.shape[1]) * t.shape[1] // rgb.shape[1]
         t, p, ig = t[ys][:, xs], p[ys][:, xs], ig[ys][:, xs]
-        if t.dtype == bool:
-            drawn = [_outline(rgb, t, TRUTH), _outline(rgb, p, PREDICTION)]
-        else:
-            drawn = [_outline_classes(rgb, t), _outline_classes(rgb, p)]
+        drawn = [_outline(rgb, t, colours[0]), _outline(rgb, p, colours[1])]
         drawn[0][ig] = drawn[0][ig] // 2 + GREY // 2
         gap = np.full((rgb.shape[0], 2 * scale, 3), 255, np.uint8)
         rows.append(np.concatenate([rgb, gap, drawn[0], gap, drawn[1]], axis=1))
         rows.append(np.full((2 * scale, rows[-1].shape[1], 3), 255, np.uint8))
     grid = np.concatenate(rows[:-1], axis=0)
-    outlined = truth.dtype == bool  # class indices: a colour per class, no one swatch for the truth
     truth_title = "truth, ignored pixels grey" if ignored.any() else "truth"
-    titles = [
-        ("image", None),
-        (truth_title, TRUTH if outlined else None),
-        ("prediction", PREDICTION if outlined else None),
-    ]
+    titles = [("image", None), (truth_title, colours[0]), ("prediction", colours[1])]
     return np.concatenate([heading(titles, rgb.shape[1], 2 * scale, grid.shape[1]), grid])
 
 
@@ -93,18 +85,14 @@ def heading(titles: list[tuple[str, tuple[int, int, int] | None]], panel: int, g
     return np.asarray(strip)
 
 
-def _outline(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-    """The image with the mask's edge drawn in `colour` (LINE pixels inside it, black just outside)."""
-    return _outline_classes(rgb, mask.astype(np.uint8), np.asarray([(0, 0, 0), colour], np.uint8))
-
-
-def _outline_classes(rgb: np.ndarray, index: np.ndarray, colours: np.ndarray | None = None) -> np.ndarray:
-    """Each class k > 0 of an index mask outlined in colours[k] (default: `class_colours`); every rim
+def _outline(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] | None) -> np.ndarray:
+    """The image with a bool mask's edge drawn in `colour`, or (colour None) each class k > 0 of an
+    index mask's in its `class_colours` colour: LINE pixels inside, black just outside; every rim
     first, then every line, so that neighbouring classes keep their lines."""
     from scipy.ndimage import binary_dilation, binary_erosion
 
-    if colours is None:
-        colours = class_colours(int(index.max(initial=0)))
+    index = mask.astype(np.uint8)
+    colours = class_colours(int(index.max(initial=0))) if colour is None else np.asarray([(0, 0, 0), colour], np.uint8)
     masks = [(k, index == k) for k in np.unique(index[index > 0])]
     out = rgb.copy()
     for _, mask in masks:
@@ -180,10 +168,8 @@ class WorstCases:
         truth: np.ndarray,
         ignored: np.ndarray | None = None,
     ):
-        if self.limit <= 0 or math.isnan(score):
-            return
-        if len(self.items) == self.limit and score >= self.items[-1][0]:
-            return
+        if self.limit <= 0 or math.isnan(score) or (len(self.items) == self.limit and score >= self.items[-1][0]):
+            return  # none kept, unscored, or not lower than the highest kept score
         ignored = np.zeros(truth.shape, bool) if ignored is None else ignored
         self.items.append((score, row, panel(np.asarray(image), truth, pred, ignored)))
         self.items.sort(key=lambda item: item[0])
@@ -193,9 +179,9 @@ class WorstCases:
         """The panels stacked lowest score first, each under its caption line; None when empty."""
         if not self.items:
             return None
-        rows = []
-        for (_, _, drawn), caption in zip(self.items, captions):
-            rows.append(np.concatenate([heading([(caption, None)], drawn.shape[1], 0, drawn.shape[1]), drawn]))
+        rows = [
+            np.concatenate([heading([(caption, None)], drawn.shape[1], 0, drawn.shape[1]), drawn])
+            for (_, _, drawn), caption in zip(self.items, captions)
+        ]
         width = max(r.shape[1] for r in rows)
-        padded = [np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-        return np.concatenate(padded)
+        return np.concatenate([np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])

@@ -5,14 +5,13 @@
   drawn once from the validation images as training draws its patches, for the masks, and each
   validation image's view for the image-level outputs (`SampledValidation`): its cost does not
   grow with the images' size;
-- patch mode with `val_patches: 0`, and the saved model's own record in either case: the whole
-  validation images at their own resolution, masks from sliding windows, as evaluate and predict
-  score them (`NativeValidation`, over native.py's pass).
+- patch mode with `val_patches: 0`, and the saved model's own record in either case (a
+  SampledValidation's `native`): the whole validation images at their own resolution, masks
+  from sliding windows, as evaluate and predict score them (`NativeValidation`, over native.py's pass).
 
 Each returns the mean losses (`loss`, `<output>/loss`) and the metrics per output
 (`<output>/<metric>`) as plain floats, and fills a Gallery with the first images when given one.
-Under torchrun every rank scores its own share of the images and the sums are added up over
-the ranks, so no rank waits while another validates alone.
+Under torchrun each rank scores its share and the sums are added up: no rank validates alone.
 """
 
 from __future__ import annotations
@@ -46,26 +45,24 @@ class Sums:
 
     def __init__(self, outputs: Mapping[str, Output], device: torch.device):
         self.outputs = list(outputs)
-        self.losses = torch.zeros(len(outputs), device=device)  # per output
-        self.counts = torch.zeros(len(outputs), device=device)
+        self.sums = torch.zeros(2, len(outputs), device=device)  # per output: the losses and their counts
         self.metrics = OutputMetrics(outputs, device)
 
     def add(self, parts: Mapping[str, torch.Tensor], n: int) -> None:
         """Mean losses over `n` images (or patches), of some or all outputs."""
         for name, loss in parts.items():
             k = self.outputs.index(name)
-            self.losses[k] += loss * n
-            self.counts[k] += n
+            self.sums[0, k] += loss * n
+            self.sums[1, k] += n
 
     def means(self, ranks: Dist, weights: Mapping[str, float]) -> dict[str, float]:
         """Mean losses per output, their weighted sum (`loss`) and the metrics, over every rank."""
         if ranks.enabled:  # every rank scored its own images: add up the sums, then take the means
-            totals = all_sum(torch.cat([self.losses, self.counts]), ranks)
-            self.losses, self.counts = totals[: len(self.losses)], totals[len(self.losses) :]
+            all_sum(self.sums, ranks)
             for metric in self.metrics.metrics.values():
                 for state in metric.state():
                     all_sum(state, ranks)
-        means = dict(zip(self.outputs, (self.losses / self.counts.clamp(min=1)).tolist()))
+        means = dict(zip(self.outputs, (self.sums[0] / self.sums[1].clamp(min=1)).tolist()))
         total = sum(weights[n] * v for n, v in means.items())
         return {"loss": total, **{f"{n}/loss": v for n, v in means.items()}, **self.metrics.compute()}
 
@@ -91,28 +88,23 @@ def score_batches(
             gallery.add(x_raw, targets, preds)
 
 
+@dataclass(kw_only=True)
 class ResizedValidation:
     """Resize mode: losses and metrics of the validation split at the input size."""
 
-    def __init__(
-        self,
-        *,
-        split: PreparedSplit,
-        outputs: Mapping[str, Output],
-        batch_size: int,
-        placement: Placement,
-        ranks: Dist = SINGLE,
-    ):
-        self.split, self.outputs, self.batch_size = split, outputs, batch_size
-        self.placement, self.ranks = placement, ranks
-        self.rows = share(len(split), ranks.rank, ranks.world)
+    split: PreparedSplit
+    outputs: Mapping[str, Output]
+    batch_size: int
+    placement: Placement
+    ranks: Dist = SINGLE
 
     @torch.inference_mode()
     def __call__(
         self, model: MultiOutputNet, criterion: Criterion, device: torch.device, gallery: Gallery | None = None
     ) -> dict[str, float]:
         model.eval()
-        sums, batches = Sums(self.outputs, device), rows_loader(self.split, self.rows, self.batch_size)
+        rows = share(len(self.split), self.ranks.rank, self.ranks.world)
+        sums, batches = Sums(self.outputs, device), rows_loader(self.split, rows, self.batch_size)
         score_batches(model, batches, list(self.outputs), sums, criterion, self.placement, gallery)
         return sums.means(self.ranks, criterion.weights)
 
@@ -160,7 +152,8 @@ class Sampled:
 
 class SampledValidation:
     """Patch mode: the masks' losses and metrics on `count` fixed validation patches, and the
-    image-level outputs' on every validation image's view (the whole image at the input size)."""
+    image-level outputs' on every validation image's view (the whole image at the input size).
+    The epoch it picks is scored again by `native`, on the whole images, for the model file."""
 
     def __init__(
         self,
@@ -192,6 +185,9 @@ class SampledValidation:
         self.batches = grouped([patches[specs[i]][:2] for i in mine], EVAL_BATCHES)
         self.views = PreparedSplit(folder, list(model_file.inputs), outputs) if self.whole else None
         self.rows = share(len(self.views), ranks.rank, ranks.world) if self.views is not None else range(0)
+        self.native = NativeValidation(
+            model_file=model_file, outputs=outputs, folder=folder, batch_size=batch_size, ranks=ranks
+        )
 
     @torch.inference_mode()
     def __call__(
@@ -215,6 +211,9 @@ def grouped(batches: list[tuple], n: int) -> list[tuple[torch.Tensor, dict[str, 
     return joined
 
 
+Validation = ResizedValidation | NativeValidation | SampledValidation
+
+
 def make_validation(
     *,
     model_file: ModelFile,
@@ -224,7 +223,7 @@ def make_validation(
     placement: Placement,
     ranks: Dist = SINGLE,
     sampled: Sampled | None = None,
-) -> ResizedValidation | NativeValidation | SampledValidation:
+) -> Validation:
     """The run's validation, by the inputs' mode; `sampled`: patch mode's fixed validation patches
     (None, or a count of 0: whole images)."""
     if model_file.patch and sampled is not None and sampled.count:
