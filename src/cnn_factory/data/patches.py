@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +55,7 @@ class PatchSplit(Dataset):
         self.foreground = {n: open_array(folder / f"{foreground_name(n)}.npy") for n in self.spatial}
         first = self.images[inputs[0]]
         self.shapes = np.array([first.shape(i) for i in range(len(first))], np.int64).reshape(-1, first.dims)
-        lengths = [len(a) for a in (*self.images.values(), *self.masks.values())]
-        lengths += [len(a) for a in self.views.values()]
+        lengths = [len(a) for a in (*self.images.values(), *self.masks.values(), *self.views.values())]
         if any(n != len(first) for n in lengths):
             raise UserError(
                 f"{folder}: its arrays disagree on the number of rows; run `dvc repro` (prepare rebuilds it)"
@@ -83,27 +81,18 @@ class PatchSplit(Dataset):
         return torch.from_numpy(x), as_tensors, flags, None if views is None else torch.from_numpy(views)
 
 
-@dataclass(frozen=True, kw_only=True)
-class PatchRows:
-    """What PatchBatches draws from: each row's image shape, each mask's foreground points, the patch
-    size. A PatchSplit has the same three attributes."""
-
-    shapes: np.ndarray  # (rows, dims)
-    foreground: Mapping[str, np.ndarray]  # per mask: (rows, FOREGROUND_SAMPLES, dims), -1 where none
-    patch: tuple[int, ...]
-
-
 class PatchBatches(Sampler[list[Spec]]):
     """This rank's batches of patch positions for one epoch.
 
     `samples` patches per epoch (each repeated as `num_augs` augmented copies), rows drawn uniformly;
     all ranks draw the same epoch from the same generator and take their own slice (`part`: rank,
-    world), as ShardedBatches does for whole images."""
+    world), as ShardedBatches does for whole images. `rows` may be anything with a PatchSplit's
+    `shapes` (rows, dims), `foreground` and `patch`."""
 
     def __init__(
         self,
         *,
-        rows: PatchSplit | PatchRows,
+        rows: PatchSplit,
         samples: int,
         batch_size: int,
         share: float,
