@@ -122,7 +122,7 @@ def stated_voxels(data: bytes) -> int | None:
 
             with tifffile.TiffFile(io.BytesIO(data)) as tif:
                 return int(np.prod(tif.series[0].shape))
-        return int(np.prod(_nifti_header(_head(data)).get_data_shape()))
+        return int(np.prod(_nifti_header(data).get_data_shape()))
     except Exception:  # not a volume's header: read_volume's message says why
         return None
 
@@ -320,14 +320,11 @@ def _nifti_size(data: bytes) -> int:
     return 0
 
 
-def _head(data: bytes) -> bytes:
-    """The first bytes of a NIfTI file's bytes, unzipped: its header."""
-    return gzip.GzipFile(fileobj=io.BytesIO(data)).read(540) if data[:2] == GZIP_MAGIC else data[:540]
-
-
-def _nifti_header(head: bytes):
+def _nifti_header(data: bytes):
+    """The header of a NIfTI file's bytes, gzip'd or not: their first 540 bytes, unzipped."""
     import nibabel as nib
 
+    head = gzip.GzipFile(fileobj=io.BytesIO(data)).read(540) if data[:2] == GZIP_MAGIC else data[:540]
     header = nib.Nifti2Header if _nifti_size(head) == 540 else nib.Nifti1Header
     return header.from_fileobj(io.BytesIO(head), check=False)
 
@@ -337,7 +334,7 @@ def _unzipped(data: bytes) -> bytes:
     that unzips to more, a "gzip bomb", stops there)."""
     if data[:2] != GZIP_MAGIC:
         return data
-    header = _nifti_header(_head(data))
+    header = _nifti_header(data)
     end = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
     return gzip.GzipFile(fileobj=io.BytesIO(data)).read(end)
 

@@ -231,8 +231,7 @@ class CachedRows(Sequence):
         """Row i's image size ((H, W), a volume's (D, H, W)) and the bytes of its arrays of that size
         (see rows.unpack_native)."""
         location = self.locations[i]
-        size = self.cache.record(location)["size"]
-        return tuple(int(n) for n in size), self.cache.blob(location)
+        return tuple(int(n) for n in self.cache.record(location)["size"]), self.cache.blob(location)
 
     def grid(self, i: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
         """Row i's native grid (the image scaled, the scan at the target spacing) and its own spacing in mm."""
