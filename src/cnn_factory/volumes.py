@@ -109,8 +109,7 @@ def volume_grid(path: Path, where: str) -> tuple[tuple[int, int, int], tuple[flo
         raise UserError(f"{where}: {path} cannot be read as NIfTI ({type(err).__name__}: {err})") from None
     if len(shape) < 3:
         raise UserError(f"{where}: {path} is a 2-D image; expected a volume")
-    spacing = _nifti_spacing(image, _stored_header(path, image))
-    return (int(shape[2]), int(shape[1]), int(shape[0])), spacing
+    return (int(shape[2]), int(shape[1]), int(shape[0])), _nifti_spacing(image, _stored_header(path, image))
 
 
 def stated_voxels(data: bytes) -> int | None:

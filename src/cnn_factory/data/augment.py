@@ -102,8 +102,7 @@ class Augmenter:
                 slices = gaussian_blur2d(slices, (5, 5), torch.stack([sigma, sigma], 1).to(image))
                 image[blurred.to(image.device)] = slices.view(chosen.shape)
         if c.noise:
-            noise = torch.randn(image.shape, generator=self.generator).to(image)
-            image = image + c.noise * noise
+            image = image + c.noise * torch.randn(image.shape, generator=self.generator).to(image)
         return image.clamp(0, 1)
 
     def __call__(
@@ -148,6 +147,5 @@ class Augmenter:
 
     def _warp_volumes(self, n: int, size: tuple[int, ...], like: torch.Tensor):
         """One sampling grid for n volumes (n, C, D, H, W), shared by images and masks."""
-        theta = self.volume_matrices(n, *size).to(like)
-        grid = F.affine_grid(theta, [n, 1, *size], align_corners=False)
+        grid = F.affine_grid(self.volume_matrices(n, *size).to(like), [n, 1, *size], align_corners=False)
         return lambda t, mode: F.grid_sample(t, grid.to(t), mode=mode, padding_mode="zeros", align_corners=False)
