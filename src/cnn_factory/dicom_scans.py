@@ -54,7 +54,7 @@ def read_series(folder: Path, where: str) -> tuple[np.ndarray, tuple[float, floa
     except Exception as err:  # pydicom raises many types for a damaged file
         raise UserError(f"{where}: {folder}: a file cannot be read as DICOM ({type(err).__name__}: {err})") from None
     _one_series(headers, folder, where)
-    positions = np.asarray([_position(h, folder, where) for h in headers])
+    positions = np.asarray([[float(v) for v in h.ImagePositionPatient] for h in headers])
     order, spacing, affine = _grid(
         positions, headers[0].ImageOrientationPatient, headers[0].PixelSpacing, folder, where
     )
@@ -197,6 +197,7 @@ def _frame_depth(dataset: Any, frame: Any, to_voxel: np.ndarray, size: tuple, sh
 
 
 def _one_series(headers: list, folder: Path, where: str) -> None:
+    """A UserError unless the slices are one series on one grid, each with its position."""
     series = {str(getattr(h, "SeriesInstanceUID", "")) for h in headers}
     if len(series) > 1:
         raise UserError(
@@ -209,6 +210,8 @@ def _one_series(headers: list, folder: Path, where: str) -> None:
                             "expected one series of slices on one grid")  # fmt: skip
         if "None" in values:
             raise UserError(f"{where}: {folder}: its slices lack {key}; expected an image series with its geometry")
+    if any(getattr(h, "ImagePositionPatient", None) is None for h in headers):
+        raise UserError(f"{where}: {folder}: a slice lacks ImagePositionPatient; expected an image series")
 
 
 def _direction(orientation: Any, folder: Path, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -218,13 +221,6 @@ def _direction(orientation: Any, folder: Path, where: str) -> tuple[np.ndarray, 
     if not (np.isclose(np.linalg.norm(rows), 1, atol=1e-3) and np.isclose(np.linalg.norm(columns), 1, atol=1e-3)):
         raise UserError(f"{where}: {folder}: ImageOrientationPatient {list(cosines)} holds no unit directions")
     return rows / np.linalg.norm(rows), columns / np.linalg.norm(columns)
-
-
-def _position(header, folder: Path, where: str) -> np.ndarray:
-    position = getattr(header, "ImagePositionPatient", None)
-    if position is None:
-        raise UserError(f"{where}: {folder}: a slice lacks ImagePositionPatient; expected an image series")
-    return np.asarray([float(v) for v in position])
 
 
 def _slice_step(positions: np.ndarray, normal: np.ndarray, folder: Path, where: str) -> np.ndarray:
