@@ -216,25 +216,20 @@ def _shown(source: Source) -> str:
 
 def _format(source: Source) -> str | None:
     """ "nifti", "tiff", "dicom" (a series' folder) or "frames" (a multi-frame DICOM file): by the
-    name of a file, by the content of a file's bytes."""
+    name of a file (a DICOM file's by its content), by the content of a file's bytes."""
     if isinstance(source, Path):
+        name = source.name.lower()
         if source.is_dir():
             return "dicom"  # a folder of one series' slices
-        name = source.name.lower()
-        return (
-            "nifti"
-            if name.endswith(NIFTI)
-            else "tiff"
-            if name.endswith(TIFF)
-            else "frames"
-            if is_file(source)
-            else None
-        )
-    if source[:4] in TIFF_MAGIC:
+        if name.endswith(NIFTI):
+            return "nifti"
+        if name.endswith(TIFF):
+            return "tiff"
+    elif source[:4] in TIFF_MAGIC:
         return "tiff"
     if is_file(source):
         return "frames"
-    return "nifti" if source[:2] == GZIP_MAGIC or _nifti_size(source) else None
+    return "nifti" if isinstance(source, bytes) and (source[:2] == GZIP_MAGIC or _nifti_size(source)) else None
 
 
 def _read(source: Source, where: str, default_spacing) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
