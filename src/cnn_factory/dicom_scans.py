@@ -133,8 +133,8 @@ def read_segmentation(path: Path, shape: tuple[int, int, int], affine: np.ndarra
     """A DICOM SEG as a (D, H, W) label volume on the grid of its series (`shape`, RAS+ `affine`): each
     voxel the number of the segment that holds it, 0 none; where segments overlap, the smallest
     wins (a tumour in its organ stays a tumour). FRACTIONAL segments hold where over half; a LABELMAP
-    segmentation's pixels are their segment's number. Frames
-    that lie off the series' voxels (another series, a resampled segmentation) are a UserError."""
+    segmentation's pixels are their segment's number. Frames that lie off the series' voxels
+    (another series, a resampled segmentation) are a UserError."""
     import pydicom
 
     dataset = pydicom.dcmread(path)
@@ -242,9 +242,7 @@ def _slice_step(positions: np.ndarray, normal: np.ndarray, folder: Path, where: 
 
 
 def _voxels(files: list[Path], folder: Path, where: str) -> np.ndarray:
-    """(D, H, W): each slice's stored values times its RescaleSlope plus its RescaleIntercept, as
-    int16 where every value is a whole number in its range (CT's Hounsfield units, as NIfTI
-    converters store them), else float32."""
+    """(D, H, W): each slice's stored values times its RescaleSlope plus its RescaleIntercept (`_whole`)."""
     import pydicom
 
     slices = []
@@ -263,7 +261,8 @@ def _voxels(files: list[Path], folder: Path, where: str) -> np.ndarray:
 
 
 def _whole(volume: np.ndarray) -> np.ndarray:
-    """int16 where every value is a whole number in its range (CT's Hounsfield units), else float32."""
+    """int16 where every value is a whole number in its range (CT's Hounsfield units, as NIfTI
+    converters store them), else float32."""
     whole = np.array_equal(volume, np.round(volume)) and volume.min() >= -32768 and volume.max() <= 32767
     return volume.astype(np.int16 if whole else np.float32)
 
