@@ -119,7 +119,7 @@ class PatchBatches(Sampler[list[Spec]]):
         """The first pixel of a patch in `row`, per spatial axis: anywhere, or the patch centred on a
         foreground pixel; u: 2 + dims uniform draws."""
         shape, size = self.shapes[row], self.patch
-        masks = np.flatnonzero(self.has[row]) if forced and self.has.size else np.zeros(0, int)
+        masks = np.flatnonzero(self.has[row]) if forced else np.zeros(0, int)
         if len(masks):
             m = masks[int(u[0] * len(masks))]
             valid = np.flatnonzero(self.points[row, m, :, 0] >= 0)

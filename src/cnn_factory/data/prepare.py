@@ -270,8 +270,6 @@ def write_native(rows: CachedRows, index: list[int], cfg: Config, folder: Path) 
 
 def image_report(cfg: Config, sizes: np.ndarray) -> dict:
     """The training images' sizes, and in patch mode how many are smaller than a patch (padded)."""
-    if not len(sizes):
-        return {}
     report = {
         "smallest": sizes.min(0).tolist(),
         "median": np.median(sizes, 0).astype(int).tolist(),

@@ -99,8 +99,7 @@ class RowCache:
             path.unlink()
             blob.unlink(missing_ok=True)
             return
-        self.shards[path.stem] = records
-        self.blobs[path.stem] = _bytes(blob)
+        self.shards[path.stem], self.blobs[path.stem] = records, _bytes(blob)
         if records.dtype == self.dtype:  # other definitions: no current row can be in it
             for j, key in enumerate(records["key"].tolist()):
                 self.index.setdefault(key.decode(), (path.stem, j))
