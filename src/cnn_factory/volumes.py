@@ -173,9 +173,7 @@ def volume_bytes(array: np.ndarray, affine: np.ndarray, compress: bool = True) -
     """The NIfTI file write_volume writes, in memory: gzip'd (.nii.gz) unless `compress` is False."""
     import nibabel as nib
 
-    data = array[None] if array.ndim == 3 else array
-    data = data.transpose(3, 2, 1, 0)  # (C, D, H, W) -> (i, j, k, c)
-    data = data[..., 0] if data.shape[-1] == 1 else data  # (i, j, k) or (i, j, k, c)
+    data = (array[0] if array.ndim == 4 and len(array) == 1 else array).T  # (i, j, k) or (i, j, k, c)
     image = nib.Nifti1Image(np.ascontiguousarray(data), _reorder(affine))
     image.header.set_xyzt_units("mm")
     # nibabel's own level; no time or name in the gzip header, so equal voxels give equal bytes
@@ -369,7 +367,7 @@ def _read_tiff(source: Source, where: str, default_spacing):
     except Exception as err:  # tifffile raises many types; all mean "not a readable TIFF"
         raise UserError(f"{where}: {path} cannot be read as TIFF ({type(err).__name__}: {err})") from None
     kept = [a for a, n in zip(axes, data.shape) if n > 1 or a in "YX"]
-    data = data.reshape([n for a, n in zip(axes, data.shape) if n > 1 or a in "YX"])
+    data = data.reshape([n for a, n in zip(axes, data.shape) if a in kept])  # tifffile's axes are distinct letters
     depth, channel = [a for a in kept if a in DEPTH_AXES], [a for a in kept if a in CHANNEL_AXES]
     if not depth:
         raise UserError(f"{where}: {path} is a 2-D image ({'x'.join(map(str, data.shape))}); expected a TIFF stack")
