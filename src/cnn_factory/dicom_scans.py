@@ -15,10 +15,8 @@ NIfTI's RAS+ axes (DICOM's patient coordinates are LPS+: x and y change sign), s
 NIfTI file a converter such as dcm2niix writes from it read to the same array, spacing and affine.
 Height runs down the columns (a slice's rows), width along a row; depth along the normal.
 
-Refused, each in one line naming `where` and the folder: no DICOM file in it, several series (by
-SeriesInstanceUID), slices of different size, orientation or pixel spacing, two slices at one
-position, a gap where a slice is missing (steps differing by more than 10% of the median), a slice
-without pixel data or with compressed pixel data pydicom cannot decode.
+What a series cannot be read for (several series, a missing slice, ...: docs/volumes.md lists them)
+is a UserError of one line naming `where` and the folder.
 
 `write_series` writes a series `read_series` reads back: a CT slice per file, int16 stored values
 that its rescale maps back exactly, and the grid in DICOM's decimal strings of 16 characters (a
