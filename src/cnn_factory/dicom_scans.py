@@ -140,17 +140,17 @@ def read_segmentation(path: Path, shape: tuple[int, int, int], affine: np.ndarra
         frames = dataset.pixel_array.reshape(-1, int(dataset.Rows), int(dataset.Columns))
     except Exception as err:  # pydicom raises many types: a damaged file, no pixel data
         raise UserError(f"{where}: {path}: its segments cannot be read ({type(err).__name__}: {err})") from None
-    if str(dataset.get("SegmentationType", "BINARY")) == "FRACTIONAL":
+    kind = str(dataset.get("SegmentationType", "BINARY"))
+    if kind == "FRACTIONAL":
         frames = frames > int(dataset.get("MaximumFractionalValue", 255)) / 2
     to_voxel = np.linalg.inv(affine) @ LPS_TO_RAS
     masks: dict[int, np.ndarray] = {}
-    labelmap = str(dataset.get("SegmentationType")) == "LABELMAP"  # a frame's pixels are segment numbers
     for frame, pixels in zip(dataset.get("PerFrameFunctionalGroupsSequence", []), frames):
         try:
             depth = _frame_depth(dataset, frame, to_voxel, pixels.shape, shape)
-            segment = (
-                0 if labelmap else int(_group(dataset, frame, "SegmentIdentificationSequence").ReferencedSegmentNumber)
-            )
+            if kind != "LABELMAP":  # a frame of one segment (a LABELMAP frame's pixels are segment numbers)
+                segment = int(_group(dataset, frame, "SegmentIdentificationSequence").ReferencedSegmentNumber)
+                pixels = np.where(pixels > 0, segment, 0)
         except (KeyError, AttributeError, ValueError) as err:  # a frame without its position or segment
             raise UserError(
                 f"{where}: {path}: a frame lacks its geometry or segment ({err}); export it again"
@@ -160,8 +160,6 @@ def read_segmentation(path: Path, shape: tuple[int, int, int], affine: np.ndarra
                 f"{where}: {path}: a frame lies off the voxels of the row's series ({shape[0]}x{shape[1]}x"
                 f"{shape[2]}); expected a segmentation drawn on that series"
             )
-        if not labelmap:
-            pixels = np.where(pixels > 0, segment, 0)
         for segment in np.unique(pixels[pixels > 0]).tolist():
             masks.setdefault(segment, np.zeros(shape, bool))[depth] |= pixels == segment
     labels = np.zeros(shape, np.uint8 if max(masks, default=0) < 256 else np.uint16)
