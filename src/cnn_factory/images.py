@@ -32,6 +32,7 @@ def split_name(path: Path) -> tuple[str, str]:
     return (path.stem, path.suffix.lower()) if path.suffix.lower() in SUFFIXES else (name, "")
 
 
+TIFF = (".tif", ".tiff")
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, either byte order
 EXIF_ORIENTATION = 0x0112
 # EXIF orientation -> what turns the stored (H, W, ...) pixels as every viewer shows them (Pillow's
@@ -50,7 +51,7 @@ UPRIGHT = {
 def _is_tiff(source: Source) -> bool:
     if isinstance(source, bytes):
         return source[:4] in TIFF_MAGIC
-    return str(source).lower().endswith((".tif", ".tiff"))
+    return str(source).lower().endswith(TIFF)
 
 
 def _opened(source: Source):

@@ -42,10 +42,9 @@ import numpy as np
 from cnn_factory.dicom import is_file
 from cnn_factory.dicom_scans import read_frames, read_series
 from cnn_factory.errors import UserError
-from cnn_factory.images import TIFF_MAGIC
+from cnn_factory.images import TIFF, TIFF_MAGIC
 
 NIFTI = (".nii", ".nii.gz")
-TIFF = (".tif", ".tiff")
 TO_MM = {"mm": 1.0, "millimeter": 1.0, "meter": 1000.0, "m": 1000.0, "cm": 10.0, "micron": 1e-3, "um": 1e-3}
 # ImageJ may write the micro sign escaped; NIfTI's "unknown" unit is read as mm, as nibabel and ITK do
 TO_MM |= {"\u00b5m": 1e-3, "\\u00b5m": 1e-3, "nm": 1e-6, "unknown": 1.0}
