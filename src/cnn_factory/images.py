@@ -76,9 +76,12 @@ def read_image(path: Source, indices: bool = False) -> np.ndarray:
         import imageio.v3 as iio
 
         palette, orientation = _pillow_header(path, indices)
-        # bytes through Pillow, which decodes them in memory (other plugins may spill them to a file)
-        plugin = "pillow" if isinstance(path, bytes) else None
-        image = palette if palette is not None else np.asarray(iio.imread(path, plugin=plugin))
+        if palette is not None:
+            image = palette
+        elif isinstance(path, bytes):  # Pillow decodes bytes in memory (other plugins may spill them to a file)
+            image = np.asarray(iio.imread(path, plugin="pillow"))
+        else:
+            image = np.asarray(iio.imread(path))
     if image.ndim > 2 and image.shape[-1] not in (3, 4) and image.shape[-3] in (3, 4):  # channels first
         image = np.moveaxis(image, -3, -1)
     return np.ascontiguousarray(UPRIGHT[orientation](image)) if orientation in UPRIGHT else image

@@ -55,7 +55,8 @@ class PatchSplit(Dataset):
         self.foreground = {n: open_array(folder / f"{foreground_name(n)}.npy") for n in self.spatial}
         first = self.images[inputs[0]]
         self.shapes = np.array([first.shape(i) for i in range(len(first))], np.int64).reshape(-1, first.dims)
-        lengths = [len(a) for a in (*self.images.values(), *self.masks.values(), *self.views.values())]
+        lengths = [len(a) for a in (*self.images.values(), *self.masks.values())]
+        lengths += [len(a) for a in self.views.values()]
         if any(n != len(first) for n in lengths):
             raise UserError(
                 f"{folder}: its arrays disagree on the number of rows; run `dvc repro` (prepare rebuilds it)"
