@@ -10,20 +10,13 @@ files: dicom_scans.py) as (C, D, H, W) arrays with their voxel spacing.
     scan = read_volume(upload, "input 'image'")   # a file's bytes (`cnn-factory serve`): the format from its content
     data = volume_bytes(mask, scan.affine)         # the .nii.gz file write_volume writes, in memory
 
-Axes: depth is the file's slowest axis, width its fastest. A NIfTI file's data array is indexed
-(i, j, k[, c]) with i fastest, so (D, H, W) = (k, j, i); a 4th axis holds channels. A TIFF stack
-has its pages (axis Z, or tifffile's I/Q) as depth and its rows and columns as height and width;
-channels are an ImageJ C axis or the samples of each pixel (RGB). Several single-channel files
-are several inputs, stacked as images are.
-
-`affine` maps a voxel index (d, h, w, 1) to world coordinates (x, y, z, 1) in mm: NIfTI's
-sform, else its qform, else its pixdim scaling, as nibabel chooses, with its columns reordered
-from (i, j, k) to (d, h, w) and in mm whatever the header's unit (mm when it names none); a TIFF
-stack's is diagonal, x along the width, y along the height, z along the depth. `spacing` is mm
-per (D, H, W) axis: the length of the affine's step along each axis (NIfTI; a zero pixdim with
-no sform is an error, not the 1 nibabel puts in its place); a TIFF's from ImageJ's calibration
-(the resolution tags for height and width, `spacing` for depth, in its `unit`), else the
-`default_spacing` the caller passes, else an error.
+Depth is the file's slowest axis, width its fastest: a NIfTI array's (i, j, k[, c]) reversed, a
+TIFF stack's pages (axis Z, or tifffile's I/Q) as depth, its channels an ImageJ C axis or the
+samples of each pixel. `affine` maps a voxel index (d, h, w, 1) to world coordinates (x, y, z, 1)
+in mm (NIfTI's sform, else its qform, else its pixdim scaling, as nibabel chooses; a TIFF stack's
+is axis-aligned); `spacing` is the length of its step along each axis, a TIFF stack's from its
+ImageJ calibration (`_tiff_spacing`), else the `default_spacing` the caller passes, else an error.
+docs/volumes.md ("Axes" and the table of formats) says it at length.
 
 Every problem is a UserError that names `where` (the CSV row and column), the file, and what to do.
 A file's bytes are read in memory: a gzip'd NIfTI file is unzipped up to the end of the voxels its
