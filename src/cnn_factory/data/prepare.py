@@ -208,7 +208,6 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
     manifest: dict[str, Any] = {"csv": table.path, "splits": {}, "inputs": {}, "outputs": {}}
     report: dict[str, Any] = {"rows": {}, "outputs": {}}
     arrays: dict[str, dict[str, np.ndarray]] = {}
-    first_input = cfg.first_input.column
     points = [foreground_name(n) for n in cfg.outputs.spatial] if cfg.patch_mode else []  # where patches centre
     for split in [s for s in SPLITS if s in splits]:  # a fold's run may have no test split
         index = [i for i, s in enumerate(splits) if s == split]
@@ -217,7 +216,7 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
         entry = manifest["splits"][split] = {
             "count": len(index),
             "rows": [table.numbers[i] for i in index],
-            "files": [table.rows[i][first_input] for i in index],
+            "files": [table.rows[i][cfg.first_input.column] for i in index],
             "sizes": sizes.tolist(),  # (H, W) of each row's image file, a volume's (D, H, W)
         }
         if cfg.volumes:  # each scan's own spacing: the scores' millimetres
@@ -229,8 +228,7 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
         manifest["spacing"] = report["spacing"] = list(rows.spacing or ())
     if drawn := split_report(table, cfg.data, splits):  # data.split.group / stratify: what each split holds
         manifest["split"] = report["split"] = drawn
-    dims = len(cfg.first_input.size)
-    report["images"] = image_report(cfg, np.asarray(manifest["splits"]["train"]["sizes"]).reshape(-1, dims))
+    report["images"] = image_report(cfg, np.asarray(manifest["splits"]["train"]["sizes"]))  # (rows, dims)
     for spec in cfg.inputs.values():
         manifest["inputs"][spec.name] = channel_stats(arrays["train"][spec.name])
     for output in cfg.outputs.values():
