@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ import yaml
 from benchmarks.cells import make_cells
 from cnn_factory.config import parse_params
 from cnn_factory.data.dataset import to_device
-from cnn_factory.data.patches import PatchBatches, PatchRows, PatchSplit
+from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.data.prepare import prepare
 from cnn_factory.data.ragged import RaggedArray, RaggedWriter
 from cnn_factory.errors import UserError
@@ -23,6 +25,16 @@ from cnn_factory.images import read_image, write_image
 from cnn_factory.model import ModelFile, MultiOutputNet, model_args, model_meta
 from cnn_factory.predict import predict_images
 from tests.conftest import cell_params
+
+
+@dataclass(frozen=True, kw_only=True)
+class PatchRows:
+    """What PatchBatches draws from, without a prepared split: each row's image shape, each mask's
+    foreground points, the patch size (a PatchSplit's three attributes)."""
+
+    shapes: np.ndarray  # (rows, dims)
+    foreground: Mapping[str, np.ndarray]  # per mask: (rows, FOREGROUND_SAMPLES, dims), -1 where none
+    patch: tuple[int, ...]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from skimage import io
 from cnn_factory.config import parse_params
 from cnn_factory.data.example import make_example
 from cnn_factory.data.prepare import prepare, validate_and_load, write_prepared
-from cnn_factory.data.row_keys import decoding_modules
+from cnn_factory.data.row_keys import DECODING_MODULES
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import KINDS
 from tests.conftest import with_majority
@@ -387,7 +387,7 @@ def test_two_workers_report_the_same_problems_in_row_order(params, example_dir, 
 def test_the_cache_key_covers_the_decoding_code_and_not_the_kinds_losses_or_plots():
     """An edit to a loss, metric, plot or prediction writer leaves the decoded rows valid (dvc.yaml's
     prepare deps name the same files: tests/test_pipeline.py edits a loss and sees prepare skipped)."""
-    hashed = {m.__name__ for m in decoding_modules()}
+    hashed = {m.__name__ for m in DECODING_MODULES}
     assert hashed == {
         "cnn_factory.data.rows",
         "cnn_factory.data.grids",

@@ -13,7 +13,7 @@ import torch
 from benchmarks.cells import make_cells
 from cnn_factory.config import parse_params
 from cnn_factory.data.dataset import read_manifest
-from cnn_factory.data.patches import PatchBatches, PatchRows, PatchSplit
+from cnn_factory.data.patches import PatchBatches, PatchSplit
 from cnn_factory.data.prepare import prepare
 from cnn_factory.data.ragged import RaggedArray
 from cnn_factory.model import ModelFile, MultiOutputNet, model_args, model_meta
@@ -24,6 +24,7 @@ from cnn_factory.training.losses import Criterion
 from cnn_factory.training.optim import relative_loss
 from cnn_factory.training.validation import Sampled, SampledValidation
 from tests.conftest import cell_params
+from tests.test_patches import PatchRows
 
 CPU = torch.device("cpu")
 

@@ -106,10 +106,9 @@ def is_file(source: str | Path | bytes) -> bool:
     """A DICOM file (or its bytes): the `DICM` marker after the 128-byte preamble."""
     if isinstance(source, bytes):
         return source[128:132] == b"DICM"
-    path = Path(source)
-    if not path.is_file():
+    if not Path(source).is_file():
         return False
-    with path.open("rb") as f:
+    with open(source, "rb") as f:
         return f.read(132)[128:] == b"DICM"
 
 

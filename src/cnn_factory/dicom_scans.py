@@ -15,10 +15,8 @@ NIfTI's RAS+ axes (DICOM's patient coordinates are LPS+: x and y change sign), s
 NIfTI file a converter such as dcm2niix writes from it read to the same array, spacing and affine.
 Height runs down the columns (a slice's rows), width along a row; depth along the normal.
 
-Refused, each in one line naming `where` and the folder: no DICOM file in it, several series (by
-SeriesInstanceUID), slices of different size, orientation or pixel spacing, two slices at one
-position, a gap where a slice is missing (steps differing by more than 10% of the median), a slice
-without pixel data or with compressed pixel data pydicom cannot decode.
+What a series cannot be read for (several series, a missing slice, ...: docs/volumes.md lists them)
+is a UserError of one line naming `where` and the folder.
 
 `write_series` writes a series `read_series` reads back: a CT slice per file, int16 stored values
 that its rescale maps back exactly, and the grid in DICOM's decimal strings of 16 characters (a
@@ -54,7 +52,7 @@ def read_series(folder: Path, where: str) -> tuple[np.ndarray, tuple[float, floa
     except Exception as err:  # pydicom raises many types for a damaged file
         raise UserError(f"{where}: {folder}: a file cannot be read as DICOM ({type(err).__name__}: {err})") from None
     _one_series(headers, folder, where)
-    positions = np.asarray([_position(h, folder, where) for h in headers])
+    positions = np.asarray([[float(v) for v in h.ImagePositionPatient] for h in headers])
     order, spacing, affine = _grid(
         positions, headers[0].ImageOrientationPatient, headers[0].PixelSpacing, folder, where
     )
@@ -133,8 +131,8 @@ def read_segmentation(path: Path, shape: tuple[int, int, int], affine: np.ndarra
     """A DICOM SEG as a (D, H, W) label volume on the grid of its series (`shape`, RAS+ `affine`): each
     voxel the number of the segment that holds it, 0 none; where segments overlap, the smallest
     wins (a tumour in its organ stays a tumour). FRACTIONAL segments hold where over half; a LABELMAP
-    segmentation's pixels are their segment's number. Frames
-    that lie off the series' voxels (another series, a resampled segmentation) are a UserError."""
+    segmentation's pixels are their segment's number. Frames that lie off the series' voxels
+    (another series, a resampled segmentation) are a UserError."""
     import pydicom
 
     dataset = pydicom.dcmread(path)
@@ -142,17 +140,17 @@ def read_segmentation(path: Path, shape: tuple[int, int, int], affine: np.ndarra
         frames = dataset.pixel_array.reshape(-1, int(dataset.Rows), int(dataset.Columns))
     except Exception as err:  # pydicom raises many types: a damaged file, no pixel data
         raise UserError(f"{where}: {path}: its segments cannot be read ({type(err).__name__}: {err})") from None
-    if str(dataset.get("SegmentationType", "BINARY")) == "FRACTIONAL":
+    kind = str(dataset.get("SegmentationType", "BINARY"))
+    if kind == "FRACTIONAL":
         frames = frames > int(dataset.get("MaximumFractionalValue", 255)) / 2
     to_voxel = np.linalg.inv(affine) @ LPS_TO_RAS
     masks: dict[int, np.ndarray] = {}
-    labelmap = str(dataset.get("SegmentationType")) == "LABELMAP"  # a frame's pixels are segment numbers
     for frame, pixels in zip(dataset.get("PerFrameFunctionalGroupsSequence", []), frames):
         try:
             depth = _frame_depth(dataset, frame, to_voxel, pixels.shape, shape)
-            segment = (
-                0 if labelmap else int(_group(dataset, frame, "SegmentIdentificationSequence").ReferencedSegmentNumber)
-            )
+            if kind != "LABELMAP":  # a frame of one segment (a LABELMAP frame's pixels are segment numbers)
+                segment = int(_group(dataset, frame, "SegmentIdentificationSequence").ReferencedSegmentNumber)
+                pixels = np.where(pixels > 0, segment, 0)
         except (KeyError, AttributeError, ValueError) as err:  # a frame without its position or segment
             raise UserError(
                 f"{where}: {path}: a frame lacks its geometry or segment ({err}); export it again"
@@ -162,8 +160,6 @@ def read_segmentation(path: Path, shape: tuple[int, int, int], affine: np.ndarra
                 f"{where}: {path}: a frame lies off the voxels of the row's series ({shape[0]}x{shape[1]}x"
                 f"{shape[2]}); expected a segmentation drawn on that series"
             )
-        if not labelmap:
-            pixels = np.where(pixels > 0, segment, 0)
         for segment in np.unique(pixels[pixels > 0]).tolist():
             masks.setdefault(segment, np.zeros(shape, bool))[depth] |= pixels == segment
     labels = np.zeros(shape, np.uint8 if max(masks, default=0) < 256 else np.uint16)
@@ -197,6 +193,7 @@ def _frame_depth(dataset: Any, frame: Any, to_voxel: np.ndarray, size: tuple, sh
 
 
 def _one_series(headers: list, folder: Path, where: str) -> None:
+    """A UserError unless the slices are one series on one grid, each with its position."""
     series = {str(getattr(h, "SeriesInstanceUID", "")) for h in headers}
     if len(series) > 1:
         raise UserError(
@@ -209,6 +206,8 @@ def _one_series(headers: list, folder: Path, where: str) -> None:
                             "expected one series of slices on one grid")  # fmt: skip
         if "None" in values:
             raise UserError(f"{where}: {folder}: its slices lack {key}; expected an image series with its geometry")
+    if any(getattr(h, "ImagePositionPatient", None) is None for h in headers):
+        raise UserError(f"{where}: {folder}: a slice lacks ImagePositionPatient; expected an image series")
 
 
 def _direction(orientation: Any, folder: Path, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -218,13 +217,6 @@ def _direction(orientation: Any, folder: Path, where: str) -> tuple[np.ndarray, 
     if not (np.isclose(np.linalg.norm(rows), 1, atol=1e-3) and np.isclose(np.linalg.norm(columns), 1, atol=1e-3)):
         raise UserError(f"{where}: {folder}: ImageOrientationPatient {list(cosines)} holds no unit directions")
     return rows / np.linalg.norm(rows), columns / np.linalg.norm(columns)
-
-
-def _position(header, folder: Path, where: str) -> np.ndarray:
-    position = getattr(header, "ImagePositionPatient", None)
-    if position is None:
-        raise UserError(f"{where}: {folder}: a slice lacks ImagePositionPatient; expected an image series")
-    return np.asarray([float(v) for v in position])
 
 
 def _slice_step(positions: np.ndarray, normal: np.ndarray, folder: Path, where: str) -> np.ndarray:
@@ -246,9 +238,7 @@ def _slice_step(positions: np.ndarray, normal: np.ndarray, folder: Path, where: 
 
 
 def _voxels(files: list[Path], folder: Path, where: str) -> np.ndarray:
-    """(D, H, W): each slice's stored values times its RescaleSlope plus its RescaleIntercept, as
-    int16 where every value is a whole number in its range (CT's Hounsfield units, as NIfTI
-    converters store them), else float32."""
+    """(D, H, W): each slice's stored values times its RescaleSlope plus its RescaleIntercept (`_whole`)."""
     import pydicom
 
     slices = []
@@ -267,7 +257,8 @@ def _voxels(files: list[Path], folder: Path, where: str) -> np.ndarray:
 
 
 def _whole(volume: np.ndarray) -> np.ndarray:
-    """int16 where every value is a whole number in its range (CT's Hounsfield units), else float32."""
+    """int16 where every value is a whole number in its range (CT's Hounsfield units, as NIfTI
+    converters store them), else float32."""
     whole = np.array_equal(volume, np.round(volume)) and volume.min() >= -32768 and volume.max() <= 32767
     return volume.astype(np.int16 if whole else np.float32)
 

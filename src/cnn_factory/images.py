@@ -3,11 +3,9 @@
 TIFF goes through tifffile, every other format through imageio (pillow): the same decoders
 `skimage.io.imread` calls, with its channel-axis fix. Importing skimage.io costs ~0.4 s (it loads
 scipy and the colour module); these ~0.07 s, which every stage, `predict` and `validate` pay at start.
-A palette image's indices (a label map as annotation tools save it) come from Pillow directly.
-A DICOM file (an X-ray, a mammogram) is read through its rescale and VOI window (dicom.py).
-A file whose EXIF orientation says viewers turn it (photos taken in portrait) is read turned as
-they show it, as browsers and annotation tools that honour the tag draw it.
-A source is a file or the bytes of one (an upload to `cnn-factory serve`), decoded the same way.
+A palette image's indices come from Pillow directly, a DICOM file goes through its rescale and VOI
+window (dicom.py), and a photo is turned as its EXIF orientation says (`read_image`). A source is
+a file or the bytes of one (an upload to `cnn-factory serve`), decoded the same way.
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ def split_name(path: Path) -> tuple[str, str]:
     return (path.stem, path.suffix.lower()) if path.suffix.lower() in SUFFIXES else (name, "")
 
 
+TIFF = (".tif", ".tiff")
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, either byte order
 EXIF_ORIENTATION = 0x0112
 # EXIF orientation -> what turns the stored (H, W, ...) pixels as every viewer shows them (Pillow's
@@ -52,7 +51,7 @@ UPRIGHT = {
 def _is_tiff(source: Source) -> bool:
     if isinstance(source, bytes):
         return source[:4] in TIFF_MAGIC
-    return str(source).lower().endswith((".tif", ".tiff"))
+    return str(source).lower().endswith(TIFF)
 
 
 def _opened(source: Source):

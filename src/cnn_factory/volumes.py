@@ -10,20 +10,13 @@ files: dicom_scans.py) as (C, D, H, W) arrays with their voxel spacing.
     scan = read_volume(upload, "input 'image'")   # a file's bytes (`cnn-factory serve`): the format from its content
     data = volume_bytes(mask, scan.affine)         # the .nii.gz file write_volume writes, in memory
 
-Axes: depth is the file's slowest axis, width its fastest. A NIfTI file's data array is indexed
-(i, j, k[, c]) with i fastest, so (D, H, W) = (k, j, i); a 4th axis holds channels. A TIFF stack
-has its pages (axis Z, or tifffile's I/Q) as depth and its rows and columns as height and width;
-channels are an ImageJ C axis or the samples of each pixel (RGB). Several single-channel files
-are several inputs, stacked as images are.
-
-`affine` maps a voxel index (d, h, w, 1) to world coordinates (x, y, z, 1) in mm: NIfTI's
-sform, else its qform, else its pixdim scaling, as nibabel chooses, with its columns reordered
-from (i, j, k) to (d, h, w) and in mm whatever the header's unit (mm when it names none); a TIFF
-stack's is diagonal, x along the width, y along the height, z along the depth. `spacing` is mm
-per (D, H, W) axis: the length of the affine's step along each axis (NIfTI; a zero pixdim with
-no sform is an error, not the 1 nibabel puts in its place); a TIFF's from ImageJ's calibration
-(the resolution tags for height and width, `spacing` for depth, in its `unit`), else the
-`default_spacing` the caller passes, else an error.
+Depth is the file's slowest axis, width its fastest: a NIfTI array's (i, j, k[, c]) reversed, a
+TIFF stack's pages (axis Z, or tifffile's I/Q) as depth, its channels an ImageJ C axis or the
+samples of each pixel. `affine` maps a voxel index (d, h, w, 1) to world coordinates (x, y, z, 1)
+in mm (NIfTI's sform, else its qform, else its pixdim scaling, as nibabel chooses; a TIFF stack's
+is axis-aligned); `spacing` is the length of its step along each axis, a TIFF stack's from its
+ImageJ calibration (`_tiff_spacing`), else the `default_spacing` the caller passes, else an error.
+docs/volumes.md ("Axes" and the table of formats) says it at length.
 
 Every problem is a UserError that names `where` (the CSV row and column), the file, and what to do.
 A file's bytes are read in memory: a gzip'd NIfTI file is unzipped up to the end of the voxels its
@@ -42,10 +35,9 @@ import numpy as np
 from cnn_factory.dicom import is_file
 from cnn_factory.dicom_scans import read_frames, read_series
 from cnn_factory.errors import UserError
-from cnn_factory.images import TIFF_MAGIC
+from cnn_factory.images import TIFF, TIFF_MAGIC
 
 NIFTI = (".nii", ".nii.gz")
-TIFF = (".tif", ".tiff")
 TO_MM = {"mm": 1.0, "millimeter": 1.0, "meter": 1000.0, "m": 1000.0, "cm": 10.0, "micron": 1e-3, "um": 1e-3}
 # ImageJ may write the micro sign escaped; NIfTI's "unknown" unit is read as mm, as nibabel and ITK do
 TO_MM |= {"\u00b5m": 1e-3, "\\u00b5m": 1e-3, "nm": 1e-6, "unknown": 1.0}
@@ -109,8 +101,7 @@ def volume_grid(path: Path, where: str) -> tuple[tuple[int, int, int], tuple[flo
         raise UserError(f"{where}: {path} cannot be read as NIfTI ({type(err).__name__}: {err})") from None
     if len(shape) < 3:
         raise UserError(f"{where}: {path} is a 2-D image; expected a volume")
-    spacing = _nifti_spacing(image, _stored_header(path, image))
-    return (int(shape[2]), int(shape[1]), int(shape[0])), spacing
+    return (int(shape[2]), int(shape[1]), int(shape[0])), _nifti_spacing(image, _stored_header(path, image))
 
 
 def stated_voxels(data: bytes) -> int | None:
@@ -122,7 +113,7 @@ def stated_voxels(data: bytes) -> int | None:
 
             with tifffile.TiffFile(io.BytesIO(data)) as tif:
                 return int(np.prod(tif.series[0].shape))
-        return int(np.prod(_nifti_header(_head(data)).get_data_shape()))
+        return int(np.prod(_nifti_header(data).get_data_shape()))
     except Exception:  # not a volume's header: read_volume's message says why
         return None
 
@@ -174,9 +165,7 @@ def volume_bytes(array: np.ndarray, affine: np.ndarray, compress: bool = True) -
     """The NIfTI file write_volume writes, in memory: gzip'd (.nii.gz) unless `compress` is False."""
     import nibabel as nib
 
-    data = array[None] if array.ndim == 3 else array
-    data = data.transpose(3, 2, 1, 0)  # (C, D, H, W) -> (i, j, k, c)
-    data = data[..., 0] if data.shape[-1] == 1 else data  # (i, j, k) or (i, j, k, c)
+    data = (array[0] if array.ndim == 4 and len(array) == 1 else array).T  # (i, j, k) or (i, j, k, c)
     image = nib.Nifti1Image(np.ascontiguousarray(data), _reorder(affine))
     image.header.set_xyzt_units("mm")
     # nibabel's own level; no time or name in the gzip header, so equal voxels give equal bytes
@@ -217,25 +206,20 @@ def _shown(source: Source) -> str:
 
 def _format(source: Source) -> str | None:
     """ "nifti", "tiff", "dicom" (a series' folder) or "frames" (a multi-frame DICOM file): by the
-    name of a file, by the content of a file's bytes."""
+    name of a file (a DICOM file's by its content), by the content of a file's bytes."""
     if isinstance(source, Path):
+        name = source.name.lower()
         if source.is_dir():
             return "dicom"  # a folder of one series' slices
-        name = source.name.lower()
-        return (
-            "nifti"
-            if name.endswith(NIFTI)
-            else "tiff"
-            if name.endswith(TIFF)
-            else "frames"
-            if is_file(source)
-            else None
-        )
-    if source[:4] in TIFF_MAGIC:
+        if name.endswith(NIFTI):
+            return "nifti"
+        if name.endswith(TIFF):
+            return "tiff"
+    elif source[:4] in TIFF_MAGIC:
         return "tiff"
     if is_file(source):
         return "frames"
-    return "nifti" if source[:2] == GZIP_MAGIC or _nifti_size(source) else None
+    return "nifti" if isinstance(source, bytes) and (source[:2] == GZIP_MAGIC or _nifti_size(source)) else None
 
 
 def _read(source: Source, where: str, default_spacing) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
@@ -320,14 +304,11 @@ def _nifti_size(data: bytes) -> int:
     return 0
 
 
-def _head(data: bytes) -> bytes:
-    """The first bytes of a NIfTI file's bytes, unzipped: its header."""
-    return gzip.GzipFile(fileobj=io.BytesIO(data)).read(540) if data[:2] == GZIP_MAGIC else data[:540]
-
-
-def _nifti_header(head: bytes):
+def _nifti_header(data: bytes):
+    """The header of a NIfTI file's bytes, gzip'd or not: their first 540 bytes, unzipped."""
     import nibabel as nib
 
+    head = gzip.GzipFile(fileobj=io.BytesIO(data)).read(540) if data[:2] == GZIP_MAGIC else data[:540]
     header = nib.Nifti2Header if _nifti_size(head) == 540 else nib.Nifti1Header
     return header.from_fileobj(io.BytesIO(head), check=False)
 
@@ -337,7 +318,7 @@ def _unzipped(data: bytes) -> bytes:
     that unzips to more, a "gzip bomb", stops there)."""
     if data[:2] != GZIP_MAGIC:
         return data
-    header = _nifti_header(_head(data))
+    header = _nifti_header(data)
     end = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
     return gzip.GzipFile(fileobj=io.BytesIO(data)).read(end)
 
@@ -378,7 +359,7 @@ def _read_tiff(source: Source, where: str, default_spacing):
     except Exception as err:  # tifffile raises many types; all mean "not a readable TIFF"
         raise UserError(f"{where}: {path} cannot be read as TIFF ({type(err).__name__}: {err})") from None
     kept = [a for a, n in zip(axes, data.shape) if n > 1 or a in "YX"]
-    data = data.reshape([n for a, n in zip(axes, data.shape) if n > 1 or a in "YX"])
+    data = data.reshape([n for a, n in zip(axes, data.shape) if a in kept])  # tifffile's axes are distinct letters
     depth, channel = [a for a in kept if a in DEPTH_AXES], [a for a in kept if a in CHANNEL_AXES]
     if not depth:
         raise UserError(f"{where}: {path} is a 2-D image ({'x'.join(map(str, data.shape))}); expected a TIFF stack")

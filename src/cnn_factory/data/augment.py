@@ -12,11 +12,9 @@ kornia's AugmentationSequential does the same with ~4x the overhead per batch on
 15-60 ms per transform for 8 images of 64x64), hence the functional API. kornia is imported on
 first use, so a run without augmented copies (num_augs 0) does not pay its import (~0.2 s).
 
-Volumes (B, C, D, H, W) take the same params through one `affine_grid`/`grid_sample` per batch:
-flips of the width (`hflip`) and height (`vflip`) axes, rotation about the depth axis (within each
-slice, in pixel units, so a non-square slice is not sheared), zoom of every axis, shift along every
-axis; no flip or rotation across slices (anatomy is rarely symmetric there, and slices are often
-far apart). Brightness, contrast and noise act on the voxels as on pixels; blur acts within slices.
+Volumes (B, C, D, H, W) take the same params through one `affine_grid`/`grid_sample` per batch,
+with no flip or rotation across slices (`volume_matrices`; docs/volumes.md says why); blur acts
+within slices.
 Images keep kornia's warp rather than the volumes' N-d `affine_grid`: kornia builds its sampling
 grid with its own arithmetic, and `affine_grid` on the same (normalised, inverted) matrix samples
 about half the pixels of a 16x16 batch up to 2e-6 apart, so every 2-D run would change.
@@ -102,8 +100,7 @@ class Augmenter:
                 slices = gaussian_blur2d(slices, (5, 5), torch.stack([sigma, sigma], 1).to(image))
                 image[blurred.to(image.device)] = slices.view(chosen.shape)
         if c.noise:
-            noise = torch.randn(image.shape, generator=self.generator).to(image)
-            image = image + c.noise * noise
+            image = image + c.noise * torch.randn(image.shape, generator=self.generator).to(image)
         return image.clamp(0, 1)
 
     def __call__(
@@ -148,6 +145,5 @@ class Augmenter:
 
     def _warp_volumes(self, n: int, size: tuple[int, ...], like: torch.Tensor):
         """One sampling grid for n volumes (n, C, D, H, W), shared by images and masks."""
-        theta = self.volume_matrices(n, *size).to(like)
-        grid = F.affine_grid(theta, [n, 1, *size], align_corners=False)
+        grid = F.affine_grid(self.volume_matrices(n, *size).to(like), [n, 1, *size], align_corners=False)
         return lambda t, mode: F.grid_sample(t, grid.to(t), mode=mode, padding_mode="zeros", align_corners=False)

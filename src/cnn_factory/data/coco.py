@@ -7,9 +7,8 @@
 Each category becomes one label value: its COCO id when every id lies in 1..255 (the ids the
 export shows are then the label-map values), else 1..K in the order of the ids; `labels` holds the
 mapping, which `cnn-factory make-csv --coco` writes beside the CSV. A category that only groups
-others (another's supercategory, without annotations of its own, as the root that Roboflow's
-exports put first with id 0) is left out, and counts for neither rule. Polygons and RLE (compressed or
-not, crowd regions too) are rasterised by pycocotools, the reference implementation of the format.
+others (`_grouping`) is left out, and counts for neither rule. Polygons and RLE (compressed or not,
+crowd regions too) are rasterised by pycocotools, the reference implementation of the format.
 Where annotations overlap, the smaller one wins: annotations are drawn largest first, so an object
 lying on a larger one (a nucleus in a cell, a lesion in an organ) stays visible. Pixels under no
 annotation are 0, the background.

@@ -4,19 +4,17 @@
     folds = assign_folds(table, cfg.data)          # ["0", "test", "2", "1", ...]
     fold_splits(folds, "1")                        # fold 1's run: ["train", "test", "train", "val", ...]
 
-The test split is the single split's own: the same rows that `data.split.test` (with `group` and
-`stratify`, the same seed) or the `test` rows of `data.split.column` hold out without folds, so a
-single split's model and the folds' ensemble are scored on the same images; `data.split.test: 0`
-holds none out. The rest, the single split's train and val rows, are dealt into K folds, seeded
-by `data.split.seed`:
+The test split is the single split's own (the same rows, the same seed), so a single split's
+model and the folds' ensemble are scored on the same images. The rest are dealt into K folds,
+seeded by `data.split.seed`:
 - with `group`, whole groups, largest first, each to the fold furthest below its share
   (`splits.deal_groups`, the split's own rule): no group spans two folds;
 - with `stratify` alone, each class's rows, shuffled, dealt round the folds in turn, each class
   starting where the last one stopped: every fold holds each class within one row of its share,
   and the folds' sizes differ by one row at most;
 - else the rows, shuffled, dealt round the folds in turn.
-Fold k's run trains on the other folds and validates on fold k: the epoch it saves is picked on
-the rows it is then scored on, as nnU-Net's folds do (docs/small-data.md says what that costs).
+Fold k's run trains on the other folds, and picks its epoch on fold k, which it is then scored
+on, as nnU-Net's folds do (docs/small-data.md says what that costs).
 """
 
 from __future__ import annotations
@@ -108,8 +106,7 @@ def assign_folds(table: Table, data: DataConfig) -> list[str]:
 
 
 def _round_robin(classes: list[str], names: list[str], rng: np.random.Generator) -> list[str]:
-    """Each class's rows, in one seeded shuffle, dealt round the folds; a class starts at the fold
-    after the one its predecessor ended on, so the folds' sizes stay within one row too."""
+    """Each class's rows, in one seeded shuffle, dealt round the folds (the module's docstring)."""
     order = rng.permutation(len(classes)).tolist()
     dealt, turn = [names[0]] * len(classes), 0
     for c in sorted(set(classes)):

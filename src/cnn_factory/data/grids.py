@@ -23,6 +23,7 @@ tables). Every problem is a UserError whose message starts with `where`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -289,12 +290,6 @@ class Voxels:
 Grid = Pixels | Voxels
 
 
-def measured(spec: InputSpec) -> bool:
-    """Whether rows of this input come with their own spacing in mm (scans), which prepare records
-    for scores and figures in mm; an image's pixels are its units."""
-    return spec.volume
-
-
 def grid_for(spec: InputSpec, stated: tuple[float, float, float] | None = None) -> Grid:
     """The grid of a model's inputs (`spec`: the first): volumes by their size of three numbers
     (after resolve_spacing), images otherwise."""
@@ -320,15 +315,11 @@ def resolve_spacing(cfg: Config, table: Table, splits: list[str]) -> Config:
     if not spec.volume or spec.spacing != "auto":
         return cfg
     grids = []  # (shape, spacing) of each readable training scan
-    for i in (i for i, split in enumerate(splits) if split == "train"):
-        value = table.rows[i][spec.column]
-        path = cfg.data.resolve(value) if value else None
-        if path is None or not (path.is_file() or path.is_dir()):  # a folder: a DICOM series
-            continue
-        try:
-            grids.append(volume_grid(path, table.where(i, spec.column)))
-        except UserError:
-            continue
+    for i in (i for i, split in enumerate(splits) if split == "train" and table.rows[i][spec.column]):
+        path = cfg.data.resolve(table.rows[i][spec.column])
+        if path.is_file() or path.is_dir():  # a folder: a DICOM series
+            with suppress(UserError):
+                grids.append(volume_grid(path, table.where(i, spec.column)))
     if not grids:
         raise UserError(
             f"inputs.{spec.name}.spacing: auto takes the training scans' spacing, and none of them has a readable "

@@ -1,18 +1,14 @@
 """Label maps as annotation tools and image editors save them, turned into label values.
 
-A segmentation output picks its mask from a 2-D map of integer label values. Label maps come as:
+A segmentation output picks its mask from a 2-D map of integer label values: a single-channel
+image of any integer depth (its values, label 300 included), a palette PNG (its indices, not
+their colours), an RGB image whose three channels agree, or one coded in colours, mapped through
+the output's `colours` table (`#rrggbb` -> label value; a palette PNG too, when the output has a
+table), as docs/your-data.md lists them. An alpha channel is dropped.
 
-- single-channel images of any integer depth (8- or 16-bit PNG, TIFF): the values as they are,
-  label 300 included;
-- palette PNGs (mode "P", Pascal VOC style, as CVAT and LabelMe export them): the palette
-  indices, not the colours they are drawn in;
-- RGB images whose three channels agree: read as one channel;
-- RGB images coded in colours: mapped through the output's `colours` table (`#rrggbb` ->
-  label value); a palette PNG is read by its colours too when the output has a table.
-
-An alpha channel is dropped. `read_label_map` reads a file once per row and column (as values,
-or as colours for outputs with a table); `label_values` turns it into one output's label values.
-Both raise ValueError with the reason, which the caller prefixes with the file's path.
+`read_label_map` reads a file once per row and column (as values, or as colours for outputs with a
+table); `label_values` turns it into one output's label values. Both raise ValueError with the
+reason, which the caller prefixes with the file's path.
 
 A JPEG (`is_lossy`) cannot hold a label map exactly: its compression blurs values and colours
 along every edge, and a black-and-white mask comes back with greys. Its pixels are snapped: each

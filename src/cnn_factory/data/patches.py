@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,27 +82,18 @@ class PatchSplit(Dataset):
         return torch.from_numpy(x), as_tensors, flags, None if views is None else torch.from_numpy(views)
 
 
-@dataclass(frozen=True, kw_only=True)
-class PatchRows:
-    """What PatchBatches draws from: each row's image shape, each mask's foreground points, the patch
-    size. A PatchSplit has the same three attributes."""
-
-    shapes: np.ndarray  # (rows, dims)
-    foreground: Mapping[str, np.ndarray]  # per mask: (rows, FOREGROUND_SAMPLES, dims), -1 where none
-    patch: tuple[int, ...]
-
-
 class PatchBatches(Sampler[list[Spec]]):
     """This rank's batches of patch positions for one epoch.
 
     `samples` patches per epoch (each repeated as `num_augs` augmented copies), rows drawn uniformly;
     all ranks draw the same epoch from the same generator and take their own slice (`part`: rank,
-    world), as ShardedBatches does for whole images."""
+    world), as ShardedBatches does for whole images. `rows` may be anything with a PatchSplit's
+    `shapes` (rows, dims), `foreground` and `patch`."""
 
     def __init__(
         self,
         *,
-        rows: PatchSplit | PatchRows,
+        rows: PatchSplit,
         samples: int,
         batch_size: int,
         share: float,
@@ -130,7 +120,7 @@ class PatchBatches(Sampler[list[Spec]]):
         """The first pixel of a patch in `row`, per spatial axis: anywhere, or the patch centred on a
         foreground pixel; u: 2 + dims uniform draws."""
         shape, size = self.shapes[row], self.patch
-        masks = np.flatnonzero(self.has[row]) if forced and self.has.size else np.zeros(0, int)
+        masks = np.flatnonzero(self.has[row]) if forced else np.zeros(0, int)
         if len(masks):
             m = masks[int(u[0] * len(masks))]
             valid = np.flatnonzero(self.points[row, m, :, 0] >= 0)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from cnn_factory.config import SPLITS, Config
 from cnn_factory.data.folds import TEST, assign_folds, fold_splits
-from cnn_factory.data.grids import grid_for, measured, resolve_spacing
+from cnn_factory.data.grids import grid_for, resolve_spacing
 from cnn_factory.data.ragged import RaggedWriter, foreground_name
 from cnn_factory.data.row_cache import CACHE_FORMAT, CachedRows, RowCache, record_dtype
 from cnn_factory.data.row_keys import decoding_key, row_key
@@ -43,7 +43,7 @@ from cnn_factory.outputs.decoding import foreground
 
 CACHE = Path("data/cache")  # decoded rows, kept between runs (dvc.yaml: persist)
 MAX_LISTED = 50  # problems printed before "... and N more"
-BLOCK = 256  # rows copied at a time into the prepared arrays
+BLOCK = 256  # rows copied at a time into the prepared arrays (and counted, for their statistics)
 
 
 @dataclass(frozen=True)
@@ -119,10 +119,7 @@ def validate_and_load(
     given = cfg.first_input.spacing
     stated = given if isinstance(given, tuple) else None
     cfg = resolve_spacing(cfg, table, splits)  # volumes: from the training scans' headers when auto
-    repeats = repeated_rows(table, cfg, splits)
-    if repeats:
-        print(f"warning: {repeats}", file=sys.stderr)
-    for warning in lossy_label_maps(table, cfg):
+    for warning in filter(None, [repeated_rows(table, cfg, splits), *lossy_label_maps(table, cfg)]):
         print(f"warning: {warning}", file=sys.stderr)
     cache = RowCache(cache_dir, record_dtype(cfg))
     locations, problems, missing = load_rows(table, cfg, cache, workers, stated)
@@ -211,7 +208,6 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
     manifest: dict[str, Any] = {"csv": table.path, "splits": {}, "inputs": {}, "outputs": {}}
     report: dict[str, Any] = {"rows": {}, "outputs": {}}
     arrays: dict[str, dict[str, np.ndarray]] = {}
-    first_input = cfg.first_input.column
     points = [foreground_name(n) for n in cfg.outputs.spatial] if cfg.patch_mode else []  # where patches centre
     for split in [s for s in SPLITS if s in splits]:  # a fold's run may have no test split
         index = [i for i, s in enumerate(splits) if s == split]
@@ -220,20 +216,19 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
         entry = manifest["splits"][split] = {
             "count": len(index),
             "rows": [table.numbers[i] for i in index],
-            "files": [table.rows[i][first_input] for i in index],
+            "files": [table.rows[i][cfg.first_input.column] for i in index],
             "sizes": sizes.tolist(),  # (H, W) of each row's image file, a volume's (D, H, W)
         }
-        if measured(cfg.first_input):  # each scan's own spacing: the scores' millimetres
+        if cfg.volumes:  # each scan's own spacing: the scores' millimetres
             entry["spacing"] = [list(rows.grid(i)[1]) for i in index]
         if group := cfg.data.split.group:  # each row's patient: the intervals draw them whole
             entry["groups"] = [table.rows[i][group] for i in index]
         report["rows"][split] = len(index)
-    if measured(cfg.first_input):
+    if cfg.volumes:
         manifest["spacing"] = report["spacing"] = list(rows.spacing or ())
     if drawn := split_report(table, cfg.data, splits):  # data.split.group / stratify: what each split holds
         manifest["split"] = report["split"] = drawn
-    dims = len(cfg.first_input.size)
-    report["images"] = image_report(cfg, np.asarray(manifest["splits"]["train"]["sizes"]).reshape(-1, dims))
+    report["images"] = image_report(cfg, np.asarray(manifest["splits"]["train"]["sizes"]))  # (rows, dims)
     for spec in cfg.inputs.values():
         manifest["inputs"][spec.name] = channel_stats(arrays["train"][spec.name])
     for output in cfg.outputs.values():
@@ -266,15 +261,13 @@ def write_native(rows: CachedRows, index: list[int], cfg: Config, folder: Path) 
             writers[name].append(array)
     for writer in writers.values():
         writer.close()
-    if measured(cfg.first_input):  # each scan's own mm per (D, H, W) axis: the units of its scores
+    if cfg.volumes:  # each scan's own mm per (D, H, W) axis: the units of its scores
         np.save(folder / "spacing.npy", np.array([rows.grid(i)[1] for i in index], np.float64).reshape(-1, dims))
     return sizes
 
 
 def image_report(cfg: Config, sizes: np.ndarray) -> dict:
     """The training images' sizes, and in patch mode how many are smaller than a patch (padded)."""
-    if not len(sizes):
-        return {}
     report = {
         "smallest": sizes.min(0).tolist(),
         "median": np.median(sizes, 0).astype(int).tolist(),
@@ -306,12 +299,12 @@ def write_arrays(rows: CachedRows, index: list[int], names: list[str], folder: P
     return arrays
 
 
-def channel_stats(images: np.ndarray, block: int = 256) -> dict[str, list[float]]:
+def channel_stats(images: np.ndarray) -> dict[str, list[float]]:
     """Per-channel mean and std (floored at 1e-3) of uint8 (N, C, H, W) images scaled to 0..1,
     from a histogram of the 256 values per channel, built a block of images at a time."""
     counts = np.zeros((images.shape[1], 256), np.int64)
-    for start in range(0, len(images), block):
-        part = np.asarray(images[start : start + block])
+    for start in range(0, len(images), BLOCK):
+        part = np.asarray(images[start : start + BLOCK])
         for c in range(images.shape[1]):
             counts[c] += np.bincount(part[:, c].ravel(), minlength=256)
     values = np.arange(256) / 255

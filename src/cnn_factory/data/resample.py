@@ -7,13 +7,11 @@
 
 A network sees one spacing, so a 5 mm slice of one scan and a 1 mm slice of another look alike
 to it. The target (`auto`) is nnU-Net's (its ExperimentPlanner's `determine_fullres_target_spacing`):
-the median spacing of the training scans along each axis; but where one axis is both coarse in
-spacing (its median more than 3 times the largest of the other axes') and short in voxels (its
-median size times 3 smaller than the smallest of the others'), that axis takes the 10th
-percentile of its spacings instead, no finer than the largest of the other axes' medians: the
-median would throw away the finer scans' slices, and interpolating the coarsest scans' few
-slices costs less. Arrays are (C, *spatial) images or (*spatial) label maps, spatial being
-(D, H, W) or (H, W), spacing one size per spatial axis.
+the median spacing of the training scans along each axis, but an axis both coarse and short
+(`ANISOTROPY`) takes the 10th percentile of its spacings: the median would throw away the finer
+scans' slices, and interpolating the coarsest scans' few slices costs less. Arrays are
+(C, *spatial) images or (*spatial) label maps, spatial being (D, H, W) or (H, W), spacing one size
+per spatial axis.
 
 Images are interpolated per channel (linear, or cubic with order 3; scipy.ndimage), label maps by
 nearest neighbour so that no label value appears that the map did not hold. Voxels are taken as
@@ -32,7 +30,7 @@ ANISOTROPY = 3  # nnU-Net's ANISO_THRESHOLD: spacing and size ratios beyond it m
 
 def target_spacing(spacings: Sequence[Sequence[float]], shapes: Sequence[Sequence[int]]) -> tuple[float, ...]:
     """The spacing every scan is resampled to: the per-axis median of the training scans' spacings,
-    with nnU-Net's rule for one strongly anisotropic axis (the module's docstring)."""
+    with nnU-Net's rule for one coarse and short axis (the module's docstring, docs/volumes.md)."""
     spacing, size = np.asarray(spacings, float), np.asarray(shapes, float)
     target = np.percentile(spacing, 50, axis=0)
     median_size = np.percentile(size, 50, axis=0)

@@ -99,8 +99,7 @@ class RowCache:
             path.unlink()
             blob.unlink(missing_ok=True)
             return
-        self.shards[path.stem] = records
-        self.blobs[path.stem] = _bytes(blob)
+        self.shards[path.stem], self.blobs[path.stem] = records, _bytes(blob)
         if records.dtype == self.dtype:  # other definitions: no current row can be in it
             for j, key in enumerate(records["key"].tolist()):
                 self.index.setdefault(key.decode(), (path.stem, j))
@@ -231,8 +230,7 @@ class CachedRows(Sequence):
         """Row i's image size ((H, W), a volume's (D, H, W)) and the bytes of its arrays of that size
         (see rows.unpack_native)."""
         location = self.locations[i]
-        size = self.cache.record(location)["size"]
-        return tuple(int(n) for n in size), self.cache.blob(location)
+        return tuple(int(n) for n in self.cache.record(location)["size"]), self.cache.blob(location)
 
     def grid(self, i: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
         """Row i's native grid (the image scaled, the scan at the target spacing) and its own spacing in mm."""

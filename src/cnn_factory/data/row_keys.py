@@ -7,7 +7,6 @@ import hashlib
 import json
 from importlib import metadata
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
@@ -19,12 +18,10 @@ from cnn_factory.data.table import Table
 from cnn_factory.outputs import decoding
 from cnn_factory.outputs.base import csv_columns
 
-
-def decoding_modules() -> tuple[ModuleType, ...]:
-    """The code that decides what a row decodes to: decoding a row (rows.py, grids.py), reading
-    images, volumes (NIfTI, TIFF, DICOM) and label maps, resampling, and the kinds' data halves
-    (outputs/decoding.py), not their losses, metrics, plots or writers."""
-    return (rows, grids, images, reading, dicom, dicom_scans, label_maps, resample, decoding)
+# the code that decides what a row decodes to: decoding a row (rows.py, grids.py), reading images, volumes
+# (NIfTI, TIFF, DICOM) and label maps, resampling, and the kinds' data halves (outputs/decoding.py), not
+# their losses, metrics, plots or writers
+DECODING_MODULES = (rows, grids, images, reading, dicom, dicom_scans, label_maps, resample, decoding)
 
 
 def decoding_key(cfg: Config) -> str:
@@ -32,7 +29,7 @@ def decoding_key(cfg: Config) -> str:
     output definitions (less their training-only fields), the decoding code and the decoders' versions."""
     inputs = [[n, s.model_dump(mode="json", exclude=s.unused)] for n, s in cfg.inputs.items()]
     outputs = [[n, s.model_dump(mode="json", exclude=set(s.training_only))] for n, s in cfg.outputs.items()]
-    code = [hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in decoding_modules()]
+    code = [hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in DECODING_MODULES]
     # the decoders: read from the installed packages' metadata, without importing them
     decoders = ("scikit-image", "scipy", "tifffile", "nibabel", "pydicom", "python-gdcm")
     versions = [np.__version__, *(_version(name) for name in decoders)]

@@ -51,19 +51,6 @@ def native_names(cfg: Config) -> list[str]:
     return names + [f"{n}.truth" for n in spatial]
 
 
-def native_shapes(cfg: Config, size: tuple[int, ...], native: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    """The shape of each of native_names() for a row whose image is `size` (*spatial) and whose
-    native grid is `native`."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for name in native_names(cfg):
-        base, kind = name.rsplit(".", 1)
-        if base in cfg.inputs:
-            shapes[name] = (cfg.inputs[base].channels, *native)
-        else:
-            shapes[name] = native if kind == "native" else size
-    return shapes
-
-
 def pack_native(result: RowResult, cfg: Config) -> bytes:
     """A row's arrays of its image's size, back to back in native_names() order (the row cache's blob)."""
     return b"".join(np.ascontiguousarray(result.native[name], np.uint8).tobytes() for name in native_names(cfg))
@@ -72,9 +59,12 @@ def pack_native(result: RowResult, cfg: Config) -> bytes:
 def unpack_native(
     blob: np.ndarray, cfg: Config, size: tuple[int, ...], native: tuple[int, ...]
 ) -> dict[str, np.ndarray]:
-    """pack_native's arrays back from the blob, as views of it."""
+    """pack_native's arrays back from the blob, as views of it, for a row whose image is `size`
+    (*spatial) and whose native grid is `native`."""
     arrays, offset = {}, 0
-    for name, shape in native_shapes(cfg, size, native).items():
+    for name in native_names(cfg):
+        base, kind = name.rsplit(".", 1)
+        shape = (cfg.inputs[base].channels, *native) if base in cfg.inputs else native if kind == "native" else size
         n = int(np.prod(shape))
         arrays[name] = blob[offset : offset + n].reshape(shape)
         offset += n

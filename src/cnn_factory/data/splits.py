@@ -7,12 +7,9 @@ the fractions `data.split.val` and `data.split.test`, keeping together the rows 
     split_report(table, cfg.data, splits)        # rows, groups and class counts per split
 
 Drawn without group or stratify, a split is a seeded permutation cut at the fractions, as it
-always was (the same seed, the same rows). With `stratify` alone each class is cut so: the
-rounding of each class's share is chosen (largest remainders) so that every split still gets
-round(rows x fraction) rows, and each class is within one row of its share in every split. With
-`group`, whole groups are dealt out, largest first (shuffled by the seed among equal sizes),
-each to the split furthest below its target for that group's class (a group's class is its rows'
-most common one): the shares are then as close as the groups' sizes allow.
+always was (the same seed, the same rows). With `stratify` alone each class is cut so, within one
+row of its share in every split (`_quotas`); with `group`, whole groups are dealt out
+(`deal_groups`): the shares are then as close as the groups' sizes allow.
 """
 
 from __future__ import annotations

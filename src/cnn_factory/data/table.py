@@ -79,11 +79,7 @@ def check_columns(table: Table, cfg: Config) -> None:
     needed = [(f"inputs.{s.name}", s.column) for s in cfg.inputs.values()]
     needed += [(f"outputs.{s.name}", c) for s in cfg.outputs.values() for c in csv_columns(s)]
     split = cfg.data.split
-    needed += [
-        (f"data.split.{k}", c)
-        for k, c in (("column", split.column), ("group", split.group), ("stratify", split.stratify))
-        if c
-    ]
+    needed += [(f"data.split.{k}", getattr(split, k)) for k in ("column", "group", "stratify") if getattr(split, k)]
     problems = [
         f"{table.path}: row 1: no column '{column}' (needed by {key}); columns are: {', '.join(table.header)}"
         for key, column in needed
@@ -117,7 +113,7 @@ def check_root(table: Table, cfg: Config) -> None:
             )
 
 
-def repeated_rows(table: Table, cfg: Config, splits: list[str], limit: int = 10) -> str | None:
+def repeated_rows(table: Table, cfg: Config, splits: list[str]) -> str | None:
     """A warning naming the rows whose input files (paths resolved, links followed) repeat an
     earlier row's, or None. A repeat in another split than the row it repeats is pointed out: an
     image in both the training and the test split inflates the test figures."""
@@ -137,7 +133,7 @@ def repeated_rows(table: Table, cfg: Config, splits: list[str], limit: int = 10)
             return f"row {table.numbers[i]} repeats row {table.numbers[j]}"
         return f"row {table.numbers[i]} ({splits[i]}) repeats row {table.numbers[j]} ({splits[j]})"
 
-    listed = listing((pair(i, j) for i, j in repeats), limit, ", ... ({} more)")
+    listed = listing((pair(i, j) for i, j in repeats), 10, ", ... ({} more)")
     text = f"{table.path}: {len(repeats)} row(s) repeat an earlier row's input files: {listed}"
     crossed = sum(splits[i] != splits[j] for i, j in repeats)
     if crossed:
