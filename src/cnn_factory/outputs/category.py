@@ -19,7 +19,7 @@ from cnn_factory.outputs.base import Output
 from cnn_factory.outputs.decoding import CategoryRows
 from cnn_factory.outputs.planning import ColumnReport
 from cnn_factory.outputs.scoring import Scorer, cell_floats
-from cnn_factory.outputs.writing import Affine, Writer
+from cnn_factory.outputs.writing import Affine, Size, Writer
 from cnn_factory.params import custom, show
 
 if TYPE_CHECKING:  # torch loads when first used: reading params does not need it
@@ -169,13 +169,11 @@ class CategoryWriter(Writer[CategoryOutput], of=CategoryOutput):
         return [self.output.name, f"{self.output.name}_probability"]
 
     def write_prediction(
-        self, value: np.ndarray, out: Path, stem: str, size: tuple[int, ...], threshold: float, affine: Affine = None
+        self, value: np.ndarray, out: Path, stem: str, size: Size, threshold: float, affine: Affine = None
     ) -> list[str]:
         return [self.output.class_names[int(value.argmax())], f"{value.max():.4f}"]
 
-    def answer(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: Affine = None
-    ) -> dict[str, Any]:
+    def answer(self, value: np.ndarray, size: Size, threshold: float, affine: Affine = None) -> dict[str, Any]:
         probabilities = {c: round(float(p), 6) for c, p in zip(self.output.class_names, value)}
         return {"label": self.output.class_names[int(value.argmax())], "probabilities": probabilities}
 

@@ -26,7 +26,7 @@ from cnn_factory.outputs.base import MaskOutput
 from cnn_factory.outputs.decoding import IGNORE, ClassMaskRows, nearest
 from cnn_factory.outputs.scoring import MaskScorer, cell_floats, mask_cells, mask_columns
 from cnn_factory.outputs.segmentation import IGNORE_HELP, Colours, Ignored, Labels, refuse_ignored
-from cnn_factory.outputs.writing import Affine, MaskWriter
+from cnn_factory.outputs.writing import Affine, MaskWriter, Size
 from cnn_factory.params import Shape, custom
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
@@ -205,7 +205,7 @@ class ClassMaskWriter(MaskWriter[ClassMaskOutput], of=ClassMaskOutput):
     def prediction_columns(self) -> list[str]:
         return [f"{self.output.name}_mask", *(f"{self.output.name}_{c}_coverage" for c in self.output.classes)]
 
-    def predicted_image(self, value: np.ndarray, size: tuple[int, ...], threshold: float) -> np.ndarray:
+    def predicted_image(self, value: np.ndarray, size: Size, threshold: float) -> np.ndarray:
         """Class indices (0 background)."""
         return nearest(value.argmax(0).astype(np.uint8), size)
 

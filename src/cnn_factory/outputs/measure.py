@@ -30,7 +30,7 @@ from cnn_factory.outputs.base import MaskOutput, Output, Spacing
 from cnn_factory.outputs.decoding import MeasureRows
 from cnn_factory.outputs.planning import ColumnReport
 from cnn_factory.outputs.scoring import Masks, Scorer
-from cnn_factory.outputs.writing import Affine, Writer
+from cnn_factory.outputs.writing import Affine, Size, Writer
 
 Name = Literal["area", "volume", "perimeter", "ellipse_circumference", "max_diameter", "count", "mean_intensity"]
 AXES = {2: "images", 3: "volumes"}
@@ -185,13 +185,11 @@ class MeasureWriter(Writer[MeasureOutput], of=MeasureOutput):
         return unit(self.output.measure, bool(value[1]))
 
     def write_prediction(
-        self, value: np.ndarray, out: Any, stem: str, size: tuple[int, ...], threshold: float, affine: Affine = None
+        self, value: np.ndarray, out: Any, stem: str, size: Size, threshold: float, affine: Affine = None
     ) -> list[str]:
         return [f"{float(value[0]):.6g}", self._unit(value)]
 
-    def answer(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: Affine = None
-    ) -> dict[str, Any]:
+    def answer(self, value: np.ndarray, size: Size, threshold: float, affine: Affine = None) -> dict[str, Any]:
         return {"value": float(value[0]), "unit": self._unit(value)}
 
     def recipe(self) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ from cnn_factory.images import encode_png
 from cnn_factory.outputs.base import MaskOutput
 from cnn_factory.outputs.decoding import IGNORE, SegmentationRows, nearest
 from cnn_factory.outputs.scoring import MASK_SCORES, MaskScorer, mask_cells, mask_columns
-from cnn_factory.outputs.writing import Affine, MaskWriter
+from cnn_factory.outputs.writing import Affine, MaskWriter, Size
 from cnn_factory.params import Shape, custom, show
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
@@ -221,7 +221,7 @@ class SegmentationWriter(MaskWriter[SegmentationOutput], of=SegmentationOutput):
     def prediction_columns(self) -> list[str]:
         return [f"{self.output.name}_mask", f"{self.output.name}_coverage"]
 
-    def predicted_image(self, value: np.ndarray, size: tuple[int, ...], threshold: float) -> np.ndarray:
+    def predicted_image(self, value: np.ndarray, size: Size, threshold: float) -> np.ndarray:
         """255 where the probability is above `threshold`."""
         return nearest(value > threshold, size).astype(np.uint8) * 255
 

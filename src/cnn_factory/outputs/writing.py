@@ -17,6 +17,7 @@ import numpy as np
 from cnn_factory.outputs.base import Adapter, Kind
 
 Affine = np.ndarray | None  # a scan's 4x4 affine, which places its files on its grid; None for an image
+Size = tuple[int, ...]  # the image's own (H, W) or the scan's (D, H, W), which a mask is written at
 
 
 class Writer(Adapter[Kind]):
@@ -35,22 +36,18 @@ class Writer(Adapter[Kind]):
         return [self.output.name]
 
     def write_prediction(
-        self, value: np.ndarray, out: Path, stem: str, size: tuple[int, ...], threshold: float, affine: Affine = None
+        self, value: np.ndarray, out: Path, stem: str, size: Size, threshold: float, affine: Affine = None
     ) -> list[str]:
         """predictions.csv cells for one image (and any file they name, under `out`); a volume's
         masks (`size` (D, H, W)) are written as NIfTI on the scan's grid, placed by its `affine`."""
         return [f"{float(value):.6g}"]
 
-    def prediction_file(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: Affine = None
-    ) -> bytes | None:
+    def prediction_file(self, value: np.ndarray, size: Size, threshold: float, affine: Affine = None) -> bytes | None:
         """(mask kinds) The mask file predict writes for one image, as bytes: a PNG, or a scan's
         .nii.gz on its grid, placed by its `affine`; None for the others."""
         return None
 
-    def answer(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: Affine = None
-    ) -> dict[str, Any]:
+    def answer(self, value: np.ndarray, size: Size, threshold: float, affine: Affine = None) -> dict[str, Any]:
         """`cnn-factory serve`'s JSON for one image (a scan, with its `affine`): the value here; a mask
         kind gives its file (`MaskWriter`), a category its label and probabilities."""
         return {"value": float(value)}
@@ -61,7 +58,7 @@ class MaskWriter(Writer[Kind]):
     as `mask_file` gives it; predict's cells are the file and each class's share of the pixels, serve's
     answer the file, base64-encoded, and its pixels per class (`pixel_counts`, background first)."""
 
-    def predicted_image(self, value: np.ndarray, size: tuple[int, ...], threshold: float) -> np.ndarray:
+    def predicted_image(self, value: np.ndarray, size: Size, threshold: float) -> np.ndarray:
         """The (H, W) (or (D, H, W)) uint8 mask predict writes, at `size`."""
         raise NotImplementedError
 
@@ -72,13 +69,11 @@ class MaskWriter(Writer[Kind]):
     def pixel_counts(self, mask: np.ndarray) -> dict[str, int]:
         raise NotImplementedError
 
-    def prediction_file(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: Affine = None
-    ) -> bytes:
+    def prediction_file(self, value: np.ndarray, size: Size, threshold: float, affine: Affine = None) -> bytes:
         return self.mask_file(self.predicted_image(value, size, threshold), affine)
 
     def write_prediction(
-        self, value: np.ndarray, out: Path, stem: str, size: tuple[int, ...], threshold: float, affine: Affine = None
+        self, value: np.ndarray, out: Path, stem: str, size: Size, threshold: float, affine: Affine = None
     ) -> list[str]:
         mask = self.predicted_image(value, size, threshold)
         path = out / self.output.name / f"{stem}{'.png' if affine is None else '.nii.gz'}"
@@ -87,9 +82,7 @@ class MaskWriter(Writer[Kind]):
         shares = [n / mask.size for n in list(self.pixel_counts(mask).values())[1:]]
         return [f"{self.output.name}/{path.name}", *(f"{s:.4f}" for s in shares)]
 
-    def answer(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: Affine = None
-    ) -> dict[str, Any]:
+    def answer(self, value: np.ndarray, size: Size, threshold: float, affine: Affine = None) -> dict[str, Any]:
         """The mask file, base64-encoded, and its pixels per class. A scan's (placed by `affine`): its
         voxels per class, their volume in mL (the voxel's from the scan's spacing), and `slice`, its
         middle slice as the PNG an image's mask would be."""
