@@ -85,10 +85,7 @@ def evaluate_split(
     bar.close()
     confusion = {n: c for n, m in native.metrics.items() if (c := Scorer.of(outputs[n]).confusion(m)) is not None}
     pooled = {f"{k}_pooled": v for k, v in resized.compute().items()} if not patch else {}
-    result = Evaluation(native.compute(), pooled, gallery, confusion)
-    if scoring:
-        result.rows, result.worst = table.columns(), table.worst
-    return result
+    return Evaluation(native.compute(), pooled, gallery, confusion, table.columns(), table.worst)
 
 
 class Table:
