@@ -67,9 +67,8 @@ def mask_scores(pred: np.ndarray, truth: np.ndarray, tolerance: float, spacing: 
         return {"dice": dice, "iou": iou, "hd95": math.hypot(*extent), "nsd": 0.0, **counts}
     to_truth, to_pred = surface_distances(*_crop(pred, truth), spacing)
     hd95 = max(float(np.percentile(to_truth, 95)), float(np.percentile(to_pred, 95)))
-    nsd = (np.count_nonzero(to_truth <= tolerance) + np.count_nonzero(to_pred <= tolerance)) / (
-        len(to_truth) + len(to_pred)
-    )
+    within = np.count_nonzero(to_truth <= tolerance) + np.count_nonzero(to_pred <= tolerance)
+    nsd = within / (len(to_truth) + len(to_pred))
     return {"dice": dice, "iou": iou, "hd95": hd95, "nsd": float(nsd), **counts}
 
 
