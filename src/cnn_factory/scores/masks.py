@@ -25,7 +25,6 @@ from scipy.ndimage import binary_erosion, distance_transform_edt
 MASK_COLUMNS = ("dice", "iou", "hd95", "nsd", "truth_px", "pred_px", "tp", "fp", "fn")
 CLASS_MEANS = ("dice", "iou", "hd95", "nsd", "dice_pooled", "iou_pooled")  # class masks: means over classes
 
-
 Spacing = tuple[float, ...] | None  # size of a pixel or voxel along each axis (e.g. mm); None: 1 each
 
 
