@@ -31,6 +31,7 @@ from cnn_factory.outputs.decoding import MeasureRows
 from cnn_factory.outputs.planning import ColumnReport
 from cnn_factory.outputs.scoring import Masks, Scorer
 from cnn_factory.outputs.writing import Affine, Size, Writer
+from cnn_factory.scores.numbers import agreement_summary
 
 Name = Literal["area", "volume", "perimeter", "ellipse_circumference", "max_diameter", "count", "mean_intensity"]
 AXES = {2: "images", 3: "volumes"}
@@ -140,8 +141,6 @@ class MeasureScorer(Scorer[MeasureOutput], of=MeasureOutput):
         return {"true": float(truth), "measured": float(prediction)}
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
-        from cnn_factory.scores.numbers import agreement_summary
-
         return agreement_summary(columns["true"], columns["measured"])
 
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
