@@ -117,8 +117,7 @@ def memory_budget(budget_gb: float | None) -> tuple[float, str]:
         total = torch.cuda.get_device_properties(0).total_memory
         return 0.6 * total, f"60% of the GPU's {total / 2**30:.0f} GiB"
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 8 * 2**30
-    budget = min(0.25 * total, 8 * 2**30)
-    return budget, f"a quarter of the {total / 2**30:.0f} GiB of RAM, at most 8 GiB (no GPU)"
+    return min(0.25 * total, 8 * 2**30), f"a quarter of the {total / 2**30:.0f} GiB of RAM, at most 8 GiB (no GPU)"
 
 
 def settings(cfg: Config, rows: list[tuple]) -> list[tuple[str, Any]]:
