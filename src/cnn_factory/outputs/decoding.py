@@ -45,7 +45,6 @@ class MaskRows:
 
     if TYPE_CHECKING:  # fields of the kind's params model
         size: tuple[int, ...] | None
-        name: str
         ignore: tuple[int, ...]
 
         @property

@@ -56,8 +56,7 @@ def _colours(value: Any) -> dict[str, int]:
     for colour, label in value.items():
         if not (isinstance(colour, str) and re.fullmatch(HEX, colour)):
             raise custom(
-                "colours",
-                f"{colour!r} is not a colour; expected '#rrggbb' in hex, quoted (in YAML # starts a comment)",
+                "colours", f"{colour!r} is not a colour; expected '#rrggbb' in hex, quoted (in YAML # starts a comment)"
             )
         if not (isinstance(label, int) and not isinstance(label, bool) and label >= 0):
             raise custom("colours", f"'{colour}': expected a label value (integer >= 0), got {show(label)}")
@@ -80,19 +79,16 @@ Colours = Annotated[
     BeforeValidator(_colours, json_schema_input_type=Annotated[dict[str, int], WithJsonSchema(COLOURS_SCHEMA)]),
 ]
 
-# one label value or a list of them; the code gets a tuple
-Labels = Annotated[
-    tuple[Annotated[int, Field(ge=0)], ...],
-    BeforeValidator(_labels, json_schema_input_type=Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]]),
-]
+LabelValue = Annotated[int, Field(ge=0)]
+LabelValues = LabelValue | list[LabelValue]  # as params.yaml gives them: one label value or a list
+
+# the code gets a tuple
+Labels = Annotated[tuple[LabelValue, ...], BeforeValidator(_labels, json_schema_input_type=LabelValues)]
 
 # label values whose pixels count for nothing; [] (what a model file without any holds) is none
 Ignored = Annotated[
-    tuple[Annotated[int, Field(ge=0)], ...],
-    BeforeValidator(
-        lambda value: () if value in ([], ()) else _labels(value),
-        json_schema_input_type=Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]],
-    ),
+    tuple[LabelValue, ...],
+    BeforeValidator(lambda value: () if value in ([], ()) else _labels(value), json_schema_input_type=LabelValues),
 ]
 IGNORE_HELP = (
     "label-map value, or a list of values, whose pixels count for nothing: no loss, no training metric, no "
