@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 from cnn_factory.outputs.base import Output
 from cnn_factory.outputs.decoding import CategoryRows
 from cnn_factory.outputs.planning import ColumnReport
-from cnn_factory.outputs.scoring import Scorer, cell_floats
+from cnn_factory.outputs.scoring import Figures, Scorer, cell_floats
 from cnn_factory.outputs.writing import Affine, Size, Writer
 from cnn_factory.params import custom, show
 from cnn_factory.scores.classes import class_summary, reliability
@@ -115,10 +115,7 @@ class CategoryOutput(CategoryRows, Output):
 
 class CategoryScorer(Scorer[CategoryOutput], of=CategoryOutput):
     interval_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")
-    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("accuracy", "accuracy", ".3f"),
-        ("f1_macro", "macro F1", ".3f"),
-    )
+    summary_figures: ClassVar[Figures] = (("accuracy", "accuracy", ".3f"), ("f1_macro", "macro F1", ".3f"))
 
     def image_scores(
         self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None

@@ -29,7 +29,7 @@ from pydantic import Field
 from cnn_factory.outputs.base import MaskOutput, Output, Spacing
 from cnn_factory.outputs.decoding import MeasureRows
 from cnn_factory.outputs.planning import ColumnReport
-from cnn_factory.outputs.scoring import Masks, Scorer
+from cnn_factory.outputs.scoring import Figures, Masks, Scorer
 from cnn_factory.outputs.writing import Affine, Size, Writer
 from cnn_factory.scores.numbers import agreement_summary
 
@@ -106,7 +106,7 @@ class MeasureScorer(Scorer[MeasureOutput], of=MeasureOutput):
     interval_metrics: ClassVar[tuple[str, ...]] = ("mae", "bias", "loa_low", "loa_high", "r2")
 
     @property
-    def summary_figures(self) -> tuple[tuple[str, str, str], ...]:  # type: ignore[override]
+    def summary_figures(self) -> Figures:  # type: ignore[override]
         unit = self.output.unit_name
         return (("mae", f"MAE {unit}", ".4g"), ("bias", f"bias {unit}", ".4g"))
 

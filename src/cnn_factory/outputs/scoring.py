@@ -17,6 +17,9 @@ import numpy as np
 from cnn_factory.outputs.base import Adapter, Kind, Output, Spacing
 
 Masks = Mapping[str, np.ndarray]  # an image's predicted mask per mask output
+# test figures `cnn-factory summary` prints: (key in eval/metrics.json, label, format spec) each;
+# a label's {unit} is that of distances: px for images, mm for volumes
+Figures = tuple[tuple[str, str, str], ...]
 
 if TYPE_CHECKING:
     import torch
@@ -28,9 +31,7 @@ class Scorer(Adapter[Kind]):
     """An output's evaluation: `self.output` is its core (params and names)."""
 
     interval_metrics: ClassVar[tuple[str, ...]] = ()  # test figures given a bootstrap interval
-    # the test figures `cnn-factory summary` prints: (key in eval/metrics.json, label, format spec);
-    # a label's {unit} is that of distances: px for images, mm for volumes
-    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+    summary_figures: ClassVar[Figures] = ()  # the figures `cnn-factory summary` prints
 
     def image_scores(
         self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
@@ -98,10 +99,7 @@ class MaskScorer(Scorer[Kind]):
     """A mask kind's Scorer: the figures every mask kind reports."""
 
     interval_metrics: ClassVar[tuple[str, ...]] = ("dice", "iou", "hd95", "nsd", "dice_pooled")
-    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("dice", "dice", ".3f"),
-        ("hd95", "HD95 {unit}", ".1f"),
-    )
+    summary_figures: ClassVar[Figures] = (("dice", "dice", ".3f"), ("hd95", "HD95 {unit}", ".1f"))
 
 
 def cell_floats(cells: list[str]) -> np.ndarray:
