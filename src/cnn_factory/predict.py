@@ -231,11 +231,8 @@ def predict_images(
                     row += w.write_prediction(values[name], out, stem, image.size, threshold, image.affine)
                 writer.writerow(row)
         bar.close()
-    masks = bool(predictor.outputs.spatial)
-    print(
-        f"predict: {len(items) - len(failed)} image(s) -> {out}/predictions.csv"
-        + (f", masks in {out}/<output>/" if masks else "")
-    )
+    masks = f", masks in {out}/<output>/" if predictor.outputs.spatial else ""
+    print(f"predict: {len(items) - len(failed)} image(s) -> {out}/predictions.csv{masks}")
     if failed:
         for line in failed:
             print(f"error: {line}", file=sys.stderr)
