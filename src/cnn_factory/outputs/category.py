@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args
 import numpy as np
 from pydantic import Field, model_validator
 
-from cnn_factory.outputs.base import Output
+from cnn_factory.outputs.base import Output, Spacing
 from cnn_factory.outputs.decoding import CategoryRows
 from cnn_factory.outputs.planning import ColumnReport
-from cnn_factory.outputs.scoring import Figures, Scorer, cell_floats
+from cnn_factory.outputs.scoring import Figures, Row, Scorer, cell_floats
 from cnn_factory.outputs.writing import Affine, Size, Writer
 from cnn_factory.params import custom, show
 from cnn_factory.scores.classes import class_summary, reliability
@@ -117,9 +117,7 @@ class CategoryScorer(Scorer[CategoryOutput], of=CategoryOutput):
     interval_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")
     summary_figures: ClassVar[Figures] = (("accuracy", "accuracy", ".3f"), ("f1_macro", "macro F1", ".3f"))
 
-    def image_scores(
-        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
-    ) -> dict[str, Any]:
+    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: Spacing = None) -> Row:
         return {"true": int(truth), "predicted": int(prediction.argmax()), "probs": prediction.astype(np.float64)}
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:

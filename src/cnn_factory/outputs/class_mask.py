@@ -22,9 +22,9 @@ from pydantic import Field, model_validator
 
 from cnn_factory.errors import listing
 from cnn_factory.images import encode_png
-from cnn_factory.outputs.base import MaskOutput
+from cnn_factory.outputs.base import MaskOutput, Spacing
 from cnn_factory.outputs.decoding import IGNORE, ClassMaskRows, nearest
-from cnn_factory.outputs.scoring import MaskScorer, cell_floats, mask_cells, mask_columns
+from cnn_factory.outputs.scoring import MaskScorer, Row, cell_floats, mask_cells, mask_columns
 from cnn_factory.outputs.segmentation import IGNORE_HELP, Colours, Ignored, Labels, refuse_ignored
 from cnn_factory.outputs.writing import Affine, MaskWriter, Size
 from cnn_factory.params import Shape, custom
@@ -164,9 +164,7 @@ class ClassMaskScorer(MaskScorer[ClassMaskOutput], of=ClassMaskOutput):
         named = (f"{c} {colour_name(k)}" for k, c in enumerate(self.output.classes, 1))
         return "image | truth | prediction: " + listing(named, LEGEND, ", ... ({} more)")
 
-    def image_scores(
-        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
-    ) -> dict[str, Any]:
+    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: Spacing = None) -> Row:
         from cnn_factory.scores.masks import class_mask_scores
 
         return class_mask_scores(prediction, truth, self.output.classes, tolerance, spacing)

@@ -29,7 +29,7 @@ from pydantic import Field
 from cnn_factory.outputs.base import MaskOutput, Output, Spacing
 from cnn_factory.outputs.decoding import MeasureRows
 from cnn_factory.outputs.planning import ColumnReport
-from cnn_factory.outputs.scoring import Figures, Masks, Scorer
+from cnn_factory.outputs.scoring import Figures, Masks, Row, Scorer
 from cnn_factory.outputs.writing import Affine, Size, Writer
 from cnn_factory.scores.numbers import agreement_summary
 
@@ -134,9 +134,7 @@ class MeasureScorer(Scorer[MeasureOutput], of=MeasureOutput):
             image = resize(np.asarray(image, np.float32), (len(image), *mask.shape), order=1, preserve_range=True)
         return measure(o.measure, selected, spacing, o.components, image)
 
-    def image_scores(
-        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
-    ) -> dict[str, Any]:
+    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: Spacing = None) -> Row:
         """`prediction`: the measured value; `truth`: the true one (NaN: none)."""
         return {"true": float(truth), "measured": float(prediction)}
 

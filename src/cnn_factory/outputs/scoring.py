@@ -17,6 +17,7 @@ import numpy as np
 from cnn_factory.outputs.base import Adapter, Kind, Output, Spacing
 
 Masks = Mapping[str, np.ndarray]  # an image's predicted mask per mask output
+Row = dict[str, Any]  # one test image's scores by column (`image_scores`)
 # test figures `cnn-factory summary` prints: (key in eval/metrics.json, label, format spec) each;
 # a label's {unit} is that of distances: px for images, mm for volumes
 Figures = tuple[tuple[str, str, str], ...]
@@ -33,9 +34,7 @@ class Scorer(Adapter[Kind]):
     interval_metrics: ClassVar[tuple[str, ...]] = ()  # test figures given a bootstrap interval
     summary_figures: ClassVar[Figures] = ()  # the figures `cnn-factory summary` prints
 
-    def image_scores(
-        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
-    ) -> dict[str, Any]:
+    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: Spacing = None) -> Row:
         """One test image's row: prediction as evaluate gives it (`predicted_mask` at the label map's
         size, probabilities, a value) against its truth; `tolerance` in pixels for boundaries, or in
         mm with a volume's `spacing` (mm per axis)."""

@@ -22,9 +22,9 @@ import numpy as np
 from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
 from cnn_factory.images import encode_png
-from cnn_factory.outputs.base import MaskOutput
+from cnn_factory.outputs.base import MaskOutput, Spacing
 from cnn_factory.outputs.decoding import IGNORE, SegmentationRows, nearest
-from cnn_factory.outputs.scoring import MASK_SCORES, MaskScorer, mask_cells, mask_columns
+from cnn_factory.outputs.scoring import MASK_SCORES, MaskScorer, Row, mask_cells, mask_columns
 from cnn_factory.outputs.writing import Affine, MaskWriter, Size
 from cnn_factory.params import Shape, custom, show
 
@@ -180,9 +180,7 @@ class SegmentationScorer(MaskScorer[SegmentationOutput], of=SegmentationOutput):
     def true_mask(self, target: torch.Tensor) -> torch.Tensor:
         return (target > 0.5) & (target != IGNORE)
 
-    def image_scores(
-        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
-    ) -> dict[str, Any]:
+    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: Spacing = None) -> Row:
         from cnn_factory.scores.masks import mask_scores
 
         return mask_scores(prediction, truth, tolerance, spacing)
