@@ -10,7 +10,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,10 +228,8 @@ def column_values(cfg: Config, table: Table) -> dict[str, np.ndarray]:
     for name, output in cfg.outputs.items():
         decoded = []
         for row in [] if output.reads_label_map else table.rows:
-            try:
+            with suppress(ValueError):
                 decoded.append(output.decode_row(row, None))
-            except ValueError:
-                continue
         if decoded:
             found[name] = np.stack(decoded)
     return found
