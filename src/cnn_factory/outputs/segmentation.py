@@ -27,6 +27,7 @@ from cnn_factory.outputs.decoding import IGNORE, SegmentationRows, nearest
 from cnn_factory.outputs.scoring import MASK_SCORES, MaskScorer, Row, mask_cells, mask_columns
 from cnn_factory.outputs.writing import Affine, MaskWriter, Size
 from cnn_factory.params import Shape, custom, show
+from cnn_factory.volumes import volume_bytes
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
     import torch
@@ -223,8 +224,6 @@ class SegmentationWriter(MaskWriter[SegmentationOutput], of=SegmentationOutput):
         """The PNG of a 0/255 mask, or a scan's .nii.gz placed by `affine`: 1 the mask, 0 the rest."""
         if affine is None:
             return encode_png(mask)
-        from cnn_factory.volumes import volume_bytes
-
         return volume_bytes((mask > 0).astype(np.uint8), affine)
 
     def pixel_counts(self, mask: np.ndarray) -> dict[str, int]:
