@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from cnn_factory.config import Config, DataConfig, parse_params
 from cnn_factory.data.folds import assign_folds, fold_splits
 from cnn_factory.data.splits import drawn_splits
@@ -111,8 +113,6 @@ def memory_budget(budget_gb: float | None) -> tuple[float, str]:
     RAM's), and where that figure comes from."""
     if budget_gb:
         return budget_gb * 2**30, f"--budget-gb {budget_gb:g}"
-    import torch
-
     if torch.cuda.is_available():
         total = torch.cuda.get_device_properties(0).total_memory
         return 0.6 * total, f"60% of the GPU's {total / 2**30:.0f} GiB"
