@@ -84,10 +84,8 @@ def _perimeter(mask: np.ndarray, spacing: tuple[float, ...], image: np.ndarray |
 
 
 def ellipse_axes(mask: np.ndarray, spacing: tuple[float, ...]) -> tuple[float, float]:
-    """(a, b): semi-axes of the ellipse with the 2-D mask's second moments, in the units of `spacing`."""
+    """(a, b): semi-axes of the ellipse with the non-empty 2-D mask's second moments, in the units of `spacing`."""
     points = np.argwhere(mask) * np.asarray(spacing)
-    if len(points) == 0:
-        return 0.0, 0.0
     covariance = np.cov(points.T, bias=True) + np.diag(np.square(spacing)) / 12
     low, high = np.linalg.eigvalsh(covariance)
     return 2 * math.sqrt(max(high, 0.0)), 2 * math.sqrt(max(low, 0.0))  # a uniform ellipse: variance a^2 / 4
