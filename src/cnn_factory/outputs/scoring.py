@@ -1,10 +1,8 @@
 """What evaluation needs of an output kind: one row of scores per test image, the figures over the
-rows, the per-image table's cells and back, plots and the pictures' masks.
-
-Each kind's module defines its `Scorer` beside its core (`class SegmentationScorer(Scorer[...],
-of=SegmentationOutput)`); `Scorer.of(output)` gives an output's. evaluate.py, report.py,
-scores/, summary.py, compare/ and the training pictures call these; the defaults fit a kind
-without a mask (no pictures, no confusion matrix).
+rows, the per-image table's cells and back, plots and the pictures' masks. Each kind's module
+defines its `Scorer` beside its core (base.py's `Adapter`); evaluate.py, report.py, scores/,
+summary.py, compare/ and the training pictures call these; the defaults fit a kind without a mask
+(no pictures, no confusion matrix).
 """
 
 from __future__ import annotations

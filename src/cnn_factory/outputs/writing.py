@@ -1,9 +1,6 @@
 """What prediction needs of an output kind: predict's columns and files, serve's answers and
-export's logits shape.
-
-Each kind's module defines its `Writer` beside its core (`class SegmentationWriter(Writer[...],
-of=SegmentationOutput)`); `Writer.of(output)` gives an output's. predict.py, serve/ and export.py
-call these; the defaults write an image-level number.
+export's logits shape. Each kind's module defines its `Writer` beside its core (base.py's
+`Adapter`); predict.py, serve/ and export.py call these; the defaults write an image-level number.
 """
 
 from __future__ import annotations
