@@ -81,9 +81,7 @@ Colours = Annotated[
 ]
 
 LabelValue = Annotated[int, Field(ge=0)]
-LabelValues = LabelValue | list[LabelValue]  # as params.yaml gives them: one label value or a list
-
-# the code gets a tuple
+LabelValues = LabelValue | list[LabelValue]  # as params.yaml gives them: one or a list; the code gets a tuple
 Labels = Annotated[tuple[LabelValue, ...], BeforeValidator(_labels, json_schema_input_type=LabelValues)]
 
 # label values whose pixels count for nothing; [] (what a model file without any holds) is none
