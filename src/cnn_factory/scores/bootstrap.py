@@ -55,9 +55,8 @@ def resample_indices(n: int, resamples: int, seed: int = 0, groups: Sequence[str
     rng = np.random.default_rng(seed)
     if groups is None:
         return rng.integers(0, n, (resamples, n))
-    number = {g: k for k, g in enumerate(dict.fromkeys(groups))}
-    codes = np.asarray([number[g] for g in groups])
-    members = [np.flatnonzero(codes == k) for k in range(len(number))]
+    labels = np.asarray(groups)
+    members = [np.flatnonzero(labels == g) for g in dict.fromkeys(groups)]  # in the order they first appear
     drawn = rng.integers(0, len(members), (resamples, len(members)))  # each resample: as many groups as there are
     return [np.concatenate([members[k] for k in row]) for row in drawn]
 
