@@ -81,10 +81,6 @@ class CategoryOutput(CategoryRows, Output):
     def class_names(self) -> tuple[str, ...]:
         return tuple(map(str, range(self.size or 0) if self.classes is None else self.classes))  # default: ids
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
     def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
         return {"type": self.type, "classes": list(self.class_names)}
 
@@ -102,7 +98,7 @@ class CategoryOutput(CategoryRows, Output):
     def new_metric(self, device: torch.device | str) -> Metric:
         from cnn_factory.accumulators import ClassCounts
 
-        return ClassCounts(self.num_classes, device)
+        return ClassCounts(len(self.class_names), device)
 
     @staticmethod
     def probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -152,7 +148,7 @@ class CategoryScorer(Scorer[CategoryOutput], of=CategoryOutput):
 
 class CategoryWriter(Writer[CategoryOutput], of=CategoryOutput):
     def logits_shape(self) -> list:
-        return ["batch", self.output.num_classes]
+        return ["batch", len(self.output.class_names)]
 
     def prediction_columns(self) -> list[str]:
         return [self.output.name, f"{self.output.name}_probability"]
@@ -169,7 +165,7 @@ class CategoryWriter(Writer[CategoryOutput], of=CategoryOutput):
 
 class CategoryColumn(ColumnReport[CategoryOutput], of=CategoryOutput):
     def report(self, values: np.ndarray) -> tuple[str, list[str]]:
-        counts = np.bincount(values, minlength=self.output.num_classes)
+        counts = np.bincount(values, minlength=len(self.output.class_names))
         shares = counts / max(len(values), 1)
         line = ", ".join(f"{c} {n} ({s:.0%})" for c, n, s in zip(self.output.class_names, counts.tolist(), shares))
         warnings = [
