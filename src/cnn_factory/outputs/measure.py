@@ -6,12 +6,10 @@ column; no head, no loss.
                          column: hc_mm, spacing_column: pixel_mm}
     liver_ml: {type: measure, of: organs.liver, measure: volume}     # a class of a class mask
 
-`of` names a mask output, or one class of a class mask as `<output>.<class>`; `measure` is one of
-scores/measures.py's (area, volume, perimeter, ellipse_circumference, max_diameter, count,
-mean_intensity), measured on the predicted mask at the label map's own size (after sliding
+`of` names a mask output, or one class of a class mask as `<output>.<class>`; `measure`, one of
+scores/measures.py's, is measured on the predicted mask at the label map's own size (after sliding
 windows or resizing back). Its unit: mm (mm^2, mL) with a spacing, a volume's own or each row's
 `spacing_column` (mm per pixel), else pixels (voxels); `unit: px` measures in pixels anyway.
-`components: largest` measures the mask's largest connected component only.
 
 prepare stores (truth, spacing) per row, NaN where there is none; evaluate compares the measure
 with the truth (MAE, bias, 95% limits of agreement, R^2; a Bland-Altman plot); predict writes the
