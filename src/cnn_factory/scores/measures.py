@@ -33,9 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-from cnn_factory.scores.masks import Spacing, boundary
+Spacing = tuple[float, ...] | None  # mm per axis; None: a pixel is 1 along every axis
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,8 @@ class Measure:
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """The mask's connected components (8 or 26 neighbours): each pixel's component (0 outside), and how many."""
+    from scipy import ndimage  # scipy loads with the first measure: reading params imports this module
+
     return ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
 
 
@@ -70,6 +71,7 @@ def _size(mask: np.ndarray, spacing: tuple[float, ...], image: np.ndarray | None
 
 
 def _perimeter(mask: np.ndarray, spacing: tuple[float, ...], image: np.ndarray | None) -> float:
+    from scipy import ndimage
     from skimage.measure import find_contours
 
     # the staircase of pixel edges is 5-14% longer than a circle it draws; smoothed by a Gaussian of
@@ -99,6 +101,8 @@ def ramanujan(a: float, b: float) -> float:
 def _max_diameter(mask: np.ndarray, spacing: tuple[float, ...], image: np.ndarray | None) -> float:
     from scipy.spatial import ConvexHull, QhullError
     from scipy.spatial.distance import pdist
+
+    from cnn_factory.scores.masks import boundary
 
     points = np.argwhere(boundary(mask)) * np.asarray(spacing)  # the farthest pair lies on the boundary
     if len(points) < 2:
