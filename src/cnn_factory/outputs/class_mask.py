@@ -29,6 +29,7 @@ from cnn_factory.outputs.segmentation import IGNORE_HELP, Colours, Ignored, Labe
 from cnn_factory.outputs.writing import Affine, MaskWriter, Size
 from cnn_factory.palette import class_colours, colour_name
 from cnn_factory.params import Shape, custom
+from cnn_factory.scores.masks import class_mask_scores, class_mask_summary
 from cnn_factory.volumes import volume_bytes
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
@@ -165,13 +166,9 @@ class ClassMaskScorer(MaskScorer[ClassMaskOutput], of=ClassMaskOutput):
         return "image | truth | prediction: " + listing(named, LEGEND, ", ... ({} more)")
 
     def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: Spacing = None) -> Row:
-        from cnn_factory.scores.masks import class_mask_scores
-
         return class_mask_scores(prediction, truth, self.output.classes, tolerance, spacing)
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
-        from cnn_factory.scores.masks import class_mask_summary
-
         return class_mask_summary(columns, self.output.classes)
 
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:

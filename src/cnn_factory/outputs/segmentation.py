@@ -24,9 +24,10 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 from cnn_factory.images import encode_png
 from cnn_factory.outputs.base import MaskOutput, Spacing
 from cnn_factory.outputs.decoding import IGNORE, SegmentationRows, nearest
-from cnn_factory.outputs.scoring import MASK_SCORES, MaskScorer, Row, mask_cells, mask_columns
+from cnn_factory.outputs.scoring import MaskScorer, Row, mask_cells, mask_columns
 from cnn_factory.outputs.writing import Affine, MaskWriter, Size
 from cnn_factory.params import Shape, custom, show
+from cnn_factory.scores.masks import MASK_SCORES, mask_scores, mask_summary
 from cnn_factory.volumes import volume_bytes
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
@@ -180,13 +181,9 @@ class SegmentationScorer(MaskScorer[SegmentationOutput], of=SegmentationOutput):
         return (target > 0.5) & (target != IGNORE)
 
     def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: Spacing = None) -> Row:
-        from cnn_factory.scores.masks import mask_scores
-
         return mask_scores(prediction, truth, tolerance, spacing)
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
-        from cnn_factory.scores.masks import mask_summary
-
         return mask_summary(columns)
 
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-Spacing = tuple[float, ...] | None  # mm per axis; None: a pixel is 1 along every axis
+from cnn_factory.scores.masks import Spacing, boundary
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,6 @@ def ramanujan(a: float, b: float) -> float:
 def _max_diameter(mask: np.ndarray, spacing: tuple[float, ...], image: np.ndarray | None) -> float:
     from scipy.spatial import ConvexHull, QhullError
     from scipy.spatial.distance import pdist
-
-    from cnn_factory.scores.masks import boundary
 
     points = np.argwhere(boundary(mask)) * np.asarray(spacing)  # the farthest pair lies on the boundary
     if len(points) < 2:
