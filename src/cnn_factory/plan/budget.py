@@ -55,14 +55,12 @@ def budget_rows(memory: tuple, training: Training, patched: bool, gpu: bool) -> 
         per_epoch = times(target, t.epochs)
         patches = math.ceil(per_epoch * batch * t.accumulate / (1 + t.num_augs))
         steps = t.epochs * optimiser_steps(patches, batch, t)
-        why = f"{t.epochs} epochs x {patches} patches: {steps} steps of {batch}, as {said}"
-        return [*rows, ("train.patches_per_epoch", patches, why)], patches
+        why = f"{t.epochs} epochs x {patches} patches: {steps} steps of {batch}"
+        return [*rows, ("train.patches_per_epoch", patches, f"{why}, as {said}")], patches
     per_epoch = optimiser_steps(training.rows, batch, t)  # an epoch is the training rows
     epochs = times(target, per_epoch)
-    why = (
-        f"{epochs} epochs of {per_epoch} steps of {batch} ({training.rows} rows): {epochs * per_epoch} steps, as {said}"
-    )
-    return [*rows, ("train.epochs", epochs, why)], training.rows
+    why = f"{epochs} epochs of {per_epoch} steps of {batch} ({training.rows} rows): {epochs * per_epoch} steps"
+    return [*rows, ("train.epochs", epochs, f"{why}, as {said}")], training.rows
 
 
 def times(target: int, each: int) -> int:
