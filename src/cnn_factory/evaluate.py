@@ -58,14 +58,13 @@ def evaluate_split(
     folder: Path,
     batch_size: int,
     device: torch.device,
-    gallery_size: int = SHOWN,
     scoring: Scoring | None = None,
 ) -> Evaluation:
     """Runs the model over every image of a prepared split once; metrics on the device, one sync."""
     split = SplitPass(model_file, outputs, folder)
     spatial, patch = Outputs(outputs).spatial, split.patch
     native, resized = OutputMetrics(outputs, device), OutputMetrics(spatial, device)
-    gallery, table = Gallery(outputs, gallery_size), Table(outputs, scoring)
+    gallery, table = Gallery(outputs, SHOWN), Table(outputs, scoring)
     # a bar for evaluate on a terminal (patch mode slides windows over every image: long on large ones)
     bar = tqdm(total=len(split), desc="evaluate", unit="image", disable=None if scoring else True, file=sys.stdout)
     for batch in predict_split(model, model_file, outputs, split, batch_size, device):
@@ -85,10 +84,7 @@ def evaluate_split(
     bar.close()
     confusion = {n: c for n, m in native.metrics.items() if (c := Scorer.of(outputs[n]).confusion(m)) is not None}
     pooled = {f"{k}_pooled": v for k, v in resized.compute().items()} if not patch else {}
-    result = Evaluation(native.compute(), pooled, gallery, confusion)
-    if scoring:
-        result.rows, result.worst = table.columns(), table.worst
-    return result
+    return Evaluation(native.compute(), pooled, gallery, confusion, table.columns(), table.worst)
 
 
 class Table:

@@ -81,8 +81,7 @@ def csv_items(source: str, columns: dict[str, str], outputs: Outputs | None) -> 
     """A CSV's rows as Items: paths relative to its folder; a measure's spacing column read where
     the CSV has it (a bad cell is a UserError naming its row and column)."""
     table = read_table(source)
-    missing = [c for c in columns.values() if c not in table.header]
-    if missing:
+    if missing := [c for c in columns.values() if c not in table.header]:
         raise UserError(f"{source}: row 1: no column {', '.join(map(repr, missing))} (the model's inputs)")
     spaced = {
         n: (o, o.spacing_column)
@@ -215,13 +214,11 @@ def predict_images(
     dev = pick_device(device, "--device")
     predictor = Predictor.from_model_file(model_path, dev, tile, tta=tta, overlap=overlap, batch_size=batch_size)
     items = collect_images(sources, {n: s.column for n, s in predictor.inputs.items()}, predictor.outputs)
-    outputs = predictor.outputs
     failed: list[str] = []
-    written = 0
     out.mkdir(parents=True, exist_ok=True)
     with (out / "predictions.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writers = {n: Writer.of(o) for n, o in outputs.items()}
+        writers = {n: Writer.of(o) for n, o in predictor.outputs.items()}
         writer.writerow(["image", *(column for w in writers.values() for column in w.prediction_columns())])
         bar = tqdm(total=len(items), desc="predict", unit="image", disable=None)
         for start in range(0, len(items), batch_size):
@@ -233,10 +230,9 @@ def predict_images(
                 for name, w in writers.items():
                     row += w.write_prediction(values[name], out, stem, image.size, threshold, image.affine)
                 writer.writerow(row)
-                written += 1
         bar.close()
-    masks = bool(outputs.spatial)
-    print(f"predict: {written} image(s) -> {out}/predictions.csv" + (f", masks in {out}/<output>/" if masks else ""))
+    masks = f", masks in {out}/<output>/" if predictor.outputs.spatial else ""
+    print(f"predict: {len(items) - len(failed)} image(s) -> {out}/predictions.csv{masks}")
     if failed:
         for line in failed:
             print(f"error: {line}", file=sys.stderr)
@@ -250,8 +246,7 @@ def read_batch(predictor: Predictor, items: list[Item], failed: list[str]) -> tu
     for item in items:
         try:
             loaded.append(predictor.load(dict(item.files)))
+            batch.append(item)
         except (ValueError, UserError) as err:
             failed.append(str(err) if isinstance(err, UserError) else f"{item.first}: {err}")
-            continue
-        batch.append(item)
     return batch, loaded

@@ -5,10 +5,8 @@ To add a kind: write `outputs/<kind>.py` with its core, a subclass of `Output` (
 `Literal["<kind>"]`, and the adapters it needs beside it: its `Scorer` (scoring.py: evaluation)
 and `Writer` (writing.py: predict, serve, export), whose defaults fit an image-level number.
 Then add the core to `KINDS` below (docs/output-kinds.md walks through one). params.yaml
-checking, prepare, the model, training, evaluate, predict and export take it from there.
-
-An output's `type` in params.yaml names its kind, with one refinement: a segmentation that names
-several classes in `labels` (a mapping) is a class mask (`kind_name`).
+checking, prepare, the model, training, evaluate, predict and export take it from there. An
+output's `type` in params.yaml names its kind, but for a class mask's (`kind_name`).
 """
 
 from __future__ import annotations

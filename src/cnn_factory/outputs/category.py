@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args
 import numpy as np
 from pydantic import Field, model_validator
 
-from cnn_factory.outputs.base import Output
+from cnn_factory.outputs.base import Output, Spacing
 from cnn_factory.outputs.decoding import CategoryRows
 from cnn_factory.outputs.planning import ColumnReport
-from cnn_factory.outputs.scoring import Scorer, cell_floats
-from cnn_factory.outputs.writing import Affine, Writer
+from cnn_factory.outputs.scoring import Figures, Row, Scorer, cell_floats
+from cnn_factory.outputs.writing import Affine, Size, Writer
 from cnn_factory.params import custom, show
+from cnn_factory.scores.classes import class_summary, reliability
 
 if TYPE_CHECKING:  # torch loads when first used: reading params does not need it
     import torch
@@ -30,7 +31,6 @@ if TYPE_CHECKING:  # torch loads when first used: reading params does not need i
     from cnn_factory.losses import LossFn
 
 Loss = Literal["categorical_crossentropy"]
-
 
 FEW_ROWS = 10  # `cnn-factory plan` warns about a class with fewer rows
 IMBALANCE = 10  # ... and about a largest class with more than this many times the rows of the smallest
@@ -79,13 +79,7 @@ class CategoryOutput(CategoryRows, Output):
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        if self.classes is not None:
-            return tuple(str(c) for c in self.classes)
-        return tuple(str(i) for i in range(self.size or 0))
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
+        return tuple(map(str, range(self.size or 0) if self.classes is None else self.classes))  # default: ids
 
     def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
         return {"type": self.type, "classes": list(self.class_names)}
@@ -104,7 +98,7 @@ class CategoryOutput(CategoryRows, Output):
     def new_metric(self, device: torch.device | str) -> Metric:
         from cnn_factory.accumulators import ClassCounts
 
-        return ClassCounts(self.num_classes, device)
+        return ClassCounts(len(self.class_names), device)
 
     @staticmethod
     def probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -117,19 +111,12 @@ class CategoryOutput(CategoryRows, Output):
 
 class CategoryScorer(Scorer[CategoryOutput], of=CategoryOutput):
     interval_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")
-    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("accuracy", "accuracy", ".3f"),
-        ("f1_macro", "macro F1", ".3f"),
-    )
+    summary_figures: ClassVar[Figures] = (("accuracy", "accuracy", ".3f"), ("f1_macro", "macro F1", ".3f"))
 
-    def image_scores(
-        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
-    ) -> dict[str, Any]:
+    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: Spacing = None) -> Row:
         return {"true": int(truth), "predicted": int(prediction.argmax()), "probs": prediction.astype(np.float64)}
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
-        from cnn_factory.scores.classes import class_summary
-
         return class_summary(columns["true"], columns["probs"], self.output.class_names)
 
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
@@ -148,8 +135,6 @@ class CategoryScorer(Scorer[CategoryOutput], of=CategoryOutput):
         return {"true": np.asarray([ids[c] for c in cells["true"]], np.int64), "probs": probs}
 
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
-        from cnn_factory.scores.classes import reliability
-
         probs = columns["probs"]
         return {"calibration": reliability((probs.argmax(1) == columns["true"]).astype(float), probs.max(1))}
 
@@ -163,26 +148,24 @@ class CategoryScorer(Scorer[CategoryOutput], of=CategoryOutput):
 
 class CategoryWriter(Writer[CategoryOutput], of=CategoryOutput):
     def logits_shape(self) -> list:
-        return ["batch", self.output.num_classes]
+        return ["batch", len(self.output.class_names)]
 
     def prediction_columns(self) -> list[str]:
         return [self.output.name, f"{self.output.name}_probability"]
 
     def write_prediction(
-        self, value: np.ndarray, out: Path, stem: str, size: tuple[int, ...], threshold: float, affine: Affine = None
+        self, value: np.ndarray, out: Path, stem: str, size: Size, threshold: float, affine: Affine = None
     ) -> list[str]:
         return [self.output.class_names[int(value.argmax())], f"{value.max():.4f}"]
 
-    def answer(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: Affine = None
-    ) -> dict[str, Any]:
+    def answer(self, value: np.ndarray, size: Size, threshold: float, affine: Affine = None) -> dict[str, Any]:
         probabilities = {c: round(float(p), 6) for c, p in zip(self.output.class_names, value)}
         return {"label": self.output.class_names[int(value.argmax())], "probabilities": probabilities}
 
 
 class CategoryColumn(ColumnReport[CategoryOutput], of=CategoryOutput):
     def report(self, values: np.ndarray) -> tuple[str, list[str]]:
-        counts = np.bincount(values, minlength=self.output.num_classes)
+        counts = np.bincount(values, minlength=len(self.output.class_names))
         shares = counts / max(len(values), 1)
         line = ", ".join(f"{c} {n} ({s:.0%})" for c, n, s in zip(self.output.class_names, counts.tolist(), shares))
         warnings = [

@@ -45,7 +45,6 @@ class MaskRows:
 
     if TYPE_CHECKING:  # fields of the kind's params model
         size: tuple[int, ...] | None
-        name: str
         ignore: tuple[int, ...]
 
         @property
@@ -135,8 +134,6 @@ class CategoryRows:
 
         @property
         def class_names(self) -> tuple[str, ...]: ...
-        @property
-        def num_classes(self) -> int: ...
 
     def array_field(self) -> tuple:
         return (np.int64,)
@@ -150,7 +147,7 @@ class CategoryRows:
 
     def summary(self, values: dict[str, np.ndarray]) -> dict:
         return {
-            f"counts_{s}": dict(zip(self.class_names, np.bincount(v, minlength=self.num_classes).tolist()))
+            f"counts_{s}": dict(zip(self.class_names, np.bincount(v, minlength=len(self.class_names)).tolist()))
             for s, v in values.items()
         }
 

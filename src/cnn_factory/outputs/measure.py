@@ -6,12 +6,10 @@ column; no head, no loss.
                          column: hc_mm, spacing_column: pixel_mm}
     liver_ml: {type: measure, of: organs.liver, measure: volume}     # a class of a class mask
 
-`of` names a mask output, or one class of a class mask as `<output>.<class>`; `measure` is one of
-scores/measures.py's (area, volume, perimeter, ellipse_circumference, max_diameter, count,
-mean_intensity), measured on the predicted mask at the label map's own size (after sliding
+`of` names a mask output, or one class of a class mask as `<output>.<class>`; `measure`, one of
+scores/measures.py's, is measured on the predicted mask at the label map's own size (after sliding
 windows or resizing back). Its unit: mm (mm^2, mL) with a spacing, a volume's own or each row's
 `spacing_column` (mm per pixel), else pixels (voxels); `unit: px` measures in pixels anyway.
-`components: largest` measures the mask's largest connected component only.
 
 prepare stores (truth, spacing) per row, NaN where there is none; evaluate compares the measure
 with the truth (MAE, bias, 95% limits of agreement, R^2; a Bland-Altman plot); predict writes the
@@ -29,8 +27,10 @@ from pydantic import Field
 from cnn_factory.outputs.base import MaskOutput, Output, Spacing
 from cnn_factory.outputs.decoding import MeasureRows
 from cnn_factory.outputs.planning import ColumnReport
-from cnn_factory.outputs.scoring import Masks, Scorer
-from cnn_factory.outputs.writing import Affine, Writer
+from cnn_factory.outputs.scoring import Figures, Masks, Row, Scorer
+from cnn_factory.outputs.writing import Affine, Size, Writer
+from cnn_factory.scores.measures import MEASURES, measure, unit
+from cnn_factory.scores.numbers import agreement_summary
 
 Name = Literal["area", "volume", "perimeter", "ellipse_circumference", "max_diameter", "count", "mean_intensity"]
 AXES = {2: "images", 3: "volumes"}
@@ -67,8 +67,6 @@ class MeasureOutput(MeasureRows, Output):
     @property
     def unit_name(self) -> str:
         """The unit of its values: mm, mm2, mL, px, voxels, components, intensity."""
-        from cnn_factory.scores.measures import unit
-
         return unit(self.measure, self.unit == "mm")
 
     def source(self, outputs: Mapping[str, Output]) -> tuple[str, str | None] | None:
@@ -81,8 +79,6 @@ class MeasureOutput(MeasureRows, Output):
         return None
 
     def problems_among(self, key: str, outputs: Mapping[str, Output], axes: int) -> list[str]:
-        from cnn_factory.scores.measures import MEASURES
-
         lines = []
         if self.source(outputs) is None:
             masks = [n for n, o in outputs.items() if isinstance(o, MaskOutput)]
@@ -105,7 +101,7 @@ class MeasureScorer(Scorer[MeasureOutput], of=MeasureOutput):
     interval_metrics: ClassVar[tuple[str, ...]] = ("mae", "bias", "loa_low", "loa_high", "r2")
 
     @property
-    def summary_figures(self) -> tuple[tuple[str, str, str], ...]:  # type: ignore[override]
+    def summary_figures(self) -> Figures:  # type: ignore[override]
         unit = self.output.unit_name
         return (("mae", f"MAE {unit}", ".4g"), ("bias", f"bias {unit}", ".4g"))
 
@@ -115,8 +111,6 @@ class MeasureScorer(Scorer[MeasureOutput], of=MeasureOutput):
         """The measure of the source's predicted mask (0/1, or class indices of a class mask), in mm
         per axis from the row's `spacing_column` (`stored`, prepare's (truth, spacing)), else the
         scan's own, or in pixels; `image` brought to the mask's size for mean_intensity."""
-        from cnn_factory.scores.measures import measure
-
         o = self.output
         source = o.source(outputs)
         assert source is not None  # checked when params are read
@@ -133,15 +127,11 @@ class MeasureScorer(Scorer[MeasureOutput], of=MeasureOutput):
             image = resize(np.asarray(image, np.float32), (len(image), *mask.shape), order=1, preserve_range=True)
         return measure(o.measure, selected, spacing, o.components, image)
 
-    def image_scores(
-        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
-    ) -> dict[str, Any]:
+    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: Spacing = None) -> Row:
         """`prediction`: the measured value; `truth`: the true one (NaN: none)."""
         return {"true": float(truth), "measured": float(prediction)}
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
-        from cnn_factory.scores.numbers import agreement_summary
-
         return agreement_summary(columns["true"], columns["measured"])
 
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
@@ -180,18 +170,14 @@ class MeasureWriter(Writer[MeasureOutput], of=MeasureOutput):
         return [self.output.name, f"{self.output.name}_unit"]
 
     def _unit(self, value: np.ndarray) -> str:
-        from cnn_factory.scores.measures import unit
-
         return unit(self.output.measure, bool(value[1]))
 
     def write_prediction(
-        self, value: np.ndarray, out: Any, stem: str, size: tuple[int, ...], threshold: float, affine: Affine = None
+        self, value: np.ndarray, out: Any, stem: str, size: Size, threshold: float, affine: Affine = None
     ) -> list[str]:
         return [f"{float(value[0]):.6g}", self._unit(value)]
 
-    def answer(
-        self, value: np.ndarray, size: tuple[int, ...], threshold: float, affine: Affine = None
-    ) -> dict[str, Any]:
+    def answer(self, value: np.ndarray, size: Size, threshold: float, affine: Affine = None) -> dict[str, Any]:
         return {"value": float(value[0]), "unit": self._unit(value)}
 
     def recipe(self) -> dict[str, Any] | None:

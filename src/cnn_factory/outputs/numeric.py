@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import numpy as np
 
-from cnn_factory.outputs.base import Output
+from cnn_factory.outputs.base import Output, Spacing
 from cnn_factory.outputs.decoding import NumberRows
 from cnn_factory.outputs.planning import ColumnReport
-from cnn_factory.outputs.scoring import Scorer
+from cnn_factory.outputs.scoring import Figures, Row, Scorer
+from cnn_factory.scores.numbers import number_summary
 
 if TYPE_CHECKING:  # torch loads when first used: reading params does not need it
     import torch
@@ -64,16 +65,12 @@ class NumericOutput(NumberRows, Output):
 
 class NumericScorer(Scorer[NumericOutput], of=NumericOutput):
     interval_metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2")
-    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (("mae", "MAE", ".4g"), ("r2", "R^2", ".3f"))
+    summary_figures: ClassVar[Figures] = (("mae", "MAE", ".4g"), ("r2", "R^2", ".3f"))
 
-    def image_scores(
-        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
-    ) -> dict[str, Any]:
+    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: Spacing = None) -> Row:
         return {"true": float(truth), "predicted": float(prediction)}
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
-        from cnn_factory.scores.numbers import number_summary
-
         return number_summary(columns["true"], columns["predicted"])
 
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:

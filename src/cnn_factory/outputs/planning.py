@@ -1,9 +1,6 @@
-"""What `cnn-factory plan` says of an output kind's column before any training: one line about
-every row's decoded value and warnings about what would make its head hard to train.
-
-Each image-level kind's module defines its `ColumnReport` beside its core (`class
-CategoryColumn(ColumnReport[CategoryOutput], of=CategoryOutput)`); `ColumnReport.of(output)`
-gives an output's. The default says nothing (masks: the plan reads their foreground itself).
+"""What `cnn-factory plan` says of an output kind's column before any training (`report`). Each
+image-level kind's module defines its `ColumnReport` beside its core (base.py's `Adapter`); the
+default says nothing (masks: the plan reads their foreground itself).
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """What evaluation needs of an output kind: one row of scores per test image, the figures over the
-rows, the per-image table's cells and back, plots and the pictures' masks.
-
-Each kind's module defines its `Scorer` beside its core (`class SegmentationScorer(Scorer[...],
-of=SegmentationOutput)`); `Scorer.of(output)` gives an output's. evaluate.py, report.py,
-scores/, summary.py, compare/ and the training pictures call these; the defaults fit a kind
-without a mask (no pictures, no confusion matrix).
+rows, the per-image table's cells and back, plots and the pictures' masks. Each kind's module
+defines its `Scorer` beside its core (base.py's `Adapter`); evaluate.py, report.py, scores/,
+summary.py, compare/ and the training pictures call these; the defaults fit a kind without a mask
+(no pictures, no confusion matrix).
 """
 
 from __future__ import annotations
@@ -15,8 +13,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from cnn_factory.outputs.base import Adapter, Kind, Output, Spacing
+from cnn_factory.scores.masks import MASK_COUNTS, MASK_SCORES
 
 Masks = Mapping[str, np.ndarray]  # an image's predicted mask per mask output
+Row = dict[str, Any]  # one test image's scores by column (`image_scores`)
+# test figures `cnn-factory summary` prints: (key in eval/metrics.json, label, format spec) each;
+# a label's {unit} is that of distances: px for images, mm for volumes
+Figures = tuple[tuple[str, str, str], ...]
 
 if TYPE_CHECKING:
     import torch
@@ -28,13 +31,9 @@ class Scorer(Adapter[Kind]):
     """An output's evaluation: `self.output` is its core (params and names)."""
 
     interval_metrics: ClassVar[tuple[str, ...]] = ()  # test figures given a bootstrap interval
-    # the test figures `cnn-factory summary` prints: (key in eval/metrics.json, label, format spec);
-    # a label's {unit} is that of distances: px for images, mm for volumes
-    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+    summary_figures: ClassVar[Figures] = ()  # the figures `cnn-factory summary` prints
 
-    def image_scores(
-        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
-    ) -> dict[str, Any]:
+    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: Spacing = None) -> Row:
         """One test image's row: prediction as evaluate gives it (`predicted_mask` at the label map's
         size, probabilities, a value) against its truth; `tolerance` in pixels for boundaries, or in
         mm with a volume's `spacing` (mm per axis)."""
@@ -98,18 +97,12 @@ class MaskScorer(Scorer[Kind]):
     """A mask kind's Scorer: the figures every mask kind reports."""
 
     interval_metrics: ClassVar[tuple[str, ...]] = ("dice", "iou", "hd95", "nsd", "dice_pooled")
-    summary_figures: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("dice", "dice", ".3f"),
-        ("hd95", "HD95 {unit}", ".1f"),
-    )
+    summary_figures: ClassVar[Figures] = (("dice", "dice", ".3f"), ("hd95", "HD95 {unit}", ".1f"))
 
 
 def cell_floats(cells: list[str]) -> np.ndarray:
     """A column of eval/per_image.csv as floats; an empty cell (an undefined score) is NaN."""
     return np.asarray([float(c) if c != "" else np.nan for c in cells], np.float64)
-
-
-MASK_SCORES, MASK_COUNTS = ("dice", "iou", "hd95", "nsd"), ("truth_px", "pred_px", "tp")  # a mask's per-image cells
 
 
 def mask_cells(columns: dict[str, np.ndarray], suffix: str = "") -> dict[str, list]:

@@ -22,11 +22,13 @@ import numpy as np
 from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
 from cnn_factory.images import encode_png
-from cnn_factory.outputs.base import MaskOutput
+from cnn_factory.outputs.base import MaskOutput, Spacing
 from cnn_factory.outputs.decoding import IGNORE, SegmentationRows, nearest
-from cnn_factory.outputs.scoring import MASK_SCORES, MaskScorer, mask_cells, mask_columns
-from cnn_factory.outputs.writing import Affine, MaskWriter
+from cnn_factory.outputs.scoring import MaskScorer, Row, mask_cells, mask_columns
+from cnn_factory.outputs.writing import Affine, MaskWriter, Size
 from cnn_factory.params import Shape, custom, show
+from cnn_factory.scores.masks import MASK_SCORES, mask_scores, mask_summary
+from cnn_factory.volumes import volume_bytes
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
     import torch
@@ -56,8 +58,7 @@ def _colours(value: Any) -> dict[str, int]:
     for colour, label in value.items():
         if not (isinstance(colour, str) and re.fullmatch(HEX, colour)):
             raise custom(
-                "colours",
-                f"{colour!r} is not a colour; expected '#rrggbb' in hex, quoted (in YAML # starts a comment)",
+                "colours", f"{colour!r} is not a colour; expected '#rrggbb' in hex, quoted (in YAML # starts a comment)"
             )
         if not (isinstance(label, int) and not isinstance(label, bool) and label >= 0):
             raise custom("colours", f"'{colour}': expected a label value (integer >= 0), got {show(label)}")
@@ -80,19 +81,14 @@ Colours = Annotated[
     BeforeValidator(_colours, json_schema_input_type=Annotated[dict[str, int], WithJsonSchema(COLOURS_SCHEMA)]),
 ]
 
-# one label value or a list of them; the code gets a tuple
-Labels = Annotated[
-    tuple[Annotated[int, Field(ge=0)], ...],
-    BeforeValidator(_labels, json_schema_input_type=Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]]),
-]
+LabelValue = Annotated[int, Field(ge=0)]
+LabelValues = LabelValue | list[LabelValue]  # as params.yaml gives them: one or a list; the code gets a tuple
+Labels = Annotated[tuple[LabelValue, ...], BeforeValidator(_labels, json_schema_input_type=LabelValues)]
 
 # label values whose pixels count for nothing; [] (what a model file without any holds) is none
 Ignored = Annotated[
-    tuple[Annotated[int, Field(ge=0)], ...],
-    BeforeValidator(
-        lambda value: () if value in ([], ()) else _labels(value),
-        json_schema_input_type=Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]],
-    ),
+    tuple[LabelValue, ...],
+    BeforeValidator(lambda value: () if value in ([], ()) else _labels(value), json_schema_input_type=LabelValues),
 ]
 IGNORE_HELP = (
     "label-map value, or a list of values, whose pixels count for nothing: no loss, no training metric, no "
@@ -184,16 +180,10 @@ class SegmentationScorer(MaskScorer[SegmentationOutput], of=SegmentationOutput):
     def true_mask(self, target: torch.Tensor) -> torch.Tensor:
         return (target > 0.5) & (target != IGNORE)
 
-    def image_scores(
-        self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None = None
-    ) -> dict[str, Any]:
-        from cnn_factory.scores.masks import mask_scores
-
+    def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: Spacing = None) -> Row:
         return mask_scores(prediction, truth, tolerance, spacing)
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
-        from cnn_factory.scores.masks import mask_summary
-
         return mask_summary(columns)
 
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
@@ -221,7 +211,7 @@ class SegmentationWriter(MaskWriter[SegmentationOutput], of=SegmentationOutput):
     def prediction_columns(self) -> list[str]:
         return [f"{self.output.name}_mask", f"{self.output.name}_coverage"]
 
-    def predicted_image(self, value: np.ndarray, size: tuple[int, ...], threshold: float) -> np.ndarray:
+    def predicted_image(self, value: np.ndarray, size: Size, threshold: float) -> np.ndarray:
         """255 where the probability is above `threshold`."""
         return nearest(value > threshold, size).astype(np.uint8) * 255
 
@@ -229,8 +219,6 @@ class SegmentationWriter(MaskWriter[SegmentationOutput], of=SegmentationOutput):
         """The PNG of a 0/255 mask, or a scan's .nii.gz placed by `affine`: 1 the mask, 0 the rest."""
         if affine is None:
             return encode_png(mask)
-        from cnn_factory.volumes import volume_bytes
-
         return volume_bytes((mask > 0).astype(np.uint8), affine)
 
     def pixel_counts(self, mask: np.ndarray) -> dict[str, int]:

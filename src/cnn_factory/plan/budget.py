@@ -36,18 +36,14 @@ def optimiser_steps(items: int, batch: int, train: TrainConfig) -> int:
     return math.ceil(math.ceil(items * (1 + train.num_augs) / batch) / train.accumulate)
 
 
-def epoch_items(training: Training, patched: bool) -> int:
-    """What an epoch of the params trains on: patches (patches_per_epoch, else one per training row) or rows."""
-    return (training.train.patches_per_epoch if patched else None) or training.rows
-
-
 def budget_rows(memory: tuple, training: Training, patched: bool, gpu: bool) -> tuple[list[tuple], int]:
     """(params key, value, reason) rows for the batch, the learning rate and the steps; and the
     items (patches or rows) of a proposed epoch. `memory`: the batch row of the memory budget."""
     t = training.train
     batch, why = batch_choice(memory[1], t.batch_size, gpu)
     rows = [("train.batch_size", batch, f"{memory[2]}; {why}"), lr_row(t, batch)]
-    before = t.epochs * optimiser_steps(epoch_items(training, patched), t.batch_size, t)
+    items = (t.patches_per_epoch if patched else None) or training.rows  # patches (else one a training row) or rows
+    before = t.epochs * optimiser_steps(items, t.batch_size, t)
     # a larger batch keeps the steps (more patches, about the same time on a GPU); a smaller one
     # keeps the patches (the same time on a CPU), in more steps
     wanted = before * max(1.0, t.batch_size / batch)
@@ -59,14 +55,12 @@ def budget_rows(memory: tuple, training: Training, patched: bool, gpu: bool) -> 
         per_epoch = times(target, t.epochs)
         patches = math.ceil(per_epoch * batch * t.accumulate / (1 + t.num_augs))
         steps = t.epochs * optimiser_steps(patches, batch, t)
-        why = f"{t.epochs} epochs x {patches} patches: {steps} steps of {batch}, as {said}"
-        return [*rows, ("train.patches_per_epoch", patches, why)], patches
+        why = f"{t.epochs} epochs x {patches} patches: {steps} steps of {batch}"
+        return [*rows, ("train.patches_per_epoch", patches, f"{why}, as {said}")], patches
     per_epoch = optimiser_steps(training.rows, batch, t)  # an epoch is the training rows
     epochs = times(target, per_epoch)
-    why = (
-        f"{epochs} epochs of {per_epoch} steps of {batch} ({training.rows} rows): {epochs * per_epoch} steps, as {said}"
-    )
-    return [*rows, ("train.epochs", epochs, why)], training.rows
+    why = f"{epochs} epochs of {per_epoch} steps of {batch} ({training.rows} rows): {epochs * per_epoch} steps"
+    return [*rows, ("train.epochs", epochs, f"{why}, as {said}")], training.rows
 
 
 def times(target: int, each: int) -> int:

@@ -118,11 +118,6 @@ def spacing_row(fp: Fingerprint) -> tuple:
     return ("inputs.*.spacing", "auto", why)
 
 
-def full_stem(fp: Fingerprint, patch: Patch, budget: float) -> Stem:
-    """Images: the first level at full resolution, the params' `model.stem` not proposed."""
-    return Stem([], [1] * len(patch.sides), patch.depth)
-
-
 def stem_for_budget(fp: Fingerprint, patch: Patch, budget: float) -> Stem:
     """Volumes: `model.stem` strided on a CPU budget, a 3-D step 2-3x cheaper (benchmarks/volumes.py),
     keeping an axis over twice as coarse as the others at full resolution; full on a GPU's."""
@@ -135,10 +130,6 @@ def stem_for_budget(fp: Fingerprint, patch: Patch, budget: float) -> Stem:
     why = "no GPU-sized budget: the first level at half resolution (2-3x cheaper a step)"
     why += f"; {', '.join(kept)}, over twice as coarse, keeps its resolution there" if kept else ""
     return Stem([("model.stem", "strided", why)], strides, patch.depth - 1)
-
-
-def no_spacing(fp: Fingerprint) -> list[str]:
-    return []
 
 
 def scan_spacing(fp: Fingerprint) -> list[str]:
@@ -159,8 +150,8 @@ IMAGES = Dims(
     words=Words(item="image", cell="pixel", unit="px"),
     pooling=Pooling(deepest=6, least=2, rounding=np.floor),
     first=choose_mode,
-    stem=full_stem,
-    spacing=no_spacing,
+    stem=lambda fp, patch, budget: Stem([], [1] * len(patch.sides), patch.depth),  # full resolution: no model.stem row
+    spacing=lambda fp: [],  # an image has none
     data_share=None,
     encoders=True,
     capped=False,
@@ -175,8 +166,7 @@ VOLUMES = Dims(
     encoders=False,
     capped=True,
 )
-BY_AXES = {2: IMAGES, 3: VOLUMES}
 
 
 def dims_of(fp: Fingerprint) -> Dims:
-    return BY_AXES[fp.grids.axes]
+    return {2: IMAGES, 3: VOLUMES}[fp.grids.axes]

@@ -10,7 +10,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,7 +75,6 @@ class Masks:
 
 @dataclass(frozen=True, kw_only=True)
 class Columns:
-    classes: dict[str, dict[str, int]] = field(default_factory=dict)  # per category output: rows per class
     values: dict[str, np.ndarray] = field(default_factory=dict)  # per image-level output: every valid row's value
     owners: dict[str, int] = field(default_factory=dict)  # columns naming whose image a row is: distinct values
 
@@ -135,17 +134,8 @@ def fingerprint(cfg: Config, sample: int = 50, table: Table | None = None) -> Fi
             objects={n: float(np.median(v)) if v else 0.0 for n, v in diameters.items()},
             unnamed=unnamed_values(cfg, counts),
         ),
-        columns=Columns(classes=class_counts(cfg, table), values=column_values(cfg, table), owners=owners(cfg, table)),
+        columns=Columns(values=column_values(cfg, table), owners=owners(cfg, table)),
     )
-
-
-def class_counts(cfg: Config, table: Table) -> dict[str, dict[str, int]]:
-    """Per category output, the rows of each class."""
-    return {
-        n: {c: sum(row[o.column] == c for row in table.rows) for c in getattr(o, "class_names", ())}
-        for n, o in cfg.outputs.items()
-        if hasattr(o, "class_names")
-    }
 
 
 # words of a column's name that say whose image a row is (a patient ID, a subject, a slide)
@@ -238,10 +228,8 @@ def column_values(cfg: Config, table: Table) -> dict[str, np.ndarray]:
     for name, output in cfg.outputs.items():
         decoded = []
         for row in [] if output.reads_label_map else table.rows:
-            try:
+            with suppress(ValueError):
                 decoded.append(output.decode_row(row, None))
-            except ValueError:
-                continue
         if decoded:
             found[name] = np.stack(decoded)
     return found

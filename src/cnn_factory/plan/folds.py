@@ -38,21 +38,19 @@ def group_lines(rows: int, split: SplitConfig, owners: dict[str, int]) -> list[s
     ]
 
 
-def folds_lines(
-    rows: int, split: SplitConfig, seconds: float | None = None, test: int | None = None, folds: int = FOLDS
-) -> list[str]:
+def folds_lines(rows: int, split: SplitConfig, seconds: float | None = None, test: int | None = None) -> list[str]:
     """The proposal's lines: none when the table is large, or folds or a split column are set.
     `test`: the rows of the test split as prepare draws it (by default, rows x its fraction)."""
     if rows >= SMALL or split.folds or split.column:
         return []
     test = round(rows * split.test) if test is None else test
     pool = rows - test
-    cost = fold_cost(split, folds)
+    cost = fold_cost(split)
     took = f": ~{seconds * cost / 60:.0f} min here" if seconds else ""
     return [
         f"  note: {rows} rows: a test split of {test} images leaves its figures wide intervals; cross-validation "
-        f"scores all {pool} others once. Set data.split.folds: {folds}, run `cnn-factory folds`, then "
+        f"scores all {pool} others once. Set data.split.folds: {FOLDS}, run `cnn-factory folds`, then "
         "`dvc repro folds/dvc.yaml` (docs/small-data.md)",
-        f"  note: {folds} folds train {folds} models on ~{round(pool * (folds - 1) / folds)} rows each: "
+        f"  note: {FOLDS} folds train {FOLDS} models on ~{round(pool * (FOLDS - 1) / FOLDS)} rows each: "
         f"{cost:.1f}x the single split's training{took}",
     ]

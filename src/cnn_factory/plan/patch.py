@@ -39,7 +39,6 @@ class Pooling:
 class Patch:
     sides: list[int]
     depth: int
-    bytes: float  # activations per patch
     cut: list[int]  # the axes cut, one entry a cut
 
 
@@ -53,10 +52,9 @@ def fit_patch(
         depth = pool_depth(patch, target, pooling)
         step = max(2**depth, multiple)
         patch = np.maximum(pooling.rounding(patch / step), 1).astype(int) * step
-        per_patch = cost(patch, depth)
         longer = [a for a in range(len(patch)) if patch[a] > MIN_SIDE]
-        if 2 * per_patch <= budget or not longer:
-            return Patch(sides=[int(n) for n in patch], depth=depth, bytes=per_patch, cut=cut)
+        if 2 * cost(patch, depth) <= budget or not longer:
+            return Patch(sides=[int(n) for n in patch], depth=depth, cut=cut)
         axis = max(longer, key=lambda a: (patch[a] * target[a], patch[a]))
         patch[axis] = max(MIN_SIDE, patch[axis] - step)
         cut.append(axis)

@@ -1,7 +1,5 @@
 """The proposals of `cnn-factory plan`: (params key, value, reason) rows from a fingerprint, the
-first deciding the others (images: the mode; volumes: the spacing; dims.py), then the patch and
-depth from the memory budget (patch.py), the batch with the training budget that goes with it
-(budget.py), the foreground share and the validation's cost, as the package's docstring says.
+first deciding the others, in the order the package's docstring gives them.
 """
 
 from __future__ import annotations

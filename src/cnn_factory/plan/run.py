@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from cnn_factory.config import Config, DataConfig, parse_params
 from cnn_factory.data.folds import assign_folds, fold_splits
 from cnn_factory.data.splits import drawn_splits
@@ -111,14 +113,11 @@ def memory_budget(budget_gb: float | None) -> tuple[float, str]:
     RAM's), and where that figure comes from."""
     if budget_gb:
         return budget_gb * 2**30, f"--budget-gb {budget_gb:g}"
-    import torch
-
     if torch.cuda.is_available():
         total = torch.cuda.get_device_properties(0).total_memory
         return 0.6 * total, f"60% of the GPU's {total / 2**30:.0f} GiB"
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 8 * 2**30
-    budget = min(0.25 * total, 8 * 2**30)
-    return budget, f"a quarter of the {total / 2**30:.0f} GiB of RAM, at most 8 GiB (no GPU)"
+    return min(0.25 * total, 8 * 2**30), f"a quarter of the {total / 2**30:.0f} GiB of RAM, at most 8 GiB (no GPU)"
 
 
 def settings(cfg: Config, rows: list[tuple]) -> list[tuple[str, Any]]:

@@ -43,21 +43,17 @@ def intervals(
 
 
 def resample_indices(n: int, resamples: int, seed: int = 0, groups: Sequence[str] | None = None) -> Resamples:
-    """(resamples, n) row indices drawn with replacement from a generator seeded with `seed`: the
-    same draws for every figure and every run given the same seed (`cnn-factory compare` pairs two
-    runs' scores of the same images on them). Empty with no images or resamples.
-
-    With `groups` (one per row), each resample is the rows of as many groups as there are, drawn
-    with replacement: a list of index arrays, their lengths the drawn groups' sizes. Groups are
-    numbered in the order they first appear, so groups of one row each draw what no groups do."""
+    """(resamples, n) row indices drawn with replacement from a generator seeded with `seed`, the same
+    for every figure and run (the module's docstring says why); empty with no images or resamples.
+    With `groups` (one per row), a list of index arrays: each the rows of as many groups as there
+    are, drawn with replacement (groups in the order they first appear: one row each draws as none)."""
     if n <= 0 or resamples <= 0:
         return np.zeros((0, max(n, 0)), np.int64)
     rng = np.random.default_rng(seed)
     if groups is None:
         return rng.integers(0, n, (resamples, n))
-    number = {g: k for k, g in enumerate(dict.fromkeys(groups))}
-    codes = np.asarray([number[g] for g in groups])
-    members = [np.flatnonzero(codes == k) for k in range(len(number))]
+    labels = np.asarray(groups)
+    members = [np.flatnonzero(labels == g) for g in dict.fromkeys(groups)]  # in the order they first appear
     drawn = rng.integers(0, len(members), (resamples, len(members)))  # each resample: as many groups as there are
     return [np.concatenate([members[k] for k in row]) for row in drawn]
 

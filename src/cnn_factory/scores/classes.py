@@ -34,17 +34,10 @@ def roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
 def reliability(correct: np.ndarray, confidence: np.ndarray) -> list[dict[str, float]]:
     """Per non-empty confidence bin: its mean confidence, accuracy and number of images."""
     bins = np.minimum((confidence * BINS).astype(int), BINS - 1)
-    rows = []
-    for b in np.unique(bins):
-        inside = bins == b
-        rows.append(
-            {
-                "confidence": float(confidence[inside].mean()),
-                "accuracy": float(correct[inside].mean()),
-                "images": int(inside.sum()),
-            }
-        )
-    return rows
+    return [
+        {"confidence": float(confidence[at].mean()), "accuracy": float(correct[at].mean()), "images": int(at.sum())}
+        for at in bins == np.unique(bins)[:, None]  # a row per non-empty bin: where its images are
+    ]
 
 
 def calibration_error(correct: np.ndarray, confidence: np.ndarray) -> float:

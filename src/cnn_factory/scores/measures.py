@@ -33,9 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-Spacing = tuple[float, ...] | None  # mm per axis; None: a pixel is 1 along every axis
+from cnn_factory.scores.masks import Spacing, boundary
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,8 @@ class Measure:
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """The mask's connected components (8 or 26 neighbours): each pixel's component (0 outside), and how many."""
+    from scipy import ndimage  # scipy loads with the first measure: reading params imports this module
+
     return ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
 
 
@@ -70,6 +71,7 @@ def _size(mask: np.ndarray, spacing: tuple[float, ...], image: np.ndarray | None
 
 
 def _perimeter(mask: np.ndarray, spacing: tuple[float, ...], image: np.ndarray | None) -> float:
+    from scipy import ndimage
     from skimage.measure import find_contours
 
     # the staircase of pixel edges is 5-14% longer than a circle it draws; smoothed by a Gaussian of
@@ -84,10 +86,8 @@ def _perimeter(mask: np.ndarray, spacing: tuple[float, ...], image: np.ndarray |
 
 
 def ellipse_axes(mask: np.ndarray, spacing: tuple[float, ...]) -> tuple[float, float]:
-    """(a, b): semi-axes of the ellipse with the 2-D mask's second moments, in the units of `spacing`."""
+    """(a, b): semi-axes of the ellipse with the non-empty 2-D mask's second moments, in the units of `spacing`."""
     points = np.argwhere(mask) * np.asarray(spacing)
-    if len(points) == 0:
-        return 0.0, 0.0
     covariance = np.cov(points.T, bias=True) + np.diag(np.square(spacing)) / 12
     low, high = np.linalg.eigvalsh(covariance)
     return 2 * math.sqrt(max(high, 0.0)), 2 * math.sqrt(max(low, 0.0))  # a uniform ellipse: variance a^2 / 4
@@ -101,8 +101,6 @@ def ramanujan(a: float, b: float) -> float:
 def _max_diameter(mask: np.ndarray, spacing: tuple[float, ...], image: np.ndarray | None) -> float:
     from scipy.spatial import ConvexHull, QhullError
     from scipy.spatial.distance import pdist
-
-    from cnn_factory.scores.masks import boundary
 
     points = np.argwhere(boundary(mask)) * np.asarray(spacing)  # the farthest pair lies on the boundary
     if len(points) < 2:
