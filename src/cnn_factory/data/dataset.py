@@ -25,6 +25,9 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from cnn_factory.errors import UserError
 from cnn_factory.outputs import Output
 
+# channels-last memory for a batch of images (B, C, H, W) or volumes (B, C, D, H, W)
+CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
 
 def read_manifest(prepared: Path, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict:
     """The manifest prepare wrote; an error if the cache lacks the arrays of params' `inputs` or `outputs`."""
@@ -156,6 +159,6 @@ def to_device(
     channels-last memory; masks become float 0/1."""
     per_channel = (1, -1, *[1] * (x.ndim - 2))  # images or volumes alike
     x = (x.to(device, non_blocking=True).float() / 255 - mean.reshape(per_channel)) / std.reshape(per_channel)
-    x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
+    x = x.contiguous(memory_format=CHANNELS_LAST[x.ndim])
     moved = {name: t.to(device, non_blocking=True) for name, t in targets.items()}
     return x, {name: t.float() if t.dtype in (torch.uint8, torch.float32) else t for name, t in moved.items()}

@@ -290,6 +290,12 @@ class Voxels:
 Grid = Pixels | Voxels
 
 
+def measured(spec: InputSpec) -> bool:
+    """Whether rows of this input come with their own spacing in mm (scans), which prepare records
+    for scores and figures in mm; an image's pixels are its units."""
+    return spec.volume
+
+
 def grid_for(spec: InputSpec, stated: tuple[float, float, float] | None = None) -> Grid:
     """The grid of a model's inputs (`spec`: the first): volumes by their size of three numbers
     (after resolve_spacing), images otherwise."""

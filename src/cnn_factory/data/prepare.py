@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from cnn_factory.config import SPLITS, Config
 from cnn_factory.data.folds import TEST, assign_folds, fold_splits
-from cnn_factory.data.grids import grid_for, resolve_spacing
+from cnn_factory.data.grids import grid_for, measured, resolve_spacing
 from cnn_factory.data.ragged import RaggedWriter, foreground_name
 from cnn_factory.data.row_cache import CACHE_FORMAT, CachedRows, RowCache, record_dtype
 from cnn_factory.data.row_keys import decoding_key, row_key
@@ -219,12 +219,12 @@ def write_prepared(cfg: Config, table: Table, splits: list[str], rows: CachedRow
             "files": [table.rows[i][cfg.first_input.column] for i in index],
             "sizes": sizes.tolist(),  # (H, W) of each row's image file, a volume's (D, H, W)
         }
-        if cfg.volumes:  # each scan's own spacing: the scores' millimetres
+        if measured(cfg.first_input):  # each scan's own spacing: the scores' millimetres
             entry["spacing"] = [list(rows.grid(i)[1]) for i in index]
         if group := cfg.data.split.group:  # each row's patient: the intervals draw them whole
             entry["groups"] = [table.rows[i][group] for i in index]
         report["rows"][split] = len(index)
-    if cfg.volumes:
+    if measured(cfg.first_input):
         manifest["spacing"] = report["spacing"] = list(rows.spacing or ())
     if drawn := split_report(table, cfg.data, splits):  # data.split.group / stratify: what each split holds
         manifest["split"] = report["split"] = drawn
@@ -261,7 +261,7 @@ def write_native(rows: CachedRows, index: list[int], cfg: Config, folder: Path) 
             writers[name].append(array)
     for writer in writers.values():
         writer.close()
-    if cfg.volumes:  # each scan's own mm per (D, H, W) axis: the units of its scores
+    if measured(cfg.first_input):  # each scan's own mm per (D, H, W) axis: the units of its scores
         np.save(folder / "spacing.npy", np.array([rows.grid(i)[1] for i in index], np.float64).reshape(-1, dims))
     return sizes
 
