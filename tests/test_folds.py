@@ -170,6 +170,22 @@ def test_prepare_writes_every_folds_run_from_rows_decoded_once(example_dir, tmp_
     )
 
 
+def test_prepare_without_a_test_split_deals_every_row_into_the_folds(example_dir, tmp_path):
+    """`data.split.test: 0` (docs/small-data.md): no rows held out, each fold's run has train and val only."""
+    params = tiny_params()
+    params["data"].update(csv=str(example_dir / "data.csv"), root=str(example_dir))
+    params["data"]["split"].update(folds=3, test=0.0)
+    report, _ = prepare(parse_params(params), tmp_path / "prepared", None, workers=1)
+    members = json.loads((tmp_path / "prepared" / "manifest.json").read_text())["members"]
+    assert members[TEST] == [] and sorted(r for k in "012" for r in members[k]) == list(range(2, 26))
+    for k in "012":
+        run = json.loads((tmp_path / "prepared" / "folds" / k / "manifest.json").read_text())["splits"]
+        assert list(run) == ["train", "val"] and run["val"]["rows"] == members[k]
+        fold = json.loads((tmp_path / "prepared" / "folds" / k / "report.json").read_text())
+        assert set(fold["outputs"]["round"]) == {"coverage_train", "coverage_val"}
+    assert set(report["outputs"]["round"]) == {"coverage_0", "coverage_1", "coverage_2"}
+
+
 def test_dvc_plots_shows_each_folds_curves_and_reports_and_the_ensembles(tmp_path):
     params = tiny_params()
     params["data"]["split"]["folds"] = 2
