@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from cnn_factory.config import PREPARED, Config, TrainConfig
+from cnn_factory.config import PREPARED, AugmentConfig, Config, InputSpec, TrainConfig
 from cnn_factory.config import EarlyStopping as StoppingConfig
 from cnn_factory.data.augment import Augmenter
 from cnn_factory.data.dataset import PreparedSplit, make_loader, read_manifest
@@ -64,14 +64,19 @@ class Places:
 
 
 def training_batches(
-    cfg: Config, folder: Path, ranks: Dist, order: torch.Generator, pin: bool
+    t: TrainConfig,
+    inputs: Mapping[str, InputSpec],
+    outputs: Mapping[str, Output],
+    folder: Path,
+    ranks: Dist,
+    order: torch.Generator,
+    pin: bool,
 ) -> tuple[DataLoader, str]:
     """Batches of this rank's share of an epoch of the training split, shuffled by `order` (a checkpoint keeps
     its state): whole images, or patches at native resolution; and what train says it trains on."""
-    t, inputs, outputs = cfg.train, list(cfg.inputs), cfg.outputs.trained
-    first, repeats = next(iter(cfg.inputs.values())), f"({1 + t.num_augs}x per epoch)"
+    first, repeats = next(iter(inputs.values())), f"({1 + t.num_augs}x per epoch)"
     if first.mode != "patch":
-        split = PreparedSplit(folder, inputs, outputs)
+        split = PreparedSplit(folder, list(inputs), outputs)
         loader = make_loader(
             split,
             batch_size=t.batch_size,
@@ -83,7 +88,7 @@ def training_batches(
             pin_memory=pin,
         )
         return loader, f"{len(split)} images {repeats}"
-    patches = PatchSplit(folder, inputs, outputs, first.size, t.view_share)
+    patches = PatchSplit(folder, list(inputs), outputs, first.size, t.view_share)
     samples = t.patches_per_epoch or len(patches)  # per epoch, before augmented repeats
     batches = PatchBatches(
         rows=patches,
@@ -99,10 +104,16 @@ def training_batches(
 
 
 def make_session(
-    cfg: Config, args: dict, device: torch.device, steps_per_epoch: int, amp, order: torch.Generator
+    t: TrainConfig,
+    augment: AugmentConfig,
+    args: dict,
+    device: torch.device,
+    steps_per_epoch: int,
+    amp,
+    order: torch.Generator,
 ) -> Session:
     """The network `args` describes (model_args), on the device, with its optimiser, schedule and the rest."""
-    t, es = cfg.train, cfg.train.early_stopping
+    es = t.early_stopping
     model = MultiOutputNet.from_args(args)
     # channels-last runs the convolutions faster on CPU (oneDNN) and on CUDA tensor cores
     model = model.to(device, memory_format=SPATIAL[model.shape.dims].memory_format)  # type: ignore[call-overload]
@@ -117,7 +128,7 @@ def make_session(
         early=EarlyStopping(es.mode, es.patience, es.smoothing),
         scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
         order=order,
-        augmenter=Augmenter(cfg.augment, seed=t.seed + 1),
+        augmenter=Augmenter(augment, seed=t.seed + 1),
     )
 
 
@@ -197,14 +208,14 @@ def start(cfg: Config, where: Places | Path | None, ranks: Dist, device: torch.d
     seed_everything(t.seed)
     trained = cfg.outputs.trained  # the outputs with heads; the model file describes them all
     order = torch.Generator().manual_seed(t.seed)  # the shuffling's
-    loader, what = training_batches(cfg, prepared / "train", ranks, order, pin=device.type == "cuda")
+    loader, what = training_batches(t, cfg.inputs, trained, prepared / "train", ranks, order, device.type == "cuda")
     stats = None  # pretrained weights bring the normalisation they were trained with
     if cfg.model.weights != NONE:
         stats = pretrained_normalisation(cfg.model.encoder, [s.channels for s in cfg.inputs.values()])
     args = model_args(cfg.model, cfg.inputs, cfg.outputs, manifest, cuda=device.type == "cuda")
     meta = {**model_meta(cfg.inputs, cfg.outputs, manifest, stats), "encoder_weights": encoder}
     model_file = ModelFile.from_meta(meta)
-    session = make_session(cfg, args, device, len(loader), amp, order)
+    session = make_session(t, cfg.augment, args, device, len(loader), amp, order)
     placement = Placement(device=device, stats=model_file.normalisation(device), amp=amp)
     step = Step(
         session=session,
