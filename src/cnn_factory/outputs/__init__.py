@@ -7,6 +7,11 @@ and `Writer` (writing.py: predict, serve, export), whose defaults fit an image-l
 Then add the core to `KINDS` below (docs/output-kinds.md walks through one). params.yaml
 checking, prepare, the model, training, evaluate, predict and export take it from there. An
 output's `type` in params.yaml names its kind, but for a class mask's (`kind_name`).
+
+The kinds import what only their adapters run (scores/, palette.py, volumes.py, torch) inside the
+functions that run it: the example, prepare and train stages import the kinds to read params.yaml,
+and dvc.yaml leaves evaluation code out of their deps, so that an edit to it re-runs evaluate only
+(tests/test_pipeline.py checks each stage's imports against its deps).
 """
 
 from __future__ import annotations

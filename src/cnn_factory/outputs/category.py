@@ -21,7 +21,6 @@ from cnn_factory.outputs.planning import ColumnReport
 from cnn_factory.outputs.scoring import Figures, Row, Scorer, cell_floats
 from cnn_factory.outputs.writing import Affine, Size, Writer
 from cnn_factory.params import custom, show
-from cnn_factory.scores.classes import class_summary, reliability
 
 if TYPE_CHECKING:  # torch loads when first used: reading params does not need it
     import torch
@@ -31,6 +30,7 @@ if TYPE_CHECKING:  # torch loads when first used: reading params does not need i
     from cnn_factory.losses import LossFn
 
 Loss = Literal["categorical_crossentropy"]
+
 
 FEW_ROWS = 10  # `cnn-factory plan` warns about a class with fewer rows
 IMBALANCE = 10  # ... and about a largest class with more than this many times the rows of the smallest
@@ -79,7 +79,9 @@ class CategoryOutput(CategoryRows, Output):
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return tuple(map(str, range(self.size or 0) if self.classes is None else self.classes))  # default: ids
+        if self.classes is not None:
+            return tuple(str(c) for c in self.classes)
+        return tuple(str(i) for i in range(self.size or 0))
 
     def head_args(self, stats: dict[str, float]) -> dict[str, Any]:
         return {"type": self.type, "classes": list(self.class_names)}
@@ -117,6 +119,8 @@ class CategoryScorer(Scorer[CategoryOutput], of=CategoryOutput):
         return {"true": int(truth), "predicted": int(prediction.argmax()), "probs": prediction.astype(np.float64)}
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
+        from cnn_factory.scores.classes import class_summary
+
         return class_summary(columns["true"], columns["probs"], self.output.class_names)
 
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
@@ -135,6 +139,8 @@ class CategoryScorer(Scorer[CategoryOutput], of=CategoryOutput):
         return {"true": np.asarray([ids[c] for c in cells["true"]], np.int64), "probs": probs}
 
     def plots(self, columns: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
+        from cnn_factory.scores.classes import reliability
+
         probs = columns["probs"]
         return {"calibration": reliability((probs.argmax(1) == columns["true"]).astype(float), probs.max(1))}
 

@@ -27,10 +27,7 @@ from cnn_factory.outputs.decoding import IGNORE, ClassMaskRows, nearest
 from cnn_factory.outputs.scoring import MaskScorer, Row, cell_floats, mask_cells, mask_columns
 from cnn_factory.outputs.segmentation import IGNORE_HELP, Colours, Ignored, Labels, refuse_ignored
 from cnn_factory.outputs.writing import Affine, MaskWriter, Size
-from cnn_factory.palette import class_colours, colour_name
 from cnn_factory.params import Shape, custom
-from cnn_factory.scores.masks import class_mask_scores, class_mask_summary
-from cnn_factory.volumes import volume_bytes
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
     import torch
@@ -162,13 +159,19 @@ class ClassMaskScorer(MaskScorer[ClassMaskOutput], of=ClassMaskOutput):
         return target.to(torch.uint8).masked_fill(target == IGNORE, 0)
 
     def picture_legend(self) -> str:
+        from cnn_factory.palette import colour_name
+
         named = (f"{c} {colour_name(k)}" for k, c in enumerate(self.output.classes, 1))
         return "image | truth | prediction: " + listing(named, LEGEND, ", ... ({} more)")
 
     def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: Spacing = None) -> Row:
+        from cnn_factory.scores.masks import class_mask_scores
+
         return class_mask_scores(prediction, truth, self.output.classes, tolerance, spacing)
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
+        from cnn_factory.scores.masks import class_mask_summary
+
         return class_mask_summary(columns, self.output.classes)
 
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
@@ -208,7 +211,11 @@ class ClassMaskWriter(MaskWriter[ClassMaskOutput], of=ClassMaskOutput):
         """An index PNG (mode P: pixel k is class k, 0 background; the palette colours the classes),
         or a scan's .nii.gz placed by `affine`: voxel k is class k."""
         if affine is None:
+            from cnn_factory.palette import class_colours
+
             return encode_png(index, class_colours(len(self.output.classes)).tobytes())
+        from cnn_factory.volumes import volume_bytes
+
         return volume_bytes(index, affine)
 
     def pixel_counts(self, index: np.ndarray) -> dict[str, int]:

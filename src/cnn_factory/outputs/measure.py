@@ -29,8 +29,6 @@ from cnn_factory.outputs.decoding import MeasureRows
 from cnn_factory.outputs.planning import ColumnReport
 from cnn_factory.outputs.scoring import Figures, Masks, Row, Scorer
 from cnn_factory.outputs.writing import Affine, Size, Writer
-from cnn_factory.scores.measures import MEASURES, measure, unit
-from cnn_factory.scores.numbers import agreement_summary
 
 Name = Literal["area", "volume", "perimeter", "ellipse_circumference", "max_diameter", "count", "mean_intensity"]
 AXES = {2: "images", 3: "volumes"}
@@ -67,6 +65,8 @@ class MeasureOutput(MeasureRows, Output):
     @property
     def unit_name(self) -> str:
         """The unit of its values: mm, mm2, mL, px, voxels, components, intensity."""
+        from cnn_factory.scores.measures import unit
+
         return unit(self.measure, self.unit == "mm")
 
     def source(self, outputs: Mapping[str, Output]) -> tuple[str, str | None] | None:
@@ -79,6 +79,8 @@ class MeasureOutput(MeasureRows, Output):
         return None
 
     def problems_among(self, key: str, outputs: Mapping[str, Output], axes: int) -> list[str]:
+        from cnn_factory.scores.measures import MEASURES
+
         lines = []
         if self.source(outputs) is None:
             masks = [n for n, o in outputs.items() if isinstance(o, MaskOutput)]
@@ -111,6 +113,8 @@ class MeasureScorer(Scorer[MeasureOutput], of=MeasureOutput):
         """The measure of the source's predicted mask (0/1, or class indices of a class mask), in mm
         per axis from the row's `spacing_column` (`stored`, prepare's (truth, spacing)), else the
         scan's own, or in pixels; `image` brought to the mask's size for mean_intensity."""
+        from cnn_factory.scores.measures import measure
+
         o = self.output
         source = o.source(outputs)
         assert source is not None  # checked when params are read
@@ -132,6 +136,8 @@ class MeasureScorer(Scorer[MeasureOutput], of=MeasureOutput):
         return {"true": float(truth), "measured": float(prediction)}
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
+        from cnn_factory.scores.numbers import agreement_summary
+
         return agreement_summary(columns["true"], columns["measured"])
 
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
@@ -170,6 +176,8 @@ class MeasureWriter(Writer[MeasureOutput], of=MeasureOutput):
         return [self.output.name, f"{self.output.name}_unit"]
 
     def _unit(self, value: np.ndarray) -> str:
+        from cnn_factory.scores.measures import unit
+
         return unit(self.output.measure, bool(value[1]))
 
     def write_prediction(

@@ -17,7 +17,6 @@ from cnn_factory.outputs.base import Output, Spacing
 from cnn_factory.outputs.decoding import NumberRows
 from cnn_factory.outputs.planning import ColumnReport
 from cnn_factory.outputs.scoring import Figures, Row, Scorer
-from cnn_factory.scores.numbers import number_summary
 
 if TYPE_CHECKING:  # torch loads when first used: reading params does not need it
     import torch
@@ -71,6 +70,8 @@ class NumericScorer(Scorer[NumericOutput], of=NumericOutput):
         return {"true": float(truth), "predicted": float(prediction)}
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
+        from cnn_factory.scores.numbers import number_summary
+
         return number_summary(columns["true"], columns["predicted"])
 
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:

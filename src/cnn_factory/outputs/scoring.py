@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from cnn_factory.outputs.base import Adapter, Kind, Output, Spacing
-from cnn_factory.scores.masks import MASK_COUNTS, MASK_SCORES
 
 Masks = Mapping[str, np.ndarray]  # an image's predicted mask per mask output
 Row = dict[str, Any]  # one test image's scores by column (`image_scores`)
@@ -103,6 +102,9 @@ class MaskScorer(Scorer[Kind]):
 def cell_floats(cells: list[str]) -> np.ndarray:
     """A column of eval/per_image.csv as floats; an empty cell (an undefined score) is NaN."""
     return np.asarray([float(c) if c != "" else np.nan for c in cells], np.float64)
+
+
+MASK_SCORES, MASK_COUNTS = ("dice", "iou", "hd95", "nsd"), ("truth_px", "pred_px", "tp")  # a mask's per-image cells
 
 
 def mask_cells(columns: dict[str, np.ndarray], suffix: str = "") -> dict[str, list]:

@@ -24,11 +24,9 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 from cnn_factory.images import encode_png
 from cnn_factory.outputs.base import MaskOutput, Spacing
 from cnn_factory.outputs.decoding import IGNORE, SegmentationRows, nearest
-from cnn_factory.outputs.scoring import MaskScorer, Row, mask_cells, mask_columns
+from cnn_factory.outputs.scoring import MASK_SCORES, MaskScorer, Row, mask_cells, mask_columns
 from cnn_factory.outputs.writing import Affine, MaskWriter, Size
 from cnn_factory.params import Shape, custom, show
-from cnn_factory.scores.masks import MASK_SCORES, mask_scores, mask_summary
-from cnn_factory.volumes import volume_bytes
 
 if TYPE_CHECKING:  # torch and scikit-image load when first used: reading params needs neither
     import torch
@@ -181,9 +179,13 @@ class SegmentationScorer(MaskScorer[SegmentationOutput], of=SegmentationOutput):
         return (target > 0.5) & (target != IGNORE)
 
     def image_scores(self, prediction: np.ndarray, truth: np.ndarray, tolerance: float, spacing: Spacing = None) -> Row:
+        from cnn_factory.scores.masks import mask_scores
+
         return mask_scores(prediction, truth, tolerance, spacing)
 
     def summarise(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
+        from cnn_factory.scores.masks import mask_summary
+
         return mask_summary(columns)
 
     def table_cells(self, columns: dict[str, np.ndarray]) -> dict[str, list]:
@@ -219,6 +221,8 @@ class SegmentationWriter(MaskWriter[SegmentationOutput], of=SegmentationOutput):
         """The PNG of a 0/255 mask, or a scan's .nii.gz placed by `affine`: 1 the mask, 0 the rest."""
         if affine is None:
             return encode_png(mask)
+        from cnn_factory.volumes import volume_bytes
+
         return volume_bytes((mask > 0).astype(np.uint8), affine)
 
     def pixel_counts(self, mask: np.ndarray) -> dict[str, int]:

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from cnn_factory.outputs.base import Adapter, Kind
-from cnn_factory.volumes import affine_spacing
 
 Affine = np.ndarray | None  # a scan's 4x4 affine, which places its files on its grid; None for an image
 Size = tuple[int, ...]  # the image's own (H, W) or the scan's (D, H, W), which a mask is written at
@@ -89,6 +88,8 @@ class MaskWriter(Writer[Kind]):
         encoded = base64.b64encode(self.mask_file(mask, affine)).decode("ascii")
         if affine is None:
             return {"mask": encoded, "pixels": counts}
+        from cnn_factory.volumes import affine_spacing
+
         ml = float(np.prod(affine_spacing(affine))) / 1000  # a voxel's mm^3, in mL
         return {
             "mask": encoded,

@@ -20,18 +20,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.ndimage import binary_erosion, distance_transform_edt
 
-MASK_SCORES, MASK_COUNTS = ("dice", "iou", "hd95", "nsd"), ("truth_px", "pred_px", "tp")  # a mask's per-image cells
-MASK_COLUMNS = (*MASK_SCORES, *MASK_COUNTS, "fp", "fn")
-CLASS_MEANS = (*MASK_SCORES, "dice_pooled", "iou_pooled")  # class masks: means over classes
+MASK_COLUMNS = ("dice", "iou", "hd95", "nsd", "truth_px", "pred_px", "tp", "fp", "fn")
+CLASS_MEANS = ("dice", "iou", "hd95", "nsd", "dice_pooled", "iou_pooled")  # class masks: means over classes
 
 Spacing = tuple[float, ...] | None  # size of a pixel or voxel along each axis (e.g. mm); None: 1 each
 
 
 def boundary(mask: np.ndarray) -> np.ndarray:
     """The mask's pixels with a face neighbour outside it (erosion by the cross, in any number of dimensions)."""
-    from scipy.ndimage import binary_erosion  # scipy loads with the first score: reading params imports this module
-
     return mask & ~binary_erosion(mask, border_value=0)
 
 
@@ -44,8 +42,6 @@ def _crop(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def surface_distances(pred: np.ndarray, truth: np.ndarray, spacing: Spacing = None) -> tuple[np.ndarray, np.ndarray]:
     """Distances from each boundary pixel of `pred` to `truth`'s boundary, and the other way (in
     the units of `spacing`); both masks non-empty."""
-    from scipy.ndimage import distance_transform_edt
-
     edge_p, edge_t = boundary(pred), boundary(truth)
     to_truth = distance_transform_edt(~edge_t, sampling=spacing)
     to_pred = distance_transform_edt(~edge_p, sampling=spacing)
@@ -63,7 +59,7 @@ def mask_scores(pred: np.ndarray, truth: np.ndarray, tolerance: float, spacing: 
     fp, fn = int(np.count_nonzero(pred)) - tp, int(np.count_nonzero(truth)) - tp
     counts = {"truth_px": float(tp + fn), "pred_px": float(tp + fp), "tp": float(tp), "fp": float(fp), "fn": float(fn)}
     if tp + fp + fn == 0:  # both empty: nothing to score (left out of the means, and counted)
-        return dict.fromkeys(MASK_SCORES, math.nan) | counts
+        return {"dice": math.nan, "iou": math.nan, "hd95": math.nan, "nsd": math.nan, **counts}
     dice, iou = 2 * tp / (2 * tp + fp + fn), tp / (tp + fp + fn)
     if tp + fp == 0 or tp + fn == 0:  # one of them empty: the worst boundary scores, HD95 the diagonal
         extent = pred.shape if spacing is None else [n * s for n, s in zip(pred.shape, spacing)]
@@ -80,7 +76,9 @@ def mask_summary(columns: dict[str, np.ndarray]) -> dict[str, float]:
     pooled dice and IoU (every test pixel counted together), and how many images were left out."""
     tp, fp, fn = (float(np.sum(columns[k])) for k in ("tp", "fp", "fn"))
     scored = ~np.isnan(columns["dice"])
-    summary = {k: float(np.mean(columns[k][scored])) if scored.any() else math.nan for k in MASK_SCORES}
+    summary = {
+        k: float(np.mean(columns[k][scored])) if scored.any() else math.nan for k in ("dice", "iou", "hd95", "nsd")
+    }
     pooled = 2 * tp + fp + fn
     summary["dice_pooled"] = 2 * tp / pooled if pooled else math.nan
     summary["iou_pooled"] = tp / (tp + fp + fn) if pooled else math.nan

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from cnn_factory.scores.masks import Spacing, boundary
 
@@ -52,8 +53,6 @@ class Measure:
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """The mask's connected components (8 or 26 neighbours): each pixel's component (0 outside), and how many."""
-    from scipy import ndimage  # scipy loads with the first measure: reading params imports this module
-
     return ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
 
 
@@ -71,7 +70,6 @@ def _size(mask: np.ndarray, spacing: tuple[float, ...], image: np.ndarray | None
 
 
 def _perimeter(mask: np.ndarray, spacing: tuple[float, ...], image: np.ndarray | None) -> float:
-    from scipy import ndimage
     from skimage.measure import find_contours
 
     # the staircase of pixel edges is 5-14% longer than a circle it draws; smoothed by a Gaussian of
