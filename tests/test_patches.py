@@ -291,7 +291,7 @@ def test_dvc_repro_in_patch_mode_scores_at_native_resolution(tmp_path):
     net, model_file = ModelFile.load(repo / "models" / "example.pt")
     folder = repo / "data" / "prepared" / "val"
     cfg = parse_params(yaml.safe_load((repo / "params.yaml").read_text()))
-    whole = evaluate_split(net, model_file, cfg.outputs, folder, 4, torch.device("cpu"), 0)
+    whole = evaluate_split(net, model_file, cfg.outputs, folder, 4, torch.device("cpu"))
     assert model["val"]["cells/dice"] == pytest.approx(whole.metrics["cells/dice"], abs=1e-6)
     assert model["val"]["density/accuracy"] == pytest.approx(whole.metrics["density/accuracy"], abs=1e-6)
     best = json.loads((repo / "dvclive" / "metrics.json").read_text())["best"]

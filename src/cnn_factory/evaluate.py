@@ -58,6 +58,7 @@ def evaluate_split(
     folder: Path,
     batch_size: int,
     device: torch.device,
+    *,
     scoring: Scoring | None = None,
 ) -> Evaluation:
     """Runs the model over every image of a prepared split once; metrics on the device, one sync."""
