@@ -19,10 +19,15 @@ from cnn_factory.dicom import is_series
 from cnn_factory.dicom_scans import read_segmentation, read_series, write_series
 from cnn_factory.errors import UserError
 from cnn_factory.volumes import read_volume, spacing_affine, write_volume
+from tests.conftest import SIZE, tiny_params
 from tests.test_cli import cli
 from tests.test_volume_pipeline import volume_params
 
 SLOPE, INTERCEPT = 2.0, -1024.0
+# the patient and study attributes of a scanner's images, which highdicom requires of a SEG's sources
+STUDY = {"StudyInstanceUID": "1.2.3", "PatientID": "P", "PatientName": "A^B", "StudyDate": "20260101"}
+STUDY |= {"StudyTime": "000000", "StudyID": "1", "SeriesNumber": 1, "Manufacturer": "x"}
+STUDY |= dict.fromkeys(("PatientBirthDate", "PatientSex", "AccessionNumber", "ReferringPhysicianName"), "")
 
 
 def oblique_affine(spacing=(3.0, 0.8, 0.7), degrees=30.0, origin=(-40.0, 25.0, 12.5)) -> np.ndarray:
@@ -131,11 +136,8 @@ def in_a_study(series: Path) -> list:
     import pydicom
 
     slices = sorted((pydicom.dcmread(p) for p in sorted(series.iterdir())), key=lambda s: int(s.InstanceNumber))
-    study = {"StudyInstanceUID": "1.2.3", "FrameOfReferenceUID": "1.2.3.4", "PatientID": "P", "PatientName": "A^B"}
-    study |= {"StudyDate": "20260101", "StudyTime": "000000", "StudyID": "1", "SeriesNumber": 1, "Manufacturer": "x"}
-    study |= dict.fromkeys(("PatientBirthDate", "PatientSex", "AccessionNumber", "ReferringPhysicianName"), "")
     for s in slices:
-        for key, value in study.items():
+        for key, value in (STUDY | {"FrameOfReferenceUID": "1.2.3.4"}).items():
             setattr(s, key, value)
         s.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     return slices
@@ -167,21 +169,25 @@ def segmentation(
     """A DICOM SEG of `series` as annotation tools write it (highdicom): segment k + 1 the (D, H, W)
     mask `masks[k]`, labelled names[k] (else "segment k + 1"), in the order read_series gives the
     slices; frames only where a segment is."""
+    pixels = np.moveaxis(masks, 0, -1).astype(np.float32 if kind == "FRACTIONAL" else bool)
+    return seg_file(in_a_study(series), pixels, path, kind, names)
+
+
+def seg_file(sources: list, pixels: np.ndarray, path: Path, kind: str = "BINARY", names: tuple[str, ...] = ()) -> Path:
+    """highdicom's Segmentation of `sources` (datasets) with `pixels` (frames, H, W, segments), saved at `path`."""
     import highdicom as hd
 
-    slices = in_a_study(series)
     category = hd.sr.CodedConcept("49755003", "SCT", "Morphologically Abnormal Structure")
     neoplasm = hd.sr.CodedConcept("108369006", "SCT", "Neoplasm")
     algorithm = hd.seg.SegmentAlgorithmTypeValues.MANUAL
     described = [
         hd.seg.SegmentDescription(k, names[k - 1] if names else f"segment {k}", category, neoplasm, algorithm)
-        for k in range(1, len(masks) + 1)
+        for k in range(1, pixels.shape[-1] + 1)
     ]
-    kinds = hd.seg.SegmentationTypeValues
     seg = hd.seg.Segmentation(
-        source_images=slices,
-        pixel_array=np.moveaxis(masks, 0, -1).astype(np.float32 if kind == "FRACTIONAL" else bool),
-        segmentation_type=getattr(kinds, kind),
+        source_images=sources,
+        pixel_array=pixels,
+        segmentation_type=getattr(hd.seg.SegmentationTypeValues, kind),
         segment_descriptions=described,
         series_instance_uid=hd.UID(),
         series_number=2,
@@ -253,6 +259,77 @@ def test_overlapping_segments_keep_the_smaller_and_a_seg_of_another_grid_is_refu
     shifted = write_series(tmp_path / "shifted", values, oblique_affine(origin=(-40.0, 25.0, 13.0)), SLOPE, INTERCEPT)
     with pytest.raises(UserError, match=r"^row 2: .*organ\.dcm: a frame lies off the voxels of the row's series"):
         read_segmentation(seg, values.shape, read_series(shifted, "test")[2], "row 2")
+
+
+def image_segmentation(image: Path, masks: np.ndarray, path: Path) -> Path:
+    """A DICOM SEG of a 2-D DICOM image (an X-ray: no slice position) as annotation tools write it
+    (highdicom): segment k + 1 the (H, W) mask `masks[k]`; its frames reference the image alone."""
+    import pydicom
+
+    source = pydicom.dcmread(image)
+    for key in ("ImagePositionPatient", "ImageOrientationPatient", "FrameOfReferenceUID", "SliceThickness"):
+        if key in source:
+            delattr(source, key)
+    for key, value in STUDY.items():
+        setattr(source, key, value)
+    return seg_file([source], np.moveaxis(masks, 0, -1)[None].astype(bool), path)
+
+
+def test_prepare_reads_a_dicom_seg_of_an_xray_as_it_reads_the_label_map_it_was_made_from(example_dir, tmp_path):
+    """The example's images as DX files, their label maps once as PNG and once as DICOM SEG files
+    (segment k where the map holds k): prepare writes the same arrays byte for byte. Overlapping
+    segments keep the smaller; a SEG of another image's size is one line naming the row."""
+    from PIL import Image
+
+    from cnn_factory.data.grids import Scan, grid_for
+
+    rows = (example_dir / "data.csv").read_text().splitlines()
+    seg_rows = [rows[0]]
+    for row in rows[1:]:
+        image, labels, *rest = row.split(",")
+        grey = np.asarray(Image.open(example_dir / image).convert("L"))
+        xray(
+            example_dir / image.replace(".png", ".dcm"),
+            grey.astype(np.uint16) * 16,
+            window=(2048, 4096),
+            photometric="MONOCHROME2",
+        )
+        label_map = np.asarray(Image.open(example_dir / labels))
+        seg = labels.replace(".png", ".dcm")
+        image_segmentation(
+            example_dir / image.replace(".png", ".dcm"),
+            np.stack([label_map == k for k in (1, 2, 3)]),
+            example_dir / seg,
+        )
+        seg_rows.append(",".join([image.replace(".png", ".dcm"), seg, *rest]))
+    (example_dir / "png.csv").write_text("\n".join(r.replace(".png,", ".dcm,", 1) for r in rows) + "\n")
+    (example_dir / "seg.csv").write_text("\n".join(seg_rows) + "\n")
+    prepared = {}
+    for name in ("png", "seg"):
+        params = tiny_params()
+        params["data"].update(csv=str(example_dir / f"{name}.csv"), root=str(example_dir))
+        params["inputs"]["image"]["channels"] = 1
+        prepare(parse_params(params), tmp_path / name, None, workers=1)
+        prepared[name] = sorted(p for p in (tmp_path / name).rglob("*") if p.suffix in (".npy", ".u8"))
+    assert len(prepared["png"]) > 10
+    for png, seg in zip(*prepared.values(), strict=True):
+        assert png.relative_to(tmp_path / "png") == seg.relative_to(tmp_path / "seg")
+        assert png.read_bytes() == seg.read_bytes(), png
+
+    image = example_dir / rows[1].split(",")[0].replace(".png", ".dcm")
+    masks = np.zeros((2, *SIZE), bool)  # an organ, and a lesion inside it
+    masks[0, 2:12, 2:12], masks[1, 4:6, 4:7] = True, True
+    expected = masks[0].astype(np.uint8)
+    expected[masks[1]] = 2
+    grid = grid_for(parse_params(tiny_params()).first_input)
+    on = Scan(np.zeros((1, *SIZE)), tuple(SIZE), (1.0, 1.0))
+    overlapping = image_segmentation(image, masks, tmp_path / "overlapping.dcm")
+    assert np.array_equal(grid.read_labels(overlapping, "row 2", colours=False, on=on).array, expected)
+    small = Scan(np.zeros((1, 8, 8)), (8, 8), (1.0, 1.0))
+    with pytest.raises(
+        UserError, match=r"^row 2: .*overlapping\.dcm: a frame of 16x16 pixels for the row's image of 8x8"
+    ):
+        grid.read_labels(overlapping, "row 2", colours=False, on=small)
 
 
 def test_the_volume_example_written_as_dicom_prepares_as_its_nifti_files_do(tmp_path):

@@ -1,11 +1,13 @@
 """DICOM scans as volumes: a folder holding one series' slices, as PACS and scanners hand them over,
-or one multi-frame file (Enhanced CT or MR); and a DICOM SEG as a label volume on its series' grid.
+or one multi-frame file (Enhanced CT or MR); and a DICOM SEG as a label volume on its series' grid,
+or as the label map of a 2-D DICOM image.
 
     array, spacing, affine = read_series(Path("scans/patient-7"), "data.csv: row 2, column 'scan'")
     # (1, D, H, W) intensities (int16 Hounsfield units for CT), mm per (D, H, W), 4x4 affine
     array, spacing, affine = read_frames(Path("scans/patient-8.dcm"), where)  # all slices in one file
     write_series(Path("scans/patient-7"), values, affine, intercept=-1024.0)  # (D, H, W) values, a file per slice
     labels = read_segmentation(Path("labels/patient-7.dcm"), (d, h, w), affine, where)  # a DICOM SEG, on its grid
+    labels = read_image_segmentation(Path("labels/xray-3.dcm"), (h, w), where)  # a SEG of an X-ray: (H, W)
 
 The slices are ordered by their position along the slice normal (ImagePositionPatient projected
 on the cross product of ImageOrientationPatient's row and column directions), not by file name or
@@ -133,6 +135,44 @@ def read_segmentation(path: Path, shape: tuple[int, int, int], affine: np.ndarra
     wins (a tumour in its organ stays a tumour). FRACTIONAL segments hold where over half; a LABELMAP
     segmentation's pixels are their segment's number. Frames that lie off the series' voxels
     (another series, a resampled segmentation) are a UserError."""
+    dataset, frames = _segment_frames(path, where)
+    to_voxel = np.linalg.inv(affine) @ LPS_TO_RAS
+    masks: dict[int, np.ndarray] = {}
+    for frame, pixels in frames:
+        try:
+            depth = _frame_depth(dataset, frame, to_voxel, pixels.shape, shape)
+        except (KeyError, AttributeError, ValueError) as err:  # a frame without its position
+            raise UserError(
+                f"{where}: {path}: a frame lacks its geometry or segment ({err}); export it again"
+            ) from None
+        if depth is None:
+            raise UserError(
+                f"{where}: {path}: a frame lies off the voxels of the row's series ({shape[0]}x{shape[1]}x"
+                f"{shape[2]}); expected a segmentation drawn on that series"
+            )
+        _add_segments(masks, pixels, shape, depth)
+    return _smallest_last(masks, shape)
+
+
+def read_image_segmentation(path: Path, size: tuple[int, ...], where: str) -> np.ndarray:
+    """A DICOM SEG drawn on a 2-D image (an X-ray, a mammogram: a DICOM file without slices) as its
+    (H, W) label map, segments numbered and overlapping as `read_segmentation`'s. Every frame lies
+    on the whole image: one of another size is a UserError."""
+    _, frames = _segment_frames(path, where)
+    masks: dict[int, np.ndarray] = {}
+    for _, pixels in frames:
+        if pixels.shape != tuple(size):
+            raise UserError(
+                f"{where}: {path}: a frame of {pixels.shape[1]}x{pixels.shape[0]} pixels for the row's image of "
+                f"{size[1]}x{size[0]}; expected a segmentation drawn on that image"
+            )
+        _add_segments(masks, pixels, (1, *size), 0)
+    return _smallest_last(masks, (1, *size))[0]
+
+
+def _segment_frames(path: Path, where: str) -> tuple[Any, list[tuple[Any, np.ndarray]]]:
+    """The SEG's dataset and its frames, each with its functional groups and its pixels as segment
+    numbers (0 none)."""
     import pydicom
 
     dataset = pydicom.dcmread(path)
@@ -143,27 +183,30 @@ def read_segmentation(path: Path, shape: tuple[int, int, int], affine: np.ndarra
     kind = str(dataset.get("SegmentationType", "BINARY"))
     if kind == "FRACTIONAL":
         frames = frames > int(dataset.get("MaximumFractionalValue", 255)) / 2
-    to_voxel = np.linalg.inv(affine) @ LPS_TO_RAS
-    masks: dict[int, np.ndarray] = {}
-    for frame, pixels in zip(dataset.get("PerFrameFunctionalGroupsSequence", []), frames):
-        try:
-            depth = _frame_depth(dataset, frame, to_voxel, pixels.shape, shape)
-            if kind != "LABELMAP":  # a frame of one segment (a LABELMAP frame's pixels are segment numbers)
+    groups = list(dataset.get("PerFrameFunctionalGroupsSequence", [])) or [{}] * len(frames)
+    numbered = []
+    for frame, pixels in zip(groups, frames):
+        if kind != "LABELMAP":  # a frame of one segment (a LABELMAP frame's pixels are segment numbers)
+            try:
                 segment = int(_group(dataset, frame, "SegmentIdentificationSequence").ReferencedSegmentNumber)
-                pixels = np.where(pixels > 0, segment, 0)
-        except (KeyError, AttributeError, ValueError) as err:  # a frame without its position or segment
-            raise UserError(
-                f"{where}: {path}: a frame lacks its geometry or segment ({err}); export it again"
-            ) from None
-        if depth is None:
-            raise UserError(
-                f"{where}: {path}: a frame lies off the voxels of the row's series ({shape[0]}x{shape[1]}x"
-                f"{shape[2]}); expected a segmentation drawn on that series"
-            )
-        for segment in np.unique(pixels[pixels > 0]).tolist():
-            masks.setdefault(segment, np.zeros(shape, bool))[depth] |= pixels == segment
+            except (KeyError, AttributeError, ValueError) as err:
+                raise UserError(
+                    f"{where}: {path}: a frame lacks its geometry or segment ({err}); export it again"
+                ) from None
+            pixels = np.where(pixels > 0, segment, 0)
+        numbered.append((frame, pixels))
+    return dataset, numbered
+
+
+def _add_segments(masks: dict[int, np.ndarray], pixels: np.ndarray, shape: tuple[int, ...], depth: int) -> None:
+    for segment in np.unique(pixels[pixels > 0]).tolist():
+        masks.setdefault(segment, np.zeros(shape, bool))[depth] |= pixels == segment
+
+
+def _smallest_last(masks: dict[int, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """The label array of the segments' masks, drawn largest first: where they overlap, the smallest wins."""
     labels = np.zeros(shape, np.uint8 if max(masks, default=0) < 256 else np.uint16)
-    for segment, mask in sorted(masks.items(), key=lambda item: -int(item[1].sum())):  # the smallest last
+    for segment, mask in sorted(masks.items(), key=lambda item: -int(item[1].sum())):
         labels[mask] = segment
     return labels
 

@@ -34,7 +34,7 @@ from cnn_factory.data.label_maps import is_lossy, label_values, read_label_map
 from cnn_factory.data.resample import resample, resample_labels, resampled_shape, target_spacing, to_shape
 from cnn_factory.data.table import Table
 from cnn_factory.dicom import header, pixel_mm
-from cnn_factory.dicom_scans import is_segmentation, read_segmentation
+from cnn_factory.dicom_scans import is_segmentation, read_image_segmentation, read_segmentation
 from cnn_factory.errors import UserError
 from cnn_factory.images import read_pixels
 from cnn_factory.outputs import MaskOutput
@@ -164,6 +164,12 @@ class Pixels:
         return fixed, resize_image(scan.array, native)
 
     def read_labels(self, path: Path, where: str, colours: bool, on: Scan | None = None) -> Scan:
+        """A label map; a DICOM SEG is read on the pixels of `on`, the row's image."""
+        if is_segmentation(path):
+            if on is None:
+                raise UserError(f"{where}: {path} is a DICOM SEG: it is read with the image it segments")
+            labels = read_image_segmentation(path, on.shape, where)
+            return Scan(labels, labels.shape, (1.0, 1.0))
         try:
             labels = read_label_map(path, colours)  # (H, W) values or (H, W, 3) colours
         except ValueError as err:
