@@ -64,7 +64,12 @@ def unpack_native(
     arrays, offset = {}, 0
     for name in native_names(cfg):
         base, kind = name.rsplit(".", 1)
-        shape = (cfg.inputs[base].channels, *native) if base in cfg.inputs else native if kind == "native" else size
+        if base in cfg.inputs:
+            shape = (cfg.inputs[base].channels, *native)
+        elif kind == "native":  # a mask at the native grid
+            shape = native
+        else:  # a mask's truth at the image's own size
+            shape = size
         n = int(np.prod(shape))
         arrays[name] = blob[offset : offset + n].reshape(shape)
         offset += n
